@@ -1,0 +1,36 @@
+# depot: `make run` starts the server on the embedded defaults
+# (127.0.0.1:8080, ./depot-data); `make test` runs every check CI runs.
+# Both install what they need first.
+
+# Keep build output outside the checkout: a cold RocksDB build is slow, and a
+# shared cache makes every later build incremental.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/depot-target
+CARGO ?= cargo
+
+.PHONY: run test deps check lint unit bench clean-data
+
+run: deps
+	$(CARGO) run --bin depot -- serve
+
+test: deps lint unit
+
+# RocksDB's build needs libclang (bindgen).
+deps:
+	@if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q libclang; then \
+		echo "installing libclang-dev (needed to build RocksDB)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libclang-dev; \
+	fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --all-targets
+
+bench: deps
+	$(CARGO) bench --bench store
+
+clean-data:
+	rm -rf depot-data

@@ -1,0 +1,378 @@
+//! Content-defined chunking: FastCDC 2020 (the `fastcdc` crate, pinned), with
+//! one set of parameters per store.
+//!
+//! Cut points depend only on the bytes, never on how they arrive: a cut is
+//! looked for only once `max` bytes are buffered (or the input has ended), and
+//! FastCDC never looks further than `max` bytes ahead. So the streaming
+//! [`StreamChunker`] (server side: request bodies, tus PATCHes) and the reading
+//! [`ReadChunker`] (client side: files) yield exactly the chunks of
+//! [`Chunker::chunk_all`] over the whole input, and the same content uploaded
+//! by any path lands on the same chunks.
+
+use std::io::{self, Read};
+
+use bytes::{Bytes, BytesMut};
+use fastcdc::v2020;
+use serde::{Deserialize, Serialize};
+
+/// FastCDC parameters: minimum, average (target) and maximum chunk size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkerParams {
+    /// Smallest chunk, except the last of a file (bytes, power of two).
+    pub min: u32,
+    /// Target average chunk size (bytes, power of two).
+    pub avg: u32,
+    /// Largest chunk (bytes, power of two).
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        Self { min: 64 * 1024, avg: 256 * 1024, max: 1024 * 1024 }
+    }
+}
+
+/// The parameters are outside what FastCDC 2020 accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid chunking parameters: {0}")]
+pub struct InvalidParams(pub String);
+
+impl ChunkerParams {
+    /// Checks the parameters: powers of two, `min < avg < max`, within
+    /// FastCDC 2020's bounds.
+    ///
+    /// # Errors
+    /// [`InvalidParams`] naming the problem.
+    pub fn validate(&self) -> Result<(), InvalidParams> {
+        let Self { min, avg, max } = *self;
+        for (name, v) in [("min", min), ("avg", avg), ("max", max)] {
+            if !v.is_power_of_two() {
+                return Err(InvalidParams(format!("{name} = {v} is not a power of two")));
+            }
+        }
+        if !(min < avg && avg < max) {
+            return Err(InvalidParams(format!("need min < avg < max, got {min} / {avg} / {max}")));
+        }
+        if !(v2020::MINIMUM_MIN..=v2020::MINIMUM_MAX).contains(&min)
+            || !(v2020::AVERAGE_MIN..=v2020::AVERAGE_MAX).contains(&avg)
+            || !(v2020::MAXIMUM_MIN..=v2020::MAXIMUM_MAX).contains(&max)
+        {
+            return Err(InvalidParams(format!("sizes {min} / {avg} / {max} outside FastCDC 2020's bounds")));
+        }
+        Ok(())
+    }
+
+    /// The chunker id recorded in the store and in every file record: the
+    /// algorithm, its normalisation level and the sizes. Content cut under
+    /// one id deduplicates only against content cut under the same id.
+    pub fn id(&self) -> String {
+        format!("fastcdc2020-n1-{}-{}-{}", self.min, self.avg, self.max)
+    }
+}
+
+/// FastCDC 2020 with fixed parameters and precomputed masks.
+#[derive(Debug, Clone)]
+pub struct Chunker {
+    params: ChunkerParams,
+    mask_s: u64,
+    mask_l: u64,
+}
+
+impl Chunker {
+    /// # Errors
+    /// [`InvalidParams`] when the parameters do not validate.
+    pub fn new(params: ChunkerParams) -> Result<Self, InvalidParams> {
+        params.validate()?;
+        // Normalisation level 1, as `fastcdc::v2020::FastCDC::new` uses.
+        let bits = params.avg.trailing_zeros() as usize;
+        Ok(Self { params, mask_s: v2020::MASKS[bits + 1], mask_l: v2020::MASKS[bits - 1] })
+    }
+
+    pub fn params(&self) -> ChunkerParams {
+        self.params
+    }
+
+    /// The length of the next chunk at the start of `data`, or `None` when
+    /// more input is needed to decide (fewer than `max` bytes and not `eof`).
+    /// At `eof` an empty `data` has no chunk: `Some(0)`.
+    pub fn next_cut(&self, data: &[u8], eof: bool) -> Option<usize> {
+        if !eof && data.len() < self.params.max as usize {
+            return None;
+        }
+        if data.is_empty() {
+            return Some(0);
+        }
+        let (_, n) = v2020::cut(
+            data,
+            self.params.min as usize,
+            self.params.avg as usize,
+            self.params.max as usize,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+        );
+        Some(n)
+    }
+
+    /// Chunk lengths of a whole input held in memory.
+    pub fn chunk_all(&self, data: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            let n = self.next_cut(&data[at..], true).unwrap_or(data.len() - at);
+            out.push(n);
+            at += n;
+        }
+        out
+    }
+}
+
+/// Chunks a stream pushed in pieces of any size. Holds at most `max` bytes
+/// plus the last push.
+#[derive(Debug)]
+pub struct StreamChunker {
+    chunker: Chunker,
+    buf: BytesMut,
+}
+
+impl StreamChunker {
+    pub fn new(chunker: Chunker) -> Self {
+        Self::with_tail(chunker, &[])
+    }
+
+    /// Continues a stream whose bytes after its last cut point were `tail`
+    /// (how a tus upload resumes across PATCH requests).
+    pub fn with_tail(chunker: Chunker, tail: &[u8]) -> Self {
+        let cap = chunker.params.max as usize * 2;
+        let mut buf = BytesMut::with_capacity(cap.max(tail.len()));
+        buf.extend_from_slice(tail);
+        Self { chunker, buf }
+    }
+
+    /// Adds input; returns every chunk now decided, in order.
+    pub fn push(&mut self, data: &[u8]) -> Vec<Bytes> {
+        self.buf.extend_from_slice(data);
+        self.drain(false)
+    }
+
+    /// Ends the input; returns the remaining chunks.
+    pub fn finish(mut self) -> Vec<Bytes> {
+        self.drain(true)
+    }
+
+    /// Ends the input in place (the chunker is empty afterwards).
+    pub fn finish_in_place(&mut self) -> Vec<Bytes> {
+        self.drain(true)
+    }
+
+    /// Bytes after the last cut point: not yet a chunk.
+    pub fn tail(&self) -> &[u8] {
+        &self.buf
+    }
+
+    fn drain(&mut self, eof: bool) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        while !self.buf.is_empty() {
+            match self.chunker.next_cut(&self.buf, eof) {
+                Some(n) if n > 0 => out.push(self.buf.split_to(n).freeze()),
+                _ => break,
+            }
+        }
+        out
+    }
+}
+
+/// Chunks anything readable (a file, stdin) with bounded memory; yields each
+/// chunk's bytes in order.
+pub struct ReadChunker<R> {
+    reader: R,
+    chunker: StreamChunker,
+    ready: std::collections::VecDeque<Bytes>,
+    eof: bool,
+    read_buf: Vec<u8>,
+}
+
+impl<R: Read> ReadChunker<R> {
+    pub fn new(reader: R, chunker: Chunker) -> Self {
+        let read_len = chunker.params.max as usize;
+        Self {
+            reader,
+            chunker: StreamChunker::new(chunker),
+            ready: Default::default(),
+            eof: false,
+            read_buf: vec![0; read_len],
+        }
+    }
+}
+
+impl<R: Read> Iterator for ReadChunker<R> {
+    type Item = io::Result<Bytes>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(c) = self.ready.pop_front() {
+                return Some(Ok(c));
+            }
+            if self.eof {
+                return None;
+            }
+            match self.reader.read(&mut self.read_buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    let rest = self.chunker.finish_in_place();
+                    self.ready.extend(rest);
+                }
+                Ok(n) => {
+                    let chunks = self.chunker.push(&self.read_buf[..n]);
+                    self.ready.extend(chunks);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Deterministic pseudo-random bytes (xorshift64), the golden input.
+    pub(crate) fn golden_input(n: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    fn small() -> Chunker {
+        Chunker::new(ChunkerParams { min: 256, avg: 1024, max: 4096 }).unwrap()
+    }
+
+    #[test]
+    fn golden_cut_points() {
+        // If this fails, cut points moved: every stored file would stop
+        // deduplicating against new uploads. Never update it casually.
+        let data = golden_input(4 << 20);
+        let lens = Chunker::new(ChunkerParams::default()).unwrap().chunk_all(&data);
+        let mut offsets = Vec::new();
+        let mut at = 0;
+        for n in &lens {
+            at += n;
+            offsets.push(at);
+        }
+        assert_eq!(offsets, GOLDEN_DEFAULT);
+        // And the same through the crate's own whole-input iterator.
+        let theirs: Vec<usize> =
+            v2020::FastCDC::new(&data, 65536, 262144, 1048576).map(|c| c.length).collect();
+        assert_eq!(lens, theirs);
+    }
+
+    const GOLDEN_DEFAULT: &[usize] =
+        &[329537, 873798, 1477169, 2141508, 2496592, 2803379, 3108076, 3423689, 3781079, 4194304];
+
+    #[test]
+    fn golden_cut_points_small() {
+        // Many cut points, for ports of the chunker (the Python client's).
+        let data = golden_input(64 << 10);
+        let lens = small().chunk_all(&data);
+        let theirs: Vec<usize> = v2020::FastCDC::new(&data, 256, 1024, 4096).map(|c| c.length).collect();
+        assert_eq!(lens, theirs);
+        let offsets: Vec<usize> = lens
+            .iter()
+            .scan(0, |at, n| {
+                *at += n;
+                Some(*at)
+            })
+            .collect();
+        assert_eq!(offsets, GOLDEN_SMALL);
+    }
+
+    const GOLDEN_SMALL: &[usize] = &[
+        866, 2054, 3292, 4428, 6082, 8549, 9295, 10876, 12502, 13490, 15356, 15633, 17225, 18689, 20334,
+        21809, 24030, 28126, 29158, 30354, 32931, 33210, 34292, 35684, 36725, 37755, 38305, 38854, 40119,
+        41006, 42606, 44883, 46032, 46425, 48529, 49558, 50569, 51277, 52934, 54453, 55526, 56554, 57905,
+        59068, 59379, 60994, 62030, 63777, 64167, 65536,
+    ];
+
+    #[test]
+    fn params_are_validated() {
+        assert!(ChunkerParams::default().validate().is_ok());
+        assert!(ChunkerParams { min: 100, avg: 1024, max: 4096 }.validate().is_err());
+        assert!(ChunkerParams { min: 4096, avg: 1024, max: 8192 }.validate().is_err());
+        assert!(ChunkerParams { min: 32, avg: 1024, max: 4096 }.validate().is_err());
+        assert_eq!(ChunkerParams::default().id(), "fastcdc2020-n1-65536-262144-1048576");
+    }
+
+    #[test]
+    fn empty_input_has_no_chunks() {
+        assert!(small().chunk_all(&[]).is_empty());
+        assert!(StreamChunker::new(small()).finish().is_empty());
+        assert_eq!(ReadChunker::new(&[][..], small()).count(), 0);
+    }
+
+    #[test]
+    fn zeros_cut_at_max() {
+        let c = small();
+        let lens = c.chunk_all(&vec![0u8; 10_000]);
+        assert_eq!(lens, vec![4096, 4096, 1808]);
+    }
+
+    proptest! {
+        #[test]
+        fn streaming_equals_whole_input(
+            seed in any::<u64>(),
+            len in 0usize..60_000,
+            splits in proptest::collection::vec(1usize..9000, 0..40),
+        ) {
+            let c = small();
+            let mut x = seed | 1;
+            let data: Vec<u8> = (0..len).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
+            let whole = c.chunk_all(&data);
+
+            let mut s = StreamChunker::new(c.clone());
+            let mut got: Vec<usize> = Vec::new();
+            let mut at = 0;
+            for n in splits {
+                let end = (at + n).min(data.len());
+                got.extend(s.push(&data[at..end]).iter().map(|b| b.len()));
+                at = end;
+            }
+            got.extend(s.push(&data[at..]).iter().map(|b| b.len()));
+            got.extend(s.finish().iter().map(|b| b.len()));
+            prop_assert_eq!(&got, &whole);
+
+            let via_read: Vec<usize> = ReadChunker::new(&data[..], c.clone()).map(|r| r.unwrap().len()).collect();
+            prop_assert_eq!(&via_read, &whole);
+
+            // Sizes within bounds, and concatenation gives the input back.
+            for (i, n) in whole.iter().enumerate() {
+                prop_assert!(*n <= 4096);
+                if i + 1 < whole.len() { prop_assert!(*n >= 256); }
+            }
+            prop_assert_eq!(whole.iter().sum::<usize>(), data.len());
+        }
+
+        #[test]
+        fn resuming_from_a_tail_continues_the_same_cuts(seed in any::<u64>(), len in 0usize..40_000, at in any::<prop::sample::Index>()) {
+            let c = small();
+            let mut x = seed | 1;
+            let data: Vec<u8> = (0..len).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect();
+            let split = at.index(data.len() + 1);
+            let mut first = StreamChunker::new(c.clone());
+            let mut got: Vec<usize> = first.push(&data[..split]).iter().map(|b| b.len()).collect();
+            let mut second = StreamChunker::with_tail(c.clone(), first.tail());
+            got.extend(second.push(&data[split..]).iter().map(|b| b.len()));
+            got.extend(second.finish().iter().map(|b| b.len()));
+            prop_assert_eq!(got, c.chunk_all(&data));
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! `store::Error`: what can go wrong in the store, in domain terms. No status
+//! codes here; each protocol maps these to its own wire form.
+
+use super::id::ChunkId;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("file {0} not found")]
+    FileNotFound(String),
+    #[error("upload {0} not found")]
+    UploadNotFound(String),
+    #[error("upload {0} has expired")]
+    UploadExpired(String),
+    #[error("chunk {0} not found")]
+    ChunkNotFound(ChunkId),
+    #[error("{} chunk(s) missing", .0.len())]
+    MissingChunks(Vec<ChunkId>),
+    #[error("content hashes to {actual}, not {expected}")]
+    HashMismatch { expected: ChunkId, actual: ChunkId },
+    #[error("{what} of {got} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { what: &'static str, limit: u64, got: u64 },
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("file type rejected: {0}")]
+    TypeRejected(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("chunk {id} is damaged: {reason}")]
+    Corrupt { id: ChunkId, reason: String },
+    #[error("corrupt metadata: {0}")]
+    CorruptMetadata(String),
+    #[error("the store at {0} is in use by another process")]
+    Locked(String),
+    #[error("store schema version {found} is not the supported version {expected}")]
+    SchemaMismatch { found: String, expected: String },
+    #[error("store was created with chunker {found}, configured chunker is {expected}")]
+    ChunkerMismatch { found: String, expected: String },
+    #[cfg(feature = "rocksdb")]
+    #[error("database: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+impl Error {
+    /// Whether the error is the client's doing (bad input, absent ids…) rather
+    /// than the server's.
+    pub fn is_client_error(&self) -> bool {
+        #[cfg(feature = "rocksdb")]
+        if matches!(self, Error::Db(_)) {
+            return false;
+        }
+        !matches!(
+            self,
+            Error::Corrupt { .. }
+                | Error::CorruptMetadata(_)
+                | Error::Locked(_)
+                | Error::SchemaMismatch { .. }
+                | Error::ChunkerMismatch { .. }
+                | Error::Io(_)
+                | Error::Task(_)
+        )
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Task(e.to_string())
+    }
+}

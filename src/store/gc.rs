@@ -1,0 +1,161 @@
+//! Garbage collection. Work is proportional to the garbage: chunks that may
+//! become garbage wait in the `gcq` family keyed by the time they become
+//! eligible, so a run reads only what is due.
+//!
+//! A chunk is deleted only when, under its stripe lock, its refcount is zero,
+//! its grace period since reaching zero has passed, and no upload's lease
+//! pins it. Deletion is restartable: the row is marked `Deleting` (synced),
+//! the object unlinked, then the row dropped; a crash in between is finished
+//! by the next run. The orphan sweep (objects with no row, which a crash
+//! between object write and row write can leave) walks the object directory
+//! and so is proportional to the store: it runs on demand and after an
+//! unclean shutdown.
+
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rocksdb::WriteBatch;
+use serde::Serialize;
+
+use super::meta::{self, Cf, ChunkState, Counter};
+use super::{ChunkId, Result, Store, object};
+
+/// What a GC run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    /// Deletes that had waited for readers, or been cut by a crash, finished.
+    pub finished_deletes: u64,
+    pub expired_uploads: u64,
+    pub deleted_chunks: u64,
+    /// Raw bytes of the deleted chunks.
+    pub freed_bytes: u64,
+    /// Candidates not yet due (leased again): put back in the queue.
+    pub requeued: u64,
+    pub orphan_objects: u64,
+    pub temp_files: u64,
+}
+
+const ROUND: usize = 1024;
+const TEMP_AGE: Duration = Duration::from_secs(3600);
+
+impl Store {
+    /// Runs GC. With `orphans`, also sweeps objects that have no row and are
+    /// older than the grace period (a walk of the whole object directory).
+    ///
+    /// # Errors
+    /// RocksDB and I/O errors; work done before the error stays done.
+    pub fn gc(&self, orphans: bool) -> Result<GcReport> {
+        let mut report = GcReport {
+            finished_deletes: self.resume_pending()? as u64,
+            expired_uploads: self.reap_uploads()?,
+            ..Default::default()
+        };
+        loop {
+            let now = self.now_ms();
+            let due: Vec<(Box<[u8]>, ChunkId)> = self
+                .meta()
+                .scan(Cf::Gcq, b"", None)
+                .take(ROUND)
+                .filter_map(|kv| kv.ok())
+                .take_while(|(k, _)| {
+                    k.len() == 40 && u64::from_be_bytes(k[..8].try_into().unwrap_or_default()) <= now
+                })
+                .filter_map(|(k, _)| ChunkId::from_slice(&k[8..]).map(|id| (k, id)))
+                .collect();
+            if due.is_empty() {
+                break;
+            }
+            self.collect_round(&due, now, &mut report)?;
+            if due.len() < ROUND {
+                break;
+            }
+        }
+        if orphans {
+            report.orphan_objects = self.sweep_orphans()?;
+        }
+        report.temp_files = self.objects().sweep_temp(TEMP_AGE)? as u64;
+        Ok(report)
+    }
+
+    fn collect_round(&self, due: &[(Box<[u8]>, ChunkId)], now: u64, report: &mut GcReport) -> Result<()> {
+        let m = self.meta();
+        let mut keys: HashMap<ChunkId, Vec<&[u8]>> = HashMap::new();
+        for (k, id) in due {
+            keys.entry(*id).or_default().push(k);
+        }
+        let ids: Vec<ChunkId> = keys.keys().copied().collect();
+        let _guards = self.lock_stripes(&ids);
+        let rows = m.chunk_rows(&ids)?;
+        let grace = self.grace_ms();
+        let mut mark = WriteBatch::default();
+        let mut doomed = Vec::new();
+        for (id, row) in ids.iter().zip(rows) {
+            for k in &keys[id] {
+                m.delete(&mut mark, Cf::Gcq, k);
+            }
+            let Some(mut r) = row else { continue };
+            if r.refcount > 0 {
+                continue;
+            }
+            match r.state {
+                ChunkState::Zero => {
+                    let eligible = (r.zero_since + grace).max(r.lease_until);
+                    if eligible > now {
+                        m.put(&mut mark, Cf::Gcq, &meta::gcq_key(eligible, id), b"");
+                        report.requeued += 1;
+                        continue;
+                    }
+                    r.state = ChunkState::Deleting;
+                    m.put(&mut mark, Cf::Chunks, id.as_bytes(), &r.encode());
+                    doomed.push((*id, r));
+                }
+                ChunkState::Deleting | ChunkState::Damaged => doomed.push((*id, r)),
+                ChunkState::Live => {}
+            }
+        }
+        m.write(mark, true)?;
+        let mut drop = WriteBatch::default();
+        for (id, r) in &doomed {
+            self.objects().delete(id)?;
+            m.delete(&mut drop, Cf::Chunks, id.as_bytes());
+            m.add(&mut drop, Counter::UniqueChunks, -1);
+            m.add(&mut drop, Counter::UniqueBytes, -i64::from(r.raw_len));
+            m.add(&mut drop, Counter::StoredBytes, -(i64::from(r.stored_len) + object::HEADER_LEN as i64));
+            report.deleted_chunks += 1;
+            report.freed_bytes += u64::from(r.raw_len);
+        }
+        m.write(drop, false)
+    }
+
+    /// Deletes objects that have no row, once older than the grace period.
+    fn sweep_orphans(&self) -> Result<u64> {
+        let now = self.now_ms();
+        let grace = self.grace_ms();
+        let mut n = 0;
+        for prefix in 0..=255u8 {
+            let entries = self.objects().list(prefix)?;
+            let old: Vec<ChunkId> = entries
+                .iter()
+                .filter(|e| {
+                    let t = e.modified.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+                    t + grace <= now
+                })
+                .map(|e| e.id)
+                .collect();
+            if old.is_empty() {
+                continue;
+            }
+            let rows = self.meta().chunk_rows(&old)?;
+            for (id, row) in old.iter().zip(rows) {
+                if row.is_some() {
+                    continue;
+                }
+                let _g = self.lock_stripes([id]);
+                if self.meta().chunk_row(id)?.is_none() && self.objects().delete(id)? {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}

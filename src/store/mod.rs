@@ -1,0 +1,59 @@
+//! The content-addressed store: chunks named by their BLAKE3 hash in an object
+//! directory, file manifests and refcounts in RocksDB. Every protocol drives
+//! these operations; nothing here knows about HTTP.
+//!
+//! Write order makes a crash harmless: an object is durable (the object
+//! store's barrier) before any row naming it is written, and a file becomes
+//! visible in one synced batch holding its manifest and refcount increments.
+//! A crash leaves at worst an unreferenced object or a zero-refcount row; GC
+//! takes both after their grace period.
+//!
+//! Concurrency: chunk rows are guarded by 256 stripe locks (by first hash
+//! byte), always taken in ascending order; puts, leases, commits and GC all
+//! change rows only under them. Every method here blocks: call it through
+//! [`Store::blocking`] from async code.
+
+pub mod chunker;
+pub mod clock;
+pub mod error;
+pub mod filetype;
+pub mod id;
+pub mod manifest;
+pub mod object;
+pub mod objects;
+
+#[cfg(feature = "rocksdb")]
+mod engine;
+#[cfg(feature = "rocksdb")]
+mod gc;
+#[cfg(feature = "rocksdb")]
+pub mod meta;
+#[cfg(feature = "rocksdb")]
+mod read;
+#[cfg(feature = "rocksdb")]
+mod upload;
+#[cfg(feature = "rocksdb")]
+mod verify;
+
+pub use self::chunker::{Chunker, ChunkerParams};
+pub use self::clock::{Clock, ManualClock, SystemClock};
+pub use self::error::{Error, Result};
+pub use self::filetype::TypePolicy;
+pub use self::id::{ChunkId, FileId, UploadId};
+pub use self::manifest::Entry;
+pub use self::objects::{FsObjects, FsyncPolicy, MemObjects, ObjectStore};
+
+#[cfg(feature = "rocksdb")]
+pub(crate) use self::engine::lock;
+#[cfg(feature = "rocksdb")]
+pub use self::engine::{
+    FileRecord, FileState, NewFile, Put, Stats, Store, StoreOptions, decode_frame, sanitize_name,
+};
+#[cfg(feature = "rocksdb")]
+pub use self::gc::GcReport;
+#[cfg(feature = "rocksdb")]
+pub use self::read::{ByteStream, ReadGuard};
+#[cfg(feature = "rocksdb")]
+pub use self::upload::{Ingest, PieceState, SeedSpec, UploadRecord, UploadState};
+#[cfg(feature = "rocksdb")]
+pub use self::verify::VerifyReport;

@@ -1,0 +1,145 @@
+//! Reading files back: a stream of a byte range, chunks in manifest order,
+//! each read and checked on a blocking thread with a bounded number read
+//! ahead, so memory stays flat whatever the file size.
+//!
+//! A download registers itself as a reader of its file ([`ReadGuard`]); a
+//! delete that arrives meanwhile hides the file at once but keeps its chunks
+//! referenced until the last reader is gone, so the stream is never cut.
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
+
+use super::{Error, FileId, FileRecord, FileState, Result, Store, lock, manifest};
+
+/// A stream of file bytes; an error ends it (the connection must then be
+/// aborted: the body is short or wrong).
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// Keeps a file's chunks referenced while a download reads it.
+pub struct ReadGuard {
+    store: Store,
+    id: FileId,
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        let last = {
+            let mut readers = lock(&self.store.0.readers);
+            let n = readers.get_mut(&self.id).map(|n| {
+                *n -= 1;
+                *n
+            });
+            if n == Some(0) {
+                readers.remove(&self.id);
+            }
+            n == Some(0)
+        };
+        if !last {
+            return;
+        }
+        // If the file was deleted while we read it, its references can go now.
+        let (store, id) = (self.store.clone(), self.id);
+        let finish = move || {
+            if let Err(e) = store.resume_pending_file(&id) {
+                tracing::warn!(file = %id, error = %e, "finishing a deferred delete failed; GC will retry");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(finish);
+            }
+            Err(_) => finish(),
+        }
+    }
+}
+
+impl Store {
+    /// Opens a visible file for reading.
+    ///
+    /// # Errors
+    /// [`Error::FileNotFound`].
+    pub fn open_file(&self, id: &FileId) -> Result<(FileRecord, ReadGuard)> {
+        let mut readers = lock(&self.0.readers);
+        let rec = self.file(id)?;
+        *readers.entry(*id).or_default() += 1;
+        drop(readers);
+        Ok((rec, ReadGuard { store: self.clone(), id: *id }))
+    }
+
+    pub(crate) fn resume_pending_file(&self, id: &FileId) -> Result<()> {
+        if let Some(FileRecord { state: FileState::Deleting { .. }, .. }) = self.record(id)? {
+            if !self.is_being_read(id) {
+                self.finish_delete(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams bytes `start..end` of an opened file. Must be polled inside a
+    /// Tokio runtime.
+    pub fn read_range(&self, rec: &FileRecord, guard: ReadGuard, start: u64, end: u64) -> ByteStream {
+        let end = end.min(rec.size);
+        if start >= end {
+            return Box::pin(stream::empty());
+        }
+        let (Some(first), Some(last)) = (
+            manifest::find_segment(&rec.segments, rec.size, start),
+            manifest::find_segment(&rec.segments, rec.size, end - 1),
+        ) else {
+            return Box::pin(stream::empty());
+        };
+        let id = rec.id;
+        let starts = rec.segments.clone();
+        let read_ahead = self.0.opts.read_ahead.max(1);
+        let seg_store = self.clone();
+        let chunk_store = self.clone();
+        let s = stream::iter(first..=last)
+            .then(move |seg| {
+                let store = seg_store.clone();
+                async move { store.blocking(move |s| s.segment(&id, seg as u32)).await.map(|e| (seg, e)) }
+            })
+            .map_ok(move |(seg, entries)| {
+                // Each entry with the part of it inside start..end.
+                let mut at = starts[seg];
+                let mut parts = Vec::new();
+                for e in entries {
+                    let (c_start, c_end) = (at, at + u64::from(e.len));
+                    at = c_end;
+                    if c_end <= start || c_start >= end {
+                        continue;
+                    }
+                    let from = start.saturating_sub(c_start) as usize;
+                    let to = (end.min(c_end) - c_start) as usize;
+                    parts.push(Ok((e, from, to)));
+                }
+                stream::iter(parts)
+            })
+            .try_flatten()
+            .map_ok(move |(e, from, to)| {
+                let store = chunk_store.clone();
+                async move {
+                    store
+                        .blocking(move |s| {
+                            let raw = s.read_chunk(&e.id)?;
+                            if raw.len() != e.len as usize {
+                                return Err(Error::Corrupt {
+                                    id: e.id,
+                                    reason: format!("{} bytes, manifest says {}", raw.len(), e.len),
+                                });
+                            }
+                            Ok(Bytes::from(raw).slice(from..to))
+                        })
+                        .await
+                }
+            })
+            .try_buffered(read_ahead)
+            .map(move |item| {
+                // The guard lives as long as the stream.
+                let _ = &guard;
+                item
+            });
+        Box::pin(s)
+    }
+}

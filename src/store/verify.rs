@@ -1,0 +1,236 @@
+//! `verify`: the store checked against itself. Every object: name, header,
+//! CRCs, length, decompression, BLAKE3. Every row: an object behind it.
+//! Every manifest: decodes, adds up, names chunks that exist. Refcounts are
+//! recomputed from the manifests and compared; so are the counters. With
+//! `repair`, corrupt objects are moved aside and their rows marked damaged
+//! (reported missing, so the next upload of that content heals them),
+//! refcounts and counters are rewritten.
+//!
+//! The recount keeps one map entry per chunk in memory (~48 bytes each).
+
+use std::collections::{HashMap, HashSet};
+
+use rocksdb::WriteBatch;
+use serde::Serialize;
+
+use super::meta::{self, Cf, ChunkRow, ChunkState, Counter};
+use super::{ChunkId, FileRecord, FileState, Result, Store, manifest, object};
+
+/// What verify found (and, with repair, fixed).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub objects: u64,
+    pub object_bytes: u64,
+    pub rows: u64,
+    pub files: u64,
+    /// Objects that failed a check, with the reason.
+    pub corrupt_objects: Vec<(ChunkId, String)>,
+    /// Rows whose object is missing.
+    pub missing_objects: Vec<ChunkId>,
+    /// Objects with no row (GC sweeps them after the grace period).
+    pub orphan_objects: u64,
+    /// Files whose manifest is broken, with the reason.
+    pub bad_files: Vec<(String, String)>,
+    /// (chunk, refcount in its row, references in manifests).
+    pub refcount_mismatches: Vec<(ChunkId, u64, u64)>,
+    /// (counter, stored value, recomputed value).
+    pub counter_mismatches: Vec<(String, i64, i64)>,
+    /// Rows left mid-delete by a crash (GC finishes them).
+    pub deleting_rows: u64,
+    /// Rows marked damaged, awaiting a re-upload.
+    pub damaged_rows: u64,
+    pub repaired: bool,
+}
+
+impl VerifyReport {
+    /// Nothing wrong (orphans, mid-delete rows and already-marked damage
+    /// aside, which GC or a re-upload resolve).
+    pub fn is_clean(&self) -> bool {
+        self.corrupt_objects.is_empty()
+            && self.missing_objects.is_empty()
+            && self.bad_files.is_empty()
+            && self.refcount_mismatches.is_empty()
+            && self.counter_mismatches.is_empty()
+    }
+}
+
+impl Store {
+    /// Checks everything; with `repair`, fixes what can be fixed.
+    ///
+    /// # Errors
+    /// RocksDB and I/O errors (findings are in the report, not errors).
+    pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
+        let mut rep = VerifyReport { repaired: repair, ..Default::default() };
+        let m = self.meta();
+        let max = self.options().max_object_size as usize;
+
+        // Objects.
+        let mut present: HashSet<ChunkId> = HashSet::new();
+        let mut corrupt: HashSet<ChunkId> = HashSet::new();
+        for prefix in 0..=255u8 {
+            for e in self.objects().list(prefix)? {
+                rep.objects += 1;
+                rep.object_bytes += e.len;
+                let bad = match self.objects().get(&e.id)? {
+                    None => continue,
+                    Some(enc) => match object::decode(&enc, max, true) {
+                        Ok((h, _)) if h.id == e.id => None,
+                        Ok(_) => Some("object holds another chunk".to_string()),
+                        Err(err) => Some(err.0.to_string()),
+                    },
+                };
+                match bad {
+                    None => {
+                        present.insert(e.id);
+                    }
+                    Some(reason) => {
+                        corrupt.insert(e.id);
+                        rep.corrupt_objects.push((e.id, reason));
+                        if repair {
+                            self.objects().quarantine(&e.id)?;
+                        }
+                    }
+                }
+            }
+        }
+
+        // Manifests: recount references.
+        let mut refs: HashMap<ChunkId, u64> = HashMap::new();
+        let (mut files, mut logical) = (0i64, 0i64);
+        for kv in m.scan(Cf::Files, b"", None) {
+            let (k, v) = kv?;
+            rep.files += 1;
+            let rec: FileRecord = match serde_json::from_slice(&v) {
+                Ok(r) => r,
+                Err(e) => {
+                    rep.bad_files.push((format!("{k:02x?}"), format!("record: {e}")));
+                    continue;
+                }
+            };
+            if rec.state == FileState::Ready {
+                files += 1;
+                logical += rec.size as i64;
+            }
+            if let Err(reason) = self.check_manifest(&rec, &mut refs) {
+                rep.bad_files.push((rec.id.to_string(), reason));
+            }
+        }
+
+        // Rows.
+        let mut fix = WriteBatch::default();
+        let (mut chunks, mut unique, mut stored) = (0i64, 0i64, 0i64);
+        let mut rows_seen: HashSet<ChunkId> = HashSet::new();
+        let now = self.now_ms();
+        for kv in m.scan(Cf::Chunks, b"", None) {
+            let (k, v) = kv?;
+            let Some(id) = ChunkId::from_slice(&k) else { continue };
+            let Ok(mut row) = ChunkRow::decode(&v) else {
+                rep.bad_files.push((id.to_string(), "undecodable chunk row".into()));
+                continue;
+            };
+            rep.rows += 1;
+            rows_seen.insert(id);
+            chunks += 1;
+            unique += i64::from(row.raw_len);
+            stored += i64::from(row.stored_len) + object::HEADER_LEN as i64;
+            let mut changed = false;
+            match row.state {
+                ChunkState::Deleting => rep.deleting_rows += 1,
+                ChunkState::Damaged => rep.damaged_rows += 1,
+                _ if !present.contains(&id) => {
+                    if !corrupt.contains(&id) {
+                        rep.missing_objects.push(id);
+                    }
+                    row.state = ChunkState::Damaged;
+                    changed = true;
+                }
+                _ => {}
+            }
+            let actual = refs.get(&id).copied().unwrap_or(0);
+            if row.refcount != actual {
+                rep.refcount_mismatches.push((id, row.refcount, actual));
+                row.refcount = actual;
+                if actual == 0 && row.state == ChunkState::Live {
+                    row.state = ChunkState::Zero;
+                    row.zero_since = now;
+                    m.put(&mut fix, Cf::Gcq, &meta::gcq_key(now + self.grace_ms(), &id), b"");
+                } else if actual > 0 && row.state == ChunkState::Zero {
+                    row.state = ChunkState::Live;
+                }
+                changed = true;
+            }
+            if changed {
+                m.put(&mut fix, Cf::Chunks, id.as_bytes(), &row.encode());
+            }
+        }
+        rep.orphan_objects = present.iter().filter(|id| !rows_seen.contains(id)).count() as u64;
+        for id in refs.keys() {
+            if !rows_seen.contains(id) {
+                rep.bad_files.push((id.to_string(), "referenced chunk has no row".into()));
+            }
+        }
+
+        // Counters.
+        for (c, want) in [
+            (Counter::Files, files),
+            (Counter::LogicalBytes, logical),
+            (Counter::UniqueChunks, chunks),
+            (Counter::UniqueBytes, unique),
+            (Counter::StoredBytes, stored),
+        ] {
+            let have = m.counter(c)?;
+            if have != want {
+                rep.counter_mismatches.push((format!("{c:?}"), have, want));
+                m.set_counter(&mut fix, c, want);
+            }
+        }
+        if repair {
+            m.write(fix, true)?;
+        }
+        Ok(rep)
+    }
+
+    /// Checks one file's manifest and adds its live references to `refs`.
+    fn check_manifest(
+        &self,
+        rec: &FileRecord,
+        refs: &mut HashMap<ChunkId, u64>,
+    ) -> std::result::Result<(), String> {
+        let nseg = rec.segments.len() as u32;
+        let counted = |seg: u32| match rec.state {
+            FileState::Ready => true,
+            FileState::Committing { next } => seg < next,
+            FileState::Deleting { next } => seg >= next,
+        };
+        let mut at = 0u64;
+        let mut n = 0u64;
+        let mut digest = manifest::Digest::default();
+        for seg in 0..nseg {
+            if rec.segments[seg as usize] != at {
+                return Err(format!(
+                    "segment {seg} starts at {at}, record says {}",
+                    rec.segments[seg as usize]
+                ));
+            }
+            let entries = self.segment(&rec.id, seg).map_err(|e| e.to_string())?;
+            for e in &entries {
+                at += u64::from(e.len);
+                n += 1;
+                digest.update(e);
+                if counted(seg) {
+                    *refs.entry(e.id).or_default() += 1;
+                }
+            }
+        }
+        if at != rec.size {
+            return Err(format!("chunks add up to {at} bytes, size is {}", rec.size));
+        }
+        if n != rec.chunks {
+            return Err(format!("{n} chunks, record says {}", rec.chunks));
+        }
+        if digest.finish() != rec.manifest_digest {
+            return Err("manifest digest differs".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,350 @@
+//! The store against real RocksDB and a real object directory in a temp dir.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{open_store, pseudo_random, test_options};
+use depot::store::{ChunkId, Entry, Error, FileId, FsObjects, NewFile, ObjectStore, Store, object};
+use futures_util::TryStreamExt;
+use proptest::prelude::*;
+
+fn ingest(store: &Store, name: &str, data: &[u8]) -> depot::store::FileRecord {
+    let mut ing = store.ingest();
+    for piece in data.chunks(10_000) {
+        ing.push(piece).unwrap();
+    }
+    ing.finish(name, None).unwrap()
+}
+
+fn read_all(store: &Store, id: &FileId, start: u64, end: u64) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (rec, guard) = store.open_file(id).unwrap();
+        let parts: Vec<Bytes> = store.read_range(&rec, guard, start, end).try_collect().await.unwrap();
+        parts.concat()
+    })
+}
+
+#[test]
+fn same_content_twice_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_store(dir.path(), test_options());
+    let data = pseudo_random(300_000, 1);
+    let a = ingest(&store, "a.bin", &data);
+    let after_one = store.stats().unwrap();
+    let b = ingest(&store, "b.bin", &data);
+    let after_two = store.stats().unwrap();
+    assert_ne!(a.id, b.id);
+    assert_eq!(a.manifest_digest, b.manifest_digest);
+    assert_eq!(after_two.files, 2);
+    assert_eq!(after_two.logical_bytes, 600_000);
+    assert_eq!(after_two.unique_chunks, after_one.unique_chunks);
+    assert_eq!(after_two.unique_bytes, 300_000);
+    assert!((after_two.dedup_ratio - 2.0).abs() < 1e-9);
+    assert_eq!(read_all(&store, &b.id, 0, b.size), data);
+    assert_eq!(a.content_hash, Some(ChunkId::of(&data)));
+}
+
+#[test]
+fn delete_and_gc_free_exactly_the_unshared_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock) = open_store(dir.path(), test_options());
+    let shared = pseudo_random(200_000, 2);
+    let mut a_data = shared.clone();
+    a_data.extend(pseudo_random(100_000, 3));
+    let mut b_data = shared.clone();
+    b_data.extend(pseudo_random(100_000, 4));
+    let a = ingest(&store, "a.bin", &a_data);
+    let b = ingest(&store, "b.bin", &b_data);
+    let before = store.stats().unwrap();
+
+    store.delete_file(&a.id).unwrap();
+    assert!(matches!(store.file(&a.id), Err(Error::FileNotFound(_))));
+    // Nothing is due yet: grace and leases hold.
+    assert_eq!(store.gc(true).unwrap().deleted_chunks, 0);
+    clock.advance(Duration::from_secs(3600));
+    let report = store.gc(true).unwrap();
+    let after = store.stats().unwrap();
+
+    // Exactly the bytes only `a` had are gone: a's tail, plus the chunk
+    // straddling the shared prefix and the tail.
+    let freed = before.unique_bytes - after.unique_bytes;
+    assert_eq!(report.freed_bytes, freed);
+    assert!((100_000..100_000 + 2 * 4096).contains(&freed), "freed {freed}");
+    assert_eq!(after.files, 1);
+    assert_eq!(after.logical_bytes, b.size);
+    assert_eq!(read_all(&store, &b.id, 0, b.size), b_data);
+    let v = store.verify(false).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+    assert_eq!(v.objects, after.unique_chunks);
+}
+
+#[test]
+fn gc_spares_pinned_and_recently_zeroed_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = test_options(); // grace 60 s, lease 600 s
+    let (store, clock) = open_store(dir.path(), opts);
+    let data = pseudo_random(3000, 5);
+    let lease = store.now_ms() + 1_000_000;
+    let put = store.put_chunk(&data, None, lease).unwrap();
+    assert!(put.new);
+    clock.advance(Duration::from_secs(120)); // past grace, inside the lease
+    assert_eq!(store.gc(false).unwrap().deleted_chunks, 0);
+    assert!(store.missing(&[put.id], 0).unwrap().is_empty());
+
+    // Referenced then released: recently zeroed chunks wait out the grace.
+    let f = store
+        .finish_file(NewFile {
+            name: "x.bin".into(),
+            declared_type: None,
+            size: 3000,
+            chunks: vec![Entry { id: put.id, len: 3000 }],
+            content_hash: None,
+        })
+        .unwrap();
+    clock.advance(Duration::from_secs(2000)); // the lease is over
+    store.delete_file(&f.id).unwrap();
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(store.gc(false).unwrap().deleted_chunks, 0, "inside grace");
+    // A missing-chunks query renews the lease: still kept after the grace.
+    let lease = store.now_ms() + 600_000;
+    assert!(store.missing(&[put.id], lease).unwrap().is_empty());
+    clock.advance(Duration::from_secs(120));
+    let r = store.gc(false).unwrap();
+    assert_eq!(r.deleted_chunks, 0, "leased");
+    assert!(r.requeued >= 1);
+    clock.advance(Duration::from_secs(600));
+    assert_eq!(store.gc(false).unwrap().deleted_chunks, 1);
+    assert_eq!(store.missing(&[put.id], 0).unwrap(), vec![put.id]);
+    assert_eq!(store.stats().unwrap().unique_chunks, 0);
+}
+
+#[test]
+fn commit_with_a_missing_chunk_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_store(dir.path(), test_options());
+    let here = store.put_chunk(b"present chunk", None, 0).unwrap();
+    let absent = ChunkId::of(b"never sent");
+    let err = store
+        .finish_file(NewFile {
+            name: "f.txt".into(),
+            declared_type: None,
+            size: 13 + 10,
+            chunks: vec![Entry { id: here.id, len: 13 }, Entry { id: absent, len: 10 }],
+            content_hash: None,
+        })
+        .unwrap_err();
+    match err {
+        Error::MissingChunks(m) => assert_eq!(m, vec![absent]),
+        e => panic!("unexpected {e:?}"),
+    }
+    // Wrong lengths are refused too.
+    let err = store
+        .finish_file(NewFile {
+            name: "f.txt".into(),
+            declared_type: None,
+            size: 14,
+            chunks: vec![Entry { id: here.id, len: 14 }],
+            content_hash: None,
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert_eq!(store.stats().unwrap().files, 0);
+}
+
+#[test]
+fn reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pseudo_random(2_000_000, 6); // > 1024 chunks: a multi-segment manifest
+    let (id, stats) = {
+        let (store, _) = open_store(dir.path(), test_options());
+        let rec = ingest(&store, "big.bin", &data);
+        assert!(rec.segments.len() > 1);
+        store.close().unwrap();
+        (rec.id, store.stats().unwrap())
+    };
+    let (store, _) = open_store(dir.path(), test_options());
+    assert!(!store.was_unclean());
+    assert_eq!(store.stats().unwrap(), stats);
+    let rec = store.file(&id).unwrap();
+    assert_eq!(rec.size, data.len() as u64);
+    assert_eq!(read_all(&store, &id, 0, rec.size), data);
+    let (list, next) = store.list_files(None, 10).unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(next.is_none());
+    assert!(store.verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn a_store_refuses_other_chunking_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open_store(dir.path(), test_options()));
+    let mut other = test_options();
+    other.chunking.max = 8192;
+    let objects = Arc::new(FsObjects::open(&dir.path().join("objects"), other.fsync).unwrap());
+    let err =
+        Store::open_with(dir.path(), other, objects, Arc::new(depot::store::SystemClock)).err().unwrap();
+    assert!(matches!(err, Error::ChunkerMismatch { .. }), "{err}");
+}
+
+#[test]
+fn a_second_process_cannot_open_a_store_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, _) = open_store(dir.path(), test_options());
+    let objects = Arc::new(FsObjects::open(&dir.path().join("objects"), test_options().fsync).unwrap());
+    let err = Store::open_with(dir.path(), test_options(), objects, Arc::new(depot::store::SystemClock))
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Locked(_)), "{err}");
+}
+
+#[test]
+fn crash_between_object_write_and_metadata_leaves_a_store_gc_cleans() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = test_options();
+    let keep = pseudo_random(50_000, 7);
+    {
+        let (store, _) = open_store(dir.path(), opts.clone());
+        ingest(&store, "kept.bin", &keep);
+        // A chunk stored, never committed (an upload cut short)…
+        store.put_chunk(&pseudo_random(3000, 8), None, 0).unwrap();
+        // …and an object written whose row never made it (the crash).
+        let raw = pseudo_random(2000, 9);
+        let id = ChunkId::of(&raw);
+        let objects = FsObjects::open(&dir.path().join("objects"), opts.fsync).unwrap();
+        assert!(objects.put_if_absent(&id, &object::encode(&id, &raw, 1)).unwrap());
+        // No close(): the process dies here.
+    }
+    let (store, clock) = open_store(dir.path(), opts);
+    assert!(store.was_unclean());
+    let v = store.verify(false).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+    assert_eq!(v.orphan_objects, 1);
+    // Objects older than the grace period (by the store's clock) go.
+    clock.advance(Duration::from_secs(24 * 3600));
+    let r = store.gc(true).unwrap();
+    assert_eq!(r.orphan_objects, 1);
+    assert_eq!(r.deleted_chunks, 1);
+    let v = store.verify(false).unwrap();
+    assert!(v.is_clean() && v.orphan_objects == 0, "{v:?}");
+    assert_eq!(store.stats().unwrap().files, 1);
+}
+
+#[test]
+fn verify_finds_and_repair_heals_a_corrupt_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_store(dir.path(), test_options());
+    let data = pseudo_random(20_000, 10);
+    let rec = ingest(&store, "f.bin", &data);
+    let victim = store.segment(&rec.id, 0).unwrap()[1].id;
+    let objects = FsObjects::open(&dir.path().join("objects"), test_options().fsync).unwrap();
+    let path = objects.path_of(&victim);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+
+    let v = store.verify(false).unwrap();
+    assert_eq!(v.corrupt_objects.len(), 1);
+    assert_eq!(v.corrupt_objects[0].0, victim);
+    assert!(!v.is_clean());
+    store.verify(true).unwrap();
+    // Marked damaged: reported missing, so the next upload of it heals it.
+    assert_eq!(store.missing(&[victim], 0).unwrap(), vec![victim]);
+    ingest(&store, "again.bin", &data);
+    assert!(store.missing(&[victim], 0).unwrap().is_empty());
+    assert_eq!(read_all(&store, &rec.id, 0, rec.size), data);
+    let v = store.verify(false).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+}
+
+#[test]
+fn put_verifies_a_given_hash_and_stores_nothing_on_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_store(dir.path(), test_options());
+    let wrong = ChunkId::of(b"other");
+    let err = store.put_chunk(b"data", Some(&wrong), 0).unwrap_err();
+    assert!(matches!(err, Error::HashMismatch { .. }));
+    assert_eq!(store.stats().unwrap().unique_chunks, 0);
+    // Zstd frames from clients are decoded, checked, capped.
+    let raw = b"compressible ".repeat(500);
+    let id = ChunkId::of(&raw);
+    let frame = zstd::bulk::compress(&raw, 3).unwrap();
+    let put = store.put_chunk_zstd(&frame, &id, 0).unwrap();
+    assert!(put.new && put.len as usize == raw.len());
+    assert_eq!(store.read_chunk(&id).unwrap(), raw);
+    assert!(store.put_chunk_zstd(b"not zstd", &id, 0).is_err());
+}
+
+#[test]
+fn many_hashes_are_checked_in_one_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_store(dir.path(), test_options());
+    let chunks: Vec<Bytes> = (0..100u32).map(|i| Bytes::from(i.to_le_bytes().repeat(100))).collect();
+    store.put_chunks(&chunks, 0).unwrap();
+    let mut ids: Vec<ChunkId> = chunks.iter().map(|c| ChunkId::of(c)).collect();
+    let absent: Vec<ChunkId> = (0..10_000u32).map(|i| ChunkId::of(&i.to_be_bytes())).collect();
+    ids.extend(&absent);
+    let missing = store.missing(&ids, 0).unwrap();
+    assert_eq!(missing, absent);
+}
+
+#[test]
+fn listing_is_newest_first_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock) = open_store(dir.path(), test_options());
+    let mut ids = Vec::new();
+    for i in 0..7u64 {
+        ids.push(ingest(&store, &format!("f{i}.txt"), format!("file {i}").as_bytes()).id);
+        clock.advance(Duration::from_millis(5));
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = store.list_files(cursor.as_ref(), 3).unwrap();
+        seen.extend(page.iter().map(|r| r.id));
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+}
+
+#[test]
+fn empty_files_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_store(dir.path(), test_options());
+    let rec = ingest(&store, "empty.txt", b"");
+    assert_eq!(rec.size, 0);
+    assert_eq!(rec.chunks, 0);
+    assert!(read_all(&store, &rec.id, 0, 0).is_empty());
+    store.delete_file(&rec.id).unwrap();
+    assert!(store.verify(false).unwrap().is_clean());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn range_reads_equal_the_slice(ranges in proptest::collection::vec((0u64..1_500_000, 0u64..300_000), 1..8)) {
+        static FIXTURE: std::sync::OnceLock<(tempfile::TempDir, Store, FileId, Vec<u8>)> = std::sync::OnceLock::new();
+        let (_, store, id, data) = FIXTURE.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, _) = open_store(dir.path(), test_options());
+            let data = pseudo_random(1_400_000, 11);
+            let rec = ingest(&store, "r.bin", &data);
+            assert!(rec.segments.len() > 1);
+            (dir, store, rec.id, data)
+        });
+        for (start, len) in ranges {
+            let end = (start + len).min(data.len() as u64);
+            let start = start.min(end);
+            let got = read_all(store, id, start, end);
+            prop_assert_eq!(&got[..], &data[start as usize..end as usize]);
+        }
+    }
+}
