@@ -27,6 +27,14 @@ struct StoreArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Address to listen on (overrides the configuration).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Print the store's counters (files, bytes, chunks, dedup ratio).
     Stats {
         #[command(flatten)]
@@ -63,6 +71,52 @@ fn load_config(args: &StoreArgs) -> Result<Config, String> {
     Ok(cfg)
 }
 
+/// Runs the server until Ctrl-C or SIGTERM.
+fn serve(args: &StoreArgs, listen: Option<String>) -> Result<(), String> {
+    let mut cfg = load_config(args)?;
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    cfg.validate().map_err(|e| e.to_string())?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cfg.log).map_err(|e| format!("log filter: {e}"))?,
+        )
+        .init();
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let store = Store::open(&cfg.data_dir, cfg.store_options())
+            .map_err(|e| format!("opening the store at {}: {e}", cfg.data_dir.display()))?;
+        let listener = tokio::net::TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "depot listening");
+        eprintln!("depot listening on http://{addr} (data in {})", cfg.data_dir.display());
+        let state = depot::http::AppState::new(store, cfg);
+        depot::http::serve(listener, state, shutdown_signal()).await.map_err(|e| e.to_string())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
 fn open_store(args: &StoreArgs) -> Result<Store, String> {
     let cfg = load_config(args)?;
     if !cfg.data_dir.join("meta").exists() {
@@ -73,6 +127,7 @@ fn open_store(args: &StoreArgs) -> Result<Store, String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Serve { store, listen } => serve(&store, listen),
         Command::Stats { store, json } => {
             let s = open_store(&store)?;
             let st = s.stats().map_err(|e| e.to_string())?;

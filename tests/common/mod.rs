@@ -50,3 +50,51 @@ pub fn open_store(dir: &Path, opts: StoreOptions) -> (Store, Arc<ManualClock>) {
     (store, clock)
 }
 
+use depot::config::Config;
+use depot::http::AppState;
+
+/// A real server on an ephemeral port over a data dir.
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// The configuration tests start from: no fsync, no rate limits, GC off.
+pub fn test_config(dir: &Path) -> Config {
+    let mut cfg = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+    cfg.storage.fsync = FsyncPolicy::Never;
+    cfg.rate_limit.enabled = false;
+    cfg.gc.interval = depot::config::Dur(Duration::ZERO);
+    cfg
+}
+
+impl TestServer {
+    pub async fn start(cfg: Config) -> TestServer {
+        let store = Store::open(&cfg.data_dir, cfg.store_options()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = AppState::new(store, cfg);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(depot::http::serve(listener, state.clone(), async {
+            let _ = rx.await;
+        }));
+        TestServer { base, state, shutdown: Some(tx), handle: Some(handle) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Graceful shutdown; waits until the store is closed.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+        // The last clone of the store goes with `self`.
+    }
+}

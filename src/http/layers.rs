@@ -1,0 +1,128 @@
+//! Cross-cutting layers: CORS from the configuration, per-client-IP rate
+//! limits (tower_governor), request ids and request logs.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderName, HeaderValue, Method, Request};
+use axum::response::{IntoResponse, Response};
+use tower_governor::GovernorError;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::KeyExtractor;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::error::ApiError;
+use crate::config::{CorsConfig, RateLimitConfig};
+
+/// The CORS layer the configuration describes; `None` when no origin is
+/// allowed.
+pub fn cors(cfg: &CorsConfig) -> Option<CorsLayer> {
+    if cfg.allowed_origins.is_empty() {
+        return None;
+    }
+    let origins = if cfg.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(cfg.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let methods: Vec<Method> = cfg.allowed_methods.iter().filter_map(|m| m.parse().ok()).collect();
+    let headers: Vec<HeaderName> = cfg.allowed_headers.iter().filter_map(|h| h.parse().ok()).collect();
+    let exposed: Vec<HeaderName> = cfg.exposed_headers.iter().filter_map(|h| h.parse().ok()).collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods(methods)
+            .allow_headers(headers)
+            .expose_headers(exposed)
+            .max_age(cfg.max_age.0),
+    )
+}
+
+/// The client address a rate-limit bucket is keyed by: the peer, or (when
+/// configured to trust a proxy) the left-most forwarded address.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp {
+    pub trust_forwarded: bool,
+}
+
+impl ClientIp {
+    fn forwarded<T>(req: &Request<T>) -> Option<IpAddr> {
+        let h = req.headers();
+        if let Some(v) = h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            if let Some(ip) = v.split(',').next().and_then(|s| s.trim().parse().ok()) {
+                return Some(ip);
+            }
+        }
+        let v = h.get("forwarded")?.to_str().ok()?;
+        v.split([';', ',']).find_map(|part| {
+            let (k, val) = part.trim().split_once('=')?;
+            if !k.eq_ignore_ascii_case("for") {
+                return None;
+            }
+            let val = val.trim_matches('"');
+            let val = val.strip_prefix('[').map(|v| v.split(']').next().unwrap_or(v)).unwrap_or(val);
+            val.parse().ok().or_else(|| val.rsplit_once(':').and_then(|(ip, _)| ip.parse().ok()))
+        })
+    }
+}
+
+impl KeyExtractor for ClientIp {
+    type Key = IpAddr;
+
+    fn extract<T>(&self, req: &Request<T>) -> Result<IpAddr, GovernorError> {
+        if self.trust_forwarded {
+            if let Some(ip) = Self::forwarded(req) {
+                return Ok(ip);
+            }
+        }
+        Ok(req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
+    }
+}
+
+/// Which budget a route draws from.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    Api,
+    Upload,
+}
+
+/// Puts a rate limit for one budget on `router`, answering 429 with
+/// `Retry-After` and a JSON body; unchanged when rate limiting is off.
+pub fn rate_limit<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    cfg: &RateLimitConfig,
+    budget: Budget,
+) -> Router<S> {
+    if !cfg.enabled {
+        return router;
+    }
+    let (per_second, burst) = match budget {
+        Budget::Api => (cfg.api_per_second, cfg.api_burst),
+        Budget::Upload => (cfg.upload_per_second, cfg.upload_burst),
+    };
+    let period = Duration::from_nanos(1_000_000_000 / per_second.max(1));
+    let Some(config) = GovernorConfigBuilder::default()
+        .period(period)
+        .burst_size(burst)
+        .key_extractor(ClientIp { trust_forwarded: cfg.trust_forwarded })
+        .finish()
+    else {
+        return router;
+    };
+    router.layer(tower_governor::GovernorLayer::new(config).error_handler(rate_limited))
+}
+
+fn rate_limited(e: GovernorError) -> Response {
+    match e {
+        GovernorError::TooManyRequests { wait_time, .. } => {
+            ApiError::TooManyRequests { retry_after: wait_time.max(1) }.into_response()
+        }
+        other => ApiError::Unavailable(other.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,164 @@
+//! The HTTP server: state, router, layers, the error table, and `serve`.
+//! Protocol modules provide the handlers; this module wires them together
+//! and owns what cuts across them (CORS, rate limits, body limits, request
+//! ids, logs, metrics, the OpenAPI document).
+
+mod error;
+mod layers;
+mod metrics;
+pub mod openapi;
+mod ops;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use self::error::ApiError;
+use self::layers::{Budget, rate_limit};
+pub use self::metrics::Metrics;
+use crate::config::Config;
+use crate::protocol::{files, seed};
+use crate::store::Store;
+
+/// Most piece bytes held in memory at once across all requests (KiB).
+pub const PIECE_BUDGET_KIB: u32 = 512 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    /// Budget of piece bytes held in memory (permits are KiB).
+    pub piece_budget: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: Config) -> Self {
+        let budget = PIECE_BUDGET_KIB.max((config.limits.max_piece_size.0 / 1024) as u32);
+        Self {
+            store,
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+            piece_budget: Arc::new(Semaphore::new(budget as usize)),
+        }
+    }
+}
+
+/// Counts an upload body streaming in, for `/metrics`.
+pub struct UploadGuard(Arc<Metrics>);
+
+impl UploadGuard {
+    pub fn new(m: &Arc<Metrics>) -> Self {
+        m.uploads_active.fetch_add(1, Ordering::Relaxed);
+        Self(m.clone())
+    }
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        self.0.uploads_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    let cfg = state.config.clone();
+    let api = Router::new()
+        .route("/api/files", get(files::list_files))
+        .route("/api/files/{id}", get(files::download).delete(files::delete))
+        .route("/api/files/{id}/info", get(files::info))
+        .route("/api/stats", get(ops::stats));
+    let api = rate_limit(api, &cfg.rate_limit, Budget::Api);
+
+    // Upload bodies are limited by the configured file and piece sizes, not
+    // by axum's default 2 MB.
+    let uploads = Router::new()
+        .route("/api/files/upload", post(seed::upload_file))
+        .route("/api/files/upload/chunked", get(seed::test_chunk).post(seed::post_chunk))
+        .layer(DefaultBodyLimit::disable());
+    let uploads = rate_limit(uploads, &cfg.rate_limit, Budget::Upload);
+
+    let ops = Router::new().route("/healthz", get(ops::healthz)).route("/metrics", get(ops::metrics));
+    let docs: Router<AppState> =
+        SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi::ApiDoc::openapi()).into();
+
+    let mut app = Router::new()
+        .merge(api)
+        .merge(uploads)
+        .merge(ops)
+        .merge(docs)
+        .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track));
+    if let Some(cors) = layers::cors(&cfg.cors) {
+        app = app.layer(cors);
+    }
+    app.layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then lets
+/// in-flight requests finish, stops background work and closes the store
+/// cleanly. Runs GC every `gc.interval` meanwhile.
+///
+/// # Errors
+/// I/O errors from the listener.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let gc = tokio::spawn(gc_loop(state.clone(), stop_rx));
+    let app = router(state.clone());
+    let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = gc.await;
+    if let Err(e) = state.store.blocking(|s| s.close()).await {
+        tracing::warn!(error = %e, "closing the store");
+    }
+    result
+}
+
+async fn gc_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let interval = state.config.gc.interval.0;
+    if interval.is_zero() {
+        return;
+    }
+    // After an unclean shutdown, the first run also sweeps orphan objects.
+    let mut orphans = state.store.was_unclean();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        let sweep = orphans;
+        match state.store.blocking(move |s| s.gc(sweep)).await {
+            Ok(r) => {
+                orphans = false;
+                if r != Default::default() {
+                    tracing::info!(?r, "gc");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "gc failed; will retry"),
+        }
+    }
+}

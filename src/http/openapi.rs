@@ -1,0 +1,35 @@
+//! The OpenAPI document, generated from the handlers and wire types. The
+//! committed `schema/openapi.json` must equal it (a test checks).
+
+use utoipa::OpenApi;
+
+use crate::protocol::{files, seed};
+use crate::wire;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "depot",
+        description = "A streaming file server on a content-addressed, deduplicating chunk store.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    paths(
+        files::list_files,
+        files::info,
+        files::download,
+        files::delete,
+        seed::upload_file,
+        seed::test_chunk,
+        seed::post_chunk,
+        super::ops::stats,
+        super::ops::healthz,
+        super::ops::metrics,
+    ),
+    components(schemas(wire::ErrorBody, wire::FileInfo, wire::FileList, wire::StatsInfo, wire::PieceStatus, wire::Health)),
+    tags(
+        (name = "files", description = "List, download and delete files"),
+        (name = "uploads", description = "The seed's uploads: whole files, and resumable.js / flow.js pieces"),
+        (name = "operations", description = "Health, metrics, statistics"),
+    )
+)]
+pub struct ApiDoc;

@@ -1,0 +1,48 @@
+//! Operations endpoints: health, metrics, store statistics.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::IntoResponse;
+
+use super::{ApiError, AppState};
+use crate::wire::{ErrorBody, Health, StatsInfo};
+
+/// Liveness: the server answers and its store is readable.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Healthy", body = Health),
+              (status = 503, description = "The store cannot be read", body = ErrorBody)))]
+pub async fn healthz(State(st): State<AppState>) -> Result<Json<Health>, ApiError> {
+    st.store.blocking(|s| s.stats()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
+}
+
+/// Prometheus metrics (text format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let (stats, open) = st.store.blocking(|s| Ok((s.stats()?, s.open_uploads()?))).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&stats, open)))
+}
+
+/// Store statistics: files, bytes, chunks, dedup ratio.
+#[utoipa::path(get, path = "/api/stats", tag = "operations",
+    responses((status = 200, description = "Store statistics", body = StatsInfo)))]
+pub async fn stats(State(st): State<AppState>) -> Result<Json<StatsInfo>, ApiError> {
+    let s = st.store.blocking(|s| s.stats()).await?;
+    Ok(Json(StatsInfo {
+        files: s.files,
+        logical_bytes: s.logical_bytes,
+        unique_chunks: s.unique_chunks,
+        unique_bytes: s.unique_bytes,
+        stored_bytes: s.stored_bytes,
+        dedup_ratio: s.dedup_ratio,
+        space_ratio: s.space_ratio,
+    }))
+}
+
+/// Anything else: a JSON 404.
+pub async fn not_found(uri: Uri) -> (StatusCode, Json<ErrorBody>) {
+    let e = ApiError::NotFound(format!("no endpoint at {}", uri.path()));
+    (StatusCode::NOT_FOUND, Json(e.body()))
+}

@@ -1,0 +1,217 @@
+//! The file endpoints every protocol shares: list, info, download (streaming,
+//! Range, conditional requests) and delete.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::file_info;
+use super::range::{RangeRequest, parse_range};
+use crate::http::{ApiError, AppState};
+use crate::store::{FileId, FileRecord};
+use crate::wire::{ErrorBody, FileInfo, FileList};
+
+/// Paging for `GET /api/files`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Files per page, 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Parses a file id from a path; a malformed one is simply not found.
+pub fn parse_file_id(s: &str) -> Result<FileId, ApiError> {
+    s.parse().map_err(|_| ApiError::NotFound(format!("file {s} not found")))
+}
+
+/// List files, newest first.
+#[utoipa::path(get, path = "/api/files", tag = "files", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of files, newest first", body = FileList),
+        (status = 400, description = "Bad limit or cursor", body = ErrorBody),
+    ))]
+pub async fn list_files(
+    State(st): State<AppState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FileList>, ApiError> {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
+    }
+    let cursor = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => {
+            Some(c.parse::<FileId>().map_err(|_| ApiError::BadRequest(format!("invalid cursor `{c}`")))?)
+        }
+        None => None,
+    };
+    let (files, next) = st.store.blocking(move |s| s.list_files(cursor.as_ref(), limit)).await?;
+    Ok(Json(FileList {
+        files: files.iter().map(file_info).collect(),
+        next_cursor: next.map(|n| n.to_string()),
+    }))
+}
+
+/// A file's record.
+#[utoipa::path(get, path = "/api/files/{id}/info", tag = "files",
+    params(("id" = String, Path, description = "File id")),
+    responses(
+        (status = 200, description = "The file", body = FileInfo),
+        (status = 404, description = "No such file", body = ErrorBody),
+    ))]
+pub async fn info(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<FileInfo>, ApiError> {
+    let id = parse_file_id(&id)?;
+    let rec = st.store.blocking(move |s| s.file(&id)).await?;
+    Ok(Json(file_info(&rec)))
+}
+
+/// Download a file, whole or one byte range.
+///
+/// Streams the chunks in order with bounded read-ahead. Supports a single
+/// `Range` (206, or 416 when unsatisfiable), `If-None-Match` (304) and
+/// `If-Range`. HEAD answers the same headers without the body.
+#[utoipa::path(get, path = "/api/files/{id}", tag = "files",
+    params(
+        ("id" = String, Path, description = "File id"),
+        ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or `bytes=-n`"),
+        ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client has"),
+        ("If-Range" = Option<String>, Header, description = "Serve the range only if the file is this ETag"),
+    ),
+    responses(
+        (status = 200, description = "The whole file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "One byte range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "Not modified"),
+        (status = 404, description = "No such file", body = ErrorBody),
+        (status = 416, description = "Range not satisfiable", body = ErrorBody),
+    ))]
+pub async fn download(
+    State(st): State<AppState>,
+    method: Method,
+    Path(id): Path<String>,
+    req_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_file_id(&id)?;
+    let (rec, guard) = st.store.blocking(move |s| s.open_file(&id)).await?;
+    let etag = format!("\"{}\"", rec.manifest_digest);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::ETAG, header_value(&etag));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::LAST_MODIFIED, header_value(&http_date(rec.created_ms)));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+
+    if let Some(inm) = req_headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if etag_list_matches(inm, &etag) {
+            return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+        }
+    }
+    headers.insert(header::CONTENT_TYPE, header_value(&rec.content_type));
+    headers.insert(header::CONTENT_DISPOSITION, header_value(&content_disposition(&rec.name)));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+
+    let range = match req_headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(r) if if_range_holds(req_headers.get(header::IF_RANGE), &etag, &rec) => parse_range(r, rec.size),
+        _ => RangeRequest::Full,
+    };
+    let (status, start, end) = match range {
+        RangeRequest::Full => (StatusCode::OK, 0, rec.size),
+        RangeRequest::Partial { start, end } => {
+            headers.insert(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{end}/{}", rec.size)));
+            (StatusCode::PARTIAL_CONTENT, start, end + 1)
+        }
+        RangeRequest::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size: rec.size }),
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from_stream(st.store.read_range(&rec, guard, start, end))
+    };
+    Ok((status, headers, body).into_response())
+}
+
+/// Delete a file. Its chunks are reclaimed by GC once no other file uses them.
+#[utoipa::path(delete, path = "/api/files/{id}", tag = "files",
+    params(("id" = String, Path, description = "File id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such file", body = ErrorBody),
+    ))]
+pub async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = parse_file_id(&id)?;
+    st.store.blocking(move |s| s.delete_file(&id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+}
+
+fn http_date(unix_ms: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms))
+}
+
+/// `If-None-Match`: `*` or a list of (weak or strong) tags, compared weakly.
+fn etag_list_matches(header: &str, etag: &str) -> bool {
+    let ours = etag.trim_start_matches("W/");
+    header.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == ours)
+}
+
+/// `If-Range`: an ETag must match strongly; a date must not be older than
+/// the file (files never change, so any date from after its creation holds).
+fn if_range_holds(value: Option<&HeaderValue>, etag: &str, rec: &FileRecord) -> bool {
+    let Some(v) = value.and_then(|v| v.to_str().ok()).map(str::trim) else { return true };
+    if v.starts_with('"') || v.starts_with("W/") {
+        return v == etag;
+    }
+    match httpdate::parse_http_date(v) {
+        Ok(t) => {
+            let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            secs >= rec.created_ms / 1000
+        }
+        Err(_) => false,
+    }
+}
+
+/// `Content-Disposition: attachment` with an ASCII fallback name and the
+/// exact name in RFC 5987 form (RFC 6266).
+pub fn content_disposition(name: &str) -> String {
+    let fallback: String = name
+        .chars()
+        .map(|c| if (c.is_ascii_graphic() && c != '"' && c != '\\') || c == ' ' { c } else { '_' })
+        .collect();
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disposition_escapes() {
+        assert_eq!(
+            content_disposition("naïve report \"v2\".pdf"),
+            "attachment; filename=\"na_ve report _v2_.pdf\"; filename*=UTF-8''na%C3%AFve%20report%20%22v2%22.pdf"
+        );
+    }
+
+    #[test]
+    fn etag_lists() {
+        assert!(etag_list_matches("\"a\", \"b\"", "\"b\""));
+        assert!(etag_list_matches("W/\"b\"", "\"b\""));
+        assert!(etag_list_matches("*", "\"b\""));
+        assert!(!etag_list_matches("\"c\"", "\"b\""));
+    }
+}

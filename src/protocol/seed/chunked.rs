@@ -1,0 +1,260 @@
+//! The chunked-upload protocol of resumable.js and flow.js: a test GET per
+//! piece ("do you have it?") and a multipart POST per piece. Each piece is
+//! stored as one chunk and recorded in the upload's session; the last piece
+//! to arrive finishes the file.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::multipart::{Field, MultipartRejection};
+use axum::extract::{Multipart, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::params::PieceParams;
+use crate::http::{ApiError, AppState, Metrics, UploadGuard};
+use crate::protocol::file_info;
+use crate::store::{PieceState, SeedSpec};
+use crate::wire::{ErrorBody, PieceStatus};
+
+/// An error answered to a piece request: the precise status for plain
+/// clients, 415 for a permanent problem reported to resumable.js / flow.js.
+struct PieceError {
+    err: ApiError,
+    library: bool,
+}
+
+impl IntoResponse for PieceError {
+    fn into_response(self) -> Response {
+        let status = self.err.status();
+        let permanent = matches!(status.as_u16(), 400 | 409 | 413 | 422);
+        if self.library && permanent {
+            self.err.into_response_with(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        } else {
+            self.err.into_response()
+        }
+    }
+}
+
+fn looks_like_library(pairs: &[(String, String)]) -> bool {
+    pairs.iter().any(|(k, _)| k.starts_with("resumable") || k.starts_with("flow"))
+}
+
+fn spec_of(p: &PieceParams) -> SeedSpec {
+    SeedSpec {
+        identifier: p.identifier.clone(),
+        name: p.filename.clone(),
+        size: p.total_size,
+        piece_size: p.chunk_size,
+        total_pieces: p.total_chunks,
+        declared_type: p.mime.clone(),
+    }
+}
+
+/// Parses and checks a request's parameters against the limits.
+fn checked(st: &AppState, pairs: &[(String, String)]) -> Result<(PieceParams, SeedSpec), ApiError> {
+    let p = PieceParams::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| ApiError::BadRequest(e.0))?;
+    let spec = spec_of(&p);
+    let limits = &st.config.limits;
+    spec.validate(limits.max_pieces, limits.max_file_size.0)?;
+    let len = spec.piece_len(p.number);
+    if len > limits.max_piece_size.0 {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "chunk {} is {len} bytes; the limit is {} bytes",
+            p.number, limits.max_piece_size.0
+        )));
+    }
+    if let Some(c) = p.current_size {
+        if c != len {
+            return Err(ApiError::BadRequest(format!(
+                "chunk {} of this upload must be {len} bytes, not {c}",
+                p.number
+            )));
+        }
+    }
+    Ok((p, spec))
+}
+
+fn status_of(upload_id: String, state: PieceState) -> (StatusCode, PieceStatus) {
+    match state {
+        PieceState::Stored { received, total } => {
+            (StatusCode::OK, PieceStatus { status: "partial".into(), received, total, upload_id, file: None })
+        }
+        PieceState::Finished { file: rec, just_now } => (
+            if just_now { StatusCode::CREATED } else { StatusCode::OK },
+            PieceStatus {
+                status: "complete".into(),
+                received: 0,
+                total: 0,
+                upload_id,
+                file: Some(file_info(&rec)),
+            },
+        ),
+    }
+}
+
+/// Test whether a piece is already here.
+///
+/// 200 (skip it) when this upload already has the piece, or when the
+/// request carries the piece's BLAKE3 (`chunkHash`, `resumableChunkHash`,
+/// `flowChunkHash`) and the store has that chunk, which then counts as
+/// received. 204 (send it) otherwise. Takes resumable.js (`resumable*`),
+/// flow.js (`flow*`) or plain parameter names in the query string.
+#[utoipa::path(get, path = "/api/files/upload/chunked", tag = "uploads",
+    params(
+        ("chunkNumber" = u32, Query, description = "1-based piece number (or resumableChunkNumber / flowChunkNumber, and likewise for the others)"),
+        ("totalChunks" = u32, Query, description = "Number of pieces"),
+        ("chunkSize" = u64, Query, description = "Nominal piece size"),
+        ("totalSize" = u64, Query, description = "File size"),
+        ("identifier" = String, Query, description = "Client-chosen upload identifier"),
+        ("filename" = String, Query, description = "File name"),
+        ("currentChunkSize" = Option<u64>, Query, description = "This piece's size"),
+        ("chunkHash" = Option<String>, Query, description = "This piece's BLAKE3, hex"),
+    ),
+    responses(
+        (status = 200, description = "Present: skip this piece", body = PieceStatus),
+        (status = 204, description = "Absent: send this piece"),
+        (status = 400, description = "Bad parameters", body = ErrorBody),
+        (status = 413, description = "Declared size over the limits", body = ErrorBody),
+    ))]
+pub async fn test_chunk(State(st): State<AppState>, Query(pairs): Query<Vec<(String, String)>>) -> Response {
+    let library = looks_like_library(&pairs);
+    let result: Result<Response, ApiError> = async {
+        let (p, spec) = checked(&st, &pairs)?;
+        let upload_id = spec.upload_id().to_string();
+        let state = st.store.blocking(move |s| s.test_piece(&spec, p.number, p.hash.as_ref())).await?;
+        Ok(match state {
+            Some(state) => {
+                let (_, body) = status_of(upload_id, state);
+                (StatusCode::OK, Json(body)).into_response()
+            }
+            None => StatusCode::NO_CONTENT.into_response(),
+        })
+    }
+    .await;
+    result.unwrap_or_else(|err| PieceError { err, library }.into_response())
+}
+
+/// The multipart form of one piece.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PieceForm {
+    /// The piece's bytes; the parameters come as fields before it.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    #[schema(rename = "chunkNumber")]
+    chunk_number: u32,
+    #[schema(rename = "totalChunks")]
+    total_chunks: u32,
+    #[schema(rename = "chunkSize")]
+    chunk_size: u64,
+    #[schema(rename = "totalSize")]
+    total_size: u64,
+    identifier: String,
+    filename: String,
+    #[schema(rename = "chunkHash")]
+    chunk_hash: Option<String>,
+}
+
+/// Send one piece.
+///
+/// Multipart with the parameters as fields (resumable.js, flow.js or plain
+/// names; the query string is read too) and the bytes in field `file`. The
+/// piece is stored as one chunk (its `chunkHash`, when given, is verified:
+/// a mismatch stores nothing). 200 with progress while pieces are missing;
+/// 201 with the file when this piece completed it. Pieces may arrive out of
+/// order, in parallel, and more than once.
+#[utoipa::path(post, path = "/api/files/upload/chunked", tag = "uploads",
+    request_body(content = PieceForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Stored; the upload is still partial (or was already complete)", body = PieceStatus),
+        (status = 201, description = "Stored; this piece completed the file", body = PieceStatus),
+        (status = 400, description = "Bad parameters or piece size (415 for resumable.js / flow.js)", body = ErrorBody),
+        (status = 413, description = "Piece or file over the limits (415 for resumable.js / flow.js)", body = ErrorBody),
+        (status = 415, description = "File type rejected, or a permanent error reported to a browser library", body = ErrorBody),
+        (status = 422, description = "The piece does not match its chunkHash (415 for resumable.js / flow.js)", body = ErrorBody),
+    ))]
+pub async fn post_chunk(
+    State(st): State<AppState>,
+    Query(mut pairs): Query<Vec<(String, String)>>,
+    mp: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let _active = UploadGuard::new(&st.metrics);
+    let mut library = looks_like_library(&pairs);
+    let result: Result<Response, ApiError> = async {
+        let mut mp = mp?;
+        let mut data: Option<(Bytes, tokio::sync::OwnedSemaphorePermit)> = None;
+        while let Some(field) = mp.next_field().await? {
+            let name = field.name().unwrap_or_default().to_string();
+            if name == "file" {
+                if data.is_some() {
+                    return Err(ApiError::BadRequest("more than one `file` part".into()));
+                }
+                library |= looks_like_library(&pairs);
+                // The libraries send the parameters first: size the read by them.
+                let expect = checked(&st, &pairs).ok().map(|(p, s)| s.piece_len(p.number));
+                data = Some(read_piece(&st, field, expect).await?);
+            } else if PieceParams::is_param(&name) {
+                let value = field.text().await?;
+                pairs.push((name, value));
+            }
+        }
+        library |= looks_like_library(&pairs);
+        let (p, spec) = checked(&st, &pairs)?;
+        let (bytes, _permit) =
+            data.ok_or_else(|| ApiError::BadRequest("multipart field `file` is missing".into()))?;
+        let want = spec.piece_len(p.number);
+        if bytes.len() as u64 != want {
+            return Err(ApiError::BadRequest(format!(
+                "chunk {} should be {want} bytes, got {}",
+                p.number,
+                bytes.len()
+            )));
+        }
+        let upload_id = spec.upload_id().to_string();
+        let state = st.store.blocking(move |s| s.put_piece(&spec, p.number, &bytes, p.hash.as_ref())).await?;
+        let (status, body) = status_of(upload_id, state);
+        if status == StatusCode::CREATED {
+            Metrics::inc(&st.metrics.files_created, 1);
+        }
+        Ok((status, Json(body)).into_response())
+    }
+    .await;
+    result.unwrap_or_else(|err| PieceError { err, library }.into_response())
+}
+
+/// Reads the `file` part into memory, within the piece limit and the
+/// server-wide budget of piece bytes in flight.
+async fn read_piece(
+    st: &AppState,
+    mut field: Field<'_>,
+    expect: Option<u64>,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    let limit = st.config.limits.max_piece_size.0;
+    let reserve = expect.unwrap_or(limit).min(limit);
+    let permit = acquire(&st.piece_budget, reserve).await?;
+    let mut buf = Vec::with_capacity(reserve.min(16 << 20) as usize);
+    while let Some(chunk) = field.chunk().await? {
+        if (buf.len() + chunk.len()) as u64 > reserve {
+            return Err(match expect {
+                Some(e) if e < limit => {
+                    ApiError::BadRequest(format!("the chunk is larger than the {e} bytes declared"))
+                }
+                _ => ApiError::PayloadTooLarge(format!("a chunk may be at most {limit} bytes")),
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((Bytes::from(buf), permit))
+}
+
+/// Reserves `bytes` of the piece budget (in KiB permits), waiting for room.
+async fn acquire(
+    budget: &Arc<tokio::sync::Semaphore>,
+    bytes: u64,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let kib = (bytes.div_ceil(1024) as u32).clamp(1, crate::http::PIECE_BUDGET_KIB);
+    budget.clone().acquire_many_owned(kib).await.map_err(|_| ApiError::Unavailable("shutting down".into()))
+}

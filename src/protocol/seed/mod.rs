@@ -1,0 +1,21 @@
+//! The seed's API: regular uploads and the chunked-upload protocol of
+//! resumable.js and flow.js (plus plain parameter names for scripts).
+//!
+//! Status rules the libraries need (see PROTOCOLS.md): a test answers 200
+//! for "present" and 204 for "send it" (never 404); a piece answers 200 while
+//! the upload is partial and 201 when it completed the file. A permanent
+//! problem with a piece sent by one of the libraries is answered with 415,
+//! the status that stops both of them (they retry 400, 413 or 422); plain
+//! clients get the precise status.
+
+pub mod params;
+
+#[cfg(feature = "rocksdb")]
+mod chunked;
+#[cfg(feature = "rocksdb")]
+mod upload;
+
+#[cfg(feature = "rocksdb")]
+pub use self::chunked::{__path_post_chunk, __path_test_chunk, post_chunk, test_chunk};
+#[cfg(feature = "rocksdb")]
+pub use self::upload::{__path_upload_file, UploadForm, upload_file};

@@ -1,0 +1,152 @@
+//! `POST /api/files/upload`: a whole file in one request, multipart field
+//! `file` or a raw body with `?filename=`. The body streams through the
+//! server-side chunker into the store; it is never held whole in memory or
+//! in a temp file.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{StatusCode, header};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::http::{ApiError, AppState, UploadGuard};
+use crate::protocol::file_info;
+use crate::store::FileRecord;
+use crate::wire::{ErrorBody, FileInfo};
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UploadQuery {
+    /// The file's name, for a raw (non-multipart) body.
+    pub filename: Option<String>,
+}
+
+/// The multipart form of a regular upload.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The file; its part's filename names it.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// Upload a whole file.
+///
+/// Multipart with a `file` field (its filename names the file), or the raw
+/// bytes as the body with `?filename=`. The body is chunked and stored as it
+/// streams; chunks the store already has are not written again.
+#[utoipa::path(post, path = "/api/files/upload", tag = "uploads", params(UploadQuery),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored", body = FileInfo),
+        (status = 400, description = "No file in the request", body = ErrorBody),
+        (status = 413, description = "Larger than the maximum file size", body = ErrorBody),
+        (status = 415, description = "File type not allowed, or content contradicting its name", body = ErrorBody),
+    ))]
+pub async fn upload_file(
+    State(st): State<AppState>,
+    q: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<FileInfo>), ApiError> {
+    let Query(q) = q?;
+    let max = st.config.limits.max_file_size.0;
+    let declared_len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if let Some(len) = declared_len {
+        // A multipart body carries a little framing beyond the file.
+        let slack = if is_multipart { 64 * 1024 } else { 0 };
+        if len > max + slack {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "a body of {len} bytes exceeds the maximum file size of {max} bytes"
+            )));
+        }
+    }
+    let _active = UploadGuard::new(&st.metrics);
+    let rec = if is_multipart {
+        let mut mp = Multipart::from_request(req, &st).await?;
+        let mut stored = None;
+        while let Some(field) = mp.next_field().await? {
+            if field.name() != Some("file") {
+                continue;
+            }
+            let name = field
+                .file_name()
+                .map(str::to_string)
+                .or(q.filename.clone())
+                .ok_or_else(|| ApiError::BadRequest("the `file` part has no filename".into()))?;
+            let declared = field.content_type().map(str::to_string);
+            stored = Some(ingest(&st, field, name, declared).await?);
+            break;
+        }
+        stored.ok_or_else(|| ApiError::BadRequest("multipart field `file` is missing".into()))?
+    } else {
+        let name = q.filename.clone().ok_or_else(|| {
+            ApiError::BadRequest("send multipart with a `file` field, or the raw body with ?filename=".into())
+        })?;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| !t.starts_with("application/octet-stream"))
+            .map(str::to_string);
+        ingest(&st, req.into_body().into_data_stream(), name, declared).await?
+    };
+    crate::http::Metrics::inc(&st.metrics.files_created, 1);
+    let info = file_info(&rec);
+    Ok((StatusCode::CREATED, [(header::LOCATION, info.url.clone())], Json(info)))
+}
+
+/// Feeds a body stream to the store's ingest on a blocking thread; commits
+/// only if the whole body arrived.
+async fn ingest<S, E>(
+    st: &AppState,
+    body: S,
+    name: String,
+    declared: Option<String>,
+) -> Result<FileRecord, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    crate::store::sanitize_name(&name)?;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+    let store = st.store.clone();
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut ing = store.ingest();
+        while let Some(b) = rx.blocking_recv() {
+            ing.push(&b)?;
+        }
+        Ok::<_, crate::store::Error>(ing)
+    });
+    let mut broken = None;
+    let mut body = std::pin::pin!(body);
+    while let Some(item) = body.next().await {
+        match item {
+            Ok(b) => {
+                if tx.send(b).await.is_err() {
+                    break; // the worker stopped: its error says why
+                }
+            }
+            Err(e) => {
+                broken = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let ing = worker.await.map_err(crate::store::Error::from)??;
+    if let Some(e) = broken {
+        return Err(ApiError::BadRequest(format!("the upload body broke off: {e}")));
+    }
+    Ok(st.store.blocking(move |_| ing.finish(&name, declared.as_deref())).await?)
+}
