@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::store::{ChunkerParams, FsyncPolicy, StoreOptions, TypePolicy};
+#[cfg(feature = "server")]
+use crate::store::StoreOptions;
+use crate::store::{ChunkerParams, FsyncPolicy, TypePolicy};
 
 /// Everything a server (and the offline commands) can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -390,6 +392,7 @@ impl Config {
     }
 
     /// The store's options.
+    #[cfg(feature = "server")]
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
             chunking: self.chunking,

@@ -92,6 +92,91 @@ pub struct Health {
     pub version: String,
 }
 
+/// How the server cuts files: clients cut the same way, so content uploaded by
+/// any path shares chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChunkingInfo {
+    /// `fastcdc-2020`.
+    pub algorithm: String,
+    /// FastCDC normalisation level.
+    pub normalization: u8,
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+    /// `blake3`: chunk ids are the BLAKE3 of the raw bytes, hex.
+    pub hash: String,
+    /// The chunker id recorded in every file.
+    pub chunker_id: String,
+    /// Largest chunk `PUT /api/chunks/{hash}` accepts.
+    pub max_chunk_size: u64,
+    /// Most hashes one missing-chunks query may carry.
+    pub max_missing_query: usize,
+}
+
+/// Which of these chunks does the server lack?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MissingRequest {
+    /// BLAKE3 hashes, hex.
+    #[schema(value_type = Vec<String>)]
+    pub hashes: Vec<ChunkId>,
+}
+
+/// The chunks the server lacks, in the order asked (each once). The others are
+/// pinned until the upload commits (or the lease ends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MissingResponse {
+    #[schema(value_type = Vec<String>)]
+    pub missing: Vec<ChunkId>,
+}
+
+/// A chunk stored (or found already there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PutChunkResponse {
+    #[schema(value_type = String)]
+    pub hash: ChunkId,
+    /// Raw (decoded) length.
+    pub len: u32,
+    /// `false`: the server already had it.
+    pub new: bool,
+}
+
+/// One chunk of a manifest to commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChunkRef {
+    #[schema(value_type = String)]
+    pub hash: ChunkId,
+    pub len: u32,
+}
+
+/// Commit a file from chunks the server has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitRequest {
+    pub name: String,
+    /// What the client believes the type is; detection from the bytes wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    pub size: u64,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// A file's manifest: its chunks in order, with offsets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ManifestInfo {
+    pub id: String,
+    pub size: u64,
+    pub chunker_id: String,
+    pub chunks: Vec<ManifestChunk>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ManifestChunk {
+    #[schema(value_type = String)]
+    pub hash: ChunkId,
+    pub offset: u64,
+    pub len: u32,
+}
+
 /// Formats unix milliseconds as RFC 3339 UTC (`2026-11-25T07:24:14.123Z`).
 pub fn rfc3339(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;

@@ -28,7 +28,7 @@ pub use self::error::ApiError;
 use self::layers::{Budget, rate_limit};
 pub use self::metrics::Metrics;
 use crate::config::Config;
-use crate::protocol::{files, seed};
+use crate::protocol::{files, native, seed};
 use crate::store::Store;
 
 /// Most piece bytes held in memory at once across all requests (KiB).
@@ -72,14 +72,38 @@ impl Drop for UploadGuard {
     }
 }
 
+/// Reads a whole (small) request body, refusing more than `limit` bytes
+/// with 413 as soon as they arrive.
+///
+/// # Errors
+/// [`ApiError::PayloadTooLarge`], or [`ApiError::BadRequest`] when the body
+/// breaks off.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+        if buf.len() + frame.len() > limit {
+            return Err(ApiError::PayloadTooLarge(format!("the body may be at most {limit} bytes")));
+        }
+        buf.extend_from_slice(&frame);
+    }
+    Ok(buf.into())
+}
+
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     let cfg = state.config.clone();
     let api = Router::new()
-        .route("/api/files", get(files::list_files))
+        .route("/api/files", get(files::list_files).post(native::commit))
+        .route("/api/files/{id}/manifest", get(native::manifest))
+        .route("/api/chunking", get(native::chunking))
+        .route("/api/chunks/missing", post(native::missing_chunks))
         .route("/api/files/{id}", get(files::download).delete(files::delete))
         .route("/api/files/{id}/info", get(files::info))
-        .route("/api/stats", get(ops::stats));
+        .route("/api/stats", get(ops::stats))
+        .layer(DefaultBodyLimit::max(cfg.limits.max_json_body.0 as usize));
     let api = rate_limit(api, &cfg.rate_limit, Budget::Api);
 
     // Upload bodies are limited by the configured file and piece sizes, not
@@ -87,6 +111,7 @@ pub fn router(state: AppState) -> Router {
     let uploads = Router::new()
         .route("/api/files/upload", post(seed::upload_file))
         .route("/api/files/upload/chunked", get(seed::test_chunk).post(seed::post_chunk))
+        .route("/api/chunks/{hash}", get(native::get_chunk).put(native::put_chunk))
         .layer(DefaultBodyLimit::disable());
     let uploads = rate_limit(uploads, &cfg.rate_limit, Budget::Upload);
 

@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use crate::protocol::{files, seed};
+use crate::protocol::{files, native, seed};
 use crate::wire;
 
 #[derive(OpenApi)]
@@ -21,14 +21,23 @@ use crate::wire;
         seed::upload_file,
         seed::test_chunk,
         seed::post_chunk,
+        native::chunking,
+        native::missing_chunks,
+        native::put_chunk,
+        native::get_chunk,
+        native::commit,
+        native::manifest,
         super::ops::stats,
         super::ops::healthz,
         super::ops::metrics,
     ),
-    components(schemas(wire::ErrorBody, wire::FileInfo, wire::FileList, wire::StatsInfo, wire::PieceStatus, wire::Health)),
+    components(schemas(wire::ErrorBody, wire::FileInfo, wire::FileList, wire::StatsInfo, wire::PieceStatus, wire::Health,
+        wire::ChunkingInfo, wire::MissingRequest, wire::MissingResponse, wire::PutChunkResponse, wire::ChunkRef,
+        wire::CommitRequest, wire::ManifestInfo, wire::ManifestChunk)),
     tags(
         (name = "files", description = "List, download and delete files"),
         (name = "uploads", description = "The seed's uploads: whole files, and resumable.js / flow.js pieces"),
+        (name = "dedup", description = "depot's own protocol: send only the chunks the server lacks"),
         (name = "operations", description = "Health, metrics, statistics"),
     )
 )]

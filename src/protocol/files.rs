@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -129,7 +130,14 @@ pub async fn download(
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
-        Body::from_stream(st.store.read_range(&rec, guard, start, end))
+        let id = rec.id;
+        Body::from_stream(st.store.read_range(&rec, guard, start, end).inspect(move |r| {
+            if let Err(e) = r {
+                // The status line is gone; all that is left is to cut the
+                // connection so that the client sees a short body.
+                tracing::error!(file = %id, error = %e, "download aborted");
+            }
+        }))
     };
     Ok((status, headers, body).into_response())
 }

@@ -4,16 +4,18 @@
 //! The parsers (`range`, `seed::params`) are pure and built without the
 //! `rocksdb` feature so that the fuzz targets can use them.
 
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 pub mod files;
+#[cfg(feature = "server")]
+pub mod native;
 pub mod range;
 pub mod seed;
 
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 use crate::{store::FileRecord, wire::FileInfo};
 
 /// A file record as the wire shows it.
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 pub fn file_info(rec: &FileRecord) -> FileInfo {
     FileInfo {
         id: rec.id.to_string(),

@@ -532,6 +532,27 @@ impl Store {
         Ok(raw)
     }
 
+    /// Moves a chunk's object aside after a read found it damaged, and marks
+    /// its row so that the missing-chunks query reports it (the next upload
+    /// of that content heals it) and downloads fail fast.
+    ///
+    /// # Errors
+    /// RocksDB and I/O errors.
+    pub fn mark_damaged(&self, id: &ChunkId, reason: &str) -> Result<()> {
+        let _g = self.lock_stripes([id]);
+        let Some(mut r) = self.0.meta.chunk_row(id)? else { return Ok(()) };
+        if r.state == ChunkState::Damaged {
+            return Ok(());
+        }
+        self.0.objects.quarantine(id)?;
+        r.state = ChunkState::Damaged;
+        let mut batch = WriteBatch::default();
+        self.0.meta.put(&mut batch, Cf::Chunks, id.as_bytes(), &r.encode());
+        self.0.meta.write(batch, true)?;
+        tracing::error!(chunk = %id, reason, "damaged chunk moved aside; the next upload of its content heals it");
+        Ok(())
+    }
+
     /// The first bytes of a manifest's content, for type detection.
     ///
     /// # Errors

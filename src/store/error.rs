@@ -37,7 +37,7 @@ pub enum Error {
     SchemaMismatch { found: String, expected: String },
     #[error("store was created with chunker {found}, configured chunker is {expected}")]
     ChunkerMismatch { found: String, expected: String },
-    #[cfg(feature = "rocksdb")]
+    #[cfg(feature = "server")]
     #[error("database: {0}")]
     Db(#[from] rocksdb::Error),
     #[error("I/O: {0}")]
@@ -50,7 +50,7 @@ impl Error {
     /// Whether the error is the client's doing (bad input, absent ids…) rather
     /// than the server's.
     pub fn is_client_error(&self) -> bool {
-        #[cfg(feature = "rocksdb")]
+        #[cfg(feature = "server")]
         if matches!(self, Error::Db(_)) {
             return false;
         }

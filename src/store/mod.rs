@@ -22,17 +22,17 @@ pub mod manifest;
 pub mod object;
 pub mod objects;
 
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 mod engine;
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 mod gc;
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 pub mod meta;
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 mod read;
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 mod upload;
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 mod verify;
 
 pub use self::chunker::{Chunker, ChunkerParams};
@@ -43,17 +43,17 @@ pub use self::id::{ChunkId, FileId, UploadId};
 pub use self::manifest::Entry;
 pub use self::objects::{FsObjects, FsyncPolicy, MemObjects, ObjectStore};
 
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 pub(crate) use self::engine::lock;
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 pub use self::engine::{
     FileRecord, FileState, NewFile, Put, Stats, Store, StoreOptions, decode_frame, sanitize_name,
 };
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 pub use self::gc::GcReport;
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 pub use self::read::{ByteStream, ReadGuard};
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 pub use self::upload::{Ingest, PieceState, SeedSpec, UploadRecord, UploadState};
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 pub use self::verify::VerifyReport;

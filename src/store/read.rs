@@ -122,14 +122,24 @@ impl Store {
                 async move {
                     store
                         .blocking(move |s| {
-                            let raw = s.read_chunk(&e.id)?;
-                            if raw.len() != e.len as usize {
-                                return Err(Error::Corrupt {
-                                    id: e.id,
-                                    reason: format!("{} bytes, manifest says {}", raw.len(), e.len),
-                                });
+                            let raw = s.read_chunk(&e.id).and_then(|raw| {
+                                if raw.len() == e.len as usize {
+                                    Ok(raw)
+                                } else {
+                                    Err(Error::Corrupt {
+                                        id: e.id,
+                                        reason: format!("{} bytes, manifest says {}", raw.len(), e.len),
+                                    })
+                                }
+                            });
+                            match raw {
+                                Ok(raw) => Ok(Bytes::from(raw).slice(from..to)),
+                                Err(Error::Corrupt { id, reason }) => {
+                                    s.mark_damaged(&id, &reason)?;
+                                    Err(Error::Corrupt { id, reason })
+                                }
+                                Err(e) => Err(e),
                             }
-                            Ok(Bytes::from(raw).slice(from..to))
                         })
                         .await
                 }

@@ -10,12 +10,12 @@
 
 pub mod params;
 
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 mod chunked;
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 mod upload;
 
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 pub use self::chunked::{__path_post_chunk, __path_test_chunk, post_chunk, test_chunk};
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "server")]
 pub use self::upload::{__path_upload_file, UploadForm, upload_file};

@@ -1,0 +1,255 @@
+//! The `depot` client: a reqwest wrapper for the server's API, and the
+//! commands built on it (`put`, `get`, `ls`, `rm`, `stat`, `stats`). It cuts
+//! files with the server's own chunker, so what it uploads deduplicates
+//! against content that arrived by any other path.
+
+mod get;
+mod put;
+
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+pub use self::get::{GetOptions, GetReport, get};
+pub use self::put::{PutOptions, PutReport, Source, put};
+use crate::store::ChunkId;
+use crate::wire::{
+    ChunkingInfo, CommitRequest, ErrorBody, FileInfo, FileList, ManifestInfo, MissingRequest,
+    MissingResponse, PutChunkResponse, StatsInfo,
+};
+
+/// Why a client operation failed; each renders as one clear line.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the server at {server}: {detail}")]
+    Unreachable { server: String, detail: String },
+    #[error("the server answered {status}: {message}")]
+    Api { status: u16, error: String, message: String, missing: Vec<ChunkId> },
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Verify(String),
+}
+
+impl ClientError {
+    fn io(context: impl std::fmt::Display, e: std::io::Error) -> Self {
+        ClientError::Io(format!("{context}: {e}"))
+    }
+
+    /// Whether retrying the same request may succeed.
+    fn transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Api { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A connection to one server.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// # Errors
+    /// [`ClientError::Protocol`] when the URL is not http(s).
+    pub fn new(server: &str) -> Result<Self> {
+        let base = server.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Protocol(format!(
+                "server URL `{server}` must start with http:// or https://"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(16)
+            .user_agent(concat!("depot/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Protocol(format!("http client: {e}")))?;
+        Ok(Self { http, base })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn send_error(&self, e: reqwest::Error) -> ClientError {
+        let mut detail = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            detail = format!("{detail}: {s}");
+            src = s.source();
+        }
+        ClientError::Unreachable { server: self.base.clone(), detail }
+    }
+
+    /// Sends a request; a non-success status becomes [`ClientError::Api`].
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response> {
+        let resp = req.send().await.map_err(|e| self.send_error(e))?;
+        check(resp).await
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let resp = self.send(req).await?;
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("unexpected answer from the server: {e}")))
+    }
+
+    /// Retries transient failures (unreachable, 429, 5xx) with backoff.
+    async fn retrying<T, F, Fut>(&self, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 0;
+        loop {
+            match f().await {
+                Err(e) if e.transient() && attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// # Errors
+    /// Network and API errors.
+    pub async fn chunking(&self) -> Result<ChunkingInfo> {
+        self.retrying(|| self.json(self.http.get(self.url("/api/chunking")))).await
+    }
+
+    /// # Errors
+    /// Network and API errors.
+    pub async fn missing(&self, hashes: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        let body = MissingRequest { hashes: hashes.to_vec() };
+        let r: MissingResponse =
+            self.retrying(|| self.json(self.http.post(self.url("/api/chunks/missing")).json(&body))).await?;
+        Ok(r.missing)
+    }
+
+    /// Sends one chunk body (raw, or a zstd frame when `zstd`).
+    ///
+    /// # Errors
+    /// Network and API errors.
+    pub async fn put_chunk(&self, id: &ChunkId, body: bytes::Bytes, zstd: bool) -> Result<PutChunkResponse> {
+        self.retrying(|| {
+            let mut req = self
+                .http
+                .put(self.url(&format!("/api/chunks/{id}")))
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(body.clone());
+            if zstd {
+                req = req.header(reqwest::header::CONTENT_ENCODING, "zstd");
+            }
+            self.json(req)
+        })
+        .await
+    }
+
+    /// # Errors
+    /// Network and API errors ([`ClientError::Api`] with `missing` on 409).
+    pub async fn commit(&self, req: &CommitRequest) -> Result<FileInfo> {
+        self.retrying(|| self.json(self.http.post(self.url("/api/files")).json(req))).await
+    }
+
+    /// # Errors
+    /// Network and API errors.
+    pub async fn info(&self, id: &str) -> Result<FileInfo> {
+        self.retrying(|| self.json(self.http.get(self.url(&format!("/api/files/{id}/info"))))).await
+    }
+
+    /// # Errors
+    /// Network and API errors.
+    pub async fn manifest(&self, id: &str) -> Result<ManifestInfo> {
+        self.retrying(|| self.json(self.http.get(self.url(&format!("/api/files/{id}/manifest"))))).await
+    }
+
+    /// # Errors
+    /// Network and API errors.
+    pub async fn list(&self, cursor: Option<&str>, limit: usize) -> Result<FileList> {
+        let mut req = self.http.get(self.url("/api/files")).query(&[("limit", limit.to_string())]);
+        if let Some(c) = cursor {
+            req = req.query(&[("cursor", c)]);
+        }
+        self.json(req).await
+    }
+
+    /// # Errors
+    /// Network and API errors.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(&format!("/api/files/{id}")))).await.map(drop)
+    }
+
+    /// # Errors
+    /// Network and API errors.
+    pub async fn stats(&self) -> Result<StatsInfo> {
+        self.retrying(|| self.json(self.http.get(self.url("/api/stats")))).await
+    }
+}
+
+/// Turns an error status into [`ClientError::Api`], reading the JSON body.
+async fn check(resp: Response) -> Result<Response> {
+    let status = resp.status();
+    if status.is_success() || status == StatusCode::NOT_MODIFIED {
+        return Ok(resp);
+    }
+    let text = resp.text().await.unwrap_or_default();
+    Err(match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => ClientError::Api {
+            status: status.as_u16(),
+            error: b.error,
+            message: b.message,
+            missing: b.missing.unwrap_or_default(),
+        },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            error: "http".into(),
+            message: text
+                .chars()
+                .take(200)
+                .collect::<String>()
+                .trim()
+                .to_string()
+                .if_empty(status.to_string()),
+            missing: Vec::new(),
+        },
+    })
+}
+
+trait IfEmpty {
+    fn if_empty(self, other: String) -> String;
+}
+
+impl IfEmpty for String {
+    fn if_empty(self, other: String) -> String {
+        if self.is_empty() { other } else { self }
+    }
+}
+
+/// Sizes for people: `1.5 GiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}

@@ -1,0 +1,327 @@
+//! `depot put`: cut a file with the server's chunker, hash each chunk, ask
+//! the server which it lacks, send only those (several at once, compressed
+//! when that pays), then commit the manifest. Memory is bounded: chunks
+//! stream from a reader thread through a bounded queue and are dropped once
+//! sent or skipped. An interrupted put, run again, sends only what is still
+//! missing, because everything it sent is already on the server.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::{Client, ClientError, Result, human};
+use crate::store::{ChunkId, Chunker, ChunkerParams, chunker::ReadChunker, object};
+use crate::wire::{ChunkRef, CommitRequest, FileInfo};
+
+/// Where the bytes come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    Stdin,
+}
+
+impl Source {
+    fn open(&self) -> Result<Box<dyn Read + Send>> {
+        match self {
+            Source::File(p) => std::fs::File::open(p)
+                .map(|f| Box::new(std::io::BufReader::with_capacity(1 << 20, f)) as Box<dyn Read + Send>)
+                .map_err(|e| ClientError::io(format!("cannot read {}", p.display()), e)),
+            Source::Stdin => Ok(Box::new(std::io::stdin())),
+        }
+    }
+
+    fn default_name(&self) -> String {
+        match self {
+            Source::File(p) => {
+                p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into())
+            }
+            Source::Stdin => "stdin".into(),
+        }
+    }
+
+    fn len(&self) -> Option<u64> {
+        match self {
+            Source::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+            Source::Stdin => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PutOptions {
+    /// The name to store (default: the file's name).
+    pub name: Option<String>,
+    /// Chunk uploads in flight.
+    pub jobs: usize,
+    /// Draw progress bars (on a terminal).
+    pub progress: bool,
+}
+
+impl Default for PutOptions {
+    fn default() -> Self {
+        Self { name: None, jobs: 4, progress: true }
+    }
+}
+
+/// What a put did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PutReport {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub chunks: u64,
+    /// Chunks the server already had (or that repeat within the file).
+    pub skipped_chunks: u64,
+    pub sent_chunks: u64,
+    /// Chunk body bytes sent (after compression).
+    pub sent_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Chunks per missing-chunks query, and bytes held waiting for one.
+const BATCH_CHUNKS: usize = 256;
+const BATCH_BYTES: usize = 32 << 20;
+const BATCH_WAIT: Duration = Duration::from_millis(50);
+
+struct Progress {
+    bar: ProgressBar,
+    sent: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl Progress {
+    fn new(total: Option<u64>, show: bool) -> Self {
+        let bar = if show { ProgressBar::new(total.unwrap_or(0)) } else { ProgressBar::hidden() };
+        let template = if total.is_some() {
+            "{spinner} {bytes}/{total_bytes} read {wide_bar} {bytes_per_sec} {msg}"
+        } else {
+            "{spinner} {bytes} read {bytes_per_sec} {msg}"
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Self { bar, sent: AtomicU64::new(0), skipped: AtomicU64::new(0) }
+    }
+
+    fn update(&self) {
+        self.bar.set_message(format!(
+            "· sent {} · skipped {} chunks",
+            human(self.sent.load(Ordering::Relaxed)),
+            self.skipped.load(Ordering::Relaxed)
+        ));
+    }
+}
+
+/// Uploads one file (or stdin) and commits it.
+///
+/// # Errors
+/// [`ClientError`]: unreadable input, unreachable server, refusals.
+pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(FileInfo, PutReport)> {
+    let started = Instant::now();
+    let info = client.chunking().await?;
+    let params = ChunkerParams { min: info.min, avg: info.avg, max: info.max };
+    let chunker = Chunker::new(params).map_err(|e| ClientError::Protocol(format!("server chunking: {e}")))?;
+    if info.algorithm != "fastcdc-2020" || info.hash != "blake3" || params.id() != info.chunker_id {
+        return Err(ClientError::Protocol(format!(
+            "the server chunks with {} / {}, which this client does not reproduce",
+            info.chunker_id, info.hash
+        )));
+    }
+    let name = opts.name.clone().unwrap_or_else(|| source.default_name());
+    let progress = Arc::new(Progress::new(source.len(), opts.progress));
+
+    // Reader thread: read, cut, hash; a bounded queue holds the chunks.
+    let (tx, mut rx) = mpsc::channel::<(ChunkId, Bytes)>(64);
+    let reader = {
+        let source = source.clone();
+        let chunker = chunker.clone();
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let input = source.open()?;
+            for chunk in ReadChunker::new(input, chunker) {
+                let chunk = chunk.map_err(|e| ClientError::io("reading the input", e))?;
+                progress.bar.inc(chunk.len() as u64);
+                if tx.blocking_send((ChunkId::of(&chunk), chunk)).is_err() {
+                    break; // the uploader stopped; its error says why
+                }
+            }
+            Ok(())
+        })
+    };
+
+    let mut entries: Vec<ChunkRef> = Vec::new();
+    let mut known: HashSet<ChunkId> = HashSet::new();
+    let mut report = PutReport {
+        id: String::new(),
+        name: name.clone(),
+        size: 0,
+        chunks: 0,
+        skipped_chunks: 0,
+        sent_chunks: 0,
+        sent_bytes: 0,
+        seconds: 0.0,
+    };
+    let mut closed = false;
+    while !closed {
+        // A batch: what arrives until it is full, or for a short while after
+        // its first chunk, or until the input ends.
+        let mut batch: Vec<(ChunkId, Bytes)> = Vec::new();
+        let mut bytes = 0;
+        let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+        while batch.len() < BATCH_CHUNKS && bytes < BATCH_BYTES {
+            let item = if batch.is_empty() {
+                rx.recv().await
+            } else {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(item) => item,
+                    Err(_) => break,
+                }
+            };
+            match item {
+                Some(item) => {
+                    bytes += item.1.len();
+                    batch.push(item);
+                }
+                None => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            send_batch(client, batch, &mut entries, &mut known, &mut report, &progress, opts.jobs).await?;
+        }
+    }
+    reader.await.map_err(|e| ClientError::Io(format!("reader: {e}")))??;
+
+    report.size = entries.iter().map(|e| u64::from(e.len)).sum();
+    report.chunks = entries.len() as u64;
+    let req = CommitRequest { name: name.clone(), content_type: None, size: report.size, chunks: entries };
+    let file = match client.commit(&req).await {
+        Ok(f) => f,
+        // Chunks vanished between the query and the commit (a GC, a server
+        // repair): send them again from the source, once.
+        Err(ClientError::Api { status: 409, missing, .. }) if !missing.is_empty() => {
+            resend(client, &source, &chunker, &missing, &mut report).await?;
+            client.commit(&req).await?
+        }
+        Err(e) => return Err(e),
+    };
+    progress.update();
+    progress.bar.finish_and_clear();
+    report.id = file.id.clone();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok((file, report))
+}
+
+/// Asks which of a batch's chunks the server lacks and sends those.
+async fn send_batch(
+    client: &Client,
+    batch: Vec<(ChunkId, Bytes)>,
+    entries: &mut Vec<ChunkRef>,
+    known: &mut HashSet<ChunkId>,
+    report: &mut PutReport,
+    progress: &Progress,
+    jobs: usize,
+) -> Result<()> {
+    let mut ask: Vec<ChunkId> = Vec::new();
+    for (id, data) in &batch {
+        entries.push(ChunkRef { hash: *id, len: data.len() as u32 });
+        if !known.contains(id) && !ask.contains(id) {
+            ask.push(*id);
+        }
+    }
+    let missing: HashSet<ChunkId> =
+        if ask.is_empty() { HashSet::new() } else { client.missing(&ask).await?.into_iter().collect() };
+    let mut to_send: HashMap<ChunkId, Bytes> = HashMap::new();
+    for (id, data) in batch {
+        if missing.contains(&id) && !known.contains(&id) {
+            to_send.entry(id).or_insert(data);
+        } else {
+            report.skipped_chunks += 1;
+            progress.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        known.insert(id);
+    }
+    let sends = stream::iter(to_send)
+        .map(|(id, data)| async move {
+            let (body, zstd) = tokio::task::spawn_blocking(move || wire_body(data))
+                .await
+                .map_err(|e| ClientError::Io(format!("compressing: {e}")))?;
+            let len = body.len() as u64;
+            client.put_chunk(&id, body, zstd).await?;
+            Ok::<u64, ClientError>(len)
+        })
+        .buffer_unordered(jobs.max(1));
+    let mut sends = std::pin::pin!(sends);
+    while let Some(r) = sends.next().await {
+        let len = r?;
+        report.sent_chunks += 1;
+        report.sent_bytes += len;
+        progress.sent.fetch_add(len, Ordering::Relaxed);
+        progress.update();
+    }
+    progress.update();
+    Ok(())
+}
+
+/// The body to send for a chunk: zstd when it saves at least 1/32.
+fn wire_body(data: Bytes) -> (Bytes, bool) {
+    if data.len() >= 512 && object::looks_compressible(&data) {
+        if let Ok(c) = zstd::bulk::compress(&data, 1) {
+            if c.len() <= data.len() - data.len() / 32 {
+                return (Bytes::from(c), true);
+            }
+        }
+    }
+    (data, false)
+}
+
+/// Sends chunks the commit found missing, re-reading them from the source.
+async fn resend(
+    client: &Client,
+    source: &Source,
+    chunker: &Chunker,
+    missing: &[ChunkId],
+    report: &mut PutReport,
+) -> Result<()> {
+    if matches!(source, Source::Stdin) {
+        return Err(ClientError::Protocol(format!(
+            "the server lost {} chunk(s) before the commit and stdin cannot be read twice; run the put again",
+            missing.len()
+        )));
+    }
+    let want: HashSet<ChunkId> = missing.iter().copied().collect();
+    let (source, chunker) = (source.clone(), chunker.clone());
+    let found = tokio::task::spawn_blocking(move || -> Result<Vec<(ChunkId, Bytes)>> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for c in ReadChunker::new(source.open()?, chunker) {
+            let c = c.map_err(|e| ClientError::io("reading the input", e))?;
+            let id = ChunkId::of(&c);
+            if want.contains(&id) && seen.insert(id) {
+                out.push((id, c));
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ClientError::Io(format!("reader: {e}")))??;
+    for (id, data) in found {
+        let (body, zstd) = wire_body(data);
+        report.sent_bytes += body.len() as u64;
+        report.sent_chunks += 1;
+        client.put_chunk(&id, body, zstd).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! depot's own dedup protocol: clients cut files exactly as the server does,
+//! ask which chunks are missing, send only those, and commit a manifest. A
+//! re-upload costs a few requests; an edited file sends only changed chunks.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{StreamExt, stream};
+
+use super::file_info;
+use super::files::parse_file_id;
+use crate::http::{ApiError, AppState, Metrics, read_body};
+use crate::store::{ChunkId, Entry, NewFile, object};
+use crate::wire::{
+    ChunkingInfo, CommitRequest, ErrorBody, FileInfo, ManifestChunk, ManifestInfo, MissingRequest,
+    MissingResponse, PutChunkResponse,
+};
+
+/// How the server cuts and names chunks.
+#[utoipa::path(get, path = "/api/chunking", tag = "dedup",
+    responses((status = 200, description = "Chunking parameters", body = ChunkingInfo)))]
+pub async fn chunking(State(st): State<AppState>) -> Json<ChunkingInfo> {
+    let p = st.config.chunking;
+    Json(ChunkingInfo {
+        algorithm: "fastcdc-2020".into(),
+        normalization: 1,
+        min: p.min,
+        avg: p.avg,
+        max: p.max,
+        hash: "blake3".into(),
+        chunker_id: p.id(),
+        max_chunk_size: st.config.limits.max_chunk_size.0,
+        max_missing_query: st.config.limits.max_missing_query,
+    })
+}
+
+/// Which of these chunks the server lacks; the present ones are pinned so
+/// that GC cannot take them before the commit.
+#[utoipa::path(post, path = "/api/chunks/missing", tag = "dedup",
+    request_body = MissingRequest,
+    responses(
+        (status = 200, description = "The hashes the server lacks", body = MissingResponse),
+        (status = 400, description = "Malformed request or hash", body = ErrorBody),
+        (status = 413, description = "Too many hashes", body = ErrorBody),
+    ))]
+pub async fn missing_chunks(
+    State(st): State<AppState>,
+    req: Result<Json<MissingRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<MissingResponse>, ApiError> {
+    let Json(req) = req?;
+    let max = st.config.limits.max_missing_query;
+    if req.hashes.len() > max {
+        return Err(ApiError::PayloadTooLarge(format!("at most {max} hashes per query")));
+    }
+    let missing = st
+        .store
+        .blocking(move |s| {
+            let lease = s.default_lease();
+            s.missing(&req.hashes, lease)
+        })
+        .await?;
+    Ok(Json(MissingResponse { missing }))
+}
+
+/// Store one chunk.
+///
+/// The body is the chunk's raw bytes, or a zstd frame of them with
+/// `Content-Encoding: zstd` (the server checks the hash of the decoded bytes
+/// and may keep the frame as is). 201 when stored, 200 when the server
+/// already had it; a hash mismatch stores nothing.
+#[utoipa::path(put, path = "/api/chunks/{hash}", tag = "dedup",
+    params(("hash" = String, Path, description = "BLAKE3 of the raw bytes, hex")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "Stored", body = PutChunkResponse),
+        (status = 200, description = "Already present", body = PutChunkResponse),
+        (status = 400, description = "Malformed hash or zstd frame", body = ErrorBody),
+        (status = 413, description = "Larger than the maximum chunk size", body = ErrorBody),
+        (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
+        (status = 422, description = "The bytes do not hash to the name", body = ErrorBody),
+    ))]
+pub async fn put_chunk(
+    State(st): State<AppState>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<PutChunkResponse>), ApiError> {
+    let id: ChunkId = hash.parse().map_err(|e| ApiError::BadRequest(format!("{e}")))?;
+    let zstd = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::trim) {
+        None | Some("") | Some("identity") => false,
+        Some(e) if e.eq_ignore_ascii_case("zstd") => true,
+        Some(e) => {
+            return Err(ApiError::UnsupportedMediaType(format!("Content-Encoding `{e}` is not supported")));
+        }
+    };
+    let limit = st.config.limits.max_chunk_size.0 as usize;
+    let bytes = read_body(body, limit).await?;
+    let put = st
+        .store
+        .blocking(move |s| {
+            let lease = s.default_lease();
+            if zstd { s.put_chunk_zstd(&bytes, &id, lease) } else { s.put_chunk(&bytes, Some(&id), lease) }
+        })
+        .await?;
+    let status = if put.new { StatusCode::CREATED } else { StatusCode::OK };
+    Metrics::inc(if put.new { &st.metrics.chunks_stored } else { &st.metrics.chunks_deduplicated }, 1);
+    Ok((status, Json(PutChunkResponse { hash: put.id, len: put.len, new: put.new })))
+}
+
+/// One chunk's raw bytes; the stored zstd frame as is when the client
+/// accepts `zstd` and the chunk is stored compressed.
+#[utoipa::path(get, path = "/api/chunks/{hash}", tag = "dedup",
+    params(("hash" = String, Path, description = "BLAKE3 of the raw bytes, hex")),
+    responses(
+        (status = 200, description = "The chunk", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No such chunk", body = ErrorBody),
+    ))]
+pub async fn get_chunk(
+    State(st): State<AppState>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id: ChunkId = hash.parse().map_err(|_| ApiError::NotFound(format!("chunk {hash} not found")))?;
+    let accepts_zstd = headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',').any(|e| e.split(';').next().is_some_and(|e| e.trim().eq_ignore_ascii_case("zstd")))
+    });
+    let max = st.store.options().max_object_size as usize;
+    let (codec, body) = st
+        .store
+        .blocking(move |s| {
+            let (h, enc) = s.chunk_object(&id)?;
+            if accepts_zstd && h.codec == object::Codec::Zstd {
+                return Ok((Some("zstd"), Bytes::from(enc).slice(object::HEADER_LEN..)));
+            }
+            let (_, raw) = object::decode(&enc, max, false)
+                .map_err(|e| crate::store::Error::Corrupt { id, reason: e.0.into() })?;
+            Ok((None, Bytes::from(raw)))
+        })
+        .await?;
+    let mut resp = (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        body,
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::ETAG, format!("\"{id}\"").parse().map_err(|_| ApiError::BadRequest("etag".into()))?);
+    resp.headers_mut().insert(header::VARY, header::ACCEPT_ENCODING.into());
+    if let Some(c) = codec {
+        resp.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            c.parse().map_err(|_| ApiError::BadRequest("encoding".into()))?,
+        );
+    }
+    Ok(resp)
+}
+
+/// Commit a file from chunks the server has.
+///
+/// Type validation as for every upload. 409 with `missing` listing the
+/// chunks the server lacks: send them and commit again.
+#[utoipa::path(post, path = "/api/files", tag = "dedup",
+    request_body = CommitRequest,
+    responses(
+        (status = 201, description = "The file", body = FileInfo),
+        (status = 400, description = "Malformed request, or lengths that do not add up", body = ErrorBody),
+        (status = 409, description = "Chunks missing (listed in `missing`)", body = ErrorBody),
+        (status = 413, description = "Larger than the maximum file size", body = ErrorBody),
+        (status = 415, description = "File type rejected", body = ErrorBody),
+    ))]
+pub async fn commit(
+    State(st): State<AppState>,
+    req: Result<Json<CommitRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<FileInfo>), ApiError> {
+    let Json(req) = req?;
+    let new = NewFile {
+        name: req.name,
+        declared_type: req.content_type,
+        size: req.size,
+        chunks: req.chunks.iter().map(|c| Entry { id: c.hash, len: c.len }).collect(),
+        content_hash: None,
+    };
+    let rec = st.store.blocking(move |s| s.finish_file(new)).await?;
+    Metrics::inc(&st.metrics.files_created, 1);
+    let info = file_info(&rec);
+    Ok((StatusCode::CREATED, [(header::LOCATION, info.url.clone())], Json(info)))
+}
+
+/// A file's chunks in order, with offsets. Streamed a manifest segment at a
+/// time, so memory stays flat for any file size.
+#[utoipa::path(get, path = "/api/files/{id}/manifest", tag = "dedup",
+    params(("id" = String, Path, description = "File id")),
+    responses(
+        (status = 200, description = "The manifest", body = ManifestInfo),
+        (status = 404, description = "No such file", body = ErrorBody),
+    ))]
+pub async fn manifest(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_file_id(&id)?;
+    let rec = st.store.blocking(move |s| s.file(&id)).await?;
+    let head = format!(
+        "{{\"id\":\"{}\",\"size\":{},\"chunker_id\":{},\"chunks\":[",
+        rec.id,
+        rec.size,
+        serde_json::to_string(&rec.chunker).unwrap_or_else(|_| "\"\"".into())
+    );
+    let store = st.store.clone();
+    let starts = rec.segments.clone();
+    let segments = stream::iter(0..rec.segments.len()).then(move |seg| {
+        let store = store.clone();
+        let start = starts[seg];
+        async move {
+            let entries = store.blocking(move |s| s.segment(&id, seg as u32)).await?;
+            let mut out = String::with_capacity(entries.len() * 110);
+            let mut at = start;
+            for (i, e) in entries.iter().enumerate() {
+                if seg > 0 || i > 0 {
+                    out.push(',');
+                }
+                let c = ManifestChunk { hash: e.id, offset: at, len: e.len };
+                out.push_str(
+                    &serde_json::to_string(&c).map_err(|e| crate::store::Error::Task(e.to_string()))?,
+                );
+                at += u64::from(e.len);
+            }
+            Ok::<_, crate::store::Error>(Bytes::from(out))
+        }
+    });
+    let body = stream::once(async move { Ok(Bytes::from(head)) })
+        .chain(segments)
+        .chain(stream::once(async { Ok(Bytes::from_static(b"]}")) }));
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
+}

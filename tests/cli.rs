@@ -1,0 +1,292 @@
+//! The real `depot` binary against the real server: bytes on the wire are
+//! counted by the server (request body bytes, `depot_http_request_bytes_total`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{TestServer, fill_random, pseudo_random, test_config};
+use depot::store::{ChunkId, FsObjects, FsyncPolicy, ObjectStore, object};
+use depot::wire::{FileInfo, ManifestInfo, StatsInfo};
+use tokio::process::Command;
+
+const MIB: u64 = 1 << 20;
+
+fn depot(server: &TestServer) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_depot"));
+    c.env("DEPOT_SERVER", &server.base).env_remove("DEPOT_CONFIG").kill_on_drop(true);
+    c
+}
+
+async fn run(server: &TestServer, args: &[&str]) -> Output {
+    depot(server).args(args).output().await.unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "depot failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn bytes_in(s: &TestServer) -> u64 {
+    s.state.metrics.bytes_in.load(Ordering::Relaxed)
+}
+
+async fn stats(s: &TestServer) -> StatsInfo {
+    reqwest::get(s.url("/api/stats")).await.unwrap().json().await.unwrap()
+}
+
+fn write_random(path: &Path, size: u64, seed: u64) -> Vec<u8> {
+    let data = pseudo_random(size as usize, seed);
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+/// Puts a file with `--json`; returns the report and the request bytes the
+/// server received meanwhile.
+async fn put(s: &TestServer, path: &Path) -> (serde_json::Value, u64) {
+    let before = bytes_in(s);
+    let out = run(s, &["put", "--json", path.to_str().unwrap()]).await;
+    let report: serde_json::Value = serde_json::from_str(ok(&out).trim()).unwrap();
+    (report, bytes_in(s) - before)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reupload_costs_almost_nothing_and_edits_send_only_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(&dir.path().join("data"))).await;
+    let path = dir.path().join("big.bin");
+    let mut data = write_random(&path, 64 * MIB, 1);
+
+    let (r1, wire1) = put(&s, &path).await;
+    assert_eq!(r1["size"], 64 * MIB);
+    assert!((64 * MIB..65 * MIB).contains(&wire1), "first put sent {wire1} bytes");
+    assert_eq!(r1["skipped_chunks"], 0);
+    assert!(r1["id"].as_str().unwrap().len() == 26);
+
+    let (r2, wire2) = put(&s, &path).await;
+    assert!((wire2 as f64) < 0.005 * (64 * MIB) as f64, "second put sent {wire2} bytes");
+    assert_eq!(r2["sent_bytes"], 0);
+    assert_eq!(r2["skipped_chunks"], r2["chunks"]);
+
+    // Insert 1 MiB at three offsets.
+    for (i, at) in [5 * MIB + 12_345, 30 * MIB + 777, 50 * MIB + 4_242].into_iter().enumerate() {
+        let insert = pseudo_random(MIB as usize, 100 + i as u64);
+        data.splice(at as usize..at as usize, insert);
+    }
+    std::fs::write(&path, &data).unwrap();
+    let (r3, wire3) = put(&s, &path).await;
+    let limit = 3 * MIB + 6 * 1024 * 1024; // 3 MiB + 6 chunks of the maximum size
+    assert!(wire3 < limit, "edited put sent {wire3} bytes");
+    assert!(wire3 > 3 * MIB, "edited put sent only {wire3} bytes, less than the inserted data");
+    assert_eq!(r3["size"], 67 * MIB);
+
+    // The download of the edited file is the edited file.
+    let out_path = dir.path().join("edited.out");
+    ok(&run(&s, &["get", r3["id"].as_str().unwrap(), "-o", out_path.to_str().unwrap()]).await);
+    assert!(std::fs::read(&out_path).unwrap() == data);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_put_sends_only_the_remainder() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(&dir.path().join("data"))).await;
+    let path = dir.path().join("f.bin");
+    let size = 64 * MIB;
+    write_random(&path, size, 2);
+
+    let mut child = depot(&s).args(["put", "--json", "-j", "2", path.to_str().unwrap()]).spawn().unwrap();
+    let start = bytes_in(&s);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while bytes_in(&s) - start < size / 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the put never got half-way");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.start_kill().unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(!status.success(), "the put finished before it was killed");
+    let stored = stats(&s).await.unique_bytes;
+    assert!(stored > 0 && stored < size, "stored {stored}");
+    let remainder = size - stored;
+
+    let (report, wire) = put(&s, &path).await;
+    let allowance = 2 * MIB + 64 * 1024; // two chunks, and the JSON of the queries and the commit
+    assert!(wire <= remainder + allowance, "re-run sent {wire} bytes for a remainder of {remainder}");
+    assert!(report["skipped_chunks"].as_u64().unwrap() > 0);
+    assert_eq!(stats(&s).await.unique_bytes, size);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_uploaded_by_any_path_shares_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(&dir.path().join("data"))).await;
+    let path = dir.path().join("shared.bin");
+    let data = write_random(&path, 8 * MIB, 3);
+    let r = reqwest::Client::new()
+        .post(s.url("/api/files/upload?filename=shared.bin"))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let after_upload = stats(&s).await;
+    let (report, wire) = put(&s, &path).await;
+    let after_put = stats(&s).await;
+    assert_eq!(after_put.unique_bytes, after_upload.unique_bytes, "depot put added no chunk");
+    assert_eq!(after_put.unique_chunks, after_upload.unique_chunks);
+    assert_eq!(after_put.files, 2);
+    assert_eq!(report["sent_bytes"], 0);
+    assert!(wire < 64 * 1024);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_verifies_resumes_and_fails_loudly_on_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let s = TestServer::start(test_config(&data_dir)).await;
+    let path = dir.path().join("src.bin");
+    let size = 256 * MIB;
+    {
+        let mut data = Vec::with_capacity(size as usize);
+        fill_random(&mut data, size as usize, 4);
+        std::fs::write(&path, &data).unwrap();
+    }
+    let id = ok(&run(&s, &["put", path.to_str().unwrap()]).await).trim().to_string();
+    let expect = blake3::hash(&std::fs::read(&path).unwrap());
+
+    let out_path = dir.path().join("out.bin");
+    ok(&run(&s, &["get", &id, "-o", out_path.to_str().unwrap()]).await);
+    assert_eq!(blake3::hash(&std::fs::read(&out_path).unwrap()), expect);
+    std::fs::remove_file(&out_path).unwrap();
+
+    // Interrupted, then resumed.
+    let part = PathBuf::from(format!("{}.part", out_path.display()));
+    let mut child = depot(&s).args(["get", &id, "-o", out_path.to_str().unwrap()]).spawn().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let len = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if len > 64 * MIB {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the get never got going");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.start_kill().unwrap();
+    assert!(!child.wait().await.unwrap().success(), "the get finished before it was killed");
+    assert!(!out_path.exists());
+    let out = run(&s, &["get", "--json", &id, "-o", out_path.to_str().unwrap()]).await;
+    let report: serde_json::Value = serde_json::from_str(ok(&out).trim()).unwrap();
+    let resumed = report["resumed_from"].as_u64().unwrap();
+    assert!(resumed > 0, "did not resume: {report}");
+    assert_eq!(report["received_bytes"].as_u64().unwrap(), size - resumed);
+    assert_eq!(blake3::hash(&std::fs::read(&out_path).unwrap()), expect);
+    assert!(!part.exists());
+
+    // Damage on the server, two ways.
+    let manifest: ManifestInfo =
+        reqwest::get(s.url(&format!("/api/files/{id}/manifest"))).await.unwrap().json().await.unwrap();
+    let victim = manifest.chunks[3];
+    let objects = FsObjects::open(&data_dir.join("objects"), FsyncPolicy::Never).unwrap();
+    let good = objects.get(&victim.hash).unwrap().unwrap();
+
+    // (1) Bit rot the server notices (CRC): the stream is cut.
+    let mut rotten = good.clone();
+    let last = rotten.len() - 1;
+    rotten[last] ^= 1;
+    objects.replace(&victim.hash, &rotten).unwrap();
+    let damaged = dir.path().join("damaged.bin");
+    let out = run(&s, &["get", &id, "-o", damaged.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("depot: ") && err.trim().lines().count() == 1, "{err}");
+    assert!(!damaged.exists());
+
+    // (2) Wrong bytes with a consistent object: only the client's hash check
+    // can see it.
+    let other = pseudo_random(victim.len as usize, 99);
+    objects.replace(&victim.hash, &object::encode(&victim.hash, &other, 0)).unwrap();
+    let out = run(&s, &["get", &id, "-o", damaged.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match its hash"), "{err}");
+    assert!(!damaged.exists(), "no file is left under the final name");
+    let part = PathBuf::from(format!("{}.part", damaged.display()));
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), victim.offset, "only verified chunks are kept");
+    assert_ne!(ChunkId::of(&other), victim.hash);
+
+    // Healed: the next get resumes from the verified prefix.
+    objects.replace(&victim.hash, &good).unwrap();
+    ok(&run(&s, &["get", &id, "-o", damaged.to_str().unwrap()]).await);
+    assert_eq!(blake3::hash(&std::fs::read(&damaged).unwrap()), expect);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ls_stat_rm_stats_and_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(&dir.path().join("data"))).await;
+    let mut child = depot(&s)
+        .args(["put", "-", "--name", "notes.txt"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hello from stdin\n").await.unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    let id = ok(&out).trim().to_string();
+
+    let ls = ok(&run(&s, &["ls", "--json"]).await);
+    let files: Vec<FileInfo> = ls.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].id, id);
+    assert_eq!(files[0].name, "notes.txt");
+    assert_eq!(files[0].content_type, "text/plain");
+    let stat: FileInfo = serde_json::from_str(&ok(&run(&s, &["stat", "--json", &id]).await)).unwrap();
+    assert_eq!(stat.size, 17);
+    let st: StatsInfo = serde_json::from_str(&ok(&run(&s, &["stats", "--json"]).await)).unwrap();
+    assert_eq!(st.files, 1);
+    ok(&run(&s, &["rm", &id]).await);
+    let out = run(&s, &["rm", &id]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    let out = run(&s, &["get", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]).await;
+    assert!(!out.status.success());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn errors_are_one_line_and_a_failure_status() {
+    let dir = tempfile::tempdir().unwrap();
+    // A server that is not there.
+    let out = Command::new(env!("CARGO_BIN_EXE_depot"))
+        .args(["--server", "http://127.0.0.1:9", "ls"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("depot: cannot reach the server at http://127.0.0.1:9"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1);
+    // A file that is not there.
+    let out = Command::new(env!("CARGO_BIN_EXE_depot"))
+        .args(["--server", "http://127.0.0.1:9", "put", dir.path().join("nope").to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
+    // A bad URL.
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_depot")).args(["--server", "ftp://x", "ls"]).output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));
+}

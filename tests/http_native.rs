@@ -1,0 +1,141 @@
+//! The native dedup protocol over HTTP, status by status.
+
+mod common;
+
+use common::{TestServer, pseudo_random, test_config};
+use depot::store::ChunkId;
+use depot::wire::{ChunkingInfo, ErrorBody, FileInfo, ManifestInfo, MissingResponse, PutChunkResponse};
+use reqwest::StatusCode;
+use serde_json::json;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+#[tokio::test]
+async fn chunking_missing_put_commit_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(dir.path())).await;
+    let info: ChunkingInfo = client().get(s.url("/api/chunking")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info.chunker_id, "fastcdc2020-n1-65536-262144-1048576");
+    assert_eq!((info.min, info.avg, info.max), (65536, 262144, 1048576));
+
+    let a = pseudo_random(100_000, 1);
+    let b = b"compressible text, compressible text, compressible text. ".repeat(2000);
+    let (ha, hb) = (ChunkId::of(&a), ChunkId::of(&b));
+    let missing: MissingResponse = client()
+        .post(s.url("/api/chunks/missing"))
+        .json(&json!({"hashes": [ha, hb, ha]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(missing.missing, vec![ha, hb]);
+
+    // Commit before sending: 409 naming what is missing.
+    let commit = json!({"name": "ab.bin", "size": a.len() + b.len(), "chunks": [
+        {"hash": ha, "len": a.len()}, {"hash": hb, "len": b.len()}]});
+    let r = client().post(s.url("/api/files")).json(&commit).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let e: ErrorBody = r.json().await.unwrap();
+    assert_eq!(e.error, "missing_chunks");
+    assert_eq!(e.missing.unwrap().len(), 2);
+
+    // A raw chunk, then again (200), then a wrong one (422).
+    let put = |hash: ChunkId, body: Vec<u8>, zstd: bool| {
+        let mut req = client().put(s.url(&format!("/api/chunks/{hash}"))).body(body);
+        if zstd {
+            req = req.header("Content-Encoding", "zstd");
+        }
+        req.send()
+    };
+    let r = put(ha, a.clone(), false).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let p: PutChunkResponse = r.json().await.unwrap();
+    assert!(p.new && p.len == 100_000);
+    assert_eq!(put(ha, a.clone(), false).await.unwrap().status(), StatusCode::OK);
+    let r = put(hb, a.clone(), false).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json::<ErrorBody>().await.unwrap().error, "hash_mismatch");
+    // A zstd frame is decoded and checked.
+    let frame = zstd::bulk::compress(&b, 3).unwrap();
+    assert_eq!(put(hb, frame.clone(), true).await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(put(hb, b"garbage".to_vec(), true).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let r = client()
+        .put(s.url(&format!("/api/chunks/{hb}")))
+        .header("Content-Encoding", "br")
+        .body(b.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let r = client().post(s.url("/api/files")).json(&commit).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let f: FileInfo = r.json().await.unwrap();
+    let body = client().get(s.url(&f.url)).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(body.len(), a.len() + b.len());
+    assert_eq!(&body[..a.len()], &a[..]);
+
+    let m: ManifestInfo =
+        client().get(s.url(&format!("/api/files/{}/manifest", f.id))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(m.size, f.size);
+    assert_eq!(m.chunks.len(), 2);
+    assert_eq!((m.chunks[1].hash, m.chunks[1].offset, m.chunks[1].len), (hb, 100_000, b.len() as u32));
+
+    // One chunk, raw or as the stored zstd frame.
+    let r = client().get(s.url(&format!("/api/chunks/{hb}"))).send().await.unwrap();
+    assert!(r.headers().get("content-encoding").is_none());
+    assert_eq!(r.bytes().await.unwrap(), b);
+    let r = client().get(s.url(&format!("/api/chunks/{hb}"))).header("Accept-Encoding", "zstd").send().await.unwrap();
+    assert_eq!(r.headers()["content-encoding"], "zstd");
+    let frame = r.bytes().await.unwrap();
+    assert!(frame.len() < b.len() / 4);
+    assert_eq!(zstd::bulk::decompress(&frame, b.len()).unwrap(), b);
+    let r = client().get(s.url(&format!("/api/chunks/{}", ChunkId::of(b"none")))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_native_requests_are_4xx_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.limits.max_missing_query = 3;
+    let s = TestServer::start(cfg).await;
+    let h = ChunkId::of(b"x");
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode)> = vec![
+        (client().post(s.url("/api/chunks/missing")).json(&json!({"hashes": [h, h, h, h]})), StatusCode::PAYLOAD_TOO_LARGE),
+        (client().post(s.url("/api/chunks/missing")).json(&json!({"hashes": ["zz"]})), StatusCode::BAD_REQUEST),
+        (client().post(s.url("/api/chunks/missing")).body("{not json"), StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        (
+            client().post(s.url("/api/chunks/missing")).header("content-type", "application/json").body("{not json"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (client().put(s.url("/api/chunks/nothex")).body("x"), StatusCode::BAD_REQUEST),
+        (client().put(s.url(&format!("/api/chunks/{h}"))).body(vec![0u8; 5 << 20]), StatusCode::PAYLOAD_TOO_LARGE),
+        (client().post(s.url("/api/files")).json(&json!({"name": "x", "size": 1})), StatusCode::BAD_REQUEST),
+        (
+            client().post(s.url("/api/files")).json(&json!({"name": "x", "size": 5, "chunks": [], "extra": 1})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (client().post(s.url("/api/files")).json(&json!({"name": "x", "size": 5, "chunks": []})), StatusCode::BAD_REQUEST),
+        (
+            client().post(s.url("/api/files")).json(&json!({"name": "../", "size": 0, "chunks": []})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (client().get(s.url("/api/files/nope/manifest")), StatusCode::NOT_FOUND),
+    ];
+    for (i, (req, want)) in cases.into_iter().enumerate() {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), want, "case {i}");
+        let e: ErrorBody = r.json().await.unwrap_or_else(|e| panic!("case {i}: not a JSON error: {e}"));
+        assert_eq!(e.code, want.as_u16(), "case {i}");
+    }
+    let st: serde_json::Value = client().get(s.url("/api/stats")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(st["unique_chunks"], 0);
+    assert_eq!(st["files"], 0);
+    s.stop().await;
+}
