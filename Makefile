@@ -7,12 +7,12 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/depot-target
 CARGO ?= cargo
 
-.PHONY: run test deps check lint unit bench clean-data
+.PHONY: run test deps lint unit bin interop bench clean-data
 
 run: deps
 	$(CARGO) run --bin depot -- serve
 
-test: deps lint unit
+test: deps lint unit interop
 
 # RocksDB's build needs libclang (bindgen).
 deps:
@@ -28,6 +28,14 @@ lint:
 
 unit:
 	$(CARGO) test --all-targets
+
+bin:
+	$(CARGO) build --bin depot
+
+# Real clients against the binary the tests built (no second build): the
+# browser libraries in headless Chromium.
+interop: bin
+	DEPOT_BIN=$(CARGO_TARGET_DIR)/debug/depot tests/interop/run.sh
 
 bench: deps
 	$(CARGO) bench --bench store

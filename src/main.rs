@@ -142,7 +142,9 @@ fn serve(args: &StoreArgs, listen: Option<String>) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "depot listening");
-        eprintln!("depot listening on http://{addr} (data in {})", cfg.data_dir.display());
+        // One write, so that scripts waiting for this line never see half of it.
+        let line = format!("depot listening on http://{addr} (data in {})\n", cfg.data_dir.display());
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         let state = depot::http::AppState::new(store, cfg);
         depot::http::serve(listener, state, shutdown_signal()).await.map_err(|e| e.to_string())
     })

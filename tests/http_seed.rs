@@ -79,6 +79,7 @@ async fn chunked_upload_out_of_order_completes_on_the_last_piece() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let st: PieceStatus = r.json().await.unwrap();
     assert_eq!(st.status, "complete");
+    assert_eq!((st.received, st.total), (3, 3));
     let file = st.file.unwrap();
     assert_eq!(file.size, 250_000);
     assert_eq!(file.name, "data.bin");

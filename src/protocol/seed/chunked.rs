@@ -77,7 +77,7 @@ fn checked(st: &AppState, pairs: &[(String, String)]) -> Result<(PieceParams, Se
     Ok((p, spec))
 }
 
-fn status_of(upload_id: String, state: PieceState) -> (StatusCode, PieceStatus) {
+fn status_of(upload_id: String, total_pieces: u32, state: PieceState) -> (StatusCode, PieceStatus) {
     match state {
         PieceState::Stored { received, total } => {
             (StatusCode::OK, PieceStatus { status: "partial".into(), received, total, upload_id, file: None })
@@ -86,8 +86,8 @@ fn status_of(upload_id: String, state: PieceState) -> (StatusCode, PieceStatus) 
             if just_now { StatusCode::CREATED } else { StatusCode::OK },
             PieceStatus {
                 status: "complete".into(),
-                received: 0,
-                total: 0,
+                received: total_pieces,
+                total: total_pieces,
                 upload_id,
                 file: Some(file_info(&rec)),
             },
@@ -127,7 +127,7 @@ pub async fn test_chunk(State(st): State<AppState>, Query(pairs): Query<Vec<(Str
         let state = st.store.blocking(move |s| s.test_piece(&spec, p.number, p.hash.as_ref())).await?;
         Ok(match state {
             Some(state) => {
-                let (_, body) = status_of(upload_id, state);
+                let (_, body) = status_of(upload_id, p.total_chunks, state);
                 (StatusCode::OK, Json(body)).into_response()
             }
             None => StatusCode::NO_CONTENT.into_response(),
@@ -215,7 +215,7 @@ pub async fn post_chunk(
         }
         let upload_id = spec.upload_id().to_string();
         let state = st.store.blocking(move |s| s.put_piece(&spec, p.number, &bytes, p.hash.as_ref())).await?;
-        let (status, body) = status_of(upload_id, state);
+        let (status, body) = status_of(upload_id, p.total_chunks, state);
         if status == StatusCode::CREATED {
             Metrics::inc(&st.metrics.files_created, 1);
         }
