@@ -79,8 +79,14 @@ async fn chunking_missing_put_commit_manifest() {
     assert_eq!(body.len(), a.len() + b.len());
     assert_eq!(&body[..a.len()], &a[..]);
 
-    let m: ManifestInfo =
-        client().get(s.url(&format!("/api/files/{}/manifest", f.id))).send().await.unwrap().json().await.unwrap();
+    let m: ManifestInfo = client()
+        .get(s.url(&format!("/api/files/{}/manifest", f.id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(m.size, f.size);
     assert_eq!(m.chunks.len(), 2);
     assert_eq!((m.chunks[1].hash, m.chunks[1].offset, m.chunks[1].len), (hb, 100_000, b.len() as u32));
@@ -89,7 +95,12 @@ async fn chunking_missing_put_commit_manifest() {
     let r = client().get(s.url(&format!("/api/chunks/{hb}"))).send().await.unwrap();
     assert!(r.headers().get("content-encoding").is_none());
     assert_eq!(r.bytes().await.unwrap(), b);
-    let r = client().get(s.url(&format!("/api/chunks/{hb}"))).header("Accept-Encoding", "zstd").send().await.unwrap();
+    let r = client()
+        .get(s.url(&format!("/api/chunks/{hb}")))
+        .header("Accept-Encoding", "zstd")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["content-encoding"], "zstd");
     let frame = r.bytes().await.unwrap();
     assert!(frame.len() < b.len() / 4);
@@ -107,21 +118,38 @@ async fn bad_native_requests_are_4xx_and_change_nothing() {
     let s = TestServer::start(cfg).await;
     let h = ChunkId::of(b"x");
     let cases: Vec<(reqwest::RequestBuilder, StatusCode)> = vec![
-        (client().post(s.url("/api/chunks/missing")).json(&json!({"hashes": [h, h, h, h]})), StatusCode::PAYLOAD_TOO_LARGE),
-        (client().post(s.url("/api/chunks/missing")).json(&json!({"hashes": ["zz"]})), StatusCode::BAD_REQUEST),
+        (
+            client().post(s.url("/api/chunks/missing")).json(&json!({"hashes": [h, h, h, h]})),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            client().post(s.url("/api/chunks/missing")).json(&json!({"hashes": ["zz"]})),
+            StatusCode::BAD_REQUEST,
+        ),
         (client().post(s.url("/api/chunks/missing")).body("{not json"), StatusCode::UNSUPPORTED_MEDIA_TYPE),
         (
-            client().post(s.url("/api/chunks/missing")).header("content-type", "application/json").body("{not json"),
+            client()
+                .post(s.url("/api/chunks/missing"))
+                .header("content-type", "application/json")
+                .body("{not json"),
             StatusCode::BAD_REQUEST,
         ),
         (client().put(s.url("/api/chunks/nothex")).body("x"), StatusCode::BAD_REQUEST),
-        (client().put(s.url(&format!("/api/chunks/{h}"))).body(vec![0u8; 5 << 20]), StatusCode::PAYLOAD_TOO_LARGE),
+        (
+            client().put(s.url(&format!("/api/chunks/{h}"))).body(vec![0u8; 5 << 20]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
         (client().post(s.url("/api/files")).json(&json!({"name": "x", "size": 1})), StatusCode::BAD_REQUEST),
         (
-            client().post(s.url("/api/files")).json(&json!({"name": "x", "size": 5, "chunks": [], "extra": 1})),
+            client()
+                .post(s.url("/api/files"))
+                .json(&json!({"name": "x", "size": 5, "chunks": [], "extra": 1})),
             StatusCode::BAD_REQUEST,
         ),
-        (client().post(s.url("/api/files")).json(&json!({"name": "x", "size": 5, "chunks": []})), StatusCode::BAD_REQUEST),
+        (
+            client().post(s.url("/api/files")).json(&json!({"name": "x", "size": 5, "chunks": []})),
+            StatusCode::BAD_REQUEST,
+        ),
         (
             client().post(s.url("/api/files")).json(&json!({"name": "../", "size": 0, "chunks": []})),
             StatusCode::BAD_REQUEST,

@@ -577,3 +577,53 @@ fn committed_openapi_document_matches_the_code() {
         "schema/openapi.json is out of date: run `DEPOT_UPDATE_SCHEMA=1 cargo test --test http_seed committed_openapi` and commit it"
     );
 }
+
+#[tokio::test]
+async fn a_deleted_file_can_be_uploaded_again_under_the_same_identifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(dir.path())).await;
+    let data = pseudo_random(12_000, 9);
+    let send = |n: u32| {
+        let url = s.url("/api/files/upload/chunked");
+        let piece = data[(n as usize - 1) * 6000..n as usize * 6000].to_vec();
+        async move {
+            client()
+                .post(url)
+                .multipart(piece_form(n, 2, 6000, 12_000, "again", "again.bin", &piece))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    send(1).await;
+    let first = send(2).await.json::<PieceStatus>().await.unwrap().file.unwrap();
+    let r = client().delete(s.url(&format!("/api/files/{}", first.id))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // The old session pointed at the deleted file: it starts over.
+    let r = client()
+        .get(s.url("/api/files/upload/chunked"))
+        .query(&[
+            ("chunkNumber", "1"),
+            ("totalChunks", "2"),
+            ("chunkSize", "6000"),
+            ("totalSize", "12000"),
+            ("identifier", "again"),
+            ("filename", "again.bin"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(send(1).await.status(), StatusCode::OK);
+    let r = send(2).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let second = r.json::<PieceStatus>().await.unwrap().file.unwrap();
+    assert_ne!(second.id, first.id);
+    assert_eq!(download(&s, &second.id).await, data);
+    let m = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("depot_files_created_total 2"), "{m}");
+    assert!(m.contains("depot_chunks_stored_total 2"), "{m}");
+    // The pieces of the second upload were already stored: dedup hits.
+    assert!(m.contains("depot_chunks_deduplicated_total 2"), "{m}");
+    s.stop().await;
+}

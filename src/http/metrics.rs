@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Frame;
 
-use crate::store::Stats;
+use crate::store::{Activity, Stats};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -23,21 +23,11 @@ pub struct Metrics {
     pub bytes_out: Arc<AtomicU64>,
     /// Uploads whose body is streaming in right now.
     pub uploads_active: AtomicI64,
-    /// Files created, by way of entry.
-    pub files_created: AtomicU64,
-    /// Chunks received that the store already had (dedup hits).
-    pub chunks_deduplicated: AtomicU64,
-    /// Chunks received and stored new.
-    pub chunks_stored: AtomicU64,
 }
 
 impl Metrics {
-    pub fn inc(counter: &AtomicU64, by: u64) {
-        counter.fetch_add(by, Ordering::Relaxed);
-    }
-
     /// The Prometheus exposition.
-    pub fn render(&self, stats: &Stats, open_sessions: usize) -> String {
+    pub fn render(&self, stats: &Stats, activity: &Activity, open_sessions: usize) -> String {
         let mut out = String::with_capacity(2048);
         let mut put = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -76,20 +66,20 @@ impl Metrics {
         put(
             "depot_files_created_total",
             "counter",
-            "Files created since start.",
-            &[(String::new(), load(&self.files_created))],
+            "Files created since start, by any protocol.",
+            &[(String::new(), activity.files_created.to_string())],
         );
         put(
             "depot_chunks_stored_total",
             "counter",
-            "Chunks received and stored new.",
-            &[(String::new(), load(&self.chunks_stored))],
+            "Chunks received and stored for the first time.",
+            &[(String::new(), activity.chunks_new.to_string())],
         );
         put(
             "depot_chunks_deduplicated_total",
             "counter",
-            "Chunks received that the store already had.",
-            &[(String::new(), load(&self.chunks_deduplicated))],
+            "Chunks received or asked about that the store already had.",
+            &[(String::new(), activity.chunks_known.to_string())],
         );
         put("depot_store_files", "gauge", "Files in the store.", &[(String::new(), stats.files.to_string())]);
         put(

@@ -18,7 +18,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -28,7 +28,7 @@ pub use self::error::ApiError;
 use self::layers::{Budget, rate_limit};
 pub use self::metrics::Metrics;
 use crate::config::Config;
-use crate::protocol::{files, native, seed};
+use crate::protocol::{files, native, seed, tus};
 use crate::store::Store;
 
 /// Most piece bytes held in memory at once across all requests (KiB).
@@ -42,16 +42,26 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Budget of piece bytes held in memory (permits are KiB).
     pub piece_budget: Arc<Semaphore>,
+    /// Which request holds each tus upload.
+    pub tus: Arc<tus::Slots>,
+    /// Turns true when the server starts shutting down: long uploads stop,
+    /// keeping what arrived.
+    pub shutdown: watch::Receiver<bool>,
+    shutdown_tx: Arc<watch::Sender<bool>>,
 }
 
 impl AppState {
     pub fn new(store: Store, config: Config) -> Self {
         let budget = PIECE_BUDGET_KIB.max((config.limits.max_piece_size.0 / 1024) as u32);
+        let (shutdown_tx, shutdown) = watch::channel(false);
         Self {
             store,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             piece_budget: Arc::new(Semaphore::new(budget as usize)),
+            tus: Arc::default(),
+            shutdown,
+            shutdown_tx: Arc::new(shutdown_tx),
         }
     }
 }
@@ -112,6 +122,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/files/upload", post(seed::upload_file))
         .route("/api/files/upload/chunked", get(seed::test_chunk).post(seed::post_chunk))
         .route("/api/chunks/{hash}", get(native::get_chunk).put(native::put_chunk))
+        .route("/api/tus", post(tus::create).options(tus::options))
+        .route("/api/tus/", post(tus::create).options(tus::options))
+        .route(
+            "/api/tus/{id}",
+            axum::routing::head(tus::head).patch(tus::patch).delete(tus::terminate).options(tus::options),
+        )
         .layer(DefaultBodyLimit::disable());
     let uploads = rate_limit(uploads, &cfg.rate_limit, Budget::Upload);
 
@@ -127,7 +143,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track));
     if let Some(cors) = layers::cors(&cfg.cors) {
-        app = app.layer(cors);
+        app = app.layer(cors).layer(axum::middleware::from_fn_with_state(state.clone(), tus_discovery));
     }
     app.layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
@@ -151,16 +167,54 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let gc = tokio::spawn(gc_loop(state.clone(), stop_rx));
-    let app = router(state.clone());
-    let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let app = tower::ServiceBuilder::new().map_request(method_override).service(router(state.clone()));
+    let begin = state.shutdown_tx.clone();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = begin.send(true);
+    };
+    let result = axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     let _ = stop_tx.send(true);
     let _ = gc.await;
     if let Err(e) = state.store.blocking(|s| s.close()).await {
         tracing::warn!(error = %e, "closing the store");
     }
     result
+}
+
+/// The CORS layer answers every OPTIONS itself, as a preflight; a tus
+/// client's plain OPTIONS (no `Access-Control-Request-Method`) gets the tus
+/// discovery answer instead.
+async fn tus_discovery(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let plain_options = req.method() == axum::http::Method::OPTIONS
+        && req.uri().path().starts_with("/api/tus")
+        && !req.headers().contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD);
+    if plain_options { tus::options(axum::extract::State(st)).await } else { next.run(req).await }
+}
+
+/// `X-HTTP-Method-Override` on a tus POST: the request is the method it
+/// names (for clients that cannot send PATCH or DELETE).
+fn method_override(mut req: axum::extract::Request) -> axum::extract::Request {
+    if req.method() == axum::http::Method::POST && req.uri().path().starts_with("/api/tus") {
+        let named = req
+            .headers()
+            .get("x-http-method-override")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|m| axum::http::Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()).ok());
+        if let Some(m) = named {
+            *req.method_mut() = m;
+        }
+    }
+    req
 }
 
 async fn gc_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {

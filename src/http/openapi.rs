@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use crate::protocol::{files, native, seed};
+use crate::protocol::{files, native, seed, tus};
 use crate::wire;
 
 #[derive(OpenApi)]
@@ -27,6 +27,11 @@ use crate::wire;
         native::get_chunk,
         native::commit,
         native::manifest,
+        tus::options,
+        tus::create,
+        tus::head,
+        tus::patch,
+        tus::terminate,
         super::ops::stats,
         super::ops::healthz,
         super::ops::metrics,
@@ -38,6 +43,7 @@ use crate::wire;
         (name = "files", description = "List, download and delete files"),
         (name = "uploads", description = "The seed's uploads: whole files, and resumable.js / flow.js pieces"),
         (name = "dedup", description = "depot's own protocol: send only the chunks the server lacks"),
+        (name = "tus", description = "tus 1.0.0 resumable uploads: creation, creation-with-upload, creation-defer-length, termination, checksum, expiration, concatenation"),
         (name = "operations", description = "Health, metrics, statistics"),
     )
 )]

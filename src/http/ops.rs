@@ -22,7 +22,8 @@ pub async fn healthz(State(st): State<AppState>) -> Result<Json<Health>, ApiErro
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let (stats, open) = st.store.blocking(|s| Ok((s.stats()?, s.open_uploads()?))).await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&stats, open)))
+    let body = st.metrics.render(&stats, &st.store.activity(), open);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }
 
 /// Store statistics: files, bytes, chunks, dedup ratio.

@@ -1,7 +1,7 @@
 //! Wire protocols: each module parses requests into typed store calls and
 //! renders the answers. None of them touches RocksDB or the object directory.
 //!
-//! The parsers (`range`, `seed::params`) are pure and built without the
+//! The parsers (`range`, `seed::params`, `tus::headers`) are pure and built without the
 //! `rocksdb` feature so that the fuzz targets can use them.
 
 #[cfg(feature = "server")]
@@ -10,6 +10,7 @@ pub mod files;
 pub mod native;
 pub mod range;
 pub mod seed;
+pub mod tus;
 
 #[cfg(feature = "server")]
 use crate::{store::FileRecord, wire::FileInfo};

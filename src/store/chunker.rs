@@ -172,6 +172,11 @@ impl StreamChunker {
         &self.buf
     }
 
+    /// Forgets the buffered bytes (the stream restarts at a cut point).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
     fn drain(&mut self, eof: bool) -> Vec<Bytes> {
         let mut out = Vec::new();
         while !self.buf.is_empty() {

@@ -127,6 +127,29 @@ pub struct Stats {
     pub space_ratio: f64,
 }
 
+/// What the store has done since it was opened (in memory, for metrics).
+#[derive(Debug, Default)]
+pub(super) struct ActivityCounters {
+    chunks_new: std::sync::atomic::AtomicU64,
+    chunks_known: std::sync::atomic::AtomicU64,
+    files: std::sync::atomic::AtomicU64,
+}
+
+/// A snapshot of [`ActivityCounters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Activity {
+    /// Chunks received and stored for the first time.
+    pub chunks_new: u64,
+    /// Chunks received, or asked about, that the store already had.
+    pub chunks_known: u64,
+    /// Files committed.
+    pub files_created: u64,
+}
+
+fn bump(c: &std::sync::atomic::AtomicU64, by: u64) {
+    c.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The outcome of storing one chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Put {
@@ -157,6 +180,10 @@ pub(super) struct Inner {
     file_locks: Vec<Mutex<()>>,
     pub(super) sessions: Mutex<HashMap<UploadId, Arc<Mutex<()>>>>,
     pub(super) readers: Mutex<HashMap<FileId, usize>>,
+    /// What this process has done, for metrics.
+    pub(super) activity: ActivityCounters,
+    /// Append-only sessions with an appender running.
+    pub(super) appending: Mutex<super::stream::Appending>,
     /// The last run did not close cleanly: orphan objects are possible.
     unclean: bool,
 }
@@ -229,6 +256,8 @@ impl Store {
             file_locks: (0..64).map(|_| Mutex::new(())).collect(),
             sessions: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            appending: Mutex::new(HashSet::new()),
+            activity: ActivityCounters::default(),
             unclean,
         }));
         store.resume_pending()?;
@@ -275,6 +304,17 @@ impl Store {
 
     pub fn now_ms(&self) -> u64 {
         self.0.clock.now_ms()
+    }
+
+    /// What this process has done since it opened the store.
+    pub fn activity(&self) -> Activity {
+        let a = &self.0.activity;
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        Activity {
+            chunks_new: get(&a.chunks_new),
+            chunks_known: get(&a.chunks_known),
+            files_created: get(&a.files),
+        }
     }
 
     /// Whether the previous run ended without [`Store::close`].
@@ -435,6 +475,9 @@ impl Store {
             self.0.objects.barrier()?;
         }
         self.0.meta.write(batch, false)?;
+        let new = out.iter().filter(|p| p.new).count() as u64;
+        bump(&self.0.activity.chunks_new, new);
+        bump(&self.0.activity.chunks_known, out.len() as u64 - new);
         Ok(out)
     }
 
@@ -488,6 +531,7 @@ impl Store {
             }
         }
         self.0.meta.write(batch, false)?;
+        bump(&self.0.activity.chunks_known, (seen.len() - missing.len()) as u64);
         Ok(missing)
     }
 
@@ -677,6 +721,7 @@ impl Store {
             hook(m, &mut batch, &rec)?;
             self.0.objects.barrier()?;
             m.write(batch, true)?;
+            bump(&self.0.activity.files, 1);
             return Ok(rec);
         }
 
@@ -711,7 +756,9 @@ impl Store {
         self.0.objects.barrier()?;
         m.write(batch, true)?;
         // Step 2: refcounts, a segment at a time; the last step shows the file.
-        self.resume_commit(rec)
+        let rec = self.resume_commit(rec)?;
+        bump(&self.0.activity.files, 1);
+        Ok(rec)
     }
 
     fn check_lengths(&self, entries: &[Entry]) -> Result<()> {

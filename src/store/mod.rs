@@ -31,6 +31,8 @@ pub mod meta;
 #[cfg(feature = "server")]
 mod read;
 #[cfg(feature = "server")]
+mod stream;
+#[cfg(feature = "server")]
 mod upload;
 #[cfg(feature = "server")]
 mod verify;
@@ -47,12 +49,14 @@ pub use self::objects::{FsObjects, FsyncPolicy, MemObjects, ObjectStore};
 pub(crate) use self::engine::lock;
 #[cfg(feature = "server")]
 pub use self::engine::{
-    FileRecord, FileState, NewFile, Put, Stats, Store, StoreOptions, decode_frame, sanitize_name,
+    Activity, FileRecord, FileState, NewFile, Put, Stats, Store, StoreOptions, decode_frame, sanitize_name,
 };
 #[cfg(feature = "server")]
 pub use self::gc::GcReport;
 #[cfg(feature = "server")]
 pub use self::read::{ByteStream, ReadGuard};
+#[cfg(feature = "server")]
+pub use self::stream::{AppendOutcome, Appender, Concat, NewStream, StreamState};
 #[cfg(feature = "server")]
 pub use self::upload::{Ingest, PieceState, SeedSpec, UploadRecord, UploadState};
 #[cfg(feature = "server")]

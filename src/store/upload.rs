@@ -31,6 +31,9 @@ pub struct UploadRecord {
     pub created_ms: u64,
     pub expires_ms: u64,
     pub state: UploadState,
+    /// Set for append-only (tus) uploads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<super::stream::StreamState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +125,7 @@ pub enum PieceState {
     Finished { file: Box<FileRecord>, just_now: bool },
 }
 
-fn record_key(id: &UploadId) -> Vec<u8> {
+pub(super) fn record_key(id: &UploadId) -> Vec<u8> {
     [b"r".as_slice(), id.as_bytes()].concat()
 }
 
@@ -138,11 +141,11 @@ fn count_key(id: &UploadId) -> Vec<u8> {
     [b"c".as_slice(), id.as_bytes()].concat()
 }
 
-fn encode_piece(id: &ChunkId, len: u64) -> Vec<u8> {
+pub(super) fn encode_piece(id: &ChunkId, len: u64) -> Vec<u8> {
     [id.as_bytes().as_slice(), &len.to_le_bytes()].concat()
 }
 
-fn decode_piece(b: &[u8]) -> Result<Entry> {
+pub(super) fn decode_piece(b: &[u8]) -> Result<Entry> {
     if b.len() != 40 {
         return Err(Error::CorruptMetadata("upload piece has the wrong length".into()));
     }
@@ -154,7 +157,7 @@ fn decode_piece(b: &[u8]) -> Result<Entry> {
 }
 
 impl Store {
-    fn session_lock(&self, id: &UploadId) -> Arc<Mutex<()>> {
+    pub(super) fn session_lock(&self, id: &UploadId) -> Arc<Mutex<()>> {
         lock(&self.0.sessions).entry(*id).or_default().clone()
     }
 
@@ -177,7 +180,15 @@ impl Store {
         let id = spec.upload_id();
         let now = self.now_ms();
         if let Some(rec) = self.upload(&id)? {
-            if rec.expires_ms > now {
+            // A session whose file was deleted since starts over, so that the
+            // same upload can be made again.
+            let file_gone = match rec.state {
+                super::UploadState::Finished { file } => {
+                    matches!(self.file(&file), Err(Error::FileNotFound(_)))
+                }
+                super::UploadState::Open => false,
+            };
+            if rec.expires_ms > now && !file_gone {
                 return Ok(rec);
             }
             self.drop_session(&id)?;
@@ -193,6 +204,7 @@ impl Store {
             created_ms: now,
             expires_ms: now + self.0.opts.upload_expiry.as_millis() as u64,
             state: super::UploadState::Open,
+            stream: None,
         };
         let mut b = WriteBatch::default();
         self.put_upload(&mut b, &rec)?;
@@ -200,7 +212,7 @@ impl Store {
         Ok(rec)
     }
 
-    fn put_upload(&self, batch: &mut WriteBatch, rec: &UploadRecord) -> Result<()> {
+    pub(super) fn put_upload(&self, batch: &mut WriteBatch, rec: &UploadRecord) -> Result<()> {
         let v = serde_json::to_vec(rec).map_err(|e| Error::Task(e.to_string()))?;
         self.meta().put(batch, Cf::Uploads, &record_key(&rec.id), &v);
         Ok(())
@@ -351,10 +363,11 @@ impl Store {
     pub fn drop_session(&self, id: &UploadId) -> Result<()> {
         let m = self.meta();
         let mut b = WriteBatch::default();
-        let prefix = piece_prefix(id);
-        for kv in m.scan(Cf::Uploads, &prefix, None) {
-            let (k, _) = kv?;
-            m.delete(&mut b, Cf::Uploads, &k);
+        for prefix in [piece_prefix(id), super::stream::chunk_prefix(id)] {
+            for kv in m.scan(Cf::Uploads, &prefix, None) {
+                let (k, _) = kv?;
+                m.delete(&mut b, Cf::Uploads, &k);
+            }
         }
         m.delete(&mut b, Cf::Uploads, &count_key(id));
         m.delete(&mut b, Cf::Uploads, &record_key(id));

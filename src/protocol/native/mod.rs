@@ -11,7 +11,7 @@ use futures_util::{StreamExt, stream};
 
 use super::file_info;
 use super::files::parse_file_id;
-use crate::http::{ApiError, AppState, Metrics, read_body};
+use crate::http::{ApiError, AppState, read_body};
 use crate::store::{ChunkId, Entry, NewFile, object};
 use crate::wire::{
     ChunkingInfo, CommitRequest, ErrorBody, FileInfo, ManifestChunk, ManifestInfo, MissingRequest,
@@ -105,7 +105,6 @@ pub async fn put_chunk(
         })
         .await?;
     let status = if put.new { StatusCode::CREATED } else { StatusCode::OK };
-    Metrics::inc(if put.new { &st.metrics.chunks_stored } else { &st.metrics.chunks_deduplicated }, 1);
     Ok((status, Json(PutChunkResponse { hash: put.id, len: put.len, new: put.new })))
 }
 
@@ -185,7 +184,6 @@ pub async fn commit(
         content_hash: None,
     };
     let rec = st.store.blocking(move |s| s.finish_file(new)).await?;
-    Metrics::inc(&st.metrics.files_created, 1);
     let info = file_info(&rec);
     Ok((StatusCode::CREATED, [(header::LOCATION, info.url.clone())], Json(info)))
 }

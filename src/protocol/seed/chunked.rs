@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::params::PieceParams;
-use crate::http::{ApiError, AppState, Metrics, UploadGuard};
+use crate::http::{ApiError, AppState, UploadGuard};
 use crate::protocol::file_info;
 use crate::store::{PieceState, SeedSpec};
 use crate::wire::{ErrorBody, PieceStatus};
@@ -216,9 +216,6 @@ pub async fn post_chunk(
         let upload_id = spec.upload_id().to_string();
         let state = st.store.blocking(move |s| s.put_piece(&spec, p.number, &bytes, p.hash.as_ref())).await?;
         let (status, body) = status_of(upload_id, p.total_chunks, state);
-        if status == StatusCode::CREATED {
-            Metrics::inc(&st.metrics.files_created, 1);
-        }
         Ok((status, Json(body)).into_response())
     }
     .await;

@@ -101,7 +101,6 @@ pub async fn upload_file(
             .map(str::to_string);
         ingest(&st, req.into_body().into_data_stream(), name, declared).await?
     };
-    crate::http::Metrics::inc(&st.metrics.files_created, 1);
     let info = file_info(&rec);
     Ok((StatusCode::CREATED, [(header::LOCATION, info.url.clone())], Json(info)))
 }

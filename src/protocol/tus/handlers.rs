@@ -1,0 +1,583 @@
+//! The tus handlers and the per-upload locks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use md5::Digest as _;
+use tokio::sync::{OwnedMutexGuard, mpsc, watch};
+
+use super::headers::{Algorithm, Checksum, ConcatHeader, HeaderError, Metadata, parse_u64};
+use crate::http::{ApiError, AppState, UploadGuard};
+use crate::store::{self, AppendOutcome, Appender, Concat, NewStream, UploadId, UploadRecord};
+
+pub const TUS_VERSION: &str = "1.0.0";
+pub const EXTENSIONS: &str =
+    "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation";
+/// A PATCH makes its bytes durable (acknowledged) at least this often.
+pub const PERSIST_EVERY: u64 = 16 << 20;
+/// How long a request waits for the one it interrupted to let go.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+const OCTET: &str = "application/offset+octet-stream";
+
+static TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
+
+/// A tus error: the shared JSON body, tus's own statuses, and
+/// `Tus-Resumable` on every answer.
+#[derive(Debug, thiserror::Error)]
+pub enum TusError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("unsupported tus version; this server speaks {TUS_VERSION}")]
+    Version,
+    #[error("the body does not match Upload-Checksum")]
+    ChecksumMismatch,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Locked(String),
+}
+
+impl From<store::Error> for TusError {
+    fn from(e: store::Error) -> Self {
+        TusError::Api(ApiError::Store(e))
+    }
+}
+
+impl From<HeaderError> for TusError {
+    fn from(e: HeaderError) -> Self {
+        TusError::Api(ApiError::BadRequest(e.0))
+    }
+}
+
+impl IntoResponse for TusError {
+    fn into_response(self) -> Response {
+        let (status, api) = match self {
+            TusError::Api(e) => (e.status(), e),
+            TusError::Version => {
+                (StatusCode::PRECONDITION_FAILED, ApiError::BadRequest(TusError::Version.to_string()))
+            }
+            TusError::ChecksumMismatch => (
+                StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+                ApiError::BadRequest(TusError::ChecksumMismatch.to_string()),
+            ),
+            TusError::Forbidden(m) => (StatusCode::FORBIDDEN, ApiError::BadRequest(m)),
+            TusError::Locked(m) => (StatusCode::LOCKED, ApiError::Unavailable(m)),
+        };
+        let mut resp = api.into_response_with(status);
+        let h = resp.headers_mut();
+        h.insert(TUS_RESUMABLE.clone(), HeaderValue::from_static(TUS_VERSION));
+        if status == StatusCode::PRECONDITION_FAILED {
+            h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+        }
+        resp
+    }
+}
+
+type TusResult = Result<Response, TusError>;
+
+/// Per-upload request slots: a lock held by the request writing to the
+/// upload, and a way to ask it to stop.
+#[derive(Default)]
+pub struct Slots(Mutex<HashMap<UploadId, Arc<Slot>>>);
+
+struct Slot {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Bumped by a request that wants the upload: the holder stops.
+    takeover: watch::Sender<u64>,
+}
+
+impl Slots {
+    fn slot(&self, id: &UploadId) -> Arc<Slot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(*id)
+            .or_insert_with(|| {
+                Arc::new(Slot { lock: Arc::new(tokio::sync::Mutex::new(())), takeover: watch::channel(0).0 })
+            })
+            .clone()
+    }
+
+    /// Takes the upload: ends whatever request holds it and waits for it to
+    /// let go. Returns the guard and a receiver that fires when a later
+    /// request wants the upload in turn.
+    async fn take(&self, id: &UploadId) -> Result<(OwnedMutexGuard<()>, watch::Receiver<u64>), TusError> {
+        let slot = self.slot(id);
+        let guard = match slot.lock.clone().try_lock_owned() {
+            Ok(g) => g,
+            Err(_) => {
+                slot.takeover.send_modify(|n| *n += 1);
+                tokio::time::timeout(TAKEOVER_WAIT, slot.lock.clone().lock_owned())
+                    .await
+                    .map_err(|_| TusError::Locked("another request holds this upload; try again".into()))?
+            }
+        };
+        let mut rx = slot.takeover.subscribe();
+        rx.mark_unchanged();
+        Ok((guard, rx))
+    }
+
+    /// Forgets uploads nobody holds (after a termination).
+    fn forget(&self, id: &UploadId) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = m.get(id) {
+            if Arc::strong_count(&s.lock) == 1 {
+                m.remove(id);
+            }
+        }
+    }
+}
+
+fn check_version(h: &HeaderMap) -> Result<(), TusError> {
+    match h.get(&TUS_RESUMABLE).and_then(|v| v.to_str().ok()) {
+        Some(v) if v.trim() == TUS_VERSION => Ok(()),
+        _ => Err(TusError::Version),
+    }
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn parse_id(s: &str) -> Result<UploadId, TusError> {
+    s.parse().map_err(|_| TusError::Api(ApiError::NotFound(format!("upload {s} not found"))))
+}
+
+/// The absolute URL of the tus endpoint, from the request's Host (and, when
+/// the configuration trusts a proxy, its forwarded scheme and host).
+fn endpoint(st: &AppState, h: &HeaderMap) -> String {
+    let trust = st.config.rate_limit.trust_forwarded;
+    let host = trust.then(|| header_str(h, "x-forwarded-host")).flatten().or_else(|| header_str(h, "host"));
+    let scheme = trust.then(|| header_str(h, "x-forwarded-proto")).flatten().unwrap_or("http");
+    match host {
+        Some(host) => format!("{scheme}://{host}/api/tus/"),
+        None => "/api/tus/".to_string(),
+    }
+}
+
+fn http_date(ms: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// The headers describing an upload's state (HEAD, and PATCH/POST answers).
+fn state_headers(rec: &UploadRecord, base: &str, full: bool) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let put = |h: &mut HeaderMap, name: &'static str, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(name, v);
+        }
+    };
+    h.insert(TUS_RESUMABLE.clone(), HeaderValue::from_static(TUS_VERSION));
+    let Some(s) = rec.stream.as_ref() else { return h };
+    put(&mut h, "upload-offset", s.offset.to_string());
+    if !s.complete {
+        put(&mut h, "upload-expires", http_date(rec.expires_ms));
+    }
+    if let Some(f) = s.file {
+        put(&mut h, "depot-file-id", f.to_string());
+    }
+    if full {
+        match s.length {
+            Some(l) => put(&mut h, "upload-length", l.to_string()),
+            None => put(&mut h, "upload-defer-length", "1".into()),
+        }
+        if !s.metadata.is_empty() {
+            put(&mut h, "upload-metadata", s.metadata.clone());
+        }
+        match &s.concat {
+            Concat::None => {}
+            Concat::Partial => put(&mut h, "upload-concat", "partial".into()),
+            Concat::Final { parts } => put(
+                &mut h,
+                "upload-concat",
+                ConcatHeader::Final(parts.iter().map(|p| p.to_string()).collect()).render(base),
+            ),
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    h
+}
+
+/// `OPTIONS`: what this server supports.
+#[utoipa::path(options, path = "/api/tus/", tag = "tus",
+    responses((status = 204, description = "Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm")))]
+pub async fn options(State(st): State<AppState>) -> Response {
+    let mut h = HeaderMap::new();
+    h.insert(TUS_RESUMABLE.clone(), HeaderValue::from_static(TUS_VERSION));
+    h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+    h.insert("tus-extension", HeaderValue::from_static(EXTENSIONS));
+    h.insert("tus-max-size", HeaderValue::from(st.config.limits.max_file_size.0));
+    h.insert("tus-checksum-algorithm", HeaderValue::from_static(Algorithm::ALL));
+    (StatusCode::NO_CONTENT, h).into_response()
+}
+
+/// `POST`: create an upload (with `Upload-Length` or `Upload-Defer-Length: 1`,
+/// optional `Upload-Metadata`, `Upload-Concat`), optionally with its first
+/// bytes (creation-with-upload).
+#[utoipa::path(post, path = "/api/tus/", tag = "tus",
+    params(
+        ("Tus-Resumable" = String, Header, description = "1.0.0"),
+        ("Upload-Length" = Option<u64>, Header, description = "Total size"),
+        ("Upload-Defer-Length" = Option<String>, Header, description = "1: size given later"),
+        ("Upload-Metadata" = Option<String>, Header, description = "key base64value pairs; filename, filetype"),
+        ("Upload-Concat" = Option<String>, Header, description = "partial, or final;<url> <url>…"),
+    ),
+    responses(
+        (status = 201, description = "Created; Location is the upload URL"),
+        (status = 400, description = "Bad headers"),
+        (status = 412, description = "Unsupported tus version"),
+        (status = 413, description = "Larger than Tus-Max-Size"),
+    ))]
+pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Body) -> TusResult {
+    check_version(&headers)?;
+    let base = endpoint(&st, &headers);
+    let raw_meta = header_str(&headers, "upload-metadata").unwrap_or("").trim().to_string();
+    let meta = Metadata::parse(&raw_meta)?;
+    let name =
+        meta.get(&["filename", "name"]).filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "upload".into());
+    let declared = meta.get(&["filetype", "type", "contentType"]);
+    let concat = header_str(&headers, "upload-concat").map(ConcatHeader::parse).transpose()?;
+
+    if let Some(ConcatHeader::Final(ids)) = concat {
+        let parts = ids.iter().map(|i| parse_id(i)).collect::<Result<Vec<_>, _>>()?;
+        let out = st
+            .store
+            .blocking(move |s| s.concat_streams(&parts, &name, declared.as_deref(), &raw_meta))
+            .await?;
+        return Ok(created(&out.record, &base));
+    }
+
+    let length = match (header_str(&headers, "upload-length"), header_str(&headers, "upload-defer-length")) {
+        (Some(l), None) => Some(parse_u64("Upload-Length", l)?),
+        (None, Some(d)) if d.trim() == "1" => None,
+        (None, Some(_)) => return Err(ApiError::BadRequest("Upload-Defer-Length must be 1".into()).into()),
+        (Some(_), Some(_)) => {
+            return Err(
+                ApiError::BadRequest("send Upload-Length or Upload-Defer-Length, not both".into()).into()
+            );
+        }
+        (None, None) => {
+            return Err(
+                ApiError::BadRequest("Upload-Length or Upload-Defer-Length is required".into()).into()
+            );
+        }
+    };
+    crate::store::sanitize_name(&name)?;
+    let new =
+        NewStream { length, name, declared_type: declared, metadata: raw_meta, partial: concat.is_some() };
+    let out = st.store.blocking(move |s| s.create_stream(new)).await?;
+    let with_body =
+        header_str(&headers, "content-type").is_some_and(|t| t.trim().eq_ignore_ascii_case(OCTET));
+    if !with_body {
+        return Ok(created(&out.record, &base));
+    }
+    // creation-with-upload: the body is the first PATCH.
+    let id = out.record.id;
+    let (guard, takeover) = st.tus.take(&id).await?;
+    let (rec, _) = append(&st, &id, 0, &headers, body, (guard, takeover)).await?;
+    Ok(created(&rec, &base))
+}
+
+fn created(rec: &UploadRecord, base: &str) -> Response {
+    let mut h = state_headers(rec, base, false);
+    if let Ok(v) = HeaderValue::from_str(&format!("{base}{}", rec.id)) {
+        h.insert(header::LOCATION, v);
+    }
+    (StatusCode::CREATED, h).into_response()
+}
+
+/// `HEAD`: the upload's offset, length, metadata, expiry.
+#[utoipa::path(head, path = "/api/tus/{id}", tag = "tus",
+    params(("id" = String, Path, description = "Upload id")),
+    responses(
+        (status = 200, description = "Upload-Offset, Upload-Length (or Upload-Defer-Length), Upload-Metadata, Upload-Expires, Depot-File-Id once complete"),
+        (status = 404, description = "Unknown or terminated"),
+        (status = 410, description = "Expired"),
+    ))]
+pub async fn head(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> TusResult {
+    check_version(&headers)?;
+    let id = parse_id(&id)?;
+    // End a stale request still holding the upload, so the offset is final.
+    let (guard, _) = st.tus.take(&id).await?;
+    let rec = st.store.blocking(move |s| s.stream_upload(&id)).await;
+    drop(guard);
+    let rec = rec?;
+    Ok((StatusCode::OK, state_headers(&rec, &endpoint(&st, &headers), true)).into_response())
+}
+
+/// `PATCH`: append bytes at `Upload-Offset`.
+#[utoipa::path(patch, path = "/api/tus/{id}", tag = "tus",
+    params(
+        ("id" = String, Path, description = "Upload id"),
+        ("Upload-Offset" = u64, Header, description = "Must equal the upload's offset"),
+        ("Upload-Checksum" = Option<String>, Header, description = "<algorithm> <base64 digest> of this body"),
+        ("Upload-Length" = Option<u64>, Header, description = "Sets a deferred length"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 204, description = "Stored; Upload-Offset is the new offset (Depot-File-Id once the file exists)"),
+        (status = 400, description = "Bad headers, or an unsupported checksum algorithm"),
+        (status = 403, description = "PATCH on a final (concatenated) upload"),
+        (status = 404, description = "Unknown or terminated"),
+        (status = 409, description = "Upload-Offset is not the upload's offset"),
+        (status = 410, description = "Expired"),
+        (status = 413, description = "Past Upload-Length or the maximum size"),
+        (status = 415, description = "Not application/offset+octet-stream, or the completed file's type is rejected"),
+        (status = 423, description = "Ended by a newer request for the same upload (what arrived is kept)"),
+        (status = 460, description = "Checksum mismatch: nothing of this body is kept"),
+    ))]
+pub async fn patch(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> TusResult {
+    check_version(&headers)?;
+    let id = parse_id(&id)?;
+    if !header_str(&headers, "content-type").is_some_and(|t| t.trim().eq_ignore_ascii_case(OCTET)) {
+        return Err(ApiError::UnsupportedMediaType(format!("a PATCH body must be {OCTET}")).into());
+    }
+    let offset = parse_u64(
+        "Upload-Offset",
+        header_str(&headers, "upload-offset")
+            .ok_or_else(|| ApiError::BadRequest("Upload-Offset is required".into()))?,
+    )?;
+    let held = st.tus.take(&id).await?;
+    let rec = st.store.blocking(move |s| s.stream_upload(&id)).await?;
+    if matches!(rec.stream.as_ref().map(|s| &s.concat), Some(Concat::Final { .. })) {
+        return Err(TusError::Forbidden("a final upload cannot be patched".into()));
+    }
+    if let Some(l) = header_str(&headers, "upload-length") {
+        let l = parse_u64("Upload-Length", l)?;
+        st.store.blocking(move |s| s.set_stream_length(&id, l)).await?;
+    }
+    let (rec, _) = append(&st, &id, offset, &headers, body, held).await?;
+    Ok((StatusCode::NO_CONTENT, state_headers(&rec, &endpoint(&st, &headers), false)).into_response())
+}
+
+/// `DELETE`: terminate the upload.
+#[utoipa::path(delete, path = "/api/tus/{id}", tag = "tus",
+    params(("id" = String, Path, description = "Upload id")),
+    responses((status = 204, description = "Terminated"), (status = 404, description = "Unknown")))]
+pub async fn terminate(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> TusResult {
+    check_version(&headers)?;
+    let id = parse_id(&id)?;
+    let (guard, _) = st.tus.take(&id).await?;
+    let r = st.store.blocking(move |s| s.terminate_stream(&id)).await;
+    drop(guard);
+    st.tus.forget(&id);
+    r?;
+    let mut h = HeaderMap::new();
+    h.insert(TUS_RESUMABLE.clone(), HeaderValue::from_static(TUS_VERSION));
+    Ok((StatusCode::NO_CONTENT, h).into_response())
+}
+
+/// The running digest of a PATCH body.
+enum Hasher {
+    Sha1(sha1::Sha1),
+    Md5(md5::Md5),
+    Crc32(crc32fast::Hasher),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl Hasher {
+    fn new(a: Algorithm) -> Self {
+        match a {
+            Algorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
+            Algorithm::Md5 => Hasher::Md5(md5::Md5::new()),
+            Algorithm::Crc32 => Hasher::Crc32(crc32fast::Hasher::new()),
+            Algorithm::Blake3 => Hasher::Blake3(Box::default()),
+        }
+    }
+
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Hasher::Sha1(h) => h.update(b),
+            Hasher::Md5(h) => h.update(b),
+            Hasher::Crc32(h) => h.update(b),
+            Hasher::Blake3(h) => {
+                h.update(b);
+            }
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Sha1(h) => h.finalize().to_vec(),
+            Hasher::Md5(h) => h.finalize().to_vec(),
+            Hasher::Crc32(h) => h.finalize().to_be_bytes().to_vec(),
+            Hasher::Blake3(h) => h.finalize().as_bytes().to_vec(),
+        }
+    }
+}
+
+enum Msg {
+    Data(Bytes),
+    Persist,
+    /// The request is over: keep its bytes or not, and say where that left
+    /// the upload.
+    Finish {
+        keep: bool,
+        reply: tokio::sync::oneshot::Sender<store::Result<AppendOutcome>>,
+    },
+}
+
+/// Why a body stopped before its end.
+enum Stop {
+    /// Another request took the upload.
+    Takeover,
+    /// The server is shutting down.
+    Shutdown,
+    /// The body broke off.
+    Broken(String),
+    /// It ran past the upload's length.
+    TooLong,
+}
+
+/// Streams a request body into the upload at `offset`, then finishes: keeps
+/// the bytes (all of them, or what arrived before a break) or, with a failed
+/// checksum, none.
+async fn append(
+    st: &AppState,
+    id: &UploadId,
+    offset: u64,
+    headers: &HeaderMap,
+    body: Body,
+    (guard, mut takeover): (OwnedMutexGuard<()>, watch::Receiver<u64>),
+) -> Result<(UploadRecord, Option<store::FileRecord>), TusError> {
+    let checksum = header_str(headers, "upload-checksum").map(Checksum::parse).transpose()?;
+    let (mut hasher, expected) = match checksum {
+        None => (None, None),
+        Some(Checksum::Unsupported(a)) => {
+            return Err(ApiError::BadRequest(format!(
+                "checksum algorithm `{a}` is not supported ({})",
+                Algorithm::ALL
+            ))
+            .into());
+        }
+        Some(Checksum::Known { algorithm, digest }) => (Some(Hasher::new(algorithm)), Some(digest)),
+    };
+    let id = *id;
+    let app: Appender = st.store.blocking(move |s| s.begin_append(&id, offset)).await?;
+    let room = app.length().map(|l| l - app.offset());
+    if let (Some(room), Some(declared)) =
+        (room, header_str(headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok()))
+    {
+        if declared > room {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the body of {declared} bytes runs past the upload's length"
+            ))
+            .into());
+        }
+    }
+    let _active = UploadGuard::new(&st.metrics);
+    let all_or_nothing = hasher.is_some();
+    let (tx, mut rx) = mpsc::channel::<Msg>(16);
+    // The worker owns the appender and the upload's lock: if this request
+    // is dropped mid-body (the connection went away), it still keeps what
+    // arrived before letting the upload go.
+    let worker = tokio::task::spawn_blocking(move || {
+        let _held = guard;
+        let mut app = app;
+        let mut failed = None;
+        while let Some(m) = rx.blocking_recv() {
+            let step = match m {
+                Msg::Data(b) if failed.is_none() => app.push(&b),
+                Msg::Persist if failed.is_none() => app.persist(),
+                Msg::Finish { keep, reply } => {
+                    let out = match failed.take() {
+                        Some(e) => Err(e),
+                        None => app.finish(keep),
+                    };
+                    let _ = reply.send(out);
+                    return;
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = step {
+                failed = Some(e);
+            }
+        }
+        if failed.is_none() && !all_or_nothing {
+            if let Err(e) = app.finish(true) {
+                tracing::warn!(error = %e, "keeping the bytes of an abandoned PATCH failed");
+            }
+        }
+    });
+
+    let mut shutdown = st.shutdown.clone();
+    let mut stream = body.into_data_stream();
+    let mut received = 0u64;
+    let mut since_persist = 0u64;
+    let mut stop: Option<Stop> = None;
+    loop {
+        let frame = tokio::select! {
+            f = stream.next() => f,
+            _ = takeover.changed() => { stop = Some(Stop::Takeover); break; }
+            _ = shutdown.changed() => { stop = Some(Stop::Shutdown); break; }
+        };
+        let mut bytes = match frame {
+            None => break,
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                stop = Some(Stop::Broken(e.to_string()));
+                break;
+            }
+        };
+        if let Some(room) = room {
+            if received + bytes.len() as u64 > room {
+                bytes.truncate((room - received) as usize);
+                stop = Some(Stop::TooLong);
+            }
+        }
+        received += bytes.len() as u64;
+        since_persist += bytes.len() as u64;
+        if let Some(h) = hasher.as_mut() {
+            h.update(&bytes);
+        }
+        if !bytes.is_empty() && tx.send(Msg::Data(bytes)).await.is_err() {
+            break;
+        }
+        if stop.is_some() {
+            break;
+        }
+        if !all_or_nothing && since_persist >= PERSIST_EVERY {
+            since_persist = 0;
+            if tx.send(Msg::Persist).await.is_err() {
+                break;
+            }
+        }
+    }
+    let digest_ok = match (hasher, expected) {
+        (Some(h), Some(want)) => stop.is_none() && h.finish() == want,
+        _ => true,
+    };
+    let keep = digest_ok && !(all_or_nothing && stop.is_some());
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let _ = tx.send(Msg::Finish { keep, reply }).await;
+    drop(tx);
+    let out: AppendOutcome = match answer.await {
+        Ok(r) => r?,
+        Err(_) => return Err(ApiError::Store(store::Error::Task("the upload worker stopped".into())).into()),
+    };
+    worker.await.map_err(store::Error::from)?;
+    match stop {
+        None if !digest_ok => Err(TusError::ChecksumMismatch),
+        None => Ok((out.record, out.file)),
+        Some(Stop::Takeover) => {
+            Err(TusError::Locked("a newer request for this upload took over; what arrived is kept".into()))
+        }
+        Some(Stop::Shutdown) => {
+            Err(ApiError::Unavailable("the server is shutting down; what arrived is kept".into()).into())
+        }
+        Some(Stop::Broken(e)) => Err(ApiError::BadRequest(format!("the body broke off: {e}")).into()),
+        Some(Stop::TooLong) => Err(ApiError::PayloadTooLarge(
+            "the body runs past the upload's length; the bytes up to it are kept".into(),
+        )
+        .into()),
+    }
+}

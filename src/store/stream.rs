@@ -1,0 +1,824 @@
+//! Append-only upload sessions (what tus needs, in store terms): bytes arrive
+//! in order across any number of requests; the server's chunker cuts them as
+//! they stream, so the cut points are those of the whole file and the upload
+//! deduplicates against the same content uploaded any other way.
+//!
+//! Durability: the bytes after the last cut point (the *tail*) live in
+//! `uploads/<id>/tail-<base>`, where `base` is the file offset of the tail's
+//! first byte. A durable point writes the tail (appending when the base is
+//! unchanged, a new file when a cut moved it), fsyncs it, then writes the new
+//! chunk list entries and the new offset in one synced batch; the old tail
+//! file goes only after that. Recovery reads `tail-<base>` truncated to
+//! `offset - base`. So an acknowledged offset survives a crash with no byte
+//! lost or repeated, and an unacknowledged one is simply not there.
+//!
+//! A request whose bytes must be all-or-nothing (a checksum to check at the
+//! end) makes no durable point before its end, and rolls back by dropping
+//! its in-memory state.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use super::chunker::StreamChunker;
+use super::meta::{Cf, Meta};
+use super::upload::{decode_piece, encode_piece, record_key};
+use super::{
+    ChunkId, Entry, Error, FileId, FileRecord, NewFile, Result, Store, UploadId, UploadRecord, UploadState,
+    lock,
+};
+
+/// An append-only session's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamState {
+    /// Total length, once known.
+    pub length: Option<u64>,
+    /// Bytes acknowledged.
+    pub offset: u64,
+    /// File offset of the first byte not yet in a chunk.
+    pub tail_base: u64,
+    /// Chunks recorded (keys `k` ‖ upload ‖ index).
+    pub chunks: u32,
+    /// The client's metadata, as it sent it.
+    pub metadata: String,
+    pub concat: Concat,
+    /// All bytes are in (offset == length).
+    pub complete: bool,
+    /// The file the upload became.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileId>,
+    /// Why it did not become a file (type rejected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// The upload's chunks are leased at least until then.
+    pub leased_until: u64,
+}
+
+/// Concatenation (tus `Upload-Concat`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Concat {
+    None,
+    /// A part of a later final upload: completes without becoming a file.
+    Partial,
+    /// Made of these partial uploads, end to end.
+    Final {
+        parts: Vec<UploadId>,
+    },
+}
+
+/// A new append-only session.
+#[derive(Debug, Clone)]
+pub struct NewStream {
+    pub length: Option<u64>,
+    pub name: String,
+    pub declared_type: Option<String>,
+    pub metadata: String,
+    pub partial: bool,
+}
+
+/// Where an append left the session.
+#[derive(Debug, Clone)]
+pub struct AppendOutcome {
+    pub record: UploadRecord,
+    /// The file, when this append completed the upload into one.
+    pub file: Option<FileRecord>,
+}
+
+pub(super) fn chunk_prefix(id: &UploadId) -> Vec<u8> {
+    [b"k".as_slice(), id.as_bytes()].concat()
+}
+
+fn chunk_key(id: &UploadId, n: u32) -> Vec<u8> {
+    [b"k".as_slice(), id.as_bytes(), &n.to_be_bytes()].concat()
+}
+
+/// Tail bytes are stored in batches of chunks of about this many bytes.
+const PUT_BATCH: usize = 8 << 20;
+
+impl Store {
+    fn upload_dir(&self, id: &UploadId) -> PathBuf {
+        self.data_dir().join("uploads").join(id.to_string())
+    }
+
+    fn tail_path(&self, id: &UploadId, base: u64) -> PathBuf {
+        self.upload_dir(id).join(format!("tail-{base}"))
+    }
+
+    /// Creates an append-only session. A zero-length upload completes at once.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] over the maximum file size; I/O.
+    pub fn create_stream(&self, new: NewStream) -> Result<AppendOutcome> {
+        let max = self.options().max_file_size;
+        if let Some(len) = new.length {
+            if len > max {
+                return Err(Error::TooLarge { what: "upload", limit: max, got: len });
+            }
+        }
+        let now = self.now_ms();
+        let id = UploadId::random();
+        let rec = UploadRecord {
+            id,
+            protocol: "tus".into(),
+            name: new.name,
+            declared_type: new.declared_type,
+            size: new.length.unwrap_or(0),
+            total_pieces: 0,
+            piece_size: 0,
+            created_ms: now,
+            expires_ms: now + self.options().upload_expiry.as_millis() as u64,
+            state: UploadState::Open,
+            stream: Some(StreamState {
+                length: new.length,
+                offset: 0,
+                tail_base: 0,
+                chunks: 0,
+                metadata: new.metadata,
+                concat: if new.partial { Concat::Partial } else { Concat::None },
+                complete: false,
+                file: None,
+                rejected: None,
+                leased_until: self.default_lease(),
+            }),
+        };
+        fs::create_dir_all(self.upload_dir(&id))?;
+        File::create(self.tail_path(&id, 0))?.sync_all()?;
+        sync_dir(&self.upload_dir(&id))?;
+        let mut b = WriteBatch::default();
+        self.put_upload(&mut b, &rec)?;
+        self.meta().write(b, true)?;
+        if new.length == Some(0) {
+            let app = self.begin_append(&id, 0)?;
+            return app.finish(true);
+        }
+        Ok(AppendOutcome { record: rec, file: None })
+    }
+
+    /// An append-only session, if it exists and has not expired.
+    ///
+    /// # Errors
+    /// [`Error::UploadNotFound`], [`Error::UploadExpired`].
+    pub fn stream_upload(&self, id: &UploadId) -> Result<UploadRecord> {
+        match self.upload(id)? {
+            Some(r) if r.stream.is_some() => {
+                if r.expires_ms <= self.now_ms() {
+                    Err(Error::UploadExpired(id.to_string()))
+                } else {
+                    Ok(r)
+                }
+            }
+            _ => Err(Error::UploadNotFound(id.to_string())),
+        }
+    }
+
+    /// Sets the length of an upload created without one.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the length is already set or below the
+    /// offset; [`Error::TooLarge`].
+    pub fn set_stream_length(&self, id: &UploadId, length: u64) -> Result<UploadRecord> {
+        let lock_arc = self.session_lock(id);
+        let _g = lock(&lock_arc);
+        let mut rec = self.stream_upload(id)?;
+        let max = self.options().max_file_size;
+        let st = rec.stream.as_mut().ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
+        match st.length {
+            Some(l) if l == length => return Ok(rec),
+            Some(l) => return Err(Error::Conflict(format!("the upload's length is already {l}"))),
+            None => {}
+        }
+        if length < st.offset {
+            return Err(Error::Conflict(format!(
+                "length {length} is below the {} bytes already received",
+                st.offset
+            )));
+        }
+        if length > max {
+            return Err(Error::TooLarge { what: "upload", limit: max, got: length });
+        }
+        st.length = Some(length);
+        rec.size = length;
+        let mut b = WriteBatch::default();
+        self.put_upload(&mut b, &rec)?;
+        self.meta().write(b, true)?;
+        Ok(rec)
+    }
+
+    /// Starts appending at `offset`, which must be the session's offset.
+    /// One appender at a time per session.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] on an offset mismatch or a concurrent appender;
+    /// [`Error::UploadNotFound`] / [`Error::UploadExpired`].
+    pub fn begin_append(&self, id: &UploadId, offset: u64) -> Result<Appender> {
+        let rec = self.stream_upload(id)?;
+        let st = rec.stream.clone().ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
+        if offset != st.offset {
+            return Err(Error::Conflict(format!("the upload is at offset {}, not {offset}", st.offset)));
+        }
+        if !lock(&self.0.appending).insert(*id) {
+            return Err(Error::Conflict("another request is writing to this upload".into()));
+        }
+        let busy = Busy { store: self.clone(), id: *id };
+        let mut tail = Vec::new();
+        if !st.complete {
+            let want = st.offset - st.tail_base;
+            let mut f = File::open(self.tail_path(id, st.tail_base))
+                .map_err(|e| Error::CorruptMetadata(format!("upload {id}: tail file: {e}")))?;
+            Read::by_ref(&mut f).take(want).read_to_end(&mut tail)?;
+            if (tail.len() as u64) < want {
+                return Err(Error::CorruptMetadata(format!(
+                    "upload {id}: the tail holds {} bytes, the offset needs {want}",
+                    tail.len()
+                )));
+            }
+        }
+        let tail_len = tail.len() as u64;
+        Ok(Appender {
+            chunker: StreamChunker::with_tail(self.chunker().clone(), &tail),
+            store: self.clone(),
+            rec,
+            offset,
+            tail_on_disk: tail_len,
+            new_entries: Vec::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            _busy: busy,
+        })
+    }
+
+    /// The chunks recorded for an append-only session, in order.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn stream_chunks(&self, id: &UploadId) -> Result<Vec<Entry>> {
+        let prefix = chunk_prefix(id);
+        self.meta()
+            .scan(Cf::Uploads, &prefix, None)
+            .map(|kv| kv.and_then(|(_, v)| decode_piece(&v)))
+            .collect()
+    }
+
+    /// Ends a session (tus termination): its record, chunk list and tail go;
+    /// its chunks age out through GC.
+    ///
+    /// # Errors
+    /// [`Error::UploadNotFound`]; [`Error::Conflict`] while an append runs.
+    pub fn terminate_stream(&self, id: &UploadId) -> Result<()> {
+        if self.upload(id)?.and_then(|r| r.stream).is_none() {
+            return Err(Error::UploadNotFound(id.to_string()));
+        }
+        if lock(&self.0.appending).contains(id) {
+            return Err(Error::Conflict("a request is writing to this upload".into()));
+        }
+        let lock_arc = self.session_lock(id);
+        let _g = lock(&lock_arc);
+        self.drop_session(id)
+    }
+
+    /// Creates a final upload from complete partial ones, end to end, without
+    /// copying bytes: the result is the partials' chunk lists, re-cut only
+    /// near each seam until the cut points fall back in step, so that the
+    /// final file's chunks are exactly those of the whole content.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when a part is unknown, not partial, or not
+    /// complete; [`Error::TypeRejected`]; I/O.
+    pub fn concat_streams(
+        &self,
+        parts: &[UploadId],
+        name: &str,
+        declared_type: Option<&str>,
+        metadata: &str,
+    ) -> Result<AppendOutcome> {
+        if parts.is_empty() {
+            return Err(Error::InvalidInput("a final upload needs at least one partial upload".into()));
+        }
+        let mut lists = Vec::with_capacity(parts.len());
+        for p in parts {
+            let rec = self.stream_upload(p).map_err(|e| Error::InvalidInput(format!("part {p}: {e}")))?;
+            let st = rec
+                .stream
+                .as_ref()
+                .ok_or_else(|| Error::InvalidInput(format!("part {p} is not a stream")))?;
+            if st.concat != Concat::Partial {
+                return Err(Error::InvalidInput(format!("upload {p} is not a partial upload")));
+            }
+            if !st.complete {
+                return Err(Error::InvalidInput(format!("partial upload {p} is not complete")));
+            }
+            lists.push(self.stream_chunks(p)?);
+        }
+        let lease = self.default_lease();
+        let chunks = self.concat_manifests(&lists, lease)?;
+        let length: u64 = chunks.iter().map(|e| u64::from(e.len)).sum();
+        if length > self.options().max_file_size {
+            return Err(Error::TooLarge { what: "upload", limit: self.options().max_file_size, got: length });
+        }
+        let now = self.now_ms();
+        let id = UploadId::random();
+        let mut rec = UploadRecord {
+            id,
+            protocol: "tus".into(),
+            name: name.to_string(),
+            declared_type: declared_type.map(str::to_string),
+            size: length,
+            total_pieces: 0,
+            piece_size: 0,
+            created_ms: now,
+            expires_ms: now + self.options().upload_expiry.as_millis() as u64,
+            state: UploadState::Open,
+            stream: Some(StreamState {
+                length: Some(length),
+                offset: length,
+                tail_base: length,
+                chunks: chunks.len() as u32,
+                metadata: metadata.to_string(),
+                concat: Concat::Final { parts: parts.to_vec() },
+                complete: true,
+                file: None,
+                rejected: None,
+                leased_until: lease,
+            }),
+        };
+        self.complete_into_file(&mut rec, chunks, 0)
+    }
+
+    /// Commits a complete session's chunks as a file and records the outcome
+    /// (the file, or why it was refused) in the same batch. `recorded` is how
+    /// many of `chunks` already have keys.
+    fn complete_into_file(
+        &self,
+        rec: &mut UploadRecord,
+        chunks: Vec<Entry>,
+        recorded: u32,
+    ) -> Result<AppendOutcome> {
+        let id = rec.id;
+        let new = NewFile {
+            name: rec.name.clone(),
+            declared_type: rec.declared_type.clone(),
+            size: rec.size,
+            chunks: chunks.clone(),
+            content_hash: None,
+        };
+        let mut done = rec.clone();
+        let result = self.finish_file_with(new, |m: &Meta, b: &mut WriteBatch, file: &FileRecord| {
+            for (i, e) in chunks.iter().enumerate().skip(recorded as usize) {
+                m.put(b, Cf::Uploads, &chunk_key(&id, i as u32), &encode_piece(&e.id, e.len.into()));
+            }
+            if let Some(st) = done.stream.as_mut() {
+                st.file = Some(file.id);
+                st.chunks = chunks.len() as u32;
+            }
+            done.state = UploadState::Finished { file: file.id };
+            let v = serde_json::to_vec(&done).map_err(|e| Error::Task(e.to_string()))?;
+            m.put(b, Cf::Uploads, &record_key(&id), &v);
+            Ok(())
+        });
+        match result {
+            Ok(file) => {
+                *rec = done;
+                Ok(AppendOutcome { record: rec.clone(), file: Some(file) })
+            }
+            Err(Error::TypeRejected(reason)) => {
+                // The bytes are all in but will not become a file.
+                if let Some(st) = rec.stream.as_mut() {
+                    st.rejected = Some(reason.clone());
+                }
+                let mut b = WriteBatch::default();
+                self.put_upload(&mut b, rec)?;
+                self.meta().write(b, true)?;
+                Err(Error::TypeRejected(reason))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The chunk list of partial uploads laid end to end, as the server's
+    /// chunker would cut the whole content. Inside a part, a chunk is reused
+    /// as is when the part's own chunker decided its end with a full window
+    /// (at least `max` bytes ahead) and the whole-content chunker starts a
+    /// chunk where it starts; elsewhere (near the seams) bytes are re-read
+    /// and re-cut until a cut lands on one of the part's chunk boundaries.
+    fn concat_manifests(&self, parts: &[Vec<Entry>], lease: u64) -> Result<Vec<Entry>> {
+        let max = u64::from(self.chunker().params().max);
+        let mut out: Vec<Entry> = Vec::new();
+        let mut fresh: Vec<Bytes> = Vec::new();
+        let mut sc = StreamChunker::new(self.chunker().clone());
+        let emit = |chunks: Vec<Bytes>, out: &mut Vec<Entry>, fresh: &mut Vec<Bytes>| {
+            for c in chunks {
+                out.push(Entry { id: ChunkId::of(&c), len: c.len() as u32 });
+                fresh.push(c);
+            }
+        };
+        for part in parts {
+            let len: u64 = part.iter().map(|e| u64::from(e.len)).sum();
+            let starts: Vec<u64> = part
+                .iter()
+                .scan(0u64, |at, e| {
+                    let s = *at;
+                    *at += u64::from(e.len);
+                    Some(s)
+                })
+                .collect();
+            let mut i = 0;
+            // Re-cut from the seam until the cuts fall back in step.
+            while !sc.tail().is_empty() && i < part.len() {
+                let data = self.read_chunk(&part[i].id)?;
+                let cut = sc.push(&data);
+                let cut_any = !cut.is_empty();
+                emit(cut, &mut out, &mut fresh);
+                i += 1;
+                let end = starts.get(i).copied().unwrap_or(len);
+                let buffered = sc.tail().len() as u64;
+                if cut_any && buffered <= end {
+                    if let Ok(k) = starts[..i].binary_search(&(end - buffered)) {
+                        // In step at chunk k: what is buffered is chunks k..i.
+                        sc.clear();
+                        i = k;
+                    }
+                }
+            }
+            if sc.tail().is_empty() {
+                while i < part.len() && starts[i] + max <= len {
+                    out.push(part[i]);
+                    i += 1;
+                }
+            }
+            for e in &part[i..] {
+                let data = self.read_chunk(&e.id)?;
+                emit(sc.push(&data), &mut out, &mut fresh);
+            }
+        }
+        emit(sc.finish(), &mut out, &mut fresh);
+        if !fresh.is_empty() {
+            self.put_chunks(&fresh, lease)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Clears a session's "being appended to" mark when the appender goes.
+struct Busy {
+    store: Store,
+    id: UploadId,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        lock(&self.store.0.appending).remove(&self.id);
+    }
+}
+
+/// Bytes on their way into an append-only session. Blocking: use it from a
+/// blocking thread.
+pub struct Appender {
+    store: Store,
+    rec: UploadRecord,
+    chunker: StreamChunker,
+    /// Bytes received (acknowledged or not).
+    offset: u64,
+    /// Tail bytes the tail file at the record's base holds.
+    tail_on_disk: u64,
+    /// Chunks cut since the last durable point, in order.
+    new_entries: Vec<Entry>,
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
+    _busy: Busy,
+}
+
+impl Appender {
+    fn state(&self) -> &StreamState {
+        // Only stream records make appenders.
+        self.rec.stream.as_ref().expect("stream record")
+    }
+
+    /// Bytes received so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn length(&self) -> Option<u64> {
+        self.state().length
+    }
+
+    /// Adds bytes.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] past the upload's length (nothing of `data` is
+    /// taken); I/O.
+    pub fn push(&mut self, data: &[u8]) -> Result<()> {
+        let end = self.offset + data.len() as u64;
+        let limit = self.state().length.unwrap_or(self.store.options().max_file_size);
+        if end > limit {
+            return Err(Error::TooLarge { what: "upload", limit, got: end });
+        }
+        self.offset = end;
+        for c in self.chunker.push(data) {
+            self.pending_bytes += c.len();
+            self.pending.push(c);
+        }
+        if self.pending_bytes >= PUT_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let lease = self.state().leased_until.max(self.store.default_lease());
+        let puts = self.store.put_chunks(&self.pending, lease)?;
+        self.new_entries.extend(puts.iter().map(|p| Entry { id: p.id, len: p.len }));
+        self.pending.clear();
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    /// Makes everything received so far durable and acknowledged.
+    ///
+    /// # Errors
+    /// I/O and RocksDB errors.
+    pub fn persist(&mut self) -> Result<()> {
+        if self.offset == self.state().offset && self.new_entries.is_empty() && self.pending.is_empty() {
+            return Ok(());
+        }
+        self.flush()?;
+        let id = self.rec.id;
+        let st = self.state().clone();
+        let tail = self.chunker.tail();
+        let base = self.offset - tail.len() as u64;
+        if base == st.tail_base {
+            // Same base: append what the file lacks.
+            let mut f = OpenOptions::new().append(true).open(self.store.tail_path(&id, base))?;
+            f.write_all(&tail[self.tail_on_disk as usize..])?;
+            f.sync_data()?;
+        } else {
+            let mut f = File::create(self.store.tail_path(&id, base))?;
+            f.write_all(tail)?;
+            f.sync_all()?;
+            sync_dir(&self.store.upload_dir(&id))?;
+        }
+        self.tail_on_disk = tail.len() as u64;
+
+        let now = self.store.now_ms();
+        let mut next = st.clone();
+        let mut b = WriteBatch::default();
+        let m = self.store.meta();
+        for (i, e) in self.new_entries.iter().enumerate() {
+            m.put(
+                &mut b,
+                Cf::Uploads,
+                &chunk_key(&id, st.chunks + i as u32),
+                &encode_piece(&e.id, e.len.into()),
+            );
+        }
+        next.offset = self.offset;
+        next.tail_base = base;
+        next.chunks = st.chunks + self.new_entries.len() as u32;
+        // Keep the upload's chunks pinned while it is active: renew their
+        // leases when half of the lease has gone.
+        let lease = self.store.default_lease();
+        let half = self.store.options().chunk_lease.as_millis() as u64 / 2;
+        if next.leased_until < now + half {
+            let mut ids: Vec<ChunkId> = self.store.stream_chunks(&id)?.iter().map(|e| e.id).collect();
+            ids.extend(self.new_entries.iter().map(|e| e.id));
+            for group in ids.chunks(8192) {
+                self.store.missing(group, lease)?;
+            }
+            next.leased_until = lease;
+        }
+        self.rec.expires_ms = now + self.store.options().upload_expiry.as_millis() as u64;
+        self.rec.stream = Some(next);
+        self.store.put_upload(&mut b, &self.rec)?;
+        m.write(b, true)?;
+        if base != st.tail_base {
+            let _ = fs::remove_file(self.store.tail_path(&id, st.tail_base));
+        }
+        self.new_entries.clear();
+        Ok(())
+    }
+
+    /// Ends this request's bytes: with `keep`, makes them durable and, when
+    /// the upload is now complete, cuts its last chunk and turns it into a
+    /// file (or, for a partial upload, marks it complete); without `keep`,
+    /// drops everything since the last durable point (a checksum mismatch).
+    ///
+    /// # Errors
+    /// [`Error::TypeRejected`] when the completed file is refused; I/O.
+    pub fn finish(mut self, keep: bool) -> Result<AppendOutcome> {
+        if !keep {
+            let rec = self.store.stream_upload(&self.rec.id)?;
+            return Ok(AppendOutcome { record: rec, file: None });
+        }
+        let complete = self.state().length == Some(self.offset);
+        if !complete {
+            self.persist()?;
+            return Ok(AppendOutcome { record: self.rec.clone(), file: None });
+        }
+        if self.state().complete {
+            return Ok(AppendOutcome { record: self.rec.clone(), file: None });
+        }
+        // The end: the tail becomes the last chunk(s).
+        for c in self.chunker.finish_in_place() {
+            self.pending_bytes += c.len();
+            self.pending.push(c);
+        }
+        self.flush()?;
+        let id = self.rec.id;
+        let st = self.state().clone();
+        let mut chunks = self.store.stream_chunks(&id)?;
+        let recorded = chunks.len() as u32;
+        chunks.append(&mut self.new_entries);
+        let mut rec = self.rec.clone();
+        if let Some(s) = rec.stream.as_mut() {
+            s.offset = self.offset;
+            s.tail_base = self.offset;
+            s.complete = true;
+            s.chunks = chunks.len() as u32;
+        }
+        let outcome = if st.concat == Concat::Partial {
+            let m = self.store.meta();
+            let mut b = WriteBatch::default();
+            for (i, e) in chunks.iter().enumerate().skip(recorded as usize) {
+                m.put(&mut b, Cf::Uploads, &chunk_key(&id, i as u32), &encode_piece(&e.id, e.len.into()));
+            }
+            self.store.put_upload(&mut b, &rec)?;
+            self.store.objects().barrier()?;
+            m.write(b, true)?;
+            Ok(AppendOutcome { record: rec, file: None })
+        } else {
+            // Chunk keys, completion and the file in one batch.
+            self.store.complete_into_file(&mut rec, chunks, recorded)
+        };
+        let _ = fs::remove_file(self.store.tail_path(&id, st.tail_base));
+        outcome
+    }
+}
+
+fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Ids of sessions being appended to right now.
+pub(super) type Appending = HashSet<UploadId>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ChunkerParams, FsObjects, FsyncPolicy, ManualClock, StoreOptions};
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn store(dir: &std::path::Path) -> Store {
+        let opts = StoreOptions {
+            chunking: ChunkerParams { min: 256, avg: 1024, max: 4096 },
+            fsync: FsyncPolicy::Never,
+            ..StoreOptions::default()
+        };
+        let objects = Arc::new(FsObjects::open(&dir.join("objects"), FsyncPolicy::Never).unwrap());
+        Store::open_with(dir, opts, objects, ManualClock::new()).unwrap()
+    }
+
+    fn data(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn upload(s: &Store, bytes: &[u8], splits: &[usize], partial: bool) -> AppendOutcome {
+        let rec = s
+            .create_stream(NewStream {
+                length: Some(bytes.len() as u64),
+                name: "f.bin".into(),
+                declared_type: None,
+                metadata: String::new(),
+                partial,
+            })
+            .unwrap();
+        if bytes.is_empty() {
+            return rec;
+        }
+        let id = rec.record.id;
+        let mut at = 0;
+        let mut last = None;
+        let mut cuts: Vec<usize> = splits.iter().map(|s| s % bytes.len()).collect();
+        cuts.push(bytes.len());
+        cuts.sort_unstable();
+        for end in cuts {
+            if end <= at {
+                continue;
+            }
+            let mut a = s.begin_append(&id, at as u64).unwrap();
+            a.push(&bytes[at..end]).unwrap();
+            last = Some(a.finish(true).unwrap());
+            at = end;
+        }
+        last.unwrap()
+    }
+
+    #[test]
+    fn appends_cut_like_the_whole_file_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = data(50_000, 1);
+        let s = store(dir.path());
+        let rec = s
+            .create_stream(NewStream {
+                length: Some(50_000),
+                name: "a.bin".into(),
+                declared_type: None,
+                metadata: "k dg==".into(),
+                partial: false,
+            })
+            .unwrap()
+            .record;
+        let mut a = s.begin_append(&rec.id, 0).unwrap();
+        a.push(&bytes[..20_000]).unwrap();
+        // A second writer is refused while the first runs.
+        assert!(matches!(s.begin_append(&rec.id, 0), Err(Error::Conflict(_))));
+        a.finish(true).unwrap();
+        assert!(matches!(s.begin_append(&rec.id, 0), Err(Error::Conflict(_))), "offset mismatch");
+        drop(s);
+        let s = store(dir.path());
+        let mut a = s.begin_append(&rec.id, 20_000).unwrap();
+        a.push(&bytes[20_000..]).unwrap();
+        let out = a.finish(true).unwrap();
+        let file = out.file.unwrap();
+        let whole = s.chunker().chunk_all(&bytes);
+        let chunks: Vec<u32> = s.stream_chunks(&rec.id).unwrap().iter().map(|e| e.len).collect();
+        assert_eq!(chunks, whole.iter().map(|&n| n as u32).collect::<Vec<_>>());
+        assert_eq!(file.size, 50_000);
+        assert!(s.head_bytes(&s.stream_chunks(&rec.id).unwrap(), 50_000).unwrap() == bytes);
+    }
+
+    #[test]
+    fn a_rolled_back_append_leaves_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = data(30_000, 2);
+        let s = store(dir.path());
+        let id = s
+            .create_stream(NewStream {
+                length: Some(30_000),
+                name: "a.bin".into(),
+                declared_type: None,
+                metadata: String::new(),
+                partial: false,
+            })
+            .unwrap()
+            .record
+            .id;
+        let mut a = s.begin_append(&id, 0).unwrap();
+        a.push(&bytes[..10_000]).unwrap();
+        a.finish(true).unwrap();
+        let mut a = s.begin_append(&id, 10_000).unwrap();
+        a.push(&data(10_000, 99)).unwrap();
+        let out = a.finish(false).unwrap();
+        assert_eq!(out.record.stream.unwrap().offset, 10_000);
+        let mut a = s.begin_append(&id, 10_000).unwrap();
+        a.push(&bytes[10_000..]).unwrap();
+        let f = a.finish(true).unwrap().file.unwrap();
+        let all = s.stream_chunks(&id).unwrap();
+        assert_eq!(s.head_bytes(&all, 30_000).unwrap(), bytes);
+        assert_eq!(f.size, 30_000);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn concatenation_equals_the_whole(seed in any::<u64>(), len in 1usize..60_000, seams in proptest::collection::vec(any::<prop::sample::Index>(), 1..4), splits in proptest::collection::vec(0usize..100_000, 0..4)) {
+            let dir = tempfile::tempdir().unwrap();
+            let s = store(dir.path());
+            let bytes = data(len, seed);
+            let mut cuts: Vec<usize> = seams.iter().map(|i| i.index(len)).filter(|&c| c > 0).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for end in cuts.into_iter().chain([len]) {
+                let out = upload(&s, &bytes[at..end], &splits, true);
+                prop_assert!(out.file.is_none());
+                parts.push(out.record.id);
+                at = end;
+            }
+            let fin = s.concat_streams(&parts, "whole.bin", None, "").unwrap();
+            let got: Vec<usize> = s.stream_chunks(&fin.record.id).unwrap().iter().map(|e| e.len as usize).collect();
+            prop_assert_eq!(got, s.chunker().chunk_all(&bytes));
+            let file = fin.file.unwrap();
+            prop_assert_eq!(file.size, len as u64);
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! tus 1.0.0 against the real server, every status path.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{TestServer, pseudo_random, test_config};
+use depot::wire::{FileInfo, StatsInfo};
+use reqwest::{Method, StatusCode};
+use sha1::Digest;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+fn tus(method: Method, url: &str) -> reqwest::RequestBuilder {
+    client().request(method, url).header("Tus-Resumable", "1.0.0")
+}
+
+async fn create(s: &TestServer, len: u64, name: &str) -> String {
+    let r = tus(Method::POST, &s.url("/api/tus/"))
+        .header("Upload-Length", len.to_string())
+        .header(
+            "Upload-Metadata",
+            format!("filename {},filetype {}", B64.encode(name), B64.encode("application/octet-stream")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["tus-resumable"], "1.0.0");
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(loc.starts_with(&format!("{}/api/tus/", s.base)), "{loc}");
+    loc
+}
+
+async fn patch(url: &str, offset: u64, body: Vec<u8>) -> reqwest::Response {
+    tus(Method::PATCH, url)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", offset.to_string())
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn head(url: &str) -> reqwest::Response {
+    tus(Method::HEAD, url).send().await.unwrap()
+}
+
+async fn offset_of(url: &str) -> u64 {
+    head(url).await.headers()["upload-offset"].to_str().unwrap().parse().unwrap()
+}
+
+async fn download(s: &TestServer, id: &str) -> Vec<u8> {
+    client().get(s.url(&format!("/api/files/{id}"))).send().await.unwrap().bytes().await.unwrap().to_vec()
+}
+
+async fn stats(s: &TestServer) -> StatsInfo {
+    client().get(s.url("/api/stats")).send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn options_version_and_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.limits.max_file_size = depot::config::ByteSize(10 << 20);
+    let s = TestServer::start(cfg).await;
+    let r = client().request(Method::OPTIONS, s.url("/api/tus/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let h = r.headers();
+    assert_eq!(h["tus-version"], "1.0.0");
+    assert_eq!(h["tus-max-size"], (10u64 << 20).to_string().as_str());
+    assert_eq!(h["tus-checksum-algorithm"], "sha1,md5,crc32,blake3");
+    for ext in [
+        "creation",
+        "creation-with-upload",
+        "creation-defer-length",
+        "termination",
+        "checksum",
+        "expiration",
+        "concatenation",
+    ] {
+        assert!(h["tus-extension"].to_str().unwrap().split(',').any(|e| e == ext), "{ext}");
+    }
+    // Version checks.
+    let r = client().post(s.url("/api/tus/")).header("Upload-Length", "5").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(r.headers()["tus-version"], "1.0.0");
+    let r = client()
+        .post(s.url("/api/tus/"))
+        .header("Tus-Resumable", "0.2.2")
+        .header("Upload-Length", "5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    // Creation errors.
+    let bad = |hs: Vec<(&'static str, &'static str)>| {
+        let mut req = tus(Method::POST, &s.url("/api/tus/"));
+        for (k, v) in hs {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    assert_eq!(bad(vec![]).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(bad(vec![("Upload-Length", "-3")]).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        bad(vec![("Upload-Length", "5"), ("Upload-Defer-Length", "1")]).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(bad(vec![("Upload-Defer-Length", "2")]).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        bad(vec![("Upload-Length", "20971520")]).await.unwrap().status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(
+        bad(vec![("Upload-Length", "5"), ("Upload-Metadata", "filename ***")]).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    let r = bad(vec![("Upload-Length", "5")]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(r.headers().contains_key("upload-expires"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn patch_head_and_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(dir.path())).await;
+    let data = pseudo_random(3_000_000, 1);
+    let url = create(&s, data.len() as u64, "report.bin").await;
+
+    let h = head(&url).await;
+    assert_eq!(h.status(), StatusCode::OK);
+    assert_eq!(h.headers()["upload-offset"], "0");
+    assert_eq!(h.headers()["upload-length"], "3000000");
+    assert_eq!(h.headers()["cache-control"], "no-store");
+    assert!(h.headers()["upload-metadata"].to_str().unwrap().starts_with("filename "));
+    assert!(h.headers().contains_key("upload-expires"));
+
+    // Wrong content type, wrong offset, missing offset.
+    let r = tus(Method::PATCH, &url).header("Upload-Offset", "0").body(vec![1u8; 10]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(r.headers()["tus-resumable"], "1.0.0");
+    assert_eq!(patch(&url, 5, vec![1; 10]).await.status(), StatusCode::CONFLICT);
+    let r = tus(Method::PATCH, &url)
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(vec![1u8])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(offset_of(&url).await, 0);
+
+    let r = patch(&url, 0, data[..1_000_000].to_vec()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.headers()["upload-offset"], "1000000");
+    assert!(r.headers().get("depot-file-id").is_none());
+    // Past the length: refused, nothing kept.
+    assert_eq!(patch(&url, 1_000_000, vec![0; 2_500_000]).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(offset_of(&url).await, 1_000_000);
+    let r = patch(&url, 1_000_000, data[1_000_000..].to_vec()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.headers()["upload-offset"], "3000000");
+    let id = r.headers()["depot-file-id"].to_str().unwrap().to_string();
+    assert_eq!(download(&s, &id).await, data);
+    let files: depot::wire::FileList =
+        client().get(s.url("/api/files")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(files.files[0].id, id);
+    assert_eq!(files.files[0].name, "report.bin");
+    // HEAD of a completed upload keeps answering (tus-js-client keeps URLs).
+    let h = head(&url).await;
+    assert_eq!(h.headers()["upload-offset"], "3000000");
+    assert_eq!(h.headers()["depot-file-id"], id.as_str());
+    // The same bytes again through tus: no new chunk.
+    let before = stats(&s).await;
+    let again = create(&s, data.len() as u64, "copy.bin").await;
+    assert_eq!(patch(&again, 0, data.clone()).await.status(), StatusCode::NO_CONTENT);
+    let after = stats(&s).await;
+    assert_eq!(after.unique_chunks, before.unique_chunks);
+    assert_eq!(after.files, 2);
+    // …and through the regular upload: the same manifest.
+    let r =
+        client().post(s.url("/api/files/upload?filename=same.bin")).body(data.clone()).send().await.unwrap();
+    let f: FileInfo = r.json().await.unwrap();
+    let tus_file: FileInfo =
+        client().get(s.url(&format!("/api/files/{id}/info"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(f.etag, tus_file.etag, "identical content, identical chunks");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn creation_with_upload_defer_length_and_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(dir.path())).await;
+    let data = pseudo_random(500_000, 2);
+    let r = tus(Method::POST, &s.url("/api/tus/"))
+        .header("Upload-Length", "500000")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(data[..200_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["upload-offset"], "200000");
+    let url = r.headers()["location"].to_str().unwrap().to_string();
+    // PATCH sent as POST with X-HTTP-Method-Override.
+    let r = tus(Method::POST, &url)
+        .header("X-HTTP-Method-Override", "PATCH")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "200000")
+        .body(data[200_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(download(&s, r.headers()["depot-file-id"].to_str().unwrap()).await, data);
+
+    // Deferred length, set by the last PATCH.
+    let r = tus(Method::POST, &s.url("/api/tus/")).header("Upload-Defer-Length", "1").send().await.unwrap();
+    let url = r.headers()["location"].to_str().unwrap().to_string();
+    let h = head(&url).await;
+    assert_eq!(h.headers()["upload-defer-length"], "1");
+    assert!(h.headers().get("upload-length").is_none());
+    assert_eq!(patch(&url, 0, data[..300_000].to_vec()).await.status(), StatusCode::NO_CONTENT);
+    let r = tus(Method::PATCH, &url)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "300000")
+        .header("Upload-Length", "500000")
+        .body(data[300_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(download(&s, r.headers()["depot-file-id"].to_str().unwrap()).await, data);
+    assert_eq!(head(&url).await.headers()["upload-length"], "500000");
+
+    // A zero-length upload is a file at once.
+    let r = tus(Method::POST, &s.url("/api/tus/"))
+        .header("Upload-Length", "0")
+        .header("Upload-Metadata", format!("filename {}", B64.encode("empty.txt")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.headers()["depot-file-id"].to_str().unwrap().to_string();
+    assert!(download(&s, &id).await.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn checksums() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(dir.path())).await;
+    let data = pseudo_random(400_000, 3);
+    let url = create(&s, data.len() as u64, "c.bin").await;
+    let send = |offset: u64, body: &[u8], checksum: String| {
+        tus(Method::PATCH, &url)
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", offset.to_string())
+            .header("Upload-Checksum", checksum)
+            .body(body.to_vec())
+            .send()
+    };
+    let part = &data[..100_000];
+    let sha1 = B64.encode(sha1::Sha1::digest(part));
+    let r = send(0, part, format!("sha1 {}", B64.encode(sha1::Sha1::digest(b"other")))).await.unwrap();
+    assert_eq!(r.status().as_u16(), 460);
+    assert_eq!(offset_of(&url).await, 0, "a failed checksum keeps nothing");
+    assert_eq!(send(0, part, format!("sha256 {sha1}")).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(send(0, part, "sha1 !!".into()).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(send(0, part, format!("sha1 {sha1}")).await.unwrap().status(), StatusCode::NO_CONTENT);
+    let part = &data[100_000..200_000];
+    let md5 = B64.encode(md5::Md5::digest(part));
+    assert_eq!(send(100_000, part, format!("md5 {md5}")).await.unwrap().status(), StatusCode::NO_CONTENT);
+    let part = &data[200_000..300_000];
+    let crc = B64.encode(crc32fast::hash(part).to_be_bytes());
+    assert_eq!(send(200_000, part, format!("crc32 {crc}")).await.unwrap().status(), StatusCode::NO_CONTENT);
+    let part = &data[300_000..];
+    let b3 = B64.encode(blake3::hash(part).as_bytes());
+    let r = send(300_000, part, format!("blake3 {b3}")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(download(&s, r.headers()["depot-file-id"].to_str().unwrap()).await, data);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn termination_expiry_and_unknown_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.uploads.expiry = depot::config::Dur(Duration::from_millis(800));
+    let s = TestServer::start(cfg).await;
+    let url = create(&s, 10, "t.bin").await;
+    assert_eq!(patch(&url, 0, vec![1; 5]).await.status(), StatusCode::NO_CONTENT);
+    let r = tus(Method::DELETE, &url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(head(&url).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(patch(&url, 5, vec![1; 5]).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(tus(Method::DELETE, &url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(head(&s.url("/api/tus/not-an-id")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        head(&s.url("/api/tus/00000000000000000000000000000000")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let url = create(&s, 10, "e.bin").await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(head(&url).await.status(), StatusCode::GONE);
+    assert_eq!(patch(&url, 0, vec![1; 5]).await.status(), StatusCode::GONE);
+    let id: depot::store::UploadId = url.rsplit('/').next().unwrap().parse().unwrap();
+    let reaped = s.state.store.blocking(|st| st.gc(false)).await.unwrap().expired_uploads;
+    assert!(reaped >= 1);
+    assert!(s.state.store.upload(&id).unwrap().is_none());
+    assert!(!dir.path().join("uploads").join(id.to_string()).exists());
+    assert_eq!(head(&url).await.status(), StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn concatenation_of_partial_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(dir.path())).await;
+    let data = pseudo_random(3_500_000, 4);
+    let seams = [0usize, 1_234_567, 2_000_000, data.len()];
+    let mut urls = Vec::new();
+    for w in seams.windows(2) {
+        let r = tus(Method::POST, &s.url("/api/tus/"))
+            .header("Upload-Length", (w[1] - w[0]).to_string())
+            .header("Upload-Concat", "partial")
+            .send()
+            .await
+            .unwrap();
+        let url = r.headers()["location"].to_str().unwrap().to_string();
+        let r = patch(&url, 0, data[w[0]..w[1]].to_vec()).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert!(r.headers().get("depot-file-id").is_none(), "a partial upload is not a file");
+        assert_eq!(head(&url).await.headers()["upload-concat"], "partial");
+        urls.push(url);
+    }
+    let r = tus(Method::POST, &s.url("/api/tus/"))
+        .header("Upload-Concat", format!("final;{}", urls.join(" ")))
+        .header("Upload-Metadata", format!("filename {}", B64.encode("joined.bin")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let fin = r.headers()["location"].to_str().unwrap().to_string();
+    let id = r.headers()["depot-file-id"].to_str().unwrap().to_string();
+    assert_eq!(download(&s, &id).await, data);
+    let h = head(&fin).await;
+    assert!(h.headers()["upload-concat"].to_str().unwrap().starts_with("final;"));
+    assert_eq!(h.headers()["upload-offset"], "3500000");
+    assert_eq!(patch(&fin, 3_500_000, vec![]).await.status(), StatusCode::FORBIDDEN);
+    // The final file is chunked exactly like the whole content.
+    let r =
+        client().post(s.url("/api/files/upload?filename=whole.bin")).body(data.clone()).send().await.unwrap();
+    let whole: FileInfo = r.json().await.unwrap();
+    let fin_info: FileInfo =
+        client().get(s.url(&format!("/api/files/{id}/info"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(whole.etag, fin_info.etag);
+    // Bad finals.
+    let r = tus(Method::POST, &s.url("/api/tus/")).header("Upload-Concat", "final;").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = tus(Method::POST, &s.url("/api/tus/"))
+        .header("Upload-Concat", format!("final;{fin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a final upload is not a part");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn acknowledged_offsets_survive_a_restart_and_broken_bodies_keep_their_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pseudo_random(2_000_000, 5);
+    let s = TestServer::start(test_config(dir.path())).await;
+    let url = create(&s, data.len() as u64, "r.bin").await;
+    assert_eq!(patch(&url, 0, data[..700_001].to_vec()).await.status(), StatusCode::NO_CONTENT);
+    s.stop().await;
+
+    let s = TestServer::start(test_config(dir.path())).await;
+    let url = url.replace(&url[..url.find("/api/").unwrap()], &s.base);
+    assert_eq!(offset_of(&url).await, 700_001);
+    let before_in = s.state.metrics.bytes_in.load(std::sync::atomic::Ordering::Relaxed);
+    // A body that breaks off: the client promises 1,000,000 bytes, sends
+    // 300,000 and drops the connection. What arrived is kept.
+    {
+        use tokio::io::AsyncWriteExt;
+        let path = &url[url.find("/api/").unwrap()..];
+        let mut sock = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://")).await.unwrap();
+        let head = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n\
+             Content-Type: application/offset+octet-stream\r\nUpload-Offset: 700001\r\n\
+             Content-Length: 1000000\r\n\r\n"
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        sock.write_all(&data[700_001..1_000_001]).await.unwrap();
+        sock.flush().await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while s.state.metrics.bytes_in.load(std::sync::atomic::Ordering::Relaxed) < before_in + 300_000 {
+            assert!(tokio::time::Instant::now() < deadline, "the server never got the bytes");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut at = 0;
+    for _ in 0..100 {
+        at = offset_of(&url).await;
+        if at == 1_000_001 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(at, 1_000_001);
+    let r = patch(&url, at, data[at as usize..].to_vec()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(download(&s, r.headers()["depot-file-id"].to_str().unwrap()).await, data);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_newer_request_takes_over_and_bytes_never_interleave() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(dir.path())).await;
+    let data = pseudo_random(1_000_000, 6);
+    let url = create(&s, data.len() as u64, "race.bin").await;
+
+    // A: sends 100,000 bytes, then stalls (a stale connection).
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tx.send(Ok(data[..100_000].to_vec())).await.unwrap();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let a = tokio::spawn({
+        let url = url.clone();
+        async move {
+            tus(Method::PATCH, &url)
+                .header("Content-Type", "application/offset+octet-stream")
+                .header("Upload-Offset", "0")
+                .body(reqwest::Body::wrap_stream(stream))
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    });
+    // Wait until the server has A's bytes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.state.metrics.bytes_in.load(std::sync::atomic::Ordering::Relaxed) < 100_000 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // B: the same offset. It ends A, which keeps its 100,000 bytes; B's
+    // offset is then stale.
+    let b = patch(&url, 0, data[..200_000].to_vec()).await;
+    assert_eq!(b.status(), StatusCode::CONFLICT);
+    let a_status = a.await.unwrap();
+    assert!(matches!(a_status, Ok(StatusCode::LOCKED) | Err(_)), "{a_status:?}");
+    drop(tx);
+    assert_eq!(offset_of(&url).await, 100_000);
+    let r = patch(&url, 100_000, data[100_000..].to_vec()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(download(&s, r.headers()["depot-file-id"].to_str().unwrap()).await, data);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cors_exposes_the_tus_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(dir.path())).await;
+    let r = client()
+        .request(Method::OPTIONS, s.url("/api/tus/abc"))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "PATCH")
+        .header("Access-Control-Request-Headers", "tus-resumable,upload-offset,content-type,upload-checksum")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert!(r.headers()["access-control-allow-methods"].to_str().unwrap().contains("PATCH"));
+    let url = create(&s, 3, "x.bin").await;
+    let r = tus(Method::HEAD, &url).header("Origin", "https://app.example").send().await.unwrap();
+    let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap().to_lowercase();
+    for h in [
+        "location",
+        "upload-offset",
+        "upload-length",
+        "upload-metadata",
+        "upload-expires",
+        "tus-version",
+        "tus-resumable",
+        "tus-max-size",
+        "tus-extension",
+        "depot-file-id",
+    ] {
+        assert!(exposed.contains(h), "{h} not exposed");
+    }
+    s.stop().await;
+}
