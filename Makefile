@@ -33,9 +33,11 @@ bin:
 	$(CARGO) build --bin depot
 
 # Real clients against the binary the tests built (no second build): the
-# browser libraries in headless Chromium.
+# browser libraries in headless Chromium, tus-js-client in Node, the Python
+# client and the bash/curl scripts.
 interop: bin
 	DEPOT_BIN=$(CARGO_TARGET_DIR)/debug/depot tests/interop/run.sh
+	DEPOT_BIN=$(CARGO_TARGET_DIR)/debug/depot clients/run_tests.sh
 
 bench: deps
 	$(CARGO) bench --bench store

@@ -1,0 +1,299 @@
+"""HTTP access to a depot server: one method per endpoint, errors mapped to
+:class:`DepotError` subclasses that carry the command line's exit code."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import requests
+
+DEFAULT_SERVER = "http://localhost:8080"
+
+# Exit codes shared by the Python and the bash clients.
+EXIT_USAGE = 2
+EXIT_LOCAL = 3
+EXIT_UNREACHABLE = 4
+EXIT_REJECTED = 5
+EXIT_SERVER = 6
+EXIT_VERIFY = 7
+EXIT_INTERRUPTED = 130
+
+
+class DepotError(Exception):
+    """A failure worth one line to the user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(DepotError):
+    exit_code = EXIT_USAGE
+
+
+class LocalFileError(DepotError):
+    exit_code = EXIT_LOCAL
+
+
+class Unreachable(DepotError):
+    exit_code = EXIT_UNREACHABLE
+
+
+class Rejected(DepotError):
+    """The server answered 4xx."""
+
+    exit_code = EXIT_REJECTED
+
+    def __init__(self, message: str, status: int, code: str = "", body: Optional[dict] = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.body = body or {}
+
+
+class ServerFailure(DepotError):
+    """The server answered 5xx or something that is not the API."""
+
+    exit_code = EXIT_SERVER
+
+
+class VerificationFailed(DepotError):
+    exit_code = EXIT_VERIFY
+
+
+def server_from_env() -> str:
+    return os.environ.get("DEPOT_SERVER", DEFAULT_SERVER)
+
+
+class Body:
+    """A request body from byte slices, with a length (so requests sends
+    Content-Length, not chunked encoding) and a progress callback."""
+
+    def __init__(self, parts: List[bytes], on_bytes: Optional[Callable[[int], None]] = None,
+                 step: int = 64 << 10):
+        self.parts = parts
+        self.on_bytes = on_bytes
+        self.step = step
+        self.length = sum(len(p) for p in parts)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[bytes]:
+        for part in self.parts:
+            view = memoryview(part)
+            for i in range(0, len(view), self.step):
+                piece = view[i:i + self.step]
+                yield bytes(piece)
+                if self.on_bytes is not None:
+                    self.on_bytes(len(piece))
+
+
+def multipart(fields: List[Tuple[str, str]], file_field: str, filename: str, data: bytes,
+              boundary: str, on_bytes: Optional[Callable[[int], None]] = None) -> Body:
+    """A multipart/form-data body: text fields first, then the file part."""
+    head = []
+    for name, value in fields:
+        head.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        )
+    safe = filename.replace("\\", "_").replace('"', "_").replace("\r", "_").replace("\n", "_")
+    head.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{safe}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    )
+    pre = "".join(head).encode("utf-8")
+    post = f"\r\n--{boundary}--\r\n".encode("ascii")
+    return Body([pre, data, post], on_bytes)
+
+
+class Client:
+    """One server. Connection failures, 5xx and 429 are retried a few times;
+    other errors raise at once."""
+
+    def __init__(self, server: Optional[str] = None, timeout: Tuple[float, float] = (10.0, 300.0),
+                 retries: int = 3):
+        self.server = (server or server_from_env()).rstrip("/")
+        if not re.match(r"^https?://", self.server):
+            raise UsageError(f"server URL must start with http:// or https://: {self.server}")
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "depot-client-python"
+        self.timeout = timeout
+        self.retries = retries
+
+    # -- plumbing -------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return self.server + path
+
+    def request(self, method: str, path: str, *, ok: Iterable[int] = (200,),
+                body: Optional[Callable[[], Any]] = None, **kw) -> requests.Response:
+        """Sends a request; ``body`` makes a fresh body for each attempt.
+        Returns the response when its status is in ``ok``."""
+        ok = tuple(ok)
+        attempt = 0
+        while True:
+            attempt += 1
+            if body is not None:
+                kw["data"] = body()
+            try:
+                r = self.session.request(method, self.url(path), timeout=self.timeout, **kw)
+            except requests.ConnectionError as e:
+                if attempt <= self.retries and _worth_retrying(e):
+                    time.sleep(min(0.2 * 2 ** attempt, 2.0))
+                    continue
+                raise Unreachable(f"cannot reach the server at {self.server}: {_reason(e)}") from None
+            except requests.Timeout:
+                if attempt <= self.retries:
+                    continue
+                raise Unreachable(f"the server at {self.server} did not answer in time") from None
+            if r.status_code in ok:
+                return r
+            if (r.status_code >= 500 or r.status_code == 429) and attempt <= self.retries:
+                wait = _retry_after(r, default=min(0.2 * 2 ** attempt, 2.0))
+                r.close()
+                time.sleep(wait)
+                continue
+            raise error_of(method, path, r)
+
+    def json(self, method: str, path: str, *, ok: Iterable[int] = (200,), **kw) -> Any:
+        r = self.request(method, path, ok=ok, **kw)
+        try:
+            return r.json()
+        except ValueError:
+            raise ServerFailure(
+                f"{method} {path}: the server answered {r.status_code} with something that is not JSON"
+            ) from None
+
+    # -- files ----------------------------------------------------------
+
+    def info(self, file_id: str) -> Dict[str, Any]:
+        return self.json("GET", f"/api/files/{_id(file_id)}/info")
+
+    def list_page(self, limit: int = 100, cursor: Optional[str] = None) -> Dict[str, Any]:
+        params: Dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        return self.json("GET", "/api/files", params=params)
+
+    def iter_files(self, limit: int = 100) -> Iterator[Dict[str, Any]]:
+        cursor = None
+        while True:
+            page = self.list_page(limit, cursor)
+            yield from page.get("files", [])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def delete(self, file_id: str) -> None:
+        self.request("DELETE", f"/api/files/{_id(file_id)}", ok=(200, 204))
+
+    def stats(self) -> Dict[str, Any]:
+        return self.json("GET", "/api/stats")
+
+    def open_download(self, file_id: str, headers: Dict[str, str]) -> requests.Response:
+        return self.request("GET", f"/api/files/{_id(file_id)}", ok=(200, 206), headers=headers,
+                            stream=True)
+
+    # -- the seed's chunked upload ----------------------------------------
+
+    def test_piece(self, params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """The status when the server has the piece (skip it), else None."""
+        r = self.request("GET", "/api/files/upload/chunked", ok=(200, 204), params=params)
+        if r.status_code == 204:
+            return None
+        return r.json()
+
+    def post_piece(self, params: Dict[str, Any], name: str, data: bytes,
+                   on_bytes: Optional[Callable[[int], None]] = None) -> Dict[str, Any]:
+        fields = [(k, str(v)) for k, v in params.items()]
+        boundary = "depot-" + os.urandom(12).hex()
+        r = self.request(
+            "POST", "/api/files/upload/chunked", ok=(200, 201),
+            body=lambda: multipart(fields, "file", name, data, boundary, on_bytes),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        return r.json()
+
+    # -- the native dedup API ---------------------------------------------
+
+    def chunking(self) -> Optional[Dict[str, Any]]:
+        """The server's chunker, or None when it has no native API."""
+        r = self.request("GET", "/api/chunking", ok=(200, 404))
+        if r.status_code == 404:
+            return None
+        return r.json()
+
+    def missing(self, hashes: List[str]) -> List[str]:
+        return self.json("POST", "/api/chunks/missing", json={"hashes": hashes})["missing"]
+
+    def put_chunk(self, digest: str, data: bytes, on_bytes: Optional[Callable[[int], None]] = None) -> bool:
+        """Stores a chunk; True when it was new."""
+        r = self.request("PUT", f"/api/chunks/{digest}", ok=(200, 201),
+                         body=lambda: Body([data], on_bytes),
+                         headers={"Content-Type": "application/octet-stream"})
+        return r.status_code == 201
+
+    def commit(self, name: str, size: int, chunks: List[Dict[str, Any]]) -> Dict[str, Any]:
+        return self.json("POST", "/api/files", ok=(201,),
+                         json={"name": name, "size": size, "chunks": chunks})
+
+    def manifest(self, file_id: str) -> Optional[Dict[str, Any]]:
+        r = self.request("GET", f"/api/files/{_id(file_id)}/manifest", ok=(200, 404))
+        if r.status_code == 404:
+            return None
+        return r.json()
+
+    def metrics(self) -> str:
+        return self.request("GET", "/metrics").text
+
+
+def error_of(method: str, path: str, r: requests.Response) -> DepotError:
+    """The error for a response outside the expected statuses."""
+    body: Dict[str, Any] = {}
+    try:
+        parsed = r.json()
+        if isinstance(parsed, dict):
+            body = parsed
+    except ValueError:
+        pass
+    message = body.get("message") or (r.text.strip()[:200] if r.text else "") or r.reason
+    text = f"{method} {path.split('?')[0]}: {r.status_code} {message}"
+    if 400 <= r.status_code < 500:
+        return Rejected(text, r.status_code, str(body.get("error", "")), body)
+    return ServerFailure(text)
+
+
+_ID = re.compile(r"^[0-9A-Za-z_-]{1,128}$")
+
+
+def _id(file_id: str) -> str:
+    if not _ID.match(file_id):
+        raise UsageError(f"not a file id: {file_id!r}")
+    return file_id
+
+
+def _retry_after(r: requests.Response, default: float) -> float:
+    try:
+        return min(float(r.headers.get("Retry-After", default)), 10.0)
+    except ValueError:
+        return default
+
+
+def _worth_retrying(e: requests.ConnectionError) -> bool:
+    # Refused connections mean no server: fail at once rather than wait.
+    return "refused" not in str(e).lower()
+
+
+def _reason(e: Exception) -> str:
+    text = str(e)
+    if "refused" in text.lower():
+        return "connection refused"
+    m = re.search(r"(Name or service not known|Temporary failure in name resolution|"
+                  r"No route to host|timed out|Connection reset by peer)", text)
+    return m.group(1) if m else text.splitlines()[0][:200]

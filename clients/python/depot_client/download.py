@@ -1,0 +1,243 @@
+"""Downloads that resume and verify.
+
+A partial output file is continued with ``Range`` and ``If-Range`` (the
+file's ETag): if the server's copy is not the one the partial came from it
+answers the whole file and the download starts over. Every byte is checked:
+the size always; the BLAKE3 of the whole content when the server knows it
+(``content_hash``); and, with the native API, each chunk's BLAKE3 against the
+file's manifest. With a manifest, the bytes already on disk are checked
+chunk by chunk before resuming, and the download resumes from the first
+chunk that does not match.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import blake3
+from tqdm import tqdm
+
+from .api import Client, LocalFileError, ServerFailure, VerificationFailed
+
+READ_SIZE = 1 << 20
+
+
+@dataclass
+class DownloadResult:
+    path: str
+    size: int
+    resumed_from: int = 0
+    received_bytes: int = 0
+    checks: List[str] = field(default_factory=list)  # what was verified
+
+
+class _Verifier:
+    """Checks bytes fed in file order: per-chunk hashes from a manifest,
+    and the whole-content hash."""
+
+    def __init__(self, size: int, content_hash: Optional[str], manifest: Optional[Dict[str, Any]]):
+        self.size = size
+        self.content_hash = content_hash
+        self.whole = blake3.blake3() if content_hash else None
+        self.chunks = []
+        if manifest is not None:
+            self.chunks = [(int(c["offset"]), int(c["len"]), c["hash"]) for c in manifest["chunks"]]
+            if sum(c[1] for c in self.chunks) != size:
+                raise ServerFailure("the file's manifest does not add up to its size")
+        self.index = 0
+        self.chunk_hasher = blake3.blake3()
+        self.chunk_fill = 0
+        self.pos = 0
+
+    def chunk_start_of(self, pos: int) -> int:
+        """The start of the chunk holding ``pos`` (for resuming)."""
+        for off, length, _ in self.chunks:
+            if off <= pos < off + length:
+                return off
+        return pos
+
+    def update(self, data) -> Optional[int]:
+        """Feeds bytes; returns the offset of a chunk that does not match
+        its hash (the bytes up to it are good), else None."""
+        if self.whole is not None:
+            self.whole.update(data)
+        view = memoryview(data)
+        while self.chunks and len(view) and self.index < len(self.chunks):
+            off, length, digest = self.chunks[self.index]
+            take = min(length - self.chunk_fill, len(view))
+            self.chunk_hasher.update(view[:take])
+            self.chunk_fill += take
+            view = view[take:]
+            if self.chunk_fill == length:
+                if self.chunk_hasher.hexdigest() != digest:
+                    return off
+                self.index += 1
+                self.chunk_hasher = blake3.blake3()
+                self.chunk_fill = 0
+        self.pos += len(data)
+        return None
+
+    def finish(self) -> List[str]:
+        checks = ["size"]
+        if self.chunks:
+            # A zero-length chunk list only for an empty file.
+            if self.index != len(self.chunks):
+                raise VerificationFailed("the download ended inside a chunk")
+            checks.append(f"{len(self.chunks)} chunk hashes")
+        if self.whole is not None:
+            if self.whole.hexdigest() != self.content_hash:
+                raise VerificationFailed("the downloaded content does not match the file's content_hash")
+            checks.append("content_hash")
+        return checks
+
+
+def _safe_name(name: str, fallback: str) -> str:
+    base = os.path.basename(name.replace("\\", "/")).strip()
+    base = re.sub(r"[\x00-\x1f]", "_", base)
+    if base in ("", ".", ".."):
+        return fallback
+    return base
+
+
+def download(client: Client, file_id: str, out: Optional[str] = None, *, resume: bool = True,
+             progress: Optional[bool] = None) -> DownloadResult:
+    info = client.info(file_id)
+    size = int(info["size"])
+    etag = info.get("etag")
+    if out is None:
+        out = _safe_name(info.get("name", ""), file_id)
+    elif os.path.isdir(out):
+        out = os.path.join(out, _safe_name(info.get("name", ""), file_id))
+    manifest = client.manifest(file_id) if client.chunking() is not None else None
+    return _download(client, file_id, out, size, etag, info.get("content_hash"), manifest, resume,
+                     progress, retry_fresh=True)
+
+
+def _download(client: Client, file_id: str, out: str, size: int, etag: Optional[str],
+              content_hash: Optional[str], manifest: Optional[Dict[str, Any]], resume: bool,
+              progress: Optional[bool], retry_fresh: bool) -> DownloadResult:
+    try:
+        return _download_once(client, file_id, out, size, etag, content_hash, manifest, resume,
+                              progress, retry_fresh)
+    except _Redo as redo:
+        _note(f"{out}: bytes from {redo.offset} do not match the file; downloading from there")
+        return _download_once(client, file_id, out, size, etag, content_hash, manifest, True,
+                              progress, retry_fresh=False)
+
+
+class _Redo(Exception):
+    def __init__(self, offset: int):
+        super().__init__(offset)
+        self.offset = offset
+
+
+def _download_once(client: Client, file_id: str, out: str, size: int, etag: Optional[str],
+                   content_hash: Optional[str], manifest: Optional[Dict[str, Any]], resume: bool,
+                   progress: Optional[bool], retry_fresh: bool) -> DownloadResult:
+    verifier = _Verifier(size, content_hash, manifest)
+    result = DownloadResult(path=out, size=size)
+    have = os.path.getsize(out) if resume and os.path.isfile(out) else 0
+    if have > size:
+        _note(f"{out} is larger than the file on the server; downloading it again")
+        have = 0
+    try:
+        fh = open(out, "r+b" if have else "wb")
+    except OSError as e:
+        raise LocalFileError(f"cannot write {out}: {e.strerror}") from None
+    with fh:
+        if have:
+            # Check what is there; with a manifest keep only whole good chunks.
+            good = _check_existing(fh, have, verifier)
+            if good < have:
+                _note(f"{out}: bytes from {good} do not match the file; downloading from there")
+                verifier = _Verifier(size, content_hash, manifest)
+                fh.seek(0)
+                fh.truncate(good)
+                have = good
+                if good:
+                    _check_existing(fh, good, verifier)
+            result.resumed_from = have
+        fh.seek(have)
+        bar = tqdm(total=size, initial=have, desc=os.path.basename(out), unit="B", unit_scale=True,
+                   unit_divisor=1024, disable=None if progress is None else not progress,
+                   dynamic_ncols=True)
+        try:
+            if have < size:
+                headers = {"Accept-Encoding": "identity"}
+                if have:
+                    headers["Range"] = f"bytes={have}-"
+                    if etag:
+                        headers["If-Range"] = f'"{etag}"'
+                r = client.open_download(file_id, headers)
+                with r:
+                    if have and r.status_code == 200:
+                        # The file is not the one the partial came from.
+                        _note(f"{out}: the server sent the whole file; starting over")
+                        verifier = _Verifier(size, content_hash, manifest)
+                        fh.seek(0)
+                        fh.truncate(0)
+                        have = 0
+                        result.resumed_from = 0
+                        bar.reset(total=size)
+                    elif have:
+                        want = f"bytes {have}-{size - 1}/{size}"
+                        if r.headers.get("Content-Range") != want:
+                            raise ServerFailure(
+                                f"asked for bytes {have}- and got Content-Range {r.headers.get('Content-Range')!r}"
+                            )
+                    for data in r.iter_content(READ_SIZE):
+                        if have + len(data) > size:
+                            raise VerificationFailed(f"the server sent more than the {size} bytes of the file")
+                        bad = verifier.update(data)
+                        if bad is not None:
+                            if bad < result.resumed_from and retry_fresh:
+                                # The partial chunk on disk was not this file's.
+                                fh.truncate(bad)
+                                raise _Redo(bad)
+                            raise VerificationFailed(
+                                f"chunk at offset {bad} does not match its hash in the manifest"
+                            )
+                        fh.write(data)
+                        have += len(data)
+                        result.received_bytes += len(data)
+                        bar.update(len(data))
+        finally:
+            bar.close()
+        fh.truncate(have)
+    if have != size:
+        raise VerificationFailed(f"got {have} bytes of {size}; run the same command again to resume")
+    try:
+        result.checks = verifier.finish()
+    except VerificationFailed:
+        if result.resumed_from and retry_fresh:
+            # The partial file was not this file's beginning: start over.
+            _note(f"{out}: the resumed file does not verify; downloading it whole")
+            return _download_once(client, file_id, out, size, etag, content_hash, manifest, False,
+                                  progress, retry_fresh=False)
+        raise
+    return result
+
+
+def _check_existing(fh, have: int, verifier: _Verifier) -> int:
+    """Feeds the first ``have`` bytes of ``fh`` to the verifier; returns how
+    many of them are good (all, unless a chunk fails its hash)."""
+    fh.seek(0)
+    done = 0
+    while done < have:
+        data = fh.read(min(READ_SIZE, have - done))
+        if not data:
+            break
+        bad = verifier.update(data)
+        if bad is not None:
+            return bad
+        done += len(data)
+    return done
+
+
+def _note(msg: str) -> None:
+    print(f"note: {msg}", file=sys.stderr)
+

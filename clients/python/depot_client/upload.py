@@ -1,0 +1,306 @@
+"""Uploads that skip what the server already has.
+
+Two paths:
+
+* native (when ``GET /api/chunking`` answers): the file is cut with the
+  server's own chunker (FastCDC 2020, :mod:`depot_client.fastcdc`), the
+  server is asked which chunk hashes it lacks, only those are sent
+  (``PUT /api/chunks/{hash}``), and the file is committed as a list of chunks
+  (``POST /api/files``). Content shared with any stored file is never sent.
+* seed (the chunked protocol of resumable.js / flow.js): fixed-size pieces,
+  each tested first with its BLAKE3 (``chunkHash``), sent only when absent.
+  The session lives on the server, so re-running resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import blake3
+from tqdm import tqdm
+
+from . import fastcdc
+from .api import Client, DepotError, LocalFileError, Rejected
+
+DEFAULT_PIECE_SIZE = 1 << 20
+# A native upload asks about and sends chunks in batches of at most this
+# many bytes (bounded memory; each batch is read from the file once).
+BATCH_BYTES = 32 << 20
+BATCH_CHUNKS = 1024
+
+
+@dataclass
+class PieceEvent:
+    """What happened to one piece (or chunk): ``action`` is ``sent`` or
+    ``skipped``."""
+
+    number: int
+    total: Optional[int]
+    offset: int
+    size: int
+    action: str
+
+
+@dataclass
+class UploadResult:
+    file: Dict[str, Any]
+    method: str  # "native" or "seed"
+    pieces: int = 0
+    sent_pieces: int = 0
+    sent_bytes: int = 0
+    skipped_pieces: int = 0
+    skipped_bytes: int = 0
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def file_id(self) -> str:
+        return self.file["id"]
+
+    def summary(self) -> str:
+        what = "chunks" if self.method == "native" else "pieces"
+        return (
+            f"{self.method} upload: sent {self.sent_pieces} of {self.pieces} {what} "
+            f"({self.sent_bytes} bytes), skipped {self.skipped_pieces} already on the server "
+            f"({self.skipped_bytes} bytes)"
+        )
+
+
+OnPiece = Callable[[PieceEvent], None]
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def _open(path: str):
+    if not os.path.exists(path):
+        raise LocalFileError(f"no such file: {path}")
+    if os.path.isdir(path):
+        raise LocalFileError(f"is a directory, not a file: {path}")
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise LocalFileError(f"cannot read {path}: {e.strerror}") from None
+
+
+class _Bars:
+    """An overall bar (bytes of the file done) and a per-piece bar (bytes of
+    the piece in flight). ``disable=None``: only on a terminal."""
+
+    def __init__(self, total: int, desc: str, disable: Optional[bool]):
+        self.overall = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                            disable=disable, position=0, dynamic_ncols=True)
+        self.piece = tqdm(total=0, desc="piece", unit="B", unit_scale=True, unit_divisor=1024,
+                          disable=disable, position=1, leave=False, dynamic_ncols=True)
+
+    def start_piece(self, label: str, size: int) -> Callable[[int], None]:
+        self.piece.reset(total=size)
+        self.piece.set_description(label, refresh=False)
+        return self.piece.update
+
+    def done(self, n: int) -> None:
+        self.overall.update(n)
+
+    def close(self) -> None:
+        self.piece.close()
+        self.overall.close()
+
+
+def upload(client: Client, path: str, *, method: str = "auto", piece_size: int = DEFAULT_PIECE_SIZE,
+           progress: Optional[bool] = None, on_piece: Optional[OnPiece] = None,
+           name: Optional[str] = None) -> UploadResult:
+    """Uploads ``path``; ``method`` is ``auto``, ``native`` or ``seed``.
+    ``progress``: True/False for bars on/off, None for only on a terminal.
+    ``on_piece`` is called after each piece is sent or skipped."""
+    name = name or os.path.basename(os.path.abspath(path))
+    with _open(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        notes: List[str] = []
+        if method in ("auto", "native"):
+            info = client.chunking()
+            params, why = native_params(info)
+            if params is not None:
+                return _upload_native(client, f, size, name, params, info or {}, progress, on_piece)
+            if method == "native":
+                raise DepotError(f"cannot use the native upload API: {why}")
+            if info is not None:
+                _warn(f"not using the native upload API ({why}); using chunked pieces")
+                notes.append(why)
+        elif method != "seed":
+            raise ValueError(f"unknown upload method {method!r}")
+        result = _upload_seed(client, f, path, size, name, piece_size, progress, on_piece)
+        result.notes.extend(notes)
+        return result
+
+
+def native_params(info: Optional[Dict[str, Any]]) -> Tuple[Optional[fastcdc.Params], str]:
+    """This client's chunker for the server's ``GET /api/chunking``, or
+    None and the reason it cannot reproduce it."""
+    if info is None:
+        return None, "the server has no native upload API (GET /api/chunking: 404)"
+    try:
+        if info.get("algorithm") != "fastcdc-2020":
+            return None, f"unknown chunking algorithm {info.get('algorithm')!r}"
+        if info.get("normalization") != 1:
+            return None, f"unsupported normalization level {info.get('normalization')!r}"
+        if info.get("hash") != "blake3":
+            return None, f"unsupported chunk hash {info.get('hash')!r}"
+        params = fastcdc.Params(int(info["min"]), int(info["avg"]), int(info["max"]))
+    except (KeyError, TypeError, ValueError) as e:
+        return None, f"unusable chunking parameters: {e}"
+    if info.get("chunker_id") != params.chunker_id:
+        return None, f"chunker id {info.get('chunker_id')!r} is not {params.chunker_id!r}"
+    if params.max > int(info.get("max_chunk_size", params.max)):
+        return None, "the server's max_chunk_size is below its own max chunk"
+    try:
+        fastcdc.self_check()
+    except AssertionError as e:  # a broken port must never upload
+        return None, str(e)
+    return params, ""
+
+
+def _upload_native(client: Client, f, size: int, name: str, params: fastcdc.Params,
+                   info: Dict[str, Any], progress: Optional[bool], on_piece: Optional[OnPiece]) -> UploadResult:
+    max_query = max(1, int(info.get("max_missing_query", BATCH_CHUNKS)))
+    result = UploadResult(file={}, method="native")
+    manifest: List[Dict[str, Any]] = []
+    where: Dict[str, Tuple[int, int]] = {}  # hash -> (offset, len), first occurrence
+    known: set = set()  # hashes the server has (asked, or sent by us)
+    bars = _Bars(size, name, disable=None if progress is None else not progress)
+    batch: List[Tuple[int, str, bytes]] = []
+    batch_bytes = 0
+
+    def flush() -> None:
+        nonlocal batch, batch_bytes
+        ask = list(dict.fromkeys(h for _, h, _ in batch if h not in known))
+        missing: set = set()
+        for i in range(0, len(ask), max_query):
+            missing.update(client.missing(ask[i:i + max_query]))
+        for offset, digest, data in batch:
+            n = result.pieces = result.pieces + 1
+            if digest in missing and digest not in known:
+                tick = bars.start_piece(f"chunk {n}", len(data))
+                client.put_chunk(digest, data, tick)
+                known.add(digest)
+                result.sent_pieces += 1
+                result.sent_bytes += len(data)
+                action = "sent"
+            else:
+                known.add(digest)
+                result.skipped_pieces += 1
+                result.skipped_bytes += len(data)
+                action = "skipped"
+            bars.done(len(data))
+            if on_piece is not None:
+                on_piece(PieceEvent(n, None, offset, len(data), action))
+        batch = []
+        batch_bytes = 0
+
+    try:
+        for offset, view in fastcdc.iter_chunks(f, params):
+            data = bytes(view)
+            digest = blake3.blake3(data).hexdigest()
+            manifest.append({"hash": digest, "len": len(data)})
+            where.setdefault(digest, (offset, len(data)))
+            batch.append((offset, digest, data))
+            batch_bytes += len(data)
+            if batch_bytes >= BATCH_BYTES or len(batch) >= min(BATCH_CHUNKS, max_query):
+                flush()
+        flush()
+        if sum(c["len"] for c in manifest) != size:
+            raise LocalFileError(f"{name} changed while it was read; try again")
+        for attempt in range(3):
+            try:
+                result.file = client.commit(name, size, manifest)
+                break
+            except Rejected as e:
+                lost = e.body.get("missing") if e.status == 409 else None
+                if not lost or attempt == 2:
+                    raise
+                # Chunks the server dropped since it said it had them (a
+                # lease ran out): send them and commit again.
+                for digest in lost:
+                    if digest not in where:
+                        raise
+                    off, length = where[digest]
+                    f.seek(off)
+                    data = f.read(length)
+                    client.put_chunk(digest, data, bars.start_piece("resend", length))
+                    result.sent_bytes += length
+        return result
+    finally:
+        bars.close()
+
+
+def seed_identifier(path: str, size: int) -> str:
+    """A stable upload identifier: the same file (path, size, mtime) resumes
+    the same server-side session."""
+    st = os.stat(path)
+    key = f"{os.path.abspath(path)}\0{size}\0{st.st_mtime_ns}".encode("utf-8", "surrogateescape")
+    return "py-" + blake3.blake3(key).hexdigest()[:32]
+
+
+def _upload_seed(client: Client, f, path: str, size: int, name: str, piece_size: int,
+                 progress: Optional[bool], on_piece: Optional[OnPiece]) -> UploadResult:
+    if piece_size <= 0:
+        raise ValueError("piece size must be positive")
+    total = max(1, math.ceil(size / piece_size))
+    identifier = seed_identifier(path, size)
+    result = UploadResult(file={}, method="seed", pieces=total)
+    bars = _Bars(size, name, disable=None if progress is None else not progress)
+    try:
+        _seed_pieces(client, f, size, name, piece_size, total, identifier, result, bars, on_piece)
+        return result
+    finally:
+        bars.close()
+
+
+def _seed_pieces(client: Client, f, size: int, name: str, piece_size: int, total: int,
+                 identifier: str, result: UploadResult, bars: _Bars, on_piece: Optional[OnPiece]) -> None:
+    for number in range(1, total + 1):
+        offset = (number - 1) * piece_size
+        length = min(piece_size, size - offset)
+        f.seek(offset)
+        data = f.read(length)
+        if len(data) != length:
+            raise LocalFileError(f"{name} changed while it was read; try again")
+        params = {
+            "chunkNumber": number,
+            "totalChunks": total,
+            "chunkSize": piece_size,
+            "currentChunkSize": length,
+            "totalSize": size,
+            "identifier": identifier,
+            "filename": name,
+            "chunkHash": blake3.blake3(data).hexdigest(),
+        }
+        status = client.test_piece(params)
+        if status is not None:
+            result.skipped_pieces += 1
+            result.skipped_bytes += length
+            action = "skipped"
+        else:
+            status = client.post_piece(params, name, data, bars.start_piece(f"piece {number}/{total}", length))
+            result.sent_pieces += 1
+            result.sent_bytes += length
+            action = "sent"
+        bars.done(length)
+        if on_piece is not None:
+            on_piece(PieceEvent(number, total, offset, length, action))
+        if status.get("status") == "complete" and status.get("file"):
+            result.file = status["file"]
+            # Finished (now, or in an earlier run): the rest is there too.
+            rest = size - offset - length
+            if rest > 0:
+                result.skipped_pieces += total - number
+                result.skipped_bytes += rest
+                bars.done(rest)
+            return
+    if not result.file:
+        raise DepotError(
+            f"all {total} pieces are on the server but it did not report the file as complete"
+        )

@@ -1,0 +1,162 @@
+"""Fixtures: the real depot server on an ephemeral port, deterministic data."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import pytest
+import requests
+
+HERE = Path(__file__).resolve().parent
+PYTHON_DIR = HERE.parent
+START_TIMEOUT = 60.0
+
+import depot_client  # noqa: E402
+
+# The package under test is this checkout's, not an installed copy.
+assert Path(depot_client.__file__).resolve().parent == PYTHON_DIR / "depot_client", depot_client.__file__
+
+
+def depot_bin() -> Path:
+    explicit = os.environ.get("DEPOT_BIN")
+    if explicit:
+        return Path(explicit)
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "depot-target")
+    return Path(target) / "debug" / "depot"
+
+
+class Server:
+    """A depot server process; ``url`` once it listens."""
+
+    def __init__(self, data_dir: Path, env: Optional[Dict[str, str]] = None):
+        self.data_dir = data_dir
+        self.extra_env = env or {}
+        self.proc: Optional[subprocess.Popen] = None
+        self.url = ""
+        self.log: List[str] = []
+
+    def start(self) -> "Server":
+        binary = depot_bin()
+        if not binary.is_file():
+            pytest.fail(f"depot binary not found at {binary}: build it (cargo build) or set DEPOT_BIN")
+        env = dict(os.environ)
+        env.update({"DEPOT_RATE_LIMIT": "false", "DEPOT_LOG": "warn"})
+        env.update(self.extra_env)
+        self.proc = subprocess.Popen(
+            [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        )
+        lines: "queue.Queue[Optional[str]]" = queue.Queue()
+
+        def drain() -> None:
+            assert self.proc is not None and self.proc.stderr is not None
+            for raw in self.proc.stderr:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                self.log.append(line)
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=drain, daemon=True).start()
+        while True:
+            try:
+                line = lines.get(timeout=START_TIMEOUT)
+            except queue.Empty:
+                self.stop()
+                pytest.fail(f"depot did not say it was listening within {START_TIMEOUT}s: {self.log}")
+            if line is None:
+                pytest.fail(f"depot exited before listening (status {self.proc.wait()}): {self.log}")
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                self.url = m.group(1).rstrip("/")
+                return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    # -- observations -----------------------------------------------------
+
+    def metric(self, name: str) -> float:
+        text = requests.get(self.url + "/metrics", timeout=10).text
+        m = re.search(rf"^{re.escape(name)} ([0-9.eE+-]+)$", text, re.M)
+        assert m, f"metric {name} not in /metrics"
+        return float(m.group(1))
+
+    def request_bytes(self) -> int:
+        """Request body bytes the server has received so far."""
+        return int(self.metric("depot_http_request_bytes_total"))
+
+    def response_bytes(self) -> int:
+        return int(self.metric("depot_http_response_bytes_total"))
+
+    def native(self) -> bool:
+        return requests.get(self.url + "/api/chunking", timeout=10).status_code == 200
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("depot-data")).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def fresh_server(tmp_path):
+    """A server of its own (for restarts): stopped at the end."""
+    s = Server(tmp_path / "data").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def native_server(server):
+    if not server.native():
+        pytest.skip("the server has no native dedup API yet (GET /api/chunking: 404)")
+    return server
+
+
+def data(n: int, seed: int) -> bytes:
+    """Deterministic incompressible bytes."""
+    return np.random.Generator(np.random.PCG64(seed)).bytes(n)
+
+
+@pytest.fixture
+def make_file(tmp_path):
+    counter = [0]
+
+    def make(n: int, seed: int, name: Optional[str] = None) -> Path:
+        counter[0] += 1
+        p = tmp_path / (name or f"file{counter[0]}-{seed}.bin")
+        p.write_bytes(data(n, seed))
+        return p
+
+    return make
+
+
+def run_cli(*args: str, server_url: Optional[str] = None, check: bool = False,
+            cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """``python -m depot_client ...`` as a user runs it."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PYTHON_DIR) + os.pathsep + env.get("PYTHONPATH", "")
+    if server_url:
+        env["DEPOT_SERVER"] = server_url
+    r = subprocess.run([sys.executable, "-m", "depot_client", *args], capture_output=True, text=True,
+                       env=env, cwd=cwd, timeout=120)
+    if check and r.returncode != 0:
+        raise AssertionError(f"depot_client {args} exited {r.returncode}: {r.stderr}")
+    return r

@@ -1,0 +1,165 @@
+"""The Python client on the native dedup API (GET /api/chunking, missing
+chunks, PUT chunks, commit, manifests). Skipped while the server lacks it."""
+
+from __future__ import annotations
+
+import io
+
+import blake3
+import pytest
+import requests
+
+from conftest import data, run_cli
+from depot_client import Client, download, fastcdc, upload
+from depot_client.upload import native_params
+
+MIB = 1 << 20
+
+
+class Stop(Exception):
+    pass
+
+
+def native_upload(server, path, **kw):
+    return upload(Client(server.url), str(path), method="native", progress=False, **kw)
+
+
+def our_chunks(body: bytes, params: fastcdc.Params):
+    return [(off, len(c), blake3.blake3(bytes(c)).hexdigest())
+            for off, c in fastcdc.iter_chunks(io.BytesIO(body), params)]
+
+
+def test_server_chunker_is_the_one_we_reproduce(native_server):
+    info = Client(native_server.url).chunking()
+    params, why = native_params(info)
+    assert params is not None, why
+    assert info["chunker_id"] == params.chunker_id
+
+
+def test_server_cuts_exactly_where_we_cut(native_server):
+    """A whole-body upload is cut by the server; its manifest must list the
+    chunks this client computes, offset for offset, hash for hash."""
+    client = Client(native_server.url)
+    params, _ = native_params(client.chunking())
+
+    def server_chunks(body: bytes, name: str):
+        info = requests.post(f"{native_server.url}/api/files/upload", params={"filename": name},
+                             data=body, timeout=60).json()
+        return [(c["offset"], c["len"], c["hash"]) for c in client.manifest(info["id"])["chunks"]]
+
+    golden = fastcdc.xorshift_bytes(4 * MIB)
+    theirs = server_chunks(golden, "golden.bin")
+    assert tuple(o + n for o, n, _ in theirs) == fastcdc.GOLDEN[1][2]
+    assert theirs == our_chunks(golden, params)
+    body = golden[:1_000_000] + data(3 * MIB + 12345, seed=200) + bytes(3 * MIB)  # zeros: max-size cuts
+    assert server_chunks(body, "mixed.bin") == our_chunks(body, params)
+
+
+def test_upload_then_download_verifies_every_chunk(native_server, make_file, tmp_path):
+    src = make_file(5 * MIB + 77, seed=201)
+    before = native_server.request_bytes()
+    r = native_upload(native_server, src)
+    received = native_server.request_bytes() - before
+    assert r.method == "native" and r.sent_pieces == r.pieces > 5
+    size = src.stat().st_size
+    # The bytes once, plus the JSON of the missing query and the commit.
+    assert size <= received <= size + 200 * r.pieces + 4096
+    out = tmp_path / "native.bin"
+    d = download(Client(native_server.url), r.file_id, str(out), progress=False)
+    assert out.read_bytes() == src.read_bytes()
+    assert f"{r.pieces} chunk hashes" in d.checks
+
+
+def test_reupload_sends_no_chunk(native_server, make_file):
+    src = make_file(4 * MIB, seed=202)
+    native_upload(native_server, src)
+    before = native_server.request_bytes()
+    r = native_upload(native_server, src)
+    received = native_server.request_bytes() - before
+    assert r.sent_pieces == 0 and r.skipped_pieces == r.pieces
+    assert received < 200 * r.pieces + 4096  # JSON only: hashes, no content
+
+
+def test_interrupted_upload_resumes(native_server, make_file, tmp_path):
+    src = make_file(6 * MIB, seed=203)
+    sent = []
+
+    def stop(ev):
+        if ev.action == "sent":
+            sent.append(ev.size)
+            if len(sent) == 5:
+                raise Stop()
+
+    with pytest.raises(Stop):
+        native_upload(native_server, src, on_piece=stop)
+    before = native_server.request_bytes()
+    r = native_upload(native_server, src)
+    received = native_server.request_bytes() - before
+    rest = src.stat().st_size - sum(sent)
+    assert r.skipped_pieces == 5 and r.sent_bytes == rest
+    assert rest <= received <= rest + 200 * r.pieces + 4096
+    out = tmp_path / "native-resumed.bin"
+    download(Client(native_server.url), r.file_id, str(out), progress=False)
+    assert out.read_bytes() == src.read_bytes()
+
+
+def test_edited_file_sends_only_the_changed_chunks(native_server, make_file, tmp_path):
+    src = make_file(8 * MIB, seed=204)
+    first = native_upload(native_server, src)
+    body = bytearray(src.read_bytes())
+    body[3 * MIB:3 * MIB] = b"inserted in the middle"  # shifts everything after it
+    edited = tmp_path / "edited.bin"
+    edited.write_bytes(bytes(body))
+    r = native_upload(native_server, edited)
+    assert 1 <= r.sent_pieces <= 3, r.summary()
+    assert r.sent_bytes <= 3 * MIB and r.skipped_pieces >= first.pieces - 3
+    out = tmp_path / "edited-out.bin"
+    download(Client(native_server.url), r.file_id, str(out), progress=False)
+    assert out.read_bytes() == bytes(body)
+
+
+def test_whole_body_upload_then_native_upload_shares_chunks(native_server, make_file):
+    """Content the server cut itself is skipped by the client: same cuts."""
+    src = make_file(3 * MIB + 5, seed=205)
+    requests.post(f"{native_server.url}/api/files/upload", params={"filename": "srv.bin"},
+                  data=src.read_bytes(), timeout=60).raise_for_status()
+    r = native_upload(native_server, src)
+    assert r.sent_pieces == 0 and r.skipped_pieces == r.pieces
+
+
+def test_download_resume_keeps_good_chunks_and_refetches_from_the_first_bad(native_server, make_file, tmp_path,
+                                                                               capsys):
+    src = make_file(4 * MIB, seed=206)
+    r = native_upload(native_server, src)
+    chunks = Client(native_server.url).manifest(r.file_id)["chunks"]
+    body = src.read_bytes()
+    bad = chunks[2]
+    partial = bytearray(body[: chunks[4]["offset"] + 1000])
+    partial[bad["offset"] + 10] ^= 0xFF
+    out = tmp_path / "damaged.bin"
+    out.write_bytes(bytes(partial))
+    d = download(Client(native_server.url), r.file_id, str(out), progress=False)
+    assert out.read_bytes() == body
+    assert d.resumed_from == bad["offset"]
+    assert d.received_bytes == len(body) - bad["offset"]
+    assert f"bytes from {bad['offset']} do not match" in capsys.readouterr().err
+
+
+def test_empty_file(native_server, tmp_path):
+    src = tmp_path / "empty-native.txt"
+    src.write_bytes(b"")
+    r = native_upload(native_server, src)
+    assert r.file["size"] == 0 and r.pieces == 0
+    out = tmp_path / "empty-native.out"
+    download(Client(native_server.url), r.file_id, str(out), progress=False)
+    assert out.read_bytes() == b""
+
+
+def test_cli_auto_uses_native(native_server, make_file, tmp_path):
+    src = make_file(2 * MIB, seed=207)
+    r = run_cli("upload", str(src), server_url=native_server.url, check=True)
+    assert "native upload" in r.stderr
+    file_id = r.stdout.strip().splitlines()[-1]
+    out = tmp_path / "cli-native.bin"
+    d = run_cli("download", file_id, str(out), server_url=native_server.url, check=True)
+    assert out.read_bytes() == src.read_bytes() and "chunk hashes" in d.stderr
