@@ -627,3 +627,44 @@ async fn a_deleted_file_can_be_uploaded_again_under_the_same_identifier() {
     assert!(m.contains("depot_chunks_deduplicated_total 2"), "{m}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn graceful_shutdown_lets_an_upload_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(dir.path())).await;
+    let data = pseudo_random(3_000_000, 10);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let upload = tokio::spawn(
+        client()
+            .post(s.url("/api/files/upload?filename=inflight.bin"))
+            .body(reqwest::Body::wrap_stream(stream))
+            .send(),
+    );
+    tx.send(Ok(data[..1_000_000].to_vec())).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.state.metrics.bytes_in.load(std::sync::atomic::Ordering::Relaxed) < 1_000_000 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let base = s.base.clone();
+    let stopping = tokio::spawn(s.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!stopping.is_finished(), "the server waits for the upload in flight");
+    assert!(
+        client().get(format!("{base}/healthz")).send().await.is_err(),
+        "no new connections while stopping"
+    );
+    tx.send(Ok(data[1_000_000..].to_vec())).await.unwrap();
+    drop(tx);
+    let r = upload.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let f: FileInfo = r.json().await.unwrap();
+    stopping.await.unwrap();
+
+    let store = depot::store::Store::open(dir.path(), test_config(dir.path()).store_options()).unwrap();
+    assert!(!store.was_unclean(), "closed cleanly");
+    let rec = store.file(&f.id.parse().unwrap()).unwrap();
+    assert_eq!(rec.size, 3_000_000);
+    assert!(store.verify(false).unwrap().is_clean());
+}

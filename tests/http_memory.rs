@@ -1,0 +1,132 @@
+//! The real `depot` binary in its own process: a 1 GiB upload and download
+//! while its resident memory is sampled. Memory must not grow with the file.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Samples a process's RSS until told to stop; returns the peak.
+fn sampler(pid: u32) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<u64>) {
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+    let h = tokio::spawn(async move {
+        let mut peak = 0;
+        loop {
+            peak = peak.max(rss_of(pid));
+            tokio::select! {
+                _ = &mut rx => return peak,
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    });
+    (tx, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_1_gib_download_keeps_server_memory_flat() {
+    const SIZE: u64 = 1 << 30;
+    const BOUND: u64 = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_depot"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("DEPOT_RATE_LIMIT", "false")
+        .env("DEPOT_FSYNC", "never")
+        .env("DEPOT_LOG", "warn")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next_line().await.unwrap().expect("the server exited");
+        if let Some(rest) = line.strip_prefix("depot listening on ") {
+            break rest.split(' ').next().unwrap().to_string();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let client = reqwest::Client::new();
+
+    // Upload 1 GiB generated on the fly (64 distinct MiB, repeated: the
+    // download still streams 1 GiB through the chunk reader).
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut pieces = Vec::with_capacity(1024);
+    for _ in 0..(SIZE >> 20) {
+        let mut buf = Vec::with_capacity(1 << 20);
+        while buf.len() < 1 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            buf.extend_from_slice(&x.to_le_bytes());
+        }
+        pieces.push(buf);
+        if pieces.len() == 64 {
+            break;
+        }
+    }
+    let expected = {
+        let mut h = blake3::Hasher::new();
+        for i in 0..(SIZE >> 20) as usize {
+            h.update(&pieces[i % 64]);
+        }
+        h.finalize()
+    };
+    let body = futures_util::stream::iter((0..(SIZE >> 20) as usize).map({
+        let pieces = pieces.clone();
+        move |i| Ok::<_, std::io::Error>(pieces[i % 64].clone())
+    }));
+    let (stop, peak_up) = sampler(pid);
+    let baseline = rss_of(pid);
+    let r = client
+        .post(format!("{base}/api/files/upload?filename=big.bin"))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let _ = stop.send(());
+    let peak_up = peak_up.await.unwrap();
+    let file: serde_json::Value = r.json().await.unwrap();
+    let id = file["id"].as_str().unwrap().to_string();
+    assert_eq!(file["size"], SIZE);
+
+    let before = rss_of(pid);
+    let (stop, peak_down) = sampler(pid);
+    let r = client.get(format!("{base}/api/files/{id}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut h = blake3::Hasher::new();
+    let mut n = 0u64;
+    let mut s = r.bytes_stream();
+    while let Some(b) = s.next().await {
+        let b = b.unwrap();
+        n += b.len() as u64;
+        h.update(&b);
+    }
+    let _ = stop.send(());
+    let peak_down = peak_down.await.unwrap();
+    assert_eq!(n, SIZE);
+    assert_eq!(h.finalize(), expected);
+    eprintln!(
+        "server RSS: {} MiB at start, peak {} MiB uploading 1 GiB; {} MiB before download, peak {} MiB downloading",
+        baseline >> 20,
+        peak_up >> 20,
+        before >> 20,
+        peak_down >> 20
+    );
+    assert!(peak_up < baseline + BOUND, "upload grew the server by {} MiB", (peak_up - baseline) >> 20);
+    assert!(peak_down < before + BOUND, "download grew the server by {} MiB", (peak_down - before) >> 20);
+    child.start_kill().unwrap();
+}
