@@ -348,3 +348,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn concurrent_puts_of_the_same_chunks_store_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_store(dir.path(), test_options());
+    let chunks: Vec<Bytes> = (0..200u64).map(|i| Bytes::from(pseudo_random(3000, i))).collect();
+    let news: u64 = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                let mut mine = chunks.clone();
+                mine.rotate_left(t * 25);
+                scope.spawn(move || {
+                    let mut new = 0;
+                    for batch in mine.chunks(16) {
+                        new += store.put_chunks(batch, 0).unwrap().iter().filter(|p| p.new).count() as u64;
+                    }
+                    new
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(news, 200, "each chunk is new exactly once");
+    let st = store.stats().unwrap();
+    assert_eq!(st.unique_chunks, 200);
+    assert_eq!(st.unique_bytes, 600_000);
+    let v = store.verify(false).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+    assert_eq!(v.objects, 200);
+}

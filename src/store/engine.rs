@@ -399,16 +399,27 @@ impl Store {
             }
         }
         let ids: Vec<ChunkId> = items.iter().map(|i| i.id).collect();
-        // Compress outside the locks, for what looks absent.
+        // Objects of chunks that look new are compressed and written before
+        // any lock is taken: an insert never replaces, so racing writers of
+        // one chunk are harmless, and the locks cover only metadata.
         let before = self.0.meta.chunk_rows(&ids)?;
         let level = self.0.opts.compression_level;
-        let mut encoded: Vec<Option<Vec<u8>>> = items
-            .iter()
-            .zip(&before)
-            .map(|(ChunkIn { id, raw, frame }, row)| {
-                (!row.is_some_and(|r| r.usable())).then(|| encode_item(id, raw, *frame, level))
-            })
-            .collect();
+        let mut placed: Vec<Option<object::Header>> = vec![None; items.len()];
+        let mut firsts = HashSet::new();
+        let mut wrote = false;
+        for (i, (ChunkIn { id, raw, frame }, row)) in items.iter().zip(&before).enumerate() {
+            if row.is_some() || !firsts.insert(*id) {
+                continue; // known (or damaged: repaired under the lock), or a repeat
+            }
+            let enc = encode_item(id, raw, *frame, level);
+            if self.0.objects.put_if_absent(id, &enc)? {
+                placed[i] = Some(object::Header::decode(&enc).map_err(|e| Error::Task(e.to_string()))?);
+                wrote = true;
+            }
+        }
+        if wrote {
+            self.0.objects.barrier()?;
+        }
 
         let _guards = self.lock_stripes(&ids);
         let rows = self.0.meta.chunk_rows(&ids)?;
@@ -416,7 +427,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut out = Vec::with_capacity(items.len());
         let mut seen = HashSet::new();
-        let mut wrote = false;
+        let mut late = false;
         for (i, (ChunkIn { id, raw, frame }, row)) in items.iter().zip(rows).enumerate() {
             let len = raw.len() as u32;
             if !seen.insert(*id) {
@@ -432,9 +443,16 @@ impl Store {
                     out.push(Put { id: *id, len, new: false });
                 }
                 old => {
-                    let enc = encoded[i].take().unwrap_or_else(|| encode_item(id, raw, *frame, level));
-                    let stored = self.place_object(id, &enc, old.is_some())?;
-                    wrote = true;
+                    let stored = match (old, placed[i]) {
+                        // Written above by this call: complete and durable.
+                        (None, Some(h)) => h,
+                        // Someone else's object, a damaged one, or one GC
+                        // took meanwhile: checked or rewritten under the lock.
+                        _ => {
+                            late = true;
+                            self.place_object(id, &encode_item(id, raw, *frame, level), old.is_some())?
+                        }
+                    };
                     let refcount = old.map_or(0, |r| r.refcount);
                     let new_row = ChunkRow {
                         refcount,
@@ -471,7 +489,7 @@ impl Store {
                 }
             }
         }
-        if wrote {
+        if late {
             self.0.objects.barrier()?;
         }
         self.0.meta.write(batch, false)?;
