@@ -450,26 +450,35 @@ impl fmt::Display for ByteSize {
     }
 }
 
-impl Serialize for ByteSize {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
+/// Serde for values written as a bare integer or a string with a unit: they
+/// serialise as their display form and deserialise from either.
+macro_rules! int_or_unit_serde {
+    ($t:ty, $from_int:expr) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                #[serde(untagged)]
+                enum Raw {
+                    Int(u64),
+                    Str(String),
+                }
+                match Raw::deserialize(d)? {
+                    Raw::Int(n) => Ok($from_int(n)),
+                    Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+                }
+            }
+        }
+    };
 }
 
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(ByteSize(n)),
-            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
+int_or_unit_serde!(ByteSize, ByteSize);
+int_or_unit_serde!(Dur, |n| Dur(Duration::from_secs(n)));
 
 /// A duration, written as seconds or with a unit: `90`, `500ms`, `30s`,
 /// `15m`, `24h`, `7d`.
@@ -504,27 +513,6 @@ impl fmt::Display for Dur {
             }
         }
         write!(f, "{ms}ms")
-    }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(Dur(Duration::from_secs(n))),
-            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
-        }
     }
 }
 

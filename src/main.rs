@@ -322,15 +322,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 let s = open_store(&store)?;
                 let st = s.stats().map_err(|e| e.to_string())?;
                 s.close().map_err(|e| e.to_string())?;
-                depot::wire::StatsInfo {
-                    files: st.files,
-                    logical_bytes: st.logical_bytes,
-                    unique_chunks: st.unique_chunks,
-                    unique_bytes: st.unique_bytes,
-                    stored_bytes: st.stored_bytes,
-                    dedup_ratio: st.dedup_ratio,
-                    space_ratio: st.space_ratio,
-                }
+                depot::wire::StatsInfo::from(st)
             } else {
                 let c = client()?;
                 runtime()?.block_on(c.stats()).map_err(|e| e.to_string())?

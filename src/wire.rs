@@ -69,6 +69,21 @@ pub struct StatsInfo {
     pub space_ratio: f64,
 }
 
+#[cfg(feature = "server")]
+impl From<crate::store::Stats> for StatsInfo {
+    fn from(s: crate::store::Stats) -> Self {
+        Self {
+            files: s.files,
+            logical_bytes: s.logical_bytes,
+            unique_chunks: s.unique_chunks,
+            unique_bytes: s.unique_bytes,
+            stored_bytes: s.stored_bytes,
+            dedup_ratio: s.dedup_ratio,
+            space_ratio: s.space_ratio,
+        }
+    }
+}
+
 /// The answer to one piece of a resumable.js / flow.js upload (or a test
 /// that found it present).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -30,16 +30,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
 #[utoipa::path(get, path = "/api/stats", tag = "operations",
     responses((status = 200, description = "Store statistics", body = StatsInfo)))]
 pub async fn stats(State(st): State<AppState>) -> Result<Json<StatsInfo>, ApiError> {
-    let s = st.store.blocking(|s| s.stats()).await?;
-    Ok(Json(StatsInfo {
-        files: s.files,
-        logical_bytes: s.logical_bytes,
-        unique_chunks: s.unique_chunks,
-        unique_bytes: s.unique_bytes,
-        stored_bytes: s.stored_bytes,
-        dedup_ratio: s.dedup_ratio,
-        space_ratio: s.space_ratio,
-    }))
+    Ok(Json(st.store.blocking(|s| s.stats()).await?.into()))
 }
 
 /// Anything else: a JSON 404.
