@@ -140,22 +140,34 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
     let name = opts.name.clone().unwrap_or_else(|| source.default_name());
     let progress = Arc::new(Progress::new(source.len(), opts.progress));
 
-    // Reader thread: read, cut, hash; a bounded queue holds the chunks.
-    let (tx, mut rx) = mpsc::channel::<(ChunkId, Bytes)>(64);
+    // Two threads, so that cutting and hashing use both cores: the reader
+    // reads and cuts, the hasher hashes, in order. Bounded queues hold the
+    // chunks between them and the uploader.
+    let (cut_tx, cut_rx) = std::sync::mpsc::sync_channel::<Bytes>(32);
+    let (tx, mut rx) = mpsc::channel::<(ChunkId, Bytes)>(32);
     let reader = {
         let source = source.clone();
         let chunker = chunker.clone();
-        let progress = progress.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let input = source.open()?;
             for chunk in ReadChunker::new(input, chunker) {
                 let chunk = chunk.map_err(|e| ClientError::io("reading the input", e))?;
-                progress.bar.inc(chunk.len() as u64);
-                if tx.blocking_send((ChunkId::of(&chunk), chunk)).is_err() {
+                if cut_tx.send(chunk).is_err() {
                     break; // the uploader stopped; its error says why
                 }
             }
             Ok(())
+        })
+    };
+    let hasher = {
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || {
+            for chunk in cut_rx {
+                progress.bar.inc(chunk.len() as u64);
+                if tx.blocking_send((ChunkId::of(&chunk), chunk)).is_err() {
+                    break;
+                }
+            }
         })
     };
 
@@ -203,6 +215,7 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
         }
     }
     reader.await.map_err(|e| ClientError::Io(format!("reader: {e}")))??;
+    hasher.await.map_err(|e| ClientError::Io(format!("hasher: {e}")))?;
 
     report.size = entries.iter().map(|e| u64::from(e.len)).sum();
     report.chunks = entries.len() as u64;
