@@ -226,6 +226,17 @@ async fn creation_with_upload_defer_length_and_override() {
     assert_eq!(h.headers()["upload-defer-length"], "1");
     assert!(h.headers().get("upload-length").is_none());
     assert_eq!(patch(&url, 0, data[..300_000].to_vec()).await.status(), StatusCode::NO_CONTENT);
+    // A PATCH refused for its offset does not set the length either.
+    let r = tus(Method::PATCH, &url)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "5")
+        .header("Upload-Length", "100")
+        .body(vec![1u8; 3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(head(&url).await.headers()["upload-defer-length"], "1");
     let r = tus(Method::PATCH, &url)
         .header("Content-Type", "application/offset+octet-stream")
         .header("Upload-Offset", "300000")
@@ -441,7 +452,7 @@ async fn a_newer_request_takes_over_and_bytes_never_interleave() {
                 .body(reqwest::Body::wrap_stream(stream))
                 .send()
                 .await
-                .map(|r| r.status())
+                .map(|r| (r.status(), r))
         }
     });
     // Wait until the server has A's bytes.
@@ -454,8 +465,16 @@ async fn a_newer_request_takes_over_and_bytes_never_interleave() {
     // offset is then stale.
     let b = patch(&url, 0, data[..200_000].to_vec()).await;
     assert_eq!(b.status(), StatusCode::CONFLICT);
-    let a_status = a.await.unwrap();
-    assert!(matches!(a_status, Ok(StatusCode::LOCKED) | Err(_)), "{a_status:?}");
+    match a.await.unwrap() {
+        Ok((status, r)) => {
+            assert_eq!(status, StatusCode::LOCKED);
+            let e: depot::wire::ErrorBody = r.json().await.unwrap();
+            assert_eq!(e.error, "locked");
+            assert!(e.message.contains("took over"), "{}", e.message);
+        }
+        Err(e) => eprintln!("A's connection ended before its answer: {e}"),
+    }
+
     drop(tx);
     assert_eq!(offset_of(&url).await, 100_000);
     let r = patch(&url, 100_000, data[100_000..].to_vec()).await;

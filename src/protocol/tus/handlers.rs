@@ -67,7 +67,7 @@ impl IntoResponse for TusError {
                 ApiError::BadRequest(TusError::ChecksumMismatch.to_string()),
             ),
             TusError::Forbidden(m) => (StatusCode::FORBIDDEN, ApiError::BadRequest(m)),
-            TusError::Locked(m) => (StatusCode::LOCKED, ApiError::Unavailable(m)),
+            TusError::Locked(m) => (StatusCode::LOCKED, ApiError::Locked(m)),
         };
         let mut resp = api.into_response_with(status);
         let h = resp.headers_mut();
@@ -352,6 +352,14 @@ pub async fn patch(
         return Err(TusError::Forbidden("a final upload cannot be patched".into()));
     }
     if let Some(l) = header_str(&headers, "upload-length") {
+        // Only a PATCH that will be taken may set the length.
+        let at = rec.stream.as_ref().map_or(0, |s| s.offset);
+        if at != offset {
+            return Err(ApiError::Store(store::Error::Conflict(format!(
+                "the upload is at offset {at}, not {offset}"
+            )))
+            .into());
+        }
         let l = parse_u64("Upload-Length", l)?;
         st.store.blocking(move |s| s.set_stream_length(&id, l)).await?;
     }
