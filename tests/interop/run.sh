@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Browser interop tests: resumable.js and flow.js in headless Chromium against
-# a depot binary. Installs what is missing (Debian's chromium, the npm
-# packages pinned in package-lock.json), then runs `node --test`.
+# Interop tests against a depot binary: resumable.js, flow.js and Uppy in
+# headless Chromium, tus-js-client in Node, tuspy in Python. Installs what is
+# missing (Debian's chromium, the npm packages pinned in package-lock.json),
+# then runs `node --test`.
 #
 #   DEPOT_BIN=/path/to/depot tests/interop/run.sh
 #
