@@ -169,3 +169,53 @@ impl From<axum::extract::multipart::MultipartRejection> for ApiError {
         ApiError::BadRequest(e.body_text())
     }
 }
+
+/// Middleware: any error answer that is not JSON yet (axum's extractor
+/// rejections, 405 from the router, …) is rewritten as the JSON error body,
+/// keeping its status and headers. (Requests hyper itself refuses before
+/// they reach the router, such as a 431 for oversized headers, keep hyper's
+/// empty answer.)
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let tus = req.uri().path().starts_with("/api/tus");
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    if tus && !resp.headers().contains_key("tus-resumable") {
+        // tus wants its version on every answer, errors from the router too.
+        resp.headers_mut().insert("tus-resumable", HeaderValue::from_static("1.0.0"));
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = if text.is_empty() || status.is_server_error() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let error = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    };
+    let body =
+        serde_json::to_vec(&ErrorBody { code: status.as_u16(), error: error.into(), message, missing: None })
+            .unwrap_or_default();
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
+}

@@ -141,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops)
         .merge(docs)
         .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track));
     if let Some(cors) = layers::cors(&cfg.cors) {
         app = app.layer(cors).layer(axum::middleware::from_fn_with_state(state.clone(), tus_discovery));
