@@ -379,3 +379,35 @@ fn concurrent_puts_of_the_same_chunks_store_each_once() {
     assert!(v.is_clean(), "{v:?}");
     assert_eq!(v.objects, 200);
 }
+
+#[test]
+fn a_long_seed_upload_keeps_its_session_and_its_chunks() {
+    use depot::store::{PieceState, SeedSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = test_options(); // sessions live an hour, grace a minute
+    opts.chunk_lease = Duration::from_secs(60);
+    let (store, clock) = open_store(dir.path(), opts);
+    let data = pseudo_random(40_000, 12);
+    let spec = SeedSpec {
+        identifier: "slow".into(),
+        name: "slow.bin".into(),
+        size: 40_000,
+        piece_size: 10_000,
+        total_pieces: 4,
+        declared_type: None,
+    };
+    // One piece every 40 minutes: the whole upload takes two hours, twice
+    // the session's life, and GC runs in between.
+    for n in 1..=4u32 {
+        let piece = &data[(n as usize - 1) * 10_000..n as usize * 10_000];
+        let state = store.put_piece(&spec, n, piece, None).unwrap();
+        if n < 4 {
+            assert_eq!(state, PieceState::Stored { received: n, total: 4 });
+            clock.advance(Duration::from_secs(40 * 60));
+            store.gc(true).unwrap();
+        } else {
+            let PieceState::Finished { file, .. } = state else { panic!("not finished: {state:?}") };
+            assert_eq!(read_all(&store, &file.id, 0, 40_000), data);
+        }
+    }
+}

@@ -314,6 +314,22 @@ impl Store {
                 received += 1;
                 m.put(&mut b, Cf::Uploads, &count_key(&rec.id), &received.to_le_bytes());
             }
+            // An active session lives on: when less than half of its life is
+            // left, it is extended and its pieces' chunks leased to match.
+            let now = self.now_ms();
+            let life = self.0.opts.upload_expiry.as_millis() as u64;
+            if rec.expires_ms < now + life / 2 {
+                let mut renewed = rec.clone();
+                renewed.expires_ms = now + life;
+                let mut ids: Vec<ChunkId> = vec![e.id];
+                for kv in m.scan(Cf::Uploads, &piece_prefix(&rec.id), None) {
+                    ids.push(decode_piece(&kv?.1)?.id);
+                }
+                for group in ids.chunks(8192) {
+                    self.missing(group, renewed.expires_ms)?;
+                }
+                self.put_upload(&mut b, &renewed)?;
+            }
             // The piece is acknowledged: its object and this record are durable.
             self.objects().barrier()?;
             m.write(b, true)?;
