@@ -56,6 +56,7 @@ fn spec_of(p: &PieceParams) -> SeedSpec {
 fn checked(st: &AppState, pairs: &[(String, String)]) -> Result<(PieceParams, SeedSpec), ApiError> {
     let p = PieceParams::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| ApiError::BadRequest(e.0))?;
+    crate::store::sanitize_name(&p.filename)?;
     let spec = spec_of(&p);
     let limits = &st.config.limits;
     spec.validate(limits.max_pieces, limits.max_file_size.0)?;

@@ -156,8 +156,7 @@ impl ConcatHeader {
             return err("Upload-Concat must be `partial` or `final;<url> <url>…`");
         };
         let ids: Vec<String> = list
-            .split(' ')
-            .filter(|u| !u.is_empty())
+            .split_whitespace()
             .map(|u| {
                 let path = u.split(['?', '#']).next().unwrap_or("");
                 path.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string()
@@ -239,5 +238,26 @@ mod tests {
         assert_eq!(parse_u64("Upload-Offset", "42").unwrap(), 42);
         assert!(parse_u64("Upload-Offset", "-1").is_err());
         assert!(parse_u64("Upload-Offset", "1.5").is_err());
+    }
+
+    #[test]
+    fn concat_ids_never_hold_whitespace() {
+        // Found by fuzz/fuzz_targets/tus_headers.rs: an id that was only
+        // whitespace parsed, then vanished when rendered and parsed again.
+        let h = "final;https://files.example/a/b/ https://files.example/a/b/\r/";
+        assert!(ConcatHeader::parse(h).is_err());
+        assert!(ConcatHeader::parse("final;/api/tus/a/\t/").is_err());
+        // A tab between two URLs separates them (it used to swallow the first).
+        assert_eq!(
+            ConcatHeader::parse("final;/api/tus/ab\t/api/tus/cd").unwrap(),
+            ConcatHeader::Final(vec!["ab".into(), "cd".into()])
+        );
+        for h in ["final;ab cd", "final;/api/tus/ab\t/api/tus/cd", "final;x/\u{a0}/"] {
+            if let Ok(c) = ConcatHeader::parse(h) {
+                for base in ["", "/api/tus/", "http://h/api/tus/"] {
+                    assert_eq!(ConcatHeader::parse(&c.render(base)).unwrap(), c, "{h:?} with {base:?}");
+                }
+            }
+        }
     }
 }
