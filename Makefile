@@ -7,12 +7,12 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/depot-target
 CARGO ?= cargo
 
-.PHONY: run test deps lint unit bin interop bench clean-data
+.PHONY: run test deps lint unit bin interop fuzz fuzz-smoke bench clean-data
 
 run: deps
 	$(CARGO) run --bin depot -- serve
 
-test: deps lint unit interop
+test: deps lint unit interop fuzz-smoke
 
 # RocksDB's build needs libclang (bindgen).
 deps:
@@ -38,6 +38,15 @@ bin:
 interop: bin
 	DEPOT_BIN=$(CARGO_TARGET_DIR)/debug/depot tests/interop/run.sh
 	DEPOT_BIN=$(CARGO_TARGET_DIR)/debug/depot clients/run_tests.sh
+
+# Every fuzz target for FUZZ_SECONDS each (cargo-fuzz on the nightly
+# toolchain; the fuzz crate builds the pure core only, never RocksDB).
+FUZZ_SECONDS ?= 300
+fuzz:
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-smoke:
+	fuzz/run.sh 20
 
 bench: deps
 	$(CARGO) bench --bench store
