@@ -7,7 +7,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/depot-target
 CARGO ?= cargo
 
-.PHONY: run test deps lint unit bin interop fuzz fuzz-smoke bench clean-data
+.PHONY: run test deps lint unit bin interop fuzz fuzz-smoke bench bench-e2e clean-data
 
 run: deps
 	$(CARGO) run --bin depot -- serve
@@ -50,6 +50,12 @@ fuzz-smoke:
 
 bench: deps
 	$(CARGO) bench --bench store
+
+# End-to-end benchmarks against real peers (nginx, a tus server, restic):
+# installs them, builds the release binary, writes docs/BENCHMARKS.md.
+# Options through BENCH_ARGS, e.g. BENCH_ARGS="--size 128M --runs 3 --out -".
+bench-e2e: deps
+	benches/e2e/run.sh $(BENCH_ARGS)
 
 clean-data:
 	rm -rf depot-data
