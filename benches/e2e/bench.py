@@ -618,7 +618,7 @@ def uploads(ctx: Ctx, with_u1: bool, with_u4: bool, with_c1: bool) -> None:
             ("U4 tus-js-client → depot", fresh_depot(
                 "u4.tus", lambda s: ["node", str(HERE / "tus-upload.mjs"), s.url + "/api/tus/", str(f)], cwd=HERE)),
             ("U4 regular (curl)", fresh_depot(
-                "u4.regular", lambda s: ["curl", "-sS", "-f", "-o", "/dev/null", "--data-binary", f"@{f}",
+                "u4.regular", lambda s: ["curl", "-sS", "-f", "-o", "/dev/null", "-X", "POST", "-T", str(f),
                                          f"{s.url}/api/files/upload?filename={f.name}"])),
         ]
     errors = [0]
@@ -669,7 +669,7 @@ def uploads(ctx: Ctx, with_u1: bool, with_u4: bool, with_c1: bool) -> None:
     if with_u4:
         for key, what in (("u4.seed", "seed chunked API (Python client `--method seed`, 8 MiB pieces)"),
                           ("u4.tus", "tus (tus-js-client → depot /api/tus/)"),
-                          ("u4.regular", "regular (`curl --data-binary @FILE`)")):
+                          ("u4.regular", "regular (`curl -X POST -T FILE`, streamed)")):
             ratio_row(ctx, "U4", f"cold upload of {human(n)}, {what}, MB/s", key, tus, "tus.peer")
         for key, what in (("u4.seed", "seed"), ("u4.tus", "tus"), ("u4.regular", "regular")):
             ctx.rows.append(Row("U4", f"… {what}: bytes on the wire / file size",
@@ -1077,7 +1077,7 @@ def s2(ctx: Ctx) -> None:
         while len(hashes) < S2_MIN_CHUNKS:
             k += 1
             make_random(src, S2_BYTES, seed=3000 + k)
-            secs, r = timed(["curl", "-sS", "-f", "--data-binary", f"@{src}",
+            secs, r = timed(["curl", "-sS", "-f", "-X", "POST", "-T", str(src),
                              f"{srv.url}/api/files/upload?filename=s2-{k}.bin"], ctx.timeout(S2_BYTES))
             rm(src)
             fid = json.loads(r.stdout)["id"]
