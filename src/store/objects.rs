@@ -16,7 +16,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -105,6 +105,14 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// Linux error numbers the object directory tells apart.
+mod libc_errno {
+    pub const ENOENT: i32 = 2;
+    pub const EISDIR: i32 = 21;
+    pub const EINVAL: i32 = 22;
+    pub const EOPNOTSUPP: i32 = 95;
+}
+
 /// The object directory on a local filesystem.
 pub struct FsObjects {
     root: PathBuf,
@@ -112,6 +120,11 @@ pub struct FsObjects {
     quarantine: PathBuf,
     policy: FsyncPolicy,
     dirty_dirs: Mutex<HashSet<PathBuf>>,
+    /// Which of the 65,536 `ab/cd` directories are known to exist (a bit
+    /// each), so that an insert does not ask the filesystem every time.
+    dirs_made: Vec<AtomicU64>,
+    /// Whether the filesystem takes `O_TMPFILE` (unnamed temp files).
+    tmpfile: AtomicBool,
     /// Inserts completed so far, and how many of them a barrier has covered:
     /// concurrent barriers coalesce into one flush.
     written: AtomicU64,
@@ -134,6 +147,8 @@ impl FsObjects {
             quarantine,
             policy,
             dirty_dirs: Mutex::new(HashSet::new()),
+            dirs_made: (0..1024).map(|_| AtomicU64::new(0)).collect(),
+            tmpfile: AtomicBool::new(true),
             written: AtomicU64::new(0),
             synced: Mutex::new(0),
         })
@@ -147,6 +162,73 @@ impl FsObjects {
     /// The path of an object (it may not exist).
     pub fn path_of(&self, id: &ChunkId) -> PathBuf {
         self.dir_of(id).join(id.to_string())
+    }
+
+    /// Makes sure an object's `ab/cd` directory exists.
+    fn ensure_dir(&self, id: &ChunkId, dir: &Path) -> io::Result<()> {
+        let b = id.as_bytes();
+        let n = (usize::from(b[0]) << 8) | usize::from(b[1]);
+        let (word, bit) = (&self.dirs_made[n / 64], 1u64 << (n % 64));
+        if word.load(Ordering::Relaxed) & bit == 0 {
+            fs::create_dir_all(dir)?;
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Writes an object into place without ever replacing one: an unnamed
+    /// `O_TMPFILE` linked to its name where the filesystem allows, a named
+    /// temp file hard-linked and unlinked elsewhere. `false`: the name exists.
+    fn write_new(&self, id: &ChunkId, encoded: &[u8], path: &Path) -> io::Result<bool> {
+        if self.tmpfile.load(Ordering::Relaxed) {
+            match self.write_unnamed(encoded, path) {
+                Ok(linked) => return Ok(linked),
+                // Not supported here (no O_TMPFILE, no /proc): use names.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(
+                            libc_errno::EOPNOTSUPP
+                                | libc_errno::EISDIR
+                                | libc_errno::EINVAL
+                                | libc_errno::ENOENT
+                        )
+                    ) =>
+                {
+                    self.tmpfile.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let tmp = self.write_temp(id, encoded)?;
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_unnamed(&self, encoded: &[u8], path: &Path) -> io::Result<bool> {
+        use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+        let fd = rustix::fs::openat(
+            CWD,
+            &self.tmp,
+            OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )?;
+        let mut f = File::from(fd);
+        f.write_all(encoded)?;
+        if self.policy == FsyncPolicy::Always {
+            f.sync_all()?;
+        }
+        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f));
+        match rustix::fs::linkat(CWD, proc_path.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::EXIST) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn write_temp(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<PathBuf> {
@@ -191,26 +273,17 @@ impl ObjectStore for FsObjects {
     fn put_if_absent(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<bool> {
         let dir = self.dir_of(id);
         let path = dir.join(id.to_string());
-        if path.exists() {
-            return Ok(false);
+        self.ensure_dir(id, &dir)?;
+        let written = self.write_new(id, encoded, &path)?;
+        if written {
+            self.note_written(dir);
         }
-        fs::create_dir_all(&dir)?;
-        let tmp = self.write_temp(id, encoded)?;
-        let linked = fs::hard_link(&tmp, &path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                self.note_written(dir);
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(written)
     }
 
     fn replace(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<()> {
         let dir = self.dir_of(id);
-        fs::create_dir_all(&dir)?;
+        self.ensure_dir(id, &dir)?;
         let tmp = self.write_temp(id, encoded)?;
         if let Err(e) = fs::rename(&tmp, dir.join(id.to_string())) {
             let _ = fs::remove_file(&tmp);
@@ -445,6 +518,21 @@ mod tests {
             let hex = id.to_string();
             assert!(p.ends_with(format!("{}/{}/{}", &hex[..2], &hex[2..4], hex)));
             assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn both_write_paths_insert_without_replacing() {
+        for unnamed in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = FsObjects::open(dir.path(), FsyncPolicy::Always).unwrap();
+            store.tmpfile.store(unnamed, Ordering::Relaxed);
+            exercise(&store);
+            let id = ChunkId::of(b"d");
+            assert!(store.put_if_absent(&id, b"one").unwrap());
+            assert!(!store.put_if_absent(&id, b"two").unwrap());
+            assert_eq!(fs::read(store.path_of(&id)).unwrap(), b"one");
+            assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp file left");
         }
     }
 
