@@ -7,6 +7,7 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -38,15 +39,15 @@ pub struct GetReport {
 }
 
 /// Checks bytes against the manifest chunk by chunk, in order.
-struct Verifier<'a> {
-    chunks: &'a [ManifestChunk],
+struct Verifier {
+    chunks: Arc<[ManifestChunk]>,
     index: usize,
     filled: u64,
     hasher: blake3::Hasher,
 }
 
-impl<'a> Verifier<'a> {
-    fn new(chunks: &'a [ManifestChunk], index: usize) -> Self {
+impl Verifier {
+    fn new(chunks: Arc<[ManifestChunk]>, index: usize) -> Self {
         Self { chunks, index, filled: 0, hasher: blake3::Hasher::new() }
     }
 
@@ -95,7 +96,7 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
     let started = Instant::now();
     let info = client.info(id).await?;
     let manifest = client.manifest(id).await?;
-    let chunks = manifest.chunks;
+    let chunks: Arc<[ManifestChunk]> = manifest.chunks.into();
     let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
     if total != info.size {
         return Err(ClientError::Protocol(format!(
@@ -140,8 +141,28 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
     bar.enable_steady_tick(Duration::from_millis(200));
     bar.set_position(resumed_from);
 
-    let mut verifier = Verifier::new(&chunks, start_chunk);
+    // Hashing and writing run on a blocking thread, beside the network.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let mut verifier = Verifier::new(chunks.clone(), start_chunk);
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut result = Ok(());
+        while let Some(frame) = rx.blocking_recv() {
+            if let Err(e) = verifier.feed(&frame) {
+                result = Err(e);
+                break;
+            }
+            if let Err(e) = sink.write_all(&frame) {
+                result = Err(ClientError::io("writing", e));
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = sink.flush().map_err(|e| ClientError::io("writing", e));
+        }
+        (result, verifier)
+    });
     let mut received = 0u64;
+    let mut broke: Option<ClientError> = None;
     if resumed_from < info.size {
         let mut req = client.http().get(client.url(&format!("/api/files/{id}")));
         if resumed_from > 0 {
@@ -160,30 +181,38 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
         }
         let mut body = resp.bytes_stream();
         while let Some(frame) = body.next().await {
-            let frame = frame.map_err(|e| {
-                ClientError::Io(format!(
-                    "the download broke off after {} bytes ({e}); run the same command again to resume \
-                     (if it breaks at the same place again, the server's copy is damaged: see its log)",
-                    resumed_from + received
-                ))
-            })?;
-            if let Err(e) = verifier.feed(&frame) {
-                drop(sink);
-                if !to_stdout {
-                    // Keep only what was verified.
-                    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&part) {
-                        let _ = f.set_len(verifier.verified_end());
-                    }
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => {
+                    broke = Some(ClientError::Io(format!(
+                        "the download broke off after {} bytes ({e}); run the same command again to resume \
+                         (if it breaks at the same place again, the server's copy is damaged: see its log)",
+                        resumed_from + received
+                    )));
+                    break;
                 }
-                return Err(e);
-            }
-            sink.write_all(&frame).map_err(|e| ClientError::io("writing", e))?;
+            };
             received += frame.len() as u64;
             bar.inc(frame.len() as u64);
+            if tx.send(frame).await.is_err() {
+                break; // the worker stopped: its error says why
+            }
         }
     }
-    sink.flush().map_err(|e| ClientError::io("writing", e))?;
-    drop(sink);
+    drop(tx);
+    let (result, verifier) = worker.await.map_err(|e| ClientError::Io(format!("writer: {e}")))?;
+    if let Err(e) = result {
+        if matches!(e, ClientError::Verify(_)) && !to_stdout {
+            // Keep only what was verified.
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&part) {
+                let _ = f.set_len(verifier.verified_end());
+            }
+        }
+        return Err(e);
+    }
+    if let Some(e) = broke {
+        return Err(e);
+    }
     if verifier.index != chunks.len() {
         return Err(ClientError::Io(format!(
             "the download ended after {} of {} bytes; run the same command again to resume",
