@@ -174,6 +174,11 @@ pub async fn serve(
         shutdown.await;
         let _ = begin.send(true);
     };
+    // Small answers (Range requests, JSON) go out at once, not after a
+    // delayed acknowledgement.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let result = axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app),
