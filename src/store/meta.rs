@@ -184,6 +184,12 @@ pub struct Meta {
     db: DB,
 }
 
+/// One column family's memtable size before it is flushed (RocksDB's
+/// default is 64 MiB, allocated in eighths as it fills).
+const MEMTABLE_PER_FAMILY: usize = 1 << 20;
+/// All memtables together.
+const MEMTABLE_TOTAL: usize = 8 << 20;
+
 impl Meta {
     /// Opens or creates the database at `path`.
     ///
@@ -196,6 +202,11 @@ impl Meta {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.set_keep_log_file_num(4);
+        // Metadata is small next to the bytes it describes (a few hundred
+        // bytes per chunk): small memtables, flushed often, keep the server's
+        // memory flat however large the files, at the cost of more level-0
+        // files for compaction to merge.
+        db_opts.set_db_write_buffer_size(MEMTABLE_TOTAL);
         let cfs = Cf::ALL.iter().map(|cf| {
             let mut o = Options::default();
             let mut t = BlockBasedOptions::default();
@@ -205,6 +216,7 @@ impl Meta {
                 t.set_cache_index_and_filter_blocks(true);
             }
             o.set_block_based_table_factory(&t);
+            o.set_write_buffer_size(MEMTABLE_PER_FAMILY);
             if matches!(cf, Cf::Meta) {
                 o.set_merge_operator_associative("add_i64", add_i64);
             }
