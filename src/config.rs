@@ -91,6 +91,10 @@ pub struct LimitsConfig {
     pub max_missing_query: usize,
     /// Largest JSON request body (manifest commits).
     pub max_json_body: ByteSize,
+    /// Most upload bytes held in memory at once, across all requests: native
+    /// chunk bodies and seed pieces. A request waits for room; one body is
+    /// always let through, however large.
+    pub max_buffered: ByteSize,
 }
 
 impl Default for LimitsConfig {
@@ -102,6 +106,7 @@ impl Default for LimitsConfig {
             max_pieces: 100_000,
             max_missing_query: 100_000,
             max_json_body: ByteSize(256 << 20),
+            max_buffered: ByteSize(256 << 20),
         }
     }
 }
@@ -249,6 +254,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DEPOT_COMPRESSION_LEVEL", "storage.compression_level"),
     ("DEPOT_MAX_FILE_SIZE", "limits.max_file_size"),
     ("DEPOT_MAX_PIECE_SIZE", "limits.max_piece_size"),
+    ("DEPOT_MAX_BUFFERED", "limits.max_buffered"),
     ("DEPOT_UPLOAD_EXPIRY", "uploads.expiry"),
     ("DEPOT_GC_GRACE", "gc.grace"),
     ("DEPOT_GC_INTERVAL", "gc.interval"),
@@ -338,6 +344,7 @@ impl Config {
             "storage.compression_level" => self.storage.compression_level = parse(value)?,
             "limits.max_file_size" => self.limits.max_file_size = parse(value)?,
             "limits.max_piece_size" => self.limits.max_piece_size = parse(value)?,
+            "limits.max_buffered" => self.limits.max_buffered = parse(value)?,
             "uploads.expiry" => self.uploads.expiry = parse(value)?,
             "gc.grace" => self.gc.grace = parse(value)?,
             "gc.interval" => self.gc.interval = parse(value)?,
@@ -519,6 +526,18 @@ impl fmt::Display for Dur {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_environment_variable_names_a_settable_key() {
+        for (var, key) in ENV_VARS {
+            if let Err(e) = Config::default().set(key, "") {
+                assert!(!e.contains("unknown key"), "{var} → {key}: {e}");
+            }
+        }
+        let mut c = Config::default();
+        c.set("limits.max_buffered", "16MiB").unwrap();
+        assert_eq!(c.limits.max_buffered, ByteSize(16 << 20));
+    }
 
     #[test]
     fn shipped_default_toml_is_the_defaults() {

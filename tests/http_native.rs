@@ -167,3 +167,47 @@ async fn bad_native_requests_are_4xx_and_change_nothing() {
     assert_eq!(st["files"], 0);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn chunk_bodies_share_a_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.limits.max_buffered = depot::config::ByteSize(64 << 10);
+    let s = TestServer::start(cfg).await;
+    let a = pseudo_random(300_000, 7);
+    let b = pseudo_random(300_000, 8);
+    let (ha, hb) = (ChunkId::of(&a), ChunkId::of(&b));
+
+    // A body larger than the whole budget takes all of it while it streams
+    // in: the first half is sent, the rest waits on a channel.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let slow = tokio::spawn(
+        client()
+            .put(s.url(&format!("/api/chunks/{ha}")))
+            .header("Content-Length", a.len())
+            .body(reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            })))
+            .send(),
+    );
+    tx.send(Ok(a[..150_000].to_vec())).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // A second chunk cannot be buffered until the first is done with.
+    let second = tokio::spawn(client().put(s.url(&format!("/api/chunks/{hb}"))).body(b.clone()).send());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!second.is_finished(), "the second body waited for room");
+    tx.send(Ok(a[150_000..].to_vec())).await.unwrap();
+    drop(tx);
+    assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::CREATED);
+    assert_eq!(second.await.unwrap().unwrap().status(), StatusCode::CREATED);
+
+    // Every permit came back: many more at once all pass.
+    let puts = (0..8u64).map(|i| {
+        let body = pseudo_random(100_000, 100 + i);
+        let url = s.url(&format!("/api/chunks/{}", ChunkId::of(&body)));
+        tokio::spawn(client().put(url).body(body).send())
+    });
+    for p in puts {
+        assert_eq!(p.await.unwrap().unwrap().status(), StatusCode::CREATED);
+    }
+}

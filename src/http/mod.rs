@@ -31,17 +31,15 @@ use crate::config::Config;
 use crate::protocol::{files, native, seed, tus};
 use crate::store::Store;
 
-/// Most piece bytes held in memory at once across all requests (KiB).
-pub const PIECE_BUDGET_KIB: u32 = 512 * 1024;
-
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    /// Budget of piece bytes held in memory (permits are KiB).
-    pub piece_budget: Arc<Semaphore>,
+    /// Budget of upload bytes held in memory (permits are KiB).
+    pub body_budget: Arc<Semaphore>,
+    body_budget_kib: u32,
     /// Which request holds each tus upload.
     pub tus: Arc<tus::Slots>,
     /// Turns true when the server starts shutting down: long uploads stop,
@@ -52,17 +50,34 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Store, config: Config) -> Self {
-        let budget = PIECE_BUDGET_KIB.max((config.limits.max_piece_size.0 / 1024) as u32);
+        let budget = (config.limits.max_buffered.0.div_ceil(1024)).clamp(1, u64::from(u32::MAX >> 3)) as u32;
         let (shutdown_tx, shutdown) = watch::channel(false);
         Self {
             store,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
-            piece_budget: Arc::new(Semaphore::new(budget as usize)),
+            body_budget: Arc::new(Semaphore::new(budget as usize)),
+            body_budget_kib: budget,
             tus: Arc::default(),
             shutdown,
             shutdown_tx: Arc::new(shutdown_tx),
         }
+    }
+}
+
+impl AppState {
+    /// Reserves `bytes` of the budget of upload bytes in memory, waiting for
+    /// room. A reservation larger than the whole budget takes all of it.
+    ///
+    /// # Errors
+    /// 503 when the server is shutting down.
+    pub async fn reserve_body(&self, bytes: u64) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        let kib = bytes.div_ceil(1024).clamp(1, u64::from(self.body_budget_kib)) as u32;
+        self.body_budget
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| ApiError::Unavailable("shutting down".into()))
     }
 }
 
@@ -88,10 +103,15 @@ impl Drop for UploadGuard {
 /// # Errors
 /// [`ApiError::PayloadTooLarge`], or [`ApiError::BadRequest`] when the body
 /// breaks off.
-pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+pub async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    expect: usize,
+) -> Result<axum::body::Bytes, ApiError> {
     use futures_util::StreamExt;
     let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
+    // One allocation of the declared size, not a doubling series of copies.
+    let mut buf = Vec::with_capacity(expect.min(limit));
     while let Some(frame) = stream.next().await {
         let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
         if buf.len() + frame.len() > limit {

@@ -95,8 +95,19 @@ pub async fn put_chunk(
             return Err(ApiError::UnsupportedMediaType(format!("Content-Encoding `{e}` is not supported")));
         }
     };
-    let limit = st.config.limits.max_chunk_size.0 as usize;
-    let bytes = read_body(body, limit).await?;
+    let limit = st.config.limits.max_chunk_size.0;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "a chunk may be at most {limit} bytes, this one declares {n}"
+        )));
+    }
+    let reserve = declared.unwrap_or(limit).min(limit);
+    let _permit = st.reserve_body(reserve).await?;
+    let bytes = read_body(body, limit as usize, reserve as usize).await?;
     let put = st
         .store
         .blocking(move |s| {

@@ -3,8 +3,6 @@
 //! stored as one chunk and recorded in the upload's session; the last piece
 //! to arrive finishes the file.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::multipart::{Field, MultipartRejection};
@@ -232,7 +230,7 @@ async fn read_piece(
 ) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
     let limit = st.config.limits.max_piece_size.0;
     let reserve = expect.unwrap_or(limit).min(limit);
-    let permit = acquire(&st.piece_budget, reserve).await?;
+    let permit = st.reserve_body(reserve).await?;
     let mut buf = Vec::with_capacity(reserve.min(16 << 20) as usize);
     while let Some(chunk) = field.chunk().await? {
         if (buf.len() + chunk.len()) as u64 > reserve {
@@ -246,13 +244,4 @@ async fn read_piece(
         buf.extend_from_slice(&chunk);
     }
     Ok((Bytes::from(buf), permit))
-}
-
-/// Reserves `bytes` of the piece budget (in KiB permits), waiting for room.
-async fn acquire(
-    budget: &Arc<tokio::sync::Semaphore>,
-    bytes: u64,
-) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    let kib = (bytes.div_ceil(1024) as u32).clamp(1, crate::http::PIECE_BUDGET_KIB);
-    budget.clone().acquire_many_owned(kib).await.map_err(|_| ApiError::Unavailable("shutting down".into()))
 }
