@@ -97,8 +97,13 @@ impl Drop for UploadGuard {
     }
 }
 
+/// The request's declared `Content-Length`, when there is one that parses.
+pub fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
 /// Reads a whole (small) request body, refusing more than `limit` bytes
-/// with 413 as soon as they arrive.
+/// with 413 as soon as they arrive; `expect` sizes the buffer up front.
 ///
 /// # Errors
 /// [`ApiError::PayloadTooLarge`], or [`ApiError::BadRequest`] when the body

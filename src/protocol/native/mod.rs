@@ -11,7 +11,7 @@ use futures_util::{StreamExt, stream};
 
 use super::file_info;
 use super::files::parse_file_id;
-use crate::http::{ApiError, AppState, read_body};
+use crate::http::{ApiError, AppState, content_length, read_body};
 use crate::store::{ChunkId, Entry, NewFile, object};
 use crate::wire::{
     ChunkingInfo, CommitRequest, ErrorBody, FileInfo, ManifestChunk, ManifestInfo, MissingRequest,
@@ -96,10 +96,7 @@ pub async fn put_chunk(
         }
     };
     let limit = st.config.limits.max_chunk_size.0;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = content_length(&headers);
     if let Some(n) = declared.filter(|&n| n > limit) {
         return Err(ApiError::PayloadTooLarge(format!(
             "a chunk may be at most {limit} bytes, this one declares {n}"

@@ -52,11 +52,7 @@ pub async fn upload_file(
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<FileInfo>), ApiError> {
     let Query(q) = q?;
     let max = st.config.limits.max_file_size.0;
-    let declared_len = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared_len = crate::http::content_length(req.headers());
     let is_multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
