@@ -8,14 +8,16 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn rss_of(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
+    // An unreadable figure fails the test rather than reading as 0 bytes.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let kib = status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
+        .expect("a VmRSS line");
+    assert!(kib > 0, "VmRSS of {pid} reads 0");
+    kib * 1024
 }
 
 /// Samples a process's RSS until told to stop; returns the peak.

@@ -198,8 +198,13 @@ async fn chunk_bodies_share_a_memory_budget() {
     assert!(!second.is_finished(), "the second body waited for room");
     tx.send(Ok(a[150_000..].to_vec())).await.unwrap();
     drop(tx);
-    assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::CREATED);
-    assert_eq!(second.await.unwrap().unwrap().status(), StatusCode::CREATED);
+    // A leaked reservation would hang these: time out instead.
+    let within = |f| tokio::time::timeout(std::time::Duration::from_secs(10), f);
+    assert_eq!(within(slow).await.expect("first PUT hung").unwrap().unwrap().status(), StatusCode::CREATED);
+    assert_eq!(
+        within(second).await.expect("second PUT hung").unwrap().unwrap().status(),
+        StatusCode::CREATED
+    );
 
     // Every permit came back: many more at once all pass.
     let puts = (0..8u64).map(|i| {
@@ -208,6 +213,7 @@ async fn chunk_bodies_share_a_memory_budget() {
         tokio::spawn(client().put(url).body(body).send())
     });
     for p in puts {
-        assert_eq!(p.await.unwrap().unwrap().status(), StatusCode::CREATED);
+        assert_eq!(within(p).await.expect("budget leaked").unwrap().unwrap().status(), StatusCode::CREATED);
     }
+    s.stop().await;
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, pseudo_random, test_config};
+use common::{TestServer, metric, pseudo_random, test_config};
 use depot::store::ChunkId;
 use depot::wire::{ErrorBody, FileInfo, FileList, PieceStatus, StatsInfo};
 use reqwest::StatusCode;
@@ -553,10 +553,9 @@ async fn swagger_openapi_health_metrics() {
     assert_eq!(h["status"], "ok");
     upload(&s, "m.txt", b"metrics").await;
     let m = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains("depot_store_files 1"), "{m}");
+    assert_eq!(metric(&m, "depot_store_files"), 1);
     assert!(m.contains("depot_http_responses_total{class=\"2xx\"}"));
-    let bytes_in = m.lines().find(|l| l.starts_with("depot_http_request_bytes_total ")).unwrap();
-    assert!(bytes_in.split(' ').nth(1).unwrap().parse::<u64>().unwrap() >= 7);
+    assert!(metric(&m, "depot_http_request_bytes_total") >= 7);
     let r = client().get(s.url("/nope")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.json::<ErrorBody>().await.unwrap().code, 404);
@@ -595,7 +594,7 @@ async fn a_deleted_file_can_be_uploaded_again_under_the_same_identifier() {
                 .unwrap()
         }
     };
-    send(1).await;
+    assert_eq!(send(1).await.status(), StatusCode::OK);
     let first = send(2).await.json::<PieceStatus>().await.unwrap().file.unwrap();
     let r = client().delete(s.url(&format!("/api/files/{}", first.id))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
@@ -621,10 +620,10 @@ async fn a_deleted_file_can_be_uploaded_again_under_the_same_identifier() {
     assert_ne!(second.id, first.id);
     assert_eq!(download(&s, &second.id).await, data);
     let m = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains("depot_files_created_total 2"), "{m}");
-    assert!(m.contains("depot_chunks_stored_total 2"), "{m}");
+    assert_eq!(metric(&m, "depot_files_created_total"), 2);
+    assert_eq!(metric(&m, "depot_chunks_stored_total"), 2);
     // The pieces of the second upload were already stored: dedup hits.
-    assert!(m.contains("depot_chunks_deduplicated_total 2"), "{m}");
+    assert_eq!(metric(&m, "depot_chunks_deduplicated_total"), 2);
     s.stop().await;
 }
 

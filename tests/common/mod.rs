@@ -27,6 +27,17 @@ pub fn fill_random(out: &mut Vec<u8>, n: usize, seed: u64) {
 }
 
 /// Small chunks, so that modest test files span many chunks and segments.
+/// One unlabelled sample of a Prometheus text exposition, by its exact name.
+pub fn metric(exposition: &str, name: &str) -> u64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{exposition}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 pub fn small_chunks() -> ChunkerParams {
     ChunkerParams { min: 256, avg: 1024, max: 4096 }
 }

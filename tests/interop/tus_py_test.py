@@ -76,13 +76,13 @@ def main():
 
     second = tus.uploader(**common)
     expect(second.url == url, f"the resumed uploader found {second.url}, not {url}")
-    expect(second.offset == 4 * MiB, f"the server's offset on resume is {second.offset}, wanted {4 * MiB}")
+    resumed_at = second.offset  # what the server answered to tuspy's HEAD
     second.upload()
     expect(second.offset == size, f"resumed upload ended at {second.offset} of {size}")
     out["resume"] = {
         "url": url,
         "stopped_at": first.offset,
-        "resumed_at": 4 * MiB,
+        "resumed_at": resumed_at,
         "file_id": file_id(second.request.response_headers, "resume"),
         "name": name,
     }

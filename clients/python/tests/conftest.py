@@ -125,8 +125,7 @@ def fresh_server(tmp_path):
 
 @pytest.fixture
 def native_server(server):
-    if not server.native():
-        pytest.skip("the server has no native dedup API yet (GET /api/chunking: 404)")
+    assert server.native(), "GET /api/chunking must answer 200: the native dedup API is part of depot"
     return server
 
 

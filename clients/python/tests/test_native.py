@@ -1,5 +1,5 @@
 """The Python client on the native dedup API (GET /api/chunking, missing
-chunks, PUT chunks, commit, manifests). Skipped while the server lacks it."""
+chunks, PUT chunks, commit, manifests)."""
 
 from __future__ import annotations
 
