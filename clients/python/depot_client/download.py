@@ -21,7 +21,9 @@ from typing import Any, Dict, List, Optional
 import blake3
 from tqdm import tqdm
 
-from .api import Client, LocalFileError, ServerFailure, VerificationFailed
+import requests
+
+from .api import Client, LocalFileError, ServerFailure, Unreachable, VerificationFailed
 
 READ_SIZE = 1 << 20
 
@@ -33,6 +35,17 @@ class DownloadResult:
     resumed_from: int = 0
     received_bytes: int = 0
     checks: List[str] = field(default_factory=list)  # what was verified
+
+
+def _body(r, received):
+    """The response body in pieces; a connection that breaks off mid-body is
+    an :class:`Unreachable` saying how to resume, not a traceback."""
+    try:
+        yield from r.iter_content(READ_SIZE)
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as e:
+        raise Unreachable(
+            f"the download broke off after {received()} bytes ({e}); run the same command again to resume"
+        ) from e
 
 
 class _Verifier:
@@ -51,14 +64,6 @@ class _Verifier:
         self.index = 0
         self.chunk_hasher = blake3.blake3()
         self.chunk_fill = 0
-        self.pos = 0
-
-    def chunk_start_of(self, pos: int) -> int:
-        """The start of the chunk holding ``pos`` (for resuming)."""
-        for off, length, _ in self.chunks:
-            if off <= pos < off + length:
-                return off
-        return pos
 
     def update(self, data) -> Optional[int]:
         """Feeds bytes; returns the offset of a chunk that does not match
@@ -78,7 +83,6 @@ class _Verifier:
                 self.index += 1
                 self.chunk_hasher = blake3.blake3()
                 self.chunk_fill = 0
-        self.pos += len(data)
         return None
 
     def finish(self) -> List[str]:
@@ -189,7 +193,7 @@ def _download_once(client: Client, file_id: str, out: str, size: int, etag: Opti
                             raise ServerFailure(
                                 f"asked for bytes {have}- and got Content-Range {r.headers.get('Content-Range')!r}"
                             )
-                    for data in r.iter_content(READ_SIZE):
+                    for data in _body(r, lambda: have):
                         if have + len(data) > size:
                             raise VerificationFailed(f"the server sent more than the {size} bytes of the file")
                         bad = verifier.update(data)
