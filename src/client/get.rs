@@ -7,7 +7,6 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -40,14 +39,14 @@ pub struct GetReport {
 
 /// Checks bytes against the manifest chunk by chunk, in order.
 struct Verifier {
-    chunks: Arc<[ManifestChunk]>,
+    chunks: Vec<ManifestChunk>,
     index: usize,
     filled: u64,
     hasher: blake3::Hasher,
 }
 
 impl Verifier {
-    fn new(chunks: Arc<[ManifestChunk]>, index: usize) -> Self {
+    fn new(chunks: Vec<ManifestChunk>, index: usize) -> Self {
         Self { chunks, index, filled: 0, hasher: blake3::Hasher::new() }
     }
 
@@ -79,12 +78,61 @@ impl Verifier {
         Ok(())
     }
 
-    /// Bytes verified so far (whole chunks).
-    fn verified_end(&self) -> u64 {
+    /// Where chunk `index` starts (the file's size past the last one).
+    fn offset_of(&self, index: usize) -> u64 {
         self.chunks
-            .get(self.index)
+            .get(index)
             .map_or_else(|| self.chunks.last().map_or(0, |c| c.offset + u64::from(c.len)), |c| c.offset)
     }
+
+    /// Bytes verified so far (whole chunks).
+    fn verified_end(&self) -> u64 {
+        self.offset_of(self.index)
+    }
+}
+
+/// Where verified bytes go: the `.part` file, or standard output.
+enum Sink {
+    File(std::io::BufWriter<std::fs::File>),
+    Stdout(std::io::Stdout),
+}
+
+impl Sink {
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.write_all(data),
+            Sink::Stdout(o) => o.write_all(data),
+        }
+    }
+
+    /// Flushes; a file is cut back to `keep` bytes and made durable.
+    fn finish(self, keep: u64) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => {
+                let f = f.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+                f.set_len(keep)?;
+                f.sync_all()
+            }
+            Sink::Stdout(mut o) => o.flush(),
+        }
+    }
+}
+
+/// Opens `part` and keeps its leading chunks that match the manifest,
+/// positioned to append after them; returns how many chunks it kept.
+fn open_part(part: &Path, verifier: &Verifier) -> Result<(std::fs::File, usize)> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(part)
+        .map_err(|e| ClientError::io(format!("cannot write {}", part.display()), e))?;
+    let keep = verified_prefix(&mut f, &verifier.chunks)
+        .map_err(|e| ClientError::io(format!("reading {}", part.display()), e))?;
+    let at = verifier.offset_of(keep);
+    f.set_len(at).and_then(|_| f.seek(SeekFrom::Start(at))).map_err(|e| ClientError::io("resuming", e))?;
+    Ok((f, keep))
 }
 
 /// Downloads file `id`.
@@ -96,8 +144,7 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
     let started = Instant::now();
     let info = client.info(id).await?;
     let manifest = client.manifest(id).await?;
-    let chunks: Arc<[ManifestChunk]> = manifest.chunks.into();
-    let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+    let total: u64 = manifest.chunks.iter().map(|c| u64::from(c.len)).sum();
     if total != info.size {
         return Err(ClientError::Protocol(format!(
             "the manifest adds up to {total} bytes, the file has {}",
@@ -112,26 +159,23 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
     };
     let part = PathBuf::from(format!("{}.part", output.display()));
 
-    // Resume: keep the verified whole chunks of an earlier attempt.
-    let (mut sink, start_chunk): (Box<dyn Write + Send>, usize) = if to_stdout {
-        (Box::new(std::io::stdout()), 0)
+    // Resume: keep the verified whole chunks of an earlier attempt. Files
+    // are opened, hashed and written on blocking threads, beside the network.
+    let mut verifier = Verifier::new(manifest.chunks, 0);
+    let sink = if to_stdout {
+        Sink::Stdout(std::io::stdout())
     } else {
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&part)
-            .map_err(|e| ClientError::io(format!("cannot write {}", part.display()), e))?;
-        let keep = verified_prefix(&mut f, &chunks)
-            .map_err(|e| ClientError::io(format!("reading {}", part.display()), e))?;
-        let at = chunks.get(keep).map_or(info.size, |c| c.offset);
-        f.set_len(at)
-            .and_then(|_| f.seek(SeekFrom::Start(at)))
-            .map_err(|e| ClientError::io("resuming", e))?;
-        (Box::new(std::io::BufWriter::with_capacity(1 << 20, f)), keep)
+        let p = part.clone();
+        let (f, keep, v) =
+            tokio::task::spawn_blocking(move || open_part(&p, &verifier).map(|(f, k)| (f, k, verifier)))
+                .await
+                .map_err(|e| ClientError::Io(format!("opening: {e}")))??;
+        verifier = v;
+        verifier.index = keep;
+        Sink::File(std::io::BufWriter::with_capacity(1 << 20, f))
     };
-    let resumed_from = chunks.get(start_chunk).map_or(info.size, |c| c.offset);
+    let resumed_from = verifier.verified_end();
+    let chunk_count = verifier.chunks.len();
 
     let bar = if opts.progress { ProgressBar::new(info.size) } else { ProgressBar::hidden() };
     bar.set_style(
@@ -141,10 +185,9 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
     bar.enable_steady_tick(Duration::from_millis(200));
     bar.set_position(resumed_from);
 
-    // Hashing and writing run on a blocking thread, beside the network.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
-    let mut verifier = Verifier::new(chunks.clone(), start_chunk);
     let worker = tokio::task::spawn_blocking(move || {
+        let mut sink = sink;
         let mut result = Ok(());
         while let Some(frame) = rx.blocking_recv() {
             if let Err(e) = verifier.feed(&frame) {
@@ -156,8 +199,12 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
                 break;
             }
         }
-        if result.is_ok() {
-            result = sink.flush().map_err(|e| ClientError::io("writing", e));
+        // Whatever happened, keep only whole verified chunks plus, after a
+        // clean stream, everything written.
+        let keep =
+            if result.is_ok() { verifier.verified_end() + verifier.filled } else { verifier.verified_end() };
+        if let Err(e) = sink.finish(keep) {
+            result = result.and(Err(ClientError::io("writing", e)));
         }
         (result, verifier)
     });
@@ -201,19 +248,11 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
     }
     drop(tx);
     let (result, verifier) = worker.await.map_err(|e| ClientError::Io(format!("writer: {e}")))?;
-    if let Err(e) = result {
-        if matches!(e, ClientError::Verify(_)) && !to_stdout {
-            // Keep only what was verified.
-            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&part) {
-                let _ = f.set_len(verifier.verified_end());
-            }
-        }
-        return Err(e);
-    }
+    result?;
     if let Some(e) = broke {
         return Err(e);
     }
-    if verifier.index != chunks.len() {
+    if verifier.index != chunk_count {
         return Err(ClientError::Io(format!(
             "the download ended after {} of {} bytes; run the same command again to resume",
             resumed_from + received,
@@ -221,9 +260,8 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
         )));
     }
     if !to_stdout {
-        std::fs::File::open(&part)
-            .and_then(|f| f.sync_all())
-            .and_then(|_| std::fs::rename(&part, &output))
+        tokio::fs::rename(&part, &output)
+            .await
             .map_err(|e| ClientError::io(format!("moving {} into place", part.display()), e))?;
     }
     bar.finish_and_clear();
