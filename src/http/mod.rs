@@ -37,9 +37,9 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    /// Budget of upload bytes held in memory (permits are KiB).
-    pub body_budget: Arc<Semaphore>,
-    body_budget_kib: u32,
+    /// Budget of upload bytes held in memory (permits are KiB); closed when
+    /// shutdown begins, so that waiting uploads are answered 503.
+    body_budget: Arc<Semaphore>,
     /// Which request holds each tus upload.
     pub tus: Arc<tus::Slots>,
     /// Turns true when the server starts shutting down: long uploads stop,
@@ -50,35 +50,37 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Store, config: Config) -> Self {
-        let budget = (config.limits.max_buffered.0.div_ceil(1024)).clamp(1, u64::from(u32::MAX >> 3)) as u32;
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let body_budget = Arc::new(Semaphore::new(body_budget_kib(&config) as usize));
         Self {
             store,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
-            body_budget: Arc::new(Semaphore::new(budget as usize)),
-            body_budget_kib: budget,
+            body_budget,
             tus: Arc::default(),
             shutdown,
             shutdown_tx: Arc::new(shutdown_tx),
         }
     }
-}
 
-impl AppState {
     /// Reserves `bytes` of the budget of upload bytes in memory, waiting for
     /// room. A reservation larger than the whole budget takes all of it.
     ///
     /// # Errors
     /// 503 when the server is shutting down.
     pub async fn reserve_body(&self, bytes: u64) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        let kib = bytes.div_ceil(1024).clamp(1, u64::from(self.body_budget_kib)) as u32;
+        let kib = bytes.div_ceil(1024).clamp(1, u64::from(body_budget_kib(&self.config))) as u32;
         self.body_budget
             .clone()
             .acquire_many_owned(kib)
             .await
             .map_err(|_| ApiError::Unavailable("shutting down".into()))
     }
+}
+
+/// `limits.max_buffered` in KiB permits (a semaphore holds fewer than 2^61).
+fn body_budget_kib(config: &Config) -> u32 {
+    config.limits.max_buffered.0.div_ceil(1024).clamp(1, u64::from(u32::MAX)) as u32
 }
 
 /// Counts an upload body streaming in, for `/metrics`.
@@ -191,13 +193,13 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let gc = tokio::spawn(gc_loop(state.clone(), stop_rx));
+    let gc = tokio::spawn(gc_loop(state.clone(), state.shutdown.clone()));
     let app = tower::ServiceBuilder::new().map_request(method_override).service(router(state.clone()));
-    let begin = state.shutdown_tx.clone();
+    let (begin, budget) = (state.shutdown_tx.clone(), state.body_budget.clone());
     let shutdown = async move {
         shutdown.await;
         let _ = begin.send(true);
+        budget.close();
     };
     // Small answers (Range requests, JSON) go out at once, not after a
     // delayed acknowledgement.
@@ -210,7 +212,6 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    let _ = stop_tx.send(true);
     let _ = gc.await;
     if let Err(e) = state.store.blocking(|s| s.close()).await {
         tracing::warn!(error = %e, "closing the store");
