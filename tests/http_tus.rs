@@ -189,6 +189,7 @@ async fn patch_head_and_completion() {
     let tus_file: FileInfo =
         client().get(s.url(&format!("/api/files/{id}/info"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(f.etag, tus_file.etag, "identical content, identical chunks");
+    assert!(s.state.tus.is_empty(), "requests that ended left {} upload slots", s.state.tus.len());
     s.stop().await;
 }
 
@@ -295,6 +296,7 @@ async fn checksums() {
     let r = send(300_000, part, format!("blake3 {b3}")).await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(download(&s, r.headers()["depot-file-id"].to_str().unwrap()).await, data);
+    assert!(s.state.tus.is_empty(), "a taken-over upload left {} slots", s.state.tus.len());
     s.stop().await;
 }
 
@@ -327,6 +329,7 @@ async fn termination_expiry_and_unknown_uploads() {
     assert!(s.state.store.upload(&id).unwrap().is_none());
     assert!(!dir.path().join("uploads").join(id.to_string()).exists());
     assert_eq!(head(&url).await.status(), StatusCode::NOT_FOUND);
+    assert!(s.state.tus.is_empty(), "{} upload slots left", s.state.tus.len());
     s.stop().await;
 }
 

@@ -92,6 +92,28 @@ struct Slot {
     takeover: watch::Sender<u64>,
 }
 
+/// A request's hold on an upload. Dropping it lets the upload go and, when no
+/// other request has the slot, removes the slot: the map holds only uploads
+/// in use.
+pub(crate) struct Held {
+    guard: Option<OwnedMutexGuard<()>>,
+    slot: Arc<Slot>,
+    slots: Arc<Slots>,
+    id: UploadId,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut m = self.slots.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Clones are made under this mutex: the map's and ours are the only
+        // ones unless another request is on its way to the lock.
+        if m.get(&self.id).is_some_and(|s| Arc::ptr_eq(s, &self.slot) && Arc::strong_count(s) == 2) {
+            m.remove(&self.id);
+        }
+    }
+}
+
 impl Slots {
     fn slot(&self, id: &UploadId) -> Arc<Slot> {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -105,7 +127,7 @@ impl Slots {
     /// Takes the upload: ends whatever request holds it and waits for it to
     /// let go. Returns the guard and a receiver that fires when a later
     /// request wants the upload in turn.
-    async fn take(&self, id: &UploadId) -> Result<(OwnedMutexGuard<()>, watch::Receiver<u64>), TusError> {
+    async fn take(self: &Arc<Self>, id: &UploadId) -> Result<(Held, watch::Receiver<u64>), TusError> {
         let slot = self.slot(id);
         let guard = match slot.lock.clone().try_lock_owned() {
             Ok(g) => g,
@@ -118,17 +140,16 @@ impl Slots {
         };
         let mut rx = slot.takeover.subscribe();
         rx.mark_unchanged();
-        Ok((guard, rx))
+        Ok((Held { guard: Some(guard), slot, slots: self.clone(), id: *id }, rx))
     }
 
-    /// Forgets uploads nobody holds (after a termination).
-    fn forget(&self, id: &UploadId) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = m.get(id) {
-            if Arc::strong_count(&s.lock) == 1 {
-                m.remove(id);
-            }
-        }
+    /// How many uploads have a slot (requests holding or waiting for them).
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -377,7 +398,6 @@ pub async fn terminate(State(st): State<AppState>, Path(id): Path<String>, heade
     let (guard, _) = st.tus.take(&id).await?;
     let r = st.store.blocking(move |s| s.terminate_stream(&id)).await;
     drop(guard);
-    st.tus.forget(&id);
     r?;
     let mut h = HeaderMap::new();
     h.insert(TUS_RESUMABLE.clone(), HeaderValue::from_static(TUS_VERSION));
@@ -455,7 +475,7 @@ async fn append(
     offset: u64,
     headers: &HeaderMap,
     body: Body,
-    (guard, mut takeover): (OwnedMutexGuard<()>, watch::Receiver<u64>),
+    (guard, mut takeover): (Held, watch::Receiver<u64>),
 ) -> Result<(UploadRecord, Option<store::FileRecord>), TusError> {
     let checksum = header_str(headers, "upload-checksum").map(Checksum::parse).transpose()?;
     let (mut hasher, expected) = match checksum {
