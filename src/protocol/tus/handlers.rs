@@ -39,8 +39,6 @@ pub enum TusError {
     ChecksumMismatch,
     #[error("{0}")]
     Forbidden(String),
-    #[error("{0}")]
-    Locked(String),
 }
 
 impl From<store::Error> for TusError {
@@ -67,7 +65,6 @@ impl IntoResponse for TusError {
                 ApiError::BadRequest(TusError::ChecksumMismatch.to_string()),
             ),
             TusError::Forbidden(m) => (StatusCode::FORBIDDEN, ApiError::BadRequest(m)),
-            TusError::Locked(m) => (StatusCode::LOCKED, ApiError::Locked(m)),
         };
         let mut resp = api.into_response_with(status);
         let h = resp.headers_mut();
@@ -133,9 +130,9 @@ impl Slots {
             Ok(g) => g,
             Err(_) => {
                 slot.takeover.send_modify(|n| *n += 1);
-                tokio::time::timeout(TAKEOVER_WAIT, slot.lock.clone().lock_owned())
-                    .await
-                    .map_err(|_| TusError::Locked("another request holds this upload; try again".into()))?
+                tokio::time::timeout(TAKEOVER_WAIT, slot.lock.clone().lock_owned()).await.map_err(|_| {
+                    TusError::Api(ApiError::Locked("another request holds this upload; try again".into()))
+                })?
             }
         };
         let mut rx = slot.takeover.subscribe();
@@ -492,9 +489,7 @@ async fn append(
     let id = *id;
     let app: Appender = st.store.blocking(move |s| s.begin_append(&id, offset)).await?;
     let room = app.length().map(|l| l - app.offset());
-    if let (Some(room), Some(declared)) =
-        (room, header_str(headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok()))
-    {
+    if let (Some(room), Some(declared)) = (room, crate::http::content_length(headers)) {
         if declared > room {
             return Err(ApiError::PayloadTooLarge(format!(
                 "the body of {declared} bytes runs past the upload's length"
@@ -597,7 +592,8 @@ async fn append(
         None if !digest_ok => Err(TusError::ChecksumMismatch),
         None => Ok((out.record, out.file)),
         Some(Stop::Takeover) => {
-            Err(TusError::Locked("a newer request for this upload took over; what arrived is kept".into()))
+            Err(ApiError::Locked("a newer request for this upload took over; what arrived is kept".into())
+                .into())
         }
         Some(Stop::Shutdown) => {
             Err(ApiError::Unavailable("the server is shutting down; what arrived is kept".into()).into())
