@@ -293,6 +293,28 @@ fn many_hashes_are_checked_in_one_query() {
 }
 
 #[test]
+fn only_client_questions_and_received_chunks_count_as_dedup_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_store(dir.path(), test_options());
+    // Cold, and large enough for the segment-by-segment commit, which leases
+    // its chunks through the same query: none of that is a dedup hit.
+    let rec = ingest(&store, "big.bin", &pseudo_random(2_500_000, 9));
+    assert!(rec.segments.len() > 1, "{} segments", rec.segments.len());
+    let a = store.activity();
+    assert_eq!(a.chunks_known, 0);
+    assert_eq!(a.chunks_new, store.stats().unwrap().unique_chunks);
+    // A client asking about them is; each distinct chunk once.
+    let ids: Vec<ChunkId> = (0..rec.segments.len() as u32)
+        .flat_map(|i| store.segment(&rec.id, i).unwrap())
+        .map(|e| e.id)
+        .collect();
+    let distinct = ids.iter().collect::<std::collections::HashSet<_>>().len() as u64;
+    let twice: Vec<ChunkId> = ids.iter().chain(&ids).copied().collect();
+    assert!(store.missing(&twice, 0).unwrap().is_empty());
+    assert_eq!(store.activity().chunks_known, distinct);
+}
+
+#[test]
 fn listing_is_newest_first_and_pages() {
     let dir = tempfile::tempdir().unwrap();
     let (store, clock) = open_store(dir.path(), test_options());

@@ -526,6 +526,15 @@ impl Store {
     /// # Errors
     /// RocksDB errors.
     pub fn missing(&self, ids: &[ChunkId], lease_until: u64) -> Result<Vec<ChunkId>> {
+        let missing = self.lease_present(ids, lease_until)?;
+        let asked = ids.iter().collect::<HashSet<_>>().len();
+        bump(&self.0.activity.chunks_known, (asked - missing.len()) as u64);
+        Ok(missing)
+    }
+
+    /// [`Store::missing`] for the store's own checks (commits, lease
+    /// renewals): the same answer and leases, not counted as dedup hits.
+    pub(super) fn lease_present(&self, ids: &[ChunkId], lease_until: u64) -> Result<Vec<ChunkId>> {
         let _guards = self.lock_stripes(ids);
         let rows = self.0.meta.chunk_rows(ids)?;
         let mut batch = WriteBatch::default();
@@ -549,7 +558,6 @@ impl Store {
             }
         }
         self.0.meta.write(batch, false)?;
-        bump(&self.0.activity.chunks_known, (seen.len() - missing.len()) as u64);
         Ok(missing)
     }
 
@@ -674,7 +682,7 @@ impl Store {
 
     fn check_chunks(&self, chunks: &[Entry]) -> Result<()> {
         let ids: Vec<ChunkId> = chunks.iter().map(|e| e.id).collect();
-        let missing = self.missing(&ids, 0)?;
+        let missing = self.lease_present(&ids, 0)?;
         if missing.is_empty() { Ok(()) } else { Err(Error::MissingChunks(missing)) }
     }
 
@@ -749,7 +757,7 @@ impl Store {
         let mut missing = Vec::new();
         for group in chunks.chunks(8192) {
             let ids: Vec<ChunkId> = group.iter().map(|e| e.id).collect();
-            missing.extend(self.missing(&ids, lease)?);
+            missing.extend(self.lease_present(&ids, lease)?);
             self.check_lengths(group)?;
         }
         if !missing.is_empty() {

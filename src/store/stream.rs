@@ -591,7 +591,7 @@ impl Appender {
             let mut ids: Vec<ChunkId> = self.store.stream_chunks(&id)?.iter().map(|e| e.id).collect();
             ids.extend(self.new_entries.iter().map(|e| e.id));
             for group in ids.chunks(8192) {
-                self.store.missing(group, lease)?;
+                self.store.lease_present(group, lease)?;
             }
             next.leased_until = lease;
         }

@@ -326,7 +326,7 @@ impl Store {
                     ids.push(decode_piece(&kv?.1)?.id);
                 }
                 for group in ids.chunks(8192) {
-                    self.missing(group, renewed.expires_ms)?;
+                    self.lease_present(group, renewed.expires_ms)?;
                 }
                 self.put_upload(&mut b, &renewed)?;
             }

@@ -26,7 +26,6 @@ pub fn fill_random(out: &mut Vec<u8>, n: usize, seed: u64) {
     }
 }
 
-/// Small chunks, so that modest test files span many chunks and segments.
 /// One unlabelled sample of a Prometheus text exposition, by its exact name.
 pub fn metric(exposition: &str, name: &str) -> u64 {
     exposition
@@ -38,6 +37,7 @@ pub fn metric(exposition: &str, name: &str) -> u64 {
         .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// Small chunks, so that modest test files span many chunks and segments.
 pub fn small_chunks() -> ChunkerParams {
     ChunkerParams { min: 256, avg: 1024, max: 4096 }
 }
