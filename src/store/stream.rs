@@ -315,12 +315,13 @@ impl Store {
             }
             lists.push(self.stream_chunks(p)?);
         }
-        let lease = self.default_lease();
-        let chunks = self.concat_manifests(&lists, lease)?;
-        let length: u64 = chunks.iter().map(|e| u64::from(e.len)).sum();
+        // Re-cutting the seams keeps the bytes: check the size before storing.
+        let length: u64 = lists.iter().flatten().map(|e| u64::from(e.len)).sum();
         if length > self.options().max_file_size {
             return Err(Error::TooLarge { what: "upload", limit: self.options().max_file_size, got: length });
         }
+        let lease = self.default_lease();
+        let chunks = self.concat_manifests(&lists, lease)?;
         let now = self.now_ms();
         let id = UploadId::random();
         let mut rec = UploadRecord {
@@ -794,6 +795,26 @@ mod tests {
         let all = s.stream_chunks(&id).unwrap();
         assert_eq!(s.head_bytes(&all, 30_000).unwrap(), bytes);
         assert_eq!(f.size, 30_000);
+    }
+
+    #[test]
+    fn an_oversized_concatenation_is_refused_before_anything_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            chunking: ChunkerParams { min: 256, avg: 1024, max: 4096 },
+            fsync: FsyncPolicy::Never,
+            max_file_size: 30_000,
+            ..StoreOptions::default()
+        };
+        let objects = Arc::new(FsObjects::open(&dir.path().join("objects"), FsyncPolicy::Never).unwrap());
+        let s = Store::open_with(dir.path(), opts, objects, ManualClock::new()).unwrap();
+        let parts: Vec<UploadId> =
+            (0..2).map(|i| upload(&s, &data(20_000, 7 + i), &[3_333], true).record.id).collect();
+        let before = s.stats().unwrap();
+        let err = s.concat_streams(&parts, "whole.bin", None, "").unwrap_err();
+        assert!(matches!(err, Error::TooLarge { got: 40_000, .. }), "{err}");
+        let after = s.stats().unwrap();
+        assert_eq!((after.unique_chunks, after.stored_bytes), (before.unique_chunks, before.stored_bytes));
     }
 
     proptest! {
