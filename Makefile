@@ -7,20 +7,23 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/depot-target
 CARGO ?= cargo
 
-.PHONY: run test deps lint unit bin interop fuzz fuzz-smoke bench bench-e2e clean-data
+.PHONY: run test deps test-deps lint unit bin interop fuzz fuzz-smoke bench bench-e2e clean-data
 
 run: deps
 	$(CARGO) run --bin depot -- serve
 
-test: deps lint unit interop fuzz-smoke
+test: test-deps lint unit interop fuzz-smoke
 
-# RocksDB's build needs libclang (bindgen).
+# RocksDB's build needs libclang (bindgen): .ci/deps.sh installs it when the
+# build could not load it (see the script for how that is detected).
 deps:
-	@if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q libclang; then \
-		echo "installing libclang-dev (needed to build RocksDB)"; \
-		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libclang-dev; \
-	fi
+	.ci/deps.sh build
+
+# What the test suite needs too, then the proof that the detection holds on
+# fake roots (a fresh machine's look-alike libraries included).
+test-deps:
+	.ci/deps.sh test
+	.ci/deps_test.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

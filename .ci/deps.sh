@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs what building and testing depot needs, each prerequisite detected
+# by what its user really loads, not by a look-alike file.
+#
+#   .ci/deps.sh build     what `make run` needs: libclang for RocksDB's bindgen
+#   .ci/deps.sh test      that, and what the Rust test suite runs (curl)
+#   .ci/deps.sh check     prints what `test` would install, installs nothing
+#
+# The interop and client harnesses (tests/interop/run.sh, clients/run_tests.sh,
+# fuzz/run.sh) install their own tools the same way, each where it is used.
+#
+# ROOT (default /) is the file-system root the checks look under; the test
+# in tests/setup/ points it at a fake root to prove the detection.
+set -euo pipefail
+
+ROOT="${ROOT:-/}"
+ROOT="${ROOT%/}"
+
+# bindgen (through clang-sys) loads libclang.so at build time and needs
+# clang's own headers beside it. Debian ships both in libclang-dev; the base
+# image's libclang-cpp14 (libclang-cpp.so.14) is a different library that
+# bindgen cannot use. A set LIBCLANG_PATH is the user's own choice: trusted.
+have_libclang() {
+  if [[ -n "${LIBCLANG_PATH:-}" ]]; then
+    [[ -e "$LIBCLANG_PATH/libclang.so" ]] || compgen -G "$LIBCLANG_PATH/libclang.so.*" >/dev/null
+    return
+  fi
+  if [[ -f "$ROOT/var/lib/dpkg/status" ]]; then
+    # Debian: the package is the honest test (it brings the headers too).
+    awk -v RS= '/(^|\n)Package: libclang-dev\n/ && /\nStatus: install ok installed/ {found=1} END {exit !found}' \
+      "$ROOT/var/lib/dpkg/status"
+    return
+  fi
+  # Elsewhere: an unversioned libclang.so where clang-sys looks for it.
+  compgen -G "$ROOT/usr/lib/llvm-*/lib/libclang.so" >/dev/null ||
+    compgen -G "$ROOT/usr/lib*/libclang.so" >/dev/null ||
+    compgen -G "$ROOT/usr/lib/*-linux-gnu/libclang.so" >/dev/null
+}
+
+# A command on PATH (or at ROOT's /usr/bin when ROOT is not /).
+have_command() {
+  if [[ "$ROOT" == "" ]]; then command -v "$1" >/dev/null; else [[ -x "$ROOT/usr/bin/$1" ]]; fi
+}
+
+mode="${1:-build}"
+missing=()
+have_libclang || missing+=(libclang-dev)
+if [[ "$mode" != build ]]; then
+  have_command curl || missing+=(curl)
+fi
+
+case "$mode" in
+  check)
+    if ((${#missing[@]})); then echo "missing: ${missing[*]}"; else echo "missing: none"; fi
+    ;;
+  build | test)
+    if ((${#missing[@]})); then
+      echo "deps: installing ${missing[*]}"
+      if [[ "$(id -u)" == 0 ]]; then sudo=(); else sudo=(sudo); fi
+      "${sudo[@]}" apt-get update -qq
+      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+    ;;
+  *)
+    echo "usage: $0 [build|test|check]" >&2
+    exit 2
+    ;;
+esac
