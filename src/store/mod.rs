@@ -23,6 +23,8 @@ pub mod object;
 pub mod objects;
 
 #[cfg(feature = "server")]
+mod backlog;
+#[cfg(feature = "server")]
 mod engine;
 #[cfg(feature = "server")]
 mod gc;
@@ -30,6 +32,8 @@ mod gc;
 pub mod meta;
 #[cfg(feature = "server")]
 mod read;
+#[cfg(feature = "server")]
+mod search;
 #[cfg(feature = "server")]
 mod stream;
 #[cfg(feature = "server")]
@@ -52,9 +56,13 @@ pub use self::engine::{
     Activity, FileRecord, FileState, NewFile, Put, Stats, Store, StoreOptions, decode_frame, sanitize_name,
 };
 #[cfg(feature = "server")]
+pub use self::backlog::GcBacklog;
+#[cfg(feature = "server")]
 pub use self::gc::GcReport;
 #[cfg(feature = "server")]
 pub use self::read::{ByteStream, ReadGuard};
+#[cfg(feature = "server")]
+pub use self::search::NameFilter;
 #[cfg(feature = "server")]
 pub use self::stream::{AppendOutcome, Appender, Concat, NewStream, StreamState};
 #[cfg(feature = "server")]
