@@ -3,8 +3,26 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 
 use crate::store::ChunkId;
+
+/// A chunk's name in the OpenAPI document: the BLAKE3 of its raw bytes, 64
+/// hex digits (the wire form of [`ChunkId`]).
+pub struct ChunkHash;
+
+impl utoipa::PartialSchema for ChunkHash {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9a-fA-F]{64}$"))
+            .description(Some("BLAKE3 of the chunk's raw bytes, hex"))
+            .into()
+    }
+}
+
+impl ToSchema for ChunkHash {}
 
 /// Every error answer (outside tus, which has its own form).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -17,7 +35,7 @@ pub struct ErrorBody {
     pub message: String,
     /// With `missing_chunks`: the hashes the server lacks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<ChunkHash>>)]
     pub missing: Option<Vec<ChunkId>>,
 }
 
@@ -63,10 +81,14 @@ pub struct StatsInfo {
     pub unique_bytes: u64,
     /// Bytes on disk in chunk objects (compressed, with headers).
     pub stored_bytes: u64,
-    /// logical / unique bytes.
-    pub dedup_ratio: f64,
-    /// logical / stored bytes (dedup and compression together).
-    pub space_ratio: f64,
+    /// Deduplication: logical bytes / unique bytes, how many times over the
+    /// files' content would fill the chunks that hold it. `null` while the
+    /// store has no file content (empty, or only chunks of refused or
+    /// unfinished uploads, which GC collects after their lease).
+    pub dedup_ratio: Option<f64>,
+    /// Dedup and compression together: logical bytes / stored bytes.
+    /// `null` when `dedup_ratio` is.
+    pub space_ratio: Option<f64>,
 }
 
 #[cfg(feature = "server")]
@@ -78,10 +100,17 @@ impl From<crate::store::Stats> for StatsInfo {
             unique_chunks: s.unique_chunks,
             unique_bytes: s.unique_bytes,
             stored_bytes: s.stored_bytes,
-            dedup_ratio: s.dedup_ratio,
-            space_ratio: s.space_ratio,
+            dedup_ratio: ratio(s.logical_bytes, s.unique_bytes),
+            space_ratio: ratio(s.logical_bytes, s.stored_bytes),
         }
     }
+}
+
+/// `logical / physical`, or `None` when there is no file content to speak
+/// of: a ratio of nothing (or of chunks no file uses) means nothing.
+#[cfg(feature = "server")]
+fn ratio(logical: u64, physical: u64) -> Option<f64> {
+    (logical > 0 && physical > 0).then(|| logical as f64 / physical as f64)
 }
 
 /// The answer to one piece of a resumable.js / flow.js upload (or a test
@@ -126,13 +155,43 @@ pub struct ChunkingInfo {
     pub max_chunk_size: u64,
     /// Most hashes one missing-chunks query may carry.
     pub max_missing_query: usize,
+    /// Largest file the server accepts (`limits.max_file_size`): clients
+    /// refuse larger ones before sending anything.
+    #[serde(default)]
+    pub max_file_size: Option<u64>,
+    /// The server's file-type policy, so that clients refuse a file it
+    /// would refuse before sending it (absent from older servers).
+    #[serde(default)]
+    pub types: Option<TypePolicyInfo>,
+}
+
+/// Which files the server accepts: empty lists allow everything. A file
+/// whose first bytes contradict its extension is refused whatever they say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TypePolicyInfo {
+    /// Allowed extensions, without the dot, case-insensitive.
+    pub allowed_extensions: Vec<String>,
+    /// Allowed MIME types; `*` and `type/*` patterns match.
+    pub allowed_types: Vec<String>,
+}
+
+impl From<&crate::store::TypePolicy> for TypePolicyInfo {
+    fn from(p: &crate::store::TypePolicy) -> Self {
+        Self { allowed_extensions: p.allowed_extensions.clone(), allowed_types: p.allowed_types.clone() }
+    }
+}
+
+impl From<TypePolicyInfo> for crate::store::TypePolicy {
+    fn from(p: TypePolicyInfo) -> Self {
+        Self { allowed_extensions: p.allowed_extensions, allowed_types: p.allowed_types }
+    }
 }
 
 /// Which of these chunks does the server lack?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MissingRequest {
     /// BLAKE3 hashes, hex.
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<ChunkHash>)]
     pub hashes: Vec<ChunkId>,
 }
 
@@ -140,14 +199,14 @@ pub struct MissingRequest {
 /// pinned until the upload commits (or the lease ends).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MissingResponse {
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<ChunkHash>)]
     pub missing: Vec<ChunkId>,
 }
 
 /// A chunk stored (or found already there).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PutChunkResponse {
-    #[schema(value_type = String)]
+    #[schema(value_type = ChunkHash)]
     pub hash: ChunkId,
     /// Raw (decoded) length.
     pub len: u32,
@@ -158,7 +217,7 @@ pub struct PutChunkResponse {
 /// One chunk of a manifest to commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ChunkRef {
-    #[schema(value_type = String)]
+    #[schema(value_type = ChunkHash)]
     pub hash: ChunkId,
     pub len: u32,
 }
@@ -186,7 +245,7 @@ pub struct ManifestInfo {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ManifestChunk {
-    #[schema(value_type = String)]
+    #[schema(value_type = ChunkHash)]
     pub hash: ChunkId,
     pub offset: u64,
     pub len: u32,

@@ -36,8 +36,8 @@ use crate::wire;
         super::ops::healthz,
         super::ops::metrics,
     ),
-    components(schemas(wire::ErrorBody, wire::FileInfo, wire::FileList, wire::StatsInfo, wire::PieceStatus, wire::Health,
-        wire::ChunkingInfo, wire::MissingRequest, wire::MissingResponse, wire::PutChunkResponse, wire::ChunkRef,
+    components(schemas(wire::ChunkHash, wire::ErrorBody, wire::FileInfo, wire::FileList, wire::StatsInfo, wire::PieceStatus, wire::Health,
+        wire::ChunkingInfo, wire::TypePolicyInfo, wire::MissingRequest, wire::MissingResponse, wire::PutChunkResponse, wire::ChunkRef,
         wire::CommitRequest, wire::ManifestInfo, wire::ManifestChunk)),
     tags(
         (name = "files", description = "List, download and delete files"),

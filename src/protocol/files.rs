@@ -13,28 +13,44 @@ use utoipa::IntoParams;
 use super::file_info;
 use super::range::{RangeRequest, parse_range};
 use crate::http::{ApiError, AppState};
-use crate::store::{FileId, FileRecord};
+use crate::store::{FileId, FileRecord, NameFilter};
 use crate::wire::{ErrorBody, FileInfo, FileList};
 
-/// Paging for `GET /api/files`.
+/// Paging and name search for `GET /api/files`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Files per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
-    /// `next_cursor` from the previous page.
+    /// `next_cursor` from the previous page (empty: the first page).
+    #[param(pattern = r"^([0-7OoIiLl][0-9A-TV-Za-tv-z]{25})?$")]
     pub cursor: Option<String>,
+    /// Only files with exactly this name.
+    #[param(max_length = 4096)]
+    pub name: Option<String>,
+    /// Only files whose name contains this, ignoring case.
+    #[param(max_length = 4096)]
+    pub q: Option<String>,
 }
+
+/// Longest `name` or `q` accepted, in characters (stored names are shorter).
+const MAX_SEARCH: usize = 4096;
 
 /// Parses a file id from a path; a malformed one is simply not found.
 pub fn parse_file_id(s: &str) -> Result<FileId, ApiError> {
     s.parse().map_err(|_| ApiError::NotFound(format!("file {s} not found")))
 }
 
-/// List files, newest first.
+/// List files, newest first; `name` and `q` find files by name.
+///
+/// `name` keeps files with exactly that name (an upload under a name that
+/// exists makes a second file: this finds all of them), `q` those whose
+/// name contains it, ignoring case. Both page like the plain listing.
 #[utoipa::path(get, path = "/api/files", tag = "files", params(ListQuery),
     responses(
         (status = 200, description = "A page of files, newest first", body = FileList),
-        (status = 400, description = "Bad limit or cursor", body = ErrorBody),
+        (status = 400, description = "Bad limit, cursor or search", body = ErrorBody),
     ))]
 pub async fn list_files(
     State(st): State<AppState>,
@@ -51,7 +67,21 @@ pub async fn list_files(
         }
         None => None,
     };
-    let (files, next) = st.store.blocking(move |s| s.list_files(cursor.as_ref(), limit)).await?;
+    let mut filters = Vec::new();
+    for (param, value) in [("name", &q.name), ("q", &q.q)] {
+        if let Some(v) = value {
+            if v.chars().count() > MAX_SEARCH {
+                return Err(ApiError::BadRequest(format!("{param} may be at most {MAX_SEARCH} characters")));
+            }
+        }
+    }
+    if let Some(n) = q.name {
+        filters.push(NameFilter::Exact(n));
+    }
+    if let Some(sub) = q.q.filter(|s| !s.is_empty()) {
+        filters.push(NameFilter::contains(&sub));
+    }
+    let (files, next) = st.store.blocking(move |s| s.find_files(&filters, cursor.as_ref(), limit)).await?;
     Ok(Json(FileList {
         files: files.iter().map(file_info).collect(),
         next_cursor: next.map(|n| n.to_string()),
@@ -60,7 +90,7 @@ pub async fn list_files(
 
 /// A file's record.
 #[utoipa::path(get, path = "/api/files/{id}/info", tag = "files",
-    params(("id" = String, Path, description = "File id")),
+    params(("id" = String, Path, description = "File id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$")),
     responses(
         (status = 200, description = "The file", body = FileInfo),
         (status = 404, description = "No such file", body = ErrorBody),
@@ -78,7 +108,7 @@ pub async fn info(State(st): State<AppState>, Path(id): Path<String>) -> Result<
 /// `If-Range`. HEAD answers the same headers without the body.
 #[utoipa::path(get, path = "/api/files/{id}", tag = "files",
     params(
-        ("id" = String, Path, description = "File id"),
+        ("id" = String, Path, description = "File id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$"),
         ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or `bytes=-n`"),
         ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client has"),
         ("If-Range" = Option<String>, Header, description = "Serve the range only if the file is this ETag"),
@@ -144,7 +174,7 @@ pub async fn download(
 
 /// Delete a file. Its chunks are reclaimed by GC once no other file uses them.
 #[utoipa::path(delete, path = "/api/files/{id}", tag = "files",
-    params(("id" = String, Path, description = "File id")),
+    params(("id" = String, Path, description = "File id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such file", body = ErrorBody),

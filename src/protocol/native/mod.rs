@@ -15,12 +15,14 @@ use crate::http::{ApiError, AppState, content_length, read_body};
 use crate::store::{ChunkId, Entry, NewFile, object};
 use crate::wire::{
     ChunkingInfo, CommitRequest, ErrorBody, FileInfo, ManifestChunk, ManifestInfo, MissingRequest,
-    MissingResponse, PutChunkResponse,
+    MissingResponse, PutChunkResponse, TypePolicyInfo,
 };
 
-/// How the server cuts and names chunks.
+/// How the server cuts and names chunks, and the limits an upload must
+/// meet (file size, file types), so that clients check a file before
+/// sending any of it.
 #[utoipa::path(get, path = "/api/chunking", tag = "dedup",
-    responses((status = 200, description = "Chunking parameters", body = ChunkingInfo)))]
+    responses((status = 200, description = "Chunking parameters and upload limits", body = ChunkingInfo)))]
 pub async fn chunking(State(st): State<AppState>) -> Json<ChunkingInfo> {
     let p = st.config.chunking;
     Json(ChunkingInfo {
@@ -33,6 +35,8 @@ pub async fn chunking(State(st): State<AppState>) -> Json<ChunkingInfo> {
         chunker_id: p.id(),
         max_chunk_size: st.config.limits.max_chunk_size.0,
         max_missing_query: st.config.limits.max_missing_query,
+        max_file_size: Some(st.config.limits.max_file_size.0),
+        types: Some(TypePolicyInfo::from(&st.config.types)),
     })
 }
 
@@ -71,7 +75,7 @@ pub async fn missing_chunks(
 /// and may keep the frame as is). 201 when stored, 200 when the server
 /// already had it; a hash mismatch stores nothing.
 #[utoipa::path(put, path = "/api/chunks/{hash}", tag = "dedup",
-    params(("hash" = String, Path, description = "BLAKE3 of the raw bytes, hex")),
+    params(("hash" = String, Path, description = "BLAKE3 of the raw bytes, hex", pattern = r"^[0-9a-fA-F]{64}$")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
         (status = 201, description = "Stored", body = PutChunkResponse),
@@ -119,7 +123,7 @@ pub async fn put_chunk(
 /// One chunk's raw bytes; the stored zstd frame as is when the client
 /// accepts `zstd` and the chunk is stored compressed.
 #[utoipa::path(get, path = "/api/chunks/{hash}", tag = "dedup",
-    params(("hash" = String, Path, description = "BLAKE3 of the raw bytes, hex")),
+    params(("hash" = String, Path, description = "BLAKE3 of the raw bytes, hex", pattern = r"^[0-9a-fA-F]{64}$")),
     responses(
         (status = 200, description = "The chunk", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 404, description = "No such chunk", body = ErrorBody),
@@ -199,7 +203,7 @@ pub async fn commit(
 /// A file's chunks in order, with offsets. Streamed a manifest segment at a
 /// time, so memory stays flat for any file size.
 #[utoipa::path(get, path = "/api/files/{id}/manifest", tag = "dedup",
-    params(("id" = String, Path, description = "File id")),
+    params(("id" = String, Path, description = "File id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$")),
     responses(
         (status = 200, description = "The manifest", body = ManifestInfo),
         (status = 404, description = "No such file", body = ErrorBody),

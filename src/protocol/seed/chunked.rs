@@ -103,14 +103,14 @@ fn status_of(upload_id: String, total_pieces: u32, state: PieceState) -> (Status
 /// flow.js (`flow*`) or plain parameter names in the query string.
 #[utoipa::path(get, path = "/api/files/upload/chunked", tag = "uploads",
     params(
-        ("chunkNumber" = u32, Query, description = "1-based piece number (or resumableChunkNumber / flowChunkNumber, and likewise for the others)"),
-        ("totalChunks" = u32, Query, description = "Number of pieces"),
-        ("chunkSize" = u64, Query, description = "Nominal piece size"),
-        ("totalSize" = u64, Query, description = "File size"),
-        ("identifier" = String, Query, description = "Client-chosen upload identifier"),
-        ("filename" = String, Query, description = "File name"),
-        ("currentChunkSize" = Option<u64>, Query, description = "This piece's size"),
-        ("chunkHash" = Option<String>, Query, description = "This piece's BLAKE3, hex"),
+        ("chunkNumber" = u32, Query, minimum = 1, description = "1-based piece number (or resumableChunkNumber / flowChunkNumber, and likewise for the others)"),
+        ("totalChunks" = u32, Query, minimum = 1, description = "Number of pieces: the size divided by chunkSize, rounded down or up"),
+        ("chunkSize" = u64, Query, minimum = 1, description = "Nominal piece size"),
+        ("totalSize" = u64, Query, minimum = 0, description = "File size (at most limits.max_file_size)"),
+        ("identifier" = String, Query, min_length = 1, max_length = 1024, description = "Client-chosen upload identifier"),
+        ("filename" = String, Query, min_length = 1, max_length = 4096, description = "File name"),
+        ("currentChunkSize" = Option<u64>, Query, minimum = 0, description = "This piece's size"),
+        ("chunkHash" = Option<String>, Query, pattern = r"^[0-9a-fA-F]{64}$", description = "This piece's BLAKE3, hex"),
     ),
     responses(
         (status = 200, description = "Present: skip this piece", body = PieceStatus),

@@ -18,6 +18,7 @@ use crate::store::FileRecord;
 use crate::wire::{ErrorBody, FileInfo};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// The file's name, for a raw (non-multipart) body.
     pub filename: Option<String>,
@@ -93,7 +94,12 @@ pub async fn upload_file(
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .filter(|t| !t.starts_with("application/octet-stream"))
+            // Neither says anything about the file: octet-stream is "bytes",
+            // and form-urlencoded is what curl --data-binary sends by default.
+            .filter(|t| {
+                let t = t.trim().to_ascii_lowercase();
+                !t.starts_with("application/octet-stream") && !t.starts_with("application/x-www-form-urlencoded")
+            })
             .map(str::to_string);
         ingest(&st, req.into_body().into_data_stream(), name, declared).await?
     };

@@ -15,6 +15,7 @@ use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 use super::headers::{Algorithm, Checksum, ConcatHeader, HeaderError, Metadata, parse_u64};
 use crate::http::{ApiError, AppState, UploadGuard};
 use crate::store::{self, AppendOutcome, Appender, Concat, NewStream, UploadId, UploadRecord};
+use crate::wire::ErrorBody;
 
 pub const TUS_VERSION: &str = "1.0.0";
 pub const EXTENSIONS: &str =
@@ -238,17 +239,18 @@ pub async fn options(State(st): State<AppState>) -> Response {
 /// bytes (creation-with-upload).
 #[utoipa::path(post, path = "/api/tus/", tag = "tus",
     params(
-        ("Tus-Resumable" = String, Header, description = "1.0.0"),
-        ("Upload-Length" = Option<u64>, Header, description = "Total size"),
+        ("Tus-Resumable" = String, Header, pattern = r"^1\.0\.0$", description = "The tus version: 1.0.0 (anything else is answered 412)"),
+        ("Upload-Length" = Option<u64>, Header, minimum = 0, description = "Total size (at most Tus-Max-Size)"),
         ("Upload-Defer-Length" = Option<String>, Header, description = "1: size given later"),
         ("Upload-Metadata" = Option<String>, Header, description = "key base64value pairs; filename, filetype"),
         ("Upload-Concat" = Option<String>, Header, description = "partial, or final;<url> <url>…"),
     ),
     responses(
         (status = 201, description = "Created; Location is the upload URL"),
-        (status = 400, description = "Bad headers"),
-        (status = 412, description = "Unsupported tus version"),
-        (status = 413, description = "Larger than Tus-Max-Size"),
+        (status = 400, description = "Bad headers", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported Tus-Resumable", body = ErrorBody),
+        (status = 413, description = "Larger than Tus-Max-Size", body = ErrorBody),
+        (status = 415, description = "A complete upload's file type is rejected", body = ErrorBody),
     ))]
 pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Body) -> TusResult {
     check_version(&headers)?;
@@ -310,11 +312,12 @@ fn created(rec: &UploadRecord, base: &str) -> Response {
 
 /// `HEAD`: the upload's offset, length, metadata, expiry.
 #[utoipa::path(head, path = "/api/tus/{id}", tag = "tus",
-    params(("id" = String, Path, description = "Upload id")),
+    params(("id" = String, Path, pattern = r"^[0-9a-fA-F]{32}$", description = "Upload id"), ("Tus-Resumable" = String, Header, pattern = r"^1\.0\.0$", description = "The tus version: 1.0.0 (anything else is answered 412)")),
     responses(
         (status = 200, description = "Upload-Offset, Upload-Length (or Upload-Defer-Length), Upload-Metadata, Upload-Expires, Depot-File-Id once complete"),
         (status = 404, description = "Unknown or terminated"),
         (status = 410, description = "Expired"),
+        (status = 412, description = "Missing or unsupported Tus-Resumable"),
     ))]
 pub async fn head(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> TusResult {
     check_version(&headers)?;
@@ -330,23 +333,25 @@ pub async fn head(State(st): State<AppState>, Path(id): Path<String>, headers: H
 /// `PATCH`: append bytes at `Upload-Offset`.
 #[utoipa::path(patch, path = "/api/tus/{id}", tag = "tus",
     params(
-        ("id" = String, Path, description = "Upload id"),
-        ("Upload-Offset" = u64, Header, description = "Must equal the upload's offset"),
+        ("id" = String, Path, pattern = r"^[0-9a-fA-F]{32}$", description = "Upload id"),
+        ("Tus-Resumable" = String, Header, pattern = r"^1\.0\.0$", description = "The tus version: 1.0.0 (anything else is answered 412)"),
+        ("Upload-Offset" = u64, Header, minimum = 0, description = "Must equal the upload's offset"),
         ("Upload-Checksum" = Option<String>, Header, description = "<algorithm> <base64 digest> of this body"),
         ("Upload-Length" = Option<u64>, Header, description = "Sets a deferred length"),
     ),
     request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"),
     responses(
         (status = 204, description = "Stored; Upload-Offset is the new offset (Depot-File-Id once the file exists)"),
-        (status = 400, description = "Bad headers, or an unsupported checksum algorithm"),
-        (status = 403, description = "PATCH on a final (concatenated) upload"),
-        (status = 404, description = "Unknown or terminated"),
-        (status = 409, description = "Upload-Offset is not the upload's offset"),
-        (status = 410, description = "Expired"),
-        (status = 413, description = "Past Upload-Length or the maximum size"),
-        (status = 415, description = "Not application/offset+octet-stream, or the completed file's type is rejected"),
-        (status = 423, description = "Ended by a newer request for the same upload (what arrived is kept)"),
-        (status = 460, description = "Checksum mismatch: nothing of this body is kept"),
+        (status = 400, description = "Bad headers, or an unsupported checksum algorithm", body = ErrorBody),
+        (status = 403, description = "PATCH on a final (concatenated) upload", body = ErrorBody),
+        (status = 404, description = "Unknown or terminated", body = ErrorBody),
+        (status = 409, description = "Upload-Offset is not the upload's offset", body = ErrorBody),
+        (status = 410, description = "Expired", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported Tus-Resumable", body = ErrorBody),
+        (status = 413, description = "Past Upload-Length or the maximum size", body = ErrorBody),
+        (status = 415, description = "Not application/offset+octet-stream, or the completed file's type is rejected", body = ErrorBody),
+        (status = 423, description = "Ended by a newer request for the same upload (what arrived is kept)", body = ErrorBody),
+        (status = 460, description = "Checksum mismatch: nothing of this body is kept", body = ErrorBody),
     ))]
 pub async fn patch(
     State(st): State<AppState>,
@@ -387,8 +392,12 @@ pub async fn patch(
 
 /// `DELETE`: terminate the upload.
 #[utoipa::path(delete, path = "/api/tus/{id}", tag = "tus",
-    params(("id" = String, Path, description = "Upload id")),
-    responses((status = 204, description = "Terminated"), (status = 404, description = "Unknown")))]
+    params(("id" = String, Path, pattern = r"^[0-9a-fA-F]{32}$", description = "Upload id"), ("Tus-Resumable" = String, Header, pattern = r"^1\.0\.0$", description = "The tus version: 1.0.0 (anything else is answered 412)")),
+    responses(
+        (status = 204, description = "Terminated"),
+        (status = 404, description = "Unknown", body = ErrorBody),
+        (status = 412, description = "Missing or unsupported Tus-Resumable", body = ErrorBody),
+    ))]
 pub async fn terminate(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> TusResult {
     check_version(&headers)?;
     let id = parse_id(&id)?;
