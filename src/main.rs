@@ -1,16 +1,31 @@
 //! The `depot` binary: the server, the client commands, and the offline
 //! store commands.
+//!
+//! Exit statuses: 0 done; 1 any other failure (the server or an offline
+//! command could not run); 2 usage; 3 a local file cannot be read or
+//! written, or `get` would overwrite one; 4 the server cannot be reached or
+//! the connection broke; 5 the server refused the request, or would refuse
+//! the upload; 6 server error; 7 a download does not verify; 130
+//! interrupted (Ctrl-C): run the same command again to resume. `verify`
+//! exits 1 when it finds damage.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use depot::client::{self, Client, GetOptions, PutOptions, Source, human};
+use depot::client::{self, Client, ClientError, GetOptions, PutOptions, Search, Source, exit, human};
 use depot::config::Config;
 use depot::store::Store;
 
 #[derive(Parser)]
-#[command(name = "depot", version, about = "A streaming file server on a deduplicating chunk store")]
+#[command(
+    name = "depot",
+    version,
+    about = "A streaming file server on a deduplicating chunk store",
+    after_help = "Exit status: 0 done, 1 other failure, 2 usage, 3 local file, 4 network, \
+                  5 refused by the server, 6 server error, 7 verification failed, \
+                  130 interrupted (run the same command again to resume)."
+)]
 struct Cli {
     /// The server the client commands talk to.
     #[arg(long, env = "DEPOT_SERVER", default_value = "http://localhost:8080", global = true)]
@@ -56,17 +71,27 @@ enum Command {
         json: bool,
     },
     /// Download a file, verifying every chunk; resumes an interrupted download.
+    /// Refuses to overwrite an existing file unless --force.
     Get {
         id: String,
         /// Output path (default: the stored name; `-` for standard output).
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
+        /// Overwrite the output file if it exists.
+        #[arg(long, short = 'f')]
+        force: bool,
         /// Print a JSON report.
         #[arg(long)]
         json: bool,
     },
-    /// List files, newest first.
+    /// List files, newest first: all of them, those named NAME, or those
+    /// whose name contains TEXT (-q).
     Ls {
+        /// Only files with exactly this name.
+        name: Option<String>,
+        /// Only files whose name contains this, ignoring case.
+        #[arg(long, short = 'q', conflicts_with = "name")]
+        search: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -104,30 +129,106 @@ enum Command {
     },
 }
 
-fn load_config(args: &StoreArgs) -> Result<Config, String> {
-    let mut cfg =
-        Config::load(args.config.as_deref(), |k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+/// A command's failure: the line to print and the exit status.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self { code: 1, message }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Self { code: 1, message: message.into() }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Self { code: e.exit_code(), message: e.to_string() }
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure { code: exit::USAGE, message: message.into() }
+}
+
+/// The configuration: defaults, file, environment, then flags. A variable
+/// that a flag overrides is not read at all, so that an invalid value in
+/// the environment does not stop a command whose flag is valid.
+fn load_config(args: &StoreArgs, listen: Option<&str>) -> Result<Config, Failure> {
+    let overridden = |k: &str| {
+        (k == "DEPOT_DATA_DIR" && args.data_dir.is_some()) || (k == "DEPOT_LISTEN" && listen.is_some())
+    };
+    let mut cfg = Config::load(args.config.as_deref(), |k| {
+        if overridden(k) { None } else { std::env::var(k).ok() }
+    })
+    .map_err(|e| usage(e.to_string()))?;
     if let Some(d) = &args.data_dir {
         cfg.data_dir = d.clone();
     }
+    if let Some(l) = listen {
+        cfg.listen = l.to_string();
+    }
+    cfg.validate().map_err(|e| usage(e.to_string()))?;
     Ok(cfg)
 }
 
-fn open_store(args: &StoreArgs) -> Result<Store, String> {
-    let cfg = load_config(args)?;
+fn open_store(args: &StoreArgs) -> Result<Store, Failure> {
+    let cfg = load_config(args, None)?;
     if !cfg.data_dir.join("meta").exists() {
-        return Err(format!("no store at {}", cfg.data_dir.display()));
+        return Err(format!("no store at {}", cfg.data_dir.display()).into());
     }
-    Store::open(&cfg.data_dir, cfg.store_options()).map_err(|e| e.to_string())
+    Store::open(&cfg.data_dir, cfg.store_options())
+        .map_err(|e| format!("opening the store at {}: {e}", cfg.data_dir.display()).into())
+}
+
+/// Makes sure `dir` can hold a store before the store opens it, so that a
+/// mistake is named plainly (the path and the cause). Returns the first
+/// directory it had to create, which a failed start removes again.
+fn prepare_data_dir(dir: &Path) -> Result<Option<PathBuf>, String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(format!("data dir {} exists and is not a directory", dir.display())),
+        Ok(_) => {
+            // Writable? (Permissions alone do not tell: read-only mounts, ACLs.)
+            let probe = dir.join(format!(".depot-write-test-{}", std::process::id()));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+                .and_then(|_| std::fs::remove_file(&probe))
+                .map_err(|e| format!("data dir {} is not writable: {}", dir.display(), io_cause(&e)))?;
+            Ok(None)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut first = dir.to_path_buf();
+            while let Some(parent) = first.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+                first = parent.to_path_buf();
+            }
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create data dir {}: {}", dir.display(), io_cause(&e)))?;
+            Ok(Some(first))
+        }
+        Err(e) => Err(format!("data dir {}: {}", dir.display(), io_cause(&e))),
+    }
+}
+
+/// An I/O error as a cause people recognise ("permission denied", "not a
+/// directory"), without the os error number.
+fn io_cause(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut c = text.chars();
+    c.next().map(|f| f.to_lowercase().collect::<String>() + c.as_str()).unwrap_or_default()
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
-fn serve(args: &StoreArgs, listen: Option<String>) -> Result<(), String> {
-    let mut cfg = load_config(args)?;
-    if let Some(l) = listen {
-        cfg.listen = l;
-    }
-    cfg.validate().map_err(|e| e.to_string())?;
+fn serve(args: &StoreArgs, listen: Option<String>) -> Result<(), Failure> {
+    let cfg = load_config(args, listen.as_deref())?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cfg.log).map_err(|e| format!("log filter: {e}"))?,
@@ -135,18 +236,28 @@ fn serve(args: &StoreArgs, listen: Option<String>) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .init();
     runtime()?.block_on(async move {
-        let store = Store::open(&cfg.data_dir, cfg.store_options())
-            .map_err(|e| format!("opening the store at {}: {e}", cfg.data_dir.display()))?;
+        // Listen first: a busy port then costs no data dir.
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+            .map_err(|e| format!("cannot listen on {}: {}", cfg.listen, io_cause(&e)))?;
+        let created = prepare_data_dir(&cfg.data_dir)?;
+        let store = match Store::open(&cfg.data_dir, cfg.store_options()) {
+            Ok(s) => s,
+            Err(e) => {
+                // A failed start leaves no empty data dir behind.
+                if let Some(dir) = created {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                return Err(format!("opening the store at {}: {e}", cfg.data_dir.display()).into());
+            }
+        };
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "depot listening");
         // One write, so that scripts waiting for this line never see half of it.
         let line = format!("depot listening on http://{addr} (data in {})\n", cfg.data_dir.display());
         let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         let state = depot::http::AppState::new(store, cfg);
-        depot::http::serve(listener, state, shutdown_signal()).await.map_err(|e| e.to_string())
+        depot::http::serve(listener, state, shutdown_signal()).await.map_err(|e| Failure::from(e.to_string()))
     })
 }
 
@@ -173,6 +284,26 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Runtime::new().map_err(|e| e.to_string())
 }
 
+/// Runs a client command; Ctrl-C ends it with one line saying how to
+/// resume (`resume`) and exit status 130. What a get verified stays in its
+/// `.part` file; what a put sent stays on the server (leased), so the same
+/// command run again continues.
+fn interruptible<F>(resume: &str, f: F) -> Result<(), Failure>
+where
+    F: std::future::Future<Output = Result<(), Failure>>,
+{
+    runtime()?.block_on(async {
+        tokio::select! {
+            r = f => r,
+            _ = tokio::signal::ctrl_c() => {
+                // A progress bar may be on the line: start a fresh one.
+                eprintln!("\ndepot: interrupted; {resume}");
+                std::process::exit(i32::from(exit::INTERRUPTED));
+            }
+        }
+    })
+}
+
 /// Writes to standard output; a closed pipe (`depot ls | head`) ends the
 /// program quietly instead of panicking.
 fn emit(text: &str) -> Result<(), String> {
@@ -189,9 +320,14 @@ fn print_json(v: &impl serde::Serialize) -> Result<(), String> {
 }
 
 fn print_stats(st: &depot::wire::StatsInfo) -> Result<(), String> {
+    let ratio = |r: Option<f64>| match r {
+        Some(r) => format!("{r:.3}"),
+        None => "n/a (no file content yet)".into(),
+    };
     emit(&format!(
         "files          {}\nlogical bytes  {} ({})\nunique chunks  {}\nunique bytes   {} ({})\n\
-         stored bytes   {} ({})\ndedup ratio    {:.3}\nspace ratio    {:.3}",
+         stored bytes   {} ({})\ndedup ratio    {}   (logical / unique bytes)\n\
+         space ratio    {}   (logical / stored bytes)",
         st.files,
         st.logical_bytes,
         human(st.logical_bytes),
@@ -200,76 +336,130 @@ fn print_stats(st: &depot::wire::StatsInfo) -> Result<(), String> {
         human(st.unique_bytes),
         st.stored_bytes,
         human(st.stored_bytes),
-        st.dedup_ratio,
-        st.space_ratio
+        ratio(st.dedup_ratio),
+        ratio(st.space_ratio)
     ))
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+/// `depot gc`'s account of what it left: chunks no file uses that the
+/// grace period (or an upload's lease) still holds, and when they go.
+fn explain_gc(r: &depot::store::GcReport, left: &depot::store::GcBacklog, grace: std::time::Duration) -> String {
+    let mut text = format!("gc: freed {} chunks ({})", r.deleted_chunks, human(r.freed_bytes));
+    if left.chunks == 0 {
+        text.push_str("; no unused chunks are waiting");
+        return text;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let when = |ms: u64| {
+        let wait = std::time::Duration::from_millis(ms.saturating_sub(now));
+        format!("{} (in {})", depot::wire::rfc3339(ms), humantime(wait))
+    };
+    text.push_str(&format!(
+        "; {} unused chunks ({}) are kept until their grace period (gc.grace = {}) or an upload's lease \
+         (gc.chunk_lease) ends",
+        left.chunks,
+        human(left.bytes),
+        humantime(grace)
+    ));
+    if let (Some(first), Some(last)) = (left.first_due_ms, left.last_due_ms) {
+        text.push_str(&format!("; the first may go at {}, the last at {}", when(first), when(last)));
+    }
+    text.push_str("; run gc again after that (the server's own GC runs every gc.interval)");
+    text
+}
+
+/// `2h05m`, `3m10s`, `42s`.
+fn humantime(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
     let server = cli.server.clone();
-    let client = || Client::new(&server).map_err(|e| e.to_string());
+    let client = || Client::new(&server).map(|c| c.with_retry_notices(true)).map_err(Failure::from);
     let show = |json: bool| !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
         Command::Serve { store, listen } => serve(&store, listen),
         Command::Put { files, name, jobs, json } => {
             if name.is_some() && files.len() > 1 {
-                return Err("--name applies to a single file".into());
+                return Err(usage("--name applies to a single file"));
             }
             let c = client()?;
-            runtime()?.block_on(async {
-                for f in files {
-                    let source = if f.as_os_str() == "-" { Source::Stdin } else { Source::File(f.clone()) };
-                    let opts = PutOptions { name: name.clone(), jobs, progress: show(json) };
-                    let (file, report) =
-                        client::put(&c, source, &opts).await.map_err(|e| format!("{}: {e}", f.display()))?;
-                    if json {
-                        print_json(&report)?;
-                    } else {
-                        let pct = if report.size == 0 { 0.0 } else { 100.0 * report.sent_bytes as f64 / report.size as f64 };
-                        eprintln!(
-                            "{}: {} in {} chunks; sent {} ({pct:.1}%), skipped {} chunks the server had; {:.1} s",
-                            file.name,
-                            human(report.size),
-                            report.chunks,
-                            human(report.sent_bytes),
-                            report.skipped_chunks,
-                            report.seconds
-                        );
-                        emit(&file.id)?;
+            interruptible(
+                "run the same command again to resume: chunks the server already has are not sent again",
+                async {
+                    for f in files {
+                        let source =
+                            if f.as_os_str() == "-" { Source::Stdin } else { Source::File(f.clone()) };
+                        let opts = PutOptions { name: name.clone(), jobs, progress: show(json) };
+                        let (file, report) = client::put(&c, source, &opts).await.map_err(|e| Failure {
+                            code: e.exit_code(),
+                            message: format!("{}: {e}", f.display()),
+                        })?;
+                        if json {
+                            print_json(&report)?;
+                        } else {
+                            let pct = if report.size == 0 {
+                                0.0
+                            } else {
+                                100.0 * report.sent_bytes as f64 / report.size as f64
+                            };
+                            eprintln!(
+                                "{}: {} in {} chunks; sent {} ({pct:.1}%), skipped {} chunks ({}) the server had; {:.1} s",
+                                file.name,
+                                human(report.size),
+                                report.chunks,
+                                human(report.sent_bytes),
+                                report.skipped_chunks,
+                                human(report.skipped_bytes),
+                                report.seconds
+                            );
+                            emit(&file.id)?;
+                        }
                     }
-                }
-                Ok(())
-            })
+                    Ok(())
+                },
+            )
         }
-        Command::Get { id, output, json } => {
+        Command::Get { id, output, force, json } => {
             let c = client()?;
-            let opts = GetOptions { output, progress: show(json) };
-            let report = runtime()?.block_on(client::get(&c, &id, &opts)).map_err(|e| e.to_string())?;
-            if json {
-                print_json(&report)
-            } else {
-                if report.path != "-" {
+            let part = match &output {
+                Some(o) if o.as_os_str() != "-" => format!("{}.part", o.display()),
+                _ => "the .part file".into(),
+            };
+            let opts = GetOptions { output, force, progress: show(json) };
+            interruptible(&format!("run the same command again to resume from {part}"), async {
+                let report = client::get(&c, &id, &opts).await?;
+                if json {
+                    print_json(&report)?;
+                } else if report.path != "-" {
                     let resumed = if report.resumed_from > 0 {
                         format!(" (resumed at {})", human(report.resumed_from))
                     } else {
                         String::new()
                     };
-                    eprintln!(
-                        "{}: {} verified{resumed}; {:.1} s",
-                        report.path,
-                        human(report.size),
-                        report.seconds
-                    );
+                    eprintln!("{}: {} verified{resumed}; {:.1} s", report.path, human(report.size), report.seconds);
                 }
                 Ok(())
-            }
+            })
         }
-        Command::Ls { json } => {
+        Command::Ls { name, search, json } => {
             let c = client()?;
-            runtime()?.block_on(async {
+            let filter = match (name, search) {
+                (Some(n), _) => Some(Search::Exact(n)),
+                (None, Some(q)) => Some(Search::Contains(q)),
+                (None, None) => None,
+            };
+            interruptible("nothing was changed", async {
                 let mut cursor: Option<String> = None;
                 loop {
-                    let page = c.list(cursor.as_deref(), 1000).await.map_err(|e| e.to_string())?;
+                    let page = c.list(cursor.as_deref(), 1000, filter.as_ref()).await?;
                     for f in &page.files {
                         if json {
                             print_json(f)?;
@@ -292,13 +482,13 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Rm { id } => {
             let c = client()?;
-            runtime()?.block_on(c.delete(&id)).map_err(|e| e.to_string())
+            interruptible("run the same command again", async { Ok(c.delete(&id).await?) })
         }
         Command::Stat { id, json } => {
             let c = client()?;
-            let f = runtime()?.block_on(c.info(&id)).map_err(|e| e.to_string())?;
+            let f = runtime()?.block_on(c.info(&id))?;
             if json {
-                return print_json(&f);
+                return Ok(print_json(&f)?);
             }
             let mut text = format!(
                 "id            {}\nname          {}\nsize          {} ({})\ncontent type  {}\n\
@@ -315,7 +505,7 @@ fn run(cli: Cli) -> Result<(), String> {
             if let Some(h) = &f.content_hash {
                 text.push_str(&format!("\nblake3        {h}"));
             }
-            emit(&text)
+            Ok(emit(&text)?)
         }
         Command::Stats { store, json } => {
             let st = if store.data_dir.is_some() {
@@ -325,15 +515,19 @@ fn run(cli: Cli) -> Result<(), String> {
                 depot::wire::StatsInfo::from(st)
             } else {
                 let c = client()?;
-                runtime()?.block_on(c.stats()).map_err(|e| e.to_string())?
+                runtime()?.block_on(c.stats())?
             };
-            if json { print_json(&st) } else { print_stats(&st) }
+            Ok(if json { print_json(&st) } else { print_stats(&st) }?)
         }
         Command::Gc { store, no_orphans } => {
             let s = open_store(&store)?;
             let r = s.gc(!no_orphans).map_err(|e| e.to_string())?;
-            emit(&serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?)?;
-            s.close().map_err(|e| e.to_string())
+            let left = s.gc_backlog().map_err(|e| e.to_string())?;
+            let mut out = serde_json::to_value(&r).map_err(|e| e.to_string())?;
+            out["waiting"] = serde_json::to_value(&left).map_err(|e| e.to_string())?;
+            emit(&serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?)?;
+            eprintln!("{}", explain_gc(&r, &left, s.options().gc_grace));
+            Ok(s.close().map_err(|e| e.to_string())?)
         }
         Command::Verify { store, repair } => {
             let s = open_store(&store)?;
@@ -352,9 +546,9 @@ fn run(cli: Cli) -> Result<(), String> {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("depot: {e}");
-            ExitCode::FAILURE
+        Err(f) => {
+            eprintln!("depot: {}", f.message);
+            ExitCode::from(f.code)
         }
     }
 }

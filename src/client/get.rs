@@ -7,12 +7,12 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::progress::Progress;
 use super::{Client, ClientError, Result, check};
 use crate::store::ChunkId;
 use crate::wire::ManifestChunk;
@@ -22,6 +22,9 @@ pub struct GetOptions {
     /// Where to write (default: the file's name in the current directory;
     /// `-` for standard output).
     pub output: Option<PathBuf>,
+    /// Replace an existing output file. Without it, a get refuses to
+    /// overwrite one (its own `.part` file is resumed, never refused).
+    pub force: bool,
     pub progress: bool,
 }
 
@@ -158,6 +161,9 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
         None => PathBuf::from(safe_name(&info.name)),
     };
     let part = PathBuf::from(format!("{}.part", output.display()));
+    if !to_stdout {
+        refuse_to_clobber(&output, opts.force)?;
+    }
 
     // Resume: keep the verified whole chunks of an earlier attempt. Files
     // are opened, hashed and written on blocking threads, beside the network.
@@ -177,13 +183,8 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
     let resumed_from = verifier.verified_end();
     let chunk_count = verifier.chunks.len();
 
-    let bar = if opts.progress { ProgressBar::new(info.size) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar.set_position(resumed_from);
+    let bar = Progress::new(Some(info.size), opts.progress, "kept");
+    bar.start_at(resumed_from);
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     let worker = tokio::task::spawn_blocking(move || {
@@ -231,7 +232,7 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
             let frame = match frame {
                 Ok(f) => f,
                 Err(e) => {
-                    broke = Some(ClientError::Io(format!(
+                    broke = Some(ClientError::Broken(format!(
                         "the download broke off after {} bytes ({e}); run the same command again to resume \
                          (if it breaks at the same place again, the server's copy is damaged: see its log)",
                         resumed_from + received
@@ -240,7 +241,7 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
                 }
             };
             received += frame.len() as u64;
-            bar.inc(frame.len() as u64);
+            bar.sent(frame.len() as u64, frame.len() as u64);
             if tx.send(frame).await.is_err() {
                 break; // the worker stopped: its error says why
             }
@@ -253,7 +254,7 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
         return Err(e);
     }
     if verifier.index != chunk_count {
-        return Err(ClientError::Io(format!(
+        return Err(ClientError::Broken(format!(
             "the download ended after {} of {} bytes; run the same command again to resume",
             resumed_from + received,
             info.size
@@ -264,7 +265,7 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
             .await
             .map_err(|e| ClientError::io(format!("moving {} into place", part.display()), e))?;
     }
-    bar.finish_and_clear();
+    bar.finish();
     Ok(GetReport {
         id: id.to_string(),
         path: output.display().to_string(),
@@ -273,6 +274,23 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
         received_bytes: received,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Refuses to replace an existing `output` unless `force` (as curl's
+/// `--no-clobber`, wget and rsync users expect). The partial download
+/// `output.part` is not `output`: resuming it is always allowed.
+fn refuse_to_clobber(output: &Path, force: bool) -> Result<()> {
+    match std::fs::symlink_metadata(output) {
+        Ok(m) if m.is_dir() => Err(ClientError::Io(format!(
+            "{} is a directory; name the output file with -o",
+            output.display()
+        ))),
+        Ok(_) if !force => Err(ClientError::Io(format!(
+            "{} exists; use --force to overwrite it, or -o to write elsewhere",
+            output.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// How many leading chunks of `f` are whole and match the manifest.

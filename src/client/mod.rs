@@ -4,14 +4,18 @@
 //! against content that arrived by any other path.
 
 mod get;
+mod progress;
 mod put;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 pub use self::get::{GetOptions, GetReport, get};
+pub use self::progress::progress_line;
 pub use self::put::{PutOptions, PutReport, Source, put};
 use crate::store::ChunkId;
 use crate::wire::{
@@ -19,24 +23,70 @@ use crate::wire::{
     MissingResponse, PutChunkResponse, StatsInfo,
 };
 
-/// Why a client operation failed; each renders as one clear line.
+/// Why a client operation failed; each renders as one clear line and maps
+/// to one exit status ([`ClientError::exit_code`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// Bad arguments or a bad server URL.
+    #[error("{0}")]
+    Usage(String),
     #[error("cannot reach the server at {server}: {detail}")]
     Unreachable { server: String, detail: String },
+    /// A transfer broke off midway; the message says how to resume.
+    #[error("{0}")]
+    Broken(String),
     #[error("the server answered {status}: {message}")]
     Api { status: u16, error: String, message: String, missing: Vec<ChunkId> },
+    /// The server would refuse the upload (its size or type), found out
+    /// before anything was sent.
+    #[error("{0}")]
+    Refused(String),
+    /// A local file cannot be read or written, or would be overwritten.
     #[error("{0}")]
     Io(String),
+    /// The server answered something that is not the API.
     #[error("{0}")]
     Protocol(String),
     #[error("{0}")]
     Verify(String),
 }
 
+/// Exit statuses of the `depot` client commands (the Python client and the
+/// bash scripts use the same numbers).
+pub mod exit {
+    /// Bad arguments.
+    pub const USAGE: u8 = 2;
+    /// A local file cannot be read or written, or exists (`get` without
+    /// `--force`).
+    pub const LOCAL: u8 = 3;
+    /// The server cannot be reached, or the connection broke.
+    pub const NETWORK: u8 = 4;
+    /// The server refused the request (4xx), or would refuse the upload.
+    pub const REFUSED: u8 = 5;
+    /// Server error (5xx) or an answer that is not the API.
+    pub const SERVER: u8 = 6;
+    /// The download does not verify.
+    pub const VERIFY: u8 = 7;
+    /// Interrupted (Ctrl-C): run the same command again to resume.
+    pub const INTERRUPTED: u8 = 130;
+}
+
 impl ClientError {
     fn io(context: impl std::fmt::Display, e: std::io::Error) -> Self {
         ClientError::Io(format!("{context}: {e}"))
+    }
+
+    /// The exit status for this error (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Usage(_) => exit::USAGE,
+            ClientError::Io(_) => exit::LOCAL,
+            ClientError::Unreachable { .. } | ClientError::Broken(_) => exit::NETWORK,
+            ClientError::Api { status, .. } if *status < 500 => exit::REFUSED,
+            ClientError::Refused(_) => exit::REFUSED,
+            ClientError::Api { .. } | ClientError::Protocol(_) => exit::SERVER,
+            ClientError::Verify(_) => exit::VERIFY,
+        }
     }
 
     /// Whether retrying the same request may succeed.
@@ -56,15 +106,23 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// Say on stderr when a request is retried.
+    notify_retries: bool,
+    /// Whether the server has answered once: before that, a refused
+    /// connection means there is no server, and waiting will not help.
+    answered: Arc<AtomicBool>,
 }
+
+/// Attempts after the first for a transient failure.
+const RETRIES: u32 = 5;
 
 impl Client {
     /// # Errors
-    /// [`ClientError::Protocol`] when the URL is not http(s).
+    /// [`ClientError::Usage`] when the URL is not http(s).
     pub fn new(server: &str) -> Result<Self> {
         let base = server.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ClientError::Protocol(format!(
+            return Err(ClientError::Usage(format!(
                 "server URL `{server}` must start with http:// or https://"
             )));
         }
@@ -74,7 +132,14 @@ impl Client {
             .user_agent(concat!("depot/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Protocol(format!("http client: {e}")))?;
-        Ok(Self { http, base })
+        Ok(Self { http, base, notify_retries: false, answered: Arc::default() })
+    }
+
+    /// Says on stderr, one line each, when a request is retried (the
+    /// command line client turns this on).
+    pub fn with_retry_notices(mut self, on: bool) -> Self {
+        self.notify_retries = on;
+        self
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -86,10 +151,13 @@ impl Client {
     }
 
     fn send_error(&self, e: reqwest::Error) -> ClientError {
+        // The innermost cause is the one that says what happened
+        // ("Connection refused (os error 111)"); reqwest's own layers only
+        // repeat the URL.
         let mut detail = e.to_string();
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
-            detail = format!("{detail}: {s}");
+            detail = s.to_string();
             src = s.source();
         }
         ClientError::Unreachable { server: self.base.clone(), detail }
@@ -98,6 +166,7 @@ impl Client {
     /// Sends a request; a non-success status becomes [`ClientError::Api`].
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response> {
         let resp = req.send().await.map_err(|e| self.send_error(e))?;
+        self.answered.store(true, Ordering::Relaxed);
         check(resp).await
     }
 
@@ -108,7 +177,9 @@ impl Client {
             .map_err(|e| ClientError::Protocol(format!("unexpected answer from the server: {e}")))
     }
 
-    /// Retries transient failures (unreachable, 429, 5xx) with backoff.
+    /// Retries transient failures (unreachable, 429, 5xx) with backoff,
+    /// saying so when notices are on. A server that refuses the very first
+    /// connection is not there: that fails at once.
     async fn retrying<T, F, Fut>(&self, mut f: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -118,14 +189,26 @@ impl Client {
         let mut attempt = 0;
         loop {
             match f().await {
-                Err(e) if e.transient() && attempt < 5 => {
+                Err(e) if e.transient() && attempt < RETRIES && !self.nobody_there(&e) => {
                     attempt += 1;
+                    if self.notify_retries {
+                        eprintln!(
+                            "depot: {e}; retrying in {:.1} s ({attempt}/{RETRIES})",
+                            delay.as_secs_f64()
+                        );
+                    }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 other => return other,
             }
         }
+    }
+
+    /// A refused connection before the server ever answered: no server.
+    fn nobody_there(&self, e: &ClientError) -> bool {
+        matches!(e, ClientError::Unreachable { detail, .. } if detail.to_ascii_lowercase().contains("refused"))
+            && !self.answered.load(Ordering::Relaxed)
     }
 
     /// # Errors
@@ -180,14 +263,25 @@ impl Client {
         self.retrying(|| self.json(self.http.get(self.url(&format!("/api/files/{id}/manifest"))))).await
     }
 
+    /// One page of the listing, newest first; `search` keeps only names
+    /// that match it.
+    ///
     /// # Errors
     /// Network and API errors.
-    pub async fn list(&self, cursor: Option<&str>, limit: usize) -> Result<FileList> {
-        let mut req = self.http.get(self.url("/api/files")).query(&[("limit", limit.to_string())]);
-        if let Some(c) = cursor {
-            req = req.query(&[("cursor", c)]);
-        }
-        self.json(req).await
+    pub async fn list(&self, cursor: Option<&str>, limit: usize, search: Option<&Search>) -> Result<FileList> {
+        self.retrying(|| {
+            let mut req = self.http.get(self.url("/api/files")).query(&[("limit", limit.to_string())]);
+            if let Some(c) = cursor {
+                req = req.query(&[("cursor", c)]);
+            }
+            match search {
+                Some(Search::Exact(n)) => req = req.query(&[("name", n)]),
+                Some(Search::Contains(q)) => req = req.query(&[("q", q)]),
+                None => {}
+            }
+            self.json(req)
+        })
+        .await
     }
 
     /// # Errors
@@ -201,6 +295,15 @@ impl Client {
     pub async fn stats(&self) -> Result<StatsInfo> {
         self.retrying(|| self.json(self.http.get(self.url("/api/stats")))).await
     }
+}
+
+/// A search by name for [`Client::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Search {
+    /// Exactly this name (`?name=`).
+    Exact(String),
+    /// Names containing this, ignoring case (`?q=`).
+    Contains(String),
 }
 
 /// Turns an error status into [`ClientError::Api`], reading the JSON body.

@@ -8,19 +8,18 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::progress::Progress;
 use super::{Client, ClientError, Result, human};
-use crate::store::{ChunkId, Chunker, ChunkerParams, chunker::ReadChunker, object};
-use crate::wire::{ChunkRef, CommitRequest, FileInfo};
+use crate::store::filetype::SNIFF_LEN;
+use crate::store::{ChunkId, Chunker, ChunkerParams, TypePolicy, chunker::ReadChunker, object};
+use crate::wire::{ChunkRef, ChunkingInfo, CommitRequest, FileInfo};
 
 /// Where the bytes come from.
 #[derive(Debug, Clone)]
@@ -81,6 +80,8 @@ pub struct PutReport {
     pub chunks: u64,
     /// Chunks the server already had (or that repeat within the file).
     pub skipped_chunks: u64,
+    /// Their bytes.
+    pub skipped_bytes: u64,
     pub sent_chunks: u64,
     /// Chunk body bytes sent (after compression).
     pub sent_bytes: u64,
@@ -91,36 +92,6 @@ pub struct PutReport {
 const BATCH_CHUNKS: usize = 256;
 const BATCH_BYTES: usize = 32 << 20;
 const BATCH_WAIT: Duration = Duration::from_millis(50);
-
-struct Progress {
-    bar: ProgressBar,
-    sent: AtomicU64,
-    skipped: AtomicU64,
-}
-
-impl Progress {
-    fn new(total: Option<u64>, show: bool) -> Self {
-        let bar = if show { ProgressBar::new(total.unwrap_or(0)) } else { ProgressBar::hidden() };
-        let template = if total.is_some() {
-            "{spinner} {bytes}/{total_bytes} read {wide_bar} {bytes_per_sec} {msg}"
-        } else {
-            "{spinner} {bytes} read {bytes_per_sec} {msg}"
-        };
-        bar.set_style(
-            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Self { bar, sent: AtomicU64::new(0), skipped: AtomicU64::new(0) }
-    }
-
-    fn update(&self) {
-        self.bar.set_message(format!(
-            "· sent {} · skipped {} chunks",
-            human(self.sent.load(Ordering::Relaxed)),
-            self.skipped.load(Ordering::Relaxed)
-        ));
-    }
-}
 
 /// Uploads one file (or stdin) and commits it.
 ///
@@ -138,7 +109,19 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
         )));
     }
     let name = opts.name.clone().unwrap_or_else(|| source.default_name());
-    let progress = Arc::new(Progress::new(source.len(), opts.progress));
+    let limits = Limits::of(&info);
+    let declared_len = source.len();
+    if let Some(len) = declared_len {
+        limits.check_size(&name, len)?;
+    }
+    if let Source::File(path) = &source {
+        let (path, name) = (path.clone(), name.clone());
+        let head = tokio::task::spawn_blocking(move || read_head(&path))
+            .await
+            .map_err(|e| ClientError::Io(format!("reader: {e}")))??;
+        limits.check_type(&name, &head)?;
+    }
+    let progress = Progress::new(declared_len, opts.progress, "skip");
 
     // Two threads, so that cutting and hashing use both cores: the reader
     // reads and cuts, the hasher hashes, in order. Bounded queues hold the
@@ -160,10 +143,8 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
         })
     };
     let hasher = {
-        let progress = progress.clone();
         tokio::task::spawn_blocking(move || {
             for chunk in cut_rx {
-                progress.bar.inc(chunk.len() as u64);
                 if tx.blocking_send((ChunkId::of(&chunk), chunk)).is_err() {
                     break;
                 }
@@ -179,11 +160,16 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
         size: 0,
         chunks: 0,
         skipped_chunks: 0,
+        skipped_bytes: 0,
         sent_chunks: 0,
         sent_bytes: 0,
         seconds: 0.0,
     };
     let mut closed = false;
+    // Bytes read so far, and whether the first bytes have been checked
+    // against the type policy (standard input is checked on arrival).
+    let mut read: u64 = 0;
+    let mut sniffed = matches!(source, Source::File(_));
     while !closed {
         // A batch: what arrives until it is full, or for a short while after
         // its first chunk, or until the input ends.
@@ -210,6 +196,21 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
                 }
             }
         }
+        read += bytes as u64;
+        if declared_len.is_none() {
+            limits.check_size(&name, read)?;
+        }
+        if !sniffed {
+            // The batch holds the input's first chunks, enough to sniff
+            // (or the whole input when it is shorter).
+            let mut head = Vec::with_capacity(SNIFF_LEN);
+            for (_, data) in &batch {
+                let take = (SNIFF_LEN - head.len()).min(data.len());
+                head.extend_from_slice(&data[..take]);
+            }
+            limits.check_type(&name, &head)?;
+            sniffed = true;
+        }
         if !batch.is_empty() {
             send_batch(client, batch, &mut entries, &mut known, &mut report, &progress, opts.jobs).await?;
         }
@@ -230,8 +231,7 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
         }
         Err(e) => return Err(e),
     };
-    progress.update();
-    progress.bar.finish_and_clear();
+    progress.finish();
     report.id = file.id.clone();
     report.seconds = started.elapsed().as_secs_f64();
     Ok((file, report))
@@ -257,12 +257,23 @@ async fn send_batch(
     let missing: HashSet<ChunkId> =
         if ask.is_empty() { HashSet::new() } else { client.missing(&ask).await?.into_iter().collect() };
     let mut to_send: HashMap<ChunkId, Bytes> = HashMap::new();
+    // Bytes to confirm when each chunk to send is acknowledged: its
+    // occurrences in this batch (a chunk that repeats is sent once).
+    let mut pending_raw: HashMap<ChunkId, u64> = HashMap::new();
     for (id, data) in batch {
+        let len = data.len() as u64;
         if missing.contains(&id) && !known.contains(&id) {
             to_send.entry(id).or_insert(data);
+            *pending_raw.entry(id).or_default() += len;
+        } else if let Some(p) = pending_raw.get_mut(&id) {
+            // A repeat of a chunk on its way: confirmed with it.
+            *p += len;
+            report.skipped_chunks += 1;
+            report.skipped_bytes += len;
         } else {
             report.skipped_chunks += 1;
-            progress.skipped.fetch_add(1, Ordering::Relaxed);
+            report.skipped_bytes += len;
+            progress.skipped(len);
         }
         known.insert(id);
     }
@@ -273,19 +284,64 @@ async fn send_batch(
                 .map_err(|e| ClientError::Io(format!("compressing: {e}")))?;
             let len = body.len() as u64;
             client.put_chunk(&id, body, zstd).await?;
-            Ok::<u64, ClientError>(len)
+            Ok::<(ChunkId, u64), ClientError>((id, len))
         })
         .buffer_unordered(jobs.max(1));
     let mut sends = std::pin::pin!(sends);
     while let Some(r) = sends.next().await {
-        let len = r?;
+        let (id, len) = r?;
         report.sent_chunks += 1;
         report.sent_bytes += len;
-        progress.sent.fetch_add(len, Ordering::Relaxed);
-        progress.update();
+        progress.sent(pending_raw.get(&id).copied().unwrap_or(0), len);
     }
-    progress.update();
     Ok(())
+}
+
+/// What the server accepts, from `GET /api/chunking`: a put checks a file
+/// against it before sending anything, so a refused file costs no upload
+/// and leaves no chunks behind.
+struct Limits {
+    max_file_size: Option<u64>,
+    types: Option<TypePolicy>,
+}
+
+impl Limits {
+    fn of(info: &ChunkingInfo) -> Self {
+        Self { max_file_size: info.max_file_size, types: info.types.clone().map(TypePolicy::from) }
+    }
+
+    fn check_size(&self, name: &str, len: u64) -> Result<()> {
+        match self.max_file_size {
+            Some(max) if len > max => Err(ClientError::Refused(format!(
+                "{name} is {} and the server accepts files of at most {} (limits.max_file_size); nothing was sent",
+                human(len),
+                human(max)
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sniffs the first bytes as the server will when the upload completes.
+    fn check_type(&self, name: &str, head: &[u8]) -> Result<()> {
+        let Some(policy) = &self.types else { return Ok(()) };
+        policy.check(name, head, None).map(drop).map_err(|e| {
+            let why = match e {
+                crate::store::Error::TypeRejected(m) => m,
+                other => other.to_string(),
+            };
+            ClientError::Refused(format!("the server would refuse {name}: {why}; nothing was sent"))
+        })
+    }
+}
+
+/// The first [`SNIFF_LEN`] bytes of a file (all of it when shorter).
+fn read_head(path: &std::path::Path) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).map_err(|e| ClientError::io(format!("cannot read {}", path.display()), e))?;
+    let mut head = Vec::with_capacity(SNIFF_LEN);
+    f.take(SNIFF_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| ClientError::io(format!("cannot read {}", path.display()), e))?;
+    Ok(head)
 }
 
 /// The body to send for a chunk: zstd when it saves at least 1/32.
