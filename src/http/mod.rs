@@ -254,17 +254,15 @@ async fn gc_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) 
     if interval.is_zero() {
         return;
     }
-    // After an unclean shutdown, the first run also sweeps orphan objects.
-    let mut orphans = state.store.was_unclean();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
-        let sweep = orphans;
+        // After an unclean shutdown, the first run also sweeps orphan objects.
+        let sweep = state.store.orphan_sweep_due();
         match state.store.blocking(move |s| s.gc(sweep)).await {
             Ok(r) => {
-                orphans = false;
                 if r != Default::default() {
                     tracing::info!(?r, "gc");
                 }

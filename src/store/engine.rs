@@ -186,6 +186,12 @@ pub(super) struct Inner {
     pub(super) appending: Mutex<super::stream::Appending>,
     /// The last run did not close cleanly: orphan objects are possible.
     unclean: bool,
+    /// Set while the recovery an unclean shutdown calls for (the orphan
+    /// sweep) has not run; [`Store::close`] keeps the crash marker until it
+    /// has, so an offline `verify` or `stats` never hides it from the server.
+    orphan_sweep_due: std::sync::atomic::AtomicBool,
+    /// When this process opened the store (the store clock).
+    opened_ms: u64,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -242,9 +248,15 @@ impl Store {
             }
         }
         let unclean = meta.get(Cf::Meta, META_OPEN)?.is_some();
+        if unclean {
+            // Objects a killed predecessor wrote but never synced would
+            // count as present from now on: make them durable first.
+            objects.sync_all()?;
+        }
         let mut b = WriteBatch::default();
         meta.put(&mut b, Cf::Meta, META_OPEN, b"1");
         meta.write(b, true)?;
+        let opened_ms = clock.now_ms();
         let store = Store(Arc::new(Inner {
             data_dir: data_dir.to_path_buf(),
             meta,
@@ -259,6 +271,8 @@ impl Store {
             appending: Mutex::new(HashSet::new()),
             activity: ActivityCounters::default(),
             unclean,
+            orphan_sweep_due: std::sync::atomic::AtomicBool::new(unclean),
+            opened_ms,
         }));
         store.resume_pending()?;
         Ok(store)
@@ -272,6 +286,10 @@ impl Store {
     pub fn close(&self) -> Result<()> {
         self.0.objects.barrier()?;
         self.0.meta.flush()?;
+        if self.orphan_sweep_due() {
+            // Recovery is still owed: leave the marker for whoever opens next.
+            return Ok(());
+        }
         let mut b = WriteBatch::default();
         self.0.meta.delete(&mut b, Cf::Meta, META_OPEN);
         self.0.meta.write(b, true)
@@ -320,6 +338,20 @@ impl Store {
     /// Whether the previous run ended without [`Store::close`].
     pub fn was_unclean(&self) -> bool {
         self.0.unclean
+    }
+
+    /// Whether an unclean shutdown left an orphan sweep that has not run
+    /// yet (GC with orphans clears it).
+    pub fn orphan_sweep_due(&self) -> bool {
+        self.0.orphan_sweep_due.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(super) fn opened_ms(&self) -> u64 {
+        self.0.opened_ms
+    }
+
+    pub(super) fn orphan_sweep_done(&self) {
+        self.0.orphan_sweep_due.store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// The lease end for chunks an upload touches now.

@@ -33,6 +33,9 @@ pub struct GcReport {
     pub requeued: u64,
     pub orphan_objects: u64,
     pub temp_files: u64,
+    /// `uploads/<id>` directories with no session record (a crash between
+    /// making one and recording its session), removed.
+    pub orphan_upload_dirs: u64,
 }
 
 const ROUND: usize = 1024;
@@ -71,9 +74,14 @@ impl Store {
             }
         }
         if orphans {
-            report.orphan_objects = self.sweep_orphans()?;
+            let (swept, crash_left) = self.sweep_orphans()?;
+            report.orphan_objects = swept;
+            if crash_left == 0 {
+                self.orphan_sweep_done();
+            }
         }
         report.temp_files = self.objects().sweep_temp(TEMP_AGE)? as u64;
+        report.orphan_upload_dirs = self.sweep_upload_dirs(TEMP_AGE)?;
         Ok(report)
     }
 
@@ -113,10 +121,18 @@ impl Store {
                 ChunkState::Live => {}
             }
         }
+        // A doomed row keeps a queue entry until its row is dropped: a crash
+        // between this batch and the drop leaves it where the next run
+        // looks, never stranded in `Deleting`.
+        for (id, _) in &doomed {
+            m.put(&mut mark, Cf::Gcq, &meta::gcq_key(now, id), b"");
+        }
         m.write(mark, true)?;
         let mut drop = WriteBatch::default();
         for (id, r) in &doomed {
+            // A missing object counts as deleted (a crash after the unlink).
             self.objects().delete(id)?;
+            m.delete(&mut drop, Cf::Gcq, &meta::gcq_key(now, id));
             m.delete(&mut drop, Cf::Chunks, id.as_bytes());
             m.add(&mut drop, Counter::UniqueChunks, -1);
             m.add(&mut drop, Counter::UniqueBytes, -i64::from(r.raw_len));
@@ -128,20 +144,61 @@ impl Store {
     }
 
     /// Deletes objects that have no row, once older than the grace period.
-    fn sweep_orphans(&self) -> Result<u64> {
+    /// Removes `uploads/<id>` directories older than `age` whose session
+    /// has no record. Sessions write their directory before their record,
+    /// so a young one may be a creation in flight: it is left alone.
+    fn sweep_upload_dirs(&self, age: Duration) -> Result<u64> {
+        let dir = self.data_dir().join("uploads");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let now = std::time::SystemTime::now();
+        let mut n = 0;
+        for e in entries {
+            let e = e?;
+            let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<super::UploadId>().ok()) else {
+                continue;
+            };
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= age);
+            if !old {
+                continue;
+            }
+            let lock_arc = self.session_lock(&id);
+            let _g = super::lock(&lock_arc);
+            if self.upload(&id)?.is_none() {
+                std::fs::remove_dir_all(e.path())?;
+                n += 1;
+            }
+            drop(_g);
+            super::lock(&self.0.sessions).remove(&id);
+        }
+        Ok(n)
+    }
+
+    /// Deletes orphan objects older than the grace period. Returns how many
+    /// went, and how many orphans from before this process opened the store
+    /// (a crash's leftovers) are still too young to go: while there are
+    /// any, the sweep stays due.
+    fn sweep_orphans(&self) -> Result<(u64, u64)> {
         let now = self.now_ms();
         let grace = self.grace_ms();
+        let opened = self.opened_ms();
         let mut n = 0;
+        let mut young_ids = Vec::new();
         for prefix in 0..=255u8 {
             let entries = self.objects().list(prefix)?;
-            let old: Vec<ChunkId> = entries
-                .iter()
-                .filter(|e| {
-                    let t = e.modified.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-                    t + grace <= now
-                })
-                .map(|e| e.id)
-                .collect();
+            let mtime = |e: &super::objects::ObjectEntry| {
+                e.modified.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+            };
+            young_ids
+                .extend(entries.iter().filter(|e| mtime(e) + grace > now && mtime(e) < opened).map(|e| e.id));
+            let old: Vec<ChunkId> =
+                entries.iter().filter(|e| mtime(e) + grace <= now).map(|e| e.id).collect();
             if old.is_empty() {
                 continue;
             }
@@ -156,6 +213,7 @@ impl Store {
                 }
             }
         }
-        Ok(n)
+        let young_orphans = self.meta().chunk_rows(&young_ids)?.iter().filter(|r| r.is_none()).count();
+        Ok((n, young_orphans as u64))
     }
 }

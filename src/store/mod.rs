@@ -47,16 +47,16 @@ pub use self::error::{Error, Result};
 pub use self::filetype::TypePolicy;
 pub use self::id::{ChunkId, FileId, UploadId};
 pub use self::manifest::Entry;
-pub use self::objects::{FsObjects, FsyncPolicy, MemObjects, ObjectStore};
+pub use self::objects::{FsObjects, FsyncPolicy, MemObjects, ObjectEntry, ObjectStore};
 
+#[cfg(feature = "server")]
+pub use self::backlog::GcBacklog;
 #[cfg(feature = "server")]
 pub(crate) use self::engine::lock;
 #[cfg(feature = "server")]
 pub use self::engine::{
     Activity, FileRecord, FileState, NewFile, Put, Stats, Store, StoreOptions, decode_frame, sanitize_name,
 };
-#[cfg(feature = "server")]
-pub use self::backlog::GcBacklog;
 #[cfg(feature = "server")]
 pub use self::gc::GcReport;
 #[cfg(feature = "server")]

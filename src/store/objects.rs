@@ -82,6 +82,15 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// I/O failures.
     fn barrier(&self) -> io::Result<()>;
 
+    /// Makes every object already stored durable, whoever wrote it: after an
+    /// unclean shutdown, a killed predecessor's unsynced objects are in the
+    /// page cache and would otherwise be acknowledged (as already present)
+    /// without ever being synced.
+    ///
+    /// # Errors
+    /// I/O failures.
+    fn sync_all(&self) -> io::Result<()>;
+
     /// Removes abandoned temp files older than `age`; returns how many.
     ///
     /// # Errors
@@ -356,6 +365,17 @@ impl ObjectStore for FsObjects {
         Ok(())
     }
 
+    fn sync_all(&self) -> io::Result<()> {
+        if self.policy == FsyncPolicy::Never {
+            return Ok(());
+        }
+        // One syncfs covers objects and directory entries alike, for both
+        // policies: `always` syncs a directory only at its writer's barrier.
+        let root = File::open(&self.root)?;
+        rustix::fs::syncfs(&root)?;
+        Ok(())
+    }
+
     fn sweep_temp(&self, age: Duration) -> io::Result<usize> {
         let mut n = 0;
         let now = SystemTime::now();
@@ -455,6 +475,10 @@ impl ObjectStore for MemObjects {
     }
 
     fn barrier(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
         Ok(())
     }
 

@@ -4,11 +4,11 @@
 //! compared as stored (after sanitising), exactly or as a substring
 //! ignoring case.
 
+use super::Store;
 use super::engine::{FileRecord, FileState};
 use super::error::{Error, Result};
 use super::id::FileId;
 use super::meta::Cf;
-use super::Store;
 
 /// Which names a search keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,9 @@
 //! unchanged, a new file when a cut moved it), fsyncs it, then writes the new
 //! chunk list entries and the new offset in one synced batch; the old tail
 //! file goes only after that. Recovery reads `tail-<base>` truncated to
-//! `offset - base`. So an acknowledged offset survives a crash with no byte
+//! `offset - base`, and the next durable point writes at that position and
+//! cuts the file there: bytes a crash left past the recorded offset are
+//! never read back. So an acknowledged offset survives a crash with no byte
 //! lost or repeated, and an unacknowledged one is simply not there.
 //!
 //! A request whose bytes must be all-or-nothing (a checksum to check at the
@@ -19,6 +21,7 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -557,9 +560,14 @@ impl Appender {
         let tail = self.chunker.tail();
         let base = self.offset - tail.len() as u64;
         if base == st.tail_base {
-            // Same base: append what the file lacks.
-            let mut f = OpenOptions::new().append(true).open(self.store.tail_path(&id, base))?;
-            f.write_all(&tail[self.tail_on_disk as usize..])?;
+            // Same base: write what the file lacks at the recorded length,
+            // never at the file's end, and cut the file there. A crash after
+            // an earlier write but before its record leaves bytes past the
+            // recorded offset; they were never acknowledged and are not this
+            // upload's next bytes.
+            let f = OpenOptions::new().write(true).open(self.store.tail_path(&id, base))?;
+            f.write_all_at(&tail[self.tail_on_disk as usize..], self.tail_on_disk)?;
+            f.set_len(tail.len() as u64)?;
             f.sync_data()?;
         } else {
             let mut f = File::create(self.store.tail_path(&id, base))?;

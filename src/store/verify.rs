@@ -23,8 +23,13 @@ pub struct VerifyReport {
     pub object_bytes: u64,
     pub rows: u64,
     pub files: u64,
-    /// Objects that failed a check, with the reason.
+    /// Objects that a row names and that failed a check, with the reason:
+    /// damage to acknowledged data.
     pub corrupt_objects: Vec<(ChunkId, String)>,
+    /// Objects that failed a check but that no row names: writes a crash
+    /// cut before they were acknowledged. Orphans for GC to sweep, not
+    /// damage; counted in `orphan_objects` too.
+    pub corrupt_orphans: Vec<(ChunkId, String)>,
     /// Rows whose object is missing.
     pub missing_objects: Vec<ChunkId>,
     /// Objects with no row (GC sweeps them after the grace period).
@@ -37,20 +42,27 @@ pub struct VerifyReport {
     pub counter_mismatches: Vec<(String, i64, i64)>,
     /// Rows left mid-delete by a crash (GC finishes them).
     pub deleting_rows: u64,
+    /// Of those, rows with no GC queue entry: no GC run would ever find them
+    /// (a crash between GC's steps on versions before the queue entry was
+    /// kept). A finding; `--repair` queues them so the next GC finishes them.
+    pub stranded_deleting: Vec<ChunkId>,
     /// Rows marked damaged, awaiting a re-upload.
     pub damaged_rows: u64,
     pub repaired: bool,
 }
 
 impl VerifyReport {
-    /// Nothing wrong (orphans, mid-delete rows and already-marked damage
-    /// aside, which GC or a re-upload resolve).
+    /// Nothing wrong with what was acknowledged: every object a row names
+    /// is sound and every mid-delete row is queued for GC (orphans, corrupt
+    /// or not, queued mid-delete rows and already-marked damage aside, which
+    /// GC or a re-upload resolve).
     pub fn is_clean(&self) -> bool {
         self.corrupt_objects.is_empty()
             && self.missing_objects.is_empty()
             && self.bad_files.is_empty()
             && self.refcount_mismatches.is_empty()
             && self.counter_mismatches.is_empty()
+            && self.stranded_deleting.is_empty()
     }
 }
 
@@ -66,7 +78,7 @@ impl Store {
 
         // Objects.
         let mut present: HashSet<ChunkId> = HashSet::new();
-        let mut corrupt: HashSet<ChunkId> = HashSet::new();
+        let mut corrupt: HashMap<ChunkId, String> = HashMap::new();
         for prefix in 0..=255u8 {
             for e in self.objects().list(prefix)? {
                 rep.objects += 1;
@@ -84,11 +96,7 @@ impl Store {
                         present.insert(e.id);
                     }
                     Some(reason) => {
-                        corrupt.insert(e.id);
-                        rep.corrupt_objects.push((e.id, reason));
-                        if repair {
-                            self.objects().quarantine(&e.id)?;
-                        }
+                        corrupt.insert(e.id, reason);
                     }
                 }
             }
@@ -116,6 +124,15 @@ impl Store {
             }
         }
 
+        // Chunks the GC queue names, to find mid-delete rows it would miss.
+        let mut queued: HashSet<ChunkId> = HashSet::new();
+        for kv in m.scan(Cf::Gcq, b"", None) {
+            let (k, _) = kv?;
+            if let Some(id) = k.get(8..).and_then(ChunkId::from_slice) {
+                queued.insert(id);
+            }
+        }
+
         // Rows.
         let mut fix = WriteBatch::default();
         let (mut chunks, mut unique, mut stored) = (0i64, 0i64, 0i64);
@@ -135,10 +152,16 @@ impl Store {
             stored += i64::from(row.stored_len) + object::HEADER_LEN as i64;
             let mut changed = false;
             match row.state {
-                ChunkState::Deleting => rep.deleting_rows += 1,
+                ChunkState::Deleting => {
+                    rep.deleting_rows += 1;
+                    if !queued.contains(&id) {
+                        rep.stranded_deleting.push(id);
+                        m.put(&mut fix, Cf::Gcq, &meta::gcq_key(now, &id), b"");
+                    }
+                }
                 ChunkState::Damaged => rep.damaged_rows += 1,
                 _ if !present.contains(&id) => {
-                    if !corrupt.contains(&id) {
+                    if !corrupt.contains_key(&id) {
                         rep.missing_objects.push(id);
                     }
                     row.state = ChunkState::Damaged;
@@ -163,7 +186,22 @@ impl Store {
                 m.put(&mut fix, Cf::Chunks, id.as_bytes(), &row.encode());
             }
         }
-        rep.orphan_objects = present.iter().filter(|id| !rows_seen.contains(id)).count() as u64;
+        // A corrupt object is damage only when a row names it; one that no
+        // row names was never acknowledged (a crash cut its write).
+        let mut corrupt: Vec<(ChunkId, String)> = corrupt.into_iter().collect();
+        corrupt.sort();
+        for (id, reason) in corrupt {
+            if rows_seen.contains(&id) {
+                if repair {
+                    self.objects().quarantine(&id)?;
+                }
+                rep.corrupt_objects.push((id, reason));
+            } else {
+                rep.corrupt_orphans.push((id, reason));
+            }
+        }
+        rep.orphan_objects = present.iter().filter(|id| !rows_seen.contains(id)).count() as u64
+            + rep.corrupt_orphans.len() as u64;
         for id in refs.keys() {
             if !rows_seen.contains(id) {
                 rep.bad_files.push((id.to_string(), "referenced chunk has no row".into()));

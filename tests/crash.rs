@@ -1,0 +1,489 @@
+//! Crashes: what a killed server leaves on disk is never read back as data,
+//! acknowledged bytes survive, and recovery work is left to (or done by)
+//! whoever owns it. The states are built by hand where timing would make a
+//! test flaky, and by `kill -9` of the real binary where it need not.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{TestServer, pseudo_random, test_config};
+use depot::store::{ChunkId, MemObjects, ObjectEntry, ObjectStore, Store, SystemClock};
+use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+fn tus(method: Method, url: &str) -> reqwest::RequestBuilder {
+    client().request(method, url).header("Tus-Resumable", "1.0.0")
+}
+
+async fn create(base: &str, len: u64) -> String {
+    let r = tus(Method::POST, &format!("{base}/api/tus/"))
+        .header("Upload-Length", len.to_string())
+        .header("Upload-Metadata", format!("filename {}", B64.encode("crash.bin")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let loc = r.headers()["location"].to_str().unwrap();
+    // The path only: the server's address changes across restarts.
+    loc[loc.find("/api/").unwrap()..].to_string()
+}
+
+async fn patch(url: &str, offset: u64, body: &[u8]) -> reqwest::Result<reqwest::Response> {
+    tus(Method::PATCH, url)
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", offset.to_string())
+        .body(body.to_vec())
+        .send()
+        .await
+}
+
+async fn offset_of(url: &str) -> u64 {
+    let r = tus(Method::HEAD, url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.headers()["upload-offset"].to_str().unwrap().parse().unwrap()
+}
+
+async fn download(base: &str, id: &str) -> Vec<u8> {
+    let r = client().get(format!("{base}/api/files/{id}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.bytes().await.unwrap().to_vec()
+}
+
+/// `depot verify --data-dir DIR`: its exit status and report.
+fn verify(dir: &Path) -> (bool, serde_json::Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_depot"))
+        .args(["verify", "--data-dir", dir.to_str().unwrap()])
+        .env_remove("DEPOT_CONFIG")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("verify printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr))
+    });
+    (out.status.success(), report)
+}
+
+/// The exact state a crash leaves between a tail write and its record: the
+/// tail file holds bytes past the recorded offset. They must never be read
+/// back (with `O_APPEND` they were: the resumed bytes landed after them).
+#[tokio::test]
+async fn tus_bytes_past_the_recorded_offset_are_never_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pseudo_random(1_000_000, 12);
+    let s = TestServer::start(test_config(dir.path())).await;
+    let path = create(&s.base, data.len() as u64).await;
+    let url = s.url(&path);
+    for at in [0usize, 4096] {
+        let r = patch(&url, at as u64, &data[at..at + 4096]).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    s.stop().await;
+
+    // The source's next bytes, written to the tail but never recorded.
+    let id = path.rsplit('/').next().unwrap();
+    let tail = dir.path().join("uploads").join(id).join("tail-0");
+    assert_eq!(std::fs::metadata(&tail).unwrap().len(), 8192, "the layout this test builds on");
+    std::fs::OpenOptions::new().append(true).open(&tail).unwrap().write_all(&data[8192..12288]).unwrap();
+
+    let s = TestServer::start(test_config(dir.path())).await;
+    let url = s.url(&path);
+    assert_eq!(offset_of(&url).await, 8192);
+    for at in [8192usize, 12288] {
+        let r = patch(&url, at as u64, &data[at..at + 4096]).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        // The tail never holds more than the recorded offset says.
+        assert_eq!(std::fs::metadata(&tail).unwrap().len(), at as u64 + 4096);
+    }
+    let r = patch(&url, 16384, &data[16384..]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let file = r.headers()["depot-file-id"].to_str().unwrap().to_string();
+    let got = download(&s.base, &file).await;
+    assert_eq!(got.len(), data.len());
+    let first_diff = got.iter().zip(&data).position(|(a, b)| a != b);
+    assert_eq!(first_diff, None, "the stored file differs from the source");
+    s.stop().await;
+    let (clean, report) = verify(dir.path());
+    assert!(clean, "{report}");
+}
+
+/// A `depot serve` process on an ephemeral port over `dir`.
+struct Spawned {
+    child: Child,
+    base: String,
+}
+
+impl Spawned {
+    async fn start(dir: &Path) -> Spawned {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_depot"))
+            .args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .env_remove("DEPOT_CONFIG")
+            // kill -9 keeps the page cache: syncing proves nothing here.
+            .env("DEPOT_FSYNC", "never")
+            .env("DEPOT_RATE_LIMIT", "false")
+            .env("DEPOT_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let base = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.strip_prefix("depot listening on ") {
+                    return rest.split_whitespace().next().unwrap().to_string();
+                }
+            }
+            panic!("the server exited before it listened");
+        })
+        .await
+        .expect("the server did not start");
+        // Keep draining its log so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Spawned { child, base }
+    }
+
+    async fn kill9(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+/// Small PATCHes, `kill -9` at random moments, resume from HEAD: every
+/// acknowledged offset survives and the stored file equals the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_small_tus_patches_never_changes_the_file() {
+    const PIECE: usize = 4096;
+    const KILLS: u32 = 24;
+    let dir = tempfile::tempdir().unwrap();
+    let data = Arc::new(pseudo_random(3_000_000, 21));
+    let mut srv = Spawned::start(dir.path()).await;
+    let path = create(&srv.base, data.len() as u64).await;
+    // xorshift for the kill delays: deterministic, so a failure reproduces.
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut cut_mid_upload = 0;
+    for round in 0..KILLS {
+        let url = format!("{}{path}", srv.base);
+        let at = offset_of(&url).await;
+        let was = acked.load(Ordering::SeqCst);
+        assert!(at >= was, "round {round}: offset {at} after {was} was acknowledged");
+        acked.store(at, Ordering::SeqCst);
+        if at == data.len() as u64 {
+            break;
+        }
+        let (d, a, u) = (data.clone(), acked.clone(), url.clone());
+        let sender = tokio::spawn(async move {
+            // The last byte is left for the end: the upload completes there.
+            let mut at = at as usize;
+            while at < d.len() - 1 {
+                let end = (at + PIECE).min(d.len() - 1);
+                match patch(&u, at as u64, &d[at..end]).await {
+                    Ok(r) if r.status() == StatusCode::NO_CONTENT => {
+                        at = end;
+                        a.store(at as u64, Ordering::SeqCst);
+                    }
+                    _ => return,
+                }
+            }
+        });
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        tokio::time::sleep(Duration::from_millis(10 + x % 90)).await;
+        srv.kill9().await;
+        let _ = sender.await;
+        if acked.load(Ordering::SeqCst) < data.len() as u64 - 1 {
+            cut_mid_upload += 1;
+        }
+        srv = Spawned::start(dir.path()).await;
+    }
+    // The kills landed while bytes were flowing, not after the end.
+    assert!(cut_mid_upload >= KILLS / 2, "only {cut_mid_upload} kills cut the upload");
+    // Whatever is left, without kills; the last byte completes the upload.
+    let url = format!("{}{path}", srv.base);
+    let at = offset_of(&url).await;
+    assert!(at >= acked.load(Ordering::SeqCst));
+    let r = patch(&url, at, &data[at as usize..]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let file = r.headers()["depot-file-id"].to_str().unwrap().to_string();
+    assert!(download(&srv.base, &file).await == *data, "the stored file differs from the source");
+    srv.kill9().await;
+    let (clean, report) = verify(dir.path());
+    assert!(clean, "{report}");
+}
+
+/// An object store that counts `sync_all` calls (in front of the memory twin).
+struct CountingSync {
+    inner: MemObjects,
+    syncs: Arc<AtomicU64>,
+}
+
+impl ObjectStore for CountingSync {
+    fn put_if_absent(&self, id: &ChunkId, encoded: &[u8]) -> std::io::Result<bool> {
+        self.inner.put_if_absent(id, encoded)
+    }
+    fn replace(&self, id: &ChunkId, encoded: &[u8]) -> std::io::Result<()> {
+        self.inner.replace(id, encoded)
+    }
+    fn get(&self, id: &ChunkId) -> std::io::Result<Option<Vec<u8>>> {
+        self.inner.get(id)
+    }
+    fn contains(&self, id: &ChunkId) -> std::io::Result<bool> {
+        self.inner.contains(id)
+    }
+    fn delete(&self, id: &ChunkId) -> std::io::Result<bool> {
+        self.inner.delete(id)
+    }
+    fn list(&self, prefix: u8) -> std::io::Result<Vec<ObjectEntry>> {
+        self.inner.list(prefix)
+    }
+    fn quarantine(&self, id: &ChunkId) -> std::io::Result<bool> {
+        self.inner.quarantine(id)
+    }
+    fn barrier(&self) -> std::io::Result<()> {
+        self.inner.barrier()
+    }
+    fn sync_all(&self) -> std::io::Result<()> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.inner.sync_all()
+    }
+    fn sweep_temp(&self, age: Duration) -> std::io::Result<usize> {
+        self.inner.sweep_temp(age)
+    }
+}
+
+/// After an unclean shutdown the store syncs every object before it serves:
+/// an object a killed predecessor left unsynced would otherwise be taken as
+/// present and acknowledged in a commit without ever reaching the disk.
+#[test]
+fn an_unclean_open_syncs_what_the_predecessor_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let syncs = Arc::new(AtomicU64::new(0));
+    let open = || {
+        let objects = Arc::new(CountingSync { inner: MemObjects::default(), syncs: syncs.clone() });
+        Store::open_with(dir.path(), common::test_options(), objects, Arc::new(SystemClock)).unwrap()
+    };
+    let s = open();
+    s.close().unwrap();
+    drop(s);
+    let s = open();
+    assert_eq!(syncs.load(Ordering::SeqCst), 0, "a clean open needs no sync");
+    drop(s); // no close: a crash
+    let s = open();
+    assert!(s.was_unclean());
+    assert_eq!(syncs.load(Ordering::SeqCst), 1);
+}
+
+/// Offline commands on a crashed server's data dir leave its recovery (the
+/// orphan sweep) to whoever owns it; `depot gc` does it itself. Corrupt
+/// objects that no row names are orphans: verify reports them and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_commands_leave_crash_recovery_to_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Spawned::start(dir.path()).await;
+    let data = pseudo_random(300_000, 8);
+    let r = client()
+        .post(format!("{}/api/files/upload?filename=a.bin", srv.base))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    srv.kill9().await;
+
+    // What a power cut leaves: an object whose write was cut (no row names it).
+    let orphan = ChunkId::of(b"never acknowledged");
+    let hex = orphan.to_string();
+    let odir = dir.path().join("objects").join(&hex[..2]).join(&hex[2..4]);
+    std::fs::create_dir_all(&odir).unwrap();
+    std::fs::write(odir.join(&hex), b"DPCK torn write").unwrap();
+
+    let depot = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_depot"));
+        c.args(args).arg("--data-dir").arg(dir.path()).env_remove("DEPOT_CONFIG");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, _) = depot(&["stats"], &[]);
+    assert!(ok);
+    let (clean, report) = verify(dir.path());
+    assert!(clean, "a corrupt orphan is not damage: {report}");
+    assert_eq!(report["corrupt_objects"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(report["corrupt_orphans"][0][0], hex, "{report}");
+    assert!(report["orphan_objects"].as_u64().unwrap() >= 1, "{report}");
+
+    // stats and verify did not clear the crash marker.
+    let reopened = || Store::open(dir.path(), test_config(dir.path()).store_options()).unwrap();
+    let s = reopened();
+    assert!(s.was_unclean(), "an offline command cleared the crash marker");
+    s.close().unwrap();
+    drop(s);
+    let s = reopened();
+    assert!(s.was_unclean(), "a store that did no recovery cleared the crash marker");
+    s.close().unwrap();
+    drop(s);
+
+    // gc does the recovery itself (grace 0: the orphan is old enough).
+    let (ok, out) = depot(&["gc"], &[("DEPOT_GC_GRACE", "0s")]);
+    assert!(ok, "{out}");
+    let gc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(gc["orphan_objects"].as_u64().unwrap() >= 1, "{gc}");
+    assert!(!odir.join(&hex).exists());
+    let s = reopened();
+    assert!(!s.was_unclean(), "gc swept the orphans: recovery is done");
+    s.close().unwrap();
+    drop(s);
+
+    let srv = Spawned::start(dir.path()).await;
+    let list: serde_json::Value =
+        client().get(format!("{}/api/files", srv.base)).send().await.unwrap().json().await.unwrap();
+    let id = list["files"][0]["id"].as_str().unwrap().to_string();
+    assert!(download(&srv.base, &id).await == data);
+    srv.kill9().await;
+}
+
+/// The local object directory, with deletes that fail while `crash` is set:
+/// GC stops right after marking rows `Deleting`, as a kill there would.
+struct CrashOnDelete {
+    inner: depot::store::FsObjects,
+    crash: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ObjectStore for CrashOnDelete {
+    fn put_if_absent(&self, id: &ChunkId, encoded: &[u8]) -> std::io::Result<bool> {
+        self.inner.put_if_absent(id, encoded)
+    }
+    fn replace(&self, id: &ChunkId, encoded: &[u8]) -> std::io::Result<()> {
+        self.inner.replace(id, encoded)
+    }
+    fn get(&self, id: &ChunkId) -> std::io::Result<Option<Vec<u8>>> {
+        self.inner.get(id)
+    }
+    fn contains(&self, id: &ChunkId) -> std::io::Result<bool> {
+        self.inner.contains(id)
+    }
+    fn delete(&self, id: &ChunkId) -> std::io::Result<bool> {
+        if self.crash.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("crash before the unlink"));
+        }
+        self.inner.delete(id)
+    }
+    fn list(&self, prefix: u8) -> std::io::Result<Vec<ObjectEntry>> {
+        self.inner.list(prefix)
+    }
+    fn quarantine(&self, id: &ChunkId) -> std::io::Result<bool> {
+        self.inner.quarantine(id)
+    }
+    fn barrier(&self) -> std::io::Result<()> {
+        self.inner.barrier()
+    }
+    fn sync_all(&self) -> std::io::Result<()> {
+        self.inner.sync_all()
+    }
+    fn sweep_temp(&self, age: Duration) -> std::io::Result<usize> {
+        self.inner.sweep_temp(age)
+    }
+}
+
+/// A crash between GC's steps (rows marked `Deleting`, objects not yet
+/// unlinked, rows not dropped) strands nothing: the next run, in a new
+/// process, finishes the job and verify is clean.
+#[test]
+fn a_crash_between_gc_steps_is_finished_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let crash = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clock = depot::store::ManualClock::new();
+    let open = |crash: &Arc<std::sync::atomic::AtomicBool>| {
+        let opts = common::test_options();
+        let inner = depot::store::FsObjects::open(&dir.path().join("objects"), opts.fsync).unwrap();
+        let objects = Arc::new(CrashOnDelete { inner, crash: crash.clone() });
+        Store::open_with(dir.path(), opts, objects, clock.clone()).unwrap()
+    };
+    let store = open(&crash);
+    let mut ing = store.ingest();
+    ing.push(&pseudo_random(200_000, 9)).unwrap();
+    let rec = ing.finish("doomed.bin", None).unwrap();
+    let before = store.stats().unwrap();
+    assert!(before.unique_chunks > 10);
+    store.delete_file(&rec.id).unwrap();
+    clock.advance(Duration::from_secs(24 * 3600));
+
+    crash.store(true, Ordering::SeqCst);
+    assert!(store.gc(false).is_err(), "the injected crash");
+    drop(store); // the process dies: no close
+
+    let store = open(&Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let v = store.verify(false).unwrap();
+    assert_eq!(v.deleting_rows, before.unique_chunks, "{v:?}");
+    assert!(v.stranded_deleting.is_empty(), "rows no GC would find: {v:?}");
+    let r = store.gc(false).unwrap();
+    assert_eq!(r.deleted_chunks, before.unique_chunks, "{r:?}");
+    let after = store.stats().unwrap();
+    assert_eq!((after.unique_chunks, after.unique_bytes), (0, 0));
+    let v = store.verify(false).unwrap();
+    assert!(v.is_clean() && v.deleting_rows == 0 && v.objects == 0, "{v:?}");
+}
+
+/// Rows an older version stranded in `Deleting` (its GC dropped their queue
+/// entry in the same batch that marked them): verify reports them and is
+/// not clean; `--repair` queues them and the next GC finishes them.
+#[test]
+fn verify_reports_stranded_deleting_rows_and_repair_requeues_them() {
+    use depot::store::meta::{Cf, Meta};
+    let dir = tempfile::tempdir().unwrap();
+    let crash = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clock = depot::store::ManualClock::new();
+    let opts = common::test_options();
+    let open = |crash: &Arc<std::sync::atomic::AtomicBool>| {
+        let inner = depot::store::FsObjects::open(&dir.path().join("objects"), opts.fsync).unwrap();
+        let objects = Arc::new(CrashOnDelete { inner, crash: crash.clone() });
+        Store::open_with(dir.path(), opts.clone(), objects, clock.clone()).unwrap()
+    };
+    let store = open(&crash);
+    let mut ing = store.ingest();
+    ing.push(&pseudo_random(100_000, 10)).unwrap();
+    let rec = ing.finish("old.bin", None).unwrap();
+    let chunks = store.stats().unwrap().unique_chunks;
+    store.delete_file(&rec.id).unwrap();
+    clock.advance(Duration::from_secs(24 * 3600));
+    crash.store(true, Ordering::SeqCst);
+    assert!(store.gc(false).is_err());
+    drop(store);
+
+    // The old GC's state: rows in Deleting, no queue entry for them.
+    {
+        let meta = Meta::open(&dir.path().join("meta")).unwrap();
+        let keys: Vec<Box<[u8]>> = meta.scan(Cf::Gcq, b"", None).map(|kv| kv.unwrap().0).collect();
+        assert!(!keys.is_empty());
+        let mut b = Default::default();
+        for k in &keys {
+            meta.delete(&mut b, Cf::Gcq, k);
+        }
+        meta.write(b, true).unwrap();
+    }
+    let store = open(&Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    assert_eq!(store.gc(false).unwrap().deleted_chunks, 0, "GC cannot see them");
+    let v = store.verify(false).unwrap();
+    assert!(!v.is_clean());
+    assert_eq!(v.stranded_deleting.len() as u64, chunks, "{v:?}");
+    store.verify(true).unwrap();
+    assert_eq!(store.gc(false).unwrap().deleted_chunks, chunks);
+    let v = store.verify(false).unwrap();
+    assert!(v.is_clean() && v.deleting_rows == 0 && v.objects == 0, "{v:?}");
+}
