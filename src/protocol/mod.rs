@@ -1,9 +1,10 @@
 //! Wire protocols: each module parses requests into typed store calls and
 //! renders the answers. None of them touches RocksDB or the object directory.
 //!
-//! The parsers (`range`, `seed::params`, `tus::headers`) are pure and built without the
+//! The parsers (`disposition`, `range`, `seed::params`, `tus::headers`) are pure and built without the
 //! `rocksdb` feature so that the fuzz targets can use them.
 
+pub mod disposition;
 #[cfg(feature = "server")]
 pub mod files;
 #[cfg(feature = "server")]
@@ -29,4 +30,15 @@ pub fn file_info(rec: &FileRecord) -> FileInfo {
         chunks: rec.chunks,
         url: format!("/api/files/{}", rec.id),
     }
+}
+
+/// A multipart part's `name` and `filename`, read by
+/// [`disposition::parse_form_disposition`] (the one reading every upload
+/// path uses, rather than the multipart parser's own).
+#[cfg(feature = "server")]
+pub fn form_part(headers: &axum::http::HeaderMap) -> disposition::FormDisposition {
+    headers
+        .get(axum::http::header::CONTENT_DISPOSITION)
+        .map(|v| disposition::parse_form_disposition(v.as_bytes()))
+        .unwrap_or_default()
 }

@@ -55,6 +55,12 @@ fn checked(st: &AppState, pairs: &[(String, String)]) -> Result<(PieceParams, Se
     let p = PieceParams::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| ApiError::BadRequest(e.0))?;
     crate::store::sanitize_name(&p.filename)?;
+    // Sizes are int64 in the OpenAPI document, as in most clients.
+    for (what, v) in [("chunkSize", Some(p.chunk_size)), ("totalSize", Some(p.total_size)), ("currentChunkSize", p.current_size)] {
+        if v.is_some_and(|v| v > i64::MAX as u64) {
+            return Err(ApiError::BadRequest(format!("{what} is out of range")));
+        }
+    }
     let spec = spec_of(&p);
     let limits = &st.config.limits;
     spec.validate(limits.max_pieces, limits.max_file_size.0)?;
@@ -108,9 +114,9 @@ fn status_of(upload_id: String, total_pieces: u32, state: PieceState) -> (Status
         ("chunkSize" = u64, Query, minimum = 1, description = "Nominal piece size"),
         ("totalSize" = u64, Query, minimum = 0, description = "File size (at most limits.max_file_size)"),
         ("identifier" = String, Query, min_length = 1, max_length = 1024, description = "Client-chosen upload identifier"),
-        ("filename" = String, Query, min_length = 1, max_length = 4096, description = "File name"),
+        ("filename" = String, Query, min_length = 1, max_length = 255, description = "File name"),
         ("currentChunkSize" = Option<u64>, Query, minimum = 0, description = "This piece's size"),
-        ("chunkHash" = Option<String>, Query, pattern = r"^[0-9a-fA-F]{64}$", description = "This piece's BLAKE3, hex"),
+        ("chunkHash" = Option<String>, Query, pattern = r"^\s*([0-9a-fA-F]{64})?\s*$", description = "This piece's BLAKE3, hex (empty: none)"),
     ),
     responses(
         (status = 200, description = "Present: skip this piece", body = PieceStatus),
@@ -143,17 +149,19 @@ pub struct PieceForm {
     /// The piece's bytes; the parameters come as fields before it.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
-    #[schema(rename = "chunkNumber")]
+    #[schema(rename = "chunkNumber", minimum = 1)]
     chunk_number: u32,
-    #[schema(rename = "totalChunks")]
+    #[schema(rename = "totalChunks", minimum = 1)]
     total_chunks: u32,
-    #[schema(rename = "chunkSize")]
+    #[schema(rename = "chunkSize", minimum = 1)]
     chunk_size: u64,
-    #[schema(rename = "totalSize")]
+    #[schema(rename = "totalSize", minimum = 0)]
     total_size: u64,
+    #[schema(min_length = 1, max_length = 1024)]
     identifier: String,
+    #[schema(min_length = 1, max_length = 255)]
     filename: String,
-    #[schema(rename = "chunkHash")]
+    #[schema(rename = "chunkHash", pattern = r"^\s*([0-9a-fA-F]{64})?\s*$")]
     chunk_hash: Option<String>,
 }
 
@@ -186,7 +194,7 @@ pub async fn post_chunk(
         let mut mp = mp?;
         let mut data: Option<(Bytes, tokio::sync::OwnedSemaphorePermit)> = None;
         while let Some(field) = mp.next_field().await? {
-            let name = field.name().unwrap_or_default().to_string();
+            let name = crate::protocol::form_part(field.headers()).name.unwrap_or_default();
             if name == "file" {
                 if data.is_some() {
                     return Err(ApiError::BadRequest("more than one `file` part".into()));

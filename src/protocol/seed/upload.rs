@@ -73,12 +73,12 @@ pub async fn upload_file(
         let mut mp = Multipart::from_request(req, &st).await?;
         let mut stored = None;
         while let Some(field) = mp.next_field().await? {
-            if field.name() != Some("file") {
+            let part = crate::protocol::form_part(field.headers());
+            if part.name.as_deref() != Some("file") {
                 continue;
             }
-            let name = field
-                .file_name()
-                .map(str::to_string)
+            let name = part
+                .filename
                 .or(q.filename.clone())
                 .ok_or_else(|| ApiError::BadRequest("the `file` part has no filename".into()))?;
             let declared = field.content_type().map(str::to_string);
@@ -98,7 +98,8 @@ pub async fn upload_file(
             // and form-urlencoded is what curl --data-binary sends by default.
             .filter(|t| {
                 let t = t.trim().to_ascii_lowercase();
-                !t.starts_with("application/octet-stream") && !t.starts_with("application/x-www-form-urlencoded")
+                !t.starts_with("application/octet-stream")
+                    && !t.starts_with("application/x-www-form-urlencoded")
             })
             .map(str::to_string);
         ingest(&st, req.into_body().into_data_stream(), name, declared).await?
