@@ -2,11 +2,12 @@
 //!
 //! Invariants:
 //! - `Partial { start, end }` always has `start <= end < size`;
-//! - `Unsatisfiable` only when no byte can be served: the header is one
-//!   `bytes=` range whose first position is at or past the end, or a suffix
-//!   of zero bytes, or the representation is empty;
-//! - a header that does not start with `bytes=` (after trimming), or lists
-//!   several ranges, is ignored (`Full`);
+//! - `Multi` holds 2 to `MAX_RANGES` ranges inside the size, ascending,
+//!   disjoint and not adjacent (overlaps and neighbours are coalesced);
+//! - `Unsatisfiable` only when no byte can be served: every member of a
+//!   `bytes=` set starts at or past the end or is a suffix of zero bytes;
+//! - a header that does not start with `bytes=` (any case, after trimming),
+//!   or any range of an empty representation, is ignored (`Full`);
 //! - well-formed ranges yield exactly what RFC 9110 §14.1.2 says: `bytes=a-b`
 //!   with `a <= b < size` is `a..=b`, `bytes=a-` is `a..=size-1`, `bytes=-n`
 //!   is the last `min(n, size)` bytes, `bytes=a-b` with `b < a` is ignored.
@@ -14,7 +15,7 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use depot::protocol::range::{RangeRequest, parse_range};
+use depot::protocol::range::{MAX_RANGES, RangeRequest, parse_range};
 use libfuzzer_sys::fuzz_target;
 
 /// A size near the interesting boundaries, or any.
@@ -39,31 +40,40 @@ fn pos(u: &mut Unstructured, size: u64) -> arbitrary::Result<u64> {
 
 fn check_invariants(header: &str, size: u64) -> RangeRequest {
     let r = parse_range(header, size);
-    match r {
+    let unit = header.trim().get(..6).is_some_and(|u| u.eq_ignore_ascii_case("bytes="));
+    match &r {
         RangeRequest::Partial { start, end } => {
-            assert!(start <= end && end < size, "{header:?} size {size}: {r:?}");
+            assert!(start <= end && *end < size, "{header:?} size {size}: {r:?}");
+        }
+        RangeRequest::Multi(v) => {
+            assert!(v.len() >= 2 && v.len() <= MAX_RANGES, "{header:?}: {r:?}");
+            for (i, &(s, e)) in v.iter().enumerate() {
+                assert!(s <= e && e < size, "{header:?} size {size}: {r:?}");
+                if i > 0 {
+                    // Ascending, disjoint and not adjacent (coalesced).
+                    assert!(s > v[i - 1].1 + 1, "{header:?}: {r:?}");
+                }
+            }
         }
         RangeRequest::Unsatisfiable => {
-            // Only for one syntactically valid range with no byte inside.
-            let spec = header.trim().strip_prefix("bytes=").expect("unsatisfiable without bytes=").trim();
-            assert!(!spec.contains(','), "{header:?}: several ranges are ignored, not refused");
-            let (first, last) = spec.split_once('-').expect("unsatisfiable without a dash");
-            let (first, last) = (first.trim(), last.trim());
-            if first.is_empty() {
-                let n: u64 = last.parse().expect("suffix length");
-                assert!(n == 0 || size == 0, "{header:?} size {size}: suffix {n} is satisfiable");
-            } else {
-                let start: u64 = first.parse().expect("first position");
-                assert!(start >= size, "{header:?} size {size}: start {start} is inside");
-                if !last.is_empty() {
-                    let end: u64 = last.parse().expect("last position");
-                    assert!(end >= start, "{header:?}: an inverted range must be ignored");
+            assert!(unit && size > 0, "{header:?} size {size}: unsatisfiable");
+            // Every member is a suffix of zero bytes or starts past the end.
+            let spec = header.trim()[6..].trim();
+            for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (first, last) = part.split_once('-').expect("unsatisfiable without a dash");
+                let (first, last) = (first.trim(), last.trim());
+                if first.is_empty() {
+                    let n: u64 = last.parse().expect("suffix length");
+                    assert_eq!(n, 0, "{header:?} size {size}: suffix {n} is satisfiable");
+                } else {
+                    let start: u64 = first.parse().expect("first position");
+                    assert!(start >= size, "{header:?} size {size}: start {start} is inside");
                 }
             }
         }
         RangeRequest::Full => {}
     }
-    if !header.trim().starts_with("bytes=") || header.contains(',') {
+    if !unit || size == 0 {
         assert_eq!(r, RangeRequest::Full, "{header:?} size {size}");
     }
     // Deterministic and whitespace-insensitive at the ends.
@@ -94,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
         1 => {
             let (Ok(a), Ok(b)) = (pos(&mut u, size), pos(&mut u, size)) else { return };
             let r = check_invariants(&format!("bytes={a}-{b}"), size);
-            let want = if b < a {
+            let want = if b < a || size == 0 {
                 RangeRequest::Full
             } else if a >= size {
                 RangeRequest::Unsatisfiable
@@ -110,7 +120,9 @@ fuzz_target!(|data: &[u8]| {
         2 => {
             let Ok(a) = pos(&mut u, size) else { return };
             let r = check_invariants(&format!("bytes={a}-"), size);
-            let want = if a >= size {
+            let want = if size == 0 {
+                RangeRequest::Full
+            } else if a >= size {
                 RangeRequest::Unsatisfiable
             } else {
                 RangeRequest::Partial { start: a, end: size - 1 }
@@ -121,7 +133,9 @@ fuzz_target!(|data: &[u8]| {
         _ => {
             let Ok(n) = pos(&mut u, size) else { return };
             let r = check_invariants(&format!("bytes=-{n}"), size);
-            let want = if n == 0 || size == 0 {
+            let want = if size == 0 {
+                RangeRequest::Full
+            } else if n == 0 {
                 RangeRequest::Unsatisfiable
             } else {
                 RangeRequest::Partial { start: size - n.min(size), end: size - 1 }

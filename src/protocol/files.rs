@@ -2,7 +2,7 @@
 //! Range, conditional requests) and delete.
 
 use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 use super::file_info;
 use super::range::{RangeRequest, parse_range};
 use crate::http::{ApiError, AppState};
-use crate::store::{FileId, FileRecord, NameFilter};
+use crate::store::{ByteStream, FileId, FileRecord, NameFilter, ReadGuard};
 use crate::wire::{ErrorBody, FileInfo, FileList};
 
 /// Paging and name search for `GET /api/files`.
@@ -27,15 +27,16 @@ pub struct ListQuery {
     #[param(pattern = r"^([0-7OoIiLl][0-9A-TV-Za-tv-z]{25})?$")]
     pub cursor: Option<String>,
     /// Only files with exactly this name.
-    #[param(max_length = 4096)]
+    #[param(max_length = 255)]
     pub name: Option<String>,
     /// Only files whose name contains this, ignoring case.
-    #[param(max_length = 4096)]
+    #[param(max_length = 255)]
     pub q: Option<String>,
 }
 
-/// Longest `name` or `q` accepted, in characters (stored names are shorter).
-const MAX_SEARCH: usize = 4096;
+/// Longest `name` or `q` accepted, in characters: no stored name is longer
+/// (names are at most 255 bytes).
+const MAX_SEARCH: usize = 255;
 
 /// Parses a file id from a path; a malformed one is simply not found.
 pub fn parse_file_id(s: &str) -> Result<FileId, ApiError> {
@@ -103,19 +104,25 @@ pub async fn info(State(st): State<AppState>, Path(id): Path<String>) -> Result<
 
 /// Download a file, whole or one byte range.
 ///
-/// Streams the chunks in order with bounded read-ahead. Supports a single
-/// `Range` (206, or 416 when unsatisfiable), `If-None-Match` (304) and
-/// `If-Range`. HEAD answers the same headers without the body.
+/// Streams the chunks in order with bounded read-ahead. `Range` (RFC 9110
+/// §14) on GET: one range answers 206 with `Content-Range`; several answer
+/// 206 `multipart/byteranges` (overlapping and adjacent ones coalesced, at
+/// most 64); 416 with `Content-Range: bytes */size` when none is
+/// satisfiable; a Range on an empty file is ignored (200, empty body).
+/// `If-Range` (an ETag or a date) makes a stale Range fall back to 200;
+/// `If-None-Match` answers 304. HEAD answers exactly what a GET without
+/// `Range` would, whatever `Range` says.
 #[utoipa::path(get, path = "/api/files/{id}", tag = "files",
     params(
         ("id" = String, Path, description = "File id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$"),
-        ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or `bytes=-n`"),
+        ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or `bytes=-n`, or several separated by commas (GET only; ignored on HEAD and on an empty file)"),
         ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client has"),
         ("If-Range" = Option<String>, Header, description = "Serve the range only if the file is this ETag"),
     ),
     responses(
-        (status = 200, description = "The whole file", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "One byte range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The whole file, as the type in its record (`content_type`)", content_type = "*/*", body = Vec<u8>),
+        (status = 206, description = "One byte range (with `Content-Range`), or several as `multipart/byteranges`",
+            content((Vec<u8> = "application/octet-stream"), (Vec<u8> = "multipart/byteranges"))),
         (status = 304, description = "Not modified"),
         (status = 404, description = "No such file", body = ErrorBody),
         (status = 416, description = "Range not satisfiable", body = ErrorBody),
@@ -144,32 +151,106 @@ pub async fn download(
     headers.insert(header::CONTENT_DISPOSITION, header_value(&content_disposition(&rec.name)));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
 
+    // Range applies to GET only (RFC 9110 §14.2): HEAD answers exactly
+    // what a GET without Range would.
     let range = match req_headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        Some(r) if if_range_holds(req_headers.get(header::IF_RANGE), &etag, &rec) => parse_range(r, rec.size),
+        Some(r)
+            if method == Method::GET && if_range_holds(req_headers.get(header::IF_RANGE), &etag, &rec) =>
+        {
+            parse_range(r, rec.size)
+        }
         _ => RangeRequest::Full,
     };
-    let (status, start, end) = match range {
-        RangeRequest::Full => (StatusCode::OK, 0, rec.size),
+    let (status, body) = match range {
+        RangeRequest::Full => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rec.size));
+            (StatusCode::OK, body_of(&st, &method, &rec, guard, 0, rec.size))
+        }
         RangeRequest::Partial { start, end } => {
             headers.insert(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{end}/{}", rec.size)));
-            (StatusCode::PARTIAL_CONTENT, start, end + 1)
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end + 1 - start));
+            (StatusCode::PARTIAL_CONTENT, body_of(&st, &method, &rec, guard, start, end + 1))
+        }
+        RangeRequest::Multi(ranges) => {
+            let parts = Multipart::new(&rec, &ranges);
+            headers.insert(header::CONTENT_TYPE, header_value(&parts.content_type()));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(parts.content_length(&ranges)));
+            (StatusCode::PARTIAL_CONTENT, parts.body(&st, &rec, guard, ranges))
         }
         RangeRequest::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size: rec.size }),
     };
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-    let body = if method == Method::HEAD {
-        Body::empty()
-    } else {
-        let id = rec.id;
-        Body::from_stream(st.store.read_range(&rec, guard, start, end).inspect(move |r| {
-            if let Err(e) = r {
-                // The status line is gone; all that is left is to cut the
-                // connection so that the client sees a short body.
-                tracing::error!(file = %id, error = %e, "download aborted");
-            }
-        }))
-    };
     Ok((status, headers, body).into_response())
+}
+
+/// The body for bytes `start..end` of an opened file (empty for HEAD).
+fn body_of(st: &AppState, method: &Method, rec: &FileRecord, guard: ReadGuard, start: u64, end: u64) -> Body {
+    if *method == Method::HEAD {
+        return Body::empty();
+    }
+    Body::from_stream(logged(rec.id, st.store.read_range(rec, guard, start, end)))
+}
+
+/// Logs the error that ends a download stream early.
+fn logged(id: FileId, s: ByteStream) -> impl futures_util::Stream<Item = crate::store::Result<Bytes>> {
+    s.inspect(move |r| {
+        if let Err(e) = r {
+            // The status line is gone; all that is left is to cut the
+            // connection so that the client sees a short body.
+            tracing::error!(file = %id, error = %e, "download aborted");
+        }
+    })
+}
+
+/// A `multipart/byteranges` answer (RFC 9110 §14.6): each part carries its
+/// own `Content-Type` and `Content-Range`.
+struct Multipart {
+    boundary: String,
+    content_type: String,
+    size: u64,
+}
+
+impl Multipart {
+    fn new(rec: &FileRecord, ranges: &[(u64, u64)]) -> Self {
+        // Unique per answer; a part's bytes could contain any fixed string.
+        let mut h = blake3::Hasher::new();
+        h.update(rec.id.to_string().as_bytes());
+        h.update(&rand::random::<u128>().to_le_bytes());
+        h.update(&(ranges.len() as u64).to_le_bytes());
+        let boundary = format!("depot-{}", &h.finalize().to_hex()[..32]);
+        Multipart { boundary, content_type: rec.content_type.clone(), size: rec.size }
+    }
+
+    fn content_type(&self) -> String {
+        format!("multipart/byteranges; boundary={}", self.boundary)
+    }
+
+    fn part_head(&self, (start, end): (u64, u64)) -> String {
+        format!(
+            "\r\n--{}\r\nContent-Type: {}\r\nContent-Range: bytes {start}-{end}/{}\r\n\r\n",
+            self.boundary, self.content_type, self.size
+        )
+    }
+
+    fn tail(&self) -> String {
+        format!("\r\n--{}--\r\n", self.boundary)
+    }
+
+    fn content_length(&self, ranges: &[(u64, u64)]) -> u64 {
+        ranges.iter().map(|&r| self.part_head(r).len() as u64 + r.1 + 1 - r.0).sum::<u64>()
+            + self.tail().len() as u64
+    }
+
+    fn body(self, st: &AppState, rec: &FileRecord, guard: ReadGuard, ranges: Vec<(u64, u64)>) -> Body {
+        let mut parts: Vec<ByteStream> = Vec::with_capacity(ranges.len() * 2 + 1);
+        for &(start, end) in &ranges {
+            let head = Bytes::from(self.part_head((start, end)));
+            parts.push(Box::pin(futures_util::stream::once(async move { Ok(head) })));
+            parts.push(st.store.read_range(rec, guard.clone(), start, end + 1));
+        }
+        let tail = Bytes::from(self.tail());
+        parts.push(Box::pin(futures_util::stream::once(async move { Ok(tail) })));
+        Body::from_stream(logged(rec.id, Box::pin(futures_util::stream::iter(parts).flatten())))
+    }
 }
 
 /// Delete a file. Its chunks are reclaimed by GC once no other file uses them.

@@ -1,62 +1,103 @@
-//! `Range` request headers (RFC 9110 §14.2), for one byte range against a
-//! known size. Pure: fuzzed by `fuzz/fuzz_targets/range.rs`.
+//! `Range` request headers (RFC 9110 §14.1.2, §14.2) against a known size.
+//! Pure: fuzzed by `fuzz/fuzz_targets/range.rs`.
+//!
+//! What the caller must do around it (RFC 9110 §14.2): apply a range to GET
+//! only (HEAD answers what a GET without `Range` would), and only when
+//! `If-Range`, if sent, holds.
+
+/// At most this many ranges in one header are served as a multipart
+/// answer; a header with more is ignored (RFC 9110 §14.2 lets a server
+/// ignore a range set it finds too costly).
+pub const MAX_RANGES: usize = 64;
 
 /// What to do with a request's `Range` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RangeRequest {
-    /// Serve the whole representation (no header, a header we ignore: a
-    /// syntax error, several ranges, another unit).
+    /// Serve the whole representation: no header, or one the server
+    /// ignores (a syntax error, another unit, too many ranges), or any
+    /// range of an empty representation (no 206 can express a part of
+    /// nothing, so the whole, empty, answer is sent, as widely used
+    /// servers do).
     Full,
-    /// Serve bytes `start..=end` (inclusive, inside the size).
+    /// 206 with one part: bytes `start..=end` (inclusive, inside the size).
     Partial { start: u64, end: u64 },
-    /// 416: no byte of the range exists.
+    /// 206 `multipart/byteranges`: two or more disjoint, non-adjacent
+    /// ranges `(start, end)` (inclusive, inside the size), ascending.
+    /// Overlapping and adjacent ranges are coalesced (§14.2 allows it).
+    Multi(Vec<(u64, u64)>),
+    /// 416: no range of the set holds a byte of the representation.
     Unsatisfiable,
+}
+
+/// One `first-pos "-" [last-pos]` or `"-" suffix-length`, as written.
+enum Spec {
+    From { first: u64, last: Option<u64> },
+    Suffix(u64),
+}
+
+/// Decimal digits only, at most 20 of them, within `u64`.
+fn decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) { None } else { s.parse().ok() }
+}
+
+fn spec(s: &str) -> Option<Spec> {
+    let (first, last) = s.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        return Some(Spec::Suffix(decimal(last)?));
+    }
+    let first = decimal(first)?;
+    let last = if last.is_empty() { None } else { Some(decimal(last)?) };
+    // last < first is invalid (§14.1.1): the whole header is ignored.
+    if last.is_some_and(|l| l < first) {
+        return None;
+    }
+    Some(Spec::From { first, last })
 }
 
 /// Interprets a `Range` header value for a representation of `size` bytes.
 pub fn parse_range(header: &str, size: u64) -> RangeRequest {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+    let header = header.trim();
+    // The range unit is case-insensitive (§14.1).
+    let Some(set) = header.get(..6).filter(|u| u.eq_ignore_ascii_case("bytes=")).map(|_| &header[6..]) else {
         return RangeRequest::Full;
     };
-    let spec = spec.trim();
-    if spec.contains(',') {
-        // Multiple ranges: serving the whole file is allowed and simpler
-        // for every client than multipart/byteranges.
+    // A list: empty elements are allowed and skipped (§5.6.1).
+    let mut specs = Vec::new();
+    for part in set.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if specs.len() == MAX_RANGES {
+            return RangeRequest::Full;
+        }
+        match spec(part) {
+            Some(s) => specs.push(s),
+            None => return RangeRequest::Full,
+        }
+    }
+    if specs.is_empty() || size == 0 {
         return RangeRequest::Full;
     }
-    let Some((first, last)) = spec.split_once('-') else {
-        return RangeRequest::Full;
-    };
-    let (first, last) = (first.trim(), last.trim());
-    let num = |s: &str| -> Option<u64> {
-        if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            None
-        } else {
-            s.parse().ok()
+    let mut ranges: Vec<(u64, u64)> = specs
+        .into_iter()
+        .filter_map(|s| match s {
+            Spec::Suffix(0) => None,
+            Spec::Suffix(n) => Some((size.saturating_sub(n), size - 1)),
+            Spec::From { first, .. } if first >= size => None,
+            Spec::From { first, last } => Some((first, last.unwrap_or(u64::MAX).min(size - 1))),
+        })
+        .collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        match merged.last_mut() {
+            Some(last) if s <= last.1.saturating_add(1) => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
         }
-    };
-    if first.is_empty() {
-        // Suffix: the last n bytes.
-        let Some(n) = num(last) else { return RangeRequest::Full };
-        if n == 0 || size == 0 {
-            return RangeRequest::Unsatisfiable;
-        }
-        return RangeRequest::Partial { start: size.saturating_sub(n), end: size - 1 };
     }
-    let Some(start) = num(first) else { return RangeRequest::Full };
-    let end = if last.is_empty() {
-        u64::MAX
-    } else {
-        match num(last) {
-            Some(e) if e >= start => e,
-            // last < first is a syntax error: ignore the header.
-            _ => return RangeRequest::Full,
-        }
-    };
-    if start >= size {
-        return RangeRequest::Unsatisfiable;
+    match merged.len() {
+        0 => RangeRequest::Unsatisfiable,
+        1 => RangeRequest::Partial { start: merged[0].0, end: merged[0].1 },
+        _ => RangeRequest::Multi(merged),
     }
-    RangeRequest::Partial { start, end: end.min(size - 1) }
 }
 
 #[cfg(test)]
@@ -71,15 +112,42 @@ mod tests {
         assert_eq!(parse_range("bytes=-200", 1000), Partial { start: 800, end: 999 });
         assert_eq!(parse_range("bytes=-2000", 1000), Partial { start: 0, end: 999 });
         assert_eq!(parse_range("bytes=900-5000", 1000), Partial { start: 900, end: 999 });
+        assert_eq!(parse_range("Bytes=1-2", 1000), Partial { start: 1, end: 2 });
         assert_eq!(parse_range("bytes=1000-", 1000), Unsatisfiable);
         assert_eq!(parse_range("bytes=-0", 1000), Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
         assert_eq!(parse_range("bytes=5-1", 1000), Full);
-        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Full);
         assert_eq!(parse_range("items=0-1", 1000), Full);
         assert_eq!(parse_range("bytes=abc", 1000), Full);
+        assert_eq!(parse_range("bytes=", 1000), Full);
         assert_eq!(parse_range("bytes=+1-2", 1000), Full);
+        assert_eq!(parse_range("bytes= 1-2", 1000), Partial { start: 1, end: 2 });
         assert_eq!(parse_range("bytes=99999999999999999999999-", 1000), Full);
         assert_eq!(parse_range("bytes=18446744073709551615-", 1000), Unsatisfiable);
+    }
+
+    #[test]
+    fn empty_representations_are_served_whole() {
+        for h in ["bytes=-5", "bytes=0-1023", "bytes=0-", "bytes=-0", "bytes=0-0,5-9"] {
+            assert_eq!(parse_range(h, 0), Full, "{h}");
+        }
+        assert_eq!(parse_range("bytes=x", 0), Full);
+    }
+
+    #[test]
+    fn several_ranges() {
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Multi(vec![(0, 1), (5, 6)]));
+        // Order, overlap and adjacency: sorted and coalesced.
+        assert_eq!(parse_range("bytes=500-599, 0-9,5-20", 1000), Multi(vec![(0, 20), (500, 599)]));
+        assert_eq!(parse_range("bytes=0-9,10-19", 1000), Partial { start: 0, end: 19 });
+        assert_eq!(parse_range("bytes=0-0,-1", 3), Multi(vec![(0, 0), (2, 2)]));
+        // Unsatisfiable members drop out; all of them: 416.
+        assert_eq!(parse_range("bytes=2000-3000,5-6", 1000), Partial { start: 5, end: 6 });
+        assert_eq!(parse_range("bytes=2000-3000,5000-", 1000), Unsatisfiable);
+        // Empty list elements are skipped; one bad member voids the header.
+        assert_eq!(parse_range("bytes=,1-2,,", 1000), Partial { start: 1, end: 2 });
+        assert_eq!(parse_range("bytes=1-2,x", 1000), Full);
+        let many =
+            (0..=MAX_RANGES).map(|i| format!("{}-{}", i * 10, i * 10 + 1)).collect::<Vec<_>>().join(",");
+        assert_eq!(parse_range(&format!("bytes={many}"), 100_000), Full);
     }
 }

@@ -23,6 +23,15 @@ pub struct ReadGuard {
     id: FileId,
 }
 
+/// Another hold on the same file (a multipart range answer reads it once
+/// per part): the file's chunks stay until every hold is dropped.
+impl Clone for ReadGuard {
+    fn clone(&self) -> Self {
+        *lock(&self.store.0.readers).entry(self.id).or_default() += 1;
+        ReadGuard { store: self.store.clone(), id: self.id }
+    }
+}
+
 impl Drop for ReadGuard {
     fn drop(&mut self) {
         let last = {

@@ -48,6 +48,7 @@ pub async fn chunking(State(st): State<AppState>) -> Json<ChunkingInfo> {
         (status = 200, description = "The hashes the server lacks", body = MissingResponse),
         (status = 400, description = "Malformed request or hash", body = ErrorBody),
         (status = 413, description = "Too many hashes", body = ErrorBody),
+        (status = 415, description = "The body is not `Content-Type: application/json`", body = ErrorBody),
     ))]
 pub async fn missing_chunks(
     State(st): State<AppState>,
@@ -161,6 +162,9 @@ pub async fn get_chunk(
     resp.headers_mut()
         .insert(header::ETAG, format!("\"{id}\"").parse().map_err(|_| ApiError::BadRequest("etag".into()))?);
     resp.headers_mut().insert(header::VARY, header::ACCEPT_ENCODING.into());
+    // A chunk is at most a few MiB and is fetched whole: Range is ignored
+    // (RFC 9110 §14.2 allows it), and said so.
+    resp.headers_mut().insert(header::ACCEPT_RANGES, axum::http::HeaderValue::from_static("none"));
     if let Some(c) = codec {
         resp.headers_mut().insert(
             header::CONTENT_ENCODING,
@@ -181,7 +185,7 @@ pub async fn get_chunk(
         (status = 400, description = "Malformed request, or lengths that do not add up", body = ErrorBody),
         (status = 409, description = "Chunks missing (listed in `missing`)", body = ErrorBody),
         (status = 413, description = "Larger than the maximum file size", body = ErrorBody),
-        (status = 415, description = "File type rejected", body = ErrorBody),
+        (status = 415, description = "File type rejected, or the body is not `Content-Type: application/json`", body = ErrorBody),
     ))]
 pub async fn commit(
     State(st): State<AppState>,
