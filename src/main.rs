@@ -164,10 +164,9 @@ fn load_config(args: &StoreArgs, listen: Option<&str>) -> Result<Config, Failure
     let overridden = |k: &str| {
         (k == "DEPOT_DATA_DIR" && args.data_dir.is_some()) || (k == "DEPOT_LISTEN" && listen.is_some())
     };
-    let mut cfg = Config::load(args.config.as_deref(), |k| {
-        if overridden(k) { None } else { std::env::var(k).ok() }
-    })
-    .map_err(|e| usage(e.to_string()))?;
+    let mut cfg =
+        Config::load(args.config.as_deref(), |k| if overridden(k) { None } else { std::env::var(k).ok() })
+            .map_err(|e| usage(e.to_string()))?;
     if let Some(d) = &args.data_dir {
         cfg.data_dir = d.clone();
     }
@@ -343,7 +342,11 @@ fn print_stats(st: &depot::wire::StatsInfo) -> Result<(), String> {
 
 /// `depot gc`'s account of what it left: chunks no file uses that the
 /// grace period (or an upload's lease) still holds, and when they go.
-fn explain_gc(r: &depot::store::GcReport, left: &depot::store::GcBacklog, grace: std::time::Duration) -> String {
+fn explain_gc(
+    r: &depot::store::GcReport,
+    left: &depot::store::GcBacklog,
+    grace: std::time::Duration,
+) -> String {
     let mut text = format!("gc: freed {} chunks ({})", r.deleted_chunks, human(r.freed_bytes));
     if left.chunks == 0 {
         text.push_str("; no unused chunks are waiting");
@@ -444,7 +447,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     } else {
                         String::new()
                     };
-                    eprintln!("{}: {} verified{resumed}; {:.1} s", report.path, human(report.size), report.seconds);
+                    eprintln!(
+                        "{}: {} verified{resumed}; {:.1} s",
+                        report.path,
+                        human(report.size),
+                        report.seconds
+                    );
                 }
                 Ok(())
             })

@@ -281,10 +281,9 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
 /// `output.part` is not `output`: resuming it is always allowed.
 fn refuse_to_clobber(output: &Path, force: bool) -> Result<()> {
     match std::fs::symlink_metadata(output) {
-        Ok(m) if m.is_dir() => Err(ClientError::Io(format!(
-            "{} is a directory; name the output file with -o",
-            output.display()
-        ))),
+        Ok(m) if m.is_dir() => {
+            Err(ClientError::Io(format!("{} is a directory; name the output file with -o", output.display())))
+        }
         Ok(_) if !force => Err(ClientError::Io(format!(
             "{} exists; use --force to overwrite it, or -o to write elsewhere",
             output.display()

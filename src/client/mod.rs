@@ -268,7 +268,12 @@ impl Client {
     ///
     /// # Errors
     /// Network and API errors.
-    pub async fn list(&self, cursor: Option<&str>, limit: usize, search: Option<&Search>) -> Result<FileList> {
+    pub async fn list(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+        search: Option<&Search>,
+    ) -> Result<FileList> {
         self.retrying(|| {
             let mut req = self.http.get(self.url("/api/files")).query(&[("limit", limit.to_string())]);
             if let Some(c) = cursor {

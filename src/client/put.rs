@@ -336,7 +336,8 @@ impl Limits {
 
 /// The first [`SNIFF_LEN`] bytes of a file (all of it when shorter).
 fn read_head(path: &std::path::Path) -> Result<Vec<u8>> {
-    let f = std::fs::File::open(path).map_err(|e| ClientError::io(format!("cannot read {}", path.display()), e))?;
+    let f = std::fs::File::open(path)
+        .map_err(|e| ClientError::io(format!("cannot read {}", path.display()), e))?;
     let mut head = Vec::with_capacity(SNIFF_LEN);
     f.take(SNIFF_LEN as u64)
         .read_to_end(&mut head)

@@ -56,7 +56,11 @@ fn checked(st: &AppState, pairs: &[(String, String)]) -> Result<(PieceParams, Se
         .map_err(|e| ApiError::BadRequest(e.0))?;
     crate::store::sanitize_name(&p.filename)?;
     // Sizes are int64 in the OpenAPI document, as in most clients.
-    for (what, v) in [("chunkSize", Some(p.chunk_size)), ("totalSize", Some(p.total_size)), ("currentChunkSize", p.current_size)] {
+    for (what, v) in [
+        ("chunkSize", Some(p.chunk_size)),
+        ("totalSize", Some(p.total_size)),
+        ("currentChunkSize", p.current_size),
+    ] {
         if v.is_some_and(|v| v > i64::MAX as u64) {
             return Err(ApiError::BadRequest(format!("{what} is out of range")));
         }
