@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the client test suites against the real server: pytest for the
-# Python client, test.sh for the bash/curl scripts. Installs what is
+# Python client, test.sh for the bash/curl scripts, and the schema-driven
+# API fuzzer (tests/schemathesis/run.sh: every check, 30 examples per
+# operation; set SCHEMATHESIS=0 to skip it). Installs what is
 # missing first (curl and b3sum from apt when root; the Python package with
 # its test extras into the current Python). The server binary comes from
 # DEPOT_BIN, default ${CARGO_TARGET_DIR:-~/.cache/depot-target}/debug/depot.
@@ -42,5 +44,11 @@ mid=$(date +%s)
 echo "== bash/curl scripts (bash/test.sh)"
 bash bash/test.sh || status=1
 end=$(date +%s)
-echo "clients: pytest $((mid - start))s, bash $((end - mid))s, total $((end - start))s"
+fuzz=0
+if [ "${SCHEMATHESIS:-1}" != 0 ]; then
+    echo "== OpenAPI document against the server (schemathesis)"
+    bash ../tests/schemathesis/run.sh "${SCHEMATHESIS_EXAMPLES:-30}" || status=1
+    fuzz=$(($(date +%s) - end))
+fi
+echo "clients: pytest $((mid - start))s, bash $((end - mid))s, schemathesis ${fuzz}s, total $(($(date +%s) - start))s"
 exit "$status"

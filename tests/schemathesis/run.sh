@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs schemathesis (pinned in requirements.txt) against the real server:
+# every check, a bounded number of examples per operation (default 30), a
+# fixed seed. Fails on any 5xx or any answer that contradicts the OpenAPI
+# document the server serves. The server binary is $DEPOT_BIN, by default
+# ${CARGO_TARGET_DIR:-~/.cache/depot-target}/debug/depot; schemathesis goes
+# into a virtualenv beside the build output, installed on first use.
+#
+#   tests/schemathesis/run.sh [EXAMPLES]      (SCHEMATHESIS_SEED: another seed)
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+EXAMPLES=${1:-30}
+TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/depot-target}
+DEPOT_BIN=${DEPOT_BIN:-$TARGET/debug/depot}
+VENV=${SCHEMATHESIS_VENV:-$TARGET/schemathesis-venv}
+PY=${PYTHON:-python3}
+
+[ -x "$DEPOT_BIN" ] || { echo "error: depot binary not found at $DEPOT_BIN: build it first" >&2; exit 1; }
+if ! "$VENV/bin/python" -c 'import sys, importlib.metadata as m; sys.exit(m.version("schemathesis") != sys.argv[1])' \
+    "$(sed -n 's/^schemathesis==//p' "$HERE/requirements.txt")" 2>/dev/null; then
+    echo "installing schemathesis into $VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install -q -r "$HERE/requirements.txt"
+fi
+
+WORK=$(mktemp -d)
+SERVER_PID=
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Small limits, so that size checks are reachable with generated values.
+DEPOT_RATE_LIMIT=false DEPOT_LOG=warn DEPOT_MAX_FILE_SIZE=16MiB \
+    "$DEPOT_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" 2>"$WORK/server.log" &
+SERVER_PID=$!
+URL=
+for _ in $(seq 1 300); do
+    URL=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$WORK/server.log" | head -n1)
+    [ -n "$URL" ] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
+    sleep 0.1
+done
+[ -n "$URL" ] || { echo "error: the server did not start" >&2; cat "$WORK/server.log" >&2; exit 1; }
+
+cd "$WORK"
+status=0
+PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=hooks "$VENV/bin/schemathesis" --config-file "$HERE/schemathesis.toml" run "$URL/api/openapi.json" \
+    --url "$URL" --checks all --max-examples "$EXAMPLES" --seed "${SCHEMATHESIS_SEED:-18}" --workers 1 \
+    --request-timeout 30 --no-color --report junit --report-dir "$WORK/report" || status=$?
+for report in "$WORK"/report/junit*.xml; do
+    # The counts, for the record.
+    [ -f "$report" ] && grep -o '<testsuite [^>]*' "$report" | grep -o '\(tests\|failures\|errors\)="[0-9]*"' |
+        tr '\n' ' ' | sed 's/^/schemathesis operations: /;s/$/\n/'
+done
+if grep -q "panicked" "$WORK/server.log"; then
+    echo "error: the server panicked:" >&2
+    grep -A3 "panicked" "$WORK/server.log" >&2
+    status=1
+fi
+exit "$status"
