@@ -15,8 +15,9 @@
 # the b3sum command (default b3sum; a name that is not installed turns
 # hashing off).
 #
-# Output: a progress bar on stderr (one line per piece when stderr is not a
-# terminal), a summary on stderr, and the file id as the last line of stdout.
+# Output: a progress bar on stderr, under 80 columns: confirmed bytes,
+# sent and skipped bytes, rate and time left (one line per piece when
+# stderr is not a terminal), a summary on stderr, and the file id as the last line of stdout.
 #
 # Exit codes: 0 done; 2 usage; 3 the file cannot be read; 4 the server
 # cannot be reached; 5 the server refused the upload (4xx); 6 server error
@@ -69,7 +70,17 @@ command -v "$B3SUM" >/dev/null 2>&1 && HASHING=1
 
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-trap 'die 130 "interrupted: run the same command again to resume"' INT TERM
+# Ctrl-C reaches dd and curl too: whatever was running, the interrupt ends
+# the script here, once, with 130. The handler first ignores further
+# signals, so that a second Ctrl-C (or the INT and the TERM of a process
+# group kill) cannot run it again midway.
+on_interrupt() {
+    trap '' INT TERM
+    [ -n "${BAR_SHOWN:-}" ] && printf '\n' >&2
+    printf 'error: interrupted: run the same command again to resume\n' >&2
+    exit 130
+}
+trap on_interrupt INT TERM
 
 human() {
     if command -v numfmt >/dev/null; then
@@ -107,6 +118,7 @@ call() {
     for attempt in 1 2 3 4; do
         rc=0
         CODE=$(curl -sS -o "$TMP/body" -w '%{http_code}' "$@" 2>"$TMP/err") || rc=$?
+        [ "$rc" -lt 128 ] || on_interrupt # curl was killed by the Ctrl-C
         if [ "$rc" -eq 0 ]; then
             case "$CODE" in
                 5?? | 429) ;;
@@ -123,15 +135,52 @@ call() {
     die 6 "server error $CODE: $(message_of "$TMP/body")"
 }
 
+# short BYTES: at most 7 cells (1023.9M).
+short() {
+    if [ "$1" -lt 1000 ]; then
+        printf '%sB' "$1"
+    elif command -v numfmt >/dev/null; then
+        numfmt --to=iec --format='%.1f' "$1" 2>/dev/null || printf '%sB' "$1"
+    else
+        printf '%sK' $(($1 / 1024))
+    fi
+}
+
+# duration SECONDS: 42s, 3m05s, 2h10m.
+duration() {
+    local s=$1
+    if [ "$s" -lt 60 ]; then
+        printf '%ss' "$s"
+    elif [ "$s" -lt 3600 ]; then
+        printf '%dm%02ds' $((s / 60)) $((s % 60))
+    else
+        printf '%dh%02dm' $((s / 3600)) $((s % 3600 / 60))
+    fi
+}
+
 BAR_SHOWN=
+STARTED=$SECONDS
+# The bar: bytes confirmed (sent, or skipped because the server has them)
+# out of the file, then sent and skipped bytes, the rate and the time left.
+# Fixed-width fields: the line stays under 80 columns.
 draw() { # draw DONE_BYTES
-    local done=$1 pct width=30 fill
+    local done=$1 pct width=12 fill elapsed rate eta
     if [ -t 2 ]; then
         if [ "$SIZE" -gt 0 ]; then pct=$((done * 100 / SIZE)); else pct=100; fi
         fill=$((pct * width / 100))
-        printf '\r[%s%s] %3d%% %s / %s  %d/%d pieces, %d skipped\033[K' \
+        elapsed=$((SECONDS - STARTED))
+        rate=$(((done - SKIPPED_BYTES) / (elapsed > 0 ? elapsed : 1)))
+        if [ "$done" -ge "$SIZE" ]; then
+            eta=0s
+        elif [ "$rate" -gt 0 ]; then
+            eta=$(duration $(((SIZE - done) / rate)))
+        else
+            eta=?
+        fi
+        printf '\r[%s%s] %3d%% %-15s sent %7s skip %7s %8s/s ETA %s\033[K' \
             "$(printf '%*s' "$fill" '' | tr ' ' '#')" "$(printf '%*s' $((width - fill)) '' | tr ' ' '-')" \
-            "$pct" "$(human "$done")" "$(human "$SIZE")" "$N" "$TOTAL" "$SKIPPED" >&2
+            "$pct" "$(short "$done")/$(short "$SIZE")" "$(short "$SENT_BYTES")" "$(short "$SKIPPED_BYTES")" \
+            "$(short "$rate")" "$eta" >&2
         BAR_SHOWN=1
     fi
 }
@@ -152,13 +201,18 @@ upload_all() {
     SENT=0
     SENT_BYTES=0
     SKIPPED=0
+    SKIPPED_BYTES=0
     DONE=0
     for ((N = 1; N <= TOTAL; N++)); do
         offset=$(((N - 1) * CHUNK))
         len=$((SIZE - offset < CHUNK ? SIZE - offset : CHUNK))
         hash=
         if [ -n "$HASHING" ]; then
-            hash=$(piece "$N" | "$B3SUM" --no-names) || die 3 "cannot hash piece $N of $FILE"
+            hash=$(piece "$N" | "$B3SUM" --no-names) || {
+                rc=$?
+                [ "$rc" -lt 128 ] || on_interrupt
+                die 3 "cannot hash piece $N of $FILE"
+            }
         fi
         local params=(--data-urlencode "chunkNumber=$N" --data-urlencode "totalChunks=$TOTAL"
             --data-urlencode "chunkSize=$CHUNK" --data-urlencode "currentChunkSize=$len"
@@ -169,6 +223,7 @@ upload_all() {
         case "$CODE" in
             200)
                 SKIPPED=$((SKIPPED + 1))
+                SKIPPED_BYTES=$((SKIPPED_BYTES + len))
                 say "piece $N/$TOTAL skipped ($len bytes)"
                 ;;
             204)
@@ -184,6 +239,7 @@ upload_all() {
                     CODE=$(piece "$N" | curl -sS -o "$TMP/body" -w '%{http_code}' "${fields[@]}" \
                         -F "file=@-;filename=piece-$N;type=application/octet-stream" \
                         "$SERVER/api/files/upload/chunked" 2>"$TMP/err") || rc=$?
+                    [ "$rc" -lt 128 ] || on_interrupt
                     if [ "$rc" -eq 7 ] || [ "$rc" -eq 6 ]; then
                         die 4 "cannot reach the server at $SERVER ($(sed 's/^curl: ([0-9]*) //' "$TMP/err" | head -n1))"
                     fi
@@ -209,6 +265,7 @@ upload_all() {
         if [ -n "$FILE_ID" ]; then
             # Complete (now or in an earlier run): the rest is there too.
             SKIPPED=$((SKIPPED + TOTAL - N))
+            SKIPPED_BYTES=$((SKIPPED_BYTES + SIZE - DONE))
             N=$TOTAL
             draw "$SIZE"
             return 0

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Download a file from depot with curl, resuming a partial download.
 #
-#   curl_download.sh FILE_ID [OUTPUT]     (default OUTPUT: the file's name)
+#   curl_download.sh [--force] FILE_ID [OUTPUT]   (default OUTPUT: the file's name)
 #
-# An existing, shorter OUTPUT is continued where it stops (curl -C -). The
-# result is checked: its size always; with b3sum installed, its BLAKE3
+# The bytes go to OUTPUT.part and move to OUTPUT once checked. An existing
+# OUTPUT is never overwritten without --force; an existing, shorter
+# OUTPUT.part is continued where it stops (curl -C -). The result is checked: its size always; with b3sum installed, its BLAKE3
 # against the file's content_hash when the server has one, else each chunk
 # against the file's manifest when the server has the native API. A resumed
 # download that fails the check is downloaded again from the first bad byte
@@ -13,10 +14,12 @@
 # Environment: DEPOT_SERVER (default http://localhost:8080); DEPOT_B3SUM,
 # the b3sum command (default b3sum).
 #
-# Output: curl's progress bar on a terminal, a summary on stderr, and the
-# output path as the last line of stdout.
+# Output: curl's progress meter on a terminal (received bytes, rate, time
+# left; a resumed download first says how many bytes it kept), a summary on
+# stderr, and the output path as the last line of stdout.
 #
-# Exit codes: 0 done; 2 usage; 3 OUTPUT cannot be written; 4 the server
+# Exit codes: 0 done; 2 usage; 3 OUTPUT cannot be written, or exists
+# (without --force); 4 the server
 # cannot be reached; 5 the server refused (4xx, e.g. no such file); 6 server
 # error; 7 the download does not verify; 130 interrupted (run again to resume).
 set -euo pipefail
@@ -34,10 +37,12 @@ die() {
 }
 
 usage() {
-    printf 'usage: %s FILE_ID [OUTPUT]   (server from DEPOT_SERVER)\n' "$PROG" >&2
+    printf 'usage: %s [--force] FILE_ID [OUTPUT]   (server from DEPOT_SERVER)\n' "$PROG" >&2
     exit 2
 }
 
+FORCE=
+case "${1:-}" in -f | --force) FORCE=1 && shift ;; esac
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then usage; fi
 case "$1" in -h | --help) usage ;; esac
 ID=$1
@@ -46,7 +51,12 @@ command -v curl >/dev/null || die 2 "curl is not installed"
 
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-trap 'printf "\n" >&2; die 130 "interrupted: run the same command again to resume"' INT TERM
+on_interrupt() {
+    trap - INT TERM
+    printf '\nerror: interrupted: run the same command again to resume\n' >&2
+    exit 130
+}
+trap on_interrupt INT TERM
 
 human() {
     if command -v numfmt >/dev/null; then
@@ -94,6 +104,10 @@ if [ -z "$OUT" ]; then
     case "$OUT" in "" | . | ..) OUT=$ID ;; esac
 fi
 [ -d "$OUT" ] && OUT="${OUT%/}/$(basename -- "${NAME:-$ID}")"
+if [ -e "$OUT" ] && [ -z "$FORCE" ]; then
+    die 3 "$OUT exists; use --force to overwrite it, or name another OUTPUT"
+fi
+PART="$OUT.part"
 
 HASHING=
 command -v "$B3SUM" >/dev/null 2>&1 && HASHING=1
@@ -102,27 +116,33 @@ size_of() { stat -c %s -- "$1" 2>/dev/null || echo 0; }
 
 # fetch: download the rest of OUT (or all of it) with curl.
 fetch() {
-    local have rc=0 bar=(-sS)
-    have=$(size_of "$OUT")
+    local have rc=0
+    have=$(size_of "$PART")
     if [ "$have" -gt "$SIZE" ]; then
-        printf 'note: %s is larger than the file; downloading it again\n' "$OUT" >&2
-        : >"$OUT" || die 3 "cannot write $OUT"
+        printf 'note: %s is larger than the file; downloading it again\n' "$PART" >&2
+        : >"$PART" || die 3 "cannot write $PART"
         have=0
     fi
     RESUMED_FROM=$have
     if [ "$have" -eq "$SIZE" ]; then
-        [ -e "$OUT" ] || : >"$OUT" || die 3 "cannot write $OUT"
+        [ -e "$PART" ] || : >"$PART" || die 3 "cannot write $PART"
         return 0
     fi
-    [ -t 2 ] && bar=(--progress-bar)
-    touch -- "$OUT" 2>/dev/null || die 3 "cannot write $OUT"
-    CODE=$(curl "${bar[@]}" -C - -o "$OUT" -w '%{http_code}' "$SERVER/api/files/$ID" 2>"$TMP/err") || rc=$?
+    touch -- "$PART" 2>/dev/null || die 3 "cannot write $PART"
+    if [ -t 2 ]; then
+        # curl's own meter on the terminal: received bytes, rate, time left.
+        [ "$have" -gt 0 ] && printf 'resuming: %s kept from an earlier run, %s to go\n' \
+            "$(human "$have")" "$(human $((SIZE - have)))" >&2
+        CODE=$(curl -S -C - -o "$PART" -w '%{http_code}' "$SERVER/api/files/$ID") || rc=$?
+        [ "$rc" -eq 0 ] || printf 'curl: (%s)\n' "$rc" >"$TMP/err"
+    else
+        CODE=$(curl -sS -C - -o "$PART" -w '%{http_code}' "$SERVER/api/files/$ID" 2>"$TMP/err") || rc=$?
+    fi
     if [ "$rc" -ne 0 ]; then
-        [ -t 2 ] && cat "$TMP/err" >&2
         case "$rc" in
             6 | 7) die 4 "cannot reach the server at $SERVER" ;;
-            18 | 52 | 56) die 4 "the connection broke after $(size_of "$OUT") bytes: run the same command again to resume" ;;
-            23) die 3 "cannot write $OUT" ;;
+            18 | 52 | 56) die 4 "the connection broke after $(size_of "$PART") bytes: run the same command again to resume" ;;
+            23) die 3 "cannot write $PART" ;;
             *) die 6 "curl failed ($rc): $(grep -v '^#' "$TMP/err" | tail -n1)" ;;
         esac
     fi
@@ -139,7 +159,7 @@ fetch() {
 verify() {
     local got
     BAD_AT=
-    got=$(size_of "$OUT")
+    got=$(size_of "$PART")
     if [ "$got" -ne "$SIZE" ]; then
         BAD_AT=$((got < SIZE ? got : 0))
         return 1
@@ -147,7 +167,7 @@ verify() {
     CHECKS="size"
     [ -n "$HASHING" ] || return 0
     if [ -n "$CONTENT_HASH" ]; then
-        got=$("$B3SUM" --no-names <"$OUT")
+        got=$("$B3SUM" --no-names <"$PART")
         if [ "$got" != "$CONTENT_HASH" ]; then
             BAD_AT=0
             return 1
@@ -164,7 +184,7 @@ verify() {
     sed 's/},{/}\n{/g' "$TMP/body" |
         sed -n 's/.*"hash":"\([0-9a-f]*\)","offset":\([0-9]*\),"len":\([0-9]*\).*/\1 \2 \3/p' >"$TMP/chunks"
     while read -r hash offset len || [ -n "${hash:-}" ]; do
-        got=$(dd if="$OUT" iflag=skip_bytes,count_bytes skip="$offset" count="$len" bs=1M status=none | "$B3SUM" --no-names)
+        got=$(dd if="$PART" iflag=skip_bytes,count_bytes skip="$offset" count="$len" bs=1M status=none | "$B3SUM" --no-names)
         if [ "$got" != "$hash" ]; then
             BAD_AT=$offset
             return 1
@@ -187,15 +207,16 @@ fi
 if ! verify; then
     if [ "$RESUMED_FROM" -gt 0 ]; then
         # The partial file was not (all) this file's: keep what is good.
-        printf 'note: %s does not match the file from byte %s; downloading from there\n' "$OUT" "$BAD_AT" >&2
-        truncate -s "$BAD_AT" -- "$OUT" || die 3 "cannot write $OUT"
+        printf 'note: %s does not match the file from byte %s; downloading from there\n' "$PART" "$BAD_AT" >&2
+        truncate -s "$BAD_AT" -- "$PART" || die 3 "cannot write $PART"
         HOW="$HOW; bytes from $(human "$BAD_AT") downloaded again"
         fetch
-        verify || die 7 "$OUT does not match the file on the server (from byte $BAD_AT)"
+        verify || die 7 "$PART does not match the file on the server (from byte $BAD_AT)"
     else
-        die 7 "$OUT does not match the file on the server (from byte $BAD_AT)"
+        die 7 "$PART does not match the file on the server (from byte $BAD_AT)"
     fi
 fi
+mv -f -- "$PART" "$OUT" || die 3 "cannot move $PART to $OUT"
 [ -n "$HASHING" ] || printf 'note: %s not found: only the size was checked\n' "$B3SUM" >&2
 printf 'downloaded %s (%s, %s; verified: %s)\n' "$OUT" "$(human "$SIZE")" "$HOW" "$CHECKS" >&2
 printf '%s\n' "$OUT"

@@ -215,7 +215,7 @@ test_download_resume() {
     # A whole-body upload: the record carries content_hash.
     id=$(curl -sS --data-binary @"$f" "$DEPOT_SERVER/api/files/upload?filename=d.bin" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
     [ -n "$id" ] || fail "upload failed" || return 1
-    head -c 300000 "$f" >"$WORK/d.out"
+    head -c 300000 "$f" >"$WORK/d.out.part"
     before=$(resp_bytes)
     run "$DOWN" "$id" "$WORK/d.out"
     got=$(($(resp_bytes) - before))
@@ -228,7 +228,7 @@ test_download_resume() {
 test_download_repairs_a_wrong_partial() {
     local f="$WORK/d.bin" id
     id=$(curl -sS "$DEPOT_SERVER/api/files?limit=100" | grep -o '"id":"[^"]*","name":"d.bin"' | head -n1 | cut -d'"' -f4)
-    gen "$WORK/wrong.out" 300000 99
+    gen "$WORK/wrong.out.part" 300000 99
     run "$DOWN" "$id" "$WORK/wrong.out"
     [ "$RC" = 0 ] || fail "download exited $RC" || return 1
     cmp -s "$f" "$WORK/wrong.out" || fail "repaired download differs" || return 1
@@ -242,8 +242,9 @@ test_download_chunk_check_resumes_from_bad_chunk() {
         echo "    GET /api/chunking does not answer 200: no manifests to check against"
         return 1
     fi
-    printf 'XXXX' | dd of="$WORK/b.out" bs=1 seek=$((7 * PIECE + 3)) conv=notrunc status=none
-    truncate -s $((12 * PIECE + 100)) "$WORK/b.out"
+    mv "$WORK/b.out" "$WORK/b.out.part"
+    printf 'XXXX' | dd of="$WORK/b.out.part" bs=1 seek=$((7 * PIECE + 3)) conv=notrunc status=none
+    truncate -s $((12 * PIECE + 100)) "$WORK/b.out.part"
     local id
     id=$(curl -sS "$DEPOT_SERVER/api/files?limit=100" | grep -o '"id":"[^"]*","name":"b.bin"' | head -n1 | cut -d'"' -f4)
     run "$DOWN" "$id" "$WORK/b.out"
@@ -271,6 +272,74 @@ test_reupload_after_delete() {
     [ "$(last_line "$OUT")" != "$id" ] || fail "got the deleted id back" || return 1
     run "$DOWN" "$(last_line "$OUT")" "$WORK/e.out"
     [ "$RC" = 0 ] && cmp -s "$f" "$WORK/e.out" || fail "the new file does not download right" || return 1
+}
+
+test_download_refuses_to_overwrite() {
+    local f="$WORK/a.bin" id
+    id=$(curl -sS "$DEPOT_SERVER/api/files?name=a.bin" | grep -o '"id":"[^"]*"' | head -n1 | cut -d'"' -f4)
+    [ -n "$id" ] || fail "no file named a.bin (GET /api/files?name=)" || return 1
+    printf 'precious' >"$WORK/keep.out"
+    run "$DOWN" "$id" "$WORK/keep.out"
+    [ "$RC" = 3 ] && grep -q -- "exists; use --force" <<<"$ERR" || fail "overwrote or wrong error: rc $RC" || return 1
+    [ "$(cat "$WORK/keep.out")" = precious ] || fail "the existing file was changed" || return 1
+    run "$DOWN" --force "$id" "$WORK/keep.out"
+    [ "$RC" = 0 ] && cmp -s "$f" "$WORK/keep.out" || fail "--force did not replace the file: rc $RC" || return 1
+    [ ! -e "$WORK/keep.out.part" ] || fail "the .part file was left behind" || return 1
+}
+
+# Ctrl-C reaches the whole foreground process group (the script, dd, curl):
+# the script must end with one message and status 130, whatever it was doing.
+test_ctrl_c_ends_with_130() {
+    local f="$WORK/int.bin" pid line seen=0 rc
+    gen "$f" $((40 * PIECE)) 21
+    rm -f "$WORK/int.fifo"
+    mkfifo "$WORK/int.fifo"
+    # Job control on: the job gets its own process group, as at a terminal,
+    # and does not start with SIGINT ignored (background jobs of a
+    # non-interactive shell do, and then cannot trap it).
+    set -m
+    "$UP" "$f" "$PIECE_KB" >/dev/null 2>"$WORK/int.fifo" &
+    pid=$!
+    set +m
+    exec 4<"$WORK/int.fifo"
+    : >"$WORK/int.err"
+    while IFS= read -r line <&4; do
+        printf '%s\n' "$line" >>"$WORK/int.err"
+        if [[ "$line" == *" sent "* ]]; then
+            seen=$((seen + 1))
+            [ "$seen" = 3 ] && kill -INT -- -"$pid"
+        fi
+    done
+    exec 4<&-
+    rc=0
+    wait "$pid" 2>/dev/null || rc=$?
+    ERR=$(cat "$WORK/int.err")
+    [ "$rc" = 130 ] || fail "exit status $rc after Ctrl-C, not 130" || return 1
+    [ "$(grep -c '^error: ' "$WORK/int.err")" = 1 ] && grep -q "interrupted: run the same command again" "$WORK/int.err" ||
+        fail "not one interrupted message" || return 1
+    ! grep -qi "trap\|line [0-9]*:" "$WORK/int.err" || fail "bash complained" || return 1
+}
+
+# On a terminal (a pty from script(1)) both scripts show progress: the
+# upload's bar with sent and skipped bytes, rate and ETA, every frame under
+# 80 columns; the download's curl meter.
+test_progress_on_a_terminal() {
+    command -v script >/dev/null || { echo "    script(1) is not installed: nothing to check"; return 1; }
+    local f="$WORK/bar.bin" longest id
+    gen "$f" $((8 * PIECE)) 22
+    script -qec "COLUMNS=80 DEPOT_SERVER=$DEPOT_SERVER '$UP' '$f' $PIECE_KB" "$WORK/bar.tty" >/dev/null </dev/null ||
+        fail "upload on a terminal failed" || return 1
+    tr '\r' '\n' <"$WORK/bar.tty" | sed 's/\x1b\[K//g' | grep '^\[' >"$WORK/bar.frames"
+    [ -s "$WORK/bar.frames" ] || fail "no progress bar drawn" || return 1
+    longest=$(awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$WORK/bar.frames")
+    [ "$longest" -lt 80 ] || fail "a frame is $longest columns: $(tail -n1 "$WORK/bar.frames")" || return 1
+    grep -q ' sent .* skip .*/s ETA ' "$WORK/bar.frames" || fail "bar lacks sent/skip/rate/ETA: $(tail -n1 "$WORK/bar.frames")" || return 1
+    id=$(tr -d '\r' <"$WORK/bar.tty" | grep -E '^[0-9A-Z]{26}$' | tail -n1)
+    [ -n "$id" ] || fail "no file id in the terminal output" || return 1
+    script -qec "DEPOT_SERVER=$DEPOT_SERVER '$DOWN' $id '$WORK/bar.out'" "$WORK/down.tty" >/dev/null </dev/null ||
+        fail "download on a terminal failed" || return 1
+    grep -q "Time.*Current" "$WORK/down.tty" || fail "curl's progress meter was not shown" || return 1
+    cmp -s "$f" "$WORK/bar.out" || fail "download differs" || return 1
 }
 
 test_errors() {
@@ -302,6 +371,9 @@ t "download repairs a partial file that is not the file" test_download_repairs_a
 t "download check finds a damaged chunk and resumes there" test_download_chunk_check_resumes_from_bad_chunk
 t "empty file" test_empty_file
 t "re-upload after delete starts a new session" test_reupload_after_delete
+t "download refuses to overwrite an existing file without --force" test_download_refuses_to_overwrite
+t "Ctrl-C during an upload exits 130 with one message" test_ctrl_c_ends_with_130
+t "progress on a terminal: upload bar under 80 columns, curl's meter" test_progress_on_a_terminal
 t "errors: clear message, distinct exit codes" test_errors
 stop_server
 echo "bash: $PASSED passed, $FAILED failed"

@@ -2,8 +2,9 @@
 """Download a file from depot: ``download_file.py <file_id> [output_path]``.
 
 The seed's script name, kept for those who run it: a thin wrapper around
-``python -m depot_client download``, which resumes a partial output file
-and verifies what it got. The server comes from ``DEPOT_SERVER`` (default
+``python -m depot_client download``, which resumes a partial download
+(``output_path.part``), verifies what it got and refuses to overwrite an
+existing ``output_path``. The server comes from ``DEPOT_SERVER`` (default
 http://localhost:8080).
 """
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Upload a file to depot: ``test_chunked_upload.py <file_path>``.
 
-The seed's script name, kept for those who run it: a thin wrapper around
-``python -m depot_client upload``, which skips what the server already has
-and resumes when run again. The server comes from ``DEPOT_SERVER``
+The seed's script name, kept for those who run it, and the chunked API it
+is named for: a thin wrapper around
+``python -m depot_client upload --method seed``, which sends the file in
+pieces over ``/api/files/upload/chunked``, skips pieces the server already
+has (by their BLAKE3) and resumes when run again. The server comes from ``DEPOT_SERVER``
 (default http://localhost:8080). Prints the file id last.
 """
 
@@ -18,4 +20,4 @@ if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
         print("usage: test_chunked_upload.py <file_path>", file=sys.stderr)
         sys.exit(2)
-    sys.exit(main(["upload", sys.argv[1]]))
+    sys.exit(main(["upload", "--method", "seed", sys.argv[1]]))

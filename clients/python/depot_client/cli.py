@@ -57,10 +57,12 @@ def parser() -> argparse.ArgumentParser:
                     help="piece size for chunked (seed) uploads (default 1MiB)")
     up.add_argument("--name", help="file name on the server (default: the file's own)")
 
-    down = sub.add_parser("download", parents=[common], help="download a file (resumes a partial OUT)")
+    down = sub.add_parser("download", parents=[common],
+                          help="download a file (resumes OUT.part; refuses to overwrite OUT without --force)")
     down.add_argument("id")
     down.add_argument("out", nargs="?", help="output path (default: the file's name, here)")
-    down.add_argument("--no-resume", action="store_true", help="start over even if OUT exists")
+    down.add_argument("--no-resume", action="store_true", help="start over even if OUT.part exists")
+    down.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
 
     ls = sub.add_parser("list", parents=[common], help="list files, newest first")
     ls.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
@@ -81,7 +83,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "upload":
             return _upload(client, args, progress)
         if args.command == "download":
-            r = download(client, args.id, args.out, resume=not args.no_resume, progress=progress)
+            r = download(client, args.id, args.out, resume=not args.no_resume, progress=progress,
+                         force=args.force)
             what = f"resumed at {r.resumed_from}, " if r.resumed_from else ""
             print(f"downloaded {r.path}: {r.size} bytes ({what}{r.received_bytes} received; "
                   f"verified: {', '.join(r.checks)})", file=sys.stderr)

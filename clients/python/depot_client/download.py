@@ -1,7 +1,8 @@
 """Downloads that resume and verify.
 
-A partial output file is continued with ``Range`` and ``If-Range`` (the
-file's ETag): if the server's copy is not the one the partial came from it
+The bytes land in ``OUT.part`` and move to ``OUT`` once verified; an
+existing ``OUT`` is refused unless ``force``. A partial ``OUT.part`` is
+continued with ``Range`` and ``If-Range`` (the file's ETag): if the server's copy is not the one the partial came from it
 answers the whole file and the download starts over. Every byte is checked:
 the size always; the BLAKE3 of the whole content when the server knows it
 (``content_hash``); and, with the native API, each chunk's BLAKE3 against the
@@ -24,6 +25,7 @@ from tqdm import tqdm
 import requests
 
 from .api import Client, LocalFileError, ServerFailure, Unreachable, VerificationFailed
+from .upload import BAR_FORMAT, bar_columns, short_bytes
 
 READ_SIZE = 1 << 20
 
@@ -108,7 +110,11 @@ def _safe_name(name: str, fallback: str) -> str:
 
 
 def download(client: Client, file_id: str, out: Optional[str] = None, *, resume: bool = True,
-             progress: Optional[bool] = None) -> DownloadResult:
+             progress: Optional[bool] = None, force: bool = False) -> DownloadResult:
+    """Downloads ``file_id`` to ``out`` (default: its name, here). The
+    bytes go to ``out + ".part"``, which a later run resumes, and are moved
+    into place once verified. An existing ``out`` is never overwritten
+    unless ``force``: :class:`LocalFileError` (exit code 3)."""
     info = client.info(file_id)
     size = int(info["size"])
     etag = info.get("etag")
@@ -116,9 +122,18 @@ def download(client: Client, file_id: str, out: Optional[str] = None, *, resume:
         out = _safe_name(info.get("name", ""), file_id)
     elif os.path.isdir(out):
         out = os.path.join(out, _safe_name(info.get("name", ""), file_id))
+    if os.path.lexists(out) and not force:
+        raise LocalFileError(f"{out} exists; use --force to overwrite it, or name another output file")
+    part = out + ".part"
     manifest = client.manifest(file_id) if client.chunking() is not None else None
-    return _download(client, file_id, out, size, etag, info.get("content_hash"), manifest, resume,
-                     progress, retry_fresh=True)
+    result = _download(client, file_id, part, size, etag, info.get("content_hash"), manifest, resume,
+                       progress, retry_fresh=True)
+    try:
+        os.replace(part, out)
+    except OSError as e:
+        raise LocalFileError(f"cannot move {part} into place: {e.strerror}") from None
+    result.path = out
+    return result
 
 
 def _download(client: Client, file_id: str, out: str, size: int, etag: Optional[str],
@@ -166,9 +181,11 @@ def _download_once(client: Client, file_id: str, out: str, size: int, etag: Opti
                     _check_existing(fh, good, verifier)
             result.resumed_from = have
         fh.seek(have)
-        bar = tqdm(total=size, initial=have, desc=os.path.basename(out), unit="B", unit_scale=True,
-                   unit_divisor=1024, disable=None if progress is None else not progress,
-                   dynamic_ncols=True)
+        label = os.path.basename(out)
+        bar = tqdm(total=size, initial=have, desc=label if len(label) <= 14 else label[:13] + "~", unit="B",
+                   unit_scale=True, unit_divisor=1024, disable=None if progress is None else not progress,
+                   ncols=bar_columns(), bar_format=BAR_FORMAT)
+        bar.set_postfix_str(f"got 0B kept {short_bytes(have)}", refresh=False)
         try:
             if have < size:
                 headers = {"Accept-Encoding": "identity"}
@@ -208,6 +225,8 @@ def _download_once(client: Client, file_id: str, out: str, size: int, etag: Opti
                         fh.write(data)
                         have += len(data)
                         result.received_bytes += len(data)
+                        bar.set_postfix_str(f"got {short_bytes(result.received_bytes)} kept "
+                                            f"{short_bytes(result.resumed_from)}", refresh=False)
                         bar.update(len(data))
         finally:
             bar.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -23,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import blake3
 from tqdm import tqdm
 
-from . import fastcdc
+from . import fastcdc, policy
 from .api import Client, DepotError, LocalFileError, Rejected
 
 DEFAULT_PIECE_SIZE = 1 << 20
@@ -87,22 +88,51 @@ def _open(path: str):
         raise LocalFileError(f"cannot read {path}: {e.strerror}") from None
 
 
+# At most 80 columns: tqdm shrinks the bar to fit what is left.
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {postfix} {rate_fmt} ETA {remaining}"
+
+
+def bar_columns() -> int:
+    """The width a bar may use: the terminal's, at most 80."""
+    return min(80, shutil.get_terminal_size((80, 24)).columns)
+
+
+def short_bytes(n: float) -> str:
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1000 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
 class _Bars:
-    """An overall bar (bytes of the file done) and a per-piece bar (bytes of
-    the piece in flight). ``disable=None``: only on a terminal."""
+    """An overall bar (bytes of the file confirmed: sent, or skipped because
+    the server has them) and a per-piece bar (bytes of the piece in
+    flight). ``disable=None``: only on a terminal."""
 
     def __init__(self, total: int, desc: str, disable: Optional[bool]):
-        self.overall = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                            disable=disable, position=0, dynamic_ncols=True)
+        cols = bar_columns()
+        label = desc if len(desc) <= 14 else desc[:13] + "~"
+        self.overall = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+                            disable=disable, position=0, ncols=cols, bar_format=BAR_FORMAT)
         self.piece = tqdm(total=0, desc="piece", unit="B", unit_scale=True, unit_divisor=1024,
-                          disable=disable, position=1, leave=False, dynamic_ncols=True)
+                          disable=disable, position=1, leave=False, ncols=cols)
+        self.sent = 0
+        self.skipped = 0
+        self.overall.set_postfix_str("sent 0B skip 0B", refresh=False)
 
     def start_piece(self, label: str, size: int) -> Callable[[int], None]:
         self.piece.reset(total=size)
         self.piece.set_description(label, refresh=False)
         return self.piece.update
 
-    def done(self, n: int) -> None:
+    def done(self, n: int, sent: bool = True) -> None:
+        if sent:
+            self.sent += n
+        else:
+            self.skipped += n
+        self.overall.set_postfix_str(f"sent {short_bytes(self.sent)} skip {short_bytes(self.skipped)}",
+                                     refresh=False)
         self.overall.update(n)
 
     def close(self) -> None:
@@ -115,13 +145,16 @@ def upload(client: Client, path: str, *, method: str = "auto", piece_size: int =
            name: Optional[str] = None) -> UploadResult:
     """Uploads ``path``; ``method`` is ``auto``, ``native`` or ``seed``.
     ``progress``: True/False for bars on/off, None for only on a terminal.
-    ``on_piece`` is called after each piece is sent or skipped."""
+    ``on_piece`` is called after each piece is sent or skipped. A file the
+    server would refuse (size, type) raises :class:`Rejected` before
+    anything is sent."""
     name = name or os.path.basename(os.path.abspath(path))
     with _open(path) as f:
         size = os.fstat(f.fileno()).st_size
         notes: List[str] = []
+        info = client.chunking()  # the limits, for every method
+        policy.check(name, size, policy.read_head(f), info)
         if method in ("auto", "native"):
-            info = client.chunking()
             params, why = native_params(info)
             if params is not None:
                 return _upload_native(client, f, size, name, params, info or {}, progress, on_piece)
@@ -194,7 +227,7 @@ def _upload_native(client: Client, f, size: int, name: str, params: fastcdc.Para
                 result.skipped_pieces += 1
                 result.skipped_bytes += len(data)
                 action = "skipped"
-            bars.done(len(data))
+            bars.done(len(data), sent=action == "sent")
             if on_piece is not None:
                 on_piece(PieceEvent(n, None, offset, len(data), action))
         batch = []
@@ -288,7 +321,7 @@ def _seed_pieces(client: Client, f, size: int, name: str, piece_size: int, total
             result.sent_pieces += 1
             result.sent_bytes += length
             action = "sent"
-        bars.done(length)
+        bars.done(length, sent=action == "sent")
         if on_piece is not None:
             on_piece(PieceEvent(number, total, offset, length, action))
         if status.get("status") == "complete" and status.get("file"):
@@ -298,7 +331,7 @@ def _seed_pieces(client: Client, f, size: int, name: str, piece_size: int, total
             if rest > 0:
                 result.skipped_pieces += total - number
                 result.skipped_bytes += rest
-                bars.done(rest)
+                bars.done(rest, sent=False)
             return
     if not result.file:
         raise DepotError(

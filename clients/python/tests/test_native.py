@@ -137,7 +137,7 @@ def test_download_resume_keeps_good_chunks_and_refetches_from_the_first_bad(nati
     partial = bytearray(body[: chunks[4]["offset"] + 1000])
     partial[bad["offset"] + 10] ^= 0xFF
     out = tmp_path / "damaged.bin"
-    out.write_bytes(bytes(partial))
+    (tmp_path / "damaged.bin.part").write_bytes(bytes(partial))
     d = download(Client(native_server.url), r.file_id, str(out), progress=False)
     assert out.read_bytes() == body
     assert d.resumed_from == bad["offset"]

@@ -13,7 +13,7 @@ import requests
 
 from conftest import PYTHON_DIR, Server, data, run_cli
 from depot_client import Client, download, upload
-from depot_client.api import EXIT_LOCAL, EXIT_REJECTED, EXIT_UNREACHABLE, Rejected
+from depot_client.api import EXIT_LOCAL, EXIT_REJECTED, EXIT_UNREACHABLE, LocalFileError, Rejected
 from depot_client.upload import seed_identifier
 
 PIECE = 64 << 10
@@ -192,7 +192,8 @@ def test_download_resumes_a_partial_file(server, tmp_path):
                          data=body, timeout=30).json()
     assert "content_hash" in info
     out = tmp_path / "partial.bin"
-    out.write_bytes(body[:300_000])
+    part = tmp_path / "partial.bin.part"
+    part.write_bytes(body[:300_000])
     before = server.response_bytes()
     d = download(Client(server.url), info["id"], str(out), progress=False)
     assert out.read_bytes() == body
@@ -207,7 +208,7 @@ def test_download_repairs_a_partial_file_that_is_not_this_file(server, tmp_path,
     info = requests.post(f"{server.url}/api/files/upload", params={"filename": "wrong.bin"},
                          data=body, timeout=30).json()
     out = tmp_path / "wrong.bin"
-    out.write_bytes(data(200_000, seed=11))  # not a prefix of the file
+    (tmp_path / "wrong.bin.part").write_bytes(data(200_000, seed=11))  # not a prefix of the file
     d = download(Client(server.url), info["id"], str(out), progress=False)
     assert out.read_bytes() == body
     assert d.resumed_from == 0 and "content_hash" in d.checks
@@ -221,7 +222,7 @@ def test_cli_download_resume_prints_what_it_did(server, tmp_path):
     info = requests.post(f"{server.url}/api/files/upload", params={"filename": "r.bin"},
                          data=body, timeout=30).json()
     out = tmp_path / "r.bin"
-    out.write_bytes(body[:100_000])
+    (tmp_path / "r.bin.part").write_bytes(body[:100_000])
     r = run_cli("download", info["id"], str(out), server_url=server.url, check=True)
     assert out.read_bytes() == body
     assert "resumed at 100000" in r.stderr and r.stdout.strip().splitlines()[-1] == str(out)
@@ -286,6 +287,8 @@ def test_seed_entry_point_wrappers(server, make_file, tmp_path):
     up = subprocess.run([sys.executable, str(PYTHON_DIR / "test_chunked_upload.py"), str(src)],
                         capture_output=True, text=True, env=env, timeout=120)
     assert up.returncode == 0, up.stderr
+    # The seed's script speaks the chunked API it is named for.
+    assert "seed upload" in up.stderr, up.stderr
     file_id = up.stdout.strip().splitlines()[-1]
     out = tmp_path / "wrapped.bin"
     down = subprocess.run([sys.executable, str(PYTHON_DIR / "download_file.py"), file_id, str(out)],
@@ -308,8 +311,56 @@ def test_download_starts_over_when_if_range_does_not_match(server, tmp_path, mon
 
     monkeypatch.setattr(Client, "info", stale_info)
     out = tmp_path / "ifrange.bin"
-    out.write_bytes(body[:100_000])
+    (tmp_path / "ifrange.bin.part").write_bytes(body[:100_000])
     d = download(Client(server.url), info["id"], str(out), progress=False)
     assert out.read_bytes() == body
     assert d.resumed_from == 0 and d.received_bytes == len(body)
     assert "sent the whole file" in capsys.readouterr().err
+
+
+def test_download_refuses_to_overwrite_unless_forced(server, tmp_path):
+    body = data(200_000, seed=17)
+    info = requests.post(f"{server.url}/api/files/upload", params={"filename": "keep.bin"},
+                         data=body, timeout=30).json()
+    out = tmp_path / "keep.bin"
+    out.write_bytes(b"precious local data")
+    r = run_cli("download", info["id"], str(out), server_url=server.url)
+    assert r.returncode == EXIT_LOCAL, r.stderr
+    assert "exists" in r.stderr and "--force" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert out.read_bytes() == b"precious local data"
+    with pytest.raises(LocalFileError):
+        download(Client(server.url), info["id"], str(out), progress=False)
+    # The partial download of the same output is resumed, not refused.
+    out.unlink()
+    (tmp_path / "keep.bin.part").write_bytes(body[:50_000])
+    d = download(Client(server.url), info["id"], str(out), progress=False)
+    assert d.resumed_from == 50_000 and out.read_bytes() == body
+    assert not (tmp_path / "keep.bin.part").exists()
+    # --force replaces.
+    out.write_bytes(b"old")
+    run_cli("download", info["id"], str(out), "--force", server_url=server.url, check=True)
+    assert out.read_bytes() == body
+
+
+def test_refused_uploads_send_nothing(tmp_path):
+    """A file over the size limit, or whose bytes contradict its name, is
+    refused by the client before any byte of it is sent."""
+    s = Server(tmp_path / "limits", env={"DEPOT_MAX_FILE_SIZE": "100000"}).start()
+    try:
+        big = tmp_path / "big.bin"
+        big.write_bytes(data(150_000, seed=18))
+        elf = tmp_path / "cat.png"
+        elf.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(80))
+        for method in ("auto", "seed"):
+            before = s.request_bytes()
+            r = run_cli("upload", str(big), "--method", method, server_url=s.url)
+            assert r.returncode == EXIT_REJECTED, r.stderr
+            assert "at most 100000 bytes" in r.stderr and "nothing was sent" in r.stderr
+            r = run_cli("upload", str(elf), "--method", method, server_url=s.url)
+            assert r.returncode == EXIT_REJECTED, r.stderr
+            assert "the server would refuse cat.png" in r.stderr
+            assert s.request_bytes() - before < 4096, "a refused upload sent its bytes"
+        stats = requests.get(f"{s.url}/api/stats", timeout=10).json()
+        assert stats["unique_chunks"] == 0 and stats["files"] == 0 and stats["dedup_ratio"] is None
+    finally:
+        s.stop()
