@@ -162,7 +162,7 @@ async fn files_are_found_by_name() {
     assert_eq!(ids(&list(&[("q", "nothing")]).await), Vec::<String>::new());
     // Paging through the matches only.
     let first = list(&[("name", "Report.txt"), ("limit", "1")]).await;
-    assert_eq!(ids(&first), [b.id.clone()]);
+    assert_eq!(ids(&first), std::slice::from_ref(&b.id));
     let cursor = first.next_cursor.clone().expect("a second page");
     let url = s.url("/api/files");
     let second: FileList = reqwest::Client::new()
@@ -174,7 +174,7 @@ async fn files_are_found_by_name() {
         .json()
         .await
         .unwrap();
-    assert_eq!(ids(&second), [a.id.clone()]);
+    assert_eq!(ids(&second), std::slice::from_ref(&a.id));
     assert!(second.next_cursor.is_none());
     let r = reqwest::Client::new()
         .get(s.url("/api/files"))
