@@ -23,21 +23,31 @@ pub mod object;
 pub mod objects;
 
 #[cfg(feature = "server")]
+mod append;
+#[cfg(feature = "server")]
 mod backlog;
+#[cfg(feature = "server")]
+mod chunks;
+#[cfg(feature = "server")]
+mod concat;
 #[cfg(feature = "server")]
 mod engine;
 #[cfg(feature = "server")]
+mod files;
+#[cfg(feature = "server")]
 mod gc;
 #[cfg(feature = "server")]
+mod ingest;
+#[cfg(feature = "server")]
 pub mod meta;
+#[cfg(feature = "server")]
+mod pieces;
 #[cfg(feature = "server")]
 mod read;
 #[cfg(feature = "server")]
 mod search;
 #[cfg(feature = "server")]
-mod stream;
-#[cfg(feature = "server")]
-mod upload;
+mod session;
 #[cfg(feature = "server")]
 mod verify;
 
@@ -50,22 +60,28 @@ pub use self::manifest::Entry;
 pub use self::objects::{FsObjects, FsyncPolicy, MemObjects, ObjectEntry, ObjectStore};
 
 #[cfg(feature = "server")]
+pub use self::append::{AppendOutcome, Appender, NewStream};
+#[cfg(feature = "server")]
 pub use self::backlog::GcBacklog;
+#[cfg(feature = "server")]
+pub use self::chunks::{Put, decode_frame};
 #[cfg(feature = "server")]
 pub(crate) use self::engine::lock;
 #[cfg(feature = "server")]
-pub use self::engine::{
-    Activity, FileRecord, FileState, NewFile, Put, Stats, Store, StoreOptions, decode_frame, sanitize_name,
-};
+pub use self::engine::{Activity, Stats, Store, StoreOptions, sanitize_name};
+#[cfg(feature = "server")]
+pub use self::files::{FileRecord, FileState, NewFile};
 #[cfg(feature = "server")]
 pub use self::gc::GcReport;
+#[cfg(feature = "server")]
+pub use self::ingest::Ingest;
+#[cfg(feature = "server")]
+pub use self::pieces::{PieceState, SeedSpec};
 #[cfg(feature = "server")]
 pub use self::read::{ByteStream, ReadGuard};
 #[cfg(feature = "server")]
 pub use self::search::NameFilter;
 #[cfg(feature = "server")]
-pub use self::stream::{AppendOutcome, Appender, Concat, NewStream, StreamState};
-#[cfg(feature = "server")]
-pub use self::upload::{Ingest, PieceState, SeedSpec, UploadRecord, UploadState};
+pub use self::session::{Concat, StreamState, UploadRecord, UploadState};
 #[cfg(feature = "server")]
 pub use self::verify::VerifyReport;

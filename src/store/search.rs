@@ -5,8 +5,8 @@
 //! ignoring case.
 
 use super::Store;
-use super::engine::{FileRecord, FileState};
 use super::error::{Error, Result};
+use super::files::{FileRecord, FileState};
 use super::id::FileId;
 use super::meta::Cf;
 

@@ -5,8 +5,8 @@
 //!
 //! Durability: the bytes after the last cut point (the *tail*) live in
 //! `uploads/<id>/tail-<base>`, where `base` is the file offset of the tail's
-//! first byte. A durable point writes the tail (appending when the base is
-//! unchanged, a new file when a cut moved it), fsyncs it, then writes the new
+//! first byte. A durable point writes the tail (at its recorded length when
+//! the base is unchanged, a new file when a cut moved it), fsyncs it, then writes the new
 //! chunk list entries and the new offset in one synced batch; the old tail
 //! file goes only after that. Recovery reads `tail-<base>` truncated to
 //! `offset - base`, and the next durable point writes at that position and
@@ -18,62 +18,19 @@
 //! end) makes no durable point before its end, and rolls back by dropping
 //! its in-memory state.
 
-use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use rocksdb::WriteBatch;
-use serde::{Deserialize, Serialize};
 
-use super::chunker::StreamChunker;
+use super::ingest::ChunkSink;
 use super::meta::{Cf, Meta};
-use super::upload::{decode_piece, encode_piece, record_key};
+use super::session::{Concat, StreamState, chunk_key, chunk_prefix, decode_piece, encode_piece, record_key};
 use super::{
-    ChunkId, Entry, Error, FileId, FileRecord, NewFile, Result, Store, UploadId, UploadRecord, UploadState,
-    lock,
+    ChunkId, Entry, Error, FileRecord, NewFile, Result, Store, UploadId, UploadRecord, UploadState, lock,
 };
-
-/// An append-only session's progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamState {
-    /// Total length, once known.
-    pub length: Option<u64>,
-    /// Bytes acknowledged.
-    pub offset: u64,
-    /// File offset of the first byte not yet in a chunk.
-    pub tail_base: u64,
-    /// Chunks recorded (keys `k` ‖ upload ‖ index).
-    pub chunks: u32,
-    /// The client's metadata, as it sent it.
-    pub metadata: String,
-    pub concat: Concat,
-    /// All bytes are in (offset == length).
-    pub complete: bool,
-    /// The file the upload became.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<FileId>,
-    /// Why it did not become a file (type rejected).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rejected: Option<String>,
-    /// The upload's chunks are leased at least until then.
-    pub leased_until: u64,
-}
-
-/// Concatenation (tus `Upload-Concat`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Concat {
-    None,
-    /// A part of a later final upload: completes without becoming a file.
-    Partial,
-    /// Made of these partial uploads, end to end.
-    Final {
-        parts: Vec<UploadId>,
-    },
-}
 
 /// A new append-only session.
 #[derive(Debug, Clone)]
@@ -92,17 +49,6 @@ pub struct AppendOutcome {
     /// The file, when this append completed the upload into one.
     pub file: Option<FileRecord>,
 }
-
-pub(super) fn chunk_prefix(id: &UploadId) -> Vec<u8> {
-    [b"k".as_slice(), id.as_bytes()].concat()
-}
-
-fn chunk_key(id: &UploadId, n: u32) -> Vec<u8> {
-    [b"k".as_slice(), id.as_bytes(), &n.to_be_bytes()].concat()
-}
-
-/// Tail bytes are stored in batches of chunks of about this many bytes.
-const PUT_BATCH: usize = 8 << 20;
 
 impl Store {
     fn upload_dir(&self, id: &UploadId) -> PathBuf {
@@ -244,14 +190,11 @@ impl Store {
         }
         let tail_len = tail.len() as u64;
         Ok(Appender {
-            chunker: StreamChunker::with_tail(self.chunker().clone(), &tail),
+            sink: ChunkSink::with_tail(self, &tail),
             store: self.clone(),
             rec,
             offset,
             tail_on_disk: tail_len,
-            new_entries: Vec::new(),
-            pending: Vec::new(),
-            pending_bytes: 0,
             _busy: busy,
         })
     }
@@ -285,79 +228,10 @@ impl Store {
         self.drop_session(id)
     }
 
-    /// Creates a final upload from complete partial ones, end to end, without
-    /// copying bytes: the result is the partials' chunk lists, re-cut only
-    /// near each seam until the cut points fall back in step, so that the
-    /// final file's chunks are exactly those of the whole content.
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] when a part is unknown, not partial, or not
-    /// complete; [`Error::TypeRejected`]; I/O.
-    pub fn concat_streams(
-        &self,
-        parts: &[UploadId],
-        name: &str,
-        declared_type: Option<&str>,
-        metadata: &str,
-    ) -> Result<AppendOutcome> {
-        if parts.is_empty() {
-            return Err(Error::InvalidInput("a final upload needs at least one partial upload".into()));
-        }
-        let mut lists = Vec::with_capacity(parts.len());
-        for p in parts {
-            let rec = self.stream_upload(p).map_err(|e| Error::InvalidInput(format!("part {p}: {e}")))?;
-            let st = rec
-                .stream
-                .as_ref()
-                .ok_or_else(|| Error::InvalidInput(format!("part {p} is not a stream")))?;
-            if st.concat != Concat::Partial {
-                return Err(Error::InvalidInput(format!("upload {p} is not a partial upload")));
-            }
-            if !st.complete {
-                return Err(Error::InvalidInput(format!("partial upload {p} is not complete")));
-            }
-            lists.push(self.stream_chunks(p)?);
-        }
-        // Re-cutting the seams keeps the bytes: check the size before storing.
-        let length: u64 = lists.iter().flatten().map(|e| u64::from(e.len)).sum();
-        if length > self.options().max_file_size {
-            return Err(Error::TooLarge { what: "upload", limit: self.options().max_file_size, got: length });
-        }
-        let lease = self.default_lease();
-        let chunks = self.concat_manifests(&lists, lease)?;
-        let now = self.now_ms();
-        let id = UploadId::random();
-        let mut rec = UploadRecord {
-            id,
-            protocol: "tus".into(),
-            name: name.to_string(),
-            declared_type: declared_type.map(str::to_string),
-            size: length,
-            total_pieces: 0,
-            piece_size: 0,
-            created_ms: now,
-            expires_ms: now + self.options().upload_expiry.as_millis() as u64,
-            state: UploadState::Open,
-            stream: Some(StreamState {
-                length: Some(length),
-                offset: length,
-                tail_base: length,
-                chunks: chunks.len() as u32,
-                metadata: metadata.to_string(),
-                concat: Concat::Final { parts: parts.to_vec() },
-                complete: true,
-                file: None,
-                rejected: None,
-                leased_until: lease,
-            }),
-        };
-        self.complete_into_file(&mut rec, chunks, 0)
-    }
-
     /// Commits a complete session's chunks as a file and records the outcome
     /// (the file, or why it was refused) in the same batch. `recorded` is how
     /// many of `chunks` already have keys.
-    fn complete_into_file(
+    pub(super) fn complete_into_file(
         &self,
         rec: &mut UploadRecord,
         chunks: Vec<Entry>,
@@ -403,69 +277,6 @@ impl Store {
             Err(e) => Err(e),
         }
     }
-
-    /// The chunk list of partial uploads laid end to end, as the server's
-    /// chunker would cut the whole content. Inside a part, a chunk is reused
-    /// as is when the part's own chunker decided its end with a full window
-    /// (at least `max` bytes ahead) and the whole-content chunker starts a
-    /// chunk where it starts; elsewhere (near the seams) bytes are re-read
-    /// and re-cut until a cut lands on one of the part's chunk boundaries.
-    fn concat_manifests(&self, parts: &[Vec<Entry>], lease: u64) -> Result<Vec<Entry>> {
-        let max = u64::from(self.chunker().params().max);
-        let mut out: Vec<Entry> = Vec::new();
-        let mut fresh: Vec<Bytes> = Vec::new();
-        let mut sc = StreamChunker::new(self.chunker().clone());
-        let emit = |chunks: Vec<Bytes>, out: &mut Vec<Entry>, fresh: &mut Vec<Bytes>| {
-            for c in chunks {
-                out.push(Entry { id: ChunkId::of(&c), len: c.len() as u32 });
-                fresh.push(c);
-            }
-        };
-        for part in parts {
-            let len: u64 = part.iter().map(|e| u64::from(e.len)).sum();
-            let starts: Vec<u64> = part
-                .iter()
-                .scan(0u64, |at, e| {
-                    let s = *at;
-                    *at += u64::from(e.len);
-                    Some(s)
-                })
-                .collect();
-            let mut i = 0;
-            // Re-cut from the seam until the cuts fall back in step.
-            while !sc.tail().is_empty() && i < part.len() {
-                let data = self.read_chunk(&part[i].id)?;
-                let cut = sc.push(&data);
-                let cut_any = !cut.is_empty();
-                emit(cut, &mut out, &mut fresh);
-                i += 1;
-                let end = starts.get(i).copied().unwrap_or(len);
-                let buffered = sc.tail().len() as u64;
-                if cut_any && buffered <= end {
-                    if let Ok(k) = starts[..i].binary_search(&(end - buffered)) {
-                        // In step at chunk k: what is buffered is chunks k..i.
-                        sc.clear();
-                        i = k;
-                    }
-                }
-            }
-            if sc.tail().is_empty() {
-                while i < part.len() && starts[i] + max <= len {
-                    out.push(part[i]);
-                    i += 1;
-                }
-            }
-            for e in &part[i..] {
-                let data = self.read_chunk(&e.id)?;
-                emit(sc.push(&data), &mut out, &mut fresh);
-            }
-        }
-        emit(sc.finish(), &mut out, &mut fresh);
-        if !fresh.is_empty() {
-            self.put_chunks(&fresh, lease)?;
-        }
-        Ok(out)
-    }
 }
 
 /// Clears a session's "being appended to" mark when the appender goes.
@@ -485,15 +296,13 @@ impl Drop for Busy {
 pub struct Appender {
     store: Store,
     rec: UploadRecord,
-    chunker: StreamChunker,
+    /// Cuts and stores; its entries are the chunks since the last durable
+    /// point, in order.
+    sink: ChunkSink,
     /// Bytes received (acknowledged or not).
     offset: u64,
     /// Tail bytes the tail file at the record's base holds.
     tail_on_disk: u64,
-    /// Chunks cut since the last durable point, in order.
-    new_entries: Vec<Entry>,
-    pending: Vec<Bytes>,
-    pending_bytes: usize,
     _busy: Busy,
 }
 
@@ -524,26 +333,15 @@ impl Appender {
             return Err(Error::TooLarge { what: "upload", limit, got: end });
         }
         self.offset = end;
-        for c in self.chunker.push(data) {
-            self.pending_bytes += c.len();
-            self.pending.push(c);
-        }
-        if self.pending_bytes >= PUT_BATCH {
-            self.flush()?;
-        }
+        let lease = self.lease();
+        self.sink.push(data, lease)?;
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let lease = self.state().leased_until.max(self.store.default_lease());
-        let puts = self.store.put_chunks(&self.pending, lease)?;
-        self.new_entries.extend(puts.iter().map(|p| Entry { id: p.id, len: p.len }));
-        self.pending.clear();
-        self.pending_bytes = 0;
-        Ok(())
+    /// The lease for chunks this upload stores: at least as long as the
+    /// session's own.
+    fn lease(&self) -> u64 {
+        self.state().leased_until.max(self.store.default_lease())
     }
 
     /// Makes everything received so far durable and acknowledged.
@@ -551,13 +349,13 @@ impl Appender {
     /// # Errors
     /// I/O and RocksDB errors.
     pub fn persist(&mut self) -> Result<()> {
-        if self.offset == self.state().offset && self.new_entries.is_empty() && self.pending.is_empty() {
+        if self.offset == self.state().offset && self.sink.entries().is_empty() && !self.sink.has_pending() {
             return Ok(());
         }
-        self.flush()?;
+        self.sink.flush(self.lease())?;
         let id = self.rec.id;
         let st = self.state().clone();
-        let tail = self.chunker.tail();
+        let tail = self.sink.tail();
         let base = self.offset - tail.len() as u64;
         if base == st.tail_base {
             // Same base: write what the file lacks at the recorded length,
@@ -581,7 +379,7 @@ impl Appender {
         let mut next = st.clone();
         let mut b = WriteBatch::default();
         let m = self.store.meta();
-        for (i, e) in self.new_entries.iter().enumerate() {
+        for (i, e) in self.sink.entries().iter().enumerate() {
             m.put(
                 &mut b,
                 Cf::Uploads,
@@ -591,14 +389,14 @@ impl Appender {
         }
         next.offset = self.offset;
         next.tail_base = base;
-        next.chunks = st.chunks + self.new_entries.len() as u32;
+        next.chunks = st.chunks + self.sink.entries().len() as u32;
         // Keep the upload's chunks pinned while it is active: renew their
         // leases when half of the lease has gone.
         let lease = self.store.default_lease();
         let half = self.store.options().chunk_lease.as_millis() as u64 / 2;
         if next.leased_until < now + half {
             let mut ids: Vec<ChunkId> = self.store.stream_chunks(&id)?.iter().map(|e| e.id).collect();
-            ids.extend(self.new_entries.iter().map(|e| e.id));
+            ids.extend(self.sink.entries().iter().map(|e| e.id));
             for group in ids.chunks(8192) {
                 self.store.lease_present(group, lease)?;
             }
@@ -611,7 +409,7 @@ impl Appender {
         if base != st.tail_base {
             let _ = fs::remove_file(self.store.tail_path(&id, st.tail_base));
         }
-        self.new_entries.clear();
+        self.sink.take_entries();
         Ok(())
     }
 
@@ -636,16 +434,12 @@ impl Appender {
             return Ok(AppendOutcome { record: self.rec.clone(), file: None });
         }
         // The end: the tail becomes the last chunk(s).
-        for c in self.chunker.finish_in_place() {
-            self.pending_bytes += c.len();
-            self.pending.push(c);
-        }
-        self.flush()?;
+        self.sink.finish(self.lease())?;
         let id = self.rec.id;
         let st = self.state().clone();
         let mut chunks = self.store.stream_chunks(&id)?;
         let recorded = chunks.len() as u32;
-        chunks.append(&mut self.new_entries);
+        chunks.append(&mut self.sink.take_entries());
         let mut rec = self.rec.clone();
         if let Some(s) = rec.stream.as_mut() {
             s.offset = self.offset;
@@ -676,9 +470,6 @@ fn sync_dir(dir: &std::path::Path) -> Result<()> {
     File::open(dir)?.sync_all()?;
     Ok(())
 }
-
-/// Ids of sessions being appended to right now.
-pub(super) type Appending = HashSet<UploadId>;
 
 #[cfg(test)]
 mod tests {

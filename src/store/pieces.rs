@@ -1,47 +1,18 @@
-//! Upload sessions, shared by every protocol: a session gathers pieces (seed
-//! chunked uploads) until the file is whole, pins what it has, expires when
-//! abandoned, and finishes into a file exactly once.
+//! Piece sessions (resumable.js / flow.js chunked uploads): a session
+//! gathers pieces until the file is whole, pins what it has, and finishes
+//! into a file exactly once.
 //!
 //! State is one key per piece (`p` ‖ upload ‖ piece number) plus a counter,
 //! changed only under the session's lock, never read-modify-write of one
-//! shared value. [`Ingest`] is the other way in: a byte stream cut by the
-//! server's chunker as it arrives.
+//! shared value.
 
-use std::sync::{Arc, Mutex};
-
-use bytes::Bytes;
 use rocksdb::WriteBatch;
-use serde::{Deserialize, Serialize};
 
-use super::chunker::StreamChunker;
 use super::meta::{Cf, Meta};
+use super::session::{
+    UploadRecord, count_key, decode_piece, encode_piece, piece_key, piece_prefix, record_key,
+};
 use super::{ChunkId, Entry, Error, FileId, FileRecord, NewFile, Result, Store, UploadId, lock};
-
-/// A session as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadRecord {
-    pub id: UploadId,
-    pub protocol: String,
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub declared_type: Option<String>,
-    pub size: u64,
-    pub total_pieces: u32,
-    pub piece_size: u64,
-    pub created_ms: u64,
-    pub expires_ms: u64,
-    pub state: UploadState,
-    /// Set for append-only (tus) uploads.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<super::stream::StreamState>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum UploadState {
-    Open,
-    Finished { file: FileId },
-}
 
 /// What a seed (resumable.js / flow.js) client says about its upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,55 +96,7 @@ pub enum PieceState {
     Finished { file: Box<FileRecord>, just_now: bool },
 }
 
-pub(super) fn record_key(id: &UploadId) -> Vec<u8> {
-    [b"r".as_slice(), id.as_bytes()].concat()
-}
-
-fn piece_prefix(id: &UploadId) -> Vec<u8> {
-    [b"p".as_slice(), id.as_bytes()].concat()
-}
-
-fn piece_key(id: &UploadId, n: u32) -> Vec<u8> {
-    [b"p".as_slice(), id.as_bytes(), &n.to_be_bytes()].concat()
-}
-
-fn count_key(id: &UploadId) -> Vec<u8> {
-    [b"c".as_slice(), id.as_bytes()].concat()
-}
-
-pub(super) fn encode_piece(id: &ChunkId, len: u64) -> Vec<u8> {
-    [id.as_bytes().as_slice(), &len.to_le_bytes()].concat()
-}
-
-pub(super) fn decode_piece(b: &[u8]) -> Result<Entry> {
-    if b.len() != 40 {
-        return Err(Error::CorruptMetadata("upload piece has the wrong length".into()));
-    }
-    let len = u64::from_le_bytes(b[32..].try_into().unwrap_or_default());
-    Ok(Entry {
-        id: ChunkId::from_slice(&b[..32]).unwrap_or(ChunkId([0; 32])),
-        len: u32::try_from(len).map_err(|_| Error::CorruptMetadata("piece length".into()))?,
-    })
-}
-
 impl Store {
-    pub(super) fn session_lock(&self, id: &UploadId) -> Arc<Mutex<()>> {
-        lock(&self.0.sessions).entry(*id).or_default().clone()
-    }
-
-    /// A session's record.
-    ///
-    /// # Errors
-    /// RocksDB errors.
-    pub fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
-        self.meta()
-            .get(Cf::Uploads, &record_key(id))?
-            .map(|v| {
-                serde_json::from_slice(&v).map_err(|e| Error::CorruptMetadata(format!("upload {id}: {e}")))
-            })
-            .transpose()
-    }
-
     /// The open session for a seed upload, created (or restarted, when the
     /// old one expired) as needed. The caller holds the session lock.
     fn seed_session_locked(&self, spec: &SeedSpec) -> Result<UploadRecord> {
@@ -210,12 +133,6 @@ impl Store {
         self.put_upload(&mut b, &rec)?;
         self.meta().write(b, false)?;
         Ok(rec)
-    }
-
-    pub(super) fn put_upload(&self, batch: &mut WriteBatch, rec: &UploadRecord) -> Result<()> {
-        let v = serde_json::to_vec(rec).map_err(|e| Error::Task(e.to_string()))?;
-        self.meta().put(batch, Cf::Uploads, &record_key(&rec.id), &v);
-        Ok(())
     }
 
     fn received(&self, id: &UploadId) -> Result<u32> {
@@ -369,163 +286,6 @@ impl Store {
             let v = serde_json::to_vec(&done).map_err(|e| Error::Task(e.to_string()))?;
             m.put(b, Cf::Uploads, &record_key(&id), &v);
             Ok(())
-        })
-    }
-
-    /// Removes a session and its pieces (their chunks age out through GC).
-    ///
-    /// # Errors
-    /// RocksDB errors.
-    pub fn drop_session(&self, id: &UploadId) -> Result<()> {
-        let m = self.meta();
-        let mut b = WriteBatch::default();
-        for prefix in [piece_prefix(id), super::stream::chunk_prefix(id)] {
-            for kv in m.scan(Cf::Uploads, &prefix, None) {
-                let (k, _) = kv?;
-                m.delete(&mut b, Cf::Uploads, &k);
-            }
-        }
-        m.delete(&mut b, Cf::Uploads, &count_key(id));
-        m.delete(&mut b, Cf::Uploads, &record_key(id));
-        m.write(b, false)?;
-        let dir = self.data_dir().join("uploads").join(id.to_string());
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
-        }
-        Ok(())
-    }
-
-    /// Sessions that are open, and how many are.
-    ///
-    /// # Errors
-    /// RocksDB errors.
-    pub fn open_uploads(&self) -> Result<usize> {
-        let now = self.now_ms();
-        let mut n = 0;
-        for kv in self.meta().scan(Cf::Uploads, b"r", None) {
-            let (_, v) = kv?;
-            if let Ok(rec) = serde_json::from_slice::<UploadRecord>(&v) {
-                if rec.state == super::UploadState::Open && rec.expires_ms > now {
-                    n += 1;
-                }
-            }
-        }
-        Ok(n)
-    }
-
-    /// Drops every expired session.
-    ///
-    /// # Errors
-    /// RocksDB errors.
-    pub fn reap_uploads(&self) -> Result<u64> {
-        let now = self.now_ms();
-        let mut expired = Vec::new();
-        for kv in self.meta().scan(Cf::Uploads, b"r", None) {
-            let (_, v) = kv?;
-            match serde_json::from_slice::<UploadRecord>(&v) {
-                Ok(rec) if rec.expires_ms <= now => expired.push(rec.id),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "unreadable upload record skipped"),
-            }
-        }
-        for id in &expired {
-            let lock_arc = self.session_lock(id);
-            let _g = lock(&lock_arc);
-            // Re-check under the lock: it may have been renewed.
-            if self.upload(id)?.is_some_and(|r| r.expires_ms <= now) {
-                self.drop_session(id)?;
-            }
-            lock(&self.0.sessions).remove(id);
-        }
-        Ok(expired.len() as u64)
-    }
-
-    /// Starts cutting a byte stream into the store (a regular upload).
-    pub fn ingest(&self) -> Ingest {
-        Ingest {
-            store: self.clone(),
-            chunker: StreamChunker::new(self.chunker().clone()),
-            entries: Vec::new(),
-            pending: Vec::new(),
-            pending_bytes: 0,
-            size: 0,
-            hasher: blake3::Hasher::new(),
-            lease: self.default_lease(),
-        }
-    }
-}
-
-/// A byte stream on its way into the store: cut with the store's chunker as it
-/// arrives, stored in batches (one durability barrier per batch), hashed
-/// whole along the way. Blocking: feed it from a blocking thread.
-pub struct Ingest {
-    store: Store,
-    chunker: StreamChunker,
-    entries: Vec<Entry>,
-    pending: Vec<Bytes>,
-    pending_bytes: usize,
-    size: u64,
-    hasher: blake3::Hasher,
-    lease: u64,
-}
-
-/// Chunks are stored in batches of about this many bytes.
-const INGEST_BATCH: usize = 8 << 20;
-
-impl Ingest {
-    /// Adds bytes.
-    ///
-    /// # Errors
-    /// [`Error::TooLarge`] once the stream passes the maximum file size; I/O.
-    pub fn push(&mut self, data: &[u8]) -> Result<()> {
-        self.size += data.len() as u64;
-        let max = self.store.options().max_file_size;
-        if self.size > max {
-            return Err(Error::TooLarge { what: "file", limit: max, got: self.size });
-        }
-        self.hasher.update(data);
-        for c in self.chunker.push(data) {
-            self.pending_bytes += c.len();
-            self.pending.push(c);
-        }
-        if self.pending_bytes >= INGEST_BATCH {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let puts = self.store.put_chunks(&self.pending, self.lease)?;
-        self.entries.extend(puts.iter().map(|p| Entry { id: p.id, len: p.len }));
-        self.pending.clear();
-        self.pending_bytes = 0;
-        Ok(())
-    }
-
-    /// Bytes received so far.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Ends the stream and commits it as a file.
-    ///
-    /// # Errors
-    /// As [`Store::finish_file`].
-    pub fn finish(mut self, name: &str, declared_type: Option<&str>) -> Result<FileRecord> {
-        for c in self.chunker.finish_in_place() {
-            self.pending_bytes += c.len();
-            self.pending.push(c);
-        }
-        self.flush()?;
-        self.store.finish_file(NewFile {
-            name: name.to_string(),
-            declared_type: declared_type.map(str::to_string),
-            size: self.size,
-            chunks: std::mem::take(&mut self.entries),
-            content_hash: Some(self.hasher.finalize().into()),
         })
     }
 }

@@ -1,0 +1,357 @@
+//! Chunks: put (hash, compress, write the object, then the row), the
+//! missing-query that serves resume and dedup at once, leases, reads and
+//! damage marking. Objects are written before any lock is taken; rows change
+//! only under the stripe locks.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use rocksdb::WriteBatch;
+
+use super::engine::bump;
+use super::error::{Error, Result};
+use super::id::ChunkId;
+use super::manifest::Entry;
+use super::meta::{self, Cf, ChunkRow, ChunkState, Counter};
+use super::{Store, object};
+
+/// The outcome of storing one chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Put {
+    pub id: ChunkId,
+    pub len: u32,
+    /// This call stored it; `false`: the store already had it.
+    pub new: bool,
+}
+
+impl Store {
+    /// Stores one chunk given as raw bytes. With `expected`, the bytes must
+    /// hash to it. `lease_until` pins the chunk against GC (unix ms).
+    ///
+    /// # Errors
+    /// [`Error::HashMismatch`] (nothing is stored), [`Error::TooLarge`], I/O.
+    pub fn put_chunk(&self, data: &[u8], expected: Option<&ChunkId>, lease_until: u64) -> Result<Put> {
+        let id = ChunkId::of(data);
+        if let Some(e) = expected {
+            if *e != id {
+                return Err(Error::HashMismatch { expected: *e, actual: id });
+            }
+        }
+        Ok(self.put_hashed(&[ChunkIn { id, raw: data, frame: None }], lease_until)?[0])
+    }
+
+    /// Stores a chunk a client sent as a zstd frame: decoded (capped at the
+    /// maximum object size), hashed, compared with `expected`, and kept as
+    /// the client's frame when that is smaller than raw.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a broken frame, otherwise as [`Store::put_chunk`].
+    pub fn put_chunk_zstd(&self, frame: &[u8], expected: &ChunkId, lease_until: u64) -> Result<Put> {
+        let max = self.0.opts.max_object_size as usize;
+        let raw = decode_frame(frame, max)?;
+        let id = ChunkId::of(&raw);
+        if id != *expected {
+            return Err(Error::HashMismatch { expected: *expected, actual: id });
+        }
+        let keep = (frame.len() < raw.len()).then_some(frame);
+        Ok(self.put_hashed(&[ChunkIn { id, raw: &raw, frame: keep }], lease_until)?[0])
+    }
+
+    /// Stores chunks in one batch: one durability barrier and one metadata
+    /// write for all of them.
+    ///
+    /// # Errors
+    /// As [`Store::put_chunk`].
+    pub fn put_chunks(&self, chunks: &[Bytes], lease_until: u64) -> Result<Vec<Put>> {
+        let ids: Vec<ChunkId> = chunks.iter().map(|c| ChunkId::of(c)).collect();
+        let items: Vec<ChunkIn> =
+            ids.iter().zip(chunks).map(|(id, c)| ChunkIn { id: *id, raw: &c[..], frame: None }).collect();
+        self.put_hashed(&items, lease_until)
+    }
+
+    fn put_hashed(&self, items: &[ChunkIn], lease_until: u64) -> Result<Vec<Put>> {
+        let max = self.0.opts.max_object_size;
+        for ChunkIn { raw, .. } in items {
+            if raw.len() as u64 > u64::from(max) {
+                return Err(Error::TooLarge { what: "chunk", limit: max.into(), got: raw.len() as u64 });
+            }
+        }
+        let ids: Vec<ChunkId> = items.iter().map(|i| i.id).collect();
+        // Objects of chunks that look new are compressed and written before
+        // any lock is taken: an insert never replaces, so racing writers of
+        // one chunk are harmless, and the locks cover only metadata.
+        let before = self.0.meta.chunk_rows(&ids)?;
+        let level = self.0.opts.compression_level;
+        let mut placed: Vec<Option<object::Header>> = vec![None; items.len()];
+        let mut firsts = HashSet::new();
+        let mut wrote = false;
+        for (i, (ChunkIn { id, raw, frame }, row)) in items.iter().zip(&before).enumerate() {
+            if row.is_some() || !firsts.insert(*id) {
+                continue; // known (or damaged: repaired under the lock), or a repeat
+            }
+            let enc = encode_item(id, raw, *frame, level);
+            if self.0.objects.put_if_absent(id, &enc)? {
+                placed[i] = Some(object::Header::decode(&enc).map_err(|e| Error::Task(e.to_string()))?);
+                wrote = true;
+            }
+        }
+        if wrote {
+            self.0.objects.barrier()?;
+        }
+
+        let _guards = self.lock_stripes(&ids);
+        let rows = self.0.meta.chunk_rows(&ids)?;
+        let now = self.now_ms();
+        let mut batch = WriteBatch::default();
+        let mut out = Vec::with_capacity(items.len());
+        let mut seen = HashSet::new();
+        let mut late = false;
+        for (i, (ChunkIn { id, raw, frame }, row)) in items.iter().zip(rows).enumerate() {
+            let len = raw.len() as u32;
+            if !seen.insert(*id) {
+                out.push(Put { id: *id, len, new: false });
+                continue;
+            }
+            match row {
+                Some(mut r) if r.usable() => {
+                    if r.lease_until < lease_until {
+                        r.lease_until = lease_until;
+                        self.0.meta.put(&mut batch, Cf::Chunks, id.as_bytes(), &r.encode());
+                    }
+                    out.push(Put { id: *id, len, new: false });
+                }
+                old => {
+                    let stored = match (old, placed[i]) {
+                        // Written above by this call: complete and durable.
+                        (None, Some(h)) => h,
+                        // Someone else's object, a damaged one, or one GC
+                        // took meanwhile: checked or rewritten under the lock.
+                        _ => {
+                            late = true;
+                            self.place_object(id, &encode_item(id, raw, *frame, level), old.is_some())?
+                        }
+                    };
+                    let refcount = old.map_or(0, |r| r.refcount);
+                    let new_row = ChunkRow {
+                        refcount,
+                        raw_len: len,
+                        stored_len: stored.stored_len,
+                        codec: stored.codec as u8,
+                        state: if refcount > 0 { ChunkState::Live } else { ChunkState::Zero },
+                        zero_since: now,
+                        lease_until: lease_until.max(old.map_or(0, |r| r.lease_until)),
+                    };
+                    let stored_total = u64::from(stored.stored_len) + object::HEADER_LEN as u64;
+                    match old {
+                        None => {
+                            self.0.meta.add(&mut batch, Counter::UniqueChunks, 1);
+                            self.0.meta.add(&mut batch, Counter::UniqueBytes, len.into());
+                            self.0.meta.add(&mut batch, Counter::StoredBytes, stored_total as i64);
+                        }
+                        Some(o) => {
+                            // A damaged or half-deleted row is still counted.
+                            let old_total = u64::from(o.stored_len) + object::HEADER_LEN as u64;
+                            self.0.meta.add(
+                                &mut batch,
+                                Counter::StoredBytes,
+                                stored_total as i64 - old_total as i64,
+                            );
+                        }
+                    }
+                    if refcount == 0 {
+                        let at = (now + self.grace_ms()).max(new_row.lease_until);
+                        self.0.meta.put(&mut batch, Cf::Gcq, &meta::gcq_key(at, id), b"");
+                    }
+                    self.0.meta.put(&mut batch, Cf::Chunks, id.as_bytes(), &new_row.encode());
+                    out.push(Put { id: *id, len, new: true });
+                }
+            }
+        }
+        if late {
+            self.0.objects.barrier()?;
+        }
+        self.0.meta.write(batch, false)?;
+        let new = out.iter().filter(|p| p.new).count() as u64;
+        bump(&self.0.activity.chunks_new, new);
+        bump(&self.0.activity.chunks_known, out.len() as u64 - new);
+        Ok(out)
+    }
+
+    /// Puts an encoded object in place for a chunk that has no usable row,
+    /// keeping a valid object that is already there (an orphan from a crash)
+    /// and replacing an invalid one. Returns the header of what is stored.
+    fn place_object(&self, id: &ChunkId, enc: &[u8], had_row: bool) -> Result<object::Header> {
+        if had_row {
+            // Damaged or mid-delete: whatever is there is not trusted.
+            self.0.objects.replace(id, enc)?;
+        } else if !self.0.objects.put_if_absent(id, enc)? {
+            let max = self.0.opts.max_object_size as usize;
+            match self.0.objects.get(id)? {
+                Some(existing) => match object::decode(&existing, max, true) {
+                    Ok((h, _)) if h.id == *id => return Ok(h),
+                    _ => self.0.objects.replace(id, enc)?,
+                },
+                None => self.0.objects.replace(id, enc)?,
+            }
+        }
+        object::Header::decode(enc).map_err(|e| Error::Task(e.to_string()))
+    }
+
+    /// Which of `ids` the store lacks, in the order given (duplicates once).
+    /// The ones present are leased until `lease_until` so GC cannot take them
+    /// before the client commits. One batched multi-get for all of them.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn missing(&self, ids: &[ChunkId], lease_until: u64) -> Result<Vec<ChunkId>> {
+        let missing = self.lease_present(ids, lease_until)?;
+        let asked = ids.iter().collect::<HashSet<_>>().len();
+        bump(&self.0.activity.chunks_known, (asked - missing.len()) as u64);
+        Ok(missing)
+    }
+
+    /// [`Store::missing`] for the store's own checks (commits, lease
+    /// renewals): the same answer and leases, not counted as dedup hits.
+    pub(super) fn lease_present(&self, ids: &[ChunkId], lease_until: u64) -> Result<Vec<ChunkId>> {
+        let _guards = self.lock_stripes(ids);
+        let rows = self.0.meta.chunk_rows(ids)?;
+        let mut batch = WriteBatch::default();
+        let mut missing = Vec::new();
+        let mut seen = HashSet::with_capacity(ids.len());
+        // Refresh a lease only when it would otherwise end within a minute of
+        // the requested time: a re-upload does not rewrite every row.
+        let slack = 60_000;
+        for (id, row) in ids.iter().zip(rows) {
+            if !seen.insert(*id) {
+                continue;
+            }
+            match row {
+                Some(mut r) if r.usable() => {
+                    if r.lease_until + slack < lease_until {
+                        r.lease_until = lease_until;
+                        self.0.meta.put(&mut batch, Cf::Chunks, id.as_bytes(), &r.encode());
+                    }
+                }
+                _ => missing.push(*id),
+            }
+        }
+        self.0.meta.write(batch, false)?;
+        Ok(missing)
+    }
+
+    /// Whether the store has a usable chunk `id`; leases it when it has.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn has_chunk(&self, id: &ChunkId, lease_until: u64) -> Result<bool> {
+        Ok(self.missing(std::slice::from_ref(id), lease_until)?.is_empty())
+    }
+
+    /// A chunk's stored object (header checked), for serving it as is.
+    ///
+    /// # Errors
+    /// [`Error::ChunkNotFound`], [`Error::Corrupt`].
+    pub fn chunk_object(&self, id: &ChunkId) -> Result<(object::Header, Vec<u8>)> {
+        match self.0.meta.chunk_row(id)? {
+            Some(r) if r.usable() => {}
+            _ => return Err(Error::ChunkNotFound(*id)),
+        }
+        let enc =
+            self.0.objects.get(id)?.ok_or(Error::Corrupt { id: *id, reason: "object missing".into() })?;
+        let h = object::check(&enc).map_err(|e| Error::Corrupt { id: *id, reason: e.0.into() })?;
+        if h.id != *id {
+            return Err(Error::Corrupt { id: *id, reason: "object holds another chunk".into() });
+        }
+        Ok((h, enc))
+    }
+
+    /// A chunk's raw bytes (CRC-checked).
+    ///
+    /// # Errors
+    /// [`Error::ChunkNotFound`], [`Error::Corrupt`].
+    pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let enc =
+            self.0.objects.get(id)?.ok_or(Error::Corrupt { id: *id, reason: "object missing".into() })?;
+        let (h, raw) = object::decode(&enc, self.0.opts.max_object_size as usize, false)
+            .map_err(|e| Error::Corrupt { id: *id, reason: e.0.into() })?;
+        if h.id != *id {
+            return Err(Error::Corrupt { id: *id, reason: "object holds another chunk".into() });
+        }
+        Ok(raw)
+    }
+
+    /// Moves a chunk's object aside after a read found it damaged, and marks
+    /// its row so that the missing-chunks query reports it (the next upload
+    /// of that content heals it) and downloads fail fast.
+    ///
+    /// # Errors
+    /// RocksDB and I/O errors.
+    pub fn mark_damaged(&self, id: &ChunkId, reason: &str) -> Result<()> {
+        let _g = self.lock_stripes([id]);
+        let Some(mut r) = self.0.meta.chunk_row(id)? else { return Ok(()) };
+        if r.state == ChunkState::Damaged {
+            return Ok(());
+        }
+        self.0.objects.quarantine(id)?;
+        r.state = ChunkState::Damaged;
+        let mut batch = WriteBatch::default();
+        self.0.meta.put(&mut batch, Cf::Chunks, id.as_bytes(), &r.encode());
+        self.0.meta.write(batch, true)?;
+        tracing::error!(chunk = %id, reason, "damaged chunk moved aside; the next upload of its content heals it");
+        Ok(())
+    }
+
+    /// The first bytes of a manifest's content, for type detection.
+    ///
+    /// # Errors
+    /// Chunk read errors.
+    pub fn head_bytes(&self, chunks: &[Entry], n: usize) -> Result<Vec<u8>> {
+        let mut head = Vec::new();
+        for e in chunks {
+            if head.len() >= n {
+                break;
+            }
+            if e.len == 0 {
+                continue;
+            }
+            let raw = self.read_chunk(&e.id)?;
+            head.extend_from_slice(&raw[..raw.len().min(n - head.len())]);
+        }
+        Ok(head)
+    }
+
+    // ----- files ------------------------------------------------------------
+}
+
+/// One chunk on its way in: its id, raw bytes, and the client's zstd frame
+/// when it sent one worth keeping.
+struct ChunkIn<'a> {
+    id: ChunkId,
+    raw: &'a [u8],
+    frame: Option<&'a [u8]>,
+}
+
+fn encode_item(id: &ChunkId, raw: &[u8], frame: Option<&[u8]>, level: i32) -> Vec<u8> {
+    match frame {
+        Some(f) => object::encode_zstd_frame(id, raw.len() as u32, f),
+        None => object::encode(id, raw, level),
+    }
+}
+
+/// Decodes a client's zstd frame, refusing anything over `max` bytes.
+///
+/// # Errors
+/// [`Error::TooLarge`] or [`Error::InvalidInput`].
+pub fn decode_frame(frame: &[u8], max: usize) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let dec =
+        zstd::stream::read::Decoder::new(frame).map_err(|e| Error::InvalidInput(format!("zstd: {e}")))?;
+    dec.take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::InvalidInput(format!("invalid zstd data: {e}")))?;
+    if out.len() > max {
+        return Err(Error::TooLarge { what: "decoded chunk", limit: max as u64, got: out.len() as u64 });
+    }
+    Ok(out)
+}

@@ -1,0 +1,496 @@
+//! Files: commit a manifest (one synced batch, or segment by segment with
+//! a pending record that resumes after a crash), read records and manifest
+//! segments, list, delete (deferred while a download reads the file).
+
+use std::collections::HashMap;
+
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use super::engine::bump;
+use super::error::{Error, Result};
+use super::filetype;
+use super::id::{ChunkId, FileId};
+use super::manifest::{self, Entry};
+use super::meta::{self, Cf, ChunkRow, ChunkState, Counter, Meta};
+use super::{Store, lock, sanitize_name};
+
+const PENDING_PREFIX: &[u8] = b"pending/";
+
+/// A stored file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub id: FileId,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    /// Unix milliseconds.
+    pub created_ms: u64,
+    /// The chunker id the manifest was cut with.
+    pub chunker: String,
+    /// Number of chunks in the manifest.
+    pub chunks: u64,
+    /// BLAKE3 of the manifest: the file's strong ETag.
+    pub manifest_digest: ChunkId,
+    /// BLAKE3 of the whole content, when the server saw it stream past.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<ChunkId>,
+    /// Start offset of each manifest segment.
+    pub segments: Vec<u64>,
+    pub state: FileState,
+}
+
+/// A file record's life: only `Ready` files are visible. The other states
+/// mark multi-step work that resumes after a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum FileState {
+    Ready,
+    /// Refcounts of segments before `next` are incremented.
+    Committing {
+        next: u32,
+    },
+    /// Refcounts of segments before `next` are decremented.
+    Deleting {
+        next: u32,
+    },
+}
+
+/// A file to commit.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    pub name: String,
+    /// What the client said the type is; detection decides.
+    pub declared_type: Option<String>,
+    pub size: u64,
+    pub chunks: Vec<Entry>,
+    pub content_hash: Option<ChunkId>,
+}
+
+impl Store {
+    /// Validates the type and commits a file. See [`Store::commit_file`].
+    ///
+    /// # Errors
+    /// [`Error::TypeRejected`], and those of [`Store::commit_file`].
+    pub fn finish_file(&self, new: NewFile) -> Result<FileRecord> {
+        self.finish_file_with(new, |_, _, _| Ok(()))
+    }
+
+    /// [`Store::finish_file`], adding `hook`'s writes to the batch that
+    /// makes the file durable (an upload session marking itself finished).
+    pub(super) fn finish_file_with(
+        &self,
+        mut new: NewFile,
+        hook: impl FnOnce(&Meta, &mut WriteBatch, &FileRecord) -> Result<()>,
+    ) -> Result<FileRecord> {
+        if new.size > self.0.opts.max_file_size {
+            return Err(Error::TooLarge { what: "file", limit: self.0.opts.max_file_size, got: new.size });
+        }
+        new.chunks.retain(|e| e.len > 0);
+        let head = self.head_bytes(&new.chunks, filetype::SNIFF_LEN).map_err(|e| match e {
+            // A chunk that cannot be read for sniffing is a missing chunk.
+            Error::Corrupt { id, .. } => Error::MissingChunks(vec![id]),
+            e => e,
+        });
+        let head = match head {
+            Ok(h) => h,
+            Err(e) => {
+                // Prefer reporting every missing chunk at once.
+                self.check_chunks(&new.chunks)?;
+                return Err(e);
+            }
+        };
+        let content_type = self.0.opts.types.check(&new.name, &head, new.declared_type.as_deref())?;
+        self.commit_file(new, content_type, hook)
+    }
+
+    fn check_chunks(&self, chunks: &[Entry]) -> Result<()> {
+        let ids: Vec<ChunkId> = chunks.iter().map(|e| e.id).collect();
+        let missing = self.lease_present(&ids, 0)?;
+        if missing.is_empty() { Ok(()) } else { Err(Error::MissingChunks(missing)) }
+    }
+
+    /// Commits a manifest as a new file: the chunks must all be present with
+    /// the lengths given; refcounts rise by each chunk's occurrences. Files up
+    /// to one manifest segment commit in one synced batch; larger ones in
+    /// steps that resume after a crash, visible only at the end.
+    ///
+    /// # Errors
+    /// [`Error::MissingChunks`] listing every absent chunk; [`Error::InvalidInput`]
+    /// when lengths disagree with the size or with the stored chunks.
+    pub(super) fn commit_file(
+        &self,
+        new: NewFile,
+        content_type: String,
+        hook: impl FnOnce(&Meta, &mut WriteBatch, &FileRecord) -> Result<()>,
+    ) -> Result<FileRecord> {
+        let chunks: Vec<Entry> = new.chunks.into_iter().filter(|e| e.len > 0).collect();
+        let total: u64 = chunks.iter().map(|e| u64::from(e.len)).sum();
+        if total != new.size {
+            return Err(Error::InvalidInput(format!(
+                "chunk lengths add up to {total} bytes but the size is {}",
+                new.size
+            )));
+        }
+        let name = sanitize_name(&new.name)?;
+        let segs = manifest::segments(&chunks);
+        let mut digest = manifest::Digest::default();
+        chunks.iter().for_each(|e| digest.update(e));
+        let now = self.now_ms();
+        let mut rec = FileRecord {
+            id: FileId::new(now),
+            name,
+            size: new.size,
+            content_type,
+            created_ms: now,
+            chunker: self.0.opts.chunking.id(),
+            chunks: chunks.len() as u64,
+            manifest_digest: digest.finish(),
+            content_hash: new.content_hash,
+            segments: segs.iter().map(|s| s.0).collect(),
+            state: FileState::Ready,
+        };
+        let m = &self.0.meta;
+
+        if segs.len() <= 1 {
+            let ids: Vec<ChunkId> = chunks.iter().map(|e| e.id).collect();
+            let _guards = self.lock_stripes(&ids);
+            let mut batch = WriteBatch::default();
+            self.increment(&mut batch, &chunks, true)?;
+            if let Some((_, seg)) = segs.first() {
+                m.put(
+                    &mut batch,
+                    Cf::Manifests,
+                    &meta::manifest_key(&rec.id.0, 0),
+                    &manifest::encode_segment(seg),
+                );
+            }
+            self.put_record(&mut batch, &rec)?;
+            m.add(&mut batch, Counter::Files, 1);
+            m.add(&mut batch, Counter::LogicalBytes, rec.size as i64);
+            hook(m, &mut batch, &rec)?;
+            self.0.objects.barrier()?;
+            m.write(batch, true)?;
+            bump(&self.0.activity.files, 1);
+            return Ok(rec);
+        }
+
+        // Large file. Step 0: every chunk present, and leased so that GC
+        // cannot take one while the steps run.
+        let lease = now + self.0.opts.chunk_lease.as_millis() as u64;
+        let mut missing = Vec::new();
+        for group in chunks.chunks(8192) {
+            let ids: Vec<ChunkId> = group.iter().map(|e| e.id).collect();
+            missing.extend(self.lease_present(&ids, lease)?);
+            self.check_lengths(group)?;
+        }
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            missing.dedup();
+            return Err(Error::MissingChunks(missing));
+        }
+        // Step 1: manifest and a pending record, invisible.
+        rec.state = FileState::Committing { next: 0 };
+        let mut batch = WriteBatch::default();
+        for (i, (_, seg)) in segs.iter().enumerate() {
+            m.put(
+                &mut batch,
+                Cf::Manifests,
+                &meta::manifest_key(&rec.id.0, i as u32),
+                &manifest::encode_segment(seg),
+            );
+        }
+        self.put_record(&mut batch, &rec)?;
+        m.put(&mut batch, Cf::Meta, &pending_key(&rec.id), b"");
+        hook(m, &mut batch, &rec)?;
+        self.0.objects.barrier()?;
+        m.write(batch, true)?;
+        // Step 2: refcounts, a segment at a time; the last step shows the file.
+        let rec = self.resume_commit(rec)?;
+        bump(&self.0.activity.files, 1);
+        Ok(rec)
+    }
+
+    fn check_lengths(&self, entries: &[Entry]) -> Result<()> {
+        let ids: Vec<ChunkId> = entries.iter().map(|e| e.id).collect();
+        for (e, row) in entries.iter().zip(self.0.meta.chunk_rows(&ids)?) {
+            if let Some(r) = row {
+                if r.raw_len != e.len {
+                    return Err(Error::InvalidInput(format!(
+                        "chunk {} is {} bytes, not {}",
+                        e.id, r.raw_len, e.len
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds each entry's occurrences to its chunk's refcount, into `batch`.
+    /// The caller holds the stripes. With `strict`, an absent or unusable
+    /// chunk or a length mismatch is an error; otherwise (resumed steps, whose
+    /// chunks were checked and leased) a lost row is recreated as damaged.
+    fn increment(&self, batch: &mut WriteBatch, entries: &[Entry], strict: bool) -> Result<()> {
+        let mut counts: HashMap<ChunkId, (u64, u32)> = HashMap::new();
+        for e in entries {
+            counts.entry(e.id).or_insert((0, e.len)).0 += 1;
+        }
+        let ids: Vec<ChunkId> = counts.keys().copied().collect();
+        let rows = self.0.meta.chunk_rows(&ids)?;
+        let mut missing = Vec::new();
+        for (id, row) in ids.iter().zip(rows) {
+            let (n, len) = counts[id];
+            let mut r = match row {
+                Some(r) if strict && !r.usable() => {
+                    missing.push(*id);
+                    continue;
+                }
+                Some(r) => r,
+                None if strict => {
+                    missing.push(*id);
+                    continue;
+                }
+                None => {
+                    tracing::error!(chunk = %id, "chunk row vanished during a commit; marked damaged");
+                    ChunkRow {
+                        refcount: 0,
+                        raw_len: len,
+                        stored_len: 0,
+                        codec: 0,
+                        state: ChunkState::Damaged,
+                        zero_since: 0,
+                        lease_until: 0,
+                    }
+                }
+            };
+            if strict && r.raw_len != len {
+                return Err(Error::InvalidInput(format!("chunk {id} is {} bytes, not {len}", r.raw_len)));
+            }
+            r.refcount += n;
+            if r.state == ChunkState::Zero {
+                r.state = ChunkState::Live;
+            }
+            self.0.meta.put(batch, Cf::Chunks, id.as_bytes(), &r.encode());
+        }
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            return Err(Error::MissingChunks(missing));
+        }
+        Ok(())
+    }
+
+    fn resume_commit(&self, mut rec: FileRecord) -> Result<FileRecord> {
+        let m = &self.0.meta;
+        let FileState::Committing { next } = rec.state else {
+            return Ok(rec);
+        };
+        let nseg = rec.segments.len() as u32;
+        for seg in next..nseg {
+            let entries = self.segment(&rec.id, seg)?;
+            let ids: Vec<ChunkId> = entries.iter().map(|e| e.id).collect();
+            let _guards = self.lock_stripes(&ids);
+            let mut batch = WriteBatch::default();
+            self.increment(&mut batch, &entries, false)?;
+            let last = seg + 1 == nseg;
+            rec.state = if last { FileState::Ready } else { FileState::Committing { next: seg + 1 } };
+            self.put_record(&mut batch, &rec)?;
+            if last {
+                m.delete(&mut batch, Cf::Meta, &pending_key(&rec.id));
+                m.add(&mut batch, Counter::Files, 1);
+                m.add(&mut batch, Counter::LogicalBytes, rec.size as i64);
+            }
+            m.write(batch, last)?;
+        }
+        Ok(rec)
+    }
+
+    fn put_record(&self, batch: &mut WriteBatch, rec: &FileRecord) -> Result<()> {
+        let v = serde_json::to_vec(rec).map_err(|e| Error::Task(e.to_string()))?;
+        self.0.meta.put(batch, Cf::Files, rec.id.as_bytes(), &v);
+        Ok(())
+    }
+
+    pub(super) fn record(&self, id: &FileId) -> Result<Option<FileRecord>> {
+        self.0
+            .meta
+            .get(Cf::Files, id.as_bytes())?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| Error::CorruptMetadata(format!("file {id}: {e}")))
+            })
+            .transpose()
+    }
+
+    /// A visible file's record.
+    ///
+    /// # Errors
+    /// [`Error::FileNotFound`].
+    pub fn file(&self, id: &FileId) -> Result<FileRecord> {
+        match self.record(id)? {
+            Some(r) if r.state == FileState::Ready => Ok(r),
+            _ => Err(Error::FileNotFound(id.to_string())),
+        }
+    }
+
+    /// One manifest segment of a file.
+    ///
+    /// # Errors
+    /// [`Error::CorruptMetadata`] when absent or undecodable.
+    pub fn segment(&self, id: &FileId, seg: u32) -> Result<Vec<Entry>> {
+        let v = self
+            .0
+            .meta
+            .get(Cf::Manifests, &meta::manifest_key(&id.0, seg))?
+            .ok_or_else(|| Error::CorruptMetadata(format!("file {id} lacks manifest segment {seg}")))?;
+        manifest::decode_segment(&v).map_err(|e| Error::CorruptMetadata(format!("file {id}: {e}")))
+    }
+
+    /// Visible files, newest first, after `cursor` (the last id of the
+    /// previous page). Returns the page and the cursor of the next, if any.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn list_files(
+        &self,
+        cursor: Option<&FileId>,
+        limit: usize,
+    ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
+        let mut out = Vec::new();
+        let before = cursor.map(|c| c.0);
+        for kv in self.0.meta.scan_rev(Cf::Files, before.as_ref().map(|b| &b[..])) {
+            let (_, v) = kv?;
+            let rec: FileRecord = serde_json::from_slice(&v)
+                .map_err(|e| Error::CorruptMetadata(format!("file record: {e}")))?;
+            if rec.state != FileState::Ready {
+                continue;
+            }
+            if out.len() == limit {
+                let next = out.last().map(|r: &FileRecord| r.id);
+                return Ok((out, next));
+            }
+            out.push(rec);
+        }
+        Ok((out, None))
+    }
+
+    /// Deletes a file: it disappears at once; its chunks' refcounts fall as
+    /// soon as no download is reading it (or at the next GC), and chunks
+    /// left unreferenced go to GC.
+    ///
+    /// # Errors
+    /// [`Error::FileNotFound`].
+    pub fn delete_file(&self, id: &FileId) -> Result<()> {
+        {
+            let _g = self.file_lock(id);
+            let mut rec = self.file(id)?;
+            rec.state = FileState::Deleting { next: 0 };
+            let mut batch = WriteBatch::default();
+            self.put_record(&mut batch, &rec)?;
+            self.0.meta.put(&mut batch, Cf::Meta, &pending_key(id), b"");
+            self.0.meta.add(&mut batch, Counter::Files, -1);
+            self.0.meta.add(&mut batch, Counter::LogicalBytes, -(rec.size as i64));
+            self.0.meta.write(batch, true)?;
+        }
+        if !self.is_being_read(id) {
+            self.finish_delete(id)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn is_being_read(&self, id: &FileId) -> bool {
+        lock(&self.0.readers).get(id).is_some_and(|n| *n > 0)
+    }
+
+    /// Drops a deleting file's references, a segment at a time, then its
+    /// record and manifest.
+    pub(super) fn finish_delete(&self, id: &FileId) -> Result<()> {
+        let _g = self.file_lock(id);
+        let Some(mut rec) = self.record(id)? else { return Ok(()) };
+        let FileState::Deleting { next } = rec.state else { return Ok(()) };
+        let m = &self.0.meta;
+        let nseg = rec.segments.len() as u32;
+        for seg in next..nseg {
+            let entries = self.segment(id, seg)?;
+            let ids: Vec<ChunkId> = entries.iter().map(|e| e.id).collect();
+            let _guards = self.lock_stripes(&ids);
+            let mut batch = WriteBatch::default();
+            self.decrement(&mut batch, &entries)?;
+            rec.state = FileState::Deleting { next: seg + 1 };
+            self.put_record(&mut batch, &rec)?;
+            m.write(batch, false)?;
+        }
+        let mut batch = WriteBatch::default();
+        for seg in 0..nseg {
+            m.delete(&mut batch, Cf::Manifests, &meta::manifest_key(&id.0, seg));
+        }
+        m.delete(&mut batch, Cf::Files, id.as_bytes());
+        m.delete(&mut batch, Cf::Meta, &pending_key(id));
+        m.write(batch, true)
+    }
+
+    fn decrement(&self, batch: &mut WriteBatch, entries: &[Entry]) -> Result<()> {
+        let mut counts: HashMap<ChunkId, u64> = HashMap::new();
+        for e in entries {
+            *counts.entry(e.id).or_default() += 1;
+        }
+        let ids: Vec<ChunkId> = counts.keys().copied().collect();
+        let now = self.now_ms();
+        for (id, row) in ids.iter().zip(self.0.meta.chunk_rows(&ids)?) {
+            let Some(mut r) = row else {
+                tracing::warn!(chunk = %id, "deleting a reference to a chunk with no row");
+                continue;
+            };
+            r.refcount = r.refcount.saturating_sub(counts[id]);
+            if r.refcount == 0 {
+                if r.state == ChunkState::Live {
+                    r.state = ChunkState::Zero;
+                }
+                r.zero_since = now;
+                let at = (now + self.grace_ms()).max(r.lease_until);
+                self.0.meta.put(batch, Cf::Gcq, &meta::gcq_key(at, id), b"");
+            }
+            self.0.meta.put(batch, Cf::Chunks, id.as_bytes(), &r.encode());
+        }
+        Ok(())
+    }
+
+    /// Finishes multi-step commits and deletes a crash interrupted, and
+    /// deletes that waited for their last reader.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn resume_pending(&self) -> Result<usize> {
+        let pending: Vec<FileId> = self
+            .0
+            .meta
+            .scan(Cf::Meta, PENDING_PREFIX, None)
+            .filter_map(|kv| kv.ok())
+            .filter_map(|(k, _)| k.get(PENDING_PREFIX.len()..).and_then(FileId::from_slice))
+            .collect();
+        let mut done = 0;
+        for id in pending {
+            match self.record(&id)? {
+                Some(rec @ FileRecord { state: FileState::Committing { .. }, .. }) => {
+                    self.resume_commit(rec)?;
+                    done += 1;
+                }
+                Some(FileRecord { state: FileState::Deleting { .. }, .. }) if !self.is_being_read(&id) => {
+                    self.finish_delete(&id)?;
+                    done += 1;
+                }
+                Some(_) => {}
+                None => {
+                    let mut b = WriteBatch::default();
+                    self.0.meta.delete(&mut b, Cf::Meta, &pending_key(&id));
+                    self.0.meta.write(b, false)?;
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
+fn pending_key(id: &FileId) -> Vec<u8> {
+    let mut k = PENDING_PREFIX.to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}

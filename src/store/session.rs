@@ -1,0 +1,213 @@
+//! Upload sessions, whatever the protocol: the record (`UploadRecord`,
+//! with piece or append-only state), the key layout of the `uploads`
+//! family, the per-session lock, expiry and reaping. Pieces
+//! ([`super::pieces`]), appends ([`super::append`]) and concatenation
+//! ([`super::concat`]) build on it; it builds on none of them.
+//!
+//! Keys: `r` ‖ id the record; `p` ‖ id ‖ n a seed piece; `c` ‖ id the piece
+//! count; `k` ‖ id ‖ n an append-only session's n-th chunk.
+
+use std::sync::{Arc, Mutex};
+
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use super::meta::Cf;
+use super::{ChunkId, Entry, Error, FileId, Result, Store, UploadId, lock};
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub id: UploadId,
+    pub protocol: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_type: Option<String>,
+    pub size: u64,
+    pub total_pieces: u32,
+    pub piece_size: u64,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub state: UploadState,
+    /// Set for append-only (tus) uploads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum UploadState {
+    Open,
+    Finished { file: FileId },
+}
+
+pub(super) fn record_key(id: &UploadId) -> Vec<u8> {
+    [b"r".as_slice(), id.as_bytes()].concat()
+}
+
+pub(super) fn piece_prefix(id: &UploadId) -> Vec<u8> {
+    [b"p".as_slice(), id.as_bytes()].concat()
+}
+
+pub(super) fn piece_key(id: &UploadId, n: u32) -> Vec<u8> {
+    [b"p".as_slice(), id.as_bytes(), &n.to_be_bytes()].concat()
+}
+
+pub(super) fn count_key(id: &UploadId) -> Vec<u8> {
+    [b"c".as_slice(), id.as_bytes()].concat()
+}
+
+pub(super) fn encode_piece(id: &ChunkId, len: u64) -> Vec<u8> {
+    [id.as_bytes().as_slice(), &len.to_le_bytes()].concat()
+}
+
+pub(super) fn decode_piece(b: &[u8]) -> Result<Entry> {
+    if b.len() != 40 {
+        return Err(Error::CorruptMetadata("upload piece has the wrong length".into()));
+    }
+    let len = u64::from_le_bytes(b[32..].try_into().unwrap_or_default());
+    Ok(Entry {
+        id: ChunkId::from_slice(&b[..32]).unwrap_or(ChunkId([0; 32])),
+        len: u32::try_from(len).map_err(|_| Error::CorruptMetadata("piece length".into()))?,
+    })
+}
+
+/// An append-only session's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamState {
+    /// Total length, once known.
+    pub length: Option<u64>,
+    /// Bytes acknowledged.
+    pub offset: u64,
+    /// File offset of the first byte not yet in a chunk.
+    pub tail_base: u64,
+    /// Chunks recorded (keys `k` ‖ upload ‖ index).
+    pub chunks: u32,
+    /// The client's metadata, as it sent it.
+    pub metadata: String,
+    pub concat: Concat,
+    /// All bytes are in (offset == length).
+    pub complete: bool,
+    /// The file the upload became.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileId>,
+    /// Why it did not become a file (type rejected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// The upload's chunks are leased at least until then.
+    pub leased_until: u64,
+}
+
+/// Concatenation (tus `Upload-Concat`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Concat {
+    None,
+    /// A part of a later final upload: completes without becoming a file.
+    Partial,
+    /// Made of these partial uploads, end to end.
+    Final {
+        parts: Vec<UploadId>,
+    },
+}
+
+pub(super) fn chunk_prefix(id: &UploadId) -> Vec<u8> {
+    [b"k".as_slice(), id.as_bytes()].concat()
+}
+
+pub(super) fn chunk_key(id: &UploadId, n: u32) -> Vec<u8> {
+    [b"k".as_slice(), id.as_bytes(), &n.to_be_bytes()].concat()
+}
+
+impl Store {
+    pub(super) fn session_lock(&self, id: &UploadId) -> Arc<Mutex<()>> {
+        lock(&self.0.sessions).entry(*id).or_default().clone()
+    }
+
+    /// A session's record.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
+        self.meta()
+            .get(Cf::Uploads, &record_key(id))?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| Error::CorruptMetadata(format!("upload {id}: {e}")))
+            })
+            .transpose()
+    }
+
+    pub(super) fn put_upload(&self, batch: &mut WriteBatch, rec: &UploadRecord) -> Result<()> {
+        let v = serde_json::to_vec(rec).map_err(|e| Error::Task(e.to_string()))?;
+        self.meta().put(batch, Cf::Uploads, &record_key(&rec.id), &v);
+        Ok(())
+    }
+
+    /// Removes a session and its pieces (their chunks age out through GC).
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn drop_session(&self, id: &UploadId) -> Result<()> {
+        let m = self.meta();
+        let mut b = WriteBatch::default();
+        for prefix in [piece_prefix(id), chunk_prefix(id)] {
+            for kv in m.scan(Cf::Uploads, &prefix, None) {
+                let (k, _) = kv?;
+                m.delete(&mut b, Cf::Uploads, &k);
+            }
+        }
+        m.delete(&mut b, Cf::Uploads, &count_key(id));
+        m.delete(&mut b, Cf::Uploads, &record_key(id));
+        m.write(b, false)?;
+        let dir = self.data_dir().join("uploads").join(id.to_string());
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Sessions that are open, and how many are.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn open_uploads(&self) -> Result<usize> {
+        let now = self.now_ms();
+        let mut n = 0;
+        for kv in self.meta().scan(Cf::Uploads, b"r", None) {
+            let (_, v) = kv?;
+            if let Ok(rec) = serde_json::from_slice::<UploadRecord>(&v) {
+                if rec.state == super::UploadState::Open && rec.expires_ms > now {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Drops every expired session.
+    ///
+    /// # Errors
+    /// RocksDB errors.
+    pub fn reap_uploads(&self) -> Result<u64> {
+        let now = self.now_ms();
+        let mut expired = Vec::new();
+        for kv in self.meta().scan(Cf::Uploads, b"r", None) {
+            let (_, v) = kv?;
+            match serde_json::from_slice::<UploadRecord>(&v) {
+                Ok(rec) if rec.expires_ms <= now => expired.push(rec.id),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "unreadable upload record skipped"),
+            }
+        }
+        for id in &expired {
+            let lock_arc = self.session_lock(id);
+            let _g = lock(&lock_arc);
+            // Re-check under the lock: it may have been renewed.
+            if self.upload(id)?.is_some_and(|r| r.expires_ms <= now) {
+                self.drop_session(id)?;
+            }
+            lock(&self.0.sessions).remove(id);
+        }
+        Ok(expired.len() as u64)
+    }
+}
