@@ -15,7 +15,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::{TestServer, pseudo_random, test_config};
-use depot::store::{ChunkId, MemObjects, ObjectEntry, ObjectStore, Store, SystemClock};
+use depot::store::{ChunkId, Faulty, FsObjects, MemObjects, Store, SystemClock};
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -225,66 +225,28 @@ async fn kill_9_during_small_tus_patches_never_changes_the_file() {
     assert!(clean, "{report}");
 }
 
-/// An object store that counts `sync_all` calls (in front of the memory twin).
-struct CountingSync {
-    inner: MemObjects,
-    syncs: Arc<AtomicU64>,
-}
-
-impl ObjectStore for CountingSync {
-    fn put_if_absent(&self, id: &ChunkId, encoded: &[u8]) -> std::io::Result<bool> {
-        self.inner.put_if_absent(id, encoded)
-    }
-    fn replace(&self, id: &ChunkId, encoded: &[u8]) -> std::io::Result<()> {
-        self.inner.replace(id, encoded)
-    }
-    fn get(&self, id: &ChunkId) -> std::io::Result<Option<Vec<u8>>> {
-        self.inner.get(id)
-    }
-    fn contains(&self, id: &ChunkId) -> std::io::Result<bool> {
-        self.inner.contains(id)
-    }
-    fn delete(&self, id: &ChunkId) -> std::io::Result<bool> {
-        self.inner.delete(id)
-    }
-    fn list(&self, prefix: u8) -> std::io::Result<Vec<ObjectEntry>> {
-        self.inner.list(prefix)
-    }
-    fn quarantine(&self, id: &ChunkId) -> std::io::Result<bool> {
-        self.inner.quarantine(id)
-    }
-    fn barrier(&self) -> std::io::Result<()> {
-        self.inner.barrier()
-    }
-    fn sync_all(&self) -> std::io::Result<()> {
-        self.syncs.fetch_add(1, Ordering::SeqCst);
-        self.inner.sync_all()
-    }
-    fn sweep_temp(&self, age: Duration) -> std::io::Result<usize> {
-        self.inner.sweep_temp(age)
-    }
-}
-
 /// After an unclean shutdown the store syncs every object before it serves:
 /// an object a killed predecessor left unsynced would otherwise be taken as
 /// present and acknowledged in a commit without ever reaching the disk.
 #[test]
 fn an_unclean_open_syncs_what_the_predecessor_left() {
     let dir = tempfile::tempdir().unwrap();
-    let syncs = Arc::new(AtomicU64::new(0));
     let open = || {
-        let objects = Arc::new(CountingSync { inner: MemObjects::default(), syncs: syncs.clone() });
-        Store::open_with(dir.path(), common::test_options(), objects, Arc::new(SystemClock)).unwrap()
+        let objects = Arc::new(Faulty::new(Arc::new(MemObjects::default())));
+        let store =
+            Store::open_with(dir.path(), common::test_options(), objects.clone(), Arc::new(SystemClock))
+                .unwrap();
+        (store, objects)
     };
-    let s = open();
+    let (s, _) = open();
     s.close().unwrap();
     drop(s);
-    let s = open();
-    assert_eq!(syncs.load(Ordering::SeqCst), 0, "a clean open needs no sync");
+    let (s, objects) = open();
+    assert_eq!(objects.sync_all_calls(), 0, "a clean open needs no sync");
     drop(s); // no close: a crash
-    let s = open();
+    let (s, objects) = open();
     assert!(s.was_unclean());
-    assert_eq!(syncs.load(Ordering::SeqCst), 1);
+    assert_eq!(objects.sync_all_calls(), 1);
 }
 
 /// Offline commands on a crashed server's data dir leave its recovery (the
@@ -358,47 +320,27 @@ async fn offline_commands_leave_crash_recovery_to_its_owner() {
     srv.kill9().await;
 }
 
-/// The local object directory, with deletes that fail while `crash` is set:
-/// GC stops right after marking rows `Deleting`, as a kill there would.
-struct CrashOnDelete {
-    inner: depot::store::FsObjects,
-    crash: Arc<std::sync::atomic::AtomicBool>,
+/// A store over a real object directory behind [`Faulty`], with a manual
+/// clock; deleted file's chunks are past their grace period.
+fn doomed_store(dir: &Path, clock: &Arc<depot::store::ManualClock>, seed: u64) -> (Store, Arc<Faulty>, u64) {
+    let opts = common::test_options();
+    let objects = Arc::new(Faulty::new(Arc::new(FsObjects::open(&dir.join("objects"), opts.fsync).unwrap())));
+    let store = Store::open_with(dir, opts, objects.clone(), clock.clone()).unwrap();
+    let mut ing = store.ingest();
+    ing.push(&pseudo_random(200_000, seed)).unwrap();
+    let rec = ing.finish("doomed.bin", None).unwrap();
+    let chunks = store.stats().unwrap().unique_chunks;
+    assert!(chunks > 10);
+    store.delete_file(&rec.id).unwrap();
+    clock.advance(Duration::from_secs(24 * 3600));
+    (store, objects, chunks)
 }
 
-impl ObjectStore for CrashOnDelete {
-    fn put_if_absent(&self, id: &ChunkId, encoded: &[u8]) -> std::io::Result<bool> {
-        self.inner.put_if_absent(id, encoded)
-    }
-    fn replace(&self, id: &ChunkId, encoded: &[u8]) -> std::io::Result<()> {
-        self.inner.replace(id, encoded)
-    }
-    fn get(&self, id: &ChunkId) -> std::io::Result<Option<Vec<u8>>> {
-        self.inner.get(id)
-    }
-    fn contains(&self, id: &ChunkId) -> std::io::Result<bool> {
-        self.inner.contains(id)
-    }
-    fn delete(&self, id: &ChunkId) -> std::io::Result<bool> {
-        if self.crash.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other("crash before the unlink"));
-        }
-        self.inner.delete(id)
-    }
-    fn list(&self, prefix: u8) -> std::io::Result<Vec<ObjectEntry>> {
-        self.inner.list(prefix)
-    }
-    fn quarantine(&self, id: &ChunkId) -> std::io::Result<bool> {
-        self.inner.quarantine(id)
-    }
-    fn barrier(&self) -> std::io::Result<()> {
-        self.inner.barrier()
-    }
-    fn sync_all(&self) -> std::io::Result<()> {
-        self.inner.sync_all()
-    }
-    fn sweep_temp(&self, age: Duration) -> std::io::Result<usize> {
-        self.inner.sweep_temp(age)
-    }
+/// The store reopened after a crash, with working deletes.
+fn reopen(dir: &Path, clock: &Arc<depot::store::ManualClock>) -> Store {
+    let opts = common::test_options();
+    let objects = Arc::new(FsObjects::open(&dir.join("objects"), opts.fsync).unwrap());
+    Store::open_with(dir, opts, objects, clock.clone()).unwrap()
 }
 
 /// A crash between GC's steps (rows marked `Deleting`, objects not yet
@@ -407,33 +349,18 @@ impl ObjectStore for CrashOnDelete {
 #[test]
 fn a_crash_between_gc_steps_is_finished_by_the_next_run() {
     let dir = tempfile::tempdir().unwrap();
-    let crash = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clock = depot::store::ManualClock::new();
-    let open = |crash: &Arc<std::sync::atomic::AtomicBool>| {
-        let opts = common::test_options();
-        let inner = depot::store::FsObjects::open(&dir.path().join("objects"), opts.fsync).unwrap();
-        let objects = Arc::new(CrashOnDelete { inner, crash: crash.clone() });
-        Store::open_with(dir.path(), opts, objects, clock.clone()).unwrap()
-    };
-    let store = open(&crash);
-    let mut ing = store.ingest();
-    ing.push(&pseudo_random(200_000, 9)).unwrap();
-    let rec = ing.finish("doomed.bin", None).unwrap();
-    let before = store.stats().unwrap();
-    assert!(before.unique_chunks > 10);
-    store.delete_file(&rec.id).unwrap();
-    clock.advance(Duration::from_secs(24 * 3600));
-
-    crash.store(true, Ordering::SeqCst);
+    let (store, objects, chunks) = doomed_store(dir.path(), &clock, 9);
+    objects.fail_deletes(true);
     assert!(store.gc(false).is_err(), "the injected crash");
     drop(store); // the process dies: no close
 
-    let store = open(&Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let store = reopen(dir.path(), &clock);
     let v = store.verify(false).unwrap();
-    assert_eq!(v.deleting_rows, before.unique_chunks, "{v:?}");
+    assert_eq!(v.deleting_rows, chunks, "{v:?}");
     assert!(v.stranded_deleting.is_empty(), "rows no GC would find: {v:?}");
     let r = store.gc(false).unwrap();
-    assert_eq!(r.deleted_chunks, before.unique_chunks, "{r:?}");
+    assert_eq!(r.deleted_chunks, chunks, "{r:?}");
     let after = store.stats().unwrap();
     assert_eq!((after.unique_chunks, after.unique_bytes), (0, 0));
     let v = store.verify(false).unwrap();
@@ -447,22 +374,9 @@ fn a_crash_between_gc_steps_is_finished_by_the_next_run() {
 fn verify_reports_stranded_deleting_rows_and_repair_requeues_them() {
     use depot::store::meta::{Cf, Meta};
     let dir = tempfile::tempdir().unwrap();
-    let crash = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clock = depot::store::ManualClock::new();
-    let opts = common::test_options();
-    let open = |crash: &Arc<std::sync::atomic::AtomicBool>| {
-        let inner = depot::store::FsObjects::open(&dir.path().join("objects"), opts.fsync).unwrap();
-        let objects = Arc::new(CrashOnDelete { inner, crash: crash.clone() });
-        Store::open_with(dir.path(), opts.clone(), objects, clock.clone()).unwrap()
-    };
-    let store = open(&crash);
-    let mut ing = store.ingest();
-    ing.push(&pseudo_random(100_000, 10)).unwrap();
-    let rec = ing.finish("old.bin", None).unwrap();
-    let chunks = store.stats().unwrap().unique_chunks;
-    store.delete_file(&rec.id).unwrap();
-    clock.advance(Duration::from_secs(24 * 3600));
-    crash.store(true, Ordering::SeqCst);
+    let (store, objects, chunks) = doomed_store(dir.path(), &clock, 10);
+    objects.fail_deletes(true);
     assert!(store.gc(false).is_err());
     drop(store);
 
@@ -477,7 +391,7 @@ fn verify_reports_stranded_deleting_rows_and_repair_requeues_them() {
         }
         meta.write(b, true).unwrap();
     }
-    let store = open(&Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let store = reopen(dir.path(), &clock);
     assert_eq!(store.gc(false).unwrap().deleted_chunks, 0, "GC cannot see them");
     let v = store.verify(false).unwrap();
     assert!(!v.is_clean());

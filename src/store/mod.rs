@@ -57,7 +57,7 @@ pub use self::error::{Error, Result};
 pub use self::filetype::TypePolicy;
 pub use self::id::{ChunkId, FileId, UploadId};
 pub use self::manifest::Entry;
-pub use self::objects::{FsObjects, FsyncPolicy, MemObjects, ObjectEntry, ObjectStore};
+pub use self::objects::{Faulty, FsObjects, FsyncPolicy, MemObjects, ObjectEntry, ObjectStore};
 
 #[cfg(feature = "server")]
 pub use self::append::{AppendOutcome, Appender, NewStream};
