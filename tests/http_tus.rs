@@ -6,18 +6,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{TestServer, pseudo_random, test_config};
-use depot::wire::{FileInfo, StatsInfo};
+use common::http::{OCTET, fed_body, tus, tus_patch};
+use common::{TestServer, client, pseudo_random, test_config};
+use depot::wire::FileInfo;
 use reqwest::{Method, StatusCode};
 use sha1::Digest;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::new()
-}
-
-fn tus(method: Method, url: &str) -> reqwest::RequestBuilder {
-    client().request(method, url).header("Tus-Resumable", "1.0.0")
-}
 
 async fn create(s: &TestServer, len: u64, name: &str) -> String {
     let r = tus(Method::POST, &s.url("/api/tus/"))
@@ -37,13 +30,7 @@ async fn create(s: &TestServer, len: u64, name: &str) -> String {
 }
 
 async fn patch(url: &str, offset: u64, body: Vec<u8>) -> reqwest::Response {
-    tus(Method::PATCH, url)
-        .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Offset", offset.to_string())
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+    tus_patch(url, offset).body(body).send().await.unwrap()
 }
 
 async fn head(url: &str) -> reqwest::Response {
@@ -54,12 +41,9 @@ async fn offset_of(url: &str) -> u64 {
     head(url).await.headers()["upload-offset"].to_str().unwrap().parse().unwrap()
 }
 
-async fn download(s: &TestServer, id: &str) -> Vec<u8> {
-    client().get(s.url(&format!("/api/files/{id}"))).send().await.unwrap().bytes().await.unwrap().to_vec()
-}
-
-async fn stats(s: &TestServer) -> StatsInfo {
-    client().get(s.url("/api/stats")).send().await.unwrap().json().await.unwrap()
+/// The file a finishing PATCH or creation made, from its `Depot-File-Id`.
+fn file_id(r: &reqwest::Response) -> String {
+    r.headers()["depot-file-id"].to_str().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -146,12 +130,7 @@ async fn patch_head_and_completion() {
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(r.headers()["tus-resumable"], "1.0.0");
     assert_eq!(patch(&url, 5, vec![1; 10]).await.status(), StatusCode::CONFLICT);
-    let r = tus(Method::PATCH, &url)
-        .header("Content-Type", "application/offset+octet-stream")
-        .body(vec![1u8])
-        .send()
-        .await
-        .unwrap();
+    let r = tus(Method::PATCH, &url).header("Content-Type", OCTET).body(vec![1u8]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(offset_of(&url).await, 0);
 
@@ -165,8 +144,8 @@ async fn patch_head_and_completion() {
     let r = patch(&url, 1_000_000, data[1_000_000..].to_vec()).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(r.headers()["upload-offset"], "3000000");
-    let id = r.headers()["depot-file-id"].to_str().unwrap().to_string();
-    assert_eq!(download(&s, &id).await, data);
+    let id = file_id(&r);
+    assert_eq!(s.download(&id).await, data);
     let files: depot::wire::FileList =
         client().get(s.url("/api/files")).send().await.unwrap().json().await.unwrap();
     assert_eq!(files.files[0].id, id);
@@ -176,19 +155,17 @@ async fn patch_head_and_completion() {
     assert_eq!(h.headers()["upload-offset"], "3000000");
     assert_eq!(h.headers()["depot-file-id"], id.as_str());
     // The same bytes again through tus: no new chunk.
-    let before = stats(&s).await;
+    let before = s.stats().await;
     let again = create(&s, data.len() as u64, "copy.bin").await;
     assert_eq!(patch(&again, 0, data.clone()).await.status(), StatusCode::NO_CONTENT);
-    let after = stats(&s).await;
+    let after = s.stats().await;
     assert_eq!(after.unique_chunks, before.unique_chunks);
     assert_eq!(after.files, 2);
     // …and through the regular upload: the same manifest.
     let r =
         client().post(s.url("/api/files/upload?filename=same.bin")).body(data.clone()).send().await.unwrap();
     let f: FileInfo = r.json().await.unwrap();
-    let tus_file: FileInfo =
-        client().get(s.url(&format!("/api/files/{id}/info"))).send().await.unwrap().json().await.unwrap();
-    assert_eq!(f.etag, tus_file.etag, "identical content, identical chunks");
+    assert_eq!(f.etag, s.info(&id).await.etag, "identical content, identical chunks");
     assert!(s.state.tus.is_empty(), "requests that ended left {} upload slots", s.state.tus.len());
     s.stop().await;
 }
@@ -200,7 +177,7 @@ async fn creation_with_upload_defer_length_and_override() {
     let data = pseudo_random(500_000, 2);
     let r = tus(Method::POST, &s.url("/api/tus/"))
         .header("Upload-Length", "500000")
-        .header("Content-Type", "application/offset+octet-stream")
+        .header("Content-Type", OCTET)
         .body(data[..200_000].to_vec())
         .send()
         .await
@@ -211,14 +188,14 @@ async fn creation_with_upload_defer_length_and_override() {
     // PATCH sent as POST with X-HTTP-Method-Override.
     let r = tus(Method::POST, &url)
         .header("X-HTTP-Method-Override", "PATCH")
-        .header("Content-Type", "application/offset+octet-stream")
+        .header("Content-Type", OCTET)
         .header("Upload-Offset", "200000")
         .body(data[200_000..].to_vec())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(download(&s, r.headers()["depot-file-id"].to_str().unwrap()).await, data);
+    assert_eq!(s.download(&file_id(&r)).await, data);
 
     // Deferred length, set by the last PATCH.
     let r = tus(Method::POST, &s.url("/api/tus/")).header("Upload-Defer-Length", "1").send().await.unwrap();
@@ -228,26 +205,17 @@ async fn creation_with_upload_defer_length_and_override() {
     assert!(h.headers().get("upload-length").is_none());
     assert_eq!(patch(&url, 0, data[..300_000].to_vec()).await.status(), StatusCode::NO_CONTENT);
     // A PATCH refused for its offset does not set the length either.
-    let r = tus(Method::PATCH, &url)
-        .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Offset", "5")
-        .header("Upload-Length", "100")
-        .body(vec![1u8; 3])
-        .send()
-        .await
-        .unwrap();
+    let r = tus_patch(&url, 5).header("Upload-Length", "100").body(vec![1u8; 3]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(head(&url).await.headers()["upload-defer-length"], "1");
-    let r = tus(Method::PATCH, &url)
-        .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Offset", "300000")
+    let r = tus_patch(&url, 300_000)
         .header("Upload-Length", "500000")
         .body(data[300_000..].to_vec())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(download(&s, r.headers()["depot-file-id"].to_str().unwrap()).await, data);
+    assert_eq!(s.download(&file_id(&r)).await, data);
     assert_eq!(head(&url).await.headers()["upload-length"], "500000");
 
     // A zero-length upload is a file at once.
@@ -258,8 +226,8 @@ async fn creation_with_upload_defer_length_and_override() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let id = r.headers()["depot-file-id"].to_str().unwrap().to_string();
-    assert!(download(&s, &id).await.is_empty());
+    let id = file_id(&r);
+    assert!(s.download(&id).await.is_empty());
     s.stop().await;
 }
 
@@ -270,12 +238,7 @@ async fn checksums() {
     let data = pseudo_random(400_000, 3);
     let url = create(&s, data.len() as u64, "c.bin").await;
     let send = |offset: u64, body: &[u8], checksum: String| {
-        tus(Method::PATCH, &url)
-            .header("Content-Type", "application/offset+octet-stream")
-            .header("Upload-Offset", offset.to_string())
-            .header("Upload-Checksum", checksum)
-            .body(body.to_vec())
-            .send()
+        tus_patch(&url, offset).header("Upload-Checksum", checksum).body(body.to_vec()).send()
     };
     let part = &data[..100_000];
     let sha1 = B64.encode(sha1::Sha1::digest(part));
@@ -295,7 +258,7 @@ async fn checksums() {
     let b3 = B64.encode(blake3::hash(part).as_bytes());
     let r = send(300_000, part, format!("blake3 {b3}")).await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(download(&s, r.headers()["depot-file-id"].to_str().unwrap()).await, data);
+    assert_eq!(s.download(&file_id(&r)).await, data);
     assert!(s.state.tus.is_empty(), "a taken-over upload left {} slots", s.state.tus.len());
     s.stop().await;
 }
@@ -304,8 +267,9 @@ async fn checksums() {
 async fn termination_expiry_and_unknown_uploads() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
-    cfg.uploads.expiry = depot::config::Dur(Duration::from_millis(800));
-    let s = TestServer::start(cfg).await;
+    let expiry = Duration::from_secs(3600);
+    cfg.uploads.expiry = depot::config::Dur(expiry);
+    let (s, clock) = TestServer::start_with_clock(cfg).await;
     let url = create(&s, 10, "t.bin").await;
     assert_eq!(patch(&url, 0, vec![1; 5]).await.status(), StatusCode::NO_CONTENT);
     let r = tus(Method::DELETE, &url).send().await.unwrap();
@@ -320,7 +284,9 @@ async fn termination_expiry_and_unknown_uploads() {
     );
 
     let url = create(&s, 10, "e.bin").await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    clock.advance(expiry - Duration::from_secs(1));
+    assert_eq!(head(&url).await.status(), StatusCode::OK, "not yet expired");
+    clock.advance(Duration::from_secs(1));
     assert_eq!(head(&url).await.status(), StatusCode::GONE);
     assert_eq!(patch(&url, 0, vec![1; 5]).await.status(), StatusCode::GONE);
     let id: depot::store::UploadId = url.rsplit('/').next().unwrap().parse().unwrap();
@@ -362,8 +328,8 @@ async fn concatenation_of_partial_uploads() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let fin = r.headers()["location"].to_str().unwrap().to_string();
-    let id = r.headers()["depot-file-id"].to_str().unwrap().to_string();
-    assert_eq!(download(&s, &id).await, data);
+    let id = file_id(&r);
+    assert_eq!(s.download(&id).await, data);
     let h = head(&fin).await;
     assert!(h.headers()["upload-concat"].to_str().unwrap().starts_with("final;"));
     assert_eq!(h.headers()["upload-offset"], "3500000");
@@ -372,9 +338,7 @@ async fn concatenation_of_partial_uploads() {
     let r =
         client().post(s.url("/api/files/upload?filename=whole.bin")).body(data.clone()).send().await.unwrap();
     let whole: FileInfo = r.json().await.unwrap();
-    let fin_info: FileInfo =
-        client().get(s.url(&format!("/api/files/{id}/info"))).send().await.unwrap().json().await.unwrap();
-    assert_eq!(whole.etag, fin_info.etag);
+    assert_eq!(whole.etag, s.info(&id).await.etag);
     // Bad finals.
     let r = tus(Method::POST, &s.url("/api/tus/")).header("Upload-Concat", "final;").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
@@ -399,7 +363,7 @@ async fn acknowledged_offsets_survive_a_restart_and_broken_bodies_keep_their_pre
     let s = TestServer::start(test_config(dir.path())).await;
     let url = url.replace(&url[..url.find("/api/").unwrap()], &s.base);
     assert_eq!(offset_of(&url).await, 700_001);
-    let before_in = s.state.metrics.bytes_in.load(std::sync::atomic::Ordering::Relaxed);
+    let before_in = s.bytes_in();
     // A body that breaks off: the client promises 1,000,000 bytes, sends
     // 300,000 and drops the connection. What arrived is kept.
     {
@@ -414,11 +378,7 @@ async fn acknowledged_offsets_survive_a_restart_and_broken_bodies_keep_their_pre
         sock.write_all(head.as_bytes()).await.unwrap();
         sock.write_all(&data[700_001..1_000_001]).await.unwrap();
         sock.flush().await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while s.state.metrics.bytes_in.load(std::sync::atomic::Ordering::Relaxed) < before_in + 300_000 {
-            assert!(tokio::time::Instant::now() < deadline, "the server never got the bytes");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        s.wait_for_bytes_in(before_in + 300_000, Duration::from_secs(10)).await;
     }
     let mut at = 0;
     for _ in 0..100 {
@@ -431,7 +391,7 @@ async fn acknowledged_offsets_survive_a_restart_and_broken_bodies_keep_their_pre
     assert_eq!(at, 1_000_001);
     let r = patch(&url, at, data[at as usize..].to_vec()).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(download(&s, r.headers()["depot-file-id"].to_str().unwrap()).await, data);
+    assert_eq!(s.download(&file_id(&r)).await, data);
     s.stop().await;
 }
 
@@ -443,34 +403,18 @@ async fn a_newer_request_takes_over_and_bytes_never_interleave() {
     let url = create(&s, data.len() as u64, "race.bin").await;
 
     // A: sends 100,000 bytes, then stalls (a stale connection).
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let (tx, body) = fed_body(4);
     tx.send(Ok(data[..100_000].to_vec())).await.unwrap();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-    let a = tokio::spawn({
-        let url = url.clone();
-        async move {
-            tus(Method::PATCH, &url)
-                .header("Content-Type", "application/offset+octet-stream")
-                .header("Upload-Offset", "0")
-                .body(reqwest::Body::wrap_stream(stream))
-                .send()
-                .await
-                .map(|r| (r.status(), r))
-        }
-    });
+    let a = tokio::spawn(tus_patch(&url, 0).body(body).send());
     // Wait until the server has A's bytes.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s.state.metrics.bytes_in.load(std::sync::atomic::Ordering::Relaxed) < 100_000 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    s.wait_for_bytes_in(100_000, Duration::from_secs(10)).await;
     // B: the same offset. It ends A, which keeps its 100,000 bytes; B's
     // offset is then stale.
     let b = patch(&url, 0, data[..200_000].to_vec()).await;
     assert_eq!(b.status(), StatusCode::CONFLICT);
     match a.await.unwrap() {
-        Ok((status, r)) => {
-            assert_eq!(status, StatusCode::LOCKED);
+        Ok(r) => {
+            assert_eq!(r.status(), StatusCode::LOCKED);
             let e: depot::wire::ErrorBody = r.json().await.unwrap();
             assert_eq!(e.error, "locked");
             assert!(e.message.contains("took over"), "{}", e.message);
@@ -482,7 +426,7 @@ async fn a_newer_request_takes_over_and_bytes_never_interleave() {
     assert_eq!(offset_of(&url).await, 100_000);
     let r = patch(&url, 100_000, data[100_000..].to_vec()).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(download(&s, r.headers()["depot-file-id"].to_str().unwrap()).await, data);
+    assert_eq!(s.download(&file_id(&r)).await, data);
     s.stop().await;
 }
 

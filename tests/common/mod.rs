@@ -1,5 +1,11 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: deterministic data, a store on
+//! disk with a manual clock, and a real server on an ephemeral port with
+//! typed requests for what the tests ask of it again and again. HTTP request
+//! builders live in [`http`], the `depot` binary in [`cli`].
 #![allow(dead_code)]
+
+pub mod cli;
+pub mod http;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -63,6 +69,12 @@ pub fn open_store(dir: &Path, opts: StoreOptions) -> (Store, Arc<ManualClock>) {
 
 use depot::config::Config;
 use depot::http::AppState;
+use depot::store::Clock;
+use depot::wire::{FileInfo, ManifestInfo, StatsInfo};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+
+pub use self::http::client;
 
 /// A real server on an ephemeral port over a data dir.
 pub struct TestServer {
@@ -82,8 +94,24 @@ pub fn test_config(dir: &Path) -> Config {
 }
 
 impl TestServer {
+    /// A server whose store reads the wall clock.
     pub async fn start(cfg: Config) -> TestServer {
         let store = Store::open(&cfg.data_dir, cfg.store_options()).unwrap();
+        Self::serve(store, cfg).await
+    }
+
+    /// A server whose store reads a clock the test moves: expiry, leases and
+    /// grace periods pass without sleeping.
+    pub async fn start_with_clock(cfg: Config) -> (TestServer, Arc<ManualClock>) {
+        let clock = ManualClock::new();
+        let opts = cfg.store_options();
+        std::fs::create_dir_all(&cfg.data_dir).unwrap();
+        let objects = Arc::new(FsObjects::open(&cfg.data_dir.join("objects"), opts.fsync).unwrap());
+        let store = Store::open_with(&cfg.data_dir, opts, objects, clock.clone() as Arc<dyn Clock>).unwrap();
+        (Self::serve(store, cfg).await, clock)
+    }
+
+    async fn serve(store: Store, cfg: Config) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = AppState::new(store, cfg);
@@ -96,6 +124,90 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `GET path`, whatever the answer.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        client().get(self.url(path)).send().await.unwrap()
+    }
+
+    /// `GET path`, which must succeed, as JSON.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> T {
+        let r = self.get(path).await;
+        let status = r.status();
+        assert!(status.is_success(), "GET {path}: {status} {}", r.text().await.unwrap_or_default());
+        r.json().await.unwrap()
+    }
+
+    pub async fn stats(&self) -> StatsInfo {
+        self.get_json("/api/stats").await
+    }
+
+    pub async fn info(&self, id: &str) -> FileInfo {
+        self.get_json(&format!("/api/files/{id}/info")).await
+    }
+
+    pub async fn manifest(&self, id: &str) -> ManifestInfo {
+        self.get_json(&format!("/api/files/{id}/manifest")).await
+    }
+
+    /// A whole file's bytes; the answer must be 200.
+    pub async fn download(&self, id: &str) -> Vec<u8> {
+        let r = self.get(&format!("/api/files/{id}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "download {id}");
+        r.bytes().await.unwrap().to_vec()
+    }
+
+    /// `DELETE /api/files/{id}`, whatever the answer.
+    pub async fn delete(&self, id: &str) -> reqwest::Response {
+        client().delete(self.url(&format!("/api/files/{id}"))).send().await.unwrap()
+    }
+
+    /// A regular upload with a raw body and `?filename=`; must answer 201.
+    pub async fn upload_raw(&self, name: &str, data: &[u8]) -> FileInfo {
+        let r = client()
+            .post(self.url("/api/files/upload"))
+            .query(&[("filename", name)])
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+        r.json().await.unwrap()
+    }
+
+    /// A regular upload as a multipart `file` part; must answer 201.
+    pub async fn upload_form(&self, name: &str, data: &[u8]) -> FileInfo {
+        let form = reqwest::multipart::Form::new()
+            .part("file", reqwest::multipart::Part::bytes(data.to_vec()).file_name(name.to_string()));
+        let r = client().post(self.url("/api/files/upload")).multipart(form).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+        r.json().await.unwrap()
+    }
+
+    /// One piece of a chunked upload (`POST /api/files/upload/chunked`).
+    pub async fn post_piece(&self, form: reqwest::multipart::Form) -> reqwest::Response {
+        client().post(self.url("/api/files/upload/chunked")).multipart(form).send().await.unwrap()
+    }
+
+    /// The chunked upload's test request (`GET /api/files/upload/chunked`);
+    /// its status.
+    pub async fn test_piece(&self, params: &[(String, String)]) -> StatusCode {
+        client().get(self.url("/api/files/upload/chunked")).query(params).send().await.unwrap().status()
+    }
+
+    /// Request body bytes the server has read so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.state.metrics.bytes_in.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits (up to `within`) until the server has read `n` request body bytes.
+    pub async fn wait_for_bytes_in(&self, n: u64, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.bytes_in() < n {
+            assert!(tokio::time::Instant::now() < deadline, "the server never got {n} bytes");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Graceful shutdown; waits until the store is closed.

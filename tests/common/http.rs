@@ -1,0 +1,98 @@
+//! Request builders the HTTP tests share: one client, the chunked upload's
+//! parameters and forms, tus requests, and a request body the test feeds.
+
+use std::fmt::Display;
+
+use reqwest::multipart::{Form, Part};
+use reqwest::{Method, RequestBuilder};
+
+pub const TUS: &str = "1.0.0";
+pub const OCTET: &str = "application/offset+octet-stream";
+
+/// A fresh client: no connection is shared between requests of different
+/// tests, or with a server a test has stopped.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+pub type Params = Vec<(String, String)>;
+
+/// A chunked upload's parameters under their plain names. Each takes any
+/// text, so malformed values are written the same way as good ones.
+pub fn piece_params(
+    n: impl Display,
+    total: impl Display,
+    chunk: impl Display,
+    size: impl Display,
+    id: &str,
+    name: &str,
+) -> Params {
+    [
+        ("chunkNumber", n.to_string()),
+        ("totalChunks", total.to_string()),
+        ("chunkSize", chunk.to_string()),
+        ("totalSize", size.to_string()),
+        ("identifier", id.to_string()),
+        ("filename", name.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The same parameters under resumable.js's or flow.js's names.
+pub fn prefixed(prefix: &str, p: &[(String, String)]) -> Params {
+    p.iter()
+        .map(|(k, v)| {
+            let mut c = k.chars();
+            let first = c.next().map(|f| f.to_ascii_uppercase().to_string()).unwrap_or_default();
+            (format!("{prefix}{first}{}", c.as_str()), v.clone())
+        })
+        .collect()
+}
+
+/// `p` with `k` set to `v`.
+pub fn with(mut p: Params, k: &str, v: &str) -> Params {
+    p.retain(|(key, _)| key != k);
+    p.push((k.to_string(), v.to_string()));
+    p
+}
+
+/// `p` without `k`.
+pub fn without(mut p: Params, k: &str) -> Params {
+    p.retain(|(key, _)| key != k);
+    p
+}
+
+/// A piece request: the parameters as text fields and, if given, the bytes
+/// as the `file` part.
+pub fn piece_form(p: &[(String, String)], data: Option<&[u8]>) -> Form {
+    let mut f = Form::new();
+    for (k, v) in p {
+        f = f.text(k.clone(), v.clone());
+    }
+    if let Some(d) = data {
+        f = f.part("file", Part::bytes(d.to_vec()).file_name("blob"));
+    }
+    f
+}
+
+/// A tus request with `Tus-Resumable: 1.0.0`.
+pub fn tus(method: Method, url: &str) -> RequestBuilder {
+    client().request(method, url).header("Tus-Resumable", TUS)
+}
+
+/// A tus PATCH at `offset`, body still to be set.
+pub fn tus_patch(url: &str, offset: impl Display) -> RequestBuilder {
+    tus(Method::PATCH, url).header("Content-Type", OCTET).header("Upload-Offset", offset.to_string())
+}
+
+pub type BodySender = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
+
+/// A request body the test sends piece by piece: it ends when the sender
+/// is dropped, and breaks off on an `Err`.
+pub fn fed_body(capacity: usize) -> (BodySender, reqwest::Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    (tx, reqwest::Body::wrap_stream(stream))
+}
