@@ -9,26 +9,21 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{TestServer, pseudo_random, small_chunks, test_config};
+use common::http::{OCTET, Params, TUS, piece_form, piece_params as params, prefixed, with, without};
+use common::{TestServer, client, pseudo_random, small_chunks, test_config};
 use depot::config::ByteSize;
 use depot::store::ChunkId;
-use depot::wire::{ErrorBody, FileInfo, ManifestInfo, StatsInfo};
+use depot::wire::ErrorBody;
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::json;
 
-const TUS: &str = "1.0.0";
-const OCTET: &str = "application/offset+octet-stream";
 /// The configured limits the cases run into.
 const MAX_FILE: u64 = 256 << 10;
 const MAX_PIECE: u64 = 64 << 10;
 const MAX_PIECES: u32 = 1000;
 const MAX_MISSING: usize = 16;
 const MAX_CHUNK: u64 = 64 << 10;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::new()
-}
 
 /// The counters a refused request must not move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,61 +35,13 @@ struct Counters {
 }
 
 async fn counters(s: &TestServer) -> Counters {
-    let st: StatsInfo = client().get(s.url("/api/stats")).send().await.unwrap().json().await.unwrap();
+    let st = s.stats().await;
     Counters {
         files: st.files,
         unique_chunks: st.unique_chunks,
         unique_bytes: st.unique_bytes,
         logical_bytes: st.logical_bytes,
     }
-}
-
-/// Plain-named piece parameters.
-fn params(n: &str, total: &str, chunk: &str, size: &str, id: &str, name: &str) -> Vec<(String, String)> {
-    [
-        ("chunkNumber", n),
-        ("totalChunks", total),
-        ("chunkSize", chunk),
-        ("totalSize", size),
-        ("identifier", id),
-        ("filename", name),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
-/// The same parameters under resumable.js's or flow.js's names.
-fn prefixed(prefix: &str, p: &[(String, String)]) -> Vec<(String, String)> {
-    p.iter()
-        .map(|(k, v)| {
-            let mut c = k.chars();
-            let first = c.next().map(|f| f.to_ascii_uppercase().to_string()).unwrap_or_default();
-            (format!("{prefix}{first}{}", c.as_str()), v.clone())
-        })
-        .collect()
-}
-
-fn with(mut p: Vec<(String, String)>, k: &str, v: &str) -> Vec<(String, String)> {
-    p.retain(|(key, _)| key != k);
-    p.push((k.to_string(), v.to_string()));
-    p
-}
-
-fn without(mut p: Vec<(String, String)>, k: &str) -> Vec<(String, String)> {
-    p.retain(|(key, _)| key != k);
-    p
-}
-
-fn piece_form(p: &[(String, String)], data: Option<&[u8]>) -> Form {
-    let mut f = Form::new();
-    for (k, v) in p {
-        f = f.text(k.clone(), v.clone());
-    }
-    if let Some(d) = data {
-        f = f.part("file", Part::bytes(d.to_vec()).file_name("blob"));
-    }
-    f
 }
 
 struct Suite {
@@ -106,19 +53,25 @@ struct Suite {
 }
 
 impl Suite {
+    /// Cases against `s`, from its counters now.
+    async fn new(s: TestServer) -> Suite {
+        let base = counters(&s).await;
+        Suite { s, base, seen: Vec::new(), failures: Vec::new() }
+    }
+
     fn url(&self, path: &str) -> String {
         self.s.url(path)
     }
 
     fn tus(&self, method: Method, path: &str) -> RequestBuilder {
-        client().request(method, self.url(path)).header("Tus-Resumable", TUS)
+        common::http::tus(method, &self.url(path))
     }
 
-    async fn chunked(
-        &self,
-        p: &[(String, String)],
-        data: Option<&[u8]>,
-    ) -> Result<reqwest::Response, reqwest::Error> {
+    fn tus_patch(&self, path: &str, offset: &str) -> RequestBuilder {
+        common::http::tus_patch(&self.url(path), offset)
+    }
+
+    async fn chunked(&self, p: &Params, data: Option<&[u8]>) -> Result<reqwest::Response, reqwest::Error> {
         client().post(self.url("/api/files/upload/chunked")).multipart(piece_form(p, data)).send().await
     }
 
@@ -192,6 +145,20 @@ impl Suite {
         }
         self.seen.push((label.to_string(), want, got));
     }
+
+    /// Prints every case and fails with the list of those that failed.
+    fn report(&self) {
+        for (label, want, got) in &self.seen {
+            println!("{want}  {label:<50} -> {got}");
+        }
+        assert!(
+            self.failures.is_empty(),
+            "{} of {} cases failed:\n{}",
+            self.failures.len(),
+            self.seen.len(),
+            self.failures.join("\n")
+        );
+    }
 }
 
 /// Lists a directory's entry names, sorted.
@@ -221,26 +188,9 @@ async fn malformed_requests_are_refused_cleanly() {
     // Something to point at: one file, one open tus upload of 10 bytes.
     // Shorter than the smallest chunk: one chunk.
     let content = pseudo_random(200, 7);
-    let r = client()
-        .post(s.url("/api/files/upload?filename=known.bin"))
-        .body(content.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let file: FileInfo = r.json().await.unwrap();
-    let manifest: ManifestInfo = client()
-        .get(s.url(&format!("/api/files/{}/manifest", file.id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let known = manifest.chunks[0].hash;
-    let r = client()
-        .post(s.url("/api/tus/"))
-        .header("Tus-Resumable", TUS)
+    let file = s.upload_raw("known.bin", &content).await;
+    let known = s.manifest(&file.id).await.chunks[0].hash;
+    let r = common::http::tus(Method::POST, &s.url("/api/tus/"))
         .header("Upload-Length", "10")
         .header("Upload-Metadata", format!("filename {}", B64.encode("ten.bin")))
         .send()
@@ -249,8 +199,7 @@ async fn malformed_requests_are_refused_cleanly() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let tus_path = r.headers()["location"].to_str().unwrap().trim_start_matches(&s.base).to_string();
 
-    let base = counters(&s).await;
-    let mut t = Suite { s, base, seen: Vec::new(), failures: Vec::new() };
+    let mut t = Suite::new(s).await;
     let unknown_file = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
     let unknown_hash = ChunkId::of(b"never stored").to_string();
     let unknown_upload = "0123456789abcdef0123456789abcdef";
@@ -547,17 +496,9 @@ async fn malformed_requests_are_refused_cleanly() {
     t.case("tus create: concat of an unknown upload", 400, true, req).await;
     let req = t.tus(Method::POST, "/api/tus/").header("Upload-Length", "5").header("Upload-Concat", "whole");
     t.case("tus create: Upload-Concat garbage", 400, true, req).await;
-    let req = t
-        .tus(Method::PATCH, &tus_path)
-        .header("Content-Type", OCTET)
-        .header("Upload-Offset", "3")
-        .body("abc");
+    let req = t.tus_patch(&tus_path, "3").body("abc");
     t.case("tus patch: offset mismatch", 409, true, req).await;
-    let req = t
-        .tus(Method::PATCH, &tus_path)
-        .header("Content-Type", OCTET)
-        .header("Upload-Offset", "0")
-        .body(vec![1u8; 11]);
+    let req = t.tus_patch(&tus_path, "0").body(vec![1u8; 11]);
     t.case("tus patch: past Upload-Length", 413, true, req).await;
     let req = t
         .tus(Method::PATCH, &tus_path)
@@ -567,44 +508,23 @@ async fn malformed_requests_are_refused_cleanly() {
     t.case("tus patch: wrong content type", 415, true, req).await;
     let req = t.tus(Method::PATCH, &tus_path).header("Content-Type", OCTET).body("abc");
     t.case("tus patch: no Upload-Offset", 400, true, req).await;
-    let req = t
-        .tus(Method::PATCH, &tus_path)
-        .header("Content-Type", OCTET)
-        .header("Upload-Offset", "zero")
-        .body("abc");
+    let req = t.tus_patch(&tus_path, "zero").body("abc");
     t.case("tus patch: non-numeric Upload-Offset", 400, true, req).await;
     let req = t
-        .tus(Method::PATCH, &tus_path)
-        .header("Content-Type", OCTET)
-        .header("Upload-Offset", "0")
+        .tus_patch(&tus_path, "0")
         .header("Upload-Checksum", "sha256 LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=")
         .body("abc");
     t.case("tus patch: unsupported checksum algorithm", 400, true, req).await;
-    let req = t
-        .tus(Method::PATCH, &tus_path)
-        .header("Content-Type", OCTET)
-        .header("Upload-Offset", "0")
-        .header("Upload-Checksum", "sha1 AAAA")
-        .body("abc");
+    let req = t.tus_patch(&tus_path, "0").header("Upload-Checksum", "sha1 AAAA").body("abc");
     t.case("tus patch: checksum of the wrong length", 400, true, req).await;
     let req = t
-        .tus(Method::PATCH, &tus_path)
-        .header("Content-Type", OCTET)
-        .header("Upload-Offset", "0")
+        .tus_patch(&tus_path, "0")
         .header("Upload-Checksum", format!("md5 {}", B64.encode([0u8; 16])))
         .body(vec![5u8; 10]);
     t.case("tus patch: checksum mismatch", 460, true, req).await;
-    let req = t
-        .tus(Method::PATCH, &format!("/api/tus/{unknown_upload}"))
-        .header("Content-Type", OCTET)
-        .header("Upload-Offset", "0")
-        .body("abc");
+    let req = t.tus_patch(&format!("/api/tus/{unknown_upload}"), "0").body("abc");
     t.case("tus patch: unknown upload", 404, true, req).await;
-    let req = t
-        .tus(Method::PATCH, "/api/tus/..%2F..%2Fetc")
-        .header("Content-Type", OCTET)
-        .header("Upload-Offset", "0")
-        .body("abc");
+    let req = t.tus_patch("/api/tus/..%2F..%2Fetc", "0").body("abc");
     t.case("tus patch: traversal as an upload id", 404, true, req).await;
     let req = t.tus(Method::DELETE, &format!("/api/tus/{unknown_upload}"));
     t.case("tus delete: unknown upload", 404, true, req).await;
@@ -629,23 +549,13 @@ async fn malformed_requests_are_refused_cleanly() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["upload-offset"], "0");
 
-    for (label, want, got) in &t.seen {
-        println!("{want}  {label:<50} -> {got}");
-    }
+    t.report();
     assert!(t.seen.len() >= 40, "only {} cases", t.seen.len());
-    assert!(
-        t.failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        t.failures.len(),
-        t.seen.len(),
-        t.failures.join("\n")
-    );
 
     // Still healthy, and the known file is intact.
     let r = client().get(t.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = client().get(t.url(&format!("/api/files/{}", file.id))).send().await.unwrap();
-    assert_eq!(r.bytes().await.unwrap().to_vec(), content);
+    assert_eq!(t.s.download(&file.id).await, content);
     t.s.stop().await;
 
     // Nothing was written outside the data directory.
@@ -660,34 +570,20 @@ async fn malformed_requests_are_refused_cleanly() {
 async fn errors_outside_the_handlers_are_json() {
     let parent = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(&parent.path().join("data"))).await;
-    let base = counters(&s).await;
-    let mut t = Suite { s, base, seen: Vec::new(), failures: Vec::new() };
+    let mut t = Suite::new(s).await;
     let req = client().get(t.url("/api/chunks/%FF%FE"));
     t.case("get chunk: path segment that is not UTF-8", 400, false, req).await;
     let req = client().put(t.url("/api/chunks/%FF%FE")).body("x");
     t.case("put chunk: path segment that is not UTF-8", 400, false, req).await;
     let req = client().get(t.url("/api/files/%C0%AF"));
     t.case("download: path segment that is not UTF-8", 400, false, req).await;
-    let req = t
-        .tus(Method::PATCH, "/api/tus/%FF")
-        .header("Content-Type", OCTET)
-        .header("Upload-Offset", "0")
-        .body("x");
+    let req = t.tus_patch("/api/tus/%FF", "0").body("x");
     t.case("tus patch: path segment that is not UTF-8", 400, true, req).await;
     let req = client().put(t.url("/api/files")).body("x");
     t.case("method not allowed", 405, false, req).await;
     let req = client().delete(t.url("/api/tus/"));
     t.case("tus: method not allowed", 405, true, req).await;
-    for (label, want, got) in &t.seen {
-        println!("{want}  {label:<50} -> {got}");
-    }
-    assert!(
-        t.failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        t.failures.len(),
-        t.seen.len(),
-        t.failures.join("\n")
-    );
+    t.report();
     let r = client().get(t.url("/api/files")).header("X-Padding", "p".repeat(1 << 20)).send().await;
     assert!(r.is_err() || r.unwrap().status() == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     let mut req = client().get(t.url("/api/files"));
@@ -720,15 +616,10 @@ async fn traversal_names_are_reduced_to_their_last_component() {
             s.url(&format!("/api/files/upload?filename={}", name.replace('/', "%2F").replace('\\', "%5C")));
         let r = client().post(url).body(body.clone()).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::CREATED, "{name}");
-        let f: FileInfo = r.json().await.unwrap();
+        let f: depot::wire::FileInfo = r.json().await.unwrap();
         assert_eq!(&f.name, want, "{name}");
         let p = params("1", "1", "100", &body.len().to_string(), &format!("t{i}"), name);
-        let r = client()
-            .post(s.url("/api/files/upload/chunked"))
-            .multipart(piece_form(&p, Some(body.as_bytes())))
-            .send()
-            .await
-            .unwrap();
+        let r = s.post_piece(piece_form(&p, Some(body.as_bytes()))).await;
         assert_eq!(r.status(), StatusCode::CREATED, "{name}");
         let done: serde_json::Value = r.json().await.unwrap();
         assert_eq!(done["file"]["name"], *want, "{name} through the chunked upload");

@@ -5,44 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, metric, pseudo_random, test_config};
+use common::http::{fed_body, piece, piece_form, piece_params, prefixed, with};
+use common::{TestServer, client, metric, pseudo_random, test_config};
 use depot::store::ChunkId;
-use depot::wire::{ErrorBody, FileInfo, FileList, PieceStatus, StatsInfo};
+use depot::wire::{ErrorBody, FileInfo, FileList, PieceStatus};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::new()
-}
-
-/// A piece request with plain parameter names.
-fn piece_form(n: u32, total: u32, chunk: u64, size: u64, id: &str, name: &str, data: &[u8]) -> Form {
-    Form::new()
-        .text("chunkNumber", n.to_string())
-        .text("totalChunks", total.to_string())
-        .text("chunkSize", chunk.to_string())
-        .text("totalSize", size.to_string())
-        .text("identifier", id.to_string())
-        .text("filename", name.to_string())
-        .part("file", Part::bytes(data.to_vec()).file_name("blob"))
-}
-
-async fn stats(s: &TestServer) -> StatsInfo {
-    client().get(s.url("/api/stats")).send().await.unwrap().json().await.unwrap()
-}
-
-async fn download(s: &TestServer, id: &str) -> Vec<u8> {
-    let r = client().get(s.url(&format!("/api/files/{id}"))).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.bytes().await.unwrap().to_vec()
-}
-
-async fn upload(s: &TestServer, name: &str, data: &[u8]) -> FileInfo {
-    let form = Form::new().part("file", Part::bytes(data.to_vec()).file_name(name.to_string()));
-    let r = client().post(s.url("/api/files/upload")).multipart(form).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
-    r.json().await.unwrap()
-}
 
 #[tokio::test]
 async fn chunked_upload_out_of_order_completes_on_the_last_piece() {
@@ -51,31 +19,16 @@ async fn chunked_upload_out_of_order_completes_on_the_last_piece() {
     let data = pseudo_random(250_000, 1);
     let pieces: Vec<&[u8]> = vec![&data[..100_000], &data[100_000..200_000], &data[200_000..]];
     for (i, n) in [(1usize, 2u32), (0, 1)] {
-        let r = client()
-            .post(s.url("/api/files/upload/chunked"))
-            .multipart(piece_form(n, 3, 100_000, 250_000, "up-1", "data.bin", pieces[i]))
-            .send()
-            .await
-            .unwrap();
+        let r = s.post_piece(piece(n, 3, 100_000, 250_000, "up-1", "data.bin", pieces[i])).await;
         assert_eq!(r.status(), StatusCode::OK);
         let st: PieceStatus = r.json().await.unwrap();
         assert_eq!(st.status, "partial");
         assert_eq!(st.total, 3);
     }
     // A retry of a piece is idempotent.
-    let r = client()
-        .post(s.url("/api/files/upload/chunked"))
-        .multipart(piece_form(1, 3, 100_000, 250_000, "up-1", "data.bin", pieces[0]))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_piece(piece(1, 3, 100_000, 250_000, "up-1", "data.bin", pieces[0])).await;
     assert_eq!(r.json::<PieceStatus>().await.unwrap().received, 2);
-    let r = client()
-        .post(s.url("/api/files/upload/chunked"))
-        .multipart(piece_form(3, 3, 100_000, 250_000, "up-1", "data.bin", pieces[2]))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_piece(piece(3, 3, 100_000, 250_000, "up-1", "data.bin", pieces[2])).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let st: PieceStatus = r.json().await.unwrap();
     assert_eq!(st.status, "complete");
@@ -83,17 +36,12 @@ async fn chunked_upload_out_of_order_completes_on_the_last_piece() {
     let file = st.file.unwrap();
     assert_eq!(file.size, 250_000);
     assert_eq!(file.name, "data.bin");
-    assert_eq!(download(&s, &file.id).await, data);
+    assert_eq!(s.download(&file.id).await, data);
     // A late retry of the last piece answers 200 with the same file.
-    let r = client()
-        .post(s.url("/api/files/upload/chunked"))
-        .multipart(piece_form(3, 3, 100_000, 250_000, "up-1", "data.bin", pieces[2]))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_piece(piece(3, 3, 100_000, 250_000, "up-1", "data.bin", pieces[2])).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<PieceStatus>().await.unwrap().file.unwrap().id, file.id);
-    assert_eq!(stats(&s).await.files, 1);
+    assert_eq!(s.stats().await.files, 1);
     s.stop().await;
 }
 
@@ -106,12 +54,12 @@ async fn racing_last_pieces_finish_the_file_once() {
     for round in 0..2 {
         for n in 1..=4u32 {
             let url = s.url("/api/files/upload/chunked");
-            let piece = data[(n as usize - 1) * 10_000..n as usize * 10_000].to_vec();
+            let bytes = data[(n as usize - 1) * 10_000..n as usize * 10_000].to_vec();
             tasks.push(tokio::spawn(async move {
                 let _ = round;
                 let r = client()
                     .post(url)
-                    .multipart(piece_form(n, 4, 10_000, 40_000, "race", "race.bin", &piece))
+                    .multipart(piece(n, 4, 10_000, 40_000, "race", "race.bin", &bytes))
                     .send()
                     .await
                     .unwrap();
@@ -132,7 +80,7 @@ async fn racing_last_pieces_finish_the_file_once() {
     }
     assert_eq!(created, 1, "exactly one request creates the file");
     assert_eq!(files.len(), 1);
-    assert_eq!(stats(&s).await.files, 1);
+    assert_eq!(s.stats().await.files, 1);
     s.stop().await;
 }
 
@@ -141,56 +89,31 @@ async fn test_answers_present_for_sent_pieces_and_for_known_hashes() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(dir.path())).await;
     let data = pseudo_random(20_000, 3);
+    // resumable.js's names, with the piece's hash when given.
     let q = |n: u32, id: &str, hash: Option<&[u8]>| {
-        let mut v = vec![
-            ("resumableChunkNumber".to_string(), n.to_string()),
-            ("resumableTotalChunks".into(), "2".into()),
-            ("resumableChunkSize".into(), "10000".into()),
-            ("resumableTotalSize".into(), "20000".into()),
-            ("resumableIdentifier".into(), id.to_string()),
-            ("resumableFilename".into(), "t.bin".into()),
-        ];
-        if let Some(h) = hash {
-            v.push(("resumableChunkHash".into(), ChunkId::of(h).to_string()));
-        }
-        v
+        let p = piece_params(n, 2, 10000, 20000, id, "t.bin");
+        let p = match hash {
+            Some(h) => with(p, "chunkHash", &ChunkId::of(h).to_string()),
+            None => p,
+        };
+        prefixed("resumable", &p)
     };
-    let test = |query: Vec<(String, String)>| {
-        let url = s.url("/api/files/upload/chunked");
-        async move { client().get(url).query(&query).send().await.unwrap().status() }
-    };
-    assert_eq!(test(q(1, "a", None)).await, StatusCode::NO_CONTENT);
-    let form = Form::new()
-        .text("resumableChunkNumber", "1")
-        .text("resumableTotalChunks", "2")
-        .text("resumableChunkSize", "10000")
-        .text("resumableTotalSize", "20000")
-        .text("resumableIdentifier", "a")
-        .text("resumableFilename", "t.bin")
-        .part("file", Part::bytes(data[..10_000].to_vec()).file_name("blob"));
-    let r = client().post(s.url("/api/files/upload/chunked")).multipart(form).send().await.unwrap();
+    assert_eq!(s.test_piece(&q(1, "a", None)).await, StatusCode::NO_CONTENT);
+    let r = s.post_piece(piece_form(&q(1, "a", None), Some(&data[..10_000]))).await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(test(q(1, "a", None)).await, StatusCode::OK, "sent before: present");
-    assert_eq!(test(q(2, "a", None)).await, StatusCode::NO_CONTENT);
+    assert_eq!(s.test_piece(&q(1, "a", None)).await, StatusCode::OK, "sent before: present");
+    assert_eq!(s.test_piece(&q(2, "a", None)).await, StatusCode::NO_CONTENT);
 
     // Another upload (another identifier) of the same content: its first
     // piece is present by hash, without sending it.
-    assert_eq!(test(q(1, "b", Some(&data[..10_000]))).await, StatusCode::OK);
-    assert_eq!(test(q(2, "b", Some(&data[10_000..]))).await, StatusCode::NO_CONTENT);
-    let before = stats(&s).await;
-    let form = Form::new()
-        .text("resumableChunkNumber", "2")
-        .text("resumableTotalChunks", "2")
-        .text("resumableChunkSize", "10000")
-        .text("resumableTotalSize", "20000")
-        .text("resumableIdentifier", "b")
-        .text("resumableFilename", "t.bin")
-        .part("file", Part::bytes(data[10_000..].to_vec()).file_name("blob"));
-    let r = client().post(s.url("/api/files/upload/chunked")).multipart(form).send().await.unwrap();
+    assert_eq!(s.test_piece(&q(1, "b", Some(&data[..10_000]))).await, StatusCode::OK);
+    assert_eq!(s.test_piece(&q(2, "b", Some(&data[10_000..]))).await, StatusCode::NO_CONTENT);
+    let before = s.stats().await;
+    let r = s.post_piece(piece_form(&q(2, "b", None), Some(&data[10_000..]))).await;
     assert_eq!(r.status(), StatusCode::CREATED, "the hash-present piece counted as received");
     let f = r.json::<PieceStatus>().await.unwrap().file.unwrap();
-    assert_eq!(download(&s, &f.id).await, data);
-    let after = stats(&s).await;
+    assert_eq!(s.download(&f.id).await, data);
+    let after = s.stats().await;
     assert_eq!(after.unique_chunks, before.unique_chunks + 1);
     s.stop().await;
 }
@@ -201,49 +124,21 @@ async fn chunked_upload_resumes_after_a_server_restart() {
     let data = pseudo_random(30_000, 4);
     let s = TestServer::start(test_config(dir.path())).await;
     for n in [1u32, 2] {
-        let piece = &data[(n as usize - 1) * 10_000..n as usize * 10_000];
-        let r = client()
-            .post(s.url("/api/files/upload/chunked"))
-            .multipart(piece_form(n, 3, 10_000, 30_000, "restart", "r.bin", piece))
-            .send()
-            .await
-            .unwrap();
+        let bytes = &data[(n as usize - 1) * 10_000..n as usize * 10_000];
+        let r = s.post_piece(piece(n, 3, 10_000, 30_000, "restart", "r.bin", bytes)).await;
         assert_eq!(r.status(), StatusCode::OK);
     }
     s.stop().await;
 
     let s = TestServer::start(test_config(dir.path())).await;
-    let test = |n: u32| {
-        let url = s.url("/api/files/upload/chunked");
-        async move {
-            client()
-                .get(url)
-                .query(&[
-                    ("chunkNumber", n.to_string()),
-                    ("totalChunks", "3".into()),
-                    ("chunkSize", "10000".into()),
-                    ("totalSize", "30000".into()),
-                    ("identifier", "restart".into()),
-                    ("filename", "r.bin".into()),
-                ])
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    };
-    assert_eq!(test(1).await, StatusCode::OK);
-    assert_eq!(test(2).await, StatusCode::OK);
-    assert_eq!(test(3).await, StatusCode::NO_CONTENT);
-    let r = client()
-        .post(s.url("/api/files/upload/chunked"))
-        .multipart(piece_form(3, 3, 10_000, 30_000, "restart", "r.bin", &data[20_000..]))
-        .send()
-        .await
-        .unwrap();
+    for (n, want) in [(1, StatusCode::OK), (2, StatusCode::OK), (3, StatusCode::NO_CONTENT)] {
+        let params = piece_params(n, 3, 10000, 30000, "restart", "r.bin");
+        assert_eq!(s.test_piece(&params).await, want, "piece {n}");
+    }
+    let r = s.post_piece(piece(3, 3, 10_000, 30_000, "restart", "r.bin", &data[20_000..])).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let f = r.json::<PieceStatus>().await.unwrap().file.unwrap();
-    assert_eq!(download(&s, &f.id).await, data);
+    assert_eq!(s.download(&f.id).await, data);
     s.stop().await;
 }
 
@@ -252,7 +147,7 @@ async fn ranges_conditionals_and_headers() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(dir.path())).await;
     let data = pseudo_random(3_000_000, 5);
-    let f = upload(&s, "Grüße \"draft\".bin", &data).await;
+    let f = s.upload_form("Grüße \"draft\".bin", &data).await;
     let url = s.url(&format!("/api/files/{}", f.id));
 
     let r = client().get(&url).send().await.unwrap();
@@ -311,7 +206,7 @@ async fn list_pages_newest_first() {
     let s = TestServer::start(test_config(dir.path())).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(upload(&s, &format!("f{i}.txt"), format!("contents {i}").as_bytes()).await.id);
+        ids.push(s.upload_form(&format!("f{i}.txt"), format!("contents {i}").as_bytes()).await.id);
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     ids.reverse();
@@ -346,30 +241,30 @@ async fn delete_then_gc_frees_the_space() {
     cfg.gc.grace = depot::config::Dur(Duration::ZERO);
     cfg.gc.chunk_lease = depot::config::Dur(Duration::ZERO);
     let s = TestServer::start(cfg).await;
-    let keep = upload(&s, "keep.bin", &pseudo_random(1_000_000, 6)).await;
-    let gone = upload(&s, "gone.bin", &pseudo_random(2_000_000, 7)).await;
-    let before = stats(&s).await;
+    let keep = s.upload_form("keep.bin", &pseudo_random(1_000_000, 6)).await;
+    let gone = s.upload_form("gone.bin", &pseudo_random(2_000_000, 7)).await;
+    let before = s.stats().await;
     assert_eq!(before.unique_bytes, 3_000_000);
-    let r = client().delete(s.url(&format!("/api/files/{}", gone.id))).send().await.unwrap();
+    let r = s.delete(&gone.id).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = client().delete(s.url(&format!("/api/files/{}", gone.id))).send().await.unwrap();
+    let r = s.delete(&gone.id).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = client().get(s.url(&format!("/api/files/{}", gone.id))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let mut after = stats(&s).await;
+    let mut after = s.stats().await;
     for _ in 0..100 {
         if after.unique_bytes == 1_000_000 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        after = stats(&s).await;
+        after = s.stats().await;
     }
     assert_eq!(after.unique_bytes, 1_000_000, "the background GC freed the deleted file's chunks");
     assert_eq!(after.files, 1);
     let objects_dir = dir.path().join("objects");
     let on_disk: u64 = walk(&objects_dir);
     assert!(on_disk < 1_100_000, "{on_disk} bytes still on disk");
-    assert_eq!(download(&s, &keep.id).await.len(), 1_000_000);
+    assert_eq!(s.download(&keep.id).await.len(), 1_000_000);
     s.stop().await;
 }
 
@@ -402,16 +297,11 @@ async fn spoofed_types_are_refused_with_415() {
     let e: ErrorBody = r.json().await.unwrap();
     assert_eq!(e.error, "type_rejected");
     // The same through the chunked protocol.
-    let r = client()
-        .post(s.url("/api/files/upload/chunked"))
-        .multipart(piece_form(1, 1, 10_000, exe.len() as u64, "spoof", "cat.png", &exe))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_piece(piece(1, 1, 10_000, exe.len() as u64, "spoof", "cat.png", &exe)).await;
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(stats(&s).await.files, 0);
+    assert_eq!(s.stats().await.files, 0);
     // Honest names pass.
-    let f = upload(&s, "tool.bin", &exe).await;
+    let f = s.upload_form("tool.bin", &exe).await;
     assert_eq!(f.content_type, "application/x-executable");
     s.stop().await;
 }
@@ -422,7 +312,7 @@ async fn allow_lists_from_config_apply() {
     let mut cfg = test_config(dir.path());
     cfg.types.allowed_extensions = vec!["txt".into()];
     let s = TestServer::start(cfg).await;
-    upload(&s, "ok.txt", b"fine").await;
+    s.upload_form("ok.txt", b"fine").await;
     let form = Form::new().part("file", Part::bytes(b"data".to_vec()).file_name("no.csv"));
     let r = client().post(s.url("/api/files/upload")).multipart(form).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -453,21 +343,9 @@ async fn size_limits_answer_413() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Declared in a chunked upload's parameters.
-    let r = client()
-        .get(s.url("/api/files/upload/chunked"))
-        .query(&[
-            ("chunkNumber", "1"),
-            ("totalChunks", "3"),
-            ("chunkSize", "100000"),
-            ("totalSize", "300000"),
-            ("identifier", "x"),
-            ("filename", "x.bin"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(stats(&s).await.files, 0);
+    let declared = piece_params(1, 3, 100000, 300000, "x", "x.bin");
+    assert_eq!(s.test_piece(&declared).await, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(s.stats().await.files, 0);
     // Raw bodies work under the limit.
     let r = client().post(s.url("/api/files/upload?filename=small.txt")).body("hello").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
@@ -551,7 +429,7 @@ async fn swagger_openapi_health_metrics() {
     }
     let h: serde_json::Value = client().get(s.url("/healthz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(h["status"], "ok");
-    upload(&s, "m.txt", b"metrics").await;
+    s.upload_form("m.txt", b"metrics").await;
     let m = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert_eq!(metric(&m, "depot_store_files"), 1);
     assert!(m.contains("depot_http_responses_total{class=\"2xx\"}"));
@@ -584,11 +462,11 @@ async fn a_deleted_file_can_be_uploaded_again_under_the_same_identifier() {
     let data = pseudo_random(12_000, 9);
     let send = |n: u32| {
         let url = s.url("/api/files/upload/chunked");
-        let piece = data[(n as usize - 1) * 6000..n as usize * 6000].to_vec();
+        let bytes = data[(n as usize - 1) * 6000..n as usize * 6000].to_vec();
         async move {
             client()
                 .post(url)
-                .multipart(piece_form(n, 2, 6000, 12_000, "again", "again.bin", &piece))
+                .multipart(piece(n, 2, 6000, 12_000, "again", "again.bin", &bytes))
                 .send()
                 .await
                 .unwrap()
@@ -596,29 +474,17 @@ async fn a_deleted_file_can_be_uploaded_again_under_the_same_identifier() {
     };
     assert_eq!(send(1).await.status(), StatusCode::OK);
     let first = send(2).await.json::<PieceStatus>().await.unwrap().file.unwrap();
-    let r = client().delete(s.url(&format!("/api/files/{}", first.id))).send().await.unwrap();
+    let r = s.delete(&first.id).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     // The old session pointed at the deleted file: it starts over.
-    let r = client()
-        .get(s.url("/api/files/upload/chunked"))
-        .query(&[
-            ("chunkNumber", "1"),
-            ("totalChunks", "2"),
-            ("chunkSize", "6000"),
-            ("totalSize", "12000"),
-            ("identifier", "again"),
-            ("filename", "again.bin"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let again = piece_params(1, 2, 6000, 12000, "again", "again.bin");
+    assert_eq!(s.test_piece(&again).await, StatusCode::NO_CONTENT);
     assert_eq!(send(1).await.status(), StatusCode::OK);
     let r = send(2).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let second = r.json::<PieceStatus>().await.unwrap().file.unwrap();
     assert_ne!(second.id, first.id);
-    assert_eq!(download(&s, &second.id).await, data);
+    assert_eq!(s.download(&second.id).await, data);
     let m = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert_eq!(metric(&m, "depot_files_created_total"), 2);
     assert_eq!(metric(&m, "depot_chunks_stored_total"), 2);
@@ -632,20 +498,11 @@ async fn graceful_shutdown_lets_an_upload_in_flight_finish() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(dir.path())).await;
     let data = pseudo_random(3_000_000, 10);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-    let upload = tokio::spawn(
-        client()
-            .post(s.url("/api/files/upload?filename=inflight.bin"))
-            .body(reqwest::Body::wrap_stream(stream))
-            .send(),
-    );
+    let (tx, body) = fed_body(4);
+    let upload =
+        tokio::spawn(client().post(s.url("/api/files/upload?filename=inflight.bin")).body(body).send());
     tx.send(Ok(data[..1_000_000].to_vec())).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s.state.metrics.bytes_in.load(std::sync::atomic::Ordering::Relaxed) < 1_000_000 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    s.wait_for_bytes_in(1_000_000, Duration::from_secs(10)).await;
     let base = s.base.clone();
     let stopping = tokio::spawn(s.stop());
     tokio::time::sleep(Duration::from_millis(100)).await;

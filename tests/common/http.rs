@@ -96,3 +96,8 @@ pub fn fed_body(capacity: usize) -> (BodySender, reqwest::Body) {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     (tx, reqwest::Body::wrap_stream(stream))
 }
+
+/// A well-formed piece: plain parameter names and the bytes.
+pub fn piece(n: u32, total: u32, chunk: u64, size: u64, id: &str, name: &str, data: &[u8]) -> Form {
+    piece_form(&piece_params(n, total, chunk, size, id, name), Some(data))
+}
