@@ -4,39 +4,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::cli::{depot, ok, run};
 use common::{TestServer, fill_random, pseudo_random, test_config};
 use depot::store::{ChunkId, FsObjects, FsyncPolicy, ObjectStore, object};
-use depot::wire::{FileInfo, ManifestInfo, StatsInfo};
+use depot::wire::{FileInfo, StatsInfo};
 use tokio::process::Command;
 
 const MIB: u64 = 1 << 20;
-
-fn depot(server: &TestServer) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_depot"));
-    c.env("DEPOT_SERVER", &server.base).env_remove("DEPOT_CONFIG").kill_on_drop(true);
-    c
-}
-
-async fn run(server: &TestServer, args: &[&str]) -> Output {
-    depot(server).args(args).output().await.unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "depot failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn bytes_in(s: &TestServer) -> u64 {
-    s.state.metrics.bytes_in.load(Ordering::Relaxed)
-}
-
-async fn stats(s: &TestServer) -> StatsInfo {
-    reqwest::get(s.url("/api/stats")).await.unwrap().json().await.unwrap()
-}
 
 fn write_random(path: &Path, size: u64, seed: u64) -> Vec<u8> {
     let data = pseudo_random(size as usize, seed);
@@ -47,10 +23,10 @@ fn write_random(path: &Path, size: u64, seed: u64) -> Vec<u8> {
 /// Puts a file with `--json`; returns the report and the request bytes the
 /// server received meanwhile.
 async fn put(s: &TestServer, path: &Path) -> (serde_json::Value, u64) {
-    let before = bytes_in(s);
-    let out = run(s, &["put", "--json", path.to_str().unwrap()]).await;
+    let before = s.bytes_in();
+    let out = run(&s.base, &["put", "--json", path.to_str().unwrap()]).await;
     let report: serde_json::Value = serde_json::from_str(ok(&out).trim()).unwrap();
-    (report, bytes_in(s) - before)
+    (report, s.bytes_in() - before)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,7 +61,7 @@ async fn reupload_costs_almost_nothing_and_edits_send_only_changes() {
 
     // The download of the edited file is the edited file.
     let out_path = dir.path().join("edited.out");
-    ok(&run(&s, &["get", r3["id"].as_str().unwrap(), "-o", out_path.to_str().unwrap()]).await);
+    ok(&run(&s.base, &["get", r3["id"].as_str().unwrap(), "-o", out_path.to_str().unwrap()]).await);
     assert!(std::fs::read(&out_path).unwrap() == data);
     s.stop().await;
 }
@@ -98,17 +74,14 @@ async fn an_interrupted_put_sends_only_the_remainder() {
     let size = 64 * MIB;
     write_random(&path, size, 2);
 
-    let mut child = depot(&s).args(["put", "--json", "-j", "2", path.to_str().unwrap()]).spawn().unwrap();
-    let start = bytes_in(&s);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while bytes_in(&s) - start < size / 2 {
-        assert!(tokio::time::Instant::now() < deadline, "the put never got half-way");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let mut child =
+        depot(&s.base).args(["put", "--json", "-j", "2", path.to_str().unwrap()]).spawn().unwrap();
+    let start = s.bytes_in();
+    s.wait_for_bytes_in(start + size / 2, Duration::from_secs(60)).await;
     child.start_kill().unwrap();
     let status = child.wait().await.unwrap();
     assert!(!status.success(), "the put finished before it was killed");
-    let stored = stats(&s).await.unique_bytes;
+    let stored = s.stats().await.unique_bytes;
     assert!(stored > 0 && stored < size, "stored {stored}");
     let remainder = size - stored;
 
@@ -116,7 +89,7 @@ async fn an_interrupted_put_sends_only_the_remainder() {
     let allowance = 2 * MIB + 64 * 1024; // two chunks, and the JSON of the queries and the commit
     assert!(wire <= remainder + allowance, "re-run sent {wire} bytes for a remainder of {remainder}");
     assert!(report["skipped_chunks"].as_u64().unwrap() > 0);
-    assert_eq!(stats(&s).await.unique_bytes, size);
+    assert_eq!(s.stats().await.unique_bytes, size);
     s.stop().await;
 }
 
@@ -126,16 +99,10 @@ async fn content_uploaded_by_any_path_shares_chunks() {
     let s = TestServer::start(test_config(&dir.path().join("data"))).await;
     let path = dir.path().join("shared.bin");
     let data = write_random(&path, 8 * MIB, 3);
-    let r = reqwest::Client::new()
-        .post(s.url("/api/files/upload?filename=shared.bin"))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let after_upload = stats(&s).await;
+    s.upload_raw("shared.bin", &data).await;
+    let after_upload = s.stats().await;
     let (report, wire) = put(&s, &path).await;
-    let after_put = stats(&s).await;
+    let after_put = s.stats().await;
     assert_eq!(after_put.unique_bytes, after_upload.unique_bytes, "depot put added no chunk");
     assert_eq!(after_put.unique_chunks, after_upload.unique_chunks);
     assert_eq!(after_put.files, 2);
@@ -156,17 +123,17 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
         fill_random(&mut data, size as usize, 4);
         std::fs::write(&path, &data).unwrap();
     }
-    let id = ok(&run(&s, &["put", path.to_str().unwrap()]).await).trim().to_string();
+    let id = ok(&run(&s.base, &["put", path.to_str().unwrap()]).await).trim().to_string();
     let expect = blake3::hash(&std::fs::read(&path).unwrap());
 
     let out_path = dir.path().join("out.bin");
-    ok(&run(&s, &["get", &id, "-o", out_path.to_str().unwrap()]).await);
+    ok(&run(&s.base, &["get", &id, "-o", out_path.to_str().unwrap()]).await);
     assert_eq!(blake3::hash(&std::fs::read(&out_path).unwrap()), expect);
     std::fs::remove_file(&out_path).unwrap();
 
     // Interrupted, then resumed.
     let part = PathBuf::from(format!("{}.part", out_path.display()));
-    let mut child = depot(&s).args(["get", &id, "-o", out_path.to_str().unwrap()]).spawn().unwrap();
+    let mut child = depot(&s.base).args(["get", &id, "-o", out_path.to_str().unwrap()]).spawn().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let len = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
@@ -179,7 +146,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     child.start_kill().unwrap();
     assert!(!child.wait().await.unwrap().success(), "the get finished before it was killed");
     assert!(!out_path.exists());
-    let out = run(&s, &["get", "--json", &id, "-o", out_path.to_str().unwrap()]).await;
+    let out = run(&s.base, &["get", "--json", &id, "-o", out_path.to_str().unwrap()]).await;
     let report: serde_json::Value = serde_json::from_str(ok(&out).trim()).unwrap();
     let resumed = report["resumed_from"].as_u64().unwrap();
     assert!(resumed > 0, "did not resume: {report}");
@@ -188,8 +155,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     assert!(!part.exists());
 
     // Damage on the server, two ways.
-    let manifest: ManifestInfo =
-        reqwest::get(s.url(&format!("/api/files/{id}/manifest"))).await.unwrap().json().await.unwrap();
+    let manifest = s.manifest(&id).await;
     let victim = manifest.chunks[3];
     let objects = FsObjects::open(&data_dir.join("objects"), FsyncPolicy::Never).unwrap();
     let good = objects.get(&victim.hash).unwrap().unwrap();
@@ -200,7 +166,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     rotten[last] ^= 1;
     objects.replace(&victim.hash, &rotten).unwrap();
     let damaged = dir.path().join("damaged.bin");
-    let out = run(&s, &["get", &id, "-o", damaged.to_str().unwrap()]).await;
+    let out = run(&s.base, &["get", &id, "-o", damaged.to_str().unwrap()]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("depot: ") && err.trim().lines().count() == 1, "{err}");
@@ -210,7 +176,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     // can see it.
     let other = pseudo_random(victim.len as usize, 99);
     objects.replace(&victim.hash, &object::encode(&victim.hash, &other, 0)).unwrap();
-    let out = run(&s, &["get", &id, "-o", damaged.to_str().unwrap()]).await;
+    let out = run(&s.base, &["get", &id, "-o", damaged.to_str().unwrap()]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not match its hash"), "{err}");
@@ -221,7 +187,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
 
     // Healed: the next get resumes from the verified prefix.
     objects.replace(&victim.hash, &good).unwrap();
-    ok(&run(&s, &["get", &id, "-o", damaged.to_str().unwrap()]).await);
+    ok(&run(&s.base, &["get", &id, "-o", damaged.to_str().unwrap()]).await);
     assert_eq!(blake3::hash(&std::fs::read(&damaged).unwrap()), expect);
     s.stop().await;
 }
@@ -230,7 +196,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
 async fn ls_stat_rm_stats_and_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(&dir.path().join("data"))).await;
-    let mut child = depot(&s)
+    let mut child = depot(&s.base)
         .args(["put", "-", "--name", "notes.txt"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -244,21 +210,21 @@ async fn ls_stat_rm_stats_and_stdin() {
     let out = child.wait_with_output().await.unwrap();
     let id = ok(&out).trim().to_string();
 
-    let ls = ok(&run(&s, &["ls", "--json"]).await);
+    let ls = ok(&run(&s.base, &["ls", "--json"]).await);
     let files: Vec<FileInfo> = ls.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].id, id);
     assert_eq!(files[0].name, "notes.txt");
     assert_eq!(files[0].content_type, "text/plain");
-    let stat: FileInfo = serde_json::from_str(&ok(&run(&s, &["stat", "--json", &id]).await)).unwrap();
+    let stat: FileInfo = serde_json::from_str(&ok(&run(&s.base, &["stat", "--json", &id]).await)).unwrap();
     assert_eq!(stat.size, 17);
-    let st: StatsInfo = serde_json::from_str(&ok(&run(&s, &["stats", "--json"]).await)).unwrap();
+    let st: StatsInfo = serde_json::from_str(&ok(&run(&s.base, &["stats", "--json"]).await)).unwrap();
     assert_eq!(st.files, 1);
-    ok(&run(&s, &["rm", &id]).await);
-    let out = run(&s, &["rm", &id]).await;
+    ok(&run(&s.base, &["rm", &id]).await);
+    let out = run(&s.base, &["rm", &id]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
-    let out = run(&s, &["get", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]).await;
+    let out = run(&s.base, &["get", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]).await;
     assert!(!out.status.success());
     s.stop().await;
 }

@@ -9,14 +9,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use common::cli::{code, depot, ok, run, stderr};
 use common::{TestServer, pseudo_random, test_config};
 use depot::config::{ByteSize, Dur};
-use depot::wire::{ChunkingInfo, FileInfo, FileList, StatsInfo};
+use depot::wire::{ChunkingInfo, FileInfo, FileList};
 use tokio::process::Command;
 use tower::ServiceExt;
 
@@ -25,45 +26,6 @@ fn elf() -> Vec<u8> {
     let mut v = b"\x7fELF\x02\x01\x01\0".to_vec();
     v.resize(256, 0);
     v
-}
-
-fn depot(base: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_depot"));
-    c.env("DEPOT_SERVER", base).env_remove("DEPOT_CONFIG").kill_on_drop(true);
-    c
-}
-
-async fn run(base: &str, args: &[&str]) -> Output {
-    depot(base).args(args).output().await.unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "depot failed ({}): {}", code(o), stderr(o));
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-async fn upload(s: &TestServer, name: &str, data: &[u8]) -> FileInfo {
-    let r = reqwest::Client::new()
-        .post(s.url("/api/files/upload"))
-        .query(&[("filename", name)])
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    r.json().await.unwrap()
-}
-
-async fn stats(s: &TestServer) -> StatsInfo {
-    reqwest::get(s.url("/api/stats")).await.unwrap().json().await.unwrap()
 }
 
 /// Every parameter of the committed document travels where the route says:
@@ -142,18 +104,11 @@ async fn openapi_parameters_travel_where_the_routes_say() {
 async fn files_are_found_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(dir.path())).await;
-    let a = upload(&s, "Report.txt", b"first draft").await;
-    let b = upload(&s, "Report.txt", b"second draft").await;
-    let c = upload(&s, "notes.txt", b"unrelated").await;
+    let a = s.upload_raw("Report.txt", b"first draft").await;
+    let b = s.upload_raw("Report.txt", b"second draft").await;
+    let c = s.upload_raw("notes.txt", b"unrelated").await;
     assert_ne!(a.id, b.id);
-    let list = |q: &'static [(&'static str, &'static str)]| {
-        let url = s.url("/api/files");
-        async move {
-            let r = reqwest::Client::new().get(url).query(q).send().await.unwrap();
-            assert_eq!(r.status(), 200);
-            r.json::<FileList>().await.unwrap()
-        }
-    };
+    let list = |q: &'static [(&'static str, &'static str)]| s.list_files(q);
     let ids = |l: &FileList| l.files.iter().map(|f| f.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&list(&[("name", "Report.txt")]).await), [b.id.clone(), a.id.clone()]);
     assert!(list(&[("name", "report.txt")]).await.files.is_empty(), "name= is exact");
@@ -164,24 +119,10 @@ async fn files_are_found_by_name() {
     let first = list(&[("name", "Report.txt"), ("limit", "1")]).await;
     assert_eq!(ids(&first), std::slice::from_ref(&b.id));
     let cursor = first.next_cursor.clone().expect("a second page");
-    let url = s.url("/api/files");
-    let second: FileList = reqwest::Client::new()
-        .get(url)
-        .query(&[("name", "Report.txt"), ("limit", "1"), ("cursor", cursor.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let second = s.list_files(&[("name", "Report.txt"), ("limit", "1"), ("cursor", cursor.as_str())]).await;
     assert_eq!(ids(&second), std::slice::from_ref(&a.id));
     assert!(second.next_cursor.is_none());
-    let r = reqwest::Client::new()
-        .get(s.url("/api/files"))
-        .query(&[("q", "x".repeat(256))])
-        .send()
-        .await
-        .unwrap();
+    let r = common::client().get(s.url("/api/files")).query(&[("q", "x".repeat(256))]).send().await.unwrap();
     assert_eq!(r.status(), 400);
 
     let out = ok(&run(&s.base, &["ls", "Report.txt"]).await);
@@ -202,7 +143,7 @@ async fn put_refuses_what_the_server_would_refuse_before_sending() {
     cfg.limits.max_file_size = ByteSize(100_000);
     cfg.types.allowed_extensions = vec!["png".into(), "bin".into(), "txt".into()];
     let s = TestServer::start(cfg).await;
-    let info: ChunkingInfo = reqwest::get(s.url("/api/chunking")).await.unwrap().json().await.unwrap();
+    let info: ChunkingInfo = s.get_json("/api/chunking").await;
     assert_eq!(info.max_file_size, Some(100_000));
     assert_eq!(info.types.unwrap().allowed_extensions, ["png", "bin", "txt"]);
 
@@ -212,7 +153,7 @@ async fn put_refuses_what_the_server_would_refuse_before_sending() {
     std::fs::write(&fake, elf()).unwrap();
     let pdf = dir.path().join("paper.pdf");
     std::fs::write(&pdf, b"%PDF-1.4 a paper").unwrap();
-    let before = s.state.metrics.bytes_in.load(Ordering::Relaxed);
+    let before = s.bytes_in();
     for (path, why) in [
         (&big, "accepts files of at most 97.7 KiB"),
         (&fake, "content is application/x-executable but the name says .png"),
@@ -239,9 +180,9 @@ async fn put_refuses_what_the_server_would_refuse_before_sending() {
     }
     let out = child.wait_with_output().await.unwrap();
     assert_eq!(code(&out), 5, "{}", stderr(&out));
-    let sent = s.state.metrics.bytes_in.load(Ordering::Relaxed) - before;
+    let sent = s.bytes_in() - before;
     assert!(sent < 4096, "refused puts sent {sent} bytes");
-    let st = stats(&s).await;
+    let st = s.stats().await;
     assert_eq!((st.files, st.unique_chunks), (0, 0));
     assert_eq!(st.dedup_ratio, None);
     s.stop().await;
@@ -260,14 +201,10 @@ async fn refused_uploads_leave_only_leased_chunks_that_gc_collects() {
     let s = TestServer::start(cfg).await;
     let mut body = elf();
     body.extend(pseudo_random(50_000, 3));
-    let r = reqwest::Client::new()
-        .post(s.url("/api/files/upload?filename=cat.png"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r =
+        common::client().post(s.url("/api/files/upload?filename=cat.png")).body(body).send().await.unwrap();
     assert_eq!(r.status(), 415);
-    let st = stats(&s).await;
+    let st = s.stats().await;
     assert_eq!(st.files, 0);
     assert!(st.unique_chunks > 0, "the refused body's chunks wait for GC");
     assert_eq!((st.dedup_ratio, st.space_ratio), (None, None), "no ratio of nothing");
@@ -281,7 +218,7 @@ async fn refused_uploads_leave_only_leased_chunks_that_gc_collects() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = s.state.store.gc(false).unwrap();
     assert_eq!(r.deleted_chunks, st.unique_chunks);
-    let st = stats(&s).await;
+    let st = s.stats().await;
     assert_eq!((st.unique_chunks, st.unique_bytes, st.stored_bytes), (0, 0, 0));
     assert_eq!(s.state.store.gc_backlog().unwrap().chunks, 0);
     s.stop().await;
@@ -296,7 +233,7 @@ async fn gc_explains_what_the_grace_period_holds() {
     // The upload's lease ends at once: the grace period is what holds.
     cfg.gc.chunk_lease = Dur(Duration::from_secs(1));
     let s = TestServer::start(cfg).await;
-    let f = upload(&s, "gone.bin", &pseudo_random(200_000, 4)).await;
+    let f = s.upload_raw("gone.bin", &pseudo_random(200_000, 4)).await;
     ok(&run(&s.base, &["rm", &f.id]).await);
     s.stop().await;
     let out = Command::new(env!("CARGO_BIN_EXE_depot"))
@@ -322,7 +259,7 @@ async fn get_refuses_to_overwrite_unless_forced() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(&dir.path().join("data"))).await;
     let data = pseudo_random(8 << 20, 5);
-    let f = upload(&s, "photo.bin", &data).await;
+    let f = s.upload_raw("photo.bin", &data).await;
     let out_path = dir.path().join("photo.bin");
     std::fs::write(&out_path, b"my own photo").unwrap();
     let o = run(&s.base, &["get", &f.id, "-o", out_path.to_str().unwrap()]).await;
@@ -524,7 +461,7 @@ async fn setup_mistakes_are_named_plainly() {
 async fn raw_upload_of_unknown_bytes_is_octet_stream() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(dir.path())).await;
-    let r = reqwest::Client::new()
+    let r = common::client()
         .post(s.url("/api/files/upload?filename=blob"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(vec![0u8, 159, 146, 150, 255, 1, 2, 3])

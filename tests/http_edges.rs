@@ -4,24 +4,9 @@
 
 mod common;
 
-use common::{TestServer, pseudo_random, test_config};
-use depot::wire::{FileInfo, StatsInfo};
+use common::{TestServer, client, pseudo_random, test_config};
+use depot::wire::FileInfo;
 use reqwest::{Method, StatusCode};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::new()
-}
-
-async fn put_raw(s: &TestServer, name: &str, data: &[u8]) -> FileInfo {
-    let r = client()
-        .post(s.url(&format!("/api/files/upload?filename={name}")))
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    r.json().await.unwrap()
-}
 
 async fn ranged(s: &TestServer, method: Method, id: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut req = client().request(method, s.url(&format!("/api/files/{id}")));
@@ -39,7 +24,7 @@ fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
 async fn head_answers_what_a_get_without_range_would() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(dir.path())).await;
-    let f = put_raw(&s, "ten.txt", b"0123456789").await;
+    let f = s.upload_raw("ten.txt", b"0123456789").await;
 
     // GET honours Range.
     let r = ranged(&s, Method::GET, &f.id, &[("Range", "bytes=2-4")]).await;
@@ -82,7 +67,7 @@ async fn head_answers_what_a_get_without_range_would() {
 async fn a_range_of_an_empty_file_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(dir.path())).await;
-    let f = put_raw(&s, "empty.txt", b"").await;
+    let f = s.upload_raw("empty.txt", b"").await;
     for (method, range) in [
         (Method::GET, "bytes=-5"),
         (Method::GET, "bytes=0-1023"),
@@ -136,7 +121,7 @@ async fn several_ranges_answer_multipart_byteranges() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(dir.path())).await;
     let data = pseudo_random(300_000, 3).iter().map(|b| b'a' + b % 26).collect::<Vec<u8>>();
-    let f = put_raw(&s, "letters.txt", &data).await;
+    let f = s.upload_raw("letters.txt", &data).await;
 
     let r = ranged(&s, Method::GET, &f.id, &[("Range", "bytes=250000-250009, 0-4,-3")]).await;
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
@@ -177,7 +162,7 @@ async fn curl_reads_several_ranges_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(dir.path())).await;
     let data = pseudo_random(100_000, 4);
-    let f = put_raw(&s, "r.bin", &data).await;
+    let f = s.upload_raw("r.bin", &data).await;
     let url = s.url(&format!("/api/files/{}", f.id));
     // curl -r with one range: exactly those bytes.
     let out =
@@ -202,16 +187,8 @@ async fn chunks_are_fetched_whole_whatever_range_says() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(dir.path())).await;
     let data = pseudo_random(5_000, 5);
-    let f = put_raw(&s, "c.bin", &data).await;
-    let m: depot::wire::ManifestInfo = client()
-        .get(s.url(&format!("/api/files/{}/manifest", f.id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let hash = m.chunks[0].hash.to_string();
+    let f = s.upload_raw("c.bin", &data).await;
+    let hash = s.manifest(&f.id).await.chunks[0].hash.to_string();
     let r = client()
         .get(s.url(&format!("/api/chunks/{hash}")))
         .header("Range", "bytes=0-9")
@@ -242,10 +219,6 @@ async fn upload_with_disposition(s: &TestServer, disposition: &str, data: &[u8])
         .unwrap()
 }
 
-async fn stats(s: &TestServer) -> StatsInfo {
-    client().get(s.url("/api/stats")).send().await.unwrap().json().await.unwrap()
-}
-
 #[tokio::test]
 async fn multipart_filenames_are_read_as_senders_write_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -270,7 +243,7 @@ async fn multipart_filenames_are_read_as_senders_write_them() {
         let f: FileInfo = r.json().await.unwrap();
         assert_eq!(f.name, want, "{disposition}");
     }
-    let files = stats(&s).await.files;
+    let files = s.stats().await.files;
 
     // Names that decode to control characters are still refused; nothing stays.
     for disposition in [
@@ -285,7 +258,7 @@ async fn multipart_filenames_are_read_as_senders_write_them() {
     // No filename in any form: the existing refusal.
     let r = upload_with_disposition(&s, r#"form-data; name="file""#, b"hello").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(stats(&s).await.files, files);
+    assert_eq!(s.stats().await.files, files);
     s.stop().await;
 }
 
@@ -325,8 +298,7 @@ async fn chunked_pieces_read_part_names_the_same_way() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
-    let list: serde_json::Value =
-        client().get(s.url("/api/files")).send().await.unwrap().json().await.unwrap();
+    let list: serde_json::Value = s.get_json("/api/files").await;
     assert_eq!(list["files"][0]["name"], "tōkyō.txt");
     assert_eq!(list["files"][0]["size"], data.len());
     s.stop().await;

@@ -2,21 +2,18 @@
 
 mod common;
 
-use common::{TestServer, pseudo_random, test_config};
+use common::http::fed_body;
+use common::{TestServer, client, pseudo_random, test_config};
 use depot::store::ChunkId;
-use depot::wire::{ChunkingInfo, ErrorBody, FileInfo, ManifestInfo, MissingResponse, PutChunkResponse};
+use depot::wire::{ChunkingInfo, ErrorBody, FileInfo, MissingResponse, PutChunkResponse};
 use reqwest::StatusCode;
 use serde_json::json;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::new()
-}
 
 #[tokio::test]
 async fn chunking_missing_put_commit_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(test_config(dir.path())).await;
-    let info: ChunkingInfo = client().get(s.url("/api/chunking")).send().await.unwrap().json().await.unwrap();
+    let info: ChunkingInfo = s.get_json("/api/chunking").await;
     assert_eq!(info.chunker_id, "fastcdc2020-n1-65536-262144-1048576");
     assert_eq!((info.min, info.avg, info.max), (65536, 262144, 1048576));
 
@@ -75,24 +72,17 @@ async fn chunking_missing_put_commit_manifest() {
     let r = client().post(s.url("/api/files")).json(&commit).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let f: FileInfo = r.json().await.unwrap();
-    let body = client().get(s.url(&f.url)).send().await.unwrap().bytes().await.unwrap();
+    let body = s.get(&f.url).await.bytes().await.unwrap();
     assert_eq!(body.len(), a.len() + b.len());
     assert_eq!(&body[..a.len()], &a[..]);
 
-    let m: ManifestInfo = client()
-        .get(s.url(&format!("/api/files/{}/manifest", f.id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m = s.manifest(&f.id).await;
     assert_eq!(m.size, f.size);
     assert_eq!(m.chunks.len(), 2);
     assert_eq!((m.chunks[1].hash, m.chunks[1].offset, m.chunks[1].len), (hb, 100_000, b.len() as u32));
 
     // One chunk, raw or as the stored zstd frame.
-    let r = client().get(s.url(&format!("/api/chunks/{hb}"))).send().await.unwrap();
+    let r = s.get(&format!("/api/chunks/{hb}")).await;
     assert!(r.headers().get("content-encoding").is_none());
     assert_eq!(r.bytes().await.unwrap(), b);
     let r = client()
@@ -105,7 +95,7 @@ async fn chunking_missing_put_commit_manifest() {
     let frame = r.bytes().await.unwrap();
     assert!(frame.len() < b.len() / 4);
     assert_eq!(zstd::bulk::decompress(&frame, b.len()).unwrap(), b);
-    let r = client().get(s.url(&format!("/api/chunks/{}", ChunkId::of(b"none")))).send().await.unwrap();
+    let r = s.get(&format!("/api/chunks/{}", ChunkId::of(b"none"))).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     s.stop().await;
 }
@@ -162,9 +152,8 @@ async fn bad_native_requests_are_4xx_and_change_nothing() {
         let e: ErrorBody = r.json().await.unwrap_or_else(|e| panic!("case {i}: not a JSON error: {e}"));
         assert_eq!(e.code, want.as_u16(), "case {i}");
     }
-    let st: serde_json::Value = client().get(s.url("/api/stats")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(st["unique_chunks"], 0);
-    assert_eq!(st["files"], 0);
+    let st = s.stats().await;
+    assert_eq!((st.unique_chunks, st.files), (0, 0));
     s.stop().await;
 }
 
@@ -180,15 +169,9 @@ async fn chunk_bodies_share_a_memory_budget() {
 
     // A body larger than the whole budget takes all of it while it streams
     // in: the first half is sent, the rest waits on a channel.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let (tx, body) = fed_body(2);
     let slow = tokio::spawn(
-        client()
-            .put(s.url(&format!("/api/chunks/{ha}")))
-            .header("Content-Length", a.len())
-            .body(reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
-            })))
-            .send(),
+        client().put(s.url(&format!("/api/chunks/{ha}"))).header("Content-Length", a.len()).body(body).send(),
     );
     tx.send(Ok(a[..150_000].to_vec())).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

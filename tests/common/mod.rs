@@ -70,7 +70,7 @@ pub fn open_store(dir: &Path, opts: StoreOptions) -> (Store, Arc<ManualClock>) {
 use depot::config::Config;
 use depot::http::AppState;
 use depot::store::Clock;
-use depot::wire::{FileInfo, ManifestInfo, StatsInfo};
+use depot::wire::{FileInfo, FileList, ManifestInfo, StatsInfo};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
@@ -136,6 +136,13 @@ impl TestServer {
         let r = self.get(path).await;
         let status = r.status();
         assert!(status.is_success(), "GET {path}: {status} {}", r.text().await.unwrap_or_default());
+        r.json().await.unwrap()
+    }
+
+    /// `GET /api/files` with `query`, which must succeed.
+    pub async fn list_files(&self, query: &[(&str, &str)]) -> FileList {
+        let r = client().get(self.url("/api/files")).query(query).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "list {query:?}");
         r.json().await.unwrap()
     }
 
