@@ -10,8 +10,9 @@
 //! |---|---|---|
 //! | [`client`] | the `depot` client: API calls, `put` (send only missing chunks), `get` (verified, resumable) | know the server's internals |
 //! | [`config`] | the one documented `Config`: defaults ← file ← `DEPOT_*` env ← flags | know about HTTP or the store's internals |
-//! | [`http`] | the router, layers (CORS, rate limits, request ids, metrics), the error → status table, OpenAPI, `serve` | hold protocol logic |
-//! | [`protocol`] | one module per wire protocol: parse → call the store → render | touch RocksDB or the object directory |
+//! | [`server`] | merges every protocol's routes and OpenAPI paths, the layers around them, `serve`, the GC loop | hold handler logic |
+//! | [`protocol`] | one module per wire protocol: parse → call the store → render; each exports its routes and OpenAPI paths | touch RocksDB or the object directory |
+//! | [`http`] | the kernel under the protocols: state, the error → status table, body helpers, layers (CORS, rate limits, metrics), one writer per upload, operations endpoints | import any protocol |
 //! | [`wire`] | the JSON types shared by server, client and OpenAPI document | depend on the server |
 //! | [`store`] | chunks, objects, manifests, refcounts, upload sessions, GC, verify | import axum, http or status codes |
 
@@ -21,5 +22,7 @@ pub mod config;
 #[cfg(feature = "server")]
 pub mod http;
 pub mod protocol;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod store;
 pub mod wire;

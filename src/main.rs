@@ -256,7 +256,9 @@ fn serve(args: &StoreArgs, listen: Option<String>) -> Result<(), Failure> {
         let line = format!("depot listening on http://{addr} (data in {})\n", cfg.data_dir.display());
         let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         let state = depot::http::AppState::new(store, cfg);
-        depot::http::serve(listener, state, shutdown_signal()).await.map_err(|e| Failure::from(e.to_string()))
+        depot::server::serve(listener, state, shutdown_signal())
+            .await
+            .map_err(|e| Failure::from(e.to_string()))
     })
 }
 

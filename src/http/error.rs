@@ -176,15 +176,10 @@ impl From<axum::extract::multipart::MultipartRejection> for ApiError {
 /// they reach the router, such as a 431 for oversized headers, keep hyper's
 /// empty answer.)
 pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let tus = req.uri().path().starts_with("/api/tus");
-    let mut resp = next.run(req).await;
+    let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
-    }
-    if tus && !resp.headers().contains_key("tus-resumable") {
-        // tus wants its version on every answer, errors from the router too.
-        resp.headers_mut().insert("tus-resumable", HeaderValue::from_static("1.0.0"));
     }
     let is_json = resp
         .headers()

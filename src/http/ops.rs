@@ -38,3 +38,18 @@ pub async fn not_found(uri: Uri) -> (StatusCode, Json<ErrorBody>) {
     let e = ApiError::NotFound(format!("no endpoint at {}", uri.path()));
     (StatusCode::NOT_FOUND, Json(e.body()))
 }
+
+/// The operations endpoints: `/api/stats` (an API route), `/healthz` and
+/// `/metrics` (outside every limit, for probes and scrapers).
+pub fn routes() -> (super::Routes, axum::Router<AppState>) {
+    use axum::routing::get;
+    let api =
+        super::Routes { api: axum::Router::new().route("/api/stats", get(stats)), ..Default::default() };
+    let plain = axum::Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics));
+    (api, plain)
+}
+
+/// This module's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(stats, healthz, metrics))]
+pub struct Doc;

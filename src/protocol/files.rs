@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 
 use super::file_info;
 use super::range::{RangeRequest, parse_range};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, Routes};
 use crate::store::{ByteStream, FileId, FileRecord, NameFilter, ReadGuard};
 use crate::wire::{ErrorBody, FileInfo, FileList};
 
@@ -265,6 +265,21 @@ pub async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> Resul
     st.store.blocking(move |s| s.delete_file(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// This protocol's routes: list, info, download, delete.
+pub fn routes() -> Routes {
+    use axum::routing::get;
+    let api = axum::Router::new()
+        .route("/api/files", get(list_files))
+        .route("/api/files/{id}", get(download).delete(delete))
+        .route("/api/files/{id}/info", get(info));
+    Routes { api, ..Default::default() }
+}
+
+/// This module's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_files, info, download, delete))]
+pub struct Doc;
 
 fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))

@@ -487,6 +487,79 @@ impl ObjectStore for MemObjects {
     }
 }
 
+/// Faults on demand in front of any object store, for tests that drive
+/// crashes and races deterministically (STYLE: cross-cutting behaviour is a
+/// wrapper implementing the same trait). While `fail_deletes` is set, every
+/// delete fails as a process killed before the unlink would leave things;
+/// `sync_all` calls are counted.
+pub struct Faulty {
+    inner: std::sync::Arc<dyn ObjectStore>,
+    fail_deletes: std::sync::atomic::AtomicBool,
+    sync_all_calls: AtomicU64,
+}
+
+impl Faulty {
+    pub fn new(inner: std::sync::Arc<dyn ObjectStore>) -> Self {
+        Faulty { inner, fail_deletes: false.into(), sync_all_calls: AtomicU64::new(0) }
+    }
+
+    /// Makes every delete fail (`true`) or pass through (`false`).
+    pub fn fail_deletes(&self, on: bool) {
+        self.fail_deletes.store(on, Ordering::SeqCst);
+    }
+
+    /// How many times [`ObjectStore::sync_all`] was called.
+    pub fn sync_all_calls(&self) -> u64 {
+        self.sync_all_calls.load(Ordering::SeqCst)
+    }
+}
+
+impl ObjectStore for Faulty {
+    fn put_if_absent(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<bool> {
+        self.inner.put_if_absent(id, encoded)
+    }
+
+    fn replace(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<()> {
+        self.inner.replace(id, encoded)
+    }
+
+    fn get(&self, id: &ChunkId) -> io::Result<Option<Vec<u8>>> {
+        self.inner.get(id)
+    }
+
+    fn contains(&self, id: &ChunkId) -> io::Result<bool> {
+        self.inner.contains(id)
+    }
+
+    fn delete(&self, id: &ChunkId) -> io::Result<bool> {
+        if self.fail_deletes.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected fault: delete"));
+        }
+        self.inner.delete(id)
+    }
+
+    fn list(&self, prefix: u8) -> io::Result<Vec<ObjectEntry>> {
+        self.inner.list(prefix)
+    }
+
+    fn quarantine(&self, id: &ChunkId) -> io::Result<bool> {
+        self.inner.quarantine(id)
+    }
+
+    fn barrier(&self) -> io::Result<()> {
+        self.inner.barrier()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.sync_all_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.sync_all()
+    }
+
+    fn sweep_temp(&self, age: Duration) -> io::Result<usize> {
+        self.inner.sweep_temp(age)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,78 +642,5 @@ mod tests {
         fs::write(d.join("notes.txt"), b"").unwrap();
         let l = store.list(id.as_bytes()[0]).unwrap();
         assert_eq!(l.len(), 1);
-    }
-}
-
-/// Faults on demand in front of any object store, for tests that drive
-/// crashes and races deterministically (STYLE: cross-cutting behaviour is a
-/// wrapper implementing the same trait). While `fail_deletes` is set, every
-/// delete fails as a process killed before the unlink would leave things;
-/// `sync_all` calls are counted.
-pub struct Faulty {
-    inner: std::sync::Arc<dyn ObjectStore>,
-    fail_deletes: std::sync::atomic::AtomicBool,
-    sync_all_calls: AtomicU64,
-}
-
-impl Faulty {
-    pub fn new(inner: std::sync::Arc<dyn ObjectStore>) -> Self {
-        Faulty { inner, fail_deletes: false.into(), sync_all_calls: AtomicU64::new(0) }
-    }
-
-    /// Makes every delete fail (`true`) or pass through (`false`).
-    pub fn fail_deletes(&self, on: bool) {
-        self.fail_deletes.store(on, Ordering::SeqCst);
-    }
-
-    /// How many times [`ObjectStore::sync_all`] was called.
-    pub fn sync_all_calls(&self) -> u64 {
-        self.sync_all_calls.load(Ordering::SeqCst)
-    }
-}
-
-impl ObjectStore for Faulty {
-    fn put_if_absent(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<bool> {
-        self.inner.put_if_absent(id, encoded)
-    }
-
-    fn replace(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<()> {
-        self.inner.replace(id, encoded)
-    }
-
-    fn get(&self, id: &ChunkId) -> io::Result<Option<Vec<u8>>> {
-        self.inner.get(id)
-    }
-
-    fn contains(&self, id: &ChunkId) -> io::Result<bool> {
-        self.inner.contains(id)
-    }
-
-    fn delete(&self, id: &ChunkId) -> io::Result<bool> {
-        if self.fail_deletes.load(Ordering::SeqCst) {
-            return Err(io::Error::other("injected fault: delete"));
-        }
-        self.inner.delete(id)
-    }
-
-    fn list(&self, prefix: u8) -> io::Result<Vec<ObjectEntry>> {
-        self.inner.list(prefix)
-    }
-
-    fn quarantine(&self, id: &ChunkId) -> io::Result<bool> {
-        self.inner.quarantine(id)
-    }
-
-    fn barrier(&self) -> io::Result<()> {
-        self.inner.barrier()
-    }
-
-    fn sync_all(&self) -> io::Result<()> {
-        self.sync_all_calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.sync_all()
-    }
-
-    fn sweep_temp(&self, age: Duration) -> io::Result<usize> {
-        self.inner.sweep_temp(age)
     }
 }

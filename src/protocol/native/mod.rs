@@ -11,7 +11,7 @@ use futures_util::{StreamExt, stream};
 
 use super::file_info;
 use super::files::parse_file_id;
-use crate::http::{ApiError, AppState, content_length, read_body};
+use crate::http::{ApiError, AppState, Routes, content_length, read_body};
 use crate::store::{ChunkId, Entry, NewFile, object};
 use crate::wire::{
     ChunkingInfo, CommitRequest, ErrorBody, FileInfo, ManifestChunk, ManifestInfo, MissingRequest,
@@ -248,3 +248,21 @@ pub async fn manifest(State(st): State<AppState>, Path(id): Path<String>) -> Res
         .chain(stream::once(async { Ok(Bytes::from_static(b"]}")) }));
     Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
 }
+
+/// This protocol's routes: chunking parameters, the missing-query, commit
+/// and manifest (API), chunk PUT and GET (uploads).
+pub fn routes() -> Routes {
+    use axum::routing::{get, post};
+    let api = axum::Router::new()
+        .route("/api/files", post(commit))
+        .route("/api/files/{id}/manifest", get(manifest))
+        .route("/api/chunking", get(chunking))
+        .route("/api/chunks/missing", post(missing_chunks));
+    let uploads = axum::Router::new().route("/api/chunks/{hash}", get(get_chunk).put(put_chunk));
+    Routes { api, uploads }
+}
+
+/// This module's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(chunking, missing_chunks, put_chunk, get_chunk, commit, manifest))]
+pub struct Doc;

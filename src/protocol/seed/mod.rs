@@ -19,3 +19,20 @@ mod upload;
 pub use self::chunked::{__path_post_chunk, __path_test_chunk, post_chunk, test_chunk};
 #[cfg(feature = "server")]
 pub use self::upload::{__path_upload_file, UploadForm, upload_file};
+
+/// This protocol's routes: the regular upload and resumable.js / flow.js
+/// pieces (test and send).
+#[cfg(feature = "server")]
+pub fn routes() -> crate::http::Routes {
+    use axum::routing::{get, post};
+    let uploads = axum::Router::new()
+        .route("/api/files/upload", post(upload_file))
+        .route("/api/files/upload/chunked", get(test_chunk).post(post_chunk));
+    crate::http::Routes { uploads, ..Default::default() }
+}
+
+/// This module's part of the OpenAPI document.
+#[cfg(feature = "server")]
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(upload_file, test_chunk, post_chunk))]
+pub struct Doc;

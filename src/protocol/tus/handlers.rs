@@ -1,7 +1,5 @@
 //! The tus handlers and the per-upload locks.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -10,9 +8,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use md5::Digest as _;
-use tokio::sync::{OwnedMutexGuard, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::headers::{Algorithm, Checksum, ConcatHeader, HeaderError, Metadata, parse_u64};
+use crate::http::writers::Held;
 use crate::http::{ApiError, AppState, UploadGuard};
 use crate::store::{self, AppendOutcome, Appender, Concat, NewStream, UploadId, UploadRecord};
 use crate::wire::ErrorBody;
@@ -22,8 +21,6 @@ pub const EXTENSIONS: &str =
     "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation";
 /// A PATCH makes its bytes durable (acknowledged) at least this often.
 pub const PERSIST_EVERY: u64 = 16 << 20;
-/// How long a request waits for the one it interrupted to let go.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
 const OCTET: &str = "application/offset+octet-stream";
 
 static TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
@@ -78,78 +75,6 @@ impl IntoResponse for TusError {
 }
 
 type TusResult = Result<Response, TusError>;
-
-/// Per-upload request slots: a lock held by the request writing to the
-/// upload, and a way to ask it to stop.
-#[derive(Default)]
-pub struct Slots(Mutex<HashMap<UploadId, Arc<Slot>>>);
-
-struct Slot {
-    lock: Arc<tokio::sync::Mutex<()>>,
-    /// Bumped by a request that wants the upload: the holder stops.
-    takeover: watch::Sender<u64>,
-}
-
-/// A request's hold on an upload. Dropping it lets the upload go and, when no
-/// other request has the slot, removes the slot: the map holds only uploads
-/// in use.
-pub(crate) struct Held {
-    guard: Option<OwnedMutexGuard<()>>,
-    slot: Arc<Slot>,
-    slots: Arc<Slots>,
-    id: UploadId,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.guard.take();
-        let mut m = self.slots.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Clones are made under this mutex: the map's and ours are the only
-        // ones unless another request is on its way to the lock.
-        if m.get(&self.id).is_some_and(|s| Arc::ptr_eq(s, &self.slot) && Arc::strong_count(s) == 2) {
-            m.remove(&self.id);
-        }
-    }
-}
-
-impl Slots {
-    fn slot(&self, id: &UploadId) -> Arc<Slot> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(*id)
-            .or_insert_with(|| {
-                Arc::new(Slot { lock: Arc::new(tokio::sync::Mutex::new(())), takeover: watch::channel(0).0 })
-            })
-            .clone()
-    }
-
-    /// Takes the upload: ends whatever request holds it and waits for it to
-    /// let go. Returns the guard and a receiver that fires when a later
-    /// request wants the upload in turn.
-    async fn take(self: &Arc<Self>, id: &UploadId) -> Result<(Held, watch::Receiver<u64>), TusError> {
-        let slot = self.slot(id);
-        let guard = match slot.lock.clone().try_lock_owned() {
-            Ok(g) => g,
-            Err(_) => {
-                slot.takeover.send_modify(|n| *n += 1);
-                tokio::time::timeout(TAKEOVER_WAIT, slot.lock.clone().lock_owned()).await.map_err(|_| {
-                    TusError::Api(ApiError::Locked("another request holds this upload; try again".into()))
-                })?
-            }
-        };
-        let mut rx = slot.takeover.subscribe();
-        rx.mark_unchanged();
-        Ok((Held { guard: Some(guard), slot, slots: self.clone(), id: *id }, rx))
-    }
-
-    /// How many uploads have a slot (requests holding or waiting for them).
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 fn check_version(h: &HeaderMap) -> Result<(), TusError> {
     match h.get(&TUS_RESUMABLE).and_then(|v| v.to_str().ok()) {
@@ -297,7 +222,7 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Body) 
     }
     // creation-with-upload: the body is the first PATCH.
     let id = out.record.id;
-    let (guard, takeover) = st.tus.take(&id).await?;
+    let (guard, takeover) = st.writers.take(&id).await?;
     let (rec, _) = append(&st, &id, 0, &headers, body, (guard, takeover)).await?;
     Ok(created(&rec, &base))
 }
@@ -323,7 +248,7 @@ pub async fn head(State(st): State<AppState>, Path(id): Path<String>, headers: H
     check_version(&headers)?;
     let id = parse_id(&id)?;
     // End a stale request still holding the upload, so the offset is final.
-    let (guard, _) = st.tus.take(&id).await?;
+    let (guard, _) = st.writers.take(&id).await?;
     let rec = st.store.blocking(move |s| s.stream_upload(&id)).await;
     drop(guard);
     let rec = rec?;
@@ -369,7 +294,7 @@ pub async fn patch(
         header_str(&headers, "upload-offset")
             .ok_or_else(|| ApiError::BadRequest("Upload-Offset is required".into()))?,
     )?;
-    let held = st.tus.take(&id).await?;
+    let held = st.writers.take(&id).await?;
     let rec = st.store.blocking(move |s| s.stream_upload(&id)).await?;
     if matches!(rec.stream.as_ref().map(|s| &s.concat), Some(Concat::Final { .. })) {
         return Err(TusError::Forbidden("a final upload cannot be patched".into()));
@@ -401,7 +326,7 @@ pub async fn patch(
 pub async fn terminate(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> TusResult {
     check_version(&headers)?;
     let id = parse_id(&id)?;
-    let (guard, _) = st.tus.take(&id).await?;
+    let (guard, _) = st.writers.take(&id).await?;
     let r = st.store.blocking(move |s| s.terminate_stream(&id)).await;
     drop(guard);
     r?;

@@ -14,6 +14,10 @@ pub mod headers;
 
 #[cfg(feature = "server")]
 mod handlers;
+#[cfg(feature = "server")]
+mod routes;
 
 #[cfg(feature = "server")]
 pub use self::handlers::*;
+#[cfg(feature = "server")]
+pub use self::routes::{Doc, discovery, method_override, routes, version_on_errors};
