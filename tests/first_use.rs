@@ -41,7 +41,7 @@ async fn openapi_parameters_travel_where_the_routes_say() {
         depot::store::Store::open(dir.path(), test_config(dir.path()).store_options()).unwrap(),
         test_config(dir.path()),
     );
-    let app = depot::http::router(state);
+    let app = depot::server::router(state);
     let mut problems = Vec::new();
     let mut operations = 0;
     for (route, ops) in doc["paths"].as_object().unwrap() {
@@ -102,8 +102,7 @@ async fn openapi_parameters_travel_where_the_routes_say() {
 /// `depot ls NAME` / `depot ls -q TEXT` use them.
 #[tokio::test(flavor = "multi_thread")]
 async fn files_are_found_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let a = s.upload_raw("Report.txt", b"first draft").await;
     let b = s.upload_raw("Report.txt", b"second draft").await;
     let c = s.upload_raw("notes.txt", b"unrelated").await;
@@ -459,8 +458,7 @@ async fn setup_mistakes_are_named_plainly() {
 /// when its bytes and name say nothing either.
 #[tokio::test]
 async fn raw_upload_of_unknown_bytes_is_octet_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let r = common::client()
         .post(s.url("/api/files/upload?filename=blob"))
         .header("content-type", "application/x-www-form-urlencoded")

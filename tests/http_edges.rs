@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestServer, client, pseudo_random, test_config};
+use common::{TestServer, client, pseudo_random};
 use depot::wire::FileInfo;
 use reqwest::{Method, StatusCode};
 
@@ -22,8 +22,7 @@ fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn head_answers_what_a_get_without_range_would() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let f = s.upload_raw("ten.txt", b"0123456789").await;
 
     // GET honours Range.
@@ -65,8 +64,7 @@ async fn head_answers_what_a_get_without_range_would() {
 
 #[tokio::test]
 async fn a_range_of_an_empty_file_is_ignored() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let f = s.upload_raw("empty.txt", b"").await;
     for (method, range) in [
         (Method::GET, "bytes=-5"),
@@ -118,8 +116,7 @@ fn byteranges(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test]
 async fn several_ranges_answer_multipart_byteranges() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(300_000, 3).iter().map(|b| b'a' + b % 26).collect::<Vec<u8>>();
     let f = s.upload_raw("letters.txt", &data).await;
 
@@ -159,8 +156,7 @@ async fn curl_reads_several_ranges_and_resumes() {
     if std::process::Command::new("curl").arg("--version").output().is_err() {
         panic!("curl is needed for this test");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(100_000, 4);
     let f = s.upload_raw("r.bin", &data).await;
     let url = s.url(&format!("/api/files/{}", f.id));
@@ -184,8 +180,7 @@ async fn curl_reads_several_ranges_and_resumes() {
 
 #[tokio::test]
 async fn chunks_are_fetched_whole_whatever_range_says() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(5_000, 5);
     let f = s.upload_raw("c.bin", &data).await;
     let hash = s.manifest(&f.id).await.chunks[0].hash.to_string();
@@ -221,8 +216,7 @@ async fn upload_with_disposition(s: &TestServer, disposition: &str, data: &[u8])
 
 #[tokio::test]
 async fn multipart_filenames_are_read_as_senders_write_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let cases = [
         // filename* first, then the plain form: the decoded filename* wins.
         (
@@ -264,8 +258,7 @@ async fn multipart_filenames_are_read_as_senders_write_them() {
 
 #[tokio::test]
 async fn chunked_pieces_read_part_names_the_same_way() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let data = b"piece of a file";
     let boundary = "b0undary";
     let mut body = Vec::new();

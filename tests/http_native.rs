@@ -11,8 +11,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn chunking_missing_put_commit_manifest() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let info: ChunkingInfo = s.get_json("/api/chunking").await;
     assert_eq!(info.chunker_id, "fastcdc2020-n1-65536-262144-1048576");
     assert_eq!((info.min, info.avg, info.max), (65536, 262144, 1048576));

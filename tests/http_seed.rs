@@ -14,8 +14,7 @@ use reqwest::multipart::{Form, Part};
 
 #[tokio::test]
 async fn chunked_upload_out_of_order_completes_on_the_last_piece() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(250_000, 1);
     let pieces: Vec<&[u8]> = vec![&data[..100_000], &data[100_000..200_000], &data[200_000..]];
     for (i, n) in [(1usize, 2u32), (0, 1)] {
@@ -47,8 +46,7 @@ async fn chunked_upload_out_of_order_completes_on_the_last_piece() {
 
 #[tokio::test]
 async fn racing_last_pieces_finish_the_file_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(40_000, 2);
     let mut tasks = Vec::new();
     for round in 0..2 {
@@ -86,8 +84,7 @@ async fn racing_last_pieces_finish_the_file_once() {
 
 #[tokio::test]
 async fn test_answers_present_for_sent_pieces_and_for_known_hashes() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(20_000, 3);
     // resumable.js's names, with the piece's hash when given.
     let q = |n: u32, id: &str, hash: Option<&[u8]>| {
@@ -144,8 +141,7 @@ async fn chunked_upload_resumes_after_a_server_restart() {
 
 #[tokio::test]
 async fn ranges_conditionals_and_headers() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(3_000_000, 5);
     let f = s.upload_form("Grüße \"draft\".bin", &data).await;
     let url = s.url(&format!("/api/files/{}", f.id));
@@ -202,8 +198,7 @@ async fn ranges_conditionals_and_headers() {
 
 #[tokio::test]
 async fn list_pages_newest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(s.upload_form(&format!("f{i}.txt"), format!("contents {i}").as_bytes()).await.id);
@@ -287,8 +282,7 @@ const ELF: &[u8] = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x3e\0\x01\0\0\0
 
 #[tokio::test]
 async fn spoofed_types_are_refused_with_415() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let mut exe = ELF.to_vec();
     exe.extend(pseudo_random(5000, 8));
     let form = Form::new().part("file", Part::bytes(exe.clone()).file_name("cat.png"));
@@ -386,8 +380,7 @@ async fn rate_limits_answer_429_with_retry_after() {
 
 #[tokio::test]
 async fn cors_preflight_allows_the_libraries() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let r = client()
         .request(reqwest::Method::OPTIONS, s.url("/api/files/upload/chunked"))
         .header("Origin", "https://app.example")
@@ -415,8 +408,7 @@ async fn cors_preflight_allows_the_libraries() {
 
 #[tokio::test]
 async fn swagger_openapi_health_metrics() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let r = client().get(s.url("/api/docs/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().to_lowercase().contains("swagger"));
@@ -442,8 +434,7 @@ async fn swagger_openapi_health_metrics() {
 
 #[test]
 fn committed_openapi_document_matches_the_code() {
-    use utoipa::OpenApi;
-    let generated = depot::http::openapi::ApiDoc::openapi().to_pretty_json().unwrap() + "\n";
+    let generated = depot::server::openapi().to_pretty_json().unwrap() + "\n";
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/openapi.json");
     if std::env::var_os("DEPOT_UPDATE_SCHEMA").is_some() {
         std::fs::write(&path, &generated).unwrap();
@@ -457,8 +448,7 @@ fn committed_openapi_document_matches_the_code() {
 
 #[tokio::test]
 async fn a_deleted_file_can_be_uploaded_again_under_the_same_identifier() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(12_000, 9);
     let send = |n: u32| {
         let url = s.url("/api/files/upload/chunked");
@@ -495,8 +485,7 @@ async fn a_deleted_file_can_be_uploaded_again_under_the_same_identifier() {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_an_upload_in_flight_finish() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(3_000_000, 10);
     let (tx, body) = fed_body(4);
     let upload =

@@ -112,8 +112,7 @@ async fn options_version_and_creation() {
 
 #[tokio::test]
 async fn patch_head_and_completion() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(3_000_000, 1);
     let url = create(&s, data.len() as u64, "report.bin").await;
 
@@ -166,14 +165,13 @@ async fn patch_head_and_completion() {
         client().post(s.url("/api/files/upload?filename=same.bin")).body(data.clone()).send().await.unwrap();
     let f: FileInfo = r.json().await.unwrap();
     assert_eq!(f.etag, s.info(&id).await.etag, "identical content, identical chunks");
-    assert!(s.state.tus.is_empty(), "requests that ended left {} upload slots", s.state.tus.len());
+    assert!(s.state.writers.is_empty(), "requests that ended left {} upload slots", s.state.writers.len());
     s.stop().await;
 }
 
 #[tokio::test]
 async fn creation_with_upload_defer_length_and_override() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(500_000, 2);
     let r = tus(Method::POST, &s.url("/api/tus/"))
         .header("Upload-Length", "500000")
@@ -233,8 +231,7 @@ async fn creation_with_upload_defer_length_and_override() {
 
 #[tokio::test]
 async fn checksums() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(400_000, 3);
     let url = create(&s, data.len() as u64, "c.bin").await;
     let send = |offset: u64, body: &[u8], checksum: String| {
@@ -259,7 +256,7 @@ async fn checksums() {
     let r = send(300_000, part, format!("blake3 {b3}")).await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(s.download(&file_id(&r)).await, data);
-    assert!(s.state.tus.is_empty(), "a taken-over upload left {} slots", s.state.tus.len());
+    assert!(s.state.writers.is_empty(), "a taken-over upload left {} slots", s.state.writers.len());
     s.stop().await;
 }
 
@@ -295,14 +292,13 @@ async fn termination_expiry_and_unknown_uploads() {
     assert!(s.state.store.upload(&id).unwrap().is_none());
     assert!(!dir.path().join("uploads").join(id.to_string()).exists());
     assert_eq!(head(&url).await.status(), StatusCode::NOT_FOUND);
-    assert!(s.state.tus.is_empty(), "{} upload slots left", s.state.tus.len());
+    assert!(s.state.writers.is_empty(), "{} upload slots left", s.state.writers.len());
     s.stop().await;
 }
 
 #[tokio::test]
 async fn concatenation_of_partial_uploads() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(3_500_000, 4);
     let seams = [0usize, 1_234_567, 2_000_000, data.len()];
     let mut urls = Vec::new();
@@ -397,8 +393,7 @@ async fn acknowledged_offsets_survive_a_restart_and_broken_bodies_keep_their_pre
 
 #[tokio::test]
 async fn a_newer_request_takes_over_and_bytes_never_interleave() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(1_000_000, 6);
     let url = create(&s, data.len() as u64, "race.bin").await;
 
@@ -432,8 +427,7 @@ async fn a_newer_request_takes_over_and_bytes_never_interleave() {
 
 #[tokio::test]
 async fn cors_exposes_the_tus_headers() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(dir.path())).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let r = client()
         .request(Method::OPTIONS, s.url("/api/tus/abc"))
         .header("Origin", "https://app.example")

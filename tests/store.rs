@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{open_store, pseudo_random, test_options};
+use common::{open_store, pseudo_random, temp_store, test_options};
 use depot::store::{ChunkId, Entry, Error, FileId, FsObjects, NewFile, ObjectStore, Store, object};
 use futures_util::TryStreamExt;
 use proptest::prelude::*;
@@ -30,8 +30,7 @@ fn read_all(store: &Store, id: &FileId, start: u64, end: u64) -> Vec<u8> {
 
 #[test]
 fn same_content_twice_is_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open_store(dir.path(), test_options());
+    let (_dir, store) = temp_store();
     let data = pseudo_random(300_000, 1);
     let a = ingest(&store, "a.bin", &data);
     let after_one = store.stats().unwrap();
@@ -124,8 +123,7 @@ fn gc_spares_pinned_and_recently_zeroed_chunks() {
 
 #[test]
 fn commit_with_a_missing_chunk_fails_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open_store(dir.path(), test_options());
+    let (_dir, store) = temp_store();
     let here = store.put_chunk(b"present chunk", None, 0).unwrap();
     let absent = ChunkId::of(b"never sent");
     let err = store
@@ -235,8 +233,7 @@ fn crash_between_object_write_and_metadata_leaves_a_store_gc_cleans() {
 
 #[test]
 fn verify_finds_and_repair_heals_a_corrupt_object() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open_store(dir.path(), test_options());
+    let (dir, store) = temp_store();
     let data = pseudo_random(20_000, 10);
     let rec = ingest(&store, "f.bin", &data);
     let victim = store.segment(&rec.id, 0).unwrap()[1].id;
@@ -263,8 +260,7 @@ fn verify_finds_and_repair_heals_a_corrupt_object() {
 
 #[test]
 fn put_verifies_a_given_hash_and_stores_nothing_on_mismatch() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open_store(dir.path(), test_options());
+    let (_dir, store) = temp_store();
     let wrong = ChunkId::of(b"other");
     let err = store.put_chunk(b"data", Some(&wrong), 0).unwrap_err();
     assert!(matches!(err, Error::HashMismatch { .. }));
@@ -281,8 +277,7 @@ fn put_verifies_a_given_hash_and_stores_nothing_on_mismatch() {
 
 #[test]
 fn many_hashes_are_checked_in_one_query() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open_store(dir.path(), test_options());
+    let (_dir, store) = temp_store();
     let chunks: Vec<Bytes> = (0..100u32).map(|i| Bytes::from(i.to_le_bytes().repeat(100))).collect();
     store.put_chunks(&chunks, 0).unwrap();
     let mut ids: Vec<ChunkId> = chunks.iter().map(|c| ChunkId::of(c)).collect();
@@ -294,8 +289,7 @@ fn many_hashes_are_checked_in_one_query() {
 
 #[test]
 fn only_client_questions_and_received_chunks_count_as_dedup_hits() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open_store(dir.path(), test_options());
+    let (_dir, store) = temp_store();
     // Cold, and large enough for the segment-by-segment commit, which leases
     // its chunks through the same query: none of that is a dedup hit.
     let rec = ingest(&store, "big.bin", &pseudo_random(2_500_000, 9));
@@ -339,8 +333,7 @@ fn listing_is_newest_first_and_pages() {
 
 #[test]
 fn empty_files_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open_store(dir.path(), test_options());
+    let (_dir, store) = temp_store();
     let rec = ingest(&store, "empty.txt", b"");
     assert_eq!(rec.size, 0);
     assert_eq!(rec.chunks, 0);
@@ -373,8 +366,7 @@ proptest! {
 
 #[test]
 fn concurrent_puts_of_the_same_chunks_store_each_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open_store(dir.path(), test_options());
+    let (_dir, store) = temp_store();
     let chunks: Vec<Bytes> = (0..200u64).map(|i| Bytes::from(pseudo_random(3000, i))).collect();
     let news: u64 = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)

@@ -67,6 +67,13 @@ pub fn open_store(dir: &Path, opts: StoreOptions) -> (Store, Arc<ManualClock>) {
     (store, clock)
 }
 
+/// A store with [`test_options`] over a fresh temporary directory.
+pub fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_store(dir.path(), test_options());
+    (dir, store)
+}
+
 use depot::config::Config;
 use depot::http::AppState;
 use depot::store::Clock;
@@ -94,6 +101,14 @@ pub fn test_config(dir: &Path) -> Config {
 }
 
 impl TestServer {
+    /// A server with [`test_config`] over a fresh temporary directory, which
+    /// lives as long as the returned guard.
+    pub async fn start_temp() -> (tempfile::TempDir, TestServer) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TestServer::start(test_config(dir.path())).await;
+        (dir, s)
+    }
+
     /// A server whose store reads the wall clock.
     pub async fn start(cfg: Config) -> TestServer {
         let store = Store::open(&cfg.data_dir, cfg.store_options()).unwrap();
@@ -116,7 +131,7 @@ impl TestServer {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = AppState::new(store, cfg);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(depot::http::serve(listener, state.clone(), async {
+        let handle = tokio::spawn(depot::server::serve(listener, state.clone(), async {
             let _ = rx.await;
         }));
         TestServer { base, state, shutdown: Some(tx), handle: Some(handle) }
