@@ -1,9 +1,12 @@
-//! `ApiError`: the one table from errors to HTTP statuses, and the one
-//! renderer of `{code, error, message}` bodies. 5xx bodies are generic; the
-//! detail goes to the log.
+//! `ApiError`: the one table from errors to HTTP status, machine-readable
+//! kind and headers, and the one renderer of `{code, error, message}`
+//! bodies. 5xx bodies are generic; the detail goes to the log. A protocol
+//! with its own rules for error answers (tus's headers, the browser
+//! libraries' 415) implements [`Dialect`] and renders through
+//! [`ApiError::render`]: it plugs into the table, never around it.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::store;
@@ -17,79 +20,114 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("range not satisfiable for a file of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
-    #[error("too many requests: retry in {retry_after} s")]
-    TooManyRequests { retry_after: u64 },
-    #[error("{0}")]
-    Unavailable(String),
     /// Another request holds the resource; retrying later can succeed.
     #[error("{0}")]
     Locked(String),
+    #[error("too many requests: retry in {retry_after} s")]
+    TooManyRequests { retry_after: u64 },
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// The body does not match the checksum the client sent with it
+    /// (tus's checksum extension answers 460).
+    #[error("{0}")]
+    ChecksumMismatch(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// An error answer produced below the handlers (the router, an
+    /// extractor) whose status no other variant names.
+    #[error("{message}")]
+    Other { status: StatusCode, message: String },
 }
 
+/// tus's checksum-mismatch status (tus 1.0.0, checksum extension).
+const CHECKSUM_MISMATCH: u16 = 460;
+
 impl ApiError {
-    /// The status for each error: the only place this mapping lives.
-    pub fn status(&self) -> StatusCode {
+    /// The one table: each error's status and machine-readable kind.
+    pub fn class(&self) -> (StatusCode, &'static str) {
         use store::Error as E;
         match self {
             ApiError::Store(e) => match e {
-                E::FileNotFound(_) | E::UploadNotFound(_) | E::ChunkNotFound(_) => StatusCode::NOT_FOUND,
-                E::UploadExpired(_) => StatusCode::GONE,
-                E::MissingChunks(_) | E::Conflict(_) => StatusCode::CONFLICT,
-                E::HashMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                E::InvalidInput(_) => StatusCode::BAD_REQUEST,
-                E::TypeRejected(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                E::Locked(_) => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
+                E::FileNotFound(_) | E::UploadNotFound(_) | E::ChunkNotFound(_) => {
+                    (StatusCode::NOT_FOUND, "not_found")
+                }
+                E::UploadExpired(_) => (StatusCode::GONE, "expired"),
+                E::MissingChunks(_) => (StatusCode::CONFLICT, "missing_chunks"),
+                E::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+                E::HashMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch"),
+                E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                E::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
+                E::TypeRejected(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_rejected"),
+                E::Locked(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Locked(_) => StatusCode::LOCKED,
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
+            ApiError::Locked(_) => (StatusCode::LOCKED, "locked"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::HeadersTooLarge(_) => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large")
+            }
+            ApiError::ChecksumMismatch(_) => (
+                StatusCode::from_u16(CHECKSUM_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST),
+                "checksum_mismatch",
+            ),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Other { status, .. } if status.is_server_error() => (*status, "internal"),
+            ApiError::Other { status, .. } => (*status, "error"),
         }
     }
 
-    /// A stable machine-readable kind.
+    pub fn status(&self) -> StatusCode {
+        self.class().0
+    }
+
     pub fn kind(&self) -> &'static str {
-        use store::Error as E;
-        match self {
-            ApiError::Store(e) => match e {
-                E::FileNotFound(_) | E::UploadNotFound(_) | E::ChunkNotFound(_) => "not_found",
-                E::UploadExpired(_) => "expired",
-                E::MissingChunks(_) => "missing_chunks",
-                E::Conflict(_) => "conflict",
-                E::HashMismatch { .. } => "hash_mismatch",
-                E::TooLarge { .. } => "too_large",
-                E::InvalidInput(_) => "invalid_input",
-                E::TypeRejected(_) => "type_rejected",
-                E::Locked(_) => "unavailable",
-                _ => "internal",
-            },
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::PayloadTooLarge(_) => "too_large",
-            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
-            ApiError::TooManyRequests { .. } => "rate_limited",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::Locked(_) => "locked",
+        self.class().1
+    }
+
+    /// The error for an answer made below the handlers, from its status
+    /// and text: through the same table as every other error.
+    pub fn from_status(status: StatusCode, message: String) -> ApiError {
+        match status {
+            StatusCode::BAD_REQUEST => ApiError::BadRequest(message),
+            StatusCode::FORBIDDEN => ApiError::Forbidden(message),
+            StatusCode::NOT_FOUND => ApiError::NotFound(message),
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(message),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(message),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(message),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ApiError::HeadersTooLarge(message),
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(message),
+            status => ApiError::Other { status, message },
         }
     }
 
     /// The body this error renders to.
     pub fn body(&self) -> ErrorBody {
-        let status = self.status();
+        let (status, kind) = self.class();
         let message = if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
             "internal error; the server log has the details".to_string()
@@ -98,7 +136,7 @@ impl ApiError {
         };
         ErrorBody {
             code: status.as_u16(),
-            error: self.kind().to_string(),
+            error: kind.to_string(),
             message,
             missing: match self {
                 ApiError::Store(store::Error::MissingChunks(m)) => Some(m.clone()),
@@ -107,34 +145,53 @@ impl ApiError {
         }
     }
 
-    /// Renders with a given status (protocols with their own status rules).
-    pub fn into_response_with(self, status: StatusCode) -> Response {
-        let mut body = self.body();
-        body.code = status.as_u16();
-        let mut resp = (status, Json(body)).into_response();
-        self.decorate(&mut resp);
-        resp
-    }
-
-    fn decorate(&self, resp: &mut Response) {
+    /// Headers the error itself calls for.
+    fn headers(&self, h: &mut HeaderMap) {
         match self {
             ApiError::RangeNotSatisfiable { size } => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                    h.insert(header::CONTENT_RANGE, v);
                 }
             }
             ApiError::TooManyRequests { retry_after } => {
-                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
         }
     }
+
+    /// Renders in a protocol's dialect: the table's status unless the
+    /// dialect re-maps it, the error's headers, then the dialect's.
+    pub fn render(self, dialect: &impl Dialect) -> Response {
+        let status = dialect.status(&self);
+        let mut body = self.body();
+        body.code = status.as_u16();
+        let mut resp = (status, Json(body)).into_response();
+        self.headers(resp.headers_mut());
+        dialect.headers(status, resp.headers_mut());
+        resp
+    }
 }
+
+/// A protocol's own form of error answers, over the one table.
+pub trait Dialect {
+    /// The status to answer `err` with (default: the table's).
+    fn status(&self, err: &ApiError) -> StatusCode {
+        err.status()
+    }
+
+    /// Headers the protocol puts on an error answer with `status`.
+    fn headers(&self, _status: StatusCode, _h: &mut HeaderMap) {}
+}
+
+/// The plain JSON API: the table as it is.
+pub struct Plain;
+
+impl Dialect for Plain {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        self.into_response_with(status)
+        self.render(&Plain)
     }
 }
 
@@ -197,19 +254,7 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     } else {
         text
     };
-    let error = match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
-        s if s.is_server_error() => "internal",
-        _ => "error",
-    };
-    let body =
-        serde_json::to_vec(&ErrorBody { code: status.as_u16(), error: error.into(), message, missing: None })
-            .unwrap_or_default();
+    let body = serde_json::to_vec(&ApiError::from_status(status, message).body()).unwrap_or_default();
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, axum::body::Body::from(body))

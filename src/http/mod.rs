@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use axum::Router;
 use tokio::sync::{Semaphore, watch};
 
-pub use self::error::{ApiError, json_errors};
+pub use self::error::{ApiError, Dialect, Plain, json_errors};
 pub use self::metrics::Metrics;
 use crate::config::Config;
 use crate::store::Store;

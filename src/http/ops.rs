@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{Uri, header};
 use axum::response::IntoResponse;
 
 use super::{ApiError, AppState};
@@ -34,9 +34,8 @@ pub async fn stats(State(st): State<AppState>) -> Result<Json<StatsInfo>, ApiErr
 }
 
 /// Anything else: a JSON 404.
-pub async fn not_found(uri: Uri) -> (StatusCode, Json<ErrorBody>) {
-    let e = ApiError::NotFound(format!("no endpoint at {}", uri.path()));
-    (StatusCode::NOT_FOUND, Json(e.body()))
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no endpoint at {}", uri.path()))
 }
 
 /// The operations endpoints: `/api/stats` (an API route), `/healthz` and

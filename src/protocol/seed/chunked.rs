@@ -11,26 +11,25 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::params::PieceParams;
-use crate::http::{ApiError, AppState, UploadGuard};
+use crate::http::{ApiError, AppState, Dialect, UploadGuard};
 use crate::protocol::file_info;
 use crate::store::{PieceState, SeedSpec};
 use crate::wire::{ErrorBody, PieceStatus};
 
-/// An error answered to a piece request: the precise status for plain
-/// clients, 415 for a permanent problem reported to resumable.js / flow.js.
-struct PieceError {
-    err: ApiError,
+/// How piece requests answer errors: the precise status for plain clients;
+/// for resumable.js / flow.js a permanent problem answers 415, the one
+/// status that stops both libraries (they retry 400, 409, 413 and 422).
+struct Pieces {
     library: bool,
 }
 
-impl IntoResponse for PieceError {
-    fn into_response(self) -> Response {
-        let status = self.err.status();
-        let permanent = matches!(status.as_u16(), 400 | 409 | 413 | 422);
-        if self.library && permanent {
-            self.err.into_response_with(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+impl Dialect for Pieces {
+    fn status(&self, err: &ApiError) -> StatusCode {
+        let status = err.status();
+        if self.library && matches!(status.as_u16(), 400 | 409 | 413 | 422) {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
         } else {
-            self.err.into_response()
+            status
         }
     }
 }
@@ -143,7 +142,7 @@ pub async fn test_chunk(State(st): State<AppState>, Query(pairs): Query<Vec<(Str
         })
     }
     .await;
-    result.unwrap_or_else(|err| PieceError { err, library }.into_response())
+    result.unwrap_or_else(|err| err.render(&Pieces { library }))
 }
 
 /// The multipart form of one piece.
@@ -230,7 +229,7 @@ pub async fn post_chunk(
         Ok((status, Json(body)).into_response())
     }
     .await;
-    result.unwrap_or_else(|err| PieceError { err, library }.into_response())
+    result.unwrap_or_else(|err| err.render(&Pieces { library }))
 }
 
 /// Reads the `file` part into memory, within the piece limit and the

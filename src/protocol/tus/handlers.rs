@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::headers::{Algorithm, Checksum, ConcatHeader, HeaderError, Metadata, parse_u64};
 use crate::http::writers::Held;
-use crate::http::{ApiError, AppState, UploadGuard};
+use crate::http::{ApiError, AppState, Dialect, UploadGuard};
 use crate::store::{self, AppendOutcome, Appender, Concat, NewStream, UploadId, UploadRecord};
 use crate::wire::ErrorBody;
 
@@ -25,52 +25,39 @@ const OCTET: &str = "application/offset+octet-stream";
 
 static TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
 
-/// A tus error: the shared JSON body, tus's own statuses, and
-/// `Tus-Resumable` on every answer.
+/// A tus error: an [`ApiError`] answered in tus's dialect (`Tus-Resumable`
+/// on every answer, `Tus-Version` with 412).
 #[derive(Debug, thiserror::Error)]
-pub enum TusError {
-    #[error(transparent)]
-    Api(#[from] ApiError),
-    #[error("unsupported tus version; this server speaks {TUS_VERSION}")]
-    Version,
-    #[error("the body does not match Upload-Checksum")]
-    ChecksumMismatch,
-    #[error("{0}")]
-    Forbidden(String),
-}
+#[error(transparent)]
+pub struct TusError(#[from] ApiError);
 
 impl From<store::Error> for TusError {
     fn from(e: store::Error) -> Self {
-        TusError::Api(ApiError::Store(e))
+        TusError(ApiError::Store(e))
     }
 }
 
 impl From<HeaderError> for TusError {
     fn from(e: HeaderError) -> Self {
-        TusError::Api(ApiError::BadRequest(e.0))
+        TusError(ApiError::BadRequest(e.0))
+    }
+}
+
+/// tus's headers on error answers.
+struct Tus;
+
+impl Dialect for Tus {
+    fn headers(&self, status: StatusCode, h: &mut HeaderMap) {
+        h.insert(TUS_RESUMABLE.clone(), HeaderValue::from_static(TUS_VERSION));
+        if status == StatusCode::PRECONDITION_FAILED {
+            h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+        }
     }
 }
 
 impl IntoResponse for TusError {
     fn into_response(self) -> Response {
-        let (status, api) = match self {
-            TusError::Api(e) => (e.status(), e),
-            TusError::Version => {
-                (StatusCode::PRECONDITION_FAILED, ApiError::BadRequest(TusError::Version.to_string()))
-            }
-            TusError::ChecksumMismatch => (
-                StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
-                ApiError::BadRequest(TusError::ChecksumMismatch.to_string()),
-            ),
-            TusError::Forbidden(m) => (StatusCode::FORBIDDEN, ApiError::BadRequest(m)),
-        };
-        let mut resp = api.into_response_with(status);
-        let h = resp.headers_mut();
-        h.insert(TUS_RESUMABLE.clone(), HeaderValue::from_static(TUS_VERSION));
-        if status == StatusCode::PRECONDITION_FAILED {
-            h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
-        }
-        resp
+        self.0.render(&Tus)
     }
 }
 
@@ -79,7 +66,9 @@ type TusResult = Result<Response, TusError>;
 fn check_version(h: &HeaderMap) -> Result<(), TusError> {
     match h.get(&TUS_RESUMABLE).and_then(|v| v.to_str().ok()) {
         Some(v) if v.trim() == TUS_VERSION => Ok(()),
-        _ => Err(TusError::Version),
+        _ => Err(TusError(ApiError::PreconditionFailed(format!(
+            "unsupported tus version; this server speaks {TUS_VERSION}"
+        )))),
     }
 }
 
@@ -88,7 +77,7 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn parse_id(s: &str) -> Result<UploadId, TusError> {
-    s.parse().map_err(|_| TusError::Api(ApiError::NotFound(format!("upload {s} not found"))))
+    s.parse().map_err(|_| TusError(ApiError::NotFound(format!("upload {s} not found"))))
 }
 
 /// The absolute URL of the tus endpoint, from the request's Host (and, when
@@ -297,7 +286,7 @@ pub async fn patch(
     let held = st.writers.take(&id).await?;
     let rec = st.store.blocking(move |s| s.stream_upload(&id)).await?;
     if matches!(rec.stream.as_ref().map(|s| &s.concat), Some(Concat::Final { .. })) {
-        return Err(TusError::Forbidden("a final upload cannot be patched".into()));
+        return Err(TusError(ApiError::Forbidden("a final upload cannot be patched".into())));
     }
     if let Some(l) = header_str(&headers, "upload-length") {
         // Only a PATCH that will be taken may set the length.
@@ -523,7 +512,9 @@ async fn append(
     };
     worker.await.map_err(store::Error::from)?;
     match stop {
-        None if !digest_ok => Err(TusError::ChecksumMismatch),
+        None if !digest_ok => {
+            Err(TusError(ApiError::ChecksumMismatch("the body does not match Upload-Checksum".into())))
+        }
         None => Ok((out.record, out.file)),
         Some(Stop::Takeover) => {
             Err(ApiError::Locked("a newer request for this upload took over; what arrived is kept".into())
