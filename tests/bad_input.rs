@@ -232,13 +232,13 @@ async fn malformed_requests_are_refused_cleanly() {
     let r = t.chunked(&with(ok.clone(), "totalChunks", "5"), Some(&ten)).await;
     t.check("chunked: totalChunks cannot make totalSize", 400, false, r).await;
     let big = MAX_PIECE * 2;
-    let p = params("1", "2", &big.to_string(), &(big * 2).to_string(), "bad-big", "big.bin");
+    let p = params("1", "2", big.to_string(), (big * 2).to_string(), "bad-big", "big.bin");
     let r = t.chunked(&p, Some(&vec![1u8; big as usize])).await;
     t.check("chunked: piece over max_piece_size", 413, false, r).await;
     let p = params("1", "2", "1048576", "2097152", "bad-file", "f.bin");
     let r = t.chunked(&p, Some(&ten)).await;
     t.check("chunked: totalSize over max_file_size", 413, false, r).await;
-    let p = params("1", &(MAX_PIECES + 1).to_string(), "1", &(MAX_PIECES + 1).to_string(), "bad-n", "n.bin");
+    let p = params("1", (MAX_PIECES + 1).to_string(), "1", (MAX_PIECES + 1).to_string(), "bad-n", "n.bin");
     let r = t.chunked(&p, Some(&[1])).await;
     t.check("chunked: totalChunks over max_pieces", 413, false, r).await;
     let r = t.chunked(&with(ok.clone(), "chunkHash", &unknown_hash), Some(&ten)).await;
@@ -618,7 +618,7 @@ async fn traversal_names_are_reduced_to_their_last_component() {
         assert_eq!(r.status(), StatusCode::CREATED, "{name}");
         let f: depot::wire::FileInfo = r.json().await.unwrap();
         assert_eq!(&f.name, want, "{name}");
-        let p = params("1", "1", "100", &body.len().to_string(), &format!("t{i}"), name);
+        let p = params("1", "1", "100", body.len().to_string(), &format!("t{i}"), name);
         let r = s.post_piece(piece_form(&p, Some(body.as_bytes()))).await;
         assert_eq!(r.status(), StatusCode::CREATED, "{name}");
         let done: serde_json::Value = r.json().await.unwrap();
