@@ -372,7 +372,7 @@ fn a_crash_between_gc_steps_is_finished_by_the_next_run() {
 /// not clean; `--repair` queues them and the next GC finishes them.
 #[test]
 fn verify_reports_stranded_deleting_rows_and_repair_requeues_them() {
-    use depot::store::meta::{Cf, Meta};
+    use depot::store::meta::{Batch, Cf, MetaStore, RocksMeta};
     let dir = tempfile::tempdir().unwrap();
     let clock = depot::store::ManualClock::new();
     let (store, objects, chunks) = doomed_store(dir.path(), &clock, 10);
@@ -382,12 +382,12 @@ fn verify_reports_stranded_deleting_rows_and_repair_requeues_them() {
 
     // The old GC's state: rows in Deleting, no queue entry for them.
     {
-        let meta = Meta::open(&dir.path().join("meta")).unwrap();
+        let meta = RocksMeta::open(&dir.path().join("meta")).unwrap();
         let keys: Vec<Box<[u8]>> = meta.scan(Cf::Gcq, b"", None).map(|kv| kv.unwrap().0).collect();
         assert!(!keys.is_empty());
-        let mut b = Default::default();
+        let mut b = Batch::default();
         for k in &keys {
-            meta.delete(&mut b, Cf::Gcq, k);
+            b.delete(Cf::Gcq, k);
         }
         meta.write(b, true).unwrap();
     }

@@ -23,10 +23,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use rocksdb::WriteBatch;
-
 use super::ingest::ChunkSink;
-use super::meta::{Cf, Meta};
+use super::meta::{Batch, Cf};
 use super::session::{Concat, StreamState, chunk_key, chunk_prefix, decode_piece, encode_piece, record_key};
 use super::{
     ChunkId, Entry, Error, FileRecord, NewFile, Result, Store, UploadId, UploadRecord, UploadState, lock,
@@ -99,7 +97,7 @@ impl Store {
         fs::create_dir_all(self.upload_dir(&id))?;
         File::create(self.tail_path(&id, 0))?.sync_all()?;
         sync_dir(&self.upload_dir(&id))?;
-        let mut b = WriteBatch::default();
+        let mut b = Batch::default();
         self.put_upload(&mut b, &rec)?;
         self.meta().write(b, true)?;
         if new.length == Some(0) {
@@ -153,7 +151,7 @@ impl Store {
         }
         st.length = Some(length);
         rec.size = length;
-        let mut b = WriteBatch::default();
+        let mut b = Batch::default();
         self.put_upload(&mut b, &rec)?;
         self.meta().write(b, true)?;
         Ok(rec)
@@ -202,7 +200,7 @@ impl Store {
     /// The chunks recorded for an append-only session, in order.
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// Metadata backend errors.
     pub fn stream_chunks(&self, id: &UploadId) -> Result<Vec<Entry>> {
         let prefix = chunk_prefix(id);
         self.meta()
@@ -246,9 +244,9 @@ impl Store {
             content_hash: None,
         };
         let mut done = rec.clone();
-        let result = self.finish_file_with(new, |m: &Meta, b: &mut WriteBatch, file: &FileRecord| {
+        let result = self.finish_file_with(new, |b: &mut Batch, file: &FileRecord| {
             for (i, e) in chunks.iter().enumerate().skip(recorded as usize) {
-                m.put(b, Cf::Uploads, &chunk_key(&id, i as u32), &encode_piece(&e.id, e.len.into()));
+                b.put(Cf::Uploads, &chunk_key(&id, i as u32), &encode_piece(&e.id, e.len.into()));
             }
             if let Some(st) = done.stream.as_mut() {
                 st.file = Some(file.id);
@@ -256,7 +254,7 @@ impl Store {
             }
             done.state = UploadState::Finished { file: file.id };
             let v = serde_json::to_vec(&done).map_err(|e| Error::Task(e.to_string()))?;
-            m.put(b, Cf::Uploads, &record_key(&id), &v);
+            b.put(Cf::Uploads, &record_key(&id), &v);
             Ok(())
         });
         match result {
@@ -269,7 +267,7 @@ impl Store {
                 if let Some(st) = rec.stream.as_mut() {
                     st.rejected = Some(reason.clone());
                 }
-                let mut b = WriteBatch::default();
+                let mut b = Batch::default();
                 self.put_upload(&mut b, rec)?;
                 self.meta().write(b, true)?;
                 Err(Error::TypeRejected(reason))
@@ -347,7 +345,7 @@ impl Appender {
     /// Makes everything received so far durable and acknowledged.
     ///
     /// # Errors
-    /// I/O and RocksDB errors.
+    /// I/O and metadata backend errors.
     pub fn persist(&mut self) -> Result<()> {
         if self.offset == self.state().offset && self.sink.entries().is_empty() && !self.sink.has_pending() {
             return Ok(());
@@ -377,15 +375,10 @@ impl Appender {
 
         let now = self.store.now_ms();
         let mut next = st.clone();
-        let mut b = WriteBatch::default();
+        let mut b = Batch::default();
         let m = self.store.meta();
         for (i, e) in self.sink.entries().iter().enumerate() {
-            m.put(
-                &mut b,
-                Cf::Uploads,
-                &chunk_key(&id, st.chunks + i as u32),
-                &encode_piece(&e.id, e.len.into()),
-            );
+            b.put(Cf::Uploads, &chunk_key(&id, st.chunks + i as u32), &encode_piece(&e.id, e.len.into()));
         }
         next.offset = self.offset;
         next.tail_base = base;
@@ -449,9 +442,9 @@ impl Appender {
         }
         let outcome = if st.concat == Concat::Partial {
             let m = self.store.meta();
-            let mut b = WriteBatch::default();
+            let mut b = Batch::default();
             for (i, e) in chunks.iter().enumerate().skip(recorded as usize) {
-                m.put(&mut b, Cf::Uploads, &chunk_key(&id, i as u32), &encode_piece(&e.id, e.len.into()));
+                b.put(Cf::Uploads, &chunk_key(&id, i as u32), &encode_piece(&e.id, e.len.into()));
             }
             self.store.put_upload(&mut b, &rec)?;
             self.store.objects().barrier()?;

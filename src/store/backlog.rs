@@ -32,7 +32,7 @@ impl Store {
     /// eligible: `max(zero_since + gc.grace, lease_until)` from each row.
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// Metadata backend errors.
     pub fn gc_backlog(&self) -> Result<GcBacklog> {
         let grace = self.grace_ms();
         let mut seen = HashSet::new();

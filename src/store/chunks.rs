@@ -6,13 +6,12 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use rocksdb::WriteBatch;
 
 use super::engine::bump;
 use super::error::{Error, Result};
 use super::id::ChunkId;
 use super::manifest::Entry;
-use super::meta::{self, Cf, ChunkRow, ChunkState, Counter};
+use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
 use super::{Store, object};
 
 /// The outcome of storing one chunk.
@@ -102,7 +101,7 @@ impl Store {
         let _guards = self.lock_stripes(&ids);
         let rows = self.0.meta.chunk_rows(&ids)?;
         let now = self.now_ms();
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut out = Vec::with_capacity(items.len());
         let mut seen = HashSet::new();
         let mut late = false;
@@ -116,7 +115,7 @@ impl Store {
                 Some(mut r) if r.usable() => {
                     if r.lease_until < lease_until {
                         r.lease_until = lease_until;
-                        self.0.meta.put(&mut batch, Cf::Chunks, id.as_bytes(), &r.encode());
+                        batch.put(Cf::Chunks, id.as_bytes(), &r.encode());
                     }
                     out.push(Put { id: *id, len, new: false });
                 }
@@ -144,25 +143,21 @@ impl Store {
                     let stored_total = u64::from(stored.stored_len) + object::HEADER_LEN as u64;
                     match old {
                         None => {
-                            self.0.meta.add(&mut batch, Counter::UniqueChunks, 1);
-                            self.0.meta.add(&mut batch, Counter::UniqueBytes, len.into());
-                            self.0.meta.add(&mut batch, Counter::StoredBytes, stored_total as i64);
+                            batch.add(Counter::UniqueChunks, 1);
+                            batch.add(Counter::UniqueBytes, len.into());
+                            batch.add(Counter::StoredBytes, stored_total as i64);
                         }
                         Some(o) => {
                             // A damaged or half-deleted row is still counted.
                             let old_total = u64::from(o.stored_len) + object::HEADER_LEN as u64;
-                            self.0.meta.add(
-                                &mut batch,
-                                Counter::StoredBytes,
-                                stored_total as i64 - old_total as i64,
-                            );
+                            batch.add(Counter::StoredBytes, stored_total as i64 - old_total as i64);
                         }
                     }
                     if refcount == 0 {
                         let at = (now + self.grace_ms()).max(new_row.lease_until);
-                        self.0.meta.put(&mut batch, Cf::Gcq, &meta::gcq_key(at, id), b"");
+                        batch.put(Cf::Gcq, &meta::gcq_key(at, id), b"");
                     }
-                    self.0.meta.put(&mut batch, Cf::Chunks, id.as_bytes(), &new_row.encode());
+                    batch.put(Cf::Chunks, id.as_bytes(), &new_row.encode());
                     out.push(Put { id: *id, len, new: true });
                 }
             }
@@ -202,7 +197,7 @@ impl Store {
     /// before the client commits. One batched multi-get for all of them.
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// Metadata backend errors.
     pub fn missing(&self, ids: &[ChunkId], lease_until: u64) -> Result<Vec<ChunkId>> {
         let missing = self.lease_present(ids, lease_until)?;
         let asked = ids.iter().collect::<HashSet<_>>().len();
@@ -215,7 +210,7 @@ impl Store {
     pub(super) fn lease_present(&self, ids: &[ChunkId], lease_until: u64) -> Result<Vec<ChunkId>> {
         let _guards = self.lock_stripes(ids);
         let rows = self.0.meta.chunk_rows(ids)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut missing = Vec::new();
         let mut seen = HashSet::with_capacity(ids.len());
         // Refresh a lease only when it would otherwise end within a minute of
@@ -229,7 +224,7 @@ impl Store {
                 Some(mut r) if r.usable() => {
                     if r.lease_until + slack < lease_until {
                         r.lease_until = lease_until;
-                        self.0.meta.put(&mut batch, Cf::Chunks, id.as_bytes(), &r.encode());
+                        batch.put(Cf::Chunks, id.as_bytes(), &r.encode());
                     }
                 }
                 _ => missing.push(*id),
@@ -242,7 +237,7 @@ impl Store {
     /// Whether the store has a usable chunk `id`; leases it when it has.
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// Metadata backend errors.
     pub fn has_chunk(&self, id: &ChunkId, lease_until: u64) -> Result<bool> {
         Ok(self.missing(std::slice::from_ref(id), lease_until)?.is_empty())
     }
@@ -285,7 +280,7 @@ impl Store {
     /// of that content heals it) and downloads fail fast.
     ///
     /// # Errors
-    /// RocksDB and I/O errors.
+    /// Metadata backend and I/O errors.
     pub fn mark_damaged(&self, id: &ChunkId, reason: &str) -> Result<()> {
         let _g = self.lock_stripes([id]);
         let Some(mut r) = self.0.meta.chunk_row(id)? else { return Ok(()) };
@@ -294,8 +289,8 @@ impl Store {
         }
         self.0.objects.quarantine(id)?;
         r.state = ChunkState::Damaged;
-        let mut batch = WriteBatch::default();
-        self.0.meta.put(&mut batch, Cf::Chunks, id.as_bytes(), &r.encode());
+        let mut batch = Batch::default();
+        batch.put(Cf::Chunks, id.as_bytes(), &r.encode());
         self.0.meta.write(batch, true)?;
         tracing::error!(chunk = %id, reason, "damaged chunk moved aside; the next upload of its content heals it");
         Ok(())

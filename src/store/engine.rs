@@ -1,13 +1,13 @@
-//! The store's operations on RocksDB and the object directory: opening,
-//! chunks (put, missing, read), files (commit, list, delete), counters. Read
+//! The store's core: opening over a metadata backend and an object store,
+//! closing, the in-process locks, options and counters. Chunks, files, read
 //! paths, upload sessions, GC and verify extend [`Store`] in sibling modules.
+//! Nothing here names a metadata engine; [`Store::open`] picks the defaults.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::chunker::{Chunker, ChunkerParams};
@@ -15,7 +15,7 @@ use super::clock::{Clock, SystemClock};
 use super::error::{Error, Result};
 use super::filetype::TypePolicy;
 use super::id::{ChunkId, FileId, UploadId};
-use super::meta::{self, Cf, Counter, Meta};
+use super::meta::{self, Batch, Cf, Counter, MetaStore, RocksMeta};
 use super::objects::{FsObjects, FsyncPolicy, ObjectStore};
 
 /// How the store behaves; built from the server's configuration.
@@ -108,7 +108,7 @@ pub struct Store(pub(super) Arc<Inner>);
 
 pub(super) struct Inner {
     pub(super) data_dir: PathBuf,
-    pub(super) meta: Meta,
+    pub(super) meta: Arc<dyn MetaStore>,
     pub(super) objects: Arc<dyn ObjectStore>,
     pub(super) chunker: Chunker,
     pub(super) opts: StoreOptions,
@@ -149,7 +149,8 @@ impl Store {
         Self::open_with(data_dir, opts, objects, Arc::new(SystemClock))
     }
 
-    /// Opens with a given object store and clock (tests, benches).
+    /// Opens with a given object store and clock (tests, benches); the
+    /// metadata is RocksDB under `meta/`.
     ///
     /// # Errors
     /// As [`Store::open`].
@@ -159,15 +160,33 @@ impl Store {
         objects: Arc<dyn ObjectStore>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let meta = Arc::new(RocksMeta::open(&data_dir.join("meta"))?);
+        Self::open_on(data_dir, opts, meta, objects, clock)
+    }
+
+    /// Opens over given backends: metadata, objects and clock. `data_dir`
+    /// holds only upload scratch (`uploads/`). A store "reopened" over the
+    /// same backends sees what the last one wrote, as after a restart.
+    ///
+    /// # Errors
+    /// [`Error::SchemaMismatch`] / [`Error::ChunkerMismatch`] as for
+    /// [`Store::open`]; backend failures.
+    pub fn open_on(
+        data_dir: &Path,
+        opts: StoreOptions,
+        meta: Arc<dyn MetaStore>,
+        objects: Arc<dyn ObjectStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         let chunker = Chunker::new(opts.chunking).map_err(|e| Error::InvalidInput(e.to_string()))?;
         std::fs::create_dir_all(data_dir.join("uploads"))?;
-        let meta = Meta::open(&data_dir.join("meta"))?;
         let chunker_id = opts.chunking.id();
         match meta.get(Cf::Meta, META_SCHEMA)? {
             None => {
-                let mut b = WriteBatch::default();
-                meta.put(&mut b, Cf::Meta, META_SCHEMA, meta::SCHEMA_VERSION.to_string().as_bytes());
-                meta.put(&mut b, Cf::Meta, META_CHUNKER, chunker_id.as_bytes());
+                let mut b = Batch::default();
+                b.put(Cf::Meta, META_SCHEMA, meta::SCHEMA_VERSION.to_string().as_bytes());
+                b.put(Cf::Meta, META_CHUNKER, chunker_id.as_bytes());
                 meta.write(b, true)?;
             }
             Some(v) => {
@@ -190,8 +209,8 @@ impl Store {
             // count as present from now on: make them durable first.
             objects.sync_all()?;
         }
-        let mut b = WriteBatch::default();
-        meta.put(&mut b, Cf::Meta, META_OPEN, b"1");
+        let mut b = Batch::default();
+        b.put(Cf::Meta, META_OPEN, b"1");
         meta.write(b, true)?;
         let opened_ms = clock.now_ms();
         let store = Store(Arc::new(Inner {
@@ -219,7 +238,7 @@ impl Store {
     /// dropped by the caller; the database closes with the last one.
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// Metadata backend errors.
     pub fn close(&self) -> Result<()> {
         self.0.objects.barrier()?;
         self.0.meta.flush()?;
@@ -227,8 +246,8 @@ impl Store {
             // Recovery is still owed: leave the marker for whoever opens next.
             return Ok(());
         }
-        let mut b = WriteBatch::default();
-        self.0.meta.delete(&mut b, Cf::Meta, META_OPEN);
+        let mut b = Batch::default();
+        b.delete(Cf::Meta, META_OPEN);
         self.0.meta.write(b, true)
     }
 
@@ -319,7 +338,7 @@ impl Store {
     /// Store-wide counters.
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// Metadata backend errors.
     pub fn stats(&self) -> Result<Stats> {
         let c = |k| self.0.meta.counter(k).map(|v| v.max(0) as u64);
         let (files, logical, chunks, unique, stored) = (
@@ -341,8 +360,8 @@ impl Store {
         })
     }
 
-    pub(super) fn meta(&self) -> &Meta {
-        &self.0.meta
+    pub(super) fn meta(&self) -> &dyn MetaStore {
+        &*self.0.meta
     }
 
     pub(super) fn objects(&self) -> &Arc<dyn ObjectStore> {

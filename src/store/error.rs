@@ -37,9 +37,10 @@ pub enum Error {
     SchemaMismatch { found: String, expected: String },
     #[error("store was created with chunker {found}, configured chunker is {expected}")]
     ChunkerMismatch { found: String, expected: String },
-    #[cfg(feature = "server")]
-    #[error("database: {0}")]
-    Db(#[from] rocksdb::Error),
+    /// A storage backend failed (the metadata database, later a remote
+    /// object store); the source says how.
+    #[error("storage backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("background task failed: {0}")]
@@ -50,10 +51,6 @@ impl Error {
     /// Whether the error is the client's doing (bad input, absent ids…) rather
     /// than the server's.
     pub fn is_client_error(&self) -> bool {
-        #[cfg(feature = "server")]
-        if matches!(self, Error::Db(_)) {
-            return false;
-        }
         !matches!(
             self,
             Error::Corrupt { .. }
@@ -61,6 +58,7 @@ impl Error {
                 | Error::Locked(_)
                 | Error::SchemaMismatch { .. }
                 | Error::ChunkerMismatch { .. }
+                | Error::Backend(_)
                 | Error::Io(_)
                 | Error::Task(_)
         )

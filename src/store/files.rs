@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::engine::bump;
@@ -12,7 +11,7 @@ use super::error::{Error, Result};
 use super::filetype;
 use super::id::{ChunkId, FileId};
 use super::manifest::{self, Entry};
-use super::meta::{self, Cf, ChunkRow, ChunkState, Counter, Meta};
+use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
 use super::{Store, lock, sanitize_name};
 
 const PENDING_PREFIX: &[u8] = b"pending/";
@@ -73,7 +72,7 @@ impl Store {
     /// # Errors
     /// [`Error::TypeRejected`], and those of [`Store::commit_file`].
     pub fn finish_file(&self, new: NewFile) -> Result<FileRecord> {
-        self.finish_file_with(new, |_, _, _| Ok(()))
+        self.finish_file_with(new, |_, _| Ok(()))
     }
 
     /// [`Store::finish_file`], adding `hook`'s writes to the batch that
@@ -81,7 +80,7 @@ impl Store {
     pub(super) fn finish_file_with(
         &self,
         mut new: NewFile,
-        hook: impl FnOnce(&Meta, &mut WriteBatch, &FileRecord) -> Result<()>,
+        hook: impl FnOnce(&mut Batch, &FileRecord) -> Result<()>,
     ) -> Result<FileRecord> {
         if new.size > self.0.opts.max_file_size {
             return Err(Error::TooLarge { what: "file", limit: self.0.opts.max_file_size, got: new.size });
@@ -122,7 +121,7 @@ impl Store {
         &self,
         new: NewFile,
         content_type: String,
-        hook: impl FnOnce(&Meta, &mut WriteBatch, &FileRecord) -> Result<()>,
+        hook: impl FnOnce(&mut Batch, &FileRecord) -> Result<()>,
     ) -> Result<FileRecord> {
         let chunks: Vec<Entry> = new.chunks.into_iter().filter(|e| e.len > 0).collect();
         let total: u64 = chunks.iter().map(|e| u64::from(e.len)).sum();
@@ -155,20 +154,15 @@ impl Store {
         if segs.len() <= 1 {
             let ids: Vec<ChunkId> = chunks.iter().map(|e| e.id).collect();
             let _guards = self.lock_stripes(&ids);
-            let mut batch = WriteBatch::default();
+            let mut batch = Batch::default();
             self.increment(&mut batch, &chunks, true)?;
             if let Some((_, seg)) = segs.first() {
-                m.put(
-                    &mut batch,
-                    Cf::Manifests,
-                    &meta::manifest_key(&rec.id.0, 0),
-                    &manifest::encode_segment(seg),
-                );
+                batch.put(Cf::Manifests, &meta::manifest_key(&rec.id.0, 0), &manifest::encode_segment(seg));
             }
             self.put_record(&mut batch, &rec)?;
-            m.add(&mut batch, Counter::Files, 1);
-            m.add(&mut batch, Counter::LogicalBytes, rec.size as i64);
-            hook(m, &mut batch, &rec)?;
+            batch.add(Counter::Files, 1);
+            batch.add(Counter::LogicalBytes, rec.size as i64);
+            hook(&mut batch, &rec)?;
             self.0.objects.barrier()?;
             m.write(batch, true)?;
             bump(&self.0.activity.files, 1);
@@ -191,18 +185,17 @@ impl Store {
         }
         // Step 1: manifest and a pending record, invisible.
         rec.state = FileState::Committing { next: 0 };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         for (i, (_, seg)) in segs.iter().enumerate() {
-            m.put(
-                &mut batch,
+            batch.put(
                 Cf::Manifests,
                 &meta::manifest_key(&rec.id.0, i as u32),
                 &manifest::encode_segment(seg),
             );
         }
         self.put_record(&mut batch, &rec)?;
-        m.put(&mut batch, Cf::Meta, &pending_key(&rec.id), b"");
-        hook(m, &mut batch, &rec)?;
+        batch.put(Cf::Meta, &pending_key(&rec.id), b"");
+        hook(&mut batch, &rec)?;
         self.0.objects.barrier()?;
         m.write(batch, true)?;
         // Step 2: refcounts, a segment at a time; the last step shows the file.
@@ -230,7 +223,7 @@ impl Store {
     /// The caller holds the stripes. With `strict`, an absent or unusable
     /// chunk or a length mismatch is an error; otherwise (resumed steps, whose
     /// chunks were checked and leased) a lost row is recreated as damaged.
-    fn increment(&self, batch: &mut WriteBatch, entries: &[Entry], strict: bool) -> Result<()> {
+    fn increment(&self, batch: &mut Batch, entries: &[Entry], strict: bool) -> Result<()> {
         let mut counts: HashMap<ChunkId, (u64, u32)> = HashMap::new();
         for e in entries {
             counts.entry(e.id).or_insert((0, e.len)).0 += 1;
@@ -270,7 +263,7 @@ impl Store {
             if r.state == ChunkState::Zero {
                 r.state = ChunkState::Live;
             }
-            self.0.meta.put(batch, Cf::Chunks, id.as_bytes(), &r.encode());
+            batch.put(Cf::Chunks, id.as_bytes(), &r.encode());
         }
         if !missing.is_empty() {
             missing.sort_unstable();
@@ -289,24 +282,24 @@ impl Store {
             let entries = self.segment(&rec.id, seg)?;
             let ids: Vec<ChunkId> = entries.iter().map(|e| e.id).collect();
             let _guards = self.lock_stripes(&ids);
-            let mut batch = WriteBatch::default();
+            let mut batch = Batch::default();
             self.increment(&mut batch, &entries, false)?;
             let last = seg + 1 == nseg;
             rec.state = if last { FileState::Ready } else { FileState::Committing { next: seg + 1 } };
             self.put_record(&mut batch, &rec)?;
             if last {
-                m.delete(&mut batch, Cf::Meta, &pending_key(&rec.id));
-                m.add(&mut batch, Counter::Files, 1);
-                m.add(&mut batch, Counter::LogicalBytes, rec.size as i64);
+                batch.delete(Cf::Meta, &pending_key(&rec.id));
+                batch.add(Counter::Files, 1);
+                batch.add(Counter::LogicalBytes, rec.size as i64);
             }
             m.write(batch, last)?;
         }
         Ok(rec)
     }
 
-    fn put_record(&self, batch: &mut WriteBatch, rec: &FileRecord) -> Result<()> {
+    fn put_record(&self, batch: &mut Batch, rec: &FileRecord) -> Result<()> {
         let v = serde_json::to_vec(rec).map_err(|e| Error::Task(e.to_string()))?;
-        self.0.meta.put(batch, Cf::Files, rec.id.as_bytes(), &v);
+        batch.put(Cf::Files, rec.id.as_bytes(), &v);
         Ok(())
     }
 
@@ -348,7 +341,7 @@ impl Store {
     /// previous page). Returns the page and the cursor of the next, if any.
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// Metadata backend errors.
     pub fn list_files(
         &self,
         cursor: Option<&FileId>,
@@ -356,7 +349,7 @@ impl Store {
     ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
         let mut out = Vec::new();
         let before = cursor.map(|c| c.0);
-        for kv in self.0.meta.scan_rev(Cf::Files, before.as_ref().map(|b| &b[..])) {
+        for kv in self.0.meta.scan_rev(Cf::Files, b"", before.as_ref().map(|b| &b[..])) {
             let (_, v) = kv?;
             let rec: FileRecord = serde_json::from_slice(&v)
                 .map_err(|e| Error::CorruptMetadata(format!("file record: {e}")))?;
@@ -383,11 +376,11 @@ impl Store {
             let _g = self.file_lock(id);
             let mut rec = self.file(id)?;
             rec.state = FileState::Deleting { next: 0 };
-            let mut batch = WriteBatch::default();
+            let mut batch = Batch::default();
             self.put_record(&mut batch, &rec)?;
-            self.0.meta.put(&mut batch, Cf::Meta, &pending_key(id), b"");
-            self.0.meta.add(&mut batch, Counter::Files, -1);
-            self.0.meta.add(&mut batch, Counter::LogicalBytes, -(rec.size as i64));
+            batch.put(Cf::Meta, &pending_key(id), b"");
+            batch.add(Counter::Files, -1);
+            batch.add(Counter::LogicalBytes, -(rec.size as i64));
             self.0.meta.write(batch, true)?;
         }
         if !self.is_being_read(id) {
@@ -412,22 +405,22 @@ impl Store {
             let entries = self.segment(id, seg)?;
             let ids: Vec<ChunkId> = entries.iter().map(|e| e.id).collect();
             let _guards = self.lock_stripes(&ids);
-            let mut batch = WriteBatch::default();
+            let mut batch = Batch::default();
             self.decrement(&mut batch, &entries)?;
             rec.state = FileState::Deleting { next: seg + 1 };
             self.put_record(&mut batch, &rec)?;
             m.write(batch, false)?;
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         for seg in 0..nseg {
-            m.delete(&mut batch, Cf::Manifests, &meta::manifest_key(&id.0, seg));
+            batch.delete(Cf::Manifests, &meta::manifest_key(&id.0, seg));
         }
-        m.delete(&mut batch, Cf::Files, id.as_bytes());
-        m.delete(&mut batch, Cf::Meta, &pending_key(id));
+        batch.delete(Cf::Files, id.as_bytes());
+        batch.delete(Cf::Meta, &pending_key(id));
         m.write(batch, true)
     }
 
-    fn decrement(&self, batch: &mut WriteBatch, entries: &[Entry]) -> Result<()> {
+    fn decrement(&self, batch: &mut Batch, entries: &[Entry]) -> Result<()> {
         let mut counts: HashMap<ChunkId, u64> = HashMap::new();
         for e in entries {
             *counts.entry(e.id).or_default() += 1;
@@ -446,9 +439,9 @@ impl Store {
                 }
                 r.zero_since = now;
                 let at = (now + self.grace_ms()).max(r.lease_until);
-                self.0.meta.put(batch, Cf::Gcq, &meta::gcq_key(at, id), b"");
+                batch.put(Cf::Gcq, &meta::gcq_key(at, id), b"");
             }
-            self.0.meta.put(batch, Cf::Chunks, id.as_bytes(), &r.encode());
+            batch.put(Cf::Chunks, id.as_bytes(), &r.encode());
         }
         Ok(())
     }
@@ -457,7 +450,7 @@ impl Store {
     /// deletes that waited for their last reader.
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// Metadata backend errors.
     pub fn resume_pending(&self) -> Result<usize> {
         let pending: Vec<FileId> = self
             .0
@@ -479,8 +472,8 @@ impl Store {
                 }
                 Some(_) => {}
                 None => {
-                    let mut b = WriteBatch::default();
-                    self.0.meta.delete(&mut b, Cf::Meta, &pending_key(&id));
+                    let mut b = Batch::default();
+                    b.delete(Cf::Meta, &pending_key(&id));
                     self.0.meta.write(b, false)?;
                 }
             }

@@ -14,10 +14,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use rocksdb::WriteBatch;
 use serde::Serialize;
 
-use super::meta::{self, Cf, ChunkState, Counter};
+use super::meta::{self, Batch, Cf, ChunkState, Counter};
 use super::{ChunkId, Result, Store, object};
 
 /// What a GC run did.
@@ -46,7 +45,7 @@ impl Store {
     /// older than the grace period (a walk of the whole object directory).
     ///
     /// # Errors
-    /// RocksDB and I/O errors; work done before the error stays done.
+    /// Metadata backend and I/O errors; work done before the error stays done.
     pub fn gc(&self, orphans: bool) -> Result<GcReport> {
         let mut report = GcReport {
             finished_deletes: self.resume_pending()? as u64,
@@ -95,11 +94,11 @@ impl Store {
         let _guards = self.lock_stripes(&ids);
         let rows = m.chunk_rows(&ids)?;
         let grace = self.grace_ms();
-        let mut mark = WriteBatch::default();
+        let mut mark = Batch::default();
         let mut doomed = Vec::new();
         for (id, row) in ids.iter().zip(rows) {
             for k in &keys[id] {
-                m.delete(&mut mark, Cf::Gcq, k);
+                mark.delete(Cf::Gcq, k);
             }
             let Some(mut r) = row else { continue };
             if r.refcount > 0 {
@@ -109,12 +108,12 @@ impl Store {
                 ChunkState::Zero => {
                     let eligible = (r.zero_since + grace).max(r.lease_until);
                     if eligible > now {
-                        m.put(&mut mark, Cf::Gcq, &meta::gcq_key(eligible, id), b"");
+                        mark.put(Cf::Gcq, &meta::gcq_key(eligible, id), b"");
                         report.requeued += 1;
                         continue;
                     }
                     r.state = ChunkState::Deleting;
-                    m.put(&mut mark, Cf::Chunks, id.as_bytes(), &r.encode());
+                    mark.put(Cf::Chunks, id.as_bytes(), &r.encode());
                     doomed.push((*id, r));
                 }
                 ChunkState::Deleting | ChunkState::Damaged => doomed.push((*id, r)),
@@ -125,18 +124,18 @@ impl Store {
         // between this batch and the drop leaves it where the next run
         // looks, never stranded in `Deleting`.
         for (id, _) in &doomed {
-            m.put(&mut mark, Cf::Gcq, &meta::gcq_key(now, id), b"");
+            mark.put(Cf::Gcq, &meta::gcq_key(now, id), b"");
         }
         m.write(mark, true)?;
-        let mut drop = WriteBatch::default();
+        let mut drop = Batch::default();
         for (id, r) in &doomed {
             // A missing object counts as deleted (a crash after the unlink).
             self.objects().delete(id)?;
-            m.delete(&mut drop, Cf::Gcq, &meta::gcq_key(now, id));
-            m.delete(&mut drop, Cf::Chunks, id.as_bytes());
-            m.add(&mut drop, Counter::UniqueChunks, -1);
-            m.add(&mut drop, Counter::UniqueBytes, -i64::from(r.raw_len));
-            m.add(&mut drop, Counter::StoredBytes, -(i64::from(r.stored_len) + object::HEADER_LEN as i64));
+            drop.delete(Cf::Gcq, &meta::gcq_key(now, id));
+            drop.delete(Cf::Chunks, id.as_bytes());
+            drop.add(Counter::UniqueChunks, -1);
+            drop.add(Counter::UniqueBytes, -i64::from(r.raw_len));
+            drop.add(Counter::StoredBytes, -(i64::from(r.stored_len) + object::HEADER_LEN as i64));
             report.deleted_chunks += 1;
             report.freed_bytes += u64::from(r.raw_len);
         }

@@ -1,6 +1,8 @@
-//! The content-addressed store: chunks named by their BLAKE3 hash in an object
-//! directory, file manifests and refcounts in RocksDB. Every protocol drives
-//! these operations; nothing here knows about HTTP.
+//! The content-addressed store: chunks named by their BLAKE3 hash in an
+//! object store ([`objects`]), file manifests and refcounts in a metadata
+//! backend ([`meta`]: RocksDB by default, an in-memory twin for tests). Every
+//! protocol drives these operations; nothing here knows about HTTP, and only
+//! `meta::rocks` knows about RocksDB.
 //!
 //! Write order makes a crash harmless: an object is durable (the object
 //! store's barrier) before any row naming it is written, and a file becomes
@@ -75,6 +77,8 @@ pub use self::files::{FileRecord, FileState, NewFile};
 pub use self::gc::GcReport;
 #[cfg(feature = "server")]
 pub use self::ingest::Ingest;
+#[cfg(feature = "server")]
+pub use self::meta::{Batch, MemMeta, MetaStore, RocksMeta};
 #[cfg(feature = "server")]
 pub use self::pieces::{PieceState, SeedSpec};
 #[cfg(feature = "server")]

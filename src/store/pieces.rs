@@ -6,9 +6,7 @@
 //! changed only under the session's lock, never read-modify-write of one
 //! shared value.
 
-use rocksdb::WriteBatch;
-
-use super::meta::{Cf, Meta};
+use super::meta::{Batch, Cf};
 use super::session::{
     UploadRecord, count_key, decode_piece, encode_piece, piece_key, piece_prefix, record_key,
 };
@@ -129,7 +127,7 @@ impl Store {
             state: super::UploadState::Open,
             stream: None,
         };
-        let mut b = WriteBatch::default();
+        let mut b = Batch::default();
         self.put_upload(&mut b, &rec)?;
         self.meta().write(b, false)?;
         Ok(rec)
@@ -225,11 +223,11 @@ impl Store {
         let mut received = self.received(&rec.id)?;
         let known = m.get(Cf::Uploads, &key)?;
         if known.as_deref() != Some(&encode_piece(&e.id, e.len.into())[..]) {
-            let mut b = WriteBatch::default();
-            m.put(&mut b, Cf::Uploads, &key, &encode_piece(&e.id, e.len.into()));
+            let mut b = Batch::default();
+            b.put(Cf::Uploads, &key, &encode_piece(&e.id, e.len.into()));
             if known.is_none() {
                 received += 1;
-                m.put(&mut b, Cf::Uploads, &count_key(&rec.id), &received.to_le_bytes());
+                b.put(Cf::Uploads, &count_key(&rec.id), &received.to_le_bytes());
             }
             // An active session lives on: when less than half of its life is
             // left, it is extended and its pieces' chunks leased to match.
@@ -281,10 +279,10 @@ impl Store {
         };
         let id = rec.id;
         let mut done = rec.clone();
-        self.finish_file_with(new, move |m: &Meta, b: &mut WriteBatch, file: &FileRecord| {
+        self.finish_file_with(new, move |b: &mut Batch, file: &FileRecord| {
             done.state = super::UploadState::Finished { file: file.id };
             let v = serde_json::to_vec(&done).map_err(|e| Error::Task(e.to_string()))?;
-            m.put(b, Cf::Uploads, &record_key(&id), &v);
+            b.put(Cf::Uploads, &record_key(&id), &v);
             Ok(())
         })
     }

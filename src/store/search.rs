@@ -41,7 +41,7 @@ impl Store {
     /// [`Store::list_files`].
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// Metadata backend errors.
     pub fn find_files(
         &self,
         filters: &[NameFilter],
@@ -53,7 +53,7 @@ impl Store {
         }
         let mut out: Vec<FileRecord> = Vec::new();
         let before = cursor.map(|c| c.0);
-        for kv in self.meta().scan_rev(Cf::Files, before.as_ref().map(|b| &b[..])) {
+        for kv in self.meta().scan_rev(Cf::Files, b"", before.as_ref().map(|b| &b[..])) {
             let (_, v) = kv?;
             let rec: FileRecord = serde_json::from_slice(&v)
                 .map_err(|e| Error::CorruptMetadata(format!("file record: {e}")))?;

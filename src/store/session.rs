@@ -9,10 +9,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use super::meta::Cf;
+use super::meta::{Batch, Cf};
 use super::{ChunkId, Entry, Error, FileId, Result, Store, UploadId, lock};
 
 /// A session as stored.
@@ -127,7 +126,7 @@ impl Store {
     /// A session's record.
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// Metadata backend errors.
     pub fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
         self.meta()
             .get(Cf::Uploads, &record_key(id))?
@@ -137,27 +136,27 @@ impl Store {
             .transpose()
     }
 
-    pub(super) fn put_upload(&self, batch: &mut WriteBatch, rec: &UploadRecord) -> Result<()> {
+    pub(super) fn put_upload(&self, batch: &mut Batch, rec: &UploadRecord) -> Result<()> {
         let v = serde_json::to_vec(rec).map_err(|e| Error::Task(e.to_string()))?;
-        self.meta().put(batch, Cf::Uploads, &record_key(&rec.id), &v);
+        batch.put(Cf::Uploads, &record_key(&rec.id), &v);
         Ok(())
     }
 
     /// Removes a session and its pieces (their chunks age out through GC).
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// Metadata backend errors.
     pub fn drop_session(&self, id: &UploadId) -> Result<()> {
         let m = self.meta();
-        let mut b = WriteBatch::default();
+        let mut b = Batch::default();
         for prefix in [piece_prefix(id), chunk_prefix(id)] {
             for kv in m.scan(Cf::Uploads, &prefix, None) {
                 let (k, _) = kv?;
-                m.delete(&mut b, Cf::Uploads, &k);
+                b.delete(Cf::Uploads, &k);
             }
         }
-        m.delete(&mut b, Cf::Uploads, &count_key(id));
-        m.delete(&mut b, Cf::Uploads, &record_key(id));
+        b.delete(Cf::Uploads, &count_key(id));
+        b.delete(Cf::Uploads, &record_key(id));
         m.write(b, false)?;
         let dir = self.data_dir().join("uploads").join(id.to_string());
         if dir.exists() {
@@ -169,7 +168,7 @@ impl Store {
     /// Sessions that are open, and how many are.
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// Metadata backend errors.
     pub fn open_uploads(&self) -> Result<usize> {
         let now = self.now_ms();
         let mut n = 0;
@@ -187,7 +186,7 @@ impl Store {
     /// Drops every expired session.
     ///
     /// # Errors
-    /// RocksDB errors.
+    /// Metadata backend errors.
     pub fn reap_uploads(&self) -> Result<u64> {
         let now = self.now_ms();
         let mut expired = Vec::new();

@@ -10,10 +10,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rocksdb::WriteBatch;
 use serde::Serialize;
 
-use super::meta::{self, Cf, ChunkRow, ChunkState, Counter};
+use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
 use super::{ChunkId, FileRecord, FileState, Result, Store, manifest, object};
 
 /// What verify found (and, with repair, fixed).
@@ -70,7 +69,7 @@ impl Store {
     /// Checks everything; with `repair`, fixes what can be fixed.
     ///
     /// # Errors
-    /// RocksDB and I/O errors (findings are in the report, not errors).
+    /// Metadata backend and I/O errors (findings are in the report, not errors).
     pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
         let mut rep = VerifyReport { repaired: repair, ..Default::default() };
         let m = self.meta();
@@ -134,7 +133,7 @@ impl Store {
         }
 
         // Rows.
-        let mut fix = WriteBatch::default();
+        let mut fix = Batch::default();
         let (mut chunks, mut unique, mut stored) = (0i64, 0i64, 0i64);
         let mut rows_seen: HashSet<ChunkId> = HashSet::new();
         let now = self.now_ms();
@@ -156,7 +155,7 @@ impl Store {
                     rep.deleting_rows += 1;
                     if !queued.contains(&id) {
                         rep.stranded_deleting.push(id);
-                        m.put(&mut fix, Cf::Gcq, &meta::gcq_key(now, &id), b"");
+                        fix.put(Cf::Gcq, &meta::gcq_key(now, &id), b"");
                     }
                 }
                 ChunkState::Damaged => rep.damaged_rows += 1,
@@ -176,14 +175,14 @@ impl Store {
                 if actual == 0 && row.state == ChunkState::Live {
                     row.state = ChunkState::Zero;
                     row.zero_since = now;
-                    m.put(&mut fix, Cf::Gcq, &meta::gcq_key(now + self.grace_ms(), &id), b"");
+                    fix.put(Cf::Gcq, &meta::gcq_key(now + self.grace_ms(), &id), b"");
                 } else if actual > 0 && row.state == ChunkState::Zero {
                     row.state = ChunkState::Live;
                 }
                 changed = true;
             }
             if changed {
-                m.put(&mut fix, Cf::Chunks, id.as_bytes(), &row.encode());
+                fix.put(Cf::Chunks, id.as_bytes(), &row.encode());
             }
         }
         // A corrupt object is damage only when a row names it; one that no
@@ -219,7 +218,7 @@ impl Store {
             let have = m.counter(c)?;
             if have != want {
                 rep.counter_mismatches.push((format!("{c:?}"), have, want));
-                m.set_counter(&mut fix, c, want);
+                fix.set_counter(c, want);
             }
         }
         if repair {

@@ -1,0 +1,246 @@
+//! Metadata: the key/value seam under the store. It owns the column
+//! families, key layouts and row encodings ([`keys`]), the small
+//! [`MetaStore`] trait every backend implements, and the backend-neutral
+//! [`Batch`] of writes that becomes visible atomically. Backends:
+//! [`RocksMeta`] (RocksDB, the default) and [`MemMeta`] (an in-memory twin
+//! for tests, benches and fuzzing). Nothing outside [`rocks`] names RocksDB,
+//! and nothing here knows about files, sessions or GC: the store's modules
+//! own what the rows mean.
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `chunks` | chunk id (32) | [`ChunkRow`], 34 bytes; bloom-filtered: dedup lookups land here |
+//! | `gcq` | eligible-at ms (8, BE) ‖ chunk id | empty: chunks that may become garbage, in time order |
+//! | `files` | file id (16) | [`FileRecord`](super::FileRecord) as JSON |
+//! | `manifests` | file id ‖ segment (4, BE) | packed manifest segment |
+//! | `uploads` | `r` ‖ upload id → session record; `p` ‖ upload id ‖ piece (4, BE) → piece; `c` ‖ upload id → piece count | |
+//! | `meta` | text keys | schema version, chunker id, counters (i64 LE, added atomically), pending work |
+//!
+//! The trait is blocking and shaped for a shared SQL backend later: reads
+//! are point gets, batched gets and ordered prefix scans; writes are one
+//! batch committed at once, with counters as deltas so concurrent writers
+//! never read-modify-write them. Row locks stay in the store (its stripe
+//! mutexes) for now.
+
+pub mod keys;
+mod memory;
+pub mod rocks;
+
+pub use self::keys::{ChunkRow, ChunkState, SCHEMA_VERSION, gcq_key, manifest_key};
+pub use self::memory::MemMeta;
+pub use self::rocks::RocksMeta;
+
+use super::error::Result;
+use super::id::ChunkId;
+
+/// A key and its value, as scans yield them.
+pub type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+/// An ordered scan; an error ends it.
+pub type KvIter<'a> = Box<dyn Iterator<Item = Result<KeyValue>> + 'a>;
+
+/// A column family: one ordered key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cf {
+    /// Chunk rows by chunk id.
+    Chunks,
+    /// The GC queue, in eligible-at order.
+    Gcq,
+    /// File records by file id.
+    Files,
+    /// Manifest segments by file id and segment.
+    Manifests,
+    /// Upload sessions, their pieces and piece counts.
+    Uploads,
+    /// Store-wide settings, counters and pending work.
+    Meta,
+}
+
+impl Cf {
+    /// Every family, in a fixed order (backends index by it).
+    pub const ALL: [Cf; 6] = [Cf::Chunks, Cf::Gcq, Cf::Files, Cf::Manifests, Cf::Uploads, Cf::Meta];
+
+    /// The family's stable name (RocksDB column family, table name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Chunks => "chunks",
+            Cf::Gcq => "gcq",
+            Cf::Files => "files",
+            Cf::Manifests => "manifests",
+            Cf::Uploads => "uploads",
+            Cf::Meta => "meta",
+        }
+    }
+
+    /// Position in [`Cf::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Store-wide counters. Writers add deltas; no writer reads one to write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    Files,
+    LogicalBytes,
+    UniqueChunks,
+    UniqueBytes,
+    StoredBytes,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 5] = [
+        Counter::Files,
+        Counter::LogicalBytes,
+        Counter::UniqueChunks,
+        Counter::UniqueBytes,
+        Counter::StoredBytes,
+    ];
+
+    /// Where the counter lives in [`Cf::Meta`] (its value: i64, little endian).
+    pub fn key(self) -> &'static [u8] {
+        match self {
+            Counter::Files => b"counter/files",
+            Counter::LogicalBytes => b"counter/logical_bytes",
+            Counter::UniqueChunks => b"counter/unique_chunks",
+            Counter::UniqueBytes => b"counter/unique_bytes",
+            Counter::StoredBytes => b"counter/stored_bytes",
+        }
+    }
+}
+
+/// Decodes a stored counter value (absent or malformed reads as 0, as the
+/// merge operator has always treated it).
+pub fn decode_counter(b: &[u8]) -> i64 {
+    b.try_into().map(i64::from_le_bytes).unwrap_or(0)
+}
+
+/// One write in a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Sets `key` to `value`.
+    Put { cf: Cf, key: Box<[u8]>, value: Box<[u8]> },
+    /// Removes `key` (absent is fine).
+    Delete { cf: Cf, key: Box<[u8]> },
+    /// Adds `delta` to a counter (absent counts as 0).
+    Add { counter: Counter, delta: i64 },
+    /// Overwrites a counter (repair).
+    SetCounter { counter: Counter, value: i64 },
+}
+
+/// Writes that become visible together, in order (a later write to the same
+/// key wins). Build it, then hand it to [`MetaStore::write`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
+        self.ops.push(Op::Put { cf, key: key.into(), value: value.into() });
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: &[u8]) {
+        self.ops.push(Op::Delete { cf, key: key.into() });
+    }
+
+    /// Adds `delta` to `counter`; a zero delta writes nothing.
+    pub fn add(&mut self, counter: Counter, delta: i64) {
+        if delta != 0 {
+            self.ops.push(Op::Add { counter, delta });
+        }
+    }
+
+    /// Overwrites a counter (repair).
+    pub fn set_counter(&mut self, counter: Counter, value: i64) {
+        self.ops.push(Op::SetCounter { counter, value });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The writes, in order (for backends).
+    pub fn into_ops(self) -> Vec<Op> {
+        self.ops
+    }
+}
+
+/// A metadata backend: ordered key spaces ([`Cf`]), atomic batches and
+/// counters. Every method blocks.
+pub trait MetaStore: Send + Sync + 'static {
+    /// # Errors
+    /// Backend failures.
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Looks up many keys at once; the answer is in `keys` order.
+    ///
+    /// # Errors
+    /// Backend failures.
+    fn multi_get(&self, cf: Cf, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>>;
+
+    /// Pairs whose key starts with `prefix`, in ascending key order, from
+    /// `start` (inclusive; the prefix itself when `None`).
+    fn scan<'a>(&'a self, cf: Cf, prefix: &'a [u8], start: Option<&'a [u8]>) -> KvIter<'a>;
+
+    /// Pairs whose key starts with `prefix`, in descending key order,
+    /// strictly before `before` (from the last such key when `None`).
+    fn scan_rev<'a>(&'a self, cf: Cf, prefix: &'a [u8], before: Option<&'a [u8]>) -> KvIter<'a>;
+
+    /// A counter's value (0 when never written).
+    ///
+    /// # Errors
+    /// Backend failures.
+    fn counter(&self, counter: Counter) -> Result<i64>;
+
+    /// Commits `batch` atomically. With `durable`, it (and every earlier
+    /// write) survives a crash once this returns.
+    ///
+    /// # Errors
+    /// Backend failures; nothing of the batch is applied then.
+    fn write(&self, batch: Batch, durable: bool) -> Result<()>;
+
+    /// Persists everything written so far (clean shutdown).
+    ///
+    /// # Errors
+    /// Backend failures.
+    fn flush(&self) -> Result<()>;
+}
+
+impl dyn MetaStore {
+    /// # Errors
+    /// Backend failures or an undecodable row.
+    pub fn chunk_row(&self, id: &ChunkId) -> Result<Option<ChunkRow>> {
+        self.get(Cf::Chunks, id.as_bytes())?.map(|b| ChunkRow::decode(&b)).transpose()
+    }
+
+    /// # Errors
+    /// Backend failures or undecodable rows.
+    pub fn chunk_rows(&self, ids: &[ChunkId]) -> Result<Vec<Option<ChunkRow>>> {
+        let keys: Vec<&[u8]> = ids.iter().map(|i| i.as_bytes().as_slice()).collect();
+        self.multi_get(Cf::Chunks, &keys)?
+            .into_iter()
+            .map(|v| v.map(|b| ChunkRow::decode(&b)).transpose())
+            .collect()
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, or
+/// `None` when no such key exists (empty or all-0xff prefix).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

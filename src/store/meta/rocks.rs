@@ -1,0 +1,171 @@
+//! [`RocksMeta`]: the metadata on RocksDB, the default backend. It owns the
+//! database options (per-family memtables, a shared block cache, a bloom
+//! filter on `chunks`), the merge operator that makes counter adds atomic
+//! without a read, and the translation of a [`Batch`] into a `WriteBatch`.
+//! It is the only file in the store that names RocksDB; it knows nothing of
+//! what the rows mean.
+
+use std::path::Path;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode,
+    MergeOperands, Options, WriteBatch, WriteOptions,
+};
+
+use super::{Batch, Cf, Counter, KvIter, MetaStore, Op, decode_counter, prefix_end};
+use crate::store::error::{Error, Result};
+
+fn add_i64(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let mut v = existing.map(decode_counter).unwrap_or(0);
+    for op in operands {
+        v = v.wrapping_add(decode_counter(op));
+    }
+    Some(v.to_le_bytes().to_vec())
+}
+
+fn backend(e: rocksdb::Error) -> Error {
+    Error::Backend(Box::new(e))
+}
+
+/// The RocksDB instance holding all metadata.
+pub struct RocksMeta {
+    db: DB,
+}
+
+/// One column family's memtable size before it is flushed (RocksDB's
+/// default is 64 MiB, allocated in eighths as it fills).
+const MEMTABLE_PER_FAMILY: usize = 1 << 20;
+/// All memtables together.
+const MEMTABLE_TOTAL: usize = 8 << 20;
+
+impl RocksMeta {
+    /// Opens or creates the database at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another process holds it; [`Error::Backend`]
+    /// for other RocksDB errors.
+    pub fn open(path: &Path) -> Result<Self> {
+        let cache = Cache::new_lru_cache(64 << 20);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_keep_log_file_num(4);
+        // Metadata is small next to the bytes it describes (a few hundred
+        // bytes per chunk): small memtables, flushed often, keep the server's
+        // memory flat however large the files, at the cost of more level-0
+        // files for compaction to merge.
+        db_opts.set_db_write_buffer_size(MEMTABLE_TOTAL);
+        let cfs = Cf::ALL.iter().map(|cf| {
+            let mut o = Options::default();
+            let mut t = BlockBasedOptions::default();
+            t.set_block_cache(&cache);
+            if matches!(cf, Cf::Chunks) {
+                t.set_bloom_filter(10.0, false);
+                t.set_cache_index_and_filter_blocks(true);
+            }
+            o.set_block_based_table_factory(&t);
+            o.set_write_buffer_size(MEMTABLE_PER_FAMILY);
+            if matches!(cf, Cf::Meta) {
+                o.set_merge_operator_associative("add_i64", add_i64);
+            }
+            ColumnFamilyDescriptor::new(cf.name(), o)
+        });
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("lock") || msg.contains("LOCK") {
+                Error::Locked(path.display().to_string())
+            } else {
+                backend(e)
+            }
+        })?;
+        Ok(Self { db })
+    }
+
+    fn cf(&self, cf: Cf) -> &ColumnFamily {
+        // Every family is created at open; absence is a bug, not a state.
+        self.db.cf_handle(cf.name()).expect("column family created at open")
+    }
+}
+
+impl MetaStore for RocksMeta {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(cf), key).map_err(backend)
+    }
+
+    fn multi_get(&self, cf: Cf, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.db
+            .batched_multi_get_cf(self.cf(cf), keys.iter().copied(), false)
+            .into_iter()
+            .map(|r| r.map(|v| v.map(|s| s.to_vec())).map_err(backend))
+            .collect()
+    }
+
+    fn scan<'a>(&'a self, cf: Cf, prefix: &'a [u8], start: Option<&'a [u8]>) -> KvIter<'a> {
+        let from = start.map_or(prefix, |s| s.max(prefix));
+        Box::new(
+            self.db
+                .iterator_cf(self.cf(cf), IteratorMode::From(from, Direction::Forward))
+                .map(|r| r.map_err(backend))
+                .take_while(move |r| match r {
+                    Ok((k, _)) => k.starts_with(prefix),
+                    Err(_) => true,
+                }),
+        )
+    }
+
+    fn scan_rev<'a>(&'a self, cf: Cf, prefix: &'a [u8], before: Option<&'a [u8]>) -> KvIter<'a> {
+        // The reverse seek lands on the last key at or before its target:
+        // `before` itself is skipped, and so is the prefix's upper bound.
+        let bound = match (before, prefix_end(prefix)) {
+            (Some(b), Some(end)) => Some(b.min(&end[..]).to_vec()),
+            (Some(b), None) => Some(b.to_vec()),
+            (None, end) => end,
+        };
+        let iter = match &bound {
+            Some(b) => self.db.iterator_cf(self.cf(cf), IteratorMode::From(b, Direction::Reverse)),
+            None => self.db.iterator_cf(self.cf(cf), IteratorMode::End),
+        };
+        Box::new(
+            iter.map(|r| r.map_err(backend))
+                .filter(move |r| match (r, &bound) {
+                    (Ok((k, _)), Some(b)) => &k[..] != b.as_slice(),
+                    _ => true,
+                })
+                .take_while(move |r| match r {
+                    Ok((k, _)) => k.starts_with(prefix),
+                    Err(_) => true,
+                }),
+        )
+    }
+
+    fn counter(&self, counter: Counter) -> Result<i64> {
+        Ok(self.get(Cf::Meta, counter.key())?.map(|b| decode_counter(&b)).unwrap_or(0))
+    }
+
+    fn write(&self, batch: Batch, durable: bool) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        for op in batch.into_ops() {
+            match op {
+                Op::Put { cf, key, value } => wb.put_cf(self.cf(cf), key, value),
+                Op::Delete { cf, key } => wb.delete_cf(self.cf(cf), key),
+                Op::Add { counter, delta } => {
+                    wb.merge_cf(self.cf(Cf::Meta), counter.key(), delta.to_le_bytes())
+                }
+                Op::SetCounter { counter, value } => {
+                    wb.put_cf(self.cf(Cf::Meta), counter.key(), value.to_le_bytes())
+                }
+            }
+        }
+        let mut o = WriteOptions::default();
+        o.set_sync(durable);
+        self.db.write_opt(wb, &o).map_err(backend)
+    }
+
+    fn flush(&self) -> Result<()> {
+        for cf in Cf::ALL {
+            self.db.flush_cf(self.cf(cf)).map_err(backend)?;
+        }
+        Ok(())
+    }
+}
