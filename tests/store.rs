@@ -1,4 +1,7 @@
-//! The store against real RocksDB and a real object directory in a temp dir.
+//! The store's engine tests, each run twice: over RocksDB and an object
+//! directory in a temp dir (`disk::`), and over the in-memory twins
+//! `MemMeta` and `MemObjects` (`memory::`). Only what one engine alone
+//! can show (RocksDB's process lock) runs on one.
 
 mod common;
 
@@ -6,10 +9,122 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{open_store, pseudo_random, temp_store, test_options};
-use depot::store::{ChunkId, Entry, Error, FileId, FsObjects, NewFile, ObjectStore, Store, object};
+use common::{open_store, pseudo_random, test_options};
+use depot::store::{
+    ChunkId, Clock, Entry, Error, FileId, FsObjects, ManualClock, MemMeta, MemObjects, NewFile, ObjectStore,
+    Store, StoreOptions, SystemClock, object,
+};
 use futures_util::TryStreamExt;
 use proptest::prelude::*;
+
+/// Which metadata and object backends a test's store runs over.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    /// RocksDB and the object directory, in a temp dir.
+    Disk,
+    /// `MemMeta` and `MemObjects`.
+    Memory,
+}
+
+/// Where a store lives, outliving any one opening of it: opening again is
+/// a restart (without [`Store::close`], a crash).
+struct Home {
+    dir: tempfile::TempDir,
+    mem: Option<(Arc<MemMeta>, Arc<MemObjects>)>,
+}
+
+impl Home {
+    fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = match backend {
+            Backend::Disk => None,
+            Backend::Memory => Some((Arc::new(MemMeta::new()), Arc::new(MemObjects::new()))),
+        };
+        Home { dir, mem }
+    }
+
+    /// Opens the store with a manual clock.
+    fn open(&self, opts: StoreOptions) -> (Store, Arc<ManualClock>) {
+        let clock = ManualClock::new();
+        (self.try_open(opts, clock.clone()).unwrap(), clock)
+    }
+
+    fn try_open(&self, opts: StoreOptions, clock: Arc<dyn Clock>) -> depot::store::Result<Store> {
+        match &self.mem {
+            None => {
+                let objects =
+                    Arc::new(FsObjects::open(&self.dir.path().join("objects"), opts.fsync).unwrap());
+                Store::open_with(self.dir.path(), opts, objects, clock)
+            }
+            Some((meta, objects)) => {
+                Store::open_on(self.dir.path(), opts, meta.clone(), objects.clone(), clock)
+            }
+        }
+    }
+
+    /// The object store, as a second handle on the same objects.
+    fn objects(&self) -> Arc<dyn ObjectStore> {
+        match &self.mem {
+            None => {
+                Arc::new(FsObjects::open(&self.dir.path().join("objects"), test_options().fsync).unwrap())
+            }
+            Some((_, objects)) => objects.clone(),
+        }
+    }
+
+    /// Rewrites an object's bytes behind the store's back.
+    fn corrupt(&self, id: &ChunkId, f: impl FnOnce(&mut Vec<u8>)) {
+        match &self.mem {
+            None => {
+                let objects =
+                    FsObjects::open(&self.dir.path().join("objects"), test_options().fsync).unwrap();
+                let path = objects.path_of(id);
+                let mut bytes = std::fs::read(&path).unwrap();
+                f(&mut bytes);
+                std::fs::write(&path, bytes).unwrap();
+            }
+            Some((_, objects)) => objects.corrupt(id, f),
+        }
+    }
+}
+
+/// A fresh store with [`test_options`] over `backend`.
+fn temp_store(backend: Backend) -> (Home, Store) {
+    let home = Home::new(backend);
+    let (store, _) = home.open(test_options());
+    (home, store)
+}
+
+/// Runs each named test function once per backend, as `disk::name` and
+/// `memory::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod disk {
+            $(#[test] fn $name() { super::$name(super::Backend::Disk) })*
+        }
+        mod memory {
+            $(#[test] fn $name() { super::$name(super::Backend::Memory) })*
+        }
+    };
+}
+
+on_both_backends!(
+    same_content_twice_is_stored_once,
+    delete_and_gc_free_exactly_the_unshared_chunks,
+    gc_spares_pinned_and_recently_zeroed_chunks,
+    commit_with_a_missing_chunk_fails_naming_it,
+    reopen_keeps_everything,
+    a_store_refuses_other_chunking_parameters,
+    crash_between_object_write_and_metadata_leaves_a_store_gc_cleans,
+    verify_finds_and_repair_heals_a_corrupt_object,
+    put_verifies_a_given_hash_and_stores_nothing_on_mismatch,
+    many_hashes_are_checked_in_one_query,
+    only_client_questions_and_received_chunks_count_as_dedup_hits,
+    listing_is_newest_first_and_pages,
+    empty_files_work,
+    concurrent_puts_of_the_same_chunks_store_each_once,
+    a_long_seed_upload_keeps_its_session_and_its_chunks,
+);
 
 fn ingest(store: &Store, name: &str, data: &[u8]) -> depot::store::FileRecord {
     let mut ing = store.ingest();
@@ -28,9 +143,8 @@ fn read_all(store: &Store, id: &FileId, start: u64, end: u64) -> Vec<u8> {
     })
 }
 
-#[test]
-fn same_content_twice_is_stored_once() {
-    let (_dir, store) = temp_store();
+fn same_content_twice_is_stored_once(backend: Backend) {
+    let (_home, store) = temp_store(backend);
     let data = pseudo_random(300_000, 1);
     let a = ingest(&store, "a.bin", &data);
     let after_one = store.stats().unwrap();
@@ -47,10 +161,9 @@ fn same_content_twice_is_stored_once() {
     assert_eq!(a.content_hash, Some(ChunkId::of(&data)));
 }
 
-#[test]
-fn delete_and_gc_free_exactly_the_unshared_chunks() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, clock) = open_store(dir.path(), test_options());
+fn delete_and_gc_free_exactly_the_unshared_chunks(backend: Backend) {
+    let home = Home::new(backend);
+    let (store, clock) = home.open(test_options());
     let shared = pseudo_random(200_000, 2);
     let mut a_data = shared.clone();
     a_data.extend(pseudo_random(100_000, 3));
@@ -81,11 +194,10 @@ fn delete_and_gc_free_exactly_the_unshared_chunks() {
     assert_eq!(v.objects, after.unique_chunks);
 }
 
-#[test]
-fn gc_spares_pinned_and_recently_zeroed_chunks() {
-    let dir = tempfile::tempdir().unwrap();
+fn gc_spares_pinned_and_recently_zeroed_chunks(backend: Backend) {
+    let home = Home::new(backend);
     let opts = test_options(); // grace 60 s, lease 600 s
-    let (store, clock) = open_store(dir.path(), opts);
+    let (store, clock) = home.open(opts);
     let data = pseudo_random(3000, 5);
     let lease = store.now_ms() + 1_000_000;
     let put = store.put_chunk(&data, None, lease).unwrap();
@@ -121,9 +233,8 @@ fn gc_spares_pinned_and_recently_zeroed_chunks() {
     assert_eq!(store.stats().unwrap().unique_chunks, 0);
 }
 
-#[test]
-fn commit_with_a_missing_chunk_fails_naming_it() {
-    let (_dir, store) = temp_store();
+fn commit_with_a_missing_chunk_fails_naming_it(backend: Backend) {
+    let (_home, store) = temp_store(backend);
     let here = store.put_chunk(b"present chunk", None, 0).unwrap();
     let absent = ChunkId::of(b"never sent");
     let err = store
@@ -153,18 +264,17 @@ fn commit_with_a_missing_chunk_fails_naming_it() {
     assert_eq!(store.stats().unwrap().files, 0);
 }
 
-#[test]
-fn reopen_keeps_everything() {
-    let dir = tempfile::tempdir().unwrap();
+fn reopen_keeps_everything(backend: Backend) {
+    let home = Home::new(backend);
     let data = pseudo_random(2_000_000, 6); // > 1024 chunks: a multi-segment manifest
     let (id, stats) = {
-        let (store, _) = open_store(dir.path(), test_options());
+        let (store, _) = home.open(test_options());
         let rec = ingest(&store, "big.bin", &data);
         assert!(rec.segments.len() > 1);
         store.close().unwrap();
         (rec.id, store.stats().unwrap())
     };
-    let (store, _) = open_store(dir.path(), test_options());
+    let (store, _) = home.open(test_options());
     assert!(!store.was_unclean());
     assert_eq!(store.stats().unwrap(), stats);
     let rec = store.file(&id).unwrap();
@@ -176,15 +286,12 @@ fn reopen_keeps_everything() {
     assert!(store.verify(false).unwrap().is_clean());
 }
 
-#[test]
-fn a_store_refuses_other_chunking_parameters() {
-    let dir = tempfile::tempdir().unwrap();
-    drop(open_store(dir.path(), test_options()));
+fn a_store_refuses_other_chunking_parameters(backend: Backend) {
+    let home = Home::new(backend);
+    drop(home.open(test_options()));
     let mut other = test_options();
     other.chunking.max = 8192;
-    let objects = Arc::new(FsObjects::open(&dir.path().join("objects"), other.fsync).unwrap());
-    let err =
-        Store::open_with(dir.path(), other, objects, Arc::new(depot::store::SystemClock)).err().unwrap();
+    let err = home.try_open(other, Arc::new(SystemClock)).err().unwrap();
     assert!(matches!(err, Error::ChunkerMismatch { .. }), "{err}");
 }
 
@@ -193,30 +300,26 @@ fn a_second_process_cannot_open_a_store_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, _) = open_store(dir.path(), test_options());
     let objects = Arc::new(FsObjects::open(&dir.path().join("objects"), test_options().fsync).unwrap());
-    let err = Store::open_with(dir.path(), test_options(), objects, Arc::new(depot::store::SystemClock))
-        .err()
-        .unwrap();
+    let err = Store::open_with(dir.path(), test_options(), objects, Arc::new(SystemClock)).err().unwrap();
     assert!(matches!(err, Error::Locked(_)), "{err}");
 }
 
-#[test]
-fn crash_between_object_write_and_metadata_leaves_a_store_gc_cleans() {
-    let dir = tempfile::tempdir().unwrap();
+fn crash_between_object_write_and_metadata_leaves_a_store_gc_cleans(backend: Backend) {
+    let home = Home::new(backend);
     let opts = test_options();
     let keep = pseudo_random(50_000, 7);
     {
-        let (store, _) = open_store(dir.path(), opts.clone());
+        let (store, _) = home.open(opts.clone());
         ingest(&store, "kept.bin", &keep);
         // A chunk stored, never committed (an upload cut short)…
         store.put_chunk(&pseudo_random(3000, 8), None, 0).unwrap();
         // …and an object written whose row never made it (the crash).
         let raw = pseudo_random(2000, 9);
         let id = ChunkId::of(&raw);
-        let objects = FsObjects::open(&dir.path().join("objects"), opts.fsync).unwrap();
-        assert!(objects.put_if_absent(&id, &object::encode(&id, &raw, 1)).unwrap());
+        assert!(home.objects().put_if_absent(&id, &object::encode(&id, &raw, 1)).unwrap());
         // No close(): the process dies here.
     }
-    let (store, clock) = open_store(dir.path(), opts);
+    let (store, clock) = home.open(opts);
     assert!(store.was_unclean());
     let v = store.verify(false).unwrap();
     assert!(v.is_clean(), "{v:?}");
@@ -231,18 +334,15 @@ fn crash_between_object_write_and_metadata_leaves_a_store_gc_cleans() {
     assert_eq!(store.stats().unwrap().files, 1);
 }
 
-#[test]
-fn verify_finds_and_repair_heals_a_corrupt_object() {
-    let (dir, store) = temp_store();
+fn verify_finds_and_repair_heals_a_corrupt_object(backend: Backend) {
+    let (home, store) = temp_store(backend);
     let data = pseudo_random(20_000, 10);
     let rec = ingest(&store, "f.bin", &data);
     let victim = store.segment(&rec.id, 0).unwrap()[1].id;
-    let objects = FsObjects::open(&dir.path().join("objects"), test_options().fsync).unwrap();
-    let path = objects.path_of(&victim);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0x40;
-    std::fs::write(&path, bytes).unwrap();
+    home.corrupt(&victim, |bytes| {
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+    });
 
     let v = store.verify(false).unwrap();
     assert_eq!(v.corrupt_objects.len(), 1);
@@ -258,9 +358,8 @@ fn verify_finds_and_repair_heals_a_corrupt_object() {
     assert!(v.is_clean(), "{v:?}");
 }
 
-#[test]
-fn put_verifies_a_given_hash_and_stores_nothing_on_mismatch() {
-    let (_dir, store) = temp_store();
+fn put_verifies_a_given_hash_and_stores_nothing_on_mismatch(backend: Backend) {
+    let (_home, store) = temp_store(backend);
     let wrong = ChunkId::of(b"other");
     let err = store.put_chunk(b"data", Some(&wrong), 0).unwrap_err();
     assert!(matches!(err, Error::HashMismatch { .. }));
@@ -275,9 +374,8 @@ fn put_verifies_a_given_hash_and_stores_nothing_on_mismatch() {
     assert!(store.put_chunk_zstd(b"not zstd", &id, 0).is_err());
 }
 
-#[test]
-fn many_hashes_are_checked_in_one_query() {
-    let (_dir, store) = temp_store();
+fn many_hashes_are_checked_in_one_query(backend: Backend) {
+    let (_home, store) = temp_store(backend);
     let chunks: Vec<Bytes> = (0..100u32).map(|i| Bytes::from(i.to_le_bytes().repeat(100))).collect();
     store.put_chunks(&chunks, 0).unwrap();
     let mut ids: Vec<ChunkId> = chunks.iter().map(|c| ChunkId::of(c)).collect();
@@ -287,9 +385,8 @@ fn many_hashes_are_checked_in_one_query() {
     assert_eq!(missing, absent);
 }
 
-#[test]
-fn only_client_questions_and_received_chunks_count_as_dedup_hits() {
-    let (_dir, store) = temp_store();
+fn only_client_questions_and_received_chunks_count_as_dedup_hits(backend: Backend) {
+    let (_home, store) = temp_store(backend);
     // Cold, and large enough for the segment-by-segment commit, which leases
     // its chunks through the same query: none of that is a dedup hit.
     let rec = ingest(&store, "big.bin", &pseudo_random(2_500_000, 9));
@@ -308,10 +405,9 @@ fn only_client_questions_and_received_chunks_count_as_dedup_hits() {
     assert_eq!(store.activity().chunks_known, distinct);
 }
 
-#[test]
-fn listing_is_newest_first_and_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, clock) = open_store(dir.path(), test_options());
+fn listing_is_newest_first_and_pages(backend: Backend) {
+    let home = Home::new(backend);
+    let (store, clock) = home.open(test_options());
     let mut ids = Vec::new();
     for i in 0..7u64 {
         ids.push(ingest(&store, &format!("f{i}.txt"), format!("file {i}").as_bytes()).id);
@@ -331,9 +427,8 @@ fn listing_is_newest_first_and_pages() {
     assert_eq!(seen, ids);
 }
 
-#[test]
-fn empty_files_work() {
-    let (_dir, store) = temp_store();
+fn empty_files_work(backend: Backend) {
+    let (_home, store) = temp_store(backend);
     let rec = ingest(&store, "empty.txt", b"");
     assert_eq!(rec.size, 0);
     assert_eq!(rec.chunks, 0);
@@ -346,27 +441,32 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     #[test]
     fn range_reads_equal_the_slice(ranges in proptest::collection::vec((0u64..1_500_000, 0u64..300_000), 1..8)) {
-        static FIXTURE: std::sync::OnceLock<(tempfile::TempDir, Store, FileId, Vec<u8>)> = std::sync::OnceLock::new();
-        let (_, store, id, data) = FIXTURE.get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let (store, _) = open_store(dir.path(), test_options());
+        // One file per backend, made once and read by every case.
+        type Fixture = Vec<(Home, Store, FileId)>;
+        static FIXTURE: std::sync::OnceLock<(Fixture, Vec<u8>)> = std::sync::OnceLock::new();
+        let (stores, data) = FIXTURE.get_or_init(|| {
             let data = pseudo_random(1_400_000, 11);
-            let rec = ingest(&store, "r.bin", &data);
-            assert!(rec.segments.len() > 1);
-            (dir, store, rec.id, data)
+            let stores = [Backend::Disk, Backend::Memory].map(|backend| {
+                let (home, store) = temp_store(backend);
+                let rec = ingest(&store, "r.bin", &data);
+                assert!(rec.segments.len() > 1);
+                (home, store, rec.id)
+            });
+            (stores.into(), data)
         });
         for (start, len) in ranges {
             let end = (start + len).min(data.len() as u64);
             let start = start.min(end);
-            let got = read_all(store, id, start, end);
-            prop_assert_eq!(&got[..], &data[start as usize..end as usize]);
+            for (_, store, id) in stores {
+                let got = read_all(store, id, start, end);
+                prop_assert_eq!(&got[..], &data[start as usize..end as usize]);
+            }
         }
     }
 }
 
-#[test]
-fn concurrent_puts_of_the_same_chunks_store_each_once() {
-    let (_dir, store) = temp_store();
+fn concurrent_puts_of_the_same_chunks_store_each_once(backend: Backend) {
+    let (_home, store) = temp_store(backend);
     let chunks: Vec<Bytes> = (0..200u64).map(|i| Bytes::from(pseudo_random(3000, i))).collect();
     let news: u64 = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
@@ -394,13 +494,12 @@ fn concurrent_puts_of_the_same_chunks_store_each_once() {
     assert_eq!(v.objects, 200);
 }
 
-#[test]
-fn a_long_seed_upload_keeps_its_session_and_its_chunks() {
+fn a_long_seed_upload_keeps_its_session_and_its_chunks(backend: Backend) {
     use depot::store::{PieceState, SeedSpec};
-    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(backend);
     let mut opts = test_options(); // sessions live an hour, grace a minute
     opts.chunk_lease = Duration::from_secs(60);
-    let (store, clock) = open_store(dir.path(), opts);
+    let (store, clock) = home.open(opts);
     let data = pseudo_random(40_000, 12);
     let spec = SeedSpec {
         identifier: "slow".into(),
