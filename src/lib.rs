@@ -9,6 +9,7 @@
 //! | module | owns | must not |
 //! |---|---|---|
 //! | [`client`] | the `depot` client: API calls, `put` (send only missing chunks), `get` (verified, resumable) | know the server's internals |
+//! | [`decimal`] | the one rule for decimal numbers on the wire | allocate or trim |
 //! | [`config`] | the one documented `Config`: defaults ← file ← `DEPOT_*` env ← flags | know about HTTP or the store's internals |
 //! | [`server`] | merges every protocol's routes and OpenAPI paths, the layers around them, `serve`, the GC loop | hold handler logic |
 //! | [`protocol`] | one module per wire protocol: parse → call the store → render; each exports its routes and OpenAPI paths | touch RocksDB or the object directory |
@@ -19,6 +20,7 @@
 #[cfg(feature = "client")]
 pub mod client;
 pub mod config;
+pub mod decimal;
 #[cfg(feature = "server")]
 pub mod http;
 pub mod protocol;

@@ -98,9 +98,10 @@ impl Drop for UploadGuard {
     }
 }
 
-/// The request's declared `Content-Length`, when there is one that parses.
+/// The request's declared `Content-Length`, when there is one that follows
+/// [`crate::decimal`]'s rule (`+5` is not a length).
 pub fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
-    headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    crate::decimal::parse_u64(headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.trim()).ok()
 }
 
 /// Reads a whole (small) request body, refusing more than `limit` bytes

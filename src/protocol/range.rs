@@ -35,9 +35,9 @@ enum Spec {
     Suffix(u64),
 }
 
-/// Decimal digits only, at most 20 of them, within `u64`.
+/// A position or length: [`crate::decimal`]'s rule.
 fn decimal(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) { None } else { s.parse().ok() }
+    crate::decimal::parse_u64(s).ok()
 }
 
 fn spec(s: &str) -> Option<Spec> {

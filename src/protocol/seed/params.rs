@@ -112,11 +112,14 @@ impl PieceParams {
             get(name)?.ok_or_else(|| ParamError(format!("missing {}", key_for(flavor, name))))
         };
         let number = |name: &str, v: &str| -> Result<u64, ParamError> {
-            let v = v.trim();
-            if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ParamError(format!("{} must be a non-negative integer", key_for(flavor, name))));
-            }
-            v.parse().map_err(|_| ParamError(format!("{} is out of range", key_for(flavor, name))))
+            crate::decimal::parse_u64(v.trim()).map_err(|e| match e {
+                crate::decimal::DecimalError::Malformed => {
+                    ParamError(format!("{} must be a non-negative integer", key_for(flavor, name)))
+                }
+                crate::decimal::DecimalError::OutOfRange => {
+                    ParamError(format!("{} is out of range", key_for(flavor, name)))
+                }
+            })
         };
         let small = |name: &str, v: u64| -> Result<u32, ParamError> {
             u32::try_from(v).map_err(|_| ParamError(format!("{} is out of range", key_for(flavor, name))))

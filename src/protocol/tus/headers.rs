@@ -183,11 +183,12 @@ impl ConcatHeader {
 /// # Errors
 /// [`HeaderError`] naming the header.
 pub fn parse_u64(name: &str, s: &str) -> Result<u64, HeaderError> {
-    let s = s.trim();
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return err(format!("{name} must be a non-negative integer"));
-    }
-    s.parse().map_err(|_| HeaderError(format!("{name} is out of range")))
+    crate::decimal::parse_u64(s.trim()).map_err(|e| match e {
+        crate::decimal::DecimalError::Malformed => {
+            HeaderError(format!("{name} must be a non-negative integer"))
+        }
+        crate::decimal::DecimalError::OutOfRange => HeaderError(format!("{name} is out of range")),
+    })
 }
 
 #[cfg(test)]
