@@ -4,12 +4,16 @@
 //! The parsers (`disposition`, `range`, `seed::params`, `tus::headers`) are pure and built without the
 //! `rocksdb` feature so that the fuzz targets can use them.
 
+#[cfg(feature = "server")]
+pub mod digest;
 pub mod disposition;
 #[cfg(feature = "server")]
 pub mod files;
 #[cfg(feature = "server")]
 pub mod native;
 pub mod range;
+#[cfg(feature = "server")]
+pub mod resumable;
 pub mod seed;
 pub mod tus;
 

@@ -2,25 +2,23 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
-use md5::Digest as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::headers::{Algorithm, Checksum, ConcatHeader, HeaderError, Metadata, parse_u64};
 use crate::http::writers::Held;
-use crate::http::{ApiError, AppState, Dialect, UploadGuard};
-use crate::store::{self, AppendOutcome, Appender, Concat, NewStream, UploadId, UploadRecord};
+use crate::http::{ApiError, AppState, Dialect};
+use crate::protocol::digest::Hasher;
+use crate::protocol::resumable::{self, Expected, Stop};
+use crate::store::{self, Appender, Concat, NewStream, UploadId, UploadRecord};
 use crate::wire::ErrorBody;
 
 pub const TUS_VERSION: &str = "1.0.0";
 pub const EXTENSIONS: &str =
     "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation";
-/// A PATCH makes its bytes durable (acknowledged) at least this often.
-pub const PERSIST_EVERY: u64 = 16 << 20;
 const OCTET: &str = "application/offset+octet-stream";
 
 static TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
@@ -324,68 +322,6 @@ pub async fn terminate(State(st): State<AppState>, Path(id): Path<String>, heade
     Ok((StatusCode::NO_CONTENT, h).into_response())
 }
 
-/// The running digest of a PATCH body.
-enum Hasher {
-    Sha1(sha1::Sha1),
-    Md5(md5::Md5),
-    Crc32(crc32fast::Hasher),
-    Blake3(Box<blake3::Hasher>),
-}
-
-impl Hasher {
-    fn new(a: Algorithm) -> Self {
-        match a {
-            Algorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
-            Algorithm::Md5 => Hasher::Md5(md5::Md5::new()),
-            Algorithm::Crc32 => Hasher::Crc32(crc32fast::Hasher::new()),
-            Algorithm::Blake3 => Hasher::Blake3(Box::default()),
-        }
-    }
-
-    fn update(&mut self, b: &[u8]) {
-        match self {
-            Hasher::Sha1(h) => h.update(b),
-            Hasher::Md5(h) => h.update(b),
-            Hasher::Crc32(h) => h.update(b),
-            Hasher::Blake3(h) => {
-                h.update(b);
-            }
-        }
-    }
-
-    fn finish(self) -> Vec<u8> {
-        match self {
-            Hasher::Sha1(h) => h.finalize().to_vec(),
-            Hasher::Md5(h) => h.finalize().to_vec(),
-            Hasher::Crc32(h) => h.finalize().to_be_bytes().to_vec(),
-            Hasher::Blake3(h) => h.finalize().as_bytes().to_vec(),
-        }
-    }
-}
-
-enum Msg {
-    Data(Bytes),
-    Persist,
-    /// The request is over: keep its bytes or not, and say where that left
-    /// the upload.
-    Finish {
-        keep: bool,
-        reply: tokio::sync::oneshot::Sender<store::Result<AppendOutcome>>,
-    },
-}
-
-/// Why a body stopped before its end.
-enum Stop {
-    /// Another request took the upload.
-    Takeover,
-    /// The server is shutting down.
-    Shutdown,
-    /// The body broke off.
-    Broken(String),
-    /// It ran past the upload's length.
-    TooLong,
-}
-
 /// Streams a request body into the upload at `offset`, then finishes: keeps
 /// the bytes (all of them, or what arrived before a break) or, with a failed
 /// checksum, none.
@@ -395,11 +331,11 @@ async fn append(
     offset: u64,
     headers: &HeaderMap,
     body: Body,
-    (guard, mut takeover): (Held, watch::Receiver<u64>),
+    held: (Held, watch::Receiver<u64>),
 ) -> Result<(UploadRecord, Option<store::FileRecord>), TusError> {
     let checksum = header_str(headers, "upload-checksum").map(Checksum::parse).transpose()?;
-    let (mut hasher, expected) = match checksum {
-        None => (None, None),
+    let expected = match checksum {
+        None => None,
         Some(Checksum::Unsupported(a)) => {
             return Err(ApiError::BadRequest(format!(
                 "checksum algorithm `{a}` is not supported ({})",
@@ -407,115 +343,18 @@ async fn append(
             ))
             .into());
         }
-        Some(Checksum::Known { algorithm, digest }) => (Some(Hasher::new(algorithm)), Some(digest)),
+        Some(Checksum::Known { algorithm, digest }) => {
+            Some(Expected { hasher: Hasher::new(algorithm), digest })
+        }
     };
     let id = *id;
     let app: Appender = st.store.blocking(move |s| s.begin_append(&id, offset)).await?;
-    let room = app.length().map(|l| l - app.offset());
-    if let (Some(room), Some(declared)) = (room, crate::http::content_length(headers)) {
-        if declared > room {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "the body of {declared} bytes runs past the upload's length"
-            ))
-            .into());
-        }
-    }
-    let _active = UploadGuard::new(&st.metrics);
-    let all_or_nothing = hasher.is_some();
-    let (tx, mut rx) = mpsc::channel::<Msg>(16);
-    // The worker owns the appender and the upload's lock: if this request
-    // is dropped mid-body (the connection went away), it still keeps what
-    // arrived before letting the upload go.
-    let worker = tokio::task::spawn_blocking(move || {
-        let _held = guard;
-        let mut app = app;
-        let mut failed = None;
-        while let Some(m) = rx.blocking_recv() {
-            let step = match m {
-                Msg::Data(b) if failed.is_none() => app.push(&b),
-                Msg::Persist if failed.is_none() => app.persist(),
-                Msg::Finish { keep, reply } => {
-                    let out = match failed.take() {
-                        Some(e) => Err(e),
-                        None => app.finish(keep),
-                    };
-                    let _ = reply.send(out);
-                    return;
-                }
-                _ => Ok(()),
-            };
-            if let Err(e) = step {
-                failed = Some(e);
-            }
-        }
-        if failed.is_none() && !all_or_nothing {
-            if let Err(e) = app.finish(true) {
-                tracing::warn!(error = %e, "keeping the bytes of an abandoned PATCH failed");
-            }
-        }
-    });
-
-    let mut shutdown = st.shutdown.clone();
-    let mut stream = body.into_data_stream();
-    let mut received = 0u64;
-    let mut since_persist = 0u64;
-    let mut stop: Option<Stop> = None;
-    loop {
-        let frame = tokio::select! {
-            f = stream.next() => f,
-            _ = takeover.changed() => { stop = Some(Stop::Takeover); break; }
-            _ = shutdown.changed() => { stop = Some(Stop::Shutdown); break; }
-        };
-        let mut bytes = match frame {
-            None => break,
-            Some(Ok(b)) => b,
-            Some(Err(e)) => {
-                stop = Some(Stop::Broken(e.to_string()));
-                break;
-            }
-        };
-        if let Some(room) = room {
-            if received + bytes.len() as u64 > room {
-                bytes.truncate((room - received) as usize);
-                stop = Some(Stop::TooLong);
-            }
-        }
-        received += bytes.len() as u64;
-        since_persist += bytes.len() as u64;
-        if let Some(h) = hasher.as_mut() {
-            h.update(&bytes);
-        }
-        if !bytes.is_empty() && tx.send(Msg::Data(bytes)).await.is_err() {
-            break;
-        }
-        if stop.is_some() {
-            break;
-        }
-        if !all_or_nothing && since_persist >= PERSIST_EVERY {
-            since_persist = 0;
-            if tx.send(Msg::Persist).await.is_err() {
-                break;
-            }
-        }
-    }
-    let digest_ok = match (hasher, expected) {
-        (Some(h), Some(want)) => stop.is_none() && h.finish() == want,
-        _ => true,
-    };
-    let keep = digest_ok && !(all_or_nothing && stop.is_some());
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let _ = tx.send(Msg::Finish { keep, reply }).await;
-    drop(tx);
-    let out: AppendOutcome = match answer.await {
-        Ok(r) => r?,
-        Err(_) => return Err(ApiError::Store(store::Error::Task("the upload worker stopped".into())).into()),
-    };
-    worker.await.map_err(store::Error::from)?;
-    match stop {
-        None if !digest_ok => {
+    let pumped = resumable::pump(st, app, crate::http::content_length(headers), body, held, expected).await?;
+    match pumped.stop {
+        None if !pumped.digest_ok => {
             Err(TusError(ApiError::ChecksumMismatch("the body does not match Upload-Checksum".into())))
         }
-        None => Ok((out.record, out.file)),
+        None => Ok((pumped.outcome.record, pumped.outcome.file)),
         Some(Stop::Takeover) => {
             Err(ApiError::Locked("a newer request for this upload took over; what arrived is kept".into())
                 .into())

@@ -2,8 +2,9 @@
 //! creation-defer-length, expiration, checksum, termination, concatenation.
 //!
 //! PATCH bodies stream through the store's chunker as they arrive (an
-//! [`Appender`] on a blocking thread), with a durable point every
-//! [`PERSIST_EVERY`] bytes, so a broken connection keeps what arrived and a
+//! [`Appender`] on a blocking thread, through the shared
+//! [`crate::protocol::resumable`] pump), with a durable point every
+//! [`crate::protocol::resumable::PERSIST_EVERY`] bytes, so a broken connection keeps what arrived and a
 //! server restart resumes at the acknowledged offset. One request writes to
 //! an upload at a time: a new PATCH, HEAD or DELETE for an upload ends the
 //! request holding it (as tusd does), which keeps what it received and

@@ -1,0 +1,181 @@
+//! The body pump every resumable protocol shares (tus today, the IETF
+//! draft next): it streams a request body into the store's [`Appender`] on
+//! a blocking worker, owns when bytes become durable (a durable point every
+//! [`PERSIST_EVERY`] bytes and at the end), stops for a takeover, a shutdown,
+//! a broken body or a body past the upload's length, and decides keep or
+//! drop (a body with an expected digest is all-or-nothing). It returns a
+//! neutral [`Pumped`]; each protocol maps it to its own answers.
+
+use axum::body::{Body, Bytes};
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use super::digest::Hasher;
+use crate::http::writers::Held;
+use crate::http::{ApiError, AppState, UploadGuard};
+use crate::store::{self, AppendOutcome, Appender};
+
+/// A request makes its bytes durable (acknowledged) at least this often.
+pub const PERSIST_EVERY: u64 = 16 << 20;
+
+/// What the client says the body hashes to.
+pub struct Expected {
+    pub hasher: Hasher,
+    pub digest: Vec<u8>,
+}
+
+/// Why a body stopped before its end.
+#[derive(Debug)]
+pub enum Stop {
+    /// Another request took the upload.
+    Takeover,
+    /// The server is shutting down.
+    Shutdown,
+    /// The body broke off.
+    Broken(String),
+    /// It ran past the upload's length.
+    TooLong,
+}
+
+/// How a request's body ended.
+pub struct Pumped {
+    /// Where the upload stands now (and the file, if it completed).
+    pub outcome: AppendOutcome,
+    /// Why the body stopped early, if it did; what arrived is kept unless
+    /// the body was all-or-nothing.
+    pub stop: Option<Stop>,
+    /// The body matched the expected digest (true when none was given).
+    pub digest_ok: bool,
+}
+
+enum Msg {
+    Data(Bytes),
+    Persist,
+    /// The request is over: keep its bytes or not, and say where that left
+    /// the upload.
+    Finish {
+        keep: bool,
+        reply: tokio::sync::oneshot::Sender<store::Result<AppendOutcome>>,
+    },
+}
+
+/// Streams `body` into `app` (which holds the upload at its offset) while
+/// `held` holds the upload's writer slot; `declared` is the body's
+/// `Content-Length`, when sent.
+///
+/// # Errors
+/// [`ApiError::PayloadTooLarge`] before reading when the declared length
+/// runs past the upload's; store errors from the append.
+pub async fn pump(
+    st: &AppState,
+    app: Appender,
+    declared: Option<u64>,
+    body: Body,
+    (held, mut takeover): (Held, watch::Receiver<u64>),
+    expected: Option<Expected>,
+) -> Result<Pumped, ApiError> {
+    let room = app.length().map(|l| l - app.offset());
+    if let (Some(room), Some(declared)) = (room, declared) {
+        if declared > room {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the body of {declared} bytes runs past the upload's length"
+            )));
+        }
+    }
+    let _active = UploadGuard::new(&st.metrics);
+    let (mut hasher, want) = match expected {
+        Some(e) => (Some(e.hasher), Some(e.digest)),
+        None => (None, None),
+    };
+    let all_or_nothing = hasher.is_some();
+    let (tx, mut rx) = mpsc::channel::<Msg>(16);
+    // The worker owns the appender and the upload's slot: if this request
+    // is dropped mid-body (the connection went away), it still keeps what
+    // arrived before letting the upload go.
+    let worker = tokio::task::spawn_blocking(move || {
+        let _held = held;
+        let mut app = app;
+        let mut failed = None;
+        while let Some(m) = rx.blocking_recv() {
+            let step = match m {
+                Msg::Data(b) if failed.is_none() => app.push(&b),
+                Msg::Persist if failed.is_none() => app.persist(),
+                Msg::Finish { keep, reply } => {
+                    let out = match failed.take() {
+                        Some(e) => Err(e),
+                        None => app.finish(keep),
+                    };
+                    let _ = reply.send(out);
+                    return;
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = step {
+                failed = Some(e);
+            }
+        }
+        if failed.is_none() && !all_or_nothing {
+            if let Err(e) = app.finish(true) {
+                tracing::warn!(error = %e, "keeping the bytes of an abandoned request failed");
+            }
+        }
+    });
+
+    let mut shutdown = st.shutdown.clone();
+    let mut stream = body.into_data_stream();
+    let mut received = 0u64;
+    let mut since_persist = 0u64;
+    let mut stop: Option<Stop> = None;
+    loop {
+        let frame = tokio::select! {
+            f = stream.next() => f,
+            _ = takeover.changed() => { stop = Some(Stop::Takeover); break; }
+            _ = shutdown.changed() => { stop = Some(Stop::Shutdown); break; }
+        };
+        let mut bytes = match frame {
+            None => break,
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                stop = Some(Stop::Broken(e.to_string()));
+                break;
+            }
+        };
+        if let Some(room) = room {
+            if received + bytes.len() as u64 > room {
+                bytes.truncate((room - received) as usize);
+                stop = Some(Stop::TooLong);
+            }
+        }
+        received += bytes.len() as u64;
+        since_persist += bytes.len() as u64;
+        if let Some(h) = hasher.as_mut() {
+            h.update(&bytes);
+        }
+        if !bytes.is_empty() && tx.send(Msg::Data(bytes)).await.is_err() {
+            break;
+        }
+        if stop.is_some() {
+            break;
+        }
+        if !all_or_nothing && since_persist >= PERSIST_EVERY {
+            since_persist = 0;
+            if tx.send(Msg::Persist).await.is_err() {
+                break;
+            }
+        }
+    }
+    let digest_ok = match (hasher, want) {
+        (Some(h), Some(want)) => stop.is_none() && h.finish() == want,
+        _ => true,
+    };
+    let keep = digest_ok && !(all_or_nothing && stop.is_some());
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let _ = tx.send(Msg::Finish { keep, reply }).await;
+    drop(tx);
+    let outcome = match answer.await {
+        Ok(r) => r?,
+        Err(_) => return Err(ApiError::Store(store::Error::Task("the upload worker stopped".into()))),
+    };
+    worker.await.map_err(store::Error::from)?;
+    Ok(Pumped { outcome, stop, digest_ok })
+}
