@@ -294,13 +294,16 @@ test_ctrl_c_ends_with_130() {
     gen "$f" $((40 * PIECE)) 21
     rm -f "$WORK/int.fifo"
     mkfifo "$WORK/int.fifo"
-    # Job control on: the job gets its own process group, as at a terminal,
-    # and does not start with SIGINT ignored (background jobs of a
-    # non-interactive shell do, and then cannot trap it).
-    set -m
-    "$UP" "$f" "$PIECE_KB" >/dev/null 2>"$WORK/int.fifo" &
+    # As at a terminal: the script runs in its own process group with
+    # SIGINT at its default disposition. A background job of a
+    # non-interactive shell starts with SIGINT ignored (and then cannot trap
+    # it), and `set -m` gives no job control without a terminal (CI has
+    # none), so a small exec wrapper does both.
+    "${PYTHON:-python3}" -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.setpgid(0, 0)
+os.execvp(sys.argv[1], sys.argv[1:])' "$UP" "$f" "$PIECE_KB" >/dev/null 2>"$WORK/int.fifo" </dev/null &
     pid=$!
-    set +m
     exec 4<"$WORK/int.fifo"
     : >"$WORK/int.err"
     while IFS= read -r line <&4; do
