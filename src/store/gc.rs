@@ -6,10 +6,11 @@
 //! its grace period since reaching zero has passed, and no upload's lease
 //! pins it. Deletion is restartable: the row is marked `Deleting` (synced),
 //! the object unlinked, then the row dropped; a crash in between is finished
-//! by the next run. The orphan sweep (objects with no row, which a crash
-//! between object write and row write can leave) walks the object directory
-//! and so is proportional to the store: it runs on demand and after an
-//! unclean shutdown.
+//! by the next run. Objects go in `delete_many` calls of up to 1,000. The
+//! orphan sweep (objects with no row, which a crash between object write and
+//! row write can leave) pages through the object listing and so is
+//! proportional to the store: it runs on demand and after an unclean
+//! shutdown.
 
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -17,6 +18,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::meta::{self, Batch, Cf, ChunkState, Counter};
+use super::objects::{self, ObjectEntry};
 use super::{ChunkId, Result, Store, object};
 
 /// What a GC run did.
@@ -39,6 +41,10 @@ pub struct GcReport {
 
 const ROUND: usize = 1024;
 const TEMP_AGE: Duration = Duration::from_secs(3600);
+/// Objects per delete call (S3's `DeleteObjects` takes up to 1,000).
+const DELETE_PAGE: usize = 1000;
+/// Objects per listing page of the orphan sweep.
+const LIST_PAGE: usize = 1000;
 
 impl Store {
     /// Runs GC. With `orphans`, also sweeps objects that have no row and are
@@ -127,10 +133,13 @@ impl Store {
             mark.put(Cf::Gcq, &meta::gcq_key(now, id), b"");
         }
         m.write(mark, true)?;
+        // A missing object counts as deleted (a crash after the unlink).
+        let doomed_ids: Vec<ChunkId> = doomed.iter().map(|(id, _)| *id).collect();
+        for page in doomed_ids.chunks(DELETE_PAGE) {
+            self.objects().delete_many(page)?;
+        }
         let mut drop = Batch::default();
         for (id, r) in &doomed {
-            // A missing object counts as deleted (a crash after the unlink).
-            self.objects().delete(id)?;
             drop.delete(Cf::Gcq, &meta::gcq_key(now, id));
             drop.delete(Cf::Chunks, id.as_bytes());
             drop.add(Counter::UniqueChunks, -1);
@@ -189,28 +198,33 @@ impl Store {
         let opened = self.opened_ms();
         let mut n = 0;
         let mut young_ids = Vec::new();
+        let mtime = |e: &ObjectEntry| {
+            e.modified.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        };
         for prefix in 0..=255u8 {
-            let entries = self.objects().list(prefix)?;
-            let mtime = |e: &super::objects::ObjectEntry| {
-                e.modified.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-            };
-            young_ids
-                .extend(entries.iter().filter(|e| mtime(e) + grace > now && mtime(e) < opened).map(|e| e.id));
-            let old: Vec<ChunkId> =
-                entries.iter().filter(|e| mtime(e) + grace <= now).map(|e| e.id).collect();
-            if old.is_empty() {
-                continue;
-            }
-            let rows = self.meta().chunk_rows(&old)?;
-            for (id, row) in old.iter().zip(rows) {
-                if row.is_some() {
-                    continue;
+            objects::for_each_page(self.objects().as_ref(), prefix, LIST_PAGE, |entries| -> Result<()> {
+                young_ids.extend(
+                    entries.iter().filter(|e| mtime(e) + grace > now && mtime(e) < opened).map(|e| e.id),
+                );
+                let old: Vec<ChunkId> =
+                    entries.iter().filter(|e| mtime(e) + grace <= now).map(|e| e.id).collect();
+                if old.is_empty() {
+                    return Ok(());
                 }
-                let _g = self.lock_stripes([id]);
-                if self.meta().chunk_row(id)?.is_none() && self.objects().delete(id)? {
-                    n += 1;
+                let rows = self.meta().chunk_rows(&old)?;
+                let unnamed: Vec<ChunkId> =
+                    old.iter().zip(rows).filter(|(_, row)| row.is_none()).map(|(id, _)| *id).collect();
+                if unnamed.is_empty() {
+                    return Ok(());
                 }
-            }
+                // Checked again under the locks: a put may have named one since.
+                let _g = self.lock_stripes(&unnamed);
+                let rows = self.meta().chunk_rows(&unnamed)?;
+                let orphans: Vec<ChunkId> =
+                    unnamed.iter().zip(rows).filter(|(_, row)| row.is_none()).map(|(id, _)| *id).collect();
+                n += self.objects().delete_many(&orphans)? as u64;
+                Ok(())
+            })?;
         }
         let young_orphans = self.meta().chunk_rows(&young_ids)?.iter().filter(|r| r.is_none()).count();
         Ok((n, young_orphans as u64))

@@ -13,7 +13,11 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
+use super::objects;
 use super::{ChunkId, FileRecord, FileState, Result, Store, manifest, object};
+
+/// Objects per listing page.
+const LIST_PAGE: usize = 1000;
 
 /// What verify found (and, with repair, fixed).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -79,26 +83,29 @@ impl Store {
         let mut present: HashSet<ChunkId> = HashSet::new();
         let mut corrupt: HashMap<ChunkId, String> = HashMap::new();
         for prefix in 0..=255u8 {
-            for e in self.objects().list(prefix)? {
-                rep.objects += 1;
-                rep.object_bytes += e.len;
-                let bad = match self.objects().get(&e.id)? {
-                    None => continue,
-                    Some(enc) => match object::decode(&enc, max, true) {
-                        Ok((h, _)) if h.id == e.id => None,
-                        Ok(_) => Some("object holds another chunk".to_string()),
-                        Err(err) => Some(err.0.to_string()),
-                    },
-                };
-                match bad {
-                    None => {
-                        present.insert(e.id);
-                    }
-                    Some(reason) => {
-                        corrupt.insert(e.id, reason);
+            objects::for_each_page(self.objects().as_ref(), prefix, LIST_PAGE, |page| -> Result<()> {
+                for e in page {
+                    rep.objects += 1;
+                    rep.object_bytes += e.len;
+                    let bad = match self.objects().get(&e.id)? {
+                        None => continue,
+                        Some(enc) => match object::decode(&enc, max, true) {
+                            Ok((h, _)) if h.id == e.id => None,
+                            Ok(_) => Some("object holds another chunk".to_string()),
+                            Err(err) => Some(err.0.to_string()),
+                        },
+                    };
+                    match bad {
+                        None => {
+                            present.insert(e.id);
+                        }
+                        Some(reason) => {
+                            corrupt.insert(e.id, reason);
+                        }
                     }
                 }
-            }
+                Ok(())
+            })?;
         }
 
         // Manifests: recount references.

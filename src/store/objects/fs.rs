@@ -1,0 +1,345 @@
+//! [`FsObjects`]: the object directory on a local filesystem.
+//!
+//! Each object lives at `objects/ab/cd/<64 hex>`. An insert writes a temp
+//! file, then hard-links it to its final name, which fails when the name
+//! exists: an object is never replaced, and "already there" is a dedup hit.
+//! Durability is a separate step, [`ObjectStore::barrier`], reached as the
+//! [`FsyncPolicy`] says. A listing page reads the names of one `ab`
+//! directory's subdirectories and then one `cd` directory at a time, so it
+//! never holds more than a directory's names and a page of entries.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ObjectEntry, ObjectStore, lock, not_found_is};
+use crate::store::id::ChunkId;
+
+/// When object writes reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Each object is fsynced before it is linked into place; the barrier
+    /// fsyncs each directory touched since the last barrier.
+    Always,
+    /// Objects are written without fsync; the barrier flushes the whole
+    /// filesystem once (`syncfs`), so concurrent uploads share one flush.
+    #[default]
+    Batch,
+    /// Never fsync: for throwaway stores (benchmarks). A crash may lose
+    /// acknowledged data.
+    Never,
+}
+
+/// The object directory on a local filesystem.
+pub struct FsObjects {
+    root: PathBuf,
+    tmp: PathBuf,
+    quarantine: PathBuf,
+    policy: FsyncPolicy,
+    dirty_dirs: Mutex<HashSet<PathBuf>>,
+    /// Which of the 65,536 `ab/cd` directories are known to exist (a bit
+    /// each), so that an insert does not ask the filesystem every time.
+    dirs_made: Vec<AtomicU64>,
+    /// Whether the filesystem takes `O_TMPFILE` (unnamed temp files) and
+    /// `/proc` is there to link them: probed once at open.
+    pub(super) tmpfile: bool,
+    /// Inserts completed so far, and how many of them a barrier has covered:
+    /// concurrent barriers coalesce into one flush.
+    written: AtomicU64,
+    synced: Mutex<u64>,
+}
+
+impl FsObjects {
+    /// Opens (creating when needed) the object directory at `root`.
+    ///
+    /// # Errors
+    /// I/O failures creating the directories.
+    pub fn open(root: &Path, policy: FsyncPolicy) -> io::Result<Self> {
+        let tmp = root.join("tmp");
+        let quarantine = root.join("quarantine");
+        fs::create_dir_all(&tmp)?;
+        fs::create_dir_all(&quarantine)?;
+        let tmpfile = Path::new("/proc/self/fd").is_dir() && open_unnamed(&tmp).is_ok();
+        Ok(Self {
+            root: root.to_path_buf(),
+            tmp,
+            quarantine,
+            policy,
+            dirty_dirs: Mutex::new(HashSet::new()),
+            dirs_made: (0..1024).map(|_| AtomicU64::new(0)).collect(),
+            tmpfile,
+            written: AtomicU64::new(0),
+            synced: Mutex::new(0),
+        })
+    }
+
+    fn dir_of(&self, id: &ChunkId) -> PathBuf {
+        let b = id.as_bytes();
+        self.root.join(format!("{:02x}", b[0])).join(format!("{:02x}", b[1]))
+    }
+
+    /// The path of an object (it may not exist).
+    pub fn path_of(&self, id: &ChunkId) -> PathBuf {
+        self.dir_of(id).join(id.to_string())
+    }
+
+    /// Makes sure an object's `ab/cd` directory exists.
+    fn ensure_dir(&self, id: &ChunkId, dir: &Path) -> io::Result<()> {
+        let b = id.as_bytes();
+        let n = (usize::from(b[0]) << 8) | usize::from(b[1]);
+        let (word, bit) = (&self.dirs_made[n / 64], 1u64 << (n % 64));
+        if word.load(Ordering::Relaxed) & bit == 0 {
+            fs::create_dir_all(dir)?;
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Writes an object into place without ever replacing one: an unnamed
+    /// `O_TMPFILE` linked to its name where the filesystem allows, a named
+    /// temp file hard-linked and unlinked elsewhere. `false`: the name exists.
+    fn write_new(&self, id: &ChunkId, encoded: &[u8], path: &Path) -> io::Result<bool> {
+        let linked = if self.tmpfile {
+            let mut f = open_unnamed(&self.tmp)?;
+            self.fill(&mut f, encoded)?;
+            let fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f));
+            rustix::fs::linkat(
+                rustix::fs::CWD,
+                fd.as_str(),
+                rustix::fs::CWD,
+                path,
+                rustix::fs::AtFlags::SYMLINK_FOLLOW,
+            )
+            .map_err(io::Error::from)
+        } else {
+            let tmp = self.write_temp(id, encoded)?;
+            let linked = fs::hard_link(&tmp, path);
+            let _ = fs::remove_file(&tmp);
+            linked
+        };
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `encoded` and, under `always`, fsyncs it.
+    fn fill(&self, f: &mut File, encoded: &[u8]) -> io::Result<()> {
+        f.write_all(encoded)?;
+        if self.policy == FsyncPolicy::Always {
+            f.sync_all()?;
+        }
+        Ok(())
+    }
+
+    fn write_temp(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<PathBuf> {
+        let tmp = self.tmp.join(format!("{id}.{:016x}.tmp", rand::random::<u64>()));
+        match File::create(&tmp).and_then(|mut f| self.fill(&mut f, encoded)) {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn note_written(&self, dir: PathBuf) {
+        if self.policy == FsyncPolicy::Always {
+            lock(&self.dirty_dirs).insert(dir);
+        }
+        self.written.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// An unnamed temp file in `dir`, to be linked into place or dropped.
+fn open_unnamed(dir: &Path) -> io::Result<File> {
+    use rustix::fs::{CWD, Mode, OFlags};
+    let fd = rustix::fs::openat(
+        CWD,
+        dir,
+        OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )?;
+    Ok(File::from(fd))
+}
+
+impl ObjectStore for FsObjects {
+    fn put_if_absent(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<bool> {
+        let dir = self.dir_of(id);
+        let path = dir.join(id.to_string());
+        self.ensure_dir(id, &dir)?;
+        let written = self.write_new(id, encoded, &path)?;
+        if written {
+            self.note_written(dir);
+        }
+        Ok(written)
+    }
+
+    fn replace(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<()> {
+        let dir = self.dir_of(id);
+        self.ensure_dir(id, &dir)?;
+        let tmp = self.write_temp(id, encoded)?;
+        if let Err(e) = fs::rename(&tmp, dir.join(id.to_string())) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.note_written(dir);
+        Ok(())
+    }
+
+    fn get(&self, id: &ChunkId) -> io::Result<Option<Vec<u8>>> {
+        not_found_is(fs::read(self.path_of(id)).map(Some), None)
+    }
+
+    fn contains(&self, id: &ChunkId) -> io::Result<bool> {
+        not_found_is(fs::metadata(self.path_of(id)).map(|_| true), false)
+    }
+
+    fn delete_many(&self, ids: &[ChunkId]) -> io::Result<usize> {
+        for id in ids {
+            not_found_is(fs::remove_file(self.path_of(id)), ())?;
+        }
+        Ok(ids.len())
+    }
+
+    fn list(&self, prefix: u8, start_after: Option<&ChunkId>, limit: usize) -> io::Result<Vec<ObjectEntry>> {
+        let mut out = Vec::new();
+        // Where in this prefix the page starts: `start_after` may name an
+        // id of an earlier prefix (start at the top) or a later one (empty).
+        let after = match start_after {
+            Some(a) if a.as_bytes()[0] > prefix => return Ok(out),
+            Some(a) if a.as_bytes()[0] == prefix => Some(*a),
+            _ => None,
+        };
+        if limit == 0 {
+            return Ok(out);
+        }
+        let top = self.root.join(format!("{prefix:02x}"));
+        let subdirs = match fs::read_dir(&top) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        // The `cd` directories at or past the start, in order: only their
+        // names are read here, one directory of at most 256 entries.
+        let from = after.map_or(0, |a| a.as_bytes()[1]);
+        let mut seconds = Vec::new();
+        for sub in subdirs {
+            let sub = sub?;
+            let name = sub.file_name();
+            let Some(b) = name.to_str().filter(|n| n.len() == 2).and_then(|n| u8::from_str_radix(n, 16).ok())
+            else {
+                continue;
+            };
+            if b >= from && sub.file_type()?.is_dir() {
+                seconds.push(b);
+            }
+        }
+        seconds.sort_unstable();
+        for b in seconds {
+            let sub = top.join(format!("{b:02x}"));
+            let mut ids: Vec<ChunkId> = Vec::new();
+            let entries = match fs::read_dir(&sub) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for obj in entries {
+                // Anything not named by a full hash is not an object of ours.
+                let name = obj?.file_name();
+                match name.to_str().and_then(|n| n.parse::<ChunkId>().ok()) {
+                    Some(id) if after.is_none_or(|a| id > a) => ids.push(id),
+                    _ => {}
+                }
+            }
+            ids.sort_unstable();
+            for id in ids {
+                let meta = match fs::metadata(sub.join(id.to_string())) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                out.push(ObjectEntry {
+                    id,
+                    len: meta.len(),
+                    modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                });
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn quarantine(&self, id: &ChunkId) -> io::Result<bool> {
+        let stamp =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let dest = self.quarantine.join(format!("{id}.{stamp}"));
+        not_found_is(fs::rename(self.path_of(id), dest).map(|_| true), false)
+    }
+
+    fn barrier(&self) -> io::Result<()> {
+        if self.policy == FsyncPolicy::Never {
+            return Ok(());
+        }
+        let target = self.written.load(Ordering::Acquire);
+        let mut synced = lock(&self.synced);
+        if *synced >= target {
+            return Ok(());
+        }
+        // Everything counted in `written` by now is covered by this flush.
+        let now = self.written.load(Ordering::Acquire);
+        match self.policy {
+            FsyncPolicy::Always => {
+                let dirs: Vec<PathBuf> = lock(&self.dirty_dirs).drain().collect();
+                for dir in dirs {
+                    File::open(&dir)?.sync_all()?;
+                }
+            }
+            FsyncPolicy::Batch => {
+                let root = File::open(&self.root)?;
+                rustix::fs::syncfs(&root)?;
+            }
+            FsyncPolicy::Never => {}
+        }
+        *synced = now;
+        Ok(())
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        if self.policy == FsyncPolicy::Never {
+            return Ok(());
+        }
+        // One syncfs covers objects and directory entries alike, for both
+        // policies: `always` syncs a directory only at its writer's barrier.
+        let root = File::open(&self.root)?;
+        rustix::fs::syncfs(&root)?;
+        Ok(())
+    }
+
+    fn sweep_temp(&self, age: Duration) -> io::Result<usize> {
+        let mut n = 0;
+        let now = SystemTime::now();
+        for e in fs::read_dir(&self.tmp)? {
+            let e = e?;
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| now.duration_since(t).unwrap_or_default() >= age)
+                .unwrap_or(false);
+            if old && fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
