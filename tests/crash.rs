@@ -328,7 +328,7 @@ fn doomed_store(dir: &Path, clock: &Arc<depot::store::ManualClock>, seed: u64) -
     let store = Store::open_with(dir, opts, objects.clone(), clock.clone()).unwrap();
     let mut ing = store.ingest();
     ing.push(&pseudo_random(200_000, seed)).unwrap();
-    let rec = ing.finish("doomed.bin", None).unwrap();
+    let rec = ing.finish(&"doomed.bin".parse().unwrap(), None).unwrap();
     let chunks = store.stats().unwrap().unique_chunks;
     assert!(chunks > 10);
     store.delete_file(&rec.id).unwrap();
