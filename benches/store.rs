@@ -91,7 +91,7 @@ fn store(c: &mut Criterion) {
                     for piece in input.chunks(1 << 20) {
                         ing.push(piece).unwrap();
                     }
-                    black_box(ing.finish("f.bin", None).unwrap());
+                    black_box(ing.finish(&"f.bin".parse().unwrap(), None).unwrap());
                     (dir, store)
                 },
                 criterion::BatchSize::PerIteration,
@@ -103,14 +103,14 @@ fn store(c: &mut Criterion) {
         .unwrap();
     let mut ing = s.ingest();
     ing.push(&input).unwrap();
-    let rec = ing.finish("f.bin", None).unwrap();
+    let rec = ing.finish(&"f.bin".parse().unwrap(), None).unwrap();
     g.bench_function("put_duplicate", |b| {
         b.iter(|| {
             let mut ing = s.ingest();
             for piece in input.chunks(1 << 20) {
                 ing.push(piece).unwrap();
             }
-            black_box(ing.finish("g.bin", None).unwrap())
+            black_box(ing.finish(&"g.bin".parse().unwrap(), None).unwrap())
         })
     });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -131,7 +131,7 @@ fn ingest(store: &Store, name: &str, data: &[u8]) -> depot::store::FileRecord {
     for piece in data.chunks(10_000) {
         ing.push(piece).unwrap();
     }
-    ing.finish(name, None).unwrap()
+    ing.finish(&name.parse().unwrap(), None).unwrap()
 }
 
 fn read_all(store: &Store, id: &FileId, start: u64, end: u64) -> Vec<u8> {
@@ -209,7 +209,7 @@ fn gc_spares_pinned_and_recently_zeroed_chunks(backend: Backend) {
     // Referenced then released: recently zeroed chunks wait out the grace.
     let f = store
         .finish_file(NewFile {
-            name: "x.bin".into(),
+            name: "x.bin".parse().unwrap(),
             declared_type: None,
             size: 3000,
             chunks: vec![Entry { id: put.id, len: 3000 }],
@@ -239,7 +239,7 @@ fn commit_with_a_missing_chunk_fails_naming_it(backend: Backend) {
     let absent = ChunkId::of(b"never sent");
     let err = store
         .finish_file(NewFile {
-            name: "f.txt".into(),
+            name: "f.txt".parse().unwrap(),
             declared_type: None,
             size: 13 + 10,
             chunks: vec![Entry { id: here.id, len: 13 }, Entry { id: absent, len: 10 }],
@@ -253,7 +253,7 @@ fn commit_with_a_missing_chunk_fails_naming_it(backend: Backend) {
     // Wrong lengths are refused too.
     let err = store
         .finish_file(NewFile {
-            name: "f.txt".into(),
+            name: "f.txt".parse().unwrap(),
             declared_type: None,
             size: 14,
             chunks: vec![Entry { id: here.id, len: 14 }],
@@ -503,7 +503,7 @@ fn a_long_seed_upload_keeps_its_session_and_its_chunks(backend: Backend) {
     let data = pseudo_random(40_000, 12);
     let spec = SeedSpec {
         identifier: "slow".into(),
-        name: "slow.bin".into(),
+        name: "slow.bin".parse().unwrap(),
         size: 40_000,
         piece_size: 10_000,
         total_pieces: 4,

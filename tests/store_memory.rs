@@ -38,7 +38,7 @@ fn reading_a_1_gib_file_keeps_memory_flat() {
         hasher.update(&piece);
         ing.push(&piece).unwrap();
     }
-    let rec = ing.finish("big.bin", None).unwrap();
+    let rec = ing.finish(&"big.bin".parse().unwrap(), None).unwrap();
     let expected = hasher.finalize();
     assert_eq!(rec.size, SIZE);
     drop(piece);

@@ -20,7 +20,7 @@
 //!   senders not to use it, but receivers in the field accept it alone too.
 //!
 //! Names come out decoded and otherwise untouched: checking them (control
-//! characters, path separators) is the store's `sanitize_name`.
+//! characters, path separators) is [`crate::store::FileName::parse`].
 
 /// The parameters of a form-data part that matter to an upload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -23,6 +23,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
+use super::FileName;
 use super::ingest::ChunkSink;
 use super::meta::{Batch, Cf};
 use super::session::{Concat, StreamState, chunk_key, chunk_prefix, decode_piece, encode_piece, record_key};
@@ -34,7 +35,7 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct NewStream {
     pub length: Option<u64>,
-    pub name: String,
+    pub name: FileName,
     pub declared_type: Option<String>,
     pub metadata: String,
     pub partial: bool,
@@ -497,7 +498,7 @@ mod tests {
         let rec = s
             .create_stream(NewStream {
                 length: Some(bytes.len() as u64),
-                name: "f.bin".into(),
+                name: "f.bin".parse().unwrap(),
                 declared_type: None,
                 metadata: String::new(),
                 partial,
@@ -532,7 +533,7 @@ mod tests {
         let rec = s
             .create_stream(NewStream {
                 length: Some(50_000),
-                name: "a.bin".into(),
+                name: "a.bin".parse().unwrap(),
                 declared_type: None,
                 metadata: "k dg==".into(),
                 partial: false,
@@ -566,7 +567,7 @@ mod tests {
         let id = s
             .create_stream(NewStream {
                 length: Some(30_000),
-                name: "a.bin".into(),
+                name: "a.bin".parse().unwrap(),
                 declared_type: None,
                 metadata: String::new(),
                 partial: false,
@@ -603,7 +604,7 @@ mod tests {
         let parts: Vec<UploadId> =
             (0..2).map(|i| upload(&s, &data(20_000, 7 + i), &[3_333], true).record.id).collect();
         let before = s.stats().unwrap();
-        let err = s.concat_streams(&parts, "whole.bin", None, "").unwrap_err();
+        let err = s.concat_streams(&parts, &"whole.bin".parse().unwrap(), None, "").unwrap_err();
         assert!(matches!(err, Error::TooLarge { got: 40_000, .. }), "{err}");
         let after = s.stats().unwrap();
         assert_eq!((after.unique_chunks, after.stored_bytes), (before.unique_chunks, before.stored_bytes));
@@ -627,7 +628,7 @@ mod tests {
                 parts.push(out.record.id);
                 at = end;
             }
-            let fin = s.concat_streams(&parts, "whole.bin", None, "").unwrap();
+            let fin = s.concat_streams(&parts, &"whole.bin".parse().unwrap(), None, "").unwrap();
             let got: Vec<usize> = s.stream_chunks(&fin.record.id).unwrap().iter().map(|e| e.len as usize).collect();
             prop_assert_eq!(got, s.chunker().chunk_all(&bytes));
             let file = fin.file.unwrap();

@@ -7,7 +7,7 @@
 use super::append::AppendOutcome;
 use super::ingest::ChunkSink;
 use super::session::{Concat, StreamState, UploadRecord, UploadState};
-use super::{Entry, Error, Result, Store, UploadId};
+use super::{Entry, Error, FileName, Result, Store, UploadId};
 
 impl Store {
     /// Creates a final upload from complete partial ones, end to end, without
@@ -21,7 +21,7 @@ impl Store {
     pub fn concat_streams(
         &self,
         parts: &[UploadId],
-        name: &str,
+        name: &FileName,
         declared_type: Option<&str>,
         metadata: &str,
     ) -> Result<AppendOutcome> {
@@ -55,7 +55,7 @@ impl Store {
         let mut rec = UploadRecord {
             id,
             protocol: "tus".into(),
-            name: name.to_string(),
+            name: name.clone(),
             declared_type: declared_type.map(str::to_string),
             size: length,
             total_pieces: 0,

@@ -368,23 +368,3 @@ impl Store {
         &self.0.objects
     }
 }
-
-/// Checks a file name for storage: no control characters, bounded length,
-/// reduced to its last path component. The name is only ever shown and sent
-/// back (never used as a path), but a clean one spares every consumer.
-///
-/// # Errors
-/// [`Error::InvalidInput`] naming the problem.
-pub fn sanitize_name(name: &str) -> Result<String> {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or("").trim();
-    if base.is_empty() || base == "." || base == ".." {
-        return Err(Error::InvalidInput("file name is empty".into()));
-    }
-    if base.chars().any(char::is_control) {
-        return Err(Error::InvalidInput("file name contains control characters".into()));
-    }
-    if base.len() > 255 {
-        return Err(Error::InvalidInput(format!("file name is {} bytes; the limit is 255", base.len())));
-    }
-    Ok(base.to_string())
-}

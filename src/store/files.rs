@@ -12,7 +12,7 @@ use super::filetype;
 use super::id::{ChunkId, FileId};
 use super::manifest::{self, Entry};
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
-use super::{Store, lock, sanitize_name};
+use super::{FileName, Store, lock};
 
 const PENDING_PREFIX: &[u8] = b"pending/";
 
@@ -58,7 +58,7 @@ pub enum FileState {
 /// A file to commit.
 #[derive(Debug, Clone)]
 pub struct NewFile {
-    pub name: String,
+    pub name: FileName,
     /// What the client said the type is; detection decides.
     pub declared_type: Option<String>,
     pub size: u64,
@@ -99,7 +99,7 @@ impl Store {
                 return Err(e);
             }
         };
-        let content_type = self.0.opts.types.check(&new.name, &head, new.declared_type.as_deref())?;
+        let content_type = self.0.opts.types.check(new.name.as_str(), &head, new.declared_type.as_deref())?;
         self.commit_file(new, content_type, hook)
     }
 
@@ -131,7 +131,7 @@ impl Store {
                 new.size
             )));
         }
-        let name = sanitize_name(&new.name)?;
+        let name = new.name.to_string();
         let segs = manifest::segments(&chunks);
         let mut digest = manifest::Digest::default();
         chunks.iter().for_each(|e| digest.update(e));

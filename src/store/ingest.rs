@@ -11,7 +11,7 @@ use super::chunker::StreamChunker;
 use super::error::{Error, Result};
 use super::files::{FileRecord, NewFile};
 use super::manifest::Entry;
-use super::{ChunkId, Store};
+use super::{ChunkId, FileName, Store};
 
 /// Chunks are stored in batches of about this many bytes.
 const PUT_BATCH: usize = 8 << 20;
@@ -175,11 +175,11 @@ impl Ingest {
     ///
     /// # Errors
     /// As [`Store::finish_file`].
-    pub fn finish(mut self, name: &str, declared_type: Option<&str>) -> Result<FileRecord> {
+    pub fn finish(mut self, name: &FileName, declared_type: Option<&str>) -> Result<FileRecord> {
         self.sink.finish(self.lease)?;
         let content_hash: ChunkId = self.hasher.finalize().into();
         self.sink.store.clone().finish_file(NewFile {
-            name: name.to_string(),
+            name: name.clone(),
             declared_type: declared_type.map(str::to_string),
             size: self.size,
             chunks: self.sink.take_entries(),

@@ -21,6 +21,7 @@ pub mod error;
 pub mod filetype;
 pub mod id;
 pub mod manifest;
+pub mod name;
 pub mod object;
 pub mod objects;
 
@@ -59,6 +60,7 @@ pub use self::error::{Error, Result};
 pub use self::filetype::TypePolicy;
 pub use self::id::{ChunkId, FileId, UploadId};
 pub use self::manifest::Entry;
+pub use self::name::FileName;
 pub use self::objects::{Faulty, FsObjects, FsyncPolicy, MemObjects, ObjectEntry, ObjectStore};
 
 #[cfg(feature = "server")]
@@ -70,7 +72,7 @@ pub use self::chunks::{Put, decode_frame};
 #[cfg(feature = "server")]
 pub(crate) use self::engine::lock;
 #[cfg(feature = "server")]
-pub use self::engine::{Activity, Stats, Store, StoreOptions, sanitize_name};
+pub use self::engine::{Activity, Stats, Store, StoreOptions};
 #[cfg(feature = "server")]
 pub use self::files::{FileRecord, FileState, NewFile};
 #[cfg(feature = "server")]

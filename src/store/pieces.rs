@@ -10,14 +10,14 @@ use super::meta::{Batch, Cf};
 use super::session::{
     UploadRecord, count_key, decode_piece, encode_piece, piece_key, piece_prefix, record_key,
 };
-use super::{ChunkId, Entry, Error, FileId, FileRecord, NewFile, Result, Store, UploadId, lock};
+use super::{ChunkId, Entry, Error, FileId, FileName, FileRecord, NewFile, Result, Store, UploadId, lock};
 
 /// What a seed (resumable.js / flow.js) client says about its upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeedSpec {
     /// The client's identifier: scopes the session, proves nothing.
     pub identifier: String,
-    pub name: String,
+    pub name: FileName,
     pub size: u64,
     pub piece_size: u64,
     pub total_pieces: u32,
@@ -78,7 +78,7 @@ impl SeedSpec {
             b"seed",
             self.identifier.as_bytes(),
             &self.size.to_le_bytes(),
-            self.name.as_bytes(),
+            self.name.as_str().as_bytes(),
             &self.piece_size.to_le_bytes(),
             &self.total_pieces.to_le_bytes(),
         ])
@@ -295,7 +295,7 @@ mod tests {
     fn spec(size: u64, piece: u64, total: u32) -> SeedSpec {
         SeedSpec {
             identifier: "id".into(),
-            name: "f.bin".into(),
+            name: "f.bin".parse().unwrap(),
             size,
             piece_size: piece,
             total_pieces: total,
@@ -324,7 +324,7 @@ mod tests {
     fn sessions_are_scoped_by_everything_the_client_said() {
         let a = spec(10, 4, 2);
         let mut b = a.clone();
-        b.name = "other".into();
+        b.name = "other".parse().unwrap();
         assert_ne!(a.upload_id(), b.upload_id());
         let mut c = a.clone();
         c.total_pieces = 3;

@@ -12,14 +12,15 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::meta::{Batch, Cf};
-use super::{ChunkId, Entry, Error, FileId, Result, Store, UploadId, lock};
+use super::{ChunkId, Entry, Error, FileId, FileName, Result, Store, UploadId, lock};
 
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
     pub id: UploadId,
     pub protocol: String,
-    pub name: String,
+    /// Checked when the session was created.
+    pub name: FileName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared_type: Option<String>,
     pub size: u64,

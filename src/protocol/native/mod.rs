@@ -193,7 +193,7 @@ pub async fn commit(
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<FileInfo>), ApiError> {
     let Json(req) = req?;
     let new = NewFile {
-        name: req.name,
+        name: crate::store::FileName::parse(&req.name)?,
         declared_type: req.content_type,
         size: req.size,
         chunks: req.chunks.iter().map(|c| Entry { id: c.hash, len: c.len }).collect(),

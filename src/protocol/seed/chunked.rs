@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use super::params::PieceParams;
 use crate::http::{ApiError, AppState, Dialect, UploadGuard};
 use crate::protocol::file_info;
-use crate::store::{PieceState, SeedSpec};
+use crate::store::{FileName, PieceState, SeedSpec};
 use crate::wire::{ErrorBody, PieceStatus};
 
 /// How piece requests answer errors: the precise status for plain clients;
@@ -38,10 +38,10 @@ fn looks_like_library(pairs: &[(String, String)]) -> bool {
     pairs.iter().any(|(k, _)| k.starts_with("resumable") || k.starts_with("flow"))
 }
 
-fn spec_of(p: &PieceParams) -> SeedSpec {
+fn spec_of(p: &PieceParams, name: FileName) -> SeedSpec {
     SeedSpec {
         identifier: p.identifier.clone(),
-        name: p.filename.clone(),
+        name,
         size: p.total_size,
         piece_size: p.chunk_size,
         total_pieces: p.total_chunks,
@@ -53,7 +53,7 @@ fn spec_of(p: &PieceParams) -> SeedSpec {
 fn checked(st: &AppState, pairs: &[(String, String)]) -> Result<(PieceParams, SeedSpec), ApiError> {
     let p = PieceParams::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| ApiError::BadRequest(e.0))?;
-    crate::store::sanitize_name(&p.filename)?;
+    let name = FileName::parse(&p.filename)?;
     // Sizes are int64 in the OpenAPI document, as in most clients.
     for (what, v) in [
         ("chunkSize", Some(p.chunk_size)),
@@ -64,7 +64,7 @@ fn checked(st: &AppState, pairs: &[(String, String)]) -> Result<(PieceParams, Se
             return Err(ApiError::BadRequest(format!("{what} is out of range")));
         }
     }
-    let spec = spec_of(&p);
+    let spec = spec_of(&p, name);
     let limits = &st.config.limits;
     spec.validate(limits.max_pieces, limits.max_file_size.0)?;
     let len = spec.piece_len(p.number);

@@ -120,7 +120,7 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    crate::store::sanitize_name(&name)?;
+    let name = crate::store::FileName::parse(&name)?;
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let store = st.store.clone();
     let worker = tokio::task::spawn_blocking(move || {

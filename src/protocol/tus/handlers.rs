@@ -13,7 +13,7 @@ use crate::http::writers::Held;
 use crate::http::{ApiError, AppState, Dialect};
 use crate::protocol::digest::Hasher;
 use crate::protocol::resumable::{self, Expected, Stop};
-use crate::store::{self, Appender, Concat, NewStream, UploadId, UploadRecord};
+use crate::store::{self, Appender, Concat, FileName, NewStream, UploadId, UploadRecord};
 use crate::wire::ErrorBody;
 
 pub const TUS_VERSION: &str = "1.0.0";
@@ -171,6 +171,8 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Body) 
     let meta = Metadata::parse(&raw_meta)?;
     let name =
         meta.get(&["filename", "name"]).filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "upload".into());
+    // Checked once, here, for every kind of creation (concatenation too).
+    let name = FileName::parse(&name)?;
     let declared = meta.get(&["filetype", "type", "contentType"]);
     let concat = header_str(&headers, "upload-concat").map(ConcatHeader::parse).transpose()?;
 
@@ -198,7 +200,6 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Body) 
             );
         }
     };
-    crate::store::sanitize_name(&name)?;
     let new =
         NewStream { length, name, declared_type: declared, metadata: raw_meta, partial: concat.is_some() };
     let out = st.store.blocking(move |s| s.create_stream(new)).await?;
