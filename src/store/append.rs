@@ -69,32 +69,10 @@ impl Store {
                 return Err(Error::TooLarge { what: "upload", limit: max, got: len });
             }
         }
-        let now = self.now_ms();
         let id = UploadId::random();
-        let rec = UploadRecord {
-            id,
-            protocol: "tus".into(),
-            name: new.name,
-            declared_type: new.declared_type,
-            size: new.length.unwrap_or(0),
-            total_pieces: 0,
-            piece_size: 0,
-            created_ms: now,
-            expires_ms: now + self.options().upload_expiry.as_millis() as u64,
-            state: UploadState::Open,
-            stream: Some(StreamState {
-                length: new.length,
-                offset: 0,
-                tail_base: 0,
-                chunks: 0,
-                metadata: new.metadata,
-                concat: if new.partial { Concat::Partial } else { Concat::None },
-                complete: false,
-                file: None,
-                rejected: None,
-                leased_until: self.default_lease(),
-            }),
-        };
+        let concat = if new.partial { Concat::Partial } else { Concat::None };
+        let state = StreamState::new(new.length, 0, 0, new.metadata, concat, self.default_lease());
+        let rec = self.stream_record(id, new.name, new.declared_type, state);
         fs::create_dir_all(self.upload_dir(&id))?;
         File::create(self.tail_path(&id, 0))?.sync_all()?;
         sync_dir(&self.upload_dir(&id))?;

@@ -6,7 +6,7 @@
 
 use super::append::AppendOutcome;
 use super::ingest::ChunkSink;
-use super::session::{Concat, StreamState, UploadRecord, UploadState};
+use super::session::{Concat, StreamState};
 use super::{Entry, Error, FileName, Result, Store, UploadId};
 
 impl Store {
@@ -50,32 +50,17 @@ impl Store {
         }
         let lease = self.default_lease();
         let chunks = self.concat_manifests(&lists, lease)?;
-        let now = self.now_ms();
         let id = UploadId::random();
-        let mut rec = UploadRecord {
-            id,
-            protocol: "tus".into(),
-            name: name.clone(),
-            declared_type: declared_type.map(str::to_string),
-            size: length,
-            total_pieces: 0,
-            piece_size: 0,
-            created_ms: now,
-            expires_ms: now + self.options().upload_expiry.as_millis() as u64,
-            state: UploadState::Open,
-            stream: Some(StreamState {
-                length: Some(length),
-                offset: length,
-                tail_base: length,
-                chunks: chunks.len() as u32,
-                metadata: metadata.to_string(),
-                concat: Concat::Final { parts: parts.to_vec() },
-                complete: true,
-                file: None,
-                rejected: None,
-                leased_until: lease,
-            }),
-        };
+        let mut state = StreamState::new(
+            Some(length),
+            length,
+            chunks.len() as u32,
+            metadata.to_string(),
+            Concat::Final { parts: parts.to_vec() },
+            lease,
+        );
+        state.complete = true;
+        let mut rec = self.stream_record(id, name.clone(), declared_type.map(str::to_string), state);
         self.complete_into_file(&mut rec, chunks, 0)
     }
 

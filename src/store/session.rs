@@ -119,7 +119,57 @@ pub(super) fn chunk_key(id: &UploadId, n: u32) -> Vec<u8> {
     [b"k".as_slice(), id.as_bytes(), &n.to_be_bytes()].concat()
 }
 
+impl StreamState {
+    /// An append-only session's state at `offset` (everything before it is
+    /// in `chunks` recorded chunks; the tail starts there), not complete.
+    pub(super) fn new(
+        length: Option<u64>,
+        offset: u64,
+        chunks: u32,
+        metadata: String,
+        concat: Concat,
+        leased_until: u64,
+    ) -> Self {
+        StreamState {
+            length,
+            offset,
+            tail_base: offset,
+            chunks,
+            metadata,
+            concat,
+            complete: false,
+            file: None,
+            rejected: None,
+            leased_until,
+        }
+    }
+}
+
 impl Store {
+    /// A new append-only session's record, open, expiring after the
+    /// configured upload expiry.
+    pub(super) fn stream_record(
+        &self,
+        id: UploadId,
+        name: FileName,
+        declared_type: Option<String>,
+        state: StreamState,
+    ) -> UploadRecord {
+        let now = self.now_ms();
+        UploadRecord {
+            id,
+            protocol: "tus".into(),
+            name,
+            declared_type,
+            size: state.length.unwrap_or(0),
+            total_pieces: 0,
+            piece_size: 0,
+            created_ms: now,
+            expires_ms: now + self.options().upload_expiry.as_millis() as u64,
+            state: UploadState::Open,
+            stream: Some(state),
+        }
+    }
     pub(super) fn session_lock(&self, id: &UploadId) -> Arc<Mutex<()>> {
         lock(&self.0.sessions).entry(*id).or_default().clone()
     }
