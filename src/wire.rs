@@ -251,6 +251,82 @@ pub struct ManifestChunk {
     pub len: u32,
 }
 
+/// `POST /api/admin/tokens`: what the new token may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenRequest {
+    /// The tenant it acts for: 1 to 63 of `a-z`, `0-9`, `-`.
+    #[schema(pattern = r"^[a-z0-9-]{1,63}$")]
+    pub tenant: String,
+    /// Any of `read`, `write`, `delete`, `admin`, `metrics`.
+    pub scopes: Vec<String>,
+    /// How long it lives: seconds (a number), a duration (`90d`, `12h`,
+    /// `30m`) or `never`. Absent: 90 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "90d")]
+    pub expires_in: Option<ExpiresIn>,
+    /// A label for people (`ci`, `alice's laptop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 128)]
+    pub name: Option<String>,
+}
+
+/// A lifetime on the wire: seconds, or text (`90d`, `never`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ExpiresIn {
+    Seconds(u64),
+    Text(String),
+}
+
+/// A token as the admin API shows it. The secret (`token`) appears once, in
+/// the answer that created it; only a keyed hash of it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    /// The token's id (a ULID), the middle part of `dpt_<id>_<secret>`.
+    pub id: String,
+    /// The whole bearer token, `dpt_<id>_<secret>`: only when just created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub tenant: String,
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Creation time, RFC 3339 (UTC).
+    pub created: String,
+    /// Expiry, RFC 3339 (UTC); absent for a token that never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Revocation time, RFC 3339 (UTC), once revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+/// Every token, newest first (revoked ones included, marked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// `POST /api/files/{id}/link`: a signed download link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+pub struct LinkRequest {
+    /// Seconds the link works; default 3600, at most `auth.link_max_ttl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub expires_in: Option<u64>,
+}
+
+/// A signed link: anyone holding it may GET (with Range) or HEAD the file
+/// until `expires_at`, or until the token that made it is revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LinkInfo {
+    /// Path and query (`/api/files/{id}?exp=…&kid=…&sig=…`), relative to
+    /// the server.
+    pub url: String,
+    /// RFC 3339 (UTC).
+    pub expires_at: String,
+}
+
 /// Formats unix milliseconds as RFC 3339 UTC (`2026-11-25T07:24:14.123Z`).
 pub fn rfc3339(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
