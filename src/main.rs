@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use depot::client::{self, Client, ClientError, GetOptions, PutOptions, Search, Source, exit, human};
-use depot::config::Config;
+use depot::config::{AuthMode, Config};
 use depot::store::Store;
 
 #[derive(Parser)]
@@ -54,6 +54,10 @@ enum Command {
         /// Address to listen on (overrides the configuration).
         #[arg(long)]
         listen: Option<String>,
+        /// `local` (no token, loopback only), `token` (every request needs
+        /// one) or `open` (no authentication); overrides auth.mode.
+        #[arg(long, value_name = "MODE")]
+        auth_mode: Option<depot::config::AuthMode>,
     },
     /// Upload files, sending only the chunks the server lacks.
     Put {
@@ -118,6 +122,13 @@ enum Command {
         #[arg(long)]
         no_orphans: bool,
     },
+    /// Make, list and revoke access tokens: through the server's admin API
+    /// (an admin token in DEPOT_TOKEN), or on a data dir with --data-dir
+    /// while no server runs.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Check every object, manifest, refcount and counter of a data dir.
     Verify {
         #[command(flatten)]
@@ -127,6 +138,118 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Make a token; its secret is printed once.
+    Create {
+        /// The tenant it acts for (1 to 63 of a-z, 0-9, -).
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated: read, write, delete, admin, metrics.
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Lifetime: `90d`, `12h`, seconds, or `never` (default: auth.token_expiry).
+        #[arg(long)]
+        expires: Option<String>,
+        /// A label for people.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Every token (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a token (and the links it signed).
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// `depot token …` on a data dir (no server running).
+fn token_offline(action: TokenAction) -> Result<(), Failure> {
+    use depot::protocol::admin::{lifetime, token_info};
+    use depot::store::{Scopes, Tenant};
+    use depot::wire::ExpiresIn;
+    let refused = |e: String| Failure { code: exit::REFUSED, message: e };
+    match action {
+        TokenAction::Create { tenant, scopes, expires, name, json, store } => {
+            let cfg = load_config(&store, None, None)?;
+            let tenant = Tenant::parse(&tenant).map_err(|e| usage(e.to_string()))?;
+            let scopes = Scopes::parse(&scopes).map_err(|e| usage(e.to_string()))?;
+            let asked = expires.map(|e| e.parse::<u64>().map_or(ExpiresIn::Text(e), ExpiresIn::Seconds));
+            let life = lifetime(asked.as_ref(), cfg.auth.token_expiry.0).map_err(|e| usage(e.to_string()))?;
+            let s = open_store(&store)?;
+            let expires = life.map(|d| s.now_ms() + d.as_millis() as u64);
+            let (rec, token) =
+                s.issue_token(tenant, scopes, expires, name).map_err(|e| refused(e.to_string()))?;
+            let _ = s.close();
+            print_token(&token_info(&rec, Some(token)), json)
+        }
+        TokenAction::List { json, store } => {
+            let s = open_store(&store)?;
+            let all: Vec<_> =
+                s.tokens().map_err(|e| e.to_string())?.iter().map(|t| token_info(t, None)).collect();
+            let _ = s.close();
+            if json {
+                return Ok(print_json(&depot::wire::TokenList { tokens: all })?);
+            }
+            for t in &all {
+                print_token(t, false)?;
+            }
+            Ok(())
+        }
+        TokenAction::Revoke { id, store } => {
+            let tid = id.parse().map_err(|_| usage(format!("`{id}` is not a token id")))?;
+            let s = open_store(&store)?;
+            let r = s.revoke_token(&tid).map_err(|e| refused(e.to_string()));
+            let _ = s.close();
+            r.map(|_| ())
+        }
+    }
+}
+
+/// One token: the secret alone on stdout when there is one (so that
+/// `TOKEN=$(depot token create …)` works), the rest on one line.
+fn print_token(t: &depot::wire::TokenInfo, json: bool) -> Result<(), Failure> {
+    if json {
+        return Ok(print_json(t)?);
+    }
+    if let Some(secret) = &t.token {
+        emit(secret)?;
+        eprintln!(
+            "token {} for tenant {} ({}), expires {}: shown once, keep it safe",
+            t.id,
+            t.tenant,
+            t.scopes.join(","),
+            t.expires_at.as_deref().unwrap_or("never")
+        );
+        return Ok(());
+    }
+    let state = match (&t.revoked_at, &t.expires_at) {
+        (Some(r), _) => format!("revoked {r}"),
+        (None, Some(e)) => format!("expires {e}"),
+        (None, None) => "never expires".into(),
+    };
+    emit(&format!(
+        "{}  {:<16} {:<28} {}  {}",
+        t.id,
+        t.tenant,
+        t.scopes.join(","),
+        state,
+        t.name.as_deref().unwrap_or("")
+    ))?;
+    Ok(())
 }
 
 /// A command's failure: the line to print and the exit status.
@@ -160,9 +283,11 @@ fn usage(message: impl Into<String>) -> Failure {
 /// The configuration: defaults, file, environment, then flags. A variable
 /// that a flag overrides is not read at all, so that an invalid value in
 /// the environment does not stop a command whose flag is valid.
-fn load_config(args: &StoreArgs, listen: Option<&str>) -> Result<Config, Failure> {
+fn load_config(args: &StoreArgs, listen: Option<&str>, auth: Option<AuthMode>) -> Result<Config, Failure> {
     let overridden = |k: &str| {
-        (k == "DEPOT_DATA_DIR" && args.data_dir.is_some()) || (k == "DEPOT_LISTEN" && listen.is_some())
+        (k == "DEPOT_DATA_DIR" && args.data_dir.is_some())
+            || (k == "DEPOT_LISTEN" && listen.is_some())
+            || (k == "DEPOT_AUTH_MODE" && auth.is_some())
     };
     let mut cfg =
         Config::load(args.config.as_deref(), |k| if overridden(k) { None } else { std::env::var(k).ok() })
@@ -173,12 +298,15 @@ fn load_config(args: &StoreArgs, listen: Option<&str>) -> Result<Config, Failure
     if let Some(l) = listen {
         cfg.listen = l.to_string();
     }
+    if let Some(m) = auth {
+        cfg.auth.mode = m;
+    }
     cfg.validate().map_err(|e| usage(e.to_string()))?;
     Ok(cfg)
 }
 
 fn open_store(args: &StoreArgs) -> Result<Store, Failure> {
-    let cfg = load_config(args, None)?;
+    let cfg = load_config(args, None, None)?;
     if !cfg.data_dir.join("meta").exists() {
         return Err(format!("no store at {}", cfg.data_dir.display()).into());
     }
@@ -226,8 +354,8 @@ fn io_cause(e: &std::io::Error) -> String {
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
-fn serve(args: &StoreArgs, listen: Option<String>) -> Result<(), Failure> {
-    let cfg = load_config(args, listen.as_deref())?;
+fn serve(args: &StoreArgs, listen: Option<String>, auth: Option<AuthMode>) -> Result<(), Failure> {
+    let cfg = load_config(args, listen.as_deref(), auth)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cfg.log).map_err(|e| format!("log filter: {e}"))?,
@@ -239,6 +367,20 @@ fn serve(args: &StoreArgs, listen: Option<String>) -> Result<(), Failure> {
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {}", cfg.listen, io_cause(&e)))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        match cfg.auth.mode {
+            AuthMode::Local if !addr.ip().is_loopback() => {
+                return Err(usage(format!(
+                    "auth.mode is `local`, which serves this machine only, but {addr} is not a loopback \
+                     address: set auth.mode to `token` (--auth-mode token, DEPOT_AUTH_MODE=token) to \
+                     serve others with tokens, or to `open` to serve them with no authentication"
+                )));
+            }
+            AuthMode::Open => tracing::warn!(
+                "auth.mode is `open`: anyone who reaches {addr} can read, write and delete every file"
+            ),
+            _ => {}
+        }
         let created = prepare_data_dir(&cfg.data_dir)?;
         let store = match Store::open(&cfg.data_dir, cfg.store_options()) {
             Ok(s) => s,
@@ -250,8 +392,23 @@ fn serve(args: &StoreArgs, listen: Option<String>) -> Result<(), Failure> {
                 return Err(format!("opening the store at {}: {e}", cfg.data_dir.display()).into());
             }
         };
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "depot listening");
+        if cfg.auth.mode == AuthMode::Token {
+            let s = store.clone();
+            let made = tokio::task::spawn_blocking(move || depot::http::auth::bootstrap_admin(&s))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("making the admin token: {e}"))?;
+            if let Some(path) = made {
+                tracing::info!(path = %path.display(), "first start in token mode: admin token written (mode 0600)");
+                let line = format!(
+                    "depot: admin token written to {} (mode 0600): send it as `Authorization: Bearer <token>`, \
+                     or make narrower ones with `depot token create`\n",
+                    path.display()
+                );
+                let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+            }
+        }
+        tracing::info!(%addr, data_dir = %cfg.data_dir.display(), auth = %cfg.auth.mode, "depot listening");
         // One write, so that scripts waiting for this line never see half of it.
         let line = format!("depot listening on http://{addr} (data in {})\n", cfg.data_dir.display());
         let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
@@ -390,7 +547,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let client = || Client::new(&server).map(|c| c.with_retry_notices(true)).map_err(Failure::from);
     let show = |json: bool| !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
-        Command::Serve { store, listen } => serve(&store, listen),
+        Command::Serve { store, listen, auth_mode } => serve(&store, listen, auth_mode),
+        Command::Token { action } => token_offline(action),
         Command::Put { files, name, jobs, json } => {
             if name.is_some() && files.len() > 1 {
                 return Err(usage("--name applies to a single file"));
