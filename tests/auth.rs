@@ -661,6 +661,16 @@ fn stores_from_before_tenants_migrate_to_default() {
         assert!(s.known_in(&View::Tenant(Tenant::default()), &chunks).unwrap().iter().all(|k| *k));
         assert!(s.known_in(&other, &chunks).unwrap().iter().all(|k| !*k));
     }
+    let v = s.verify(false).unwrap();
+    assert!(v.is_clean() && v.tenant_row_mismatches == 0, "{v:?}");
+    // verify finds a tenant row that lies, and --repair puts it right.
+    let mut b = Batch::default();
+    b.put(Cf::Tenants, &[b"cother/".as_slice(), first_chunks[0].as_bytes()].concat(), &1u64.to_le_bytes());
+    b.delete(Cf::Tenants, &[b"fdefault/".as_slice(), ids[1].as_bytes()].concat());
+    meta.write(b, true).unwrap();
+    assert_eq!(s.verify(true).unwrap().tenant_row_mismatches, 2);
+    assert_eq!(s.verify(false).unwrap().tenant_row_mismatches, 0);
+    assert!(s.known_in(&other, &first_chunks[..1]).unwrap() == [false]);
     // Deleting after the migration brings the tenant's rows back to none.
     for id in &ids {
         s.delete_file(&View::All, id).unwrap();

@@ -134,6 +134,24 @@ pub(super) fn file_key(t: &Tenant, id: &FileId) -> Vec<u8> {
     key(FILES, t, id.as_bytes())
 }
 
+/// The committed-chunk row of `t` for `id`.
+pub(super) fn ref_key(t: &Tenant, id: &ChunkId) -> Vec<u8> {
+    key(REFS, t, id.as_bytes())
+}
+
+/// Splits a row key of this family: kind (`f`, `c`, `l`), tenant, id bytes.
+pub(super) fn split_key(k: &[u8]) -> Option<(u8, Tenant, &[u8])> {
+    let (&kind, rest) = k.split_first()?;
+    let slash = rest.iter().position(|b| *b == b'/')?;
+    let t = Tenant::parse(std::str::from_utf8(&rest[..slash]).ok()?).ok()?;
+    Some((kind, t, &rest[slash + 1..]))
+}
+
+/// Decodes a committed-chunk row's count.
+pub(super) fn count_of(v: &[u8]) -> u64 {
+    u64_of(Some(v))
+}
+
 fn u64_of(v: Option<&[u8]>) -> u64 {
     v.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
 }
