@@ -15,7 +15,7 @@ use reqwest::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 pub use self::get::{GetOptions, GetReport, get};
-pub use self::progress::progress_line;
+pub use self::progress::{human, progress_line};
 pub use self::put::{PutOptions, PutReport, Source, put};
 use crate::store::ChunkId;
 use crate::wire::{
@@ -348,16 +348,4 @@ impl IfEmpty for String {
     fn if_empty(self, other: String) -> String {
         if self.is_empty() { other } else { self }
     }
-}
-
-/// Sizes for people: `1.5 GiB`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
