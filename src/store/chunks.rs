@@ -39,20 +39,30 @@ impl Store {
         Ok(self.put_hashed(&[ChunkIn { id, raw: data, frame: None }], lease_until)?[0])
     }
 
-    /// Stores a chunk a client sent as a zstd frame: decoded (capped at the
-    /// maximum object size), hashed, compared with `expected`, and kept as
-    /// the client's frame when that is smaller than raw.
+    /// Stores a chunk a client sent as a zstd frame: decoded (at most `max`
+    /// bytes, with a bounded window: see [`decode_frame`]), hashed, compared
+    /// with `expected`, and kept as the client's frame only when it is one
+    /// plain frame smaller than raw; anything else (several frames,
+    /// skippable frames) is stored as the server encodes it.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a broken frame, otherwise as [`Store::put_chunk`].
-    pub fn put_chunk_zstd(&self, frame: &[u8], expected: &ChunkId, lease_until: u64) -> Result<Put> {
-        let max = self.0.opts.max_object_size as usize;
+    /// [`Error::InvalidInput`] for a broken frame, [`Error::TooLarge`] past
+    /// `max`, otherwise as [`Store::put_chunk`].
+    pub fn put_chunk_zstd(
+        &self,
+        frame: &[u8],
+        expected: &ChunkId,
+        lease_until: u64,
+        max: usize,
+    ) -> Result<Put> {
+        let max = max.min(self.0.opts.max_object_size as usize);
         let raw = decode_frame(frame, max)?;
         let id = ChunkId::of(&raw);
         if id != *expected {
             return Err(Error::HashMismatch { expected: *expected, actual: id });
         }
-        let keep = (frame.len() < raw.len()).then_some(frame);
+        let single = zstd::zstd_safe::find_frame_compressed_size(frame).is_ok_and(|n| n == frame.len());
+        let keep = (single && frame.len() < raw.len()).then_some(frame);
         Ok(self.put_hashed(&[ChunkIn { id, raw: &raw, frame: keep }], lease_until)?[0])
     }
 
@@ -339,14 +349,31 @@ fn encode_item(id: &ChunkId, raw: &[u8], frame: Option<&[u8]>, level: i32) -> Ve
 /// [`Error::TooLarge`] or [`Error::InvalidInput`].
 pub fn decode_frame(frame: &[u8], max: usize) -> Result<Vec<u8>> {
     use std::io::Read;
-    let mut out = Vec::new();
-    let dec =
+    let too_large = |got: u64| Error::TooLarge { what: "decoded chunk", limit: max as u64, got };
+    // A declared size past the limit is refused before anything is decoded.
+    if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(frame) {
+        if n > max as u64 {
+            return Err(too_large(n));
+        }
+    }
+    let mut dec =
         zstd::stream::read::Decoder::new(frame).map_err(|e| Error::InvalidInput(format!("zstd: {e}")))?;
-    dec.take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| Error::InvalidInput(format!("invalid zstd data: {e}")))?;
+    // The decoder's window is what it allocates: no larger than a chunk can
+    // need (and never the 128 MiB a hostile header may ask for).
+    dec.window_log_max(window_log(max)).map_err(|e| Error::InvalidInput(format!("zstd: {e}")))?;
+    let mut out = Vec::with_capacity(max.min(1 << 20));
+    dec.take(max as u64 + 1).read_to_end(&mut out).map_err(|e| {
+        Error::InvalidInput(format!("invalid zstd data (or a window larger than {max} bytes): {e}"))
+    })?;
     if out.len() > max {
-        return Err(Error::TooLarge { what: "decoded chunk", limit: max as u64, got: out.len() as u64 });
+        return Err(too_large(out.len() as u64));
     }
     Ok(out)
+}
+
+/// The zstd window log a frame of at most `max` bytes may use: twice what
+/// it needs (encoders round up), within 10 (zstd's minimum) and 23 (8 MiB,
+/// the most RFC 9659 lets HTTP ask of a decoder).
+fn window_log(max: usize) -> u32 {
+    (usize::BITS - max.saturating_sub(1).leading_zeros() + 1).clamp(10, 23)
 }

@@ -102,6 +102,17 @@ impl Store {
         if new.size > self.0.opts.max_file_size {
             return Err(Error::TooLarge { what: "file", limit: self.0.opts.max_file_size, got: new.size });
         }
+        // An empty entry adds no bytes, but it must still name a chunk the
+        // store has (only the empty chunk needs no object).
+        let empty = ChunkId::of(b"");
+        let hollow: Vec<ChunkId> =
+            new.chunks.iter().filter(|e| e.len == 0 && e.id != empty).map(|e| e.id).collect();
+        if !hollow.is_empty() {
+            let missing = self.lease_present(&hollow, 0)?;
+            if !missing.is_empty() {
+                return Err(Error::MissingChunks(missing));
+            }
+        }
         new.chunks.retain(|e| e.len > 0);
         let head = self.head_bytes(&new.chunks, filetype::SNIFF_LEN).map_err(|e| match e {
             // A chunk that cannot be read for sniffing is a missing chunk.

@@ -117,7 +117,7 @@ pub async fn put_chunk(
         .blocking(move |s| {
             let lease = s.default_lease();
             let mut put = if zstd {
-                s.put_chunk_zstd(&bytes, &id, lease)?
+                s.put_chunk_zstd(&bytes, &id, lease, limit as usize)?
             } else {
                 s.put_chunk(&bytes, Some(&id), lease)?
             };

@@ -223,7 +223,7 @@ pub async fn post_chunk(
                 let expect = checked(&st, &who, &pairs).ok().map(|(p, s)| s.piece_len(p.number));
                 data = Some(read_piece(&st, field, expect).await?);
             } else if PieceParams::is_param(&name) {
-                let value = field.text().await?;
+                let value = read_param(&name, field).await?;
                 pairs.push((name, value));
             }
         }
@@ -247,6 +247,22 @@ pub async fn post_chunk(
     }
     .await;
     result.unwrap_or_else(|err| err.render(&Pieces { library }))
+}
+
+/// Reads a parameter field, refusing it as soon as it passes
+/// [`super::params::MAX_VALUE`] bytes: a huge field is never buffered.
+async fn read_param(name: &str, mut field: Field<'_>) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await? {
+        if buf.len() + chunk.len() > super::params::MAX_VALUE {
+            return Err(ApiError::BadRequest(format!(
+                "parameter `{name}` is longer than {} bytes",
+                super::params::MAX_VALUE
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf).map_err(|_| ApiError::BadRequest(format!("parameter `{name}` is not UTF-8")))
 }
 
 /// Reads the `file` part into memory, within the piece limit and the

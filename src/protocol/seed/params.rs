@@ -71,7 +71,7 @@ const NAMES: [&str; 10] = [
 ];
 
 /// Longest value accepted for any parameter (names are checked again later).
-const MAX_VALUE: usize = 4096;
+pub const MAX_VALUE: usize = 4096;
 
 fn key_for(flavor: Flavor, name: &str) -> String {
     match flavor {
@@ -112,7 +112,8 @@ impl PieceParams {
             get(name)?.ok_or_else(|| ParamError(format!("missing {}", key_for(flavor, name))))
         };
         let number = |name: &str, v: &str| -> Result<u64, ParamError> {
-            crate::decimal::parse_u64(v.trim()).map_err(|e| match e {
+            // Digits only, as everywhere on the wire: ` 1` is not a number.
+            crate::decimal::parse_u64(v).map_err(|e| match e {
                 crate::decimal::DecimalError::Malformed => {
                     ParamError(format!("{} must be a non-negative integer", key_for(flavor, name)))
                 }

@@ -1,0 +1,134 @@
+//! Abuse cases against the real server: compressed input, oversized
+//! parameters, strict edges. Each must get a clear 4xx, change
+//! nothing and leave the server healthy.
+
+mod common;
+
+use common::TestServer;
+use common::http::{client, piece_params};
+use depot::store::ChunkId;
+use depot::testdata::pseudo_random;
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// A zstd frame of `data` streamed without a declared size, with window log
+/// `wlog`.
+fn streamed_frame(data: &[u8], wlog: u32) -> Vec<u8> {
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    enc.include_contentsize(false).unwrap();
+    enc.window_log(wlog).unwrap();
+    enc.long_distance_matching(wlog > 27).unwrap();
+    std::io::Write::write_all(&mut enc, data).unwrap();
+    enc.finish().unwrap()
+}
+
+async fn put_zstd(s: &TestServer, id: &ChunkId, frame: Vec<u8>) -> StatusCode {
+    client()
+        .put(s.url(&format!("/api/chunks/{id}")))
+        .header("Content-Encoding", "zstd")
+        .body(frame)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn client_zstd_frames_are_bounded() {
+    let (_dir, s) = TestServer::start_temp().await;
+    let before = s.stats().await;
+    // A frame asking for a 128 MiB window: refused before the decoder
+    // allocates it.
+    let data = pseudo_random(200_000, 1);
+    let frame = streamed_frame(&data, 27);
+    let st = put_zstd(&s, &ChunkId::of(&data), frame).await;
+    assert!(st.is_client_error(), "{st}");
+    // 4 KiB on the wire, 1 GiB decoded, no declared size: refused at the
+    // chunk limit.
+    let zeros = vec![0u8; 64 << 20];
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
+    enc.include_contentsize(false).unwrap();
+    enc.window_log(22).unwrap();
+    for _ in 0..16 {
+        std::io::Write::write_all(&mut enc, &zeros).unwrap();
+    }
+    let bomb = enc.finish().unwrap();
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    let st = put_zstd(&s, &ChunkId::of(b"x"), bomb).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    // A declared 32 MiB chunk: refused from its header.
+    let big = vec![7u8; 32 << 20];
+    let frame = zstd::bulk::compress(&big, 1).unwrap();
+    assert_eq!(put_zstd(&s, &ChunkId::of(&big), frame).await, StatusCode::PAYLOAD_TOO_LARGE);
+    let after = s.stats().await;
+    assert_eq!((after.unique_chunks, after.stored_bytes), (before.unique_chunks, before.stored_bytes));
+
+    // Two frames of one chunk are stored re-encoded: what is served is one
+    // frame a one-frame decoder reads whole.
+    let text: Vec<u8> = b"depot ".iter().copied().cycle().take(100_000).collect();
+    let id = ChunkId::of(&text);
+    let mut two = zstd::bulk::compress(&text[..50_000], 3).unwrap();
+    two.extend(zstd::bulk::compress(&text[50_000..], 3).unwrap());
+    assert_eq!(put_zstd(&s, &id, two).await, StatusCode::CREATED);
+    let r = client()
+        .get(s.url(&format!("/api/chunks/{id}")))
+        .header("Accept-Encoding", "zstd")
+        .send()
+        .await
+        .unwrap();
+    let served = r.bytes().await.unwrap();
+    let one = zstd::zstd_safe::find_frame_compressed_size(&served).unwrap();
+    assert_eq!(one, served.len(), "one frame");
+    assert_eq!(zstd::bulk::decompress(&served, 200_000).unwrap(), text);
+    assert_eq!(s.get("/healthz").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_huge_parameter_field_is_refused_early() {
+    let (_dir, s) = TestServer::start_temp().await;
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in piece_params(1, 1, 5, 5, "id", "a.txt") {
+        if k != "identifier" {
+            form = form.text(format!("resumable{}{}", k[..1].to_uppercase(), &k[1..]), v);
+        }
+    }
+    // 100 MiB of identifier, streamed.
+    let chunk = bytes::Bytes::from(vec![b'i'; 1 << 20]);
+    let body = futures_util::stream::iter((0..100).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body));
+    let form = form.part("resumableIdentifier", part);
+    let r = client().post(s.url("/api/files/upload/chunked")).multipart(form).send().await;
+    // Refused (415 for resumable.js, which stops on it), or cut off early.
+    if let Ok(r) = r {
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    assert!(s.bytes_in() < 16 << 20, "read {} bytes of a 100 MiB field", s.bytes_in());
+    assert_eq!(s.get("/healthz").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn strict_edges() {
+    let (_dir, s) = TestServer::start_temp().await;
+    // Digits only.
+    let p = common::http::with(piece_params(1, 1, 5, 5, "id", "a.txt"), "chunkNumber", " 1");
+    assert_eq!(s.test_piece(&p).await, StatusCode::BAD_REQUEST);
+    // A zero-length entry naming a chunk the store lacks.
+    let ghost = ChunkId::of(b"never stored");
+    let r = client()
+        .post(s.url("/api/files"))
+        .json(&json!({"name": "z.bin", "size": 0, "chunks": [{"hash": ghost, "len": 0}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    // A name that displays as another.
+    let r = client()
+        .post(s.url("/api/files/upload"))
+        .query(&[("filename", "invoice\u{202e}fdp.exe")])
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(s.list_files(&[]).await.files.is_empty());
+}
