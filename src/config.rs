@@ -97,6 +97,15 @@ pub struct LimitsConfig {
     /// chunk bodies and seed pieces. A request waits for room; one body is
     /// always let through, however large.
     pub max_buffered: ByteSize,
+    /// A connection that has not sent a request's whole header block this
+    /// long after it began (or after the last request) is closed:
+    /// slowloris clients hold nothing for long.
+    pub header_timeout: Dur,
+    /// A request body that sends nothing this long is ended with 408 (and
+    /// gives back its share of the memory budget).
+    pub body_idle_timeout: Dur,
+    /// Most connections open at once; past it, new ones are closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -109,6 +118,9 @@ impl Default for LimitsConfig {
             max_missing_query: 100_000,
             max_json_body: ByteSize(256 << 20),
             max_buffered: ByteSize(256 << 20),
+            header_timeout: Dur(Duration::from_secs(30)),
+            body_idle_timeout: Dur(Duration::from_secs(60)),
+            max_connections: 4096,
         }
     }
 }
@@ -313,6 +325,9 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DEPOT_MAX_FILE_SIZE", "limits.max_file_size"),
     ("DEPOT_MAX_PIECE_SIZE", "limits.max_piece_size"),
     ("DEPOT_MAX_BUFFERED", "limits.max_buffered"),
+    ("DEPOT_HEADER_TIMEOUT", "limits.header_timeout"),
+    ("DEPOT_BODY_IDLE_TIMEOUT", "limits.body_idle_timeout"),
+    ("DEPOT_MAX_CONNECTIONS", "limits.max_connections"),
     ("DEPOT_UPLOAD_EXPIRY", "uploads.expiry"),
     ("DEPOT_GC_GRACE", "gc.grace"),
     ("DEPOT_GC_INTERVAL", "gc.interval"),
@@ -406,6 +421,9 @@ impl Config {
             "limits.max_file_size" => self.limits.max_file_size = parse(value)?,
             "limits.max_piece_size" => self.limits.max_piece_size = parse(value)?,
             "limits.max_buffered" => self.limits.max_buffered = parse(value)?,
+            "limits.header_timeout" => self.limits.header_timeout = parse(value)?,
+            "limits.body_idle_timeout" => self.limits.body_idle_timeout = parse(value)?,
+            "limits.max_connections" => self.limits.max_connections = parse(value)?,
             "uploads.expiry" => self.uploads.expiry = parse(value)?,
             "gc.grace" => self.gc.grace = parse(value)?,
             "gc.interval" => self.gc.interval = parse(value)?,

@@ -4,7 +4,7 @@
 //! is its own module plus one line in [`routes`] and one in [`openapi`].
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -182,6 +182,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Descriptors kept for the store (RocksDB files, objects being written)
+/// and the listener, below the process's limit.
+const FDS_KEPT: u64 = 256;
+
 /// Serves `state` on `listener` until `shutdown` completes, then lets
 /// in-flight requests finish, stops background work and closes the store
 /// cleanly. Runs GC every `gc.interval` meanwhile.
@@ -193,29 +197,74 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+
     let gc = tokio::spawn(gc_loop(state.clone(), state.shutdown.clone()));
-    let app = tower::ServiceBuilder::new().map_request(tus::method_override).service(router(state.clone()));
-    let begin = state.clone();
-    let shutdown = async move {
-        shutdown.await;
-        begin.begin_shutdown();
-    };
-    // Small answers (Range requests, JSON) go out at once, not after a
-    // delayed acknowledgement.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+    let limits = state.config.limits.clone();
+    let app = tower::ServiceBuilder::new()
+        .map_request(tus::method_override)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_idle_timeout.0))
+        .service(router(state.clone()));
+    // hyper's own limits, which need a timer to work at all: the header
+    // block must arrive in time (HTTP/1.1, each request of a keep-alive
+    // connection too); HTTP/2 pings idle connections and drops dead ones.
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout.0);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_timeout.0)
+        .keep_alive_timeout(limits.header_timeout.0);
+    // Never more connections than descriptors: the store needs its files
+    // opened whatever clients do.
+    let fd_room = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or(usize::MAX, |n| n.saturating_sub(FDS_KEPT) as usize);
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.min(fd_room).max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors or the like: the loop must live on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            // Over the cap: closed at once, costing nothing further.
+            continue;
+        };
+        // Small answers (Range requests, JSON) go out at once, not after a
+        // delayed acknowledgement.
         let _ = tcp.set_nodelay(true);
-    });
-    let result = axum::serve(
-        listener,
-        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    state.begin_shutdown();
+    graceful.shutdown().await;
     let _ = gc.await;
     if let Err(e) = state.store.blocking(|s| s.close()).await {
         tracing::warn!(error = %e, "closing the store");
     }
-    result
+    Ok(())
 }
 
 async fn gc_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {

@@ -132,3 +132,74 @@ async fn strict_edges() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(s.list_files(&[]).await.files.is_empty());
 }
+
+/// A server with short header and body-idle timeouts.
+async fn impatient() -> (tempfile::TempDir, TestServer) {
+    TestServer::start_temp_with(|c| {
+        c.limits.header_timeout = depot::config::Dur(std::time::Duration::from_secs(1));
+        c.limits.body_idle_timeout = depot::config::Dur(std::time::Duration::from_secs(1));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_while_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_dir, s) = impatient().await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: local").await.unwrap();
+        slow.push(c);
+    }
+    // Meanwhile a normal request is answered.
+    assert_eq!(s.get("/healthz").await.status(), StatusCode::OK);
+    // One more header byte every 300 ms does not keep them alive.
+    let started = std::time::Instant::now();
+    let mut closed = 0;
+    for c in &mut slow {
+        let mut buf = [0u8; 256];
+        loop {
+            let _ = c.write_all(b"h").await;
+            match tokio::time::timeout(std::time::Duration::from_millis(300), c.read(&mut buf)).await {
+                Ok(Ok(_)) | Ok(Err(_)) => {
+                    closed += 1;
+                    break;
+                }
+                Err(_) if started.elapsed() > std::time::Duration::from_secs(10) => break,
+                Err(_) => {}
+            }
+        }
+    }
+    assert_eq!(closed, 200, "every slow connection was closed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(s.get("/healthz").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn stalled_bodies_get_408_while_a_real_put_finishes() {
+    let (_dir, s) = impatient().await;
+    let mut stalled = Vec::new();
+    for i in 0..64u32 {
+        let data = pseudo_random(1 << 20, u64::from(i));
+        let id = ChunkId::of(&data);
+        let (tx, body) = common::http::fed_body(4);
+        tx.send(Ok(data[..4096].to_vec())).await.unwrap();
+        let req = client()
+            .put(s.url(&format!("/api/chunks/{id}")))
+            .header("Content-Length", (1u64 << 20).to_string())
+            .body(body);
+        stalled.push((tx, tokio::spawn(req.send())));
+    }
+    let data = pseudo_random(1 << 20, 999);
+    let id = ChunkId::of(&data);
+    let r = client().put(s.url(&format!("/api/chunks/{id}"))).body(data).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "the real PUT is not starved");
+    for (tx, h) in stalled {
+        let r = h.await.unwrap().unwrap();
+        assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+        drop(tx);
+    }
+    assert_eq!(s.stats().await.unique_chunks, 1, "nothing of the stalled bodies is stored");
+}

@@ -50,6 +50,9 @@ pub enum ApiError {
     ChecksumMismatch(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The request body went idle past `limits.body_idle_timeout`.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// An error answer produced below the handlers (the router, an
     /// extractor) whose status no other variant names.
     #[error("{message}")]
@@ -101,6 +104,7 @@ impl ApiError {
                 "checksum_mismatch",
             ),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             ApiError::Other { status, .. } if status.is_server_error() => (*status, "internal"),
             ApiError::Other { status, .. } => (*status, "error"),
         }
@@ -127,6 +131,7 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(message),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ApiError::HeadersTooLarge(message),
             StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(message),
+            StatusCode::REQUEST_TIMEOUT => ApiError::RequestTimeout(message),
             status => ApiError::Other { status, message },
         }
     }
@@ -222,8 +227,34 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
     }
 }
 
+/// Whether a body error is the idle timeout firing (the body sent nothing
+/// for `limits.body_idle_timeout`), anywhere in its chain of causes.
+pub fn is_idle(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at = Some(e);
+    while let Some(err) = at {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        at = err.source();
+    }
+    false
+}
+
+/// What a request body that broke off becomes: 408 when it went idle, 400
+/// otherwise; `what` says what was being read.
+pub fn body_failed(e: &(dyn std::error::Error + 'static), what: &str) -> ApiError {
+    if is_idle(e) {
+        ApiError::RequestTimeout(format!("{what}: the body sent nothing for too long"))
+    } else {
+        ApiError::BadRequest(format!("{what}: {e}"))
+    }
+}
+
 impl From<axum::extract::multipart::MultipartError> for ApiError {
     fn from(e: axum::extract::multipart::MultipartError) -> Self {
+        if is_idle(&e) {
+            return body_failed(&e, "reading the multipart body");
+        }
         match e.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(e.body_text()),
             _ => ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text())),

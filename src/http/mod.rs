@@ -18,7 +18,7 @@ use axum::Router;
 use tokio::sync::{Semaphore, watch};
 
 pub use self::auth::Principal;
-pub use self::error::{ApiError, Dialect, Plain, json_errors};
+pub use self::error::{ApiError, Dialect, Plain, body_failed, is_idle, json_errors};
 pub use self::metrics::Metrics;
 use crate::config::Config;
 use crate::store::Store;
@@ -122,7 +122,7 @@ pub async fn read_body(
     // One allocation of the declared size, not a doubling series of copies.
     let mut buf = Vec::with_capacity(expect.min(limit));
     while let Some(frame) = stream.next().await {
-        let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+        let frame = frame.map_err(|e| body_failed(&e, "reading the body"))?;
         if buf.len() + frame.len() > limit {
             return Err(ApiError::PayloadTooLarge(format!("the body may be at most {limit} bytes")));
         }

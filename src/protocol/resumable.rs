@@ -33,6 +33,8 @@ pub enum Stop {
     Shutdown,
     /// The body broke off.
     Broken(String),
+    /// The body sent nothing for `limits.body_idle_timeout`.
+    Idle,
     /// It ran past the upload's length.
     TooLong,
 }
@@ -136,7 +138,7 @@ pub async fn pump(
             None => break,
             Some(Ok(b)) => b,
             Some(Err(e)) => {
-                stop = Some(Stop::Broken(e.to_string()));
+                stop = Some(if crate::http::is_idle(&e) { Stop::Idle } else { Stop::Broken(e.to_string()) });
                 break;
             }
         };

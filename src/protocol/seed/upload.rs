@@ -120,7 +120,7 @@ async fn ingest<S, E>(
 ) -> Result<FileRecord, ApiError>
 where
     S: Stream<Item = Result<Bytes, E>>,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     let name = crate::store::FileName::parse(&name)?;
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
@@ -143,7 +143,7 @@ where
                 }
             }
             Err(e) => {
-                broken = Some(e.to_string());
+                broken = Some(crate::http::body_failed(&e, "the upload body broke off"));
                 break;
             }
         }
@@ -151,7 +151,7 @@ where
     drop(tx);
     let ing = worker.await.map_err(crate::store::Error::from)??;
     if let Some(e) = broken {
-        return Err(ApiError::BadRequest(format!("the upload body broke off: {e}")));
+        return Err(e);
     }
     Ok(st.store.blocking(move |_| ing.finish(&name, declared.as_deref())).await?)
 }

@@ -391,6 +391,10 @@ async fn append(
             Err(ApiError::Unavailable("the server is shutting down; what arrived is kept".into()).into())
         }
         Some(Stop::Broken(e)) => Err(ApiError::BadRequest(format!("the body broke off: {e}")).into()),
+        Some(Stop::Idle) => {
+            Err(ApiError::RequestTimeout("the body sent nothing for too long; what arrived is kept".into())
+                .into())
+        }
         Some(Stop::TooLong) => Err(ApiError::PayloadTooLarge(
             "the body runs past the upload's length; the bytes up to it are kept".into(),
         )
