@@ -350,7 +350,7 @@
       showProgressDetails: true,
       proudlyDisplayPoweredByUppy: false,
       fileManagerSelectionType: 'both',
-      note: `Files of ${bytes(DEDUP_THRESHOLD)} or more send only what the server does not already have.`,
+      note: `Files of ${DEDUP_THRESHOLD / MiB} MiB or more send only what the server does not already have.`,
     });
     // The dedup uploader runs first; tus takes the files it leaves.
     uppy.use(DepotDedup, { threshold: DEDUP_THRESHOLD, request, failure, chunking, onReport: report });
