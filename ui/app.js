@@ -357,6 +357,8 @@
     uppy.use(Tus, {
       endpoint: '/api/tus/',
       headers: () => authHeaders(),
+      // PATCHes of 4 MiB: each one acknowledged is kept, whatever happens to the next.
+      chunkSize: 4 * MiB,
       limit: 3,
       retryDelays: [0, 1000, 3000, 5000, 10000],
       removeFingerprintOnSuccess: true,

@@ -6,7 +6,8 @@
 //   local mode: three files (one of 64 MiB) dropped at once reach 100% and
 //     download byte-identical through their signed links; a reload half-way
 //     through a 64 MiB upload resumes, sending no more than the remainder
-//     plus one chunk; the same 64 MiB again sends < 1% and the page says
+//     plus one chunk; a small file (tus) resumes after a reload from the
+//     server's offset; the same 64 MiB again sends < 1% and the page says
 //     so; 1 MiB inserted in the middle sends < 4 MiB; delete; a share link
 //     works, then fails once expired.
 //   token mode: without a token the page asks for one; a wrong one is
@@ -135,6 +136,9 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
     ['big-again.bin', big],
     ['big-inserted.bin', inserted],
     ['resume.bin', deterministicBytes('web-resume-64MiB', BIG)],
+    ['tus-resume.bin', deterministicBytes('web-tus-7MiB', 7 * MiB)],
+    ['pause.bin', deterministicBytes('web-pause-24MiB', 24 * MiB)],
+    ['cancel.bin', deterministicBytes('web-cancel-24MiB', 24 * MiB)],
   ]);
 
   before(async () => {
@@ -212,6 +216,47 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
     assert.equal(await blake3(got), await blake3(data.get('resume.bin')), 'resume.bin downloaded (BLAKE3)');
   });
 
+  it('a small file (tus) reloaded half-way: dropped again, it resumes from the server\'s offset (HEAD, no new upload)', async (t) => {
+    const name = 'tus-resume.bin';
+    const size = data.get(name).length;
+    // The first PATCH (4 MiB) goes through; the second is held until the reload drops it.
+    let held = null;
+    const hold = (route) => {
+      const r = route.request();
+      if (r.method() === 'PATCH' && Number(r.headers()['upload-offset']) > 0) {
+        held = route;
+        return undefined;
+      }
+      return route.fallback();
+    };
+    await page.route('**/api/tus/**', hold);
+    const b0 = await bytesIn(depot.url);
+    await dropFiles(page, [name]);
+    await waitFor('the second PATCH', async () => held, 30_000);
+    const stored = await bytesIn(depot.url) - b0;
+    assert.ok(await page.evaluate(() => Object.keys(localStorage).some((k) => k.startsWith('tus::'))), 'tus keeps the upload URL in localStorage');
+    await page.reload();
+    await page.unroute('**/api/tus/**', hold);
+    await held.abort().catch(() => {});
+    await page.waitForSelector('body[data-ready="true"]');
+    const b1 = await bytesIn(depot.url);
+    const seen = [];
+    const log = (req) => req.url().includes('/api/tus/') && seen.push(`${req.method()} ${req.headers()['upload-offset'] ?? ''}`.trim());
+    page.on('request', log);
+    await dropFiles(page, [name]);
+    await uploaded(page, name);
+    page.off('request', log);
+    const b2 = await bytesIn(depot.url);
+    t.diagnostic(`tus: ${stored} bytes before the reload, ${b2 - b1} after; requests after: ${seen.join(', ')}`);
+    assert.ok(stored >= 4 * MiB, `the first PATCH arrived (${stored})`);
+    assert.ok(!seen.some((x) => x.startsWith('POST')), `no new upload after the reload: ${seen}`);
+    assert.ok(seen.some((x) => x.startsWith('HEAD')), `a HEAD asks the offset: ${seen}`);
+    assert.ok(b2 - b1 <= size - 4 * MiB, `after the reload ${b2 - b1} bytes for a remainder of ${size - 4 * MiB}`);
+    await rowOf(page, name).waitFor();
+    const got = await downloadThroughPage(page, name);
+    assert.equal(await blake3(got), await blake3(data.get(name)), `${name} downloaded (BLAKE3)`);
+  });
+
   it('the same 64 MiB again sends < 1% and the page says so; with 1 MiB inserted in the middle, < 4 MiB', async (t) => {
     const b0 = await bytesIn(depot.url);
     await dropFiles(page, ['big-again.bin']);
@@ -235,11 +280,50 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
     await page.screenshot({ path: join(shots, 'ui-list.png'), fullPage: true });
   });
 
+  it('a dedup upload pauses and resumes from the Dashboard, and stops when cancelled', async () => {
+    const { max } = await getJson(depot.url, '/api/chunking');
+    const slow = async (route) => {
+      if (route.request().method() !== 'PUT') return route.fallback();
+      await sleep(20);
+      return route.continue().catch(() => {});
+    };
+    await page.route('**/api/chunks/*', slow);
+    const quiet = async (what) => {
+      await sleep(400);
+      const a = await bytesIn(depot.url);
+      await sleep(1500);
+      const b = await bytesIn(depot.url);
+      assert.ok(b - a <= max, `${what}: ${b - a} bytes arrived in 1.5 s`);
+    };
+
+    await dropFiles(page, ['pause.bin']);
+    await waitFor('a quarter of pause.bin', async () => (await uppyFile(page, 'pause.bin'))?.bytesUploaded >= 6 * MiB, 60_000, 50);
+    await page.getByRole('button', { name: 'Pause upload' }).click();
+    await quiet('paused');
+    const at = (await uppyFile(page, 'pause.bin')).bytesUploaded;
+    assert.ok(at < 24 * MiB, `paused at ${at}`);
+    await page.getByRole('button', { name: 'Resume upload' }).click();
+    await uploaded(page, 'pause.bin');
+    await rowOf(page, 'pause.bin').waitFor();
+    const id = await rowOf(page, 'pause.bin').getAttribute('data-id');
+    const got = await getBytes(depot.url, `/api/files/${id}`);
+    assert.equal(await blake3(got.body), await blake3(data.get('pause.bin')), 'pause.bin stored (BLAKE3)');
+
+    await dropFiles(page, ['cancel.bin']);
+    await waitFor('some of cancel.bin', async () => (await uppyFile(page, 'cancel.bin'))?.bytesUploaded >= 4 * MiB, 60_000, 50);
+    await page.locator('.uppy-StatusBar').getByRole('button', { name: 'Cancel' }).click();
+    await quiet('cancelled');
+    assert.equal(await uppyFile(page, 'cancel.bin'), undefined, 'gone from the Dashboard');
+    await page.unroute('**/api/chunks/*', slow);
+    const names = (await getJson(depot.url, '/api/files')).files.map((f) => f.name);
+    assert.ok(!names.includes('cancel.bin'), 'a cancelled upload is not committed');
+  });
+
   it('searches by name', async () => {
     await page.fill('#search', 'big');
     await waitFor('the search to narrow the list', async () => (await page.locator('#files tbody tr').count()) === 3, 5_000);
     await page.fill('#search', '');
-    await waitFor('the full list', async () => (await page.locator('#files tbody tr').count()) === 6, 5_000);
+    await waitFor('the full list', async () => (await page.locator('#files tbody tr').count()) === 8, 5_000);
   });
 
   it('deletes a file after confirmation: gone from the list and the server', async () => {
