@@ -326,6 +326,26 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
     await waitFor('the full list', async () => (await page.locator('#files tbody tr').count()) === 8, 5_000);
   });
 
+  it('pages through a long list with "Show more" (50 a page), within a search', async () => {
+    const ids = [];
+    for (let i = 0; i < 55; i++) {
+      const name = `page-${String(i).padStart(2, '0')}.txt`;
+      const r = await fetch(`${depot.url}/api/files/upload?filename=${name}`, { method: 'POST', body: `file ${i}\n` });
+      assert.equal(r.status, 201);
+      ids.push((await r.json()).id);
+    }
+    await page.fill('#search', 'page-');
+    const rows = () => page.locator('#files tbody tr').count();
+    await waitFor('the first page', async () => (await rows()) === 50, 5_000);
+    await page.getByRole('button', { name: 'Show more' }).click();
+    await waitFor('the second page', async () => (await rows()) === 55, 5_000);
+    assert.ok(await page.locator('#more').isHidden(), 'no more pages');
+    // Gone again, so that the rest of the suite sees the files it made.
+    for (const id of ids) assert.equal((await fetch(`${depot.url}/api/files/${id}`, { method: 'DELETE' })).status, 204);
+    await page.fill('#search', '');
+    await waitFor('the list without them', async () => (await rows()) === 8, 5_000);
+  });
+
   it('deletes a file after confirmation: gone from the list and the server', async () => {
     const id = await rowOf(page, 'notes.txt').getAttribute('data-id');
     await rowOf(page, 'notes.txt').getByRole('button', { name: 'Delete notes.txt' }).click();
