@@ -17,6 +17,8 @@ pub mod range;
 pub mod resumable;
 pub mod seed;
 pub mod tus;
+#[cfg(feature = "server")]
+pub mod ui;
 
 #[cfg(feature = "server")]
 use crate::{store::FileRecord, wire::FileInfo};

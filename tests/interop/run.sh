@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop tests against a depot binary: resumable.js, flow.js and Uppy in
-# headless Chromium, tus-js-client in Node, tuspy in Python. Installs what is
+# headless Chromium, tus-js-client in Node, tuspy in Python; depot's own web
+# page in headless Chromium and its chunker in Node. Installs what is
 # missing (Debian's chromium, the npm packages pinned in package-lock.json),
 # then runs `node --test`.
 #

@@ -15,12 +15,13 @@ export function depotBinary() {
 // Matched on complete lines only: stderr may arrive split mid-address.
 const LISTENING = /^depot listening on (http:\/\/\S+)/m;
 
-export async function startDepot({ timeoutMs = 20_000 } = {}) {
+/** `env`: extra DEPOT_* settings (e.g. { DEPOT_AUTH_MODE: 'token' }). */
+export async function startDepot({ timeoutMs = 20_000, env = {} } = {}) {
   const bin = depotBinary();
   if (!existsSync(bin)) throw new Error(`depot binary not found at ${bin} (set DEPOT_BIN)`);
   const dataDir = makeTempDir('data');
   const child = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir], {
-    env: { ...process.env, DEPOT_RATE_LIMIT: 'false', DEPOT_LOG: 'warn' },
+    env: { ...process.env, DEPOT_RATE_LIMIT: 'false', DEPOT_LOG: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   trackChild(child);
