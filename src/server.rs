@@ -160,9 +160,9 @@ pub fn router(state: AppState) -> Router {
         .merge(uploads)
         .merge(plain)
         .merge(docs)
+        .merge(crate::protocol::ui::routes())
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .merge(crate::protocol::ui::routes()) // the web page: no data, so outside the auth layer
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(tus::version_on_errors))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track));

@@ -106,7 +106,10 @@ pub fn required(method: &Method, path: &str) -> Need {
         return Need::Public;
     }
     match path {
-        "/healthz" | "/readyz" | "/api/openapi.json" => Need::Public,
+        // Probes, the API's documents, and the web page (which holds no
+        // data: it asks for a token itself).
+        "/healthz" | "/readyz" | "/api/openapi.json" | "/" => Need::Public,
+        p if p.starts_with("/ui/") => Need::Public,
         p if p == "/api/docs" || p.starts_with("/api/docs/") => Need::Public,
         "/metrics" => Need::Metrics,
         p if p.starts_with("/api/admin/") || p == "/api/admin" => Need::Scope(Admin),
@@ -412,6 +415,8 @@ mod tests {
     fn the_scope_table() {
         let r = |m: Method, p: &str| required(&m, p);
         assert_eq!(r(Method::GET, "/healthz"), Need::Public);
+        assert_eq!(r(Method::GET, "/"), Need::Public);
+        assert_eq!(r(Method::GET, "/ui/app.js"), Need::Public);
         assert_eq!(r(Method::GET, "/api/files"), Need::Scope(Scope::Read));
         assert_eq!(r(Method::POST, "/api/files"), Need::Scope(Scope::Write));
         assert_eq!(r(Method::DELETE, "/api/files/01ABC"), Need::Scope(Scope::Delete));
