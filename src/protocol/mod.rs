@@ -10,6 +10,7 @@ pub mod digest;
 pub mod disposition;
 #[cfg(feature = "server")]
 pub mod files;
+pub mod ietf;
 #[cfg(feature = "server")]
 pub mod native;
 pub mod range;
