@@ -12,6 +12,7 @@ use crate::http::writers::Held;
 use crate::http::{ApiError, AppState, Dialect, Principal};
 use crate::protocol::digest::Hasher;
 use crate::protocol::resumable::{self, Expected, Stop};
+use crate::protocol::tus::headers::Metadata;
 use crate::store::{self, FileName, NewStream, UploadId, UploadRecord};
 
 static INTEROP: HeaderName = HeaderName::from_static("upload-draft-interop-version");
@@ -182,18 +183,28 @@ async fn create_upload(st: AppState, who: Principal, headers: HeaderMap, body: B
     let v = version(&headers)?;
     let ends = Ends::read(v, &headers)?;
     let length = ends.length(0)?;
+    // The name and type: from Content-Disposition and Content-Type as the
+    // draft's clients send them, or from tus's Upload-Metadata, which
+    // tus-js-client sends in its draft modes too.
+    let raw_meta = header_str(&headers, "upload-metadata").unwrap_or("").trim().to_string();
+    let meta = Metadata::parse(&raw_meta)?;
     let form = crate::protocol::form_part(&headers);
-    let name = form.filename.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "upload".into());
+    let name = form
+        .filename
+        .or_else(|| meta.get(&["filename", "name"]))
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "upload".into());
     let name = FileName::parse(&name)?;
     let declared_type = header_str(&headers, "content-type")
         .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != PARTIAL && t != "application/octet-stream");
+        .filter(|t| !t.is_empty() && t != PARTIAL && t != "application/octet-stream")
+        .or_else(|| meta.get(&["filetype", "type", "contentType"]));
     let new = NewStream {
         tenant: who.tenant.clone(),
         length,
         name,
         declared_type,
-        metadata: String::new(),
+        metadata: raw_meta,
         partial: false,
     };
     let out = st.store.blocking(move |s| s.create_stream(new)).await?;
