@@ -6,6 +6,7 @@
 
 #[cfg(feature = "server")]
 pub mod admin;
+#[cfg(feature = "server")]
 pub mod digest;
 pub mod disposition;
 #[cfg(feature = "server")]
