@@ -86,6 +86,11 @@ enum Command {
         /// Overwrite the output file if it exists.
         #[arg(long, short = 'f')]
         force: bool,
+        /// A local file or directory that may hold some of the file's
+        /// chunks (an older version): those are copied, not fetched.
+        /// Repeatable. With --force an existing output is a seed too.
+        #[arg(long, value_name = "PATH")]
+        seed: Vec<PathBuf>,
         /// Print a JSON report.
         #[arg(long)]
         json: bool,
@@ -480,13 +485,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 },
             )
         }
-        Command::Get { id, output, force, json } => {
+        Command::Get { id, output, force, seed, json } => {
             let c = client()?;
             let part = match &output {
                 Some(o) if o.as_os_str() != "-" => format!("{}.part", o.display()),
                 _ => "the .part file".into(),
             };
-            let opts = GetOptions { output, force, progress: show(json) };
+            let opts = GetOptions { output, force, progress: show(json), seeds: seed };
             interruptible(&format!("run the same command again to resume from {part}"), async {
                 let report = client::get(&c, &id, &opts).await?;
                 if json {
@@ -497,8 +502,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     } else {
                         String::new()
                     };
+                    let reused = if report.reused_bytes > 0 {
+                        format!(
+                            " ({} from seeds, {} fetched)",
+                            human(report.reused_bytes),
+                            human(report.received_bytes)
+                        )
+                    } else {
+                        String::new()
+                    };
                     eprintln!(
-                        "{}: {} verified{resumed}; {:.1} s",
+                        "{}: {} verified{resumed}{reused}; {:.1} s",
                         report.path,
                         human(report.size),
                         report.seconds

@@ -4,6 +4,11 @@
 //! never leaves a silently wrong file. Run again after an interruption, it
 //! re-checks the verified prefix of the `.part` file and asks for the rest
 //! with `Range` (and `If-Range` on the ETag).
+//!
+//! With seeds (`--seed`, or the existing output under `--force`) a get is a
+//! delta download: the chunks the seeds hold are copied from them (see
+//! [`super::seed`]) and only the holes between them are fetched, one
+//! `Range` request per run of missing chunks, verified the same way.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -13,8 +18,9 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::progress::Progress;
+use super::seed::{SeedIndex, holes, seed_files};
 use super::{Client, ClientError, Result, check};
-use crate::store::ChunkId;
+use crate::store::{ChunkId, Chunker, ChunkerParams};
 use crate::wire::ManifestChunk;
 
 #[derive(Debug, Clone, Default)]
@@ -26,6 +32,9 @@ pub struct GetOptions {
     /// overwrite one (its own `.part` file is resumed, never refused).
     pub force: bool,
     pub progress: bool,
+    /// Local files or directories that may hold some of the file's chunks.
+    /// An existing output file replaced under `force` is a seed too.
+    pub seeds: Vec<PathBuf>,
 }
 
 /// What a get did.
@@ -37,6 +46,8 @@ pub struct GetReport {
     /// Bytes taken from an earlier, interrupted run.
     pub resumed_from: u64,
     pub received_bytes: u64,
+    /// Bytes copied from seeds instead of fetched.
+    pub reused_bytes: u64,
     pub seconds: f64,
 }
 
@@ -162,7 +173,14 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
     };
     let part = PathBuf::from(format!("{}.part", output.display()));
     if !to_stdout {
-        refuse_to_clobber(&output, opts.force)?;
+        refuse_to_clobber(&output, opts.force || opts.seeds.contains(&output))?;
+    }
+    let mut seeds = opts.seeds.clone();
+    if !to_stdout && opts.force && output.is_file() && !seeds.contains(&output) {
+        seeds.push(output.clone());
+    }
+    if !seeds.is_empty() && !to_stdout {
+        return get_seeded(client, id, &info, manifest.chunks, &output, &part, &seeds, opts, started).await;
     }
 
     // Resume: keep the verified whole chunks of an earlier attempt. Files
@@ -272,8 +290,146 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
         size: info.size,
         resumed_from,
         received_bytes: received,
+        reused_bytes: 0,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A delta download: keep the `.part` file's verified prefix, copy what
+/// the seeds hold, fetch the holes, rename into place.
+#[allow(clippy::too_many_arguments)]
+async fn get_seeded(
+    client: &Client,
+    id: &str,
+    info: &crate::wire::FileInfo,
+    chunks: Vec<ManifestChunk>,
+    output: &Path,
+    part: &Path,
+    seeds: &[PathBuf],
+    opts: &GetOptions,
+    started: Instant,
+) -> Result<GetReport> {
+    let chunking = client.chunking().await?;
+    let params = ChunkerParams { min: chunking.min, avg: chunking.avg, max: chunking.max };
+    let chunker = Chunker::new(params).map_err(|e| ClientError::Protocol(format!("server chunking: {e}")))?;
+    let bar = Progress::new(Some(info.size), opts.progress, "seed");
+
+    let verifier = Verifier::new(chunks, 0);
+    let (p, seeds, size) = (part.to_path_buf(), seeds.to_vec(), info.size);
+    let (file, keep, filled, reused, verifier) = tokio::task::spawn_blocking(move || {
+        let (f, keep) = open_part(&p, &verifier)?;
+        f.set_len(size).map_err(|e| ClientError::io(format!("writing {}", p.display()), e))?;
+        let rest = &verifier.chunks[keep..];
+        let wanted = rest.iter().map(|c| c.hash).collect();
+        let index = SeedIndex::build(seed_files(&seeds, &p)?, &chunker, &wanted);
+        let (filled, reused) = index.fill(rest, &f)?;
+        Ok::<_, ClientError>((f, keep, filled, reused, verifier))
+    })
+    .await
+    .map_err(|e| ClientError::Io(format!("seeding: {e}")))??;
+    let resumed_from = verifier.offset_of(keep);
+    bar.start_at(resumed_from);
+    bar.skipped(reused);
+
+    let file = std::sync::Arc::new(file);
+    let mut received = 0u64;
+    for hole in holes(&filled) {
+        let run = verifier.chunks[keep + hole.start..keep + hole.end].to_vec();
+        received += fetch_run(client, id, info, run, &file, &bar).await?;
+    }
+    let f = file.clone();
+    tokio::task::spawn_blocking(move || f.sync_all())
+        .await
+        .map_err(|e| ClientError::Io(format!("writing: {e}")))?
+        .map_err(|e| ClientError::io("writing", e))?;
+    tokio::fs::rename(part, output)
+        .await
+        .map_err(|e| ClientError::io(format!("moving {} into place", part.display()), e))?;
+    bar.finish();
+    Ok(GetReport {
+        id: id.to_string(),
+        path: output.display().to_string(),
+        size: info.size,
+        resumed_from,
+        received_bytes: received,
+        reused_bytes: reused,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Fetches one run of consecutive chunks with a `Range` request, verifies
+/// them and writes them at their offsets; returns the bytes received.
+async fn fetch_run(
+    client: &Client,
+    id: &str,
+    info: &crate::wire::FileInfo,
+    run: Vec<ManifestChunk>,
+    file: &std::sync::Arc<std::fs::File>,
+    bar: &Progress,
+) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let (Some(first), Some(last)) = (run.first().copied(), run.last().copied()) else { return Ok(0) };
+    let (start, end) = (first.offset, last.offset + u64::from(last.len));
+    if start == end {
+        return Ok(0);
+    }
+    let resp = client
+        .http()
+        .get(client.url(&format!("/api/files/{id}")))
+        .header("Range", format!("bytes={start}-{}", end - 1))
+        .header("If-Range", format!("\"{}\"", info.etag))
+        .send()
+        .await
+        .map_err(|e| client.send_error(e))?;
+    let resp = check(resp).await?;
+    if resp.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+        return Err(ClientError::Protocol(format!("the server ignored a range request ({})", resp.status())));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let f = file.clone();
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut verifier = Verifier::new(run, 0);
+        let mut at = start;
+        while let Some(frame) = rx.blocking_recv() {
+            verifier.feed(&frame)?;
+            f.write_all_at(&frame, at).map_err(|e| ClientError::io("writing", e))?;
+            at += frame.len() as u64;
+        }
+        if at != end || verifier.filled != 0 {
+            return Err(ClientError::Broken(format!(
+                "a range of the download ended after {} of {} bytes; run the same command again to resume",
+                at - start,
+                end - start
+            )));
+        }
+        Ok(())
+    });
+    let mut body = resp.bytes_stream();
+    let mut received = 0u64;
+    let mut broke = None;
+    while let Some(frame) = body.next().await {
+        match frame {
+            Ok(frame) => {
+                received += frame.len() as u64;
+                bar.sent(frame.len() as u64, frame.len() as u64);
+                if tx.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                broke = Some(ClientError::Broken(format!(
+                    "the download broke off ({e}); run the same command again to resume"
+                )));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    worker.await.map_err(|e| ClientError::Io(format!("writer: {e}")))??;
+    match broke {
+        Some(e) => Err(e),
+        None => Ok(received),
+    }
 }
 
 /// Refuses to replace an existing `output` unless `force` (as curl's

@@ -6,6 +6,7 @@
 mod get;
 mod progress;
 mod put;
+mod seed;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,10 +1,11 @@
 //! Running digests of request bodies, shared by the protocols that let a
-//! client say what its bytes hash to (tus's checksum extension today; the
-//! IETF draft's `Repr-Digest`/`Content-Digest` will add its algorithms
-//! here). Only computes: comparing and answering is the protocol's.
+//! client say what its bytes hash to (tus's checksum extension, the IETF
+//! draft's `Repr-Digest`/`Content-Digest`). Only computes: comparing and
+//! answering is the protocol's.
 
 use md5::Digest as _;
 
+use super::ietf::headers::DigestAlgorithm;
 use super::tus::headers::Algorithm;
 
 /// A running digest of a body, in one of the algorithms a client may
@@ -14,6 +15,8 @@ pub enum Hasher {
     Md5(md5::Md5),
     Crc32(crc32fast::Hasher),
     Blake3(Box<blake3::Hasher>),
+    Sha256(sha2::Sha256),
+    Sha512(Box<sha2::Sha512>),
 }
 
 impl Hasher {
@@ -26,6 +29,17 @@ impl Hasher {
         }
     }
 
+    /// For an RFC 9530 digest field.
+    pub fn for_field(a: DigestAlgorithm) -> Self {
+        use sha2::Digest as _;
+        match a {
+            DigestAlgorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            DigestAlgorithm::Sha512 => Hasher::Sha512(Box::new(sha2::Sha512::new())),
+            DigestAlgorithm::Md5 => Hasher::new(Algorithm::Md5),
+            DigestAlgorithm::Sha1 => Hasher::new(Algorithm::Sha1),
+        }
+    }
+
     pub fn update(&mut self, b: &[u8]) {
         match self {
             Hasher::Sha1(h) => h.update(b),
@@ -34,6 +48,8 @@ impl Hasher {
             Hasher::Blake3(h) => {
                 h.update(b);
             }
+            Hasher::Sha256(h) => sha2::Digest::update(h, b),
+            Hasher::Sha512(h) => sha2::Digest::update(h.as_mut(), b),
         }
     }
 
@@ -44,6 +60,8 @@ impl Hasher {
             Hasher::Md5(h) => h.finalize().to_vec(),
             Hasher::Crc32(h) => h.finalize().to_be_bytes().to_vec(),
             Hasher::Blake3(h) => h.finalize().as_bytes().to_vec(),
+            Hasher::Sha256(h) => sha2::Digest::finalize(h).to_vec(),
+            Hasher::Sha512(h) => sha2::Digest::finalize(*h).to_vec(),
         }
     }
 }

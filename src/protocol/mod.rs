@@ -6,10 +6,12 @@
 
 #[cfg(feature = "server")]
 pub mod admin;
+#[cfg(feature = "server")]
 pub mod digest;
 pub mod disposition;
 #[cfg(feature = "server")]
 pub mod files;
+pub mod ietf;
 #[cfg(feature = "server")]
 pub mod native;
 pub mod range;

@@ -62,7 +62,11 @@ def parser() -> argparse.ArgumentParser:
     down.add_argument("id")
     down.add_argument("out", nargs="?", help="output path (default: the file's name, here)")
     down.add_argument("--no-resume", action="store_true", help="start over even if OUT.part exists")
-    down.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
+    down.add_argument("-f", "--force", action="store_true",
+                      help="overwrite OUT if it exists (it is then a seed: its chunks are not fetched again)")
+    down.add_argument("--seed", action="append", default=[], metavar="PATH",
+                      help="a local file or directory that may hold some of the file's chunks (an older "
+                           "version): those are copied, not fetched; repeatable")
 
     ls = sub.add_parser("list", parents=[common], help="list files, newest first")
     ls.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
@@ -84,8 +88,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _upload(client, args, progress)
         if args.command == "download":
             r = download(client, args.id, args.out, resume=not args.no_resume, progress=progress,
-                         force=args.force)
+                         force=args.force, seeds=args.seed)
             what = f"resumed at {r.resumed_from}, " if r.resumed_from else ""
+            what += f"{r.reused_bytes} from seeds, " if r.reused_bytes else ""
             print(f"downloaded {r.path}: {r.size} bytes ({what}{r.received_bytes} received; "
                   f"verified: {', '.join(r.checks)})", file=sys.stderr)
             print(r.path)

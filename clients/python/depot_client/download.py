@@ -9,6 +9,12 @@ the size always; the BLAKE3 of the whole content when the server knows it
 file's manifest. With a manifest, the bytes already on disk are checked
 chunk by chunk before resuming, and the download resumes from the first
 chunk that does not match.
+
+With seeds (``seeds=[...]``, or the existing ``OUT`` under ``force``) the
+download is a delta download: the seed files are cut with the server's
+chunker, every chunk of the manifest a seed holds is copied from it (and
+checked against its BLAKE3 again as it is copied), and only the runs of
+chunks no seed holds are fetched, one ``Range`` request each.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ class DownloadResult:
     size: int
     resumed_from: int = 0
     received_bytes: int = 0
+    reused_bytes: int = 0  # copied from seeds
     checks: List[str] = field(default_factory=list)  # what was verified
 
 
@@ -110,11 +117,15 @@ def _safe_name(name: str, fallback: str) -> str:
 
 
 def download(client: Client, file_id: str, out: Optional[str] = None, *, resume: bool = True,
-             progress: Optional[bool] = None, force: bool = False) -> DownloadResult:
+             progress: Optional[bool] = None, force: bool = False,
+             seeds: Optional[List[str]] = None) -> DownloadResult:
     """Downloads ``file_id`` to ``out`` (default: its name, here). The
     bytes go to ``out + ".part"``, which a later run resumes, and are moved
     into place once verified. An existing ``out`` is never overwritten
-    unless ``force``: :class:`LocalFileError` (exit code 3)."""
+    unless ``force`` (or it is named as a seed): :class:`LocalFileError`
+    (exit code 3). ``seeds``: local files or directories that may hold some
+    of the file's chunks; an existing ``out`` replaced under ``force`` is
+    one too."""
     info = client.info(file_id)
     size = int(info["size"])
     etag = info.get("etag")
@@ -122,10 +133,22 @@ def download(client: Client, file_id: str, out: Optional[str] = None, *, resume:
         out = _safe_name(info.get("name", ""), file_id)
     elif os.path.isdir(out):
         out = os.path.join(out, _safe_name(info.get("name", ""), file_id))
-    if os.path.lexists(out) and not force:
+    seeds = list(seeds or [])
+    if os.path.lexists(out) and not force and out not in seeds:
         raise LocalFileError(f"{out} exists; use --force to overwrite it, or name another output file")
+    if force and os.path.isfile(out) and out not in seeds:
+        seeds.append(out)
     part = out + ".part"
-    manifest = client.manifest(file_id) if client.chunking() is not None else None
+    chunking = client.chunking()
+    manifest = client.manifest(file_id) if chunking is not None else None
+    if seeds and manifest is not None:
+        result = _download_seeded(client, file_id, part, size, etag, chunking, manifest, seeds, progress)
+        try:
+            os.replace(part, out)
+        except OSError as e:
+            raise LocalFileError(f"cannot move {part} into place: {e.strerror}") from None
+        result.path = out
+        return result
     result = _download(client, file_id, part, size, etag, info.get("content_hash"), manifest, resume,
                        progress, retry_fresh=True)
     try:
@@ -259,6 +282,130 @@ def _check_existing(fh, have: int, verifier: _Verifier) -> int:
             return bad
         done += len(data)
     return done
+
+
+def seed_files(paths: List[str], skip: str) -> List[str]:
+    """The files under ``paths`` (directories walked, symlinked directories
+    not followed), without ``skip``."""
+    out: List[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, _dirs, files in os.walk(p):
+                out.extend(os.path.join(root, f) for f in files)
+        elif os.path.isfile(p):
+            out.append(p)
+        else:
+            raise LocalFileError(f"seed {p} does not exist")
+    return sorted({f for f in out if os.path.abspath(f) != os.path.abspath(skip)})
+
+
+def _download_seeded(client: Client, file_id: str, part: str, size: int, etag: Optional[str],
+                     chunking: Dict[str, Any], manifest: Dict[str, Any], seeds: List[str],
+                     progress: Optional[bool]) -> DownloadResult:
+    from .fastcdc import Params, iter_chunks
+
+    chunks = [(int(c["offset"]), int(c["len"]), c["hash"]) for c in manifest["chunks"]]
+    if sum(c[1] for c in chunks) != size:
+        raise ServerFailure("the file's manifest does not add up to its size")
+    params = Params(int(chunking["min"]), int(chunking["avg"]), int(chunking["max"]))
+    wanted = {c[2] for c in chunks}
+    found: Dict[str, tuple] = {}
+    for path in seed_files(seeds, part):
+        try:
+            with open(path, "rb") as f:
+                for offset, data in iter_chunks(f, params):
+                    digest = blake3.blake3(data).hexdigest()
+                    if digest in wanted and digest not in found:
+                        found[digest] = (path, offset)
+        except OSError:
+            continue  # a seed only saves work; an unreadable one is skipped
+    result = DownloadResult(path=part, size=size)
+    try:
+        fh = open(part, "wb")
+    except OSError as e:
+        raise LocalFileError(f"cannot write {part}: {e.strerror}") from None
+    label = os.path.basename(part)
+    bar = tqdm(total=size, desc=label if len(label) <= 14 else label[:13] + "~", unit="B", unit_scale=True,
+               unit_divisor=1024, disable=None if progress is None else not progress, ncols=bar_columns(),
+               bar_format=BAR_FORMAT)
+    with fh:
+        fh.truncate(size)
+        filled = [False] * len(chunks)
+        handles: Dict[str, Any] = {}
+        try:
+            for i, (offset, length, digest) in enumerate(chunks):
+                at = found.get(digest)
+                if at is None:
+                    continue
+                src = handles.get(at[0]) or handles.setdefault(at[0], open(at[0], "rb"))
+                src.seek(at[1])
+                data = src.read(length)
+                if len(data) != length or blake3.blake3(data).hexdigest() != digest:
+                    continue  # the seed changed since it was cut: fetch it
+                fh.seek(offset)
+                fh.write(data)
+                filled[i] = True
+                result.reused_bytes += length
+                bar.update(length)
+        finally:
+            for h in handles.values():
+                h.close()
+        bar.set_postfix_str(f"got 0B seed {short_bytes(result.reused_bytes)}", refresh=False)
+        i = 0
+        while i < len(chunks):
+            if filled[i]:
+                i += 1
+                continue
+            j = i
+            while j < len(chunks) and not filled[j]:
+                j += 1
+            _fetch_run(client, file_id, etag, chunks[i:j], fh, result, bar)
+            i = j
+        bar.close()
+        fh.flush()
+        os.fsync(fh.fileno())
+    result.checks = ["size", f"{len(chunks)} chunk hashes"]
+    return result
+
+
+def _fetch_run(client: Client, file_id: str, etag: Optional[str], run: List[tuple], fh,
+               result: DownloadResult, bar) -> None:
+    """Fetches consecutive chunks with one ``Range`` request, verifying each."""
+    start = run[0][0]
+    end = run[-1][0] + run[-1][1]
+    if start == end:
+        return
+    headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{end - 1}"}
+    if etag:
+        headers["If-Range"] = f'"{etag}"'
+    r = client.open_download(file_id, headers)
+    with r:
+        if r.status_code != 206:
+            raise ServerFailure(f"asked for bytes {start}-{end - 1} and got {r.status_code}")
+        fh.seek(start)
+        k, fill, hasher, pos = 0, 0, blake3.blake3(), start
+        for data in _body(r, lambda: pos - start):
+            view = memoryview(data)
+            while len(view):
+                if k >= len(run):
+                    raise VerificationFailed("the server sent more than the range asked for")
+                off, length, digest = run[k]
+                take = min(length - fill, len(view))
+                hasher.update(view[:take])
+                fill += take
+                view = view[take:]
+                if fill == length:
+                    if hasher.hexdigest() != digest:
+                        raise VerificationFailed(f"chunk at offset {off} does not match its hash in the manifest")
+                    k, fill, hasher = k + 1, 0, blake3.blake3()
+            fh.write(data)
+            pos += len(data)
+            result.received_bytes += len(data)
+            bar.update(len(data))
+            bar.set_postfix_str(f"got {short_bytes(result.received_bytes)} seed "
+                                f"{short_bytes(result.reused_bytes)}", refresh=False)
+    if k != len(run):
+        raise Unreachable(f"the range {start}-{end - 1} ended early; run the same command again")
 
 
 def _note(msg: str) -> None:

@@ -163,3 +163,47 @@ def test_cli_auto_uses_native(native_server, make_file, tmp_path):
     out = tmp_path / "cli-native.bin"
     d = run_cli("download", file_id, str(out), server_url=native_server.url, check=True)
     assert out.read_bytes() == src.read_bytes() and "chunk hashes" in d.stderr
+
+
+def test_download_with_a_seed_fetches_only_the_changes(native_server, make_file, tmp_path):
+    src = make_file(16 * MIB, seed=301)
+    old = src.read_bytes()
+    body = bytearray(old)
+    for i, at in enumerate((2 * MIB + 77, 7 * MIB + 5, 12 * MIB + 4242)):
+        body[at:at] = data(MIB, seed=400 + i)
+    edited = tmp_path / "edited.bin"
+    edited.write_bytes(bytes(body))
+    r = native_upload(native_server, edited)
+    client = Client(native_server.url)
+
+    out = tmp_path / "out.bin"
+    before = native_server.response_bytes()
+    d = download(client, r.file_id, str(out), progress=False, seeds=[str(src)])
+    fetched = native_server.response_bytes() - before
+    assert out.read_bytes() == bytes(body)
+    # 3 MiB inserted; the seams cost one to three average chunks each
+    # (the default chunker's average is 256 KiB, its maximum 1 MiB).
+    assert 3 * MIB < fetched < 3 * MIB + 12 * native_server_avg(client), fetched
+    assert d.reused_bytes + d.received_bytes == len(body)
+    assert d.reused_bytes > len(old) - 3 * MIB, d
+
+    # A damaged seed: its chunk is fetched instead, the result still verifies.
+    damaged = bytearray(old)
+    damaged[5 * MIB] ^= 0xFF
+    seed_dir = tmp_path / "seeds"
+    seed_dir.mkdir()
+    (seed_dir / "old.bin").write_bytes(bytes(damaged))
+    out2 = tmp_path / "out2.bin"
+    d2 = download(client, r.file_id, str(out2), progress=False, seeds=[str(seed_dir)])
+    assert out2.read_bytes() == bytes(body)
+    assert d2.received_bytes > d.received_bytes
+
+    # The existing output, replaced with force, is a seed by default.
+    before = native_server.response_bytes()
+    download(client, r.file_id, str(src), progress=False, force=True)
+    assert native_server.response_bytes() - before < 3 * MIB + 12 * native_server_avg(client)
+    assert src.read_bytes() == bytes(body)
+
+
+def native_server_avg(client) -> int:
+    return int(client.chunking()["avg"])

@@ -12,6 +12,7 @@ use super::headers::{Algorithm, Checksum, ConcatHeader, HeaderError, Metadata, p
 use crate::http::writers::Held;
 use crate::http::{ApiError, AppState, Dialect, Principal};
 use crate::protocol::digest::Hasher;
+use crate::protocol::ietf;
 use crate::protocol::resumable::{self, Expected, Stop};
 use crate::store::{self, Appender, Concat, FileName, NewStream, UploadId, UploadRecord};
 use crate::wire::ErrorBody;
@@ -166,6 +167,9 @@ pub async fn options(State(st): State<AppState>) -> Response {
         (status = 415, description = "A complete upload's file type is rejected", body = ErrorBody),
     ))]
 pub async fn create(State(st): State<AppState>, who: Principal, headers: HeaderMap, body: Body) -> TusResult {
+    if ietf::is_draft(&headers) {
+        return Ok(ietf::create(st, who, headers, body).await);
+    }
     check_version(&headers)?;
     let base = endpoint(&st, &headers);
     let raw_meta = header_str(&headers, "upload-metadata").unwrap_or("").trim().to_string();
@@ -245,6 +249,9 @@ pub async fn head(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> TusResult {
+    if ietf::is_draft(&headers) {
+        return Ok(ietf::offset(st, who, id, headers).await);
+    }
     check_version(&headers)?;
     let id = parse_id(&id)?;
     owned(&st, who, id).await?;
@@ -286,6 +293,9 @@ pub async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> TusResult {
+    if ietf::is_draft(&headers) {
+        return Ok(ietf::append(st, who, id, headers, body).await);
+    }
     check_version(&headers)?;
     let id = parse_id(&id)?;
     owned(&st, who, id).await?;
@@ -332,6 +342,9 @@ pub async fn terminate(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> TusResult {
+    if ietf::is_draft(&headers) {
+        return Ok(ietf::cancel(st, who, id, headers).await);
+    }
     check_version(&headers)?;
     let id = parse_id(&id)?;
     owned(&st, who, id).await?;

@@ -10,6 +10,9 @@
 //! request holding it (as tusd does), which keeps what it received and
 //! answers 423; the newcomer then proceeds, or gets 409 if its offset is
 //! stale. A checksum makes a PATCH all-or-nothing (460 keeps nothing).
+//!
+//! A request naming `Upload-Draft-Interop-Version` is the IETF draft's, not
+//! tus's: the handlers pass it to [`crate::protocol::ietf`] first thing.
 
 pub mod headers;
 

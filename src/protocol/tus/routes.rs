@@ -60,7 +60,8 @@ pub fn method_override(mut req: Request) -> Request {
 /// tus wants its version on every answer under its path, errors from the
 /// router and the extractors too.
 pub async fn version_on_errors(req: Request, next: Next) -> Response {
-    let tus = req.uri().path().starts_with(PREFIX);
+    // The IETF draft's requests share the path but not tus's headers.
+    let tus = req.uri().path().starts_with(PREFIX) && !crate::protocol::ietf::is_draft(req.headers());
     let mut resp = next.run(req).await;
     let status = resp.status();
     if tus

@@ -19,6 +19,8 @@ const REQUEST_HEADERS = [
   'Upload-Concat',
   'Upload-Metadata',
   'Content-Type',
+  'Upload-Draft-Interop-Version',
+  'Upload-Complete',
 ];
 // The answer headers of interest (Node lower-cases them).
 const RESPONSE_HEADERS = [
@@ -28,6 +30,7 @@ const RESPONSE_HEADERS = [
   'upload-length',
   'upload-expires',
   'depot-file-id',
+  'upload-complete',
 ];
 
 function pick(get, names) {

@@ -1,0 +1,308 @@
+//! The IETF resumable-upload draft on `/api/tus/` against the real server:
+//! every state a client walks through, at the interop versions the real
+//! clients send (5: tus-js-client `ietf-draft-03`, 6: `ietf-draft-05`, and
+//! the editor's copy's 8; 3 for its `Upload-Incomplete`).
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::http::fed_body;
+use common::{TestServer, client, pseudo_random, test_config};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use sha1::Digest;
+
+const PARTIAL: &str = "application/partial-upload";
+
+fn draft(method: Method, url: &str, v: u8) -> RequestBuilder {
+    client().request(method, url).header("Upload-Draft-Interop-Version", v.to_string())
+}
+
+fn h(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} in {:?}", r.headers()))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn problem(r: reqwest::Response) -> serde_json::Value {
+    let ct = h(&r, "content-type");
+    let body = r.text().await.unwrap();
+    assert_eq!(ct, "application/problem+json", "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn complete_creation_makes_the_file() {
+    let (_dir, s) = TestServer::start_temp().await;
+    let data = pseudo_random(300_000, 1);
+    for v in [5u8, 6, 8] {
+        let r = draft(Method::POST, &s.url("/api/tus/"), v)
+            .header("Upload-Complete", "?1")
+            .header("Content-Disposition", "attachment; filename=\"a.bin\"")
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "v{v}");
+        assert_eq!(h(&r, "upload-draft-interop-version"), v.to_string());
+        assert_eq!(h(&r, "upload-complete"), "?1");
+        assert_eq!(h(&r, "upload-offset"), "300000");
+        assert!(h(&r, "upload-limit").starts_with("max-size="));
+        assert!(h(&r, "location").starts_with(&format!("{}/api/tus/", s.base)));
+        assert!(r.headers().get("tus-resumable").is_none());
+        let id = h(&r, "depot-file-id");
+        assert_eq!(s.download(&id).await, data);
+        assert_eq!(s.info(&id).await.name, "a.bin");
+    }
+
+    // Interop version 3 says it inverted, as Upload-Incomplete.
+    let r = draft(Method::POST, &s.url("/api/tus/"), 3)
+        .header("Upload-Incomplete", "?0")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(h(&r, "upload-incomplete"), "?0");
+    assert_eq!(s.download(&h(&r, "depot-file-id")).await, data);
+
+    // A complete body streamed without Content-Length ends the upload where
+    // it ends.
+    let (tx, body) = fed_body(4);
+    let send = tokio::spawn(
+        draft(Method::POST, &s.url("/api/tus/"), 6).header("Upload-Complete", "?1").body(body).send(),
+    );
+    for part in data.chunks(100_000) {
+        tx.send(Ok(part.to_vec())).await.unwrap();
+    }
+    drop(tx);
+    let r = send.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(h(&r, "upload-complete"), "?1");
+    assert_eq!(s.download(&h(&r, "depot-file-id")).await, data);
+
+    // An unknown interop version, a missing Upload-Complete.
+    let r = draft(Method::POST, &s.url("/api/tus/"), 2).header("Upload-Complete", "?1").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = draft(Method::POST, &s.url("/api/tus/"), 6).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn incomplete_creation_head_append_cut_resume_complete() {
+    let (_dir, s) = TestServer::start_temp().await;
+    let data = pseudo_random(3 << 20, 2);
+    let r = draft(Method::POST, &s.url("/api/tus/"), 6)
+        .header("Upload-Complete", "?0")
+        .header("Upload-Length", data.len().to_string())
+        .body(data[..1000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(h(&r, "upload-complete"), "?0");
+    assert_eq!(h(&r, "upload-offset"), "1000");
+    let url = h(&r, "location");
+
+    let r = draft(Method::HEAD, &url, 6).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(h(&r, "upload-offset"), "1000");
+    assert_eq!(h(&r, "upload-complete"), "?0");
+    assert_eq!(h(&r, "upload-length"), data.len().to_string());
+    assert_eq!(h(&r, "cache-control"), "no-store");
+    assert!(h(&r, "upload-limit").contains("expires="));
+
+    // A wrong offset: 409 with the expected offset.
+    let r = draft(Method::PATCH, &url, 6)
+        .header("Content-Type", PARTIAL)
+        .header("Upload-Offset", "5")
+        .header("Upload-Complete", "?0")
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let p = problem(r).await;
+    assert_eq!(p["type"], "https://iana.org/assignments/http-problem-types#mismatching-upload-offset");
+    assert_eq!(p["expected-offset"], 1000);
+    assert_eq!(p["provided-offset"], 5);
+
+    // Version 6 appends are application/partial-upload.
+    let r = draft(Method::PATCH, &url, 6)
+        .header("Upload-Offset", "1000")
+        .header("Upload-Complete", "?0")
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // A complete append whose end contradicts Upload-Length.
+    let r = draft(Method::PATCH, &url, 6)
+        .header("Content-Type", PARTIAL)
+        .header("Upload-Offset", "1000")
+        .header("Upload-Complete", "?1")
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        problem(r).await["type"],
+        "https://iana.org/assignments/http-problem-types#inconsistent-upload-length"
+    );
+
+    // An append cut off midway keeps what arrived.
+    let (tx, body) = fed_body(4);
+    let send = tokio::spawn(
+        draft(Method::PATCH, &url, 6)
+            .header("Content-Type", PARTIAL)
+            .header("Upload-Offset", "1000")
+            .header("Upload-Complete", "?0")
+            .body(body)
+            .send(),
+    );
+    tx.send(Ok(data[1000..1_001_000].to_vec())).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while s.bytes_in() < 1_001_000 {
+        assert!(tokio::time::Instant::now() < deadline, "the server never read the bytes");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tx.send(Err(std::io::Error::other("cut"))).await.unwrap();
+    drop(tx);
+    let _ = send.await;
+    let r = draft(Method::HEAD, &url, 6).send().await.unwrap();
+    let at: usize = h(&r, "upload-offset").parse().unwrap();
+    assert_eq!(at, 1_001_000, "the bytes before the cut are kept");
+
+    // Resume with the rest, complete, with a Content-Digest of this body.
+    let rest = &data[at..];
+    let sha = sha2_256(rest);
+    let r = draft(Method::PATCH, &url, 6)
+        .header("Content-Type", PARTIAL)
+        .header("Upload-Offset", at.to_string())
+        .header("Upload-Complete", "?1")
+        .header("Content-Digest", format!("sha-256=:{}:", B64.encode(sha)))
+        .body(rest.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(h(&r, "upload-complete"), "?1");
+    assert_eq!(h(&r, "upload-offset"), data.len().to_string());
+    assert_eq!(s.download(&h(&r, "depot-file-id")).await, data);
+
+    // Append after completion: the completed-upload problem.
+    let r = draft(Method::PATCH, &url, 6)
+        .header("Content-Type", PARTIAL)
+        .header("Upload-Offset", data.len().to_string())
+        .header("Upload-Complete", "?1")
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(r).await["type"], "https://iana.org/assignments/http-problem-types#completed-upload");
+    // HEAD still answers, complete.
+    let r = draft(Method::HEAD, &url, 6).send().await.unwrap();
+    assert_eq!(h(&r, "upload-complete"), "?1");
+    s.stop().await;
+}
+
+fn sha2_256(data: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data).to_vec()
+}
+
+#[tokio::test]
+async fn digests_deferred_length_and_cancel() {
+    let (_dir, s) = TestServer::start_temp().await;
+    let data = pseudo_random(200_000, 3);
+
+    // A Repr-Digest that does not match a whole upload: nothing is kept.
+    let wrong = sha1::Sha1::digest(b"something else");
+    let r = draft(Method::POST, &s.url("/api/tus/"), 8)
+        .header("Upload-Complete", "?1")
+        .header("Repr-Digest", format!("sha=:{}:", B64.encode(wrong)))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(s.stats().await.files, 0);
+    // The right one (and an algorithm the server ignores).
+    let right = sha1::Sha1::digest(&data);
+    let r = draft(Method::POST, &s.url("/api/tus/"), 8)
+        .header("Upload-Complete", "?1")
+        .header("Repr-Digest", format!("unixsum=:AAA=:, sha=:{}:", B64.encode(right)))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // A malformed digest field.
+    let r = draft(Method::POST, &s.url("/api/tus/"), 8)
+        .header("Upload-Complete", "?1")
+        .header("Content-Digest", "sha-256=nope")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // Deferred length (no Upload-Length, incomplete), then completed by the
+    // last append (version 5 does not need the partial-upload type).
+    let r = draft(Method::POST, &s.url("/api/tus/"), 5)
+        .header("Upload-Complete", "?0")
+        .body(data[..50_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(r.headers().get("upload-length").is_none());
+    let url = h(&r, "location");
+    let r = draft(Method::PATCH, &url, 5)
+        .header("Upload-Offset", "50000")
+        .header("Upload-Complete", "?1")
+        .body(data[50_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(h(&r, "upload-complete"), "?1");
+    assert_eq!(s.download(&h(&r, "depot-file-id")).await, data);
+
+    // Cancellation: DELETE, then the upload is gone.
+    let r = draft(Method::POST, &s.url("/api/tus/"), 6).header("Upload-Complete", "?0").send().await.unwrap();
+    let url = h(&r, "location");
+    let r = draft(Method::DELETE, &url, 6).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = draft(Method::HEAD, &url, 6).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // tus 1.0 still answers beside it.
+    let r = client()
+        .post(s.url("/api/tus/"))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(h(&r, "tus-resumable"), "1.0.0");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_upload_is_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(dir.path())).await;
+    let r = draft(Method::HEAD, &s.url("/api/tus/0123456789abcdef0123456789abcdef"), 6).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    s.stop().await;
+}
