@@ -256,3 +256,102 @@ async fn errors_are_one_line_and_a_failure_status() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));
 }
+
+/// A peer that answers every request 401 as a token-mode server does, and
+/// hands back the `Authorization` header of each request it got.
+async fn refusing_peer() -> (String, tokio::sync::mpsc::UnboundedReceiver<Option<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && sock.read(&mut byte).await.unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let _ = tx.send(head.lines().find_map(|l| l.strip_prefix("authorization: ")).map(str::to_string));
+            let body = r#"{"code":401,"error":"unauthorized","message":"a valid token is needed"}"#;
+            let _ = sock
+                .write_all(
+                    format!(
+                        "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"depot\"\r\n\
+                         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    });
+    (base, rx)
+}
+
+#[tokio::test]
+async fn the_token_comes_from_the_flag_the_env_or_the_default_file_and_a_401_is_exit_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".config/depot")).unwrap();
+    let (base, mut sent) = refusing_peer().await;
+    let depot = |env_token: Option<&str>| {
+        let mut c = common::cli::depot(&base);
+        c.env("HOME", &home).env_remove("XDG_CONFIG_HOME").env_remove("DEPOT_TOKEN");
+        if let Some(t) = env_token {
+            c.env("DEPOT_TOKEN", t);
+        }
+        c
+    };
+    let secret = "dpt_01JDX3E5C9R2T7VQ4M8N6P0WAB_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA";
+
+    // No token anywhere: sent without one; the message says how to pass one.
+    let out = depot(None).arg("ls").output().await.unwrap();
+    assert_eq!(common::cli::code(&out), 5, "{}", common::cli::stderr(&out));
+    let err = common::cli::stderr(&out);
+    assert!(err.starts_with("depot: the server needs a token") && err.contains("DEPOT_TOKEN"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1);
+    assert_eq!(sent.recv().await.unwrap(), None);
+
+    // DEPOT_TOKEN: sent as a bearer token, never shown.
+    let out = depot(Some(secret)).arg("ls").output().await.unwrap();
+    assert_eq!(common::cli::code(&out), 5);
+    let err = common::cli::stderr(&out);
+    assert!(err.contains("refused the token from DEPOT_TOKEN"), "{err}");
+    assert!(!err.contains("c2Vj"), "the secret is in the message: {err}");
+    assert_eq!(
+        sent.recv().await.unwrap().as_deref(),
+        Some(format!("bearer {}", secret.to_lowercase()).as_str())
+    );
+
+    // The default file, private: used when DEPOT_TOKEN is unset; DEPOT_TOKEN
+    // wins over it; --token-file wins over both.
+    let default = home.join(".config/depot/token");
+    let private = |p: &Path, text: &str| {
+        std::fs::write(p, text).unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    };
+    private(&default, "dpt_DEFAULT_x\n");
+    let flag = dir.path().join("flag-token");
+    private(&flag, "dpt_FLAG_x\n");
+    depot(None).arg("ls").output().await.unwrap();
+    assert_eq!(sent.recv().await.unwrap().as_deref(), Some("bearer dpt_default_x"));
+    depot(Some("dpt_ENV_x")).arg("ls").output().await.unwrap();
+    assert_eq!(sent.recv().await.unwrap().as_deref(), Some("bearer dpt_env_x"));
+    let out =
+        depot(Some("dpt_ENV_x")).args(["--token-file", flag.to_str().unwrap(), "ls"]).output().await.unwrap();
+    assert!(common::cli::stderr(&out).contains(&format!("refused the token from {}", flag.display())));
+    assert_eq!(sent.recv().await.unwrap().as_deref(), Some("bearer dpt_flag_x"));
+
+    // A token file others can read is refused before anything is sent.
+    #[cfg(unix)]
+    {
+        std::fs::set_permissions(&default, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let out = depot(None).arg("ls").output().await.unwrap();
+        assert_eq!(common::cli::code(&out), 3);
+        let err = common::cli::stderr(&out);
+        assert!(err.contains("mode 0644") && err.contains("chmod 600"), "{err}");
+        assert!(sent.try_recv().is_err(), "a request was sent");
+    }
+}

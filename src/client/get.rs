@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::progress::Progress;
-use super::{Client, ClientError, Result, check};
+use super::{Client, ClientError, Result};
 use crate::store::ChunkId;
 use crate::wire::ManifestChunk;
 
@@ -219,7 +219,7 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
                 .header("If-Range", format!("\"{}\"", info.etag));
         }
         let resp = req.send().await.map_err(|e| client.send_error(e))?;
-        let resp = check(resp).await?;
+        let resp = client.check(resp).await?;
         if resumed_from > 0 && resp.status() != reqwest::StatusCode::PARTIAL_CONTENT {
             return Err(ClientError::Protocol(format!(
                 "the server ignored the resume request ({}); delete {} to start over",
