@@ -21,14 +21,26 @@ export async function waitFor(cond, ms, what) {
 
 /**
  * Opens the test page, sets the library up against `chunkedUrl`, hands it
- * the file through the file input and waits for the library's fileSuccess.
+ * the file through the file input and waits for the library's fileSuccess
+ * (with `expectFailure`, for its fileError instead).
  *
- * Returns { result, exchanges, preflights } where `exchanges` lists every
- * GET/POST the page sent to `chunkedUrl` in order, each
- * { method, url, status, body } (body as text), and `preflights` lists the
- * CORS preflights Chromium sent there, each { url, requestMethod }.
+ * Returns { result, error, exchanges, preflights } where `result` is what
+ * fileSuccess reported, `error` the fileError message (with
+ * `expectFailure`), `exchanges` lists every GET/POST the page sent to
+ * `chunkedUrl` in order, each { method, url, status, body } (body as
+ * text), and `preflights` lists the CORS preflights Chromium sent there,
+ * each { url, requestMethod }.
  */
-export async function uploadInPage({ context, pageUrl, chunkedUrl, lib, file, options = {}, timeoutMs = 45_000 }) {
+export async function uploadInPage({
+  context,
+  pageUrl,
+  chunkedUrl,
+  lib,
+  file,
+  options = {},
+  timeoutMs = 45_000,
+  expectFailure = false,
+}) {
   const page = await context.newPage();
   const pending = [];
   const failures = [];
@@ -69,15 +81,28 @@ export async function uploadInPage({ context, pageUrl, chunkedUrl, lib, file, op
     await page.goto(`${pageUrl}/`);
     await page.evaluate((o) => window.depotHarness.prepare(o), { lib, target: chunkedUrl, ...options });
     await page.setInputFiles('#file', file);
-    const outcome = page.evaluate(() => window.depotHarness.result);
-    const result = await withTimeout(outcome, timeoutMs, `${lib} to report the upload of ${file.name}`).catch((e) => {
+    const outcome = page.evaluate(() =>
+      window.depotHarness.result.then(
+        (result) => ({ result }),
+        (e) => ({ error: String(e?.message ?? e) }),
+      ),
+    );
+    const settled = await withTimeout(outcome, timeoutMs, `${lib} to report the upload of ${file.name}`).catch((e) => {
       throw new Error(`${e.message}\npage errors: ${pageErrors.join('; ') || 'none'}\nfailed requests: ${failures.join('; ') || 'none'}`);
     });
+    if (expectFailure !== (settled.error !== undefined)) {
+      throw new Error(
+        expectFailure
+          ? `${lib} uploaded ${file.name}, which should have failed`
+          : `${settled.error}\nfailed requests: ${failures.join('; ') || 'none'}`,
+      );
+    }
     // fileSuccess comes after the last answer; let the response events land.
     await waitFor(() => pending.every((x) => x.done), 10_000, 'the responses of the upload requests');
     if (pageErrors.length) throw new Error(`page errors: ${pageErrors.join('; ')}`);
     return {
-      result,
+      result: settled.result,
+      error: settled.error,
       exchanges: pending.map(({ method, url, status, body }) => ({ method, url, status, body })),
       preflights,
       failures,
