@@ -70,10 +70,19 @@ if [ "$AUTH_MODE" = token ]; then
     export DEPOT_TOKEN
     code=$(curl -sS -o /dev/null -w '%{http_code}' "$URL/api/files")
     [ "$code" = 401 ] || { echo "error: GET /api/files without a token answered $code, not 401" >&2 && exit 1; }
-    # The repository's settings, plus the header (TOML: top-level keys
-    # first); schemathesis fills ${DEPOT_TOKEN} in from the environment.
+    DEPOT_ADMIN_TOKEN=$(cat "$WORK/data/admin.token")
+    export DEPOT_ADMIN_TOKEN
+    # The repository's settings plus the headers: the tenant token
+    # everywhere (TOML: top-level keys first), the admin token where only an
+    # admin may go (/metrics, the admin API). schemathesis fills ${...} in
+    # from the environment.
     CONFIG="$WORK/schemathesis.toml"
-    { printf 'headers = { Authorization = "Bearer ${DEPOT_TOKEN}" }\n\n'; cat "$HERE/schemathesis.toml"; } >"$CONFIG"
+    {
+        printf 'headers = { Authorization = "Bearer ${DEPOT_TOKEN}" }\n\n'
+        cat "$HERE/schemathesis.toml"
+        printf '\n[[operations]]\ninclude-path-regex = "^/(metrics|api/admin/)"\n'
+        printf 'headers = { Authorization = "Bearer ${DEPOT_ADMIN_TOKEN}" }\n'
+    } >"$CONFIG"
 fi
 
 cd "$WORK"
