@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use depot::store::{ChunkId, Chunker, ChunkerParams, FsyncPolicy, Store, StoreOptions, object};
+use depot::store::{ChunkId, Chunker, ChunkerParams, FsyncPolicy, Store, StoreOptions, Tenant, object};
 use futures_util::StreamExt;
 
 fn data(n: usize, seed: u64) -> Vec<u8> {
@@ -87,7 +87,7 @@ fn store(c: &mut Criterion) {
                     (dir, store)
                 },
                 |(dir, store)| {
-                    let mut ing = store.ingest();
+                    let mut ing = store.ingest(Tenant::default());
                     for piece in input.chunks(1 << 20) {
                         ing.push(piece).unwrap();
                     }
@@ -101,12 +101,12 @@ fn store(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), StoreOptions { fsync: FsyncPolicy::Never, ..StoreOptions::default() })
         .unwrap();
-    let mut ing = s.ingest();
+    let mut ing = s.ingest(Tenant::default());
     ing.push(&input).unwrap();
     let rec = ing.finish(&"f.bin".parse().unwrap(), None).unwrap();
     g.bench_function("put_duplicate", |b| {
         b.iter(|| {
-            let mut ing = s.ingest();
+            let mut ing = s.ingest(Tenant::default());
             for piece in input.chunks(1 << 20) {
                 ing.push(piece).unwrap();
             }

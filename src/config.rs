@@ -34,6 +34,7 @@ pub struct Config {
     pub gc: GcConfig,
     pub rate_limit: RateLimitConfig,
     pub cors: CorsConfig,
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -50,6 +51,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             rate_limit: RateLimitConfig::default(),
             cors: CorsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -145,6 +147,62 @@ impl Default for GcConfig {
             interval: Dur(Duration::from_secs(600)),
             chunk_lease: Dur(Duration::from_secs(24 * 3600)),
         }
+    }
+}
+
+/// Who may do what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `local`: no token needed, loopback only (the server refuses another
+    /// listen address, foreign `Host` and `Origin` headers). `token`: every
+    /// request needs a bearer token (first start writes an admin token to
+    /// `<data_dir>/admin.token`). `open`: no authentication at all.
+    pub mode: AuthMode,
+    /// Lifetime of a new token when none is asked for.
+    pub token_expiry: Dur,
+    /// The longest a signed download link may live.
+    pub link_max_ttl: Dur,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Local,
+            token_expiry: Dur(Duration::from_secs(90 * 86_400)),
+            link_max_ttl: Dur(Duration::from_secs(7 * 86_400)),
+        }
+    }
+}
+
+/// See [`AuthConfig::mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Local,
+    Token,
+    Open,
+}
+
+impl FromStr for AuthMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "local" => Ok(AuthMode::Local),
+            "token" => Ok(AuthMode::Token),
+            "open" => Ok(AuthMode::Open),
+            other => Err(format!("`{other}` is not an auth mode: use local, token or open")),
+        }
+    }
+}
+
+impl fmt::Display for AuthMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthMode::Local => "local",
+            AuthMode::Token => "token",
+            AuthMode::Open => "open",
+        })
     }
 }
 
@@ -261,6 +319,9 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DEPOT_CHUNK_LEASE", "gc.chunk_lease"),
     ("DEPOT_RATE_LIMIT", "rate_limit.enabled"),
     ("DEPOT_CORS_ORIGINS", "cors.allowed_origins"),
+    ("DEPOT_AUTH_MODE", "auth.mode"),
+    ("DEPOT_TOKEN_EXPIRY", "auth.token_expiry"),
+    ("DEPOT_LINK_MAX_TTL", "auth.link_max_ttl"),
 ];
 
 /// A configuration that cannot be used.
@@ -354,6 +415,9 @@ impl Config {
                 self.cors.allowed_origins =
                     value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
             }
+            "auth.mode" => self.auth.mode = value.parse()?,
+            "auth.token_expiry" => self.auth.token_expiry = parse(value)?,
+            "auth.link_max_ttl" => self.auth.link_max_ttl = parse(value)?,
             _ => return Err(format!("unknown key `{key}`")),
         }
         Ok(())

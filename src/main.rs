@@ -12,9 +12,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::{Parser, Subcommand};
 use depot::client::{self, Client, ClientError, GetOptions, PutOptions, Search, Source, exit, human};
-use depot::config::Config;
+use depot::config::{AuthMode, Config};
 use depot::store::Store;
 
 #[derive(Parser)]
@@ -41,7 +43,7 @@ struct Cli {
 
 /// Options shared by every command that opens a store directly.
 #[derive(clap::Args)]
-struct StoreArgs {
+pub(crate) struct StoreArgs {
     /// Configuration file (TOML; see config/default.toml).
     #[arg(long, env = "DEPOT_CONFIG")]
     config: Option<PathBuf>,
@@ -59,6 +61,10 @@ enum Command {
         /// Address to listen on (overrides the configuration).
         #[arg(long)]
         listen: Option<String>,
+        /// `local` (no token, loopback only), `token` (every request needs
+        /// one) or `open` (no authentication); overrides auth.mode.
+        #[arg(long, value_name = "MODE")]
+        auth_mode: Option<depot::config::AuthMode>,
     },
     /// Upload files, sending only the chunks the server lacks.
     Put {
@@ -123,6 +129,13 @@ enum Command {
         #[arg(long)]
         no_orphans: bool,
     },
+    /// Make, list and revoke access tokens: through the server's admin API
+    /// (an admin token in DEPOT_TOKEN), or on a data dir with --data-dir
+    /// while no server runs.
+    Token {
+        #[command(subcommand)]
+        action: cli::token::TokenAction,
+    },
     /// Check every object, manifest, refcount and counter of a data dir.
     Verify {
         #[command(flatten)]
@@ -135,7 +148,7 @@ enum Command {
 }
 
 /// A command's failure: the line to print and the exit status.
-struct Failure {
+pub(crate) struct Failure {
     code: u8,
     message: String,
 }
@@ -165,9 +178,11 @@ fn usage(message: impl Into<String>) -> Failure {
 /// The configuration: defaults, file, environment, then flags. A variable
 /// that a flag overrides is not read at all, so that an invalid value in
 /// the environment does not stop a command whose flag is valid.
-fn load_config(args: &StoreArgs, listen: Option<&str>) -> Result<Config, Failure> {
+fn load_config(args: &StoreArgs, listen: Option<&str>, auth: Option<AuthMode>) -> Result<Config, Failure> {
     let overridden = |k: &str| {
-        (k == "DEPOT_DATA_DIR" && args.data_dir.is_some()) || (k == "DEPOT_LISTEN" && listen.is_some())
+        (k == "DEPOT_DATA_DIR" && args.data_dir.is_some())
+            || (k == "DEPOT_LISTEN" && listen.is_some())
+            || (k == "DEPOT_AUTH_MODE" && auth.is_some())
     };
     let mut cfg =
         Config::load(args.config.as_deref(), |k| if overridden(k) { None } else { std::env::var(k).ok() })
@@ -178,12 +193,15 @@ fn load_config(args: &StoreArgs, listen: Option<&str>) -> Result<Config, Failure
     if let Some(l) = listen {
         cfg.listen = l.to_string();
     }
+    if let Some(m) = auth {
+        cfg.auth.mode = m;
+    }
     cfg.validate().map_err(|e| usage(e.to_string()))?;
     Ok(cfg)
 }
 
 fn open_store(args: &StoreArgs) -> Result<Store, Failure> {
-    let cfg = load_config(args, None)?;
+    let cfg = load_config(args, None, None)?;
     if !cfg.data_dir.join("meta").exists() {
         return Err(format!("no store at {}", cfg.data_dir.display()).into());
     }
@@ -231,8 +249,8 @@ fn io_cause(e: &std::io::Error) -> String {
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
-fn serve(args: &StoreArgs, listen: Option<String>) -> Result<(), Failure> {
-    let cfg = load_config(args, listen.as_deref())?;
+fn serve(args: &StoreArgs, listen: Option<String>, auth: Option<AuthMode>) -> Result<(), Failure> {
+    let cfg = load_config(args, listen.as_deref(), auth)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cfg.log).map_err(|e| format!("log filter: {e}"))?,
@@ -244,6 +262,20 @@ fn serve(args: &StoreArgs, listen: Option<String>) -> Result<(), Failure> {
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {}", cfg.listen, io_cause(&e)))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        match cfg.auth.mode {
+            AuthMode::Local if !addr.ip().is_loopback() => {
+                return Err(usage(format!(
+                    "auth.mode is `local`, which serves this machine only, but {addr} is not a loopback \
+                     address: set auth.mode to `token` (--auth-mode token, DEPOT_AUTH_MODE=token) to \
+                     serve others with tokens, or to `open` to serve them with no authentication"
+                )));
+            }
+            AuthMode::Open => tracing::warn!(
+                "auth.mode is `open`: anyone who reaches {addr} can read, write and delete every file"
+            ),
+            _ => {}
+        }
         let created = prepare_data_dir(&cfg.data_dir)?;
         let store = match Store::open(&cfg.data_dir, cfg.store_options()) {
             Ok(s) => s,
@@ -255,8 +287,23 @@ fn serve(args: &StoreArgs, listen: Option<String>) -> Result<(), Failure> {
                 return Err(format!("opening the store at {}: {e}", cfg.data_dir.display()).into());
             }
         };
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "depot listening");
+        if cfg.auth.mode == AuthMode::Token {
+            let s = store.clone();
+            let made = tokio::task::spawn_blocking(move || depot::http::auth::bootstrap_admin(&s))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("making the admin token: {e}"))?;
+            if let Some(path) = made {
+                tracing::info!(path = %path.display(), "first start in token mode: admin token written (mode 0600)");
+                let line = format!(
+                    "depot: admin token written to {} (mode 0600): send it as `Authorization: Bearer <token>`, \
+                     or make narrower ones with `depot token create`\n",
+                    path.display()
+                );
+                let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+            }
+        }
+        tracing::info!(%addr, data_dir = %cfg.data_dir.display(), auth = %cfg.auth.mode, "depot listening");
         // One write, so that scripts waiting for this line never see half of it.
         let line = format!("depot listening on http://{addr} (data in {})\n", cfg.data_dir.display());
         let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
@@ -399,7 +446,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     };
     let show = |json: bool| !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
-        Command::Serve { store, listen } => serve(&store, listen),
+        Command::Serve { store, listen, auth_mode } => serve(&store, listen, auth_mode),
+        Command::Token { action } => cli::token::run(action),
         Command::Put { files, name, jobs, json } => {
             if name.is_some() && files.len() > 1 {
                 return Err(usage("--name applies to a single file"));

@@ -14,16 +14,21 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::config::AuthMode;
 use crate::http::layers::{self, Budget, rate_limit};
-use crate::http::{AppState, Routes, json_errors, metrics, ops};
-use crate::protocol::{files, native, seed, tus};
+use crate::http::{AppState, Routes, auth, json_errors, metrics, ops};
+use crate::protocol::{admin, files, native, seed, tus};
 use crate::wire;
 
 /// Every protocol's routes.
 fn routes() -> (Routes, Router<AppState>) {
     let (ops_api, plain) = ops::routes();
-    let all =
-        files::routes().merge(native::routes()).merge(seed::routes()).merge(tus::routes()).merge(ops_api);
+    let all = files::routes()
+        .merge(native::routes())
+        .merge(seed::routes())
+        .merge(tus::routes())
+        .merge(admin::routes())
+        .merge(ops_api);
     (all, plain)
 }
 
@@ -37,16 +42,87 @@ fn routes() -> (Routes, Router<AppState>) {
     ),
     components(schemas(wire::ChunkHash, wire::ErrorBody, wire::FileInfo, wire::FileList, wire::StatsInfo, wire::PieceStatus, wire::Health,
         wire::ChunkingInfo, wire::TypePolicyInfo, wire::MissingRequest, wire::MissingResponse, wire::PutChunkResponse, wire::ChunkRef,
-        wire::CommitRequest, wire::ManifestInfo, wire::ManifestChunk)),
+        wire::CommitRequest, wire::ManifestInfo, wire::ManifestChunk, wire::TokenRequest, wire::TokenInfo, wire::TokenList,
+        wire::LinkRequest, wire::LinkInfo)),
+    modifiers(&Security),
+    security(("bearerAuth" = []), ("basicAuth" = [])),
     tags(
         (name = "files", description = "List, download and delete files"),
         (name = "uploads", description = "The seed's uploads: whole files, and resumable.js / flow.js pieces"),
         (name = "dedup", description = "depot's own protocol: send only the chunks the server lacks"),
         (name = "tus", description = "tus 1.0.0 resumable uploads: creation, creation-with-upload, creation-defer-length, termination, checksum, expiration, concatenation"),
         (name = "operations", description = "Health, metrics, statistics"),
+        (name = "admin", description = "Tokens (the `admin` scope)"),
     )
 )]
 struct Frame;
+
+/// The credentials the document declares, so that Swagger UI's "Authorize"
+/// works: a bearer token, or Basic with the token as password.
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearerAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("dpt_<id>_<secret>")
+                    .description(Some("A depot token (not needed in `local` mode)"))
+                    .build(),
+            ),
+        );
+        c.add_security_scheme(
+            "basicAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some("Any user name, the token as password"))
+                    .build(),
+            ),
+        );
+        // Every operation can meet the auth layer's answers; health needs
+        // no credentials.
+        use utoipa::openapi::ResponseBuilder;
+        let err = |d: &str| {
+            ResponseBuilder::new()
+                .description(d)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.options,
+            ];
+            for op in ops.into_iter().flatten() {
+                if path == "/healthz" {
+                    op.security = Some(Vec::new());
+                    continue;
+                }
+                let r = &mut op.responses.responses;
+                r.entry("401".into())
+                    .or_insert_with(|| err("No valid token (token mode), same body for every cause").into());
+                r.entry("403".into()).or_insert_with(|| {
+                    err("The token lacks the scope, or (local mode) a foreign Host or Origin").into()
+                });
+            }
+        }
+    }
+}
 
 /// The OpenAPI document: the frame plus every protocol's paths. The
 /// committed `schema/openapi.json` must equal it (a test checks).
@@ -57,6 +133,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         seed::Doc::openapi(),
         native::Doc::openapi(),
         tus::Doc::openapi(),
+        admin::Doc::openapi(),
         ops::Doc::openapi(),
     ] {
         doc.merge(part);
@@ -84,17 +161,23 @@ pub fn router(state: AppState) -> Router {
         .merge(plain)
         .merge(docs)
         .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(tus::version_on_errors))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track));
-    if let Some(cors) = layers::cors(&cfg.cors) {
+    if let Some(cors) = layers::cors(&cfg.cors, cfg.auth.mode == AuthMode::Local) {
         app = app.layer(cors).layer(axum::middleware::from_fn_with_state(state.clone(), tus::discovery));
     }
     app.layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), id = %id)
+            // The path only: a query may carry a signed link's signature.
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), id = %id)
         }))
+        .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+            axum::http::header::X_CONTENT_TYPE_OPTIONS,
+            axum::http::HeaderValue::from_static("nosniff"),
+        ))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }

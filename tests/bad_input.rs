@@ -493,7 +493,7 @@ async fn malformed_requests_are_refused_cleanly() {
     t.case("tus create: concat of a malformed id", 404, true, req).await;
     let req =
         t.tus(Method::POST, "/api/tus/").header("Upload-Concat", format!("final;/api/tus/{unknown_upload}"));
-    t.case("tus create: concat of an unknown upload", 400, true, req).await;
+    t.case("tus create: concat of an unknown upload", 404, true, req).await;
     let req = t.tus(Method::POST, "/api/tus/").header("Upload-Length", "5").header("Upload-Concat", "whole");
     t.case("tus create: Upload-Concat garbage", 400, true, req).await;
     let req = t.tus_patch(&tus_path, "3").body("abc");

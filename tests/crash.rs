@@ -15,7 +15,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::{TestServer, pseudo_random, test_config};
-use depot::store::{ChunkId, Faulty, FsObjects, MemObjects, Store, SystemClock};
+use depot::store::{ChunkId, Faulty, FsObjects, MemObjects, Store, SystemClock, Tenant, View};
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -326,12 +326,12 @@ fn doomed_store(dir: &Path, clock: &Arc<depot::store::ManualClock>, seed: u64) -
     let opts = common::test_options();
     let objects = Arc::new(Faulty::new(Arc::new(FsObjects::open(&dir.join("objects"), opts.fsync).unwrap())));
     let store = Store::open_with(dir, opts, objects.clone(), clock.clone()).unwrap();
-    let mut ing = store.ingest();
+    let mut ing = store.ingest(Tenant::default());
     ing.push(&pseudo_random(200_000, seed)).unwrap();
     let rec = ing.finish(&"doomed.bin".parse().unwrap(), None).unwrap();
     let chunks = store.stats().unwrap().unique_chunks;
     assert!(chunks > 10);
-    store.delete_file(&rec.id).unwrap();
+    store.delete_file(&View::All, &rec.id).unwrap();
     clock.advance(Duration::from_secs(24 * 3600));
     (store, objects, chunks)
 }

@@ -380,7 +380,11 @@ async fn rate_limits_answer_429_with_retry_after() {
 
 #[tokio::test]
 async fn cors_preflight_allows_the_libraries() {
-    let (_dir, s) = TestServer::start_temp().await;
+    // Any origin: `open` mode (`local` answers loopback origins only).
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::test_config(dir.path());
+    cfg.auth.mode = depot::config::AuthMode::Open;
+    let s = TestServer::start(cfg).await;
     let r = client()
         .request(reqwest::Method::OPTIONS, s.url("/api/files/upload/chunked"))
         .header("Origin", "https://app.example")

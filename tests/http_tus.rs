@@ -367,7 +367,7 @@ async fn acknowledged_offsets_survive_a_restart_and_broken_bodies_keep_their_pre
         let path = &url[url.find("/api/").unwrap()..];
         let mut sock = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://")).await.unwrap();
         let head = format!(
-            "PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n\
+            "PATCH {path} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\n\
              Content-Type: application/offset+octet-stream\r\nUpload-Offset: 700001\r\n\
              Content-Length: 1000000\r\n\r\n"
         );
@@ -427,7 +427,11 @@ async fn a_newer_request_takes_over_and_bytes_never_interleave() {
 
 #[tokio::test]
 async fn cors_exposes_the_tus_headers() {
-    let (_dir, s) = TestServer::start_temp().await;
+    // Any origin: `open` mode (`local` answers loopback origins only).
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::test_config(dir.path());
+    cfg.auth.mode = depot::config::AuthMode::Open;
+    let s = TestServer::start(cfg).await;
     let r = client()
         .request(Method::OPTIONS, s.url("/api/tus/abc"))
         .header("Origin", "https://app.example")

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use common::{pseudo_random, test_options};
 use depot::store::objects::Op;
 use depot::store::{
-    ChunkId, Faulty, FileId, FileRecord, ManualClock, MemMeta, MemObjects, ObjectStore, Store, object,
+    ChunkId, Faulty, FileId, FileRecord, ManualClock, MemMeta, MemObjects, ObjectStore, Store, Tenant, View,
+    object,
 };
 use futures_util::TryStreamExt;
 
@@ -57,7 +58,7 @@ impl Twins {
 }
 
 fn ingest(store: &Store, name: &str, data: &[u8]) -> FileRecord {
-    let mut ing = store.ingest();
+    let mut ing = store.ingest(Tenant::default());
     for piece in data.chunks(10_000) {
         ing.push(piece).unwrap();
     }
@@ -82,7 +83,7 @@ fn doomed(store: &Store, clock: &ManualClock, seed: u64) -> (Vec<u8>, u64) {
     let rec = ingest(store, "doomed.bin", &data);
     let chunks = store.stats().unwrap().unique_chunks - before;
     assert!(chunks > 10, "{chunks}");
-    store.delete_file(&rec.id).unwrap();
+    store.delete_file(&View::All, &rec.id).unwrap();
     clock.advance(DAY);
     (data, chunks)
 }

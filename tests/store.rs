@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::{open_store, pseudo_random, test_options};
 use depot::store::{
     ChunkId, Clock, Entry, Error, FileId, FsObjects, ManualClock, MemMeta, MemObjects, NewFile, ObjectStore,
-    Store, StoreOptions, SystemClock, object,
+    Store, StoreOptions, SystemClock, Tenant, View, object,
 };
 use futures_util::TryStreamExt;
 use proptest::prelude::*;
@@ -127,7 +127,7 @@ on_both_backends!(
 );
 
 fn ingest(store: &Store, name: &str, data: &[u8]) -> depot::store::FileRecord {
-    let mut ing = store.ingest();
+    let mut ing = store.ingest(Tenant::default());
     for piece in data.chunks(10_000) {
         ing.push(piece).unwrap();
     }
@@ -173,7 +173,7 @@ fn delete_and_gc_free_exactly_the_unshared_chunks(backend: Backend) {
     let b = ingest(&store, "b.bin", &b_data);
     let before = store.stats().unwrap();
 
-    store.delete_file(&a.id).unwrap();
+    store.delete_file(&View::All, &a.id).unwrap();
     assert!(matches!(store.file(&a.id), Err(Error::FileNotFound(_))));
     // Nothing is due yet: grace and leases hold.
     assert_eq!(store.gc(true).unwrap().deleted_chunks, 0);
@@ -209,6 +209,7 @@ fn gc_spares_pinned_and_recently_zeroed_chunks(backend: Backend) {
     // Referenced then released: recently zeroed chunks wait out the grace.
     let f = store
         .finish_file(NewFile {
+            tenant: Tenant::default(),
             name: "x.bin".parse().unwrap(),
             declared_type: None,
             size: 3000,
@@ -217,7 +218,7 @@ fn gc_spares_pinned_and_recently_zeroed_chunks(backend: Backend) {
         })
         .unwrap();
     clock.advance(Duration::from_secs(2000)); // the lease is over
-    store.delete_file(&f.id).unwrap();
+    store.delete_file(&View::All, &f.id).unwrap();
     clock.advance(Duration::from_secs(30));
     assert_eq!(store.gc(false).unwrap().deleted_chunks, 0, "inside grace");
     // A missing-chunks query renews the lease: still kept after the grace.
@@ -239,6 +240,7 @@ fn commit_with_a_missing_chunk_fails_naming_it(backend: Backend) {
     let absent = ChunkId::of(b"never sent");
     let err = store
         .finish_file(NewFile {
+            tenant: Tenant::default(),
             name: "f.txt".parse().unwrap(),
             declared_type: None,
             size: 13 + 10,
@@ -253,6 +255,7 @@ fn commit_with_a_missing_chunk_fails_naming_it(backend: Backend) {
     // Wrong lengths are refused too.
     let err = store
         .finish_file(NewFile {
+            tenant: Tenant::default(),
             name: "f.txt".parse().unwrap(),
             declared_type: None,
             size: 14,
@@ -280,7 +283,7 @@ fn reopen_keeps_everything(backend: Backend) {
     let rec = store.file(&id).unwrap();
     assert_eq!(rec.size, data.len() as u64);
     assert_eq!(read_all(&store, &id, 0, rec.size), data);
-    let (list, next) = store.list_files(None, 10).unwrap();
+    let (list, next) = store.list_files(&View::All, None, 10).unwrap();
     assert_eq!(list.len(), 1);
     assert!(next.is_none());
     assert!(store.verify(false).unwrap().is_clean());
@@ -416,7 +419,7 @@ fn listing_is_newest_first_and_pages(backend: Backend) {
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let (page, next) = store.list_files(cursor.as_ref(), 3).unwrap();
+        let (page, next) = store.list_files(&View::All, cursor.as_ref(), 3).unwrap();
         seen.extend(page.iter().map(|r| r.id));
         match next {
             Some(n) => cursor = Some(n),
@@ -433,7 +436,7 @@ fn empty_files_work(backend: Backend) {
     assert_eq!(rec.size, 0);
     assert_eq!(rec.chunks, 0);
     assert!(read_all(&store, &rec.id, 0, 0).is_empty());
-    store.delete_file(&rec.id).unwrap();
+    store.delete_file(&View::All, &rec.id).unwrap();
     assert!(store.verify(false).unwrap().is_clean());
 }
 
@@ -502,6 +505,7 @@ fn a_long_seed_upload_keeps_its_session_and_its_chunks(backend: Backend) {
     let (store, clock) = home.open(opts);
     let data = pseudo_random(40_000, 12);
     let spec = SeedSpec {
+        tenant: Tenant::default(),
         identifier: "slow".into(),
         name: "slow.bin".parse().unwrap(),
         size: 40_000,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{fill_random, open_store};
-use depot::store::{ChunkerParams, FsyncPolicy, StoreOptions};
+use depot::store::{ChunkerParams, FsyncPolicy, StoreOptions, Tenant};
 use futures_util::StreamExt;
 
 fn rss_bytes() -> u64 {
@@ -29,7 +29,7 @@ fn reading_a_1_gib_file_keeps_memory_flat() {
     };
     let (store, _) = open_store(dir.path(), opts);
 
-    let mut ing = store.ingest();
+    let mut ing = store.ingest(Tenant::default());
     let mut hasher = blake3::Hasher::new();
     let mut piece = Vec::with_capacity(1 << 20);
     for i in 0..(SIZE >> 20) {

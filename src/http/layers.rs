@@ -18,11 +18,14 @@ use crate::config::{CorsConfig, RateLimitConfig};
 
 /// The CORS layer the configuration describes; `None` when no origin is
 /// allowed.
-pub fn cors(cfg: &CorsConfig) -> Option<CorsLayer> {
+pub fn cors(cfg: &CorsConfig, loopback_only: bool) -> Option<CorsLayer> {
     if cfg.allowed_origins.is_empty() {
         return None;
     }
-    let origins = if cfg.allowed_origins.iter().any(|o| o == "*") {
+    let origins = if loopback_only {
+        // `local` mode: web pages of this machine only, whatever the list says.
+        AllowOrigin::predicate(|o: &HeaderValue, _| o.to_str().is_ok_and(super::auth::is_loopback_origin))
+    } else if cfg.allowed_origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(cfg.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))

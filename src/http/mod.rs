@@ -4,6 +4,7 @@
 //! each protocol module exports its [`Routes`] and OpenAPI paths, and
 //! [`crate::server`] merges them.
 
+pub mod auth;
 mod error;
 pub mod layers;
 pub mod metrics;
@@ -16,6 +17,7 @@ use std::sync::atomic::Ordering;
 use axum::Router;
 use tokio::sync::{Semaphore, watch};
 
+pub use self::auth::Principal;
 pub use self::error::{ApiError, Dialect, Plain, json_errors};
 pub use self::metrics::Metrics;
 use crate::config::Config;

@@ -26,11 +26,18 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }
 
-/// Store statistics: files, bytes, chunks, dedup ratio.
+/// Store statistics: files, bytes, chunks, dedup ratio. An admin token
+/// (and `local`/`open` mode) sees the whole store; any other token its
+/// own tenant's files and the chunks they use.
 #[utoipa::path(get, path = "/api/stats", tag = "operations",
     responses((status = 200, description = "Store statistics", body = StatsInfo)))]
-pub async fn stats(State(st): State<AppState>) -> Result<Json<StatsInfo>, ApiError> {
-    Ok(Json(st.store.blocking(|s| s.stats()).await?.into()))
+pub async fn stats(State(st): State<AppState>, who: super::Principal) -> Result<Json<StatsInfo>, ApiError> {
+    if who.is_admin() {
+        return Ok(Json(st.store.blocking(|s| s.stats()).await?.into()));
+    }
+    // A tenant sees its own figures, never the store's (they would tell it
+    // what other tenants hold).
+    Ok(Json(st.store.blocking(move |s| s.tenant_stats(&who.tenant)).await?.into()))
 }
 
 /// Anything else: a JSON 404.

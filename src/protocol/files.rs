@@ -12,9 +12,10 @@ use utoipa::IntoParams;
 
 use super::file_info;
 use super::range::{RangeRequest, parse_range};
-use crate::http::{ApiError, AppState, Routes};
+use crate::http::auth::signed_link;
+use crate::http::{ApiError, AppState, Principal, Routes};
 use crate::store::{ByteStream, FileId, FileRecord, NameFilter, ReadGuard};
-use crate::wire::{ErrorBody, FileInfo, FileList};
+use crate::wire::{ErrorBody, FileInfo, FileList, LinkInfo, LinkRequest};
 
 /// Paging and name search for `GET /api/files`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -55,6 +56,7 @@ pub fn parse_file_id(s: &str) -> Result<FileId, ApiError> {
     ))]
 pub async fn list_files(
     State(st): State<AppState>,
+    who: Principal,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<FileList>, ApiError> {
     let Query(q) = q?;
@@ -82,7 +84,8 @@ pub async fn list_files(
     if let Some(sub) = q.q.filter(|s| !s.is_empty()) {
         filters.push(NameFilter::contains(&sub));
     }
-    let (files, next) = st.store.blocking(move |s| s.find_files(&filters, cursor.as_ref(), limit)).await?;
+    let (files, next) =
+        st.store.blocking(move |s| s.find_files(&who.view, &filters, cursor.as_ref(), limit)).await?;
     Ok(Json(FileList {
         files: files.iter().map(file_info).collect(),
         next_cursor: next.map(|n| n.to_string()),
@@ -96,9 +99,13 @@ pub async fn list_files(
         (status = 200, description = "The file", body = FileInfo),
         (status = 404, description = "No such file", body = ErrorBody),
     ))]
-pub async fn info(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<FileInfo>, ApiError> {
+pub async fn info(
+    State(st): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<FileInfo>, ApiError> {
     let id = parse_file_id(&id)?;
-    let rec = st.store.blocking(move |s| s.file(&id)).await?;
+    let rec = st.store.blocking(move |s| s.file_in(&who.view, &id)).await?;
     Ok(Json(file_info(&rec)))
 }
 
@@ -118,6 +125,7 @@ pub async fn info(State(st): State<AppState>, Path(id): Path<String>) -> Result<
         ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or `bytes=-n`, or several separated by commas (GET only; ignored on HEAD and on an empty file)"),
         ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client has"),
         ("If-Range" = Option<String>, Header, description = "Serve the range only if the file is this ETag"),
+        ("disposition" = Option<String>, Query, description = "`inline` to show images, audio, video, PDF and plain text in the browser; anything else downloads as an attachment"),
     ),
     responses(
         (status = 200, description = "The whole file, as the type in its record (`content_type`)", content_type = "*/*", body = Vec<u8>),
@@ -129,12 +137,15 @@ pub async fn info(State(st): State<AppState>, Path(id): Path<String>) -> Result<
     ))]
 pub async fn download(
     State(st): State<AppState>,
+    who: Principal,
     method: Method,
     Path(id): Path<String>,
+    Query(q): Query<DownloadQuery>,
     req_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_file_id(&id)?;
     let (rec, guard) = st.store.blocking(move |s| s.open_file(&id)).await?;
+    let rec = who.view.check_file(rec)?;
     let etag = format!("\"{}\"", rec.manifest_digest);
     let mut headers = HeaderMap::new();
     headers.insert(header::ETAG, header_value(&etag));
@@ -148,8 +159,12 @@ pub async fn download(
         }
     }
     headers.insert(header::CONTENT_TYPE, header_value(&rec.content_type));
-    headers.insert(header::CONTENT_DISPOSITION, header_value(&content_disposition(&rec.name)));
+    let inline = q.disposition.as_deref() == Some("inline") && safe_inline(&rec.content_type);
+    headers.insert(header::CONTENT_DISPOSITION, header_value(&content_disposition(&rec.name, inline)));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // Stored bytes never run as a page of this origin, even when opened.
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(USER_CONTENT_CSP));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
 
     // Range applies to GET only (RFC 9110 §14.2): HEAD answers exactly
     // what a GET without Range would.
@@ -256,10 +271,73 @@ impl Multipart {
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such file", body = ErrorBody),
     ))]
-pub async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(st): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = parse_file_id(&id)?;
-    st.store.blocking(move |s| s.delete_file(&id)).await?;
+    st.store.blocking(move |s| s.delete_file(&who.view, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Make a signed download link.
+///
+/// Anyone holding the link may GET (with `Range`) or HEAD the file, with no
+/// token, until it expires or the token that made it is revoked; any change
+/// to its path, `exp`, `kid` or `sig` voids it. For browsers: `<a href>`,
+/// `<video src>`, downloads that stream to disk.
+#[utoipa::path(post, path = "/api/files/{id}/link", tag = "files",
+    params(("id" = String, Path, description = "File id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$")),
+    request_body = LinkRequest,
+    responses(
+        (status = 201, description = "The link", body = LinkInfo),
+        (status = 400, description = "Bad expiry", body = ErrorBody),
+        (status = 404, description = "No such file", body = ErrorBody),
+    ))]
+pub async fn link(
+    State(st): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    req: Option<Json<LinkRequest>>,
+) -> Result<(StatusCode, Json<LinkInfo>), ApiError> {
+    let id = parse_file_id(&id)?;
+    let ttl = req.and_then(|r| r.0.expires_in).unwrap_or(3600);
+    let max = st.config.auth.link_max_ttl.0.as_secs();
+    if ttl == 0 || ttl > max {
+        return Err(ApiError::BadRequest(format!("expires_in must be 1 to {max} seconds")));
+    }
+    let (url, exp) = st
+        .store
+        .blocking(move |s| {
+            s.file_in(&who.view, &id)?;
+            signed_link(s, &who, &id, ttl)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(LinkInfo { url, expires_at: crate::wire::rfc3339(exp * 1000) })))
+}
+
+/// Download options.
+#[derive(Debug, Default, Deserialize)]
+pub struct DownloadQuery {
+    /// `inline` shows images, audio, video and plain text in the browser;
+    /// anything else is always an attachment.
+    pub disposition: Option<String>,
+}
+
+/// The policy on every stored file's bytes: no script, no plugin, its own
+/// origin (the CSP `sandbox` directive).
+pub const USER_CONTENT_CSP: &str = "sandbox; default-src 'none'; img-src 'self'; media-src 'self'";
+
+/// Types a browser may show inline: media and plain text, never HTML, SVG
+/// or XML (they can carry script).
+fn safe_inline(content_type: &str) -> bool {
+    let t = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    matches!(
+        t.as_str(),
+        "image/png" | "image/jpeg" | "image/gif" | "image/webp" | "text/plain" | "application/pdf"
+    ) || t.starts_with("audio/")
+        || t.starts_with("video/")
 }
 
 /// This protocol's routes: list, info, download, delete.
@@ -268,13 +346,14 @@ pub fn routes() -> Routes {
     let api = axum::Router::new()
         .route("/api/files", get(list_files))
         .route("/api/files/{id}", get(download).delete(delete))
-        .route("/api/files/{id}/info", get(info));
+        .route("/api/files/{id}/info", get(info))
+        .route("/api/files/{id}/link", axum::routing::post(link));
     Routes { api, ..Default::default() }
 }
 
 /// This module's part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list_files, info, download, delete))]
+#[openapi(paths(list_files, info, download, delete, link))]
 pub struct Doc;
 
 fn header_value(s: &str) -> HeaderValue {
@@ -309,7 +388,7 @@ fn if_range_holds(value: Option<&HeaderValue>, etag: &str, rec: &FileRecord) -> 
 
 /// `Content-Disposition: attachment` with an ASCII fallback name and the
 /// exact name in RFC 5987 form (RFC 6266).
-pub fn content_disposition(name: &str) -> String {
+pub fn content_disposition(name: &str, inline: bool) -> String {
     let fallback: String = name
         .chars()
         .map(|c| if (c.is_ascii_graphic() && c != '"' && c != '\\') || c == ' ' { c } else { '_' })
@@ -322,7 +401,8 @@ pub fn content_disposition(name: &str) -> String {
             encoded.push_str(&format!("%{b:02X}"));
         }
     }
-    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+    let kind = if inline { "inline" } else { "attachment" };
+    format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
 #[cfg(test)]
@@ -332,7 +412,7 @@ mod tests {
     #[test]
     fn disposition_escapes() {
         assert_eq!(
-            content_disposition("naïve report \"v2\".pdf"),
+            content_disposition("naïve report \"v2\".pdf", false),
             "attachment; filename=\"na_ve report _v2_.pdf\"; filename*=UTF-8''na%C3%AFve%20report%20%22v2%22.pdf"
         );
     }

@@ -5,6 +5,7 @@
 //! `rocksdb` feature so that the fuzz targets can use them.
 
 #[cfg(feature = "server")]
+pub mod admin;
 pub mod digest;
 pub mod disposition;
 #[cfg(feature = "server")]

@@ -27,6 +27,7 @@ use super::FileName;
 use super::ingest::ChunkSink;
 use super::meta::{Batch, Cf};
 use super::session::{Concat, StreamState, chunk_key, chunk_prefix, decode_piece, encode_piece, record_key};
+use super::tenant::{Tenant, View};
 use super::{
     ChunkId, Entry, Error, FileRecord, NewFile, Result, Store, UploadId, UploadRecord, UploadState, lock,
 };
@@ -34,6 +35,8 @@ use super::{
 /// A new append-only session.
 #[derive(Debug, Clone)]
 pub struct NewStream {
+    /// Who owns it.
+    pub tenant: Tenant,
     pub length: Option<u64>,
     pub name: FileName,
     pub declared_type: Option<String>,
@@ -72,7 +75,7 @@ impl Store {
         let id = UploadId::random();
         let concat = if new.partial { Concat::Partial } else { Concat::None };
         let state = StreamState::new(new.length, 0, 0, new.metadata, concat, self.default_lease());
-        let rec = self.stream_record(id, new.name, new.declared_type, state);
+        let rec = self.stream_record(new.tenant, id, new.name, new.declared_type, state);
         fs::create_dir_all(self.upload_dir(&id))?;
         File::create(self.tail_path(&id, 0))?.sync_all()?;
         sync_dir(&self.upload_dir(&id))?;
@@ -99,6 +102,29 @@ impl Store {
                     Ok(r)
                 }
             }
+            _ => Err(Error::UploadNotFound(id.to_string())),
+        }
+    }
+
+    /// [`Store::stream_upload`] when `view` may see the upload; another
+    /// tenant's is answered as an unknown one.
+    ///
+    /// # Errors
+    /// [`Error::UploadNotFound`], [`Error::UploadExpired`].
+    pub fn stream_upload_in(&self, view: &View, id: &UploadId) -> Result<UploadRecord> {
+        self.check_owner(view, id)?;
+        self.stream_upload(id)
+    }
+
+    /// `Ok` when upload `id` exists and `view` may see it; otherwise the
+    /// same [`Error::UploadNotFound`] whether it never existed or is another
+    /// tenant's. Check it before anything that acts on the upload.
+    ///
+    /// # Errors
+    /// [`Error::UploadNotFound`].
+    pub fn check_owner(&self, view: &View, id: &UploadId) -> Result<()> {
+        match self.upload(id)? {
+            Some(r) if view.sees(&r.tenant) => Ok(()),
             _ => Err(Error::UploadNotFound(id.to_string())),
         }
     }
@@ -216,6 +242,7 @@ impl Store {
     ) -> Result<AppendOutcome> {
         let id = rec.id;
         let new = NewFile {
+            tenant: rec.tenant.clone(),
             name: rec.name.clone(),
             declared_type: rec.declared_type.clone(),
             size: rec.size,
@@ -475,6 +502,7 @@ mod tests {
     fn upload(s: &Store, bytes: &[u8], splits: &[usize], partial: bool) -> AppendOutcome {
         let rec = s
             .create_stream(NewStream {
+                tenant: Tenant::default(),
                 length: Some(bytes.len() as u64),
                 name: "f.bin".parse().unwrap(),
                 declared_type: None,
@@ -510,6 +538,7 @@ mod tests {
         let s = store(dir.path());
         let rec = s
             .create_stream(NewStream {
+                tenant: Tenant::default(),
                 length: Some(50_000),
                 name: "a.bin".parse().unwrap(),
                 declared_type: None,
@@ -544,6 +573,7 @@ mod tests {
         let s = store(dir.path());
         let id = s
             .create_stream(NewStream {
+                tenant: Tenant::default(),
                 length: Some(30_000),
                 name: "a.bin".parse().unwrap(),
                 declared_type: None,
@@ -582,7 +612,9 @@ mod tests {
         let parts: Vec<UploadId> =
             (0..2).map(|i| upload(&s, &data(20_000, 7 + i), &[3_333], true).record.id).collect();
         let before = s.stats().unwrap();
-        let err = s.concat_streams(&parts, &"whole.bin".parse().unwrap(), None, "").unwrap_err();
+        let err = s
+            .concat_streams(&Tenant::default(), &parts, &"whole.bin".parse().unwrap(), None, "")
+            .unwrap_err();
         assert!(matches!(err, Error::TooLarge { got: 40_000, .. }), "{err}");
         let after = s.stats().unwrap();
         assert_eq!((after.unique_chunks, after.stored_bytes), (before.unique_chunks, before.stored_bytes));
@@ -606,7 +638,7 @@ mod tests {
                 parts.push(out.record.id);
                 at = end;
             }
-            let fin = s.concat_streams(&parts, &"whole.bin".parse().unwrap(), None, "").unwrap();
+            let fin = s.concat_streams(&Tenant::default(), &parts, &"whole.bin".parse().unwrap(), None, "").unwrap();
             let got: Vec<usize> = s.stream_chunks(&fin.record.id).unwrap().iter().map(|e| e.len as usize).collect();
             prop_assert_eq!(got, s.chunker().chunk_all(&bytes));
             let file = fin.file.unwrap();

@@ -7,6 +7,7 @@
 use super::append::AppendOutcome;
 use super::ingest::ChunkSink;
 use super::session::{Concat, StreamState};
+use super::tenant::{Tenant, View};
 use super::{Entry, Error, FileName, Result, Store, UploadId};
 
 impl Store {
@@ -16,10 +17,12 @@ impl Store {
     /// final file's chunks are exactly those of the whole content.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] when a part is unknown, not partial, or not
+    /// [`Error::UploadNotFound`] for a part that is unknown or `tenant`'s
+    /// not; [`Error::InvalidInput`] when a part is not partial or not
     /// complete; [`Error::TypeRejected`]; I/O.
     pub fn concat_streams(
         &self,
+        tenant: &Tenant,
         parts: &[UploadId],
         name: &FileName,
         declared_type: Option<&str>,
@@ -30,7 +33,11 @@ impl Store {
         }
         let mut lists = Vec::with_capacity(parts.len());
         for p in parts {
-            let rec = self.stream_upload(p).map_err(|e| Error::InvalidInput(format!("part {p}: {e}")))?;
+            // Another tenant's part is answered as an unknown one.
+            let rec = self.stream_upload_in(&View::Tenant(tenant.clone()), p).map_err(|e| match e {
+                Error::UploadNotFound(_) => e,
+                e => Error::InvalidInput(format!("part {p}: {e}")),
+            })?;
             let st = rec
                 .stream
                 .as_ref()
@@ -60,7 +67,8 @@ impl Store {
             lease,
         );
         state.complete = true;
-        let mut rec = self.stream_record(id, name.clone(), declared_type.map(str::to_string), state);
+        let mut rec =
+            self.stream_record(tenant.clone(), id, name.clone(), declared_type.map(str::to_string), state);
         self.complete_into_file(&mut rec, chunks, 0)
     }
 

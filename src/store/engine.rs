@@ -121,6 +121,8 @@ pub(super) struct Inner {
     pub(super) activity: ActivityCounters,
     /// Append-only sessions with an appender running.
     pub(super) appending: Mutex<HashSet<UploadId>>,
+    /// Serializes the first creation of a server key.
+    pub(super) keys_lock: Mutex<()>,
     /// The last run did not close cleanly: orphan objects are possible.
     pub(super) unclean: bool,
     /// Set while the recovery an unclean shutdown calls for (the orphan
@@ -191,7 +193,9 @@ impl Store {
             }
             Some(v) => {
                 let found = String::from_utf8_lossy(&v).into_owned();
-                if found != meta::SCHEMA_VERSION.to_string() {
+                if found != meta::SCHEMA_VERSION.to_string()
+                    && found != meta::SCHEMA_BEFORE_TENANTS.to_string()
+                {
                     return Err(Error::SchemaMismatch { found, expected: meta::SCHEMA_VERSION.to_string() });
                 }
                 let found = meta
@@ -225,11 +229,25 @@ impl Store {
             sessions: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
             appending: Mutex::new(HashSet::new()),
+            keys_lock: Mutex::new(()),
             activity: ActivityCounters::default(),
             unclean,
             orphan_sweep_due: std::sync::atomic::AtomicBool::new(unclean),
             opened_ms,
         }));
+        let version = store.0.meta.get(Cf::Meta, META_SCHEMA)?.unwrap_or_default();
+        if version == meta::SCHEMA_BEFORE_TENANTS.to_string().as_bytes() {
+            // Before resuming anything: resumed steps count tenant rows.
+            let n = store.migrate_tenants()?;
+            let mut b = Batch::default();
+            b.put(Cf::Meta, META_SCHEMA, meta::SCHEMA_VERSION.to_string().as_bytes());
+            store.0.meta.write(b, true)?;
+            tracing::info!(
+                files = n,
+                "store migrated to schema {}: existing files belong to tenant `default`",
+                meta::SCHEMA_VERSION
+            );
+        }
         store.resume_pending()?;
         Ok(store)
     }

@@ -12,6 +12,7 @@ use super::filetype;
 use super::id::{ChunkId, FileId};
 use super::manifest::{self, Entry};
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
+use super::tenant::{self, Tenant, View, occurrences};
 use super::{FileName, Store, lock};
 
 const PENDING_PREFIX: &[u8] = b"pending/";
@@ -20,6 +21,9 @@ const PENDING_PREFIX: &[u8] = b"pending/";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRecord {
     pub id: FileId,
+    /// Who owns it (records made before tenants read as `default`).
+    #[serde(default)]
+    pub tenant: Tenant,
     pub name: String,
     pub size: u64,
     pub content_type: String,
@@ -58,6 +62,8 @@ pub enum FileState {
 /// A file to commit.
 #[derive(Debug, Clone)]
 pub struct NewFile {
+    /// Who will own it.
+    pub tenant: Tenant,
     pub name: FileName,
     /// What the client said the type is; detection decides.
     pub declared_type: Option<String>,
@@ -136,8 +142,10 @@ impl Store {
         let mut digest = manifest::Digest::default();
         chunks.iter().for_each(|e| digest.update(e));
         let now = self.now_ms();
+        let tenant = new.tenant.clone();
         let mut rec = FileRecord {
             id: FileId::new(now),
+            tenant: new.tenant,
             name,
             size: new.size,
             content_type,
@@ -156,6 +164,8 @@ impl Store {
             let _guards = self.lock_stripes(&ids);
             let mut batch = Batch::default();
             self.increment(&mut batch, &chunks, true)?;
+            self.tenant_refs(&mut batch, &tenant, &occurrences(&chunks), 1)?;
+            batch.put(Cf::Tenants, &tenant::file_key(&tenant, &rec.id), b"");
             if let Some((_, seg)) = segs.first() {
                 batch.put(Cf::Manifests, &meta::manifest_key(&rec.id.0, 0), &manifest::encode_segment(seg));
             }
@@ -284,11 +294,13 @@ impl Store {
             let _guards = self.lock_stripes(&ids);
             let mut batch = Batch::default();
             self.increment(&mut batch, &entries, false)?;
+            self.tenant_refs(&mut batch, &rec.tenant, &occurrences(&entries), 1)?;
             let last = seg + 1 == nseg;
             rec.state = if last { FileState::Ready } else { FileState::Committing { next: seg + 1 } };
             self.put_record(&mut batch, &rec)?;
             if last {
                 batch.delete(Cf::Meta, &pending_key(&rec.id));
+                batch.put(Cf::Tenants, &tenant::file_key(&rec.tenant, &rec.id), b"");
                 batch.add(Counter::Files, 1);
                 batch.add(Counter::LogicalBytes, rec.size as i64);
             }
@@ -337,16 +349,30 @@ impl Store {
         manifest::decode_segment(&v).map_err(|e| Error::CorruptMetadata(format!("file {id}: {e}")))
     }
 
-    /// Visible files, newest first, after `cursor` (the last id of the
-    /// previous page). Returns the page and the cursor of the next, if any.
+    /// A file's record if `view` may see it; otherwise the same
+    /// [`Error::FileNotFound`] as for an id that never existed.
+    ///
+    /// # Errors
+    /// [`Error::FileNotFound`].
+    pub fn file_in(&self, view: &View, id: &FileId) -> Result<FileRecord> {
+        view.check_file(self.file(id)?)
+    }
+
+    /// Visible files `view` may see, newest first, after `cursor` (the last
+    /// id of the previous page). Returns the page and the cursor of the
+    /// next, if any.
     ///
     /// # Errors
     /// Metadata backend errors.
     pub fn list_files(
         &self,
+        view: &View,
         cursor: Option<&FileId>,
         limit: usize,
     ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
+        if let View::Tenant(t) = view {
+            return self.list_tenant_files(t, cursor, limit);
+        }
         let mut out = Vec::new();
         let before = cursor.map(|c| c.0);
         for kv in self.0.meta.scan_rev(Cf::Files, b"", before.as_ref().map(|b| &b[..])) {
@@ -365,19 +391,20 @@ impl Store {
         Ok((out, None))
     }
 
-    /// Deletes a file: it disappears at once; its chunks' refcounts fall as
+    /// Deletes a file `view` may see: it disappears at once; its chunks' refcounts fall as
     /// soon as no download is reading it (or at the next GC), and chunks
     /// left unreferenced go to GC.
     ///
     /// # Errors
     /// [`Error::FileNotFound`].
-    pub fn delete_file(&self, id: &FileId) -> Result<()> {
+    pub fn delete_file(&self, view: &View, id: &FileId) -> Result<()> {
         {
             let _g = self.file_lock(id);
-            let mut rec = self.file(id)?;
+            let mut rec = self.file_in(view, id)?;
             rec.state = FileState::Deleting { next: 0 };
             let mut batch = Batch::default();
             self.put_record(&mut batch, &rec)?;
+            batch.delete(Cf::Tenants, &tenant::file_key(&rec.tenant, id));
             batch.put(Cf::Meta, &pending_key(id), b"");
             batch.add(Counter::Files, -1);
             batch.add(Counter::LogicalBytes, -(rec.size as i64));
@@ -407,6 +434,7 @@ impl Store {
             let _guards = self.lock_stripes(&ids);
             let mut batch = Batch::default();
             self.decrement(&mut batch, &entries)?;
+            self.tenant_refs(&mut batch, &rec.tenant, &occurrences(&entries), -1)?;
             rec.state = FileState::Deleting { next: seg + 1 };
             self.put_record(&mut batch, &rec)?;
             m.write(batch, false)?;

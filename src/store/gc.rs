@@ -27,6 +27,8 @@ pub struct GcReport {
     /// Deletes that had waited for readers, or been cut by a crash, finished.
     pub finished_deletes: u64,
     pub expired_uploads: u64,
+    /// Tenants' leases on chunks they sent and never committed, ended.
+    pub expired_tenant_leases: u64,
     pub deleted_chunks: u64,
     /// Raw bytes of the deleted chunks.
     pub freed_bytes: u64,
@@ -56,6 +58,7 @@ impl Store {
         let mut report = GcReport {
             finished_deletes: self.resume_pending()? as u64,
             expired_uploads: self.reap_uploads()?,
+            expired_tenant_leases: self.reap_tenant_leases()?,
             ..Default::default()
         };
         loop {

@@ -11,6 +11,7 @@ use super::chunker::StreamChunker;
 use super::error::{Error, Result};
 use super::files::{FileRecord, NewFile};
 use super::manifest::Entry;
+use super::tenant::Tenant;
 use super::{ChunkId, FileName, Store};
 
 /// Chunks are stored in batches of about this many bytes.
@@ -129,9 +130,11 @@ impl ChunkSink {
 }
 
 impl Store {
-    /// Starts cutting a byte stream into the store (a regular upload).
-    pub fn ingest(&self) -> Ingest {
+    /// Starts cutting a byte stream into the store (a regular upload) as
+    /// a file of `tenant`.
+    pub fn ingest(&self, tenant: Tenant) -> Ingest {
         Ingest {
+            tenant,
             sink: ChunkSink::new(self),
             size: 0,
             hasher: blake3::Hasher::new(),
@@ -144,6 +147,7 @@ impl Store {
 /// that also counts and hashes the whole content. Blocking: feed it from a
 /// blocking thread.
 pub struct Ingest {
+    tenant: Tenant,
     sink: ChunkSink,
     size: u64,
     hasher: blake3::Hasher,
@@ -179,6 +183,7 @@ impl Ingest {
         self.sink.finish(self.lease)?;
         let content_hash: ChunkId = self.hasher.finalize().into();
         self.sink.store.clone().finish_file(NewFile {
+            tenant: self.tenant.clone(),
             name: name.clone(),
             declared_type: declared_type.map(str::to_string),
             size: self.size,

@@ -52,6 +52,10 @@ mod search;
 #[cfg(feature = "server")]
 mod session;
 #[cfg(feature = "server")]
+mod tenant;
+#[cfg(feature = "server")]
+mod tokens;
+#[cfg(feature = "server")]
 mod verify;
 
 pub use self::chunker::{Chunker, ChunkerParams};
@@ -89,5 +93,9 @@ pub use self::read::{ByteStream, ReadGuard};
 pub use self::search::NameFilter;
 #[cfg(feature = "server")]
 pub use self::session::{Concat, StreamState, UploadRecord, UploadState};
+#[cfg(feature = "server")]
+pub use self::tenant::{DEFAULT_TENANT, Tenant, View};
+#[cfg(feature = "server")]
+pub use self::tokens::{Scope, Scopes, TokenId, TokenRecord};
 #[cfg(feature = "server")]
 pub use self::verify::VerifyReport;

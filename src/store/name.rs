@@ -33,6 +33,12 @@ impl FileName {
         if base.chars().any(char::is_control) {
             return Err(Error::InvalidInput("file name contains control characters".into()));
         }
+        if base.chars().any(is_bidi_control) {
+            // U+202E makes `invoice\u{202e}fdp.exe` display as `invoiceexe.pdf`.
+            return Err(Error::InvalidInput(
+                "file name contains bidirectional text controls (U+200E/F, U+202A-E, U+2066-9)".into(),
+            ));
+        }
         if base.len() > MAX_NAME_BYTES {
             return Err(Error::InvalidInput(format!(
                 "file name is {} bytes; the limit is {MAX_NAME_BYTES}",
@@ -45,6 +51,13 @@ impl FileName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The Unicode bidirectional formatting characters (UAX #9): marks,
+/// embeddings, overrides and isolates. They can make a name display as
+/// another (a spoofed extension).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 impl fmt::Display for FileName {
@@ -85,7 +98,7 @@ mod tests {
         assert_eq!(FileName::parse("../../etc/passwd").unwrap().as_str(), "passwd");
         assert_eq!(FileName::parse("C:\\dir\\x.bin").unwrap().as_str(), "x.bin");
         assert_eq!(FileName::parse("  tōkyō report.txt ").unwrap().as_str(), "tōkyō report.txt");
-        for bad in ["", " ", ".", "..", "dir/", "a\nb", "a\u{7}b", &"x".repeat(256)] {
+        for bad in ["", " ", ".", "..", "dir/", "a\nb", "a\u{7}b", "invoice\u{202e}fdp.exe", "a\u{2066}b", "a\u{200f}b", &"x".repeat(256)] {
             assert!(FileName::parse(bad).is_err(), "{bad:?}");
         }
         assert!(FileName::parse(&"é".repeat(127)).is_ok()); // 254 bytes

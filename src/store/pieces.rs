@@ -10,11 +10,15 @@ use super::meta::{Batch, Cf};
 use super::session::{
     UploadRecord, count_key, decode_piece, encode_piece, piece_key, piece_prefix, record_key,
 };
+use super::tenant::{Tenant, View};
 use super::{ChunkId, Entry, Error, FileId, FileName, FileRecord, NewFile, Result, Store, UploadId, lock};
 
 /// What a seed (resumable.js / flow.js) client says about its upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeedSpec {
+    /// Who uploads: part of the session's id, so no other tenant can reach
+    /// the session whatever identifier it sends.
+    pub tenant: Tenant,
     /// The client's identifier: scopes the session, proves nothing.
     pub identifier: String,
     pub name: FileName,
@@ -76,6 +80,7 @@ impl SeedSpec {
     pub fn upload_id(&self) -> UploadId {
         UploadId::derive(&[
             b"seed",
+            self.tenant.as_str().as_bytes(),
             self.identifier.as_bytes(),
             &self.size.to_le_bytes(),
             self.name.as_str().as_bytes(),
@@ -100,23 +105,16 @@ impl Store {
     fn seed_session_locked(&self, spec: &SeedSpec) -> Result<UploadRecord> {
         let id = spec.upload_id();
         let now = self.now_ms();
-        if let Some(rec) = self.upload(&id)? {
-            // A session whose file was deleted since starts over, so that the
-            // same upload can be made again.
-            let file_gone = match rec.state {
-                super::UploadState::Finished { file } => {
-                    matches!(self.file(&file), Err(Error::FileNotFound(_)))
-                }
-                super::UploadState::Open => false,
-            };
-            if rec.expires_ms > now && !file_gone {
-                return Ok(rec);
-            }
+        if let Some(rec) = self.live_session_locked(spec)? {
+            return Ok(rec);
+        }
+        if self.upload(&id)?.is_some() {
             self.drop_session(&id)?;
         }
         let rec = UploadRecord {
             id,
             protocol: "seed".into(),
+            tenant: spec.tenant.clone(),
             name: spec.name.clone(),
             declared_type: spec.declared_type.clone(),
             size: spec.size,
@@ -133,6 +131,18 @@ impl Store {
         Ok(rec)
     }
 
+    /// The session for `spec` if it exists and is still good: not expired,
+    /// and (once finished) its file not deleted since, so that the same
+    /// upload can be made again. The caller holds the session lock.
+    fn live_session_locked(&self, spec: &SeedSpec) -> Result<Option<UploadRecord>> {
+        let Some(rec) = self.upload(&spec.upload_id())? else { return Ok(None) };
+        let file_gone = match rec.state {
+            super::UploadState::Finished { file } => matches!(self.file(&file), Err(Error::FileNotFound(_))),
+            super::UploadState::Open => false,
+        };
+        Ok((rec.expires_ms > self.now_ms() && !file_gone).then_some(rec))
+    }
+
     fn received(&self, id: &UploadId) -> Result<u32> {
         Ok(self
             .meta()
@@ -142,37 +152,56 @@ impl Store {
     }
 
     /// The "test" step of the seed protocol: whether piece `n` is already
-    /// here. It is when the session has it, or when the client gave the
-    /// piece's hash and the store has that chunk with the right length; the
-    /// chunk then counts as received for this session and is pinned.
+    /// here. It is when the session (the caller's own: its id includes the
+    /// tenant) has it, or when the client gave the piece's hash and the
+    /// chunk is one `view` knows ([`Store::known_in`]: a hash alone proves
+    /// nothing) with the right length; the chunk then counts as received for
+    /// the session, as if the piece had been sent, and is pinned. An answer
+    /// of "absent" changes nothing (no session is made).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a piece number outside the upload.
-    pub fn test_piece(&self, spec: &SeedSpec, n: u32, hash: Option<&ChunkId>) -> Result<Option<PieceState>> {
+    pub fn test_piece(
+        &self,
+        view: &View,
+        spec: &SeedSpec,
+        n: u32,
+        hash: Option<&ChunkId>,
+    ) -> Result<Option<PieceState>> {
         if n == 0 || n > spec.total_pieces {
             return Err(Error::InvalidInput(format!("chunk {n} is outside 1..={}", spec.total_pieces)));
         }
         let lock_arc = self.session_lock(&spec.upload_id());
         let _g = lock(&lock_arc);
-        let rec = self.seed_session_locked(spec)?;
-        if let super::UploadState::Finished { file } = rec.state {
-            return self.finished_state(&file).map(Some);
-        }
-        if self.meta().get(Cf::Uploads, &piece_key(&rec.id, n))?.is_some() {
-            return Ok(Some(PieceState::Stored {
-                received: self.received(&rec.id)?,
-                total: rec.total_pieces,
-            }));
+        let live = self.live_session_locked(spec)?;
+        if let Some(rec) = &live {
+            if let super::UploadState::Finished { file } = rec.state {
+                return self.finished_state(&file).map(Some);
+            }
+            if self.meta().get(Cf::Uploads, &piece_key(&rec.id, n))?.is_some() {
+                return Ok(Some(PieceState::Stored {
+                    received: self.received(&rec.id)?,
+                    total: rec.total_pieces,
+                }));
+            }
         }
         let Some(hash) = hash else { return Ok(None) };
+        if !self.known_in(view, std::slice::from_ref(hash))?[0] {
+            return Ok(None);
+        }
         let want = spec.piece_len(n);
+        let lease = self.now_ms() + self.0.opts.upload_expiry.as_millis() as u64;
         let present = match self.meta().chunk_row(hash)? {
-            Some(r) if r.usable() && u64::from(r.raw_len) == want => self.has_chunk(hash, rec.expires_ms)?,
+            Some(r) if r.usable() && u64::from(r.raw_len) == want => self.has_chunk(hash, lease)?,
             _ => false,
         };
         if !present {
             return Ok(None);
         }
+        let rec = match live {
+            Some(rec) => rec,
+            None => self.seed_session_locked(spec)?,
+        };
         self.record_piece_locked(&rec, n, &Entry { id: *hash, len: want as u32 }).map(Some)
     }
 
@@ -271,6 +300,7 @@ impl Store {
             )));
         }
         let new = NewFile {
+            tenant: rec.tenant.clone(),
             name: rec.name.clone(),
             declared_type: rec.declared_type.clone(),
             size: rec.size,
@@ -294,6 +324,7 @@ mod tests {
 
     fn spec(size: u64, piece: u64, total: u32) -> SeedSpec {
         SeedSpec {
+            tenant: Tenant::default(),
             identifier: "id".into(),
             name: "f.bin".parse().unwrap(),
             size,

@@ -9,6 +9,7 @@ use super::error::{Error, Result};
 use super::files::{FileRecord, FileState};
 use super::id::FileId;
 use super::meta::Cf;
+use super::tenant::View;
 
 /// Which names a search keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,20 +45,45 @@ impl Store {
     /// Metadata backend errors.
     pub fn find_files(
         &self,
+        view: &View,
         filters: &[NameFilter],
         cursor: Option<&FileId>,
         limit: usize,
     ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
         if filters.is_empty() {
-            return self.list_files(cursor, limit);
+            return self.list_files(view, cursor, limit);
         }
         let mut out: Vec<FileRecord> = Vec::new();
+        if let View::Tenant(t) = view {
+            // Walk the tenant's own index, never other tenants' records.
+            let mut at = cursor.copied();
+            loop {
+                let (page, next) = self.list_tenant_files(t, at.as_ref(), 256)?;
+                for rec in page {
+                    if !filters.iter().all(|f| f.matches(&rec.name)) {
+                        continue;
+                    }
+                    if out.len() == limit {
+                        let next = out.last().map(|r| r.id);
+                        return Ok((out, next));
+                    }
+                    out.push(rec);
+                }
+                match next {
+                    Some(n) => at = Some(n),
+                    None => return Ok((out, None)),
+                }
+            }
+        }
         let before = cursor.map(|c| c.0);
         for kv in self.meta().scan_rev(Cf::Files, b"", before.as_ref().map(|b| &b[..])) {
             let (_, v) = kv?;
             let rec: FileRecord = serde_json::from_slice(&v)
                 .map_err(|e| Error::CorruptMetadata(format!("file record: {e}")))?;
-            if rec.state != FileState::Ready || !filters.iter().all(|f| f.matches(&rec.name)) {
+            if rec.state != FileState::Ready
+                || !view.sees(&rec.tenant)
+                || !filters.iter().all(|f| f.matches(&rec.name))
+            {
                 continue;
             }
             if out.len() == limit {

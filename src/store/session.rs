@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::tenant::Tenant;
+
 use super::meta::{Batch, Cf};
 use super::{ChunkId, Entry, Error, FileId, FileName, Result, Store, UploadId, lock};
 
@@ -19,6 +21,10 @@ use super::{ChunkId, Entry, Error, FileId, FileName, Result, Store, UploadId, lo
 pub struct UploadRecord {
     pub id: UploadId,
     pub protocol: String,
+    /// Who owns it (sessions made before tenants read as `default`); no
+    /// other tenant can see or change it.
+    #[serde(default)]
+    pub tenant: Tenant,
     /// Checked when the session was created.
     pub name: FileName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +156,7 @@ impl Store {
     /// configured upload expiry.
     pub(super) fn stream_record(
         &self,
+        tenant: Tenant,
         id: UploadId,
         name: FileName,
         declared_type: Option<String>,
@@ -159,6 +166,7 @@ impl Store {
         UploadRecord {
             id,
             protocol: "tus".into(),
+            tenant,
             name,
             declared_type,
             size: state.length.unwrap_or(0),

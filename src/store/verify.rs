@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
 use super::objects;
-use super::{ChunkId, FileRecord, FileState, Result, Store, manifest, object};
+use super::tenant::{self, Tenant};
+use super::{ChunkId, FileId, FileRecord, FileState, Result, Store, manifest, object};
 
 /// Objects per listing page.
 const LIST_PAGE: usize = 1000;
@@ -43,6 +44,9 @@ pub struct VerifyReport {
     pub refcount_mismatches: Vec<(ChunkId, u64, u64)>,
     /// (counter, stored value, recomputed value).
     pub counter_mismatches: Vec<(String, i64, i64)>,
+    /// Tenant rows (listing index, committed chunks) that disagree with the
+    /// file records and manifests: what a tenant may see would be wrong.
+    pub tenant_row_mismatches: u64,
     /// Rows left mid-delete by a crash (GC finishes them).
     pub deleting_rows: u64,
     /// Of those, rows with no GC queue entry: no GC run would ever find them
@@ -64,6 +68,7 @@ impl VerifyReport {
             && self.missing_objects.is_empty()
             && self.bad_files.is_empty()
             && self.refcount_mismatches.is_empty()
+            && self.tenant_row_mismatches == 0
             && self.counter_mismatches.is_empty()
             && self.stranded_deleting.is_empty()
     }
@@ -110,6 +115,8 @@ impl Store {
 
         // Manifests: recount references.
         let mut refs: HashMap<ChunkId, u64> = HashMap::new();
+        let mut trefs: HashMap<(Tenant, ChunkId), u64> = HashMap::new();
+        let mut listed: HashSet<(Tenant, FileId)> = HashSet::new();
         let (mut files, mut logical) = (0i64, 0i64);
         for kv in m.scan(Cf::Files, b"", None) {
             let (k, v) = kv?;
@@ -124,8 +131,9 @@ impl Store {
             if rec.state == FileState::Ready {
                 files += 1;
                 logical += rec.size as i64;
+                listed.insert((rec.tenant.clone(), rec.id));
             }
-            if let Err(reason) = self.check_manifest(&rec, &mut refs) {
+            if let Err(reason) = self.check_manifest(&rec, &mut refs, &mut trefs) {
                 rep.bad_files.push((rec.id.to_string(), reason));
             }
         }
@@ -214,6 +222,44 @@ impl Store {
             }
         }
 
+        // Tenant rows: what each tenant may list and reference.
+        for kv in m.scan(Cf::Tenants, b"", None) {
+            let (k, v) = kv?;
+            match tenant::split_key(&k) {
+                Some((b'f', t, id)) => {
+                    let ok = FileId::from_slice(id).is_some_and(|id| listed.remove(&(t, id)));
+                    if !ok {
+                        rep.tenant_row_mismatches += 1;
+                        fix.delete(Cf::Tenants, &k);
+                    }
+                }
+                Some((b'c', t, id)) => {
+                    let want = ChunkId::from_slice(id).and_then(|id| trefs.remove(&(t, id))).unwrap_or(0);
+                    if want != tenant::count_of(&v) {
+                        rep.tenant_row_mismatches += 1;
+                        if want == 0 {
+                            fix.delete(Cf::Tenants, &k);
+                        } else {
+                            fix.put(Cf::Tenants, &k, &want.to_le_bytes());
+                        }
+                    }
+                }
+                Some((b'l', ..)) => {}
+                _ => {
+                    rep.tenant_row_mismatches += 1;
+                    fix.delete(Cf::Tenants, &k);
+                }
+            }
+        }
+        for (t, id) in listed {
+            rep.tenant_row_mismatches += 1;
+            fix.put(Cf::Tenants, &tenant::file_key(&t, &id), b"");
+        }
+        for ((t, id), n) in trefs {
+            rep.tenant_row_mismatches += 1;
+            fix.put(Cf::Tenants, &tenant::ref_key(&t, &id), &n.to_le_bytes());
+        }
+
         // Counters.
         for (c, want) in [
             (Counter::Files, files),
@@ -239,6 +285,7 @@ impl Store {
         &self,
         rec: &FileRecord,
         refs: &mut HashMap<ChunkId, u64>,
+        trefs: &mut HashMap<(Tenant, ChunkId), u64>,
     ) -> std::result::Result<(), String> {
         let nseg = rec.segments.len() as u32;
         let counted = |seg: u32| match rec.state {
@@ -263,6 +310,7 @@ impl Store {
                 digest.update(e);
                 if counted(seg) {
                     *refs.entry(e.id).or_default() += 1;
+                    *trefs.entry((rec.tenant.clone(), e.id)).or_default() += 1;
                 }
             }
         }

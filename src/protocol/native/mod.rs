@@ -11,8 +11,8 @@ use futures_util::{StreamExt, stream};
 
 use super::file_info;
 use super::files::parse_file_id;
-use crate::http::{ApiError, AppState, Routes, content_length, read_body};
-use crate::store::{ChunkId, Entry, NewFile, object};
+use crate::http::{ApiError, AppState, Principal, Routes, content_length, read_body};
+use crate::store::{ChunkId, Entry, NewFile, View, object};
 use crate::wire::{
     ChunkingInfo, CommitRequest, ErrorBody, FileInfo, ManifestChunk, ManifestInfo, MissingRequest,
     MissingResponse, PutChunkResponse, TypePolicyInfo,
@@ -52,6 +52,7 @@ pub async fn chunking(State(st): State<AppState>) -> Json<ChunkingInfo> {
     ))]
 pub async fn missing_chunks(
     State(st): State<AppState>,
+    who: Principal,
     req: Result<Json<MissingRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<MissingResponse>, ApiError> {
     let Json(req) = req?;
@@ -63,7 +64,7 @@ pub async fn missing_chunks(
         .store
         .blocking(move |s| {
             let lease = s.default_lease();
-            s.missing(&req.hashes, lease)
+            s.missing_in(&who.view, &req.hashes, lease)
         })
         .await?;
     Ok(Json(MissingResponse { missing }))
@@ -88,6 +89,7 @@ pub async fn missing_chunks(
     ))]
 pub async fn put_chunk(
     State(st): State<AppState>,
+    who: Principal,
     Path(hash): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -114,7 +116,18 @@ pub async fn put_chunk(
         .store
         .blocking(move |s| {
             let lease = s.default_lease();
-            if zstd { s.put_chunk_zstd(&bytes, &id, lease) } else { s.put_chunk(&bytes, Some(&id), lease) }
+            let mut put = if zstd {
+                s.put_chunk_zstd(&bytes, &id, lease)?
+            } else {
+                s.put_chunk(&bytes, Some(&id), lease)?
+            };
+            if let View::Tenant(t) = &who.view {
+                // "New" is new to this tenant: whether another tenant has
+                // the chunk is not for it to learn.
+                put.new = !s.known_in(&who.view, &[id])?[0];
+                s.lease_to(t, &[id], lease)?;
+            }
+            Ok(put)
         })
         .await?;
     let status = if put.new { StatusCode::CREATED } else { StatusCode::OK };
@@ -131,6 +144,7 @@ pub async fn put_chunk(
     ))]
 pub async fn get_chunk(
     State(st): State<AppState>,
+    who: Principal,
     Path(hash): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -142,6 +156,10 @@ pub async fn get_chunk(
     let (codec, body) = st
         .store
         .blocking(move |s| {
+            // A hash is not a read key: only chunks this tenant holds.
+            if !s.known_in(&who.view, &[id])?[0] {
+                return Err(crate::store::Error::ChunkNotFound(id));
+            }
             let (h, enc) = s.chunk_object(&id)?;
             if accepts_zstd && h.codec == object::Codec::Zstd {
                 return Ok((Some("zstd"), Bytes::from(enc).slice(object::HEADER_LEN..)));
@@ -154,7 +172,9 @@ pub async fn get_chunk(
     let mut resp = (
         [
             (header::CONTENT_TYPE, "application/octet-stream"),
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            (header::CACHE_CONTROL, "private, max-age=31536000, immutable"),
+            (header::CONTENT_SECURITY_POLICY, super::files::USER_CONTENT_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         body,
     )
@@ -189,17 +209,31 @@ pub async fn get_chunk(
     ))]
 pub async fn commit(
     State(st): State<AppState>,
+    who: Principal,
     req: Result<Json<CommitRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<FileInfo>), ApiError> {
     let Json(req) = req?;
     let new = NewFile {
+        tenant: who.tenant.clone(),
         name: crate::store::FileName::parse(&req.name)?,
         declared_type: req.content_type,
         size: req.size,
         chunks: req.chunks.iter().map(|c| Entry { id: c.hash, len: c.len }).collect(),
         content_hash: None,
     };
-    let rec = st.store.blocking(move |s| s.finish_file(new)).await?;
+    let rec = st
+        .store
+        .blocking(move |s| {
+            // Only chunks this tenant holds may be referenced; the rest are
+            // "missing" whatever the store has (and no length is compared).
+            let ids: Vec<ChunkId> = new.chunks.iter().map(|e| e.id).collect();
+            let unknown = s.unknown_in(&who.view, &ids)?;
+            if !unknown.is_empty() {
+                return Err(crate::store::Error::MissingChunks(unknown));
+            }
+            s.finish_file(new)
+        })
+        .await?;
     let info = file_info(&rec);
     Ok((StatusCode::CREATED, [(header::LOCATION, info.url.clone())], Json(info)))
 }
@@ -212,9 +246,13 @@ pub async fn commit(
         (status = 200, description = "The manifest", body = ManifestInfo),
         (status = 404, description = "No such file", body = ErrorBody),
     ))]
-pub async fn manifest(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn manifest(
+    State(st): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_file_id(&id)?;
-    let rec = st.store.blocking(move |s| s.file(&id)).await?;
+    let rec = st.store.blocking(move |s| s.file_in(&who.view, &id)).await?;
     let head = format!(
         "{{\"id\":\"{}\",\"size\":{},\"chunker_id\":{},\"chunks\":[",
         rec.id,

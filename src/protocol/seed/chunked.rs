@@ -11,9 +11,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::params::PieceParams;
-use crate::http::{ApiError, AppState, Dialect, UploadGuard};
+use crate::http::{ApiError, AppState, Dialect, Principal, UploadGuard};
 use crate::protocol::file_info;
-use crate::store::{FileName, PieceState, SeedSpec};
+use crate::store::{FileName, PieceState, Scope, SeedSpec, Tenant};
 use crate::wire::{ErrorBody, PieceStatus};
 
 /// How piece requests answer errors: the precise status for plain clients;
@@ -26,7 +26,7 @@ struct Pieces {
 impl Dialect for Pieces {
     fn status(&self, err: &ApiError) -> StatusCode {
         let status = err.status();
-        if self.library && matches!(status.as_u16(), 400 | 409 | 413 | 422) {
+        if self.library && matches!(status.as_u16(), 400 | 403 | 409 | 413 | 422) {
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         } else {
             status
@@ -38,8 +38,9 @@ fn looks_like_library(pairs: &[(String, String)]) -> bool {
     pairs.iter().any(|(k, _)| k.starts_with("resumable") || k.starts_with("flow"))
 }
 
-fn spec_of(p: &PieceParams, name: FileName) -> SeedSpec {
+fn spec_of(p: &PieceParams, tenant: Tenant, name: FileName) -> SeedSpec {
     SeedSpec {
+        tenant,
         identifier: p.identifier.clone(),
         name,
         size: p.total_size,
@@ -50,7 +51,11 @@ fn spec_of(p: &PieceParams, name: FileName) -> SeedSpec {
 }
 
 /// Parses and checks a request's parameters against the limits.
-fn checked(st: &AppState, pairs: &[(String, String)]) -> Result<(PieceParams, SeedSpec), ApiError> {
+fn checked(
+    st: &AppState,
+    who: &Principal,
+    pairs: &[(String, String)],
+) -> Result<(PieceParams, SeedSpec), ApiError> {
     let p = PieceParams::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| ApiError::BadRequest(e.0))?;
     let name = FileName::parse(&p.filename)?;
@@ -64,7 +69,7 @@ fn checked(st: &AppState, pairs: &[(String, String)]) -> Result<(PieceParams, Se
             return Err(ApiError::BadRequest(format!("{what} is out of range")));
         }
     }
-    let spec = spec_of(&p, name);
+    let spec = spec_of(&p, who.tenant.clone(), name);
     let limits = &st.config.limits;
     spec.validate(limits.max_pieces, limits.max_file_size.0)?;
     let len = spec.piece_len(p.number);
@@ -107,8 +112,10 @@ fn status_of(upload_id: String, total_pieces: u32, state: PieceState) -> (Status
 ///
 /// 200 (skip it) when this upload already has the piece, or when the
 /// request carries the piece's BLAKE3 (`chunkHash`, `resumableChunkHash`,
-/// `flowChunkHash`) and the store has that chunk, which then counts as
-/// received. 204 (send it) otherwise. Takes resumable.js (`resumable*`),
+/// `flowChunkHash`) and the chunk is one this tenant holds (in its files, or
+/// sent by it and not yet committed), which then counts as received. 204
+/// (send it) otherwise, changing nothing. Sessions are per tenant: another
+/// tenant's upload under the same identifier is a different upload. Takes resumable.js (`resumable*`),
 /// flow.js (`flow*`) or plain parameter names in the query string.
 #[utoipa::path(get, path = "/api/files/upload/chunked", tag = "uploads",
     params(
@@ -127,12 +134,18 @@ fn status_of(upload_id: String, total_pieces: u32, state: PieceState) -> (Status
         (status = 400, description = "Bad parameters", body = ErrorBody),
         (status = 413, description = "Declared size over the limits", body = ErrorBody),
     ))]
-pub async fn test_chunk(State(st): State<AppState>, Query(pairs): Query<Vec<(String, String)>>) -> Response {
+pub async fn test_chunk(
+    State(st): State<AppState>,
+    who: Principal,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
     let library = looks_like_library(&pairs);
     let result: Result<Response, ApiError> = async {
-        let (p, spec) = checked(&st, &pairs)?;
+        who.require(Scope::Write)?;
+        let (p, spec) = checked(&st, &who, &pairs)?;
         let upload_id = spec.upload_id().to_string();
-        let state = st.store.blocking(move |s| s.test_piece(&spec, p.number, p.hash.as_ref())).await?;
+        let state =
+            st.store.blocking(move |s| s.test_piece(&who.view, &spec, p.number, p.hash.as_ref())).await?;
         Ok(match state {
             Some(state) => {
                 let (_, body) = status_of(upload_id, p.total_chunks, state);
@@ -188,6 +201,7 @@ pub struct PieceForm {
     ))]
 pub async fn post_chunk(
     State(st): State<AppState>,
+    who: Principal,
     Query(mut pairs): Query<Vec<(String, String)>>,
     mp: Result<Multipart, MultipartRejection>,
 ) -> Response {
@@ -203,8 +217,10 @@ pub async fn post_chunk(
                     return Err(ApiError::BadRequest("more than one `file` part".into()));
                 }
                 library |= looks_like_library(&pairs);
+                // Before a byte of the piece is read.
+                who.require(Scope::Write)?;
                 // The libraries send the parameters first: size the read by them.
-                let expect = checked(&st, &pairs).ok().map(|(p, s)| s.piece_len(p.number));
+                let expect = checked(&st, &who, &pairs).ok().map(|(p, s)| s.piece_len(p.number));
                 data = Some(read_piece(&st, field, expect).await?);
             } else if PieceParams::is_param(&name) {
                 let value = field.text().await?;
@@ -212,7 +228,8 @@ pub async fn post_chunk(
             }
         }
         library |= looks_like_library(&pairs);
-        let (p, spec) = checked(&st, &pairs)?;
+        who.require(Scope::Write)?;
+        let (p, spec) = checked(&st, &who, &pairs)?;
         let (bytes, _permit) =
             data.ok_or_else(|| ApiError::BadRequest("multipart field `file` is missing".into()))?;
         let want = spec.piece_len(p.number);

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::http::{ApiError, AppState, UploadGuard};
+use crate::http::{ApiError, AppState, Principal, UploadGuard};
 use crate::protocol::file_info;
 use crate::store::FileRecord;
 use crate::wire::{ErrorBody, FileInfo};
@@ -48,6 +48,7 @@ pub struct UploadForm {
     ))]
 pub async fn upload_file(
     State(st): State<AppState>,
+    who: Principal,
     q: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     req: Request,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<FileInfo>), ApiError> {
@@ -82,7 +83,7 @@ pub async fn upload_file(
                 .or(q.filename.clone())
                 .ok_or_else(|| ApiError::BadRequest("the `file` part has no filename".into()))?;
             let declared = field.content_type().map(str::to_string);
-            stored = Some(ingest(&st, field, name, declared).await?);
+            stored = Some(ingest(&st, &who, field, name, declared).await?);
             break;
         }
         stored.ok_or_else(|| ApiError::BadRequest("multipart field `file` is missing".into()))?
@@ -102,7 +103,7 @@ pub async fn upload_file(
                     && !t.starts_with("application/x-www-form-urlencoded")
             })
             .map(str::to_string);
-        ingest(&st, req.into_body().into_data_stream(), name, declared).await?
+        ingest(&st, &who, req.into_body().into_data_stream(), name, declared).await?
     };
     let info = file_info(&rec);
     Ok((StatusCode::CREATED, [(header::LOCATION, info.url.clone())], Json(info)))
@@ -112,6 +113,7 @@ pub async fn upload_file(
 /// only if the whole body arrived.
 async fn ingest<S, E>(
     st: &AppState,
+    who: &Principal,
     body: S,
     name: String,
     declared: Option<String>,
@@ -123,8 +125,9 @@ where
     let name = crate::store::FileName::parse(&name)?;
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let store = st.store.clone();
+    let tenant = who.tenant.clone();
     let worker = tokio::task::spawn_blocking(move || {
-        let mut ing = store.ingest();
+        let mut ing = store.ingest(tenant);
         while let Some(b) = rx.blocking_recv() {
             ing.push(&b)?;
         }

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::headers::{Algorithm, Checksum, ConcatHeader, HeaderError, Metadata, parse_u64};
 use crate::http::writers::Held;
-use crate::http::{ApiError, AppState, Dialect};
+use crate::http::{ApiError, AppState, Dialect, Principal};
 use crate::protocol::digest::Hasher;
 use crate::protocol::resumable::{self, Expected, Stop};
 use crate::store::{self, Appender, Concat, FileName, NewStream, UploadId, UploadRecord};
@@ -161,10 +161,11 @@ pub async fn options(State(st): State<AppState>) -> Response {
         (status = 201, description = "Created; Location is the upload URL"),
         (status = 400, description = "Bad headers", body = ErrorBody),
         (status = 412, description = "Missing or unsupported Tus-Resumable", body = ErrorBody),
+        (status = 404, description = "A part of `Upload-Concat: final` is unknown", body = ErrorBody),
         (status = 413, description = "Larger than Tus-Max-Size", body = ErrorBody),
         (status = 415, description = "A complete upload's file type is rejected", body = ErrorBody),
     ))]
-pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Body) -> TusResult {
+pub async fn create(State(st): State<AppState>, who: Principal, headers: HeaderMap, body: Body) -> TusResult {
     check_version(&headers)?;
     let base = endpoint(&st, &headers);
     let raw_meta = header_str(&headers, "upload-metadata").unwrap_or("").trim().to_string();
@@ -180,7 +181,7 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Body) 
         let parts = ids.iter().map(|i| parse_id(i)).collect::<Result<Vec<_>, _>>()?;
         let out = st
             .store
-            .blocking(move |s| s.concat_streams(&parts, &name, declared.as_deref(), &raw_meta))
+            .blocking(move |s| s.concat_streams(&who.tenant, &parts, &name, declared.as_deref(), &raw_meta))
             .await?;
         return Ok(created(&out.record, &base));
     }
@@ -200,8 +201,14 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Body) 
             );
         }
     };
-    let new =
-        NewStream { length, name, declared_type: declared, metadata: raw_meta, partial: concat.is_some() };
+    let new = NewStream {
+        tenant: who.tenant.clone(),
+        length,
+        name,
+        declared_type: declared,
+        metadata: raw_meta,
+        partial: concat.is_some(),
+    };
     let out = st.store.blocking(move |s| s.create_stream(new)).await?;
     let with_body =
         header_str(&headers, "content-type").is_some_and(|t| t.trim().eq_ignore_ascii_case(OCTET));
@@ -232,9 +239,15 @@ fn created(rec: &UploadRecord, base: &str) -> Response {
         (status = 410, description = "Expired"),
         (status = 412, description = "Missing or unsupported Tus-Resumable"),
     ))]
-pub async fn head(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> TusResult {
+pub async fn head(
+    State(st): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> TusResult {
     check_version(&headers)?;
     let id = parse_id(&id)?;
+    owned(&st, who, id).await?;
     // End a stale request still holding the upload, so the offset is final.
     let (guard, _) = st.writers.take(&id).await?;
     let rec = st.store.blocking(move |s| s.stream_upload(&id)).await;
@@ -268,12 +281,14 @@ pub async fn head(State(st): State<AppState>, Path(id): Path<String>, headers: H
     ))]
 pub async fn patch(
     State(st): State<AppState>,
+    who: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> TusResult {
     check_version(&headers)?;
     let id = parse_id(&id)?;
+    owned(&st, who, id).await?;
     if !header_str(&headers, "content-type").is_some_and(|t| t.trim().eq_ignore_ascii_case(OCTET)) {
         return Err(ApiError::UnsupportedMediaType(format!("a PATCH body must be {OCTET}")).into());
     }
@@ -311,9 +326,15 @@ pub async fn patch(
         (status = 404, description = "Unknown", body = ErrorBody),
         (status = 412, description = "Missing or unsupported Tus-Resumable", body = ErrorBody),
     ))]
-pub async fn terminate(State(st): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> TusResult {
+pub async fn terminate(
+    State(st): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> TusResult {
     check_version(&headers)?;
     let id = parse_id(&id)?;
+    owned(&st, who, id).await?;
     let (guard, _) = st.writers.take(&id).await?;
     let r = st.store.blocking(move |s| s.terminate_stream(&id)).await;
     drop(guard);
@@ -321,6 +342,12 @@ pub async fn terminate(State(st): State<AppState>, Path(id): Path<String>, heade
     let mut h = HeaderMap::new();
     h.insert(TUS_RESUMABLE.clone(), HeaderValue::from_static(TUS_VERSION));
     Ok((StatusCode::NO_CONTENT, h).into_response())
+}
+
+/// Another tenant's upload is answered as an unknown one, before anything
+/// touches it (taking its writer slot would end its owner's request).
+async fn owned(st: &AppState, who: Principal, id: UploadId) -> Result<(), TusError> {
+    Ok(st.store.blocking(move |s| s.check_owner(&who.view, &id)).await?)
 }
 
 /// Streams a request body into the upload at `offset`, then finishes: keeps

@@ -6,7 +6,10 @@ use crate::store::error::{Error, Result};
 use crate::store::id::ChunkId;
 
 /// The on-disk layout version; a store made by another version is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The last layout before tenants: opened and migrated (see `tenant`).
+pub const SCHEMA_BEFORE_TENANTS: u32 = 1;
 
 /// Life of a chunk row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,6 +15,8 @@
 //! | `manifests` | file id ‖ segment (4, BE) | packed manifest segment |
 //! | `uploads` | `r` ‖ upload id → session record; `p` ‖ upload id ‖ piece (4, BE) → piece; `c` ‖ upload id → piece count | |
 //! | `meta` | text keys | schema version, chunker id, counters (i64 LE, added atomically), pending work |
+//! | `tenants` | `f` ‖ tenant ‖ `/` ‖ file id; `c` ‖ tenant ‖ `/` ‖ chunk id; `l` ‖ tenant ‖ `/` ‖ chunk id | empty (listing index); occurrences (u64 LE); lease end ms (u64 LE): see [`super::tenant`] |
+//! | `auth` | `t` ‖ token id (16); `k/` ‖ name | token record as JSON; the server's 32-byte keys |
 //!
 //! The trait is blocking and shaped for a shared SQL backend later: reads
 //! are point gets, batched gets and ordered prefix scans; writes are one
@@ -26,7 +28,7 @@ pub mod keys;
 mod memory;
 pub mod rocks;
 
-pub use self::keys::{ChunkRow, ChunkState, SCHEMA_VERSION, gcq_key, manifest_key};
+pub use self::keys::{ChunkRow, ChunkState, SCHEMA_BEFORE_TENANTS, SCHEMA_VERSION, gcq_key, manifest_key};
 pub use self::memory::MemMeta;
 pub use self::rocks::RocksMeta;
 
@@ -54,11 +56,16 @@ pub enum Cf {
     Uploads,
     /// Store-wide settings, counters and pending work.
     Meta,
+    /// Per-tenant rows: the listing index, committed and leased chunks.
+    Tenants,
+    /// Access tokens and the server's keys.
+    Auth,
 }
 
 impl Cf {
     /// Every family, in a fixed order (backends index by it).
-    pub const ALL: [Cf; 6] = [Cf::Chunks, Cf::Gcq, Cf::Files, Cf::Manifests, Cf::Uploads, Cf::Meta];
+    pub const ALL: [Cf; 8] =
+        [Cf::Chunks, Cf::Gcq, Cf::Files, Cf::Manifests, Cf::Uploads, Cf::Meta, Cf::Tenants, Cf::Auth];
 
     /// The family's stable name (RocksDB column family, table name).
     pub fn name(self) -> &'static str {
@@ -69,6 +76,8 @@ impl Cf {
             Cf::Manifests => "manifests",
             Cf::Uploads => "uploads",
             Cf::Meta => "meta",
+            Cf::Tenants => "tenants",
+            Cf::Auth => "auth",
         }
     }
 

@@ -1,0 +1,4 @@
+//! The `depot` binary's larger commands, one module each (the binary's
+//! root, `main.rs`, holds the command line and the small ones).
+
+pub mod token;

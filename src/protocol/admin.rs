@@ -1,0 +1,131 @@
+//! The admin API: tokens. Every route needs the `admin` scope (the scope
+//! table in [`crate::http::auth`]). The token's secret appears once, in the
+//! answer that created it.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+use crate::config::Dur;
+use crate::http::{ApiError, AppState, Routes};
+use crate::store::{Scopes, Tenant, TokenId, TokenRecord};
+use crate::wire::{ErrorBody, ExpiresIn, TokenInfo, TokenList, TokenRequest, rfc3339};
+
+/// A token's record as the API shows it (`token`: the whole secret, only
+/// when just made).
+pub fn token_info(rec: &TokenRecord, token: Option<String>) -> TokenInfo {
+    TokenInfo {
+        id: rec.id.to_string(),
+        token,
+        tenant: rec.tenant.to_string(),
+        scopes: rec.scopes.names(),
+        name: rec.name.clone(),
+        created: rfc3339(rec.created_ms),
+        expires_at: rec.expires_ms.map(rfc3339),
+        revoked_at: rec.revoked_ms.map(rfc3339),
+    }
+}
+
+/// The lifetime a request asks for: `None` for never.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] for an unreadable or zero lifetime.
+pub fn lifetime(asked: Option<&ExpiresIn>, default: Duration) -> Result<Option<Duration>, ApiError> {
+    let d = match asked {
+        None => default,
+        Some(ExpiresIn::Seconds(s)) => Duration::from_secs(*s),
+        Some(ExpiresIn::Text(t)) if t.trim() == "never" => return Ok(None),
+        Some(ExpiresIn::Text(t)) => {
+            t.parse::<Dur>()
+                .map_err(|e| {
+                    ApiError::BadRequest(format!("expires_in: {e} (seconds, `90d`, `12h` or `never`)"))
+                })?
+                .0
+        }
+    };
+    if d.is_zero() || d > Duration::from_secs(100 * 365 * 86_400) {
+        return Err(ApiError::BadRequest("expires_in must be from 1 second to 100 years, or `never`".into()));
+    }
+    Ok(Some(d))
+}
+
+/// Make a token.
+#[utoipa::path(post, path = "/api/admin/tokens", tag = "admin",
+    request_body = TokenRequest,
+    responses(
+        (status = 201, description = "The token; `token` is its secret, shown only here", body = TokenInfo),
+        (status = 400, description = "Bad tenant, scope or expiry", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+    ))]
+pub async fn create_token(
+    State(st): State<AppState>,
+    req: Result<Json<TokenRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<TokenInfo>), ApiError> {
+    let Json(req) = req?;
+    let tenant = Tenant::parse(&req.tenant)?;
+    let scopes = Scopes::parse(&req.scopes)?;
+    if req.name.as_ref().is_some_and(|n| n.chars().count() > 128) {
+        return Err(ApiError::BadRequest("name may be at most 128 characters".into()));
+    }
+    let life = lifetime(req.expires_in.as_ref(), st.config.auth.token_expiry.0)?;
+    let (rec, token) = st
+        .store
+        .blocking(move |s| {
+            let expires = life.map(|d| s.now_ms() + d.as_millis() as u64);
+            s.issue_token(tenant, scopes, expires, req.name)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(token_info(&rec, Some(token)))))
+}
+
+/// Every token, newest first, revoked ones included; never their secrets.
+#[utoipa::path(get, path = "/api/admin/tokens", tag = "admin",
+    responses(
+        (status = 200, description = "The tokens", body = TokenList),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+    ))]
+pub async fn list_tokens(State(st): State<AppState>) -> Result<Json<TokenList>, ApiError> {
+    let all = st.store.blocking(|s| s.tokens()).await?;
+    Ok(Json(TokenList { tokens: all.iter().map(|t| token_info(t, None)).collect() }))
+}
+
+/// Revoke a token, and with it every link it signed. Effective from the
+/// next request on.
+#[utoipa::path(delete, path = "/api/admin/tokens/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Token id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$")),
+    responses(
+        (status = 204, description = "Revoked (or already was)"),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+        (status = 404, description = "No such token", body = ErrorBody),
+    ))]
+pub async fn revoke_token(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let not_found = || ApiError::NotFound(format!("token {id} not found"));
+    let tid: TokenId = id.parse().map_err(|_| not_found())?;
+    st.store.blocking(move |s| s.revoke_token(&tid)).await.map_err(|e| match e {
+        crate::store::Error::InvalidInput(_) => not_found(),
+        e => e.into(),
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// This module's routes.
+pub fn routes() -> Routes {
+    use axum::routing::{delete, get};
+    let api = axum::Router::new()
+        .route("/api/admin/tokens", get(list_tokens).post(create_token))
+        .route("/api/admin/tokens/{id}", delete(revoke_token));
+    Routes { api, ..Default::default() }
+}
+
+/// This module's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create_token, list_tokens, revoke_token))]
+pub struct Doc;

@@ -1,0 +1,407 @@
+//! Tenants: who owns a file or an upload, and what a caller may learn about
+//! chunks. Storage stays deduplicated across tenants (one object, one global
+//! refcount); what a tenant can observe stays inside it:
+//!
+//! - `Committed(T)`: chunks referenced by T's files (row `c` ‖ T ‖ `/` ‖
+//!   chunk → occurrences, changed in the same batches as the global
+//!   refcounts);
+//! - `Leased(T)`: chunks whose bytes T sent through the dedup protocol's
+//!   chunk PUT and has not committed yet (row `l` ‖ T ‖ `/` ‖ chunk → lease
+//!   end, unix ms; GC drops expired rows).
+//!
+//! A chunk is *known* to T when it is in either set. Presence answers,
+//! commits by reference and chunk reads are allowed only for known chunks
+//! ([`Store::missing_in`], [`Store::unknown_in`]); everything else must be
+//! sent in full (and is still stored once). Listing uses the `f` ‖ T ‖ `/` ‖
+//! file id index, so paging one tenant never walks another's files.
+//!
+//! All rows live in [`Cf::Tenants`]. A store made before tenants existed
+//! (schema 1) is migrated on open by [`Store::migrate_tenants`], one file per
+//! batch with its progress, so a crash resumes where it stopped.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{Error, Result};
+use super::files::{FileRecord, FileState};
+use super::id::{ChunkId, FileId};
+use super::manifest::Entry;
+use super::meta::{Batch, Cf};
+use super::{Stats, Store};
+
+/// A tenant's name: 1 to 63 of `a-z`, `0-9`, `-` (a DNS label's alphabet,
+/// so it fits a key, a path and a bucket prefix).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Tenant(String);
+
+/// The tenant of everything stored before tenants existed, and of the
+/// `local` and `open` modes.
+pub const DEFAULT_TENANT: &str = "default";
+
+impl Tenant {
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the rule.
+    pub fn parse(s: &str) -> Result<Self> {
+        let ok = (1..=63).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(Error::InvalidInput(format!("tenant `{s}` must be 1 to 63 of a-z, 0-9 and -")))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Tenant {
+    fn default() -> Self {
+        Self(DEFAULT_TENANT.to_string())
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Tenant {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Tenant> for String {
+    fn from(t: Tenant) -> Self {
+        t.0
+    }
+}
+
+/// What a caller may see: every tenant (an admin, or a server in `local` or
+/// `open` mode: the global store answers, as before tenants) or one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    All,
+    Tenant(Tenant),
+}
+
+impl View {
+    /// Whether something owned by `t` is visible.
+    pub fn sees(&self, t: &Tenant) -> bool {
+        match self {
+            View::All => true,
+            View::Tenant(mine) => mine == t,
+        }
+    }
+
+    /// `Ok` when `rec` is visible, else the same [`Error::FileNotFound`] as
+    /// for an id that never existed.
+    ///
+    /// # Errors
+    /// [`Error::FileNotFound`].
+    pub fn check_file(&self, rec: FileRecord) -> Result<FileRecord> {
+        if self.sees(&rec.tenant) { Ok(rec) } else { Err(Error::FileNotFound(rec.id.to_string())) }
+    }
+}
+
+const FILES: u8 = b'f';
+const REFS: u8 = b'c';
+const LEASES: u8 = b'l';
+
+fn prefix(kind: u8, t: &Tenant) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + t.0.len() + 32);
+    k.push(kind);
+    k.extend_from_slice(t.0.as_bytes());
+    k.push(b'/');
+    k
+}
+
+fn key(kind: u8, t: &Tenant, id: &[u8]) -> Vec<u8> {
+    let mut k = prefix(kind, t);
+    k.extend_from_slice(id);
+    k
+}
+
+/// The listing index row of a file.
+pub(super) fn file_key(t: &Tenant, id: &FileId) -> Vec<u8> {
+    key(FILES, t, id.as_bytes())
+}
+
+/// The committed-chunk row of `t` for `id`.
+pub(super) fn ref_key(t: &Tenant, id: &ChunkId) -> Vec<u8> {
+    key(REFS, t, id.as_bytes())
+}
+
+/// Splits a row key of this family: kind (`f`, `c`, `l`), tenant, id bytes.
+pub(super) fn split_key(k: &[u8]) -> Option<(u8, Tenant, &[u8])> {
+    let (&kind, rest) = k.split_first()?;
+    let slash = rest.iter().position(|b| *b == b'/')?;
+    let t = Tenant::parse(std::str::from_utf8(&rest[..slash]).ok()?).ok()?;
+    Some((kind, t, &rest[slash + 1..]))
+}
+
+/// Decodes a committed-chunk row's count.
+pub(super) fn count_of(v: &[u8]) -> u64 {
+    u64_of(Some(v))
+}
+
+fn u64_of(v: Option<&[u8]>) -> u64 {
+    v.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
+}
+
+/// Occurrences of each chunk in `entries`.
+pub(super) fn occurrences(entries: &[Entry]) -> HashMap<ChunkId, u64> {
+    let mut n: HashMap<ChunkId, u64> = HashMap::new();
+    for e in entries {
+        *n.entry(e.id).or_default() += 1;
+    }
+    n
+}
+
+impl Store {
+    /// Adds (`sign` +1) or removes (-1) `counts` occurrences to `t`'s
+    /// committed set, into `batch`. The caller holds the chunks' stripes.
+    pub(super) fn tenant_refs(
+        &self,
+        batch: &mut Batch,
+        t: &Tenant,
+        counts: &HashMap<ChunkId, u64>,
+        sign: i8,
+    ) -> Result<()> {
+        let keys: Vec<Vec<u8>> = counts.keys().map(|id| key(REFS, t, id.as_bytes())).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let now = self.meta().multi_get(Cf::Tenants, &refs)?;
+        for ((id, k), old) in counts.keys().zip(&keys).zip(now) {
+            let old = u64_of(old.as_deref());
+            let new = if sign > 0 { old + counts[id] } else { old.saturating_sub(counts[id]) };
+            if new == 0 {
+                batch.delete(Cf::Tenants, k);
+            } else {
+                batch.put(Cf::Tenants, k, &new.to_le_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    /// Which of `ids` `view` knows: committed in its files or leased by its
+    /// uploads (for [`View::All`], every one). In `ids` order.
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub fn known_in(&self, view: &View, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        let View::Tenant(t) = view else { return Ok(vec![true; ids.len()]) };
+        let refs: Vec<Vec<u8>> = ids.iter().map(|id| key(REFS, t, id.as_bytes())).collect();
+        let leases: Vec<Vec<u8>> = ids.iter().map(|id| key(LEASES, t, id.as_bytes())).collect();
+        let m = self.meta();
+        let c = m.multi_get(Cf::Tenants, &refs.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+        let l = m.multi_get(Cf::Tenants, &leases.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+        let now = self.now_ms();
+        Ok(c.iter().zip(&l).map(|(c, l)| c.is_some() || u64_of(l.as_deref()) > now).collect())
+    }
+
+    /// The chunks of `ids` that `view` does not know, in order, once each.
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub fn unknown_in(&self, view: &View, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        let mut seen = HashSet::with_capacity(ids.len());
+        let known = self.known_in(view, ids)?;
+        Ok(ids.iter().zip(known).filter(|(id, k)| !k && seen.insert(**id)).map(|(id, _)| *id).collect())
+    }
+
+    /// [`Store::missing`] as `view` may learn it: a chunk is present only
+    /// when `view` knows it *and* the store has it usable; the known,
+    /// present ones are leased until `lease_until`. The global store is not
+    /// consulted for chunks `view` does not know.
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub fn missing_in(&self, view: &View, ids: &[ChunkId], lease_until: u64) -> Result<Vec<ChunkId>> {
+        if *view == View::All {
+            return self.missing(ids, lease_until);
+        }
+        let known = self.known_in(view, ids)?;
+        let candidates: Vec<ChunkId> =
+            ids.iter().zip(&known).filter(|(_, k)| **k).map(|(id, _)| *id).collect();
+        let absent: HashSet<ChunkId> = self.missing(&candidates, lease_until)?.into_iter().collect();
+        let mut seen = HashSet::with_capacity(ids.len());
+        Ok(ids
+            .iter()
+            .zip(known)
+            .filter(|(id, k)| (!k || absent.contains(id)) && seen.insert(**id))
+            .map(|(id, _)| *id)
+            .collect())
+    }
+
+    /// Records that `t` sent the bytes of `ids` itself: they are known to it
+    /// until `until` (unix ms), or for ever once committed in its files.
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub fn lease_to(&self, t: &Tenant, ids: &[ChunkId], until: u64) -> Result<()> {
+        let mut b = Batch::default();
+        for id in ids {
+            b.put(Cf::Tenants, &key(LEASES, t, id.as_bytes()), &until.to_le_bytes());
+        }
+        self.meta().write(b, false)
+    }
+
+    /// Drops tenant leases that have ended. Returns how many.
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub fn reap_tenant_leases(&self) -> Result<u64> {
+        let now = self.now_ms();
+        let mut b = Batch::default();
+        let mut n = 0;
+        for kv in self.meta().scan(Cf::Tenants, &[LEASES], None) {
+            let (k, v) = kv?;
+            if u64_of(Some(&v)) <= now {
+                b.delete(Cf::Tenants, &k);
+                n += 1;
+            }
+            if b.len() >= 4096 {
+                self.meta().write(std::mem::take(&mut b), false)?;
+            }
+        }
+        self.meta().write(b, false)?;
+        Ok(n)
+    }
+
+    /// `t`'s visible files, newest first, after `cursor`, at most `limit`;
+    /// with the cursor of the next page.
+    pub(super) fn list_tenant_files(
+        &self,
+        t: &Tenant,
+        cursor: Option<&FileId>,
+        limit: usize,
+    ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
+        let p = prefix(FILES, t);
+        let before = cursor.map(|c| file_key(t, c));
+        let mut out = Vec::new();
+        for kv in self.meta().scan_rev(Cf::Tenants, &p, before.as_deref()) {
+            let (k, _) = kv?;
+            let Some(id) = k.get(p.len()..).and_then(FileId::from_slice) else { continue };
+            let Some(rec) = self.record(&id)? else { continue };
+            if rec.state != FileState::Ready {
+                continue;
+            }
+            if out.len() == limit {
+                let next = out.last().map(|r: &FileRecord| r.id);
+                return Ok((out, next));
+            }
+            out.push(rec);
+        }
+        Ok((out, None))
+    }
+
+    /// One tenant's figures: its files and logical bytes, and the chunks its
+    /// files use (each counted once within the tenant, whatever other
+    /// tenants hold: nothing here reflects global uniqueness). Costs a walk
+    /// of the tenant's index rows.
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub fn tenant_stats(&self, t: &Tenant) -> Result<Stats> {
+        let (mut files, mut logical) = (0u64, 0u64);
+        let mut cursor = None;
+        loop {
+            let (page, next) = self.list_tenant_files(t, cursor.as_ref(), 1000)?;
+            files += page.len() as u64;
+            logical += page.iter().map(|r| r.size).sum::<u64>();
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        let (mut chunks, mut unique, mut stored) = (0u64, 0u64, 0u64);
+        let p = prefix(REFS, t);
+        let mut ids = Vec::new();
+        let mut tally = |ids: &mut Vec<ChunkId>| -> Result<()> {
+            for row in self.meta().chunk_rows(ids)?.into_iter().flatten() {
+                chunks += 1;
+                unique += u64::from(row.raw_len);
+                stored += u64::from(row.stored_len);
+            }
+            ids.clear();
+            Ok(())
+        };
+        for kv in self.meta().scan(Cf::Tenants, &p, None) {
+            let (k, _) = kv?;
+            if let Some(id) = k.get(p.len()..).and_then(ChunkId::from_slice) {
+                ids.push(id);
+            }
+            if ids.len() == 4096 {
+                tally(&mut ids)?;
+            }
+        }
+        tally(&mut ids)?;
+        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+        Ok(Stats {
+            files,
+            logical_bytes: logical,
+            unique_chunks: chunks,
+            unique_bytes: unique,
+            stored_bytes: stored,
+            dedup_ratio: ratio(logical, unique),
+            space_ratio: ratio(logical, stored),
+        })
+    }
+
+    /// Brings a store made before tenants (schema 1) to schema 2: every
+    /// file record belongs to [`DEFAULT_TENANT`] (records without a tenant
+    /// read as it), and gets its listing row and its chunks' committed rows.
+    /// One file per batch, with the last file done, so a crash resumes.
+    /// Segments a crashed commit or delete has not reached are counted as
+    /// its resumption will count them.
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub(super) fn migrate_tenants(&self) -> Result<u64> {
+        const DONE: &[u8] = b"migrate/tenants";
+        let m = self.meta();
+        let from = m.get(Cf::Meta, DONE)?;
+        let mut start = from.clone();
+        if let Some(s) = start.as_mut() {
+            s.push(0); // strictly after the last file done
+        }
+        let mut n = 0;
+        let ids: Vec<FileId> = m
+            .scan(Cf::Files, b"", start.as_deref())
+            .filter_map(|kv| kv.ok())
+            .filter_map(|(k, _)| FileId::from_slice(&k))
+            .collect();
+        for id in ids {
+            let Some(rec) = self.record(&id)? else { continue };
+            let nseg = rec.segments.len() as u32;
+            let segs = match rec.state {
+                FileState::Ready => 0..nseg,
+                FileState::Committing { next } => 0..next,
+                FileState::Deleting { next } => next..nseg,
+            };
+            let mut entries = Vec::new();
+            for s in segs {
+                entries.extend(self.segment(&id, s)?);
+            }
+            let counts = occurrences(&entries);
+            let ids: Vec<ChunkId> = counts.keys().copied().collect();
+            let _g = self.lock_stripes(&ids);
+            let mut b = Batch::default();
+            self.tenant_refs(&mut b, &rec.tenant, &counts, 1)?;
+            if !matches!(rec.state, FileState::Deleting { .. }) {
+                b.put(Cf::Tenants, &file_key(&rec.tenant, &id), b"");
+            }
+            b.put(Cf::Meta, DONE, id.as_bytes());
+            m.write(b, false)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,319 @@
+//! Access tokens at rest, and the server's keys. A token is
+//! `dpt_<id>_<secret>`: `id` a ULID (time-sortable, shown in listings),
+//! `secret` 32 random bytes in unpadded base64url (43 characters). Only
+//! BLAKE3 keyed with the server's token key over the secret is stored, so a
+//! copy of the metadata does not yield usable tokens; comparing
+//! [`blake3::Hash`]es is constant-time. The type prefix lets secret scanners
+//! recognise leaked tokens (as GitHub's `ghp_` does).
+//!
+//! Rows live in [`Cf::Auth`]: `t` ‖ id → [`TokenRecord`] as JSON, and
+//! `k/` ‖ name → a 32-byte key made from the OS's random source on first use.
+//! Revocation is a write to the row: it holds from the next request on.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use super::error::{Error, Result};
+use super::id::FileId;
+use super::meta::{Batch, Cf};
+use super::tenant::{Tenant, View};
+use super::{Store, lock};
+
+/// A token's id: a ULID, like a file's.
+pub type TokenId = FileId;
+
+/// One permission. `admin` acts on every tenant and manages tokens;
+/// `metrics` reads `/metrics` only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Read,
+    Write,
+    Delete,
+    Admin,
+    Metrics,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 5] = [Scope::Read, Scope::Write, Scope::Delete, Scope::Admin, Scope::Metrics];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Delete => "delete",
+            Scope::Admin => "admin",
+            Scope::Metrics => "metrics",
+        }
+    }
+
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the valid scopes.
+    pub fn parse(s: &str) -> Result<Self> {
+        Scope::ALL.into_iter().find(|c| c.as_str() == s.trim()).ok_or_else(|| {
+            Error::InvalidInput(format!("unknown scope `{s}`: use read, write, delete, admin or metrics"))
+        })
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of [`Scope`]s; on the wire, a list of their names.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    /// Every scope: the bootstrap admin token, and `local`/`open` mode.
+    pub fn all() -> Self {
+        Scope::ALL.into_iter().collect()
+    }
+
+    pub fn has(self, s: Scope) -> bool {
+        self.0 & s.bit() != 0
+    }
+
+    pub fn names(self) -> Vec<String> {
+        Scope::ALL.into_iter().filter(|s| self.has(*s)).map(|s| s.as_str().to_string()).collect()
+    }
+
+    /// # Errors
+    /// [`Error::InvalidInput`] for an unknown name or an empty list.
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Self> {
+        let s = names.iter().map(|n| Scope::parse(n.as_ref())).collect::<Result<Scopes>>()?;
+        if s.0 == 0 {
+            return Err(Error::InvalidInput("a token needs at least one scope".into()));
+        }
+        Ok(s)
+    }
+
+    /// The scopes in both.
+    pub fn and(self, other: Scopes) -> Scopes {
+        Scopes(self.0 & other.0)
+    }
+}
+
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<I: IntoIterator<Item = Scope>>(it: I) -> Self {
+        Scopes(it.into_iter().fold(0, |a, s| a | s.bit()))
+    }
+}
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.names().join(","))
+    }
+}
+
+impl Serialize for Scopes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.names().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scopes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        Scopes::parse(&v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A token as stored: everything but its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub tenant: Tenant,
+    pub scopes: Scopes,
+    pub created_ms: u64,
+    /// `None`: never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_ms: Option<u64>,
+    /// Hex of BLAKE3 keyed with the token key over the secret's bytes.
+    pub secret_hash: String,
+}
+
+impl TokenRecord {
+    /// What the token may see: every tenant with `admin`, else its own.
+    pub fn view(&self) -> View {
+        if self.scopes.has(Scope::Admin) { View::All } else { View::Tenant(self.tenant.clone()) }
+    }
+
+    /// Whether it works at `now_ms` (not revoked, not expired).
+    pub fn live(&self, now_ms: u64) -> bool {
+        self.revoked_ms.is_none() && self.expires_ms.is_none_or(|e| now_ms < e)
+    }
+}
+
+/// The text before a token's id.
+pub const TOKEN_PREFIX: &str = "dpt_";
+
+const ID_LEN: usize = 26;
+const SECRET_LEN: usize = 43;
+
+/// Splits `dpt_<id>_<secret>`; `None` for anything else. (The secret's
+/// alphabet includes `_`, so the split is by position.)
+fn split(token: &str) -> Option<(TokenId, &str)> {
+    let rest = token.strip_prefix(TOKEN_PREFIX)?;
+    if rest.len() != ID_LEN + 1 + SECRET_LEN || rest.as_bytes()[ID_LEN] != b'_' {
+        return None;
+    }
+    let id = rest[..ID_LEN].parse().ok()?;
+    Some((id, &rest[ID_LEN + 1..]))
+}
+
+fn token_key(id: &TokenId) -> Vec<u8> {
+    [b"t".as_slice(), id.as_bytes()].concat()
+}
+
+impl Store {
+    /// A 32-byte server key (`tokens`, `links`), made from the OS's random
+    /// source the first time it is asked for and kept in the metadata (so
+    /// every node of a shared store uses the same one).
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub fn server_key(&self, name: &str) -> Result<[u8; 32]> {
+        let k = format!("k/{name}").into_bytes();
+        let _g = lock(&self.0.keys_lock);
+        if let Some(v) = self.meta().get(Cf::Auth, &k)? {
+            return v.try_into().map_err(|_| Error::CorruptMetadata(format!("server key `{name}`")));
+        }
+        let mut key = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut key);
+        let mut b = Batch::default();
+        b.put(Cf::Auth, &k, &key);
+        self.meta().write(b, true)?;
+        Ok(key)
+    }
+
+    fn secret_hash(&self, secret: &str) -> Result<blake3::Hash> {
+        Ok(blake3::keyed_hash(&self.server_key("tokens")?, secret.as_bytes()))
+    }
+
+    /// Makes a token; returns its record and the whole token string, which
+    /// exists only in this answer.
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub fn issue_token(
+        &self,
+        tenant: Tenant,
+        scopes: Scopes,
+        expires_ms: Option<u64>,
+        name: Option<String>,
+    ) -> Result<(TokenRecord, String)> {
+        let now = self.now_ms();
+        let id = TokenId::new(now);
+        let mut raw = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut raw);
+        let secret = URL_SAFE_NO_PAD.encode(raw);
+        let rec = TokenRecord {
+            id,
+            name,
+            tenant,
+            scopes,
+            created_ms: now,
+            expires_ms,
+            revoked_ms: None,
+            secret_hash: self.secret_hash(&secret)?.to_hex().to_string(),
+        };
+        self.put_token(&rec)?;
+        Ok((rec, format!("{TOKEN_PREFIX}{id}_{secret}")))
+    }
+
+    fn put_token(&self, rec: &TokenRecord) -> Result<()> {
+        let v = serde_json::to_vec(rec).map_err(|e| Error::Task(e.to_string()))?;
+        let mut b = Batch::default();
+        b.put(Cf::Auth, &token_key(&rec.id), &v);
+        self.meta().write(b, true)
+    }
+
+    /// A token's record, live or not.
+    ///
+    /// # Errors
+    /// Metadata backend errors; [`Error::CorruptMetadata`].
+    pub fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>> {
+        self.meta()
+            .get(Cf::Auth, &token_key(id))?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| Error::CorruptMetadata(format!("token {id}: {e}")))
+            })
+            .transpose()
+    }
+
+    /// The live token `token` names, when its secret matches; `None` for
+    /// anything else (malformed, unknown, wrong secret, expired, revoked),
+    /// all alike.
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub fn authenticate(&self, token: &str) -> Result<Option<TokenRecord>> {
+        let Some((id, secret)) = split(token.trim()) else { return Ok(None) };
+        let Some(rec) = self.token(&id)? else { return Ok(None) };
+        let want = blake3::Hash::from_hex(&rec.secret_hash)
+            .map_err(|_| Error::CorruptMetadata(format!("token {id}: secret hash")))?;
+        // blake3::Hash's equality is constant-time.
+        let ok = self.secret_hash(secret)? == want && rec.live(self.now_ms());
+        Ok(ok.then_some(rec))
+    }
+
+    /// Every token, newest first.
+    ///
+    /// # Errors
+    /// Metadata backend errors; [`Error::CorruptMetadata`].
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.meta()
+            .scan_rev(Cf::Auth, b"t", None)
+            .map(|kv| {
+                let (_, v) = kv?;
+                serde_json::from_slice(&v).map_err(|e| Error::CorruptMetadata(format!("token: {e}")))
+            })
+            .collect()
+    }
+
+    /// Revokes a token (again: a no-op); its signed links die with it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an unknown id; metadata backend errors.
+    pub fn revoke_token(&self, id: &TokenId) -> Result<TokenRecord> {
+        let mut rec = self.token(id)?.ok_or_else(|| Error::InvalidInput(format!("no token {id}")))?;
+        if rec.revoked_ms.is_none() {
+            rec.revoked_ms = Some(self.now_ms());
+            self.put_token(&rec)?;
+        }
+        Ok(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_strings_split_by_position() {
+        let id = TokenId::new(1);
+        let secret = "a_b-".repeat(10) + "xyz";
+        assert_eq!(secret.len(), SECRET_LEN);
+        let t = format!("dpt_{id}_{secret}");
+        assert_eq!(split(&t), Some((id, secret.as_str())));
+        assert_eq!(split(&t[..t.len() - 1]), None);
+        assert_eq!(split(&t.replacen("dpt_", "dpx_", 1)), None);
+        assert_eq!(split(""), None);
+    }
+
+    #[test]
+    fn scopes_parse_and_print() {
+        let s = Scopes::parse(&["write", "read"]).unwrap();
+        assert!(s.has(Scope::Read) && s.has(Scope::Write) && !s.has(Scope::Admin));
+        assert_eq!(s.names(), ["read", "write"]);
+        assert!(Scopes::parse::<&str>(&[]).is_err());
+        assert!(Scopes::parse(&["root"]).is_err());
+    }
+}
