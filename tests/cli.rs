@@ -355,3 +355,89 @@ async fn the_token_comes_from_the_flag_the_env_or_the_default_file_and_a_401_is_
         assert!(sent.try_recv().is_err(), "a request was sent");
     }
 }
+
+/// The CLI and the client library against the real server in `token` mode:
+/// admin calls make tokens, the CLI carries one, scopes and revocation hold,
+/// a signed link works without a token until its token is revoked.
+#[tokio::test(flavor = "multi_thread")]
+async fn against_a_token_mode_server_the_cli_carries_its_token() {
+    use depot::client::{self, Client, Token, TokenSource};
+    use depot::wire::TokenRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(&dir.path().join("data"));
+    cfg.auth.mode = depot::config::AuthMode::Token;
+    let s = TestServer::start(cfg).await;
+    let store = s.state.store.clone();
+    let admin_token = tokio::task::spawn_blocking(move || {
+        store.issue_token(depot::store::Tenant::default(), depot::store::Scopes::all(), None, None).unwrap().1
+    })
+    .await
+    .unwrap();
+    let as_token =
+        |t: &str| Client::with_token(&s.base, Some(Token::parse(t, TokenSource::Given).unwrap())).unwrap();
+    let admin = as_token(&admin_token);
+    let make = |scopes: &[&str]| TokenRequest {
+        tenant: "cli".into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        expires_in: Some(client::expires_in("1d")),
+        name: Some("cli test".into()),
+    };
+    let writer = client::create_token(&admin, &make(&["read", "write", "delete"])).await.unwrap();
+    let reader = client::create_token(&admin, &make(&["read"])).await.unwrap();
+    let (writer_secret, reader_secret) = (writer.token.clone().unwrap(), reader.token.clone().unwrap());
+    let listed = client::list_tokens(&admin).await.unwrap();
+    assert!(listed.tokens.iter().any(|t| t.id == writer.id && t.token.is_none()), "no secrets in the list");
+
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let depot = |token: Option<&str>| {
+        let mut c = common::cli::depot(&s.base);
+        c.env("HOME", &home).env_remove("XDG_CONFIG_HOME").env_remove("DEPOT_TOKEN");
+        if let Some(t) = token {
+            c.env("DEPOT_TOKEN", t);
+        }
+        c
+    };
+    let path = dir.path().join("t.bin");
+    let data = write_random(&path, 3 * MIB, 40);
+
+    // No token: refused, exit 5, and the message says how to pass one.
+    let out = depot(None).args(["put", path.to_str().unwrap()]).output().await.unwrap();
+    assert_eq!(common::cli::code(&out), 5, "{}", common::cli::stderr(&out));
+    assert!(common::cli::stderr(&out).contains("needs a token"));
+
+    // With the tenant's token: put, ls, get.
+    let id = ok(&depot(Some(&writer_secret)).args(["put", path.to_str().unwrap()]).output().await.unwrap())
+        .trim()
+        .to_string();
+    assert!(ok(&depot(Some(&writer_secret)).arg("ls").output().await.unwrap()).contains(&id));
+    let got = dir.path().join("t.out");
+    ok(&depot(Some(&writer_secret)).args(["get", &id, "-o", got.to_str().unwrap()]).output().await.unwrap());
+    assert!(std::fs::read(&got).unwrap() == data);
+
+    // A read-only token may not delete: 403, exit 5, naming the scope.
+    let out = depot(Some(&reader_secret)).args(["rm", &id]).output().await.unwrap();
+    assert_eq!(common::cli::code(&out), 5);
+    let err = common::cli::stderr(&out);
+    assert!(err.contains("403") && err.contains("delete"), "{err}");
+
+    // A signed link works without a token, until its token is revoked.
+    let reader_client = as_token(&reader_secret);
+    let link = client::create_link(&reader_client, &id, Some(600)).await.unwrap();
+    let anonymous = reqwest::Client::new();
+    let r = anonymous.get(reader_client.url(&link.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == data);
+    client::revoke_token(&admin, &reader.id).await.unwrap();
+    assert_eq!(anonymous.get(reader_client.url(&link.url)).send().await.unwrap().status(), 403);
+    let out = depot(Some(&reader_secret)).arg("ls").output().await.unwrap();
+    assert_eq!(common::cli::code(&out), 5);
+    assert!(common::cli::stderr(&out).contains("refused the token from DEPOT_TOKEN"));
+
+    // The tenant token deletes; a revoke of an unknown id is a 404.
+    ok(&depot(Some(&writer_secret)).args(["rm", &id]).output().await.unwrap());
+    let e = client::revoke_token(&admin, "01JDX3E5C9R2T7VQ4M8N6P0WAB").await.unwrap_err();
+    assert!(matches!(e, depot::client::ClientError::Api { status: 404, .. }), "{e:?}");
+    s.stop().await;
+}
