@@ -23,20 +23,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use depot::store::{ChunkId, Chunker, ChunkerParams};
-
-/// Deterministic, incompressible bytes (xorshift64*), as in `benches/store.rs`.
-fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
+use depot::testdata::pseudo_random;
 
 fn env_usize(name: &str, default: usize) -> usize {
     match std::env::var(name) {
@@ -79,7 +66,7 @@ fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let mib = env_usize("LIMITS_MIB", if bench { 256 } else { 1 }).max(1);
     let runs = env_usize("LIMITS_RUNS", if bench { 5 } else { 1 }).max(1);
-    let input = data(mib << 20, 1);
+    let input = pseudo_random(mib << 20, 1);
     let chunker = Chunker::new(ChunkerParams::default()).expect("default chunking parameters are valid");
 
     // Warm-up: fault the pages in, settle the clocks.

@@ -10,25 +10,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use depot::store::{ChunkId, Chunker, ChunkerParams, FsyncPolicy, Store, StoreOptions, Tenant, object};
+use depot::testdata::pseudo_random;
 use futures_util::StreamExt;
-
-fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
 
 const INPUT: usize = 64 << 20;
 
 fn cpu(c: &mut Criterion) {
-    let input = data(INPUT, 1);
+    let input = pseudo_random(INPUT, 1);
     let chunker = Chunker::new(ChunkerParams::default()).unwrap();
     let mut g = c.benchmark_group("cpu");
     g.throughput(Throughput::Bytes(INPUT as u64));
@@ -49,7 +37,7 @@ fn cpu(c: &mut Criterion) {
 }
 
 fn objects(c: &mut Criterion) {
-    let random = data(256 << 10, 2);
+    let random = pseudo_random(256 << 10, 2);
     let text: Vec<u8> = b"depot stores every byte once; ".iter().copied().cycle().take(256 << 10).collect();
     let mut g = c.benchmark_group("object");
     g.throughput(Throughput::Bytes(256 << 10));
@@ -71,7 +59,7 @@ fn objects(c: &mut Criterion) {
 
 fn store(c: &mut Criterion) {
     const FILE: usize = 64 << 20;
-    let input = data(FILE, 3);
+    let input = pseudo_random(FILE, 3);
     let mut g = c.benchmark_group("store");
     g.throughput(Throughput::Bytes(FILE as u64));
     g.sample_size(10);

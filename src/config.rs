@@ -485,14 +485,10 @@ impl Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
-impl FromStr for ByteSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size"))?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+impl ByteSize {
+    /// `n` of `unit` (any case, maybe empty: bytes); `s` is the whole text, for errors.
+    fn from_parts(n: u64, unit: &str, s: &str) -> Result<Self, String> {
+        let mult: u64 = match unit.to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kib" => 1 << 10,
             "kb" => 1000,
@@ -521,10 +517,23 @@ impl fmt::Display for ByteSize {
     }
 }
 
-/// Serde for values written as a bare integer or a string with a unit: they
-/// serialise as their display form and deserialise from either.
-macro_rules! int_or_unit_serde {
-    ($t:ty, $from_int:expr) => {
+/// Values written as a bare integer or a string with a unit. `FromStr` splits
+/// the text (trimmed) into its leading digits and the unit (trimmed) and
+/// hands both to the type's `from_parts`; serde writes the display form and
+/// reads either an integer (`$from_int`) or the text.
+macro_rules! int_or_unit {
+    ($t:ty, $what:literal, $from_int:expr) => {
+        impl FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                let s = s.trim();
+                let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+                let (num, unit) = s.split_at(split);
+                let n: u64 = num.parse().map_err(|_| format!(concat!("`{}` is not ", $what), s))?;
+                Self::from_parts(n, unit.trim(), s)
+            }
+        }
+
         impl Serialize for $t {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)
@@ -548,22 +557,18 @@ macro_rules! int_or_unit_serde {
     };
 }
 
-int_or_unit_serde!(ByteSize, ByteSize);
-int_or_unit_serde!(Dur, |n| Dur(Duration::from_secs(n)));
+int_or_unit!(ByteSize, "a size", ByteSize);
+int_or_unit!(Dur, "a duration", |n| Dur(Duration::from_secs(n)));
 
 /// A duration, written as seconds or with a unit: `90`, `500ms`, `30s`,
 /// `15m`, `24h`, `7d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
 
-impl FromStr for Dur {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration"))?;
-        let ms = match unit.trim() {
+impl Dur {
+    /// `n` of `unit` (maybe empty: seconds); `s` is the whole text, for errors.
+    fn from_parts(n: u64, unit: &str, s: &str) -> Result<Self, String> {
+        let ms = match unit {
             "ms" => Some(n),
             "" | "s" => n.checked_mul(1000),
             "m" => n.checked_mul(60_000),

@@ -16,6 +16,7 @@
 //! | [`http`] | the kernel under the protocols: state, the error → status table, body helpers, layers (CORS, rate limits, metrics), one writer per upload, operations endpoints | import any protocol |
 //! | [`wire`] | the JSON types shared by server, client and OpenAPI document | depend on the server |
 //! | [`store`] | chunks, objects, manifests, refcounts, upload sessions, GC, verify | import axum, http or status codes |
+//! | [`testdata`] | the one deterministic data generator of tests, benches and fuzz targets | be called by the server |
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -27,4 +28,5 @@ pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod store;
+pub mod testdata;
 pub mod wire;

@@ -6,9 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::http::{OCTET, TUS, piece, piece_params, prefixed};
-use common::{TestServer, pseudo_random, test_config};
+use common::{TestServer, test_config};
 use depot::config::AuthMode;
 use depot::store::{ChunkId, Scopes, Tenant};
+use depot::testdata::pseudo_random;
 use depot::wire::{
     ErrorBody, FileInfo, FileList, LinkInfo, MissingResponse, PutChunkResponse, StatsInfo, TokenInfo,
 };

@@ -9,10 +9,14 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::http::{OCTET, Params, TUS, piece_form, piece_params as params, prefixed, with, without};
-use common::{TestServer, client, pseudo_random, small_chunks, test_config};
+use common::http::{
+    OCTET, Params, TUS, field, handmade_multipart, piece_form, piece_params as params, prefixed, with,
+    without,
+};
+use common::{TestServer, client, small_chunks};
 use depot::config::ByteSize;
 use depot::store::ChunkId;
+use depot::testdata::pseudo_random;
 use depot::wire::ErrorBody;
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -52,6 +56,11 @@ struct Suite {
     failures: Vec<String>,
 }
 
+/// A case: its label, the status it must get and the request.
+type Case<'a> = (&'a str, u16, RequestBuilder);
+
+const CHUNKED: &str = "/api/files/upload/chunked";
+
 impl Suite {
     /// Cases against `s`, from its counters now.
     async fn new(s: TestServer) -> Suite {
@@ -63,6 +72,29 @@ impl Suite {
         self.s.url(path)
     }
 
+    fn get(&self, path: &str) -> RequestBuilder {
+        client().get(self.url(path))
+    }
+
+    fn post(&self, path: &str) -> RequestBuilder {
+        client().post(self.url(path))
+    }
+
+    fn put(&self, path: &str) -> RequestBuilder {
+        client().put(self.url(path))
+    }
+
+    /// `POST path` with a body of the given content type.
+    fn post_as(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> RequestBuilder {
+        self.post(path).header("Content-Type", content_type).body(body)
+    }
+
+    /// A piece of a chunked upload: `p` as text fields and `data`, if any,
+    /// as the file part.
+    fn piece(&self, p: &Params, data: Option<&[u8]>) -> RequestBuilder {
+        self.post(CHUNKED).multipart(piece_form(p, data))
+    }
+
     fn tus(&self, method: Method, path: &str) -> RequestBuilder {
         common::http::tus(method, &self.url(path))
     }
@@ -71,15 +103,19 @@ impl Suite {
         common::http::tus_patch(&self.url(path), offset)
     }
 
-    async fn chunked(&self, p: &Params, data: Option<&[u8]>) -> Result<reqwest::Response, reqwest::Error> {
-        client().post(self.url("/api/files/upload/chunked")).multipart(piece_form(p, data)).send().await
+    /// `POST /api/tus/` with `Tus-Resumable` and `Upload-Length: 5`.
+    fn tus_create5(&self) -> RequestBuilder {
+        self.tus(Method::POST, "/api/tus/").header("Upload-Length", "5")
     }
 
-    /// Sends a request and checks the answer: `want`, a JSON error body with
-    /// `code == want`, `Tus-Resumable` on tus answers, counters unchanged.
-    async fn case(&mut self, label: &str, want: u16, tus: bool, req: RequestBuilder) {
-        let resp = req.send().await;
-        self.check(label, want, tus, resp).await;
+    /// Sends each case and checks its answer: the expected status, a JSON
+    /// error body with `code` equal to it, `Tus-Resumable` on tus answers
+    /// (`tus`), counters unchanged.
+    async fn cases(&mut self, tus: bool, cases: Vec<Case<'_>>) {
+        for (label, want, req) in cases {
+            let resp = req.send().await;
+            self.check(label, want, tus, resp).await;
+        }
     }
 
     async fn check(
@@ -97,12 +133,13 @@ impl Suite {
             }
             Ok(r) => {
                 let status = r.status().as_u16();
-                let ctype =
-                    r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                let tus_header =
-                    r.headers().get("tus-resumable").and_then(|v| v.to_str().ok()).map(str::to_string);
-                let range =
-                    r.headers().get("content-range").and_then(|v| v.to_str().ok()).map(str::to_string);
+                let header =
+                    |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let (ctype, tus_header, range) = (
+                    header("content-type").unwrap_or_default(),
+                    header("tus-resumable"),
+                    header("content-range"),
+                );
                 let body = r.bytes().await.unwrap_or_default();
                 if status != want {
                     problems.push(format!("status {status}, expected {want}"));
@@ -171,31 +208,32 @@ fn entries(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Asserts that the temp dir holds the data dir and the data dir holds
+/// only what the server makes: nothing was written elsewhere.
+fn assert_nothing_outside(parent: &Path) {
+    assert_eq!(entries(parent), vec!["data"]);
+    assert_eq!(entries(&parent.join("data")), vec!["meta", "objects", "uploads"]);
+}
+
 #[tokio::test]
 async fn malformed_requests_are_refused_cleanly() {
-    let parent = tempfile::tempdir().unwrap();
-    let data_dir = parent.path().join("data");
-    let mut cfg = test_config(&data_dir);
     // Small chunks and limits, so that over-limit bodies stay small.
-    cfg.chunking = small_chunks();
-    cfg.limits.max_file_size = ByteSize(MAX_FILE);
-    cfg.limits.max_piece_size = ByteSize(MAX_PIECE);
-    cfg.limits.max_pieces = MAX_PIECES;
-    cfg.limits.max_missing_query = MAX_MISSING;
-    cfg.limits.max_chunk_size = ByteSize(MAX_CHUNK);
-    let s = TestServer::start(cfg).await;
+    let (parent, s) = TestServer::start_in_workdir(|cfg| {
+        cfg.chunking = small_chunks();
+        (cfg.limits.max_file_size, cfg.limits.max_chunk_size) = (ByteSize(MAX_FILE), ByteSize(MAX_CHUNK));
+        (cfg.limits.max_piece_size, cfg.limits.max_pieces) = (ByteSize(MAX_PIECE), MAX_PIECES);
+        cfg.limits.max_missing_query = MAX_MISSING;
+    })
+    .await;
 
     // Something to point at: one file, one open tus upload of 10 bytes.
     // Shorter than the smallest chunk: one chunk.
     let content = pseudo_random(200, 7);
     let file = s.upload_raw("known.bin", &content).await;
     let known = s.manifest(&file.id).await.chunks[0].hash;
-    let r = common::http::tus(Method::POST, &s.url("/api/tus/"))
-        .header("Upload-Length", "10")
-        .header("Upload-Metadata", format!("filename {}", B64.encode("ten.bin")))
-        .send()
-        .await
-        .unwrap();
+    let meta = format!("filename {}", B64.encode("ten.bin"));
+    let tus_headers = [("Tus-Resumable", TUS), ("Upload-Length", "10"), ("Upload-Metadata", &meta)];
+    let r = s.send(Method::POST, "/api/tus/", &tus_headers).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let tus_path = r.headers()["location"].to_str().unwrap().trim_start_matches(&s.base).to_string();
 
@@ -206,343 +244,307 @@ async fn malformed_requests_are_refused_cleanly() {
 
     // ---- seed chunked uploads (plain names: the precise status) ----
     let ok = params("1", "2", "10", "20", "bad-1", "a.bin");
-    let ten = [7u8; 10];
-    let r = t.chunked(&without(ok.clone(), "chunkNumber"), Some(&ten)).await;
-    t.check("chunked: chunkNumber missing", 400, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "chunkNumber", "0"), Some(&ten)).await;
-    t.check("chunked: chunkNumber 0", 400, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "chunkNumber", "-1"), Some(&ten)).await;
-    t.check("chunked: chunkNumber negative", 400, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "chunkNumber", "99999999999999999999999"), Some(&ten)).await;
-    t.check("chunked: chunkNumber huge", 400, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "chunkNumber", "4294967296"), Some(&ten)).await;
-    t.check("chunked: chunkNumber past u32", 400, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "chunkNumber", "one"), Some(&ten)).await;
-    t.check("chunked: chunkNumber non-numeric", 400, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "totalChunks", "0"), Some(&ten)).await;
-    t.check("chunked: totalChunks 0", 400, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "chunkNumber", "3"), Some(&ten)).await;
-    t.check("chunked: chunkNumber > totalChunks", 400, false, r).await;
-    let r = t.chunked(&ok, Some(&[7u8; 5])).await;
-    t.check("chunked: piece shorter than chunkSize", 400, false, r).await;
-    let r = t.chunked(&ok, Some(&[7u8; 15])).await;
-    t.check("chunked: piece longer than chunkSize", 400, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "currentChunkSize", "9"), Some(&ten)).await;
-    t.check("chunked: currentChunkSize disagrees", 400, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "totalChunks", "5"), Some(&ten)).await;
-    t.check("chunked: totalChunks cannot make totalSize", 400, false, r).await;
-    let big = MAX_PIECE * 2;
-    let p = params("1", "2", big.to_string(), (big * 2).to_string(), "bad-big", "big.bin");
-    let r = t.chunked(&p, Some(&vec![1u8; big as usize])).await;
-    t.check("chunked: piece over max_piece_size", 413, false, r).await;
-    let p = params("1", "2", "1048576", "2097152", "bad-file", "f.bin");
-    let r = t.chunked(&p, Some(&ten)).await;
-    t.check("chunked: totalSize over max_file_size", 413, false, r).await;
-    let p = params("1", (MAX_PIECES + 1).to_string(), "1", (MAX_PIECES + 1).to_string(), "bad-n", "n.bin");
-    let r = t.chunked(&p, Some(&[1])).await;
-    t.check("chunked: totalChunks over max_pieces", 413, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "chunkHash", &unknown_hash), Some(&ten)).await;
-    t.check("chunked: wrong chunkHash", 422, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "chunkHash", &"zz".repeat(32)), Some(&ten)).await;
-    t.check("chunked: non-hex chunkHash", 400, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "chunkHash", "abc123"), Some(&ten)).await;
-    t.check("chunked: short chunkHash", 400, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "identifier", &"i".repeat(2000)), Some(&ten)).await;
-    t.check("chunked: 2000-byte identifier", 400, false, r).await;
-    let r = t.chunked(&with(ok.clone(), "filename", &"n".repeat(10 * 1024)), Some(&ten)).await;
-    t.check("chunked: 10 KB filename", 400, false, r).await;
     let one = params("1", "1", "10", "10", "bad-name", "x");
-    let r = t.chunked(&with(one.clone(), "filename", "../"), Some(&ten)).await;
-    t.check("chunked: filename ../ (traversal to nothing)", 400, false, r).await;
-    let r = t.chunked(&with(one.clone(), "filename", "/etc/.."), Some(&ten)).await;
-    t.check("chunked: absolute filename /etc/..", 400, false, r).await;
-    let r = t.chunked(&with(one.clone(), "filename", "a\0b.txt"), Some(&ten)).await;
-    t.check("chunked: NUL in filename", 400, false, r).await;
-    let r = t.chunked(&with(one.clone(), "filename", "\u{1b}[31mred.txt"), Some(&ten)).await;
-    t.check("chunked: control character in filename", 400, false, r).await;
-    let r = t.chunked(&with(one.clone(), "filename", &"n".repeat(300)), Some(&ten)).await;
-    t.check("chunked: 300-byte filename", 400, false, r).await;
-    let r = t.chunked(&ok, None).await;
-    t.check("chunked: no file part", 400, false, r).await;
-    let form = piece_form(&ok, Some(&ten)).part("file", Part::bytes(ten.to_vec()).file_name("again"));
-    let r = client().post(t.url("/api/files/upload/chunked")).multipart(form).send().await;
-    t.check("chunked: two file parts", 400, false, r).await;
-    let mut body = Vec::new();
-    for (k, v) in &ok {
-        body.extend_from_slice(
-            format!("--XB\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
-        );
+    let ten = [7u8; 10];
+    let (zz, long_id, name_10k, name_300) =
+        ("zz".repeat(32), "i".repeat(2000), "n".repeat(10 * 1024), "n".repeat(300));
+    let mut cases =
+        vec![("chunked: chunkNumber missing", 400, t.piece(&without(ok.clone(), "chunkNumber"), Some(&ten)))];
+    // One parameter of a good piece changed.
+    for (label, want, base, key, value) in [
+        ("chunked: chunkNumber 0", 400, &ok, "chunkNumber", "0"),
+        ("chunked: chunkNumber negative", 400, &ok, "chunkNumber", "-1"),
+        ("chunked: chunkNumber huge", 400, &ok, "chunkNumber", "99999999999999999999999"),
+        ("chunked: chunkNumber past u32", 400, &ok, "chunkNumber", "4294967296"),
+        ("chunked: chunkNumber non-numeric", 400, &ok, "chunkNumber", "one"),
+        ("chunked: totalChunks 0", 400, &ok, "totalChunks", "0"),
+        ("chunked: chunkNumber > totalChunks", 400, &ok, "chunkNumber", "3"),
+        ("chunked: currentChunkSize disagrees", 400, &ok, "currentChunkSize", "9"),
+        ("chunked: totalChunks cannot make totalSize", 400, &ok, "totalChunks", "5"),
+        ("chunked: wrong chunkHash", 422, &ok, "chunkHash", &unknown_hash),
+        ("chunked: non-hex chunkHash", 400, &ok, "chunkHash", &zz),
+        ("chunked: short chunkHash", 400, &ok, "chunkHash", "abc123"),
+        ("chunked: 2000-byte identifier", 400, &ok, "identifier", &long_id),
+        ("chunked: 10 KB filename", 400, &ok, "filename", &name_10k),
+        ("chunked: filename ../ (traversal to nothing)", 400, &one, "filename", "../"),
+        ("chunked: absolute filename /etc/..", 400, &one, "filename", "/etc/.."),
+        ("chunked: NUL in filename", 400, &one, "filename", "a\0b.txt"),
+        ("chunked: control character in filename", 400, &one, "filename", "\u{1b}[31mred.txt"),
+        ("chunked: 300-byte filename", 400, &one, "filename", &name_300),
+    ] {
+        cases.push((label, want, t.piece(&with(base.clone(), key, value), Some(&ten))));
     }
-    body.extend_from_slice(
-        b"--XB\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b\"\r\n\r\n0123",
-    );
-    let req = client()
-        .post(t.url("/api/files/upload/chunked"))
-        .header("Content-Type", "multipart/form-data; boundary=XB")
-        .body(body);
-    t.case("chunked: truncated multipart", 400, false, req).await;
-    let req = client()
-        .post(t.url("/api/files/upload/chunked"))
-        .header("Content-Type", "text/plain")
-        .body("chunkNumber=1");
-    t.case("chunked: text/plain instead of multipart", 400, false, req).await;
-    let req = client()
-        .post(t.url("/api/files/upload/chunked"))
-        .header("Content-Type", "multipart/form-data")
-        .body("--x\r\n\r\n--x--\r\n");
-    t.case("chunked: multipart without a boundary", 400, false, req).await;
-    let req = client().get(t.url("/api/files/upload/chunked?chunkNumber=0&totalChunks=1&chunkSize=10&totalSize=10&identifier=q&filename=q"));
-    t.case("chunked test: chunkNumber 0", 400, false, req).await;
-    let req = client().get(t.url(
-        "/api/files/upload/chunked?chunkNumber=1&totalChunks=1&chunkSize=10&totalSize=10&identifier=q&filename=q&chunkHash=xyz",
-    ));
-    t.case("chunked test: non-hex chunkHash", 400, false, req).await;
-    let req = client().get(t.url("/api/files/upload/chunked?identifier=q"));
-    t.case("chunked test: no parameters", 400, false, req).await;
+    let big = MAX_PIECE * 2;
+    let over_piece = params("1", "2", big, big * 2, "bad-big", "big.bin");
+    let over_file = params("1", "2", "1048576", "2097152", "bad-file", "f.bin");
+    let over_count = params("1", MAX_PIECES + 1, "1", MAX_PIECES + 1, "bad-n", "n.bin");
+    let two_files = piece_form(&ok, Some(&ten)).part("file", Part::bytes(ten.to_vec()).file_name("again"));
+    let mut fields: Vec<(String, &[u8])> = ok.iter().map(|(k, v)| (field(k), v.as_bytes())).collect();
+    fields.push((format!("{}; filename=\"b\"", field("file")), b"0123"));
+    let truncated = handmade_multipart("XB", &fields, false);
+    let test_query = |n: u32| format!("chunkNumber={n}&totalChunks=1&chunkSize=10&totalSize=10&identifier=q");
+    cases.extend([
+        ("chunked: piece shorter than chunkSize", 400, t.piece(&ok, Some(&[7u8; 5]))),
+        ("chunked: piece longer than chunkSize", 400, t.piece(&ok, Some(&[7u8; 15]))),
+        ("chunked: piece over max_piece_size", 413, t.piece(&over_piece, Some(&vec![1u8; big as usize]))),
+        ("chunked: totalSize over max_file_size", 413, t.piece(&over_file, Some(&ten))),
+        ("chunked: totalChunks over max_pieces", 413, t.piece(&over_count, Some(&[1]))),
+        ("chunked: no file part", 400, t.piece(&ok, None)),
+        ("chunked: two file parts", 400, t.post(CHUNKED).multipart(two_files)),
+        (
+            "chunked: truncated multipart",
+            400,
+            t.post_as(CHUNKED, "multipart/form-data; boundary=XB", truncated),
+        ),
+        ("chunked: text/plain instead of multipart", 400, t.post_as(CHUNKED, "text/plain", "chunkNumber=1")),
+        (
+            "chunked: multipart without a boundary",
+            400,
+            t.post_as(CHUNKED, "multipart/form-data", "--x\r\n\r\n--x--\r\n"),
+        ),
+        ("chunked test: chunkNumber 0", 400, t.get(&format!("{CHUNKED}?{}&filename=q", test_query(0)))),
+        (
+            "chunked test: non-hex chunkHash",
+            400,
+            t.get(&format!("{CHUNKED}?{}&filename=q&chunkHash=xyz", test_query(1))),
+        ),
+        ("chunked test: no parameters", 400, t.get(&format!("{CHUNKED}?identifier=q"))),
+    ]);
+    t.cases(false, cases).await;
 
     // The browser libraries get 415 for a permanent problem.
-    let r = t.chunked(&prefixed("resumable", &with(ok.clone(), "chunkNumber", "0")), Some(&ten)).await;
-    t.check("resumable.js: chunk number 0", 415, false, r).await;
-    let r =
-        t.chunked(&prefixed("resumable", &with(ok.clone(), "chunkHash", &unknown_hash)), Some(&ten)).await;
-    t.check("resumable.js: wrong hash", 415, false, r).await;
-    let r = t.chunked(&prefixed("flow", &ok), Some(&[7u8; 3])).await;
-    t.check("flow.js: piece size disagrees", 415, false, r).await;
-    let r = t.chunked(&prefixed("flow", &with(ok.clone(), "filename", "../")), Some(&ten)).await;
-    t.check("flow.js: filename ../", 415, false, r).await;
+    let resumable = |k: &str, v: &str| prefixed("resumable", &with(ok.clone(), k, v));
+    let cases = vec![
+        ("resumable.js: chunk number 0", 415, t.piece(&resumable("chunkNumber", "0"), Some(&ten))),
+        ("resumable.js: wrong hash", 415, t.piece(&resumable("chunkHash", &unknown_hash), Some(&ten))),
+        ("flow.js: piece size disagrees", 415, t.piece(&prefixed("flow", &ok), Some(&[7u8; 3]))),
+        (
+            "flow.js: filename ../",
+            415,
+            t.piece(&prefixed("flow", &with(ok.clone(), "filename", "../")), Some(&ten)),
+        ),
+    ];
+    t.cases(false, cases).await;
 
     // ---- whole-file uploads ----
-    let req = client().post(t.url("/api/files/upload")).body("abc");
-    t.case("upload: raw body without filename", 400, false, req).await;
-    let req = client().post(t.url("/api/files/upload?filename=..")).body("abc");
-    t.case("upload: filename ..", 400, false, req).await;
-    let req = client().post(t.url("/api/files/upload?filename=%2E%2E%2F%2E%2E%2F")).body("abc");
-    t.case("upload: filename ../../ (encoded)", 400, false, req).await;
-    let req = client().post(t.url("/api/files/upload?filename=a%00b")).body("abc");
-    t.case("upload: NUL in filename", 400, false, req).await;
-    let req = client().post(t.url("/api/files/upload?filename=tab%09.txt")).body("abc");
-    t.case("upload: tab in filename", 400, false, req).await;
-    let req =
-        client().post(t.url(&format!("/api/files/upload?filename={}", "x".repeat(10 * 1024)))).body("abc");
-    t.case("upload: 10 KB filename", 400, false, req).await;
-    let req =
-        client().post(t.url("/api/files/upload?filename=big.bin")).body(vec![0u8; MAX_FILE as usize + 1]);
-    t.case("upload: over max_file_size", 413, false, req).await;
-    let form = Form::new().part("file", Part::bytes(b"abc".to_vec()));
-    let req = client().post(t.url("/api/files/upload")).multipart(form);
-    t.case("upload: file part without a filename", 400, false, req).await;
-    let form = Form::new().text("other", "x");
-    let req = client().post(t.url("/api/files/upload")).multipart(form);
-    t.case("upload: multipart without a file part", 400, false, req).await;
-    let req = client()
-        .post(t.url("/api/files/upload"))
-        .header("Content-Type", "multipart/form-data; boundary=QQ")
-        .body("--QQ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"t.txt\"\r\n\r\nabc");
-    t.case("upload: truncated multipart", 400, false, req).await;
+    let upload = |query: &str| t.post(&format!("/api/files/upload{query}")).body("abc");
+    let name_10k = format!("?filename={}", "x".repeat(10 * 1024));
+    let over_max = vec![0u8; MAX_FILE as usize + 1];
+    let unnamed = Form::new().part("file", Part::bytes(b"abc".to_vec()));
+    let truncated =
+        handmade_multipart("QQ", &[(format!("{}; filename=\"t.txt\"", field("file")), b"abc")], false);
+    let cases = vec![
+        ("upload: raw body without filename", 400, upload("")),
+        ("upload: filename ..", 400, upload("?filename=..")),
+        ("upload: filename ../../ (encoded)", 400, upload("?filename=%2E%2E%2F%2E%2E%2F")),
+        ("upload: NUL in filename", 400, upload("?filename=a%00b")),
+        ("upload: tab in filename", 400, upload("?filename=tab%09.txt")),
+        ("upload: 10 KB filename", 400, upload(&name_10k)),
+        ("upload: over max_file_size", 413, t.post("/api/files/upload?filename=big.bin").body(over_max)),
+        ("upload: file part without a filename", 400, t.post("/api/files/upload").multipart(unnamed)),
+        (
+            "upload: multipart without a file part",
+            400,
+            t.post("/api/files/upload").multipart(Form::new().text("other", "x")),
+        ),
+        (
+            "upload: truncated multipart",
+            400,
+            t.post_as("/api/files/upload", "multipart/form-data; boundary=QQ", truncated),
+        ),
+    ];
+    t.cases(false, cases).await;
 
     // ---- downloads, Range, listing ----
-    let req = client().get(t.url(&format!("/api/files/{}", file.id))).header("Range", "bytes=200-");
-    t.case("download: Range past the end", 416, false, req).await;
-    let req = client().get(t.url(&format!("/api/files/{}", file.id))).header("Range", "bytes=-0");
-    t.case("download: Range suffix of 0 bytes", 416, false, req).await;
-    let req = client().get(t.url(&format!("/api/files/{unknown_file}"))).header("Range", "bytes=0-10");
-    t.case("download: Range on an unknown file", 404, false, req).await;
-    let req = client().get(t.url("/api/files/..%2F..%2Fetc%2Fpasswd"));
-    t.case("download: traversal as a file id", 404, false, req).await;
-    let req = client().get(t.url(&format!("/api/files/{unknown_file}/info")));
-    t.case("info: unknown file id", 404, false, req).await;
-    let req = client().get(t.url(&format!("/api/files/{unknown_file}/manifest")));
-    t.case("manifest: unknown file id", 404, false, req).await;
-    let req = client().delete(t.url("/api/files/not-an-id"));
-    t.case("delete: malformed file id", 404, false, req).await;
-    let req = client().get(t.url("/api/files?limit=0"));
-    t.case("list: limit 0", 400, false, req).await;
-    let req = client().get(t.url("/api/files?limit=lots"));
-    t.case("list: limit not a number", 400, false, req).await;
-    let req = client().get(t.url("/api/files?cursor=%2E%2E%2F"));
-    t.case("list: malformed cursor", 400, false, req).await;
+    let range = |id: &str, r: &str| t.get(&format!("/api/files/{id}")).header("Range", r.to_string());
+    let cases = vec![
+        ("download: Range past the end", 416, range(&file.id, "bytes=200-")),
+        ("download: Range suffix of 0 bytes", 416, range(&file.id, "bytes=-0")),
+        ("download: Range on an unknown file", 404, range(unknown_file, "bytes=0-10")),
+        ("download: traversal as a file id", 404, t.get("/api/files/..%2F..%2Fetc%2Fpasswd")),
+        ("info: unknown file id", 404, t.get(&format!("/api/files/{unknown_file}/info"))),
+        ("manifest: unknown file id", 404, t.get(&format!("/api/files/{unknown_file}/manifest"))),
+        ("delete: malformed file id", 404, client().delete(t.url("/api/files/not-an-id"))),
+        ("list: limit 0", 400, t.get("/api/files?limit=0")),
+        ("list: limit not a number", 400, t.get("/api/files?limit=lots")),
+        ("list: malformed cursor", 400, t.get("/api/files?cursor=%2E%2E%2F")),
+    ];
+    t.cases(false, cases).await;
 
     // ---- the dedup protocol ----
-    let req = client()
-        .post(t.url("/api/files"))
-        .json(&json!({"name": "x.bin", "size": 10, "chunks": [{"hash": unknown_hash, "len": 10}]}));
-    t.case("commit: chunks that do not exist", 409, false, req).await;
-    let req = client().post(t.url("/api/files")).json(&json!({"name": 5, "chunks": "none"}));
-    t.case("commit: JSON of the wrong shape", 400, false, req).await;
-    let req = client()
-        .post(t.url("/api/files"))
-        .json(&json!({"name": "x", "size": 1, "chunks": [], "extra": true}));
-    t.case("commit: unknown field", 400, false, req).await;
-    let req =
-        client().post(t.url("/api/files")).header("Content-Type", "application/json").body("{\"name\": ");
-    t.case("commit: truncated JSON", 400, false, req).await;
-    let req = client().post(t.url("/api/files")).body("{}");
-    t.case("commit: no JSON content type", 415, false, req).await;
-    let req = client()
-        .post(t.url("/api/files"))
-        .json(&json!({"name": "x.bin", "size": 199, "chunks": [{"hash": known, "len": 200}]}));
-    t.case("commit: size disagrees with the chunks", 400, false, req).await;
-    let req = client()
-        .post(t.url("/api/files"))
-        .json(&json!({"name": "x.bin", "size": 199, "chunks": [{"hash": known, "len": 199}]}));
-    t.case("commit: chunk length disagrees with the chunk", 400, false, req).await;
-    let req = client()
-        .post(t.url("/api/files"))
-        .json(&json!({"name": "../", "size": 200, "chunks": [{"hash": known, "len": 200}]}));
-    t.case("commit: name ../", 400, false, req).await;
-    let req = client()
-        .post(t.url("/api/files"))
-        .json(&json!({"name": "x", "size": 1, "chunks": [{"hash": "zz", "len": 1}]}));
-    t.case("commit: non-hex chunk hash", 400, false, req).await;
-    let req = client().post(t.url("/api/chunks/missing")).json(&json!({"hashes": ["not hex", unknown_hash]}));
-    t.case("missing: non-hex hashes", 400, false, req).await;
-    let req = client().post(t.url("/api/chunks/missing")).json(&json!({"hashes": unknown_hash}));
-    t.case("missing: hashes not a list", 400, false, req).await;
-    let req = client()
-        .post(t.url("/api/chunks/missing"))
-        .json(&json!({"hashes": vec![&unknown_hash; MAX_MISSING + 1]}));
-    t.case("missing: more hashes than allowed", 413, false, req).await;
-    let req = client().put(t.url(&format!("/api/chunks/{unknown_hash}"))).body("not those bytes");
-    t.case("put chunk: wrong hash", 422, false, req).await;
-    let req = client().put(t.url("/api/chunks/..%2F..%2Fetc%2Fpasswd")).body("x");
-    t.case("put chunk: traversal as a hash", 400, false, req).await;
-    let req = client().put(t.url(&format!("/api/chunks/{}", "g".repeat(64)))).body("x");
-    t.case("put chunk: non-hex hash", 400, false, req).await;
-    let req = client()
-        .put(t.url(&format!("/api/chunks/{unknown_hash}")))
-        .header("Content-Encoding", "gzip")
-        .body("x");
-    t.case("put chunk: unsupported Content-Encoding", 415, false, req).await;
-    let req =
-        client().put(t.url(&format!("/api/chunks/{unknown_hash}"))).body(vec![0u8; MAX_CHUNK as usize + 1]);
-    t.case("put chunk: over max_chunk_size", 413, false, req).await;
+    let commit = |body: serde_json::Value| t.post("/api/files").json(&body);
+    let missing = |body: serde_json::Value| t.post("/api/chunks/missing").json(&body);
+    let chunk = format!("/api/chunks/{unknown_hash}");
+    let too_many = vec![&unknown_hash; MAX_MISSING + 1];
+    let cases = vec![
+        (
+            "commit: chunks that do not exist",
+            409,
+            commit(json!({"name": "x.bin", "size": 10, "chunks": [{"hash": unknown_hash, "len": 10}]})),
+        ),
+        ("commit: JSON of the wrong shape", 400, commit(json!({"name": 5, "chunks": "none"}))),
+        ("commit: unknown field", 400, commit(json!({"name": "x", "size": 1, "chunks": [], "extra": true}))),
+        ("commit: truncated JSON", 400, t.post_as("/api/files", "application/json", "{\"name\": ")),
+        ("commit: no JSON content type", 415, t.post("/api/files").body("{}")),
+        (
+            "commit: size disagrees with the chunks",
+            400,
+            commit(json!({"name": "x.bin", "size": 199, "chunks": [{"hash": known, "len": 200}]})),
+        ),
+        (
+            "commit: chunk length disagrees with the chunk",
+            400,
+            commit(json!({"name": "x.bin", "size": 199, "chunks": [{"hash": known, "len": 199}]})),
+        ),
+        (
+            "commit: name ../",
+            400,
+            commit(json!({"name": "../", "size": 200, "chunks": [{"hash": known, "len": 200}]})),
+        ),
+        (
+            "commit: non-hex chunk hash",
+            400,
+            commit(json!({"name": "x", "size": 1, "chunks": [{"hash": "zz", "len": 1}]})),
+        ),
+        ("missing: non-hex hashes", 400, missing(json!({"hashes": ["not hex", unknown_hash]}))),
+        ("missing: hashes not a list", 400, missing(json!({"hashes": unknown_hash}))),
+        ("missing: more hashes than allowed", 413, missing(json!({"hashes": too_many}))),
+        ("put chunk: wrong hash", 422, t.put(&chunk).body("not those bytes")),
+        ("put chunk: traversal as a hash", 400, t.put("/api/chunks/..%2F..%2Fetc%2Fpasswd").body("x")),
+        ("put chunk: non-hex hash", 400, t.put(&format!("/api/chunks/{}", "g".repeat(64))).body("x")),
+        (
+            "put chunk: unsupported Content-Encoding",
+            415,
+            t.put(&chunk).header("Content-Encoding", "gzip").body("x"),
+        ),
+        ("put chunk: over max_chunk_size", 413, t.put(&chunk).body(vec![0u8; MAX_CHUNK as usize + 1])),
+    ];
+    t.cases(false, cases).await;
     // A zstd bomb: well under a kilobyte on the wire, 16 MiB decoded, 256
     // times the largest chunk.
     let zeros = vec![0u8; 16 << 20];
     let bomb = zstd::bulk::compress(&zeros, 3).unwrap();
     assert!(bomb.len() < 4 << 10, "{}", bomb.len());
-    let bomb_hash = ChunkId::of(&zeros);
-    let req = client()
-        .put(t.url(&format!("/api/chunks/{bomb_hash}")))
-        .header("Content-Encoding", "zstd")
-        .body(bomb.clone());
-    t.case("put chunk: zstd bomb", 413, false, req).await;
-    let req = client()
-        .put(t.url(&format!("/api/chunks/{unknown_hash}")))
-        .header("Content-Encoding", "zstd")
-        .body(bomb);
-    t.case("put chunk: zstd bomb under another name", 413, false, req).await;
-    let req = client()
-        .put(t.url(&format!("/api/chunks/{unknown_hash}")))
-        .header("Content-Encoding", "zstd")
-        .body("definitely not a zstd frame");
-    t.case("put chunk: zstd garbage", 400, false, req).await;
+    let zstd_put = |path: &str, body: Vec<u8>| t.put(path).header("Content-Encoding", "zstd").body(body);
     let frame = zstd::bulk::compress(b"some bytes", 3).unwrap();
-    let req = client()
-        .put(t.url(&format!("/api/chunks/{unknown_hash}")))
-        .header("Content-Encoding", "zstd")
-        .body(frame[..frame.len() - 2].to_vec());
-    t.case("put chunk: truncated zstd frame", 400, false, req).await;
-    let req = client().get(t.url(&format!("/api/chunks/{unknown_hash}")));
-    t.case("get chunk: unknown hash", 404, false, req).await;
+    let cases = vec![
+        (
+            "put chunk: zstd bomb",
+            413,
+            zstd_put(&format!("/api/chunks/{}", ChunkId::of(&zeros)), bomb.clone()),
+        ),
+        ("put chunk: zstd bomb under another name", 413, zstd_put(&chunk, bomb)),
+        ("put chunk: zstd garbage", 400, zstd_put(&chunk, b"definitely not a zstd frame".to_vec())),
+        ("put chunk: truncated zstd frame", 400, zstd_put(&chunk, frame[..frame.len() - 2].to_vec())),
+        ("get chunk: unknown hash", 404, t.get(&chunk)),
+    ];
+    t.cases(false, cases).await;
 
     // ---- tus ----
-    let req = client().post(t.url("/api/tus/")).header("Upload-Length", "5");
-    t.case("tus create: no Tus-Resumable", 412, true, req).await;
-    let req = client().post(t.url("/api/tus/")).header("Tus-Resumable", "0.2.2").header("Upload-Length", "5");
-    t.case("tus create: unsupported version", 412, true, req).await;
-    let req = t.tus(Method::POST, "/api/tus/");
-    t.case("tus create: no length", 400, true, req).await;
-    let req = t.tus(Method::POST, "/api/tus/").header("Upload-Length", "-5");
-    t.case("tus create: negative length", 400, true, req).await;
-    let req = t.tus(Method::POST, "/api/tus/").header("Upload-Length", "99999999999999999999999");
-    t.case("tus create: length past u64", 400, true, req).await;
-    let req =
-        t.tus(Method::POST, "/api/tus/").header("Upload-Length", "5").header("Upload-Defer-Length", "1");
-    t.case("tus create: length and deferred length", 400, true, req).await;
-    let req = t.tus(Method::POST, "/api/tus/").header("Upload-Defer-Length", "2");
-    t.case("tus create: Upload-Defer-Length 2", 400, true, req).await;
-    let req = t.tus(Method::POST, "/api/tus/").header("Upload-Length", (MAX_FILE + 1).to_string());
-    t.case("tus create: over max_file_size", 413, true, req).await;
-    let req = t
-        .tus(Method::POST, "/api/tus/")
-        .header("Upload-Length", "5")
-        .header("Upload-Metadata", "filename !!!not-base64");
-    t.case("tus create: broken base64 metadata", 400, true, req).await;
-    let req = t
-        .tus(Method::POST, "/api/tus/")
-        .header("Upload-Length", "5")
-        .header("Upload-Metadata", "filename YQ==,filename Yg==");
-    t.case("tus create: duplicate metadata key", 400, true, req).await;
-    let req = t
-        .tus(Method::POST, "/api/tus/")
-        .header("Upload-Length", "5")
-        .header("Upload-Metadata", format!("filename {}", B64.encode("../..")));
-    t.case("tus create: filename ../..", 400, true, req).await;
-    let req = t
-        .tus(Method::POST, "/api/tus/")
-        .header("Upload-Length", "5")
-        .header("Upload-Metadata", format!("filename {}", B64.encode("evil\0.txt")));
-    t.case("tus create: NUL in filename", 400, true, req).await;
-    let req = t
-        .tus(Method::POST, "/api/tus/")
-        .header("Upload-Length", "5")
-        .header("Upload-Metadata", format!("filename {}", B64.encode("n".repeat(48 * 1024))));
-    t.case("tus create: 64 KB metadata header", 400, true, req).await;
-    let req = t.tus(Method::POST, "/api/tus/").header("Upload-Concat", "final;/api/tus/../../etc");
-    t.case("tus create: concat of a malformed id", 404, true, req).await;
-    let req =
-        t.tus(Method::POST, "/api/tus/").header("Upload-Concat", format!("final;/api/tus/{unknown_upload}"));
-    t.case("tus create: concat of an unknown upload", 404, true, req).await;
-    let req = t.tus(Method::POST, "/api/tus/").header("Upload-Length", "5").header("Upload-Concat", "whole");
-    t.case("tus create: Upload-Concat garbage", 400, true, req).await;
-    let req = t.tus_patch(&tus_path, "3").body("abc");
-    t.case("tus patch: offset mismatch", 409, true, req).await;
-    let req = t.tus_patch(&tus_path, "0").body(vec![1u8; 11]);
-    t.case("tus patch: past Upload-Length", 413, true, req).await;
-    let req = t
-        .tus(Method::PATCH, &tus_path)
-        .header("Content-Type", "application/octet-stream")
-        .header("Upload-Offset", "0")
-        .body("abc");
-    t.case("tus patch: wrong content type", 415, true, req).await;
-    let req = t.tus(Method::PATCH, &tus_path).header("Content-Type", OCTET).body("abc");
-    t.case("tus patch: no Upload-Offset", 400, true, req).await;
-    let req = t.tus_patch(&tus_path, "zero").body("abc");
-    t.case("tus patch: non-numeric Upload-Offset", 400, true, req).await;
-    let req = t
-        .tus_patch(&tus_path, "0")
-        .header("Upload-Checksum", "sha256 LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=")
-        .body("abc");
-    t.case("tus patch: unsupported checksum algorithm", 400, true, req).await;
-    let req = t.tus_patch(&tus_path, "0").header("Upload-Checksum", "sha1 AAAA").body("abc");
-    t.case("tus patch: checksum of the wrong length", 400, true, req).await;
-    let req = t
-        .tus_patch(&tus_path, "0")
-        .header("Upload-Checksum", format!("md5 {}", B64.encode([0u8; 16])))
-        .body(vec![5u8; 10]);
-    t.case("tus patch: checksum mismatch", 460, true, req).await;
-    let req = t.tus_patch(&format!("/api/tus/{unknown_upload}"), "0").body("abc");
-    t.case("tus patch: unknown upload", 404, true, req).await;
-    let req = t.tus_patch("/api/tus/..%2F..%2Fetc", "0").body("abc");
-    t.case("tus patch: traversal as an upload id", 404, true, req).await;
-    let req = t.tus(Method::DELETE, &format!("/api/tus/{unknown_upload}"));
-    t.case("tus delete: unknown upload", 404, true, req).await;
-    let req = client()
-        .request(Method::PATCH, t.url(&tus_path))
-        .header("Content-Type", OCTET)
-        .header("Upload-Offset", "0")
-        .body("abc");
-    t.case("tus patch: no Tus-Resumable", 412, true, req).await;
+    let create = |headers: &[(&str, String)]| {
+        headers.iter().fold(t.tus(Method::POST, "/api/tus/"), |req, (k, v)| req.header(*k, v))
+    };
+    let named =
+        |name: &str| t.tus_create5().header("Upload-Metadata", format!("filename {}", B64.encode(name)));
+    let cases = vec![
+        ("tus create: no Tus-Resumable", 412, t.post("/api/tus/").header("Upload-Length", "5")),
+        (
+            "tus create: unsupported version",
+            412,
+            t.post("/api/tus/").header("Tus-Resumable", "0.2.2").header("Upload-Length", "5"),
+        ),
+        ("tus create: no length", 400, create(&[])),
+        ("tus create: negative length", 400, create(&[("Upload-Length", "-5".into())])),
+        ("tus create: length past u64", 400, create(&[("Upload-Length", "99999999999999999999999".into())])),
+        ("tus create: length and deferred length", 400, t.tus_create5().header("Upload-Defer-Length", "1")),
+        ("tus create: Upload-Defer-Length 2", 400, create(&[("Upload-Defer-Length", "2".into())])),
+        ("tus create: over max_file_size", 413, create(&[("Upload-Length", (MAX_FILE + 1).to_string())])),
+        (
+            "tus create: broken base64 metadata",
+            400,
+            t.tus_create5().header("Upload-Metadata", "filename !!!not-base64"),
+        ),
+        (
+            "tus create: duplicate metadata key",
+            400,
+            t.tus_create5().header("Upload-Metadata", "filename YQ==,filename Yg=="),
+        ),
+        ("tus create: filename ../..", 400, named("../..")),
+        ("tus create: NUL in filename", 400, named("evil\0.txt")),
+        ("tus create: 64 KB metadata header", 400, named(&"n".repeat(48 * 1024))),
+        (
+            "tus create: concat of a malformed id",
+            404,
+            create(&[("Upload-Concat", "final;/api/tus/../../etc".into())]),
+        ),
+        (
+            "tus create: concat of an unknown upload",
+            404,
+            create(&[("Upload-Concat", format!("final;/api/tus/{unknown_upload}"))]),
+        ),
+        ("tus create: Upload-Concat garbage", 400, t.tus_create5().header("Upload-Concat", "whole")),
+        ("tus patch: offset mismatch", 409, t.tus_patch(&tus_path, "3").body("abc")),
+        ("tus patch: past Upload-Length", 413, t.tus_patch(&tus_path, "0").body(vec![1u8; 11])),
+        (
+            "tus patch: wrong content type",
+            415,
+            t.tus(Method::PATCH, &tus_path)
+                .header("Content-Type", "application/octet-stream")
+                .header("Upload-Offset", "0")
+                .body("abc"),
+        ),
+        (
+            "tus patch: no Upload-Offset",
+            400,
+            t.tus(Method::PATCH, &tus_path).header("Content-Type", OCTET).body("abc"),
+        ),
+        ("tus patch: non-numeric Upload-Offset", 400, t.tus_patch(&tus_path, "zero").body("abc")),
+        (
+            "tus patch: unsupported checksum algorithm",
+            400,
+            t.tus_patch(&tus_path, "0")
+                .header("Upload-Checksum", "sha256 LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=")
+                .body("abc"),
+        ),
+        (
+            "tus patch: checksum of the wrong length",
+            400,
+            t.tus_patch(&tus_path, "0").header("Upload-Checksum", "sha1 AAAA").body("abc"),
+        ),
+        (
+            "tus patch: checksum mismatch",
+            460,
+            t.tus_patch(&tus_path, "0")
+                .header("Upload-Checksum", format!("md5 {}", B64.encode([0u8; 16])))
+                .body(vec![5u8; 10]),
+        ),
+        (
+            "tus patch: unknown upload",
+            404,
+            t.tus_patch(&format!("/api/tus/{unknown_upload}"), "0").body("abc"),
+        ),
+        ("tus patch: traversal as an upload id", 404, t.tus_patch("/api/tus/..%2F..%2Fetc", "0").body("abc")),
+        ("tus delete: unknown upload", 404, t.tus(Method::DELETE, &format!("/api/tus/{unknown_upload}"))),
+        (
+            "tus patch: no Tus-Resumable",
+            412,
+            client()
+                .patch(t.url(&tus_path))
+                .header("Content-Type", OCTET)
+                .header("Upload-Offset", "0")
+                .body("abc"),
+        ),
+    ];
+    t.cases(true, cases).await;
 
     // ---- anything else ----
-    let req = client().get(t.url("/api/nothing/here"));
-    t.case("unknown endpoint", 404, false, req).await;
-    let req = client()
-        .get(t.url(&format!("/api/files/upload/chunked?chunkNumber=1&identifier={}", "q".repeat(32 << 10))));
-    t.case("chunked test: 32 KB query string", 400, false, req).await;
-    let req = client().get(t.url("/api/files/upload/chunked?chunkNumber=1&totalChunks=1&chunkSize=10&totalSize=10&identifier=q&filename=%2E%2E"));
-    t.case("chunked test: filename ..", 400, false, req).await;
+    let long_query = format!("{CHUNKED}?chunkNumber=1&identifier={}", "q".repeat(32 << 10));
+    let cases = vec![
+        ("unknown endpoint", 404, t.get("/api/nothing/here")),
+        ("chunked test: 32 KB query string", 400, t.get(&long_query)),
+        ("chunked test: filename ..", 400, t.get(&format!("{CHUNKED}?{}&filename=%2E%2E", test_query(1)))),
+    ];
+    t.cases(false, cases).await;
 
     // The tus upload is untouched by all of that.
     let r = t.tus(Method::HEAD, &tus_path).send().await.unwrap();
@@ -553,14 +555,10 @@ async fn malformed_requests_are_refused_cleanly() {
     assert!(t.seen.len() >= 40, "only {} cases", t.seen.len());
 
     // Still healthy, and the known file is intact.
-    let r = client().get(t.url("/healthz")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(t.s.get("/healthz").await.status(), StatusCode::OK);
     assert_eq!(t.s.download(&file.id).await, content);
     t.s.stop().await;
-
-    // Nothing was written outside the data directory.
-    assert_eq!(entries(parent.path()), vec!["data"]);
-    assert_eq!(entries(&data_dir), vec!["meta", "objects", "uploads"]);
+    assert_nothing_outside(parent.path());
 }
 
 /// Errors produced outside the handlers, by axum's extractors and router,
@@ -568,32 +566,28 @@ async fn malformed_requests_are_refused_cleanly() {
 /// hyper's own empty answer: the status is checked, and the server lives on.
 #[tokio::test]
 async fn errors_outside_the_handlers_are_json() {
-    let parent = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(&parent.path().join("data"))).await;
+    let (_parent, s) = TestServer::start_in_workdir(|_| {}).await;
     let mut t = Suite::new(s).await;
-    let req = client().get(t.url("/api/chunks/%FF%FE"));
-    t.case("get chunk: path segment that is not UTF-8", 400, false, req).await;
-    let req = client().put(t.url("/api/chunks/%FF%FE")).body("x");
-    t.case("put chunk: path segment that is not UTF-8", 400, false, req).await;
-    let req = client().get(t.url("/api/files/%C0%AF"));
-    t.case("download: path segment that is not UTF-8", 400, false, req).await;
-    let req = t.tus_patch("/api/tus/%FF", "0").body("x");
-    t.case("tus patch: path segment that is not UTF-8", 400, true, req).await;
-    let req = client().put(t.url("/api/files")).body("x");
-    t.case("method not allowed", 405, false, req).await;
-    let req = client().delete(t.url("/api/tus/"));
-    t.case("tus: method not allowed", 405, true, req).await;
+    let cases = vec![
+        ("get chunk: path segment that is not UTF-8", 400, t.get("/api/chunks/%FF%FE")),
+        ("put chunk: path segment that is not UTF-8", 400, t.put("/api/chunks/%FF%FE").body("x")),
+        ("download: path segment that is not UTF-8", 400, t.get("/api/files/%C0%AF")),
+        ("method not allowed", 405, t.put("/api/files").body("x")),
+    ];
+    t.cases(false, cases).await;
+    let cases = vec![
+        ("tus patch: path segment that is not UTF-8", 400, t.tus_patch("/api/tus/%FF", "0").body("x")),
+        ("tus: method not allowed", 405, client().delete(t.url("/api/tus/"))),
+    ];
+    t.cases(true, cases).await;
     t.report();
-    let r = client().get(t.url("/api/files")).header("X-Padding", "p".repeat(1 << 20)).send().await;
+    let r = t.get("/api/files").header("X-Padding", "p".repeat(1 << 20)).send().await;
     assert!(r.is_err() || r.unwrap().status() == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-    let mut req = client().get(t.url("/api/files"));
-    for i in 0..200 {
-        req = req.header(format!("x-h{i}"), "v");
-    }
+    let req = (0..200).fold(t.get("/api/files"), |req, i| req.header(format!("x-h{i}"), "v"));
     let r = req.send().await;
     assert!(r.is_err() || r.unwrap().status() == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     assert_eq!(counters(&t.s).await, t.base);
-    assert_eq!(client().get(t.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(t.s.get("/healthz").await.status(), StatusCode::OK);
     t.s.stop().await;
 }
 
@@ -601,9 +595,7 @@ async fn errors_outside_the_handlers_are_json() {
 /// its last component, and nothing lands outside the data directory.
 #[tokio::test]
 async fn traversal_names_are_reduced_to_their_last_component() {
-    let parent = tempfile::tempdir().unwrap();
-    let data_dir = parent.path().join("data");
-    let s = TestServer::start(test_config(&data_dir)).await;
+    let (parent, s) = TestServer::start_in_workdir(|_| {}).await;
     let names = [
         ("../../../../etc/passwd", "passwd"),
         ("/etc/passwd", "passwd"),
@@ -626,6 +618,5 @@ async fn traversal_names_are_reduced_to_their_last_component() {
     }
     assert_eq!(counters(&s).await.files, 2 * names.len() as u64);
     s.stop().await;
-    assert_eq!(entries(parent.path()), vec!["data"]);
-    assert_eq!(entries(&data_dir), vec!["meta", "objects", "uploads"]);
+    assert_nothing_outside(parent.path());
 }

@@ -6,9 +6,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::cli::{depot, ok, run};
-use common::{TestServer, fill_random, pseudo_random, test_config};
+use common::TestServer;
+use common::cli::{depot, ok, run, run_json};
 use depot::store::{ChunkId, FsObjects, FsyncPolicy, ObjectStore, object};
+use depot::testdata::{fill_random, pseudo_random};
 use depot::wire::{FileInfo, StatsInfo};
 use tokio::process::Command;
 
@@ -24,15 +25,13 @@ fn write_random(path: &Path, size: u64, seed: u64) -> Vec<u8> {
 /// server received meanwhile.
 async fn put(s: &TestServer, path: &Path) -> (serde_json::Value, u64) {
     let before = s.bytes_in();
-    let out = run(&s.base, &["put", "--json", path.to_str().unwrap()]).await;
-    let report: serde_json::Value = serde_json::from_str(ok(&out).trim()).unwrap();
+    let report = run_json(&s.base, &["put", "--json", path.to_str().unwrap()]).await;
     (report, s.bytes_in() - before)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reupload_costs_almost_nothing_and_edits_send_only_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(&dir.path().join("data"))).await;
+    let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
     let path = dir.path().join("big.bin");
     let mut data = write_random(&path, 64 * MIB, 1);
 
@@ -68,8 +67,7 @@ async fn reupload_costs_almost_nothing_and_edits_send_only_changes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupted_put_sends_only_the_remainder() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(&dir.path().join("data"))).await;
+    let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
     let path = dir.path().join("f.bin");
     let size = 64 * MIB;
     write_random(&path, size, 2);
@@ -95,8 +93,7 @@ async fn an_interrupted_put_sends_only_the_remainder() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn content_uploaded_by_any_path_shares_chunks() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(&dir.path().join("data"))).await;
+    let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
     let path = dir.path().join("shared.bin");
     let data = write_random(&path, 8 * MIB, 3);
     s.upload_raw("shared.bin", &data).await;
@@ -113,9 +110,8 @@ async fn content_uploaded_by_any_path_shares_chunks() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_verifies_resumes_and_fails_loudly_on_damage() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
     let data_dir = dir.path().join("data");
-    let s = TestServer::start(test_config(&data_dir)).await;
     let path = dir.path().join("src.bin");
     let size = 256 * MIB;
     {
@@ -146,8 +142,8 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     child.start_kill().unwrap();
     assert!(!child.wait().await.unwrap().success(), "the get finished before it was killed");
     assert!(!out_path.exists());
-    let out = run(&s.base, &["get", "--json", &id, "-o", out_path.to_str().unwrap()]).await;
-    let report: serde_json::Value = serde_json::from_str(ok(&out).trim()).unwrap();
+    let report: serde_json::Value =
+        run_json(&s.base, &["get", "--json", &id, "-o", out_path.to_str().unwrap()]).await;
     let resumed = report["resumed_from"].as_u64().unwrap();
     assert!(resumed > 0, "did not resume: {report}");
     assert_eq!(report["received_bytes"].as_u64().unwrap(), size - resumed);
@@ -194,8 +190,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ls_stat_rm_stats_and_stdin() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(&dir.path().join("data"))).await;
+    let (_dir, s) = TestServer::start_temp().await;
     let mut child = depot(&s.base)
         .args(["put", "-", "--name", "notes.txt"])
         .stdin(std::process::Stdio::piped())
@@ -216,9 +211,9 @@ async fn ls_stat_rm_stats_and_stdin() {
     assert_eq!(files[0].id, id);
     assert_eq!(files[0].name, "notes.txt");
     assert_eq!(files[0].content_type, "text/plain");
-    let stat: FileInfo = serde_json::from_str(&ok(&run(&s.base, &["stat", "--json", &id]).await)).unwrap();
+    let stat: FileInfo = run_json(&s.base, &["stat", "--json", &id]).await;
     assert_eq!(stat.size, 17);
-    let st: StatsInfo = serde_json::from_str(&ok(&run(&s.base, &["stats", "--json"]).await)).unwrap();
+    let st: StatsInfo = run_json(&s.base, &["stats", "--json"]).await;
     assert_eq!(st.files, 1);
     ok(&run(&s.base, &["rm", &id]).await);
     let out = run(&s.base, &["rm", &id]).await;
@@ -364,10 +359,7 @@ async fn against_a_token_mode_server_the_cli_carries_its_token() {
     use depot::client::{self, Client, Token, TokenSource};
     use depot::wire::TokenRequest;
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(&dir.path().join("data"));
-    cfg.auth.mode = depot::config::AuthMode::Token;
-    let s = TestServer::start(cfg).await;
+    let (dir, s) = TestServer::start_in_workdir(|cfg| cfg.auth.mode = depot::config::AuthMode::Token).await;
     let store = s.state.store.clone();
     let admin_token = tokio::task::spawn_blocking(move || {
         store.issue_token(depot::store::Tenant::default(), depot::store::Scopes::all(), None, None).unwrap().1

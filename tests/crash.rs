@@ -14,19 +14,13 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{TestServer, pseudo_random, test_config};
-use depot::store::{ChunkId, Faulty, FsObjects, MemObjects, Store, SystemClock, Tenant, View};
+use common::http::{client, tus, tus_patch};
+use common::{TestServer, test_config};
+use depot::store::{ChunkId, Faulty, FsObjects, ManualClock, MemObjects, Store, SystemClock, Tenant, View};
+use depot::testdata::pseudo_random;
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::new()
-}
-
-fn tus(method: Method, url: &str) -> reqwest::RequestBuilder {
-    client().request(method, url).header("Tus-Resumable", "1.0.0")
-}
 
 async fn create(base: &str, len: u64) -> String {
     let r = tus(Method::POST, &format!("{base}/api/tus/"))
@@ -42,12 +36,7 @@ async fn create(base: &str, len: u64) -> String {
 }
 
 async fn patch(url: &str, offset: u64, body: &[u8]) -> reqwest::Result<reqwest::Response> {
-    tus(Method::PATCH, url)
-        .header("Content-Type", "application/offset+octet-stream")
-        .header("Upload-Offset", offset.to_string())
-        .body(body.to_vec())
-        .send()
-        .await
+    tus_patch(url, offset).body(body.to_vec()).send().await
 }
 
 async fn offset_of(url: &str) -> u64 {
@@ -80,9 +69,8 @@ fn verify(dir: &Path) -> (bool, serde_json::Value) {
 /// back (with `O_APPEND` they were: the resumed bytes landed after them).
 #[tokio::test]
 async fn tus_bytes_past_the_recorded_offset_are_never_read_back() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(1_000_000, 12);
-    let s = TestServer::start(test_config(dir.path())).await;
     let path = create(&s.base, data.len() as u64).await;
     let url = s.url(&path);
     for at in [0usize, 4096] {
@@ -171,8 +159,8 @@ async fn kill_9_during_small_tus_patches_never_changes_the_file() {
     let data = Arc::new(pseudo_random(3_000_000, 21));
     let mut srv = Spawned::start(dir.path()).await;
     let path = create(&srv.base, data.len() as u64).await;
-    // xorshift for the kill delays: deterministic, so a failure reproduces.
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    // The kill delays (10 to 99 ms): deterministic, so a failure reproduces.
+    let delays = pseudo_random(KILLS as usize, 22);
     let acked = Arc::new(AtomicU64::new(0));
     let mut cut_mid_upload = 0;
     for round in 0..KILLS {
@@ -199,10 +187,7 @@ async fn kill_9_during_small_tus_patches_never_changes_the_file() {
                 }
             }
         });
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        tokio::time::sleep(Duration::from_millis(10 + x % 90)).await;
+        tokio::time::sleep(Duration::from_millis(10 + u64::from(delays[round as usize]) % 90)).await;
         srv.kill9().await;
         let _ = sender.await;
         if acked.load(Ordering::SeqCst) < data.len() as u64 - 1 {
@@ -320,12 +305,15 @@ async fn offline_commands_leave_crash_recovery_to_its_owner() {
     srv.kill9().await;
 }
 
-/// A store over a real object directory behind [`Faulty`], with a manual
-/// clock; deleted file's chunks are past their grace period.
-fn doomed_store(dir: &Path, clock: &Arc<depot::store::ManualClock>, seed: u64) -> (Store, Arc<Faulty>, u64) {
+/// A store over a real object directory in a temp dir, with a manual clock,
+/// whose GC crashed (a failed object delete, then no close) after marking
+/// the chunks of a deleted file `Deleting`. Returns how many chunks that is.
+fn crashed_mid_gc(seed: u64) -> (tempfile::TempDir, Arc<ManualClock>, u64) {
+    let (dir, clock) = (tempfile::tempdir().unwrap(), ManualClock::new());
     let opts = common::test_options();
-    let objects = Arc::new(Faulty::new(Arc::new(FsObjects::open(&dir.join("objects"), opts.fsync).unwrap())));
-    let store = Store::open_with(dir, opts, objects.clone(), clock.clone()).unwrap();
+    let fs = FsObjects::open(&dir.path().join("objects"), opts.fsync).unwrap();
+    let objects = Arc::new(Faulty::new(Arc::new(fs)));
+    let store = Store::open_with(dir.path(), opts, objects.clone(), clock.clone()).unwrap();
     let mut ing = store.ingest(Tenant::default());
     ing.push(&pseudo_random(200_000, seed)).unwrap();
     let rec = ing.finish(&"doomed.bin".parse().unwrap(), None).unwrap();
@@ -333,11 +321,14 @@ fn doomed_store(dir: &Path, clock: &Arc<depot::store::ManualClock>, seed: u64) -
     assert!(chunks > 10);
     store.delete_file(&View::All, &rec.id).unwrap();
     clock.advance(Duration::from_secs(24 * 3600));
-    (store, objects, chunks)
+    objects.fail_deletes(true);
+    assert!(store.gc(false).is_err(), "the injected crash");
+    drop(store); // the process dies: no close
+    (dir, clock, chunks)
 }
 
 /// The store reopened after a crash, with working deletes.
-fn reopen(dir: &Path, clock: &Arc<depot::store::ManualClock>) -> Store {
+fn reopen(dir: &Path, clock: &Arc<ManualClock>) -> Store {
     let opts = common::test_options();
     let objects = Arc::new(FsObjects::open(&dir.join("objects"), opts.fsync).unwrap());
     Store::open_with(dir, opts, objects, clock.clone()).unwrap()
@@ -348,13 +339,7 @@ fn reopen(dir: &Path, clock: &Arc<depot::store::ManualClock>) -> Store {
 /// process, finishes the job and verify is clean.
 #[test]
 fn a_crash_between_gc_steps_is_finished_by_the_next_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = depot::store::ManualClock::new();
-    let (store, objects, chunks) = doomed_store(dir.path(), &clock, 9);
-    objects.fail_deletes(true);
-    assert!(store.gc(false).is_err(), "the injected crash");
-    drop(store); // the process dies: no close
-
+    let (dir, clock, chunks) = crashed_mid_gc(9);
     let store = reopen(dir.path(), &clock);
     let v = store.verify(false).unwrap();
     assert_eq!(v.deleting_rows, chunks, "{v:?}");
@@ -373,13 +358,7 @@ fn a_crash_between_gc_steps_is_finished_by_the_next_run() {
 #[test]
 fn verify_reports_stranded_deleting_rows_and_repair_requeues_them() {
     use depot::store::meta::{Batch, Cf, MetaStore, RocksMeta};
-    let dir = tempfile::tempdir().unwrap();
-    let clock = depot::store::ManualClock::new();
-    let (store, objects, chunks) = doomed_store(dir.path(), &clock, 10);
-    objects.fail_deletes(true);
-    assert!(store.gc(false).is_err());
-    drop(store);
-
+    let (dir, clock, chunks) = crashed_mid_gc(10);
     // The old GC's state: rows in Deleting, no queue entry for them.
     {
         let meta = RocksMeta::open(&dir.path().join("meta")).unwrap();

@@ -14,9 +14,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use common::cli::{code, depot, ok, run, stderr};
-use common::{TestServer, pseudo_random, test_config};
+use common::cli::{code, depot, ok, run, run_json, stderr};
+use common::{TestServer, test_config};
 use depot::config::{ByteSize, Dur};
+use depot::testdata::pseudo_random;
 use depot::wire::{ChunkingInfo, FileInfo, FileList};
 use tokio::process::Command;
 use tower::ServiceExt;
@@ -137,11 +138,11 @@ async fn files_are_found_by_name() {
 /// upload and leaves no chunk behind.
 #[tokio::test(flavor = "multi_thread")]
 async fn put_refuses_what_the_server_would_refuse_before_sending() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(&dir.path().join("data"));
-    cfg.limits.max_file_size = ByteSize(100_000);
-    cfg.types.allowed_extensions = vec!["png".into(), "bin".into(), "txt".into()];
-    let s = TestServer::start(cfg).await;
+    let (dir, s) = TestServer::start_in_workdir(|cfg| {
+        cfg.limits.max_file_size = ByteSize(100_000);
+        cfg.types.allowed_extensions = vec!["png".into(), "bin".into(), "txt".into()];
+    })
+    .await;
     let info: ChunkingInfo = s.get_json("/api/chunking").await;
     assert_eq!(info.max_file_size, Some(100_000));
     assert_eq!(info.types.unwrap().allowed_extensions, ["png", "bin", "txt"]);
@@ -192,12 +193,10 @@ async fn put_refuses_what_the_server_would_refuse_before_sending() {
 /// ratio, `depot gc` says when they go, and GC takes them after the lease.
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_uploads_leave_only_leased_chunks_that_gc_collects() {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let mut cfg = test_config(&data_dir);
-    cfg.gc.grace = Dur(Duration::ZERO);
-    cfg.gc.chunk_lease = Dur(Duration::from_secs(2));
-    let s = TestServer::start(cfg).await;
+    let (_dir, s) = TestServer::start_in_workdir(|cfg| {
+        (cfg.gc.grace, cfg.gc.chunk_lease) = (Dur(Duration::ZERO), Dur(Duration::from_secs(2)));
+    })
+    .await;
     let mut body = elf();
     body.extend(pseudo_random(50_000, 3));
     let r =
@@ -226,15 +225,12 @@ async fn refused_uploads_leave_only_leased_chunks_that_gc_collects() {
 /// `depot gc` right after a delete frees nothing, and says why and when.
 #[tokio::test(flavor = "multi_thread")]
 async fn gc_explains_what_the_grace_period_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let mut cfg = test_config(&data_dir);
     // The upload's lease ends at once: the grace period is what holds.
-    cfg.gc.chunk_lease = Dur(Duration::from_secs(1));
-    let s = TestServer::start(cfg).await;
+    let (dir, s) = TestServer::start_in_workdir(|cfg| cfg.gc.chunk_lease = Dur(Duration::from_secs(1))).await;
     let f = s.upload_raw("gone.bin", &pseudo_random(200_000, 4)).await;
     ok(&run(&s.base, &["rm", &f.id]).await);
     s.stop().await;
+    let data_dir = dir.path().join("data");
     let out = Command::new(env!("CARGO_BIN_EXE_depot"))
         .args(["gc", "--data-dir", data_dir.to_str().unwrap()])
         .env_remove("DEPOT_CONFIG")
@@ -255,8 +251,7 @@ async fn gc_explains_what_the_grace_period_holds() {
 /// `.part` file is resumed.
 #[tokio::test(flavor = "multi_thread")]
 async fn get_refuses_to_overwrite_unless_forced() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(&dir.path().join("data"))).await;
+    let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
     let data = pseudo_random(8 << 20, 5);
     let f = s.upload_raw("photo.bin", &data).await;
     let out_path = dir.path().join("photo.bin");
@@ -275,10 +270,7 @@ async fn get_refuses_to_overwrite_unless_forced() {
     let other = dir.path().join("other.bin");
     std::fs::write(dir.path().join("other.bin.part"), &data[..6 << 20]).unwrap();
     let report: serde_json::Value =
-        serde_json::from_str(&ok(
-            &run(&s.base, &["get", "--json", &f.id, "-o", other.to_str().unwrap()]).await
-        ))
-        .unwrap();
+        run_json(&s.base, &["get", "--json", &f.id, "-o", other.to_str().unwrap()]).await;
     assert!(report["resumed_from"].as_u64().unwrap() > 0, "{report}");
     assert!(std::fs::read(&other).unwrap() == data);
     s.stop().await;
@@ -288,8 +280,7 @@ async fn get_refuses_to_overwrite_unless_forced() {
 /// once rather than after seconds of silent retries.
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_are_distinct() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(&dir.path().join("data"))).await;
+    let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
     let a = dir.path().join("a.txt");
     std::fs::write(&a, b"a").unwrap();
     let o = run(&s.base, &["put", a.to_str().unwrap(), a.to_str().unwrap(), "--name", "x"]).await;
@@ -361,8 +352,7 @@ async fn retries_say_they_are_retrying() {
 /// then resumes.
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_says_how_to_resume_and_exits_130() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(test_config(&dir.path().join("data"))).await;
+    let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
     let src = dir.path().join("big.bin");
     let data = pseudo_random(96 << 20, 6);
     std::fs::write(&src, &data).unwrap();
@@ -393,10 +383,7 @@ async fn ctrl_c_says_how_to_resume_and_exits_130() {
     assert!(err.contains("interrupted; run the same command again to resume from"), "{err}");
     assert!(err.contains("copy.bin.part"), "{err}");
     let report: serde_json::Value =
-        serde_json::from_str(&ok(
-            &run(&s.base, &["get", "--json", &id, "-o", out_path.to_str().unwrap()]).await
-        ))
-        .unwrap();
+        run_json(&s.base, &["get", "--json", &id, "-o", out_path.to_str().unwrap()]).await;
     assert!(report["resumed_from"].as_u64().unwrap() > 0, "{report}");
     assert!(blake3::hash(&std::fs::read(&out_path).unwrap()) == blake3::hash(&data));
     s.stop().await;

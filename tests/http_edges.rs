@@ -4,16 +4,14 @@
 
 mod common;
 
-use common::{TestServer, client, pseudo_random};
+use common::http::{field, handmade_multipart};
+use common::{TestServer, client};
+use depot::testdata::pseudo_random;
 use depot::wire::FileInfo;
 use reqwest::{Method, StatusCode};
 
 async fn ranged(s: &TestServer, method: Method, id: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = client().request(method, s.url(&format!("/api/files/{id}")));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.unwrap()
+    s.send(method, &format!("/api/files/{id}"), headers).await
 }
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
@@ -184,12 +182,7 @@ async fn chunks_are_fetched_whole_whatever_range_says() {
     let data = pseudo_random(5_000, 5);
     let f = s.upload_raw("c.bin", &data).await;
     let hash = s.manifest(&f.id).await.chunks[0].hash.to_string();
-    let r = client()
-        .get(s.url(&format!("/api/chunks/{hash}")))
-        .header("Range", "bytes=0-9")
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_with(&format!("/api/chunks/{hash}"), &[("Range", "bytes=0-9")]).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "accept-ranges"), Some("none"));
     assert_eq!(header(&r, "content-range"), None);
@@ -197,21 +190,19 @@ async fn chunks_are_fetched_whole_whatever_range_says() {
     s.stop().await;
 }
 
+/// `POST path` of a hand-written multipart body: `parts` as in
+/// [`handmade_multipart`], closed.
+async fn post_multipart(s: &TestServer, path: &str, parts: &[(String, &[u8])]) -> reqwest::Response {
+    let boundary = "----depot-test-boundary";
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let body = handmade_multipart(boundary, parts, true);
+    client().post(s.url(path)).header("Content-Type", content_type).body(body).send().await.unwrap()
+}
+
 /// A regular upload whose `file` part carries `disposition` as sent.
 async fn upload_with_disposition(s: &TestServer, disposition: &str, data: &[u8]) -> reqwest::Response {
-    let boundary = "----depot-test-boundary";
-    let mut body = Vec::new();
-    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: {disposition}\r\n").as_bytes());
-    body.extend_from_slice(b"Content-Type: text/plain\r\n\r\n");
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    client()
-        .post(s.url("/api/files/upload"))
-        .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+    let part = (format!("Content-Disposition: {disposition}\r\nContent-Type: text/plain"), data);
+    post_multipart(s, "/api/files/upload", &[part]).await
 }
 
 #[tokio::test]
@@ -260,36 +251,25 @@ async fn multipart_filenames_are_read_as_senders_write_them() {
 async fn chunked_pieces_read_part_names_the_same_way() {
     let (_dir, s) = TestServer::start_temp().await;
     let data = b"piece of a file";
-    let boundary = "b0undary";
-    let mut body = Vec::new();
-    for (k, v) in [
-        ("resumableChunkNumber", "1".to_string()),
-        ("resumableTotalChunks", "1".into()),
-        ("resumableChunkSize", "1048576".into()),
-        ("resumableTotalSize", data.len().to_string()),
-        ("resumableIdentifier", "x-1".into()),
-        ("resumableFilename", "tōkyō.txt".into()),
-    ] {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
-        );
-    }
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; filename*=utf-8''t%C5%8Dky%C5%8D.txt; name=\"file\"\r\n\
-             Content-Type: application/octet-stream\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let r = client()
-        .post(s.url("/api/files/upload/chunked"))
-        .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let size = data.len().to_string();
+    let mut parts: Vec<(String, &[u8])> = [
+        ("resumableChunkNumber", "1"),
+        ("resumableTotalChunks", "1"),
+        ("resumableChunkSize", "1048576"),
+        ("resumableTotalSize", &size),
+        ("resumableIdentifier", "x-1"),
+        ("resumableFilename", "tōkyō.txt"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (field(k), v.as_bytes()))
+    .collect();
+    parts.push((
+        "Content-Disposition: form-data; filename*=utf-8''t%C5%8Dky%C5%8D.txt; name=\"file\"\r\n\
+         Content-Type: application/octet-stream"
+            .into(),
+        data,
+    ));
+    let r = post_multipart(&s, "/api/files/upload/chunked", &parts).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
     let list: serde_json::Value = s.get_json("/api/files").await;
     assert_eq!(list["files"][0]["name"], "tōkyō.txt");

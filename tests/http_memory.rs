@@ -4,6 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use depot::testdata::pseudo_random;
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -64,21 +65,7 @@ async fn a_1_gib_download_keeps_server_memory_flat() {
 
     // Upload 1 GiB generated on the fly (64 distinct MiB, repeated: the
     // download still streams 1 GiB through the chunk reader).
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut pieces = Vec::with_capacity(1024);
-    for _ in 0..(SIZE >> 20) {
-        let mut buf = Vec::with_capacity(1 << 20);
-        while buf.len() < 1 << 20 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            buf.extend_from_slice(&x.to_le_bytes());
-        }
-        pieces.push(buf);
-        if pieces.len() == 64 {
-            break;
-        }
-    }
+    let pieces: Vec<Vec<u8>> = (0..64).map(|i| pseudo_random(1 << 20, i)).collect();
     let expected = {
         let mut h = blake3::Hasher::new();
         for i in 0..(SIZE >> 20) as usize {

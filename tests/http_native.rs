@@ -3,8 +3,10 @@
 mod common;
 
 use common::http::fed_body;
-use common::{TestServer, client, pseudo_random, test_config};
+use common::{TestServer, client};
+use depot::config::ByteSize;
 use depot::store::ChunkId;
+use depot::testdata::pseudo_random;
 use depot::wire::{ChunkingInfo, ErrorBody, FileInfo, MissingResponse, PutChunkResponse};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -40,32 +42,26 @@ async fn chunking_missing_put_commit_manifest() {
     assert_eq!(e.missing.unwrap().len(), 2);
 
     // A raw chunk, then again (200), then a wrong one (422).
-    let put = |hash: ChunkId, body: Vec<u8>, zstd: bool| {
+    let put = |hash: ChunkId, body: Vec<u8>, encoding: Option<&str>| {
         let mut req = client().put(s.url(&format!("/api/chunks/{hash}"))).body(body);
-        if zstd {
-            req = req.header("Content-Encoding", "zstd");
+        if let Some(e) = encoding {
+            req = req.header("Content-Encoding", e);
         }
         req.send()
     };
-    let r = put(ha, a.clone(), false).await.unwrap();
+    let r = put(ha, a.clone(), None).await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let p: PutChunkResponse = r.json().await.unwrap();
     assert!(p.new && p.len == 100_000);
-    assert_eq!(put(ha, a.clone(), false).await.unwrap().status(), StatusCode::OK);
-    let r = put(hb, a.clone(), false).await.unwrap();
+    assert_eq!(put(ha, a.clone(), None).await.unwrap().status(), StatusCode::OK);
+    let r = put(hb, a.clone(), None).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.json::<ErrorBody>().await.unwrap().error, "hash_mismatch");
     // A zstd frame is decoded and checked.
     let frame = zstd::bulk::compress(&b, 3).unwrap();
-    assert_eq!(put(hb, frame.clone(), true).await.unwrap().status(), StatusCode::CREATED);
-    assert_eq!(put(hb, b"garbage".to_vec(), true).await.unwrap().status(), StatusCode::BAD_REQUEST);
-    let r = client()
-        .put(s.url(&format!("/api/chunks/{hb}")))
-        .header("Content-Encoding", "br")
-        .body(b.clone())
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(put(hb, frame.clone(), Some("zstd")).await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(put(hb, b"garbage".to_vec(), Some("zstd")).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let r = put(hb, b.clone(), Some("br")).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let r = client().post(s.url("/api/files")).json(&commit).send().await.unwrap();
@@ -84,12 +80,7 @@ async fn chunking_missing_put_commit_manifest() {
     let r = s.get(&format!("/api/chunks/{hb}")).await;
     assert!(r.headers().get("content-encoding").is_none());
     assert_eq!(r.bytes().await.unwrap(), b);
-    let r = client()
-        .get(s.url(&format!("/api/chunks/{hb}")))
-        .header("Accept-Encoding", "zstd")
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_with(&format!("/api/chunks/{hb}"), &[("Accept-Encoding", "zstd")]).await;
     assert_eq!(r.headers()["content-encoding"], "zstd");
     let frame = r.bytes().await.unwrap();
     assert!(frame.len() < b.len() / 4);
@@ -101,10 +92,7 @@ async fn chunking_missing_put_commit_manifest() {
 
 #[tokio::test]
 async fn bad_native_requests_are_4xx_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(dir.path());
-    cfg.limits.max_missing_query = 3;
-    let s = TestServer::start(cfg).await;
+    let (_dir, s) = TestServer::start_temp_with(|c| c.limits.max_missing_query = 3).await;
     let h = ChunkId::of(b"x");
     let cases: Vec<(reqwest::RequestBuilder, StatusCode)> = vec![
         (
@@ -158,10 +146,7 @@ async fn bad_native_requests_are_4xx_and_change_nothing() {
 
 #[tokio::test]
 async fn chunk_bodies_share_a_memory_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(dir.path());
-    cfg.limits.max_buffered = depot::config::ByteSize(64 << 10);
-    let s = TestServer::start(cfg).await;
+    let (_dir, s) = TestServer::start_temp_with(|c| c.limits.max_buffered = ByteSize(64 << 10)).await;
     let a = pseudo_random(300_000, 7);
     let b = pseudo_random(300_000, 8);
     let (ha, hb) = (ChunkId::of(&a), ChunkId::of(&b));

@@ -5,29 +5,60 @@ mod common;
 
 use std::time::Duration;
 
-use common::http::{fed_body, piece, piece_form, piece_params, prefixed, with};
-use common::{TestServer, client, metric, pseudo_random, test_config};
+use common::http::{Params, fed_body, piece, piece_form, piece_params, prefixed, with};
+use common::{ORIGIN, TestServer, client, metric, test_config};
+use depot::config::{ByteSize, Dur};
 use depot::store::ChunkId;
-use depot::wire::{ErrorBody, FileInfo, FileList, PieceStatus};
-use reqwest::StatusCode;
+use depot::testdata::pseudo_random;
+use depot::wire::{ErrorBody, FileInfo, PieceStatus};
 use reqwest::multipart::{Form, Part};
+use reqwest::{Method, StatusCode};
+
+/// A file of pseudo-random bytes sent as pieces of `size` bytes (the last
+/// one shorter): each piece's parameters and request, as a client makes them.
+struct Pieces {
+    data: Vec<u8>,
+    size: usize,
+    id: &'static str,
+    name: &'static str,
+}
+
+impl Pieces {
+    fn new(len: usize, size: usize, seed: u64, id: &'static str, name: &'static str) -> Pieces {
+        Pieces { data: pseudo_random(len, seed), size, id, name }
+    }
+
+    fn total(&self) -> u32 {
+        self.data.len().div_ceil(self.size) as u32
+    }
+
+    /// Piece `n` (from 1): plain parameter names.
+    fn params(&self, n: u32) -> Params {
+        piece_params(n, self.total(), self.size, self.data.len(), self.id, self.name)
+    }
+
+    /// The request of piece `n`: its parameters and bytes.
+    fn form(&self, n: u32) -> Form {
+        let start = (n as usize - 1) * self.size;
+        piece_form(&self.params(n), Some(&self.data[start..(start + self.size).min(self.data.len())]))
+    }
+}
 
 #[tokio::test]
 async fn chunked_upload_out_of_order_completes_on_the_last_piece() {
     let (_dir, s) = TestServer::start_temp().await;
-    let data = pseudo_random(250_000, 1);
-    let pieces: Vec<&[u8]> = vec![&data[..100_000], &data[100_000..200_000], &data[200_000..]];
-    for (i, n) in [(1usize, 2u32), (0, 1)] {
-        let r = s.post_piece(piece(n, 3, 100_000, 250_000, "up-1", "data.bin", pieces[i])).await;
+    let up = Pieces::new(250_000, 100_000, 1, "up-1", "data.bin");
+    for n in [2, 1] {
+        let r = s.post_piece(up.form(n)).await;
         assert_eq!(r.status(), StatusCode::OK);
         let st: PieceStatus = r.json().await.unwrap();
         assert_eq!(st.status, "partial");
         assert_eq!(st.total, 3);
     }
     // A retry of a piece is idempotent.
-    let r = s.post_piece(piece(1, 3, 100_000, 250_000, "up-1", "data.bin", pieces[0])).await;
+    let r = s.post_piece(up.form(1)).await;
     assert_eq!(r.json::<PieceStatus>().await.unwrap().received, 2);
-    let r = s.post_piece(piece(3, 3, 100_000, 250_000, "up-1", "data.bin", pieces[2])).await;
+    let r = s.post_piece(up.form(3)).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let st: PieceStatus = r.json().await.unwrap();
     assert_eq!(st.status, "complete");
@@ -35,9 +66,9 @@ async fn chunked_upload_out_of_order_completes_on_the_last_piece() {
     let file = st.file.unwrap();
     assert_eq!(file.size, 250_000);
     assert_eq!(file.name, "data.bin");
-    assert_eq!(s.download(&file.id).await, data);
+    assert_eq!(s.download(&file.id).await, up.data);
     // A late retry of the last piece answers 200 with the same file.
-    let r = s.post_piece(piece(3, 3, 100_000, 250_000, "up-1", "data.bin", pieces[2])).await;
+    let r = s.post_piece(up.form(3)).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<PieceStatus>().await.unwrap().file.unwrap().id, file.id);
     assert_eq!(s.stats().await.files, 1);
@@ -47,23 +78,15 @@ async fn chunked_upload_out_of_order_completes_on_the_last_piece() {
 #[tokio::test]
 async fn racing_last_pieces_finish_the_file_once() {
     let (_dir, s) = TestServer::start_temp().await;
-    let data = pseudo_random(40_000, 2);
+    let up = Pieces::new(40_000, 10_000, 2, "race", "race.bin");
     let mut tasks = Vec::new();
-    for round in 0..2 {
-        for n in 1..=4u32 {
-            let url = s.url("/api/files/upload/chunked");
-            let bytes = data[(n as usize - 1) * 10_000..n as usize * 10_000].to_vec();
-            tasks.push(tokio::spawn(async move {
-                let _ = round;
-                let r = client()
-                    .post(url)
-                    .multipart(piece(n, 4, 10_000, 40_000, "race", "race.bin", &bytes))
-                    .send()
-                    .await
-                    .unwrap();
-                (r.status(), r.json::<PieceStatus>().await.unwrap())
-            }));
-        }
+    // Every piece twice, all at once.
+    for n in (1..=4).chain(1..=4) {
+        let send = client().post(s.url("/api/files/upload/chunked")).multipart(up.form(n)).send();
+        tasks.push(tokio::spawn(async move {
+            let r = send.await.unwrap();
+            (r.status(), r.json::<PieceStatus>().await.unwrap())
+        }));
     }
     let mut files = std::collections::HashSet::new();
     let mut created = 0;
@@ -117,25 +140,19 @@ async fn test_answers_present_for_sent_pieces_and_for_known_hashes() {
 
 #[tokio::test]
 async fn chunked_upload_resumes_after_a_server_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = pseudo_random(30_000, 4);
-    let s = TestServer::start(test_config(dir.path())).await;
-    for n in [1u32, 2] {
-        let bytes = &data[(n as usize - 1) * 10_000..n as usize * 10_000];
-        let r = s.post_piece(piece(n, 3, 10_000, 30_000, "restart", "r.bin", bytes)).await;
-        assert_eq!(r.status(), StatusCode::OK);
+    let (_dir, s) = TestServer::start_temp().await;
+    let up = Pieces::new(30_000, 10_000, 4, "restart", "r.bin");
+    for n in [1, 2] {
+        assert_eq!(s.post_piece(up.form(n)).await.status(), StatusCode::OK);
     }
-    s.stop().await;
-
-    let s = TestServer::start(test_config(dir.path())).await;
+    let s = s.restart().await;
     for (n, want) in [(1, StatusCode::OK), (2, StatusCode::OK), (3, StatusCode::NO_CONTENT)] {
-        let params = piece_params(n, 3, 10000, 30000, "restart", "r.bin");
-        assert_eq!(s.test_piece(&params).await, want, "piece {n}");
+        assert_eq!(s.test_piece(&up.params(n)).await, want, "piece {n}");
     }
-    let r = s.post_piece(piece(3, 3, 10_000, 30_000, "restart", "r.bin", &data[20_000..])).await;
+    let r = s.post_piece(up.form(3)).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let f = r.json::<PieceStatus>().await.unwrap().file.unwrap();
-    assert_eq!(s.download(&f.id).await, data);
+    assert_eq!(s.download(&f.id).await, up.data);
     s.stop().await;
 }
 
@@ -144,9 +161,9 @@ async fn ranges_conditionals_and_headers() {
     let (_dir, s) = TestServer::start_temp().await;
     let data = pseudo_random(3_000_000, 5);
     let f = s.upload_form("Grüße \"draft\".bin", &data).await;
-    let url = s.url(&format!("/api/files/{}", f.id));
+    let path = format!("/api/files/{}", f.id);
 
-    let r = client().get(&url).send().await.unwrap();
+    let r = s.get(&path).await;
     let h = r.headers().clone();
     assert_eq!(h["content-length"], "3000000");
     assert_eq!(h["accept-ranges"], "bytes");
@@ -159,38 +176,37 @@ async fn ranges_conditionals_and_headers() {
     );
     assert_eq!(r.bytes().await.unwrap(), data);
 
-    let r = client().get(&url).header("Range", "bytes=1000-1999999").send().await.unwrap();
+    let r = s.get_with(&path, &[("Range", "bytes=1000-1999999")]).await;
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.headers()["content-range"], "bytes 1000-1999999/3000000");
     assert_eq!(r.bytes().await.unwrap(), data[1000..2_000_000]);
 
-    let r = client().get(&url).header("Range", "bytes=-10").send().await.unwrap();
+    let r = s.get_with(&path, &[("Range", "bytes=-10")]).await;
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.bytes().await.unwrap(), data[data.len() - 10..]);
 
-    let r = client().get(&url).header("Range", "bytes=3000000-").send().await.unwrap();
+    let r = s.get_with(&path, &[("Range", "bytes=3000000-")]).await;
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(r.headers()["content-range"], "bytes */3000000");
     let e: ErrorBody = r.json().await.unwrap();
     assert_eq!(e.code, 416);
 
-    let r = client().get(&url).header("If-None-Match", &etag).send().await.unwrap();
+    let r = s.get_with(&path, &[("If-None-Match", &etag)]).await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     assert!(r.bytes().await.unwrap().is_empty());
 
     // If-Range with another ETag: the whole file.
-    let r =
-        client().get(&url).header("Range", "bytes=0-9").header("If-Range", "\"other\"").send().await.unwrap();
+    let r = s.get_with(&path, &[("Range", "bytes=0-9"), ("If-Range", "\"other\"")]).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap().len(), 3_000_000);
-    let r = client().get(&url).header("Range", "bytes=0-9").header("If-Range", &etag).send().await.unwrap();
+    let r = s.get_with(&path, &[("Range", "bytes=0-9"), ("If-Range", &etag)]).await;
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
 
-    let r = client().head(&url).send().await.unwrap();
+    let r = s.send(Method::HEAD, &path, &[]).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-length"], "3000000");
 
-    let r = client().get(s.url("/api/files/01ARZ3NDEKTSV4RRFFQ69G5FAV")).send().await.unwrap();
+    let r = s.get("/api/files/01ARZ3NDEKTSV4RRFFQ69G5FAV").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.json::<ErrorBody>().await.unwrap().error, "not_found");
     s.stop().await;
@@ -208,11 +224,11 @@ async fn list_pages_newest_first() {
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut req = client().get(s.url("/api/files")).query(&[("limit", "2")]);
+        let mut query = vec![("limit", "2")];
         if let Some(c) = &cursor {
-            req = req.query(&[("cursor", c)]);
+            query.push(("cursor", c));
         }
-        let page: FileList = req.send().await.unwrap().json().await.unwrap();
+        let page = s.list_files(&query).await;
         assert!(page.files.len() <= 2);
         seen.extend(page.files.into_iter().map(|f| f.id));
         match page.next_cursor {
@@ -221,21 +237,19 @@ async fn list_pages_newest_first() {
         }
     }
     assert_eq!(seen, ids);
-    let r = client().get(s.url("/api/files?limit=0")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = client().get(s.url("/api/files?cursor=nope")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    for bad in ["/api/files?limit=0", "/api/files?cursor=nope"] {
+        assert_eq!(s.get(bad).await.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
     s.stop().await;
 }
 
 #[tokio::test]
 async fn delete_then_gc_frees_the_space() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(dir.path());
-    cfg.gc.interval = depot::config::Dur(Duration::from_millis(200));
-    cfg.gc.grace = depot::config::Dur(Duration::ZERO);
-    cfg.gc.chunk_lease = depot::config::Dur(Duration::ZERO);
-    let s = TestServer::start(cfg).await;
+    let (dir, s) = TestServer::start_temp_with(|c| {
+        c.gc.interval = Dur(Duration::from_millis(200));
+        (c.gc.grace, c.gc.chunk_lease) = (Dur(Duration::ZERO), Dur(Duration::ZERO));
+    })
+    .await;
     let keep = s.upload_form("keep.bin", &pseudo_random(1_000_000, 6)).await;
     let gone = s.upload_form("gone.bin", &pseudo_random(2_000_000, 7)).await;
     let before = s.stats().await;
@@ -244,8 +258,7 @@ async fn delete_then_gc_frees_the_space() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let r = s.delete(&gone.id).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = client().get(s.url(&format!("/api/files/{}", gone.id))).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(s.get(&format!("/api/files/{}", gone.id)).await.status(), StatusCode::NOT_FOUND);
     let mut after = s.stats().await;
     for _ in 0..100 {
         if after.unique_bytes == 1_000_000 {
@@ -302,10 +315,7 @@ async fn spoofed_types_are_refused_with_415() {
 
 #[tokio::test]
 async fn allow_lists_from_config_apply() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(dir.path());
-    cfg.types.allowed_extensions = vec!["txt".into()];
-    let s = TestServer::start(cfg).await;
+    let (_dir, s) = TestServer::start_temp_with(|c| c.types.allowed_extensions = vec!["txt".into()]).await;
     s.upload_form("ok.txt", b"fine").await;
     let form = Form::new().part("file", Part::bytes(b"data".to_vec()).file_name("no.csv"));
     let r = client().post(s.url("/api/files/upload")).multipart(form).send().await.unwrap();
@@ -315,10 +325,7 @@ async fn allow_lists_from_config_apply() {
 
 #[tokio::test]
 async fn size_limits_answer_413() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(dir.path());
-    cfg.limits.max_file_size = depot::config::ByteSize(100_000);
-    let s = TestServer::start(cfg).await;
+    let (_dir, s) = TestServer::start_temp_with(|c| c.limits.max_file_size = ByteSize(100_000)).await;
     // Declared by Content-Length.
     let r = client()
         .post(s.url("/api/files/upload?filename=big.bin"))
@@ -348,15 +355,13 @@ async fn size_limits_answer_413() {
 
 #[tokio::test]
 async fn rate_limits_answer_429_with_retry_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(dir.path());
-    cfg.rate_limit.enabled = true;
-    cfg.rate_limit.api_per_second = 1;
-    cfg.rate_limit.api_burst = 3;
-    let s = TestServer::start(cfg).await;
+    let (_dir, s) = TestServer::start_temp_with(|c| {
+        (c.rate_limit.enabled, c.rate_limit.api_per_second, c.rate_limit.api_burst) = (true, 1, 3);
+    })
+    .await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let r = client().get(s.url("/api/files")).send().await.unwrap();
+        let r = s.get("/api/files").await;
         statuses.push(r.status());
         if r.status() == StatusCode::TOO_MANY_REQUESTS {
             assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
@@ -367,38 +372,22 @@ async fn rate_limits_answer_429_with_retry_after() {
     assert_eq!(&statuses[..3], &[StatusCode::OK; 3]);
     assert!(statuses[3..].contains(&StatusCode::TOO_MANY_REQUESTS));
     // Upload traffic has its own budget.
-    let r = client()
-        .get(s.url("/api/files/upload/chunked?chunkNumber=1&totalChunks=1&chunkSize=5&totalSize=5&identifier=i&filename=f.txt"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.test_piece(&piece_params(1, 1, 5, 5, "i", "f.txt")).await, StatusCode::NO_CONTENT);
     // Health checks are never limited.
-    assert_eq!(client().get(s.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(s.get("/healthz").await.status(), StatusCode::OK);
     s.stop().await;
 }
 
 #[tokio::test]
 async fn cors_preflight_allows_the_libraries() {
     // Any origin: `open` mode (`local` answers loopback origins only).
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = common::test_config(dir.path());
-    cfg.auth.mode = depot::config::AuthMode::Open;
-    let s = TestServer::start(cfg).await;
-    let r = client()
-        .request(reqwest::Method::OPTIONS, s.url("/api/files/upload/chunked"))
-        .header("Origin", "https://app.example")
-        .header("Access-Control-Request-Method", "POST")
-        .header("Access-Control-Request-Headers", "content-type,x-requested-with")
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    let (_dir, s) = TestServer::start_temp_with(|c| c.auth.mode = depot::config::AuthMode::Open).await;
+    let r = s.preflight("/api/files/upload/chunked", "POST", "content-type,x-requested-with").await;
     let h = r.headers();
     assert_eq!(h["access-control-allow-origin"], "*");
     assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
     assert!(h["access-control-allow-headers"].to_str().unwrap().to_lowercase().contains("x-requested-with"));
-    let r = client().get(s.url("/api/files")).header("Origin", "https://app.example").send().await.unwrap();
+    let r = s.get_with("/api/files", &[("Origin", ORIGIN)]).await;
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
     assert!(
         r.headers()["access-control-expose-headers"]
@@ -413,24 +402,23 @@ async fn cors_preflight_allows_the_libraries() {
 #[tokio::test]
 async fn swagger_openapi_health_metrics() {
     let (_dir, s) = TestServer::start_temp().await;
-    let r = client().get(s.url("/api/docs/")).send().await.unwrap();
+    let r = s.get("/api/docs/").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().to_lowercase().contains("swagger"));
-    let doc: serde_json::Value =
-        client().get(s.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value = s.get_json("/api/openapi.json").await;
     for path in
         ["/api/files", "/api/files/{id}", "/api/files/upload", "/api/files/upload/chunked", "/api/stats"]
     {
         assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }
-    let h: serde_json::Value = client().get(s.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    let h: serde_json::Value = s.get_json("/healthz").await;
     assert_eq!(h["status"], "ok");
     s.upload_form("m.txt", b"metrics").await;
-    let m = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let m = s.get("/metrics").await.text().await.unwrap();
     assert_eq!(metric(&m, "depot_store_files"), 1);
     assert!(m.contains("depot_http_responses_total{class=\"2xx\"}"));
     assert!(metric(&m, "depot_http_request_bytes_total") >= 7);
-    let r = client().get(s.url("/nope")).send().await.unwrap();
+    let r = s.get("/nope").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.json::<ErrorBody>().await.unwrap().code, 404);
     s.stop().await;
@@ -453,33 +441,21 @@ fn committed_openapi_document_matches_the_code() {
 #[tokio::test]
 async fn a_deleted_file_can_be_uploaded_again_under_the_same_identifier() {
     let (_dir, s) = TestServer::start_temp().await;
-    let data = pseudo_random(12_000, 9);
-    let send = |n: u32| {
-        let url = s.url("/api/files/upload/chunked");
-        let bytes = data[(n as usize - 1) * 6000..n as usize * 6000].to_vec();
-        async move {
-            client()
-                .post(url)
-                .multipart(piece(n, 2, 6000, 12_000, "again", "again.bin", &bytes))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+    let up = Pieces::new(12_000, 6000, 9, "again", "again.bin");
+    let send = |n: u32| s.post_piece(up.form(n));
     assert_eq!(send(1).await.status(), StatusCode::OK);
     let first = send(2).await.json::<PieceStatus>().await.unwrap().file.unwrap();
     let r = s.delete(&first.id).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     // The old session pointed at the deleted file: it starts over.
-    let again = piece_params(1, 2, 6000, 12000, "again", "again.bin");
-    assert_eq!(s.test_piece(&again).await, StatusCode::NO_CONTENT);
+    assert_eq!(s.test_piece(&up.params(1)).await, StatusCode::NO_CONTENT);
     assert_eq!(send(1).await.status(), StatusCode::OK);
     let r = send(2).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let second = r.json::<PieceStatus>().await.unwrap().file.unwrap();
     assert_ne!(second.id, first.id);
-    assert_eq!(s.download(&second.id).await, data);
-    let m = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(s.download(&second.id).await, up.data);
+    let m = s.get("/metrics").await.text().await.unwrap();
     assert_eq!(metric(&m, "depot_files_created_total"), 2);
     assert_eq!(metric(&m, "depot_chunks_stored_total"), 2);
     // The pieces of the second upload were already stored: dedup hits.

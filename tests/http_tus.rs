@@ -6,27 +6,40 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::http::{OCTET, fed_body, tus, tus_patch};
-use common::{TestServer, client, pseudo_random, test_config};
-use depot::wire::FileInfo;
+use common::http::{OCTET, TUS, fed_body, tus, tus_patch, tus_patch_as};
+use common::{ORIGIN, TestServer, test_config};
+use depot::config::ByteSize;
+use depot::testdata::pseudo_random;
 use reqwest::{Method, StatusCode};
 use sha1::Digest;
 
+/// A tus creation request (`POST /api/tus/`) with `headers`, whatever the answer.
+async fn post(s: &TestServer, headers: &[(&str, &str)]) -> reqwest::Response {
+    let tus = [("Tus-Resumable", TUS)];
+    s.send(Method::POST, "/api/tus/", &[&tus[..], headers].concat()).await
+}
+
+/// Creates an upload of `len` bytes named `name`; its URL.
 async fn create(s: &TestServer, len: u64, name: &str) -> String {
-    let r = tus(Method::POST, &s.url("/api/tus/"))
-        .header("Upload-Length", len.to_string())
-        .header(
-            "Upload-Metadata",
-            format!("filename {},filetype {}", B64.encode(name), B64.encode("application/octet-stream")),
-        )
-        .send()
-        .await
-        .unwrap();
+    let meta = format!("filename {},filetype {}", B64.encode(name), B64.encode("application/octet-stream"));
+    let r = post(s, &[("Upload-Length", &len.to_string()), ("Upload-Metadata", &meta)]).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()["tus-resumable"], "1.0.0");
-    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let loc = location(&r);
     assert!(loc.starts_with(&format!("{}/api/tus/", s.base)), "{loc}");
     loc
+}
+
+/// A server, `len` pseudo-random bytes from `seed` and an upload created
+/// for them under `name`: what most tests here start from.
+async fn upload_of(len: usize, seed: u64, name: &str) -> (tempfile::TempDir, TestServer, Vec<u8>, String) {
+    let (dir, s) = TestServer::start_temp().await;
+    let url = create(&s, len as u64, name).await;
+    (dir, s, pseudo_random(len, seed), url)
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()["location"].to_str().unwrap().to_string()
 }
 
 async fn patch(url: &str, offset: u64, body: Vec<u8>) -> reqwest::Response {
@@ -41,6 +54,20 @@ async fn offset_of(url: &str) -> u64 {
     head(url).await.headers()["upload-offset"].to_str().unwrap().parse().unwrap()
 }
 
+/// Stops the server after checking that the requests that ended left no
+/// upload slot behind (a finished, refused or taken-over PATCH frees its own).
+async fn stop_idle(s: TestServer) {
+    assert!(s.state.writers.is_empty(), "requests that ended left {} upload slots", s.state.writers.len());
+    s.stop().await;
+}
+
+/// `r` answered the PATCH that completed an upload: 204, and the file it
+/// made holds `data`.
+async fn assert_completed(s: &TestServer, r: &reqwest::Response, data: &[u8]) {
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.download(&file_id(r)).await, data);
+}
+
 /// The file a finishing PATCH or creation made, from its `Depot-File-Id`.
 fn file_id(r: &reqwest::Response) -> String {
     r.headers()["depot-file-id"].to_str().unwrap().to_string()
@@ -48,11 +75,8 @@ fn file_id(r: &reqwest::Response) -> String {
 
 #[tokio::test]
 async fn options_version_and_creation() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(dir.path());
-    cfg.limits.max_file_size = depot::config::ByteSize(10 << 20);
-    let s = TestServer::start(cfg).await;
-    let r = client().request(Method::OPTIONS, s.url("/api/tus/")).send().await.unwrap();
+    let (_dir, s) = TestServer::start_temp_with(|c| c.limits.max_file_size = ByteSize(10 << 20)).await;
+    let r = s.send(Method::OPTIONS, "/api/tus/", &[]).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let h = r.headers();
     assert_eq!(h["tus-version"], "1.0.0");
@@ -70,41 +94,24 @@ async fn options_version_and_creation() {
         assert!(h["tus-extension"].to_str().unwrap().split(',').any(|e| e == ext), "{ext}");
     }
     // Version checks.
-    let r = client().post(s.url("/api/tus/")).header("Upload-Length", "5").send().await.unwrap();
+    let r = s.send(Method::POST, "/api/tus/", &[("Upload-Length", "5")]).await;
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(r.headers()["tus-version"], "1.0.0");
-    let r = client()
-        .post(s.url("/api/tus/"))
-        .header("Tus-Resumable", "0.2.2")
-        .header("Upload-Length", "5")
-        .send()
-        .await
-        .unwrap();
+    let r = s.send(Method::POST, "/api/tus/", &[("Tus-Resumable", "0.2.2"), ("Upload-Length", "5")]).await;
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
     // Creation errors.
-    let bad = |hs: Vec<(&'static str, &'static str)>| {
-        let mut req = tus(Method::POST, &s.url("/api/tus/"));
-        for (k, v) in hs {
-            req = req.header(k, v);
-        }
-        req.send()
-    };
-    assert_eq!(bad(vec![]).await.unwrap().status(), StatusCode::BAD_REQUEST);
-    assert_eq!(bad(vec![("Upload-Length", "-3")]).await.unwrap().status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        bad(vec![("Upload-Length", "5"), ("Upload-Defer-Length", "1")]).await.unwrap().status(),
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(bad(vec![("Upload-Defer-Length", "2")]).await.unwrap().status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        bad(vec![("Upload-Length", "20971520")]).await.unwrap().status(),
-        StatusCode::PAYLOAD_TOO_LARGE
-    );
-    assert_eq!(
-        bad(vec![("Upload-Length", "5"), ("Upload-Metadata", "filename ***")]).await.unwrap().status(),
-        StatusCode::BAD_REQUEST
-    );
-    let r = bad(vec![("Upload-Length", "5")]).await.unwrap();
+    let refused: [(&[(&str, &str)], StatusCode); 6] = [
+        (&[], StatusCode::BAD_REQUEST),
+        (&[("Upload-Length", "-3")], StatusCode::BAD_REQUEST),
+        (&[("Upload-Length", "5"), ("Upload-Defer-Length", "1")], StatusCode::BAD_REQUEST),
+        (&[("Upload-Defer-Length", "2")], StatusCode::BAD_REQUEST),
+        (&[("Upload-Length", "20971520")], StatusCode::PAYLOAD_TOO_LARGE),
+        (&[("Upload-Length", "5"), ("Upload-Metadata", "filename ***")], StatusCode::BAD_REQUEST),
+    ];
+    for (headers, want) in refused {
+        assert_eq!(post(&s, headers).await.status(), want, "{headers:?}");
+    }
+    let r = post(&s, &[("Upload-Length", "5")]).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert!(r.headers().contains_key("upload-expires"));
     s.stop().await;
@@ -112,9 +119,7 @@ async fn options_version_and_creation() {
 
 #[tokio::test]
 async fn patch_head_and_completion() {
-    let (_dir, s) = TestServer::start_temp().await;
-    let data = pseudo_random(3_000_000, 1);
-    let url = create(&s, data.len() as u64, "report.bin").await;
+    let (_dir, s, data, url) = upload_of(3_000_000, 1, "report.bin").await;
 
     let h = head(&url).await;
     assert_eq!(h.status(), StatusCode::OK);
@@ -145,8 +150,7 @@ async fn patch_head_and_completion() {
     assert_eq!(r.headers()["upload-offset"], "3000000");
     let id = file_id(&r);
     assert_eq!(s.download(&id).await, data);
-    let files: depot::wire::FileList =
-        client().get(s.url("/api/files")).send().await.unwrap().json().await.unwrap();
+    let files = s.list_files(&[]).await;
     assert_eq!(files.files[0].id, id);
     assert_eq!(files.files[0].name, "report.bin");
     // HEAD of a completed upload keeps answering (tus-js-client keeps URLs).
@@ -161,12 +165,9 @@ async fn patch_head_and_completion() {
     assert_eq!(after.unique_chunks, before.unique_chunks);
     assert_eq!(after.files, 2);
     // …and through the regular upload: the same manifest.
-    let r =
-        client().post(s.url("/api/files/upload?filename=same.bin")).body(data.clone()).send().await.unwrap();
-    let f: FileInfo = r.json().await.unwrap();
+    let f = s.upload_raw("same.bin", &data).await;
     assert_eq!(f.etag, s.info(&id).await.etag, "identical content, identical chunks");
-    assert!(s.state.writers.is_empty(), "requests that ended left {} upload slots", s.state.writers.len());
-    s.stop().await;
+    stop_idle(s).await;
 }
 
 #[tokio::test]
@@ -182,22 +183,14 @@ async fn creation_with_upload_defer_length_and_override() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()["upload-offset"], "200000");
-    let url = r.headers()["location"].to_str().unwrap().to_string();
+    let url = location(&r);
     // PATCH sent as POST with X-HTTP-Method-Override.
-    let r = tus(Method::POST, &url)
-        .header("X-HTTP-Method-Override", "PATCH")
-        .header("Content-Type", OCTET)
-        .header("Upload-Offset", "200000")
-        .body(data[200_000..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(s.download(&file_id(&r)).await, data);
+    let req = tus_patch_as(Method::POST, &url, 200_000).header("X-HTTP-Method-Override", "PATCH");
+    let r = req.body(data[200_000..].to_vec()).send().await.unwrap();
+    assert_completed(&s, &r, &data).await;
 
     // Deferred length, set by the last PATCH.
-    let r = tus(Method::POST, &s.url("/api/tus/")).header("Upload-Defer-Length", "1").send().await.unwrap();
-    let url = r.headers()["location"].to_str().unwrap().to_string();
+    let url = location(&post(&s, &[("Upload-Defer-Length", "1")]).await);
     let h = head(&url).await;
     assert_eq!(h.headers()["upload-defer-length"], "1");
     assert!(h.headers().get("upload-length").is_none());
@@ -206,23 +199,14 @@ async fn creation_with_upload_defer_length_and_override() {
     let r = tus_patch(&url, 5).header("Upload-Length", "100").body(vec![1u8; 3]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(head(&url).await.headers()["upload-defer-length"], "1");
-    let r = tus_patch(&url, 300_000)
-        .header("Upload-Length", "500000")
-        .body(data[300_000..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(s.download(&file_id(&r)).await, data);
+    let req = tus_patch(&url, 300_000).header("Upload-Length", "500000");
+    let r = req.body(data[300_000..].to_vec()).send().await.unwrap();
+    assert_completed(&s, &r, &data).await;
     assert_eq!(head(&url).await.headers()["upload-length"], "500000");
 
     // A zero-length upload is a file at once.
-    let r = tus(Method::POST, &s.url("/api/tus/"))
-        .header("Upload-Length", "0")
-        .header("Upload-Metadata", format!("filename {}", B64.encode("empty.txt")))
-        .send()
-        .await
-        .unwrap();
+    let meta = format!("filename {}", B64.encode("empty.txt"));
+    let r = post(&s, &[("Upload-Length", "0"), ("Upload-Metadata", &meta)]).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let id = file_id(&r);
     assert!(s.download(&id).await.is_empty());
@@ -231,9 +215,7 @@ async fn creation_with_upload_defer_length_and_override() {
 
 #[tokio::test]
 async fn checksums() {
-    let (_dir, s) = TestServer::start_temp().await;
-    let data = pseudo_random(400_000, 3);
-    let url = create(&s, data.len() as u64, "c.bin").await;
+    let (_dir, s, data, url) = upload_of(400_000, 3, "c.bin").await;
     let send = |offset: u64, body: &[u8], checksum: String| {
         tus_patch(&url, offset).header("Upload-Checksum", checksum).body(body.to_vec()).send()
     };
@@ -254,10 +236,8 @@ async fn checksums() {
     let part = &data[300_000..];
     let b3 = B64.encode(blake3::hash(part).as_bytes());
     let r = send(300_000, part, format!("blake3 {b3}")).await.unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(s.download(&file_id(&r)).await, data);
-    assert!(s.state.writers.is_empty(), "a taken-over upload left {} slots", s.state.writers.len());
-    s.stop().await;
+    assert_completed(&s, &r, &data).await;
+    stop_idle(s).await;
 }
 
 #[tokio::test]
@@ -292,8 +272,7 @@ async fn termination_expiry_and_unknown_uploads() {
     assert!(s.state.store.upload(&id).unwrap().is_none());
     assert!(!dir.path().join("uploads").join(id.to_string()).exists());
     assert_eq!(head(&url).await.status(), StatusCode::NOT_FOUND);
-    assert!(s.state.writers.is_empty(), "{} upload slots left", s.state.writers.len());
-    s.stop().await;
+    stop_idle(s).await;
 }
 
 #[tokio::test]
@@ -303,27 +282,20 @@ async fn concatenation_of_partial_uploads() {
     let seams = [0usize, 1_234_567, 2_000_000, data.len()];
     let mut urls = Vec::new();
     for w in seams.windows(2) {
-        let r = tus(Method::POST, &s.url("/api/tus/"))
-            .header("Upload-Length", (w[1] - w[0]).to_string())
-            .header("Upload-Concat", "partial")
-            .send()
-            .await
-            .unwrap();
-        let url = r.headers()["location"].to_str().unwrap().to_string();
+        let r =
+            post(&s, &[("Upload-Length", &(w[1] - w[0]).to_string()), ("Upload-Concat", "partial")]).await;
+        let url = location(&r);
         let r = patch(&url, 0, data[w[0]..w[1]].to_vec()).await;
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         assert!(r.headers().get("depot-file-id").is_none(), "a partial upload is not a file");
         assert_eq!(head(&url).await.headers()["upload-concat"], "partial");
         urls.push(url);
     }
-    let r = tus(Method::POST, &s.url("/api/tus/"))
-        .header("Upload-Concat", format!("final;{}", urls.join(" ")))
-        .header("Upload-Metadata", format!("filename {}", B64.encode("joined.bin")))
-        .send()
-        .await
-        .unwrap();
+    let concat = format!("final;{}", urls.join(" "));
+    let meta = format!("filename {}", B64.encode("joined.bin"));
+    let r = post(&s, &[("Upload-Concat", &concat), ("Upload-Metadata", &meta)]).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let fin = r.headers()["location"].to_str().unwrap().to_string();
+    let fin = location(&r);
     let id = file_id(&r);
     assert_eq!(s.download(&id).await, data);
     let h = head(&fin).await;
@@ -331,32 +303,20 @@ async fn concatenation_of_partial_uploads() {
     assert_eq!(h.headers()["upload-offset"], "3500000");
     assert_eq!(patch(&fin, 3_500_000, vec![]).await.status(), StatusCode::FORBIDDEN);
     // The final file is chunked exactly like the whole content.
-    let r =
-        client().post(s.url("/api/files/upload?filename=whole.bin")).body(data.clone()).send().await.unwrap();
-    let whole: FileInfo = r.json().await.unwrap();
+    let whole = s.upload_raw("whole.bin", &data).await;
     assert_eq!(whole.etag, s.info(&id).await.etag);
     // Bad finals.
-    let r = tus(Method::POST, &s.url("/api/tus/")).header("Upload-Concat", "final;").send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = tus(Method::POST, &s.url("/api/tus/"))
-        .header("Upload-Concat", format!("final;{fin}"))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(post(&s, &[("Upload-Concat", "final;")]).await.status(), StatusCode::BAD_REQUEST);
+    let r = post(&s, &[("Upload-Concat", &format!("final;{fin}"))]).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a final upload is not a part");
     s.stop().await;
 }
 
 #[tokio::test]
 async fn acknowledged_offsets_survive_a_restart_and_broken_bodies_keep_their_prefix() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = pseudo_random(2_000_000, 5);
-    let s = TestServer::start(test_config(dir.path())).await;
-    let url = create(&s, data.len() as u64, "r.bin").await;
+    let (_dir, s, data, url) = upload_of(2_000_000, 5, "r.bin").await;
     assert_eq!(patch(&url, 0, data[..700_001].to_vec()).await.status(), StatusCode::NO_CONTENT);
-    s.stop().await;
-
-    let s = TestServer::start(test_config(dir.path())).await;
+    let s = s.restart().await;
     let url = url.replace(&url[..url.find("/api/").unwrap()], &s.base);
     assert_eq!(offset_of(&url).await, 700_001);
     let before_in = s.bytes_in();
@@ -386,16 +346,13 @@ async fn acknowledged_offsets_survive_a_restart_and_broken_bodies_keep_their_pre
     }
     assert_eq!(at, 1_000_001);
     let r = patch(&url, at, data[at as usize..].to_vec()).await;
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(s.download(&file_id(&r)).await, data);
+    assert_completed(&s, &r, &data).await;
     s.stop().await;
 }
 
 #[tokio::test]
 async fn a_newer_request_takes_over_and_bytes_never_interleave() {
-    let (_dir, s) = TestServer::start_temp().await;
-    let data = pseudo_random(1_000_000, 6);
-    let url = create(&s, data.len() as u64, "race.bin").await;
+    let (_dir, s, data, url) = upload_of(1_000_000, 6, "race.bin").await;
 
     // A: sends 100,000 bytes, then stalls (a stale connection).
     let (tx, body) = fed_body(4);
@@ -420,30 +377,20 @@ async fn a_newer_request_takes_over_and_bytes_never_interleave() {
     drop(tx);
     assert_eq!(offset_of(&url).await, 100_000);
     let r = patch(&url, 100_000, data[100_000..].to_vec()).await;
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(s.download(&file_id(&r)).await, data);
+    assert_completed(&s, &r, &data).await;
     s.stop().await;
 }
 
 #[tokio::test]
 async fn cors_exposes_the_tus_headers() {
     // Any origin: `open` mode (`local` answers loopback origins only).
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = common::test_config(dir.path());
-    cfg.auth.mode = depot::config::AuthMode::Open;
-    let s = TestServer::start(cfg).await;
-    let r = client()
-        .request(Method::OPTIONS, s.url("/api/tus/abc"))
-        .header("Origin", "https://app.example")
-        .header("Access-Control-Request-Method", "PATCH")
-        .header("Access-Control-Request-Headers", "tus-resumable,upload-offset,content-type,upload-checksum")
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    let (_dir, s) = TestServer::start_temp_with(|c| c.auth.mode = depot::config::AuthMode::Open).await;
+    let r = s
+        .preflight("/api/tus/abc", "PATCH", "tus-resumable,upload-offset,content-type,upload-checksum")
+        .await;
     assert!(r.headers()["access-control-allow-methods"].to_str().unwrap().contains("PATCH"));
     let url = create(&s, 3, "x.bin").await;
-    let r = tus(Method::HEAD, &url).header("Origin", "https://app.example").send().await.unwrap();
+    let r = tus(Method::HEAD, &url).header("Origin", ORIGIN).send().await.unwrap();
     let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap().to_lowercase();
     for h in [
         "location",

@@ -12,12 +12,13 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{pseudo_random, test_options};
-use depot::store::objects::Op;
+use common::test_options;
+use depot::store::objects::{Op, Pause};
 use depot::store::{
-    ChunkId, Faulty, FileId, FileRecord, ManualClock, MemMeta, MemObjects, ObjectStore, Store, Tenant, View,
-    object,
+    ChunkId, Faulty, FileId, FileRecord, GcReport, ManualClock, MemMeta, MemObjects, ObjectStore, Store,
+    Tenant, View, object,
 };
+use depot::testdata::pseudo_random;
 use futures_util::TryStreamExt;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -88,6 +89,20 @@ fn doomed(store: &Store, clock: &ManualClock, seed: u64) -> (Vec<u8>, u64) {
     (data, chunks)
 }
 
+/// Runs GC (with the orphan sweep if `sweep`) on a thread and waits until
+/// it is about to delete the objects of the chunks it marked `Deleting`:
+/// the thread, the pause (release it to let the delete go on) and those
+/// chunks.
+fn gc_paused_before_delete(store: &Store, faulty: &Faulty, sweep: bool) -> (GcThread, Pause, Vec<ChunkId>) {
+    let pause = faulty.pause_next_delete();
+    let s = store.clone();
+    let gc = thread::spawn(move || s.gc(sweep));
+    let ids = pause.wait(WAIT).expect("GC reached its delete");
+    (gc, pause, ids)
+}
+
+type GcThread = thread::JoinHandle<depot::store::Result<GcReport>>;
+
 fn assert_clean(store: &Store) {
     let v = store.verify(false).unwrap();
     assert!(v.is_clean(), "{v:?}");
@@ -106,12 +121,7 @@ fn a_commit_of_content_gc_is_deleting_reads_back_intact() {
     let (store, faulty) = t.open();
     let (data, chunks) = doomed(&store, &t.clock, 31);
 
-    let pause = faulty.pause_next_delete();
-    let gc = {
-        let s = store.clone();
-        thread::spawn(move || s.gc(false).unwrap())
-    };
-    let ids = pause.wait(WAIT).expect("GC reached its delete");
+    let (gc, pause, ids) = gc_paused_before_delete(&store, &faulty, false);
     assert_eq!(ids.len() as u64, chunks, "every chunk of the deleted file is doomed");
     assert!(ids.iter().all(|id| t.objects.contains(id).unwrap()), "nothing deleted yet");
 
@@ -132,7 +142,7 @@ fn a_commit_of_content_gc_is_deleting_reads_back_intact() {
     }
     // The upload now waits for the chunks' locks, which GC holds.
     pause.release();
-    let report = gc.join().unwrap();
+    let report = gc.join().unwrap().unwrap();
     assert_eq!(report.deleted_chunks, chunks, "{report:?}");
     let rec = upload.join().unwrap();
 
@@ -185,13 +195,8 @@ fn a_crash_at_each_gc_step_is_finished_by_the_next_run() {
 
         match cut {
             Cut::BeforeDelete | Cut::MidDelete | Cut::AfterDelete => {
-                let pause = faulty.pause_next_delete();
                 faulty.fail_nth(Op::Delete, 1);
-                let gc = {
-                    let s = store.clone();
-                    thread::spawn(move || s.gc(true))
-                };
-                let ids = pause.wait(WAIT).expect("GC reached its delete");
+                let (gc, pause, ids) = gc_paused_before_delete(&store, &faulty, true);
                 assert_eq!(ids.len() as u64, chunks, "{cut:?}");
                 let gone = match cut {
                     Cut::BeforeDelete => 0,
@@ -229,13 +234,8 @@ fn content_uploaded_after_a_crash_mid_delete_survives_the_next_gc() {
     let t = Twins::new();
     let (store, faulty) = t.open();
     let (data, _) = doomed(&store, &t.clock, 50);
-    let pause = faulty.pause_next_delete();
     faulty.fail_nth(Op::Delete, 1);
-    let gc = {
-        let s = store.clone();
-        thread::spawn(move || s.gc(false))
-    };
-    let ids = pause.wait(WAIT).expect("GC reached its delete");
+    let (gc, pause, ids) = gc_paused_before_delete(&store, &faulty, false);
     t.objects.delete_many(&ids[..ids.len() / 2]).unwrap();
     pause.release();
     assert!(gc.join().unwrap().is_err());

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{open_store, pseudo_random, test_options};
+use common::{open_store, test_options};
 use depot::store::{
     ChunkId, Clock, Entry, Error, FileId, FsObjects, ManualClock, MemMeta, MemObjects, NewFile, ObjectStore,
     Store, StoreOptions, SystemClock, Tenant, View, object,
 };
+use depot::testdata::pseudo_random;
 use futures_util::TryStreamExt;
 use proptest::prelude::*;
 
@@ -134,6 +135,20 @@ fn ingest(store: &Store, name: &str, data: &[u8]) -> depot::store::FileRecord {
     ing.finish(&name.parse().unwrap(), None).unwrap()
 }
 
+/// Commits a file `f.bin` of `chunks`, already stored, whose lengths add up
+/// to `size` (which a test may get wrong on purpose).
+fn commit(store: &Store, size: u64, chunks: Vec<Entry>) -> depot::store::Result<depot::store::FileRecord> {
+    let name = "f.bin".parse().unwrap();
+    store.finish_file(NewFile {
+        tenant: Tenant::default(),
+        name,
+        declared_type: None,
+        size,
+        chunks,
+        content_hash: None,
+    })
+}
+
 fn read_all(store: &Store, id: &FileId, start: u64, end: u64) -> Vec<u8> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -207,16 +222,7 @@ fn gc_spares_pinned_and_recently_zeroed_chunks(backend: Backend) {
     assert!(store.missing(&[put.id], 0).unwrap().is_empty());
 
     // Referenced then released: recently zeroed chunks wait out the grace.
-    let f = store
-        .finish_file(NewFile {
-            tenant: Tenant::default(),
-            name: "x.bin".parse().unwrap(),
-            declared_type: None,
-            size: 3000,
-            chunks: vec![Entry { id: put.id, len: 3000 }],
-            content_hash: None,
-        })
-        .unwrap();
+    let f = commit(&store, 3000, vec![Entry { id: put.id, len: 3000 }]).unwrap();
     clock.advance(Duration::from_secs(2000)); // the lease is over
     store.delete_file(&View::All, &f.id).unwrap();
     clock.advance(Duration::from_secs(30));
@@ -238,31 +244,14 @@ fn commit_with_a_missing_chunk_fails_naming_it(backend: Backend) {
     let (_home, store) = temp_store(backend);
     let here = store.put_chunk(b"present chunk", None, 0).unwrap();
     let absent = ChunkId::of(b"never sent");
-    let err = store
-        .finish_file(NewFile {
-            tenant: Tenant::default(),
-            name: "f.txt".parse().unwrap(),
-            declared_type: None,
-            size: 13 + 10,
-            chunks: vec![Entry { id: here.id, len: 13 }, Entry { id: absent, len: 10 }],
-            content_hash: None,
-        })
+    let err = commit(&store, 13 + 10, vec![Entry { id: here.id, len: 13 }, Entry { id: absent, len: 10 }])
         .unwrap_err();
     match err {
         Error::MissingChunks(m) => assert_eq!(m, vec![absent]),
         e => panic!("unexpected {e:?}"),
     }
     // Wrong lengths are refused too.
-    let err = store
-        .finish_file(NewFile {
-            tenant: Tenant::default(),
-            name: "f.txt".parse().unwrap(),
-            declared_type: None,
-            size: 14,
-            chunks: vec![Entry { id: here.id, len: 14 }],
-            content_hash: None,
-        })
-        .unwrap_err();
+    let err = commit(&store, 14, vec![Entry { id: here.id, len: 14 }]).unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
     assert_eq!(store.stats().unwrap().files, 0);
 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{fill_random, open_store};
+use common::open_store;
 use depot::store::{ChunkerParams, FsyncPolicy, StoreOptions, Tenant};
+use depot::testdata::fill_random;
 use futures_util::StreamExt;
 
 fn rss_bytes() -> u64 {

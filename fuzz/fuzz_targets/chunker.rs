@@ -22,6 +22,7 @@ use std::io::{self, Read};
 use arbitrary::{Arbitrary, Unstructured};
 use depot::store::chunker::{ReadChunker, StreamChunker};
 use depot::store::{Chunker, ChunkerParams};
+use depot::testdata::pseudo_random;
 use fastcdc::v2020;
 use libfuzzer_sys::fuzz_target;
 
@@ -32,15 +33,7 @@ fn input(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
         0 => Vec::<u8>::arbitrary(u)?,
         1 => {
             let n = u.int_in_range(0..=48 * 1024usize)?;
-            let mut x = u64::arbitrary(u)? | 1;
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 24) as u8
-                })
-                .collect()
+            pseudo_random(n, u64::arbitrary(u)?)
         }
         2 => {
             // A short pattern repeated: few cut points, many at `max`.
@@ -50,13 +43,8 @@ fn input(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
         }
         _ => {
             // Random with the input's bytes spliced in (edits).
-            let mut x = u64::arbitrary(u)? | 1;
-            let mut v: Vec<u8> = (0..u.int_in_range(0..=16 * 1024usize)?)
-                .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    (x >> 56) as u8
-                })
-                .collect();
+            let seed = u64::arbitrary(u)?;
+            let mut v = pseudo_random(u.int_in_range(0..=16 * 1024usize)?, seed);
             let at = u.int_in_range(0..=v.len())?;
             let splice = Vec::<u8>::arbitrary(u)?;
             v.splice(at..at, splice);

@@ -2,6 +2,7 @@
 //! how many were transferred and how many skipped (already on the server,
 //! or kept from an earlier run), the rate and the time left. Every field
 //! has a fixed width, so the line fits 80 columns whatever the numbers.
+//! Sizes for people ([`human`]) are written here too, for the CLI.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,16 +13,35 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Columns the line may use: a terminal of 80 minus the cursor's cell.
 const WIDTH: usize = 79;
 
-/// `1023.9M`: at most 7 cells.
-fn short(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "K", "M", "G", "T", "P"];
+/// `bytes` in binary units: the value and the index of its unit (0 for
+/// bytes), stepping up while the value is at least `step_at` and one of
+/// `units` is left.
+fn scaled(bytes: u64, step_at: f64, units: usize) -> (f64, usize) {
     let mut v = bytes as f64;
     let mut u = 0;
-    while v >= 1000.0 && u + 1 < UNITS.len() {
+    while v >= step_at && u + 1 < units {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{bytes}B") } else { format!("{v:.1}{}", UNITS[u]) }
+    (v, u)
+}
+
+/// Sizes for people: `1.5 GiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    match scaled(bytes, 1024.0, UNITS.len()) {
+        (_, 0) => format!("{bytes} B"),
+        (v, u) => format!("{v:.1} {}", UNITS[u]),
+    }
+}
+
+/// `1023.9M`: at most 7 cells (a unit up from 1000, not 1024).
+fn short(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "K", "M", "G", "T", "P"];
+    match scaled(bytes, 1000.0, UNITS.len()) {
+        (_, 0) => format!("{bytes}B"),
+        (v, u) => format!("{v:.1}{}", UNITS[u]),
+    }
 }
 
 /// `1h02m`, `12m05s`, `42s`: at most 6 cells (`>99h` past that).

@@ -39,79 +39,43 @@ impl Metrics {
         let classes: Vec<(String, String)> =
             (1..=5).map(|c| (format!("{{class=\"{c}xx\"}}"), load(&self.responses[c]))).collect();
         put("depot_http_responses_total", "counter", "HTTP responses by status class.", &classes);
-        put(
-            "depot_http_request_bytes_total",
-            "counter",
-            "Request body bytes received.",
-            &[(String::new(), load(&self.bytes_in))],
-        );
-        put(
-            "depot_http_response_bytes_total",
-            "counter",
-            "Response body bytes sent.",
-            &[(String::new(), load(&self.bytes_out))],
-        );
-        put(
-            "depot_uploads_streaming",
-            "gauge",
-            "Upload request bodies streaming in now.",
-            &[(String::new(), self.uploads_active.load(Ordering::Relaxed).to_string())],
-        );
-        put(
-            "depot_upload_sessions_open",
-            "gauge",
-            "Open resumable upload sessions.",
-            &[(String::new(), open_sessions.to_string())],
-        );
-        put(
-            "depot_files_created_total",
-            "counter",
-            "Files created since start, by any protocol.",
-            &[(String::new(), activity.files_created.to_string())],
-        );
-        put(
-            "depot_chunks_stored_total",
-            "counter",
-            "Chunks received and stored for the first time.",
-            &[(String::new(), activity.chunks_new.to_string())],
-        );
-        put(
-            "depot_chunks_deduplicated_total",
-            "counter",
-            "Chunks received or asked about that the store already had.",
-            &[(String::new(), activity.chunks_known.to_string())],
-        );
-        put("depot_store_files", "gauge", "Files in the store.", &[(String::new(), stats.files.to_string())]);
-        put(
-            "depot_store_logical_bytes",
-            "gauge",
-            "Sum of file sizes.",
-            &[(String::new(), stats.logical_bytes.to_string())],
-        );
-        put(
-            "depot_store_unique_chunks",
-            "gauge",
-            "Chunks stored.",
-            &[(String::new(), stats.unique_chunks.to_string())],
-        );
-        put(
-            "depot_store_unique_bytes",
-            "gauge",
-            "Raw bytes of stored chunks.",
-            &[(String::new(), stats.unique_bytes.to_string())],
-        );
-        put(
-            "depot_store_stored_bytes",
-            "gauge",
-            "Bytes of chunk objects on disk.",
-            &[(String::new(), stats.stored_bytes.to_string())],
-        );
-        put(
-            "depot_store_dedup_ratio",
-            "gauge",
-            "Logical bytes over unique bytes.",
-            &[(String::new(), format!("{:.4}", stats.dedup_ratio))],
-        );
+        let (bytes_in, bytes_out) = (load(&self.bytes_in), load(&self.bytes_out));
+        let streaming = self.uploads_active.load(Ordering::Relaxed);
+        let ratio = format!("{:.4}", stats.dedup_ratio);
+        // The unlabelled samples, in exposition order.
+        let samples: [(&str, &str, &str, &dyn std::fmt::Display); 13] = [
+            ("depot_http_request_bytes_total", "counter", "Request body bytes received.", &bytes_in),
+            ("depot_http_response_bytes_total", "counter", "Response body bytes sent.", &bytes_out),
+            ("depot_uploads_streaming", "gauge", "Upload request bodies streaming in now.", &streaming),
+            ("depot_upload_sessions_open", "gauge", "Open resumable upload sessions.", &open_sessions),
+            (
+                "depot_files_created_total",
+                "counter",
+                "Files created since start, by any protocol.",
+                &activity.files_created,
+            ),
+            (
+                "depot_chunks_stored_total",
+                "counter",
+                "Chunks received and stored for the first time.",
+                &activity.chunks_new,
+            ),
+            (
+                "depot_chunks_deduplicated_total",
+                "counter",
+                "Chunks received or asked about that the store already had.",
+                &activity.chunks_known,
+            ),
+            ("depot_store_files", "gauge", "Files in the store.", &stats.files),
+            ("depot_store_logical_bytes", "gauge", "Sum of file sizes.", &stats.logical_bytes),
+            ("depot_store_unique_chunks", "gauge", "Chunks stored.", &stats.unique_chunks),
+            ("depot_store_unique_bytes", "gauge", "Raw bytes of stored chunks.", &stats.unique_bytes),
+            ("depot_store_stored_bytes", "gauge", "Bytes of chunk objects on disk.", &stats.stored_bytes),
+            ("depot_store_dedup_ratio", "gauge", "Logical bytes over unique bytes.", &ratio),
+        ];
+        for (name, kind, help, value) in samples {
+            put(name, kind, help, &[(String::new(), value.to_string())]);
+        }
         out
     }
 }

@@ -474,42 +474,41 @@ fn sync_dir(dir: &std::path::Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::store::{ChunkerParams, FsObjects, FsyncPolicy, ManualClock, StoreOptions};
+    use crate::testdata::pseudo_random;
     use proptest::prelude::*;
     use std::sync::Arc;
 
-    fn store(dir: &std::path::Path) -> Store {
+    /// A store over `dir` with small chunks and no fsync; `opts` gives the rest.
+    fn store_with(dir: &std::path::Path, opts: StoreOptions) -> Store {
         let opts = StoreOptions {
             chunking: ChunkerParams { min: 256, avg: 1024, max: 4096 },
             fsync: FsyncPolicy::Never,
-            ..StoreOptions::default()
+            ..opts
         };
         let objects = Arc::new(FsObjects::open(&dir.join("objects"), FsyncPolicy::Never).unwrap());
         Store::open_with(dir, opts, objects, ManualClock::new()).unwrap()
     }
 
-    fn data(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+    fn store(dir: &std::path::Path) -> Store {
+        store_with(dir, StoreOptions::default())
+    }
+
+    /// A new upload of `length` bytes named `f.bin`.
+    fn new_stream(s: &Store, length: u64, metadata: &str, partial: bool) -> AppendOutcome {
+        let name = "f.bin".parse().unwrap();
+        let spec = NewStream {
+            tenant: Tenant::default(),
+            length: Some(length),
+            name,
+            declared_type: None,
+            metadata: metadata.into(),
+            partial,
+        };
+        s.create_stream(spec).unwrap()
     }
 
     fn upload(s: &Store, bytes: &[u8], splits: &[usize], partial: bool) -> AppendOutcome {
-        let rec = s
-            .create_stream(NewStream {
-                tenant: Tenant::default(),
-                length: Some(bytes.len() as u64),
-                name: "f.bin".parse().unwrap(),
-                declared_type: None,
-                metadata: String::new(),
-                partial,
-            })
-            .unwrap();
+        let rec = new_stream(s, bytes.len() as u64, "", partial);
         if bytes.is_empty() {
             return rec;
         }
@@ -534,19 +533,9 @@ mod tests {
     #[test]
     fn appends_cut_like_the_whole_file_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let bytes = data(50_000, 1);
+        let bytes = pseudo_random(50_000, 1);
         let s = store(dir.path());
-        let rec = s
-            .create_stream(NewStream {
-                tenant: Tenant::default(),
-                length: Some(50_000),
-                name: "a.bin".parse().unwrap(),
-                declared_type: None,
-                metadata: "k dg==".into(),
-                partial: false,
-            })
-            .unwrap()
-            .record;
+        let rec = new_stream(&s, 50_000, "k dg==", false).record;
         let mut a = s.begin_append(&rec.id, 0).unwrap();
         a.push(&bytes[..20_000]).unwrap();
         // A second writer is refused while the first runs.
@@ -569,25 +558,14 @@ mod tests {
     #[test]
     fn a_rolled_back_append_leaves_no_trace() {
         let dir = tempfile::tempdir().unwrap();
-        let bytes = data(30_000, 2);
+        let bytes = pseudo_random(30_000, 2);
         let s = store(dir.path());
-        let id = s
-            .create_stream(NewStream {
-                tenant: Tenant::default(),
-                length: Some(30_000),
-                name: "a.bin".parse().unwrap(),
-                declared_type: None,
-                metadata: String::new(),
-                partial: false,
-            })
-            .unwrap()
-            .record
-            .id;
+        let id = new_stream(&s, 30_000, "", false).record.id;
         let mut a = s.begin_append(&id, 0).unwrap();
         a.push(&bytes[..10_000]).unwrap();
         a.finish(true).unwrap();
         let mut a = s.begin_append(&id, 10_000).unwrap();
-        a.push(&data(10_000, 99)).unwrap();
+        a.push(&pseudo_random(10_000, 99)).unwrap();
         let out = a.finish(false).unwrap();
         assert_eq!(out.record.stream.unwrap().offset, 10_000);
         let mut a = s.begin_append(&id, 10_000).unwrap();
@@ -601,16 +579,9 @@ mod tests {
     #[test]
     fn an_oversized_concatenation_is_refused_before_anything_is_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions {
-            chunking: ChunkerParams { min: 256, avg: 1024, max: 4096 },
-            fsync: FsyncPolicy::Never,
-            max_file_size: 30_000,
-            ..StoreOptions::default()
-        };
-        let objects = Arc::new(FsObjects::open(&dir.path().join("objects"), FsyncPolicy::Never).unwrap());
-        let s = Store::open_with(dir.path(), opts, objects, ManualClock::new()).unwrap();
+        let s = store_with(dir.path(), StoreOptions { max_file_size: 30_000, ..StoreOptions::default() });
         let parts: Vec<UploadId> =
-            (0..2).map(|i| upload(&s, &data(20_000, 7 + i), &[3_333], true).record.id).collect();
+            (0..2).map(|i| upload(&s, &pseudo_random(20_000, 7 + i), &[3_333], true).record.id).collect();
         let before = s.stats().unwrap();
         let err = s
             .concat_streams(&Tenant::default(), &parts, &"whole.bin".parse().unwrap(), None, "")
@@ -626,7 +597,7 @@ mod tests {
         fn concatenation_equals_the_whole(seed in any::<u64>(), len in 1usize..60_000, seams in proptest::collection::vec(any::<prop::sample::Index>(), 1..4), splits in proptest::collection::vec(0usize..100_000, 0..4)) {
             let dir = tempfile::tempdir().unwrap();
             let s = store(dir.path());
-            let bytes = data(len, seed);
+            let bytes = pseudo_random(len, seed);
             let mut cuts: Vec<usize> = seams.iter().map(|i| i.index(len)).filter(|&c| c > 0).collect();
             cuts.sort_unstable();
             cuts.dedup();

@@ -243,20 +243,8 @@ impl<R: Read> Iterator for ReadChunker<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdata::golden_input;
     use proptest::prelude::*;
-
-    /// Deterministic pseudo-random bytes (xorshift64), the golden input.
-    pub(crate) fn golden_input(n: usize) -> Vec<u8> {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect()
-    }
 
     fn small() -> Chunker {
         Chunker::new(ChunkerParams { min: 256, avg: 1024, max: 4096 }).unwrap()

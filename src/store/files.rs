@@ -43,6 +43,17 @@ pub struct FileRecord {
     pub state: FileState,
 }
 
+impl FileRecord {
+    /// The record if `view` may see it; otherwise the same
+    /// [`Error::FileNotFound`] as for an id that never existed.
+    ///
+    /// # Errors
+    /// [`Error::FileNotFound`].
+    pub fn seen_by(self, view: &View) -> Result<Self> {
+        if view.sees(&self.tenant) { Ok(self) } else { Err(Error::FileNotFound(self.id.to_string())) }
+    }
+}
+
 /// A file record's life: only `Ready` files are visible. The other states
 /// mark multi-step work that resumes after a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -355,40 +366,7 @@ impl Store {
     /// # Errors
     /// [`Error::FileNotFound`].
     pub fn file_in(&self, view: &View, id: &FileId) -> Result<FileRecord> {
-        view.check_file(self.file(id)?)
-    }
-
-    /// Visible files `view` may see, newest first, after `cursor` (the last
-    /// id of the previous page). Returns the page and the cursor of the
-    /// next, if any.
-    ///
-    /// # Errors
-    /// Metadata backend errors.
-    pub fn list_files(
-        &self,
-        view: &View,
-        cursor: Option<&FileId>,
-        limit: usize,
-    ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
-        if let View::Tenant(t) = view {
-            return self.list_tenant_files(t, cursor, limit);
-        }
-        let mut out = Vec::new();
-        let before = cursor.map(|c| c.0);
-        for kv in self.0.meta.scan_rev(Cf::Files, b"", before.as_ref().map(|b| &b[..])) {
-            let (_, v) = kv?;
-            let rec: FileRecord = serde_json::from_slice(&v)
-                .map_err(|e| Error::CorruptMetadata(format!("file record: {e}")))?;
-            if rec.state != FileState::Ready {
-                continue;
-            }
-            if out.len() == limit {
-                let next = out.last().map(|r: &FileRecord| r.id);
-                return Ok((out, next));
-            }
-            out.push(rec);
-        }
-        Ok((out, None))
+        self.file(id)?.seen_by(view)
     }
 
     /// Deletes a file `view` may see: it disappears at once; its chunks' refcounts fall as

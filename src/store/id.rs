@@ -55,8 +55,26 @@ fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     f.write_str(std::str::from_utf8(&buf[..bytes.len() * 2]).unwrap_or_default())
 }
 
-macro_rules! serde_via_str {
-    ($t:ty) => {
+/// What every id shares: a newtype over `N` bytes, `from_slice`/`as_bytes`,
+/// `Debug` as `Name(text)` and serde through the text form (`Display` and
+/// `FromStr`, which each id writes, or `hex_text!` for hex ids).
+macro_rules! id_type {
+    ($t:ident, $n:literal) => {
+        impl $t {
+            /// The id of a fixed-size byte slice, as stored in keys and manifests.
+            pub fn from_slice(b: &[u8]) -> Option<Self> {
+                b.try_into().ok().map(Self)
+            }
+
+            pub fn as_bytes(&self) -> &[u8; $n] {
+                &self.0
+            }
+        }
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($t), "({})"), self)
+            }
+        }
         impl Serialize for $t {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)
@@ -66,6 +84,23 @@ macro_rules! serde_via_str {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
                 s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// The text form of an id written as lowercase hex digits (any case parses).
+macro_rules! hex_text {
+    ($t:ident, $n:literal, $kind:literal) => {
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_hex(f, &self.0)
+            }
+        }
+        impl FromStr for $t {
+            type Err = ParseIdError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                decode_hex::<$n>(s, $kind).map(Self)
             }
         }
     };
@@ -81,15 +116,6 @@ impl ChunkId {
         Self(*blake3::hash(data).as_bytes())
     }
 
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// Builds an id from a 32-byte slice, as stored in keys and manifests.
-    pub fn from_slice(b: &[u8]) -> Option<Self> {
-        b.try_into().ok().map(Self)
-    }
-
     pub fn to_hex(&self) -> String {
         self.to_string()
     }
@@ -101,25 +127,8 @@ impl From<blake3::Hash> for ChunkId {
     }
 }
 
-impl fmt::Display for ChunkId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_hex(f, &self.0)
-    }
-}
-
-impl fmt::Debug for ChunkId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ChunkId({self})")
-    }
-}
-
-impl FromStr for ChunkId {
-    type Err = ParseIdError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        decode_hex::<32>(s, "chunk hash").map(Self)
-    }
-}
-serde_via_str!(ChunkId);
+id_type!(ChunkId, 32);
+hex_text!(ChunkId, 32, "chunk hash");
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -136,14 +145,6 @@ impl FileId {
         b[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
         rand::Rng::fill(&mut rand::rng(), &mut b[6..]);
         Self(b)
-    }
-
-    pub fn from_slice(b: &[u8]) -> Option<Self> {
-        b.try_into().ok().map(Self)
-    }
-
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
     }
 
     /// Milliseconds since the epoch at which the id was made.
@@ -163,12 +164,6 @@ impl fmt::Display for FileId {
             *c = CROCKFORD[((v >> shift) & 31) as usize];
         }
         f.write_str(std::str::from_utf8(&out).unwrap_or_default())
-    }
-}
-
-impl fmt::Debug for FileId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FileId({self})")
     }
 }
 
@@ -198,7 +193,7 @@ impl FromStr for FileId {
         Ok(Self(v.to_be_bytes()))
     }
 }
-serde_via_str!(FileId);
+id_type!(FileId, 16);
 
 /// An upload session's id, 16 bytes written as 32 hex digits. tus uploads get a
 /// random one; a seed chunked upload derives it from what the client says
@@ -226,35 +221,9 @@ impl UploadId {
         b.copy_from_slice(&h.finalize().as_bytes()[..16]);
         Self(b)
     }
-
-    pub fn from_slice(b: &[u8]) -> Option<Self> {
-        b.try_into().ok().map(Self)
-    }
-
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
 }
-
-impl fmt::Display for UploadId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_hex(f, &self.0)
-    }
-}
-
-impl fmt::Debug for UploadId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UploadId({self})")
-    }
-}
-
-impl FromStr for UploadId {
-    type Err = ParseIdError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        decode_hex::<16>(s, "upload id").map(Self)
-    }
-}
-serde_via_str!(UploadId);
+id_type!(UploadId, 16);
+hex_text!(UploadId, 16, "upload id");
 
 #[cfg(test)]
 mod tests {

@@ -44,6 +44,8 @@ mod ingest;
 #[cfg(feature = "server")]
 pub mod meta;
 #[cfg(feature = "server")]
+mod migrate;
+#[cfg(feature = "server")]
 mod pieces;
 #[cfg(feature = "server")]
 mod read;
@@ -68,34 +70,22 @@ pub use self::name::FileName;
 pub use self::objects::{Faulty, FsObjects, FsyncPolicy, MemObjects, ObjectEntry, ObjectStore};
 
 #[cfg(feature = "server")]
-pub use self::append::{AppendOutcome, Appender, NewStream};
-#[cfg(feature = "server")]
-pub use self::backlog::GcBacklog;
-#[cfg(feature = "server")]
-pub use self::chunks::{Put, decode_frame};
-#[cfg(feature = "server")]
 pub(crate) use self::engine::lock;
 #[cfg(feature = "server")]
-pub use self::engine::{Activity, Stats, Store, StoreOptions};
-#[cfg(feature = "server")]
-pub use self::files::{FileRecord, FileState, NewFile};
-#[cfg(feature = "server")]
-pub use self::gc::GcReport;
-#[cfg(feature = "server")]
-pub use self::ingest::Ingest;
-#[cfg(feature = "server")]
-pub use self::meta::{Batch, MemMeta, MetaStore, RocksMeta};
-#[cfg(feature = "server")]
-pub use self::pieces::{PieceState, SeedSpec};
-#[cfg(feature = "server")]
-pub use self::read::{ByteStream, ReadGuard};
-#[cfg(feature = "server")]
-pub use self::search::NameFilter;
-#[cfg(feature = "server")]
-pub use self::session::{Concat, StreamState, UploadRecord, UploadState};
-#[cfg(feature = "server")]
-pub use self::tenant::{DEFAULT_TENANT, Tenant, View};
-#[cfg(feature = "server")]
-pub use self::tokens::{Scope, Scopes, TokenId, TokenRecord};
-#[cfg(feature = "server")]
-pub use self::verify::VerifyReport;
+pub use self::{
+    append::{AppendOutcome, Appender, NewStream},
+    backlog::GcBacklog,
+    chunks::{Put, decode_frame},
+    engine::{Activity, Stats, Store, StoreOptions},
+    files::{FileRecord, FileState, NewFile},
+    gc::GcReport,
+    ingest::Ingest,
+    meta::{Batch, MemMeta, MetaStore, RocksMeta},
+    pieces::{PieceState, SeedSpec},
+    read::{ByteStream, ReadGuard},
+    search::NameFilter,
+    session::{Concat, StreamState, UploadRecord, UploadState},
+    tenant::{DEFAULT_TENANT, Tenant, View},
+    tokens::{Scope, Scopes, TokenId, TokenRecord},
+    verify::VerifyReport,
+};

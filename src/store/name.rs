@@ -98,7 +98,19 @@ mod tests {
         assert_eq!(FileName::parse("../../etc/passwd").unwrap().as_str(), "passwd");
         assert_eq!(FileName::parse("C:\\dir\\x.bin").unwrap().as_str(), "x.bin");
         assert_eq!(FileName::parse("  tōkyō report.txt ").unwrap().as_str(), "tōkyō report.txt");
-        for bad in ["", " ", ".", "..", "dir/", "a\nb", "a\u{7}b", "invoice\u{202e}fdp.exe", "a\u{2066}b", "a\u{200f}b", &"x".repeat(256)] {
+        for bad in [
+            "",
+            " ",
+            ".",
+            "..",
+            "dir/",
+            "a\nb",
+            "a\u{7}b",
+            "invoice\u{202e}fdp.exe",
+            "a\u{2066}b",
+            "a\u{200f}b",
+            &"x".repeat(256),
+        ] {
             assert!(FileName::parse(bad).is_err(), "{bad:?}");
         }
         assert!(FileName::parse(&"é".repeat(127)).is_ok()); // 254 bytes

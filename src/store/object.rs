@@ -122,33 +122,23 @@ pub fn encode(id: &ChunkId, raw: &[u8], level: i32) -> Vec<u8> {
         Some(c) => (Codec::Zstd, c),
         None => (Codec::Raw, raw),
     };
-    let header = Header {
-        codec,
-        raw_len: raw.len() as u32,
-        stored_len: payload.len() as u32,
-        payload_crc: crc32c::crc32c(payload),
-        id: *id,
-    };
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&header.encode());
-    out.extend_from_slice(payload);
-    out
+    assemble(id, codec, raw.len() as u32, payload)
 }
 
 /// Wraps an already-compressed zstd frame (as a client sent it) without
 /// recompressing. The caller has checked that it decodes to `raw_len` bytes
 /// hashing to `id`.
 pub fn encode_zstd_frame(id: &ChunkId, raw_len: u32, frame: &[u8]) -> Vec<u8> {
-    let header = Header {
-        codec: Codec::Zstd,
-        raw_len,
-        stored_len: frame.len() as u32,
-        payload_crc: crc32c::crc32c(frame),
-        id: *id,
-    };
-    let mut out = Vec::with_capacity(HEADER_LEN + frame.len());
+    assemble(id, Codec::Zstd, raw_len, frame)
+}
+
+/// An object: the header describing `payload`, then `payload`.
+fn assemble(id: &ChunkId, codec: Codec, raw_len: u32, payload: &[u8]) -> Vec<u8> {
+    let stored_len = payload.len() as u32;
+    let header = Header { codec, raw_len, stored_len, payload_crc: crc32c::crc32c(payload), id: *id };
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&header.encode());
-    out.extend_from_slice(frame);
+    out.extend_from_slice(payload);
     out
 }
 
@@ -244,19 +234,8 @@ pub fn decompress_capped(frame: &[u8], len: usize) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdata::pseudo_random;
     use proptest::prelude::*;
-
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
 
     #[test]
     fn compressible_data_is_compressed_and_random_is_not() {

@@ -1,15 +1,16 @@
-//! Finding files by name. There is no name index: a search walks the file
+//! Listing files (all, or one tenant's by its index) and finding them by
+//! name; a tenant's figures. There is no name index: a search walks the file
 //! records newest first from the cursor, skipping those that do not match,
 //! so its cost is the number of records between two matches. Names are
 //! compared as stored (after sanitising), exactly or as a substring
 //! ignoring case.
 
-use super::Store;
 use super::error::{Error, Result};
 use super::files::{FileRecord, FileState};
-use super::id::FileId;
+use super::id::{ChunkId, FileId};
 use super::meta::Cf;
-use super::tenant::View;
+use super::tenant::{FILES, REFS, Tenant, View, file_key, prefix};
+use super::{Stats, Store};
 
 /// Which names a search keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,119 @@ impl NameFilter {
 }
 
 impl Store {
+    /// Visible files `view` may see, newest first, after `cursor` (the last
+    /// id of the previous page). Returns the page and the cursor of the
+    /// next, if any.
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub fn list_files(
+        &self,
+        view: &View,
+        cursor: Option<&FileId>,
+        limit: usize,
+    ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
+        if let View::Tenant(t) = view {
+            return self.list_tenant_files(t, cursor, limit);
+        }
+        let mut out = Vec::new();
+        let before = cursor.map(|c| c.0);
+        for kv in self.0.meta.scan_rev(Cf::Files, b"", before.as_ref().map(|b| &b[..])) {
+            let (_, v) = kv?;
+            let rec: FileRecord = serde_json::from_slice(&v)
+                .map_err(|e| Error::CorruptMetadata(format!("file record: {e}")))?;
+            if rec.state != FileState::Ready {
+                continue;
+            }
+            if out.len() == limit {
+                let next = out.last().map(|r: &FileRecord| r.id);
+                return Ok((out, next));
+            }
+            out.push(rec);
+        }
+        Ok((out, None))
+    }
+
+    /// `t`'s visible files, newest first, after `cursor`, at most `limit`;
+    /// with the cursor of the next page.
+    pub(super) fn list_tenant_files(
+        &self,
+        t: &Tenant,
+        cursor: Option<&FileId>,
+        limit: usize,
+    ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
+        let p = prefix(FILES, t);
+        let before = cursor.map(|c| file_key(t, c));
+        let mut out = Vec::new();
+        for kv in self.meta().scan_rev(Cf::Tenants, &p, before.as_deref()) {
+            let (k, _) = kv?;
+            let Some(id) = k.get(p.len()..).and_then(FileId::from_slice) else { continue };
+            let Some(rec) = self.record(&id)? else { continue };
+            if rec.state != FileState::Ready {
+                continue;
+            }
+            if out.len() == limit {
+                let next = out.last().map(|r: &FileRecord| r.id);
+                return Ok((out, next));
+            }
+            out.push(rec);
+        }
+        Ok((out, None))
+    }
+
+    /// One tenant's figures: its files and logical bytes, and the chunks its
+    /// files use (each counted once within the tenant, whatever other
+    /// tenants hold: nothing here reflects global uniqueness). Costs a walk
+    /// of the tenant's index rows.
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub fn tenant_stats(&self, t: &Tenant) -> Result<Stats> {
+        let (mut files, mut logical) = (0u64, 0u64);
+        let mut cursor = None;
+        loop {
+            let (page, next) = self.list_tenant_files(t, cursor.as_ref(), 1000)?;
+            files += page.len() as u64;
+            logical += page.iter().map(|r| r.size).sum::<u64>();
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        let (mut chunks, mut unique, mut stored) = (0u64, 0u64, 0u64);
+        let p = prefix(REFS, t);
+        let mut ids = Vec::new();
+        let mut tally = |ids: &mut Vec<ChunkId>| -> Result<()> {
+            for row in self.meta().chunk_rows(ids)?.into_iter().flatten() {
+                chunks += 1;
+                unique += u64::from(row.raw_len);
+                stored += u64::from(row.stored_len);
+            }
+            ids.clear();
+            Ok(())
+        };
+        for kv in self.meta().scan(Cf::Tenants, &p, None) {
+            let (k, _) = kv?;
+            if let Some(id) = k.get(p.len()..).and_then(ChunkId::from_slice) {
+                ids.push(id);
+            }
+            if ids.len() == 4096 {
+                tally(&mut ids)?;
+            }
+        }
+        tally(&mut ids)?;
+        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+        Ok(Stats {
+            files,
+            logical_bytes: logical,
+            unique_chunks: chunks,
+            unique_bytes: unique,
+            stored_bytes: stored,
+            dedup_ratio: ratio(logical, unique),
+            space_ratio: ratio(logical, stored),
+        })
+    }
+
     /// Visible files whose name passes every filter, newest first, after
     /// `cursor` (the last id of the previous page). Returns the page and the
     /// cursor of the next, if any. With no filters this is

@@ -15,21 +15,20 @@
 //! sent in full (and is still stored once). Listing uses the `f` ‖ T ‖ `/` ‖
 //! file id index, so paging one tenant never walks another's files.
 //!
-//! All rows live in [`Cf::Tenants`]. A store made before tenants existed
-//! (schema 1) is migrated on open by [`Store::migrate_tenants`], one file per
-//! batch with its progress, so a crash resumes where it stopped.
+//! All rows live in [`Cf::Tenants`]. Listing by tenant and tenant figures
+//! are in `search`; the migration of stores made before tenants in
+//! `migrate`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::Store;
 use super::error::{Error, Result};
-use super::files::{FileRecord, FileState};
 use super::id::{ChunkId, FileId};
 use super::manifest::Entry;
 use super::meta::{Batch, Cf};
-use super::{Stats, Store};
 
 /// A tenant's name: 1 to 63 of `a-z`, `0-9`, `-` (a DNS label's alphabet,
 /// so it fits a key, a path and a bucket prefix).
@@ -100,22 +99,14 @@ impl View {
             View::Tenant(mine) => mine == t,
         }
     }
-
-    /// `Ok` when `rec` is visible, else the same [`Error::FileNotFound`] as
-    /// for an id that never existed.
-    ///
-    /// # Errors
-    /// [`Error::FileNotFound`].
-    pub fn check_file(&self, rec: FileRecord) -> Result<FileRecord> {
-        if self.sees(&rec.tenant) { Ok(rec) } else { Err(Error::FileNotFound(rec.id.to_string())) }
-    }
 }
 
-const FILES: u8 = b'f';
-const REFS: u8 = b'c';
-const LEASES: u8 = b'l';
+/// Row kinds: the listing index, committed chunks, leased chunks.
+pub(super) const FILES: u8 = b'f';
+pub(super) const REFS: u8 = b'c';
+pub(super) const LEASES: u8 = b'l';
 
-fn prefix(kind: u8, t: &Tenant) -> Vec<u8> {
+pub(super) fn prefix(kind: u8, t: &Tenant) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + t.0.len() + 32);
     k.push(kind);
     k.extend_from_slice(t.0.as_bytes());
@@ -152,7 +143,7 @@ pub(super) fn count_of(v: &[u8]) -> u64 {
     u64_of(Some(v))
 }
 
-fn u64_of(v: Option<&[u8]>) -> u64 {
+pub(super) fn u64_of(v: Option<&[u8]>) -> u64 {
     v.and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
 }
 
@@ -272,136 +263,6 @@ impl Store {
             }
         }
         self.meta().write(b, false)?;
-        Ok(n)
-    }
-
-    /// `t`'s visible files, newest first, after `cursor`, at most `limit`;
-    /// with the cursor of the next page.
-    pub(super) fn list_tenant_files(
-        &self,
-        t: &Tenant,
-        cursor: Option<&FileId>,
-        limit: usize,
-    ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
-        let p = prefix(FILES, t);
-        let before = cursor.map(|c| file_key(t, c));
-        let mut out = Vec::new();
-        for kv in self.meta().scan_rev(Cf::Tenants, &p, before.as_deref()) {
-            let (k, _) = kv?;
-            let Some(id) = k.get(p.len()..).and_then(FileId::from_slice) else { continue };
-            let Some(rec) = self.record(&id)? else { continue };
-            if rec.state != FileState::Ready {
-                continue;
-            }
-            if out.len() == limit {
-                let next = out.last().map(|r: &FileRecord| r.id);
-                return Ok((out, next));
-            }
-            out.push(rec);
-        }
-        Ok((out, None))
-    }
-
-    /// One tenant's figures: its files and logical bytes, and the chunks its
-    /// files use (each counted once within the tenant, whatever other
-    /// tenants hold: nothing here reflects global uniqueness). Costs a walk
-    /// of the tenant's index rows.
-    ///
-    /// # Errors
-    /// Metadata backend errors.
-    pub fn tenant_stats(&self, t: &Tenant) -> Result<Stats> {
-        let (mut files, mut logical) = (0u64, 0u64);
-        let mut cursor = None;
-        loop {
-            let (page, next) = self.list_tenant_files(t, cursor.as_ref(), 1000)?;
-            files += page.len() as u64;
-            logical += page.iter().map(|r| r.size).sum::<u64>();
-            match next {
-                Some(n) => cursor = Some(n),
-                None => break,
-            }
-        }
-        let (mut chunks, mut unique, mut stored) = (0u64, 0u64, 0u64);
-        let p = prefix(REFS, t);
-        let mut ids = Vec::new();
-        let mut tally = |ids: &mut Vec<ChunkId>| -> Result<()> {
-            for row in self.meta().chunk_rows(ids)?.into_iter().flatten() {
-                chunks += 1;
-                unique += u64::from(row.raw_len);
-                stored += u64::from(row.stored_len);
-            }
-            ids.clear();
-            Ok(())
-        };
-        for kv in self.meta().scan(Cf::Tenants, &p, None) {
-            let (k, _) = kv?;
-            if let Some(id) = k.get(p.len()..).and_then(ChunkId::from_slice) {
-                ids.push(id);
-            }
-            if ids.len() == 4096 {
-                tally(&mut ids)?;
-            }
-        }
-        tally(&mut ids)?;
-        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
-        Ok(Stats {
-            files,
-            logical_bytes: logical,
-            unique_chunks: chunks,
-            unique_bytes: unique,
-            stored_bytes: stored,
-            dedup_ratio: ratio(logical, unique),
-            space_ratio: ratio(logical, stored),
-        })
-    }
-
-    /// Brings a store made before tenants (schema 1) to schema 2: every
-    /// file record belongs to [`DEFAULT_TENANT`] (records without a tenant
-    /// read as it), and gets its listing row and its chunks' committed rows.
-    /// One file per batch, with the last file done, so a crash resumes.
-    /// Segments a crashed commit or delete has not reached are counted as
-    /// its resumption will count them.
-    ///
-    /// # Errors
-    /// Metadata backend errors.
-    pub(super) fn migrate_tenants(&self) -> Result<u64> {
-        const DONE: &[u8] = b"migrate/tenants";
-        let m = self.meta();
-        let from = m.get(Cf::Meta, DONE)?;
-        let mut start = from.clone();
-        if let Some(s) = start.as_mut() {
-            s.push(0); // strictly after the last file done
-        }
-        let mut n = 0;
-        let ids: Vec<FileId> = m
-            .scan(Cf::Files, b"", start.as_deref())
-            .filter_map(|kv| kv.ok())
-            .filter_map(|(k, _)| FileId::from_slice(&k))
-            .collect();
-        for id in ids {
-            let Some(rec) = self.record(&id)? else { continue };
-            let nseg = rec.segments.len() as u32;
-            let segs = match rec.state {
-                FileState::Ready => 0..nseg,
-                FileState::Committing { next } => 0..next,
-                FileState::Deleting { next } => next..nseg,
-            };
-            let mut entries = Vec::new();
-            for s in segs {
-                entries.extend(self.segment(&id, s)?);
-            }
-            let counts = occurrences(&entries);
-            let ids: Vec<ChunkId> = counts.keys().copied().collect();
-            let _g = self.lock_stripes(&ids);
-            let mut b = Batch::default();
-            self.tenant_refs(&mut b, &rec.tenant, &counts, 1)?;
-            if !matches!(rec.state, FileState::Deleting { .. }) {
-                b.put(Cf::Tenants, &file_key(&rec.tenant, &id), b"");
-            }
-            b.put(Cf::Meta, DONE, id.as_bytes());
-            m.write(b, false)?;
-            n += 1;
-        }
         Ok(n)
     }
 }

@@ -28,3 +28,9 @@ pub fn ok(o: &Output) -> String {
     assert!(o.status.success(), "depot failed ({}): {}", code(o), stderr(o));
     String::from_utf8(o.stdout.clone()).unwrap()
 }
+
+/// Stdout of a run that must have succeeded, as JSON (a `--json` command).
+pub async fn run_json<T: serde::de::DeserializeOwned>(base: &str, args: &[&str]) -> T {
+    let out = run(base, args).await;
+    serde_json::from_str(ok(&out).trim()).unwrap_or_else(|e| panic!("depot {args:?}: not JSON: {e}"))
+}

@@ -84,7 +84,13 @@ pub fn tus(method: Method, url: &str) -> RequestBuilder {
 
 /// A tus PATCH at `offset`, body still to be set.
 pub fn tus_patch(url: &str, offset: impl Display) -> RequestBuilder {
-    tus(Method::PATCH, url).header("Content-Type", OCTET).header("Upload-Offset", offset.to_string())
+    tus_patch_as(Method::PATCH, url, offset)
+}
+
+/// A tus PATCH's headers on a request of another method (a PATCH a client
+/// sends as POST with `X-HTTP-Method-Override`).
+pub fn tus_patch_as(method: Method, url: &str, offset: impl Display) -> RequestBuilder {
+    tus(method, url).header("Content-Type", OCTET).header("Upload-Offset", offset.to_string())
 }
 
 pub type BodySender = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
@@ -95,6 +101,27 @@ pub fn fed_body(capacity: usize) -> (BodySender, reqwest::Body) {
     let (tx, rx) = tokio::sync::mpsc::channel(capacity);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     (tx, reqwest::Body::wrap_stream(stream))
+}
+
+/// A part's `Content-Disposition` header line for the form field `name`.
+pub fn field(name: &str) -> String {
+    format!("Content-Disposition: form-data; name=\"{name}\"")
+}
+
+/// A `multipart/form-data` body written by hand, as some senders write it:
+/// one part per `(header lines, bytes)`, the header lines CRLF-separated;
+/// the closing delimiter only if `close` (a truncated body otherwise).
+pub fn handmade_multipart(boundary: &str, parts: &[(String, &[u8])], close: bool) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (i, (headers, bytes)) in parts.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "\r\n" };
+        body.extend_from_slice(format!("{sep}--{boundary}\r\n{headers}\r\n\r\n").as_bytes());
+        body.extend_from_slice(bytes);
+    }
+    if close {
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    }
+    body
 }
 
 /// A well-formed piece: plain parameter names and the bytes.

@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: deterministic data, a store on
+//! Helpers shared by the integration tests (data comes from
+//! `depot::testdata`, the crate's one generator): a store on
 //! disk with a manual clock, and a real server on an ephemeral port with
 //! typed requests for what the tests ask of it again and again. HTTP request
 //! builders live in [`http`], the `depot` binary in [`cli`].
@@ -12,25 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use depot::store::{ChunkerParams, FsObjects, FsyncPolicy, ManualClock, Store, StoreOptions};
-
-/// Deterministic pseudo-random bytes (xorshift64*), so failures reproduce.
-pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n);
-    fill_random(&mut out, n, seed);
-    out
-}
-
-pub fn fill_random(out: &mut Vec<u8>, n: usize, seed: u64) {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while out.len() < n {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
-        let take = (n - out.len()).min(8);
-        out.extend_from_slice(&v[..take]);
-    }
-}
 
 /// One unlabelled sample of a Prometheus text exposition, by its exact name.
 pub fn metric(exposition: &str, name: &str) -> u64 {
@@ -83,6 +65,9 @@ use serde::de::DeserializeOwned;
 
 pub use self::http::client;
 
+/// The origin of the web page in CORS tests.
+pub const ORIGIN: &str = "https://app.example";
+
 /// A real server on an ephemeral port over a data dir.
 pub struct TestServer {
     pub base: String,
@@ -104,9 +89,34 @@ impl TestServer {
     /// A server with [`test_config`] over a fresh temporary directory, which
     /// lives as long as the returned guard.
     pub async fn start_temp() -> (tempfile::TempDir, TestServer) {
+        Self::start_temp_with(|_| {}).await
+    }
+
+    /// [`TestServer::start_temp`] with the configuration changed by
+    /// `configure` first.
+    pub async fn start_temp_with(configure: impl FnOnce(&mut Config)) -> (tempfile::TempDir, TestServer) {
         let dir = tempfile::tempdir().unwrap();
-        let s = TestServer::start(test_config(dir.path())).await;
-        (dir, s)
+        let mut cfg = test_config(dir.path());
+        configure(&mut cfg);
+        (dir, TestServer::start(cfg).await)
+    }
+
+    /// A server over `data/` in a fresh temporary directory, configured by
+    /// `configure`: the test's own files (sources, downloads) go beside
+    /// `data/`, so nothing it writes mixes with the server's.
+    pub async fn start_in_workdir(configure: impl FnOnce(&mut Config)) -> (tempfile::TempDir, TestServer) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(&dir.path().join("data"));
+        configure(&mut cfg);
+        (dir, TestServer::start(cfg).await)
+    }
+
+    /// Stops the server and starts a new one over the same data dir and
+    /// configuration, on a new port.
+    pub async fn restart(self) -> TestServer {
+        let cfg = Config::clone(&self.state.config);
+        self.stop().await;
+        TestServer::start(cfg).await
     }
 
     /// A server whose store reads the wall clock.
@@ -143,7 +153,39 @@ impl TestServer {
 
     /// `GET path`, whatever the answer.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        client().get(self.url(path)).send().await.unwrap()
+        self.get_with(path, &[]).await
+    }
+
+    /// `method path` with `headers`, whatever the answer.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = client().request(method, self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// A browser's CORS preflight from [`ORIGIN`] for a `method` request to
+    /// `path` with `headers` (comma-separated); it must succeed.
+    pub async fn preflight(&self, path: &str, method: &str, headers: &str) -> reqwest::Response {
+        let asks = [
+            ("Origin", ORIGIN),
+            ("Access-Control-Request-Method", method),
+            ("Access-Control-Request-Headers", headers),
+        ];
+        let r = self.send(reqwest::Method::OPTIONS, path, &asks).await;
+        assert!(r.status().is_success(), "preflight of {method} {path}: {}", r.status());
+        r
+    }
+
+    /// `GET path` with `headers`, whatever the answer.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        self.send(reqwest::Method::GET, path, headers).await
     }
 
     /// `GET path`, which must succeed, as JSON.

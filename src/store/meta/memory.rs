@@ -63,6 +63,13 @@ struct Scan<'a> {
     done: bool,
 }
 
+impl<'a> Scan<'a> {
+    /// A scan of `cf` between the bounds, in key order or (`rev`) reversed.
+    fn boxed(meta: &'a MemMeta, cf: Cf, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, rev: bool) -> KvIter<'a> {
+        Box::new(Scan { meta, cf, lo, hi, rev, buf: Vec::new().into_iter(), done: false })
+    }
+}
+
 impl Iterator for Scan<'_> {
     type Item = Result<KeyValue>;
 
@@ -109,15 +116,7 @@ impl MetaStore for MemMeta {
     fn scan<'a>(&'a self, cf: Cf, prefix: &'a [u8], start: Option<&'a [u8]>) -> KvIter<'a> {
         let from = start.unwrap_or(prefix).max(prefix);
         let hi = prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
-        Box::new(Scan {
-            meta: self,
-            cf,
-            lo: Bound::Included(from.to_vec()),
-            hi,
-            rev: false,
-            buf: Vec::new().into_iter(),
-            done: false,
-        })
+        Scan::boxed(self, cf, Bound::Included(from.to_vec()), hi, false)
     }
 
     fn scan_rev<'a>(&'a self, cf: Cf, prefix: &'a [u8], before: Option<&'a [u8]>) -> KvIter<'a> {
@@ -126,15 +125,7 @@ impl MetaStore for MemMeta {
             (Some(b), None) => Bound::Excluded(b.to_vec()),
             (None, end) => end.map_or(Bound::Unbounded, Bound::Excluded),
         };
-        Box::new(Scan {
-            meta: self,
-            cf,
-            lo: Bound::Included(prefix.to_vec()),
-            hi,
-            rev: true,
-            buf: Vec::new().into_iter(),
-            done: false,
-        })
+        Scan::boxed(self, cf, Bound::Included(prefix.to_vec()), hi, true)
     }
 
     fn counter(&self, counter: Counter) -> Result<i64> {
