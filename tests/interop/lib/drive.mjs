@@ -59,17 +59,28 @@ export async function uploadInPage({
       }
     });
     page.on('pageerror', (e) => pageErrors.push(String(e)));
+    const entries = new Map();
     page.on('requestfailed', (r) => {
-      if (ours(r.url())) failures.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`);
+      if (!ours(r.url())) return;
+      failures.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`);
+      // A request the library aborted (a failed file's other pieces) may
+      // have its answer's head but never its body.
+      const entry = entries.get(r);
+      if (entry) entry.done = true;
     });
     page.on('request', (r) => {
       if (!ours(r.url())) return;
       const entry = { method: r.method(), url: r.url(), status: undefined, body: undefined, done: false };
       pending.push(entry);
+      entries.set(r, entry);
       r.response().then(async (res) => {
         if (res) {
           entry.status = res.status();
-          entry.body = entry.status === 204 ? '' : await res.text();
+          try {
+            entry.body = entry.status === 204 ? '' : await res.text();
+          } catch (e) {
+            entry.error = String(e);
+          }
         }
         entry.done = true;
       }, (e) => {
