@@ -6,6 +6,10 @@
 # missing first (curl and b3sum from apt when root; the Python package with
 # its test extras into the current Python). The server binary comes from
 # DEPOT_BIN, default ${CARGO_TARGET_DIR:-~/.cache/depot-target}/debug/depot.
+# Each suite starts its servers in token mode (DEPOT_AUTH_MODE=token), makes
+# a tenant token with the admin token from <data-dir>/admin.token and runs
+# its clients with it, and checks that a request without it answers 401;
+# DEPOT_TEST_AUTH=local runs them all without tokens.
 # Exits non-zero when anything fails.
 set -uo pipefail
 cd "$(dirname "$0")" || exit 1
@@ -36,6 +40,8 @@ if ! "$PY" -c 'import depot_client, requests, tqdm, blake3, numpy, pytest' 2>/de
     "$PY" -m pip install -q -e "python[test]" || { echo "error: pip install failed" >&2; exit 1; }
 fi
 
+export DEPOT_TEST_AUTH=${DEPOT_TEST_AUTH:-token}
+echo "auth mode: $DEPOT_TEST_AUTH"
 status=0
 start=$(date +%s)
 echo "== Python client (pytest)"

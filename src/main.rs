@@ -32,6 +32,11 @@ struct Cli {
     /// The server the client commands talk to.
     #[arg(long, env = "DEPOT_SERVER", default_value = "http://localhost:8080", global = true)]
     server: String,
+    /// A file holding the token the client commands send (it must be private:
+    /// mode 600). Without it: $DEPOT_TOKEN, else ~/.config/depot/token if it
+    /// exists, else no token (enough for a server in `local` mode).
+    #[arg(long, global = true, value_name = "PATH")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -439,7 +444,11 @@ fn humantime(d: std::time::Duration) -> String {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     let server = cli.server.clone();
-    let client = || Client::new(&server).map(|c| c.with_retry_notices(true)).map_err(Failure::from);
+    let token_file = cli.token_file.clone();
+    let client = || {
+        let token = client::Token::resolve(token_file.as_deref())?;
+        Client::with_token(&server, token).map(|c| c.with_retry_notices(true)).map_err(Failure::from)
+    };
     let show = |json: bool| !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
         Command::Serve { store, listen, auth_mode } => serve(&store, listen, auth_mode),

@@ -251,3 +251,185 @@ async fn errors_are_one_line_and_a_failure_status() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));
 }
+
+/// A peer that answers every request 401 as a token-mode server does, and
+/// hands back the `Authorization` header of each request it got.
+async fn refusing_peer() -> (String, tokio::sync::mpsc::UnboundedReceiver<Option<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && sock.read(&mut byte).await.unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let _ = tx.send(head.lines().find_map(|l| l.strip_prefix("authorization: ")).map(str::to_string));
+            let body = r#"{"code":401,"error":"unauthorized","message":"a valid token is needed"}"#;
+            let _ = sock
+                .write_all(
+                    format!(
+                        "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"depot\"\r\n\
+                         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    });
+    (base, rx)
+}
+
+#[tokio::test]
+async fn the_token_comes_from_the_flag_the_env_or_the_default_file_and_a_401_is_exit_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".config/depot")).unwrap();
+    let (base, mut sent) = refusing_peer().await;
+    let depot = |env_token: Option<&str>| {
+        let mut c = common::cli::depot(&base);
+        c.env("HOME", &home).env_remove("XDG_CONFIG_HOME").env_remove("DEPOT_TOKEN");
+        if let Some(t) = env_token {
+            c.env("DEPOT_TOKEN", t);
+        }
+        c
+    };
+    let secret = "dpt_01JDX3E5C9R2T7VQ4M8N6P0WAB_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA";
+
+    // No token anywhere: sent without one; the message says how to pass one.
+    let out = depot(None).arg("ls").output().await.unwrap();
+    assert_eq!(common::cli::code(&out), 5, "{}", common::cli::stderr(&out));
+    let err = common::cli::stderr(&out);
+    assert!(err.starts_with("depot: the server needs a token") && err.contains("DEPOT_TOKEN"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1);
+    assert_eq!(sent.recv().await.unwrap(), None);
+
+    // DEPOT_TOKEN: sent as a bearer token, never shown.
+    let out = depot(Some(secret)).arg("ls").output().await.unwrap();
+    assert_eq!(common::cli::code(&out), 5);
+    let err = common::cli::stderr(&out);
+    assert!(err.contains("refused the token from DEPOT_TOKEN"), "{err}");
+    assert!(!err.contains("c2Vj"), "the secret is in the message: {err}");
+    assert_eq!(
+        sent.recv().await.unwrap().as_deref(),
+        Some(format!("bearer {}", secret.to_lowercase()).as_str())
+    );
+
+    // The default file, private: used when DEPOT_TOKEN is unset; DEPOT_TOKEN
+    // wins over it; --token-file wins over both.
+    let default = home.join(".config/depot/token");
+    let private = |p: &Path, text: &str| {
+        std::fs::write(p, text).unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    };
+    private(&default, "dpt_DEFAULT_x\n");
+    let flag = dir.path().join("flag-token");
+    private(&flag, "dpt_FLAG_x\n");
+    depot(None).arg("ls").output().await.unwrap();
+    assert_eq!(sent.recv().await.unwrap().as_deref(), Some("bearer dpt_default_x"));
+    depot(Some("dpt_ENV_x")).arg("ls").output().await.unwrap();
+    assert_eq!(sent.recv().await.unwrap().as_deref(), Some("bearer dpt_env_x"));
+    let out =
+        depot(Some("dpt_ENV_x")).args(["--token-file", flag.to_str().unwrap(), "ls"]).output().await.unwrap();
+    assert!(common::cli::stderr(&out).contains(&format!("refused the token from {}", flag.display())));
+    assert_eq!(sent.recv().await.unwrap().as_deref(), Some("bearer dpt_flag_x"));
+
+    // A token file others can read is refused before anything is sent.
+    #[cfg(unix)]
+    {
+        std::fs::set_permissions(&default, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let out = depot(None).arg("ls").output().await.unwrap();
+        assert_eq!(common::cli::code(&out), 3);
+        let err = common::cli::stderr(&out);
+        assert!(err.contains("mode 0644") && err.contains("chmod 600"), "{err}");
+        assert!(sent.try_recv().is_err(), "a request was sent");
+    }
+}
+
+/// The CLI and the client library against the real server in `token` mode:
+/// admin calls make tokens, the CLI carries one, scopes and revocation hold,
+/// a signed link works without a token until its token is revoked.
+#[tokio::test(flavor = "multi_thread")]
+async fn against_a_token_mode_server_the_cli_carries_its_token() {
+    use depot::client::{self, Client, Token, TokenSource};
+    use depot::wire::TokenRequest;
+
+    let (dir, s) = TestServer::start_in_workdir(|cfg| cfg.auth.mode = depot::config::AuthMode::Token).await;
+    let store = s.state.store.clone();
+    let admin_token = tokio::task::spawn_blocking(move || {
+        store.issue_token(depot::store::Tenant::default(), depot::store::Scopes::all(), None, None).unwrap().1
+    })
+    .await
+    .unwrap();
+    let as_token =
+        |t: &str| Client::with_token(&s.base, Some(Token::parse(t, TokenSource::Given).unwrap())).unwrap();
+    let admin = as_token(&admin_token);
+    let make = |scopes: &[&str]| TokenRequest {
+        tenant: "cli".into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        expires_in: Some(client::expires_in("1d")),
+        name: Some("cli test".into()),
+    };
+    let writer = client::create_token(&admin, &make(&["read", "write", "delete"])).await.unwrap();
+    let reader = client::create_token(&admin, &make(&["read"])).await.unwrap();
+    let (writer_secret, reader_secret) = (writer.token.clone().unwrap(), reader.token.clone().unwrap());
+    let listed = client::list_tokens(&admin).await.unwrap();
+    assert!(listed.tokens.iter().any(|t| t.id == writer.id && t.token.is_none()), "no secrets in the list");
+
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let depot = |token: Option<&str>| {
+        let mut c = common::cli::depot(&s.base);
+        c.env("HOME", &home).env_remove("XDG_CONFIG_HOME").env_remove("DEPOT_TOKEN");
+        if let Some(t) = token {
+            c.env("DEPOT_TOKEN", t);
+        }
+        c
+    };
+    let path = dir.path().join("t.bin");
+    let data = write_random(&path, 3 * MIB, 40);
+
+    // No token: refused, exit 5, and the message says how to pass one.
+    let out = depot(None).args(["put", path.to_str().unwrap()]).output().await.unwrap();
+    assert_eq!(common::cli::code(&out), 5, "{}", common::cli::stderr(&out));
+    assert!(common::cli::stderr(&out).contains("needs a token"));
+
+    // With the tenant's token: put, ls, get.
+    let id = ok(&depot(Some(&writer_secret)).args(["put", path.to_str().unwrap()]).output().await.unwrap())
+        .trim()
+        .to_string();
+    assert!(ok(&depot(Some(&writer_secret)).arg("ls").output().await.unwrap()).contains(&id));
+    let got = dir.path().join("t.out");
+    ok(&depot(Some(&writer_secret)).args(["get", &id, "-o", got.to_str().unwrap()]).output().await.unwrap());
+    assert!(std::fs::read(&got).unwrap() == data);
+
+    // A read-only token may not delete: 403, exit 5, naming the scope.
+    let out = depot(Some(&reader_secret)).args(["rm", &id]).output().await.unwrap();
+    assert_eq!(common::cli::code(&out), 5);
+    let err = common::cli::stderr(&out);
+    assert!(err.contains("403") && err.contains("delete"), "{err}");
+
+    // A signed link works without a token, until its token is revoked.
+    let reader_client = as_token(&reader_secret);
+    let link = client::create_link(&reader_client, &id, Some(600)).await.unwrap();
+    let anonymous = reqwest::Client::new();
+    let r = anonymous.get(reader_client.url(&link.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == data);
+    client::revoke_token(&admin, &reader.id).await.unwrap();
+    assert_eq!(anonymous.get(reader_client.url(&link.url)).send().await.unwrap().status(), 403);
+    let out = depot(Some(&reader_secret)).arg("ls").output().await.unwrap();
+    assert_eq!(common::cli::code(&out), 5);
+    assert!(common::cli::stderr(&out).contains("refused the token from DEPOT_TOKEN"));
+
+    // The tenant token deletes; a revoke of an unknown id is a 404.
+    ok(&depot(Some(&writer_secret)).args(["rm", &id]).output().await.unwrap());
+    let e = client::revoke_token(&admin, "01JDX3E5C9R2T7VQ4M8N6P0WAB").await.unwrap_err();
+    assert!(matches!(e, depot::client::ClientError::Api { status: 404, .. }), "{e:?}");
+    s.stop().await;
+}

@@ -18,8 +18,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use common::cli::{ok, run};
-use common::{TestServer, pseudo_random, test_config};
+use common::{TestServer, test_config};
 use depot::store::ChunkerParams;
+use depot::testdata::pseudo_random;
 
 const MIB: u64 = 1 << 20;
 

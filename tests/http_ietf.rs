@@ -10,7 +10,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::http::fed_body;
-use common::{TestServer, client, pseudo_random, test_config};
+use common::{TestServer, client, test_config};
+use depot::testdata::pseudo_random;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use sha1::Digest;
 

@@ -11,7 +11,9 @@
 # the file's path, size and modification time: running the same command
 # again after an interruption resumes it.
 #
-# Environment: DEPOT_SERVER (default http://localhost:8080); DEPOT_B3SUM,
+# Environment: DEPOT_SERVER (default http://localhost:8080); DEPOT_TOKEN,
+# the token for a server in token mode (sent as Authorization: Bearer, from
+# a private header file, never on curl's command line); DEPOT_B3SUM,
 # the b3sum command (default b3sum; a name that is not installed turns
 # hashing off).
 #
@@ -20,7 +22,8 @@
 # stderr is not a terminal), a summary on stderr, and the file id as the last line of stdout.
 #
 # Exit codes: 0 done; 2 usage; 3 the file cannot be read; 4 the server
-# cannot be reached; 5 the server refused the upload (4xx); 6 server error
+# cannot be reached; 5 the server refused the upload (4xx: e.g. 401, no
+# or a bad token; 403, the token may not upload); 6 server error
 # (5xx or an unexpected answer); 130 interrupted (run again to resume).
 set -euo pipefail
 
@@ -98,6 +101,40 @@ message_of() {
     printf '%s' "$m"
 }
 
+# The token (DEPOT_TOKEN), when there is one, reaches curl in a header file
+# (-H @file, in the private temporary directory), never on a command line,
+# where ps would show it. api_curl is curl with that header.
+TOKEN=${DEPOT_TOKEN:-}
+TOKEN=${TOKEN#"${TOKEN%%[![:space:]]*}"}
+TOKEN=${TOKEN%"${TOKEN##*[![:space:]]}"}
+AUTH_FILE=
+if [ -n "$TOKEN" ]; then
+    [[ "$TOKEN" =~ ^[[:graph:]]+$ ]] || die 2 "DEPOT_TOKEN has spaces or characters a token never has"
+    AUTH_FILE="$TMP/auth"
+    (umask 077 && printf 'Authorization: Bearer %s\n' "$TOKEN" >"$AUTH_FILE") || die 3 "cannot write $AUTH_FILE"
+fi
+unset TOKEN
+api_curl() {
+    if [ -n "$AUTH_FILE" ]; then curl -H "@$AUTH_FILE" "$@"; else curl "$@"; fi
+}
+
+# refused CODE WHAT: why a 4xx answer (body in $TMP/body) refused WHAT; a
+# 401 and a 403 say what to do about the token.
+refused() {
+    case "$1" in
+        401)
+            if [ -n "$AUTH_FILE" ]; then
+                printf 'the server refused the token in DEPOT_TOKEN (401: %s): it is unknown, expired or revoked' \
+                    "$(message_of "$TMP/body")"
+            else
+                printf 'the server needs a token (401: %s): set DEPOT_TOKEN' "$(message_of "$TMP/body")"
+            fi
+            ;;
+        403) printf 'the server refused %s (403: %s): the token lacks that permission' "$2" "$(message_of "$TMP/body")" ;;
+        *) printf 'the server refused %s (%s): %s' "$2" "$1" "$(message_of "$TMP/body")" ;;
+    esac
+}
+
 # The id of the file in a "complete" answer (builtins only: once a piece).
 file_id_of() {
     local body=
@@ -117,7 +154,7 @@ call() {
     local attempt rc
     for attempt in 1 2 3 4; do
         rc=0
-        CODE=$(curl -sS -o "$TMP/body" -w '%{http_code}' "$@" 2>"$TMP/err") || rc=$?
+        CODE=$(api_curl -sS -o "$TMP/body" -w '%{http_code}' "$@" 2>"$TMP/err") || rc=$?
         [ "$rc" -lt 128 ] || on_interrupt # curl was killed by the Ctrl-C
         if [ "$rc" -eq 0 ]; then
             case "$CODE" in
@@ -236,7 +273,7 @@ upload_all() {
                 local attempt rc
                 for attempt in 1 2 3 4; do
                     rc=0
-                    CODE=$(piece "$N" | curl -sS -o "$TMP/body" -w '%{http_code}' "${fields[@]}" \
+                    CODE=$(piece "$N" | api_curl -sS -o "$TMP/body" -w '%{http_code}' "${fields[@]}" \
                         -F "file=@-;filename=piece-$N;type=application/octet-stream" \
                         "$SERVER/api/files/upload/chunked" 2>"$TMP/err") || rc=$?
                     [ "$rc" -lt 128 ] || on_interrupt
@@ -249,14 +286,14 @@ upload_all() {
                 [ "$rc" -eq 0 ] || die 4 "sending piece $N failed: $(head -n1 "$TMP/err")"
                 case "$CODE" in
                     200 | 201) ;;
-                    4??) die 5 "the server refused piece $N ($CODE): $(message_of "$TMP/body")" ;;
+                    4??) die 5 "$(refused "$CODE" "piece $N")" ;;
                     *) die 6 "server error on piece $N ($CODE): $(message_of "$TMP/body")" ;;
                 esac
                 SENT=$((SENT + 1))
                 SENT_BYTES=$((SENT_BYTES + len))
                 say "piece $N/$TOTAL sent ($len bytes)"
                 ;;
-            4??) die 5 "the server refused piece $N ($CODE): $(message_of "$TMP/body")" ;;
+            4??) die 5 "$(refused "$CODE" "piece $N")" ;;
             *) die 6 "unexpected answer to piece $N ($CODE): $(message_of "$TMP/body")" ;;
         esac
         DONE=$((DONE + len))

@@ -11,8 +11,10 @@
 # download that fails the check is downloaded again from the first bad byte
 # (or from the start).
 #
-# Environment: DEPOT_SERVER (default http://localhost:8080); DEPOT_B3SUM,
-# the b3sum command (default b3sum).
+# Environment: DEPOT_SERVER (default http://localhost:8080); DEPOT_TOKEN,
+# the token for a server in token mode (sent as Authorization: Bearer, from
+# a private header file, never on curl's command line); DEPOT_B3SUM, the
+# b3sum command (default b3sum).
 #
 # Output: curl's progress meter on a terminal (received bytes, rate, time
 # left; a resumed download first says how many bytes it kept), a summary on
@@ -20,7 +22,8 @@
 #
 # Exit codes: 0 done; 2 usage; 3 OUTPUT cannot be written, or exists
 # (without --force); 4 the server
-# cannot be reached; 5 the server refused (4xx, e.g. no such file); 6 server
+# cannot be reached; 5 the server refused (4xx, e.g. no such file, or 401:
+# no or a bad token); 6 server
 # error; 7 the download does not verify; 130 interrupted (run again to resume).
 set -euo pipefail
 
@@ -73,6 +76,40 @@ message_of() {
     printf '%s' "$m"
 }
 
+# The token (DEPOT_TOKEN), when there is one, reaches curl in a header file
+# (-H @file, in the private temporary directory), never on a command line,
+# where ps would show it. api_curl is curl with that header.
+TOKEN=${DEPOT_TOKEN:-}
+TOKEN=${TOKEN#"${TOKEN%%[![:space:]]*}"}
+TOKEN=${TOKEN%"${TOKEN##*[![:space:]]}"}
+AUTH_FILE=
+if [ -n "$TOKEN" ]; then
+    [[ "$TOKEN" =~ ^[[:graph:]]+$ ]] || die 2 "DEPOT_TOKEN has spaces or characters a token never has"
+    AUTH_FILE="$TMP/auth"
+    (umask 077 && printf 'Authorization: Bearer %s\n' "$TOKEN" >"$AUTH_FILE") || die 3 "cannot write $AUTH_FILE"
+fi
+unset TOKEN
+api_curl() {
+    if [ -n "$AUTH_FILE" ]; then curl -H "@$AUTH_FILE" "$@"; else curl "$@"; fi
+}
+
+# refused CODE WHAT: why a 4xx answer (body in $TMP/body) refused WHAT; a
+# 401 and a 403 say what to do about the token.
+refused() {
+    case "$1" in
+        401)
+            if [ -n "$AUTH_FILE" ]; then
+                printf 'the server refused the token in DEPOT_TOKEN (401: %s): it is unknown, expired or revoked' \
+                    "$(message_of "$TMP/body")"
+            else
+                printf 'the server needs a token (401: %s): set DEPOT_TOKEN' "$(message_of "$TMP/body")"
+            fi
+            ;;
+        403) printf 'the server refused %s (403: %s): the token lacks that permission' "$2" "$(message_of "$TMP/body")" ;;
+        *) printf 'the server refused %s (%s): %s' "$2" "$1" "$(message_of "$TMP/body")" ;;
+    esac
+}
+
 # A string field of a flat JSON object (empty when absent or escaped).
 field() {
     sed -n 's/.*"'"$1"'":"\([^"\\]*\)".*/\1/p' "$2" | head -n1
@@ -81,7 +118,7 @@ field() {
 # curl -sS GET URL into $TMP/body; sets CODE; connection failures exit 4.
 get() {
     local rc=0
-    CODE=$(curl -sS -o "$TMP/body" -w '%{http_code}' "$1" 2>"$TMP/err") || rc=$?
+    CODE=$(api_curl -sS -o "$TMP/body" -w '%{http_code}' "$1" 2>"$TMP/err") || rc=$?
     [ "$rc" -eq 0 ] || die 4 "cannot reach the server at $SERVER ($(sed 's/^curl: ([0-9]*) //' "$TMP/err" | head -n1))"
 }
 
@@ -89,7 +126,7 @@ get "$SERVER/api/files/$ID/info"
 case "$CODE" in
     200) ;;
     404) die 5 "no file with id $ID" ;;
-    4??) die 5 "the server refused ($CODE): $(message_of "$TMP/body")" ;;
+    4??) die 5 "$(refused "$CODE" "the request")" ;;
     *) die 6 "server error ($CODE): $(message_of "$TMP/body")" ;;
 esac
 cp "$TMP/body" "$TMP/info"
@@ -133,10 +170,10 @@ fetch() {
         # curl's own meter on the terminal: received bytes, rate, time left.
         [ "$have" -gt 0 ] && printf 'resuming: %s kept from an earlier run, %s to go\n' \
             "$(human "$have")" "$(human $((SIZE - have)))" >&2
-        CODE=$(curl -S -C - -o "$PART" -w '%{http_code}' "$SERVER/api/files/$ID") || rc=$?
+        CODE=$(api_curl -S -C - -o "$PART" -w '%{http_code}' "$SERVER/api/files/$ID") || rc=$?
         [ "$rc" -eq 0 ] || printf 'curl: (%s)\n' "$rc" >"$TMP/err"
     else
-        CODE=$(curl -sS -C - -o "$PART" -w '%{http_code}' "$SERVER/api/files/$ID" 2>"$TMP/err") || rc=$?
+        CODE=$(api_curl -sS -C - -o "$PART" -w '%{http_code}' "$SERVER/api/files/$ID" 2>"$TMP/err") || rc=$?
     fi
     if [ "$rc" -ne 0 ]; then
         case "$rc" in
@@ -149,7 +186,12 @@ fetch() {
     case "$CODE" in
         200 | 206) ;;
         404) die 5 "no file with id $ID" ;;
-        4??) die 5 "the server refused the download ($CODE)" ;;
+        4??)
+            # The answer's body went to the .part file: keep it out.
+            tail -c +$((RESUMED_FROM + 1)) -- "$PART" >"$TMP/body" 2>/dev/null
+            truncate -s "$RESUMED_FROM" -- "$PART" 2>/dev/null
+            die 5 "$(refused "$CODE" "the download")"
+            ;;
         *) die 6 "server error on download ($CODE)" ;;
     esac
 }

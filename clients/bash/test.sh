@@ -2,7 +2,10 @@
 # Tests for curl_chunked_upload.sh and curl_download.sh against the real
 # depot server (DEPOT_BIN, default $CARGO_TARGET_DIR/debug/depot with
 # CARGO_TARGET_DIR defaulting to ~/.cache/depot-target), started here on an
-# ephemeral port with fresh data. Needs curl, coreutils and python3 (test
+# ephemeral port with fresh data, in token mode (DEPOT_AUTH_MODE=token;
+# DEPOT_TEST_AUTH=local runs it without tokens): the scripts get a token of
+# their own tenant in DEPOT_TOKEN, made with the admin token the server
+# wrote to <data-dir>/admin.token. Needs curl, coreutils and python3 (test
 # data; a BLAKE3 stand-in when b3sum is not installed). Prints one line per
 # test and "bash: N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
@@ -12,6 +15,9 @@ UP="$HERE/curl_chunked_upload.sh"
 DOWN="$HERE/curl_download.sh"
 DEPOT_BIN=${DEPOT_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/depot-target}/debug/depot}
 WORK=$(mktemp -d)
+AUTH_MODE=${DEPOT_TEST_AUTH:-token}
+case "$AUTH_MODE" in token | local) ;; *) echo "DEPOT_TEST_AUTH must be token or local" >&2 && exit 2 ;; esac
+unset DEPOT_TOKEN
 SERVER_PID=
 PASSED=0
 FAILED=0
@@ -34,7 +40,9 @@ start_server() {
     [ -x "$DEPOT_BIN" ] || { echo "depot binary not found at $DEPOT_BIN: build it or set DEPOT_BIN" >&2; exit 1; }
     rm -f "$WORK/server.fifo"
     mkfifo "$WORK/server.fifo"
-    DEPOT_RATE_LIMIT=false DEPOT_LOG=warn "$DEPOT_BIN" serve --listen 127.0.0.1:0 --data-dir "$1" \
+    local mode=()
+    [ "$AUTH_MODE" = token ] && mode=(env DEPOT_AUTH_MODE=token)
+    DEPOT_RATE_LIMIT=false DEPOT_LOG=warn "${mode[@]}" "$DEPOT_BIN" serve --listen 127.0.0.1:0 --data-dir "$1" \
         </dev/null >/dev/null 2>"$WORK/server.fifo" &
     SERVER_PID=$!
     exec 3<"$WORK/server.fifo"
@@ -44,6 +52,7 @@ start_server() {
         if [[ "$line" =~ listening\ on\ (http://[^ ]+) ]]; then
             export DEPOT_SERVER=${BASH_REMATCH[1]%/}
             cat <&3 >>"$WORK/server.log" &
+            [ "$AUTH_MODE" = token ] && make_token "$1"
             return 0
         fi
     done
@@ -51,6 +60,33 @@ start_server() {
     cat "$WORK/server.log" >&2
     exit 1
 }
+
+# Header files for curl: the admin token (for /metrics) and the scripts'
+# tenant token (for the test's own API calls); empty files in local mode.
+: >"$WORK/admin.auth"
+: >"$WORK/auth"
+
+# make_token DATA_DIR: reads the admin token the server wrote, makes a token
+# of tenant "bash" with it and exports it as DEPOT_TOKEN.
+make_token() {
+    local admin="$1/admin.token" mode token
+    [ -f "$admin" ] || {
+        echo "token mode: the server wrote no $admin (a server without token mode? DEPOT_TEST_AUTH=local runs without)" >&2
+        exit 1
+    }
+    mode=$(stat -c %a -- "$admin")
+    [ "$mode" = 600 ] || { echo "$admin has mode $mode, not 600" >&2 && exit 1; }
+    (umask 077 && printf 'Authorization: Bearer %s\n' "$(cat -- "$admin")" >"$WORK/admin.auth")
+    token=$(curl -sS -H "@$WORK/admin.auth" -H 'Content-Type: application/json' \
+        -d '{"tenant":"bash","scopes":["read","write","delete"],"name":"bash-test"}' \
+        "$DEPOT_SERVER/api/admin/tokens" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+    [ -n "$token" ] || { echo "POST /api/admin/tokens made no token" >&2 && exit 1; }
+    (umask 077 && printf 'Authorization: Bearer %s\n' "$token" >"$WORK/auth")
+    export DEPOT_TOKEN=$token
+}
+
+# curl for the test's own API calls, with the scripts' token.
+api() { curl -H "@$WORK/auth" "$@"; }
 
 # A BLAKE3 stand-in for machines without b3sum (tests only).
 if ! command -v b3sum >/dev/null; then
@@ -79,7 +115,7 @@ gen() {
         "$2" "$3" >"$1"
 }
 
-metric() { curl -sS "$DEPOT_SERVER/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+metric() { curl -sS -H "@$WORK/admin.auth" "$DEPOT_SERVER/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 req_bytes() { metric depot_http_request_bytes_total; }
 resp_bytes() { metric depot_http_response_bytes_total; }
 
@@ -128,7 +164,7 @@ test_upload_download() {
     [ "$(sent_of "$ERR")" = 21 ] || fail "expected 21 pieces sent: $ERR" || return 1
     [ "$sent" -ge $((20 * PIECE + 1234)) ] && [ "$sent" -le $((20 * PIECE + 1234 + 21 * OVERHEAD)) ] ||
         fail "server received $sent request bytes" || return 1
-    [ "$(curl -sS "$DEPOT_SERVER/api/files/$id/info" | sed -n 's/.*"size":\([0-9]*\).*/\1/p')" = $((20 * PIECE + 1234)) ] ||
+    [ "$(api -sS "$DEPOT_SERVER/api/files/$id/info" | sed -n 's/.*"size":\([0-9]*\).*/\1/p')" = $((20 * PIECE + 1234)) ] ||
         fail "wrong size on the server" || return 1
     run "$DOWN" "$id" "$WORK/a.out"
     [ "$RC" = 0 ] || fail "download exited $RC" || return 1
@@ -213,7 +249,7 @@ test_download_resume() {
     local f="$WORK/d.bin" id before got
     gen "$f" 800000 4
     # A whole-body upload: the record carries content_hash.
-    id=$(curl -sS --data-binary @"$f" "$DEPOT_SERVER/api/files/upload?filename=d.bin" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+    id=$(api -sS --data-binary @"$f" "$DEPOT_SERVER/api/files/upload?filename=d.bin" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
     [ -n "$id" ] || fail "upload failed" || return 1
     head -c 300000 "$f" >"$WORK/d.out.part"
     before=$(resp_bytes)
@@ -227,7 +263,7 @@ test_download_resume() {
 
 test_download_repairs_a_wrong_partial() {
     local f="$WORK/d.bin" id
-    id=$(curl -sS "$DEPOT_SERVER/api/files?limit=100" | grep -o '"id":"[^"]*","name":"d.bin"' | head -n1 | cut -d'"' -f4)
+    id=$(api -sS "$DEPOT_SERVER/api/files?limit=100" | grep -o '"id":"[^"]*","name":"d.bin"' | head -n1 | cut -d'"' -f4)
     gen "$WORK/wrong.out.part" 300000 99
     run "$DOWN" "$id" "$WORK/wrong.out"
     [ "$RC" = 0 ] || fail "download exited $RC" || return 1
@@ -238,7 +274,7 @@ test_download_repairs_a_wrong_partial() {
 test_download_chunk_check_resumes_from_bad_chunk() {
     # A chunked upload has no content_hash: with the native API the
     # manifest's chunk hashes locate the damage.
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' "$DEPOT_SERVER/api/chunking")" != 200 ]; then
+    if [ "$(api -s -o /dev/null -w '%{http_code}' "$DEPOT_SERVER/api/chunking")" != 200 ]; then
         echo "    GET /api/chunking does not answer 200: no manifests to check against"
         return 1
     fi
@@ -246,7 +282,7 @@ test_download_chunk_check_resumes_from_bad_chunk() {
     printf 'XXXX' | dd of="$WORK/b.out.part" bs=1 seek=$((7 * PIECE + 3)) conv=notrunc status=none
     truncate -s $((12 * PIECE + 100)) "$WORK/b.out.part"
     local id
-    id=$(curl -sS "$DEPOT_SERVER/api/files?limit=100" | grep -o '"id":"[^"]*","name":"b.bin"' | head -n1 | cut -d'"' -f4)
+    id=$(api -sS "$DEPOT_SERVER/api/files?limit=100" | grep -o '"id":"[^"]*","name":"b.bin"' | head -n1 | cut -d'"' -f4)
     run "$DOWN" "$id" "$WORK/b.out"
     [ "$RC" = 0 ] || fail "download exited $RC" || return 1
     cmp -s "$WORK/b.bin" "$WORK/b.out" || fail "repaired download differs" || return 1
@@ -266,7 +302,7 @@ test_reupload_after_delete() {
     gen "$f" $((3 * PIECE)) 5
     run "$UP" "$f" "$PIECE_KB"
     id=$(last_line "$OUT")
-    curl -sS -X DELETE "$DEPOT_SERVER/api/files/$id" >/dev/null
+    api -sS -X DELETE "$DEPOT_SERVER/api/files/$id" >/dev/null
     run "$UP" "$f" "$PIECE_KB"
     [ "$RC" = 0 ] || fail "re-upload after delete exited $RC" || return 1
     [ "$(last_line "$OUT")" != "$id" ] || fail "got the deleted id back" || return 1
@@ -276,7 +312,7 @@ test_reupload_after_delete() {
 
 test_download_refuses_to_overwrite() {
     local f="$WORK/a.bin" id
-    id=$(curl -sS "$DEPOT_SERVER/api/files?name=a.bin" | grep -o '"id":"[^"]*"' | head -n1 | cut -d'"' -f4)
+    id=$(api -sS "$DEPOT_SERVER/api/files?name=a.bin" | grep -o '"id":"[^"]*"' | head -n1 | cut -d'"' -f4)
     [ -n "$id" ] || fail "no file named a.bin (GET /api/files?name=)" || return 1
     printf 'precious' >"$WORK/keep.out"
     run "$DOWN" "$id" "$WORK/keep.out"
@@ -362,6 +398,44 @@ test_errors() {
     [ "$RC" = 2 ] || fail "bad id: rc $RC" || return 1
 }
 
+# Every curl the scripts run sends the token from a header file, never on
+# its command line; without a token, or with a bad one, they stop with exit
+# status 5 and say what to do.
+test_token() {
+    local real spy f="$WORK/tok.bin" id
+    if [ "$AUTH_MODE" != token ]; then
+        echo "    DEPOT_TEST_AUTH=local: no tokens to check"
+        return 0
+    fi
+    real=$(command -v curl)
+    mkdir -p "$WORK/spy"
+    spy="$WORK/spy/curl"
+    printf '#!/usr/bin/env bash\nprintf "%%s\\n" "$*" >>"%s"\nexec "%s" "$@"\n' "$WORK/curl.argv" "$real" >"$spy"
+    chmod +x "$spy"
+    : >"$WORK/curl.argv"
+    gen "$f" $((2 * PIECE + 10)) 30
+    PATH="$WORK/spy:$PATH" run "$UP" "$f" "$PIECE_KB"
+    [ "$RC" = 0 ] || fail "upload with the token exited $RC" || return 1
+    id=$(last_line "$OUT")
+    PATH="$WORK/spy:$PATH" run "$DOWN" "$id" "$WORK/tok.out"
+    [ "$RC" = 0 ] && cmp -s "$f" "$WORK/tok.out" || fail "download with the token failed: rc $RC" || return 1
+    [ "$(grep -c . "$WORK/curl.argv")" -ge 5 ] || fail "the spy saw $(grep -c . "$WORK/curl.argv") curl runs" || return 1
+    ! grep -qF -- "$DEPOT_TOKEN" "$WORK/curl.argv" || fail "the token is on a curl command line" || return 1
+    [ "$(grep -c -- '-H @' "$WORK/curl.argv")" = "$(grep -c . "$WORK/curl.argv")" ] ||
+        fail "a curl run without the header file: $(grep -v -- '-H @' "$WORK/curl.argv" | head -n1)" || return 1
+
+    DEPOT_TOKEN= run "$UP" "$f" "$PIECE_KB"
+    [ "$RC" = 5 ] && grep -q "needs a token (401.*set DEPOT_TOKEN" <<<"$ERR" || fail "upload without a token: rc $RC" || return 1
+    DEPOT_TOKEN= run "$DOWN" "$id" "$WORK/tok2.out"
+    [ "$RC" = 5 ] && grep -q "needs a token" <<<"$ERR" || fail "download without a token: rc $RC" || return 1
+    DEPOT_TOKEN=dpt_01JDX3E5C9R2T7VQ4M8N6P0WAB_bm90LWEtc2VjcmV0 run "$DOWN" "$id" "$WORK/tok2.out"
+    [ "$RC" = 5 ] && grep -q "refused the token in DEPOT_TOKEN" <<<"$ERR" || fail "download with a bad token: rc $RC" || return 1
+    ! grep -q "bm90LWEtc2VjcmV0" <<<"$ERR" || fail "the token is in the message" || return 1
+    [ ! -e "$WORK/tok2.out" ] && [ ! -s "$WORK/tok2.out.part" ] || fail "a refused download left bytes behind" || return 1
+    DEPOT_TOKEN="two words" run "$UP" "$f"
+    [ "$RC" = 2 ] || fail "a token with a space: rc $RC" || return 1
+}
+
 start_server "$WORK/data"
 echo "# server $DEPOT_SERVER ($DEPOT_BIN)"
 t "upload in pieces, download byte-identical" test_upload_download
@@ -378,6 +452,7 @@ t "download refuses to overwrite an existing file without --force" test_download
 t "Ctrl-C during an upload exits 130 with one message" test_ctrl_c_ends_with_130
 t "progress on a terminal: upload bar under 80 columns, curl's meter" test_progress_on_a_terminal
 t "errors: clear message, distinct exit codes" test_errors
+t "the token goes in a header file; none or a bad one: exit 5" test_token
 stop_server
 echo "bash: $PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

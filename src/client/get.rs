@@ -237,7 +237,7 @@ pub async fn get(client: &Client, id: &str, opts: &GetOptions) -> Result<GetRepo
                 .header("If-Range", format!("\"{}\"", info.etag));
         }
         let resp = req.send().await.map_err(|e| client.send_error(e))?;
-        let resp = check(resp).await?;
+        let resp = client.check(resp).await?;
         if resumed_from > 0 && resp.status() != reqwest::StatusCode::PARTIAL_CONTENT {
             return Err(ClientError::Protocol(format!(
                 "the server ignored the resume request ({}); delete {} to start over",

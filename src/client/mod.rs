@@ -1,12 +1,17 @@
 //! The `depot` client: a reqwest wrapper for the server's API, and the
-//! commands built on it (`put`, `get`, `ls`, `rm`, `stat`, `stats`). It cuts
-//! files with the server's own chunker, so what it uploads deduplicates
-//! against content that arrived by any other path.
+//! commands built on it (`put`, `get`, `ls`, `rm`, `stat`, `stats`, the
+//! admin calls behind `depot token`). It cuts files with the server's own
+//! chunker, so what it uploads deduplicates against content that arrived by
+//! any other path. With a [`Token`] every request carries
+//! `Authorization: Bearer`, and no redirect leaves the server's origin, so
+//! the token goes nowhere else.
 
+mod admin;
 mod get;
 mod progress;
 mod put;
 mod seed;
+mod token;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,9 +20,11 @@ use std::time::Duration;
 use reqwest::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 
+pub use self::admin::{create_link, create_token, expires_in, list_tokens, revoke_token};
 pub use self::get::{GetOptions, GetReport, get};
 pub use self::progress::{human, progress_line};
 pub use self::put::{PutOptions, PutReport, Source, put};
+pub use self::token::{TOKEN_ENV, Token, TokenSource, default_file as default_token_file};
 use crate::store::ChunkId;
 use crate::wire::{
     ChunkingInfo, CommitRequest, ErrorBody, FileInfo, FileList, ManifestInfo, MissingRequest,
@@ -38,6 +45,14 @@ pub enum ClientError {
     Broken(String),
     #[error("the server answered {status}: {message}")]
     Api { status: u16, error: String, message: String, missing: Vec<ChunkId> },
+    /// 401: no token, or one the server does not accept (unknown, expired,
+    /// revoked); the message says which token was sent and how to set one.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the token lacks a permission; the message names it, as the
+    /// server did.
+    #[error("{0}")]
+    Forbidden(String),
     /// The server would refuse the upload (its size or type), found out
     /// before anything was sent.
     #[error("{0}")]
@@ -84,7 +99,9 @@ impl ClientError {
             ClientError::Io(_) => exit::LOCAL,
             ClientError::Unreachable { .. } | ClientError::Broken(_) => exit::NETWORK,
             ClientError::Api { status, .. } if *status < 500 => exit::REFUSED,
-            ClientError::Refused(_) => exit::REFUSED,
+            ClientError::Refused(_) | ClientError::Unauthorized(_) | ClientError::Forbidden(_) => {
+                exit::REFUSED
+            }
             ClientError::Api { .. } | ClientError::Protocol(_) => exit::SERVER,
             ClientError::Verify(_) => exit::VERIFY,
         }
@@ -112,28 +129,68 @@ pub struct Client {
     /// Whether the server has answered once: before that, a refused
     /// connection means there is no server, and waiting will not help.
     answered: Arc<AtomicBool>,
+    /// Where the token sent with every request came from (`None`: no
+    /// token), for the message of a 401.
+    token: Option<TokenSource>,
 }
 
 /// Attempts after the first for a transient failure.
 const RETRIES: u32 = 5;
 
 impl Client {
+    /// A client that sends no token (enough for a server in `local` mode).
+    ///
     /// # Errors
     /// [`ClientError::Usage`] when the URL is not http(s).
     pub fn new(server: &str) -> Result<Self> {
+        Self::with_token(server, None)
+    }
+
+    /// A client that sends `token`, when there is one, as
+    /// `Authorization: Bearer` on every request (a header marked
+    /// sensitive, so that it stays out of debug output). Redirects are
+    /// followed only within the server's origin (scheme, host and port):
+    /// one that points elsewhere fails the request instead, with or without
+    /// a token. (reqwest on its own strips `Authorization` only when the
+    /// host or port changes, and would send it after an `https` to `http`
+    /// redirect on the same port.)
+    ///
+    /// # Errors
+    /// [`ClientError::Usage`] when the URL is not http(s).
+    pub fn with_token(server: &str, token: Option<Token>) -> Result<Self> {
         let base = server.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::Usage(format!(
                 "server URL `{server}` must start with http:// or https://"
             )));
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.secret()))
+                .map_err(|_| {
+                    ClientError::Usage(format!("the token in {} is not a valid header value", t.source()))
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(16)
             .user_agent(concat!("depot/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let leaves = attempt.previous().last().is_some_and(|prev| !same_origin(prev, attempt.url()));
+                if leaves || attempt.previous().len() >= 10 { attempt.stop() } else { attempt.follow() }
+            }))
             .build()
             .map_err(|e| ClientError::Protocol(format!("http client: {e}")))?;
-        Ok(Self { http, base, notify_retries: false, answered: Arc::default() })
+        Ok(Self {
+            http,
+            base,
+            notify_retries: false,
+            answered: Arc::default(),
+            token: token.map(|t| t.source().clone()),
+        })
     }
 
     /// Says on stderr, one line each, when a request is retried (the
@@ -147,8 +204,14 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
+    /// The underlying HTTP client: its requests carry the token too.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// The server's base URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     fn send_error(&self, e: reqwest::Error) -> ClientError {
@@ -168,7 +231,50 @@ impl Client {
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response> {
         let resp = req.send().await.map_err(|e| self.send_error(e))?;
         self.answered.store(true, Ordering::Relaxed);
-        check(resp).await
+        self.check(resp).await
+    }
+
+    /// Turns an error status into a [`ClientError`], reading the JSON body:
+    /// 401 and 403 into [`ClientError::Unauthorized`] and
+    /// [`ClientError::Forbidden`] with what to do about them, a redirect
+    /// that was not followed (it left the server's origin) into
+    /// [`ClientError::Protocol`], any other into [`ClientError::Api`].
+    async fn check(&self, resp: Response) -> Result<Response> {
+        let status = resp.status();
+        // Redirects within the origin were followed; one that is still
+        // here pointed elsewhere (or went on too long).
+        let location = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+        if let Some(to) = location.filter(|_| status.is_redirection()).and_then(|l| resp.url().join(l).ok()) {
+            return Err(ClientError::Protocol(if same_origin(resp.url(), &to) {
+                format!("{} keeps redirecting (last to {to})", self.base)
+            } else {
+                format!(
+                    "{} redirects to {to}, outside {}: depot follows redirects only within the server's \
+                     origin, so that the token goes nowhere else; if that is the same server, use its \
+                     address as --server",
+                    resp.url(),
+                    self.base
+                )
+            }));
+        }
+        match check(resp).await {
+            Err(ClientError::Api { status: 401, message, .. }) => {
+                Err(ClientError::Unauthorized(match &self.token {
+                    None => format!(
+                        "the server needs a token ({message}): set {TOKEN_ENV}, pass --token-file, or put one in \
+                     ~/.config/depot/token (mode 600)"
+                    ),
+                    Some(source) => format!(
+                        "the server refused the token from {source} ({message}): it is unknown, expired or \
+                     revoked; use a valid one ({TOKEN_ENV} or --token-file)"
+                    ),
+                }))
+            }
+            Err(ClientError::Api { status: 403, message, .. }) => Err(ClientError::Forbidden(format!(
+                "the server refused: {message} (403: the token lacks that permission; ask for a token with it)"
+            ))),
+            other => other,
+        }
     }
 
     async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
@@ -303,6 +409,13 @@ impl Client {
     }
 }
 
+/// Whether `b` is on the same scheme, host and port as `a`.
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
 /// A search by name for [`Client::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Search {
@@ -312,7 +425,8 @@ pub enum Search {
     Contains(String),
 }
 
-/// Turns an error status into [`ClientError::Api`], reading the JSON body.
+/// Turns an error status into [`ClientError::Api`], reading the JSON body
+/// ([`Client::check`] adds what a 401, 403 or redirect means).
 async fn check(resp: Response) -> Result<Response> {
     let status = resp.status();
     if status.is_success() || status == StatusCode::NOT_MODIFIED {
@@ -350,3 +464,6 @@ impl IfEmpty for String {
         if self.is_empty() { other } else { self }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -39,6 +39,28 @@ pub enum Stop {
     TooLong,
 }
 
+impl Stop {
+    /// The error answer for a pump that stopped early: what arrived up to
+    /// the stop is kept in every case.
+    pub fn error(self) -> ApiError {
+        match self {
+            Stop::Takeover => {
+                ApiError::Locked("a newer request for this upload took over; what arrived is kept".into())
+            }
+            Stop::Shutdown => {
+                ApiError::Unavailable("the server is shutting down; what arrived is kept".into())
+            }
+            Stop::Broken(e) => ApiError::BadRequest(format!("the body broke off: {e}")),
+            Stop::Idle => {
+                ApiError::RequestTimeout("the body sent nothing for too long; what arrived is kept".into())
+            }
+            Stop::TooLong => ApiError::PayloadTooLarge(
+                "the body runs past the upload's length; the bytes up to it are kept".into(),
+            ),
+        }
+    }
+}
+
 /// How a request's body ended.
 pub struct Pumped {
     /// Where the upload stands now (and the file, if it completed).

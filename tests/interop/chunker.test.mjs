@@ -102,7 +102,7 @@ describe('the web page\'s FastCDC chunker', () => {
   describe('against a running depot', { timeout: 60_000 }, () => {
     let depot;
     before(async () => {
-      depot = await startDepot();
+      depot = await startDepot({ auth: 'local' });
     });
     after(async () => {
       await depot?.stop();

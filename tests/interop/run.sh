@@ -3,7 +3,11 @@
 # headless Chromium, tus-js-client in Node, tuspy in Python; depot's own web
 # page in headless Chromium and its chunker in Node. Installs what is
 # missing (Debian's chromium, the npm packages pinned in package-lock.json),
-# then runs `node --test`.
+# then runs `node --test`. Each test file starts depot in token mode
+# (DEPOT_AUTH_MODE=token): the libraries send a tenant token made with the
+# admin token from <data-dir>/admin.token, and each family also checks that
+# an upload without it is refused with 401. DEPOT_TEST_AUTH=local runs them
+# without tokens.
 #
 #   DEPOT_BIN=/path/to/depot tests/interop/run.sh
 #
@@ -48,6 +52,7 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   echo "$want" > "$stamp"
 fi
 
-echo "interop: depot $DEPOT_BIN; $(/usr/bin/chromium --version 2>/dev/null)"
+export DEPOT_TEST_AUTH="${DEPOT_TEST_AUTH:-token}"
+echo "interop: depot $DEPOT_BIN (auth mode $DEPOT_TEST_AUTH); $(/usr/bin/chromium --version 2>/dev/null)"
 # One test file at a time: each starts its own depot and Chromium.
 exec node --test --test-concurrency=1 --test-reporter=spec ./*.test.mjs

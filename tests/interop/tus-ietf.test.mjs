@@ -24,7 +24,7 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) in IETF-draft mode ag
   let endpoint;
 
   before(async () => {
-    depot = await startDepot();
+    depot = await startDepot({ auth: 'local' });
     endpoint = depot.url + TUS_PATH;
   });
 

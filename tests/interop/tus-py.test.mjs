@@ -62,17 +62,22 @@ describe(`tuspy ${TUSPY_VERSION} against depot's tus endpoint`, { timeout: 360_0
     writeFileSync(dataFile, bytes);
     const endpoint = depot.url + TUS_PATH;
     const started = performance.now();
-    const res = await runPython(py.python, py.env, [join(here, 'tus_py_test.py'), endpoint, dataFile, work], 120_000);
+    // The token goes to tuspy in its environment (not on a command line).
+    const env = { ...py.env };
+    delete env.DEPOT_TOKEN;
+    if (depot.token) env.DEPOT_TOKEN = depot.token;
+    const res = await runPython(py.python, env, [join(here, 'tus_py_test.py'), endpoint, dataFile, work], 120_000);
     const elapsed = performance.now() - started;
     assert.equal(res.code, 0, `tus_py_test.py exited ${res.code}\nstdout:\n${res.stdout}\nstderr:\n${res.stderr}`);
     const out = JSON.parse(res.stdout);
     assert.equal(out.size, SIZE);
+    if (depot.token) assert.equal(out.no_token, 401, 'tuspy without the token was refused with 401');
 
     // The resumed upload stopped and went on at 4 MiB, on one upload URL.
     assert.equal(out.resume.stopped_at, 4 * MiB);
     assert.equal(out.resume.resumed_at, 4 * MiB);
     assert.ok(out.resume.url.startsWith(endpoint), `upload URL ${out.resume.url}`);
-    const head = await tusRequest('HEAD', out.resume.url);
+    const head = await tusRequest('HEAD', out.resume.url, depot.auth);
     assert.equal(head.status, 200);
     assert.equal(Number(head.headers.get('upload-offset')), SIZE);
     assert.equal(head.headers.get('depot-file-id'), out.resume.file_id);
@@ -80,18 +85,18 @@ describe(`tuspy ${TUSPY_VERSION} against depot's tus endpoint`, { timeout: 360_0
 
     const ids = [out.resume.file_id, out.checksum.file_id, out.async.file_id];
     assert.equal(new Set(ids).size, 3, 'three files');
-    const listed = (await getJson(depot.url, '/api/files')).files;
+    const listed = (await getJson(depot.url, '/api/files', depot.auth)).files;
     for (const run of [out.resume, out.checksum, out.async]) {
       const f = listed.find((x) => x.id === run.file_id);
       assert.ok(f, `file ${run.file_id} is listed`);
       assert.equal(f.name, run.name);
       assert.equal(f.size, SIZE);
-      const got = await getBytes(depot.url, `/api/files/${run.file_id}`);
+      const got = await getBytes(depot.url, `/api/files/${run.file_id}`, depot.auth);
       assert.equal(got.status, 200);
       assert.equal(sha256(got.body), sha256(bytes), `downloaded bytes of ${run.name} (sha256)`);
     }
     // Three copies of the same bytes: stored once.
-    const stats = await getJson(depot.url, '/api/stats');
+    const stats = await getJson(depot.url, '/api/stats', depot.adminAuth);
     assert.equal(stats.files, 3);
     assert.equal(stats.logical_bytes, 3 * SIZE);
     assert.equal(stats.unique_bytes, SIZE, 'the three copies share their chunks');

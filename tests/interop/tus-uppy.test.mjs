@@ -4,7 +4,8 @@
 // Upload-Length and Depot-File-Id. Two uploads of 20 MiB: one in 5 MiB
 // PATCHes straight through, one in a single PATCH (Uppy's default) paused
 // past 50% and resumed (HEAD, then a PATCH from the server's offset). Each
-// download is compared byte for byte.
+// download is compared byte for byte. The token goes in the Tus plugin's
+// `headers`; in token mode an upload without it must fail with 401.
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { after, before, describe, it } from 'node:test';
@@ -57,7 +58,9 @@ describe(`Uppy ${UPPY_VERSION} with @uppy/tus ${UPPY_TUS_VERSION} in Chromium ag
     if (errors.length) throw errors[0];
   });
 
-  async function uploadInPage(name, { chunkSize = CHUNK, pauseAt } = {}) {
+  // Uppy's Tus plugin passes `headers` to tus-js-client: the token goes on
+  // every request.
+  async function uploadInPage(name, { chunkSize = CHUNK, pauseAt, headers = depot.auth } = {}) {
     const page = await browser.context.newPage();
     const pageErrors = [];
     page.on('pageerror', (e) => pageErrors.push(String(e)));
@@ -65,7 +68,7 @@ describe(`Uppy ${UPPY_VERSION} with @uppy/tus ${UPPY_TUS_VERSION} in Chromium ag
       await page.goto(`${pages.url}/`);
       assert.notEqual(new URL(pages.url).origin, new URL(depot.url).origin, 'page and depot share an origin');
       const run = await withTimeout(
-        page.evaluate(uppyUploadInPage, { endpoint: depot.url + TUS_PATH, name, type: TYPE, tus: { chunkSize }, pauseAt }),
+        page.evaluate(uppyUploadInPage, { endpoint: depot.url + TUS_PATH, name, type: TYPE, tus: { chunkSize, headers }, pauseAt }),
         60_000,
         `Uppy to upload ${name}`,
       );
@@ -78,14 +81,29 @@ describe(`Uppy ${UPPY_VERSION} with @uppy/tus ${UPPY_TUS_VERSION} in Chromium ag
 
   async function assertStored(fileId, name) {
     const bytes = data.get(name);
-    const listed = (await getJson(depot.url, '/api/files')).files.find((f) => f.id === fileId);
+    const listed = (await getJson(depot.url, '/api/files', depot.auth)).files.find((f) => f.id === fileId);
     assert.ok(listed, `file ${fileId} is listed`);
     assert.equal(listed.name, name, 'name from Uppy\'s filename metadata');
     assert.equal(listed.size, SIZE);
-    const got = await getBytes(depot.url, `/api/files/${fileId}`);
+    const got = await getBytes(depot.url, `/api/files/${fileId}`, depot.auth);
     assert.equal(got.status, 200);
     assert.equal(sha256(got.body), sha256(bytes), 'downloaded bytes (sha256)');
   }
+
+  it('without the token the creating POST answers 401 and Uppy reports the upload failed', async (t) => {
+    if (!depot.token) {
+      t.skip('DEPOT_TEST_AUTH=local: the server takes no tokens');
+      return;
+    }
+    const files0 = (await getJson(depot.url, '/api/files', depot.auth)).files.length;
+    const run = await uploadInPage('uppy-20m.bin', { headers: {} });
+    const trace = `\n${describeExchanges(run.exchanges)}`;
+    assert.equal(run.result.successful.length, 0, `an upload without the token succeeded${trace}`);
+    assert.equal(run.result.failed.length, 1);
+    assert.match(run.result.failed[0].error, /401/, 'the error names the status');
+    assert.deepEqual(run.exchanges.map((x) => `${x.method} ${x.status}`), ['POST 401'], `one POST, answered 401${trace}`);
+    assert.equal((await getJson(depot.url, '/api/files', depot.auth)).files.length, files0, 'no new file');
+  });
 
   it('uploads 20 MiB in 5 MiB PATCHes; the page reads Depot-File-Id; the download is byte-identical', async () => {
     const name = 'uppy-20m.bin';
@@ -108,7 +126,7 @@ describe(`Uppy ${UPPY_VERSION} with @uppy/tus ${UPPY_TUS_VERSION} in Chromium ag
     assert.ok(uploadURL?.startsWith(depot.url + TUS_PATH), `uploadURL ${uploadURL}`);
     assert.ok(run.fileIdHeader, `the page reads Depot-File-Id from the last answer${trace}`);
     assert.equal(patches.at(-1).fileId, run.fileIdHeader);
-    const head = await tusRequest('HEAD', uploadURL);
+    const head = await tusRequest('HEAD', uploadURL, depot.auth);
     assert.equal(head.headers.get('depot-file-id'), run.fileIdHeader, 'HEAD names the same file');
     await assertStored(run.fileIdHeader, name);
   });

@@ -11,7 +11,10 @@
 //   - the same bytes uploaded again (other PATCH sizes, creation-with-upload)
 //     store no new chunk;
 //   - uploadLengthDeferred with a stream (the length comes with the last PATCH);
-//   - abort(true): the upload is terminated (DELETE) and gone.
+//   - abort(true): the upload is terminated (DELETE) and gone;
+//   - (token mode) without a valid token the creating POST answers 401 and
+//     is not retried; an upload cannot be read or ended without the token.
+// Every upload sends the token with tus-js-client's `headers` option.
 // Upload throughput is reported as a diagnostic, not asserted.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -64,17 +67,19 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) against depot's tus e
     }
   });
 
-  const upload = (bytes, options) => withTimeout(tusUpload(bytes, { endpoint, ...options }), UPLOAD_TIMEOUT, 'the tus upload');
+  // Every upload sends the token with tus-js-client's `headers` option.
+  const upload = (bytes, options) =>
+    withTimeout(tusUpload(bytes, { endpoint, headers: depot.auth, ...options }), UPLOAD_TIMEOUT, 'the tus upload');
 
   /** The file's listing, and its download compared with `bytes`. */
   async function assertStored(fileId, bytes, name) {
-    const list = await getJson(depot.url, '/api/files');
+    const list = await getJson(depot.url, '/api/files', depot.auth);
     const listed = list.files.find((f) => f.id === fileId);
     assert.ok(listed, `file ${fileId} is in GET /api/files`);
     assert.equal(listed.name, name, 'file name from the filename metadata');
     assert.equal(listed.size, bytes.length, 'listed size');
     assert.equal(listed.content_type, TYPE, 'content type from the filetype metadata');
-    const got = await getBytes(depot.url, `/api/files/${fileId}`);
+    const got = await getBytes(depot.url, `/api/files/${fileId}`, depot.auth);
     assert.equal(got.status, 200, 'download status');
     assert.equal(got.body.length, bytes.length, 'downloaded length');
     assert.equal(sha256(got.body), sha256(bytes), 'downloaded bytes (sha256)');
@@ -95,13 +100,50 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) against depot's tus e
   }
 
   it('OPTIONS advertises the extensions tus-js-client uses', async () => {
-    const res = await tusRequest('OPTIONS', endpoint);
+    const res = await tusRequest('OPTIONS', endpoint, depot.auth);
     assert.equal(res.status, 204);
     assert.equal(res.headers.get('tus-version')?.split(',')[0].trim(), '1.0.0');
     const ext = res.headers.get('tus-extension')?.split(',').map((s) => s.trim());
     for (const e of ['creation', 'creation-with-upload', 'creation-defer-length', 'termination', 'concatenation']) {
       assert.ok(ext?.includes(e), `Tus-Extension ${res.headers.get('tus-extension')} lists ${e}`);
     }
+  });
+
+  it('without a valid token every request answers 401, and tus-js-client does not retry it', async (t) => {
+    if (!depot.token) {
+      t.skip('DEPOT_TEST_AUTH=local: the server takes no tokens');
+      return;
+    }
+    const bytes = deterministicBytes('tus-no-token', MiB);
+    const metadata = { filename: 'tus-no-token.bin', filetype: TYPE };
+    // Retries allowed: a 4xx other than 409 and 423 must still end the upload.
+    for (const [what, headers] of [
+      ['no token', {}],
+      ['a token the server never made', { Authorization: 'Bearer dpt_01JDX3E5C9R2T7VQ4M8N6P0WAB_bm90LWEtc2VjcmV0LWF0LWFsbC1ub3QtYS1zZWNyZXQtYXQtYWxs' }],
+    ]) {
+      const run = startTusUpload(bytes, { endpoint, headers, chunkSize: MiB, metadata, retryDelays: [0, 50, 100] });
+      run.upload.start();
+      const err = await withTimeout(
+        run.done.then(
+          () => assert.fail(`uploaded with ${what}`),
+          (e) => e,
+        ),
+        10_000,
+        `the upload with ${what} to fail`,
+      );
+      const trace = `\n${describeExchanges(run.exchanges)}`;
+      assert.deepEqual(run.exchanges.map((x) => `${x.method} ${x.status}`), ['POST 401'], `${what}: one POST, answered 401${trace}`);
+      assert.match(err.message, /401/, `${what}: the error names the status`);
+    }
+    // An upload made with the token cannot be read or continued without it.
+    const made = startTusUpload(bytes, { endpoint, headers: depot.auth, chunkSize: MiB / 2, metadata });
+    made.upload.start();
+    await withTimeout(made.done, UPLOAD_TIMEOUT, 'the upload with the token');
+    const url = made.exchanges[0].response.location;
+    assertUploadUrl(url);
+    assert.equal((await tusRequest('HEAD', url)).status, 401, 'HEAD without the token');
+    assert.equal((await tusRequest('DELETE', url)).status, 401, 'DELETE without the token');
+    assert.equal((await tusRequest('HEAD', url, depot.auth)).status, 200, 'HEAD with the token');
   });
 
   it('uploads 50 MiB in 5 MiB PATCHes; the download is byte-identical', async (t) => {
@@ -137,7 +179,7 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) against depot's tus e
     assert.equal(patches.at(-1).response['depot-file-id'], fileId);
 
     // HEAD afterwards: complete, and still naming the file.
-    const head = await tusRequest('HEAD', post.response.location);
+    const head = await tusRequest('HEAD', post.response.location, depot.auth);
     assert.equal(head.status, 200, 'HEAD after completion');
     assert.equal(num(head.headers.get('upload-offset')), SIZE, 'HEAD Upload-Offset');
     assert.equal(num(head.headers.get('upload-length')), SIZE, 'HEAD Upload-Length');
@@ -170,6 +212,7 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) against depot's tus e
         const urlStorage = new tus.FileUrlStorage(join(dir, 'uploads.json'));
         const options = {
           endpoint,
+          headers: depot.auth,
           chunkSize,
           metadata: { filename: name, filetype: TYPE },
           urlStorage,
@@ -277,7 +320,7 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) against depot's tus e
   it('parallelUploads: 3 concatenates three partial uploads into one file', async (t) => {
     const bytes = deterministicBytes('tus-50MiB-parallel', SIZE);
     const name = 'tus-50m-parallel.bin';
-    const files0 = (await getJson(depot.url, '/api/files')).files.length;
+    const files0 = (await getJson(depot.url, '/api/files', depot.auth)).files.length;
     const { lastResponse, exchanges, elapsedMs } = await upload(bytes, {
       chunkSize: CHUNK,
       parallelUploads: 3,
@@ -320,7 +363,7 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) against depot's tus e
     assert.equal(final.response['depot-file-id'], fileId, 'the final POST answer names the file');
 
     // The final upload is complete and names its parts.
-    const head = await tusRequest('HEAD', final.response.location);
+    const head = await tusRequest('HEAD', final.response.location, depot.auth);
     assert.equal(head.status, 200, 'HEAD of the final upload');
     assert.equal(num(head.headers.get('upload-offset')), SIZE, 'final Upload-Offset');
     assert.equal(num(head.headers.get('upload-length')), SIZE, 'final Upload-Length');
@@ -328,7 +371,7 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) against depot's tus e
     assert.equal(head.headers.get('upload-concat'), concat, 'HEAD Upload-Concat of the final upload');
 
     await assertStored(fileId, bytes, name);
-    const files = (await getJson(depot.url, '/api/files')).files;
+    const files = (await getJson(depot.url, '/api/files', depot.auth)).files;
     assert.equal(files.length, files0 + 1, 'one new file: the partial uploads are not files');
     t.diagnostic(`parallelUploads: 3, 50 MiB: ${(elapsedMs / 1000).toFixed(2)} s, ${mbPerSecond(SIZE, elapsedMs).toFixed(1)} MB/s`);
   });
@@ -336,12 +379,12 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) against depot's tus e
   it('uploading the same bytes again stores no new chunk (other PATCH sizes, creation-with-upload)', async () => {
     const size = 20 * MiB + 4321;
     const bytes = deterministicBytes('tus-dedup', size);
-    const s0 = await getJson(depot.url, '/api/stats');
+    const s0 = await getJson(depot.url, '/api/stats', depot.adminAuth);
 
     const a = await upload(bytes, { chunkSize: CHUNK, metadata: { filename: 'tus-dedup-a.bin', filetype: TYPE } });
     const idA = fileIdOf(a.lastResponse, a.exchanges);
     const fileA = await assertStored(idA, bytes, 'tus-dedup-a.bin');
-    const s1 = await getJson(depot.url, '/api/stats');
+    const s1 = await getJson(depot.url, '/api/stats', depot.adminAuth);
     assert.equal(s1.files, s0.files + 1, 'first copy: stats.files');
     assert.equal(s1.logical_bytes, s0.logical_bytes + size, 'first copy: stats.logical_bytes');
     assert.ok(s1.unique_chunks > s0.unique_chunks, 'first copy: new unique chunks');
@@ -366,7 +409,7 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) against depot's tus e
     assert.equal(fileB.chunks, fileA.chunks, 'same chunk count: chunk boundaries do not follow PATCH boundaries');
     if (fileA.content_hash !== undefined) assert.equal(fileB.content_hash, fileA.content_hash, 'content_hash');
 
-    const s2 = await getJson(depot.url, '/api/stats');
+    const s2 = await getJson(depot.url, '/api/stats', depot.adminAuth);
     assert.equal(s2.files, s1.files + 1, 'second copy: stats.files');
     assert.equal(s2.logical_bytes, s1.logical_bytes + size, 'second copy: stats.logical_bytes');
     assertSameStats(s2, s1, ['unique_chunks', 'unique_bytes', 'stored_bytes'], 'second copy stores nothing new');
@@ -413,7 +456,7 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) against depot's tus e
   it('abort(true) terminates the upload: DELETE answers 204 and the upload is gone', async () => {
     const size = 8 * MiB;
     const bytes = deterministicBytes('tus-terminate', size);
-    const files0 = (await getJson(depot.url, '/api/files')).files.length;
+    const files0 = (await getJson(depot.url, '/api/files', depot.auth)).files.length;
     let terminated;
     let onTerminated;
     const stopped = new Promise((resolve) => {
@@ -421,6 +464,7 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) against depot's tus e
     });
     const run = startTusUpload(bytes, {
       endpoint,
+      headers: depot.auth,
       chunkSize: MiB,
       metadata: { filename: 'tus-terminated.bin', filetype: TYPE },
       onProgress(sent, total, up) {
@@ -445,15 +489,15 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) against depot's tus e
     assert.equal(deletes[0].url, url);
     assert.equal(deletes[0].status, 204, `DELETE status${trace}`);
 
-    const head = await tusRequest('HEAD', url);
+    const head = await tusRequest('HEAD', url, depot.auth);
     assert.equal(head.status, 404, 'HEAD of a terminated upload');
     const res = await fetch(url, {
       method: 'PATCH',
-      headers: { 'Tus-Resumable': '1.0.0', 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' },
+      headers: { ...depot.auth, 'Tus-Resumable': '1.0.0', 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' },
       body: Buffer.from('x'),
     });
     await res.arrayBuffer();
     assert.equal(res.status, 404, 'PATCH to a terminated upload');
-    assert.equal((await getJson(depot.url, '/api/files')).files.length, files0, 'no file from a terminated upload');
+    assert.equal((await getJson(depot.url, '/api/files', depot.auth)).files.length, files0, 'no file from a terminated upload');
   });
 });

@@ -7,7 +7,10 @@ tuspy when it is missing and checks what this script reports:
 
 Three uploads of DATA_FILE, each checked here as far as tuspy shows it (its
 offsets, the upload URL, the answer headers); the JSON printed on stdout
-names the resulting files for the caller to download and compare:
+names the resulting files for the caller to download and compare. With
+DEPOT_TOKEN set (a server in token mode) every tuspy client sends it
+(``TusClient(headers=...)``), and an upload without it must fail with 401
+first:
 
 - resume: 1 MiB PATCHes, stopped at 4 MiB (tuspy's `stop_at`), then a new
   uploader finds the URL in tuspy's FileStorage, asks the server for the
@@ -46,13 +49,27 @@ def file_id(headers, what):
 def main():
     # Imported here so that a collector (pytest) importing this file does
     # not need tuspy.
-    from tusclient import client
+    from tusclient import client, exceptions
     from tusclient.storage import filestorage
 
     endpoint, data_file, work_dir = sys.argv[1:4]
     size = os.path.getsize(data_file)
-    tus = client.TusClient(endpoint)
+    token = os.environ.get("DEPOT_TOKEN")
+    tus = client.TusClient(endpoint, headers={"Authorization": f"Bearer {token}"} if token else None)
     out = {"size": size}
+
+    # 0. Without the token the server refuses to create the upload.
+    if token:
+        bare = client.TusClient(endpoint).uploader(
+            file_path=data_file, chunk_size=MiB, metadata={"filename": "tuspy-no-token.bin"}, retries=0
+        )
+        try:
+            bare.upload_chunk()
+        except exceptions.TusCommunicationError as e:
+            expect(e.status_code == 401, f"without a token: status {e.status_code}, not 401")
+        else:
+            fail("an upload without a token was accepted")
+        out["no_token"] = 401
 
     # 1. Stop at 4 MiB, then resume from the stored URL with a new uploader.
     storage_path = os.path.join(work_dir, "tuspy-urls.json")

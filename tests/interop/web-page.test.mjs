@@ -142,7 +142,7 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
   ]);
 
   before(async () => {
-    depot = await startDepot();
+    depot = await startDepot({ auth: 'local' });
     browser = await launchBrowser();
     ({ page, problems } = await openPage(browser, depot.url, data));
     await page.waitForSelector('body[data-ready="true"]');

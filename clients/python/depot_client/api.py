@@ -70,6 +70,26 @@ def server_from_env() -> str:
     return os.environ.get("DEPOT_SERVER", DEFAULT_SERVER)
 
 
+TOKEN_ENV = "DEPOT_TOKEN"
+
+
+def token_from_env() -> Optional[str]:
+    """``DEPOT_TOKEN``, or None when it is unset or empty."""
+    return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")
+
+
+def _check_token(token: str, source: str) -> str:
+    """The token without surrounding whitespace; never echoed in errors."""
+    t = token.strip()
+    if not _TOKEN.match(t):
+        raise UsageError(f"the token from {source} is empty or has characters a token never has "
+                         "(is it one token on one line?)")
+    return t
+
+
 class Body:
     """A request body from byte slices, with a length (so requests sends
     Content-Length, not chunked encoding) and a progress callback."""
@@ -114,17 +134,34 @@ def multipart(fields: List[Tuple[str, str]], file_field: str, filename: str, dat
 
 class Client:
     """One server. Connection failures, 5xx and 429 are retried a few times;
-    other errors raise at once."""
+    other errors raise at once.
+
+    ``token`` (default: ``$DEPOT_TOKEN``) goes on every request as
+    ``Authorization: Bearer``. requests drops that header on a redirect to
+    another host or from https to http, so the token goes nowhere else."""
 
     def __init__(self, server: Optional[str] = None, timeout: Tuple[float, float] = (10.0, 300.0),
-                 retries: int = 3):
+                 retries: int = 3, token: Optional[str] = None):
         self.server = (server or server_from_env()).rstrip("/")
         if not re.match(r"^https?://", self.server):
             raise UsageError(f"server URL must start with http:// or https://: {self.server}")
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "depot-client-python"
+        if token is not None:
+            self.token_source: Optional[str] = "the token= argument"
+            token = _check_token(token, self.token_source)
+        else:
+            token = token_from_env()
+            self.token_source = TOKEN_ENV if token else None
+            if token:
+                token = _check_token(token, TOKEN_ENV)
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
         self.retries = retries
+
+    def __repr__(self) -> str:
+        return f"Client({self.server!r}, token from {self.token_source or 'nowhere'})"
 
     # -- plumbing -------------------------------------------------------
 
@@ -159,7 +196,7 @@ class Client:
                 r.close()
                 time.sleep(wait)
                 continue
-            raise error_of(method, path, r)
+            raise error_of(method, path, r, self.token_source)
 
     def json(self, method: str, path: str, *, ok: Iterable[int] = (200,), **kw) -> Any:
         r = self.request(method, path, ok=ok, **kw)
@@ -253,8 +290,11 @@ class Client:
         return self.request("GET", "/metrics").text
 
 
-def error_of(method: str, path: str, r: requests.Response) -> DepotError:
-    """The error for a response outside the expected statuses."""
+def error_of(method: str, path: str, r: requests.Response,
+             token_source: Optional[str] = None) -> DepotError:
+    """The error for a response outside the expected statuses; a 401 says
+    how to pass a token (``token_source``: where the one sent came from),
+    a 403 which permission the server found missing."""
     body: Dict[str, Any] = {}
     try:
         parsed = r.json()
@@ -264,6 +304,14 @@ def error_of(method: str, path: str, r: requests.Response) -> DepotError:
         pass
     message = body.get("message") or (r.text.strip()[:200] if r.text else "") or r.reason
     text = f"{method} {path.split('?')[0]}: {r.status_code} {message}"
+    if r.status_code == 401:
+        if token_source is None:
+            text += f": the server needs a token: set {TOKEN_ENV}"
+        else:
+            text += (f": the server refused the token from {token_source} (unknown, expired or revoked); "
+                     f"set {TOKEN_ENV} to a valid one")
+    elif r.status_code == 403:
+        text += ": the token lacks this permission; ask for a token that has it"
     if 400 <= r.status_code < 500:
         return Rejected(text, r.status_code, str(body.get("error", "")), body)
     return ServerFailure(text)

@@ -45,7 +45,9 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="one line per piece on stderr")
     p = argparse.ArgumentParser(prog="python -m depot_client", parents=[common],
-                                description="Upload to and download from a depot server.")
+                                description="Upload to and download from a depot server.",
+                                epilog="A server in token mode needs a token: set $DEPOT_TOKEN "
+                                       "(sent as Authorization: Bearer).")
     p.add_argument("--version", action="version", version=f"depot_client {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -7,10 +7,9 @@ import io
 
 import blake3
 import pytest
-import requests
 
 from conftest import data, run_cli
-from depot_client import Client, download, fastcdc, upload
+from depot_client import download, fastcdc, upload
 from depot_client.upload import native_params
 
 MIB = 1 << 20
@@ -21,7 +20,7 @@ class Stop(Exception):
 
 
 def native_upload(server, path, **kw):
-    return upload(Client(server.url), str(path), method="native", progress=False, **kw)
+    return upload(server.client(), str(path), method="native", progress=False, **kw)
 
 
 def our_chunks(body: bytes, params: fastcdc.Params):
@@ -30,7 +29,7 @@ def our_chunks(body: bytes, params: fastcdc.Params):
 
 
 def test_server_chunker_is_the_one_we_reproduce(native_server):
-    info = Client(native_server.url).chunking()
+    info = native_server.client().chunking()
     params, why = native_params(info)
     assert params is not None, why
     assert info["chunker_id"] == params.chunker_id
@@ -39,11 +38,11 @@ def test_server_chunker_is_the_one_we_reproduce(native_server):
 def test_server_cuts_exactly_where_we_cut(native_server):
     """A whole-body upload is cut by the server; its manifest must list the
     chunks this client computes, offset for offset, hash for hash."""
-    client = Client(native_server.url)
+    client = native_server.client()
     params, _ = native_params(client.chunking())
 
     def server_chunks(body: bytes, name: str):
-        info = requests.post(f"{native_server.url}/api/files/upload", params={"filename": name},
+        info = native_server.http.post(f"{native_server.url}/api/files/upload", params={"filename": name},
                              data=body, timeout=60).json()
         return [(c["offset"], c["len"], c["hash"]) for c in client.manifest(info["id"])["chunks"]]
 
@@ -65,7 +64,7 @@ def test_upload_then_download_verifies_every_chunk(native_server, make_file, tmp
     # The bytes once, plus the JSON of the missing query and the commit.
     assert size <= received <= size + 200 * r.pieces + 4096
     out = tmp_path / "native.bin"
-    d = download(Client(native_server.url), r.file_id, str(out), progress=False)
+    d = download(native_server.client(), r.file_id, str(out), progress=False)
     assert out.read_bytes() == src.read_bytes()
     assert f"{r.pieces} chunk hashes" in d.checks
 
@@ -99,7 +98,7 @@ def test_interrupted_upload_resumes(native_server, make_file, tmp_path):
     assert r.skipped_pieces == 5 and r.sent_bytes == rest
     assert rest <= received <= rest + 200 * r.pieces + 4096
     out = tmp_path / "native-resumed.bin"
-    download(Client(native_server.url), r.file_id, str(out), progress=False)
+    download(native_server.client(), r.file_id, str(out), progress=False)
     assert out.read_bytes() == src.read_bytes()
 
 
@@ -114,14 +113,14 @@ def test_edited_file_sends_only_the_changed_chunks(native_server, make_file, tmp
     assert 1 <= r.sent_pieces <= 3, r.summary()
     assert r.sent_bytes <= 3 * MIB and r.skipped_pieces >= first.pieces - 3
     out = tmp_path / "edited-out.bin"
-    download(Client(native_server.url), r.file_id, str(out), progress=False)
+    download(native_server.client(), r.file_id, str(out), progress=False)
     assert out.read_bytes() == bytes(body)
 
 
 def test_whole_body_upload_then_native_upload_shares_chunks(native_server, make_file):
     """Content the server cut itself is skipped by the client: same cuts."""
     src = make_file(3 * MIB + 5, seed=205)
-    requests.post(f"{native_server.url}/api/files/upload", params={"filename": "srv.bin"},
+    native_server.http.post(f"{native_server.url}/api/files/upload", params={"filename": "srv.bin"},
                   data=src.read_bytes(), timeout=60).raise_for_status()
     r = native_upload(native_server, src)
     assert r.sent_pieces == 0 and r.skipped_pieces == r.pieces
@@ -131,14 +130,14 @@ def test_download_resume_keeps_good_chunks_and_refetches_from_the_first_bad(nati
                                                                                capsys):
     src = make_file(4 * MIB, seed=206)
     r = native_upload(native_server, src)
-    chunks = Client(native_server.url).manifest(r.file_id)["chunks"]
+    chunks = native_server.client().manifest(r.file_id)["chunks"]
     body = src.read_bytes()
     bad = chunks[2]
     partial = bytearray(body[: chunks[4]["offset"] + 1000])
     partial[bad["offset"] + 10] ^= 0xFF
     out = tmp_path / "damaged.bin"
     (tmp_path / "damaged.bin.part").write_bytes(bytes(partial))
-    d = download(Client(native_server.url), r.file_id, str(out), progress=False)
+    d = download(native_server.client(), r.file_id, str(out), progress=False)
     assert out.read_bytes() == body
     assert d.resumed_from == bad["offset"]
     assert d.received_bytes == len(body) - bad["offset"]
@@ -151,17 +150,17 @@ def test_empty_file(native_server, tmp_path):
     r = native_upload(native_server, src)
     assert r.file["size"] == 0 and r.pieces == 0
     out = tmp_path / "empty-native.out"
-    download(Client(native_server.url), r.file_id, str(out), progress=False)
+    download(native_server.client(), r.file_id, str(out), progress=False)
     assert out.read_bytes() == b""
 
 
 def test_cli_auto_uses_native(native_server, make_file, tmp_path):
     src = make_file(2 * MIB, seed=207)
-    r = run_cli("upload", str(src), server_url=native_server.url, check=True)
+    r = run_cli("upload", str(src), server=native_server, check=True)
     assert "native upload" in r.stderr
     file_id = r.stdout.strip().splitlines()[-1]
     out = tmp_path / "cli-native.bin"
-    d = run_cli("download", file_id, str(out), server_url=native_server.url, check=True)
+    d = run_cli("download", file_id, str(out), server=native_server, check=True)
     assert out.read_bytes() == src.read_bytes() and "chunk hashes" in d.stderr
 
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-import requests
 
 from conftest import PYTHON_DIR, Server, data, run_cli
 from depot_client import Client, download, upload
@@ -39,7 +38,7 @@ def stop_after_sent(n: int):
 
 def seed_upload(server, path, **kw):
     kw.setdefault("piece_size", PIECE)
-    return upload(Client(server.url), str(path), method="seed", progress=False, **kw)
+    return upload(server.client(), str(path), method="seed", progress=False, **kw)
 
 
 def test_upload_then_download_is_byte_identical(server, make_file, tmp_path):
@@ -52,20 +51,20 @@ def test_upload_then_download_is_byte_identical(server, make_file, tmp_path):
     # What the server received is the file plus framing.
     assert src.stat().st_size <= sent <= src.stat().st_size + 4 * PIECE_OVERHEAD
     out = tmp_path / "out.bin"
-    d = download(Client(server.url), r.file_id, str(out), progress=False)
+    d = download(server.client(), r.file_id, str(out), progress=False)
     assert out.read_bytes() == src.read_bytes()
     assert d.received_bytes == src.stat().st_size and d.resumed_from == 0
 
 
 def test_cli_upload_prints_the_id_last_and_downloads(server, make_file, tmp_path):
     src = make_file(2 * PIECE + 5, seed=2)
-    r = run_cli("upload", str(src), "--method", "seed", "--piece-size", "64KiB", server_url=server.url, check=True)
+    r = run_cli("upload", str(src), "--method", "seed", "--piece-size", "64KiB", server=server, check=True)
     file_id = r.stdout.strip().splitlines()[-1]
-    info = requests.get(f"{server.url}/api/files/{file_id}/info", timeout=10).json()
+    info = server.http.get(f"{server.url}/api/files/{file_id}/info", timeout=10).json()
     assert info["size"] == src.stat().st_size
     assert "sent 3 of 3 pieces" in r.stderr
     out = tmp_path / "via-cli.bin"
-    run_cli("download", file_id, str(out), server_url=server.url, check=True)
+    run_cli("download", file_id, str(out), server=server, check=True)
     assert out.read_bytes() == src.read_bytes()
 
 
@@ -83,14 +82,14 @@ def test_interrupted_upload_resumes_and_skips_what_was_sent(server, make_file, t
     assert r.sent_bytes == rest
     assert rest <= received <= rest + 7 * PIECE_OVERHEAD
     out = tmp_path / "resumed.bin"
-    download(Client(server.url), r.file_id, str(out), progress=False)
+    download(server.client(), r.file_id, str(out), progress=False)
     assert out.read_bytes() == src.read_bytes()
 
 
 def test_killed_cli_resumes(server, make_file, tmp_path):
     """SIGKILL the command line client after its third piece, run it again."""
     src = make_file(24 * PIECE, seed=4)
-    env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR), DEPOT_SERVER=server.url)
+    env = server.env(PYTHONPATH=str(PYTHON_DIR))
     proc = subprocess.Popen(
         [sys.executable, "-m", "depot_client", "-v", "--no-progress", "upload", str(src),
          "--method", "seed", "--piece-size", "64KiB"],
@@ -112,7 +111,7 @@ def test_killed_cli_resumes(server, make_file, tmp_path):
     assert r.skipped_pieces >= 3 and r.sent_pieces + r.skipped_pieces == 24
     assert received <= (24 - 3) * (PIECE + PIECE_OVERHEAD)
     out = tmp_path / "killed.bin"
-    download(Client(server.url), r.file_id, str(out), progress=False)
+    download(server.client(), r.file_id, str(out), progress=False)
     assert out.read_bytes() == src.read_bytes()
 
 
@@ -127,7 +126,7 @@ def test_upload_resumes_across_a_server_restart(fresh_server, make_file, tmp_pat
         r = seed_upload(again, src)
         assert r.skipped_pieces == 3 and r.sent_pieces == 3
         out = tmp_path / "restart.bin"
-        download(Client(again.url), r.file_id, str(out), progress=False)
+        download(again.client(), r.file_id, str(out), progress=False)
         assert out.read_bytes() == src.read_bytes()
     finally:
         again.stop()
@@ -157,7 +156,7 @@ def test_same_content_elsewhere_is_skipped_by_hash(server, make_file, tmp_path):
     assert r.sent_pieces == 0 and r.skipped_pieces == 5
     assert r.file["name"] == "copy-of-7.bin"
     out = tmp_path / "copy-out.bin"
-    download(Client(server.url), r.file_id, str(out), progress=False)
+    download(server.client(), r.file_id, str(out), progress=False)
     assert out.read_bytes() == src.read_bytes()
 
 
@@ -166,11 +165,11 @@ def test_reupload_after_delete_makes_a_new_file(server, make_file, tmp_path):
     the same upload again makes a new file."""
     src = make_file(2 * PIECE, seed=8)
     first = seed_upload(server, src)
-    Client(server.url).delete(first.file_id)
+    server.client().delete(first.file_id)
     r = seed_upload(server, src)
     assert r.file_id != first.file_id
     out = tmp_path / "after-delete.bin"
-    download(Client(server.url), r.file_id, str(out), progress=False)
+    download(server.client(), r.file_id, str(out), progress=False)
     assert out.read_bytes() == src.read_bytes()
 
 
@@ -180,7 +179,7 @@ def test_empty_file(server, tmp_path):
     r = seed_upload(server, src)
     assert r.pieces == 1 and r.file["size"] == 0
     out = tmp_path / "empty.out"
-    download(Client(server.url), r.file_id, str(out), progress=False)
+    download(server.client(), r.file_id, str(out), progress=False)
     assert out.read_bytes() == b""
 
 
@@ -188,14 +187,14 @@ def test_download_resumes_a_partial_file(server, tmp_path):
     """A whole-body upload, so the record has content_hash: the resumed
     download is checked against it."""
     body = data(700_000, seed=9)
-    info = requests.post(f"{server.url}/api/files/upload", params={"filename": "partial.bin"},
+    info = server.http.post(f"{server.url}/api/files/upload", params={"filename": "partial.bin"},
                          data=body, timeout=30).json()
     assert "content_hash" in info
     out = tmp_path / "partial.bin"
     part = tmp_path / "partial.bin.part"
     part.write_bytes(body[:300_000])
     before = server.response_bytes()
-    d = download(Client(server.url), info["id"], str(out), progress=False)
+    d = download(server.client(), info["id"], str(out), progress=False)
     assert out.read_bytes() == body
     assert d.resumed_from == 300_000 and d.received_bytes == 400_000
     assert "content_hash" in d.checks
@@ -205,11 +204,11 @@ def test_download_resumes_a_partial_file(server, tmp_path):
 
 def test_download_repairs_a_partial_file_that_is_not_this_file(server, tmp_path, capsys):
     body = data(500_000, seed=10)
-    info = requests.post(f"{server.url}/api/files/upload", params={"filename": "wrong.bin"},
+    info = server.http.post(f"{server.url}/api/files/upload", params={"filename": "wrong.bin"},
                          data=body, timeout=30).json()
     out = tmp_path / "wrong.bin"
     (tmp_path / "wrong.bin.part").write_bytes(data(200_000, seed=11))  # not a prefix of the file
-    d = download(Client(server.url), info["id"], str(out), progress=False)
+    d = download(server.client(), info["id"], str(out), progress=False)
     assert out.read_bytes() == body
     assert d.resumed_from == 0 and "content_hash" in d.checks
     err = capsys.readouterr().err
@@ -219,11 +218,11 @@ def test_download_repairs_a_partial_file_that_is_not_this_file(server, tmp_path,
 
 def test_cli_download_resume_prints_what_it_did(server, tmp_path):
     body = data(400_000, seed=12)
-    info = requests.post(f"{server.url}/api/files/upload", params={"filename": "r.bin"},
+    info = server.http.post(f"{server.url}/api/files/upload", params={"filename": "r.bin"},
                          data=body, timeout=30).json()
     out = tmp_path / "r.bin"
     (tmp_path / "r.bin.part").write_bytes(body[:100_000])
-    r = run_cli("download", info["id"], str(out), server_url=server.url, check=True)
+    r = run_cli("download", info["id"], str(out), server=server, check=True)
     assert out.read_bytes() == body
     assert "resumed at 100000" in r.stderr and r.stdout.strip().splitlines()[-1] == str(out)
 
@@ -231,28 +230,28 @@ def test_cli_download_resume_prints_what_it_did(server, tmp_path):
 def test_list_and_delete(server, make_file):
     src = make_file(PIECE + 1, seed=13, name="listed-and-deleted.bin")
     r = seed_upload(server, src)
-    listing = run_cli("list", server_url=server.url, check=True).stdout
+    listing = run_cli("list", server=server, check=True).stdout
     assert r.file_id in listing and "listed-and-deleted.bin" in listing
-    gone = run_cli("delete", r.file_id, server_url=server.url, check=True)
+    gone = run_cli("delete", r.file_id, server=server, check=True)
     assert gone.stdout.strip() == f"deleted {r.file_id}"
-    assert r.file_id not in run_cli("list", server_url=server.url, check=True).stdout
-    again = run_cli("delete", r.file_id, server_url=server.url)
+    assert r.file_id not in run_cli("list", server=server, check=True).stdout
+    again = run_cli("delete", r.file_id, server=server)
     assert again.returncode == EXIT_REJECTED
     assert again.stderr.strip() == f"error: no file with id {r.file_id}"
-    missing = run_cli("download", r.file_id, server_url=server.url)
+    missing = run_cli("download", r.file_id, server=server)
     assert missing.returncode == EXIT_REJECTED and missing.stderr.startswith("error: ")
     with pytest.raises(Rejected):
-        Client(server.url).info(r.file_id)
+        server.client().info(r.file_id)
 
 
 def test_list_follows_pages(server, make_file):
     ids = {seed_upload(server, make_file(1000, seed=100 + i)).file_id for i in range(3)}
-    listed = [f["id"] for f in Client(server.url).iter_files(limit=1)]
+    listed = [f["id"] for f in server.client().iter_files(limit=1)]
     assert ids <= set(listed) and len(listed) == len(set(listed))
 
 
 def test_errors_are_one_line_with_distinct_exit_codes(server, tmp_path):
-    r = run_cli("upload", str(tmp_path / "nope.bin"), server_url=server.url)
+    r = run_cli("upload", str(tmp_path / "nope.bin"), server=server)
     assert r.returncode == EXIT_LOCAL
     assert r.stderr.strip() == f"error: no such file: {tmp_path / 'nope.bin'}"
     # A port nothing listens on: take one from a stopped listener.
@@ -265,7 +264,7 @@ def test_errors_are_one_line_with_distinct_exit_codes(server, tmp_path):
     r = run_cli("upload", str(tmp_path / "x.bin"), server_url=f"http://127.0.0.1:{port}")
     assert r.returncode == EXIT_UNREACHABLE
     assert len(r.stderr.strip().splitlines()) == 1 and "cannot reach the server" in r.stderr
-    r = run_cli("download", "01NOSUCHFILE0000000000000", server_url=server.url)
+    r = run_cli("download", "01NOSUCHFILE0000000000000", server=server)
     assert r.returncode == EXIT_REJECTED and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -274,7 +273,7 @@ def test_piece_over_the_server_limit_is_a_clear_refusal(tmp_path):
     try:
         src = tmp_path / "big-pieces.bin"
         src.write_bytes(data(300_000, seed=14))
-        r = run_cli("upload", str(src), "--method", "seed", "--piece-size", "128KiB", server_url=s.url)
+        r = run_cli("upload", str(src), "--method", "seed", "--piece-size", "128KiB", server=s)
         assert r.returncode == EXIT_REJECTED
         assert "413" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     finally:
@@ -283,7 +282,7 @@ def test_piece_over_the_server_limit_is_a_clear_refusal(tmp_path):
 
 def test_seed_entry_point_wrappers(server, make_file, tmp_path):
     src = make_file(150_000, seed=15)
-    env = dict(os.environ, DEPOT_SERVER=server.url)
+    env = server.env()
     up = subprocess.run([sys.executable, str(PYTHON_DIR / "test_chunked_upload.py"), str(src)],
                         capture_output=True, text=True, env=env, timeout=120)
     assert up.returncode == 0, up.stderr
@@ -302,7 +301,7 @@ def test_download_starts_over_when_if_range_does_not_match(server, tmp_path, mon
     not that one answers 200 with the whole file, and the client starts
     over rather than appending."""
     body = data(300_000, seed=16)
-    info = requests.post(f"{server.url}/api/files/upload", params={"filename": "ifrange.bin"},
+    info = server.http.post(f"{server.url}/api/files/upload", params={"filename": "ifrange.bin"},
                          data=body, timeout=30).json()
     real_info = Client.info
 
@@ -312,7 +311,7 @@ def test_download_starts_over_when_if_range_does_not_match(server, tmp_path, mon
     monkeypatch.setattr(Client, "info", stale_info)
     out = tmp_path / "ifrange.bin"
     (tmp_path / "ifrange.bin.part").write_bytes(body[:100_000])
-    d = download(Client(server.url), info["id"], str(out), progress=False)
+    d = download(server.client(), info["id"], str(out), progress=False)
     assert out.read_bytes() == body
     assert d.resumed_from == 0 and d.received_bytes == len(body)
     assert "sent the whole file" in capsys.readouterr().err
@@ -320,25 +319,25 @@ def test_download_starts_over_when_if_range_does_not_match(server, tmp_path, mon
 
 def test_download_refuses_to_overwrite_unless_forced(server, tmp_path):
     body = data(200_000, seed=17)
-    info = requests.post(f"{server.url}/api/files/upload", params={"filename": "keep.bin"},
+    info = server.http.post(f"{server.url}/api/files/upload", params={"filename": "keep.bin"},
                          data=body, timeout=30).json()
     out = tmp_path / "keep.bin"
     out.write_bytes(b"precious local data")
-    r = run_cli("download", info["id"], str(out), server_url=server.url)
+    r = run_cli("download", info["id"], str(out), server=server)
     assert r.returncode == EXIT_LOCAL, r.stderr
     assert "exists" in r.stderr and "--force" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert out.read_bytes() == b"precious local data"
     with pytest.raises(LocalFileError):
-        download(Client(server.url), info["id"], str(out), progress=False)
+        download(server.client(), info["id"], str(out), progress=False)
     # The partial download of the same output is resumed, not refused.
     out.unlink()
     (tmp_path / "keep.bin.part").write_bytes(body[:50_000])
-    d = download(Client(server.url), info["id"], str(out), progress=False)
+    d = download(server.client(), info["id"], str(out), progress=False)
     assert d.resumed_from == 50_000 and out.read_bytes() == body
     assert not (tmp_path / "keep.bin.part").exists()
     # --force replaces.
     out.write_bytes(b"old")
-    run_cli("download", info["id"], str(out), "--force", server_url=server.url, check=True)
+    run_cli("download", info["id"], str(out), "--force", server=server, check=True)
     assert out.read_bytes() == body
 
 
@@ -353,14 +352,14 @@ def test_refused_uploads_send_nothing(tmp_path):
         elf.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(80))
         for method in ("auto", "seed"):
             before = s.request_bytes()
-            r = run_cli("upload", str(big), "--method", method, server_url=s.url)
+            r = run_cli("upload", str(big), "--method", method, server=s)
             assert r.returncode == EXIT_REJECTED, r.stderr
             assert "at most 100000 bytes" in r.stderr and "nothing was sent" in r.stderr
-            r = run_cli("upload", str(elf), "--method", method, server_url=s.url)
+            r = run_cli("upload", str(elf), "--method", method, server=s)
             assert r.returncode == EXIT_REJECTED, r.stderr
             assert "the server would refuse cat.png" in r.stderr
             assert s.request_bytes() - before < 4096, "a refused upload sent its bytes"
-        stats = requests.get(f"{s.url}/api/stats", timeout=10).json()
+        stats = s.admin.get(f"{s.url}/api/stats", timeout=10).json()
         assert stats["unique_chunks"] == 0 and stats["files"] == 0 and stats["dedup_ratio"] is None
     finally:
         s.stop()

@@ -349,24 +349,13 @@ async fn append_body(
             .into());
         }
         None => pumped.outcome.record,
-        Some(Stop::Takeover) => {
-            return Err(ApiError::Locked(
-                "a newer request for this upload took over; what arrived is kept".into(),
-            )
-            .into());
-        }
-        Some(Stop::Shutdown) => {
-            return Err(
-                ApiError::Unavailable("the server is shutting down; what arrived is kept".into()).into()
-            );
-        }
-        Some(Stop::Broken(e)) => return Err(ApiError::BadRequest(format!("the body broke off: {e}")).into()),
         Some(Stop::TooLong) => {
             return Err(DraftError::Problem(
                 ProblemKind::InconsistentLength,
                 "the body runs past the upload's length; the bytes up to it are kept".into(),
             ));
         }
+        Some(stop) => return Err(stop.error().into()),
     };
     let s = rec.stream.as_ref();
     if ends.complete && s.is_some_and(|s| s.length.is_none()) {

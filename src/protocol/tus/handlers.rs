@@ -13,7 +13,7 @@ use crate::http::writers::Held;
 use crate::http::{ApiError, AppState, Dialect, Principal};
 use crate::protocol::digest::Hasher;
 use crate::protocol::ietf;
-use crate::protocol::resumable::{self, Expected, Stop};
+use crate::protocol::resumable::{self, Expected};
 use crate::store::{self, Appender, Concat, FileName, NewStream, UploadId, UploadRecord};
 use crate::wire::ErrorBody;
 
@@ -396,21 +396,6 @@ async fn append(
             Err(TusError(ApiError::ChecksumMismatch("the body does not match Upload-Checksum".into())))
         }
         None => Ok((pumped.outcome.record, pumped.outcome.file)),
-        Some(Stop::Takeover) => {
-            Err(ApiError::Locked("a newer request for this upload took over; what arrived is kept".into())
-                .into())
-        }
-        Some(Stop::Shutdown) => {
-            Err(ApiError::Unavailable("the server is shutting down; what arrived is kept".into()).into())
-        }
-        Some(Stop::Broken(e)) => Err(ApiError::BadRequest(format!("the body broke off: {e}")).into()),
-        Some(Stop::Idle) => {
-            Err(ApiError::RequestTimeout("the body sent nothing for too long; what arrived is kept".into())
-                .into())
-        }
-        Some(Stop::TooLong) => Err(ApiError::PayloadTooLarge(
-            "the body runs past the upload's length; the bytes up to it are kept".into(),
-        )
-        .into()),
+        Some(stop) => Err(stop.error().into()),
     }
 }

@@ -21,14 +21,26 @@ export async function waitFor(cond, ms, what) {
 
 /**
  * Opens the test page, sets the library up against `chunkedUrl`, hands it
- * the file through the file input and waits for the library's fileSuccess.
+ * the file through the file input and waits for the library's fileSuccess
+ * (with `expectFailure`, for its fileError instead).
  *
- * Returns { result, exchanges, preflights } where `exchanges` lists every
- * GET/POST the page sent to `chunkedUrl` in order, each
- * { method, url, status, body } (body as text), and `preflights` lists the
- * CORS preflights Chromium sent there, each { url, requestMethod }.
+ * Returns { result, error, exchanges, preflights } where `result` is what
+ * fileSuccess reported, `error` the fileError message (with
+ * `expectFailure`), `exchanges` lists every GET/POST the page sent to
+ * `chunkedUrl` in order, each { method, url, status, body } (body as
+ * text), and `preflights` lists the CORS preflights Chromium sent there,
+ * each { url, requestMethod }.
  */
-export async function uploadInPage({ context, pageUrl, chunkedUrl, lib, file, options = {}, timeoutMs = 45_000 }) {
+export async function uploadInPage({
+  context,
+  pageUrl,
+  chunkedUrl,
+  lib,
+  file,
+  options = {},
+  timeoutMs = 45_000,
+  expectFailure = false,
+}) {
   const page = await context.newPage();
   const pending = [];
   const failures = [];
@@ -47,17 +59,28 @@ export async function uploadInPage({ context, pageUrl, chunkedUrl, lib, file, op
       }
     });
     page.on('pageerror', (e) => pageErrors.push(String(e)));
+    const entries = new Map();
     page.on('requestfailed', (r) => {
-      if (ours(r.url())) failures.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`);
+      if (!ours(r.url())) return;
+      failures.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`);
+      // A request the library aborted (a failed file's other pieces) may
+      // have its answer's head but never its body.
+      const entry = entries.get(r);
+      if (entry) entry.done = true;
     });
     page.on('request', (r) => {
       if (!ours(r.url())) return;
       const entry = { method: r.method(), url: r.url(), status: undefined, body: undefined, done: false };
       pending.push(entry);
+      entries.set(r, entry);
       r.response().then(async (res) => {
         if (res) {
           entry.status = res.status();
-          entry.body = entry.status === 204 ? '' : await res.text();
+          try {
+            entry.body = entry.status === 204 ? '' : await res.text();
+          } catch (e) {
+            entry.error = String(e);
+          }
         }
         entry.done = true;
       }, (e) => {
@@ -69,15 +92,28 @@ export async function uploadInPage({ context, pageUrl, chunkedUrl, lib, file, op
     await page.goto(`${pageUrl}/`);
     await page.evaluate((o) => window.depotHarness.prepare(o), { lib, target: chunkedUrl, ...options });
     await page.setInputFiles('#file', file);
-    const outcome = page.evaluate(() => window.depotHarness.result);
-    const result = await withTimeout(outcome, timeoutMs, `${lib} to report the upload of ${file.name}`).catch((e) => {
+    const outcome = page.evaluate(() =>
+      window.depotHarness.result.then(
+        (result) => ({ result }),
+        (e) => ({ error: String(e?.message ?? e) }),
+      ),
+    );
+    const settled = await withTimeout(outcome, timeoutMs, `${lib} to report the upload of ${file.name}`).catch((e) => {
       throw new Error(`${e.message}\npage errors: ${pageErrors.join('; ') || 'none'}\nfailed requests: ${failures.join('; ') || 'none'}`);
     });
+    if (expectFailure !== (settled.error !== undefined)) {
+      throw new Error(
+        expectFailure
+          ? `${lib} uploaded ${file.name}, which should have failed`
+          : `${settled.error}\nfailed requests: ${failures.join('; ') || 'none'}`,
+      );
+    }
     // fileSuccess comes after the last answer; let the response events land.
     await waitFor(() => pending.every((x) => x.done), 10_000, 'the responses of the upload requests');
     if (pageErrors.length) throw new Error(`page errors: ${pageErrors.join('; ')}`);
     return {
-      result,
+      result: settled.result,
+      error: settled.error,
       exchanges: pending.map(({ method, url, status, body }) => ({ method, url, status, body })),
       preflights,
       failures,

@@ -5,7 +5,11 @@
 //      piece is sent, nothing new is stored;
 //   3. the same bytes under another name, each piece's BLAKE3 sent with its
 //      test: the store recognises every piece, no piece is sent, and the new
-//      file exists with the same bytes.
+//      file exists with the same bytes;
+//   4. (token mode) the same upload without the token: every request answers
+//      401, the library gives up at once (401 is in permanentErrors) and
+//      nothing is stored.
+// Every upload sends the token in the library's `headers` option.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { blake3 } from 'hash-wasm';
@@ -66,14 +70,15 @@ export function librarySuite(lib) {
     let first; // the file record of the first upload
     let statsAfterFirst;
 
-    const upload = (fileName, options = {}) =>
+    const upload = (fileName, options = {}, expectFailure = false) =>
       uploadInPage({
         context: browser.context,
         pageUrl: statics.url,
         chunkedUrl,
         lib,
         file: { name: fileName, mimeType: 'application/octet-stream', buffer: bytes },
-        options: { chunkSize: PIECE, simultaneousUploads: 3, ...options },
+        options: { chunkSize: PIECE, simultaneousUploads: 3, headers: depot.auth, ...options },
+        expectFailure,
       });
 
     before(async () => {
@@ -110,9 +115,10 @@ export function librarySuite(lib) {
     });
 
     it('uploads 5 MiB in 1 MiB pieces (preflighted, cross-origin) and depot stores it byte for byte', async () => {
-      const stats0 = await getJson(depot.url, '/api/stats');
-      // A non-simple header makes every request cross-origin *with* a preflight.
-      const run = await upload(name, { headers: { 'X-Requested-With': 'XMLHttpRequest' } });
+      const stats0 = await getJson(depot.url, '/api/stats', depot.adminAuth);
+      // A non-simple header makes every request cross-origin *with* a
+      // preflight (Authorization, in token mode, does too).
+      const run = await upload(name, { headers: { ...depot.auth, 'X-Requested-With': 'XMLHttpRequest' } });
       assert.equal(run.result.pieces, PIECES, 'pieces the library cut');
       assert.deepEqual(run.failures, [], 'failed requests');
 
@@ -161,20 +167,20 @@ export function librarySuite(lib) {
       if (message.file) assert.equal(message.file.id, first.id);
 
       // The file is listed and its bytes are exactly the ones picked.
-      const list = await getJson(depot.url, '/api/files');
+      const list = await getJson(depot.url, '/api/files', depot.auth);
       const listed = list.files.find((f) => f.id === first.id);
       assert.ok(listed, 'the file is in GET /api/files');
       assert.equal(listed.size, SIZE);
-      const got = await getBytes(depot.url, first.url);
+      const got = await getBytes(depot.url, first.url, depot.auth);
       assert.equal(got.status, 200);
       assert.equal(got.body.length, SIZE, 'downloaded length');
       assert.equal(sha256(got.body), digest, 'downloaded bytes (sha256)');
       // A range across the boundary of pieces 1 and 2.
-      const range = await getBytes(depot.url, first.url, { Range: `bytes=${PIECE - 10}-${PIECE + 9}` });
+      const range = await getBytes(depot.url, first.url, { ...depot.auth, Range: `bytes=${PIECE - 10}-${PIECE + 9}` });
       assert.equal(range.status, 206);
       assert.deepEqual(range.body, bytes.subarray(PIECE - 10, PIECE + 10), 'ranged bytes');
 
-      const stats1 = await getJson(depot.url, '/api/stats');
+      const stats1 = await getJson(depot.url, '/api/stats', depot.adminAuth);
       assert.equal(stats1.files - stats0.files, 1, 'stats.files');
       assert.equal(stats1.logical_bytes - stats0.logical_bytes, SIZE, 'stats.logical_bytes');
       assert.equal(stats1.unique_chunks - stats0.unique_chunks, PIECES, 'stats.unique_chunks');
@@ -184,7 +190,8 @@ export function librarySuite(lib) {
 
     it('uploading the same file again sends no piece: every test GET answers 200', async () => {
       assert.ok(first, 'the first upload did not complete');
-      // Default headers: simple cross-origin requests, no preflight needed.
+      // No extra header: simple cross-origin requests, no preflight needed
+      // (except for the Authorization header, in token mode).
       const run = await upload(name);
       assert.equal(run.result.pieces, PIECES);
       const gets = byMethod(run.exchanges, 'GET');
@@ -200,9 +207,9 @@ export function librarySuite(lib) {
       }
       assert.equal(JSON.parse(run.result.message).file?.id, first.id, 'fileSuccess message');
 
-      const list = await getJson(depot.url, '/api/files');
+      const list = await getJson(depot.url, '/api/files', depot.auth);
       assert.deepEqual(list.files.map((f) => f.id), [first.id], 'still exactly one file');
-      assertSameStats(await getJson(depot.url, '/api/stats'), statsAfterFirst, 'after the second upload');
+      assertSameStats(await getJson(depot.url, '/api/stats', depot.adminAuth), statsAfterFirst, 'after the second upload');
     });
 
     it('the same bytes under another name are recognised by BLAKE3 piece hashes: no piece sent', async () => {
@@ -233,15 +240,33 @@ export function librarySuite(lib) {
       assert.equal(copy.name, otherName);
       assert.equal(copy.size, SIZE);
 
-      const got = await getBytes(depot.url, copy.url);
+      const got = await getBytes(depot.url, copy.url, depot.auth);
       assert.equal(got.status, 200);
       assert.equal(sha256(got.body), digest, 'downloaded bytes of the copy (sha256)');
 
-      const stats = await getJson(depot.url, '/api/stats');
+      const stats = await getJson(depot.url, '/api/stats', depot.adminAuth);
       assert.equal(stats.files, statsAfterFirst.files + 1, 'stats.files');
       assert.equal(stats.logical_bytes, statsAfterFirst.logical_bytes + SIZE, 'stats.logical_bytes');
       assert.equal(stats.unique_chunks, statsAfterFirst.unique_chunks, 'stats.unique_chunks: nothing new stored');
       assert.equal(stats.unique_bytes, statsAfterFirst.unique_bytes, 'stats.unique_bytes');
+    });
+
+    it('without the token every request answers 401 and the library gives up at once', async (t) => {
+      if (!depot.token) {
+        t.skip('DEPOT_TEST_AUTH=local: the server takes no tokens');
+        return;
+      }
+      const files0 = (await getJson(depot.url, '/api/files', depot.auth)).files;
+      const stats0 = await getJson(depot.url, '/api/stats', depot.adminAuth);
+      const run = await upload(`no-token-${name}`, { headers: {} }, true);
+      assert.match(run.error, /fileError/, 'the library reported the file failed');
+      const statuses = run.exchanges.map((x) => x.status).filter((s) => s !== undefined);
+      assert.ok(statuses.length > 0, 'requests were answered');
+      assert.deepEqual(statuses, Array(statuses.length).fill(401), 'every answer is 401');
+      // No retries: at most one test and one POST per piece.
+      assert.ok(run.exchanges.length <= 2 * PIECES, `${run.exchanges.length} requests for ${PIECES} pieces`);
+      assert.deepEqual((await getJson(depot.url, '/api/files', depot.auth)).files, files0, 'no new file');
+      assertSameStats(await getJson(depot.url, '/api/stats', depot.adminAuth), stats0, 'after the refused upload');
     });
   });
 }

@@ -122,9 +122,9 @@ export function tusUpload(input, options) {
   return run.done;
 }
 
-/** Sends a tus request of our own (HEAD, OPTIONS, DELETE) with fetch. */
-export async function tusRequest(method, url) {
-  const res = await fetch(url, { method, headers: { 'Tus-Resumable': '1.0.0' } });
+/** Sends a tus request of our own (HEAD, OPTIONS, DELETE) with fetch, with `headers` (e.g. `depot.auth`). */
+export async function tusRequest(method, url, headers = {}) {
+  const res = await fetch(url, { method, headers: { 'Tus-Resumable': '1.0.0', ...headers } });
   await res.arrayBuffer();
   return res;
 }
