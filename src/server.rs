@@ -44,7 +44,6 @@ fn routes() -> (Routes, Router<AppState>) {
         wire::ChunkingInfo, wire::TypePolicyInfo, wire::MissingRequest, wire::MissingResponse, wire::PutChunkResponse, wire::ChunkRef,
         wire::CommitRequest, wire::ManifestInfo, wire::ManifestChunk, wire::TokenRequest, wire::TokenInfo, wire::TokenList,
         wire::LinkRequest, wire::LinkInfo)),
-    modifiers(&Security),
     security(("bearerAuth" = []), ("basicAuth" = [])),
     tags(
         (name = "files", description = "List, download and delete files"),
@@ -106,11 +105,15 @@ impl utoipa::Modify for Security {
                 &mut item.delete,
                 &mut item.head,
                 &mut item.patch,
-                &mut item.options,
             ];
+            if let Some(op) = item.options.as_mut() {
+                // Preflights and tus discovery need no credentials.
+                op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::default()]);
+            }
             for op in ops.into_iter().flatten() {
                 if path == "/healthz" {
-                    op.security = Some(Vec::new());
+                    // One empty requirement: no credentials needed.
+                    op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::default()]);
                     continue;
                 }
                 let r = &mut op.responses.responses;
@@ -138,6 +141,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ] {
         doc.merge(part);
     }
+    // After the merge: the security schemes, and the auth answers on every
+    // operation.
+    utoipa::Modify::modify(&Security, &mut doc);
     doc
 }
 

@@ -258,6 +258,7 @@ pub struct TokenRequest {
     #[schema(pattern = r"^[a-z0-9-]{1,63}$")]
     pub tenant: String,
     /// Any of `read`, `write`, `delete`, `admin`, `metrics`.
+    #[schema(min_items = 1)]
     pub scopes: Vec<String>,
     /// How long it lives: seconds (a number), a duration (`90d`, `12h`,
     /// `30m`) or `never`. Absent: 90 days.
@@ -310,9 +311,10 @@ pub struct TokenList {
 /// `POST /api/files/{id}/link`: a signed download link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
 pub struct LinkRequest {
-    /// Seconds the link works; default 3600, at most `auth.link_max_ttl`.
+    /// Seconds the link works; default 3600, at most `auth.link_max_ttl`
+    /// (by default 7 days, the maximum given here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 604800)]
     pub expires_in: Option<u64>,
 }
 

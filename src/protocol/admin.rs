@@ -56,7 +56,9 @@ pub fn lifetime(asked: Option<&ExpiresIn>, default: Duration) -> Result<Option<D
     request_body = TokenRequest,
     responses(
         (status = 201, description = "The token; `token` is its secret, shown only here", body = TokenInfo),
-        (status = 400, description = "Bad tenant, scope or expiry", body = ErrorBody),
+        (status = 400, description = "Bad tenant, scope or expiry, or malformed JSON", body = ErrorBody),
+        (status = 415, description = "The body is not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "The JSON does not have the request's shape", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
     ))]

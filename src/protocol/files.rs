@@ -292,7 +292,9 @@ pub async fn delete(
     request_body = LinkRequest,
     responses(
         (status = 201, description = "The link", body = LinkInfo),
-        (status = 400, description = "Bad expiry", body = ErrorBody),
+        (status = 400, description = "Bad expiry, or malformed JSON", body = ErrorBody),
+        (status = 415, description = "The body is not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "The JSON does not have the request's shape", body = ErrorBody),
         (status = 404, description = "No such file", body = ErrorBody),
     ))]
 pub async fn link(
