@@ -452,7 +452,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let show = |json: bool| !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
         Command::Serve { store, listen, auth_mode } => serve(&store, listen, auth_mode),
-        Command::Token { action } => cli::token::run(action),
+        Command::Token { action } => cli::token::run(action, client),
         Command::Put { files, name, jobs, json } => {
             if name.is_some() && files.len() > 1 {
                 return Err(usage("--name applies to a single file"));

@@ -569,6 +569,27 @@ async fn token_mode_writes_the_admin_token_once() {
     let r = as_token(&token).get(format!("{base}/api/stats")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(Client::new().get(format!("{base}/api/stats")).send().await.unwrap().status(), 401);
+    // `depot token` through the admin API, with the admin token.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_depot"))
+            .args(args)
+            .args(["--server", &base])
+            .env("DEPOT_TOKEN", &token)
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let made = cli(&["token", "create", "--tenant", "cli", "--scope", "read,write", "--expires", "1d"]);
+    let made = made.trim().to_string();
+    assert!(made.starts_with("dpt_"), "{made}");
+    assert_eq!(as_token(&made).get(format!("{base}/api/files")).send().await.unwrap().status(), 200);
+    let list: depot::wire::TokenList = serde_json::from_str(&cli(&["token", "list", "--json"])).unwrap();
+    let id = list.tokens.iter().find(|t| t.tenant == "cli").unwrap().id.clone();
+    assert!(list.tokens.iter().all(|t| t.token.is_none()), "no secrets in a listing");
+    cli(&["token", "revoke", &id]);
+    assert_eq!(as_token(&made).get(format!("{base}/api/files")).send().await.unwrap().status(), 401);
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -4,8 +4,8 @@
 
 use clap::Subcommand;
 
-use crate::{Failure, StoreArgs, emit, load_config, open_store, print_json, usage};
-use depot::client::exit;
+use crate::{Failure, StoreArgs, emit, load_config, open_store, print_json, runtime, usage};
+use depot::client::{self, Client, exit};
 
 #[derive(Subcommand)]
 pub enum TokenAction {
@@ -43,8 +43,43 @@ pub enum TokenAction {
     },
 }
 
+/// `depot token …`: on a data dir when one is named (`--data-dir` or
+/// `--config`), else through the server's admin API with the caller's token.
+pub fn run(action: TokenAction, client: impl FnOnce() -> Result<Client, Failure>) -> Result<(), Failure> {
+    let store = match &action {
+        TokenAction::Create { store, .. }
+        | TokenAction::List { store, .. }
+        | TokenAction::Revoke { store, .. } => store,
+    };
+    if store.data_dir.is_some() || store.config.is_some() {
+        return offline(action);
+    }
+    let c = client()?;
+    runtime()?.block_on(async move {
+        match action {
+            TokenAction::Create { tenant, scopes, expires, name, json, .. } => {
+                let req = depot::wire::TokenRequest {
+                    tenant,
+                    scopes,
+                    expires_in: expires.as_deref().map(client::expires_in),
+                    name,
+                };
+                print_token(&client::create_token(&c, &req).await?, json)
+            }
+            TokenAction::List { json, .. } => {
+                let all = client::list_tokens(&c).await?;
+                if json {
+                    return Ok(print_json(&all)?);
+                }
+                all.tokens.iter().try_for_each(|t| print_token(t, false))
+            }
+            TokenAction::Revoke { id, .. } => Ok(client::revoke_token(&c, &id).await?),
+        }
+    })
+}
+
 /// `depot token …` on a data dir (no server running).
-pub fn run(action: TokenAction) -> Result<(), Failure> {
+fn offline(action: TokenAction) -> Result<(), Failure> {
     use depot::protocol::admin::{lifetime, token_info};
     use depot::store::{Scopes, Tenant};
     use depot::wire::ExpiresIn;
