@@ -74,6 +74,28 @@ pub struct Stats {
     pub space_ratio: f64,
 }
 
+impl Stats {
+    /// The figures with their ratios (1.0 over nothing).
+    pub fn new(
+        files: u64,
+        logical_bytes: u64,
+        unique_chunks: u64,
+        unique_bytes: u64,
+        stored_bytes: u64,
+    ) -> Self {
+        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+        Stats {
+            files,
+            logical_bytes,
+            unique_chunks,
+            unique_bytes,
+            stored_bytes,
+            dedup_ratio: ratio(logical_bytes, unique_bytes),
+            space_ratio: ratio(logical_bytes, stored_bytes),
+        }
+    }
+}
+
 /// What the store has done since it was opened (in memory, for metrics).
 #[derive(Debug, Default)]
 pub(super) struct ActivityCounters {
@@ -366,16 +388,7 @@ impl Store {
             c(Counter::UniqueBytes)?,
             c(Counter::StoredBytes)?,
         );
-        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
-        Ok(Stats {
-            files,
-            logical_bytes: logical,
-            unique_chunks: chunks,
-            unique_bytes: unique,
-            stored_bytes: stored,
-            dedup_ratio: ratio(logical, unique),
-            space_ratio: ratio(logical, stored),
-        })
+        Ok(Stats::new(files, logical, chunks, unique, stored))
     }
 
     pub(super) fn meta(&self) -> &dyn MetaStore {

@@ -49,25 +49,7 @@ impl Store {
         cursor: Option<&FileId>,
         limit: usize,
     ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
-        if let View::Tenant(t) = view {
-            return self.list_tenant_files(t, cursor, limit);
-        }
-        let mut out = Vec::new();
-        let before = cursor.map(|c| c.0);
-        for kv in self.0.meta.scan_rev(Cf::Files, b"", before.as_ref().map(|b| &b[..])) {
-            let (_, v) = kv?;
-            let rec: FileRecord = serde_json::from_slice(&v)
-                .map_err(|e| Error::CorruptMetadata(format!("file record: {e}")))?;
-            if rec.state != FileState::Ready {
-                continue;
-            }
-            if out.len() == limit {
-                let next = out.last().map(|r: &FileRecord| r.id);
-                return Ok((out, next));
-            }
-            out.push(rec);
-        }
-        Ok((out, None))
+        self.find_files(view, &[], cursor, limit)
     }
 
     /// `t`'s visible files, newest first, after `cursor`, at most `limit`;
@@ -78,23 +60,7 @@ impl Store {
         cursor: Option<&FileId>,
         limit: usize,
     ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
-        let p = prefix(FILES, t);
-        let before = cursor.map(|c| file_key(t, c));
-        let mut out = Vec::new();
-        for kv in self.meta().scan_rev(Cf::Tenants, &p, before.as_deref()) {
-            let (k, _) = kv?;
-            let Some(id) = k.get(p.len()..).and_then(FileId::from_slice) else { continue };
-            let Some(rec) = self.record(&id)? else { continue };
-            if rec.state != FileState::Ready {
-                continue;
-            }
-            if out.len() == limit {
-                let next = out.last().map(|r: &FileRecord| r.id);
-                return Ok((out, next));
-            }
-            out.push(rec);
-        }
-        Ok((out, None))
+        self.find_files(&View::Tenant(t.clone()), &[], cursor, limit)
     }
 
     /// One tenant's figures: its files and logical bytes, and the chunks its
@@ -138,16 +104,7 @@ impl Store {
             }
         }
         tally(&mut ids)?;
-        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
-        Ok(Stats {
-            files,
-            logical_bytes: logical,
-            unique_chunks: chunks,
-            unique_bytes: unique,
-            stored_bytes: stored,
-            dedup_ratio: ratio(logical, unique),
-            space_ratio: ratio(logical, stored),
-        })
+        Ok(Stats::new(files, logical, chunks, unique, stored))
     }
 
     /// Visible files whose name passes every filter, newest first, after
@@ -164,50 +121,49 @@ impl Store {
         cursor: Option<&FileId>,
         limit: usize,
     ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
-        if filters.is_empty() {
-            return self.list_files(view, cursor, limit);
-        }
-        let mut out: Vec<FileRecord> = Vec::new();
+        let keep = |r: &FileRecord| r.state == FileState::Ready && filters.iter().all(|f| f.matches(&r.name));
         if let View::Tenant(t) = view {
-            // Walk the tenant's own index, never other tenants' records.
-            let mut at = cursor.copied();
-            loop {
-                let (page, next) = self.list_tenant_files(t, at.as_ref(), 256)?;
-                for rec in page {
-                    if !filters.iter().all(|f| f.matches(&rec.name)) {
-                        continue;
-                    }
-                    if out.len() == limit {
-                        let next = out.last().map(|r| r.id);
-                        return Ok((out, next));
-                    }
-                    out.push(rec);
-                }
-                match next {
-                    Some(n) => at = Some(n),
-                    None => return Ok((out, None)),
-                }
-            }
+            // The tenant's own index, never other tenants' records.
+            let p = prefix(FILES, t);
+            let before = cursor.map(|c| file_key(t, c));
+            let records = self.meta().scan_rev(Cf::Tenants, &p, before.as_deref()).filter_map(|kv| {
+                let id = match kv {
+                    Ok((k, _)) => FileId::from_slice(k.get(p.len()..)?)?,
+                    Err(e) => return Some(Err(e)),
+                };
+                self.record(&id).transpose()
+            });
+            return page(records, keep, limit);
         }
         let before = cursor.map(|c| c.0);
-        for kv in self.meta().scan_rev(Cf::Files, b"", before.as_ref().map(|b| &b[..])) {
-            let (_, v) = kv?;
-            let rec: FileRecord = serde_json::from_slice(&v)
-                .map_err(|e| Error::CorruptMetadata(format!("file record: {e}")))?;
-            if rec.state != FileState::Ready
-                || !view.sees(&rec.tenant)
-                || !filters.iter().all(|f| f.matches(&rec.name))
-            {
-                continue;
-            }
-            if out.len() == limit {
-                let next = out.last().map(|r| r.id);
-                return Ok((out, next));
-            }
-            out.push(rec);
-        }
-        Ok((out, None))
+        let records = self.meta().scan_rev(Cf::Files, b"", before.as_ref().map(|b| &b[..])).map(|kv| {
+            serde_json::from_slice::<FileRecord>(&kv?.1)
+                .map_err(|e| Error::CorruptMetadata(format!("file record: {e}")))
+        });
+        page(records, keep, limit)
     }
+}
+
+/// The first `limit` records `keep` takes, and the cursor of the next page
+/// (the last id taken) when there is more.
+fn page(
+    records: impl Iterator<Item = Result<FileRecord>>,
+    keep: impl Fn(&FileRecord) -> bool,
+    limit: usize,
+) -> Result<(Vec<FileRecord>, Option<FileId>)> {
+    let mut out: Vec<FileRecord> = Vec::new();
+    for rec in records {
+        let rec = rec?;
+        if !keep(&rec) {
+            continue;
+        }
+        if out.len() == limit {
+            let next = out.last().map(|r| r.id);
+            return Ok((out, next));
+        }
+        out.push(rec);
+    }
+    Ok((out, None))
 }
 
 #[cfg(test)]
