@@ -42,7 +42,7 @@ fn routes() -> (Routes, Router<AppState>) {
     ),
     components(schemas(wire::ChunkHash, wire::ErrorBody, wire::FileInfo, wire::FileList, wire::StatsInfo, wire::PieceStatus, wire::Health,
         wire::ChunkingInfo, wire::TypePolicyInfo, wire::MissingRequest, wire::MissingResponse, wire::PutChunkResponse, wire::ChunkRef,
-        wire::CommitRequest, wire::ManifestInfo, wire::ManifestChunk, wire::TokenRequest, wire::TokenInfo, wire::TokenList,
+        wire::CommitRequest, wire::ManifestInfo, wire::ManifestChunk, wire::TokenRequest, wire::ScopeName, wire::TokenInfo, wire::TokenList,
         wire::LinkRequest, wire::LinkInfo)),
     security(("bearerAuth" = []), ("basicAuth" = [])),
     tags(

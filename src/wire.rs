@@ -258,7 +258,7 @@ pub struct TokenRequest {
     #[schema(pattern = r"^[a-z0-9-]{1,63}$")]
     pub tenant: String,
     /// Any of `read`, `write`, `delete`, `admin`, `metrics`.
-    #[schema(min_items = 1)]
+    #[schema(value_type = Vec<ScopeName>, min_items = 1)]
     pub scopes: Vec<String>,
     /// How long it lives: seconds (a number), a duration (`90d`, `12h`,
     /// `30m`) or `never`. Absent: 90 days.
@@ -269,6 +269,18 @@ pub struct TokenRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 128)]
     pub name: Option<String>,
+}
+
+/// A scope's name, for the OpenAPI document.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ScopeName {
+    Read,
+    Write,
+    Delete,
+    Admin,
+    Metrics,
 }
 
 /// A lifetime on the wire: seconds, or text (`90d`, `never`).
@@ -313,9 +325,22 @@ pub struct TokenList {
 pub struct LinkRequest {
     /// Seconds the link works; default 3600, at most `auth.link_max_ttl`
     /// (by default 7 days, the maximum given here).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole_seconds")]
     #[schema(minimum = 1, maximum = 604800)]
     pub expires_in: Option<u64>,
+}
+
+/// A whole number of seconds, also when written as `600.0` (JSON does not
+/// tell integers from other numbers).
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    if let Some(v) = n.as_u64() {
+        return Ok(Some(v));
+    }
+    match n.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 1e15 => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!("{n} is not a whole number of seconds"))),
+    }
 }
 
 /// A signed link: anyone holding it may GET (with Range) or HEAD the file

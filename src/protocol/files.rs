@@ -289,7 +289,7 @@ pub async fn delete(
 /// `<video src>`, downloads that stream to disk.
 #[utoipa::path(post, path = "/api/files/{id}/link", tag = "files",
     params(("id" = String, Path, description = "File id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$")),
-    request_body = LinkRequest,
+    request_body(content = Option<LinkRequest>, description = "Optional: without a body the link lives 3600 s"),
     responses(
         (status = 201, description = "The link", body = LinkInfo),
         (status = 400, description = "Bad expiry, or malformed JSON", body = ErrorBody),

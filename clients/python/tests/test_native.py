@@ -173,7 +173,7 @@ def test_download_with_a_seed_fetches_only_the_changes(native_server, make_file,
     edited = tmp_path / "edited.bin"
     edited.write_bytes(bytes(body))
     r = native_upload(native_server, edited)
-    client = Client(native_server.url)
+    client = native_server.client()
 
     out = tmp_path / "out.bin"
     before = native_server.response_bytes()
