@@ -431,6 +431,14 @@ async fn signed_links_work_until_they_should_not() {
         }
     };
     let anon = Client::new();
+    // No body, or `null`: the default lifetime.
+    for body in [None, Some("null")] {
+        let mut req = t.a.post(srv.url(&format!("/api/files/{}/link", file.id)));
+        if let Some(b) = body {
+            req = req.header("Content-Type", "application/json").body(b);
+        }
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::CREATED, "{body:?}");
+    }
     let url = link(&t.a, 600).await;
     let r = anon.get(srv.url(&url)).header("Range", "bytes=100-199").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);

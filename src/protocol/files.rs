@@ -301,10 +301,11 @@ pub async fn link(
     State(st): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-    req: Option<Json<LinkRequest>>,
+    req: Option<Json<Option<LinkRequest>>>,
 ) -> Result<(StatusCode, Json<LinkInfo>), ApiError> {
     let id = parse_file_id(&id)?;
-    let ttl = req.and_then(|r| r.0.expires_in).unwrap_or(3600);
+    // No body, `null` and `{}` all mean the default.
+    let ttl = req.and_then(|r| r.0).and_then(|r| r.expires_in).unwrap_or(3600);
     let max = st.config.auth.link_max_ttl.0.as_secs();
     if ttl == 0 || ttl > max {
         return Err(ApiError::BadRequest(format!("expires_in must be 1 to {max} seconds")));
