@@ -61,7 +61,7 @@ fn key_for(f: Flavor, name: &str) -> String {
 
 /// An independent reading of the protocol: the flavor is the first of
 /// resumable, flow, plain whose chunk number is present; the last value of a
-/// key wins; numbers are 1–20 ASCII digits after trimming; no value of the
+/// key wins; numbers are 1–20 ASCII digits, nothing around them; no value of the
 /// flavor's parameters exceeds 4096 bytes.
 fn reference(pairs: &[(String, String)]) -> Option<PieceParams> {
     let flavor = FLAVORS.into_iter().find(|f| pairs.iter().any(|(k, _)| *k == key_for(*f, "ChunkNumber")))?;
@@ -74,7 +74,7 @@ fn reference(pairs: &[(String, String)]) -> Option<PieceParams> {
         return None;
     }
     let num = |name: &str| -> Option<u64> {
-        let t = val(name)?.trim();
+        let t = val(name)?;
         if t.is_empty() || t.len() > 20 || t.bytes().any(|b| !b.is_ascii_digit()) {
             return None;
         }
