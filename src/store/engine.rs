@@ -143,8 +143,9 @@ pub(super) struct Inner {
     pub(super) activity: ActivityCounters,
     /// Append-only sessions with an appender running.
     pub(super) appending: Mutex<HashSet<UploadId>>,
-    /// Serializes the first creation of a server key.
-    pub(super) keys_lock: Mutex<()>,
+    /// Server keys read or made so far (they never change once made):
+    /// token and link checks on every request read no metadata for them.
+    pub(super) keys: Mutex<HashMap<String, [u8; 32]>>,
     /// The last run did not close cleanly: orphan objects are possible.
     pub(super) unclean: bool,
     /// Set while the recovery an unclean shutdown calls for (the orphan
@@ -251,7 +252,7 @@ impl Store {
             sessions: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
             appending: Mutex::new(HashSet::new()),
-            keys_lock: Mutex::new(()),
+            keys: Mutex::new(HashMap::new()),
             activity: ActivityCounters::default(),
             unclean,
             orphan_sweep_due: std::sync::atomic::AtomicBool::new(unclean),

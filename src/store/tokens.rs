@@ -175,21 +175,28 @@ fn token_key(id: &TokenId) -> Vec<u8> {
 impl Store {
     /// A 32-byte server key (`tokens`, `links`), made from the OS's random
     /// source the first time it is asked for and kept in the metadata (so
-    /// every node of a shared store uses the same one).
+    /// every node of a shared store uses the same one); then held in memory.
     ///
     /// # Errors
     /// Metadata backend errors.
     pub fn server_key(&self, name: &str) -> Result<[u8; 32]> {
-        let k = format!("k/{name}").into_bytes();
-        let _g = lock(&self.0.keys_lock);
-        if let Some(v) = self.meta().get(Cf::Auth, &k)? {
-            return v.try_into().map_err(|_| Error::CorruptMetadata(format!("server key `{name}`")));
+        let mut keys = lock(&self.0.keys);
+        if let Some(k) = keys.get(name) {
+            return Ok(*k);
         }
-        let mut key = [0u8; 32];
-        rand::Rng::fill(&mut rand::rng(), &mut key);
-        let mut b = Batch::default();
-        b.put(Cf::Auth, &k, &key);
-        self.meta().write(b, true)?;
+        let k = format!("k/{name}").into_bytes();
+        let key = match self.meta().get(Cf::Auth, &k)? {
+            Some(v) => v.try_into().map_err(|_| Error::CorruptMetadata(format!("server key `{name}`")))?,
+            None => {
+                let mut key = [0u8; 32];
+                rand::Rng::fill(&mut rand::rng(), &mut key);
+                let mut b = Batch::default();
+                b.put(Cf::Auth, &k, &key);
+                self.meta().write(b, true)?;
+                key
+            }
+        };
+        keys.insert(name.to_string(), key);
         Ok(key)
     }
 
