@@ -26,6 +26,9 @@ pub struct Config {
     pub listen: String,
     /// Log filter (`info`, `depot=debug,tower_http=info`, …).
     pub log: String,
+    /// `text` (one line per event; colour only on a terminal) or `json`
+    /// (one JSON object per line, for log shippers).
+    pub log_format: LogFormat,
     pub chunking: ChunkerParams,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
@@ -42,6 +45,7 @@ impl Default for Config {
             data_dir: PathBuf::from("depot-data"),
             listen: "127.0.0.1:8080".into(),
             log: "info".into(),
+            log_format: LogFormat::Text,
             chunking: ChunkerParams::default(),
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
@@ -50,6 +54,26 @@ impl Default for Config {
             gc: GcConfig::default(),
             rate_limit: RateLimitConfig::default(),
             cors: CorsConfig::default(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            v => Err(format!("`{v}` is not one of text, json")),
         }
     }
 }
@@ -244,23 +268,44 @@ impl Default for CorsConfig {
     }
 }
 
-/// The environment variables the configuration reads, and the key each sets.
-/// (`DEPOT_SERVER` is the client's and not listed.)
+/// The environment variables the configuration reads, and the key each sets:
+/// every key of `config/default.toml` has one (a test checks). Lists are
+/// comma-separated. (`DEPOT_SERVER` is the client's and not listed.)
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("DEPOT_DATA_DIR", "data_dir"),
     ("DEPOT_LISTEN", "listen"),
     ("DEPOT_LOG", "log"),
-    ("DEPOT_FSYNC", "storage.fsync"),
+    ("DEPOT_LOG_FORMAT", "log_format"),
+    ("DEPOT_CHUNKING_MIN", "chunking.min"),
+    ("DEPOT_CHUNKING_AVG", "chunking.avg"),
+    ("DEPOT_CHUNKING_MAX", "chunking.max"),
     ("DEPOT_COMPRESSION_LEVEL", "storage.compression_level"),
+    ("DEPOT_FSYNC", "storage.fsync"),
+    ("DEPOT_READ_AHEAD", "storage.read_ahead"),
     ("DEPOT_MAX_FILE_SIZE", "limits.max_file_size"),
+    ("DEPOT_MAX_CHUNK_SIZE", "limits.max_chunk_size"),
     ("DEPOT_MAX_PIECE_SIZE", "limits.max_piece_size"),
+    ("DEPOT_MAX_PIECES", "limits.max_pieces"),
+    ("DEPOT_MAX_MISSING_QUERY", "limits.max_missing_query"),
+    ("DEPOT_MAX_JSON_BODY", "limits.max_json_body"),
     ("DEPOT_MAX_BUFFERED", "limits.max_buffered"),
+    ("DEPOT_ALLOWED_EXTENSIONS", "types.allowed_extensions"),
+    ("DEPOT_ALLOWED_TYPES", "types.allowed_types"),
     ("DEPOT_UPLOAD_EXPIRY", "uploads.expiry"),
     ("DEPOT_GC_GRACE", "gc.grace"),
     ("DEPOT_GC_INTERVAL", "gc.interval"),
     ("DEPOT_CHUNK_LEASE", "gc.chunk_lease"),
     ("DEPOT_RATE_LIMIT", "rate_limit.enabled"),
+    ("DEPOT_RATE_LIMIT_API_PER_SECOND", "rate_limit.api_per_second"),
+    ("DEPOT_RATE_LIMIT_API_BURST", "rate_limit.api_burst"),
+    ("DEPOT_RATE_LIMIT_UPLOAD_PER_SECOND", "rate_limit.upload_per_second"),
+    ("DEPOT_RATE_LIMIT_UPLOAD_BURST", "rate_limit.upload_burst"),
+    ("DEPOT_TRUST_FORWARDED", "rate_limit.trust_forwarded"),
     ("DEPOT_CORS_ORIGINS", "cors.allowed_origins"),
+    ("DEPOT_CORS_METHODS", "cors.allowed_methods"),
+    ("DEPOT_CORS_HEADERS", "cors.allowed_headers"),
+    ("DEPOT_CORS_EXPOSED_HEADERS", "cors.exposed_headers"),
+    ("DEPOT_CORS_MAX_AGE", "cors.max_age"),
 ];
 
 /// A configuration that cannot be used.
@@ -329,10 +374,23 @@ impl Config {
         {
             v.trim().parse().map_err(|e: T::Err| e.to_string())
         }
+        fn list(v: &str) -> Vec<String> {
+            v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+        }
+        /// A chunking size: bytes, with a unit or without.
+        fn chunk_size(v: &str) -> Result<u32, String> {
+            let n = parse::<ByteSize>(v)?.0;
+            u32::try_from(n).map_err(|_| format!("`{}` is above 4 GiB", v.trim()))
+        }
         match key {
             "data_dir" => self.data_dir = PathBuf::from(value),
-            "listen" => self.listen = value.to_string(),
+            "listen" => self.listen = value.trim().to_string(),
             "log" => self.log = value.to_string(),
+            "log_format" => self.log_format = parse(value)?,
+            "chunking.min" => self.chunking.min = chunk_size(value)?,
+            "chunking.avg" => self.chunking.avg = chunk_size(value)?,
+            "chunking.max" => self.chunking.max = chunk_size(value)?,
+            "storage.compression_level" => self.storage.compression_level = parse(value)?,
             "storage.fsync" => {
                 self.storage.fsync = match value.trim() {
                     "always" => FsyncPolicy::Always,
@@ -341,19 +399,31 @@ impl Config {
                     v => return Err(format!("`{v}` is not one of always, batch, never")),
                 }
             }
-            "storage.compression_level" => self.storage.compression_level = parse(value)?,
+            "storage.read_ahead" => self.storage.read_ahead = parse(value)?,
             "limits.max_file_size" => self.limits.max_file_size = parse(value)?,
+            "limits.max_chunk_size" => self.limits.max_chunk_size = parse(value)?,
             "limits.max_piece_size" => self.limits.max_piece_size = parse(value)?,
+            "limits.max_pieces" => self.limits.max_pieces = parse(value)?,
+            "limits.max_missing_query" => self.limits.max_missing_query = parse(value)?,
+            "limits.max_json_body" => self.limits.max_json_body = parse(value)?,
             "limits.max_buffered" => self.limits.max_buffered = parse(value)?,
+            "types.allowed_extensions" => self.types.allowed_extensions = list(value),
+            "types.allowed_types" => self.types.allowed_types = list(value),
             "uploads.expiry" => self.uploads.expiry = parse(value)?,
             "gc.grace" => self.gc.grace = parse(value)?,
             "gc.interval" => self.gc.interval = parse(value)?,
             "gc.chunk_lease" => self.gc.chunk_lease = parse(value)?,
             "rate_limit.enabled" => self.rate_limit.enabled = parse(value)?,
-            "cors.allowed_origins" => {
-                self.cors.allowed_origins =
-                    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
-            }
+            "rate_limit.api_per_second" => self.rate_limit.api_per_second = parse(value)?,
+            "rate_limit.api_burst" => self.rate_limit.api_burst = parse(value)?,
+            "rate_limit.upload_per_second" => self.rate_limit.upload_per_second = parse(value)?,
+            "rate_limit.upload_burst" => self.rate_limit.upload_burst = parse(value)?,
+            "rate_limit.trust_forwarded" => self.rate_limit.trust_forwarded = parse(value)?,
+            "cors.allowed_origins" => self.cors.allowed_origins = list(value),
+            "cors.allowed_methods" => self.cors.allowed_methods = list(value),
+            "cors.allowed_headers" => self.cors.allowed_headers = list(value),
+            "cors.exposed_headers" => self.cors.exposed_headers = list(value),
+            "cors.max_age" => self.cors.max_age = parse(value)?,
             _ => return Err(format!("unknown key `{key}`")),
         }
         Ok(())
@@ -392,8 +462,11 @@ impl Config {
                 "rate limits must be positive (or set rate_limit.enabled = false)".into(),
             ));
         }
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::Invalid(format!("listen `{}` is not an address:port", self.listen)));
+        if !is_host_port(&self.listen) {
+            return Err(ConfigError::Invalid(format!(
+                "listen `{}` is not host:port (`127.0.0.1:8080`, `[::1]:8080`, `localhost:8080`)",
+                self.listen
+            )));
         }
         Ok(())
     }
@@ -414,6 +487,24 @@ impl Config {
             types: self.types.clone(),
         }
     }
+}
+
+/// Whether `s` is `host:port`: an IP address or a host name (resolved when
+/// the server binds), then a port. IPv6 addresses go in brackets.
+fn is_host_port(s: &str) -> bool {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = s.rsplit_once(':') else { return false };
+    port.parse::<u16>().is_ok()
+        && !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// A byte count, written as an integer or with a unit: `65536`, `64KiB`,
@@ -527,16 +618,99 @@ impl fmt::Display for Dur {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_environment_variable_names_a_settable_key() {
-        for (var, key) in ENV_VARS {
-            if let Err(e) = Config::default().set(key, "") {
-                assert!(!e.contains("unknown key"), "{var} → {key}: {e}");
+    /// The leaves of a TOML document, by dotted key.
+    fn leaves(v: &toml::Value, prefix: &str, out: &mut std::collections::BTreeMap<String, toml::Value>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    leaves(v, &key, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.clone());
             }
         }
-        let mut c = Config::default();
-        c.set("limits.max_buffered", "16MiB").unwrap();
-        assert_eq!(c.limits.max_buffered, ByteSize(16 << 20));
+    }
+
+    fn keys_of(cfg: &Config) -> std::collections::BTreeMap<String, toml::Value> {
+        let mut out = Default::default();
+        leaves(&toml::Value::try_from(cfg).unwrap(), "", &mut out);
+        out
+    }
+
+    #[test]
+    fn every_key_of_the_reference_has_an_environment_variable() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        let mut documented = Default::default();
+        leaves(
+            &std::fs::read_to_string(path).unwrap().parse::<toml::Table>().unwrap().into(),
+            "",
+            &mut documented,
+        );
+        let with_var: std::collections::BTreeSet<&str> = ENV_VARS.iter().map(|(_, k)| *k).collect();
+        let missing: Vec<&String> = documented.keys().filter(|k| !with_var.contains(k.as_str())).collect();
+        assert!(missing.is_empty(), "keys without an environment variable: {missing:?}");
+        let stale: Vec<&&str> = with_var.iter().filter(|k| !documented.contains_key(**k)).collect();
+        assert!(stale.is_empty(), "variables for keys config/default.toml does not have: {stale:?}");
+        let vars: std::collections::BTreeSet<&str> = ENV_VARS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(vars.len(), ENV_VARS.len(), "a variable is listed twice");
+    }
+
+    /// Each variable, set alone, changes exactly its key.
+    #[test]
+    fn every_environment_variable_sets_its_key() {
+        let sample = |key: &str| match key {
+            "data_dir" => "/srv/depot",
+            "listen" => "localhost:9000",
+            "log" => "depot=debug",
+            "log_format" => "json",
+            "chunking.min" => "32KiB",
+            "chunking.avg" => "131072",
+            "chunking.max" => "2MiB",
+            "storage.compression_level" => "3",
+            "storage.fsync" => "always",
+            "storage.read_ahead" => "8",
+            "limits.max_file_size" => "10GiB",
+            "limits.max_chunk_size" => "8MiB",
+            "limits.max_piece_size" => "16MiB",
+            "limits.max_pieces" => "500",
+            "limits.max_missing_query" => "1000",
+            "limits.max_json_body" => "1MiB",
+            "limits.max_buffered" => "16MiB",
+            "types.allowed_extensions" => "png, jpg",
+            "types.allowed_types" => "image/*,application/pdf",
+            "uploads.expiry" => "2h",
+            "gc.grace" => "5m",
+            "gc.interval" => "0",
+            "gc.chunk_lease" => "12h",
+            "rate_limit.enabled" => "false",
+            "rate_limit.api_per_second" => "7",
+            "rate_limit.api_burst" => "9",
+            "rate_limit.upload_per_second" => "70",
+            "rate_limit.upload_burst" => "90",
+            "rate_limit.trust_forwarded" => "true",
+            "cors.allowed_origins" => "https://a.example,https://b.example",
+            "cors.allowed_methods" => "GET,HEAD",
+            "cors.allowed_headers" => "Range",
+            "cors.exposed_headers" => "ETag",
+            "cors.max_age" => "10m",
+            other => panic!("no sample value for {other}"),
+        };
+        let defaults = keys_of(&Config::default());
+        for (var, key) in ENV_VARS {
+            let cfg = Config::load(None, |k| (k == *var).then(|| sample(key).to_string()))
+                .unwrap_or_else(|e| panic!("{var}={}: {e}", sample(key)));
+            let now = keys_of(&cfg);
+            let changed: Vec<&String> = now.keys().filter(|k| now.get(*k) != defaults.get(*k)).collect();
+            assert_eq!(changed, [key], "{var}={}", sample(key));
+        }
+        let cfg = Config::load(None, |k| (k == "DEPOT_ALLOWED_TYPES").then(|| "image/*, text/plain".into()))
+            .unwrap();
+        assert_eq!(cfg.types.allowed_types, ["image/*", "text/plain"]);
+        let e =
+            Config::load(None, |k| (k == "DEPOT_RATE_LIMIT_API_BURST").then(|| "many".into())).unwrap_err();
+        assert!(e.to_string().contains("DEPOT_RATE_LIMIT_API_BURST"), "{e}");
     }
 
     #[test]
@@ -593,8 +767,14 @@ mod tests {
         let mut c = Config::default();
         c.limits.max_chunk_size = ByteSize(1024);
         assert!(c.validate().is_err());
-        let c = Config { listen: "localhost".into(), ..Config::default() };
-        assert!(c.validate().is_err());
+        for bad in ["localhost", "localhost:", ":8080", "local host:80", "host:99999", "-a:80"] {
+            let c = Config { listen: bad.into(), ..Config::default() };
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        for good in ["localhost:8081", "0.0.0.0:8080", "[::1]:0", "depot.example.org:80"] {
+            let c = Config { listen: good.into(), ..Config::default() };
+            c.validate().unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
         let mut c = Config::default();
         c.chunking.avg = 3000;
         assert!(c.validate().is_err());
