@@ -12,15 +12,18 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use depot::client::{self, Client, ClientError, GetOptions, PutOptions, Search, Source, exit, human};
-use depot::config::Config;
+use depot::config::{Config, LogFormat};
 use depot::store::Store;
+
+/// `0.1.0 (3f2c1ab)`: the package version and the commit built.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DEPOT_COMMIT"), ")");
 
 #[derive(Parser)]
 #[command(
     name = "depot",
-    version,
+    version = VERSION,
     about = "A streaming file server on a deduplicating chunk store",
     after_help = "Exit status: 0 done, 1 other failure, 2 usage, 3 local file, 4 network, \
                   5 refused by the server, 6 server error, 7 verification failed, \
@@ -51,9 +54,14 @@ enum Command {
     Serve {
         #[command(flatten)]
         store: StoreArgs,
-        /// Address to listen on (overrides the configuration).
+        /// Address to listen on, host:port (overrides the configuration;
+        /// a host name such as localhost is resolved).
         #[arg(long)]
         listen: Option<String>,
+        /// Log format: text (colours only on a terminal) or json (one
+        /// object per line). Overrides `log_format` and DEPOT_LOG_FORMAT.
+        #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+        log_format: Option<String>,
     },
     /// Upload files, sending only the chunks the server lacks.
     Put {
@@ -127,6 +135,18 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Print a shell completion script (e.g. `depot completions bash >
+    /// /usr/share/bash-completion/completions/depot`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write a page per command into a directory.
+    Man {
+        /// Write depot.1 and one page per command (depot-serve.1, …) here.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// A command's failure: the line to print and the exit status.
@@ -157,12 +177,22 @@ fn usage(message: impl Into<String>) -> Failure {
     Failure { code: exit::USAGE, message: message.into() }
 }
 
+/// What `depot serve` takes on its command line over the configuration.
+#[derive(Default)]
+struct ServeFlags {
+    listen: Option<String>,
+    log_format: Option<String>,
+}
+
 /// The configuration: defaults, file, environment, then flags. A variable
 /// that a flag overrides is not read at all, so that an invalid value in
 /// the environment does not stop a command whose flag is valid.
-fn load_config(args: &StoreArgs, listen: Option<&str>) -> Result<Config, Failure> {
-    let overridden = |k: &str| {
-        (k == "DEPOT_DATA_DIR" && args.data_dir.is_some()) || (k == "DEPOT_LISTEN" && listen.is_some())
+fn load_config(args: &StoreArgs, flags: &ServeFlags) -> Result<Config, Failure> {
+    let overridden = |k: &str| match k {
+        "DEPOT_DATA_DIR" => args.data_dir.is_some(),
+        "DEPOT_LISTEN" => flags.listen.is_some(),
+        "DEPOT_LOG_FORMAT" => flags.log_format.is_some(),
+        _ => false,
     };
     let mut cfg =
         Config::load(args.config.as_deref(), |k| if overridden(k) { None } else { std::env::var(k).ok() })
@@ -170,15 +200,18 @@ fn load_config(args: &StoreArgs, listen: Option<&str>) -> Result<Config, Failure
     if let Some(d) = &args.data_dir {
         cfg.data_dir = d.clone();
     }
-    if let Some(l) = listen {
-        cfg.listen = l.to_string();
+    if let Some(l) = &flags.listen {
+        cfg.set("listen", l).map_err(|e| usage(format!("--listen: {e}")))?;
+    }
+    if let Some(f) = &flags.log_format {
+        cfg.set("log_format", f).map_err(|e| usage(format!("--log-format: {e}")))?;
     }
     cfg.validate().map_err(|e| usage(e.to_string()))?;
     Ok(cfg)
 }
 
 fn open_store(args: &StoreArgs) -> Result<Store, Failure> {
-    let cfg = load_config(args, None)?;
+    let cfg = load_config(args, &ServeFlags::default())?;
     if !cfg.data_dir.join("meta").exists() {
         return Err(format!("no store at {}", cfg.data_dir.display()).into());
     }
@@ -225,40 +258,65 @@ fn io_cause(e: &std::io::Error) -> String {
     c.next().map(|f| f.to_lowercase().collect::<String>() + c.as_str()).unwrap_or_default()
 }
 
-/// Runs the server until Ctrl-C or SIGTERM.
-fn serve(args: &StoreArgs, listen: Option<String>) -> Result<(), Failure> {
-    let cfg = load_config(args, listen.as_deref())?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cfg.log).map_err(|e| format!("log filter: {e}"))?,
-        )
-        .with_writer(std::io::stderr)
-        .init();
+/// Sends the log to standard error: text lines (coloured only when standard
+/// error is a terminal and NO_COLOR is unset), or one JSON object per line
+/// with the event's fields at the top level.
+fn init_log(cfg: &Config) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log).map_err(|e| format!("log filter: {e}"))?;
+    let logger = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cfg.log_format {
+        LogFormat::Text => {
+            let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            logger.with_ansi(colour).init();
+        }
+        LogFormat::Json => logger.json().flatten_event(true).with_current_span(false).with_ansi(false).init(),
+    }
+    Ok(())
+}
+
+/// Runs the server until Ctrl-C or SIGTERM. It answers from the start; until
+/// the store is open (and has recovered from a crash, if it must), every
+/// answer is 503 (see `server::serve_opening`).
+fn serve(args: &StoreArgs, flags: &ServeFlags) -> Result<(), Failure> {
+    let cfg = load_config(args, flags)?;
+    init_log(&cfg)?;
     runtime()?.block_on(async move {
         // Listen first: a busy port then costs no data dir.
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {}", cfg.listen, io_cause(&e)))?;
         let created = prepare_data_dir(&cfg.data_dir)?;
-        let store = match Store::open(&cfg.data_dir, cfg.store_options()) {
-            Ok(s) => s,
-            Err(e) => {
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (data_dir, format) = (cfg.data_dir.clone(), cfg.log_format);
+        let opening = async move {
+            let (dir, opts) = (cfg.data_dir.clone(), cfg.store_options());
+            match tokio::task::spawn_blocking(move || Store::open(&dir, opts)).await {
+                Ok(Ok(store)) => Ok(depot::http::AppState::new(store, cfg)),
+                Ok(Err(e)) => Err(format!("opening the store at {}: {e}", cfg.data_dir.display())),
+                Err(e) => Err(format!("opening the store at {}: {e}", cfg.data_dir.display())),
+            }
+        };
+        let ready = || {
+            tracing::info!(%addr, url = %format!("http://{addr}"), data_dir = %data_dir.display(), "depot listening");
+            if format == LogFormat::Text {
+                // One write, so that scripts waiting for this line never see
+                // half of it. (In JSON, the event above carries the url.)
+                let line = format!("depot listening on http://{addr} (data in {})\n", data_dir.display());
+                let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+            }
+        };
+        match depot::server::serve_opening(listener, opening, ready, shutdown_signal()).await {
+            Ok(()) => Ok(()),
+            Err(depot::server::StartError::Open(message)) => {
                 // A failed start leaves no empty data dir behind.
                 if let Some(dir) = created {
                     let _ = std::fs::remove_dir_all(dir);
                 }
-                return Err(format!("opening the store at {}: {e}", cfg.data_dir.display()).into());
+                Err(message.into())
             }
-        };
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "depot listening");
-        // One write, so that scripts waiting for this line never see half of it.
-        let line = format!("depot listening on http://{addr} (data in {})\n", cfg.data_dir.display());
-        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
-        let state = depot::http::AppState::new(store, cfg);
-        depot::server::serve(listener, state, shutdown_signal())
-            .await
-            .map_err(|e| Failure::from(e.to_string()))
+            Err(depot::server::StartError::Io(e)) => Err(e.to_string().into()),
+        }
     })
 }
 
@@ -385,12 +443,65 @@ fn humantime(d: std::time::Duration) -> String {
     }
 }
 
+/// `depot man`: the page on standard output, or every page into `dir`.
+fn man(dir: Option<&Path>) -> Result<(), Failure> {
+    let cmd = Cli::command();
+    let page = man_page(cmd.clone()).map_err(|e| e.to_string())?;
+    match dir {
+        Some(dir) => {
+            let fail = |e: std::io::Error| format!("{}: {}", dir.display(), io_cause(&e));
+            std::fs::create_dir_all(dir).map_err(fail)?;
+            clap_mangen::generate_to(cmd, dir).map_err(fail)?;
+            // The main page again, with the environment it reads.
+            std::fs::write(dir.join("depot.1"), page).map_err(fail)?;
+            Ok(())
+        }
+        None => Ok(emit(String::from_utf8_lossy(&page).trim_end())?),
+    }
+}
+
+/// depot(1): clap's page plus an ENVIRONMENT section naming every variable.
+fn man_page(cmd: clap::Command) -> std::io::Result<Vec<u8>> {
+    use clap_mangen::roff::{Roff, bold, roman};
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut page)?;
+    let mut env = Roff::new();
+    env.control("SH", ["ENVIRONMENT"]);
+    env.text([roman(
+        "Each configuration key can be set by a variable: the file (--config) is read first, \
+         then the variables, then the command-line flags.",
+    )]);
+    let vars = [
+        ("DEPOT_SERVER", "the server the client commands talk to".to_string()),
+        ("DEPOT_CONFIG", "the configuration file".to_string()),
+    ];
+    let keys = depot::config::ENV_VARS.iter().map(|(var, key)| (*var, format!("sets {key}")));
+    for (var, what) in vars.into_iter().chain(keys) {
+        env.control("TP", []);
+        env.text([bold(var)]);
+        env.text([roman(what)]);
+    }
+    env.control("TP", []);
+    env.text([bold("NO_COLOR")]);
+    env.text([roman("when set, log lines carry no colour codes even on a terminal")]);
+    let text = String::from_utf8_lossy(&page).into_owned();
+    let at = text.find("\n.SH VERSION").map_or(text.len(), |i| i + 1);
+    Ok(format!("{}{}{}", &text[..at], env.to_roff(), &text[at..]).into_bytes())
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     let server = cli.server.clone();
     let client = || Client::new(&server).map(|c| c.with_retry_notices(true)).map_err(Failure::from);
     let show = |json: bool| !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
-        Command::Serve { store, listen } => serve(&store, listen),
+        Command::Serve { store, listen, log_format } => serve(&store, &ServeFlags { listen, log_format }),
+        Command::Completions { shell } => {
+            // Into a buffer first: the generator panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "depot", &mut script);
+            Ok(emit(String::from_utf8_lossy(&script).trim_end())?)
+        }
+        Command::Man { out_dir } => man(out_dir.as_deref()),
         Command::Put { files, name, jobs, json } => {
             if name.is_some() && files.len() > 1 {
                 return Err(usage("--name applies to a single file"));

@@ -46,6 +46,11 @@ pub enum ApiError {
     ChecksumMismatch(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The server is starting (the store is opening) or shutting down: an
+    /// expected state, not a failure, so the body says which and the log
+    /// stays quiet.
+    #[error("{0}")]
+    NotReady(&'static str),
     /// An error answer produced below the handlers (the router, an
     /// extractor) whose status no other variant names.
     #[error("{message}")]
@@ -96,6 +101,7 @@ impl ApiError {
                 "checksum_mismatch",
             ),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Other { status, .. } if status.is_server_error() => (*status, "internal"),
             ApiError::Other { status, .. } => (*status, "error"),
         }
@@ -128,7 +134,7 @@ impl ApiError {
     /// The body this error renders to.
     pub fn body(&self) -> ErrorBody {
         let (status, kind) = self.class();
-        let message = if status.is_server_error() {
+        let message = if status.is_server_error() && !matches!(self, ApiError::NotReady(_)) {
             tracing::error!(error = %self, "request failed");
             "internal error; the server log has the details".to_string()
         } else {
@@ -155,6 +161,9 @@ impl ApiError {
             }
             ApiError::TooManyRequests { retry_after } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            ApiError::NotReady(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }
