@@ -135,6 +135,13 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Ask the server whether it is healthy (GET /healthz) or, with --ready,
+    /// ready for traffic (GET /readyz); exit 0 when it is. For probes such as
+    /// the container image's HEALTHCHECK: one try, five seconds at most.
+    Health {
+        #[arg(long)]
+        ready: bool,
+    },
     /// Print a shell completion script (e.g. `depot completions bash >
     /// /usr/share/bash-completion/completions/depot`).
     Completions {
@@ -495,6 +502,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let show = |json: bool| !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
         Command::Serve { store, listen, log_format } => serve(&store, &ServeFlags { listen, log_format }),
+        Command::Health { ready } => {
+            let h = runtime()?.block_on(Client::new(&server)?.health(ready))?;
+            Ok(emit(&h.status)?)
+        }
         Command::Completions { shell } => {
             // Into a buffer first: the generator panics on a closed pipe.
             let mut script = Vec::new();
