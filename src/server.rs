@@ -94,15 +94,17 @@ pub fn router(state: AppState) -> Router {
     if let Some(cors) = layers::cors(&cfg.cors) {
         app = app.layer(cors).layer(axum::middleware::from_fn_with_state(state.clone(), tus::discovery));
     }
-    // Outside CORS, so that preflights are counted and logged too; inside
-    // the router, so that it sees the matched route.
-    app.layer(axum::middleware::from_fn_with_state(state.metrics.clone(), access::track))
-        .layer(PropagateRequestIdLayer::x_request_id())
+    app.layer(PropagateRequestIdLayer::x_request_id())
         // The span names the path only: a query may carry a credential.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), id = %id)
         }))
+        // Outside CORS, so that preflights are counted and logged too, and
+        // outside the request span, whose fields the line repeats; inside
+        // the router, so that it sees the matched route, and inside the
+        // request id.
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), access::track))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }

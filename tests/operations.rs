@@ -153,8 +153,8 @@ async fn json_logs_are_one_object_per_line() {
     }
 }
 
-/// `/readyz` once the store is open; per-route latency histograms keyed by
-/// the route template, not the raw path.
+/// `/readyz` once the store is open, `depot health` for probes; per-route
+/// latency histograms keyed by the route template, not the raw path.
 #[tokio::test]
 async fn readiness_and_latency_histograms() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,6 +163,15 @@ async fn readiness_and_latency_histograms() {
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["status"], "ready");
+
+    // `depot health`, the image's HEALTHCHECK: one try, exit 0 when healthy.
+    let out = depot().args(["--server", &s.base, "health"]).output().await.unwrap();
+    assert_eq!(ok(&out).trim(), "ok");
+    let out = depot().args(["--server", &s.base, "health", "--ready"]).output().await.unwrap();
+    assert_eq!(ok(&out).trim(), "ready");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = depot().args(["--server", &format!("http://{closed}"), "health"]).output().await.unwrap();
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
 
     let r = client().post(s.url("/api/files/upload?filename=h.txt")).body("hello").send().await.unwrap();
     let f: FileInfo = r.json().await.unwrap();

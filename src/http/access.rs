@@ -83,11 +83,19 @@ struct Accounted {
     inner: Body,
     metrics: Arc<Metrics>,
     sent: u64,
+    /// The Content-Length, when the response has one: a streamed body is
+    /// complete once that much has gone out (the server stops polling it
+    /// then, without seeing its end).
+    expected: Option<u64>,
     /// Taken when the line is written.
     line: Option<Line>,
 }
 
 impl Accounted {
+    fn complete(&self) -> bool {
+        self.inner.is_end_stream() || self.expected == Some(self.sent)
+    }
+
     fn finish(&mut self, complete: bool) {
         let Some(l) = self.line.take() else { return };
         let took = l.started.elapsed();
@@ -122,7 +130,7 @@ impl HttpBody for Accounted {
                     self.sent += n;
                     self.metrics.bytes_out.fetch_add(n, Ordering::Relaxed);
                 }
-                if self.inner.is_end_stream() {
+                if self.complete() {
                     self.finish(true);
                 }
             }
@@ -145,7 +153,7 @@ impl HttpBody for Accounted {
 impl Drop for Accounted {
     fn drop(&mut self) {
         // A body that was empty from the start is never polled.
-        let complete = self.inner.is_end_stream();
+        let complete = self.complete();
         self.finish(complete);
     }
 }
@@ -171,7 +179,12 @@ pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> R
         c.fetch_add(1, Ordering::Relaxed);
     }
     let line = Line { status: resp.status(), ..line };
-    resp.map(|b| Body::new(Accounted { inner: b, metrics: m, sent: 0, line: Some(line) }))
+    let expected = resp
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .filter(|_| line.method != Method::HEAD);
+    resp.map(|b| Body::new(Accounted { inner: b, metrics: m, sent: 0, expected, line: Some(line) }))
 }
 
 /// Whether a query parameter's value may be a credential: signatures,
