@@ -20,7 +20,8 @@
 # Environment: DEPOT_BIN (the binary; default $CARGO_TARGET_DIR/debug/depot),
 # DEPOT_CONTAINER_CACHE (default ~/.cache/depot-container), DEBIAN_MIRROR
 # (default: the bookworm mirror apt is configured with), PODMAN_STORAGE_DRIVER
-# (default: podman's own; vfs works where overlay does not).
+# (passed to podman as --storage-driver; default: podman's own), DEPOT_CONTAINER_VERBOSE
+# (print the server's log at the end).
 #
 # Why chroot isolation for RUN steps: crun refuses cgroups in hybrid mode
 # ("cgroups in hybrid mode not supported"), which some machines have; the
