@@ -301,4 +301,5 @@ stop
 [ "$(stat -c %u "$work/volume/meta")" = "$uid" ] || fail "the store in the volume is not owned by the image user"
 
 [ -n "${DEPOT_CONTAINER_VERBOSE:-}" ] && cat "$work/server.log" >&2
+[ -n "${DEPOT_CONTAINER_VERBOSE:-}" ] && "${podman[@]}" image ls "$tag" >&2
 step "passed: podman build ${build_secs} s, start to healthy ${start_secs} s, total $(($(date +%s) - start_all)) s"
