@@ -192,6 +192,10 @@ async fn readiness_and_latency_histograms() {
     assert_eq!(common::metric(&m, &format!("{H}_count{{route=\"/api/files/upload\",method=\"POST\"}}")), 1);
     assert_eq!(common::metric(&m, &format!("{H}_count{{route=\"unmatched\",method=\"GET\"}}")), 1);
     assert!(!m.contains(&f.id), "a raw path became a label:\n{m}");
+    // A scrape's own answer is not response traffic: scraping twice adds nothing.
+    let again = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let sent = |m: &str| common::metric(m, "depot_http_response_bytes_total");
+    assert_eq!(sent(&again), sent(&m));
     // Buckets are cumulative.
     let counts: Vec<u64> = m
         .lines()

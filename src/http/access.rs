@@ -26,6 +26,8 @@ use super::Metrics;
 
 /// The route label of requests no route matched (the JSON 404).
 const UNMATCHED: &str = "unmatched";
+/// The scrape endpoint, whose answers are not counted as response bytes.
+const METRICS: &str = "/metrics";
 
 /// A request body that counts its data bytes into the server's total and
 /// the request's own.
@@ -83,6 +85,9 @@ struct Accounted {
     inner: Body,
     metrics: Arc<Metrics>,
     sent: u64,
+    /// Whether the bytes go into the server's total: not those of a
+    /// `/metrics` answer, which would make every scrape count the last one.
+    counted: bool,
     /// The Content-Length, when the response has one: a streamed body is
     /// complete once that much has gone out (the server stops polling it
     /// then, without seeing its end).
@@ -128,7 +133,9 @@ impl HttpBody for Accounted {
                 if let Some(d) = frame.data_ref() {
                     let n = d.len() as u64;
                     self.sent += n;
-                    self.metrics.bytes_out.fetch_add(n, Ordering::Relaxed);
+                    if self.counted {
+                        self.metrics.bytes_out.fetch_add(n, Ordering::Relaxed);
+                    }
                 }
                 if self.complete() {
                     self.finish(true);
@@ -184,7 +191,8 @@ pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> R
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .filter(|_| line.method != Method::HEAD);
-    resp.map(|b| Body::new(Accounted { inner: b, metrics: m, sent: 0, expected, line: Some(line) }))
+    let counted = line.route != METRICS;
+    resp.map(|b| Body::new(Accounted { inner: b, metrics: m, sent: 0, counted, expected, line: Some(line) }))
 }
 
 /// Whether a query parameter's value may be a credential: signatures,

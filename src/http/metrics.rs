@@ -127,7 +127,7 @@ impl Metrics {
         put(
             "depot_http_response_bytes_total",
             "counter",
-            "Response body bytes sent.",
+            "Response body bytes sent (except the answers to /metrics).",
             &[(String::new(), load(&self.bytes_out))],
         );
         put(
