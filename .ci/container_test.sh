@@ -137,6 +137,12 @@ cleanup() {
     wait "$server_pid" 2>/dev/null || true
   fi
   "${podman[@]}" rmi -f "$tag" >/dev/null 2>&1 || true
+  # The stages' images this build left (untagged), and only those.
+  if [ -n "${dangling_before+set}" ]; then
+    for image in $("${podman[@]}" images -q --filter dangling=true 2>/dev/null); do
+      grep -qx "$image" <<<"$dangling_before" || "${podman[@]}" rmi -f "$image" >/dev/null 2>&1 || true
+    done
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -147,6 +153,7 @@ cp "$bin" "$work/context/depot"
 commit="$("$bin" --version | sed -n 's/.*(\(.*\)).*/\1/p')"
 step "podman build of the runtime stage (BINARY=prebuilt, base $base_image)"
 t0=$(date +%s)
+dangling_before="$("${podman[@]}" images -q --filter dangling=true)"
 "${podman[@]}" build --quiet --format docker --isolation chroot --pull=never \
   -f "$repo/Dockerfile" --build-arg BINARY=prebuilt --build-arg RUNTIME_BASE="$base_image" \
   --build-arg DEPOT_COMMIT="$commit" -t "$tag" "$work/context" >"$work/build.log" 2>&1 \
