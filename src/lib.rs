@@ -11,9 +11,9 @@
 //! | [`client`] | the `depot` client: API calls, `put` (send only missing chunks), `get` (verified, resumable) | know the server's internals |
 //! | [`decimal`] | the one rule for decimal numbers on the wire | allocate or trim |
 //! | [`config`] | the one documented `Config`: defaults ← file ← `DEPOT_*` env ← flags | know about HTTP or the store's internals |
-//! | [`server`] | merges every protocol's routes and OpenAPI paths, the layers around them, `serve`, the GC loop | hold handler logic |
+//! | [`server`] | merges every protocol's routes and OpenAPI paths, the layers around them, `serve` (503 while the store opens), the GC loop | hold handler logic |
 //! | [`protocol`] | one module per wire protocol: parse → call the store → render; each exports its routes and OpenAPI paths | touch RocksDB or the object directory |
-//! | [`http`] | the kernel under the protocols: state, the error → status table, body helpers, layers (CORS, rate limits, metrics), one writer per upload, operations endpoints | import any protocol |
+//! | [`http`] | the kernel under the protocols: state, the error → status table, body helpers, layers (CORS, rate limits, metrics, the access log), one writer per upload, operations endpoints | import any protocol |
 //! | [`wire`] | the JSON types shared by server, client and OpenAPI document | depend on the server |
 //! | [`store`] | chunks, objects, manifests, refcounts, upload sessions, GC, verify | import axum, http or status codes |
 //! | [`testdata`] | the one deterministic data generator of tests, benches and fuzz targets | be called by the server |

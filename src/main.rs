@@ -9,20 +9,23 @@
 //! interrupted (Ctrl-C): run the same command again to resume. `verify`
 //! exits 1 when it finds damage.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use depot::client::{self, Client, ClientError, GetOptions, PutOptions, Search, Source, exit, human};
 use depot::config::{AuthMode, Config};
 use depot::store::Store;
 
+/// `0.1.0 (3f2c1ab)`: the package version and the commit built.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DEPOT_COMMIT"), ")");
+
 #[derive(Parser)]
 #[command(
     name = "depot",
-    version,
+    version = VERSION,
     about = "A streaming file server on a deduplicating chunk store",
     after_help = "Exit status: 0 done, 1 other failure, 2 usage, 3 local file, 4 network, \
                   5 refused by the server, 6 server error, 7 verification failed, \
@@ -58,13 +61,18 @@ enum Command {
     Serve {
         #[command(flatten)]
         store: StoreArgs,
-        /// Address to listen on (overrides the configuration).
+        /// Address to listen on, host:port (overrides the configuration;
+        /// a host name such as localhost is resolved).
         #[arg(long)]
         listen: Option<String>,
         /// `local` (no token, loopback only), `token` (every request needs
         /// one) or `open` (no authentication); overrides auth.mode.
         #[arg(long, value_name = "MODE")]
-        auth_mode: Option<depot::config::AuthMode>,
+        auth_mode: Option<AuthMode>,
+        /// Log format: text (colours only on a terminal) or json (one
+        /// object per line). Overrides `log_format` and DEPOT_LOG_FORMAT.
+        #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+        log_format: Option<String>,
     },
     /// Upload files, sending only the chunks the server lacks.
     Put {
@@ -150,6 +158,25 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Ask the server whether it is healthy (GET /healthz) or, with --ready,
+    /// ready for traffic (GET /readyz); exit 0 when it is. For probes such as
+    /// the container image's HEALTHCHECK: one try, five seconds at most.
+    Health {
+        #[arg(long)]
+        ready: bool,
+    },
+    /// Print a shell completion script (e.g. `depot completions bash >
+    /// /usr/share/bash-completion/completions/depot`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write a page per command into a directory.
+    Man {
+        /// Write depot.1 and one page per command (depot-serve.1, …) here.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// A command's failure: the line to print and the exit status.
@@ -180,14 +207,24 @@ fn usage(message: impl Into<String>) -> Failure {
     Failure { code: exit::USAGE, message: message.into() }
 }
 
+/// What `depot serve` takes on its command line over the configuration.
+#[derive(Default)]
+struct ServeFlags {
+    listen: Option<String>,
+    log_format: Option<String>,
+    auth_mode: Option<AuthMode>,
+}
+
 /// The configuration: defaults, file, environment, then flags. A variable
 /// that a flag overrides is not read at all, so that an invalid value in
 /// the environment does not stop a command whose flag is valid.
-fn load_config(args: &StoreArgs, listen: Option<&str>, auth: Option<AuthMode>) -> Result<Config, Failure> {
-    let overridden = |k: &str| {
-        (k == "DEPOT_DATA_DIR" && args.data_dir.is_some())
-            || (k == "DEPOT_LISTEN" && listen.is_some())
-            || (k == "DEPOT_AUTH_MODE" && auth.is_some())
+fn load_config(args: &StoreArgs, flags: &ServeFlags) -> Result<Config, Failure> {
+    let overridden = |k: &str| match k {
+        "DEPOT_DATA_DIR" => args.data_dir.is_some(),
+        "DEPOT_LISTEN" => flags.listen.is_some(),
+        "DEPOT_LOG_FORMAT" => flags.log_format.is_some(),
+        "DEPOT_AUTH_MODE" => flags.auth_mode.is_some(),
+        _ => false,
     };
     let mut cfg =
         Config::load(args.config.as_deref(), |k| if overridden(k) { None } else { std::env::var(k).ok() })
@@ -195,10 +232,13 @@ fn load_config(args: &StoreArgs, listen: Option<&str>, auth: Option<AuthMode>) -
     if let Some(d) = &args.data_dir {
         cfg.data_dir = d.clone();
     }
-    if let Some(l) = listen {
-        cfg.listen = l.to_string();
+    if let Some(l) = &flags.listen {
+        cfg.set("listen", l).map_err(|e| usage(format!("--listen: {e}")))?;
     }
-    if let Some(m) = auth {
+    if let Some(f) = &flags.log_format {
+        cfg.set("log_format", f).map_err(|e| usage(format!("--log-format: {e}")))?;
+    }
+    if let Some(m) = flags.auth_mode {
         cfg.auth.mode = m;
     }
     cfg.validate().map_err(|e| usage(e.to_string()))?;
@@ -206,42 +246,12 @@ fn load_config(args: &StoreArgs, listen: Option<&str>, auth: Option<AuthMode>) -
 }
 
 fn open_store(args: &StoreArgs) -> Result<Store, Failure> {
-    let cfg = load_config(args, None, None)?;
+    let cfg = load_config(args, &ServeFlags::default())?;
     if !cfg.data_dir.join("meta").exists() {
         return Err(format!("no store at {}", cfg.data_dir.display()).into());
     }
     Store::open(&cfg.data_dir, cfg.store_options())
         .map_err(|e| format!("opening the store at {}: {e}", cfg.data_dir.display()).into())
-}
-
-/// Makes sure `dir` can hold a store before the store opens it, so that a
-/// mistake is named plainly (the path and the cause). Returns the first
-/// directory it had to create, which a failed start removes again.
-fn prepare_data_dir(dir: &Path) -> Result<Option<PathBuf>, String> {
-    match std::fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => Err(format!("data dir {} exists and is not a directory", dir.display())),
-        Ok(_) => {
-            // Writable? (Permissions alone do not tell: read-only mounts, ACLs.)
-            let probe = dir.join(format!(".depot-write-test-{}", std::process::id()));
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&probe)
-                .and_then(|_| std::fs::remove_file(&probe))
-                .map_err(|e| format!("data dir {} is not writable: {}", dir.display(), io_cause(&e)))?;
-            Ok(None)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut first = dir.to_path_buf();
-            while let Some(parent) = first.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
-                first = parent.to_path_buf();
-            }
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create data dir {}: {}", dir.display(), io_cause(&e)))?;
-            Ok(Some(first))
-        }
-        Err(e) => Err(format!("data dir {}: {}", dir.display(), io_cause(&e))),
-    }
 }
 
 /// An I/O error as a cause people recognise ("permission denied", "not a
@@ -251,91 +261,6 @@ fn io_cause(e: &std::io::Error) -> String {
     let text = text.split(" (os error").next().unwrap_or(&text);
     let mut c = text.chars();
     c.next().map(|f| f.to_lowercase().collect::<String>() + c.as_str()).unwrap_or_default()
-}
-
-/// Runs the server until Ctrl-C or SIGTERM.
-fn serve(args: &StoreArgs, listen: Option<String>, auth: Option<AuthMode>) -> Result<(), Failure> {
-    let cfg = load_config(args, listen.as_deref(), auth)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cfg.log).map_err(|e| format!("log filter: {e}"))?,
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    runtime()?.block_on(async move {
-        // Listen first: a busy port then costs no data dir.
-        let listener = tokio::net::TcpListener::bind(&cfg.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {}", cfg.listen, io_cause(&e)))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        match cfg.auth.mode {
-            AuthMode::Local if !addr.ip().is_loopback() => {
-                return Err(usage(format!(
-                    "auth.mode is `local`, which serves this machine only, but {addr} is not a loopback \
-                     address: set auth.mode to `token` (--auth-mode token, DEPOT_AUTH_MODE=token) to \
-                     serve others with tokens, or to `open` to serve them with no authentication"
-                )));
-            }
-            AuthMode::Open => tracing::warn!(
-                "auth.mode is `open`: anyone who reaches {addr} can read, write and delete every file"
-            ),
-            _ => {}
-        }
-        let created = prepare_data_dir(&cfg.data_dir)?;
-        let store = match Store::open(&cfg.data_dir, cfg.store_options()) {
-            Ok(s) => s,
-            Err(e) => {
-                // A failed start leaves no empty data dir behind.
-                if let Some(dir) = created {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-                return Err(format!("opening the store at {}: {e}", cfg.data_dir.display()).into());
-            }
-        };
-        if cfg.auth.mode == AuthMode::Token {
-            let s = store.clone();
-            let made = tokio::task::spawn_blocking(move || depot::http::auth::bootstrap_admin(&s))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("making the admin token: {e}"))?;
-            if let Some(path) = made {
-                tracing::info!(path = %path.display(), "first start in token mode: admin token written (mode 0600)");
-                let line = format!(
-                    "depot: admin token written to {} (mode 0600): send it as `Authorization: Bearer <token>`, \
-                     or make narrower ones with `depot token create`\n",
-                    path.display()
-                );
-                let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
-            }
-        }
-        tracing::info!(%addr, data_dir = %cfg.data_dir.display(), auth = %cfg.auth.mode, "depot listening");
-        // One write, so that scripts waiting for this line never see half of it.
-        let line = format!("depot listening on http://{addr} (data in {})\n", cfg.data_dir.display());
-        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
-        let state = depot::http::AppState::new(store, cfg);
-        depot::server::serve(listener, state, shutdown_signal())
-            .await
-            .map_err(|e| Failure::from(e.to_string()))
-    })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down: finishing requests in flight");
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -451,8 +376,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
     };
     let show = |json: bool| !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
-        Command::Serve { store, listen, auth_mode } => serve(&store, listen, auth_mode),
+        Command::Serve { store, listen, log_format, auth_mode } => {
+            cli::serve::serve(&store, &ServeFlags { listen, log_format, auth_mode })
+        }
         Command::Token { action } => cli::token::run(action, client),
+        Command::Health { ready } => {
+            let h = runtime()?.block_on(Client::new(&server)?.health(ready))?;
+            Ok(emit(&h.status)?)
+        }
+        Command::Completions { shell } => {
+            // Into a buffer first: the generator panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "depot", &mut script);
+            Ok(emit(String::from_utf8_lossy(&script).trim_end())?)
+        }
+        Command::Man { out_dir } => cli::man::man(out_dir.as_deref()),
         Command::Put { files, name, jobs, json } => {
             if name.is_some() && files.len() > 1 {
                 return Err(usage("--name applies to a single file"));

@@ -1,22 +1,27 @@
 //! The server on top of the protocols: merges each protocol's routes and
 //! OpenAPI paths, puts the cross-cutting layers around them, and runs it
-//! all (`serve`) with graceful shutdown and the GC loop. Adding a protocol
-//! is its own module plus one line in [`routes`] and one in [`openapi`].
+//! all (`serve`) with graceful shutdown and the GC loop; `serve_opening`
+//! answers (503, "starting") while the store is still opening. Adding a
+//! protocol is its own module plus one line in [`routes`] and one in
+//! [`openapi`].
 
+use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::config::AuthMode;
+use crate::config::{AuthMode, LimitsConfig};
 use crate::http::layers::{self, Budget, rate_limit};
-use crate::http::{AppState, Routes, auth, json_errors, metrics, ops};
+use crate::http::{ApiError, AppState, Routes, access, auth, json_errors, ops};
 use crate::protocol::{admin, files, native, seed, tus};
 use crate::wire;
 
@@ -111,7 +116,7 @@ impl utoipa::Modify for Security {
                 op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::default()]);
             }
             for op in ops.into_iter().flatten() {
-                if path == "/healthz" {
+                if auth::required(&axum::http::Method::GET, path) == auth::Need::Public {
                     // One empty requirement: no credentials needed.
                     op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::default()]);
                     continue;
@@ -170,21 +175,25 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn(json_errors))
-        .layer(axum::middleware::from_fn(tus::version_on_errors))
-        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track));
+        .layer(axum::middleware::from_fn(tus::version_on_errors));
     if let Some(cors) = layers::cors(&cfg.cors, cfg.auth.mode == AuthMode::Local) {
         app = app.layer(cors).layer(axum::middleware::from_fn_with_state(state.clone(), tus::discovery));
     }
     app.layer(PropagateRequestIdLayer::x_request_id())
+        // The span names the path only: a query may carry a credential.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-            // The path only: a query may carry a signed link's signature.
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), id = %id)
         }))
         .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
             axum::http::header::X_CONTENT_TYPE_OPTIONS,
             axum::http::HeaderValue::from_static("nosniff"),
         ))
+        // Outside CORS, so that preflights are counted and logged too, and
+        // outside the request span, whose fields the line repeats; inside
+        // the router, so that it sees the matched route, and inside the
+        // request id.
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), access::track))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
@@ -204,16 +213,114 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    match serve_opening(
+        listener,
+        state.config.limits.clone(),
+        async { Ok::<_, Infallible>(state) },
+        || {},
+        shutdown,
+    )
+    .await
+    {
+        Ok(()) => Ok(()),
+        Err(StartError::Io(e)) => Err(e),
+        Err(StartError::Open(never)) => match never {},
+    }
+}
+
+/// Why [`serve_opening`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError<E> {
+    /// The state could not be made (the store did not open).
+    #[error("{0}")]
+    Open(E),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves on `listener` at once, while `open` makes the state (opening the
+/// store, with the crash recovery that does: it can take a while on a large
+/// store after a crash). Until it is made, every request is answered 503
+/// (`/healthz` and `/readyz` included), so probes see a server that is
+/// starting rather than one that does not answer. Then `ready` runs and the
+/// server goes on as [`serve`] does. `limits` gives the connection limits
+/// (header and body timeouts, the connection cap), which apply from the
+/// first connection on.
+///
+/// # Errors
+/// [`StartError::Open`] when `open` fails (the listener is closed first);
+/// I/O errors from the listener.
+pub async fn serve_opening<E>(
+    listener: TcpListener,
+    limits: LimitsConfig,
+    open: impl Future<Output = Result<AppState, E>>,
+    ready: impl FnOnce(),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError<E>> {
+    let app: Arc<OnceLock<Router>> = Arc::default();
+    let state_slot: Arc<OnceLock<AppState>> = Arc::default();
+    let (abort, aborted) = tokio::sync::oneshot::channel::<()>();
+    let stopping = async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = aborted => {}
+        }
+    };
+    let begin = state_slot.clone();
+    let on_stop = move || {
+        if let Some(state) = begin.get() {
+            state.begin_shutdown();
+        }
+    };
+    let service = tower::ServiceBuilder::new()
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_idle_timeout.0))
+        .service(gate(app.clone()));
+    let server = tokio::spawn(accept_loop(listener, limits, service, stopping, on_stop));
+    let state = match open.await {
+        Ok(state) => state,
+        Err(e) => {
+            let _ = abort.send(());
+            let _ = server.await;
+            return Err(StartError::Open(e));
+        }
+    };
+    let _ = state_slot.set(state.clone());
+    let _ = app.set(router(state.clone()));
+    let gc = tokio::spawn(gc_loop(state.clone(), state.shutdown.clone()));
+    if !server.is_finished() {
+        ready();
+    }
+    let result = server.await.map_err(std::io::Error::other);
+    // Also when the shutdown came before the state was made.
+    state.begin_shutdown();
+    let _ = gc.await;
+    if let Err(e) = state.store.blocking(|s| s.close()).await {
+        tracing::warn!(error = %e, "closing the store");
+    }
+    drop(abort);
+    Ok(result?)
+}
+
+/// Accepts connections until `stopping` completes, each served by `app`
+/// under hyper's limits; then runs `on_stop` (which tells long responses to
+/// end) and waits for the connections to finish.
+async fn accept_loop<S>(
+    listener: TcpListener,
+    limits: LimitsConfig,
+    app: S,
+    stopping: impl Future<Output = ()>,
+    on_stop: impl FnOnce(),
+) where
+    S: tower::Service<hyper::Request<axum::body::Body>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::server::graceful::GracefulShutdown;
 
-    let gc = tokio::spawn(gc_loop(state.clone(), state.shutdown.clone()));
-    let limits = state.config.limits.clone();
-    let app = tower::ServiceBuilder::new()
-        .map_request(tus::method_override)
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_idle_timeout.0))
-        .service(router(state.clone()));
     // hyper's own limits, which need a timer to work at all: the header
     // block must arrive in time (HTTP/1.1, each request of a keep-alive
     // connection too); HTTP/2 pings idle connections and drops dead ones.
@@ -231,9 +338,9 @@ pub async fn serve(
         .map_or(usize::MAX, |n| n.saturating_sub(FDS_KEPT) as usize);
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.min(fd_room).max(1)));
     let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
+    let mut stopping = std::pin::pin!(stopping);
     loop {
-        let (tcp, peer) = tokio::select! {
+        let (tcp, peer): (_, SocketAddr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
@@ -243,7 +350,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut stopping => break,
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             // Over the cap: closed at once, costing nothing further.
@@ -265,13 +372,29 @@ pub async fn serve(
         });
     }
     drop(listener);
-    state.begin_shutdown();
+    on_stop();
     graceful.shutdown().await;
-    let _ = gc.await;
-    if let Err(e) = state.store.blocking(|s| s.close()).await {
-        tracing::warn!(error = %e, "closing the store");
-    }
-    Ok(())
+}
+
+/// The service the listener serves: the application once it is installed
+/// in `app`, a 503 before. tus's method override applies first.
+fn gate<B>(
+    app: Arc<OnceLock<Router>>,
+) -> impl tower::Service<Request<B>, Response = Response, Error = Infallible, Future: Send> + Clone + Send
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    tower::service_fn(move |req: Request<B>| {
+        let app = app.clone();
+        async move {
+            let req = tus::method_override(req.map(axum::body::Body::new));
+            match app.get() {
+                Some(router) => tower::ServiceExt::oneshot(router.clone(), req).await,
+                None => Ok(ApiError::NotReady("starting: the store is opening").into_response()),
+            }
+        }
+    })
 }
 
 async fn gc_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {

@@ -1166,11 +1166,14 @@ def build(ctx: Ctx, need_limits: bool) -> None:
     if os.environ.get("DEPOT_BIN"):
         ctx.depot = os.environ["DEPOT_BIN"]
     else:
-        log(f"building the release binary (cargo build --release --bin depot, CARGO_TARGET_DIR={target})")
-        r = subprocess.run(["cargo", "build", "--release", "--bin", "depot"], cwd=REPO, env=env)
+        # The profiling profile: release code with line tables and symbols,
+        # so that perf can attribute samples (the shipped release binary is
+        # stripped).
+        log(f"building the profiling binary (cargo build --profile profiling --bin depot, CARGO_TARGET_DIR={target})")
+        r = subprocess.run(["cargo", "build", "--profile", "profiling", "--bin", "depot"], cwd=REPO, env=env)
         if r.returncode != 0:
-            raise BenchError("cargo build --release failed")
-        ctx.depot = str(target / "release" / "depot")
+            raise BenchError("cargo build --profile profiling failed")
+        ctx.depot = str(target / "profiling" / "depot")
     if not os.access(ctx.depot, os.X_OK):
         raise BenchError(f"no depot binary at {ctx.depot}")
     if not need_limits:
@@ -1243,7 +1246,7 @@ def versions(ctx: Ctx) -> str:
     commit = sh(["git", "-C", str(REPO), "describe", "--always", "--dirty"]) or "?"
     wrk_v = re.search(r"wrk \S+", sh(["wrk", "-v"]))
     return "; ".join([
-        f"depot {commit} ({first(sh([ctx.depot, '--version']))}, release build)",
+        f"depot {commit} ({first(sh([ctx.depot, '--version']))}, profiling build: release with line tables)",
         first(sh([ctx.nginx, "-v"])).replace("nginx version: ", ""),
         first(sh(["restic", "version"])).split(" compiled")[0],
         wrk_v.group(0) if wrk_v else "wrk ?",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # depot's end-to-end benchmark: installs the peers it measures against, then
-# runs bench.py (which builds the release binary and the CPU-limit bench).
+# runs bench.py (which builds the profiling binary, release code with line
+# tables, and the CPU-limit bench).
 #
 #   benches/e2e/run.sh [--size 1G] [--runs 5] [--warmup 1] [--only U1,D1,...] [--out FILE|-]
 #

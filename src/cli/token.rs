@@ -4,7 +4,7 @@
 
 use clap::Subcommand;
 
-use crate::{Failure, StoreArgs, emit, load_config, open_store, print_json, runtime, usage};
+use crate::{Failure, ServeFlags, StoreArgs, emit, load_config, open_store, print_json, runtime, usage};
 use depot::client::{self, Client, exit};
 
 #[derive(Subcommand)]
@@ -86,7 +86,7 @@ fn offline(action: TokenAction) -> Result<(), Failure> {
     let refused = |e: String| Failure { code: exit::REFUSED, message: e };
     match action {
         TokenAction::Create { tenant, scopes, expires, name, json, store } => {
-            let cfg = load_config(&store, None, None)?;
+            let cfg = load_config(&store, &ServeFlags::default())?;
             let tenant = Tenant::parse(&tenant).map_err(|e| usage(e.to_string()))?;
             let scopes = Scopes::parse(&scopes).map_err(|e| usage(e.to_string()))?;
             let asked = expires.map(|e| e.parse::<u64>().map_or(ExpiresIn::Text(e), ExpiresIn::Seconds));

@@ -27,7 +27,7 @@ pub use self::put::{PutOptions, PutReport, Source, put};
 pub use self::token::{TOKEN_ENV, Token, TokenSource, default_file as default_token_file};
 use crate::store::ChunkId;
 use crate::wire::{
-    ChunkingInfo, CommitRequest, ErrorBody, FileInfo, FileList, ManifestInfo, MissingRequest,
+    ChunkingInfo, CommitRequest, ErrorBody, FileInfo, FileList, Health, ManifestInfo, MissingRequest,
     MissingResponse, PutChunkResponse, StatsInfo,
 };
 
@@ -406,6 +406,17 @@ impl Client {
     /// Network and API errors.
     pub async fn stats(&self) -> Result<StatsInfo> {
         self.retrying(|| self.json(self.http.get(self.url("/api/stats")))).await
+    }
+
+    /// Asks once, without retrying, whether the server is healthy
+    /// (`/healthz`) or, with `ready`, ready for traffic (`/readyz`): what a
+    /// probe wants to know now.
+    ///
+    /// # Errors
+    /// Network errors, and the 503 of a server that is not.
+    pub async fn health(&self, ready: bool) -> Result<Health> {
+        let path = if ready { "/readyz" } else { "/healthz" };
+        self.json(self.http.get(self.url(path)).timeout(Duration::from_secs(5))).await
     }
 }
 

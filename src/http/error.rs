@@ -53,6 +53,11 @@ pub enum ApiError {
     /// The request body went idle past `limits.body_idle_timeout`.
     #[error("{0}")]
     RequestTimeout(String),
+    /// The server is starting (the store is opening) or shutting down: an
+    /// expected state, not a failure, so the body says which and the log
+    /// stays quiet.
+    #[error("{0}")]
+    NotReady(&'static str),
     /// An error answer produced below the handlers (the router, an
     /// extractor) whose status no other variant names.
     #[error("{message}")]
@@ -105,6 +110,7 @@ impl ApiError {
             ),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Other { status, .. } if status.is_server_error() => (*status, "internal"),
             ApiError::Other { status, .. } => (*status, "error"),
         }
@@ -139,7 +145,7 @@ impl ApiError {
     /// The body this error renders to.
     pub fn body(&self) -> ErrorBody {
         let (status, kind) = self.class();
-        let message = if status.is_server_error() {
+        let message = if status.is_server_error() && !matches!(self, ApiError::NotReady(_)) {
             tracing::error!(error = %self, "request failed");
             "internal error; the server log has the details".to_string()
         } else {
@@ -170,6 +176,9 @@ impl ApiError {
             ApiError::Unauthorized(_) => {
                 // Never a Basic challenge: browsers would pop up a dialog.
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"depot\""));
+            }
+            ApiError::NotReady(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

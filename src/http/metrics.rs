@@ -1,19 +1,40 @@
-//! Server counters, rendered in the Prometheus text format at `/metrics`.
-//! Bytes are counted where they cross the HTTP boundary: request bodies as
-//! handlers consume them, response bodies as they are sent.
+//! Server counters and per-route latency histograms, rendered in the
+//! Prometheus text format at `/metrics`. Bytes are counted where they cross
+//! the HTTP boundary (request bodies as handlers consume them, response
+//! bodies as they are sent), by [`super::access`], which also times each
+//! request.
 
-use std::pin::Pin;
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::task::{Context, Poll};
-
-use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-use http_body::Frame;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::store::{Activity, Stats};
+
+/// Upper bounds of the latency buckets, in seconds: from a cached chunk
+/// answer (about a millisecond) to a large upload or download (minutes).
+pub const LATENCY_BUCKETS: [f64; 16] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// One route's request durations.
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    /// Requests per bucket (not cumulative); the last counts those above
+    /// every bound.
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        let i = LATENCY_BUCKETS.iter().position(|le| seconds <= *le).unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i] += 1;
+        self.sum += seconds;
+    }
+}
+
+/// Durations by route template (`/api/files/{id}`), then method.
+type Latency = BTreeMap<String, BTreeMap<&'static str, Histogram>>;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -23,9 +44,67 @@ pub struct Metrics {
     pub bytes_out: Arc<AtomicU64>,
     /// Uploads whose body is streaming in right now.
     pub uploads_active: AtomicI64,
+    latency: Mutex<Latency>,
+}
+
+/// A method as a label: the standard ones by name, anything else `other`,
+/// so that made-up methods cannot grow the series without bound.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl Metrics {
+    /// Records how long one request took, from its arrival to the end of
+    /// its response body. `route` is the matched path template (the raw path
+    /// would give every file its own series).
+    pub fn observe(&self, route: &str, method: &axum::http::Method, took: Duration) {
+        let mut all = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        // Allocates the route's name only the first time it is seen.
+        if !all.contains_key(route) {
+            all.insert(route.to_string(), BTreeMap::new());
+        }
+        if let Some(by_method) = all.get_mut(route) {
+            by_method.entry(method_label(method)).or_default().observe(took.as_secs_f64());
+        }
+    }
+
+    /// The latency histograms in the exposition format.
+    fn render_latency(&self, out: &mut String) {
+        const NAME: &str = "depot_http_request_duration_seconds";
+        let all = self.latency.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        out.push_str(&format!(
+            "# HELP {NAME} Time from a request's arrival to the end of its response body, by route template and method.\n# TYPE {NAME} histogram\n"
+        ));
+        for (route, by_method) in &all {
+            for (method, h) in by_method {
+                let labels = format!("route=\"{}\",method=\"{method}\"", label(route));
+                let mut cumulative = 0;
+                for (le, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
+                    cumulative += n;
+                    out.push_str(&format!("{NAME}_bucket{{{labels},le=\"{le}\"}} {cumulative}\n"));
+                }
+                let count: u64 = h.buckets.iter().sum();
+                out.push_str(&format!("{NAME}_bucket{{{labels},le=\"+Inf\"}} {count}\n"));
+                out.push_str(&format!("{NAME}_sum{{{labels}}} {}\n", h.sum));
+                out.push_str(&format!("{NAME}_count{{{labels}}} {count}\n"));
+            }
+        }
+    }
+
     /// The Prometheus exposition.
     pub fn render(&self, stats: &Stats, activity: &Activity, open_sessions: usize) -> String {
         let mut out = String::with_capacity(2048);
@@ -45,7 +124,12 @@ impl Metrics {
         // The unlabelled samples, in exposition order.
         let samples: [(&str, &str, &str, &dyn std::fmt::Display); 13] = [
             ("depot_http_request_bytes_total", "counter", "Request body bytes received.", &bytes_in),
-            ("depot_http_response_bytes_total", "counter", "Response body bytes sent.", &bytes_out),
+            (
+                "depot_http_response_bytes_total",
+                "counter",
+                "Response body bytes sent (except the answers to /metrics).",
+                &bytes_out,
+            ),
             ("depot_uploads_streaming", "gauge", "Upload request bodies streaming in now.", &streaming),
             ("depot_upload_sessions_open", "gauge", "Open resumable upload sessions.", &open_sessions),
             (
@@ -76,51 +160,7 @@ impl Metrics {
         for (name, kind, help, value) in samples {
             put(name, kind, help, &[(String::new(), value.to_string())]);
         }
+        self.render_latency(&mut out);
         out
     }
-}
-
-/// A body that counts the bytes of its data frames as they pass.
-struct Counted {
-    inner: Body,
-    counter: Arc<AtomicU64>,
-}
-
-impl HttpBody for Counted {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(d) = frame.data_ref() {
-                self.counter.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Middleware: counts responses by class and body bytes both ways.
-pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let counter = m.bytes_in.clone();
-    let req = req.map(|b| Body::new(Counted { inner: b, counter }));
-    let resp = next.run(req).await;
-    let class = (resp.status().as_u16() / 100) as usize;
-    if let Some(c) = m.responses.get(class) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-    let counter = m.bytes_out.clone();
-    resp.map(|b| Body::new(Counted { inner: b, counter }))
 }

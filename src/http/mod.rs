@@ -1,9 +1,10 @@
 //! The HTTP kernel the protocols stand on: shared state, the error table,
-//! body helpers, layers (CORS, rate limits, metrics), the one-writer-per-
+//! body helpers, layers (CORS, rate limits, metrics, the access log), the one-writer-per-
 //! upload slots, and the operations endpoints. It imports no protocol:
 //! each protocol module exports its [`Routes`] and OpenAPI paths, and
 //! [`crate::server`] merges them.
 
+pub mod access;
 pub mod auth;
 mod error;
 pub mod layers;

@@ -1,4 +1,4 @@
-//! Operations endpoints: health, metrics, store statistics.
+//! Operations endpoints: health, readiness, metrics, store statistics.
 
 use axum::Json;
 use axum::extract::State;
@@ -15,6 +15,21 @@ use crate::wire::{ErrorBody, Health, StatsInfo};
 pub async fn healthz(State(st): State<AppState>) -> Result<Json<Health>, ApiError> {
     st.store.blocking(|s| s.stats()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
+}
+
+/// Readiness: the store is open (with the crash recovery opening does:
+/// syncing what a killed predecessor wrote, finishing the commits and
+/// deletes it cut) and readable, and the server is not shutting down. While
+/// the store opens, the server answers 503 here and everywhere else.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready for traffic", body = Health),
+              (status = 503, description = "Starting, shutting down, or the store cannot be read", body = ErrorBody)))]
+pub async fn readyz(State(st): State<AppState>) -> Result<Json<Health>, ApiError> {
+    if *st.shutdown.borrow() {
+        return Err(ApiError::NotReady("shutting down"));
+    }
+    st.store.blocking(|s| s.stats()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(Health { status: "ready".into(), version: env!("CARGO_PKG_VERSION").into() }))
 }
 
 /// Prometheus metrics (text format).
@@ -45,17 +60,20 @@ pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no endpoint at {}", uri.path()))
 }
 
-/// The operations endpoints: `/api/stats` (an API route), `/healthz` and
-/// `/metrics` (outside every limit, for probes and scrapers).
+/// The operations endpoints: `/api/stats` (an API route), `/healthz`,
+/// `/readyz` and `/metrics` (outside every limit, for probes and scrapers).
 pub fn routes() -> (super::Routes, axum::Router<AppState>) {
     use axum::routing::get;
     let api =
         super::Routes { api: axum::Router::new().route("/api/stats", get(stats)), ..Default::default() };
-    let plain = axum::Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics));
+    let plain = axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
     (api, plain)
 }
 
 /// This module's part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(stats, healthz, metrics))]
+#[openapi(paths(stats, healthz, readyz, metrics))]
 pub struct Doc;

@@ -34,3 +34,100 @@ pub async fn run_json<T: serde::de::DeserializeOwned>(base: &str, args: &[&str])
     let out = run(base, args).await;
     serde_json::from_str(ok(&out).trim()).unwrap_or_else(|e| panic!("depot {args:?}: not JSON: {e}"))
 }
+
+/// A `depot serve` process: the real binary on an ephemeral port, its
+/// standard error collected as it runs.
+pub struct Served {
+    pub child: tokio::process::Child,
+    pub base: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Served {
+    /// Starts `depot serve --data-dir DATA` plus `args`, with `env` on top of
+    /// an environment without the developer's DEPOT_* variables (and with no
+    /// fsync, rate limits or GC), and waits until it says where it listens:
+    /// the text line, or the JSON event's `url`.
+    pub async fn start(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Served {
+        use tokio::io::AsyncBufReadExt;
+        let mut c = Command::new(env!("CARGO_BIN_EXE_depot"));
+        c.arg("serve").arg("--data-dir").arg(data).args(args);
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DEPOT_")) {
+            c.env_remove(k);
+        }
+        c.env("DEPOT_FSYNC", "never").env("DEPOT_RATE_LIMIT", "false").env("DEPOT_GC_INTERVAL", "0");
+        let mut child = c
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let collected = log.clone();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            // Drains the pipe to the end, so that the server never blocks on it.
+            while let Ok(Some(line)) = lines.next_line().await {
+                let url = line
+                    .strip_prefix("depot listening on ")
+                    .and_then(|r| r.split(' ').next())
+                    .map(String::from);
+                let url = url.or_else(|| {
+                    let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+                    Some(v.get("url")?.as_str()?.to_string())
+                });
+                collected.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(url) = url {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(url);
+                    }
+                }
+            }
+        });
+        let base = match tokio::time::timeout(std::time::Duration::from_secs(60), rx).await {
+            Ok(Ok(url)) => url,
+            _ => panic!("the server did not start:\n{}", log.lock().unwrap()),
+        };
+        Served { child, base, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Everything the server wrote to standard error so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (up to ten seconds) for a log line containing `needle`, and
+    /// returns it. Access lines are written when a response ends, which can
+    /// be just after the client has read it.
+    pub async fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "no log line with {needle:?} in:\n{}", self.log());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, as a service manager or container engine sends it; waits
+    /// for the exit and returns its status code.
+    pub async fn stop(mut self) -> Option<i32> {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let status = tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the server did not stop on SIGTERM")
+            .unwrap();
+        status.code()
+    }
+}

@@ -26,6 +26,9 @@ pub struct Config {
     pub listen: String,
     /// Log filter (`info`, `depot=debug,tower_http=info`, …).
     pub log: String,
+    /// `text` (one line per event; colour only on a terminal) or `json`
+    /// (one JSON object per line, for log shippers).
+    pub log_format: LogFormat,
     pub chunking: ChunkerParams,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
@@ -43,6 +46,7 @@ impl Default for Config {
             data_dir: PathBuf::from("depot-data"),
             listen: "127.0.0.1:8080".into(),
             log: "info".into(),
+            log_format: LogFormat::Text,
             chunking: ChunkerParams::default(),
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
@@ -52,6 +56,26 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             cors: CorsConfig::default(),
             auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            v => Err(format!("`{v}` is not one of text, json")),
         }
     }
 }
@@ -314,31 +338,6 @@ impl Default for CorsConfig {
     }
 }
 
-/// The environment variables the configuration reads, and the key each sets.
-/// (`DEPOT_SERVER` is the client's and not listed.)
-pub const ENV_VARS: &[(&str, &str)] = &[
-    ("DEPOT_DATA_DIR", "data_dir"),
-    ("DEPOT_LISTEN", "listen"),
-    ("DEPOT_LOG", "log"),
-    ("DEPOT_FSYNC", "storage.fsync"),
-    ("DEPOT_COMPRESSION_LEVEL", "storage.compression_level"),
-    ("DEPOT_MAX_FILE_SIZE", "limits.max_file_size"),
-    ("DEPOT_MAX_PIECE_SIZE", "limits.max_piece_size"),
-    ("DEPOT_MAX_BUFFERED", "limits.max_buffered"),
-    ("DEPOT_HEADER_TIMEOUT", "limits.header_timeout"),
-    ("DEPOT_BODY_IDLE_TIMEOUT", "limits.body_idle_timeout"),
-    ("DEPOT_MAX_CONNECTIONS", "limits.max_connections"),
-    ("DEPOT_UPLOAD_EXPIRY", "uploads.expiry"),
-    ("DEPOT_GC_GRACE", "gc.grace"),
-    ("DEPOT_GC_INTERVAL", "gc.interval"),
-    ("DEPOT_CHUNK_LEASE", "gc.chunk_lease"),
-    ("DEPOT_RATE_LIMIT", "rate_limit.enabled"),
-    ("DEPOT_CORS_ORIGINS", "cors.allowed_origins"),
-    ("DEPOT_AUTH_MODE", "auth.mode"),
-    ("DEPOT_TOKEN_EXPIRY", "auth.token_expiry"),
-    ("DEPOT_LINK_MAX_TTL", "auth.link_max_ttl"),
-];
-
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -384,63 +383,6 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string().trim().to_string())
     }
 
-    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        for (var, key) in ENV_VARS {
-            if let Some(value) = env(var) {
-                self.set(key, &value)
-                    .map_err(|message| ConfigError::Env { var: var.to_string(), message })?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sets one key from a string (environment variables, flags).
-    ///
-    /// # Errors
-    /// A message when the key is unknown or the value does not parse.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        fn parse<T: FromStr>(v: &str) -> Result<T, String>
-        where
-            T::Err: fmt::Display,
-        {
-            v.trim().parse().map_err(|e: T::Err| e.to_string())
-        }
-        match key {
-            "data_dir" => self.data_dir = PathBuf::from(value),
-            "listen" => self.listen = value.to_string(),
-            "log" => self.log = value.to_string(),
-            "storage.fsync" => {
-                self.storage.fsync = match value.trim() {
-                    "always" => FsyncPolicy::Always,
-                    "batch" => FsyncPolicy::Batch,
-                    "never" => FsyncPolicy::Never,
-                    v => return Err(format!("`{v}` is not one of always, batch, never")),
-                }
-            }
-            "storage.compression_level" => self.storage.compression_level = parse(value)?,
-            "limits.max_file_size" => self.limits.max_file_size = parse(value)?,
-            "limits.max_piece_size" => self.limits.max_piece_size = parse(value)?,
-            "limits.max_buffered" => self.limits.max_buffered = parse(value)?,
-            "limits.header_timeout" => self.limits.header_timeout = parse(value)?,
-            "limits.body_idle_timeout" => self.limits.body_idle_timeout = parse(value)?,
-            "limits.max_connections" => self.limits.max_connections = parse(value)?,
-            "uploads.expiry" => self.uploads.expiry = parse(value)?,
-            "gc.grace" => self.gc.grace = parse(value)?,
-            "gc.interval" => self.gc.interval = parse(value)?,
-            "gc.chunk_lease" => self.gc.chunk_lease = parse(value)?,
-            "rate_limit.enabled" => self.rate_limit.enabled = parse(value)?,
-            "cors.allowed_origins" => {
-                self.cors.allowed_origins =
-                    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
-            }
-            "auth.mode" => self.auth.mode = value.parse()?,
-            "auth.token_expiry" => self.auth.token_expiry = parse(value)?,
-            "auth.link_max_ttl" => self.auth.link_max_ttl = parse(value)?,
-            _ => return Err(format!("unknown key `{key}`")),
-        }
-        Ok(())
-    }
-
     /// Checks values against each other.
     ///
     /// # Errors
@@ -474,8 +416,11 @@ impl Config {
                 "rate limits must be positive (or set rate_limit.enabled = false)".into(),
             ));
         }
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::Invalid(format!("listen `{}` is not an address:port", self.listen)));
+        if !is_host_port(&self.listen) {
+            return Err(ConfigError::Invalid(format!(
+                "listen `{}` is not host:port (`127.0.0.1:8080`, `[::1]:8080`, `localhost:8080`)",
+                self.listen
+            )));
         }
         Ok(())
     }
@@ -496,6 +441,24 @@ impl Config {
             types: self.types.clone(),
         }
     }
+}
+
+/// Whether `s` is `host:port`: an IP address or a host name (resolved when
+/// the server binds), then a port. IPv6 addresses go in brackets.
+fn is_host_port(s: &str) -> bool {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = s.rsplit_once(':') else { return false };
+    port.parse::<u16>().is_ok()
+        && !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// A byte count, written as an integer or with a unit: `65536`, `64KiB`,
@@ -610,80 +573,8 @@ impl fmt::Display for Dur {
     }
 }
 
+mod env;
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod tests;
 
-    #[test]
-    fn every_environment_variable_names_a_settable_key() {
-        for (var, key) in ENV_VARS {
-            if let Err(e) = Config::default().set(key, "") {
-                assert!(!e.contains("unknown key"), "{var} → {key}: {e}");
-            }
-        }
-        let mut c = Config::default();
-        c.set("limits.max_buffered", "16MiB").unwrap();
-        assert_eq!(c.limits.max_buffered, ByteSize(16 << 20));
-    }
-
-    #[test]
-    fn shipped_default_toml_is_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
-        let cfg = Config::from_file(&path).unwrap();
-        assert_eq!(cfg, Config::default());
-        cfg.validate().unwrap();
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        let e = Config::from_toml("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
-        assert!(e.contains("listen_port"), "{e}");
-        let e = Config::from_toml("[gc]\ngrace_period = \"1h\"\n").unwrap_err();
-        assert!(e.contains("grace_period"), "{e}");
-    }
-
-    #[test]
-    fn layers_apply_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n[gc]\ngrace = \"5m\"\n",
-        )
-        .unwrap();
-        let env = |k: &str| (k == "DEPOT_DATA_DIR").then(|| "/from/env".to_string());
-        let cfg = Config::load(Some(&path), env).unwrap();
-        assert_eq!(cfg.listen, "127.0.0.1:9000");
-        assert_eq!(cfg.data_dir, PathBuf::from("/from/env"));
-        assert_eq!(cfg.gc.grace.0, Duration::from_secs(300));
-        assert_eq!(cfg.gc.interval, GcConfig::default().interval);
-        let bad = |k: &str| (k == "DEPOT_GC_GRACE").then(|| "soon".to_string());
-        let e = Config::load(None, bad).unwrap_err().to_string();
-        assert!(e.contains("DEPOT_GC_GRACE"), "{e}");
-    }
-
-    #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!("64KiB".parse::<ByteSize>().unwrap().0, 65536);
-        assert_eq!("1 GiB".parse::<ByteSize>().unwrap().0, 1 << 30);
-        assert_eq!("10MB".parse::<ByteSize>().unwrap().0, 10_000_000);
-        assert!("12 parsecs".parse::<ByteSize>().is_err());
-        assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
-        assert_eq!("24h".parse::<Dur>().unwrap().0, Duration::from_secs(86400));
-        assert_eq!("500ms".parse::<Dur>().unwrap().0, Duration::from_millis(500));
-        assert_eq!(Dur(Duration::from_secs(90)).to_string(), "90s");
-        assert!("1y".parse::<Dur>().is_err());
-    }
-
-    #[test]
-    fn inconsistent_values_are_refused() {
-        let mut c = Config::default();
-        c.limits.max_chunk_size = ByteSize(1024);
-        assert!(c.validate().is_err());
-        let c = Config { listen: "localhost".into(), ..Config::default() };
-        assert!(c.validate().is_err());
-        let mut c = Config::default();
-        c.chunking.avg = 3000;
-        assert!(c.validate().is_err());
-    }
-}
+pub use env::ENV_VARS;
