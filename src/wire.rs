@@ -57,6 +57,13 @@ pub struct FileInfo {
     pub content_hash: Option<String>,
     /// Number of chunks.
     pub chunks: u64,
+    /// Bytes of this file that deduplication saved when it was committed:
+    /// its size minus the raw bytes of the chunks it was the first to
+    /// reference (content the store held already, or repeated within the
+    /// file). A figure of that moment: deleting the other files later does
+    /// not change it. Absent for files committed before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deduplicated_bytes: Option<u64>,
     /// Where to download it.
     pub url: String,
 }

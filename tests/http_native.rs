@@ -67,9 +67,20 @@ async fn chunking_missing_put_commit_manifest() {
     let r = client().post(s.url("/api/files")).json(&commit).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let f: FileInfo = r.json().await.unwrap();
+    assert_eq!(f.deduplicated_bytes, Some(0), "both chunks were new");
     let body = s.get(&f.url).await.bytes().await.unwrap();
     assert_eq!(body.len(), a.len() + b.len());
     assert_eq!(&body[..a.len()], &a[..]);
+    // The same chunks again, `a` twice: nothing new, all of it saved.
+    let again = json!({"name": "aab.bin", "size": 2 * a.len() + b.len(), "chunks": [
+        {"hash": ha, "len": a.len()}, {"hash": hb, "len": b.len()}, {"hash": ha, "len": a.len()}]});
+    let r = client().post(s.url("/api/files")).json(&again).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let g: FileInfo = r.json().await.unwrap();
+    assert_eq!(g.deduplicated_bytes, Some(g.size));
+    let listed: depot::wire::FileList = s.get_json("/api/files").await;
+    let saving = |id: &str| listed.files.iter().find(|x| x.id == id).unwrap().deduplicated_bytes;
+    assert_eq!((saving(&f.id), saving(&g.id)), (Some(0), Some(g.size)));
 
     let m = s.manifest(&f.id).await;
     assert_eq!(m.size, f.size);

@@ -263,6 +263,8 @@ fn reopen_keeps_everything(backend: Backend) {
         let (store, _) = home.open(test_options());
         let rec = ingest(&store, "big.bin", &data);
         assert!(rec.segments.len() > 1);
+        // Counted step by step: everything the file added is what the store holds.
+        assert_eq!(rec.added_bytes, Some(store.stats().unwrap().unique_bytes));
         store.close().unwrap();
         (rec.id, store.stats().unwrap())
     };

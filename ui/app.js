@@ -161,13 +161,25 @@
     return b;
   }
 
+  // What deduplication saved the file when it was stored: its bytes the
+  // server already had (or that repeat within it). Unknown for files stored
+  // before the server counted it.
+  function saving(f) {
+    const d = f.deduplicated_bytes;
+    if (d === undefined || d === null) return '–';
+    if (d === 0 || f.size === 0) return 'none';
+    return `${bytes(d)} (${Math.round((100 * d) / f.size)}%)`;
+  }
+
   function row(f) {
     const tr = document.createElement('tr');
     tr.dataset.id = f.id;
     tr.dataset.name = f.name;
+    tr.dataset.saved = f.deduplicated_bytes ?? '';
     const cells = [
       [f.name, 'name'],
       [bytes(f.size), 'num'],
+      [saving(f), 'num wide'],
       [f.content_type || '', 'wide'],
       [date(f.created), 'wide'],
     ];

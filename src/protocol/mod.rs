@@ -37,6 +37,7 @@ pub fn file_info(rec: &FileRecord) -> FileInfo {
         etag: rec.manifest_digest.to_string(),
         content_hash: rec.content_hash.map(|h| h.to_string()),
         chunks: rec.chunks,
+        deduplicated_bytes: rec.added_bytes.map(|a| rec.size.saturating_sub(a)),
         url: format!("/api/files/{}", rec.id),
     }
 }

@@ -41,6 +41,12 @@ pub struct FileRecord {
     /// Start offset of each manifest segment.
     pub segments: Vec<u64>,
     pub state: FileState,
+    /// Raw bytes of the chunks this file was the first to reference when it
+    /// was committed: what it added to the store. `size` minus this is what
+    /// deduplication saved it (content the store held already, or repeated
+    /// within the file). Absent on records committed before it was counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_bytes: Option<u64>,
 }
 
 impl FileRecord {
@@ -178,6 +184,7 @@ impl Store {
             content_hash: new.content_hash,
             segments: segs.iter().map(|s| s.0).collect(),
             state: FileState::Ready,
+            added_bytes: Some(0),
         };
         let m = &self.0.meta;
 
@@ -185,7 +192,7 @@ impl Store {
             let ids: Vec<ChunkId> = chunks.iter().map(|e| e.id).collect();
             let _guards = self.lock_stripes(&ids);
             let mut batch = Batch::default();
-            self.increment(&mut batch, &chunks, true)?;
+            rec.added_bytes = Some(self.increment(&mut batch, &chunks, true)?);
             self.tenant_refs(&mut batch, &tenant, &occurrences(&chunks), 1)?;
             batch.put(Cf::Tenants, &tenant::file_key(&tenant, &rec.id), b"");
             if let Some((_, seg)) = segs.first() {
@@ -251,11 +258,12 @@ impl Store {
         Ok(())
     }
 
-    /// Adds each entry's occurrences to its chunk's refcount, into `batch`.
+    /// Adds each entry's occurrences to its chunk's refcount, into `batch`,
+    /// and returns the raw bytes of the chunks no file referenced before.
     /// The caller holds the stripes. With `strict`, an absent or unusable
     /// chunk or a length mismatch is an error; otherwise (resumed steps, whose
     /// chunks were checked and leased) a lost row is recreated as damaged.
-    fn increment(&self, batch: &mut Batch, entries: &[Entry], strict: bool) -> Result<()> {
+    fn increment(&self, batch: &mut Batch, entries: &[Entry], strict: bool) -> Result<u64> {
         let mut counts: HashMap<ChunkId, (u64, u32)> = HashMap::new();
         for e in entries {
             counts.entry(e.id).or_insert((0, e.len)).0 += 1;
@@ -263,6 +271,7 @@ impl Store {
         let ids: Vec<ChunkId> = counts.keys().copied().collect();
         let rows = self.0.meta.chunk_rows(&ids)?;
         let mut missing = Vec::new();
+        let mut added = 0;
         for (id, row) in ids.iter().zip(rows) {
             let (n, len) = counts[id];
             let mut r = match row {
@@ -291,6 +300,9 @@ impl Store {
             if strict && r.raw_len != len {
                 return Err(Error::InvalidInput(format!("chunk {id} is {} bytes, not {len}", r.raw_len)));
             }
+            if r.refcount == 0 {
+                added += u64::from(r.raw_len);
+            }
             r.refcount += n;
             if r.state == ChunkState::Zero {
                 r.state = ChunkState::Live;
@@ -301,7 +313,7 @@ impl Store {
             missing.sort_unstable();
             return Err(Error::MissingChunks(missing));
         }
-        Ok(())
+        Ok(added)
     }
 
     fn resume_commit(&self, mut rec: FileRecord) -> Result<FileRecord> {
@@ -315,7 +327,10 @@ impl Store {
             let ids: Vec<ChunkId> = entries.iter().map(|e| e.id).collect();
             let _guards = self.lock_stripes(&ids);
             let mut batch = Batch::default();
-            self.increment(&mut batch, &entries, false)?;
+            let added = self.increment(&mut batch, &entries, false)?;
+            // Step by step, in the record each step writes: a resumed
+            // commit goes on from the sum its last step made.
+            rec.added_bytes = rec.added_bytes.map(|b| b + added);
             self.tenant_refs(&mut batch, &rec.tenant, &occurrences(&entries), 1)?;
             let last = seg + 1 == nseg;
             rec.state = if last { FileState::Ready } else { FileState::Committing { next: seg + 1 } };

@@ -178,6 +178,9 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
     const r = await report(page, 'big.bin');
     assert.ok(r, 'the 64 MiB file went through the dedup protocol');
     assert.equal(r.total, BIG);
+    // Fresh random bytes: deduplication saved nothing, and the list says so.
+    assert.equal(await rowOf(page, 'big.bin').getAttribute('data-saved'), '0');
+    assert.equal(await rowOf(page, 'big.bin').locator('td').nth(2).textContent(), 'none');
   });
 
   it('a reload half-way through a 64 MiB upload: dropped again, it resumes and sends at most the remainder plus one chunk', async (t) => {
@@ -267,6 +270,10 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
     assert.ok(b1 - b0 < BIG / 100, `server received ${b1 - b0} bytes`);
     assert.equal(again.sent, 0);
     assert.match(again.text, /did not have to be sent/);
+    // The list's dedup saving column: all of it was there already.
+    await rowOf(page, 'big-again.bin').waitFor();
+    assert.equal(await rowOf(page, 'big-again.bin').getAttribute('data-saved'), String(BIG));
+    assert.match(await rowOf(page, 'big-again.bin').locator('td').nth(2).textContent(), /\(100%\)/);
 
     await dropFiles(page, ['big-inserted.bin']);
     await uploaded(page, 'big-inserted.bin');
@@ -275,6 +282,9 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
     t.diagnostic(`1 MiB inserted: ${b2 - b1} bytes received by the server; the page: ${ins.text}`);
     assert.ok(b2 - b1 < 4 * MiB, `server received ${b2 - b1} bytes`);
     await rowOf(page, 'big-inserted.bin').waitFor();
+    const saved = Number(await rowOf(page, 'big-inserted.bin').getAttribute('data-saved'));
+    t.diagnostic(`1 MiB inserted: the list says ${saved} bytes saved`);
+    assert.ok(saved > BIG - 4 * MiB && saved <= BIG, `saving ${saved} of ${BIG + MiB}`);
     const got = await downloadThroughPage(page, 'big-inserted.bin');
     assert.equal(await blake3(got), await blake3(inserted), 'big-inserted.bin downloaded (BLAKE3)');
     await page.screenshot({ path: join(shots, 'ui-list.png'), fullPage: true });
