@@ -203,3 +203,137 @@ async fn stalled_bodies_get_408_while_a_real_put_finishes() {
     }
     assert_eq!(s.stats().await.unique_chunks, 1, "nothing of the stalled bodies is stored");
 }
+
+/// Below the free-space reserve, every way of sending new data is refused
+/// with 507 before it writes (the JSON error; tus keeps its header), nothing
+/// is stored and the server goes on serving; with room again the same
+/// uploads work and `verify` is clean.
+#[tokio::test]
+async fn uploads_below_the_free_space_reserve_get_507_and_change_nothing() {
+    use common::http::{piece_form, tus};
+    use depot::config::ByteSize;
+    use depot::wire::ErrorBody;
+    // A reserve no filesystem here can meet.
+    let (_dir, s) = TestServer::start_temp_with(|c| c.storage.min_free = ByteSize(1 << 60)).await;
+    let data = pseudo_random(300_000, 21);
+    let id = ChunkId::of(&data);
+    let refused = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let e: ErrorBody = r.json().await.unwrap();
+        assert_eq!(e.error, "insufficient_storage");
+        assert!(e.message.contains("reserve"), "{}", e.message);
+    };
+    let raw = client().post(s.url("/api/files/upload?filename=a.bin")).body(data.clone()).send();
+    refused(raw.await.unwrap()).await;
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(data.clone()).file_name("a.bin"));
+    refused(client().post(s.url("/api/files/upload")).multipart(form).send().await.unwrap()).await;
+    refused(client().put(s.url(&format!("/api/chunks/{id}"))).body(data.clone()).send().await.unwrap()).await;
+    let p = piece_params(1, 1, 300_000, 300_000, "reserve-1", "a.bin");
+    refused(s.post_piece(piece_form(&p, Some(&data))).await).await;
+    let r = tus(reqwest::Method::POST, &s.url("/api/tus/"))
+        .header("Upload-Length", "300000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(r.headers()["tus-resumable"], "1.0.0");
+
+    let st = s.stats().await;
+    assert_eq!((st.files, st.unique_chunks, st.stored_bytes), (0, 0, 0));
+    assert_eq!(s.get("/healthz").await.status(), StatusCode::OK);
+
+    // Room again: the same upload goes through.
+    let mut cfg = depot::config::Config::clone(&s.state.config);
+    s.stop().await;
+    cfg.storage.min_free = ByteSize(0);
+    let s = TestServer::start(cfg.clone()).await;
+    let f = s.upload_raw("a.bin", &data).await;
+    assert_eq!(s.download(&f.id).await, data);
+    s.stop().await;
+    let store = depot::store::Store::open(&cfg.data_dir, cfg.store_options()).unwrap();
+    let report = store.verify(false).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// A burst of bad tokens from one address ends in 429, after which that
+/// address's credentials are not even checked (a valid token gets 429 too)
+/// while requests without credentials go on; other addresses are not
+/// affected (here: a trusted proxy forwarding for another client).
+#[tokio::test]
+async fn failed_authentication_has_its_own_small_budget() {
+    use depot::config::AuthMode;
+    use depot::store::{Scopes, Tenant};
+    let (_dir, s) = TestServer::start_temp_with(|c| {
+        c.auth.mode = AuthMode::Token;
+        c.rate_limit.enabled = true;
+        c.rate_limit.auth_failures_per_minute = 3;
+        c.rate_limit.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let store = s.state.store.clone();
+    let token = tokio::task::spawn_blocking(move || {
+        store.issue_token(Tenant::default(), Scopes::all(), None, None).unwrap().1
+    })
+    .await
+    .unwrap();
+    let get = |bearer: String, forwarded_for: Option<&'static str>| {
+        let mut r = client().get(s.url("/api/files")).bearer_auth(bearer);
+        if let Some(ip) = forwarded_for {
+            r = r.header("x-forwarded-for", ip);
+        }
+        async move { r.send().await.unwrap() }
+    };
+    let bad = || format!("dpt_01JAAAAAAAAAAAAAAAAAAAAAAA_{}", "x".repeat(43));
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(get(bad(), None).await.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429], "three failures a minute, then 429");
+    let r = get(token.clone(), None).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "the address is blocked, valid token or not");
+    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(s.get("/healthz").await.status(), StatusCode::OK, "no credentials, no block");
+    // Another client behind the trusted proxy has its own budget.
+    assert_eq!(get(token.clone(), Some("198.51.100.7")).await.status(), StatusCode::OK);
+    assert_eq!(get(bad(), Some("198.51.100.7")).await.status(), StatusCode::UNAUTHORIZED);
+    s.stop().await;
+}
+
+/// `X-Forwarded-For` from a peer that is not a trusted proxy changes
+/// nothing: a client cannot reset its rate limit by naming new addresses.
+/// From a trusted proxy, the right-most untrusted hop is the key.
+#[tokio::test]
+async fn spoofed_forwarded_for_does_not_reset_the_rate_limit() {
+    let burst = |trusted: Vec<String>| {
+        TestServer::start_temp_with(move |c| {
+            c.rate_limit.enabled = true;
+            c.rate_limit.api_per_second = 1;
+            c.rate_limit.api_burst = 3;
+            c.rate_limit.trusted_proxies = trusted;
+        })
+    };
+    let statuses = |s: &TestServer, chain: fn(u32) -> String| {
+        let url = s.url("/api/files");
+        async move {
+            let mut out = Vec::new();
+            for i in 0..6 {
+                let r = client().get(&url).header("x-forwarded-for", chain(i)).send().await.unwrap();
+                out.push(r.status().as_u16());
+            }
+            out
+        }
+    };
+    let fresh = |i: u32| format!("192.0.2.{i}");
+    let (_d1, s) = burst(vec![]).await;
+    let got = statuses(&s, fresh).await;
+    assert!(got.starts_with(&[200, 200, 200]) && got.contains(&429), "untrusted peer: {got:?}");
+    s.stop().await;
+    // Behind a trusted proxy (the loopback peer), each forwarded client has
+    // its own bucket, and what a client writes left of its own hop is ignored.
+    let (_d2, s) = burst(vec!["127.0.0.1".into()]).await;
+    assert_eq!(statuses(&s, fresh).await, [200; 6]);
+    let got = statuses(&s, |i| format!("192.0.2.{i}, 198.51.100.1")).await;
+    assert!(got.starts_with(&[200, 200, 200]) && got.contains(&429), "right-most hop: {got:?}");
+    s.stop().await;
+}

@@ -111,7 +111,8 @@ impl ClientError {
     fn transient(&self) -> bool {
         match self {
             ClientError::Unreachable { .. } => true,
-            ClientError::Api { status, .. } => *status == 429 || *status >= 500,
+            // 507: the server is out of space; asking again will not help.
+            ClientError::Api { status, .. } => *status == 429 || (*status >= 500 && *status != 507),
             _ => false,
         }
     }

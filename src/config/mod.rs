@@ -92,11 +92,16 @@ pub struct StorageConfig {
     pub fsync: FsyncPolicy,
     /// Chunks read ahead per download.
     pub read_ahead: usize,
+    /// Free space kept on the data dir's filesystem: below it, uploads that
+    /// would write new data are refused with 507 before the disk fills, so
+    /// that the metadata database can always open and `gc`, `verify` and a
+    /// restart keep working. `0` turns the check off.
+    pub min_free: ByteSize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { compression_level: 1, fsync: FsyncPolicy::Batch, read_ahead: 4 }
+        Self { compression_level: 1, fsync: FsyncPolicy::Batch, read_ahead: 4, min_free: ByteSize(256 << 20) }
     }
 }
 
@@ -253,9 +258,37 @@ pub struct RateLimitConfig {
     /// Upload traffic (pieces, chunks, tus PATCH): its own, larger budget.
     pub upload_per_second: u64,
     pub upload_burst: u32,
-    /// Take the client address from `X-Forwarded-For` / `Forwarded` (only
-    /// behind a proxy you trust).
-    pub trust_forwarded: bool,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed:
+    /// addresses or CIDR blocks (`10.0.0.0/8`, `::1`). A request from one of
+    /// them counts against the right-most address of its chain that is not
+    /// itself a trusted proxy; any other request against its peer address.
+    /// Empty: forwarding headers are ignored. IPv6 clients are counted by
+    /// their /64.
+    pub trusted_proxies: Vec<String>,
+    /// Failed authentications a client address may make per minute (also
+    /// the burst). Past it, every request with credentials from that address
+    /// gets 429 until the budget refills.
+    pub auth_failures_per_minute: u32,
+}
+
+impl RateLimitConfig {
+    /// `trusted_proxies` parsed: each an address (a /32 or /128) or a CIDR
+    /// block.
+    ///
+    /// # Errors
+    /// A message naming the first entry that is neither.
+    pub fn proxies(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("rate_limit.trusted_proxies: `{p}` is not an IP address or CIDR block")
+                    })
+            })
+            .collect()
+    }
 }
 
 impl Default for RateLimitConfig {
@@ -266,7 +299,8 @@ impl Default for RateLimitConfig {
             api_burst: 200,
             upload_per_second: 500,
             upload_burst: 2000,
-            trust_forwarded: false,
+            trusted_proxies: Vec::new(),
+            auth_failures_per_minute: 10,
         }
     }
 }
@@ -388,6 +422,7 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.rate_limit.proxies().map_err(ConfigError::Invalid)?;
         self.chunking.validate().map_err(|e| ConfigError::Invalid(format!("chunking: {e}")))?;
         if self.limits.max_chunk_size.0 < u64::from(self.chunking.max) {
             return Err(ConfigError::Invalid(format!(
@@ -435,6 +470,7 @@ impl Config {
             max_object_size: self.limits.max_chunk_size.0.max(self.limits.max_piece_size.0) as u32,
             max_file_size: self.limits.max_file_size.0,
             read_ahead: self.storage.read_ahead,
+            min_free: self.storage.min_free.0,
             gc_grace: self.gc.grace.0,
             chunk_lease: self.gc.chunk_lease.0,
             upload_expiry: self.uploads.expiry.0,

@@ -199,12 +199,29 @@ fn local_only(headers: &HeaderMap) -> Result<(), ApiError> {
 /// and hands the principal to the handler.
 pub async fn authenticate(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
+    // The failure budget of the caller's address, when rate limits are on.
+    let budget = st.auth_failures.as_deref().map(|f| {
+        let peer =
+            parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        (f, f.client(peer, &parts.headers))
+    });
+    if let Some((f, ip)) = budget {
+        let with_credentials = parts.headers.contains_key(header::AUTHORIZATION)
+            || parts.uri.query().is_some_and(|q| q.split('&').any(|p| p.starts_with("sig=")));
+        if let Some(retry_after) = f.blocked(ip).filter(|_| with_credentials) {
+            return ApiError::TooManyRequests { retry_after }.into_response();
+        }
+    }
     match resolve(&st, &parts).await {
         Ok(Some(p)) => {
             parts.extensions.insert(p);
             next.run(Request::from_parts(parts, body)).await
         }
         Ok(None) => next.run(Request::from_parts(parts, body)).await,
+        Err(e @ ApiError::Unauthorized(_)) => match budget.and_then(|(f, ip)| f.failed(ip)) {
+            Some(retry_after) => ApiError::TooManyRequests { retry_after }.into_response(),
+            None => e.into_response(),
+        },
         Err(e) => e.into_response(),
     }
 }

@@ -84,6 +84,11 @@ impl ApiError {
                 E::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
                 E::TypeRejected(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_rejected"),
                 E::Locked(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                E::InsufficientStorage { .. } => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
+                // The disk filled anyway (another writer, a reserve of 0).
+                E::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                    (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+                }
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -145,7 +150,10 @@ impl ApiError {
     /// The body this error renders to.
     pub fn body(&self) -> ErrorBody {
         let (status, kind) = self.class();
-        let message = if status.is_server_error() && !matches!(self, ApiError::NotReady(_)) {
+        // Expected states (starting, out of space) say what they are; other
+        // server errors are logged and told apart only by the log.
+        let expected = matches!(self, ApiError::NotReady(_)) || kind == "insufficient_storage";
+        let message = if status.is_server_error() && !expected {
             tracing::error!(error = %self, "request failed");
             "internal error; the server log has the details".to_string()
         } else {

@@ -1,18 +1,16 @@
 //! Cross-cutting layers: CORS from the configuration, per-client-IP rate
-//! limits (tower_governor), request ids and request logs.
+//! limits (tower_governor, keyed by [`super::client_ip::ClientIp`]).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderName, HeaderValue, Method, Request};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use tower_governor::GovernorError;
 use tower_governor::governor::GovernorConfigBuilder;
-use tower_governor::key_extractor::KeyExtractor;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use super::client_ip::ClientIp;
 use super::error::ApiError;
 use crate::config::{CorsConfig, RateLimitConfig};
 
@@ -43,51 +41,6 @@ pub fn cors(cfg: &CorsConfig, loopback_only: bool) -> Option<CorsLayer> {
     )
 }
 
-/// The client address a rate-limit bucket is keyed by: the peer, or (when
-/// configured to trust a proxy) the left-most forwarded address.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIp {
-    pub trust_forwarded: bool,
-}
-
-impl ClientIp {
-    fn forwarded<T>(req: &Request<T>) -> Option<IpAddr> {
-        let h = req.headers();
-        if let Some(v) = h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            if let Some(ip) = v.split(',').next().and_then(|s| s.trim().parse().ok()) {
-                return Some(ip);
-            }
-        }
-        let v = h.get("forwarded")?.to_str().ok()?;
-        v.split([';', ',']).find_map(|part| {
-            let (k, val) = part.trim().split_once('=')?;
-            if !k.eq_ignore_ascii_case("for") {
-                return None;
-            }
-            let val = val.trim_matches('"');
-            let val = val.strip_prefix('[').map(|v| v.split(']').next().unwrap_or(v)).unwrap_or(val);
-            val.parse().ok().or_else(|| val.rsplit_once(':').and_then(|(ip, _)| ip.parse().ok()))
-        })
-    }
-}
-
-impl KeyExtractor for ClientIp {
-    type Key = IpAddr;
-
-    fn extract<T>(&self, req: &Request<T>) -> Result<IpAddr, GovernorError> {
-        if self.trust_forwarded {
-            if let Some(ip) = Self::forwarded(req) {
-                return Ok(ip);
-            }
-        }
-        Ok(req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
-    }
-}
-
 /// Which budget a route draws from.
 #[derive(Debug, Clone, Copy)]
 pub enum Budget {
@@ -113,7 +66,7 @@ pub fn rate_limit<S: Clone + Send + Sync + 'static>(
     let Some(config) = GovernorConfigBuilder::default()
         .period(period)
         .burst_size(burst)
-        .key_extractor(ClientIp { trust_forwarded: cfg.trust_forwarded })
+        .key_extractor(ClientIp::new(cfg))
         .finish()
     else {
         return router;

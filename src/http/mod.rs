@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod client_ip;
 mod error;
 pub mod layers;
 pub mod metrics;
@@ -39,12 +40,15 @@ pub struct AppState {
     /// keeping what arrived.
     pub shutdown: watch::Receiver<bool>,
     shutdown_tx: Arc<watch::Sender<bool>>,
+    /// Failed authentications per client address; `None` without rate limits.
+    pub auth_failures: Option<Arc<client_ip::AuthFailures>>,
 }
 
 impl AppState {
     pub fn new(store: Store, config: Config) -> Self {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let body_budget = Arc::new(Semaphore::new(body_budget_kib(&config) as usize));
+        let config_rate_limit = config.rate_limit.clone();
         Self {
             store,
             config: Arc::new(config),
@@ -53,6 +57,7 @@ impl AppState {
             writers: Arc::default(),
             shutdown,
             shutdown_tx: Arc::new(shutdown_tx),
+            auth_failures: client_ip::AuthFailures::new(&config_rate_limit).map(Arc::new),
         }
     }
 

@@ -72,6 +72,7 @@ impl Store {
                 return Err(Error::TooLarge { what: "upload", limit: max, got: len });
             }
         }
+        self.ensure_space()?;
         let id = UploadId::random();
         let concat = if new.partial { Concat::Partial } else { Concat::None };
         let state = StreamState::new(new.length, 0, 0, new.metadata, concat, self.default_lease());

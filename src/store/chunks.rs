@@ -90,6 +90,10 @@ impl Store {
         // any lock is taken: an insert never replaces, so racing writers of
         // one chunk are harmless, and the locks cover only metadata.
         let before = self.0.meta.chunk_rows(&ids)?;
+        if before.iter().any(Option::is_none) {
+            // New data: refused below the reserve (known chunks cost nothing).
+            self.ensure_space()?;
+        }
         let level = self.0.opts.compression_level;
         let mut placed: Vec<Option<object::Header>> = vec![None; items.len()];
         let mut firsts = HashSet::new();

@@ -38,6 +38,9 @@ pub struct StoreOptions {
     /// How long an idle upload session lives.
     pub upload_expiry: Duration,
     pub types: TypePolicy,
+    /// Free bytes kept on the data dir's filesystem (0: no check); see
+    /// [`Store::ensure_space`].
+    pub min_free: u64,
 }
 
 impl Default for StoreOptions {
@@ -53,6 +56,7 @@ impl Default for StoreOptions {
             chunk_lease: Duration::from_secs(24 * 3600),
             upload_expiry: Duration::from_secs(24 * 3600),
             types: TypePolicy::default(),
+            min_free: 0,
         }
     }
 }
@@ -329,6 +333,29 @@ impl Store {
             chunks_new: get(&a.chunks_new),
             chunks_known: get(&a.chunks_known),
             files_created: get(&a.files),
+        }
+    }
+
+    /// Bytes an unprivileged writer may still use on the data dir's
+    /// filesystem (`statvfs`: available blocks × fragment size); `None` when
+    /// the filesystem cannot say.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let s = rustix::fs::statvfs(&self.0.data_dir).ok()?;
+        Some(s.f_bavail.saturating_mul(s.f_frsize))
+    }
+
+    /// Refuses new data while the data dir's filesystem is below the
+    /// `min_free` reserve, so that a full disk never stops the metadata
+    /// database from opening. Called before new chunk objects are written
+    /// and before an upload session is made.
+    ///
+    /// # Errors
+    /// [`Error::InsufficientStorage`] with the free bytes and the reserve.
+    pub fn ensure_space(&self) -> Result<()> {
+        let reserve = self.0.opts.min_free;
+        match self.free_bytes() {
+            Some(free) if reserve > 0 && free < reserve => Err(Error::InsufficientStorage { free, reserve }),
+            _ => Ok(()),
         }
     }
 

@@ -23,6 +23,9 @@ pub enum Error {
     TooLarge { what: &'static str, limit: u64, got: u64 },
     #[error("{0}")]
     InvalidInput(String),
+    /// The data dir's filesystem is below its free-space reserve (or full).
+    #[error("not enough space: {free} bytes free on the data dir, the reserve is {reserve} bytes")]
+    InsufficientStorage { free: u64, reserve: u64 },
     #[error("file type rejected: {0}")]
     TypeRejected(String),
     #[error("conflict: {0}")]

@@ -191,7 +191,9 @@ class Client:
                 raise Unreachable(f"the server at {self.server} did not answer in time") from None
             if r.status_code in ok:
                 return r
-            if (r.status_code >= 500 or r.status_code == 429) and attempt <= self.retries:
+            # 507 (out of space) is not retried: asking again will not help.
+            transient = r.status_code == 429 or (r.status_code >= 500 and r.status_code != 507)
+            if transient and attempt <= self.retries:
                 wait = _retry_after(r, default=min(0.2 * 2 ** attempt, 2.0))
                 r.close()
                 time.sleep(wait)

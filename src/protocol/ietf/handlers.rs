@@ -100,7 +100,9 @@ fn parse_id(s: &str) -> Result<UploadId, DraftError> {
 
 /// The upload URL's base, as tus builds it.
 fn endpoint(st: &AppState, h: &HeaderMap) -> String {
-    let trust = st.config.rate_limit.trust_forwarded;
+    // Behind a configured proxy: its forwarded scheme and host (a client
+    // that sends them itself only changes the URL it is given).
+    let trust = !st.config.rate_limit.trusted_proxies.is_empty();
     let host = trust.then(|| header_str(h, "x-forwarded-host")).flatten().or_else(|| header_str(h, "host"));
     let scheme = trust.then(|| header_str(h, "x-forwarded-proto")).flatten().unwrap_or("http");
     match host {

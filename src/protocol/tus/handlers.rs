@@ -82,7 +82,9 @@ fn parse_id(s: &str) -> Result<UploadId, TusError> {
 /// The absolute URL of the tus endpoint, from the request's Host (and, when
 /// the configuration trusts a proxy, its forwarded scheme and host).
 fn endpoint(st: &AppState, h: &HeaderMap) -> String {
-    let trust = st.config.rate_limit.trust_forwarded;
+    // Behind a configured proxy: its forwarded scheme and host (a client
+    // that sends them itself only changes the URL it is given).
+    let trust = !st.config.rate_limit.trusted_proxies.is_empty();
     let host = trust.then(|| header_str(h, "x-forwarded-host")).flatten().or_else(|| header_str(h, "host"));
     let scheme = trust.then(|| header_str(h, "x-forwarded-proto")).flatten().unwrap_or("http");
     match host {
