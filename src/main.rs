@@ -19,6 +19,23 @@ use depot::client::{self, Client, ClientError, GetOptions, PutOptions, Search, S
 use depot::config::{AuthMode, Config};
 use depot::store::Store;
 
+/// Pins glibc's mmap threshold at its initial 128 KiB, as
+/// `MALLOC_MMAP_THRESHOLD_=131072` would. glibc raises the threshold after
+/// the first large frees, after which upload buffers (chunk batches of
+/// megabytes) come from the per-thread heaps and stay there, fragmented:
+/// 32 concurrent 8 MiB uploads under a 32 MiB body budget grew the server
+/// by 178 MiB with the moving threshold, 88 MiB with it pinned. (mimalloc
+/// as the global allocator measured worse: 338 MiB.)
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn pin_mmap_threshold() {
+    // SAFETY: mallopt only sets an allocator parameter; it is called once,
+    // first thing in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// `0.1.0 (3f2c1ab)`: the package version and the commit built.
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DEPOT_COMMIT"), ")");
 
@@ -521,6 +538,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 f.chunks,
                 f.etag
             );
+            if let Some(d) = f.deduplicated_bytes {
+                // What deduplication saved this file when it was stored.
+                text.push_str(&format!("\ndedup saving  {d} ({})", human(d)));
+            }
             if let Some(h) = &f.content_hash {
                 text.push_str(&format!("\nblake3        {h}"));
             }
@@ -563,6 +584,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    pin_mmap_threshold();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {

@@ -213,6 +213,9 @@ async fn ls_stat_rm_stats_and_stdin() {
     assert_eq!(files[0].content_type, "text/plain");
     let stat: FileInfo = run_json(&s.base, &["stat", "--json", &id]).await;
     assert_eq!(stat.size, 17);
+    assert_eq!(stat.deduplicated_bytes, Some(0));
+    let text = ok(&run(&s.base, &["stat", &id]).await);
+    assert!(text.contains("dedup saving  0 (0 B)"), "{text}");
     let st: StatsInfo = run_json(&s.base, &["stats", "--json"]).await;
     assert_eq!(st.files, 1);
     ok(&run(&s.base, &["rm", &id]).await);

@@ -376,8 +376,8 @@
       removeFingerprintOnSuccess: true,
       onShouldRetry(err, attempt, options, next) {
         const { status } = tusFailure(err);
-        // A refusal (no token, no scope, too large, type) will not change.
-        if ([401, 403, 413, 415].includes(status)) return false;
+        // A refusal (no token, no scope, too large, type, no space) will not change.
+        if ([401, 403, 413, 415, 507].includes(status)) return false;
         return next(err);
       },
     });

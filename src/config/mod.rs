@@ -123,8 +123,9 @@ pub struct LimitsConfig {
     /// Largest JSON request body (manifest commits).
     pub max_json_body: ByteSize,
     /// Most upload bytes held in memory at once, across all requests: native
-    /// chunk bodies and seed pieces. A request waits for room; one body is
-    /// always let through, however large.
+    /// chunk bodies, seed pieces, and what each streamed upload (regular,
+    /// tus, IETF) buffers. A request waits for room; one body is always let
+    /// through, however large.
     pub max_buffered: ByteSize,
     /// A connection that has not sent a request's whole header block this
     /// long after it began (or after the last request) is closed:

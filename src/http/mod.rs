@@ -90,6 +90,26 @@ fn body_budget_kib(config: &Config) -> u32 {
     config.limits.max_buffered.0.div_ceil(1024).clamp(1, u64::from(u32::MAX)) as u32
 }
 
+impl AppState {
+    /// Reserves what a streamed upload body (a regular upload, a tus or
+    /// IETF append) holds in memory, from the same budget as chunk and piece
+    /// bodies: [`crate::store::Store::stream_buffer`], or the declared length
+    /// when smaller. Waits for room, so that any number of concurrent
+    /// uploads stays within `limits.max_buffered` plus a fixed overhead; the
+    /// permit goes back when the request ends (an idle body ends at
+    /// `limits.body_idle_timeout`).
+    ///
+    /// # Errors
+    /// 503 when the server is shutting down.
+    pub async fn reserve_stream(
+        &self,
+        declared: Option<u64>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        let most = self.store.stream_buffer();
+        self.reserve_body(declared.map_or(most, |d| d.min(most))).await
+    }
+}
+
 /// Counts an upload body streaming in, for `/metrics`.
 pub struct UploadGuard(Arc<Metrics>);
 

@@ -106,6 +106,7 @@ pub async fn pump(
             )));
         }
     }
+    let _budget = st.reserve_stream(declared).await?;
     let _active = UploadGuard::new(&st.metrics);
     let (mut hasher, want) = match expected {
         Some(e) => (Some(e.hasher), Some(e.digest)),

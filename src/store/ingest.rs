@@ -17,6 +17,16 @@ use super::{ChunkId, FileName, Store};
 /// Chunks are stored in batches of about this many bytes.
 const PUT_BATCH: usize = 8 << 20;
 
+impl Store {
+    /// The most a streamed upload holds in memory on its way to the store:
+    /// a batch of cut chunks waiting to be put, and the chunker's window of
+    /// up to two chunks. A streaming request reserves this much (or its
+    /// declared length, when smaller) of the server's body budget.
+    pub fn stream_buffer(&self) -> u64 {
+        PUT_BATCH as u64 + 2 * u64::from(self.0.opts.chunking.max)
+    }
+}
+
 /// Bytes on their way to becoming chunks. Blocking: use it from a blocking
 /// thread. Entries come out in stream order, whether cut here or handed in
 /// as chunks the store already has ([`ChunkSink::push_known`]).

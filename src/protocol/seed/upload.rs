@@ -69,6 +69,7 @@ pub async fn upload_file(
             )));
         }
     }
+    let _budget = st.reserve_stream(declared_len).await?;
     let _active = UploadGuard::new(&st.metrics);
     let rec = if is_multipart {
         let mut mp = Multipart::from_request(req, &st).await?;
