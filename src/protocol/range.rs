@@ -104,6 +104,52 @@ pub fn parse_range(header: &str, size: u64) -> RangeRequest {
 mod tests {
     use super::RangeRequest::*;
     use super::*;
+    use proptest::prelude::*;
+
+    fn extreme() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(0u64),
+            Just(1u64),
+            Just(u64::MAX),
+            (u64::MAX - 1024)..=u64::MAX,
+            0u64..=4096,
+            any::<u64>()
+        ]
+    }
+
+    proptest! {
+        /// Any range set against any size, the u64 extremes included:
+        /// no overflow, and every range served lies inside the size,
+        /// ascending, disjoint and not adjacent.
+        #[test]
+        fn ranges_stay_inside_the_size_at_u64_extremes(
+            size in extreme(),
+            specs in proptest::collection::vec((extreme(), proptest::option::of(extreme()), any::<bool>()), 1..6),
+        ) {
+            let set: Vec<String> = specs
+                .iter()
+                .map(|(a, b, suffix)| match (suffix, b) {
+                    (true, _) => format!("-{a}"),
+                    (false, Some(b)) => format!("{a}-{b}"),
+                    (false, None) => format!("{a}-"),
+                })
+                .collect();
+            let header = format!("bytes={}", set.join(","));
+            match parse_range(&header, size) {
+                Full | Unsatisfiable => {}
+                Partial { start, end } => prop_assert!(start <= end && end < size, "{header} {size}"),
+                Multi(r) => {
+                    prop_assert!(r.len() >= 2);
+                    for w in r.windows(2) {
+                        prop_assert!(w[0].1.checked_add(1).is_some_and(|next| next < w[1].0), "{header}");
+                    }
+                    for (s, e) in r {
+                        prop_assert!(s <= e && e < size, "{header} {size}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn forms() {

@@ -321,6 +321,46 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Sizes and piece sizes from everywhere, the u64 extremes weighted in.
+    fn extreme() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(0u64),
+            Just(1u64),
+            Just(u64::MAX),
+            Just(u64::MAX - 1),
+            (u64::MAX - (1 << 20))..=u64::MAX,
+            1u64..=1 << 20,
+            any::<u64>(),
+        ]
+    }
+
+    proptest! {
+        /// A layout that validates never overflows: pieces before the last
+        /// fit in the size, and the lengths add up to it exactly. Both
+        /// count rules are tried for every size and piece size, plus
+        /// arbitrary counts, at the u64 extremes (overflow checks are on in
+        /// tests and in release builds).
+        #[test]
+        fn validated_layouts_add_up_without_overflow(size in extreme(), piece in extreme(), any_total in any::<u32>()) {
+            let floor = size.checked_div(piece).map(|t| t.max(1));
+            let ceil = (piece > 0).then(|| size.div_ceil(piece).max(1));
+            let totals = [floor, ceil, Some(u64::from(any_total))];
+            for total in totals.into_iter().flatten().filter_map(|t| u32::try_from(t).ok()) {
+                let s = spec(size, piece, total);
+                if s.validate(u32::MAX, u64::MAX).is_err() {
+                    continue;
+                }
+                let before_last = u64::from(total - 1).checked_mul(piece);
+                prop_assert!(before_last.is_some_and(|b| b <= size), "{size} {piece} {total}");
+                prop_assert_eq!(before_last.unwrap() + s.piece_len(total), size);
+                if total > 1 {
+                    prop_assert_eq!(s.piece_len(1), piece);
+                }
+            }
+        }
+    }
 
     fn spec(size: u64, piece: u64, total: u32) -> SeedSpec {
         SeedSpec {
