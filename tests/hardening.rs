@@ -294,6 +294,14 @@ async fn failed_authentication_has_its_own_small_budget() {
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "the address is blocked, valid token or not");
     assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
     assert_eq!(s.get("/healthz").await.status(), StatusCode::OK, "no credentials, no block");
+    // Requests without credentials neither meet the block nor spend the
+    // budget (a page before sign-in): a plain 401 however many there are.
+    for _ in 0..5 {
+        let r =
+            client().get(s.url("/api/files")).header("x-forwarded-for", "198.51.100.9").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(get(token.clone(), Some("198.51.100.9")).await.status(), StatusCode::OK);
     // Another client behind the trusted proxy has its own budget.
     assert_eq!(get(token.clone(), Some("198.51.100.7")).await.status(), StatusCode::OK);
     assert_eq!(get(bad(), Some("198.51.100.7")).await.status(), StatusCode::UNAUTHORIZED);

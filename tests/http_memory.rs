@@ -1,12 +1,13 @@
 //! The real `depot` binary in its own process: a 1 GiB upload and download
 //! while its resident memory is sampled. Memory must not grow with the file.
 
-use std::process::Stdio;
+mod common;
+
 use std::time::Duration;
 
+use common::cli::Served;
 use depot::testdata::pseudo_random;
 use futures_util::StreamExt;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn rss_of(pid: u32) -> u64 {
     // An unreadable figure fails the test rather than reading as 0 bytes.
@@ -42,25 +43,10 @@ async fn a_1_gib_download_keeps_server_memory_flat() {
     const SIZE: u64 = 1 << 30;
     const BOUND: u64 = 64 << 20;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_depot"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("DEPOT_RATE_LIMIT", "false")
-        .env("DEPOT_FSYNC", "never")
-        .env("DEPOT_LOG", "warn")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next_line().await.unwrap().expect("the server exited");
-        if let Some(rest) = line.strip_prefix("depot listening on ") {
-            break rest.split(' ').next().unwrap().to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // The real binary in its own process (no fsync, rate limits or GC).
+    let server =
+        Served::start(&dir.path().join("data"), &["--listen", "127.0.0.1:0"], &[("DEPOT_LOG", "warn")]).await;
+    let (pid, base) = (server.child.id().unwrap(), server.base.clone());
     let client = reqwest::Client::new();
 
     // Upload 1 GiB generated on the fly (64 distinct MiB, repeated: the
@@ -117,7 +103,7 @@ async fn a_1_gib_download_keeps_server_memory_flat() {
     );
     assert!(peak_up < baseline + BOUND, "upload grew the server by {} MiB", (peak_up - baseline) >> 20);
     assert!(peak_down < before + BOUND, "download grew the server by {} MiB", (peak_down - before) >> 20);
-    child.start_kill().unwrap();
+    assert_eq!(server.stop().await, Some(0), "SIGTERM is a clean stop");
 }
 
 /// Streamed uploads draw from the same body budget as chunk and piece
@@ -131,26 +117,14 @@ async fn concurrent_streamed_uploads_stay_within_the_body_budget() {
     const OVERHEAD: u64 = 80 << 20;
     const SIZE: usize = 8 << 20;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_depot"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("DEPOT_RATE_LIMIT", "false")
-        .env("DEPOT_FSYNC", "never")
-        .env("DEPOT_LOG", "warn")
-        .env("DEPOT_MAX_BUFFERED", "32MiB")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next_line().await.unwrap().expect("the server exited");
-        if let Some(rest) = line.strip_prefix("depot listening on ") {
-            break rest.split(' ').next().unwrap().to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // The real binary in its own process (no fsync, rate limits or GC).
+    let server = Served::start(
+        &dir.path().join("data"),
+        &["--listen", "127.0.0.1:0"],
+        &[("DEPOT_LOG", "warn"), ("DEPOT_MAX_BUFFERED", "32MiB")],
+    )
+    .await;
+    let (pid, base) = (server.child.id().unwrap(), server.base.clone());
     let client = reqwest::Client::new();
     let bodies: Vec<bytes::Bytes> = (0..32).map(|i| pseudo_random(SIZE, 100 + i).into()).collect();
 
@@ -206,6 +180,7 @@ async fn concurrent_streamed_uploads_stay_within_the_body_budget() {
     let list: serde_json::Value =
         client.get(format!("{base}/api/files?limit=100")).send().await.unwrap().json().await.unwrap();
     assert_eq!(list["files"].as_array().unwrap().len(), 32, "24 regular + 8 tus files");
+    assert_eq!(server.stop().await, Some(0), "SIGTERM is a clean stop");
 }
 
 fn b64(s: &str) -> String {

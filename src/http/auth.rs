@@ -200,17 +200,16 @@ fn local_only(headers: &HeaderMap) -> Result<(), ApiError> {
 pub async fn authenticate(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     // The failure budget of the caller's address, when rate limits are on.
-    let budget = st.auth_failures.as_deref().map(|f| {
+    // Only requests that present credentials spend or meet it: a page's
+    // calls before its user signs in (401, no token) are not guesses.
+    let presents = parts.headers.contains_key(header::AUTHORIZATION) || Link::from_query(&parts).is_some();
+    let budget = st.auth_failures.as_deref().filter(|_| presents).map(|f| {
         let peer =
             parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
         (f, f.client(peer, &parts.headers))
     });
-    if let Some((f, ip)) = budget {
-        let with_credentials = parts.headers.contains_key(header::AUTHORIZATION)
-            || parts.uri.query().is_some_and(|q| q.split('&').any(|p| p.starts_with("sig=")));
-        if let Some(retry_after) = f.blocked(ip).filter(|_| with_credentials) {
-            return ApiError::TooManyRequests { retry_after }.into_response();
-        }
+    if let Some(retry_after) = budget.and_then(|(f, ip)| f.blocked(ip)) {
+        return ApiError::TooManyRequests { retry_after }.into_response();
     }
     match resolve(&st, &parts).await {
         Ok(Some(p)) => {

@@ -74,23 +74,7 @@ impl AppState {
             .await
             .map_err(|_| ApiError::Unavailable("shutting down".into()))
     }
-}
 
-impl AppState {
-    /// Starts the shutdown: long uploads stop (keeping what arrived) and
-    /// requests waiting for body budget are answered 503.
-    pub fn begin_shutdown(&self) {
-        let _ = self.shutdown_tx.send(true);
-        self.body_budget.close();
-    }
-}
-
-/// `limits.max_buffered` in KiB permits (a semaphore holds fewer than 2^61).
-fn body_budget_kib(config: &Config) -> u32 {
-    config.limits.max_buffered.0.div_ceil(1024).clamp(1, u64::from(u32::MAX)) as u32
-}
-
-impl AppState {
     /// Reserves what a streamed upload body (a regular upload, a tus or
     /// IETF append) holds in memory, from the same budget as chunk and piece
     /// bodies: [`crate::store::Store::stream_buffer`], or the declared length
@@ -108,6 +92,18 @@ impl AppState {
         let most = self.store.stream_buffer();
         self.reserve_body(declared.map_or(most, |d| d.min(most))).await
     }
+
+    /// Starts the shutdown: long uploads stop (keeping what arrived) and
+    /// requests waiting for body budget are answered 503.
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown_tx.send(true);
+        self.body_budget.close();
+    }
+}
+
+/// `limits.max_buffered` in KiB permits (a semaphore holds fewer than 2^61).
+fn body_budget_kib(config: &Config) -> u32 {
+    config.limits.max_buffered.0.div_ceil(1024).clamp(1, u64::from(u32::MAX)) as u32
 }
 
 /// Counts an upload body streaming in, for `/metrics`.

@@ -204,3 +204,19 @@ pub async fn pump(
     worker.await.map_err(store::Error::from)?;
     Ok(Pumped { outcome, stop, digest_ok })
 }
+
+/// The absolute URL of the tus endpoint (also the IETF draft's upload base),
+/// from the request's Host (and, when the configuration trusts a proxy, its
+/// forwarded scheme and host).
+pub fn endpoint(st: &AppState, h: &axum::http::HeaderMap) -> String {
+    // Behind a configured proxy: its forwarded scheme and host (a client
+    // that sends them itself only changes the URL it is given).
+    let trust = !st.config.rate_limit.trusted_proxies.is_empty();
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    let host = trust.then(|| text("x-forwarded-host")).flatten().or_else(|| text("host"));
+    let scheme = trust.then(|| text("x-forwarded-proto")).flatten().unwrap_or("http");
+    match host {
+        Some(host) => format!("{scheme}://{host}/api/tus/"),
+        None => "/api/tus/".to_string(),
+    }
+}

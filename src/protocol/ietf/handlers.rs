@@ -11,7 +11,7 @@ use super::headers::{Digests, HeaderError, Interop, ProblemKind, parse_int, uplo
 use crate::http::writers::Held;
 use crate::http::{ApiError, AppState, Dialect, Principal};
 use crate::protocol::digest::Hasher;
-use crate::protocol::resumable::{self, Expected, Stop};
+use crate::protocol::resumable::{self, Expected, Stop, endpoint};
 use crate::protocol::tus::headers::Metadata;
 use crate::store::{self, FileName, NewStream, UploadId, UploadRecord};
 
@@ -96,19 +96,6 @@ fn version(h: &HeaderMap) -> Result<Interop, HeaderError> {
 
 fn parse_id(s: &str) -> Result<UploadId, DraftError> {
     s.parse().map_err(|_| DraftError::Api(ApiError::NotFound(format!("upload {s} not found"))))
-}
-
-/// The upload URL's base, as tus builds it.
-fn endpoint(st: &AppState, h: &HeaderMap) -> String {
-    // Behind a configured proxy: its forwarded scheme and host (a client
-    // that sends them itself only changes the URL it is given).
-    let trust = !st.config.rate_limit.trusted_proxies.is_empty();
-    let host = trust.then(|| header_str(h, "x-forwarded-host")).flatten().or_else(|| header_str(h, "host"));
-    let scheme = trust.then(|| header_str(h, "x-forwarded-proto")).flatten().unwrap_or("http");
-    match host {
-        Some(host) => format!("{scheme}://{host}/api/tus/"),
-        None => "/api/tus/".to_string(),
-    }
 }
 
 /// `Upload-Offset`, `Upload-Complete`, `Upload-Length`, `Upload-Limit`

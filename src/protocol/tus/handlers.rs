@@ -13,7 +13,7 @@ use crate::http::writers::Held;
 use crate::http::{ApiError, AppState, Dialect, Principal};
 use crate::protocol::digest::Hasher;
 use crate::protocol::ietf;
-use crate::protocol::resumable::{self, Expected};
+use crate::protocol::resumable::{self, Expected, endpoint};
 use crate::store::{self, Appender, Concat, FileName, NewStream, UploadId, UploadRecord};
 use crate::wire::ErrorBody;
 
@@ -77,20 +77,6 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 fn parse_id(s: &str) -> Result<UploadId, TusError> {
     s.parse().map_err(|_| TusError(ApiError::NotFound(format!("upload {s} not found"))))
-}
-
-/// The absolute URL of the tus endpoint, from the request's Host (and, when
-/// the configuration trusts a proxy, its forwarded scheme and host).
-fn endpoint(st: &AppState, h: &HeaderMap) -> String {
-    // Behind a configured proxy: its forwarded scheme and host (a client
-    // that sends them itself only changes the URL it is given).
-    let trust = !st.config.rate_limit.trusted_proxies.is_empty();
-    let host = trust.then(|| header_str(h, "x-forwarded-host")).flatten().or_else(|| header_str(h, "host"));
-    let scheme = trust.then(|| header_str(h, "x-forwarded-proto")).flatten().unwrap_or("http");
-    match host {
-        Some(host) => format!("{scheme}://{host}/api/tus/"),
-        None => "/api/tus/".to_string(),
-    }
 }
 
 fn http_date(ms: u64) -> String {
