@@ -75,7 +75,7 @@ fn store(c: &mut Criterion) {
                     (dir, store)
                 },
                 |(dir, store)| {
-                    let mut ing = store.ingest(Tenant::default());
+                    let mut ing = store.ingest(Tenant::default()).unwrap();
                     for piece in input.chunks(1 << 20) {
                         ing.push(piece).unwrap();
                     }
@@ -89,12 +89,12 @@ fn store(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), StoreOptions { fsync: FsyncPolicy::Never, ..StoreOptions::default() })
         .unwrap();
-    let mut ing = s.ingest(Tenant::default());
+    let mut ing = s.ingest(Tenant::default()).unwrap();
     ing.push(&input).unwrap();
     let rec = ing.finish(&"f.bin".parse().unwrap(), None).unwrap();
     g.bench_function("put_duplicate", |b| {
         b.iter(|| {
-            let mut ing = s.ingest(Tenant::default());
+            let mut ing = s.ingest(Tenant::default()).unwrap();
             for piece in input.chunks(1 << 20) {
                 ing.push(piece).unwrap();
             }

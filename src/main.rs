@@ -166,6 +166,13 @@ enum Command {
         #[command(subcommand)]
         action: cli::token::TokenAction,
     },
+    /// A tenant's quota and usage, and changing its caps: through the
+    /// server's admin API (an admin token in DEPOT_TOKEN), or on a data dir
+    /// with --data-dir while no server runs.
+    Tenant {
+        #[command(subcommand)]
+        action: cli::tenant::TenantAction,
+    },
     /// Check every object, manifest, refcount and counter of a data dir.
     Verify {
         #[command(flatten)]
@@ -397,6 +404,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             cli::serve::serve(&store, &ServeFlags { listen, log_format, auth_mode })
         }
         Command::Token { action } => cli::token::run(action, client),
+        Command::Tenant { action } => cli::tenant::run(action, client),
         Command::Health { ready } => {
             let h = runtime()?.block_on(Client::new(&server)?.health(ready))?;
             Ok(emit(&h.status)?)

@@ -47,7 +47,7 @@ fn routes() -> (Routes, Router<AppState>) {
     ),
     components(schemas(wire::ChunkHash, wire::ErrorBody, wire::FileInfo, wire::FileList, wire::StatsInfo, wire::PieceStatus, wire::Health,
         wire::ChunkingInfo, wire::TypePolicyInfo, wire::MissingRequest, wire::MissingResponse, wire::PutChunkResponse, wire::ChunkRef,
-        wire::CommitRequest, wire::ManifestInfo, wire::ManifestChunk, wire::TokenRequest, wire::ScopeName, wire::TokenInfo, wire::TokenList,
+        wire::CommitRequest, wire::ManifestInfo, wire::ManifestChunk, wire::TokenRequest, wire::ScopeName, wire::TokenInfo, wire::TokenList, wire::QuotaInfo, wire::UsageInfo, wire::TenantInfo,
         wire::LinkRequest, wire::LinkInfo)),
     security(("bearerAuth" = []), ("basicAuth" = [])),
     tags(
@@ -103,20 +103,22 @@ impl utoipa::Modify for Security {
                 .build()
         };
         for (path, item) in doc.paths.paths.iter_mut() {
+            use axum::http::Method;
             let ops = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.head,
-                &mut item.patch,
+                (Method::GET, &mut item.get),
+                (Method::PUT, &mut item.put),
+                (Method::POST, &mut item.post),
+                (Method::DELETE, &mut item.delete),
+                (Method::HEAD, &mut item.head),
+                (Method::PATCH, &mut item.patch),
             ];
             if let Some(op) = item.options.as_mut() {
                 // Preflights and tus discovery need no credentials.
                 op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::default()]);
             }
-            for op in ops.into_iter().flatten() {
-                if auth::required(&axum::http::Method::GET, path) == auth::Need::Public {
+            for (method, op) in ops {
+                let Some(op) = op.as_mut() else { continue };
+                if auth::required(&Method::GET, path) == auth::Need::Public {
                     // One empty requirement: no credentials needed.
                     op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::default()]);
                     continue;
@@ -127,6 +129,17 @@ impl utoipa::Modify for Security {
                 r.entry("403".into()).or_insert_with(|| {
                     err("The token lacks the scope, or (local mode) a foreign Host or Origin").into()
                 });
+                // Whatever stores bytes or files can meet the disk's reserve
+                // and the tenant's quota.
+                if method != Method::DELETE
+                    && auth::required(&method, path) == auth::Need::Scope(crate::store::Scope::Write)
+                {
+                    r.entry("507".into()).or_insert_with(|| {
+                        err("Below the data dir's free-space reserve (`insufficient_storage`), or past the \
+                             tenant's quota (`quota_exceeded`); nothing was stored")
+                        .into()
+                    });
+                }
             }
         }
     }

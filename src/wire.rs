@@ -327,6 +327,39 @@ pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
 }
 
+/// A tenant's caps (`PUT /api/admin/tenants/{tenant}/quota`); an absent
+/// or `null` cap is no cap, and a quota with no caps is removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaInfo {
+    /// Logical bytes of the tenant's committed files (what its files weigh,
+    /// not what deduplication stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Number of committed files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    /// Bytes declared by (or, while the length is unknown, received into)
+    /// the tenant's open upload sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
+}
+
+/// What a tenant uses, in the units of [`QuotaInfo`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UsageInfo {
+    pub bytes: u64,
+    pub files: u64,
+    pub pending: u64,
+}
+
+/// `GET /api/admin/tenants/{tenant}`: a tenant's quota and usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TenantInfo {
+    pub tenant: String,
+    pub quota: QuotaInfo,
+    pub usage: UsageInfo,
+}
+
 /// `POST /api/files/{id}/link`: a signed download link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
 pub struct LinkRequest {

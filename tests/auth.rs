@@ -630,7 +630,7 @@ fn stores_from_before_tenants_migrate_to_default() {
     let s = open();
     let mut ids = Vec::new();
     for (i, len) in [200_000usize, 300_000].into_iter().enumerate() {
-        let mut ing = s.ingest(Tenant::default());
+        let mut ing = s.ingest(Tenant::default()).unwrap();
         ing.push(&pseudo_random(len, 10 + i as u64)).unwrap();
         ids.push(ing.finish(&FileName::parse(&format!("f{i}")).unwrap(), None).unwrap().id);
         clock.advance(Duration::from_secs(1));

@@ -314,7 +314,7 @@ fn crashed_mid_gc(seed: u64) -> (tempfile::TempDir, Arc<ManualClock>, u64) {
     let fs = FsObjects::open(&dir.path().join("objects"), opts.fsync).unwrap();
     let objects = Arc::new(Faulty::new(Arc::new(fs)));
     let store = Store::open_with(dir.path(), opts, objects.clone(), clock.clone()).unwrap();
-    let mut ing = store.ingest(Tenant::default());
+    let mut ing = store.ingest(Tenant::default()).unwrap();
     ing.push(&pseudo_random(200_000, seed)).unwrap();
     let rec = ing.finish(&"doomed.bin".parse().unwrap(), None).unwrap();
     let chunks = store.stats().unwrap().unique_chunks;

@@ -59,7 +59,7 @@ impl Twins {
 }
 
 fn ingest(store: &Store, name: &str, data: &[u8]) -> FileRecord {
-    let mut ing = store.ingest(Tenant::default());
+    let mut ing = store.ingest(Tenant::default()).unwrap();
     for piece in data.chunks(10_000) {
         ing.push(piece).unwrap();
     }

@@ -128,7 +128,7 @@ on_both_backends!(
 );
 
 fn ingest(store: &Store, name: &str, data: &[u8]) -> depot::store::FileRecord {
-    let mut ing = store.ingest(Tenant::default());
+    let mut ing = store.ingest(Tenant::default()).unwrap();
     for piece in data.chunks(10_000) {
         ing.push(piece).unwrap();
     }

@@ -30,7 +30,7 @@ fn reading_a_1_gib_file_keeps_memory_flat() {
     };
     let (store, _) = open_store(dir.path(), opts);
 
-    let mut ing = store.ingest(Tenant::default());
+    let mut ing = store.ingest(Tenant::default()).unwrap();
     let mut hasher = blake3::Hasher::new();
     let mut piece = Vec::with_capacity(1 << 20);
     for i in 0..(SIZE >> 20) {

@@ -3,4 +3,5 @@
 
 pub mod man;
 pub mod serve;
+pub mod tenant;
 pub mod token;

@@ -6,7 +6,9 @@
 //! caller to show once.
 
 use super::{Client, ClientError, Result};
-use crate::wire::{ExpiresIn, LinkInfo, LinkRequest, TokenInfo, TokenList, TokenRequest};
+use crate::wire::{
+    ExpiresIn, LinkInfo, LinkRequest, QuotaInfo, TenantInfo, TokenInfo, TokenList, TokenRequest,
+};
 
 /// Creates a token: `POST /api/admin/tokens` with `req` (`{tenant, scopes,
 /// expires_in?, name?}`). The answer (201) is the new token's
@@ -92,6 +94,25 @@ fn token_id(arg: &str) -> Result<&str> {
 /// that could change the path (`/`, `..`, `?`) out of the URL.
 fn is_id(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// A tenant's quota and usage: `GET /api/admin/tenants/{tenant}`.
+///
+/// # Errors
+/// [`ClientError::Api`] with 400 for a name that is not a tenant's; 401,
+/// 403 as [`create_token`]; network errors.
+pub async fn tenant(c: &Client, tenant: &str) -> Result<TenantInfo> {
+    c.retrying(|| c.json(c.http.get(c.url(&format!("/api/admin/tenants/{tenant}"))))).await
+}
+
+/// Replaces a tenant's quota: `PUT /api/admin/tenants/{tenant}/quota`
+/// (caps left `None` are no caps; all `None` removes the quota). Returns
+/// the quota now and the usage.
+///
+/// # Errors
+/// As [`tenant`].
+pub async fn set_quota(c: &Client, tenant: &str, q: &QuotaInfo) -> Result<TenantInfo> {
+    c.retrying(|| c.json(c.http.put(c.url(&format!("/api/admin/tenants/{tenant}/quota"))).json(q))).await
 }
 
 #[cfg(test)]

@@ -85,6 +85,7 @@ impl ApiError {
                 E::TypeRejected(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_rejected"),
                 E::Locked(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
                 E::InsufficientStorage { .. } => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
+                E::QuotaExceeded { .. } => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
                 // The disk filled anyway (another writer, a reserve of 0).
                 E::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
                     (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
@@ -152,7 +153,8 @@ impl ApiError {
         let (status, kind) = self.class();
         // Expected states (starting, out of space) say what they are; other
         // server errors are logged and told apart only by the log.
-        let expected = matches!(self, ApiError::NotReady(_)) || kind == "insufficient_storage";
+        let expected = matches!(self, ApiError::NotReady(_))
+            || matches!(kind, "insufficient_storage" | "quota_exceeded");
         let message = if status.is_server_error() && !expected {
             tracing::error!(error = %self, "request failed");
             "internal error; the server log has the details".to_string()

@@ -1,4 +1,4 @@
-//! The admin API: tokens. Every route needs the `admin` scope (the scope
+//! The admin API: tokens and tenant quotas. Every route needs the `admin` scope (the scope
 //! table in [`crate::http::auth`]). The token's secret appears once, in the
 //! answer that created it.
 
@@ -10,8 +10,10 @@ use axum::http::StatusCode;
 
 use crate::config::Dur;
 use crate::http::{ApiError, AppState, Routes};
-use crate::store::{Scopes, Tenant, TokenId, TokenRecord};
-use crate::wire::{ErrorBody, ExpiresIn, TokenInfo, TokenList, TokenRequest, rfc3339};
+use crate::store::{Quota, Scopes, Store, Tenant, TokenId, TokenRecord};
+use crate::wire::{
+    ErrorBody, ExpiresIn, QuotaInfo, TenantInfo, TokenInfo, TokenList, TokenRequest, UsageInfo, rfc3339,
+};
 
 /// A token's record as the API shows it (`token`: the whole secret, only
 /// when just made).
@@ -118,16 +120,101 @@ pub async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A tenant's quota and usage as the API shows them.
+///
+/// # Errors
+/// Metadata backend errors.
+pub fn tenant_info(s: &Store, t: &Tenant) -> crate::store::Result<TenantInfo> {
+    let q = s.quota(t)?;
+    let u = s.usage(t)?;
+    Ok(TenantInfo {
+        tenant: t.to_string(),
+        quota: QuotaInfo { bytes: q.bytes, files: q.files, pending: q.pending },
+        usage: UsageInfo { bytes: u.bytes, files: u.files, pending: u.pending },
+    })
+}
+
+/// A tenant's quota and what it uses (committed bytes and files; bytes in
+/// its open upload sessions).
+#[utoipa::path(get, path = "/api/admin/tenants/{tenant}", tag = "admin",
+    params(("tenant" = String, Path, description = "Tenant name", pattern = "^[a-z0-9-]{1,63}$")),
+    responses(
+        (status = 200, description = "Quota and usage", body = TenantInfo),
+        (status = 400, description = "Not a tenant name", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+    ))]
+pub async fn get_tenant(
+    State(st): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Json<TenantInfo>, ApiError> {
+    let t = Tenant::parse(&tenant)?;
+    Ok(Json(st.store.blocking(move |s| tenant_info(s, &t)).await?))
+}
+
+/// Set a tenant's quota (replacing the one before): uploads and commits
+/// that would pass a cap are refused with 507 `quota_exceeded` (tus
+/// creation with 413). Files already stored stay when usage is above a
+/// new cap. A quota with no caps removes it.
+#[utoipa::path(put, path = "/api/admin/tenants/{tenant}/quota", tag = "admin",
+    params(("tenant" = String, Path, description = "Tenant name", pattern = "^[a-z0-9-]{1,63}$")),
+    request_body = QuotaInfo,
+    responses(
+        (status = 200, description = "The quota now, and usage", body = TenantInfo),
+        (status = 400, description = "Not a tenant name, or malformed JSON", body = ErrorBody),
+        (status = 415, description = "The body is not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "The JSON does not have the request's shape", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+    ))]
+pub async fn set_quota(
+    State(st): State<AppState>,
+    Path(tenant): Path<String>,
+    req: Result<Json<QuotaInfo>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<TenantInfo>, ApiError> {
+    let t = Tenant::parse(&tenant)?;
+    let Json(q) = req?;
+    let q = Quota { bytes: q.bytes, files: q.files, pending: q.pending };
+    Ok(Json(
+        st.store
+            .blocking(move |s| {
+                s.set_quota(&t, &q)?;
+                tenant_info(s, &t)
+            })
+            .await?,
+    ))
+}
+
+/// Remove a tenant's quota (no caps).
+#[utoipa::path(delete, path = "/api/admin/tenants/{tenant}/quota", tag = "admin",
+    params(("tenant" = String, Path, description = "Tenant name", pattern = "^[a-z0-9-]{1,63}$")),
+    responses(
+        (status = 204, description = "Removed (or there was none)"),
+        (status = 400, description = "Not a tenant name", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+    ))]
+pub async fn delete_quota(
+    State(st): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let t = Tenant::parse(&tenant)?;
+    st.store.blocking(move |s| s.set_quota(&t, &Quota::default())).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// This module's routes.
 pub fn routes() -> Routes {
     use axum::routing::{delete, get};
     let api = axum::Router::new()
         .route("/api/admin/tokens", get(list_tokens).post(create_token))
-        .route("/api/admin/tokens/{id}", delete(revoke_token));
+        .route("/api/admin/tokens/{id}", delete(revoke_token))
+        .route("/api/admin/tenants/{tenant}", get(get_tenant))
+        .route("/api/admin/tenants/{tenant}/quota", axum::routing::put(set_quota).delete(delete_quota));
     Routes { api, ..Default::default() }
 }
 
 /// This module's part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(create_token, list_tokens, revoke_token))]
+#[openapi(paths(create_token, list_tokens, revoke_token, get_tenant, set_quota, delete_quota))]
 pub struct Doc;

@@ -72,6 +72,7 @@ impl Store {
                 return Err(Error::TooLarge { what: "upload", limit: max, got: len });
             }
         }
+        self.admit_upload(&new.tenant, new.length)?;
         self.ensure_space()?;
         let id = UploadId::random();
         let concat = if new.partial { Concat::Partial } else { Concat::None };
@@ -193,7 +194,14 @@ impl Store {
             }
         }
         let tail_len = tail.len() as u64;
+        // A stream of unknown length may grow only as far as the tenant's
+        // bytes cap lets it become a file.
+        let room = match st.length {
+            Some(_) => None,
+            None => self.room(&rec.tenant)?,
+        };
         Ok(Appender {
+            room,
             sink: ChunkSink::with_tail(self, &tail),
             store: self.clone(),
             rec,
@@ -308,6 +316,8 @@ pub struct Appender {
     offset: u64,
     /// Tail bytes the tail file at the record's base holds.
     tail_on_disk: u64,
+    /// Bytes the tenant's quota leaves a stream of unknown length.
+    room: Option<u64>,
     _busy: Busy,
 }
 
@@ -336,6 +346,9 @@ impl Appender {
         let limit = self.state().length.unwrap_or(self.store.options().max_file_size);
         if end > limit {
             return Err(Error::TooLarge { what: "upload", limit, got: end });
+        }
+        if self.room.is_some_and(|room| end > room) {
+            return Err(self.store.room_exceeded(&self.rec.tenant, end));
         }
         self.offset = end;
         let lease = self.lease();

@@ -141,6 +141,8 @@ pub(super) struct Inner {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) stripes: Vec<Mutex<()>>,
     pub(super) file_locks: Vec<Mutex<()>>,
+    /// Serialize each tenant's quota check with its count (by name hash).
+    pub(super) quota_locks: Vec<Mutex<()>>,
     pub(super) sessions: Mutex<HashMap<UploadId, Arc<Mutex<()>>>>,
     pub(super) readers: Mutex<HashMap<FileId, usize>>,
     /// What this process has done, for metrics.
@@ -253,6 +255,7 @@ impl Store {
             clock,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             file_locks: (0..64).map(|_| Mutex::new(())).collect(),
+            quota_locks: (0..16).map(|_| Mutex::new(())).collect(),
             sessions: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
             appending: Mutex::new(HashSet::new()),
@@ -275,6 +278,7 @@ impl Store {
                 meta::SCHEMA_VERSION
             );
         }
+        store.count_usage_once()?;
         store.resume_pending()?;
         Ok(store)
     }

@@ -26,6 +26,9 @@ pub enum Error {
     /// The data dir's filesystem is below its free-space reserve (or full).
     #[error("not enough space: {free} bytes free on the data dir, the reserve is {reserve} bytes")]
     InsufficientStorage { free: u64, reserve: u64 },
+    /// An upload or commit would pass a cap of the tenant's quota.
+    #[error("tenant `{tenant}` would pass its quota of {limit} {what} (it would be at {would_be})")]
+    QuotaExceeded { tenant: String, what: &'static str, limit: u64, would_be: u64 },
     #[error("file type rejected: {0}")]
     TypeRejected(String),
     #[error("conflict: {0}")]

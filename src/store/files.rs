@@ -192,6 +192,7 @@ impl Store {
             let ids: Vec<ChunkId> = chunks.iter().map(|e| e.id).collect();
             let _guards = self.lock_stripes(&ids);
             let mut batch = Batch::default();
+            let _quota = self.admit_commit(&mut batch, &tenant, rec.size)?;
             rec.added_bytes = Some(self.increment(&mut batch, &chunks, true)?);
             self.tenant_refs(&mut batch, &tenant, &occurrences(&chunks), 1)?;
             batch.put(Cf::Tenants, &tenant::file_key(&tenant, &rec.id), b"");
@@ -222,9 +223,11 @@ impl Store {
             missing.dedup();
             return Err(Error::MissingChunks(missing));
         }
-        // Step 1: manifest and a pending record, invisible.
+        // Step 1: manifest and a pending record, invisible; the tenant's
+        // usage counts it from here (the steps always run to the end).
         rec.state = FileState::Committing { next: 0 };
         let mut batch = Batch::default();
+        let counted = self.admit_commit(&mut batch, &tenant, rec.size)?;
         for (i, (_, seg)) in segs.iter().enumerate() {
             batch.put(
                 Cf::Manifests,
@@ -237,6 +240,7 @@ impl Store {
         hook(&mut batch, &rec)?;
         self.0.objects.barrier()?;
         m.write(batch, true)?;
+        drop(counted);
         // Step 2: refcounts, a segment at a time; the last step shows the file.
         let rec = self.resume_commit(rec)?;
         bump(&self.0.activity.files, 1);
@@ -412,6 +416,7 @@ impl Store {
             batch.put(Cf::Meta, &pending_key(id), b"");
             batch.add(Counter::Files, -1);
             batch.add(Counter::LogicalBytes, -(rec.size as i64));
+            tenant::tally(&mut batch, &rec.tenant, -1, -(rec.size as i64));
             self.0.meta.write(batch, true)?;
         }
         if !self.is_being_read(id) {

@@ -142,14 +142,18 @@ impl ChunkSink {
 impl Store {
     /// Starts cutting a byte stream into the store (a regular upload) as
     /// a file of `tenant`.
-    pub fn ingest(&self, tenant: Tenant) -> Ingest {
-        Ingest {
+    ///
+    /// # Errors
+    /// Metadata backend errors (reading the tenant's quota).
+    pub fn ingest(&self, tenant: Tenant) -> Result<Ingest> {
+        Ok(Ingest {
+            room: self.room(&tenant)?,
             tenant,
             sink: ChunkSink::new(self),
             size: 0,
             hasher: blake3::Hasher::new(),
             lease: self.default_lease(),
-        }
+        })
     }
 }
 
@@ -162,6 +166,8 @@ pub struct Ingest {
     size: u64,
     hasher: blake3::Hasher,
     lease: u64,
+    /// Bytes the tenant's quota leaves for this file (`None`: no cap).
+    room: Option<u64>,
 }
 
 impl Ingest {
@@ -174,6 +180,9 @@ impl Ingest {
         let max = self.sink.store.options().max_file_size;
         if self.size > max {
             return Err(Error::TooLarge { what: "file", limit: max, got: self.size });
+        }
+        if self.room.is_some_and(|room| self.size > room) {
+            return Err(self.sink.store.room_exceeded(&self.tenant, self.size));
         }
         self.hasher.update(data);
         self.sink.push(data, self.lease)?;

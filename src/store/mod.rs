@@ -48,6 +48,8 @@ mod migrate;
 #[cfg(feature = "server")]
 mod pieces;
 #[cfg(feature = "server")]
+mod quota;
+#[cfg(feature = "server")]
 mod read;
 #[cfg(feature = "server")]
 mod search;
@@ -82,6 +84,7 @@ pub use self::{
     ingest::Ingest,
     meta::{Batch, MemMeta, MetaStore, RocksMeta},
     pieces::{PieceState, SeedSpec},
+    quota::{Quota, Usage},
     read::{ByteStream, ReadGuard},
     search::NameFilter,
     session::{Concat, StreamState, UploadRecord, UploadState},

@@ -111,6 +111,7 @@ impl Store {
         if self.upload(&id)?.is_some() {
             self.drop_session(&id)?;
         }
+        self.admit_upload(&spec.tenant, Some(spec.size))?;
         let rec = UploadRecord {
             id,
             protocol: "seed".into(),

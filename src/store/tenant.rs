@@ -138,6 +138,22 @@ pub(super) fn split_key(k: &[u8]) -> Option<(u8, Tenant, &[u8])> {
     Some((kind, t, &rest[slash + 1..]))
 }
 
+/// `t`'s committed-files counter in [`Cf::Meta`] (see `quota`).
+pub(super) fn files_key(t: &Tenant) -> Vec<u8> {
+    [b"usage/files/".as_slice(), t.0.as_bytes()].concat()
+}
+
+/// `t`'s committed-bytes counter in [`Cf::Meta`] (see `quota`).
+pub(super) fn bytes_key(t: &Tenant) -> Vec<u8> {
+    [b"usage/bytes/".as_slice(), t.0.as_bytes()].concat()
+}
+
+/// Adds `files` and `bytes` to `t`'s committed usage, into `batch`.
+pub(super) fn tally(batch: &mut Batch, t: &Tenant, files: i64, bytes: i64) {
+    batch.add_at(&files_key(t), files);
+    batch.add_at(&bytes_key(t), bytes);
+}
+
 /// Decodes a committed-chunk row's count.
 pub(super) fn count_of(v: &[u8]) -> u64 {
     u64_of(Some(v))

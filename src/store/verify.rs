@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
 use super::objects;
+use super::quota;
 use super::tenant::{self, Tenant};
 use super::{ChunkId, FileId, FileRecord, FileState, Result, Store, manifest, object};
 
@@ -244,7 +245,7 @@ impl Store {
                         }
                     }
                 }
-                Some((b'l', ..)) => {}
+                Some((b'l' | quota::QUOTA, ..)) => {}
                 _ => {
                     rep.tenant_row_mismatches += 1;
                     fix.delete(Cf::Tenants, &k);
@@ -273,6 +274,26 @@ impl Store {
                 rep.counter_mismatches.push((format!("{c:?}"), have, want));
                 fix.set_counter(c, want);
             }
+        }
+        // Each tenant's usage counters against its records.
+        let mut want = self.count_usage()?;
+        for (t, (files, bytes)) in self.usage_counters()? {
+            let (wf, wb) = want.remove(&t).unwrap_or_default();
+            for (name, have, want, key) in [
+                ("files", files, wf as i64, tenant::files_key(&t)),
+                ("bytes", bytes, wb as i64, tenant::bytes_key(&t)),
+            ] {
+                if have != want {
+                    rep.counter_mismatches.push((format!("usage/{name}/{t}"), have, want));
+                    fix.put(Cf::Meta, &key, &want.to_le_bytes());
+                }
+            }
+        }
+        for (t, (files, bytes)) in want {
+            rep.counter_mismatches.push((format!("usage/files/{t}"), 0, files as i64));
+            rep.counter_mismatches.push((format!("usage/bytes/{t}"), 0, bytes as i64));
+            fix.put(Cf::Meta, &tenant::files_key(&t), &(files as i64).to_le_bytes());
+            fix.put(Cf::Meta, &tenant::bytes_key(&t), &(bytes as i64).to_le_bytes());
         }
         if repair {
             m.write(fix, true)?;

@@ -69,6 +69,13 @@ pub async fn upload_file(
             )));
         }
     }
+    // The tenant's quota, before reading (a multipart body's framing is
+    // not the file's; the stream itself is held to what is left).
+    let (t, file_len) = (
+        who.tenant.clone(),
+        declared_len.map(|n| n.saturating_sub(if is_multipart { 64 * 1024 } else { 0 })),
+    );
+    st.store.blocking(move |s| s.admit_upload(&t, file_len)).await?;
     let _budget = st.reserve_stream(declared_len).await?;
     let _active = UploadGuard::new(&st.metrics);
     let rec = if is_multipart {
@@ -128,7 +135,7 @@ where
     let store = st.store.clone();
     let tenant = who.tenant.clone();
     let worker = tokio::task::spawn_blocking(move || {
-        let mut ing = store.ingest(tenant);
+        let mut ing = store.ingest(tenant)?;
         while let Some(b) = rx.blocking_recv() {
             ing.push(&b)?;
         }

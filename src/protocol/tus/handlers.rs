@@ -201,7 +201,11 @@ pub async fn create(State(st): State<AppState>, who: Principal, headers: HeaderM
         metadata: raw_meta,
         partial: concat.is_some(),
     };
-    let out = st.store.blocking(move |s| s.create_stream(new)).await?;
+    let out = st.store.blocking(move |s| s.create_stream(new)).await.map_err(|e| match e {
+        // tus answers an Upload-Length the server will not take with 413.
+        e @ crate::store::Error::QuotaExceeded { .. } => ApiError::PayloadTooLarge(e.to_string()),
+        e => ApiError::from(e),
+    })?;
     let with_body =
         header_str(&headers, "content-type").is_some_and(|t| t.trim().eq_ignore_ascii_case(OCTET));
     if !with_body {

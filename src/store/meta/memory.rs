@@ -142,8 +142,8 @@ impl MetaStore for MemMeta {
                 Op::Delete { cf, key } => {
                     t[cf.index()].remove(&key[..]);
                 }
-                Op::Add { counter, delta } => {
-                    let slot = t[Cf::Meta.index()].entry(counter.key().to_vec()).or_default();
+                Op::Add { key, delta } => {
+                    let slot = t[Cf::Meta.index()].entry(key.to_vec()).or_default();
                     let v = decode_counter(slot).wrapping_add(delta);
                     *slot = v.to_le_bytes().to_vec();
                 }

@@ -131,8 +131,9 @@ pub enum Op {
     Put { cf: Cf, key: Box<[u8]>, value: Box<[u8]> },
     /// Removes `key` (absent is fine).
     Delete { cf: Cf, key: Box<[u8]> },
-    /// Adds `delta` to a counter (absent counts as 0).
-    Add { counter: Counter, delta: i64 },
+    /// Adds `delta` to the counter at `key` in [`Cf::Meta`] (absent
+    /// counts as 0): a [`Counter`] or a tally such as a tenant's usage.
+    Add { key: Box<[u8]>, delta: i64 },
     /// Overwrites a counter (repair).
     SetCounter { counter: Counter, value: i64 },
 }
@@ -155,8 +156,15 @@ impl Batch {
 
     /// Adds `delta` to `counter`; a zero delta writes nothing.
     pub fn add(&mut self, counter: Counter, delta: i64) {
+        self.add_at(counter.key(), delta);
+    }
+
+    /// Adds `delta` to the counter stored at `key` in [`Cf::Meta`] (i64,
+    /// little endian; read it with [`decode_counter`]); a zero delta
+    /// writes nothing.
+    pub fn add_at(&mut self, key: &[u8], delta: i64) {
         if delta != 0 {
-            self.ops.push(Op::Add { counter, delta });
+            self.ops.push(Op::Add { key: key.into(), delta });
         }
     }
 

@@ -149,9 +149,7 @@ impl MetaStore for RocksMeta {
             match op {
                 Op::Put { cf, key, value } => wb.put_cf(self.cf(cf), key, value),
                 Op::Delete { cf, key } => wb.delete_cf(self.cf(cf), key),
-                Op::Add { counter, delta } => {
-                    wb.merge_cf(self.cf(Cf::Meta), counter.key(), delta.to_le_bytes())
-                }
+                Op::Add { key, delta } => wb.merge_cf(self.cf(Cf::Meta), &key, delta.to_le_bytes()),
                 Op::SetCounter { counter, value } => {
                     wb.put_cf(self.cf(Cf::Meta), counter.key(), value.to_le_bytes())
                 }
