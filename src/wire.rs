@@ -273,6 +273,7 @@ pub struct CommitSession {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentRequest {
+    #[schema(min_items = 1, max_items = 1024)]
     pub chunks: Vec<ChunkRef>,
 }
 
