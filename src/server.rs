@@ -48,7 +48,8 @@ fn routes() -> (Routes, Router<AppState>) {
     components(schemas(wire::ChunkHash, wire::ErrorBody, wire::FileInfo, wire::FileList, wire::StatsInfo, wire::PieceStatus, wire::Health,
         wire::ChunkingInfo, wire::TypePolicyInfo, wire::MissingRequest, wire::MissingResponse, wire::PutChunkResponse, wire::ChunkRef,
         wire::CommitRequest, wire::ManifestInfo, wire::ManifestChunk, wire::TokenRequest, wire::ScopeName, wire::TokenInfo, wire::TokenList, wire::QuotaInfo, wire::UsageInfo, wire::TenantInfo,
-        wire::LinkRequest, wire::LinkInfo)),
+        wire::LinkRequest, wire::LinkInfo, wire::CommitOpen, wire::CommitSession, wire::SegmentRequest, wire::SegmentInfo,
+        wire::CommitStatus)),
     security(("bearerAuth" = []), ("basicAuth" = [])),
     tags(
         (name = "files", description = "List, download and delete files"),

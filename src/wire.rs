@@ -241,6 +241,74 @@ pub struct CommitRequest {
     pub chunks: Vec<ChunkRef>,
 }
 
+/// Open a commit in parts (`POST /api/commits`): the file's name and size,
+/// and what the client believes its type is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitOpen {
+    pub name: String,
+    /// What the client believes the type is; detection from the bytes wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// The file's size: the segments' lengths must add up to it.
+    pub size: u64,
+}
+
+/// A commit in parts, opened: send its segments, then finish it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CommitSession {
+    /// The commit's id (32 hex digits): `/api/commits/{id}`.
+    pub id: String,
+    /// Most entries one segment may hold.
+    pub max_entries: usize,
+    /// Segments are numbered from 0 to `max_segments - 1`.
+    pub max_segments: u32,
+    /// When the commit ends unless a segment arrives before (RFC 3339);
+    /// each segment received in the second half of its life renews it.
+    pub expires_at: String,
+}
+
+/// One segment of a commit in parts: the next chunks of the manifest, in
+/// order (at most `max_entries`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentRequest {
+    #[schema(min_items = 1, max_items = 1024)]
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// A segment received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SegmentInfo {
+    /// Its number.
+    pub segment: u32,
+    /// Its entries.
+    pub entries: u64,
+    /// Its lengths added up.
+    pub bytes: u64,
+}
+
+/// Where a commit in parts stands: what a client resumes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CommitStatus {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    /// `open`, or `finished` (then `file` is the file, while it exists).
+    pub state: String,
+    /// The numbers of the segments received, ascending (empty once finished).
+    pub segments: Vec<u32>,
+    /// Entries received, in all segments.
+    pub entries: u64,
+    /// Bytes the received segments' lengths add up to.
+    pub bytes: u64,
+    pub max_entries: usize,
+    /// RFC 3339.
+    pub expires_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileInfo>,
+}
+
 /// A file's manifest: its chunks in order, with offsets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ManifestInfo {

@@ -184,6 +184,14 @@ async fn an_upload_past_the_bytes_cap_is_refused_by_every_protocol() {
     }
     let commit = json!({"name": "big.bin", "size": big.len(), "chunks": chunks});
     refused(s.a.post(s.srv.url("/api/files")).json(&commit).send().await.unwrap(), storage).await;
+    // A commit in parts is refused when it opens.
+    let r =
+        s.a.post(s.srv.url("/api/commits"))
+            .json(&json!({"name": "big.bin", "size": big.len()}))
+            .send()
+            .await
+            .unwrap();
+    refused(r, storage).await;
     // A chunk longer than the cap could be in no file: refused before reading.
     let r =
         s.a.put(s.srv.url(&format!("/api/chunks/{}", ChunkId::of(&big))))

@@ -27,8 +27,9 @@ pub use self::put::{PutOptions, PutReport, Source, put};
 pub use self::token::{TOKEN_ENV, Token, TokenSource, default_file as default_token_file};
 use crate::store::ChunkId;
 use crate::wire::{
-    ChunkingInfo, CommitRequest, ErrorBody, FileInfo, FileList, Health, ManifestInfo, MissingRequest,
-    MissingResponse, PutChunkResponse, StatsInfo,
+    ChunkRef, ChunkingInfo, CommitOpen, CommitRequest, CommitSession, CommitStatus, ErrorBody, FileInfo,
+    FileList, Health, ManifestInfo, MissingRequest, MissingResponse, PutChunkResponse, SegmentInfo,
+    SegmentRequest, StatsInfo,
 };
 
 /// Why a client operation failed; each renders as one clear line and maps
@@ -357,6 +358,40 @@ impl Client {
     /// Network and API errors ([`ClientError::Api`] with `missing` on 409).
     pub async fn commit(&self, req: &CommitRequest) -> Result<FileInfo> {
         self.retrying(|| self.json(self.http.post(self.url("/api/files")).json(req))).await
+    }
+
+    /// Opens a commit in parts (`POST /api/commits`).
+    ///
+    /// # Errors
+    /// Network and API errors (404 from a server without commits in parts).
+    pub async fn open_commit(&self, req: &CommitOpen) -> Result<CommitSession> {
+        self.retrying(|| self.json(self.http.post(self.url("/api/commits")).json(req))).await
+    }
+
+    /// Sends segment `n` of commit `id`.
+    ///
+    /// # Errors
+    /// Network and API errors ([`ClientError::Api`] with `missing` on 409).
+    pub async fn put_segment(&self, id: &str, n: u32, chunks: &[ChunkRef]) -> Result<SegmentInfo> {
+        let body = SegmentRequest { chunks: chunks.to_vec() };
+        let url = self.url(&format!("/api/commits/{id}/segments/{n}"));
+        self.retrying(|| self.json(self.http.put(&url).json(&body))).await
+    }
+
+    /// Where commit `id` stands.
+    ///
+    /// # Errors
+    /// Network and API errors.
+    pub async fn commit_status(&self, id: &str) -> Result<CommitStatus> {
+        self.retrying(|| self.json(self.http.get(self.url(&format!("/api/commits/{id}"))))).await
+    }
+
+    /// Finishes commit `id` into the file.
+    ///
+    /// # Errors
+    /// Network and API errors ([`ClientError::Api`] with `missing` on 409).
+    pub async fn finish_commit(&self, id: &str) -> Result<FileInfo> {
+        self.retrying(|| self.json(self.http.post(self.url(&format!("/api/commits/{id}/finish"))))).await
     }
 
     /// # Errors

@@ -1,6 +1,7 @@
 //! `depot put`: cut a file with the server's chunker, hash each chunk, ask
 //! the server which it lacks, send only those (several at once, compressed
-//! when that pays), then commit the manifest. Memory is bounded: chunks
+//! when that pays), then commit the manifest (in parts when it is longer
+//! than one segment, so that no request grows with the file). Memory is bounded: chunks
 //! stream from a reader thread through a bounded queue and are dropped once
 //! sent or skipped. An interrupted put, run again, sends only what is still
 //! missing, because everything it sent is already on the server.
@@ -18,8 +19,9 @@ use tokio::sync::mpsc;
 use super::progress::Progress;
 use super::{Client, ClientError, Result, human};
 use crate::store::filetype::SNIFF_LEN;
+use crate::store::manifest::SEGMENT_ENTRIES;
 use crate::store::{ChunkId, Chunker, ChunkerParams, TypePolicy, chunker::ReadChunker, object};
-use crate::wire::{ChunkRef, ChunkingInfo, CommitRequest, FileInfo};
+use crate::wire::{ChunkRef, ChunkingInfo, CommitOpen, CommitRequest, CommitSession, FileInfo};
 
 /// Where the bytes come from.
 #[derive(Debug, Clone)]
@@ -221,20 +223,119 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
     report.size = entries.iter().map(|e| u64::from(e.len)).sum();
     report.chunks = entries.len() as u64;
     let req = CommitRequest { name: name.clone(), content_type: None, size: report.size, chunks: entries };
-    let file = match client.commit(&req).await {
-        Ok(f) => f,
-        // Chunks vanished between the query and the commit (a GC, a server
-        // repair): send them again from the source, once.
-        Err(ClientError::Api { status: 409, missing, .. }) if !missing.is_empty() => {
-            resend(client, &source, &chunker, &missing, &mut report).await?;
-            client.commit(&req).await?
-        }
-        Err(e) => return Err(e),
+    let file = if req.chunks.len() > SEGMENT_ENTRIES {
+        commit_in_parts(client, &req, &source, &chunker, &mut report).await?
+    } else {
+        commit_whole(client, &req, &source, &chunker, &mut report).await?
     };
     progress.finish();
     report.id = file.id.clone();
     report.seconds = started.elapsed().as_secs_f64();
     Ok((file, report))
+}
+
+/// Commits a manifest in one request (`POST /api/files`).
+async fn commit_whole(
+    client: &Client,
+    req: &CommitRequest,
+    source: &Source,
+    chunker: &Chunker,
+    report: &mut PutReport,
+) -> Result<FileInfo> {
+    match client.commit(req).await {
+        // Chunks vanished between the query and the commit (a GC, a server
+        // repair): send them again from the source, once.
+        Err(ClientError::Api { status: 409, missing, .. }) if !missing.is_empty() => {
+            resend(client, source, chunker, &missing, report).await?;
+            client.commit(req).await
+        }
+        other => other,
+    }
+}
+
+/// How often a commit in parts asks where it stands and goes on after a
+/// failure that retrying did not cure.
+const RESUMES: u32 = 3;
+
+/// Commits a manifest longer than one segment in parts (`/api/commits`),
+/// so that no request grows with the file: the segments, then the finish.
+/// A segment or finish that names chunks the server lost (a lease that ran
+/// out) sends them from the source and tries again; a failure that retrying
+/// did not cure (the server restarting, a broken connection) asks where
+/// the commit stands and sends only the segments it lacks. A server
+/// without commits in parts gets the one-shot commit.
+async fn commit_in_parts(
+    client: &Client,
+    req: &CommitRequest,
+    source: &Source,
+    chunker: &Chunker,
+    report: &mut PutReport,
+) -> Result<FileInfo> {
+    let open = CommitOpen { name: req.name.clone(), content_type: req.content_type.clone(), size: req.size };
+    let session = match client.open_commit(&open).await {
+        Ok(s) => s,
+        Err(ClientError::Api { status: 404 | 405, .. }) => {
+            return commit_whole(client, req, source, chunker, report).await;
+        }
+        Err(e) => return Err(e),
+    };
+    let mut sent: HashSet<u32> = HashSet::new();
+    let mut resumes = 0;
+    loop {
+        match send_parts(client, &session, req, &mut sent, source, chunker, report).await {
+            Err(e) if resumes < RESUMES && resumable(&e) => {
+                resumes += 1;
+                let status = client.commit_status(&session.id).await?;
+                if let Some(file) = status.file {
+                    return Ok(file);
+                }
+                sent = status.segments.into_iter().collect();
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a failed step of a commit in parts is worth resuming from the
+/// server's status.
+fn resumable(e: &ClientError) -> bool {
+    matches!(e, ClientError::Unreachable { .. } | ClientError::Broken(_)) || e.transient()
+}
+
+/// Sends the segments not in `sent` (recording each one acknowledged),
+/// then finishes.
+async fn send_parts(
+    client: &Client,
+    session: &CommitSession,
+    req: &CommitRequest,
+    sent: &mut HashSet<u32>,
+    source: &Source,
+    chunker: &Chunker,
+    report: &mut PutReport,
+) -> Result<FileInfo> {
+    let id = &session.id;
+    for (n, seg) in req.chunks.chunks(session.max_entries.max(1)).enumerate() {
+        let n = n as u32;
+        if sent.contains(&n) {
+            continue;
+        }
+        match client.put_segment(id, n, seg).await {
+            Ok(_) => {}
+            Err(ClientError::Api { status: 409, missing, .. }) if !missing.is_empty() => {
+                resend(client, source, chunker, &missing, report).await?;
+                client.put_segment(id, n, seg).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        sent.insert(n);
+    }
+    match client.finish_commit(id).await {
+        Err(ClientError::Api { status: 409, missing, .. }) if !missing.is_empty() => {
+            resend(client, source, chunker, &missing, report).await?;
+            client.finish_commit(id).await
+        }
+        other => other,
+    }
 }
 
 /// Asks which of a batch's chunks the server lacks and sends those.

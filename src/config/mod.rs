@@ -120,7 +120,12 @@ pub struct LimitsConfig {
     pub max_pieces: u32,
     /// Most hashes in one missing-chunks query.
     pub max_missing_query: usize,
-    /// Largest JSON request body (manifest commits).
+    /// Largest JSON request body. No request needs to grow with a file: a
+    /// long chunk list is committed in parts (`/api/commits`, segments of at
+    /// most 1,024 entries, about 100 KiB), so this only has to hold the
+    /// largest missing-chunks query (`max_missing_query` hashes: 6.7 MB at
+    /// the default) and one-shot commits of up to ~180,000 chunks (~45 GiB
+    /// with the default chunking) from clients that do not commit in parts.
     pub max_json_body: ByteSize,
     /// Most upload bytes held in memory at once, across all requests: native
     /// chunk bodies, seed pieces, and what each streamed upload (regular,
@@ -146,7 +151,7 @@ impl Default for LimitsConfig {
             max_piece_size: ByteSize(64 << 20),
             max_pieces: 100_000,
             max_missing_query: 100_000,
-            max_json_body: ByteSize(256 << 20),
+            max_json_body: ByteSize(16 << 20),
             max_buffered: ByteSize(256 << 20),
             header_timeout: Dur(Duration::from_secs(30)),
             body_idle_timeout: Dur(Duration::from_secs(60)),

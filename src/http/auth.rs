@@ -116,6 +116,9 @@ pub fn required(method: &Method, path: &str) -> Need {
         "/api/chunking" => Need::Authenticated,
         "/api/stats" => Need::Scope(Read),
         "/api/chunks/missing" => Need::Scope(Write),
+        // Commits in parts, every step (status and cancel included), as
+        // `POST /api/files`.
+        p if p == "/api/commits" || p.starts_with("/api/commits/") => Need::Scope(Write),
         "/api/files/upload/chunked" => Need::Handler,
         "/api/files/upload" => Need::Scope(Write),
         "/api/files" if read_like => Need::Scope(Read),
@@ -441,6 +444,15 @@ mod tests {
         assert_eq!(r(Method::GET, "/api/chunks/ab"), Need::Scope(Scope::Read));
         assert_eq!(r(Method::PUT, "/api/chunks/ab"), Need::Scope(Scope::Write));
         assert_eq!(r(Method::POST, "/api/files/upload/chunked"), Need::Handler);
+        for (m, p) in [
+            (Method::POST, "/api/commits"),
+            (Method::GET, "/api/commits/ab"),
+            (Method::PUT, "/api/commits/ab/segments/0"),
+            (Method::POST, "/api/commits/ab/finish"),
+            (Method::DELETE, "/api/commits/ab"),
+        ] {
+            assert_eq!(r(m, p), Need::Scope(Scope::Write), "{p}");
+        }
         assert_eq!(r(Method::GET, "/metrics"), Need::Metrics);
         assert_eq!(r(Method::POST, "/api/admin/tokens"), Need::Scope(Scope::Admin));
         assert_eq!(r(Method::GET, "/nowhere"), Need::Authenticated);

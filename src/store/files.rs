@@ -247,7 +247,7 @@ impl Store {
         Ok(rec)
     }
 
-    fn check_lengths(&self, entries: &[Entry]) -> Result<()> {
+    pub(super) fn check_lengths(&self, entries: &[Entry]) -> Result<()> {
         let ids: Vec<ChunkId> = entries.iter().map(|e| e.id).collect();
         for (e, row) in entries.iter().zip(self.0.meta.chunk_rows(&ids)?) {
             if let Some(r) = row {
@@ -320,7 +320,7 @@ impl Store {
         Ok(added)
     }
 
-    fn resume_commit(&self, mut rec: FileRecord) -> Result<FileRecord> {
+    pub(super) fn resume_commit(&self, mut rec: FileRecord) -> Result<FileRecord> {
         let m = &self.0.meta;
         let FileState::Committing { next } = rec.state else {
             return Ok(rec);
@@ -350,7 +350,7 @@ impl Store {
         Ok(rec)
     }
 
-    fn put_record(&self, batch: &mut Batch, rec: &FileRecord) -> Result<()> {
+    pub(super) fn put_record(&self, batch: &mut Batch, rec: &FileRecord) -> Result<()> {
         let v = serde_json::to_vec(rec).map_err(|e| Error::Task(e.to_string()))?;
         batch.put(Cf::Files, rec.id.as_bytes(), &v);
         Ok(())
@@ -519,7 +519,7 @@ impl Store {
     }
 }
 
-fn pending_key(id: &FileId) -> Vec<u8> {
+pub(super) fn pending_key(id: &FileId) -> Vec<u8> {
     let mut k = PENDING_PREFIX.to_vec();
     k.extend_from_slice(id.as_bytes());
     k

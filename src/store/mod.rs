@@ -56,6 +56,8 @@ mod search;
 #[cfg(feature = "server")]
 mod session;
 #[cfg(feature = "server")]
+mod staging;
+#[cfg(feature = "server")]
 mod tenant;
 #[cfg(feature = "server")]
 mod tokens;
@@ -88,6 +90,7 @@ pub use self::{
     read::{ByteStream, ReadGuard},
     search::NameFilter,
     session::{Concat, StreamState, UploadRecord, UploadState},
+    staging::{COMMIT_PROTOCOL, CommitProgress, MAX_SEGMENTS, NewCommit},
     tenant::{DEFAULT_TENANT, Tenant, View},
     tokens::{Scope, Scopes, TokenId, TokenRecord},
     verify::VerifyReport,

@@ -5,7 +5,9 @@
 //! ([`super::concat`]) build on it; it builds on none of them.
 //!
 //! Keys: `r` ‖ id the record; `p` ‖ id ‖ n a seed piece; `c` ‖ id the piece
-//! count; `k` ‖ id ‖ n an append-only session's n-th chunk.
+//! count; `k` ‖ id ‖ n an append-only session's n-th chunk; `s` ‖ id ‖ n a
+//! commit in parts' n-th segment, and `m` ‖ id the file id its finish is
+//! writing a manifest under ([`super::staging`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -125,6 +127,26 @@ pub(super) fn chunk_key(id: &UploadId, n: u32) -> Vec<u8> {
     [b"k".as_slice(), id.as_bytes(), &n.to_be_bytes()].concat()
 }
 
+pub(super) fn segment_prefix(id: &UploadId) -> Vec<u8> {
+    [b"s".as_slice(), id.as_bytes()].concat()
+}
+
+pub(super) fn segment_key(id: &UploadId, n: u32) -> Vec<u8> {
+    [b"s".as_slice(), id.as_bytes(), &n.to_be_bytes()].concat()
+}
+
+/// The segment number in a [`segment_key`].
+pub(super) fn segment_number(key: &[u8]) -> Result<u32> {
+    key.get(17..21)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| Error::CorruptMetadata("commit segment key has the wrong length".into()))
+}
+
+pub(super) fn plan_key(id: &UploadId) -> Vec<u8> {
+    [b"m".as_slice(), id.as_bytes()].concat()
+}
+
 impl StreamState {
     /// An append-only session's state at `offset` (everything before it is
     /// in `chunks` recorded chunks; the tail starts there), not complete.
@@ -208,12 +230,13 @@ impl Store {
     pub fn drop_session(&self, id: &UploadId) -> Result<()> {
         let m = self.meta();
         let mut b = Batch::default();
-        for prefix in [piece_prefix(id), chunk_prefix(id)] {
+        for prefix in [piece_prefix(id), chunk_prefix(id), segment_prefix(id)] {
             for kv in m.scan(Cf::Uploads, &prefix, None) {
                 let (k, _) = kv?;
                 b.delete(Cf::Uploads, &k);
             }
         }
+        self.drop_plan(&mut b, id)?;
         b.delete(Cf::Uploads, &count_key(id));
         b.delete(Cf::Uploads, &record_key(id));
         m.write(b, false)?;
@@ -221,6 +244,24 @@ impl Store {
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
         }
+        Ok(())
+    }
+
+    /// Into `b`: the end of a commit in parts' plan (`m` ‖ id), with the
+    /// manifest rows a finish cut short wrote under the file id it names
+    /// (only while no file record has that id: the batch that writes the
+    /// record drops the plan).
+    pub(super) fn drop_plan(&self, b: &mut Batch, id: &UploadId) -> Result<()> {
+        let m = self.meta();
+        let Some(v) = m.get(Cf::Uploads, &plan_key(id))? else { return Ok(()) };
+        if let Some(file) = FileId::from_slice(&v) {
+            if m.get(Cf::Files, file.as_bytes())?.is_none() {
+                for kv in m.scan(Cf::Manifests, file.as_bytes(), None) {
+                    b.delete(Cf::Manifests, &kv?.0);
+                }
+            }
+        }
+        b.delete(Cf::Uploads, &plan_key(id));
         Ok(())
     }
 

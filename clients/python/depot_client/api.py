@@ -282,6 +282,28 @@ class Client:
         return self.json("POST", "/api/files", ok=(201,),
                          json={"name": name, "size": size, "chunks": chunks})
 
+    # -- commits in parts (long chunk lists) -------------------------------
+
+    def open_commit(self, name: str, size: int) -> Dict[str, Any]:
+        """Opens a commit in parts: ``{id, max_entries, max_segments, expires_at}``."""
+        return self.json("POST", "/api/commits", ok=(201,), json={"name": name, "size": size})
+
+    def put_segment(self, commit_id: str, n: int, chunks: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """Sends segment ``n`` (the next chunks of the manifest, in order)."""
+        return self.json("PUT", f"/api/commits/{_id(commit_id)}/segments/{int(n)}", ok=(200, 201),
+                         json={"chunks": chunks})
+
+    def commit_status(self, commit_id: str) -> Dict[str, Any]:
+        """Where a commit stands: ``segments`` received, ``state``, and ``file`` once finished."""
+        return self.json("GET", f"/api/commits/{_id(commit_id)}")
+
+    def finish_commit(self, commit_id: str) -> Dict[str, Any]:
+        """The file (a commit finished before answers it again)."""
+        return self.json("POST", f"/api/commits/{_id(commit_id)}/finish", ok=(200, 201))
+
+    def cancel_commit(self, commit_id: str) -> None:
+        self.request("DELETE", f"/api/commits/{_id(commit_id)}", ok=(204,))
+
     def manifest(self, file_id: str) -> Optional[Dict[str, Any]]:
         r = self.request("GET", f"/api/files/{_id(file_id)}/manifest", ok=(200, 404))
         if r.status_code == 404:

@@ -6,7 +6,9 @@ Two paths:
   server's own chunker (FastCDC 2020, :mod:`depot_client.fastcdc`), the
   server is asked which chunk hashes it lacks, only those are sent
   (``PUT /api/chunks/{hash}``), and the file is committed as a list of chunks
-  (``POST /api/files``). Content shared with any stored file is never sent.
+  (``POST /api/files``; a list longer than one segment of 1024 entries in
+  parts, ``/api/commits``, so that no request grows with the file). Content
+  shared with any stored file is never sent.
 * seed (the chunked protocol of resumable.js / flow.js): fixed-size pieces,
   each tested first with its BLAKE3 (``chunkHash``), sent only when absent.
   The session lives on the server, so re-running resumes.
@@ -25,13 +27,18 @@ import blake3
 from tqdm import tqdm
 
 from . import fastcdc, policy
-from .api import Client, DepotError, LocalFileError, Rejected
+from .api import Client, DepotError, LocalFileError, Rejected, ServerFailure, Unreachable
 
 DEFAULT_PIECE_SIZE = 1 << 20
 # A native upload asks about and sends chunks in batches of at most this
 # many bytes (bounded memory; each batch is read from the file once).
 BATCH_BYTES = 32 << 20
 BATCH_CHUNKS = 1024
+# A manifest longer than this is committed in parts (the server's segment).
+SEGMENT_ENTRIES = 1024
+# How often a commit in parts asks where it stands and goes on after a
+# failure the request retries did not cure.
+RESUMES = 3
 
 
 @dataclass
@@ -246,27 +253,77 @@ def _upload_native(client: Client, f, size: int, name: str, params: fastcdc.Para
         flush()
         if sum(c["len"] for c in manifest) != size:
             raise LocalFileError(f"{name} changed while it was read; try again")
-        for attempt in range(3):
-            try:
-                result.file = client.commit(name, size, manifest)
-                break
-            except Rejected as e:
-                lost = e.body.get("missing") if e.status == 409 else None
-                if not lost or attempt == 2:
-                    raise
-                # Chunks the server dropped since it said it had them (a
-                # lease ran out): send them and commit again.
-                for digest in lost:
-                    if digest not in where:
-                        raise
-                    off, length = where[digest]
-                    f.seek(off)
-                    data = f.read(length)
-                    client.put_chunk(digest, data, bars.start_piece("resend", length))
-                    result.sent_bytes += length
+
+        def resend(lost: List[str]) -> None:
+            # Chunks the server dropped since it said it had them (a lease
+            # ran out): send them again from the file.
+            for digest in lost:
+                if digest not in where:
+                    raise DepotError(f"the server asks for chunk {digest}, which {name} does not hold")
+                off, length = where[digest]
+                f.seek(off)
+                data = f.read(length)
+                client.put_chunk(digest, data, bars.start_piece("resend", length))
+                result.sent_bytes += length
+
+        if len(manifest) > SEGMENT_ENTRIES:
+            result.file = commit_in_parts(client, name, size, manifest, resend)
+        else:
+            result.file = _resending(lambda: client.commit(name, size, manifest), resend)
         return result
     finally:
         bars.close()
+
+
+def _resending(call: Callable[[], Dict[str, Any]], resend: Callable[[List[str]], None],
+               attempts: int = 3) -> Dict[str, Any]:
+    """``call()``; on a 409 that lists missing chunks, ``resend`` them and
+    call again (at most ``attempts`` calls)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Rejected as e:
+            lost = e.body.get("missing") if e.status == 409 else None
+            if not lost or attempt == attempts - 1:
+                raise
+            resend(lost)
+    raise AssertionError("unreachable")
+
+
+def commit_in_parts(client: Client, name: str, size: int, manifest: List[Dict[str, Any]],
+                    resend: Callable[[List[str]], None]) -> Dict[str, Any]:
+    """Commits ``manifest`` in segments (``/api/commits``): open, send each
+    segment, finish. A segment or finish that names chunks the server lost
+    ``resend``s them and tries again; a failure the request retries did not
+    cure (the server restarting, a broken connection) asks where the commit
+    stands and sends only the segments it lacks. A server without commits in
+    parts gets the one-shot commit."""
+    try:
+        session = client.open_commit(name, size)
+    except Rejected as e:
+        if e.status not in (404, 405):
+            raise
+        return _resending(lambda: client.commit(name, size, manifest), resend)
+    cid = session["id"]
+    per = max(1, int(session.get("max_entries", SEGMENT_ENTRIES)))
+    sent: set = set()
+    for attempt in range(RESUMES + 1):
+        try:
+            for n, start in enumerate(range(0, len(manifest), per)):
+                if n in sent:
+                    continue
+                segment = manifest[start:start + per]
+                _resending(lambda: client.put_segment(cid, n, segment), resend)  # noqa: B023
+                sent.add(n)
+            return _resending(lambda: client.finish_commit(cid), resend)
+        except (Unreachable, ServerFailure):
+            if attempt == RESUMES:
+                raise
+            status = client.commit_status(cid)
+            if status.get("file"):
+                return status["file"]
+            sent = set(status.get("segments", []))
+    raise AssertionError("unreachable")
 
 
 def seed_identifier(path: str, size: int) -> str:

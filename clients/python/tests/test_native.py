@@ -8,8 +8,9 @@ import io
 import blake3
 import pytest
 
-from conftest import data, run_cli
+from conftest import Server, data, run_cli
 from depot_client import download, fastcdc, upload
+from depot_client.api import Unreachable
 from depot_client.upload import native_params
 
 MIB = 1 << 20
@@ -206,3 +207,55 @@ def test_download_with_a_seed_fetches_only_the_changes(native_server, make_file,
 
 def native_server_avg(client) -> int:
     return int(client.chunking()["avg"])
+
+
+SMALL_CHUNKS = {"DEPOT_CHUNKING_MIN": "256", "DEPOT_CHUNKING_AVG": "1024", "DEPOT_CHUNKING_MAX": "4096"}
+
+
+def requests_seen(server, route: str, method: str) -> int:
+    """Requests the server has answered on a route template (its latency histogram's count)."""
+    session = server.admin if server.admin_token else server.http
+    text = session.get(server.url + "/metrics", timeout=10).text
+    prefix = f'depot_http_request_duration_seconds_count{{route="{route}",method="{method}"}} '
+    return next((int(float(line[len(prefix):])) for line in text.splitlines() if line.startswith(prefix)), 0)
+
+
+def test_long_chunk_lists_commit_in_parts_and_resume(tmp_path, make_file):
+    """More chunks than one segment: committed in parts (no POST /api/files);
+    a segment whose request fails for good makes the client ask where the
+    commit stands and send only what is missing."""
+    s = Server(tmp_path / "small-chunks", env=SMALL_CHUNKS).start()
+    try:
+        src = make_file(1_500_000, seed=231)
+        client = s.client()
+        real_put = client.put_segment
+        failed = []
+
+        def flaky(cid, n, chunks):
+            if n == 1 and not failed:
+                real_put(cid, n, chunks)  # stored, but the answer is lost
+                failed.append(n)
+                raise Unreachable("the connection broke")
+            return real_put(cid, n, chunks)
+
+        client.put_segment = flaky
+        statuses = []
+        real_status = client.commit_status
+        client.commit_status = lambda cid: statuses.append(cid) or real_status(cid)
+        r = upload(client, str(src), method="native", progress=False)
+        assert r.pieces > 1024
+        assert failed == [1] and len(statuses) == 1
+        out = tmp_path / "parts.out"
+        download(s.client(), r.file_id, str(out), progress=False)
+        assert out.read_bytes() == src.read_bytes()
+        segments = -(-r.pieces // 1024)
+        assert requests_seen(s, "/api/commits/{id}/segments/{n}", "PUT") == segments
+        assert requests_seen(s, "/api/commits/{id}/finish", "POST") == 1
+        assert requests_seen(s, "/api/files", "POST") == 0
+        # The same chunks committed in one request: the same file.
+        whole = s.client().commit("whole.bin", r.file["size"],
+                                  [{"hash": c["hash"], "len": c["len"]}
+                                   for c in s.client().manifest(r.file_id)["chunks"]])
+        assert whole["etag"] == r.file["etag"]
+    finally:
+        s.stop()

@@ -1,6 +1,9 @@
 //! depot's own dedup protocol: clients cut files exactly as the server does,
 //! ask which chunks are missing, send only those, and commit a manifest. A
 //! re-upload costs a few requests; an edited file sends only changed chunks.
+//! A long chunk list can be committed in parts ([`parts`]).
+
+pub mod parts;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -290,11 +293,15 @@ pub async fn manifest(
 }
 
 /// This protocol's routes: chunking parameters, the missing-query, commit
-/// and manifest (API), chunk PUT and GET (uploads).
+/// (whole or in parts) and manifest (API), chunk PUT and GET (uploads).
 pub fn routes() -> Routes {
-    use axum::routing::{get, post};
+    use axum::routing::{get, post, put};
     let api = axum::Router::new()
         .route("/api/files", post(commit))
+        .route("/api/commits", post(parts::open_commit))
+        .route("/api/commits/{id}", get(parts::commit_status).delete(parts::cancel_commit))
+        .route("/api/commits/{id}/segments/{n}", put(parts::put_segment))
+        .route("/api/commits/{id}/finish", post(parts::finish_commit))
         .route("/api/files/{id}/manifest", get(manifest))
         .route("/api/chunking", get(chunking))
         .route("/api/chunks/missing", post(missing_chunks));
@@ -304,5 +311,17 @@ pub fn routes() -> Routes {
 
 /// This module's part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(chunking, missing_chunks, put_chunk, get_chunk, commit, manifest))]
+#[openapi(paths(
+    chunking,
+    missing_chunks,
+    put_chunk,
+    get_chunk,
+    commit,
+    manifest,
+    parts::open_commit,
+    parts::put_segment,
+    parts::commit_status,
+    parts::finish_commit,
+    parts::cancel_commit
+))]
 pub struct Doc;
