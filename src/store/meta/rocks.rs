@@ -24,6 +24,11 @@ fn add_i64(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Op
 }
 
 fn backend(e: rocksdb::Error) -> Error {
+    // RocksDB says "no space" only in its message: a full disk is a full
+    // disk (507), whichever file met it.
+    if e.as_ref().contains("No space left on device") {
+        return Error::Io(std::io::Error::new(std::io::ErrorKind::StorageFull, e.into_string()));
+    }
     Error::Backend(Box::new(e))
 }
 
