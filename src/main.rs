@@ -19,20 +19,29 @@ use depot::client::{self, Client, ClientError, GetOptions, PutOptions, Search, S
 use depot::config::{AuthMode, Config};
 use depot::store::Store;
 
-/// Pins glibc's mmap threshold at its initial 128 KiB, as
-/// `MALLOC_MMAP_THRESHOLD_=131072` would. glibc raises the threshold after
-/// the first large frees, after which upload buffers (chunk batches of
-/// megabytes) come from the per-thread heaps and stay there, fragmented:
-/// 32 concurrent 8 MiB uploads under a 32 MiB body budget grew the server
-/// by 178 MiB with the moving threshold, 88 MiB with it pinned. (mimalloc
-/// as the global allocator measured worse: 338 MiB.)
+/// Two glibc malloc parameters, set before any other thread exists:
+///
+/// - the mmap threshold pinned at its initial 128 KiB, as
+///   `MALLOC_MMAP_THRESHOLD_=131072` would. glibc raises the threshold after
+///   the first large frees, after which upload buffers (chunk batches of
+///   megabytes) come from the per-thread heaps and stay there, fragmented:
+///   32 concurrent 8 MiB uploads under a 32 MiB body budget grew the server
+///   by 178 MiB with the moving threshold, 88 MiB with it pinned. (mimalloc
+///   as the global allocator measured worse: 338 MiB.)
+/// - at most one arena per core, four in all (glibc allows eight per core):
+///   the blocking pool's threads come and go over a long upload, each new
+///   one took a fresh arena, and each arena keeps what it freed. A 4 GiB
+///   upload peaked at 40.0 MiB against 35.9 MiB for 1 GiB with glibc's
+///   default, 35.1 against 32.8 MiB with two arenas (2 cores).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-fn pin_mmap_threshold() {
-    // SAFETY: mallopt only sets an allocator parameter; it is called once,
+fn tune_malloc() {
+    let arenas = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4);
+    // SAFETY: mallopt only sets allocator parameters; it is called once,
     // first thing in main, before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, arenas as libc::c_int);
     }
 }
 
@@ -593,7 +602,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    pin_mmap_threshold();
+    tune_malloc();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {

@@ -42,6 +42,11 @@ pub struct RocksMeta {
 const MEMTABLE_PER_FAMILY: usize = 1 << 20;
 /// All memtables together.
 const MEMTABLE_TOTAL: usize = 8 << 20;
+/// The block cache, which also holds every table's index and filter
+/// blocks: with the memtables, all the memory RocksDB keeps, whatever the
+/// size of the store (the operating system's page cache holds the files
+/// themselves).
+const BLOCK_CACHE: usize = 8 << 20;
 
 impl RocksMeta {
     /// Opens or creates the database at `path`.
@@ -50,7 +55,7 @@ impl RocksMeta {
     /// [`Error::Locked`] when another process holds it; [`Error::Backend`]
     /// for other RocksDB errors.
     pub fn open(path: &Path) -> Result<Self> {
-        let cache = Cache::new_lru_cache(64 << 20);
+        let cache = Cache::new_lru_cache(BLOCK_CACHE);
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
@@ -65,9 +70,13 @@ impl RocksMeta {
             let mut o = Options::default();
             let mut t = BlockBasedOptions::default();
             t.set_block_cache(&cache);
+            // Index and filter blocks live in the cache, not beside it in
+            // each open table, so the cache bounds them too; level 0's stay
+            // pinned (they are read on every lookup).
+            t.set_cache_index_and_filter_blocks(true);
+            t.set_pin_l0_filter_and_index_blocks_in_cache(true);
             if matches!(cf, Cf::Chunks) {
                 t.set_bloom_filter(10.0, false);
-                t.set_cache_index_and_filter_blocks(true);
             }
             o.set_block_based_table_factory(&t);
             o.set_write_buffer_size(MEMTABLE_PER_FAMILY);
