@@ -107,7 +107,7 @@ async fn a_1_gib_download_keeps_server_memory_flat() {
 }
 
 /// Streamed uploads draw from the same body budget as chunk and piece
-/// bodies: 24 regular uploads and 8 tus appends of 8 MiB at once, against
+/// bodies: 72 regular uploads and 24 tus appends of 8 MiB at once, against
 /// a 32 MiB budget, keep the server's growth within the budget plus a fixed
 /// overhead (measured: 83-86 MiB; with no budget, 475 MiB), and every file
 /// arrives whole.
@@ -126,7 +126,7 @@ async fn concurrent_streamed_uploads_stay_within_the_body_budget() {
     .await;
     let (pid, base) = (server.child.id().unwrap(), server.base.clone());
     let client = reqwest::Client::new();
-    let bodies: Vec<bytes::Bytes> = (0..32).map(|i| pseudo_random(SIZE, 100 + i).into()).collect();
+    let bodies: Vec<bytes::Bytes> = (0..96).map(|i| pseudo_random(SIZE, 100 + i).into()).collect();
 
     let baseline = rss_of(pid);
     let (stop, peak) = sampler(pid);
@@ -134,7 +134,7 @@ async fn concurrent_streamed_uploads_stay_within_the_body_budget() {
     for (i, body) in bodies.iter().enumerate() {
         let (client, base, body) = (client.clone(), base.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
-            if i < 24 {
+            if i < 72 {
                 let url = format!("{base}/api/files/upload?filename=f{i}.bin");
                 let r = client.post(url).body(body).send().await.unwrap();
                 assert_eq!(r.status(), 201, "regular upload {i}");
@@ -170,7 +170,7 @@ async fn concurrent_streamed_uploads_stay_within_the_body_budget() {
     }
     let _ = stop.send(());
     let growth = peak.await.unwrap().saturating_sub(baseline);
-    eprintln!("32 concurrent 8 MiB uploads, 32 MiB budget: server RSS grew {} MiB", growth >> 20);
+    eprintln!("96 concurrent 8 MiB uploads, 32 MiB budget: server RSS grew {} MiB", growth >> 20);
     assert!(growth < BUDGET + OVERHEAD, "server RSS grew {} MiB", growth >> 20);
     // Every regular upload arrived whole.
     for (i, id) in ids.iter().enumerate().filter(|(_, id)| !id.is_empty()) {
@@ -178,12 +178,77 @@ async fn concurrent_streamed_uploads_stay_within_the_body_budget() {
         assert!(got == bodies[i], "file {i} differs");
     }
     let list: serde_json::Value =
-        client.get(format!("{base}/api/files?limit=100")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(list["files"].as_array().unwrap().len(), 32, "24 regular + 8 tus files");
+        client.get(format!("{base}/api/files?limit=200")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["files"].as_array().unwrap().len(), 96, "72 regular + 24 tus files");
     assert_eq!(server.stop().await, Some(0), "SIGTERM is a clean stop");
 }
 
 fn b64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Compressed chunk PUTs that ask for much memory: 32 at once declaring a
+/// 128 MiB window, and 8 at once of a 4 KiB-ish frame that decodes to 1 GiB
+/// of zeros without declaring it. Each is refused with a 4xx while the
+/// server grows by less than 64 MiB, and it answers after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_zstd_frames_are_refused_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        Served::start(&dir.path().join("data"), &["--listen", "127.0.0.1:0"], &[("DEPOT_LOG", "warn")]).await;
+    let (pid, base) = (server.child.id().unwrap(), server.base.clone());
+    let client = reqwest::Client::new();
+    // A frame whose header asks for a 2^27-byte window.
+    let data = pseudo_random(200_000, 1);
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    enc.include_contentsize(false).unwrap();
+    enc.window_log(27).unwrap();
+    enc.long_distance_matching(true).unwrap();
+    std::io::Write::write_all(&mut enc, &data).unwrap();
+    let wide = bytes::Bytes::from(enc.finish().unwrap());
+    let wide_id = depot::store::ChunkId::of(&data);
+    // 1 GiB of zeros, no declared size.
+    let zeros = vec![0u8; 64 << 20];
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
+    enc.include_contentsize(false).unwrap();
+    enc.window_log(22).unwrap();
+    for _ in 0..16 {
+        std::io::Write::write_all(&mut enc, &zeros).unwrap();
+    }
+    let bomb = bytes::Bytes::from(enc.finish().unwrap());
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    let bomb_id = depot::store::ChunkId::of(b"anything");
+
+    let baseline = rss_of(pid);
+    let (stop, peak) = sampler(pid);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (client, base) = (client.clone(), base.clone());
+        let (id, frame) = if i < 32 { (wide_id, wide.clone()) } else { (bomb_id, bomb.clone()) };
+        tasks.push(tokio::spawn(async move {
+            client
+                .put(format!("{base}/api/chunks/{id}"))
+                .header("Content-Encoding", "zstd")
+                .body(frame)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        let st = t.await.unwrap();
+        assert!(st.is_client_error(), "{st}");
+    }
+    let _ = stop.send(());
+    let growth = peak.await.unwrap().saturating_sub(baseline);
+    eprintln!("40 hostile zstd frames: server RSS grew {} MiB", growth >> 20);
+    assert!(growth < 64 << 20, "server RSS grew {} MiB", growth >> 20);
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let stats: serde_json::Value =
+        client.get(format!("{base}/api/stats")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(stats["unique_chunks"], 0, "nothing stored");
+    assert_eq!(server.stop().await, Some(0));
 }
