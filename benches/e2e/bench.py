@@ -1246,7 +1246,9 @@ def versions(ctx: Ctx) -> str:
     commit = sh(["git", "-C", str(REPO), "describe", "--always", "--dirty"]) or "?"
     wrk_v = re.search(r"wrk \S+", sh(["wrk", "-v"]))
     return "; ".join([
-        f"depot {commit} ({first(sh([ctx.depot, '--version']))}, profiling build: release with line tables)",
+        f"depot {commit} ({first(sh([ctx.depot, '--version']))}, "
+        + ("the binary given in DEPOT_BIN)" if os.environ.get("DEPOT_BIN")
+           else "profiling build: release with line tables)"),
         first(sh([ctx.nginx, "-v"])).replace("nginx version: ", ""),
         first(sh(["restic", "version"])).split(" compiled")[0],
         wrk_v.group(0) if wrk_v else "wrk ?",
