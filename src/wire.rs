@@ -401,14 +401,14 @@ pub struct TokenList {
 pub struct QuotaInfo {
     /// Logical bytes of the tenant's committed files (what its files weigh,
     /// not what deduplication stored).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "quota_cap")]
     pub bytes: Option<u64>,
     /// Number of committed files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "quota_cap")]
     pub files: Option<u64>,
     /// Bytes declared by (or, while the length is unknown, received into)
     /// the tenant's open upload sessions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "quota_cap")]
     pub pending: Option<u64>,
 }
 
@@ -448,6 +448,21 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, 
     match n.as_f64() {
         Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 1e15 => Ok(Some(f as u64)),
         _ => Err(serde::de::Error::custom(format!("{n} is not a whole number of seconds"))),
+    }
+}
+
+/// A quota cap: a whole number (also when written as `1e6` or `10.0`) of at
+/// most 2^63 - 1, the range the usage counters hold.
+fn quota_cap<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    let v = match (n.as_u64(), n.as_f64()) {
+        (Some(v), _) => Some(v),
+        (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f < 9.2e18 => Some(f as u64),
+        _ => None,
+    };
+    match v {
+        Some(v) if v <= i64::MAX as u64 => Ok(Some(v)),
+        _ => Err(serde::de::Error::custom(format!("{n} is not a whole number from 0 to 2^63 - 1"))),
     }
 }
 

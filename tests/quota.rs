@@ -263,6 +263,20 @@ async fn files_and_pending_caps() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(s.tenant().await.quota, depot::wire::QuotaInfo::default());
     assert_eq!(s.upload("three.bin", &data).await.status(), StatusCode::CREATED);
+    // Caps are whole numbers up to 2^63 - 1, also when JSON writes them
+    // as floats.
+    let put =
+        |body: serde_json::Value| s.admin.put(s.srv.url("/api/admin/tenants/a/quota")).json(&body).send();
+    let r = put(json!({"files": 3.0, "bytes": 1e9})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let q = r.json::<TenantInfo>().await.unwrap().quota;
+    assert_eq!((q.files, q.bytes), (Some(3), Some(1_000_000_000)));
+    for bad in [json!({"pending": 9223372036854775808u64}), json!({"files": 1.5}), json!({"bytes": -1})] {
+        assert!(put(bad.clone()).await.unwrap().status().is_client_error(), "{bad}");
+    }
+    assert_eq!(s.tenant().await.quota.files, Some(3), "a refused quota changes nothing");
+    let r = s.admin.delete(s.srv.url("/api/admin/tenants/a/quota")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
     // Only an admin may read or set quotas; a bad tenant name is 400.
     let r = s.a.get(s.srv.url("/api/admin/tenants/a")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
