@@ -44,6 +44,8 @@ pub struct GetReport {
     pub size: u64,
     /// Bytes taken from an earlier, interrupted run.
     pub resumed_from: u64,
+    /// Bytes of the server's answers' bodies (a delta download's probes
+    /// and any chunk fetched again after a failed check included).
     pub received_bytes: u64,
     /// Bytes copied from seeds instead of fetched.
     pub reused_bytes: u64,
