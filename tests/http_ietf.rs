@@ -307,3 +307,101 @@ async fn an_unknown_upload_is_not_found() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     s.stop().await;
 }
+
+/// A comma-separated header of `r`, lowercased, as a list.
+fn list(r: &reqwest::Response, name: &str) -> Vec<String> {
+    h(r, name).split(',').map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()).collect()
+}
+
+#[tokio::test]
+async fn cors_lets_a_page_on_another_origin_speak_the_draft() {
+    // Any origin: `open` mode (`local` answers loopback origins only).
+    let (_dir, s) = TestServer::start_temp_with(|c| c.auth.mode = depot::config::AuthMode::Open).await;
+    // What the draft's requests carry beyond the CORS-safelisted headers.
+    let sent = [
+        "upload-draft-interop-version",
+        "upload-complete",
+        "upload-incomplete",
+        "upload-offset",
+        "upload-length",
+        "content-type",
+        "content-disposition",
+        "content-digest",
+        "repr-digest",
+    ];
+    for (method, path) in
+        [("POST", "/api/tus/"), ("PATCH", "/api/tus/x"), ("HEAD", "/api/tus/x"), ("DELETE", "/api/tus/x")]
+    {
+        let r = s.preflight(path, method, &sent.join(",")).await;
+        assert!(list(&r, "access-control-allow-methods").contains(&method.to_ascii_lowercase()), "{method}");
+        let allowed = list(&r, "access-control-allow-headers");
+        for name in sent {
+            assert!(allowed.contains(&name.to_string()), "{name} not allowed for {method}: {allowed:?}");
+        }
+    }
+
+    // The answers' draft headers are there and readable by the page.
+    let readable = |r: &reqwest::Response, names: &[&str]| {
+        let exposed = list(r, "access-control-expose-headers");
+        for name in names {
+            assert!(r.headers().contains_key(*name), "no {name} in {:?}", r.headers());
+            assert!(exposed.contains(&name.to_string()), "{name} not exposed: {exposed:?}");
+        }
+    };
+    let r = draft(Method::POST, &s.url("/api/tus/"), 6)
+        .header("Origin", common::ORIGIN)
+        .header("Upload-Complete", "?0")
+        .header("Upload-Length", "10")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let url = h(&r, "location");
+    readable(
+        &r,
+        &[
+            "location",
+            "upload-draft-interop-version",
+            "upload-complete",
+            "upload-offset",
+            "upload-length",
+            "upload-limit",
+        ],
+    );
+    let r = draft(Method::HEAD, &url, 6).header("Origin", common::ORIGIN).send().await.unwrap();
+    readable(&r, &["upload-offset", "upload-complete", "upload-limit"]);
+    let r = draft(Method::PATCH, &url, 6)
+        .header("Origin", common::ORIGIN)
+        .header("Content-Type", PARTIAL)
+        .header("Upload-Offset", "5")
+        .header("Upload-Complete", "?1")
+        .body("world")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    readable(&r, &["upload-offset", "upload-complete", "depot-file-id"]);
+    // Interop version 3 says it inverted.
+    let r = draft(Method::POST, &s.url("/api/tus/"), 3)
+        .header("Origin", common::ORIGIN)
+        .header("Upload-Incomplete", "?0")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    readable(&r, &["upload-incomplete"]);
+    // A problem's fields are in its body, which CORS lets a page read.
+    let r = draft(Method::PATCH, &url, 6)
+        .header("Origin", common::ORIGIN)
+        .header("Content-Type", PARTIAL)
+        .header("Upload-Offset", "0")
+        .header("Upload-Complete", "?1")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h(&r, "access-control-allow-origin"), "*");
+    assert_eq!(problem(r).await["type"].as_str().map(|t| t.contains("completed")), Some(true));
+    s.stop().await;
+}

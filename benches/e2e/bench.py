@@ -1313,6 +1313,20 @@ def report(ctx: Ctx, started: datetime.datetime, argv: list[str], load0: tuple, 
 # ---------------------------------------------------------------- main
 
 
+# Sections of the report that other commands measure (delta downloads, by
+# tests/delta_get.rs) follow this marker; a rewrite keeps them.
+KEPT_MARK = "<!-- Sections below this line are measured by other commands"
+
+
+def keep_other_sections(out: Path, text: str) -> str:
+    try:
+        old = out.read_text()
+    except OSError:
+        return text
+    at = old.find(KEPT_MARK)
+    return text if at < 0 else text.rstrip("\n") + "\n\n" + old[at:]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description="depot end-to-end benchmarks (see benches/e2e/README.md)")
     p.add_argument("--size", type=parse_size, default=GiB, help="base file size (default 1G)")
@@ -1382,7 +1396,7 @@ def main() -> int:
         if args.out != "-":
             out = Path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text)
+            out.write_text(keep_other_sections(out, text))
             log(f"wrote {out}")
         return 1 if failed else 0
     except KeyboardInterrupt:

@@ -7,7 +7,10 @@
 //! the token goes nowhere else.
 
 mod admin;
+mod delta;
 mod get;
+mod part;
+mod probe;
 mod progress;
 mod put;
 mod seed;

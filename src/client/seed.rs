@@ -5,7 +5,9 @@
 //! seed holds is read from the seed, checked against its BLAKE3 again as it
 //! is copied (the seed may have changed since it was cut) and written into
 //! place. Whatever no seed holds, or a seed no longer holds intact, is left
-//! for the caller to fetch. No index files: the manifest is the index.
+//! for the caller: where each filled chunk came from says where the seed
+//! bytes around a run of missing chunks are ([`super::probe`] takes what it
+//! can of the run from there). No index files: the manifest is the index.
 //!
 //! Everything here is blocking file I/O; callers run it on a blocking
 //! thread.
@@ -20,18 +22,56 @@ use crate::store::chunker::ReadChunker;
 use crate::store::{ChunkId, Chunker};
 use crate::wire::ManifestChunk;
 
-/// Where one chunk can be read from a seed.
-#[derive(Debug, Clone, Copy)]
-struct Found {
-    seed: usize,
-    offset: u64,
+/// Where one chunk can be read from a seed: seed number `seed` (in
+/// [`SeedFiles`]) at byte `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub seed: usize,
+    pub offset: u64,
+}
+
+/// The seed files by number, each opened when first read.
+#[derive(Debug, Default)]
+pub struct SeedFiles {
+    paths: Vec<PathBuf>,
+    open: HashMap<usize, Option<File>>,
+}
+
+impl SeedFiles {
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        Self { paths, open: HashMap::new() }
+    }
+
+    fn file(&mut self, seed: usize) -> Option<&File> {
+        let path = self.paths.get(seed)?;
+        self.open.entry(seed).or_insert_with(|| File::open(path).ok()).as_ref()
+    }
+
+    /// Fills `buf` from seed `seed` at `offset`; false when it cannot (the
+    /// seed is gone, unreadable or shorter).
+    pub fn read_at(&mut self, seed: usize, offset: u64, buf: &mut [u8]) -> bool {
+        self.file(seed).is_some_and(|f| f.read_exact_at(buf, offset).is_ok())
+    }
+
+    /// The seed's size now (0 when it cannot be read).
+    pub fn len(&mut self, seed: usize) -> u64 {
+        self.file(seed).and_then(|f| f.metadata().ok()).map_or(0, |m| m.len())
+    }
 }
 
 /// The chunks a download needs that the seeds hold.
 #[derive(Debug, Default)]
 pub struct SeedIndex {
-    files: Vec<PathBuf>,
+    files: SeedFiles,
     found: HashMap<ChunkId, Found>,
+}
+
+/// What [`SeedIndex::fill`] copied: where each chunk came from (`None`:
+/// left for the caller to fetch) and the bytes copied.
+#[derive(Debug, Default)]
+pub struct Filled {
+    pub sources: Vec<Option<Found>>,
+    pub reused: u64,
 }
 
 /// The seed files under `paths`: files as they are, directories walked
@@ -83,35 +123,34 @@ impl SeedIndex {
                 offset += chunk.len() as u64;
             }
         }
-        Self { files, found }
+        Self { files: SeedFiles::new(files), found }
     }
 
     /// Copies every chunk of `chunks` that a seed holds intact into `out`
-    /// at the chunk's offset; returns which chunks were filled and their
-    /// bytes. A seed chunk that no longer matches its hash is left unfilled.
+    /// at the chunk's offset; says where each filled chunk came from. A
+    /// seed chunk that no longer matches its hash is left unfilled.
     ///
     /// # Errors
     /// [`ClientError::Io`] when `out` cannot be written.
-    pub fn fill(&self, chunks: &[ManifestChunk], out: &File) -> Result<(Vec<bool>, u64)> {
-        let mut filled = vec![false; chunks.len()];
-        let mut reused = 0u64;
-        let mut open: HashMap<usize, Option<File>> = HashMap::new();
+    pub fn fill(&mut self, chunks: &[ManifestChunk], out: &File) -> Result<Filled> {
+        let mut filled = Filled { sources: vec![None; chunks.len()], reused: 0 };
         let mut buf = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
-            let Some(at) = self.found.get(&c.hash) else { continue };
-            let Some(seed) = open.entry(at.seed).or_insert_with(|| File::open(&self.files[at.seed]).ok())
-            else {
-                continue;
-            };
+            let Some(&at) = self.found.get(&c.hash) else { continue };
             buf.resize(c.len as usize, 0);
-            if seed.read_exact_at(&mut buf, at.offset).is_err() || ChunkId::of(&buf) != c.hash {
+            if !self.files.read_at(at.seed, at.offset, &mut buf) || ChunkId::of(&buf) != c.hash {
                 continue;
             }
             out.write_all_at(&buf, c.offset).map_err(|e| ClientError::io("writing", e))?;
-            filled[i] = true;
-            reused += u64::from(c.len);
+            filled.sources[i] = Some(at);
+            filled.reused += u64::from(c.len);
         }
-        Ok((filled, reused))
+        Ok(filled)
+    }
+
+    /// The seed files, for reading beyond whole chunks.
+    pub fn into_files(self) -> SeedFiles {
+        self.files
     }
 }
 

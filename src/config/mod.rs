@@ -350,6 +350,12 @@ impl Default for CorsConfig {
                 "Upload-Concat",
                 "Upload-Checksum",
                 "X-HTTP-Method-Override",
+                "Upload-Draft-Interop-Version",
+                "Upload-Complete",
+                "Upload-Incomplete",
+                "Content-Disposition",
+                "Content-Digest",
+                "Repr-Digest",
             ]),
             exposed_headers: strings(&[
                 "Content-Length",
@@ -372,6 +378,10 @@ impl Default for CorsConfig {
                 "Tus-Max-Size",
                 "Tus-Extension",
                 "Tus-Checksum-Algorithm",
+                "Upload-Draft-Interop-Version",
+                "Upload-Complete",
+                "Upload-Incomplete",
+                "Upload-Limit",
             ]),
             max_age: Dur(Duration::from_secs(3600)),
         }

@@ -4,8 +4,11 @@
 // Upload-Length and Depot-File-Id. Two uploads of 20 MiB: one in 5 MiB
 // PATCHes straight through, one in a single PATCH (Uppy's default) paused
 // past 50% and resumed (HEAD, then a PATCH from the server's offset). Each
-// download is compared byte for byte. The token goes in the Tus plugin's
-// `headers`; in token mode an upload without it must fail with 401.
+// download is compared byte for byte. A third 20 MiB upload speaks the IETF
+// resumable-upload draft (tus-js-client's `protocol: 'ietf-draft-05'`,
+// passed through Uppy): its request headers must pass the preflights and the
+// page must read the draft's answer headers. The token goes in the Tus
+// plugin's `headers`; in token mode an upload without it must fail with 401.
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { after, before, describe, it } from 'node:test';
@@ -34,6 +37,7 @@ describe(`Uppy ${UPPY_VERSION} with @uppy/tus ${UPPY_TUS_VERSION} in Chromium ag
   const data = new Map([
     ['uppy-20m.bin', deterministicBytes('uppy-20MiB', SIZE)],
     ['uppy-20m-paused.bin', deterministicBytes('uppy-20MiB-paused', SIZE)],
+    ['uppy-20m-ietf.bin', deterministicBytes('uppy-20MiB-ietf', SIZE)],
   ]);
 
   before(async () => {
@@ -60,7 +64,7 @@ describe(`Uppy ${UPPY_VERSION} with @uppy/tus ${UPPY_TUS_VERSION} in Chromium ag
 
   // Uppy's Tus plugin passes `headers` to tus-js-client: the token goes on
   // every request.
-  async function uploadInPage(name, { chunkSize = CHUNK, pauseAt, headers = depot.auth } = {}) {
+  async function uploadInPage(name, { chunkSize = CHUNK, pauseAt, headers = depot.auth, protocol } = {}) {
     const page = await browser.context.newPage();
     const pageErrors = [];
     page.on('pageerror', (e) => pageErrors.push(String(e)));
@@ -68,7 +72,13 @@ describe(`Uppy ${UPPY_VERSION} with @uppy/tus ${UPPY_TUS_VERSION} in Chromium ag
       await page.goto(`${pages.url}/`);
       assert.notEqual(new URL(pages.url).origin, new URL(depot.url).origin, 'page and depot share an origin');
       const run = await withTimeout(
-        page.evaluate(uppyUploadInPage, { endpoint: depot.url + TUS_PATH, name, type: TYPE, tus: { chunkSize, headers }, pauseAt }),
+        page.evaluate(uppyUploadInPage, {
+          endpoint: depot.url + TUS_PATH,
+          name,
+          type: TYPE,
+          tus: { chunkSize, headers, ...(protocol ? { protocol } : {}) },
+          pauseAt,
+        }),
         60_000,
         `Uppy to upload ${name}`,
       );
@@ -167,5 +177,32 @@ describe(`Uppy ${UPPY_VERSION} with @uppy/tus ${UPPY_TUS_VERSION} in Chromium ag
     assert.ok(run.fileIdHeader, `Depot-File-Id${trace}`);
     await assertStored(run.fileIdHeader, name);
     t.diagnostic(`Uppy paused at ${run.pausedAt} bytes, resumed at ${resumedAt}`);
+  });
+
+  it('in IETF-draft mode (ietf-draft-05) from another origin: the preflights pass, the page reads the draft\'s headers, byte-identical', async () => {
+    const name = 'uppy-20m-ietf.bin';
+    const run = await uploadInPage(name, { protocol: 'ietf-draft-05' });
+    const trace = `\n${describeExchanges(run.exchanges)}`;
+    // A request header missing from the CORS allow list fails the
+    // preflight, and the upload with it.
+    assert.deepEqual(run.result.failed, [], `failed uploads${trace}`);
+    assert.equal(run.result.successful.length, 1);
+    const [post, ...patches] = run.exchanges;
+    assert.equal(post.method, 'POST');
+    assert.equal(post.status, 201, `POST${trace}`);
+    assert.ok(patches.length >= 1 && patches.every((p) => p.method === 'PATCH' && p.status === 204), `PATCHes${trace}`);
+    // Each answer's draft headers, as the page reads them: CORS exposes them.
+    for (const x of run.exchanges) {
+      assert.equal(x.interop, '6', `Upload-Draft-Interop-Version readable on ${x.method}${trace}`);
+      assert.ok(x.responseOffset !== null, `Upload-Offset readable on ${x.method}${trace}`);
+      assert.match(x.limit ?? '', /max-size=/, `Upload-Limit readable on ${x.method}${trace}`);
+    }
+    assert.ok(post.location?.startsWith(depot.url + TUS_PATH), `Location readable: ${post.location}`);
+    assert.equal(post.complete, '?0');
+    assert.equal(patches.at(-1).complete, '?1', `the last append completes the upload${trace}`);
+    assert.equal(Number(patches.at(-1).responseOffset), SIZE);
+    assert.ok(run.fileIdHeader, `Depot-File-Id${trace}`);
+    assert.equal(patches.at(-1).fileId, run.fileIdHeader);
+    await assertStored(run.fileIdHeader, name);
   });
 });

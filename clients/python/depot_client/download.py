@@ -13,8 +13,12 @@ chunk that does not match.
 With seeds (``seeds=[...]``, or the existing ``OUT`` under ``force``) the
 download is a delta download: the seed files are cut with the server's
 chunker, every chunk of the manifest a seed holds is copied from it (and
-checked against its BLAKE3 again as it is copied), and only the runs of
-chunks no seed holds are fetched, one ``Range`` request each.
+checked against its BLAKE3 again as it is copied), and of each run of
+chunks no seed holds only the bytes around the edit are fetched: the run's
+edges are taken from the seed bytes around the chunks before and after it,
+as far as probes show they hold (see :mod:`depot_client.probe`), and every
+chunk put together is checked against its BLAKE3; one that does not match
+is fetched whole.
 """
 
 from __future__ import annotations
@@ -302,6 +306,7 @@ def seed_files(paths: List[str], skip: str) -> List[str]:
 def _download_seeded(client: Client, file_id: str, part: str, size: int, etag: Optional[str],
                      chunking: Dict[str, Any], manifest: Dict[str, Any], seeds: List[str],
                      progress: Optional[bool]) -> DownloadResult:
+    from . import probe
     from .fastcdc import Params, iter_chunks
 
     chunks = [(int(c["offset"]), int(c["len"]), c["hash"]) for c in manifest["chunks"]]
@@ -321,51 +326,161 @@ def _download_seeded(client: Client, file_id: str, part: str, size: int, etag: O
             continue  # a seed only saves work; an unreadable one is skipped
     result = DownloadResult(path=part, size=size)
     try:
-        fh = open(part, "wb")
+        fh = open(part, "w+b")
     except OSError as e:
         raise LocalFileError(f"cannot write {part}: {e.strerror}") from None
     label = os.path.basename(part)
     bar = tqdm(total=size, desc=label if len(label) <= 14 else label[:13] + "~", unit="B", unit_scale=True,
                unit_divisor=1024, disable=None if progress is None else not progress, ncols=bar_columns(),
                bar_format=BAR_FORMAT)
+    handles: Dict[str, Any] = {}
+
+    def read_seed(path: str, offset: int, n: int) -> Optional[bytes]:
+        try:
+            src = handles.get(path) or handles.setdefault(path, open(path, "rb"))
+            src.seek(offset)
+            return src.read(n)
+        except OSError:
+            return None
+
+    def seed_len(path: str) -> int:
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return 0
+
     with fh:
         fh.truncate(size)
-        filled = [False] * len(chunks)
-        handles: Dict[str, Any] = {}
+        # Where each chunk came from (None: not from a seed).
+        sources: List[Optional[tuple]] = [None] * len(chunks)
         try:
             for i, (offset, length, digest) in enumerate(chunks):
                 at = found.get(digest)
                 if at is None:
                     continue
-                src = handles.get(at[0]) or handles.setdefault(at[0], open(at[0], "rb"))
-                src.seek(at[1])
-                data = src.read(length)
-                if len(data) != length or blake3.blake3(data).hexdigest() != digest:
+                data = read_seed(at[0], at[1], length)
+                if data is None or len(data) != length or blake3.blake3(data).hexdigest() != digest:
                     continue  # the seed changed since it was cut: fetch it
                 fh.seek(offset)
                 fh.write(data)
-                filled[i] = True
+                sources[i] = at
                 result.reused_bytes += length
                 bar.update(length)
+            bar.set_postfix_str(f"got 0B seed {short_bytes(result.reused_bytes)}", refresh=False)
+            # Runs with a seed on either side, long enough to be worth
+            # probing, are put together from the seeds; the rest is fetched.
+            whole, guessed = [], []
+            for i, j in _holes(sources):
+                start, end = chunks[i][0], chunks[j - 1][0] + chunks[j - 1][1]
+                front = back = None
+                if i > 0 and sources[i - 1] is not None:
+                    front = (sources[i - 1][0], sources[i - 1][1] + chunks[i - 1][1])
+                if j < len(chunks) and sources[j] is not None:
+                    back = sources[j]
+                if end - start >= probe.MIN_RUN and (front or back):
+                    guessed.append((i, j, probe.Run(start, end - start, front, back)))
+                else:
+                    whole.append((i, j))
+            if guessed:
+                try:
+                    plans, received = probe.locate(client, file_id, etag, [g[2] for g in guessed], read_seed,
+                                                   seed_len)
+                except probe.NoRanges:
+                    whole.extend((i, j) for i, j, _ in guessed)  # a server without lists of ranges
+                else:
+                    result.received_bytes += received
+                    for (i, j, run), plan in zip(guessed, plans):
+                        _put_together(client, file_id, etag, chunks[i:j], run, plan, read_seed, fh, result, bar)
+            for i, j in sorted(whole):
+                _fetch_run(client, file_id, etag, chunks[i:j], fh, result, bar)
         finally:
             for h in handles.values():
                 h.close()
-        bar.set_postfix_str(f"got 0B seed {short_bytes(result.reused_bytes)}", refresh=False)
-        i = 0
-        while i < len(chunks):
-            if filled[i]:
-                i += 1
-                continue
-            j = i
-            while j < len(chunks) and not filled[j]:
-                j += 1
-            _fetch_run(client, file_id, etag, chunks[i:j], fh, result, bar)
-            i = j
         bar.close()
         fh.flush()
         os.fsync(fh.fileno())
     result.checks = ["size", f"{len(chunks)} chunk hashes"]
     return result
+
+
+def _holes(sources: List[Optional[tuple]]):
+    """(i, j): the runs of chunks with no source."""
+    i = 0
+    while i < len(sources):
+        if sources[i] is not None:
+            i += 1
+            continue
+        j = i
+        while j < len(sources) and sources[j] is None:
+            j += 1
+        yield i, j
+        i = j
+
+
+def _put_together(client: Client, file_id: str, etag: Optional[str], run_chunks: List[tuple], run, plan,
+                  read_seed, fh, result: DownloadResult, bar) -> None:
+    """A run's guessed edges from the seeds, the bytes between them from the
+    server; then every chunk checked, the ones that do not match fetched."""
+    front, back = plan
+    lo, hi = run.start + front, run.start + run.length - back
+    copied = True
+    for guess, to, n, first in ((run.front, run.start, front, True), (run.back, hi, back, False)):
+        if guess is None or n == 0:
+            continue
+        path, at = guess
+        src = at if first else at - n
+        done = 0
+        while done < n:
+            data = read_seed(path, src + done, min(READ_SIZE, n - done))
+            if not data:
+                copied = False
+                break
+            fh.seek(to + done)
+            fh.write(data)
+            done += len(data)
+    if hi > lo:
+        _fetch_span(client, file_id, etag, lo, hi, fh, result, bar)
+    fh.flush()
+    bad = []
+    for k, (off, length, digest) in enumerate(run_chunks):
+        fh.seek(off)
+        if copied and blake3.blake3(fh.read(length)).hexdigest() == digest:
+            from_seed = length - max(0, min(hi, off + length) - max(lo, off))
+            result.reused_bytes += from_seed
+            bar.update(from_seed)
+        else:
+            bad.append(k)
+    k = 0
+    while k < len(bad):
+        m = k
+        while m + 1 < len(bad) and bad[m + 1] == bad[m] + 1:
+            m += 1
+        _fetch_run(client, file_id, etag, run_chunks[bad[k]:bad[m] + 1], fh, result, bar)
+        k = m + 1
+
+
+def _fetch_span(client: Client, file_id: str, etag: Optional[str], start: int, end: int, fh,
+                result: DownloadResult, bar) -> None:
+    """Bytes ``start..end`` with one ``Range`` request, written in place
+    (checked afterwards, as parts of the chunks around them)."""
+    headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{end - 1}"}
+    if etag:
+        headers["If-Range"] = f'"{etag}"'
+    r = client.open_download(file_id, headers)
+    with r:
+        if r.status_code != 206:
+            raise ServerFailure(f"asked for bytes {start}-{end - 1} and got {r.status_code}")
+        fh.seek(start)
+        pos = start
+        for data in _body(r, lambda: pos - start):
+            if pos + len(data) > end:
+                raise VerificationFailed("the server sent more than the range asked for")
+            fh.write(data)
+            pos += len(data)
+            result.received_bytes += len(data)
+            bar.update(len(data))
+    if pos != end:
+        raise Unreachable(f"the range {start}-{end - 1} ended early; run the same command again")
 
 
 def _fetch_run(client: Client, file_id: str, etag: Optional[str], run: List[tuple], fh,

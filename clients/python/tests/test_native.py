@@ -181,13 +181,16 @@ def test_download_with_a_seed_fetches_only_the_changes(native_server, make_file,
     d = download(client, r.file_id, str(out), progress=False, seeds=[str(src)])
     fetched = native_server.response_bytes() - before
     assert out.read_bytes() == bytes(body)
-    # 3 MiB inserted; the seams cost one to three average chunks each
-    # (the default chunker's average is 256 KiB, its maximum 1 MiB).
-    assert 3 * MIB < fetched < 3 * MIB + 12 * native_server_avg(client), fetched
-    assert d.reused_bytes + d.received_bytes == len(body)
-    assert d.reused_bytes > len(old) - 3 * MIB, d
+    # 3 MiB inserted; of the chunks around each insertion only the bytes
+    # the seed does not hold are fetched (within 2 KiB), after a few
+    # rounds of probes (~8 KiB an insertion); the JSON is a few KiB.
+    assert 3 * MIB < fetched < 3 * MIB + 128 * 1024, fetched
+    assert d.reused_bytes + d.received_bytes >= len(body)
+    assert d.reused_bytes > len(old) - 64 * 1024, d
 
-    # A damaged seed: its chunk is fetched instead, the result still verifies.
+    # A damaged seed: the damaged chunk does not match, so it is put
+    # together around the flipped byte (fetched whole when no probe lands
+    # on it); the result still verifies.
     damaged = bytearray(old)
     damaged[5 * MIB] ^= 0xFF
     seed_dir = tmp_path / "seeds"
@@ -201,12 +204,8 @@ def test_download_with_a_seed_fetches_only_the_changes(native_server, make_file,
     # The existing output, replaced with force, is a seed by default.
     before = native_server.response_bytes()
     download(client, r.file_id, str(src), progress=False, force=True)
-    assert native_server.response_bytes() - before < 3 * MIB + 12 * native_server_avg(client)
+    assert native_server.response_bytes() - before < 3 * MIB + 128 * 1024
     assert src.read_bytes() == bytes(body)
-
-
-def native_server_avg(client) -> int:
-    return int(client.chunking()["avg"])
 
 
 SMALL_CHUNKS = {"DEPOT_CHUNKING_MIN": "256", "DEPOT_CHUNKING_AVG": "1024", "DEPOT_CHUNKING_MAX": "4096"}

@@ -68,7 +68,8 @@ export async function startUppyServer(bundle, data) {
  * pausedAt, events }. With `pauseAt` (a fraction), the file is paused once
  * progress passes it and resumed as soon as the pause is reported.
  * Each exchange: { method, url, offset, status, responseOffset,
- * responseLength, fileId } from tus-js-client's request hooks.
+ * responseLength, fileId, and the IETF draft's interop, complete, limit,
+ * location } from tus-js-client's request hooks.
  */
 export function uppyUploadInPage({ endpoint, name, type, tus, pauseAt }) {
   return (async () => {
@@ -94,6 +95,11 @@ export function uppyUploadInPage({ endpoint, name, type, tus, pauseAt }) {
         x.responseOffset = res.getHeader('Upload-Offset');
         x.responseLength = res.getHeader('Upload-Length');
         x.fileId = res.getHeader('Depot-File-Id');
+        // The IETF draft's, in its modes (null when CORS hides them).
+        x.interop = res.getHeader('Upload-Draft-Interop-Version');
+        x.complete = res.getHeader('Upload-Complete');
+        x.limit = res.getHeader('Upload-Limit');
+        x.location = res.getHeader('Location');
       },
     });
     const id = uppy.addFile({ name, type, data: new File([blob], name, { type }) });
