@@ -345,3 +345,62 @@ async fn spoofed_forwarded_for_does_not_reset_the_rate_limit() {
     assert!(got.starts_with(&[200, 200, 200]) && got.contains(&429), "right-most hop: {got:?}");
     s.stop().await;
 }
+
+/// Polls `cond` every 20 ms for up to five seconds.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Four piece uploads that declare 64 MiB pieces (the whole 256 MiB body
+/// budget between them) and stop sending do not stop a fifth client: while
+/// it waits for room they keep only what they sent, so its 1 MiB chunk PUT
+/// finishes within seconds, well before the body idle timeout, which then
+/// ends the four with 408.
+#[tokio::test]
+async fn stalled_pieces_do_not_starve_a_chunk_put() {
+    use common::http::{fed_body, field, handmade_multipart};
+    use depot::config::{ByteSize, Dur};
+    use std::time::{Duration, Instant};
+    const IDLE: Duration = Duration::from_secs(8);
+    let (_dir, s) = TestServer::start_temp_with(|c| {
+        c.limits.max_buffered = ByteSize(256 << 20);
+        c.limits.max_piece_size = ByteSize(64 << 20);
+        c.limits.body_idle_timeout = Dur(IDLE);
+    })
+    .await;
+    let mut stalled = Vec::new();
+    for i in 0..4 {
+        let params = piece_params(1, 2, 64 << 20, 128 << 20, &format!("stalled-{i}"), "big.bin");
+        let mut parts: Vec<(String, &[u8])> = params.iter().map(|(k, v)| (field(k), v.as_bytes())).collect();
+        parts.push((format!("{}; filename=\"blob\"", field("file")), &[7u8; 4096][..]));
+        let (tx, body) = fed_body(2);
+        tx.send(Ok(handmade_multipart("stall", &parts, false))).await.unwrap();
+        let req = client()
+            .post(s.url("/api/files/upload/chunked"))
+            .header("Content-Type", "multipart/form-data; boundary=stall")
+            .body(body);
+        stalled.push((tx, tokio::spawn(req.send())));
+    }
+    let state = s.state.clone();
+    eventually("the four pieces hold the whole budget", || state.body_budget_free() == 0).await;
+
+    let data = pseudo_random(1 << 20, 4);
+    let started = Instant::now();
+    let r =
+        client().put(s.url(&format!("/api/chunks/{}", ChunkId::of(&data)))).body(data).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(took < IDLE / 2, "the chunk PUT took {took:?}");
+    for (tx, h) in stalled {
+        let r = h.await.unwrap().unwrap();
+        assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+        drop(tx);
+    }
+    assert!(started.elapsed() >= IDLE - Duration::from_secs(1), "408 came at the idle timeout");
+    assert_eq!(s.stats().await.unique_chunks, 1, "nothing of the stalled pieces is stored");
+    eventually("every share is back", || state.body_budget_free() == 256 << 20).await;
+}
