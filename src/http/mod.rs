@@ -8,6 +8,7 @@ pub mod access;
 pub mod auth;
 pub mod budget;
 pub mod client_ip;
+pub mod conns;
 mod error;
 pub mod layers;
 pub mod metrics;
