@@ -1,5 +1,7 @@
-//! Connections on the wire, below the router: raw TCP against the real
-//! server. Idle connections give way to new ones, silent ones are closed.
+//! Connections and request framing on the wire, below the router: raw TCP
+//! against the real server. Idle connections give way to new ones, silent
+//! ones are closed, and a request framed two ways is answered once and its
+//! connection closed.
 
 mod common;
 
@@ -7,12 +9,79 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use common::cli::Served;
-use common::http::read_to_close;
+use common::http::{read_response, read_to_close};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 fn addr(base: &str) -> String {
     base.trim_start_matches("http://").to_string()
+}
+
+/// A request with both `Content-Length` and `Transfer-Encoding: chunked`
+/// (what request smuggling behind a proxy plays on): the chunked body is
+/// short, and the bytes after it, within the declared length, form a
+/// second request. hyper frames the body by the chunked encoding, the
+/// first request is answered once, the connection is closed after it, and
+/// the second request is never read, whichever header comes first. Control:
+/// with `Transfer-Encoding` alone, the same bytes are two requests on a
+/// kept-alive connection, both answered.
+#[tokio::test]
+async fn a_request_framed_two_ways_is_answered_once_and_its_connection_closed() {
+    let (_dir, s) = TestServer::start_temp().await;
+    let host = addr(&s.base);
+    let smuggled = |name: &str| {
+        format!(
+            "POST /api/files/upload?filename={name} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nevil!"
+        )
+    };
+    for (i, cl_first) in [true, false].into_iter().enumerate() {
+        let body = format!("5\r\nhello\r\n0\r\n\r\n{}", smuggled(&format!("smuggled-{i}.txt")));
+        let (cl, te) = (format!("Content-Length: {}\r\n", body.len()), "Transfer-Encoding: chunked\r\n");
+        let framing = if cl_first { format!("{cl}{te}") } else { format!("{te}{cl}") };
+        let mut c = TcpStream::connect(addr(&s.base)).await.unwrap();
+        let req = format!(
+            "POST /api/files/upload?filename=first-{i}.txt HTTP/1.1\r\nHost: {host}\r\n{framing}\r\n{body}"
+        );
+        c.write_all(req.as_bytes()).await.unwrap();
+        let all = read_to_close(&mut c, Duration::from_secs(10)).await.expect("the connection is closed");
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+        assert!(text.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{text}");
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "one answer: {text}");
+    }
+    // Framing hyper cannot read (chunked not last, lengths that differ):
+    // 400 and closed, nothing stored.
+    for framing in ["Transfer-Encoding: chunked, gzip\r\n", "Content-Length: 5\r\nContent-Length: 6\r\n"] {
+        let mut c = TcpStream::connect(addr(&s.base)).await.unwrap();
+        let req = format!(
+            "POST /api/files/upload?filename=bad.txt HTTP/1.1\r\nHost: {host}\r\n{framing}\r\nhello!"
+        );
+        c.write_all(req.as_bytes()).await.unwrap();
+        let all = read_to_close(&mut c, Duration::from_secs(10)).await.expect("the connection is closed");
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.starts_with("HTTP/1.1 400"), "{framing}: {text}");
+    }
+
+    // Control: chunked alone, then a second request on the same connection.
+    let mut c = TcpStream::connect(addr(&s.base)).await.unwrap();
+    let req = format!(
+        "POST /api/files/upload?filename=control.txt HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n0\r\n\r\n{}",
+        smuggled("pipelined.txt")
+    );
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        let r = read_response(&mut c, &mut buf).await.expect("an answer");
+        assert_eq!(r.status, 201, "{}", r.head);
+    }
+
+    let mut names: Vec<String> = s.list_files(&[]).await.files.into_iter().map(|f| f.name).collect();
+    names.sort();
+    assert_eq!(names, ["control.txt", "first-0.txt", "first-1.txt", "pipelined.txt"]);
+    for f in s.list_files(&[]).await.files.iter().filter(|f| f.name.starts_with("first")) {
+        assert_eq!(s.download(&f.id).await, b"hello");
+    }
 }
 
 /// A connection that sends nothing at all is closed after the header
