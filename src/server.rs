@@ -172,7 +172,8 @@ pub fn router(state: AppState) -> Router {
     let cfg = state.config.clone();
     let (Routes { api, uploads }, plain) = routes();
     let api = rate_limit(
-        api.layer(DefaultBodyLimit::max(cfg.limits.max_json_body.0 as usize)),
+        api.layer(DefaultBodyLimit::max(cfg.limits.max_json_body.0 as usize))
+            .route_layer(axum::middleware::from_fn_with_state(state.clone(), layers::json_bodies)),
         &cfg.rate_limit,
         Budget::Api,
     );

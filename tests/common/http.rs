@@ -129,6 +129,15 @@ pub fn piece(n: u32, total: u32, chunk: u64, size: u64, id: &str, name: &str, da
     piece_form(&piece_params(n, total, chunk, size, id, name), Some(data))
 }
 
+/// A JSON missing-chunks query of exactly `size` bytes: no hashes, padded
+/// with whitespace (valid JSON, answered 200 with nothing missing).
+pub fn padded_json(size: usize) -> Vec<u8> {
+    let mut body = b"{\"hashes\":[".to_vec();
+    body.resize(size - 2, b' ');
+    body.extend_from_slice(b"]}");
+    body
+}
+
 /// One HTTP/1.1 response read off a raw connection.
 #[derive(Debug)]
 pub struct RawResponse {
