@@ -20,6 +20,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{AuthMode, LimitsConfig};
+use crate::http::conns::{Connections, Held};
 use crate::http::layers::{self, Budget, rate_limit};
 use crate::http::{ApiError, AppState, Routes, access, auth, json_errors, ops};
 use crate::protocol::{admin, files, native, seed, tus};
@@ -171,7 +172,8 @@ pub fn router(state: AppState) -> Router {
     let cfg = state.config.clone();
     let (Routes { api, uploads }, plain) = routes();
     let api = rate_limit(
-        api.layer(DefaultBodyLimit::max(cfg.limits.max_json_body.0 as usize)),
+        api.layer(DefaultBodyLimit::max(cfg.limits.max_json_body.0 as usize))
+            .route_layer(axum::middleware::from_fn_with_state(state.clone(), layers::json_bodies)),
         &cfg.rate_limit,
         Budget::Api,
     );
@@ -346,11 +348,12 @@ async fn accept_loop<S>(
         .keep_alive_interval(limits.header_timeout.0)
         .keep_alive_timeout(limits.header_timeout.0);
     // Never more connections than descriptors: the store needs its files
-    // opened whatever clients do.
+    // opened whatever clients do. Idle connections make room for new ones.
     let fd_room = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .map_or(usize::MAX, |n| n.saturating_sub(FDS_KEPT) as usize);
-    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.min(fd_room).max(1)));
+    let connections = Connections::new(limits.max_connections.min(fd_room));
+    let header_timeout = limits.header_timeout.0;
     let graceful = GracefulShutdown::new();
     let mut stopping = std::pin::pin!(stopping);
     loop {
@@ -366,25 +369,48 @@ async fn accept_loop<S>(
             },
             () = &mut stopping => break,
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            // Over the cap: closed at once, costing nothing further.
+        let Some(place) = connections.admit().await else {
+            // Every connection is busy: closed at once, costing nothing further.
             continue;
         };
         // Small answers (Range requests, JSON) go out at once, not after a
         // delayed acknowledgement.
         let _ = tcp.set_nodelay(true);
-        let app = app.clone();
-        let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).into_owned();
-        let conn = graceful.watch(conn);
+        let place = Arc::new(place);
+        let svc = {
+            let (app, place) = (app.clone(), place.clone());
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                let busy = place.busy();
+                let answer = tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new));
+                async move { Ok::<_, Infallible>(answer.await?.map(|body| Held::new(body, busy))) }
+            })
+        };
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
+            // hyper's header timeout starts once bytes came (it first waits
+            // for them to tell HTTP/1 from HTTP/2): a connection that sends
+            // nothing at all is closed after the same time.
+            let mut probe = [0u8; 1];
+            let first = tokio::select! {
+                got = tokio::time::timeout(header_timeout, tcp.peek(&mut probe)) => {
+                    matches!(got, Ok(Ok(n)) if n > 0)
+                }
+                () = place.told_to_close() => false,
+            };
+            if !first {
+                return;
+            }
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+            let conn = watcher.watch(conn.into_owned());
+            tokio::select! {
+                _ = conn => {}
+                // Idle and its place taken: dropping it closes it.
+                () = place.told_to_close() => {}
+            }
         });
     }
+    connections.close_idle();
     drop(listener);
     on_stop();
     graceful.shutdown().await;

@@ -345,3 +345,114 @@ async fn spoofed_forwarded_for_does_not_reset_the_rate_limit() {
     assert!(got.starts_with(&[200, 200, 200]) && got.contains(&429), "right-most hop: {got:?}");
     s.stop().await;
 }
+
+/// Polls `cond` every 20 ms for up to five seconds.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A JSON body reserves its declared size from the body budget before it is
+/// read, as chunk and piece bodies do: with a 4 MiB budget, a 3 MiB query
+/// that has sent 1 MiB holds 3 MiB and another 3 MiB query waits for it.
+/// Quiet while the other waits, the first gives back what it has not sent
+/// (so the other gets through in about a second, not at the body idle
+/// timeout), then takes its share back and finishes when it sends the rest.
+#[tokio::test]
+async fn json_bodies_draw_from_the_body_budget() {
+    use common::http::{padded_json, read_response};
+    use depot::config::{ByteSize, Dur};
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    const SIZE: usize = 3 << 20;
+    let (_dir, s) = TestServer::start_temp_with(|c| {
+        c.limits.max_buffered = ByteSize(4 << 20);
+        c.limits.body_idle_timeout = Dur(Duration::from_secs(20));
+    })
+    .await;
+    let body = padded_json(SIZE);
+    let host = s.base.trim_start_matches("http://");
+    let mut a = tokio::net::TcpStream::connect(host).await.unwrap();
+    let head = format!(
+        "POST /api/chunks/missing HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {SIZE}\r\n\r\n"
+    );
+    a.write_all(head.as_bytes()).await.unwrap();
+    a.write_all(&body[..1 << 20]).await.unwrap();
+    let state = s.state.clone();
+    eventually("the first query holds its 3 MiB", || state.body_budget_free() == 1 << 20).await;
+
+    let started = Instant::now();
+    let r = client()
+        .post(s.url("/api/chunks/missing"))
+        .header("Content-Type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(took >= Duration::from_millis(500), "the second query did not wait for room: {took:?}");
+    assert!(took < Duration::from_secs(10), "the quiet query held its share for {took:?}");
+
+    a.write_all(&body[1 << 20..]).await.unwrap();
+    let mut buf = Vec::new();
+    let r = read_response(&mut a, &mut buf).await.expect("an answer to the first query");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let answer: depot::wire::MissingResponse = serde_json::from_slice(&r.body).unwrap();
+    assert!(answer.missing.is_empty());
+    eventually("every share is back", || state.body_budget_free() == 4 << 20).await;
+}
+
+/// Four piece uploads that declare 64 MiB pieces (the whole 256 MiB body
+/// budget between them) and stop sending do not stop a fifth client: while
+/// it waits for room they keep only what they sent, so its 1 MiB chunk PUT
+/// finishes within seconds, well before the body idle timeout, which then
+/// ends the four with 408.
+#[tokio::test]
+async fn stalled_pieces_do_not_starve_a_chunk_put() {
+    use common::http::{fed_body, field, handmade_multipart};
+    use depot::config::{ByteSize, Dur};
+    use std::time::{Duration, Instant};
+    const IDLE: Duration = Duration::from_secs(8);
+    let (_dir, s) = TestServer::start_temp_with(|c| {
+        c.limits.max_buffered = ByteSize(256 << 20);
+        c.limits.max_piece_size = ByteSize(64 << 20);
+        c.limits.body_idle_timeout = Dur(IDLE);
+    })
+    .await;
+    let mut stalled = Vec::new();
+    for i in 0..4 {
+        let params = piece_params(1, 2, 64 << 20, 128 << 20, &format!("stalled-{i}"), "big.bin");
+        let mut parts: Vec<(String, &[u8])> = params.iter().map(|(k, v)| (field(k), v.as_bytes())).collect();
+        parts.push((format!("{}; filename=\"blob\"", field("file")), &[7u8; 4096][..]));
+        let (tx, body) = fed_body(2);
+        tx.send(Ok(handmade_multipart("stall", &parts, false))).await.unwrap();
+        let req = client()
+            .post(s.url("/api/files/upload/chunked"))
+            .header("Content-Type", "multipart/form-data; boundary=stall")
+            .body(body);
+        stalled.push((tx, tokio::spawn(req.send())));
+    }
+    let state = s.state.clone();
+    eventually("the four pieces hold the whole budget", || state.body_budget_free() == 0).await;
+
+    let data = pseudo_random(1 << 20, 4);
+    let started = Instant::now();
+    let r =
+        client().put(s.url(&format!("/api/chunks/{}", ChunkId::of(&data)))).body(data).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(took < IDLE / 2, "the chunk PUT took {took:?}");
+    for (tx, h) in stalled {
+        let r = h.await.unwrap().unwrap();
+        assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+        drop(tx);
+    }
+    assert!(started.elapsed() >= IDLE - Duration::from_secs(1), "408 came at the idle timeout");
+    assert_eq!(s.stats().await.unique_chunks, 1, "nothing of the stalled pieces is stored");
+    eventually("every share is back", || state.body_budget_free() == 256 << 20).await;
+}

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::cli::Served;
+use common::http::{RawResponse, read_response};
 use depot::testdata::pseudo_random;
 use futures_util::StreamExt;
 
@@ -186,6 +187,126 @@ async fn concurrent_streamed_uploads_stay_within_the_body_budget() {
 fn b64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Sends `head` and then `body` (1 MiB writes, until the server stops
+/// reading), reading the answer meanwhile.
+async fn refused(
+    base: &str,
+    head: String,
+    body: impl Iterator<Item = Vec<u8>> + Send + 'static,
+) -> RawResponse {
+    use tokio::io::AsyncWriteExt;
+    let c = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+    let (mut rd, mut wr) = c.into_split();
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        for part in body {
+            wr.write_all(&part).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(20), read_response(&mut rd, &mut buf))
+        .await
+        .expect("an answer within 20 s")
+        .expect("an answer");
+    writer.abort();
+    r
+}
+
+/// A 200 MiB JSON body, with `Content-Length` and chunked: refused with 413
+/// and the JSON error, the first before a byte of it is read, the second
+/// once it passes `limits.max_json_body` (16 MiB); the server grows by less
+/// than 64 MiB and answers `/healthz` after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mib_json_body_is_refused_with_bounded_memory() {
+    const HUGE: u64 = 200 << 20;
+    const BOUND: u64 = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        Served::start(&dir.path().join("data"), &["--listen", "127.0.0.1:0"], &[("DEPOT_LOG", "warn")]).await;
+    let (pid, base) = (server.child.id().unwrap(), server.base.clone());
+    let baseline = rss_of(pid);
+    let (stop, peak) = sampler(pid);
+    let host = base.trim_start_matches("http://");
+    let mib = || std::iter::repeat_n(vec![b' '; 1 << 20], (HUGE >> 20) as usize);
+
+    let head = format!(
+        "POST /api/files HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {HUGE}\r\n\r\n"
+    );
+    let r = refused(&base, head, std::iter::once(b"{\"name\": \"".to_vec()).chain(mib())).await;
+    assert_eq!(r.status, 413, "{}", r.head);
+    let e: depot::wire::ErrorBody = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(e.error, "too_large");
+
+    let head = format!(
+        "POST /api/chunks/missing HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
+    );
+    let chunked = mib().map(|m| {
+        let mut c = format!("{:x}\r\n", m.len()).into_bytes();
+        c.extend_from_slice(&m);
+        c.extend_from_slice(b"\r\n");
+        c
+    });
+    let r = refused(&base, head, chunked).await;
+    assert_eq!(r.status, 413, "{}", r.head);
+    let e: depot::wire::ErrorBody = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(e.error, "too_large");
+
+    let _ = stop.send(());
+    let growth = peak.await.unwrap().saturating_sub(baseline);
+    eprintln!("200 MiB JSON bodies, with and without Content-Length: server RSS grew {} MiB", growth >> 20);
+    assert!(growth < BOUND, "server RSS grew {} MiB", growth >> 20);
+    let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(server.stop().await, Some(0), "SIGTERM is a clean stop");
+}
+
+/// JSON bodies draw from the body budget: 32 concurrent 8 MiB queries
+/// against a 32 MiB budget are read a few at a time, so the server grows by
+/// the budget plus a fixed overhead, not by 32 bodies; all are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_json_bodies_stay_within_the_body_budget() {
+    const BUDGET: u64 = 32 << 20;
+    const OVERHEAD: u64 = 48 << 20;
+    const SIZE: usize = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Served::start(
+        &dir.path().join("data"),
+        &["--listen", "127.0.0.1:0"],
+        &[("DEPOT_LOG", "warn"), ("DEPOT_MAX_BUFFERED", "32MiB")],
+    )
+    .await;
+    let (pid, base) = (server.child.id().unwrap(), server.base.clone());
+    let client = reqwest::Client::new();
+    let body = bytes::Bytes::from(common::http::padded_json(SIZE));
+    let baseline = rss_of(pid);
+    let (stop, peak) = sampler(pid);
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (client, base, body) = (client.clone(), base.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(format!("{base}/api/chunks/missing"))
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<depot::wire::MissingResponse>().await.unwrap().missing.len()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 0);
+    }
+    let _ = stop.send(());
+    let growth = peak.await.unwrap().saturating_sub(baseline);
+    eprintln!("32 concurrent 8 MiB JSON bodies, 32 MiB budget: server RSS grew {} MiB", growth >> 20);
+    assert!(growth < BUDGET + OVERHEAD, "server RSS grew {} MiB", growth >> 20);
+    assert_eq!(server.stop().await, Some(0), "SIGTERM is a clean stop");
 }
 
 /// Compressed chunk PUTs that ask for much memory: 32 at once declaring a

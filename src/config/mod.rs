@@ -127,19 +127,24 @@ pub struct LimitsConfig {
     /// the default) and one-shot commits of up to ~180,000 chunks (~45 GiB
     /// with the default chunking) from clients that do not commit in parts.
     pub max_json_body: ByteSize,
-    /// Most upload bytes held in memory at once, across all requests: native
-    /// chunk bodies, seed pieces, and what each streamed upload (regular,
-    /// tus, IETF) buffers. A request waits for room; one body is always let
-    /// through, however large.
+    /// Most request bytes held in memory at once, across all requests:
+    /// native chunk bodies, seed pieces, JSON bodies, and what each streamed
+    /// upload (regular, tus, IETF) buffers. A request waits for room; one
+    /// body is always let through, however large. A chunk, piece or JSON
+    /// body that sends nothing for a second while others wait gives back
+    /// what it has not sent yet.
     pub max_buffered: ByteSize,
     /// A connection that has not sent a request's whole header block this
-    /// long after it began (or after the last request) is closed:
-    /// slowloris clients hold nothing for long.
+    /// long after it began (or after the last request) is closed, one that
+    /// sent nothing at all too: slowloris clients hold nothing for long.
     pub header_timeout: Dur,
     /// A request body that sends nothing this long is ended with 408 (and
     /// gives back its share of the memory budget).
     pub body_idle_timeout: Dur,
-    /// Most connections open at once; past it, new ones are closed at once.
+    /// Most connections open at once (never more than the descriptor limit
+    /// allows, less 256 for the store). Past it, a new connection takes the
+    /// place of the oldest idle one; when every one is busy, it is closed
+    /// at once.
     pub max_connections: usize,
 }
 

@@ -82,3 +82,57 @@ fn rate_limited(e: GovernorError) -> Response {
         other => ApiError::Unavailable(other.to_string()).into_response(),
     }
 }
+
+/// Middleware on the JSON API routes: a request body counts against the
+/// memory budget like every other body. Its size (`Content-Length`, else
+/// `limits.max_json_body`) is reserved before a byte is read, the body is
+/// read here within the JSON limit (413 at once for a larger
+/// `Content-Length`, as soon as a chunked body passes it), and the share is
+/// held until the handler has answered. Bodies of methods whose handlers
+/// never read one (GET, HEAD, OPTIONS, DELETE) are left unread.
+pub async fn json_bodies(
+    axum::extract::State(st): axum::extract::State<super::AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limit = st.config.limits.max_json_body.0;
+    let Some(size) = body_size(&req, limit) else {
+        return next.run(req).await;
+    };
+    if size > limit {
+        return ApiError::PayloadTooLarge(format!(
+            "a JSON body may be at most {limit} bytes, this one declares {size}"
+        ))
+        .into_response();
+    }
+    let mut budget = match st.reserve_body(size).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match super::read_body(body, limit as usize, size as usize, &mut budget).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let resp = next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await;
+    drop(budget);
+    resp
+}
+
+/// How many bytes a JSON request's body may take: its `Content-Length`;
+/// `limit` when it has none but may have a body (chunked, or HTTP/2);
+/// `None` when it has none or its method's handlers read none.
+fn body_size(req: &axum::extract::Request, limit: u64) -> Option<u64> {
+    use axum::http::{Version, header};
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE) {
+        return None;
+    }
+    let h = req.headers();
+    if h.contains_key(header::CONTENT_LENGTH) {
+        // hyper lets no unparseable length through; were one to pass, it
+        // would count as the limit.
+        return Some(super::content_length(h).unwrap_or(limit)).filter(|&n| n > 0);
+    }
+    let http1 = matches!(req.version(), Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11);
+    (h.contains_key(header::TRANSFER_ENCODING) || !http1).then_some(limit)
+}

@@ -6,7 +6,9 @@
 
 pub mod access;
 pub mod auth;
+pub mod budget;
 pub mod client_ip;
+pub mod conns;
 mod error;
 pub mod layers;
 pub mod metrics;
@@ -17,9 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 pub use self::auth::Principal;
+pub use self::budget::Reservation;
 pub use self::error::{ApiError, Dialect, Plain, body_failed, is_idle, json_errors};
 pub use self::metrics::Metrics;
 use crate::config::Config;
@@ -31,9 +34,9 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    /// Budget of upload bytes held in memory (permits are KiB); closed when
-    /// shutdown begins, so that waiting uploads are answered 503.
-    body_budget: Arc<Semaphore>,
+    /// Budget of request body bytes held in memory; closed when shutdown
+    /// begins, so that waiting requests are answered 503.
+    body_budget: Arc<budget::MemoryBudget>,
     /// Which request writes to each resumable upload.
     pub writers: Arc<writers::Slots>,
     /// Turns true when the server starts shutting down: long uploads stop,
@@ -47,7 +50,8 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Store, config: Config) -> Self {
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let body_budget = Arc::new(Semaphore::new(body_budget_kib(&config) as usize));
+        let body_budget =
+            budget::MemoryBudget::new(config.limits.max_buffered.0, config.limits.body_idle_timeout.0);
         let config_rate_limit = config.rate_limit.clone();
         Self {
             store,
@@ -61,18 +65,20 @@ impl AppState {
         }
     }
 
-    /// Reserves `bytes` of the budget of upload bytes in memory, waiting for
-    /// room. A reservation larger than the whole budget takes all of it.
+    /// Reserves `bytes` of the budget of request bytes in memory, waiting
+    /// for room. A reservation larger than the whole budget takes all of it.
+    /// Read the body through [`Reservation::next`] (as [`read_body`] does),
+    /// so that the share goes to others while the body stalls.
     ///
     /// # Errors
     /// 503 when the server is shutting down.
-    pub async fn reserve_body(&self, bytes: u64) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        let kib = bytes.div_ceil(1024).clamp(1, u64::from(body_budget_kib(&self.config))) as u32;
-        self.body_budget
-            .clone()
-            .acquire_many_owned(kib)
-            .await
-            .map_err(|_| ApiError::Unavailable("shutting down".into()))
+    pub async fn reserve_body(&self, bytes: u64) -> Result<Reservation, ApiError> {
+        self.body_budget.reserve(bytes).await
+    }
+
+    /// Bytes of the body budget no request holds now.
+    pub fn body_budget_free(&self) -> u64 {
+        self.body_budget.free()
     }
 
     /// Reserves what a streamed upload body (a regular upload, a tus or
@@ -85,10 +91,7 @@ impl AppState {
     ///
     /// # Errors
     /// 503 when the server is shutting down.
-    pub async fn reserve_stream(
-        &self,
-        declared: Option<u64>,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    pub async fn reserve_stream(&self, declared: Option<u64>) -> Result<Reservation, ApiError> {
         let most = self.store.stream_buffer();
         self.reserve_body(declared.map_or(most, |d| d.min(most))).await
     }
@@ -99,11 +102,6 @@ impl AppState {
         let _ = self.shutdown_tx.send(true);
         self.body_budget.close();
     }
-}
-
-/// `limits.max_buffered` in KiB permits (a semaphore holds fewer than 2^61).
-fn body_budget_kib(config: &Config) -> u32 {
-    config.limits.max_buffered.0.div_ceil(1024).clamp(1, u64::from(u32::MAX)) as u32
 }
 
 /// Counts an upload body streaming in, for `/metrics`.
@@ -128,22 +126,24 @@ pub fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
     crate::decimal::parse_u64(headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.trim()).ok()
 }
 
-/// Reads a whole (small) request body, refusing more than `limit` bytes
-/// with 413 as soon as they arrive; `expect` sizes the buffer up front.
+/// Reads a whole (small) request body into memory `budget` reserved,
+/// refusing more than `limit` bytes with 413 as soon as they arrive;
+/// `expect` sizes the buffer up front.
 ///
 /// # Errors
-/// [`ApiError::PayloadTooLarge`], or [`ApiError::BadRequest`] when the body
-/// breaks off.
+/// [`ApiError::PayloadTooLarge`]; [`ApiError::BadRequest`] when the body
+/// breaks off, 408 when it goes idle (see [`Reservation::next`]).
 pub async fn read_body(
     body: axum::body::Body,
     limit: usize,
     expect: usize,
+    budget: &mut Reservation,
 ) -> Result<axum::body::Bytes, ApiError> {
     use futures_util::StreamExt;
     let mut stream = body.into_data_stream();
     // One allocation of the declared size, not a doubling series of copies.
     let mut buf = Vec::with_capacity(expect.min(limit));
-    while let Some(frame) = stream.next().await {
+    while let Some(frame) = budget.next(buf.len() as u64, stream.next()).await? {
         let frame = frame.map_err(|e| body_failed(&e, "reading the body"))?;
         if buf.len() + frame.len() > limit {
             return Err(ApiError::PayloadTooLarge(format!("the body may be at most {limit} bytes")));

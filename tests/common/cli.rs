@@ -49,8 +49,29 @@ impl Served {
     /// fsync, rate limits or GC), and waits until it says where it listens:
     /// the text line, or the JSON event's `url`.
     pub async fn start(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Served {
+        Self::start_with(Command::new(env!("CARGO_BIN_EXE_depot")), data, args, env).await
+    }
+
+    /// [`Served::start`] with at most `nofile` open descriptors
+    /// (`RLIMIT_NOFILE`, set by the shell that then becomes the server).
+    pub async fn start_with_nofile(
+        nofile: u64,
+        data: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Served {
+        let mut c = Command::new("sh");
+        c.args(["-c", &format!("ulimit -n {nofile} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_depot")]);
+        Self::start_with(c, data, args, env).await
+    }
+
+    async fn start_with(
+        mut c: Command,
+        data: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Served {
         use tokio::io::AsyncBufReadExt;
-        let mut c = Command::new(env!("CARGO_BIN_EXE_depot"));
         c.arg("serve").arg("--data-dir").arg(data).args(args);
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DEPOT_")) {
             c.env_remove(k);

@@ -128,3 +128,77 @@ pub fn handmade_multipart(boundary: &str, parts: &[(String, &[u8])], close: bool
 pub fn piece(n: u32, total: u32, chunk: u64, size: u64, id: &str, name: &str, data: &[u8]) -> Form {
     piece_form(&piece_params(n, total, chunk, size, id, name), Some(data))
 }
+
+/// A JSON missing-chunks query of exactly `size` bytes: no hashes, padded
+/// with whitespace (valid JSON, answered 200 with nothing missing).
+pub fn padded_json(size: usize) -> Vec<u8> {
+    let mut body = b"{\"hashes\":[".to_vec();
+    body.resize(size - 2, b' ');
+    body.extend_from_slice(b"]}");
+    body
+}
+
+/// One HTTP/1.1 response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+/// Reads the next response from `r` (its body by `Content-Length`), with
+/// `buf` holding bytes read past the previous one; `None` at the end of
+/// the connection (or when it breaks) before a whole response.
+pub async fn read_response(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> Option<RawResponse> {
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if !more(r, buf).await {
+            return None;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+        .map_or(0, |(_, v)| v.trim().parse().unwrap());
+    while buf.len() < end + len {
+        if !more(r, buf).await {
+            return None;
+        }
+    }
+    let body = buf[end..end + len].to_vec();
+    buf.drain(..end + len);
+    Some(RawResponse { status, head, body })
+}
+
+/// Reads more of `r` into `buf`; false at the end of the connection.
+async fn more(r: &mut (impl tokio::io::AsyncRead + Unpin), buf: &mut Vec<u8>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 16 << 10];
+    match r.read(&mut chunk).await {
+        Ok(n) if n > 0 => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Everything `r` sends until it closes the connection, or `None` when it
+/// is still open after `wait`.
+pub async fn read_to_close(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    wait: std::time::Duration,
+) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    // A reset after the answer ends the connection too.
+    let _ = tokio::time::timeout(wait, r.read_to_end(&mut all)).await.ok()?;
+    Some(all)
+}

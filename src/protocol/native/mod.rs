@@ -115,8 +115,8 @@ pub async fn put_chunk(
     let reserve = declared.unwrap_or(limit).min(limit);
     let t = who.tenant.clone();
     st.store.blocking(move |s| s.admit_chunk(&t, declared.unwrap_or(1))).await?;
-    let _permit = st.reserve_body(reserve).await?;
-    let bytes = read_body(body, limit as usize, reserve as usize).await?;
+    let mut budget = st.reserve_body(reserve).await?;
+    let bytes = read_body(body, limit as usize, reserve as usize, &mut budget).await?;
     let put = st
         .store
         .blocking(move |s| {

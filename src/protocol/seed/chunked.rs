@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::params::PieceParams;
-use crate::http::{ApiError, AppState, Dialect, Principal, UploadGuard};
+use crate::http::{ApiError, AppState, Dialect, Principal, Reservation, UploadGuard};
 use crate::protocol::file_info;
 use crate::store::{FileName, PieceState, Scope, SeedSpec, Tenant};
 use crate::wire::{ErrorBody, PieceStatus};
@@ -209,7 +209,7 @@ pub async fn post_chunk(
     let mut library = looks_like_library(&pairs);
     let result: Result<Response, ApiError> = async {
         let mut mp = mp?;
-        let mut data: Option<(Bytes, tokio::sync::OwnedSemaphorePermit)> = None;
+        let mut data: Option<(Bytes, Reservation)> = None;
         while let Some(field) = mp.next_field().await? {
             let name = crate::protocol::form_part(field.headers()).name.unwrap_or_default();
             if name == "file" {
@@ -266,17 +266,18 @@ async fn read_param(name: &str, mut field: Field<'_>) -> Result<String, ApiError
 }
 
 /// Reads the `file` part into memory, within the piece limit and the
-/// server-wide budget of piece bytes in flight.
+/// server-wide budget of body bytes in memory (of which a piece that stalls
+/// holds only what it sent while others wait).
 async fn read_piece(
     st: &AppState,
     mut field: Field<'_>,
     expect: Option<u64>,
-) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
+) -> Result<(Bytes, Reservation), ApiError> {
     let limit = st.config.limits.max_piece_size.0;
     let reserve = expect.unwrap_or(limit).min(limit);
-    let permit = st.reserve_body(reserve).await?;
+    let mut budget = st.reserve_body(reserve).await?;
     let mut buf = Vec::with_capacity(reserve.min(16 << 20) as usize);
-    while let Some(chunk) = field.chunk().await? {
+    while let Some(chunk) = budget.next(buf.len() as u64, field.chunk()).await?? {
         if (buf.len() + chunk.len()) as u64 > reserve {
             return Err(match expect {
                 Some(e) if e < limit => {
@@ -287,5 +288,5 @@ async fn read_piece(
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok((Bytes::from(buf), permit))
+    Ok((Bytes::from(buf), budget))
 }
