@@ -271,7 +271,12 @@ async fn files_and_pending_caps() {
     assert_eq!(r.status(), StatusCode::OK);
     let q = r.json::<TenantInfo>().await.unwrap().quota;
     assert_eq!((q.files, q.bytes), (Some(3), Some(1_000_000_000)));
-    for bad in [json!({"pending": 9223372036854775808u64}), json!({"files": 1.5}), json!({"bytes": -1})] {
+    for bad in [
+        json!({"pending": 9223372036854775808u64}),
+        json!({"files": 1.5}),
+        json!({"bytes": -1}),
+        json!([null, null]),
+    ] {
         assert!(put(bad.clone()).await.unwrap().status().is_client_error(), "{bad}");
     }
     assert_eq!(s.tenant().await.quota.files, Some(3), "a refused quota changes nothing");

@@ -170,10 +170,14 @@ pub async fn get_tenant(
 pub async fn set_quota(
     State(st): State<AppState>,
     Path(tenant): Path<String>,
-    req: Result<Json<QuotaInfo>, axum::extract::rejection::JsonRejection>,
+    req: Result<Json<serde_json::Map<String, serde_json::Value>>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<TenantInfo>, ApiError> {
     let t = Tenant::parse(&tenant)?;
-    let Json(q) = req?;
+    // An object only: serde would also read a struct of optional fields
+    // from an array (`[null, null]`).
+    let Json(body) = req?;
+    let q: QuotaInfo = serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::Other { status: StatusCode::UNPROCESSABLE_ENTITY, message: e.to_string() })?;
     let q = Quota { bytes: q.bytes, files: q.files, pending: q.pending };
     Ok(Json(
         st.store
