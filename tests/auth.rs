@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::http::{OCTET, TUS, piece, piece_params, prefixed};
+use common::http::{OCTET, TUS, as_token, piece, piece_params, prefixed};
 use common::{TestServer, test_config};
 use depot::config::AuthMode;
 use depot::store::{ChunkId, Scopes, Tenant};
@@ -13,18 +13,8 @@ use depot::testdata::pseudo_random;
 use depot::wire::{
     ErrorBody, FileInfo, FileList, LinkInfo, MissingResponse, PutChunkResponse, StatsInfo, TokenInfo,
 };
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Client, StatusCode};
 use serde_json::json;
-
-/// A client that sends `token` on every request.
-fn as_token(token: &str) -> Client {
-    let mut h = HeaderMap::new();
-    let mut v = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
-    v.set_sensitive(true);
-    h.insert(AUTHORIZATION, v);
-    Client::builder().default_headers(h).build().unwrap()
-}
 
 struct Tenants {
     _dir: tempfile::TempDir,

@@ -6,23 +6,16 @@
 
 mod common;
 
-use common::http::{OCTET, TUS, piece};
+use common::http::{OCTET, TUS, as_token, piece};
 use common::{TestServer, test_config};
 use depot::config::AuthMode;
 use depot::store::{ChunkId, Scopes, Tenant};
 use depot::testdata::pseudo_random;
 use depot::wire::{ErrorBody, FileInfo, FileList, TenantInfo};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Client, StatusCode};
 use serde_json::json;
 
 const MIB: u64 = 1 << 20;
-
-fn as_token(token: &str) -> Client {
-    let mut h = HeaderMap::new();
-    h.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
-    Client::builder().default_headers(h).build().unwrap()
-}
 
 struct Setup {
     _dir: tempfile::TempDir,

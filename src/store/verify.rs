@@ -119,6 +119,8 @@ impl Store {
         let mut trefs: HashMap<(Tenant, ChunkId), u64> = HashMap::new();
         let mut listed: HashSet<(Tenant, FileId)> = HashSet::new();
         let (mut files, mut logical) = (0i64, 0i64);
+        // Each tenant's files and bytes, as its usage counters should say.
+        let mut usage: std::collections::BTreeMap<Tenant, (u64, u64)> = Default::default();
         for kv in m.scan(Cf::Files, b"", None) {
             let (k, v) = kv?;
             rep.files += 1;
@@ -129,6 +131,11 @@ impl Store {
                     continue;
                 }
             };
+            if quota::counts(&rec) {
+                let u = usage.entry(rec.tenant.clone()).or_default();
+                u.0 += 1;
+                u.1 += rec.size;
+            }
             if rec.state == FileState::Ready {
                 files += 1;
                 logical += rec.size as i64;
@@ -276,7 +283,7 @@ impl Store {
             }
         }
         // Each tenant's usage counters against its records.
-        let mut want = self.count_usage()?;
+        let mut want = usage;
         for (t, (files, bytes)) in self.usage_counters()? {
             let (wf, wb) = want.remove(&t).unwrap_or_default();
             for (name, have, want, key) in [

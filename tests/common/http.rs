@@ -202,3 +202,13 @@ pub async fn read_to_close(
     let _ = tokio::time::timeout(wait, r.read_to_end(&mut all)).await.ok()?;
     Some(all)
 }
+
+/// A client that sends `Authorization: Bearer <token>` on every request.
+pub fn as_token(token: &str) -> reqwest::Client {
+    use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+    let mut h = HeaderMap::new();
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    v.set_sensitive(true);
+    h.insert(AUTHORIZATION, v);
+    reqwest::Client::builder().default_headers(h).build().unwrap()
+}

@@ -60,21 +60,16 @@ pub async fn upload_file(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
-    if let Some(len) = declared_len {
-        // A multipart body carries a little framing beyond the file.
-        let slack = if is_multipart { 64 * 1024 } else { 0 };
-        if len > max + slack {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "a body of {len} bytes exceeds the maximum file size of {max} bytes"
-            )));
-        }
+    // A multipart body carries a little framing beyond the file.
+    let slack = if is_multipart { 64 * 1024 } else { 0 };
+    if let Some(len) = declared_len.filter(|len| *len > max + slack) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "a body of {len} bytes exceeds the maximum file size of {max} bytes"
+        )));
     }
-    // The tenant's quota, before reading (a multipart body's framing is
-    // not the file's; the stream itself is held to what is left).
-    let (t, file_len) = (
-        who.tenant.clone(),
-        declared_len.map(|n| n.saturating_sub(if is_multipart { 64 * 1024 } else { 0 })),
-    );
+    // The tenant's quota, before reading (the stream itself is then held
+    // to what is left).
+    let (t, file_len) = (who.tenant.clone(), declared_len.map(|n| n.saturating_sub(slack)));
     st.store.blocking(move |s| s.admit_upload(&t, file_len)).await?;
     let _budget = st.reserve_stream(declared_len).await?;
     let _active = UploadGuard::new(&st.metrics);
