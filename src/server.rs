@@ -21,6 +21,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{AuthMode, LimitsConfig};
 use crate::http::conns::{Connections, Held};
+use crate::http::interim::InterimIo;
 use crate::http::layers::{self, Budget, rate_limit};
 use crate::http::{ApiError, AppState, Routes, access, auth, json_errors, ops};
 use crate::protocol::{admin, files, native, seed, tus};
@@ -377,10 +378,15 @@ async fn accept_loop<S>(
         // delayed acknowledgement.
         let _ = tcp.set_nodelay(true);
         let place = Arc::new(place);
+        // Room for informational responses (the draft's 104) on HTTP/1.1.
+        let io = InterimIo::new(tcp);
         let svc = {
-            let (app, place) = (app.clone(), place.clone());
+            let (app, place, interim) = (app.clone(), place.clone(), io.handle(hyper::Version::HTTP_11));
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                if let Some(interim) = interim.clone().filter(|_| req.version() == hyper::Version::HTTP_11) {
+                    req.extensions_mut().insert(interim);
+                }
                 let busy = place.busy();
                 let answer = tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new));
                 async move { Ok::<_, Infallible>(answer.await?.map(|body| Held::new(body, busy))) }
@@ -393,7 +399,7 @@ async fn accept_loop<S>(
             // nothing at all is closed after the same time.
             let mut probe = [0u8; 1];
             let first = tokio::select! {
-                got = tokio::time::timeout(header_timeout, tcp.peek(&mut probe)) => {
+                got = tokio::time::timeout(header_timeout, io.get_ref().peek(&mut probe)) => {
                     matches!(got, Ok(Ok(n)) if n > 0)
                 }
                 () = place.told_to_close() => false,
@@ -401,7 +407,7 @@ async fn accept_loop<S>(
             if !first {
                 return;
             }
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             let conn = watcher.watch(conn.into_owned());
             tokio::select! {
                 _ = conn => {}

@@ -10,6 +10,7 @@ pub mod budget;
 pub mod client_ip;
 pub mod conns;
 mod error;
+pub mod interim;
 pub mod layers;
 pub mod metrics;
 pub mod ops;

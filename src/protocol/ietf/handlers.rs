@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
 use super::headers::{Digests, HeaderError, Interop, ProblemKind, parse_int, upload_limit};
+use crate::http::interim::Interim;
 use crate::http::writers::Held;
 use crate::http::{ApiError, AppState, Dialect, Principal};
 use crate::protocol::digest::Hasher;
@@ -17,6 +18,11 @@ use crate::store::{self, FileName, NewStream, UploadId, UploadRecord};
 
 static INTEROP: HeaderName = HeaderName::from_static("upload-draft-interop-version");
 const PARTIAL: &str = "application/partial-upload";
+/// The draft's informational status: the upload's URL, before the body ends.
+const UPLOAD_RESUMPTION_SUPPORTED: StatusCode = match StatusCode::from_u16(104) {
+    Ok(s) => s,
+    Err(_) => panic!("104 is a status code"),
+};
 
 /// Whether a request on the tus endpoint speaks the draft.
 pub fn is_draft(h: &HeaderMap) -> bool {
@@ -163,12 +169,28 @@ impl Ends {
 }
 
 /// `POST /api/tus/`: create an upload, with its first bytes or all of them.
-pub async fn create(st: AppState, who: Principal, headers: HeaderMap, body: Body) -> Response {
+///
+/// Once the upload exists, and before its body is read, a
+/// `104 (Upload Resumption Supported)` gives the client the upload's URL
+/// (on HTTP/1.1; see [`Interim`]), so that a cut in the body can resume.
+pub async fn create(
+    st: AppState,
+    who: Principal,
+    interim: Interim,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let v = version(&headers).ok();
-    finish(v, create_upload(st, who, headers, body).await)
+    finish(v, create_upload(st, who, interim, headers, body).await)
 }
 
-async fn create_upload(st: AppState, who: Principal, headers: HeaderMap, body: Body) -> DraftResult {
+async fn create_upload(
+    st: AppState,
+    who: Principal,
+    interim: Interim,
+    headers: HeaderMap,
+    body: Body,
+) -> DraftResult {
     let v = version(&headers)?;
     let ends = Ends::read(v, &headers)?;
     let length = ends.length(0)?;
@@ -198,10 +220,20 @@ async fn create_upload(st: AppState, who: Principal, headers: HeaderMap, body: B
     };
     let out = st.store.blocking(move |s| s.create_stream(new)).await?;
     let id = out.record.id;
+    let location = HeaderValue::from_str(&format!("{}{id}", endpoint(&st, &headers))).ok();
     let held = st.writers.take(&id).await?;
+    let mut early = HeaderMap::new();
+    if let Some(loc) = &location {
+        early.insert(header::LOCATION, loc.clone());
+    }
+    early.insert(INTEROP.clone(), HeaderValue::from(u16::from(v.number())));
+    if let Some(limit) = state_headers(&st, v, &out.record).remove("upload-limit") {
+        early.insert("upload-limit", limit);
+    }
+    interim.send(UPLOAD_RESUMPTION_SUPPORTED, &early);
     let rec = append_body(&st, v, &id, 0, &ends, &headers, body, held).await?;
     let mut h = state_headers(&st, v, &rec);
-    if let Ok(loc) = HeaderValue::from_str(&format!("{}{id}", endpoint(&st, &headers))) {
+    if let Some(loc) = location {
         h.insert(header::LOCATION, loc);
     }
     Ok((StatusCode::CREATED, h).into_response())

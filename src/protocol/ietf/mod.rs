@@ -10,12 +10,10 @@
 //! `Upload-Complete`, or `Upload-Incomplete` for interop version 3), offset
 //! retrieval (`HEAD`), append (`PATCH`, `application/partial-upload` from
 //! version 6), cancellation (`DELETE`), `Upload-Limit`, RFC 9530 digests
-//! checked when sent (a mismatch keeps nothing of the body), and the
-//! draft's problem-details errors. Not served: the informational
-//! `104 (Upload Resumption Supported)` response — hyper (under axum) gives
-//! a handler no way to send a 1xx before its final response (it sends
-//! only `100 Continue`, itself); a client learns the upload URL from the
-//! final `201`.
+//! checked when sent (a mismatch keeps nothing of the body), the draft's
+//! problem-details errors, and the informational
+//! `104 (Upload Resumption Supported)` on HTTP/1.1 creation, written by
+//! [`crate::http::interim`] since hyper has no way to send it.
 
 pub mod headers;
 

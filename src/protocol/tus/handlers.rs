@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
 use super::headers::{Algorithm, Checksum, ConcatHeader, HeaderError, Metadata, parse_u64};
+use crate::http::interim::Interim;
 use crate::http::writers::Held;
 use crate::http::{ApiError, AppState, Dialect, Principal};
 use crate::protocol::digest::Hasher;
@@ -154,9 +155,15 @@ pub async fn options(State(st): State<AppState>) -> Response {
         (status = 413, description = "Larger than Tus-Max-Size", body = ErrorBody),
         (status = 415, description = "A complete upload's file type is rejected", body = ErrorBody),
     ))]
-pub async fn create(State(st): State<AppState>, who: Principal, headers: HeaderMap, body: Body) -> TusResult {
+pub async fn create(
+    State(st): State<AppState>,
+    who: Principal,
+    interim: Interim,
+    headers: HeaderMap,
+    body: Body,
+) -> TusResult {
     if ietf::is_draft(&headers) {
-        return Ok(ietf::create(st, who, headers, body).await);
+        return Ok(ietf::create(st, who, interim, headers, body).await);
     }
     check_version(&headers)?;
     let base = endpoint(&st, &headers);
