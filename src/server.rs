@@ -23,7 +23,7 @@ use crate::config::{AuthMode, LimitsConfig};
 use crate::http::conns::{Connections, Held};
 use crate::http::interim::InterimIo;
 use crate::http::layers::{self, Budget, rate_limit};
-use crate::http::{ApiError, AppState, Routes, access, auth, json_errors, ops};
+use crate::http::{ApiError, AppState, Routes, access, auth, documented, json_errors, ops};
 use crate::protocol::{admin, files, native, seed, tus};
 use crate::wire;
 
@@ -91,22 +91,25 @@ impl utoipa::Modify for Security {
                     .build(),
             ),
         );
-        // Every operation can meet the auth layer's answers; health needs
-        // no credentials.
-        use utoipa::openapi::ResponseBuilder;
-        let err = |d: &str| {
-            ResponseBuilder::new()
-                .description(d)
-                .content(
-                    "application/json",
-                    utoipa::openapi::ContentBuilder::new()
-                        .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
-                        .build(),
-                )
-                .build()
-        };
+    }
+}
+
+/// The answers many operations share, stated here once rather than in
+/// each annotation (an annotation's own description of a status wins):
+/// the auth layer's 401 and 403 on every operation that needs credentials
+/// (the others are marked as needing none), 507 on whatever stores bytes
+/// or files, and 415 on every operation whose body is JSON.
+struct SharedAnswers;
+
+impl utoipa::Modify for SharedAnswers {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use axum::http::Method;
+        use utoipa::openapi::security::SecurityRequirement;
         for (path, item) in doc.paths.paths.iter_mut() {
-            use axum::http::Method;
+            if let Some(op) = item.options.as_mut() {
+                // Preflights and tus discovery need no credentials.
+                op.security = Some(vec![SecurityRequirement::default()]);
+            }
             let ops = [
                 (Method::GET, &mut item.get),
                 (Method::PUT, &mut item.put),
@@ -115,33 +118,37 @@ impl utoipa::Modify for Security {
                 (Method::HEAD, &mut item.head),
                 (Method::PATCH, &mut item.patch),
             ];
-            if let Some(op) = item.options.as_mut() {
-                // Preflights and tus discovery need no credentials.
-                op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::default()]);
-            }
             for (method, op) in ops {
                 let Some(op) = op.as_mut() else { continue };
                 if auth::required(&Method::GET, path) == auth::Need::Public {
                     // One empty requirement: no credentials needed.
-                    op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::default()]);
+                    op.security = Some(vec![SecurityRequirement::default()]);
                     continue;
                 }
+                let json_body =
+                    op.request_body.as_ref().is_some_and(|b| b.content.contains_key("application/json"));
+                let need = auth::required(&method, path);
                 let r = &mut op.responses.responses;
-                r.entry("401".into())
-                    .or_insert_with(|| err("No valid token (token mode), same body for every cause").into());
-                r.entry("403".into()).or_insert_with(|| {
-                    err("The token lacks the scope, or (local mode) a foreign Host or Origin").into()
-                });
+                let mut add = |status: &str, description: &str| {
+                    r.entry(status.into()).or_insert_with(|| documented(description).into());
+                };
+                add("401", "No valid token (token mode), same body for every cause");
+                let lacks = match need {
+                    auth::Need::Scope(scope) => format!("the `{}` scope", scope.as_str()),
+                    _ => "the scope".into(),
+                };
+                add("403", &format!("The token lacks {lacks}, or (local mode) a foreign Host or Origin"));
                 // Whatever stores bytes or files can meet the disk's reserve
                 // and the tenant's quota.
-                if method != Method::DELETE
-                    && auth::required(&method, path) == auth::Need::Scope(crate::store::Scope::Write)
-                {
-                    r.entry("507".into()).or_insert_with(|| {
-                        err("Below the data dir's free-space reserve (`insufficient_storage`), or past the \
-                             tenant's quota (`quota_exceeded`); nothing was stored")
-                        .into()
-                    });
+                if method != Method::DELETE && need == auth::Need::Scope(crate::store::Scope::Write) {
+                    add(
+                        "507",
+                        "Below the data dir's free-space reserve (`insufficient_storage`), or past the \
+                         tenant's quota (`quota_exceeded`); nothing was stored",
+                    );
+                }
+                if json_body {
+                    add("415", "The body is not `Content-Type: application/json`");
                 }
             }
         }
@@ -162,9 +169,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ] {
         doc.merge(part);
     }
-    // After the merge: the security schemes, and the auth answers on every
-    // operation.
+    // After the merge: the security schemes, and the shared answers on
+    // every operation.
     utoipa::Modify::modify(&Security, &mut doc);
+    utoipa::Modify::modify(&SharedAnswers, &mut doc);
     doc
 }
 

@@ -42,6 +42,23 @@ pub fn golden_input(n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// u64s from everywhere for property tests, the extremes weighted in: 0,
+/// 1, `u64::MAX` and the one below it, the `top` values up to `u64::MAX`,
+/// those up to `low`, and any.
+#[cfg(test)]
+pub fn extreme_u64(top: u64, low: u64) -> impl proptest::strategy::Strategy<Value = u64> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(0u64),
+        Just(1u64),
+        Just(u64::MAX),
+        Just(u64::MAX - 1),
+        (u64::MAX - top)..=u64::MAX,
+        0u64..=low,
+        any::<u64>(),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,15 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::http::{OCTET, TUS, as_token, piece, piece_params, prefixed};
+use common::http::{TUS, as_token, piece, piece_params, prefixed, tus_by, tus_patch_by};
 use common::{TestServer, test_config};
 use depot::config::AuthMode;
-use depot::store::{ChunkId, Scopes, Tenant};
+use depot::store::{ChunkId, Tenant};
 use depot::testdata::pseudo_random;
-use depot::wire::{
-    ErrorBody, FileInfo, FileList, LinkInfo, MissingResponse, PutChunkResponse, StatsInfo, TokenInfo,
-};
-use reqwest::{Client, StatusCode};
+use depot::wire::{ErrorBody, FileList, LinkInfo, MissingResponse, PutChunkResponse, StatsInfo, TokenInfo};
+use reqwest::{Client, Method, StatusCode};
 use serde_json::json;
 
 struct Tenants {
@@ -32,13 +30,7 @@ async fn tenants() -> Tenants {
     let mut cfg = test_config(dir.path());
     cfg.auth.mode = AuthMode::Token;
     let (srv, clock) = TestServer::start_with_clock(cfg).await;
-    let store = srv.state.store.clone();
-    let admin_token = tokio::task::spawn_blocking(move || {
-        store.issue_token(Tenant::default(), Scopes::all(), None, None).unwrap().1
-    })
-    .await
-    .unwrap();
-    let admin = as_token(&admin_token);
+    let admin = as_token(&srv.admin_token().await);
     let a = as_token(&make_token(&srv, &admin, "a", &["read", "write", "delete"]).await.token.unwrap());
     let b = as_token(&make_token(&srv, &admin, "b", &["read", "write", "delete"]).await.token.unwrap());
     Tenants { _dir: dir, srv, clock, admin, a, b }
@@ -55,18 +47,6 @@ async fn make_token(srv: &TestServer, admin: &Client, tenant: &str, scopes: &[&s
     let t: TokenInfo = r.json().await.unwrap();
     assert!(t.token.as_deref().unwrap().starts_with(&format!("dpt_{}_", t.id)));
     t
-}
-
-async fn upload(srv: &TestServer, c: &Client, name: &str, data: &[u8]) -> FileInfo {
-    let r = c
-        .post(srv.url("/api/files/upload"))
-        .query(&[("filename", name)])
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    r.json().await.unwrap()
 }
 
 async fn chunk_ids(srv: &TestServer, c: &Client, id: &str) -> Vec<(ChunkId, u32)> {
@@ -146,9 +126,9 @@ async fn bad_credentials_all_get_the_same_401() {
 async fn tenants_see_only_their_own_files() {
     let t = tenants().await;
     let srv = &t.srv;
-    let a_file = upload(srv, &t.a, "a.bin", &pseudo_random(300_000, 1)).await;
+    let a_file = srv.upload_raw_as(&t.a, "a.bin", &pseudo_random(300_000, 1)).await;
     t.clock.advance(Duration::from_secs(1)); // ids sort by time
-    let b_file = upload(srv, &t.b, "b.bin", &pseudo_random(100_000, 2)).await;
+    let b_file = srv.upload_raw_as(&t.b, "b.bin", &pseudo_random(100_000, 2)).await;
     let list = |c: &Client| {
         let c = c.clone();
         let url = srv.url("/api/files");
@@ -191,7 +171,7 @@ async fn dedup_answers_stay_inside_the_tenant() {
     let t = tenants().await;
     let srv = &t.srv;
     let data = pseudo_random(2_000_000, 3);
-    let a_file = upload(srv, &t.a, "doc.bin", &data).await;
+    let a_file = srv.upload_raw_as(&t.a, "doc.bin", &data).await;
     let chunks = chunk_ids(srv, &t.a, &a_file.id).await;
     assert!(chunks.len() > 3);
     let hashes: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
@@ -259,7 +239,7 @@ async fn dedup_answers_stay_inside_the_tenant() {
 async fn scopes_limit_what_a_token_does() {
     let t = tenants().await;
     let srv = &t.srv;
-    let file = upload(srv, &t.a, "x.txt", b"hello").await;
+    let file = srv.upload_raw_as(&t.a, "x.txt", b"hello").await;
     let ro = as_token(&make_token(srv, &t.admin, "a", &["read"]).await.token.unwrap());
     let wo = as_token(&make_token(srv, &t.admin, "a", &["write"]).await.token.unwrap());
     let h = ChunkId::of(b"hello");
@@ -346,7 +326,7 @@ async fn tus_uploads_belong_to_their_tenant() {
     let t = tenants().await;
     let srv = &t.srv;
     let create = |c: &Client, extra: Option<(&str, String)>| {
-        let mut r = c.post(srv.url("/api/tus/")).header("Tus-Resumable", TUS).header("Upload-Length", "10");
+        let mut r = tus_by(c, Method::POST, &srv.url("/api/tus/")).header("Upload-Length", "10");
         if let Some((k, v)) = extra {
             r = r.header(k, v);
         }
@@ -356,52 +336,25 @@ async fn tus_uploads_belong_to_their_tenant() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     let url = if loc.starts_with("http") { loc.clone() } else { srv.url(&loc) };
-    let r =
-        t.a.patch(&url)
-            .header("Tus-Resumable", TUS)
-            .header("Upload-Offset", "0")
-            .header("Content-Type", OCTET)
-            .body("0123456789")
-            .send()
-            .await
-            .unwrap();
+    let r = tus_patch_by(&t.a, &url, 0).body("0123456789").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let never = srv.url("/api/tus/00000000000000000000000000000000");
-    for (m, u) in
-        [(reqwest::Method::HEAD, &url), (reqwest::Method::DELETE, &url), (reqwest::Method::HEAD, &never)]
-    {
-        let r = t.b.request(m.clone(), u.as_str()).header("Tus-Resumable", TUS).send().await.unwrap();
+    for (m, u) in [(Method::HEAD, &url), (Method::DELETE, &url), (Method::HEAD, &never)] {
+        let r = tus_by(&t.b, m.clone(), u).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{m} {u}");
     }
-    let r =
-        t.b.patch(&url)
-            .header("Tus-Resumable", TUS)
-            .header("Upload-Offset", "10")
-            .header("Content-Type", OCTET)
-            .body("x")
-            .send()
-            .await
-            .unwrap();
+    let r = tus_patch_by(&t.b, &url, 10).body("x").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let path = url.trim_start_matches(&srv.base).to_string();
-    let r =
-        t.b.post(srv.url("/api/tus/"))
-            .header("Tus-Resumable", TUS)
-            .header("Upload-Concat", format!("final;{path}"))
-            .send()
-            .await
-            .unwrap();
+    let concat = |c: &Client| {
+        tus_by(c, Method::POST, &srv.url("/api/tus/")).header("Upload-Concat", format!("final;{path}")).send()
+    };
+    let r = concat(&t.b).await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND, "B cannot concatenate A's part");
     // A still can: its upload is intact.
-    let r = t.a.head(&url).header("Tus-Resumable", TUS).send().await.unwrap();
+    let r = tus_by(&t.a, Method::HEAD, &url).send().await.unwrap();
     assert_eq!(r.headers()["upload-offset"], "10");
-    let r =
-        t.a.post(srv.url("/api/tus/"))
-            .header("Tus-Resumable", TUS)
-            .header("Upload-Concat", format!("final;{path}"))
-            .send()
-            .await
-            .unwrap();
+    let r = concat(&t.a).await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 
@@ -410,7 +363,7 @@ async fn signed_links_work_until_they_should_not() {
     let t = tenants().await;
     let srv = &t.srv;
     let data = pseudo_random(50_000, 5);
-    let file = upload(srv, &t.a, "clip.bin", &data).await;
+    let file = srv.upload_raw_as(&t.a, "clip.bin", &data).await;
     let link = |c: &Client, ttl: u64| {
         let c = c.clone();
         let url = srv.url(&format!("/api/files/{}/link", file.id));
@@ -440,7 +393,7 @@ async fn signed_links_work_until_they_should_not() {
     let still = t.a.get(srv.url(&format!("/api/files/{}", file.id))).send().await.unwrap();
     assert_eq!(still.bytes().await.unwrap().to_vec(), data, "the file is still there");
     // Any change voids it.
-    let other = upload(srv, &t.a, "other.bin", b"other").await;
+    let other = srv.upload_raw_as(&t.a, "other.bin", b"other").await;
     let tampered = [
         url.replace(&file.id, &other.id),
         url.replacen("exp=", "exp=9", 1),
@@ -471,7 +424,7 @@ async fn signed_links_work_until_they_should_not() {
 async fn stored_html_cannot_script_the_origin() {
     let t = tenants().await;
     let srv = &t.srv;
-    let file = upload(srv, &t.a, "page.html", b"<html><script>alert(1)</script></html>").await;
+    let file = srv.upload_raw_as(&t.a, "page.html", b"<html><script>alert(1)</script></html>").await;
     for q in ["", "?disposition=inline"] {
         let r = t.a.get(srv.url(&format!("/api/files/{}{q}", file.id))).send().await.unwrap();
         let h = r.headers();
@@ -480,7 +433,7 @@ async fn stored_html_cannot_script_the_origin() {
         assert!(h["content-security-policy"].to_str().unwrap().starts_with("sandbox"));
         assert!(h["cache-control"].to_str().unwrap().starts_with("private"));
     }
-    let img = upload(srv, &t.a, "pic.txt", b"just text").await;
+    let img = srv.upload_raw_as(&t.a, "pic.txt", b"just text").await;
     let r = t.a.get(srv.url(&format!("/api/files/{}?disposition=inline", img.id))).send().await.unwrap();
     assert!(r.headers()["content-disposition"].to_str().unwrap().starts_with("inline"));
 }

@@ -17,6 +17,15 @@ fn addr(base: &str) -> String {
     base.trim_start_matches("http://").to_string()
 }
 
+/// Sends `req` as is on a new connection to the server at `base` and reads
+/// until the server closes it (within 10 s): all it answered, as text.
+async fn send_until_closed(base: &str, req: String) -> String {
+    let mut c = TcpStream::connect(addr(base)).await.unwrap();
+    c.write_all(req.as_bytes()).await.unwrap();
+    let all = read_to_close(&mut c, Duration::from_secs(10)).await.expect("the connection is closed");
+    String::from_utf8_lossy(&all).into_owned()
+}
+
 /// A request with both `Content-Length` and `Transfer-Encoding: chunked`
 /// (what request smuggling behind a proxy plays on): the chunked body is
 /// short, and the bytes after it, within the declared length, form a
@@ -38,13 +47,11 @@ async fn a_request_framed_two_ways_is_answered_once_and_its_connection_closed() 
         let body = format!("5\r\nhello\r\n0\r\n\r\n{}", smuggled(&format!("smuggled-{i}.txt")));
         let (cl, te) = (format!("Content-Length: {}\r\n", body.len()), "Transfer-Encoding: chunked\r\n");
         let framing = if cl_first { format!("{cl}{te}") } else { format!("{te}{cl}") };
-        let mut c = TcpStream::connect(addr(&s.base)).await.unwrap();
-        let req = format!(
-            "POST /api/files/upload?filename=first-{i}.txt HTTP/1.1\r\nHost: {host}\r\n{framing}\r\n{body}"
-        );
-        c.write_all(req.as_bytes()).await.unwrap();
-        let all = read_to_close(&mut c, Duration::from_secs(10)).await.expect("the connection is closed");
-        let text = String::from_utf8_lossy(&all);
+        let text = send_until_closed(
+            &s.base,
+            format!("POST /api/files/upload?filename=first-{i}.txt HTTP/1.1\r\nHost: {host}\r\n{framing}\r\n{body}"),
+        )
+        .await;
         assert!(text.starts_with("HTTP/1.1 201"), "{text}");
         assert!(text.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{text}");
         assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "one answer: {text}");
@@ -52,13 +59,13 @@ async fn a_request_framed_two_ways_is_answered_once_and_its_connection_closed() 
     // Framing hyper cannot read (chunked not last, lengths that differ):
     // 400 and closed, nothing stored.
     for framing in ["Transfer-Encoding: chunked, gzip\r\n", "Content-Length: 5\r\nContent-Length: 6\r\n"] {
-        let mut c = TcpStream::connect(addr(&s.base)).await.unwrap();
-        let req = format!(
-            "POST /api/files/upload?filename=bad.txt HTTP/1.1\r\nHost: {host}\r\n{framing}\r\nhello!"
-        );
-        c.write_all(req.as_bytes()).await.unwrap();
-        let all = read_to_close(&mut c, Duration::from_secs(10)).await.expect("the connection is closed");
-        let text = String::from_utf8_lossy(&all);
+        let text = send_until_closed(
+            &s.base,
+            format!(
+                "POST /api/files/upload?filename=bad.txt HTTP/1.1\r\nHost: {host}\r\n{framing}\r\nhello!"
+            ),
+        )
+        .await;
         assert!(text.starts_with("HTTP/1.1 400"), "{framing}: {text}");
     }
 

@@ -94,6 +94,17 @@ async fn assert_refused_for_space(r: reqwest::Response) {
     assert_eq!(e.error, "insufficient_storage", "{}", e.message);
 }
 
+/// `depot verify` over the data dir finds it clean.
+fn assert_verify_clean(data: &Path) {
+    let v = depot(&["verify"], data);
+    assert!(
+        v.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+}
+
 async fn assert_all_there(s: &Served, files: &[(FileInfo, Vec<u8>)]) {
     for (f, data) in files {
         let got = reqwest::get(s.url(&format!("/api/files/{}", f.id))).await.unwrap().bytes().await.unwrap();
@@ -149,13 +160,7 @@ async fn below_the_reserve_uploads_get_507_and_deletes_and_gc_make_room() {
     }
     assert_all_there(&s, &kept[..1]).await;
     assert_eq!(s.stop().await, Some(0));
-    let v = depot(&["verify"], &fs.path);
-    assert!(
-        v.status.success(),
-        "verify: {}{}",
-        String::from_utf8_lossy(&v.stdout),
-        String::from_utf8_lossy(&v.stderr)
-    );
+    assert_verify_clean(&fs.path);
 }
 
 /// Another writer fills the disk to the last byte (and no reserve is kept):
@@ -208,11 +213,5 @@ async fn a_disk_filled_by_another_writer_answers_507_and_recovers() {
     assert_eq!(r.status(), if deleted { StatusCode::NOT_FOUND } else { StatusCode::NO_CONTENT });
     assert_all_there(&s, &kept[..2]).await;
     assert_eq!(s.stop().await, Some(0));
-    let v = depot(&["verify"], &fs.path);
-    assert!(
-        v.status.success(),
-        "verify: {}{}",
-        String::from_utf8_lossy(&v.stdout),
-        String::from_utf8_lossy(&v.stderr)
-    );
+    assert_verify_clean(&fs.path);
 }

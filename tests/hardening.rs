@@ -5,32 +5,15 @@
 mod common;
 
 use common::TestServer;
-use common::http::{client, piece_params};
+use common::http::{client, piece_params, put_zstd, streamed_zstd};
 use depot::store::ChunkId;
 use depot::testdata::pseudo_random;
 use reqwest::StatusCode;
 use serde_json::json;
 
-/// A zstd frame of `data` streamed without a declared size, with window log
-/// `wlog`.
-fn streamed_frame(data: &[u8], wlog: u32) -> Vec<u8> {
-    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
-    enc.include_contentsize(false).unwrap();
-    enc.window_log(wlog).unwrap();
-    enc.long_distance_matching(wlog > 27).unwrap();
-    std::io::Write::write_all(&mut enc, data).unwrap();
-    enc.finish().unwrap()
-}
-
-async fn put_zstd(s: &TestServer, id: &ChunkId, frame: Vec<u8>) -> StatusCode {
-    client()
-        .put(s.url(&format!("/api/chunks/{id}")))
-        .header("Content-Encoding", "zstd")
-        .body(frame)
-        .send()
-        .await
-        .unwrap()
-        .status()
+/// `PUT /api/chunks/{id}` of a zstd frame: its status.
+async fn put_frame(s: &TestServer, id: &ChunkId, frame: Vec<u8>) -> StatusCode {
+    put_zstd(&client(), &s.base, id, frame).await
 }
 
 #[tokio::test]
@@ -40,26 +23,20 @@ async fn client_zstd_frames_are_bounded() {
     // A frame asking for a 128 MiB window: refused before the decoder
     // allocates it.
     let data = pseudo_random(200_000, 1);
-    let frame = streamed_frame(&data, 27);
-    let st = put_zstd(&s, &ChunkId::of(&data), frame).await;
+    let frame = streamed_zstd(1, 27, false, &[&data]);
+    let st = put_frame(&s, &ChunkId::of(&data), frame).await;
     assert!(st.is_client_error(), "{st}");
     // 4 KiB on the wire, 1 GiB decoded, no declared size: refused at the
     // chunk limit.
     let zeros = vec![0u8; 64 << 20];
-    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
-    enc.include_contentsize(false).unwrap();
-    enc.window_log(22).unwrap();
-    for _ in 0..16 {
-        std::io::Write::write_all(&mut enc, &zeros).unwrap();
-    }
-    let bomb = enc.finish().unwrap();
+    let bomb = streamed_zstd(19, 22, false, &[&zeros[..]; 16]);
     assert!(bomb.len() < 64 << 10, "{}", bomb.len());
-    let st = put_zstd(&s, &ChunkId::of(b"x"), bomb).await;
+    let st = put_frame(&s, &ChunkId::of(b"x"), bomb).await;
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
     // A declared 32 MiB chunk: refused from its header.
     let big = vec![7u8; 32 << 20];
     let frame = zstd::bulk::compress(&big, 1).unwrap();
-    assert_eq!(put_zstd(&s, &ChunkId::of(&big), frame).await, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(put_frame(&s, &ChunkId::of(&big), frame).await, StatusCode::PAYLOAD_TOO_LARGE);
     let after = s.stats().await;
     assert_eq!((after.unique_chunks, after.stored_bytes), (before.unique_chunks, before.stored_bytes));
 
@@ -69,7 +46,7 @@ async fn client_zstd_frames_are_bounded() {
     let id = ChunkId::of(&text);
     let mut two = zstd::bulk::compress(&text[..50_000], 3).unwrap();
     two.extend(zstd::bulk::compress(&text[50_000..], 3).unwrap());
-    assert_eq!(put_zstd(&s, &id, two).await, StatusCode::CREATED);
+    assert_eq!(put_frame(&s, &id, two).await, StatusCode::CREATED);
     let r = client()
         .get(s.url(&format!("/api/chunks/{id}")))
         .header("Accept-Encoding", "zstd")

@@ -329,6 +329,20 @@ fn requests(exposition: &str, route: &str, method: &str) -> u64 {
     exposition.lines().find_map(|l| l.strip_prefix(&name)).map_or(0, |n| n.trim().parse().unwrap())
 }
 
+/// The metrics once `method route` has been counted once (access lines are
+/// written as responses end, so the last request may not be counted yet).
+async fn metrics_after(s: &TestServer, route: &str, method: &str) -> String {
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = s.get("/metrics").await.text().await.unwrap();
+        if requests(&metrics, route, method) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    metrics
+}
+
 /// `depot put` of a file with more than 1,024 chunks commits in parts (no
 /// `POST /api/files`), and `depot get` returns it byte-identical.
 #[tokio::test(flavor = "multi_thread")]
@@ -341,15 +355,7 @@ async fn depot_put_commits_long_chunk_lists_in_parts() {
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let chunks = report["chunks"].as_u64().unwrap();
     assert!(chunks > 1024, "{report}");
-    // Access lines are written as responses end: wait for the last one.
-    let mut metrics = String::new();
-    for _ in 0..100 {
-        metrics = s.get("/metrics").await.text().await.unwrap();
-        if requests(&metrics, "/api/commits/{id}/finish", "POST") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let metrics = metrics_after(&s, "/api/commits/{id}/finish", "POST").await;
     assert_eq!(requests(&metrics, "/api/commits", "POST"), 1);
     assert_eq!(requests(&metrics, "/api/commits/{id}/segments/{n}", "PUT"), chunks.div_ceil(1024));
     assert_eq!(requests(&metrics, "/api/commits/{id}/finish", "POST"), 1);
@@ -363,13 +369,7 @@ async fn depot_put_commits_long_chunk_lists_in_parts() {
     let short = dir.path().join("short.bin");
     std::fs::write(&short, &data[..100_000]).unwrap();
     ok(&run(&s.base, &["put", short.to_str().unwrap()]).await);
-    for _ in 0..100 {
-        metrics = s.get("/metrics").await.text().await.unwrap();
-        if requests(&metrics, "/api/files", "POST") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let metrics = metrics_after(&s, "/api/files", "POST").await;
     assert_eq!(requests(&metrics, "/api/files", "POST"), 1);
     assert_eq!(requests(&metrics, "/api/commits", "POST"), 1);
     s.stop().await;

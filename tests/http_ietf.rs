@@ -21,6 +21,15 @@ fn draft(method: Method, url: &str, v: u8) -> RequestBuilder {
     client().request(method, url).header("Upload-Draft-Interop-Version", v.to_string())
 }
 
+/// An append in interop version 6: `Content-Type`, `Upload-Offset` and
+/// `Upload-Complete` set.
+fn append(url: &str, offset: impl std::fmt::Display, complete: bool) -> RequestBuilder {
+    draft(Method::PATCH, url, 6)
+        .header("Content-Type", PARTIAL)
+        .header("Upload-Offset", offset.to_string())
+        .header("Upload-Complete", if complete { "?1" } else { "?0" })
+}
+
 fn h(r: &reqwest::Response, name: &str) -> String {
     r.headers()
         .get(name)
@@ -120,14 +129,7 @@ async fn incomplete_creation_head_append_cut_resume_complete() {
     assert!(h(&r, "upload-limit").contains("expires="));
 
     // A wrong offset: 409 with the expected offset.
-    let r = draft(Method::PATCH, &url, 6)
-        .header("Content-Type", PARTIAL)
-        .header("Upload-Offset", "5")
-        .header("Upload-Complete", "?0")
-        .body(vec![0u8; 10])
-        .send()
-        .await
-        .unwrap();
+    let r = append(&url, 5, false).body(vec![0u8; 10]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
     let p = problem(r).await;
     assert_eq!(p["type"], "https://iana.org/assignments/http-problem-types#mismatching-upload-offset");
@@ -145,14 +147,7 @@ async fn incomplete_creation_head_append_cut_resume_complete() {
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     // A complete append whose end contradicts Upload-Length.
-    let r = draft(Method::PATCH, &url, 6)
-        .header("Content-Type", PARTIAL)
-        .header("Upload-Offset", "1000")
-        .header("Upload-Complete", "?1")
-        .body(vec![0u8; 10])
-        .send()
-        .await
-        .unwrap();
+    let r = append(&url, 1000, true).body(vec![0u8; 10]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         problem(r).await["type"],
@@ -161,14 +156,7 @@ async fn incomplete_creation_head_append_cut_resume_complete() {
 
     // An append cut off midway keeps what arrived.
     let (tx, body) = fed_body(4);
-    let send = tokio::spawn(
-        draft(Method::PATCH, &url, 6)
-            .header("Content-Type", PARTIAL)
-            .header("Upload-Offset", "1000")
-            .header("Upload-Complete", "?0")
-            .body(body)
-            .send(),
-    );
+    let send = tokio::spawn(append(&url, 1000, false).body(body).send());
     tx.send(Ok(data[1000..1_001_000].to_vec())).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while s.bytes_in() < 1_001_000 {
@@ -185,10 +173,7 @@ async fn incomplete_creation_head_append_cut_resume_complete() {
     // Resume with the rest, complete, with a Content-Digest of this body.
     let rest = &data[at..];
     let sha = sha2_256(rest);
-    let r = draft(Method::PATCH, &url, 6)
-        .header("Content-Type", PARTIAL)
-        .header("Upload-Offset", at.to_string())
-        .header("Upload-Complete", "?1")
+    let r = append(&url, at, true)
         .header("Content-Digest", format!("sha-256=:{}:", B64.encode(sha)))
         .body(rest.to_vec())
         .send()
@@ -200,14 +185,7 @@ async fn incomplete_creation_head_append_cut_resume_complete() {
     assert_eq!(s.download(&h(&r, "depot-file-id")).await, data);
 
     // Append after completion: the completed-upload problem.
-    let r = draft(Method::PATCH, &url, 6)
-        .header("Content-Type", PARTIAL)
-        .header("Upload-Offset", data.len().to_string())
-        .header("Upload-Complete", "?1")
-        .body(Vec::new())
-        .send()
-        .await
-        .unwrap();
+    let r = append(&url, data.len(), true).body(Vec::new()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(problem(r).await["type"], "https://iana.org/assignments/http-problem-types#completed-upload");
     // HEAD still answers, complete.
@@ -371,15 +349,7 @@ async fn cors_lets_a_page_on_another_origin_speak_the_draft() {
     );
     let r = draft(Method::HEAD, &url, 6).header("Origin", common::ORIGIN).send().await.unwrap();
     readable(&r, &["upload-offset", "upload-complete", "upload-limit"]);
-    let r = draft(Method::PATCH, &url, 6)
-        .header("Origin", common::ORIGIN)
-        .header("Content-Type", PARTIAL)
-        .header("Upload-Offset", "5")
-        .header("Upload-Complete", "?1")
-        .body("world")
-        .send()
-        .await
-        .unwrap();
+    let r = append(&url, 5, true).header("Origin", common::ORIGIN).body("world").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     readable(&r, &["upload-offset", "upload-complete", "depot-file-id"]);
     // Interop version 3 says it inverted.
@@ -392,15 +362,7 @@ async fn cors_lets_a_page_on_another_origin_speak_the_draft() {
         .unwrap();
     readable(&r, &["upload-incomplete"]);
     // A problem's fields are in its body, which CORS lets a page read.
-    let r = draft(Method::PATCH, &url, 6)
-        .header("Origin", common::ORIGIN)
-        .header("Content-Type", PARTIAL)
-        .header("Upload-Offset", "0")
-        .header("Upload-Complete", "?1")
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let r = append(&url, 0, true).header("Origin", common::ORIGIN).body("x").send().await.unwrap();
     assert_eq!(h(&r, "access-control-allow-origin"), "*");
     assert_eq!(problem(r).await["type"].as_str().map(|t| t.contains("completed")), Some(true));
     s.stop().await;

@@ -6,9 +6,19 @@ mod common;
 use std::time::Duration;
 
 use common::cli::Served;
-use common::http::{RawResponse, read_response};
+use common::http::{RawResponse, put_zstd, read_response, streamed_zstd};
 use depot::testdata::pseudo_random;
 use futures_util::StreamExt;
+
+/// The body budget [`start_with_budget`] gives the server.
+const BUDGET: u64 = 32 << 20;
+
+/// The real binary in its own process (no fsync, rate limits or GC) over
+/// `dir/data`, with a body budget of [`BUDGET`].
+async fn start_with_budget(dir: &std::path::Path) -> Served {
+    let env = [("DEPOT_LOG", "warn"), ("DEPOT_MAX_BUFFERED", "32MiB")];
+    Served::start(&dir.join("data"), &["--listen", "127.0.0.1:0"], &env).await
+}
 
 fn rss_of(pid: u32) -> u64 {
     // An unreadable figure fails the test rather than reading as 0 bytes.
@@ -114,17 +124,10 @@ async fn a_1_gib_download_keeps_server_memory_flat() {
 /// arrives whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_streamed_uploads_stay_within_the_body_budget() {
-    const BUDGET: u64 = 32 << 20;
     const OVERHEAD: u64 = 80 << 20;
     const SIZE: usize = 8 << 20;
     let dir = tempfile::tempdir().unwrap();
-    // The real binary in its own process (no fsync, rate limits or GC).
-    let server = Served::start(
-        &dir.path().join("data"),
-        &["--listen", "127.0.0.1:0"],
-        &[("DEPOT_LOG", "warn"), ("DEPOT_MAX_BUFFERED", "32MiB")],
-    )
-    .await;
+    let server = start_with_budget(dir.path()).await;
     let (pid, base) = (server.child.id().unwrap(), server.base.clone());
     let client = reqwest::Client::new();
     let bodies: Vec<bytes::Bytes> = (0..96).map(|i| pseudo_random(SIZE, 100 + i).into()).collect();
@@ -269,16 +272,10 @@ async fn a_200_mib_json_body_is_refused_with_bounded_memory() {
 /// the budget plus a fixed overhead, not by 32 bodies; all are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_json_bodies_stay_within_the_body_budget() {
-    const BUDGET: u64 = 32 << 20;
     const OVERHEAD: u64 = 48 << 20;
     const SIZE: usize = 8 << 20;
     let dir = tempfile::tempdir().unwrap();
-    let server = Served::start(
-        &dir.path().join("data"),
-        &["--listen", "127.0.0.1:0"],
-        &[("DEPOT_LOG", "warn"), ("DEPOT_MAX_BUFFERED", "32MiB")],
-    )
-    .await;
+    let server = start_with_budget(dir.path()).await;
     let (pid, base) = (server.child.id().unwrap(), server.base.clone());
     let client = reqwest::Client::new();
     let body = bytes::Bytes::from(common::http::padded_json(SIZE));
@@ -322,22 +319,11 @@ async fn hostile_zstd_frames_are_refused_in_bounded_memory() {
     let client = reqwest::Client::new();
     // A frame whose header asks for a 2^27-byte window.
     let data = pseudo_random(200_000, 1);
-    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
-    enc.include_contentsize(false).unwrap();
-    enc.window_log(27).unwrap();
-    enc.long_distance_matching(true).unwrap();
-    std::io::Write::write_all(&mut enc, &data).unwrap();
-    let wide = bytes::Bytes::from(enc.finish().unwrap());
+    let wide = bytes::Bytes::from(streamed_zstd(3, 27, true, &[&data]));
     let wide_id = depot::store::ChunkId::of(&data);
     // 1 GiB of zeros, no declared size.
     let zeros = vec![0u8; 64 << 20];
-    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
-    enc.include_contentsize(false).unwrap();
-    enc.window_log(22).unwrap();
-    for _ in 0..16 {
-        std::io::Write::write_all(&mut enc, &zeros).unwrap();
-    }
-    let bomb = bytes::Bytes::from(enc.finish().unwrap());
+    let bomb = bytes::Bytes::from(streamed_zstd(19, 22, false, &[&zeros[..]; 16]));
     assert!(bomb.len() < 64 << 10, "{}", bomb.len());
     let bomb_id = depot::store::ChunkId::of(b"anything");
 
@@ -347,16 +333,7 @@ async fn hostile_zstd_frames_are_refused_in_bounded_memory() {
     for i in 0..40 {
         let (client, base) = (client.clone(), base.clone());
         let (id, frame) = if i < 32 { (wide_id, wide.clone()) } else { (bomb_id, bomb.clone()) };
-        tasks.push(tokio::spawn(async move {
-            client
-                .put(format!("{base}/api/chunks/{id}"))
-                .header("Content-Encoding", "zstd")
-                .body(frame)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }));
+        tasks.push(tokio::spawn(async move { put_zstd(&client, &base, &id, frame).await }));
     }
     for t in tasks {
         let st = t.await.unwrap();

@@ -9,7 +9,7 @@ mod common;
 use common::http::{OCTET, TUS, as_token, piece};
 use common::{TestServer, test_config};
 use depot::config::AuthMode;
-use depot::store::{ChunkId, Scopes, Tenant};
+use depot::store::{ChunkId, Tenant};
 use depot::testdata::pseudo_random;
 use depot::wire::{ErrorBody, FileInfo, FileList, TenantInfo};
 use reqwest::{Client, StatusCode};
@@ -31,13 +31,7 @@ async fn setup(quota: serde_json::Value) -> Setup {
     let mut cfg = test_config(dir.path());
     cfg.auth.mode = AuthMode::Token;
     let srv = TestServer::start(cfg).await;
-    let store = srv.state.store.clone();
-    let admin = tokio::task::spawn_blocking(move || {
-        store.issue_token(Tenant::default(), Scopes::all(), None, None).unwrap().1
-    })
-    .await
-    .unwrap();
-    let admin = as_token(&admin);
+    let admin = as_token(&srv.admin_token().await);
     let r = admin
         .post(srv.url("/api/admin/tokens"))
         .json(&json!({"tenant": "a", "scopes": ["read", "write", "delete"]}))

@@ -229,6 +229,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// An error answer as the API document states it: `description` and the
+/// JSON error body ([`ErrorBody`]).
+pub fn documented(description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let body = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+    ResponseBuilder::new().description(description).content("application/json", body).build()
+}
+
 /// Errors from axum's extractors (bad JSON, bad query, bad path), as JSON.
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(r: axum::extract::rejection::JsonRejection) -> Self {

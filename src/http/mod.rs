@@ -1,6 +1,7 @@
 //! The HTTP kernel the protocols stand on: shared state, the error table,
-//! body helpers, layers (CORS, rate limits, metrics, the access log), the one-writer-per-
-//! upload slots, and the operations endpoints. It imports no protocol:
+//! the extractors that parse at the edge, body helpers, layers (CORS, rate
+//! limits, metrics, the access log), the one-writer-per-upload slots, and
+//! the operations endpoints. It imports no protocol:
 //! each protocol module exports its [`Routes`] and OpenAPI paths, and
 //! [`crate::server`] merges them.
 
@@ -10,6 +11,7 @@ pub mod budget;
 pub mod client_ip;
 pub mod conns;
 mod error;
+pub mod extract;
 pub mod interim;
 pub mod layers;
 pub mod metrics;
@@ -24,7 +26,8 @@ use tokio::sync::watch;
 
 pub use self::auth::Principal;
 pub use self::budget::Reservation;
-pub use self::error::{ApiError, Dialect, Plain, body_failed, is_idle, json_errors};
+pub use self::error::{ApiError, Dialect, Plain, body_failed, documented, is_idle, json_errors};
+pub use self::extract::{Caller, InPath, JsonBody, PathParam};
 pub use self::metrics::Metrics;
 use crate::config::Config;
 use crate::store::Store;

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use crate::config::Dur;
-use crate::http::{ApiError, AppState, Routes};
+use crate::http::{ApiError, AppState, InPath, JsonBody, PathParam, Routes};
 use crate::store::{Quota, Scopes, Store, Tenant, TokenId, TokenRecord};
 use crate::wire::{
     ErrorBody, ExpiresIn, QuotaInfo, TenantInfo, TokenInfo, TokenList, TokenRequest, UsageInfo, rfc3339,
@@ -59,16 +59,12 @@ pub fn lifetime(asked: Option<&ExpiresIn>, default: Duration) -> Result<Option<D
     responses(
         (status = 201, description = "The token; `token` is its secret, shown only here", body = TokenInfo),
         (status = 400, description = "Bad tenant, scope or expiry, or malformed JSON", body = ErrorBody),
-        (status = 415, description = "The body is not `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "The JSON does not have the request's shape", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
     ))]
 pub async fn create_token(
     State(st): State<AppState>,
-    req: Result<Json<TokenRequest>, axum::extract::rejection::JsonRejection>,
+    JsonBody(req): JsonBody<TokenRequest>,
 ) -> Result<(StatusCode, Json<TokenInfo>), ApiError> {
-    let Json(req) = req?;
     let tenant = Tenant::parse(&req.tenant)?;
     let scopes = Scopes::parse(&req.scopes)?;
     if req.name.as_ref().is_some_and(|n| n.chars().count() > 128) {
@@ -89,8 +85,6 @@ pub async fn create_token(
 #[utoipa::path(get, path = "/api/admin/tokens", tag = "admin",
     responses(
         (status = 200, description = "The tokens", body = TokenList),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
     ))]
 pub async fn list_tokens(State(st): State<AppState>) -> Result<Json<TokenList>, ApiError> {
     let all = st.store.blocking(|s| s.tokens()).await?;
@@ -103,8 +97,6 @@ pub async fn list_tokens(State(st): State<AppState>) -> Result<Json<TokenList>, 
     params(("id" = String, Path, description = "Token id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$")),
     responses(
         (status = 204, description = "Revoked (or already was)"),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
         (status = 404, description = "No such token", body = ErrorBody),
     ))]
 pub async fn revoke_token(
@@ -118,6 +110,18 @@ pub async fn revoke_token(
         e => e.into(),
     })?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A tenant's name in a path (`{tenant}`); a malformed one is answered 400.
+impl PathParam for Tenant {
+    const NAME: &'static str = "tenant";
+    const DESCRIPTION: &'static str = "Tenant name";
+    const PATTERN: &'static str = "^[a-z0-9-]{1,63}$";
+    const ANSWER: (u16, &'static str) = (400, "Not a tenant name");
+
+    fn from_path(s: &str) -> Result<Tenant, ApiError> {
+        Ok(Tenant::parse(s)?)
+    }
 }
 
 /// A tenant's quota and usage as the API shows them.
@@ -137,18 +141,15 @@ pub fn tenant_info(s: &Store, t: &Tenant) -> crate::store::Result<TenantInfo> {
 /// A tenant's quota and what it uses (committed bytes and files; bytes in
 /// its open upload sessions).
 #[utoipa::path(get, path = "/api/admin/tenants/{tenant}", tag = "admin",
-    params(("tenant" = String, Path, description = "Tenant name", pattern = "^[a-z0-9-]{1,63}$")),
+    params(InPath<Tenant>),
     responses(
+        InPath::<Tenant>,
         (status = 200, description = "Quota and usage", body = TenantInfo),
-        (status = 400, description = "Not a tenant name", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
     ))]
 pub async fn get_tenant(
     State(st): State<AppState>,
-    Path(tenant): Path<String>,
+    InPath(t): InPath<Tenant>,
 ) -> Result<Json<TenantInfo>, ApiError> {
-    let t = Tenant::parse(&tenant)?;
     Ok(Json(st.store.blocking(move |s| tenant_info(s, &t)).await?))
 }
 
@@ -157,25 +158,21 @@ pub async fn get_tenant(
 /// creation with 413). Files already stored stay when usage is above a
 /// new cap. A quota with no caps removes it.
 #[utoipa::path(put, path = "/api/admin/tenants/{tenant}/quota", tag = "admin",
-    params(("tenant" = String, Path, description = "Tenant name", pattern = "^[a-z0-9-]{1,63}$")),
+    params(InPath<Tenant>),
     request_body = QuotaInfo,
     responses(
+        InPath::<Tenant>,
         (status = 200, description = "The quota now, and usage", body = TenantInfo),
         (status = 400, description = "Not a tenant name, or malformed JSON", body = ErrorBody),
-        (status = 415, description = "The body is not `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "The JSON does not have the request's shape", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
     ))]
 pub async fn set_quota(
     State(st): State<AppState>,
-    Path(tenant): Path<String>,
-    req: Result<Json<serde_json::Map<String, serde_json::Value>>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<TenantInfo>, ApiError> {
-    let t = Tenant::parse(&tenant)?;
+    InPath(t): InPath<Tenant>,
     // An object only: serde would also read a struct of optional fields
     // from an array (`[null, null]`).
-    let Json(body) = req?;
+    JsonBody(body): JsonBody<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<TenantInfo>, ApiError> {
     let q: QuotaInfo = serde_json::from_value(serde_json::Value::Object(body))
         .map_err(|e| ApiError::Other { status: StatusCode::UNPROCESSABLE_ENTITY, message: e.to_string() })?;
     let q = Quota { bytes: q.bytes, files: q.files, pending: q.pending };
@@ -191,18 +188,15 @@ pub async fn set_quota(
 
 /// Remove a tenant's quota (no caps).
 #[utoipa::path(delete, path = "/api/admin/tenants/{tenant}/quota", tag = "admin",
-    params(("tenant" = String, Path, description = "Tenant name", pattern = "^[a-z0-9-]{1,63}$")),
+    params(InPath<Tenant>),
     responses(
+        InPath::<Tenant>,
         (status = 204, description = "Removed (or there was none)"),
-        (status = 400, description = "Not a tenant name", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
     ))]
 pub async fn delete_quota(
     State(st): State<AppState>,
-    Path(tenant): Path<String>,
+    InPath(t): InPath<Tenant>,
 ) -> Result<StatusCode, ApiError> {
-    let t = Tenant::parse(&tenant)?;
     st.store.blocking(move |s| s.set_quota(&t, &Quota::default())).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 use super::file_info;
 use super::range::{RangeRequest, parse_range};
 use crate::http::auth::signed_link;
-use crate::http::{ApiError, AppState, Principal, Routes};
+use crate::http::{ApiError, AppState, Caller, InPath, PathParam, Principal, Routes};
 use crate::store::{ByteStream, FileId, FileRecord, NameFilter, ReadGuard};
 use crate::wire::{ErrorBody, FileInfo, FileList, LinkInfo, LinkRequest};
 
@@ -39,9 +39,16 @@ pub struct ListQuery {
 /// (names are at most 255 bytes).
 const MAX_SEARCH: usize = 255;
 
-/// Parses a file id from a path; a malformed one is simply not found.
-pub fn parse_file_id(s: &str) -> Result<FileId, ApiError> {
-    s.parse().map_err(|_| ApiError::NotFound(format!("file {s} not found")))
+/// A file id in a path (`{id}`); a malformed one is simply not found.
+impl PathParam for FileId {
+    const NAME: &'static str = "id";
+    const DESCRIPTION: &'static str = "File id (a ULID)";
+    const PATTERN: &'static str = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$";
+    const ANSWER: (u16, &'static str) = (404, "No such file");
+
+    fn from_path(s: &str) -> Result<FileId, ApiError> {
+        s.parse().map_err(|_| ApiError::NotFound(format!("file {s} not found")))
+    }
 }
 
 /// List files, newest first; `name` and `q` find files by name.
@@ -55,8 +62,7 @@ pub fn parse_file_id(s: &str) -> Result<FileId, ApiError> {
         (status = 400, description = "Bad limit, cursor or search", body = ErrorBody),
     ))]
 pub async fn list_files(
-    State(st): State<AppState>,
-    who: Principal,
+    c: Caller,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<FileList>, ApiError> {
     let Query(q) = q?;
@@ -85,7 +91,7 @@ pub async fn list_files(
         filters.push(NameFilter::contains(&sub));
     }
     let (files, next) =
-        st.store.blocking(move |s| s.find_files(&who.view, &filters, cursor.as_ref(), limit)).await?;
+        c.store_as(move |s, view| s.find_files(view, &filters, cursor.as_ref(), limit)).await?;
     Ok(Json(FileList {
         files: files.iter().map(file_info).collect(),
         next_cursor: next.map(|n| n.to_string()),
@@ -94,18 +100,13 @@ pub async fn list_files(
 
 /// A file's record.
 #[utoipa::path(get, path = "/api/files/{id}/info", tag = "files",
-    params(("id" = String, Path, description = "File id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$")),
+    params(InPath<FileId>),
     responses(
+        InPath::<FileId>,
         (status = 200, description = "The file", body = FileInfo),
-        (status = 404, description = "No such file", body = ErrorBody),
     ))]
-pub async fn info(
-    State(st): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<FileInfo>, ApiError> {
-    let id = parse_file_id(&id)?;
-    let rec = st.store.blocking(move |s| s.file_in(&who.view, &id)).await?;
+pub async fn info(c: Caller, InPath(id): InPath<FileId>) -> Result<Json<FileInfo>, ApiError> {
+    let rec = c.store_as(move |s, view| s.file_in(view, &id)).await?;
     Ok(Json(file_info(&rec)))
 }
 
@@ -121,29 +122,30 @@ pub async fn info(
 /// `Range` would, whatever `Range` says.
 #[utoipa::path(get, path = "/api/files/{id}", tag = "files",
     params(
-        ("id" = String, Path, description = "File id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$"),
+        InPath<FileId>,
         ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or `bytes=-n`, or several separated by commas (GET only; ignored on HEAD and on an empty file)"),
         ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client has"),
         ("If-Range" = Option<String>, Header, description = "Serve the range only if the file is this ETag"),
         ("disposition" = Option<String>, Query, description = "`inline` to show images, audio, video, PDF and plain text in the browser; anything else downloads as an attachment"),
     ),
     responses(
+        InPath::<FileId>,
         (status = 200, description = "The whole file, as the type in its record (`content_type`)", content_type = "*/*", body = Vec<u8>),
         (status = 206, description = "One byte range (with `Content-Range`), or several as `multipart/byteranges`",
             content((Vec<u8> = "application/octet-stream"), (Vec<u8> = "multipart/byteranges"))),
         (status = 304, description = "Not modified"),
-        (status = 404, description = "No such file", body = ErrorBody),
         (status = 416, description = "Range not satisfiable", body = ErrorBody),
     ))]
 pub async fn download(
     State(st): State<AppState>,
     who: Principal,
     method: Method,
-    Path(id): Path<String>,
+    // After the query, as before the id was typed: a bad query answers 400
+    // whatever the id.
     Query(q): Query<DownloadQuery>,
+    InPath(id): InPath<FileId>,
     req_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = parse_file_id(&id)?;
     let (rec, guard) = st.store.blocking(move |s| s.open_file(&id)).await?;
     let rec = rec.seen_by(&who.view)?;
     let etag = format!("\"{}\"", rec.manifest_digest);
@@ -266,18 +268,13 @@ impl Multipart {
 
 /// Delete a file. Its chunks are reclaimed by GC once no other file uses them.
 #[utoipa::path(delete, path = "/api/files/{id}", tag = "files",
-    params(("id" = String, Path, description = "File id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$")),
+    params(InPath<FileId>),
     responses(
+        InPath::<FileId>,
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such file", body = ErrorBody),
     ))]
-pub async fn delete(
-    State(st): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    let id = parse_file_id(&id)?;
-    st.store.blocking(move |s| s.delete_file(&who.view, &id)).await?;
+pub async fn delete(c: Caller, InPath(id): InPath<FileId>) -> Result<StatusCode, ApiError> {
+    c.store_as(move |s, view| s.delete_file(view, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -288,22 +285,20 @@ pub async fn delete(
 /// to its path, `exp`, `kid` or `sig` voids it. For browsers: `<a href>`,
 /// `<video src>`, downloads that stream to disk.
 #[utoipa::path(post, path = "/api/files/{id}/link", tag = "files",
-    params(("id" = String, Path, description = "File id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$")),
+    params(InPath<FileId>),
     request_body(content = Option<LinkRequest>, description = "Optional: without a body the link lives 3600 s"),
     responses(
+        InPath::<FileId>,
         (status = 201, description = "The link", body = LinkInfo),
         (status = 400, description = "Bad expiry, or malformed JSON", body = ErrorBody),
-        (status = 415, description = "The body is not `Content-Type: application/json`", body = ErrorBody),
         (status = 422, description = "The JSON does not have the request's shape", body = ErrorBody),
-        (status = 404, description = "No such file", body = ErrorBody),
     ))]
 pub async fn link(
     State(st): State<AppState>,
     who: Principal,
-    Path(id): Path<String>,
+    InPath(id): InPath<FileId>,
     req: Option<Json<Option<LinkRequest>>>,
 ) -> Result<(StatusCode, Json<LinkInfo>), ApiError> {
-    let id = parse_file_id(&id)?;
     // No body, `null` and `{}` all mean the default.
     let ttl = req.and_then(|r| r.0).and_then(|r| r.expires_in).unwrap_or(3600);
     let max = st.config.auth.link_max_ttl.0.as_secs();

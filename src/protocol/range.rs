@@ -106,15 +106,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Sizes and range ends, the u64 extremes weighted in.
     fn extreme() -> impl Strategy<Value = u64> {
-        prop_oneof![
-            Just(0u64),
-            Just(1u64),
-            Just(u64::MAX),
-            (u64::MAX - 1024)..=u64::MAX,
-            0u64..=4096,
-            any::<u64>()
-        ]
+        crate::testdata::extreme_u64(1024, 4096)
     }
 
     proptest! {

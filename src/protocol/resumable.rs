@@ -4,16 +4,19 @@
 //! [`PERSIST_EVERY`] bytes and at the end), stops for a takeover, a shutdown,
 //! a broken body or a body past the upload's length, and decides keep or
 //! drop (a body with an expected digest is all-or-nothing). It returns a
-//! neutral [`Pumped`]; each protocol maps it to its own answers.
+//! neutral [`Pumped`]; each protocol maps it to its own answers. Also the
+//! steps both protocols take before touching an upload: its id, its
+//! owner, its writer slot ([`while_held`]) and the offset header.
 
 use axum::body::{Body, Bytes};
+use axum::http::HeaderMap;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use super::digest::Hasher;
 use crate::http::writers::Held;
-use crate::http::{ApiError, AppState, UploadGuard};
-use crate::store::{self, AppendOutcome, Appender};
+use crate::http::{ApiError, AppState, Principal, UploadGuard};
+use crate::store::{self, AppendOutcome, Appender, Store, UploadId};
 
 /// A request makes its bytes durable (acknowledged) at least this often.
 pub const PERSIST_EVERY: u64 = 16 << 20;
@@ -208,7 +211,7 @@ pub async fn pump(
 /// The absolute URL of the tus endpoint (also the IETF draft's upload base),
 /// from the request's Host (and, when the configuration trusts a proxy, its
 /// forwarded scheme and host).
-pub fn endpoint(st: &AppState, h: &axum::http::HeaderMap) -> String {
+pub fn endpoint(st: &AppState, h: &HeaderMap) -> String {
     // Behind a configured proxy: its forwarded scheme and host (a client
     // that sends them itself only changes the URL it is given).
     let trust = !st.config.rate_limit.trusted_proxies.is_empty();
@@ -219,4 +222,53 @@ pub fn endpoint(st: &AppState, h: &axum::http::HeaderMap) -> String {
         Some(host) => format!("{scheme}://{host}/api/tus/"),
         None => "/api/tus/".to_string(),
     }
+}
+
+/// A header's value as text (`None` when absent or not visible ASCII).
+pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `Upload-Offset`'s text, which every append must carry.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] when it is missing.
+pub fn upload_offset(h: &HeaderMap) -> Result<&str, ApiError> {
+    header_str(h, "upload-offset").ok_or_else(|| ApiError::BadRequest("Upload-Offset is required".into()))
+}
+
+/// An upload's id from a path; a malformed one is simply not found.
+///
+/// # Errors
+/// [`ApiError::NotFound`].
+pub fn upload_id(s: &str) -> Result<UploadId, ApiError> {
+    s.parse().map_err(|_| ApiError::NotFound(format!("upload {s} not found")))
+}
+
+/// Another tenant's upload is answered as an unknown one, before anything
+/// touches it (taking its writer slot would end its owner's request).
+///
+/// # Errors
+/// 404 for an upload `who` does not own (or that does not exist).
+pub async fn owned(st: &AppState, who: Principal, id: UploadId) -> Result<(), ApiError> {
+    Ok(st.store.blocking(move |s| s.check_owner(&who.view, &id)).await?)
+}
+
+/// Runs `op` on `who`'s upload `id` while holding its writer slot: a stale
+/// request still holding the upload is ended first, so that what `op`
+/// reads (the offset) is final and what it changes (termination) races no
+/// append.
+///
+/// # Errors
+/// As [`owned`], then `op`'s.
+pub async fn while_held<T, F>(st: &AppState, who: Principal, id: UploadId, op: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> store::Result<T> + Send + 'static,
+{
+    owned(st, who, id).await?;
+    let (guard, _) = st.writers.take(&id).await?;
+    let done = st.store.blocking(op).await;
+    drop(guard);
+    Ok(done?)
 }

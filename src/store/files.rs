@@ -12,6 +12,7 @@ use super::filetype;
 use super::id::{ChunkId, FileId};
 use super::manifest::{self, Entry};
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
+use super::session::UploadRecord;
 use super::tenant::{self, Tenant, View, occurrences};
 use super::{FileName, Store, lock};
 
@@ -87,6 +88,21 @@ pub struct NewFile {
     pub size: u64,
     pub chunks: Vec<Entry>,
     pub content_hash: Option<ChunkId>,
+}
+
+impl NewFile {
+    /// The file an upload session becomes, of `chunks`: its tenant, name,
+    /// declared type and size.
+    pub fn of_upload(rec: &UploadRecord, chunks: Vec<Entry>) -> NewFile {
+        NewFile {
+            tenant: rec.tenant.clone(),
+            name: rec.name.clone(),
+            declared_type: rec.declared_type.clone(),
+            size: rec.size,
+            chunks,
+            content_hash: None,
+        }
+    }
 }
 
 impl Store {

@@ -300,14 +300,7 @@ impl Store {
                 chunks.len()
             )));
         }
-        let new = NewFile {
-            tenant: rec.tenant.clone(),
-            name: rec.name.clone(),
-            declared_type: rec.declared_type.clone(),
-            size: rec.size,
-            chunks,
-            content_hash: None,
-        };
+        let new = NewFile::of_upload(rec, chunks);
         let id = rec.id;
         let mut done = rec.clone();
         self.finish_file_with(new, move |b: &mut Batch, file: &FileRecord| {
@@ -326,15 +319,7 @@ mod tests {
 
     /// Sizes and piece sizes from everywhere, the u64 extremes weighted in.
     fn extreme() -> impl Strategy<Value = u64> {
-        prop_oneof![
-            Just(0u64),
-            Just(1u64),
-            Just(u64::MAX),
-            Just(u64::MAX - 1),
-            (u64::MAX - (1 << 20))..=u64::MAX,
-            1u64..=1 << 20,
-            any::<u64>(),
-        ]
+        crate::testdata::extreme_u64(1 << 20, 1 << 20)
     }
 
     proptest! {

@@ -286,14 +286,7 @@ impl Store {
             for kv in self.meta().scan(Cf::Uploads, &segment_prefix(id), None) {
                 chunks.extend(decode(&kv?.1)?.into_iter().filter(|e| e.len > 0));
             }
-            let new = NewFile {
-                tenant: rec.tenant.clone(),
-                name: rec.name.clone(),
-                declared_type: rec.declared_type.clone(),
-                size: rec.size,
-                chunks,
-                content_hash: None,
-            };
+            let new = NewFile::of_upload(&rec, chunks);
             self.commit_file(new, content_type, |b: &mut Batch, file: &FileRecord| {
                 done.state = UploadState::Finished { file: file.id };
                 self.drop_plan(b, id)?;

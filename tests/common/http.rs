@@ -79,7 +79,17 @@ pub fn piece_form(p: &[(String, String)], data: Option<&[u8]>) -> Form {
 
 /// A tus request with `Tus-Resumable: 1.0.0`.
 pub fn tus(method: Method, url: &str) -> RequestBuilder {
-    client().request(method, url).header("Tus-Resumable", TUS)
+    tus_by(&client(), method, url)
+}
+
+/// [`tus`] through `c` (a client with a token).
+pub fn tus_by(c: &reqwest::Client, method: Method, url: &str) -> RequestBuilder {
+    c.request(method, url).header("Tus-Resumable", TUS)
+}
+
+/// [`tus_patch`] through `c` (a client with a token).
+pub fn tus_patch_by(c: &reqwest::Client, url: &str, offset: impl Display) -> RequestBuilder {
+    patch_headers(tus_by(c, Method::PATCH, url), offset)
 }
 
 /// A tus PATCH at `offset`, body still to be set.
@@ -90,7 +100,12 @@ pub fn tus_patch(url: &str, offset: impl Display) -> RequestBuilder {
 /// A tus PATCH's headers on a request of another method (a PATCH a client
 /// sends as POST with `X-HTTP-Method-Override`).
 pub fn tus_patch_as(method: Method, url: &str, offset: impl Display) -> RequestBuilder {
-    tus(method, url).header("Content-Type", OCTET).header("Upload-Offset", offset.to_string())
+    patch_headers(tus(method, url), offset)
+}
+
+/// The headers that make a tus request an append at `offset`.
+fn patch_headers(r: RequestBuilder, offset: impl Display) -> RequestBuilder {
+    r.header("Content-Type", OCTET).header("Upload-Offset", offset.to_string())
 }
 
 pub type BodySender = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
@@ -211,4 +226,34 @@ pub fn as_token(token: &str) -> reqwest::Client {
     v.set_sensitive(true);
     h.insert(AUTHORIZATION, v);
     reqwest::Client::builder().default_headers(h).build().unwrap()
+}
+
+/// A zstd frame of `parts` written one after another, at `level`, with a
+/// window of 2^`wlog` bytes and no declared content size (as a streaming
+/// client sends it); `ldm` turns long-distance matching on.
+pub fn streamed_zstd(level: i32, wlog: u32, ldm: bool, parts: &[&[u8]]) -> Vec<u8> {
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), level).unwrap();
+    enc.include_contentsize(false).unwrap();
+    enc.window_log(wlog).unwrap();
+    enc.long_distance_matching(ldm).unwrap();
+    for part in parts {
+        std::io::Write::write_all(&mut enc, part).unwrap();
+    }
+    enc.finish().unwrap()
+}
+
+/// `PUT {base}/api/chunks/{id}` of a zstd `frame` through `c`: its status.
+pub async fn put_zstd(
+    c: &reqwest::Client,
+    base: &str,
+    id: &depot::store::ChunkId,
+    frame: impl Into<reqwest::Body>,
+) -> reqwest::StatusCode {
+    c.put(format!("{base}/api/chunks/{id}"))
+        .header("Content-Encoding", "zstd")
+        .body(frame)
+        .send()
+        .await
+        .unwrap()
+        .status()
 }

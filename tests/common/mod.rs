@@ -229,7 +229,12 @@ impl TestServer {
 
     /// A regular upload with a raw body and `?filename=`; must answer 201.
     pub async fn upload_raw(&self, name: &str, data: &[u8]) -> FileInfo {
-        let r = client()
+        self.upload_raw_as(&client(), name, data).await
+    }
+
+    /// [`Self::upload_raw`] through `c` (a client with a token).
+    pub async fn upload_raw_as(&self, c: &reqwest::Client, name: &str, data: &[u8]) -> FileInfo {
+        let r = c
             .post(self.url("/api/files/upload"))
             .query(&[("filename", name)])
             .body(data.to_vec())
@@ -238,6 +243,18 @@ impl TestServer {
             .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
         r.json().await.unwrap()
+    }
+
+    /// A token with every scope for tenant `default`, made in the store:
+    /// the first admin, which the admin API cannot make.
+    pub async fn admin_token(&self) -> String {
+        let store = self.state.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let all = depot::store::Scopes::all();
+            store.issue_token(depot::store::Tenant::default(), all, None, None).unwrap().1
+        })
+        .await
+        .unwrap()
     }
 
     /// A regular upload as a multipart `file` part; must answer 201.

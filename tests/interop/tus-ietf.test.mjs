@@ -12,7 +12,7 @@ import { makeTempDir, removeTempDir } from './lib/cleanup.mjs';
 import { deterministicBytes, sha256 } from './lib/data.mjs';
 import { getBytes, getJson, startDepot } from './lib/depot.mjs';
 import { withTimeout } from './lib/drive.mjs';
-import { TUS_JS_CLIENT_VERSION, TUS_PATH, describeExchanges, startTusUpload, tus } from './lib/tus-node.mjs';
+import { TUS_JS_CLIENT_VERSION, TUS_PATH, describeExchanges, startTusUpload, stopPast, tus } from './lib/tus-node.mjs';
 
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
@@ -50,26 +50,9 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) in IETF-draft mode ag
           storeFingerprintForResuming: true,
           removeFingerprintOnSuccess: true,
         };
-        let first;
-        let abortDone;
-        const aborted = new Promise((resolve) => {
-          first = startTusUpload(bytes, {
-            ...options,
-            onProgress(sent, total) {
-              if (abortDone === undefined && sent > 0.4 * total) {
-                abortDone = first.upload.abort();
-                resolve();
-              }
-            },
-          });
-        });
-        first.upload.start();
-        await withTimeout(
-          Promise.race([aborted, first.done.then(() => assert.fail('the upload finished before it was aborted'))]),
-          UPLOAD_TIMEOUT,
-          'progress past 40%',
-        );
-        await abortDone;
+        const abort = (up) => up.abort();
+        const { run: first, stopped } = await stopPast(bytes, options, 0.4, abort, UPLOAD_TIMEOUT);
+        await stopped;
         const trace1 = `\n${describeExchanges(first.exchanges)}`;
         const [post] = first.exchanges;
         assert.equal(post.method, 'POST');

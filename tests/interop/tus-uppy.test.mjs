@@ -30,6 +30,20 @@ const TYPE = 'application/octet-stream';
 const describeExchanges = (xs) =>
   xs.map((x) => `  ${x.method} ${x.url} offset=${x.offset} -> ${x.status} offset=${x.responseOffset} file=${x.fileId}`).join('\n');
 
+/**
+ * Asserts that the page's run uploaded its one file, starting with a POST
+ * answered 201; returns the exchanges' trace, the POST and the rest.
+ */
+function oneUploadCreated(run) {
+  const trace = `\n${describeExchanges(run.exchanges)}`;
+  assert.deepEqual(run.result.failed, [], `failed uploads${trace}`);
+  assert.equal(run.result.successful.length, 1);
+  const [post, ...patches] = run.exchanges;
+  assert.equal(post.method, 'POST');
+  assert.equal(post.status, 201, `POST${trace}`);
+  return { trace, post, patches };
+}
+
 describe(`Uppy ${UPPY_VERSION} with @uppy/tus ${UPPY_TUS_VERSION} in Chromium against depot's tus endpoint`, { timeout: 120_000 }, () => {
   let depot;
   let pages;
@@ -118,12 +132,7 @@ describe(`Uppy ${UPPY_VERSION} with @uppy/tus ${UPPY_TUS_VERSION} in Chromium ag
   it('uploads 20 MiB in 5 MiB PATCHes; the page reads Depot-File-Id; the download is byte-identical', async () => {
     const name = 'uppy-20m.bin';
     const run = await uploadInPage(name);
-    const trace = `\n${describeExchanges(run.exchanges)}`;
-    assert.deepEqual(run.result.failed, [], `failed uploads${trace}`);
-    assert.equal(run.result.successful.length, 1);
-    const [post, ...patches] = run.exchanges;
-    assert.equal(post.method, 'POST');
-    assert.equal(post.status, 201, `POST${trace}`);
+    const { trace, patches } = oneUploadCreated(run);
     assert.equal(patches.length, SIZE / CHUNK, `PATCHes${trace}`);
     patches.forEach((p, i) => {
       assert.equal(p.method, 'PATCH');
@@ -182,14 +191,9 @@ describe(`Uppy ${UPPY_VERSION} with @uppy/tus ${UPPY_TUS_VERSION} in Chromium ag
   it('in IETF-draft mode (ietf-draft-05) from another origin: the preflights pass, the page reads the draft\'s headers, byte-identical', async () => {
     const name = 'uppy-20m-ietf.bin';
     const run = await uploadInPage(name, { protocol: 'ietf-draft-05' });
-    const trace = `\n${describeExchanges(run.exchanges)}`;
     // A request header missing from the CORS allow list fails the
     // preflight, and the upload with it.
-    assert.deepEqual(run.result.failed, [], `failed uploads${trace}`);
-    assert.equal(run.result.successful.length, 1);
-    const [post, ...patches] = run.exchanges;
-    assert.equal(post.method, 'POST');
-    assert.equal(post.status, 201, `POST${trace}`);
+    const { trace, post, patches } = oneUploadCreated(run);
     assert.ok(patches.length >= 1 && patches.every((p) => p.method === 'PATCH' && p.status === 204), `PATCHes${trace}`);
     // Each answer's draft headers, as the page reads them: CORS exposes them.
     for (const x of run.exchanges) {

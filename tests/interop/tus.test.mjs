@@ -31,6 +31,7 @@ import {
   describeExchanges,
   mbPerSecond,
   startTusUpload,
+  stopPast,
   tus,
   tusRequest,
   tusUpload,
@@ -457,29 +458,14 @@ describe(`tus-js-client ${TUS_JS_CLIENT_VERSION} (Node.js) against depot's tus e
     const size = 8 * MiB;
     const bytes = deterministicBytes('tus-terminate', size);
     const files0 = (await getJson(depot.url, '/api/files', depot.auth)).files.length;
-    let terminated;
-    let onTerminated;
-    const stopped = new Promise((resolve) => {
-      onTerminated = resolve;
-    });
-    const run = startTusUpload(bytes, {
+    const options = {
       endpoint,
       headers: depot.auth,
       chunkSize: MiB,
       metadata: { filename: 'tus-terminated.bin', filetype: TYPE },
-      onProgress(sent, total, up) {
-        if (terminated === undefined && sent > total / 2) {
-          terminated = up.abort(true);
-          onTerminated();
-        }
-      },
-    });
-    run.upload.start();
-    await withTimeout(
-      Promise.race([stopped, run.done.then(() => assert.fail('the upload finished before it was aborted'))]),
-      UPLOAD_TIMEOUT,
-      'progress past 50%',
-    );
+    };
+    const terminate = (up) => up.abort(true);
+    const { run, stopped: terminated } = await stopPast(bytes, options, 0.5, terminate, UPLOAD_TIMEOUT);
     await withTimeout(terminated, 10_000, 'the termination');
     const trace = `\n${describeExchanges(run.exchanges)}`;
     const url = run.exchanges[0].response.location;

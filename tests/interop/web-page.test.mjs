@@ -43,6 +43,20 @@ async function waitFor(what, fn, timeoutMs = 60_000, everyMs = 100) {
   }
 }
 
+/**
+ * Holds each chunk PUT the page sends for `ms` before it goes out; returns
+ * the route handler (for `page.unroute`).
+ */
+async function slowChunkPuts(page, ms) {
+  const slow = async (route) => {
+    if (route.request().method() !== 'PUT') return route.fallback();
+    await sleep(ms);
+    return route.continue().catch(() => {});
+  };
+  await page.route('**/api/chunks/*', slow);
+  return slow;
+}
+
 async function bytesIn(base) {
   const text = await (await fetch(`${base}/metrics`)).text();
   const m = /^depot_http_request_bytes_total\s+(\d+)/m.exec(text);
@@ -186,12 +200,7 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
   it('a reload half-way through a 64 MiB upload: dropped again, it resumes and sends at most the remainder plus one chunk', async (t) => {
     const { max } = await getJson(depot.url, '/api/chunking');
     // Slow each chunk PUT down so that half-way can be caught.
-    const slow = async (route) => {
-      if (route.request().method() !== 'PUT') return route.fallback();
-      await sleep(25);
-      return route.continue().catch(() => {});
-    };
-    await page.route('**/api/chunks/*', slow);
+    const slow = await slowChunkPuts(page, 25);
     const b0 = await bytesIn(depot.url);
     await dropFiles(page, ['resume.bin']);
     await waitFor('half of resume.bin', async () => (await uppyFile(page, 'resume.bin'))?.bytesUploaded >= half, 120_000, 50);
@@ -292,12 +301,7 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
 
   it('a dedup upload pauses and resumes from the Dashboard, and stops when cancelled', async () => {
     const { max } = await getJson(depot.url, '/api/chunking');
-    const slow = async (route) => {
-      if (route.request().method() !== 'PUT') return route.fallback();
-      await sleep(20);
-      return route.continue().catch(() => {});
-    };
-    await page.route('**/api/chunks/*', slow);
+    const slow = await slowChunkPuts(page, 20);
     const quiet = async (what) => {
       await sleep(400);
       const a = await bytesIn(depot.url);

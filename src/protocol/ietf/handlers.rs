@@ -12,7 +12,9 @@ use crate::http::interim::Interim;
 use crate::http::writers::Held;
 use crate::http::{ApiError, AppState, Dialect, Principal};
 use crate::protocol::digest::Hasher;
-use crate::protocol::resumable::{self, Expected, Stop, endpoint};
+use crate::protocol::resumable::{
+    self, Expected, Stop, endpoint, header_str, owned, upload_id, upload_offset, while_held,
+};
 use crate::protocol::tus::headers::Metadata;
 use crate::store::{self, FileName, NewStream, UploadId, UploadRecord};
 
@@ -92,16 +94,8 @@ fn finish(v: Option<Interop>, r: DraftResult) -> Response {
     }
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok())
-}
-
 fn version(h: &HeaderMap) -> Result<Interop, HeaderError> {
     Interop::parse(header_str(h, INTEROP.as_str()).unwrap_or(""))
-}
-
-fn parse_id(s: &str) -> Result<UploadId, DraftError> {
-    s.parse().map_err(|_| DraftError::Api(ApiError::NotFound(format!("upload {s} not found"))))
 }
 
 /// `Upload-Offset`, `Upload-Complete`, `Upload-Length`, `Upload-Limit`
@@ -125,11 +119,6 @@ fn state_headers(st: &AppState, v: Interop, rec: &UploadRecord) -> HeaderMap {
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h
-}
-
-/// Another tenant's upload is an unknown one, before anything touches it.
-async fn owned(st: &AppState, who: Principal, id: UploadId) -> Result<(), DraftError> {
-    Ok(st.store.blocking(move |s| s.check_owner(&who.view, &id)).await?)
 }
 
 /// What a request says about the upload's end: complete with this body,
@@ -247,13 +236,9 @@ pub async fn offset(st: AppState, who: Principal, id: String, headers: HeaderMap
 
 async fn offset_of(st: AppState, who: Principal, id: String, headers: HeaderMap) -> DraftResult {
     let v = version(&headers)?;
-    let id = parse_id(&id)?;
-    owned(&st, who, id).await?;
-    // End a stale request still holding the upload, so the offset is final.
-    let (guard, _) = st.writers.take(&id).await?;
-    let rec = st.store.blocking(move |s| s.stream_upload(&id)).await;
-    drop(guard);
-    Ok((StatusCode::NO_CONTENT, state_headers(&st, v, &rec?)).into_response())
+    let id = upload_id(&id)?;
+    let rec = while_held(&st, who, id, move |s| s.stream_upload(&id)).await?;
+    Ok((StatusCode::NO_CONTENT, state_headers(&st, v, &rec)).into_response())
 }
 
 /// `PATCH /api/tus/{id}`: append at `Upload-Offset`.
@@ -264,7 +249,7 @@ pub async fn append(st: AppState, who: Principal, id: String, headers: HeaderMap
 
 async fn append_to(st: AppState, who: Principal, id: String, headers: HeaderMap, body: Body) -> DraftResult {
     let v = version(&headers)?;
-    let id = parse_id(&id)?;
+    let id = upload_id(&id)?;
     owned(&st, who, id).await?;
     let content_type = header_str(&headers, "content-type").unwrap_or("");
     if v.needs_partial_upload_type()
@@ -272,11 +257,7 @@ async fn append_to(st: AppState, who: Principal, id: String, headers: HeaderMap,
     {
         return Err(ApiError::UnsupportedMediaType(format!("an append's body must be {PARTIAL}")).into());
     }
-    let offset = parse_int(
-        "Upload-Offset",
-        header_str(&headers, "upload-offset")
-            .ok_or_else(|| ApiError::BadRequest("Upload-Offset is required".into()))?,
-    )?;
+    let offset = parse_int("Upload-Offset", upload_offset(&headers)?)?;
     let ends = Ends::read(v, &headers)?;
     let held = st.writers.take(&id).await?;
     let rec = st.store.blocking(move |s| s.stream_upload(&id)).await?;
@@ -302,12 +283,8 @@ pub async fn cancel(st: AppState, who: Principal, id: String, headers: HeaderMap
 
 async fn cancel_upload(st: AppState, who: Principal, id: String, headers: HeaderMap) -> DraftResult {
     version(&headers)?;
-    let id = parse_id(&id)?;
-    owned(&st, who, id).await?;
-    let (guard, _) = st.writers.take(&id).await?;
-    let r = st.store.blocking(move |s| s.terminate_stream(&id)).await;
-    drop(guard);
-    r?;
+    let id = upload_id(&id)?;
+    while_held(&st, who, id, move |s| s.terminate_stream(&id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

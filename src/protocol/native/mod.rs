@@ -13,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, stream};
 
 use super::file_info;
-use super::files::parse_file_id;
-use crate::http::{ApiError, AppState, Principal, Routes, content_length, read_body};
-use crate::store::{ChunkId, Entry, NewFile, View, object};
+use crate::http::{
+    ApiError, AppState, Caller, InPath, JsonBody, Principal, Routes, content_length, read_body,
+};
+use crate::store::{ChunkId, Entry, FileId, NewFile, View, object};
 use crate::wire::{
     ChunkingInfo, CommitRequest, ErrorBody, FileInfo, ManifestChunk, ManifestInfo, MissingRequest,
     MissingResponse, PutChunkResponse, TypePolicyInfo,
@@ -51,23 +52,19 @@ pub async fn chunking(State(st): State<AppState>) -> Json<ChunkingInfo> {
         (status = 200, description = "The hashes the server lacks", body = MissingResponse),
         (status = 400, description = "Malformed request or hash", body = ErrorBody),
         (status = 413, description = "Too many hashes", body = ErrorBody),
-        (status = 415, description = "The body is not `Content-Type: application/json`", body = ErrorBody),
     ))]
 pub async fn missing_chunks(
-    State(st): State<AppState>,
-    who: Principal,
-    req: Result<Json<MissingRequest>, axum::extract::rejection::JsonRejection>,
+    c: Caller,
+    JsonBody(req): JsonBody<MissingRequest>,
 ) -> Result<Json<MissingResponse>, ApiError> {
-    let Json(req) = req?;
-    let max = st.config.limits.max_missing_query;
+    let max = c.st.config.limits.max_missing_query;
     if req.hashes.len() > max {
         return Err(ApiError::PayloadTooLarge(format!("at most {max} hashes per query")));
     }
-    let missing = st
-        .store
-        .blocking(move |s| {
+    let missing = c
+        .store_as(move |s, view| {
             let lease = s.default_lease();
-            s.missing_in(&who.view, &req.hashes, lease)
+            s.missing_in(view, &req.hashes, lease)
         })
         .await?;
     Ok(Json(MissingResponse { missing }))
@@ -213,26 +210,23 @@ pub async fn get_chunk(
         (status = 415, description = "File type rejected, or the body is not `Content-Type: application/json`", body = ErrorBody),
     ))]
 pub async fn commit(
-    State(st): State<AppState>,
-    who: Principal,
-    req: Result<Json<CommitRequest>, axum::extract::rejection::JsonRejection>,
+    c: Caller,
+    JsonBody(req): JsonBody<CommitRequest>,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<FileInfo>), ApiError> {
-    let Json(req) = req?;
     let new = NewFile {
-        tenant: who.tenant.clone(),
+        tenant: c.who.tenant.clone(),
         name: crate::store::FileName::parse(&req.name)?,
         declared_type: req.content_type,
         size: req.size,
         chunks: req.chunks.iter().map(|c| Entry { id: c.hash, len: c.len }).collect(),
         content_hash: None,
     };
-    let rec = st
-        .store
-        .blocking(move |s| {
+    let rec = c
+        .store_as(move |s, view| {
             // Only chunks this tenant holds may be referenced; the rest are
             // "missing" whatever the store has (and no length is compared).
             let ids: Vec<ChunkId> = new.chunks.iter().map(|e| e.id).collect();
-            let unknown = s.unknown_in(&who.view, &ids)?;
+            let unknown = s.unknown_in(view, &ids)?;
             if !unknown.is_empty() {
                 return Err(crate::store::Error::MissingChunks(unknown));
             }
@@ -246,25 +240,20 @@ pub async fn commit(
 /// A file's chunks in order, with offsets. Streamed a manifest segment at a
 /// time, so memory stays flat for any file size.
 #[utoipa::path(get, path = "/api/files/{id}/manifest", tag = "dedup",
-    params(("id" = String, Path, description = "File id (a ULID)", pattern = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$")),
+    params(InPath<FileId>),
     responses(
+        InPath::<FileId>,
         (status = 200, description = "The manifest", body = ManifestInfo),
-        (status = 404, description = "No such file", body = ErrorBody),
     ))]
-pub async fn manifest(
-    State(st): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let id = parse_file_id(&id)?;
-    let rec = st.store.blocking(move |s| s.file_in(&who.view, &id)).await?;
+pub async fn manifest(c: Caller, InPath(id): InPath<FileId>) -> Result<Response, ApiError> {
+    let rec = c.store_as(move |s, view| s.file_in(view, &id)).await?;
     let head = format!(
         "{{\"id\":\"{}\",\"size\":{},\"chunker_id\":{},\"chunks\":[",
         rec.id,
         rec.size,
         serde_json::to_string(&rec.chunker).unwrap_or_else(|_| "\"\"".into())
     );
-    let store = st.store.clone();
+    let store = c.st.store.clone();
     let starts = rec.segments.clone();
     let segments = stream::iter(0..rec.segments.len()).then(move |seg| {
         let store = store.clone();

@@ -10,10 +10,9 @@
 //! ([`crate::store::Store::put_segment`] and its siblings).
 
 use axum::Json;
-use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 
-use crate::http::{ApiError, AppState, Principal};
+use crate::http::{ApiError, Caller, InPath, JsonBody, PathParam};
 use crate::protocol::file_info;
 use crate::store::manifest::SEGMENT_ENTRIES;
 use crate::store::{
@@ -23,23 +22,43 @@ use crate::wire::{
     CommitOpen, CommitSession, CommitStatus, ErrorBody, FileInfo, SegmentInfo, SegmentRequest, rfc3339,
 };
 
-/// A commit's id from a path; a malformed one is simply not found.
-fn parse_id(s: &str) -> Result<UploadId, ApiError> {
-    s.parse().map_err(|_| ApiError::NotFound(format!("commit {s} not found")))
+/// A commit's id in a path (`{id}`); a malformed one is simply not found.
+pub struct CommitId(pub UploadId);
+
+impl PathParam for CommitId {
+    const NAME: &'static str = "id";
+    const DESCRIPTION: &'static str = "Commit id";
+    const PATTERN: &'static str = r"^[0-9a-fA-F]{32}$";
+    const ANSWER: (u16, &'static str) = (404, "No such commit");
+
+    fn from_path(s: &str) -> Result<CommitId, ApiError> {
+        s.parse().map(CommitId).map_err(|_| ApiError::NotFound(format!("commit {s} not found")))
+    }
 }
 
-/// A segment number from a path: digits only ([`crate::decimal`]).
-fn parse_segment(s: &str) -> Result<u32, ApiError> {
-    crate::decimal::parse_u64(s)
-        .ok()
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| *n < MAX_SEGMENTS)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "segment number `{s}` must be decimal digits from 0 to {}",
-                MAX_SEGMENTS - 1
-            ))
-        })
+/// A segment number in a path (`{n}`): digits only ([`crate::decimal`]),
+/// below [`MAX_SEGMENTS`].
+pub struct SegmentNo(pub u32);
+
+impl PathParam for SegmentNo {
+    const NAME: &'static str = "n";
+    const DESCRIPTION: &'static str = "Segment number, from 0";
+    const PATTERN: &'static str = r"^[0-9]{1,5}$";
+    const ANSWER: (u16, &'static str) = (400, "Not a segment number");
+
+    fn from_path(s: &str) -> Result<SegmentNo, ApiError> {
+        crate::decimal::parse_u64(s)
+            .ok()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n < MAX_SEGMENTS)
+            .map(SegmentNo)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "segment number `{s}` must be decimal digits from 0 to {}",
+                    MAX_SEGMENTS - 1
+                ))
+            })
+    }
 }
 
 fn session(rec: &UploadRecord) -> CommitSession {
@@ -78,22 +97,19 @@ fn status(p: &CommitProgress) -> CommitStatus {
         (status = 201, description = "Opened; `Location` is the commit", body = CommitSession),
         (status = 400, description = "Malformed request or file name", body = ErrorBody),
         (status = 413, description = "Larger than the maximum file size", body = ErrorBody),
-        (status = 415, description = "The body is not `Content-Type: application/json`", body = ErrorBody),
         (status = 507, description = "The data dir is below its free-space reserve", body = ErrorBody),
     ))]
 pub async fn open_commit(
-    State(st): State<AppState>,
-    who: Principal,
-    req: Result<Json<CommitOpen>, axum::extract::rejection::JsonRejection>,
+    c: Caller,
+    JsonBody(req): JsonBody<CommitOpen>,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<CommitSession>), ApiError> {
-    let Json(req) = req?;
     let new = NewCommit {
-        tenant: who.tenant.clone(),
+        tenant: c.who.tenant.clone(),
         name: FileName::parse(&req.name)?,
         declared_type: req.content_type,
         size: req.size,
     };
-    let rec = st.store.blocking(move |s| s.open_commit(new)).await?;
+    let rec = c.st.store.blocking(move |s| s.open_commit(new)).await?;
     let body = session(&rec);
     Ok((StatusCode::CREATED, [(header::LOCATION, format!("/api/commits/{}", body.id))], Json(body)))
 }
@@ -107,30 +123,23 @@ pub async fn open_commit(
 /// segment again). The same segment again answers 200; other entries under
 /// a number already received, 409 `conflict`.
 #[utoipa::path(put, path = "/api/commits/{id}/segments/{n}", tag = "dedup",
-    params(
-        ("id" = String, Path, description = "Commit id", pattern = r"^[0-9a-fA-F]{32}$"),
-        ("n" = String, Path, description = "Segment number, from 0", pattern = r"^[0-9]{1,5}$"),
-    ),
+    params(InPath<CommitId>, InPath<SegmentNo>),
     request_body = SegmentRequest,
     responses(
+        InPath::<CommitId>,
         (status = 201, description = "Stored", body = SegmentInfo),
         (status = 200, description = "This segment was already there, the same", body = SegmentInfo),
         (status = 400, description = "Malformed request or number, an empty segment, lengths that disagree with the chunks or exceed the size", body = ErrorBody),
-        (status = 404, description = "No such commit", body = ErrorBody),
         (status = 409, description = "Chunks missing (listed in `missing`), another body for this number, or the commit is finished", body = ErrorBody),
         (status = 410, description = "The commit expired", body = ErrorBody),
         (status = 413, description = "More than `max_entries` entries", body = ErrorBody),
-        (status = 415, description = "The body is not `Content-Type: application/json`", body = ErrorBody),
     ))]
 pub async fn put_segment(
-    State(st): State<AppState>,
-    who: Principal,
-    Path((id, n)): Path<(String, String)>,
-    req: Result<Json<SegmentRequest>, axum::extract::rejection::JsonRejection>,
+    c: Caller,
+    InPath(CommitId(id)): InPath<CommitId>,
+    InPath(SegmentNo(n)): InPath<SegmentNo>,
+    JsonBody(req): JsonBody<SegmentRequest>,
 ) -> Result<(StatusCode, Json<SegmentInfo>), ApiError> {
-    let id = parse_id(&id)?;
-    let n = parse_segment(&n)?;
-    let Json(req) = req?;
     if req.chunks.len() > SEGMENT_ENTRIES {
         return Err(ApiError::PayloadTooLarge(format!(
             "a segment holds at most {SEGMENT_ENTRIES} entries, this one {}",
@@ -143,7 +152,7 @@ pub async fn put_segment(
         entries: entries.len() as u64,
         bytes: entries.iter().map(|e| u64::from(e.len)).sum(),
     };
-    let new = st.store.blocking(move |s| s.put_segment(&who.view, &id, n, &entries)).await?;
+    let new = c.store_as(move |s, view| s.put_segment(view, &id, n, &entries)).await?;
     Ok((if new { StatusCode::CREATED } else { StatusCode::OK }, Json(info)))
 }
 
@@ -152,19 +161,17 @@ pub async fn put_segment(
 /// The segments received (a client resumes by sending the others), and once
 /// finished, the file.
 #[utoipa::path(get, path = "/api/commits/{id}", tag = "dedup",
-    params(("id" = String, Path, description = "Commit id", pattern = r"^[0-9a-fA-F]{32}$")),
+    params(InPath<CommitId>),
     responses(
+        InPath::<CommitId>,
         (status = 200, description = "The commit", body = CommitStatus),
-        (status = 404, description = "No such commit", body = ErrorBody),
         (status = 410, description = "The commit expired", body = ErrorBody),
     ))]
 pub async fn commit_status(
-    State(st): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
+    c: Caller,
+    InPath(CommitId(id)): InPath<CommitId>,
 ) -> Result<Json<CommitStatus>, ApiError> {
-    let id = parse_id(&id)?;
-    let p = st.store.blocking(move |s| s.commit_progress(&who.view, &id)).await?;
+    let p = c.store_as(move |s, view| s.commit_progress(view, &id)).await?;
     Ok(Json(status(&p)))
 }
 
@@ -177,7 +184,7 @@ pub async fn commit_status(
 /// lists chunks gone since their segment arrived (send them and finish
 /// again).
 #[utoipa::path(post, path = "/api/commits/{id}/finish", tag = "dedup",
-    params(("id" = String, Path, description = "Commit id", pattern = r"^[0-9a-fA-F]{32}$")),
+    params(InPath<CommitId>),
     responses(
         (status = 201, description = "The file", body = FileInfo),
         (status = 200, description = "Finished before: the same file", body = FileInfo),
@@ -188,12 +195,10 @@ pub async fn commit_status(
         (status = 415, description = "File type rejected", body = ErrorBody),
     ))]
 pub async fn finish_commit(
-    State(st): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
+    c: Caller,
+    InPath(CommitId(id)): InPath<CommitId>,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<FileInfo>), ApiError> {
-    let id = parse_id(&id)?;
-    let (rec, new) = st.store.blocking(move |s| s.finish_commit(&who.view, &id)).await?;
+    let (rec, new) = c.store_as(move |s, view| s.finish_commit(view, &id)).await?;
     let info = file_info(&rec);
     let status = if new { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, [(header::LOCATION, info.url.clone())], Json(info)))
@@ -204,17 +209,15 @@ pub async fn finish_commit(
 /// Its segments go; the chunks they named age out through GC unless a file
 /// uses them. On a finished commit, only the commit goes: the file stays.
 #[utoipa::path(delete, path = "/api/commits/{id}", tag = "dedup",
-    params(("id" = String, Path, description = "Commit id", pattern = r"^[0-9a-fA-F]{32}$")),
+    params(InPath<CommitId>),
     responses(
+        InPath::<CommitId>,
         (status = 204, description = "Cancelled"),
-        (status = 404, description = "No such commit", body = ErrorBody),
     ))]
 pub async fn cancel_commit(
-    State(st): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
+    c: Caller,
+    InPath(CommitId(id)): InPath<CommitId>,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id(&id)?;
-    st.store.blocking(move |s| s.cancel_commit(&who.view, &id)).await?;
+    c.store_as(move |s, view| s.cancel_commit(view, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,7 +14,9 @@ use crate::http::writers::Held;
 use crate::http::{ApiError, AppState, Dialect, Principal};
 use crate::protocol::digest::Hasher;
 use crate::protocol::ietf;
-use crate::protocol::resumable::{self, Expected, endpoint};
+use crate::protocol::resumable::{
+    self, Expected, endpoint, header_str, owned, upload_id, upload_offset, while_held,
+};
 use crate::store::{self, Appender, Concat, FileName, NewStream, UploadId, UploadRecord};
 use crate::wire::ErrorBody;
 
@@ -70,14 +72,6 @@ fn check_version(h: &HeaderMap) -> Result<(), TusError> {
             "unsupported tus version; this server speaks {TUS_VERSION}"
         )))),
     }
-}
-
-fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn parse_id(s: &str) -> Result<UploadId, TusError> {
-    s.parse().map_err(|_| TusError(ApiError::NotFound(format!("upload {s} not found"))))
 }
 
 fn http_date(ms: u64) -> String {
@@ -177,7 +171,7 @@ pub async fn create(
     let concat = header_str(&headers, "upload-concat").map(ConcatHeader::parse).transpose()?;
 
     if let Some(ConcatHeader::Final(ids)) = concat {
-        let parts = ids.iter().map(|i| parse_id(i)).collect::<Result<Vec<_>, _>>()?;
+        let parts = ids.iter().map(|i| upload_id(i)).collect::<Result<Vec<_>, _>>()?;
         let out = st
             .store
             .blocking(move |s| s.concat_streams(&who.tenant, &parts, &name, declared.as_deref(), &raw_meta))
@@ -252,13 +246,8 @@ pub async fn head(
         return Ok(ietf::offset(st, who, id, headers).await);
     }
     check_version(&headers)?;
-    let id = parse_id(&id)?;
-    owned(&st, who, id).await?;
-    // End a stale request still holding the upload, so the offset is final.
-    let (guard, _) = st.writers.take(&id).await?;
-    let rec = st.store.blocking(move |s| s.stream_upload(&id)).await;
-    drop(guard);
-    let rec = rec?;
+    let id = upload_id(&id)?;
+    let rec = while_held(&st, who, id, move |s| s.stream_upload(&id)).await?;
     Ok((StatusCode::OK, state_headers(&rec, &endpoint(&st, &headers), true)).into_response())
 }
 
@@ -296,16 +285,12 @@ pub async fn patch(
         return Ok(ietf::append(st, who, id, headers, body).await);
     }
     check_version(&headers)?;
-    let id = parse_id(&id)?;
+    let id = upload_id(&id)?;
     owned(&st, who, id).await?;
     if !header_str(&headers, "content-type").is_some_and(|t| t.trim().eq_ignore_ascii_case(OCTET)) {
         return Err(ApiError::UnsupportedMediaType(format!("a PATCH body must be {OCTET}")).into());
     }
-    let offset = parse_u64(
-        "Upload-Offset",
-        header_str(&headers, "upload-offset")
-            .ok_or_else(|| ApiError::BadRequest("Upload-Offset is required".into()))?,
-    )?;
+    let offset = parse_u64("Upload-Offset", upload_offset(&headers)?)?;
     let held = st.writers.take(&id).await?;
     let rec = st.store.blocking(move |s| s.stream_upload(&id)).await?;
     if matches!(rec.stream.as_ref().map(|s| &s.concat), Some(Concat::Final { .. })) {
@@ -345,21 +330,11 @@ pub async fn terminate(
         return Ok(ietf::cancel(st, who, id, headers).await);
     }
     check_version(&headers)?;
-    let id = parse_id(&id)?;
-    owned(&st, who, id).await?;
-    let (guard, _) = st.writers.take(&id).await?;
-    let r = st.store.blocking(move |s| s.terminate_stream(&id)).await;
-    drop(guard);
-    r?;
+    let id = upload_id(&id)?;
+    while_held(&st, who, id, move |s| s.terminate_stream(&id)).await?;
     let mut h = HeaderMap::new();
     h.insert(TUS_RESUMABLE.clone(), HeaderValue::from_static(TUS_VERSION));
     Ok((StatusCode::NO_CONTENT, h).into_response())
-}
-
-/// Another tenant's upload is answered as an unknown one, before anything
-/// touches it (taking its writer slot would end its owner's request).
-async fn owned(st: &AppState, who: Principal, id: UploadId) -> Result<(), TusError> {
-    Ok(st.store.blocking(move |s| s.check_owner(&who.view, &id)).await?)
 }
 
 /// Streams a request body into the upload at `offset`, then finishes: keeps

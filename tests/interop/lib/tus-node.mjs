@@ -1,8 +1,10 @@
 // Drives tus-js-client (its Node.js build) against depot's tus endpoint and
 // records every request it sends and every answer it gets.
+import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import * as tus from 'tus-js-client';
+import { withTimeout } from './drive.mjs';
 
 const require = createRequire(import.meta.url);
 export const TUS_JS_CLIENT_VERSION = require('tus-js-client/package.json').version;
@@ -113,6 +115,37 @@ export function startTusUpload(input, { onProgress, ...options } = {}) {
     });
   });
   return { upload, exchanges, done };
+}
+
+/**
+ * Starts an upload and stops it once more than `fraction` of its bytes are
+ * sent: `stop(upload)` runs once (`upload.abort()` to resume later,
+ * `upload.abort(true)` to terminate). Returns the run and what `stop`
+ * returned; fails if the upload finishes first or gets no such progress
+ * within `ms`.
+ */
+export async function stopPast(input, options, fraction, stop, ms) {
+  let stopped;
+  let reached;
+  const past = new Promise((resolve) => {
+    reached = resolve;
+  });
+  const run = startTusUpload(input, {
+    ...options,
+    onProgress(sent, total, upload) {
+      if (stopped === undefined && sent > fraction * total) {
+        stopped = stop(upload);
+        reached();
+      }
+    },
+  });
+  run.upload.start();
+  await withTimeout(
+    Promise.race([past, run.done.then(() => assert.fail('the upload finished before it was aborted'))]),
+    ms,
+    `progress past ${Math.round(fraction * 100)}%`,
+  );
+  return { run, stopped };
 }
 
 /** Runs a whole upload: startTusUpload(...).done after upload.start(). */
