@@ -125,6 +125,7 @@ on_both_backends!(
     empty_files_work,
     concurrent_puts_of_the_same_chunks_store_each_once,
     a_long_seed_upload_keeps_its_session_and_its_chunks,
+    a_range_reads_part_of_a_chunk_and_checks_its_header,
 );
 
 fn ingest(store: &Store, name: &str, data: &[u8]) -> depot::store::FileRecord {
@@ -350,6 +351,36 @@ fn verify_finds_and_repair_heals_a_corrupt_object(backend: Backend) {
     assert_eq!(read_all(&store, &rec.id, 0, rec.size), data);
     let v = store.verify(false).unwrap();
     assert!(v.is_clean(), "{v:?}");
+}
+
+fn a_range_reads_part_of_a_chunk_and_checks_its_header(backend: Backend) {
+    let (home, store) = temp_store(backend);
+    // Random bytes are stored raw; zeros compress (zstd objects are read
+    // whole and sliced).
+    let mut data = pseudo_random(40_000, 11);
+    data.extend(std::iter::repeat_n(0u8, 40_000));
+    let rec = ingest(&store, "f.bin", &data);
+    let chunks = store.segment(&rec.id, 0).unwrap();
+    assert!(chunks.len() >= 4, "{} chunks", chunks.len());
+    for (start, end) in [(1, 2), (100, 39_000), (5_000, 75_000), (41_000, 79_999), (0, rec.size)] {
+        assert_eq!(
+            read_all(&store, &rec.id, start, end),
+            &data[start as usize..end as usize],
+            "{start}..{end}"
+        );
+    }
+    // A part of a chunk whose header is damaged is refused and the chunk
+    // marked damaged (reported missing), as a whole read would.
+    let victim = chunks[1].id;
+    home.corrupt(&victim, |bytes| bytes[30] ^= 0x01);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let at = u64::from(chunks[0].len) + 10;
+    let got: Result<Vec<Bytes>, _> = rt.block_on(async {
+        let (rec, guard) = store.open_file(&rec.id).unwrap();
+        store.read_range(&rec, guard, at, at + 100).try_collect().await
+    });
+    assert!(matches!(got, Err(depot::store::Error::Corrupt { id, .. }) if id == victim), "{got:?}");
+    assert_eq!(store.missing(&[victim], 0).unwrap(), vec![victim]);
 }
 
 fn put_verifies_a_given_hash_and_stores_nothing_on_mismatch(backend: Backend) {

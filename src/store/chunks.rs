@@ -289,6 +289,51 @@ impl Store {
         Ok(raw)
     }
 
+    /// Bytes `from..to` of a chunk of `len` raw bytes.
+    ///
+    /// For a raw (uncompressed) object only the header and the slice are
+    /// read: the header is checked (magic, version, its CRC, the chunk id,
+    /// the length), the slice is not, since the payload CRC covers the
+    /// whole payload. Whole-chunk reads ([`Self::read_chunk`], so every
+    /// download of whole chunks), `depot get` (BLAKE3 of every chunk) and
+    /// `depot verify` check the payload. A zstd object is read and
+    /// checked whole, then sliced.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a bad header, another chunk's object, a
+    /// length other than `len`, or an object that ends early; I/O errors.
+    pub fn read_chunk_part(&self, id: &ChunkId, len: u32, from: usize, to: usize) -> Result<Vec<u8>> {
+        let corrupt = |reason: &str| Error::Corrupt { id: *id, reason: reason.into() };
+        let head =
+            self.0.objects.get_range(id, 0, object::HEADER_LEN)?.ok_or_else(|| corrupt("object missing"))?;
+        let h = object::Header::decode(&head).map_err(|e| corrupt(e.0))?;
+        if h.id != *id {
+            return Err(corrupt("object holds another chunk"));
+        }
+        if h.raw_len != len {
+            return Err(Error::Corrupt {
+                id: *id,
+                reason: format!("{} bytes, manifest says {len}", h.raw_len),
+            });
+        }
+        if h.codec != object::Codec::Raw {
+            let raw = self.read_chunk(id)?;
+            return raw
+                .get(from..to)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| corrupt("shorter than the manifest says"));
+        }
+        let part = self
+            .0
+            .objects
+            .get_range(id, (object::HEADER_LEN + from) as u64, to - from)?
+            .ok_or_else(|| corrupt("object missing"))?;
+        if part.len() != to - from {
+            return Err(corrupt("object shorter than its header says"));
+        }
+        Ok(part)
+    }
+
     /// Moves a chunk's object aside after a read found it damaged, and marks
     /// its row so that the missing-chunks query reports it (the next upload
     /// of that content heals it) and downloads fail fast.

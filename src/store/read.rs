@@ -131,23 +131,27 @@ impl Store {
                 async move {
                     store
                         .blocking(move |s| {
-                            let raw = s.read_chunk(&e.id).and_then(|raw| {
-                                if raw.len() == e.len as usize {
-                                    Ok(raw)
-                                } else {
-                                    Err(Error::Corrupt {
-                                        id: e.id,
-                                        reason: format!("{} bytes, manifest says {}", raw.len(), e.len),
-                                    })
-                                }
-                            });
-                            match raw {
-                                Ok(raw) => Ok(Bytes::from(raw).slice(from..to)),
+                            let got = if from > 0 || to < e.len as usize {
+                                // Part of a chunk (a Range): only that part is read.
+                                s.read_chunk_part(&e.id, e.len, from, to).map(Bytes::from)
+                            } else {
+                                s.read_chunk(&e.id).and_then(|raw| {
+                                    if raw.len() == e.len as usize {
+                                        Ok(Bytes::from(raw))
+                                    } else {
+                                        Err(Error::Corrupt {
+                                            id: e.id,
+                                            reason: format!("{} bytes, manifest says {}", raw.len(), e.len),
+                                        })
+                                    }
+                                })
+                            };
+                            match got {
                                 Err(Error::Corrupt { id, reason }) => {
                                     s.mark_damaged(&id, &reason)?;
                                     Err(Error::Corrupt { id, reason })
                                 }
-                                Err(e) => Err(e),
+                                other => other,
                             }
                         })
                         .await

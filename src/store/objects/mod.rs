@@ -63,6 +63,19 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// I/O failures other than absence.
     fn get(&self, id: &ChunkId) -> io::Result<Option<Vec<u8>>>;
 
+    /// Bytes `start..start + len` of the encoded object (fewer when the
+    /// object ends first), or `None` when absent: what a ranged `GET` gives
+    /// on a remote object store. The default reads the whole object.
+    ///
+    /// # Errors
+    /// I/O failures other than absence.
+    fn get_range(&self, id: &ChunkId, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.get(id)?.map(|o| {
+            let from = usize::try_from(start).unwrap_or(usize::MAX).min(o.len());
+            o[from..o.len().min(from.saturating_add(len))].to_vec()
+        }))
+    }
+
     /// Whether an object exists under `id`.
     ///
     /// # Errors
