@@ -160,7 +160,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     let mut rotten = good.clone();
     let last = rotten.len() - 1;
     rotten[last] ^= 1;
-    objects.replace(&victim.hash, &rotten).unwrap();
+    objects.replace(&victim.hash, &[&rotten]).unwrap();
     let damaged = dir.path().join("damaged.bin");
     let out = run(&s.base, &["get", &id, "-o", damaged.to_str().unwrap()]).await;
     assert!(!out.status.success());
@@ -171,7 +171,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     // (2) Wrong bytes with a consistent object: only the client's hash check
     // can see it.
     let other = pseudo_random(victim.len as usize, 99);
-    objects.replace(&victim.hash, &object::encode(&victim.hash, &other, 0)).unwrap();
+    objects.replace(&victim.hash, &[&object::encode(&victim.hash, &other, 0)]).unwrap();
     let out = run(&s.base, &["get", &id, "-o", damaged.to_str().unwrap()]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -182,7 +182,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     assert_ne!(ChunkId::of(&other), victim.hash);
 
     // Healed: the next get resumes from the verified prefix.
-    objects.replace(&victim.hash, &good).unwrap();
+    objects.replace(&victim.hash, &[&good]).unwrap();
     ok(&run(&s.base, &["get", &id, "-o", damaged.to_str().unwrap()]).await);
     assert_eq!(blake3::hash(&std::fs::read(&damaged).unwrap()), expect);
     s.stop().await;

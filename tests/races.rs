@@ -190,7 +190,7 @@ fn a_crash_at_each_gc_step_is_finished_by_the_next_run() {
         let (_, chunks) = doomed(&store, &t.clock, 41);
         // An object no row names, older than the grace period.
         let orphan = ChunkId::of(b"orphan");
-        t.objects.put_if_absent(&orphan, &object::encode(&orphan, b"orphan", 0)).unwrap();
+        t.objects.put_if_absent(&orphan, &object::encode_parts(&orphan, b"orphan", 0).parts()).unwrap();
         t.objects.set_modified(&orphan, std::time::SystemTime::now() - DAY);
 
         match cut {

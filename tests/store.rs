@@ -311,7 +311,7 @@ fn crash_between_object_write_and_metadata_leaves_a_store_gc_cleans(backend: Bac
         // …and an object written whose row never made it (the crash).
         let raw = pseudo_random(2000, 9);
         let id = ChunkId::of(&raw);
-        assert!(home.objects().put_if_absent(&id, &object::encode(&id, &raw, 1)).unwrap());
+        assert!(home.objects().put_if_absent(&id, &object::encode_parts(&id, &raw, 1).parts()).unwrap());
         // No close(): the process dies here.
     }
     let (store, clock) = home.open(opts);

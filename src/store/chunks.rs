@@ -103,8 +103,8 @@ impl Store {
                 continue; // known (or damaged: repaired under the lock), or a repeat
             }
             let enc = encode_item(id, raw, *frame, level);
-            if self.0.objects.put_if_absent(id, &enc)? {
-                placed[i] = Some(object::Header::decode(&enc).map_err(|e| Error::Task(e.to_string()))?);
+            if self.0.objects.put_if_absent(id, &enc.parts())? {
+                placed[i] = Some(enc.header);
                 wrote = true;
             }
         }
@@ -189,21 +189,22 @@ impl Store {
     /// Puts an encoded object in place for a chunk that has no usable row,
     /// keeping a valid object that is already there (an orphan from a crash)
     /// and replacing an invalid one. Returns the header of what is stored.
-    fn place_object(&self, id: &ChunkId, enc: &[u8], had_row: bool) -> Result<object::Header> {
+    fn place_object(&self, id: &ChunkId, enc: &object::Encoded<'_>, had_row: bool) -> Result<object::Header> {
+        let parts = enc.parts();
         if had_row {
             // Damaged or mid-delete: whatever is there is not trusted.
-            self.0.objects.replace(id, enc)?;
-        } else if !self.0.objects.put_if_absent(id, enc)? {
+            self.0.objects.replace(id, &parts)?;
+        } else if !self.0.objects.put_if_absent(id, &parts)? {
             let max = self.0.opts.max_object_size as usize;
             match self.0.objects.get(id)? {
                 Some(existing) => match object::decode(&existing, max, true) {
                     Ok((h, _)) if h.id == *id => return Ok(h),
-                    _ => self.0.objects.replace(id, enc)?,
+                    _ => self.0.objects.replace(id, &parts)?,
                 },
-                None => self.0.objects.replace(id, enc)?,
+                None => self.0.objects.replace(id, &parts)?,
             }
         }
-        object::Header::decode(enc).map_err(|e| Error::Task(e.to_string()))
+        Ok(enc.header)
     }
 
     /// Which of `ids` the store lacks, in the order given (duplicates once).
@@ -385,10 +386,10 @@ struct ChunkIn<'a> {
     frame: Option<&'a [u8]>,
 }
 
-fn encode_item(id: &ChunkId, raw: &[u8], frame: Option<&[u8]>, level: i32) -> Vec<u8> {
+fn encode_item<'a>(id: &ChunkId, raw: &'a [u8], frame: Option<&'a [u8]>, level: i32) -> object::Encoded<'a> {
     match frame {
-        Some(f) => object::encode_zstd_frame(id, raw.len() as u32, f),
-        None => object::encode(id, raw, level),
+        Some(f) => object::zstd_frame_parts(id, raw.len() as u32, f),
+        None => object::encode_parts(id, raw, level),
     }
 }
 

@@ -105,6 +105,28 @@ impl Header {
     }
 }
 
+/// An encoded object in two parts, the header and the payload, so that a
+/// raw chunk is written from its own buffer rather than copied behind a
+/// header first (an object store writes the parts in order).
+#[derive(Debug, Clone)]
+pub struct Encoded<'a> {
+    pub header: Header,
+    head: [u8; HEADER_LEN],
+    payload: std::borrow::Cow<'a, [u8]>,
+}
+
+impl Encoded<'_> {
+    /// The object's bytes, in order: `[header, payload]`.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        [&self.head, &self.payload]
+    }
+
+    /// The object as one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts().concat()
+    }
+}
+
 /// Encodes `raw` as an object, compressing with zstd at `level` when that saves
 /// at least 1/32 of the size (level 0 disables compression). Returns the
 /// encoded bytes and the codec chosen.
@@ -112,34 +134,48 @@ impl Header {
 /// # Panics
 /// If `raw` exceeds 4 GiB, which the store's chunk size limits rule out.
 pub fn encode(id: &ChunkId, raw: &[u8], level: i32) -> Vec<u8> {
+    encode_parts(id, raw, level).to_vec()
+}
+
+/// [`encode`] as two parts: a raw payload borrows `raw`.
+///
+/// # Panics
+/// If `raw` exceeds 4 GiB, which the store's chunk size limits rule out.
+pub fn encode_parts<'a>(id: &ChunkId, raw: &'a [u8], level: i32) -> Encoded<'a> {
     assert!(u32::try_from(raw.len()).is_ok(), "chunk larger than 4 GiB");
     let compressed = if level > 0 && raw.len() >= 512 && looks_compressible(raw) {
         zstd::bulk::compress(raw, level).ok().filter(|c| c.len() <= raw.len() - raw.len() / 32)
     } else {
         None
     };
-    let (codec, payload): (Codec, &[u8]) = match &compressed {
-        Some(c) => (Codec::Zstd, c),
-        None => (Codec::Raw, raw),
-    };
-    assemble(id, codec, raw.len() as u32, payload)
+    match compressed {
+        Some(c) => assemble(id, Codec::Zstd, raw.len() as u32, c.into()),
+        None => assemble(id, Codec::Raw, raw.len() as u32, raw.into()),
+    }
 }
 
 /// Wraps an already-compressed zstd frame (as a client sent it) without
 /// recompressing. The caller has checked that it decodes to `raw_len` bytes
 /// hashing to `id`.
 pub fn encode_zstd_frame(id: &ChunkId, raw_len: u32, frame: &[u8]) -> Vec<u8> {
-    assemble(id, Codec::Zstd, raw_len, frame)
+    zstd_frame_parts(id, raw_len, frame).to_vec()
+}
+
+/// [`encode_zstd_frame`] as two parts, borrowing `frame`.
+pub fn zstd_frame_parts<'a>(id: &ChunkId, raw_len: u32, frame: &'a [u8]) -> Encoded<'a> {
+    assemble(id, Codec::Zstd, raw_len, frame.into())
 }
 
 /// An object: the header describing `payload`, then `payload`.
-fn assemble(id: &ChunkId, codec: Codec, raw_len: u32, payload: &[u8]) -> Vec<u8> {
+fn assemble<'a>(
+    id: &ChunkId,
+    codec: Codec,
+    raw_len: u32,
+    payload: std::borrow::Cow<'a, [u8]>,
+) -> Encoded<'a> {
     let stored_len = payload.len() as u32;
-    let header = Header { codec, raw_len, stored_len, payload_crc: crc32c::crc32c(payload), id: *id };
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&header.encode());
-    out.extend_from_slice(payload);
-    out
+    let header = Header { codec, raw_len, stored_len, payload_crc: crc32c::crc32c(&payload), id: *id };
+    Encoded { header, head: header.encode(), payload }
 }
 
 /// A cheap guess whether zstd will save anything: the order-0 entropy of a few

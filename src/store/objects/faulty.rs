@@ -140,14 +140,14 @@ impl Faulty {
 }
 
 impl ObjectStore for Faulty {
-    fn put_if_absent(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<bool> {
+    fn put_if_absent(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<bool> {
         self.enter(Op::Put)?;
-        self.inner.put_if_absent(id, encoded)
+        self.inner.put_if_absent(id, parts)
     }
 
-    fn replace(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<()> {
+    fn replace(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<()> {
         self.enter(Op::Replace)?;
-        self.inner.replace(id, encoded)
+        self.inner.replace(id, parts)
     }
 
     fn get(&self, id: &ChunkId) -> io::Result<Option<Vec<u8>>> {

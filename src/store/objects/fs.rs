@@ -105,10 +105,10 @@ impl FsObjects {
     /// Writes an object into place without ever replacing one: an unnamed
     /// `O_TMPFILE` linked to its name where the filesystem allows, a named
     /// temp file hard-linked and unlinked elsewhere. `false`: the name exists.
-    fn write_new(&self, id: &ChunkId, encoded: &[u8], path: &Path) -> io::Result<bool> {
+    fn write_new(&self, id: &ChunkId, parts: &[&[u8]], path: &Path) -> io::Result<bool> {
         let linked = if self.tmpfile {
             let mut f = open_unnamed(&self.tmp)?;
-            self.fill(&mut f, encoded)?;
+            self.fill(&mut f, parts)?;
             let fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f));
             rustix::fs::linkat(
                 rustix::fs::CWD,
@@ -119,7 +119,7 @@ impl FsObjects {
             )
             .map_err(io::Error::from)
         } else {
-            let tmp = self.write_temp(id, encoded)?;
+            let tmp = self.write_temp(id, parts)?;
             let linked = fs::hard_link(&tmp, path);
             let _ = fs::remove_file(&tmp);
             linked
@@ -132,17 +132,19 @@ impl FsObjects {
     }
 
     /// Writes `encoded` and, under `always`, fsyncs it.
-    fn fill(&self, f: &mut File, encoded: &[u8]) -> io::Result<()> {
-        f.write_all(encoded)?;
+    fn fill(&self, f: &mut File, parts: &[&[u8]]) -> io::Result<()> {
+        for part in parts {
+            f.write_all(part)?;
+        }
         if self.policy == FsyncPolicy::Always {
             f.sync_all()?;
         }
         Ok(())
     }
 
-    fn write_temp(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<PathBuf> {
+    fn write_temp(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<PathBuf> {
         let tmp = self.tmp.join(format!("{id}.{:016x}.tmp", rand::random::<u64>()));
-        match File::create(&tmp).and_then(|mut f| self.fill(&mut f, encoded)) {
+        match File::create(&tmp).and_then(|mut f| self.fill(&mut f, parts)) {
             Ok(()) => Ok(tmp),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
@@ -172,21 +174,21 @@ fn open_unnamed(dir: &Path) -> io::Result<File> {
 }
 
 impl ObjectStore for FsObjects {
-    fn put_if_absent(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<bool> {
+    fn put_if_absent(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<bool> {
         let dir = self.dir_of(id);
         let path = dir.join(id.to_string());
         self.ensure_dir(id, &dir)?;
-        let written = self.write_new(id, encoded, &path)?;
+        let written = self.write_new(id, parts, &path)?;
         if written {
             self.note_written(dir);
         }
         Ok(written)
     }
 
-    fn replace(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<()> {
+    fn replace(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<()> {
         let dir = self.dir_of(id);
         self.ensure_dir(id, &dir)?;
-        let tmp = self.write_temp(id, encoded)?;
+        let tmp = self.write_temp(id, parts)?;
         if let Err(e) = fs::rename(&tmp, dir.join(id.to_string())) {
             let _ = fs::remove_file(&tmp);
             return Err(e);

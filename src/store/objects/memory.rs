@@ -53,17 +53,17 @@ impl MemObjects {
 }
 
 impl ObjectStore for MemObjects {
-    fn put_if_absent(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<bool> {
+    fn put_if_absent(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<bool> {
         let mut m = lock(&self.objects);
         if m.contains_key(id) {
             return Ok(false);
         }
-        m.insert(*id, (encoded.to_vec(), SystemTime::now()));
+        m.insert(*id, (parts.concat(), SystemTime::now()));
         Ok(true)
     }
 
-    fn replace(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<()> {
-        lock(&self.objects).insert(*id, (encoded.to_vec(), SystemTime::now()));
+    fn replace(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<()> {
+        lock(&self.objects).insert(*id, (parts.concat(), SystemTime::now()));
         Ok(())
     }
 

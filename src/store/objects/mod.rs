@@ -44,18 +44,21 @@ pub struct ObjectEntry {
 
 /// Storage for encoded chunk objects, keyed by chunk id.
 pub trait ObjectStore: Send + Sync + 'static {
-    /// Stores `encoded` under `id` unless an object is already there
-    /// (a create-only put). Returns `true` when this call wrote it.
+    /// Stores the object whose bytes are the concatenation of `parts` (a
+    /// header and a payload, written without copying them into one buffer)
+    /// under `id`, unless an object is already there (a create-only put).
+    /// Returns `true` when this call wrote it.
     ///
     /// # Errors
     /// I/O failures.
-    fn put_if_absent(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<bool>;
+    fn put_if_absent(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<bool>;
 
-    /// Replaces whatever is stored under `id` (healing a corrupt object).
+    /// Replaces whatever is stored under `id` with the concatenation of
+    /// `parts` (healing a corrupt object).
     ///
     /// # Errors
     /// I/O failures.
-    fn replace(&self, id: &ChunkId, encoded: &[u8]) -> io::Result<()>;
+    fn replace(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<()>;
 
     /// The encoded object, or `None` when absent.
     ///

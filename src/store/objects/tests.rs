@@ -10,15 +10,15 @@ fn exercise(store: &dyn ObjectStore) {
     let id = ChunkId::of(b"a");
     let other = ChunkId::of(b"b");
     assert!(store.get(&id).unwrap().is_none());
-    assert!(store.put_if_absent(&id, b"first").unwrap());
-    assert!(!store.put_if_absent(&id, b"second").unwrap(), "never replaces");
+    assert!(store.put_if_absent(&id, &[b"first"]).unwrap());
+    assert!(!store.put_if_absent(&id, &[b"second"]).unwrap(), "never replaces");
     assert_eq!(store.get(&id).unwrap().unwrap(), b"first");
     assert!(store.contains(&id).unwrap());
-    assert!(store.put_if_absent(&other, b"x").unwrap());
+    assert!(store.put_if_absent(&other, &[b"x"]).unwrap());
     store.barrier().unwrap();
     let listed = store.list(id.as_bytes()[0], None, 10).unwrap();
     assert!(listed.iter().any(|e| e.id == id && e.len == 5));
-    store.replace(&id, b"healed").unwrap();
+    store.replace(&id, &[b"healed"]).unwrap();
     assert_eq!(store.get(&id).unwrap().unwrap(), b"healed");
     assert!(store.quarantine(&id).unwrap());
     assert!(!store.contains(&id).unwrap());
@@ -32,7 +32,7 @@ fn exercise(store: &dyn ObjectStore) {
 fn pages(store: &dyn ObjectStore) {
     let mut ids: Vec<ChunkId> = (0..3000u32).map(|i| ChunkId::of(&i.to_le_bytes())).collect();
     for id in &ids {
-        store.put_if_absent(id, b"o").unwrap();
+        store.put_if_absent(id, &[b"o"]).unwrap();
     }
     let prefix = ids[0].as_bytes()[0];
     ids.retain(|id| id.as_bytes()[0] == prefix);
@@ -70,7 +70,7 @@ fn fs_objects_behave() {
         let store = FsObjects::open(dir.path(), policy).unwrap();
         exercise(&store);
         let id = ChunkId::of(b"c");
-        store.put_if_absent(&id, b"c").unwrap();
+        store.put_if_absent(&id, &[b"c"]).unwrap();
         let p = store.path_of(&id);
         let hex = id.to_string();
         assert!(p.ends_with(format!("{}/{}/{}", &hex[..2], &hex[2..4], hex)));
@@ -90,8 +90,8 @@ fn both_write_paths_insert_without_replacing() {
         store.tmpfile = unnamed;
         exercise(&store);
         let id = ChunkId::of(b"d");
-        assert!(store.put_if_absent(&id, b"one").unwrap());
-        assert!(!store.put_if_absent(&id, b"two").unwrap());
+        assert!(store.put_if_absent(&id, &[b"one"]).unwrap());
+        assert!(!store.put_if_absent(&id, &[b"two"]).unwrap());
         assert_eq!(fs::read(store.path_of(&id)).unwrap(), b"one");
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp file left");
     }
@@ -109,9 +109,9 @@ fn faulty_passes_through_and_fails_on_demand() {
     exercise(&f);
     let id = ChunkId::of(b"f");
     f.fail_nth(Op::Put, 2);
-    assert!(f.put_if_absent(&id, b"1").unwrap());
-    assert!(f.put_if_absent(&id, b"2").is_err(), "the second put from now");
-    assert!(!f.put_if_absent(&id, b"3").unwrap(), "only that one");
+    assert!(f.put_if_absent(&id, &[b"1"]).unwrap());
+    assert!(f.put_if_absent(&id, &[b"2"]).is_err(), "the second put from now");
+    assert!(!f.put_if_absent(&id, &[b"3"]).unwrap(), "only that one");
     f.fail_deletes(true);
     assert!(f.delete_many(&[id]).is_err());
     assert!(inner.contains(&id).unwrap(), "a failed call does nothing");
@@ -142,7 +142,7 @@ fn listing_ignores_foreign_names() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsObjects::open(dir.path(), FsyncPolicy::Never).unwrap();
     let id = ChunkId::of(b"z");
-    store.put_if_absent(&id, b"z").unwrap();
+    store.put_if_absent(&id, &[b"z"]).unwrap();
     let d = store.path_of(&id).parent().unwrap().to_path_buf();
     fs::write(d.join("notes.txt"), b"").unwrap();
     let l = store.list(id.as_bytes()[0], None, 100).unwrap();
