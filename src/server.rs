@@ -389,10 +389,10 @@ async fn accept_loop<S>(
         // Room for informational responses (the draft's 104) on HTTP/1.1.
         let io = InterimIo::new(tcp);
         let svc = {
-            let (app, place, interim) = (app.clone(), place.clone(), io.handle(hyper::Version::HTTP_11));
+            let (app, place, interim) = (app.clone(), place.clone(), io.handle());
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                if let Some(interim) = interim.clone().filter(|_| req.version() == hyper::Version::HTTP_11) {
+                if let Some(interim) = interim.for_request(req.version()) {
                     req.extensions_mut().insert(interim);
                 }
                 let busy = place.busy();

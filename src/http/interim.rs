@@ -66,10 +66,10 @@ impl<T> InterimIo<T> {
         &self.io
     }
 
-    /// The handle for a request read from this connection: `None` unless it
-    /// is an HTTP/1.1 request.
-    pub fn handle(&self, version: Version) -> Option<Interim> {
-        (version == Version::HTTP_11).then(|| Interim { shared: Some(self.shared.clone()) })
+    /// The connection's handle; each request gets it through
+    /// [`Interim::for_request`].
+    pub fn handle(&self) -> Interim {
+        Interim { shared: Some(self.shared.clone()) }
     }
 }
 
@@ -157,6 +157,12 @@ pub struct Interim {
 }
 
 impl Interim {
+    /// The handle for a request of `version` read from this connection:
+    /// `None` unless it is HTTP/1.1.
+    pub fn for_request(&self, version: Version) -> Option<Interim> {
+        (version == Version::HTTP_11).then(|| self.clone())
+    }
+
     /// Queues `status` (100–199 except 101, which is an upgrade) with
     /// `headers`; returns whether it was queued. Not queued: a status outside
     /// that range, a request with no handle, or a connection whose earlier
@@ -216,7 +222,7 @@ mod tests {
     async fn a_queued_head_goes_out_on_the_next_read_before_later_writes() {
         let (server, mut client) = tokio::io::duplex(4096);
         let mut io = InterimIo::new(server);
-        let handle = io.handle(Version::HTTP_11).unwrap();
+        let handle = io.handle().for_request(Version::HTTP_11).unwrap();
         assert!(handle.send(StatusCode::from_u16(104).unwrap(), &headers()));
         client.write_all(b"body").await.unwrap();
         let mut got = [0u8; 4];
@@ -236,7 +242,7 @@ mod tests {
     async fn never_inside_unflushed_output_and_only_for_informational_statuses() {
         let (server, mut client) = tokio::io::duplex(4096);
         let mut io = InterimIo::new(server);
-        let handle = io.handle(Version::HTTP_11).unwrap();
+        let handle = io.handle().for_request(Version::HTTP_11).unwrap();
         io.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
         // Written but not flushed: an earlier response in progress.
         assert!(!handle.send(StatusCode::from_u16(104).unwrap(), &headers()));
@@ -249,7 +255,8 @@ mod tests {
         let mut out = String::new();
         client.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "HTTP/1.1 200 OK\r\nHTTP/1.1 103 Early Hints\r\n\r\n\r\n");
-        assert!(InterimIo::new(()).handle(Version::HTTP_2).is_none());
+        assert!(InterimIo::new(()).handle().for_request(Version::HTTP_2).is_none());
+        assert!(InterimIo::new(()).handle().for_request(Version::HTTP_10).is_none());
         assert!(!Interim::default().send(StatusCode::from_u16(104).unwrap(), &headers()));
     }
 }

@@ -108,8 +108,7 @@ fn state_headers(st: &AppState, v: Interop, rec: &UploadRecord) -> HeaderMap {
     if let Some(l) = s.length {
         h.insert("upload-length", HeaderValue::from(l));
     }
-    let expires = (!s.complete).then(|| rec.expires_ms.saturating_sub(st.store.now_ms()) / 1000);
-    if let Ok(limit) = HeaderValue::from_str(&upload_limit(st.config.limits.max_file_size.0, expires)) {
+    if let Some(limit) = limit_header(st, rec) {
         h.insert("upload-limit", limit);
     }
     if let Some(f) = s.file {
@@ -119,6 +118,14 @@ fn state_headers(st: &AppState, v: Interop, rec: &UploadRecord) -> HeaderMap {
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h
+}
+
+/// `Upload-Limit`: the maximum size, and while the upload is open, the
+/// seconds until it expires.
+fn limit_header(st: &AppState, rec: &UploadRecord) -> Option<HeaderValue> {
+    let open = rec.stream.as_ref().is_some_and(|s| !s.complete);
+    let expires = open.then(|| rec.expires_ms.saturating_sub(st.store.now_ms()) / 1000);
+    HeaderValue::from_str(&upload_limit(st.config.limits.max_file_size.0, expires)).ok()
 }
 
 /// What a request says about the upload's end: complete with this body,
@@ -216,7 +223,7 @@ async fn create_upload(
         early.insert(header::LOCATION, loc.clone());
     }
     early.insert(INTEROP.clone(), HeaderValue::from(u16::from(v.number())));
-    if let Some(limit) = state_headers(&st, v, &out.record).remove("upload-limit") {
+    if let Some(limit) = limit_header(&st, &out.record) {
         early.insert("upload-limit", limit);
     }
     interim.send(UPLOAD_RESUMPTION_SUPPORTED, &early);
