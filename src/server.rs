@@ -349,8 +349,21 @@ async fn accept_loop<S>(
     // hyper's own limits, which need a timer to work at all: the header
     // block must arrive in time (HTTP/1.1, each request of a keep-alive
     // connection too); HTTP/2 pings idle connections and drops dead ones.
+    //
+    // hyper's read buffer is at most READ_BUFFER: below the server's mmap
+    // threshold (`store::buffer::POOLED_MIN`), so that the buffer hyper
+    // allocates anew for each read while the last body frame is still in
+    // use comes from the allocator's heaps, not from a fresh mapping faulted
+    // in page by page (its default, ~400 KiB, cost a fault per 4 KiB of every
+    // upload). It also bounds a request's head: 96 KiB, over any legitimate
+    // one (tus metadata is refused past 64 KiB with its own 400).
+    const READ_BUFFER: usize = 96 * 1024;
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout.0);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout.0)
+        .max_buf_size(READ_BUFFER);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -145,8 +145,9 @@ pub async fn read_body(
 ) -> Result<axum::body::Bytes, ApiError> {
     use futures_util::StreamExt;
     let mut stream = body.into_data_stream();
-    // One allocation of the declared size, not a doubling series of copies.
-    let mut buf = Vec::with_capacity(expect.min(limit));
+    // One buffer of the declared size, not a doubling series of copies; a
+    // chunk-sized one is reused (see `store::buffer`).
+    let mut buf = crate::store::buffer::take(expect.min(limit));
     while let Some(frame) = budget.next(buf.len() as u64, stream.next()).await? {
         let frame = frame.map_err(|e| body_failed(&e, "reading the body"))?;
         if buf.len() + frame.len() > limit {
@@ -154,7 +155,8 @@ pub async fn read_body(
         }
         buf.extend_from_slice(&frame);
     }
-    Ok(buf.into())
+    let len = buf.len();
+    Ok(buf.freeze(0..len))
 }
 
 /// What a protocol serves, by how its bodies are handled: `api` routes take

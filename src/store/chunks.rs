@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
+use super::buffer::{self, Buffer};
 use super::engine::bump;
 use super::error::{Error, Result};
 use super::id::ChunkId;
@@ -257,17 +258,17 @@ impl Store {
         Ok(self.missing(std::slice::from_ref(id), lease_until)?.is_empty())
     }
 
-    /// A chunk's stored object (header checked), for serving it as is.
+    /// A chunk's stored object (header checked), for serving it as is, in
+    /// a pooled buffer (see [`buffer`]).
     ///
     /// # Errors
     /// [`Error::ChunkNotFound`], [`Error::Corrupt`].
-    pub fn chunk_object(&self, id: &ChunkId) -> Result<(object::Header, Vec<u8>)> {
-        match self.0.meta.chunk_row(id)? {
-            Some(r) if r.usable() => {}
+    pub fn chunk_object(&self, id: &ChunkId) -> Result<(object::Header, Buffer)> {
+        let len = match self.0.meta.chunk_row(id)? {
+            Some(r) if r.usable() => r.raw_len,
             _ => return Err(Error::ChunkNotFound(*id)),
-        }
-        let enc =
-            self.0.objects.get(id)?.ok_or(Error::Corrupt { id: *id, reason: "object missing".into() })?;
+        };
+        let enc = self.object_buffer(id, len)?;
         let h = object::check(&enc).map_err(|e| Error::Corrupt { id: *id, reason: e.0.into() })?;
         if h.id != *id {
             return Err(Error::Corrupt { id: *id, reason: "object holds another chunk".into() });
@@ -275,19 +276,44 @@ impl Store {
         Ok((h, enc))
     }
 
-    /// A chunk's raw bytes (CRC-checked).
+    /// A chunk's `len` raw bytes (CRC-checked), in a pooled buffer that
+    /// goes back when the bytes are dropped.
     ///
     /// # Errors
-    /// [`Error::ChunkNotFound`], [`Error::Corrupt`].
-    pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let enc =
-            self.0.objects.get(id)?.ok_or(Error::Corrupt { id: *id, reason: "object missing".into() })?;
-        let (h, raw) = object::decode(&enc, self.0.opts.max_object_size as usize, false)
+    /// [`Error::Corrupt`] (missing object, bad CRC, another chunk's object,
+    /// a length other than `len`); I/O errors.
+    pub fn read_chunk(&self, id: &ChunkId, len: u32) -> Result<Bytes> {
+        let raw = self.read_chunk_as_stored(id, len)?;
+        if raw.len() != len as usize {
+            return Err(Error::Corrupt {
+                id: *id,
+                reason: format!("{} bytes, manifest says {len}", raw.len()),
+            });
+        }
+        Ok(raw)
+    }
+
+    /// A chunk's raw bytes (CRC-checked), however long they are: `len` only
+    /// sizes the buffer.
+    fn read_chunk_as_stored(&self, id: &ChunkId, len: u32) -> Result<Bytes> {
+        let enc = self.object_buffer(id, len)?;
+        let (h, raw) = object::decode_buffer(enc, self.0.opts.max_object_size as usize, false)
             .map_err(|e| Error::Corrupt { id: *id, reason: e.0.into() })?;
         if h.id != *id {
             return Err(Error::Corrupt { id: *id, reason: "object holds another chunk".into() });
         }
         Ok(raw)
+    }
+
+    /// The encoded object of a chunk of `len` raw bytes, read into a pooled
+    /// buffer with room for it (a stored payload is never longer than the
+    /// raw bytes: compression is kept only when it pays).
+    fn object_buffer(&self, id: &ChunkId, len: u32) -> Result<Buffer> {
+        let mut enc = buffer::take(object::HEADER_LEN + len as usize);
+        if !self.0.objects.get_into(id, &mut enc)? {
+            return Err(Error::Corrupt { id: *id, reason: "object missing".into() });
+        }
+        Ok(enc)
     }
 
     /// Bytes `from..to` of a chunk of `len` raw bytes.
@@ -318,7 +344,7 @@ impl Store {
             });
         }
         if h.codec != object::Codec::Raw {
-            let raw = self.read_chunk(id)?;
+            let raw = self.read_chunk(id, len)?;
             return raw
                 .get(from..to)
                 .map(<[u8]>::to_vec)
@@ -369,7 +395,8 @@ impl Store {
             if e.len == 0 {
                 continue;
             }
-            let raw = self.read_chunk(&e.id)?;
+            // The length is the commit's to check, with its own error.
+            let raw = self.read_chunk_as_stored(&e.id, e.len)?;
             head.extend_from_slice(&raw[..raw.len().min(n - head.len())]);
         }
         Ok(head)

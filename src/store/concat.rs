@@ -94,7 +94,7 @@ impl Store {
             let mut i = 0;
             // Re-cut from the seam until the cuts fall back in step.
             while !sink.tail().is_empty() && i < part.len() {
-                let data = self.read_chunk(&part[i].id)?;
+                let data = self.read_chunk(&part[i].id, part[i].len)?;
                 let cut_any = sink.push(&data, lease)? > 0;
                 i += 1;
                 let end = starts.get(i).copied().unwrap_or(len);
@@ -114,7 +114,7 @@ impl Store {
                 }
             }
             for e in &part[i..] {
-                let data = self.read_chunk(&e.id)?;
+                let data = self.read_chunk(&e.id, e.len)?;
                 sink.push(&data, lease)?;
             }
         }

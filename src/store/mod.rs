@@ -15,6 +15,7 @@
 //! change rows only under them. Every method here blocks: call it through
 //! [`Store::blocking`] from async code.
 
+pub mod buffer;
 pub mod chunker;
 pub mod clock;
 pub mod error;

@@ -20,6 +20,9 @@
 //! capped at the raw length the header declares (itself capped by the caller),
 //! so a hostile frame cannot balloon.
 
+use bytes::Bytes;
+
+use super::buffer::{self, Buffer};
 use super::id::ChunkId;
 
 pub const MAGIC: &[u8; 4] = b"DPCK";
@@ -254,17 +257,58 @@ pub fn decode(encoded: &[u8], max_raw: usize, verify_hash: bool) -> Result<(Head
     Ok((header, raw))
 }
 
+/// [`decode`] of an object read into a pooled [`Buffer`]: a raw payload is
+/// handed out in place (no copy), a zstd one is decompressed into another
+/// pooled buffer. The buffers go back to the pool when the bytes are dropped.
+///
+/// # Errors
+/// [`CorruptObject`] on any inconsistency.
+pub fn decode_buffer(
+    encoded: Buffer,
+    max_raw: usize,
+    verify_hash: bool,
+) -> Result<(Header, Bytes), CorruptObject> {
+    let header = check(&encoded)?;
+    let len = header.raw_len as usize;
+    if len > max_raw {
+        return Err(CorruptObject("raw length above the limit"));
+    }
+    let raw = match header.codec {
+        Codec::Raw => {
+            let end = encoded.len();
+            encoded.freeze(HEADER_LEN..end)
+        }
+        Codec::Zstd => {
+            let mut out = buffer::take(len + 1);
+            if !decompress_capped_into(&encoded[HEADER_LEN..], len, &mut out) {
+                return Err(CorruptObject("zstd payload does not decode to its length"));
+            }
+            out.freeze(0..len)
+        }
+    };
+    if verify_hash && ChunkId::of(&raw) != header.id {
+        return Err(CorruptObject("content does not match its hash"));
+    }
+    Ok((header, raw))
+}
+
 /// Decompresses one zstd frame into exactly `len` bytes; `None` when the frame
 /// is broken, longer, or shorter.
 pub fn decompress_capped(frame: &[u8], len: usize) -> Option<Vec<u8>> {
-    // One spare byte tells "exactly len" from "more than len".
-    let mut out = vec![0u8; len + 1];
-    let n = zstd::bulk::Decompressor::new().ok()?.decompress_to_buffer(frame, &mut out[..]).ok()?;
-    if n != len {
-        return None;
-    }
-    out.truncate(len);
-    Some(out)
+    let mut out = Vec::new();
+    decompress_capped_into(frame, len, &mut out).then_some(out)
+}
+
+/// [`decompress_capped`] into `out` (cleared first; its capacity is used,
+/// grown to `len + 1` when smaller): `false` when the frame is broken,
+/// longer, or shorter than `len`.
+pub fn decompress_capped_into(frame: &[u8], len: usize, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    // One spare byte tells "exactly len" from "more than len"; the frame is
+    // decoded into the spare capacity, never past it.
+    out.reserve(len + 1);
+    let Ok(mut d) = zstd::bulk::Decompressor::new() else { return false };
+    matches!(d.decompress_to_buffer(frame, out), Ok(n) if n == len)
 }
 
 #[cfg(test)]

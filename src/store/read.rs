@@ -135,16 +135,7 @@ impl Store {
                                 // Part of a chunk (a Range): only that part is read.
                                 s.read_chunk_part(&e.id, e.len, from, to).map(Bytes::from)
                             } else {
-                                s.read_chunk(&e.id).and_then(|raw| {
-                                    if raw.len() == e.len as usize {
-                                        Ok(Bytes::from(raw))
-                                    } else {
-                                        Err(Error::Corrupt {
-                                            id: e.id,
-                                            reason: format!("{} bytes, manifest says {}", raw.len(), e.len),
-                                        })
-                                    }
-                                })
+                                s.read_chunk(&e.id, e.len)
                             };
                             match got {
                                 Err(Error::Corrupt { id, reason }) => {

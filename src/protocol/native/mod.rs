@@ -164,11 +164,12 @@ pub async fn get_chunk(
             }
             let (h, enc) = s.chunk_object(&id)?;
             if accepts_zstd && h.codec == object::Codec::Zstd {
-                return Ok((Some("zstd"), Bytes::from(enc).slice(object::HEADER_LEN..)));
+                let end = enc.len();
+                return Ok((Some("zstd"), enc.freeze(object::HEADER_LEN..end)));
             }
-            let (_, raw) = object::decode(&enc, max, false)
+            let (_, raw) = object::decode_buffer(enc, max, false)
                 .map_err(|e| crate::store::Error::Corrupt { id, reason: e.0.into() })?;
-            Ok((None, Bytes::from(raw)))
+            Ok((None, raw))
         })
         .await?;
     let mut resp = (

@@ -155,6 +155,11 @@ impl ObjectStore for Faulty {
         self.inner.get(id)
     }
 
+    fn get_into(&self, id: &ChunkId, buf: &mut Vec<u8>) -> io::Result<bool> {
+        self.enter(Op::Get)?;
+        self.inner.get_into(id, buf)
+    }
+
     fn contains(&self, id: &ChunkId) -> io::Result<bool> {
         self.enter(Op::Contains)?;
         self.inner.contains(id)

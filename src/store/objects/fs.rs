@@ -201,6 +201,20 @@ impl ObjectStore for FsObjects {
         not_found_is(fs::read(self.path_of(id)).map(Some), None)
     }
 
+    fn get_into(&self, id: &ChunkId, buf: &mut Vec<u8>) -> io::Result<bool> {
+        use std::io::Read;
+        buf.clear();
+        let mut file = match fs::File::open(self.path_of(id)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        buf.reserve(usize::try_from(len).unwrap_or(0));
+        file.read_to_end(buf)?;
+        Ok(true)
+    }
+
     /// Positioned reads of just the bytes asked for: a Range request on a
     /// large chunk reads its slice, not the whole file.
     fn get_range(&self, id: &ChunkId, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {

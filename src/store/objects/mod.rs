@@ -79,6 +79,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         }))
     }
 
+    /// Reads the encoded object into `buf`, cleared first; `false` when
+    /// absent. The buffer's capacity is used when it suffices (a reused
+    /// buffer costs no allocation). The default copies what
+    /// [`ObjectStore::get`] returns.
+    ///
+    /// # Errors
+    /// I/O failures other than absence.
+    fn get_into(&self, id: &ChunkId, buf: &mut Vec<u8>) -> io::Result<bool> {
+        buf.clear();
+        Ok(self.get(id)?.map(|o| buf.extend_from_slice(&o)).is_some())
+    }
+
     /// Whether an object exists under `id`.
     ///
     /// # Errors
