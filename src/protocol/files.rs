@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::answers::JsonShape;
 use super::file_info;
 use super::range::{RangeRequest, parse_range};
 use crate::http::auth::signed_link;
@@ -291,7 +292,7 @@ pub async fn delete(c: Caller, InPath(id): InPath<FileId>) -> Result<StatusCode,
         InPath::<FileId>,
         (status = 201, description = "The link", body = LinkInfo),
         (status = 400, description = "Bad expiry, or malformed JSON", body = ErrorBody),
-        (status = 422, description = "The JSON does not have the request's shape", body = ErrorBody),
+        JsonShape,
     ))]
 pub async fn link(
     State(st): State<AppState>,

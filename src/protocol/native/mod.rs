@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, stream};
 
+use super::answers::{ChunksMissing, FileTooLarge};
 use super::file_info;
 use crate::http::{
     ApiError, AppState, Caller, InPath, JsonBody, Principal, Routes, content_length, read_body,
@@ -205,8 +206,8 @@ pub async fn get_chunk(
     responses(
         (status = 201, description = "The file", body = FileInfo),
         (status = 400, description = "Malformed request, or lengths that do not add up", body = ErrorBody),
-        (status = 409, description = "Chunks missing (listed in `missing`)", body = ErrorBody),
-        (status = 413, description = "Larger than the maximum file size", body = ErrorBody),
+        ChunksMissing,
+        FileTooLarge,
         (status = 415, description = "File type rejected, or the body is not `Content-Type: application/json`", body = ErrorBody),
     ))]
 pub async fn commit(

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::{ApiError, AppState, Principal, UploadGuard};
+use crate::protocol::answers::FileTooLarge;
 use crate::protocol::file_info;
 use crate::store::FileRecord;
 use crate::wire::{ErrorBody, FileInfo};
@@ -43,7 +44,7 @@ pub struct UploadForm {
     responses(
         (status = 201, description = "Stored", body = FileInfo),
         (status = 400, description = "No file in the request", body = ErrorBody),
-        (status = 413, description = "Larger than the maximum file size", body = ErrorBody),
+        FileTooLarge,
         (status = 415, description = "File type not allowed, or content contradicting its name", body = ErrorBody),
     ))]
 pub async fn upload_file(

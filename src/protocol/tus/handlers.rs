@@ -65,6 +65,11 @@ impl IntoResponse for TusError {
 
 type TusResult = Result<Response, TusError>;
 
+/// 412 for a request without `Tus-Resumable: 1.0.0` ([`check_version`]).
+#[derive(utoipa::IntoResponses)]
+#[response(status = 412, description = "Missing or unsupported Tus-Resumable")]
+pub struct TusVersion(pub ErrorBody);
+
 fn check_version(h: &HeaderMap) -> Result<(), TusError> {
     match h.get(&TUS_RESUMABLE).and_then(|v| v.to_str().ok()) {
         Some(v) if v.trim() == TUS_VERSION => Ok(()),
@@ -144,7 +149,7 @@ pub async fn options(State(st): State<AppState>) -> Response {
     responses(
         (status = 201, description = "Created; Location is the upload URL"),
         (status = 400, description = "Bad headers", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported Tus-Resumable", body = ErrorBody),
+        TusVersion,
         (status = 404, description = "A part of `Upload-Concat: final` is unknown", body = ErrorBody),
         (status = 413, description = "Larger than Tus-Max-Size", body = ErrorBody),
         (status = 415, description = "A complete upload's file type is rejected", body = ErrorBody),
@@ -268,7 +273,7 @@ pub async fn head(
         (status = 404, description = "Unknown or terminated", body = ErrorBody),
         (status = 409, description = "Upload-Offset is not the upload's offset", body = ErrorBody),
         (status = 410, description = "Expired", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported Tus-Resumable", body = ErrorBody),
+        TusVersion,
         (status = 413, description = "Past Upload-Length or the maximum size", body = ErrorBody),
         (status = 415, description = "Not application/offset+octet-stream, or the completed file's type is rejected", body = ErrorBody),
         (status = 423, description = "Ended by a newer request for the same upload (what arrived is kept)", body = ErrorBody),
@@ -318,7 +323,7 @@ pub async fn patch(
     responses(
         (status = 204, description = "Terminated"),
         (status = 404, description = "Unknown", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported Tus-Resumable", body = ErrorBody),
+        TusVersion,
     ))]
 pub async fn terminate(
     State(st): State<AppState>,
