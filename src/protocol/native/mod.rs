@@ -15,7 +15,7 @@ use futures_util::{StreamExt, stream};
 use super::answers::{ChunksMissing, FileTooLarge};
 use super::file_info;
 use crate::http::{
-    ApiError, AppState, Caller, InPath, JsonBody, Principal, Routes, content_length, read_body,
+    ApiError, AppState, Caller, InPath, JsonBody, Routes, content_length, read_body,
 };
 use crate::store::{ChunkId, Entry, FileId, NewFile, View, object};
 use crate::wire::{
@@ -89,8 +89,7 @@ pub async fn missing_chunks(
         (status = 422, description = "The bytes do not hash to the name", body = ErrorBody),
     ))]
 pub async fn put_chunk(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     Path(hash): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -146,8 +145,7 @@ pub async fn put_chunk(
         (status = 404, description = "No such chunk", body = ErrorBody),
     ))]
 pub async fn get_chunk(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     Path(hash): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

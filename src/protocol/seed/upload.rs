@@ -5,14 +5,14 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Query, Request};
 use axum::http::{StatusCode, header};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::http::{ApiError, AppState, Principal, UploadGuard};
+use crate::http::{ApiError, AppState, Caller, Principal, UploadGuard};
 use crate::protocol::answers::FileTooLarge;
 use crate::protocol::file_info;
 use crate::store::FileRecord;
@@ -48,8 +48,7 @@ pub struct UploadForm {
         (status = 415, description = "File type not allowed, or content contradicting its name", body = ErrorBody),
     ))]
 pub async fn upload_file(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     q: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     req: Request,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<FileInfo>), ApiError> {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::headers::{Algorithm, Checksum, ConcatHeader, HeaderError, Metadata, parse_u64};
 use crate::http::interim::Interim;
 use crate::http::writers::Held;
-use crate::http::{ApiError, AppState, Dialect, Principal};
+use crate::http::{ApiError, AppState, Caller, Dialect};
 use crate::protocol::digest::Hasher;
 use crate::protocol::ietf;
 use crate::protocol::resumable::{
@@ -155,8 +155,7 @@ pub async fn options(State(st): State<AppState>) -> Response {
         (status = 415, description = "A complete upload's file type is rejected", body = ErrorBody),
     ))]
 pub async fn create(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     interim: Interim,
     headers: HeaderMap,
     body: Body,
@@ -242,8 +241,7 @@ fn created(rec: &UploadRecord, base: &str) -> Response {
         (status = 412, description = "Missing or unsupported Tus-Resumable"),
     ))]
 pub async fn head(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> TusResult {
@@ -280,8 +278,7 @@ pub async fn head(
         (status = 460, description = "Checksum mismatch: nothing of this body is kept", body = ErrorBody),
     ))]
 pub async fn patch(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -326,8 +323,7 @@ pub async fn patch(
         TusVersion,
     ))]
 pub async fn terminate(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> TusResult {
