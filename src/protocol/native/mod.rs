@@ -14,9 +14,7 @@ use futures_util::{StreamExt, stream};
 
 use super::answers::{ChunksMissing, FileTooLarge};
 use super::file_info;
-use crate::http::{
-    ApiError, AppState, Caller, InPath, JsonBody, Routes, content_length, read_body,
-};
+use crate::http::{ApiError, AppState, Caller, InPath, JsonBody, Routes, content_length, read_body};
 use crate::store::{ChunkId, Entry, FileId, NewFile, View, object};
 use crate::wire::{
     ChunkingInfo, CommitRequest, ErrorBody, FileInfo, ManifestChunk, ManifestInfo, MissingRequest,

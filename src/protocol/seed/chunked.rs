@@ -134,10 +134,7 @@ fn status_of(upload_id: String, total_pieces: u32, state: PieceState) -> (Status
         (status = 400, description = "Bad parameters", body = ErrorBody),
         (status = 413, description = "Declared size over the limits", body = ErrorBody),
     ))]
-pub async fn test_chunk(
-    Caller { st, who }: Caller,
-    Query(pairs): Query<Vec<(String, String)>>,
-) -> Response {
+pub async fn test_chunk(Caller { st, who }: Caller, Query(pairs): Query<Vec<(String, String)>>) -> Response {
     let library = looks_like_library(&pairs);
     let result: Result<Response, ApiError> = async {
         who.require(Scope::Write)?;

@@ -240,11 +240,7 @@ fn created(rec: &UploadRecord, base: &str) -> Response {
         (status = 410, description = "Expired"),
         (status = 412, description = "Missing or unsupported Tus-Resumable"),
     ))]
-pub async fn head(
-    Caller { st, who }: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> TusResult {
+pub async fn head(Caller { st, who }: Caller, Path(id): Path<String>, headers: HeaderMap) -> TusResult {
     if ietf::is_draft(&headers) {
         return Ok(ietf::offset(st, who, id, headers).await);
     }
@@ -322,11 +318,7 @@ pub async fn patch(
         (status = 404, description = "Unknown", body = ErrorBody),
         TusVersion,
     ))]
-pub async fn terminate(
-    Caller { st, who }: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> TusResult {
+pub async fn terminate(Caller { st, who }: Caller, Path(id): Path<String>, headers: HeaderMap) -> TusResult {
     if ietf::is_draft(&headers) {
         return Ok(ietf::cancel(st, who, id, headers).await);
     }
