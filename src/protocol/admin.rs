@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 
 use crate::config::Dur;
 use crate::http::{ApiError, AppState, InPath, JsonBody, PathParam, Routes};
+use crate::protocol::answers::JsonShape;
 use crate::store::{Quota, Scopes, Store, Tenant, TokenId, TokenRecord};
 use crate::wire::{
     ErrorBody, ExpiresIn, QuotaInfo, TenantInfo, TokenInfo, TokenList, TokenRequest, UsageInfo, rfc3339,
@@ -59,7 +60,7 @@ pub fn lifetime(asked: Option<&ExpiresIn>, default: Duration) -> Result<Option<D
     responses(
         (status = 201, description = "The token; `token` is its secret, shown only here", body = TokenInfo),
         (status = 400, description = "Bad tenant, scope or expiry, or malformed JSON", body = ErrorBody),
-        (status = 422, description = "The JSON does not have the request's shape", body = ErrorBody),
+        JsonShape,
     ))]
 pub async fn create_token(
     State(st): State<AppState>,
@@ -164,7 +165,7 @@ pub async fn get_tenant(
         InPath::<Tenant>,
         (status = 200, description = "The quota now, and usage", body = TenantInfo),
         (status = 400, description = "Not a tenant name, or malformed JSON", body = ErrorBody),
-        (status = 422, description = "The JSON does not have the request's shape", body = ErrorBody),
+        JsonShape,
     ))]
 pub async fn set_quota(
     State(st): State<AppState>,

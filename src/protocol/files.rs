@@ -3,17 +3,18 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::answers::JsonShape;
 use super::file_info;
 use super::range::{RangeRequest, parse_range};
 use crate::http::auth::signed_link;
-use crate::http::{ApiError, AppState, Caller, InPath, PathParam, Principal, Routes};
+use crate::http::{ApiError, AppState, Caller, InPath, PathParam, Routes};
 use crate::store::{ByteStream, FileId, FileRecord, NameFilter, ReadGuard};
 use crate::wire::{ErrorBody, FileInfo, FileList, LinkInfo, LinkRequest};
 
@@ -137,8 +138,7 @@ pub async fn info(c: Caller, InPath(id): InPath<FileId>) -> Result<Json<FileInfo
         (status = 416, description = "Range not satisfiable", body = ErrorBody),
     ))]
 pub async fn download(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     method: Method,
     // After the query, as before the id was typed: a bad query answers 400
     // whatever the id.
@@ -291,11 +291,10 @@ pub async fn delete(c: Caller, InPath(id): InPath<FileId>) -> Result<StatusCode,
         InPath::<FileId>,
         (status = 201, description = "The link", body = LinkInfo),
         (status = 400, description = "Bad expiry, or malformed JSON", body = ErrorBody),
-        (status = 422, description = "The JSON does not have the request's shape", body = ErrorBody),
+        JsonShape,
     ))]
 pub async fn link(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     InPath(id): InPath<FileId>,
     req: Option<Json<Option<LinkRequest>>>,
 ) -> Result<(StatusCode, Json<LinkInfo>), ApiError> {

@@ -7,6 +7,8 @@
 #[cfg(feature = "server")]
 pub mod admin;
 #[cfg(feature = "server")]
+pub mod answers;
+#[cfg(feature = "server")]
 pub mod digest;
 pub mod disposition;
 #[cfg(feature = "server")]

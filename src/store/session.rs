@@ -49,20 +49,31 @@ pub enum UploadState {
     Finished { file: FileId },
 }
 
+/// A session row's key: its kind's tag byte, then the upload id.
+fn tagged(tag: u8, id: &UploadId) -> Vec<u8> {
+    [[tag].as_slice(), id.as_bytes()].concat()
+}
+
+/// A numbered row's key (piece, chunk or segment `n`): [`tagged`], then
+/// `n` big-endian, so that a scan of the prefix meets the rows in order.
+fn numbered(tag: u8, id: &UploadId, n: u32) -> Vec<u8> {
+    [[tag].as_slice(), id.as_bytes(), &n.to_be_bytes()].concat()
+}
+
 pub(super) fn record_key(id: &UploadId) -> Vec<u8> {
-    [b"r".as_slice(), id.as_bytes()].concat()
+    tagged(b'r', id)
 }
 
 pub(super) fn piece_prefix(id: &UploadId) -> Vec<u8> {
-    [b"p".as_slice(), id.as_bytes()].concat()
+    tagged(b'p', id)
 }
 
 pub(super) fn piece_key(id: &UploadId, n: u32) -> Vec<u8> {
-    [b"p".as_slice(), id.as_bytes(), &n.to_be_bytes()].concat()
+    numbered(b'p', id, n)
 }
 
 pub(super) fn count_key(id: &UploadId) -> Vec<u8> {
-    [b"c".as_slice(), id.as_bytes()].concat()
+    tagged(b'c', id)
 }
 
 pub(super) fn encode_piece(id: &ChunkId, len: u64) -> Vec<u8> {
@@ -120,19 +131,19 @@ pub enum Concat {
 }
 
 pub(super) fn chunk_prefix(id: &UploadId) -> Vec<u8> {
-    [b"k".as_slice(), id.as_bytes()].concat()
+    tagged(b'k', id)
 }
 
 pub(super) fn chunk_key(id: &UploadId, n: u32) -> Vec<u8> {
-    [b"k".as_slice(), id.as_bytes(), &n.to_be_bytes()].concat()
+    numbered(b'k', id, n)
 }
 
 pub(super) fn segment_prefix(id: &UploadId) -> Vec<u8> {
-    [b"s".as_slice(), id.as_bytes()].concat()
+    tagged(b's', id)
 }
 
 pub(super) fn segment_key(id: &UploadId, n: u32) -> Vec<u8> {
-    [b"s".as_slice(), id.as_bytes(), &n.to_be_bytes()].concat()
+    numbered(b's', id, n)
 }
 
 /// The segment number in a [`segment_key`].

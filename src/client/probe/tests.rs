@@ -1,6 +1,18 @@
 use super::*;
 use crate::testdata::pseudo_random;
 
+/// A run of `len` bytes at `start` of the new file, between guesses into
+/// seed 0: the chunk before it ends at `front` there, the chunk after it
+/// starts at `back`.
+fn between(start: u64, len: u64, front: u64, back: u64) -> Run {
+    Run {
+        start,
+        len,
+        front: Some(Guess::Front { seed: 0, at: front }),
+        back: Some(Guess::Back { seed: 0, at: back }),
+    }
+}
+
 /// Seeds held in memory.
 struct Mem(Vec<Vec<u8>>);
 
@@ -62,12 +74,7 @@ fn an_insertion_costs_its_bytes_and_a_little_around_it() {
     new.splice(at..at, pseudo_random(ins, 2));
     // A run from 900,000 to 1,500,000 of the new file: the chunk before it
     // ends at 900,000 in the seed, the chunk after it starts at 1,200,000.
-    let run = Run {
-        start: 900_000,
-        len: 600_000,
-        front: Some(Guess::Front { seed: 0, at: 900_000 }),
-        back: Some(Guess::Back { seed: 0, at: 1_200_000 }),
-    };
+    let run = between(900_000, 600_000, 900_000, 1_200_000);
     let mut seeds = Mem(vec![old]);
     let (plan, asked, rounds) = search(run.clone(), &new, &mut seeds);
     let fetch = plan.fetch(run.len);
@@ -82,12 +89,7 @@ fn an_insertion_costs_its_bytes_and_a_little_around_it() {
 #[test]
 fn a_changed_byte_is_found_when_a_probe_lands_on_it() {
     let old = pseudo_random(1 << 20, 3);
-    let run = Run {
-        start: 200_000,
-        len: 200_000,
-        front: Some(Guess::Front { seed: 0, at: 200_000 }),
-        back: Some(Guess::Back { seed: 0, at: 400_000 }),
-    };
+    let run = between(200_000, 200_000, 200_000, 400_000);
     let mut seeds = Mem(vec![old.clone()]);
     // The front edge's first round probes bytes 100,000.. of the run.
     let mut new = old.clone();
@@ -112,12 +114,7 @@ fn one_sided_and_failing_guesses() {
     let old = pseudo_random(1 << 20, 4);
     let new = pseudo_random(1 << 20, 5);
     // Nothing matches: the guesses take nothing.
-    let run = Run {
-        start: 0,
-        len: 500_000,
-        front: Some(Guess::Front { seed: 0, at: 10 }),
-        back: Some(Guess::Back { seed: 0, at: 600_000 }),
-    };
+    let run = between(0, 500_000, 10, 600_000);
     let mut seeds = Mem(vec![old.clone()]);
     let (plan, _, _) = search(run.clone(), &new, &mut seeds);
     assert!(plan.front < FINE && plan.back < FINE, "{plan:?}");
@@ -146,12 +143,7 @@ fn overlapping_edges_share_the_run() {
     let old = pseudo_random(1 << 20, 8);
     let mut new = old.clone();
     new.drain(500_000..500_100);
-    let run = Run {
-        start: 400_000,
-        len: 199_900,
-        front: Some(Guess::Front { seed: 0, at: 400_000 }),
-        back: Some(Guess::Back { seed: 0, at: 600_000 }),
-    };
+    let run = between(400_000, 199_900, 400_000, 600_000);
     let mut seeds = Mem(vec![old]);
     let (plan, _, _) = search(run.clone(), &new, &mut seeds);
     assert!(plan.front + plan.back <= run.len);

@@ -12,10 +12,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, stream};
 
+use super::answers::{ChunksMissing, FileTooLarge};
 use super::file_info;
-use crate::http::{
-    ApiError, AppState, Caller, InPath, JsonBody, Principal, Routes, content_length, read_body,
-};
+use crate::http::{ApiError, AppState, Caller, InPath, JsonBody, Routes, content_length, read_body};
 use crate::store::{ChunkId, Entry, FileId, NewFile, View, object};
 use crate::wire::{
     ChunkingInfo, CommitRequest, ErrorBody, FileInfo, ManifestChunk, ManifestInfo, MissingRequest,
@@ -88,8 +87,7 @@ pub async fn missing_chunks(
         (status = 422, description = "The bytes do not hash to the name", body = ErrorBody),
     ))]
 pub async fn put_chunk(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     Path(hash): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -145,8 +143,7 @@ pub async fn put_chunk(
         (status = 404, description = "No such chunk", body = ErrorBody),
     ))]
 pub async fn get_chunk(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     Path(hash): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -206,8 +203,8 @@ pub async fn get_chunk(
     responses(
         (status = 201, description = "The file", body = FileInfo),
         (status = 400, description = "Malformed request, or lengths that do not add up", body = ErrorBody),
-        (status = 409, description = "Chunks missing (listed in `missing`)", body = ErrorBody),
-        (status = 413, description = "Larger than the maximum file size", body = ErrorBody),
+        ChunksMissing,
+        FileTooLarge,
         (status = 415, description = "File type rejected, or the body is not `Content-Type: application/json`", body = ErrorBody),
     ))]
 pub async fn commit(

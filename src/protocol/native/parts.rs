@@ -13,6 +13,7 @@ use axum::Json;
 use axum::http::{StatusCode, header};
 
 use crate::http::{ApiError, Caller, InPath, JsonBody, PathParam};
+use crate::protocol::answers::{ChunksMissing, CommitExpired, FileTooLarge};
 use crate::protocol::file_info;
 use crate::store::manifest::SEGMENT_ENTRIES;
 use crate::store::{
@@ -96,7 +97,7 @@ fn status(p: &CommitProgress) -> CommitStatus {
     responses(
         (status = 201, description = "Opened; `Location` is the commit", body = CommitSession),
         (status = 400, description = "Malformed request or file name", body = ErrorBody),
-        (status = 413, description = "Larger than the maximum file size", body = ErrorBody),
+        FileTooLarge,
         (status = 507, description = "The data dir is below its free-space reserve", body = ErrorBody),
     ))]
 pub async fn open_commit(
@@ -131,7 +132,7 @@ pub async fn open_commit(
         (status = 200, description = "This segment was already there, the same", body = SegmentInfo),
         (status = 400, description = "Malformed request or number, an empty segment, lengths that disagree with the chunks or exceed the size", body = ErrorBody),
         (status = 409, description = "Chunks missing (listed in `missing`), another body for this number, or the commit is finished", body = ErrorBody),
-        (status = 410, description = "The commit expired", body = ErrorBody),
+        CommitExpired,
         (status = 413, description = "More than `max_entries` entries", body = ErrorBody),
     ))]
 pub async fn put_segment(
@@ -165,7 +166,7 @@ pub async fn put_segment(
     responses(
         InPath::<CommitId>,
         (status = 200, description = "The commit", body = CommitStatus),
-        (status = 410, description = "The commit expired", body = ErrorBody),
+        CommitExpired,
     ))]
 pub async fn commit_status(
     c: Caller,
@@ -190,8 +191,8 @@ pub async fn commit_status(
         (status = 200, description = "Finished before: the same file", body = FileInfo),
         (status = 400, description = "A segment is missing, or the lengths do not add up to the size", body = ErrorBody),
         (status = 404, description = "No such commit (or its file was deleted since)", body = ErrorBody),
-        (status = 409, description = "Chunks missing (listed in `missing`)", body = ErrorBody),
-        (status = 410, description = "The commit expired", body = ErrorBody),
+        ChunksMissing,
+        CommitExpired,
         (status = 415, description = "File type rejected", body = ErrorBody),
     ))]
 pub async fn finish_commit(

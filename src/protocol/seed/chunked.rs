@@ -6,12 +6,12 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::multipart::{Field, MultipartRejection};
-use axum::extract::{Multipart, Query, State};
+use axum::extract::{Multipart, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::params::PieceParams;
-use crate::http::{ApiError, AppState, Dialect, Principal, Reservation, UploadGuard};
+use crate::http::{ApiError, AppState, Caller, Dialect, Principal, Reservation, UploadGuard};
 use crate::protocol::file_info;
 use crate::store::{FileName, PieceState, Scope, SeedSpec, Tenant};
 use crate::wire::{ErrorBody, PieceStatus};
@@ -134,11 +134,7 @@ fn status_of(upload_id: String, total_pieces: u32, state: PieceState) -> (Status
         (status = 400, description = "Bad parameters", body = ErrorBody),
         (status = 413, description = "Declared size over the limits", body = ErrorBody),
     ))]
-pub async fn test_chunk(
-    State(st): State<AppState>,
-    who: Principal,
-    Query(pairs): Query<Vec<(String, String)>>,
-) -> Response {
+pub async fn test_chunk(Caller { st, who }: Caller, Query(pairs): Query<Vec<(String, String)>>) -> Response {
     let library = looks_like_library(&pairs);
     let result: Result<Response, ApiError> = async {
         who.require(Scope::Write)?;
@@ -200,8 +196,7 @@ pub struct PieceForm {
         (status = 422, description = "The piece does not match its chunkHash (415 for resumable.js / flow.js)", body = ErrorBody),
     ))]
 pub async fn post_chunk(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     Query(mut pairs): Query<Vec<(String, String)>>,
     mp: Result<Multipart, MultipartRejection>,
 ) -> Response {

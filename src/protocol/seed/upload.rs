@@ -5,14 +5,15 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Query, Request};
 use axum::http::{StatusCode, header};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::http::{ApiError, AppState, Principal, UploadGuard};
+use crate::http::{ApiError, AppState, Caller, Principal, UploadGuard};
+use crate::protocol::answers::FileTooLarge;
 use crate::protocol::file_info;
 use crate::store::FileRecord;
 use crate::wire::{ErrorBody, FileInfo};
@@ -43,12 +44,11 @@ pub struct UploadForm {
     responses(
         (status = 201, description = "Stored", body = FileInfo),
         (status = 400, description = "No file in the request", body = ErrorBody),
-        (status = 413, description = "Larger than the maximum file size", body = ErrorBody),
+        FileTooLarge,
         (status = 415, description = "File type not allowed, or content contradicting its name", body = ErrorBody),
     ))]
 pub async fn upload_file(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     q: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     req: Request,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<FileInfo>), ApiError> {

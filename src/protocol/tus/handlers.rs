@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::headers::{Algorithm, Checksum, ConcatHeader, HeaderError, Metadata, parse_u64};
 use crate::http::interim::Interim;
 use crate::http::writers::Held;
-use crate::http::{ApiError, AppState, Dialect, Principal};
+use crate::http::{ApiError, AppState, Caller, Dialect};
 use crate::protocol::digest::Hasher;
 use crate::protocol::ietf;
 use crate::protocol::resumable::{
@@ -64,6 +64,11 @@ impl IntoResponse for TusError {
 }
 
 type TusResult = Result<Response, TusError>;
+
+/// 412 for a request without `Tus-Resumable: 1.0.0` ([`check_version`]).
+#[derive(utoipa::IntoResponses)]
+#[response(status = 412, description = "Missing or unsupported Tus-Resumable")]
+pub struct TusVersion(pub ErrorBody);
 
 fn check_version(h: &HeaderMap) -> Result<(), TusError> {
     match h.get(&TUS_RESUMABLE).and_then(|v| v.to_str().ok()) {
@@ -144,14 +149,13 @@ pub async fn options(State(st): State<AppState>) -> Response {
     responses(
         (status = 201, description = "Created; Location is the upload URL"),
         (status = 400, description = "Bad headers", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported Tus-Resumable", body = ErrorBody),
+        TusVersion,
         (status = 404, description = "A part of `Upload-Concat: final` is unknown", body = ErrorBody),
         (status = 413, description = "Larger than Tus-Max-Size", body = ErrorBody),
         (status = 415, description = "A complete upload's file type is rejected", body = ErrorBody),
     ))]
 pub async fn create(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     interim: Interim,
     headers: HeaderMap,
     body: Body,
@@ -236,12 +240,7 @@ fn created(rec: &UploadRecord, base: &str) -> Response {
         (status = 410, description = "Expired"),
         (status = 412, description = "Missing or unsupported Tus-Resumable"),
     ))]
-pub async fn head(
-    State(st): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> TusResult {
+pub async fn head(Caller { st, who }: Caller, Path(id): Path<String>, headers: HeaderMap) -> TusResult {
     if ietf::is_draft(&headers) {
         return Ok(ietf::offset(st, who, id, headers).await);
     }
@@ -268,15 +267,14 @@ pub async fn head(
         (status = 404, description = "Unknown or terminated", body = ErrorBody),
         (status = 409, description = "Upload-Offset is not the upload's offset", body = ErrorBody),
         (status = 410, description = "Expired", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported Tus-Resumable", body = ErrorBody),
+        TusVersion,
         (status = 413, description = "Past Upload-Length or the maximum size", body = ErrorBody),
         (status = 415, description = "Not application/offset+octet-stream, or the completed file's type is rejected", body = ErrorBody),
         (status = 423, description = "Ended by a newer request for the same upload (what arrived is kept)", body = ErrorBody),
         (status = 460, description = "Checksum mismatch: nothing of this body is kept", body = ErrorBody),
     ))]
 pub async fn patch(
-    State(st): State<AppState>,
-    who: Principal,
+    Caller { st, who }: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -318,14 +316,9 @@ pub async fn patch(
     responses(
         (status = 204, description = "Terminated"),
         (status = 404, description = "Unknown", body = ErrorBody),
-        (status = 412, description = "Missing or unsupported Tus-Resumable", body = ErrorBody),
+        TusVersion,
     ))]
-pub async fn terminate(
-    State(st): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> TusResult {
+pub async fn terminate(Caller { st, who }: Caller, Path(id): Path<String>, headers: HeaderMap) -> TusResult {
     if ietf::is_draft(&headers) {
         return Ok(ietf::cancel(st, who, id, headers).await);
     }
