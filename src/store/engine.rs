@@ -16,7 +16,7 @@ use super::error::{Error, Result};
 use super::filetype::TypePolicy;
 use super::id::{ChunkId, FileId, UploadId};
 use super::meta::{self, Batch, Cf, Counter, MetaStore, RocksMeta};
-use super::objects::{self, FsyncPolicy, ObjectStore, ObjectsKind, S3Options};
+use super::objects::{FsObjects, FsyncPolicy, ObjectStore, ObjectsKind, S3Options};
 
 /// How the store behaves; built from the server's configuration.
 #[derive(Debug, Clone)]
@@ -168,6 +168,18 @@ pub(super) struct Inner {
     pub(super) opened_ms: u64,
 }
 
+/// The object store `opts.objects` names: [`FsObjects`] at `dir`, or
+/// `S3Objects` on `opts.s3` with the environment's credentials.
+fn open_objects(opts: &StoreOptions, dir: &Path) -> Result<Arc<dyn ObjectStore>> {
+    match opts.objects {
+        ObjectsKind::Fs => Ok(Arc::new(FsObjects::open(dir, opts.fsync)?)),
+        #[cfg(feature = "s3")]
+        ObjectsKind::S3 => Ok(Arc::new(super::objects::S3Objects::open(&opts.s3)?)),
+        #[cfg(not(feature = "s3"))]
+        ObjectsKind::S3 => Err(Error::InvalidInput("this depot was built without the `s3` feature".into())),
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -185,7 +197,7 @@ impl Store {
     /// was made by another version or with other chunking parameters.
     pub fn open(data_dir: &Path, opts: StoreOptions) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
-        let objects = objects::open(opts.objects, &data_dir.join("objects"), opts.fsync, &opts.s3)?;
+        let objects = open_objects(&opts, &data_dir.join("objects"))?;
         Self::open_with(data_dir, opts, objects, Arc::new(SystemClock))
     }
 

@@ -30,8 +30,7 @@ mod memory;
 mod s3;
 
 use std::io;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -258,30 +257,6 @@ impl S3Options {
     pub fn key_prefix(&self) -> String {
         let p = self.prefix.trim_matches('/');
         if p.is_empty() { String::new() } else { format!("{p}/") }
-    }
-}
-
-/// The object store `kind` names: [`FsObjects`] at `dir` with `fsync`, or
-/// [`S3Objects`] with `s3` and the environment's credentials.
-///
-/// # Errors
-/// The engine's opening errors; `InvalidInput` for `s3` in a build without
-/// the `s3` feature.
-pub fn open(
-    kind: ObjectsKind,
-    dir: &Path,
-    fsync: FsyncPolicy,
-    s3: &S3Options,
-) -> io::Result<Arc<dyn ObjectStore>> {
-    match kind {
-        ObjectsKind::Fs => Ok(Arc::new(FsObjects::open(dir, fsync)?)),
-        #[cfg(feature = "s3")]
-        ObjectsKind::S3 => Ok(Arc::new(S3Objects::open(s3)?)),
-        #[cfg(not(feature = "s3"))]
-        ObjectsKind::S3 => {
-            let _ = s3;
-            Err(io::Error::new(io::ErrorKind::InvalidInput, "this depot was built without the `s3` feature"))
-        }
     }
 }
 
