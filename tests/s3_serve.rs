@@ -165,3 +165,24 @@ async fn serve_upload_download_gc_verify_on_garage() {
     let (clean, report) = offline(&data, &env, &["verify"]);
     assert!(clean, "{report}");
 }
+
+/// `storage.objects = "s3"` without credentials: the server does not
+/// start, and says which variable is missing (no engine needed).
+#[test]
+fn serve_without_credentials_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_depot"));
+    c.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("data"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DEPOT_") || k.starts_with("AWS_")) {
+        c.env_remove(k);
+    }
+    let out = c
+        .env("DEPOT_OBJECTS", "s3")
+        .env("DEPOT_S3_ENDPOINT", "http://127.0.0.1:9")
+        .env("DEPOT_S3_ALLOW_HTTP", "true")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+}
