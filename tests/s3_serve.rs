@@ -67,7 +67,7 @@ async fn chunk_objects(g: &Garage) -> usize {
         .unwrap();
     let prefix = format!("{PREFIX}/chunks").as_str().into();
     let all: Vec<_> = futures_util::StreamExt::collect(raw.list(Some(&prefix))).await;
-    all.into_iter().map(|r| r.unwrap()).count()
+    all.into_iter().collect::<Result<Vec<_>, _>>().unwrap().len()
 }
 
 async fn upload(s: &Served, name: &str, data: &[u8]) -> String {
