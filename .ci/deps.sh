@@ -3,7 +3,8 @@
 # by what its user really loads, not by a look-alike file.
 #
 #   .ci/deps.sh build     what `make run` needs: libclang for RocksDB's bindgen
-#   .ci/deps.sh test      that, and what the Rust test suite runs (curl)
+#   .ci/deps.sh test      that, and what the Rust test suite runs (curl, and
+#                         Garage GARAGE_VERSION, the S3 engine of tests/s3_*.rs)
 #   .ci/deps.sh check     prints what `test` would install, installs nothing
 #
 # The interop and client harnesses (tests/interop/run.sh, clients/run_tests.sh,
@@ -42,6 +43,33 @@ have_command() {
   if [[ "$ROOT" == "" ]]; then command -v "$1" >/dev/null; else [[ -x "$ROOT/usr/bin/$1" ]]; fi
 }
 
+# Garage, the reference S3 engine, pinned: built from crates.io (about ten
+# minutes on two cores) only when `garage --version` is missing or another
+# version. Its build has a target dir of its own, never the project's.
+GARAGE_VERSION=2.5.0
+have_garage() {
+  local v
+  v="$(garage --version 2>/dev/null)" || return 1
+  [[ "$v" =~ (^|[^0-9.])${GARAGE_VERSION//./\\.}([^0-9.]|$) ]]
+}
+
+install_garage() {
+  have_garage && return
+  command -v cargo >/dev/null || {
+    echo "deps: cargo is needed to install garage" >&2
+    return 1
+  }
+  echo "deps: installing garage $GARAGE_VERSION (cargo install, about ten minutes)"
+  local target
+  target="$(mktemp -d)"
+  CARGO_TARGET_DIR="$target" cargo install garage --locked --version "$GARAGE_VERSION"
+  rm -rf "$target"
+  have_garage || {
+    echo "deps: garage --version still is not $GARAGE_VERSION: $(garage --version 2>&1)" >&2
+    return 1
+  }
+}
+
 mode="${1:-build}"
 missing=()
 have_libclang || missing+=(libclang-dev)
@@ -59,6 +87,9 @@ case "$mode" in
       if [[ "$(id -u)" == 0 ]]; then sudo=(); else sudo=(sudo); fi
       "${sudo[@]}" apt-get update -qq
       "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+    if [[ "$mode" == test ]]; then
+      install_garage
     fi
     ;;
   *)

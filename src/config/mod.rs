@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[cfg(feature = "server")]
 use crate::store::StoreOptions;
+use crate::store::objects::{ObjectsKind, S3Options};
 use crate::store::{ChunkerParams, FsyncPolicy, TypePolicy};
 
 /// Everything a server (and the offline commands) can be told.
@@ -97,11 +98,24 @@ pub struct StorageConfig {
     /// that the metadata database can always open and `gc`, `verify` and a
     /// restart keep working. `0` turns the check off.
     pub min_free: ByteSize,
+    /// Where chunk objects live: `fs` (`<data_dir>/objects/`) or `s3` (the
+    /// bucket `[storage.s3]` names; credentials from `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`). Metadata stays local either way.
+    pub objects: ObjectsKind,
+    /// The S3 engine, read when `objects = "s3"`.
+    pub s3: S3Options,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { compression_level: 1, fsync: FsyncPolicy::Batch, read_ahead: 4, min_free: ByteSize(256 << 20) }
+        Self {
+            compression_level: 1,
+            fsync: FsyncPolicy::Batch,
+            read_ahead: 4,
+            min_free: ByteSize(256 << 20),
+            objects: ObjectsKind::Fs,
+            s3: S3Options::default(),
+        }
     }
 }
 
@@ -472,6 +486,14 @@ impl Config {
                 "rate limits must be positive (or set rate_limit.enabled = false)".into(),
             ));
         }
+        if self.storage.objects == ObjectsKind::S3 {
+            if !cfg!(feature = "s3") {
+                return Err(ConfigError::Invalid(
+                    "storage.objects is \"s3\" but this depot was built without the `s3` feature".into(),
+                ));
+            }
+            self.storage.s3.check().map_err(ConfigError::Invalid)?;
+        }
         if !is_host_port(&self.listen) {
             return Err(ConfigError::Invalid(format!(
                 "listen `{}` is not host:port (`127.0.0.1:8080`, `[::1]:8080`, `localhost:8080`)",
@@ -488,6 +510,8 @@ impl Config {
             chunking: self.chunking,
             compression_level: self.storage.compression_level,
             fsync: self.storage.fsync,
+            objects: self.storage.objects,
+            s3: self.storage.s3.clone(),
             max_object_size: self.limits.max_chunk_size.0.max(self.limits.max_piece_size.0) as u32,
             max_file_size: self.limits.max_file_size.0,
             read_ahead: self.storage.read_ahead,

@@ -81,6 +81,13 @@ fn every_environment_variable_sets_its_key() {
         "cors.exposed_headers" => "ETag",
         "cors.max_age" => "10m",
         "storage.min_free" => "1GiB",
+        "storage.objects" => "s3",
+        "storage.s3.endpoint" => "https://s3.example.com",
+        "storage.s3.bucket" => "files",
+        "storage.s3.region" => "us-east-1",
+        "storage.s3.prefix" => "depot/",
+        "storage.s3.max_in_flight" => "8",
+        "storage.s3.allow_http" => "true",
         "limits.header_timeout" => "7s",
         "limits.body_idle_timeout" => "9s",
         "limits.max_connections" => "77",
@@ -166,4 +173,35 @@ fn inconsistent_values_are_refused() {
     let mut c = Config::default();
     c.chunking.avg = 3000;
     assert!(c.validate().is_err());
+}
+
+#[test]
+fn s3_settings_are_checked_only_when_used() {
+    let mut c = Config::default();
+    c.storage.s3.endpoint = "http://127.0.0.1:3900".into();
+    c.validate().expect("objects = fs: the s3 table is not read");
+    c.storage.objects = crate::store::objects::ObjectsKind::S3;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("allow_http"), "{e}");
+    c.storage.s3.allow_http = true;
+    c.validate().unwrap();
+    for (field, bad) in
+        [("bucket", ""), ("region", ""), ("prefix", "a//b"), ("prefix", "../x"), ("endpoint", "s3.local")]
+    {
+        let mut c = c.clone();
+        match field {
+            "bucket" => c.storage.s3.bucket = bad.into(),
+            "region" => c.storage.s3.region = bad.into(),
+            "prefix" => c.storage.s3.prefix = bad.into(),
+            _ => c.storage.s3.endpoint = bad.into(),
+        }
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(&format!("storage.s3.{field}")), "{field}={bad:?}: {e}");
+    }
+    c.storage.s3.max_in_flight = 0;
+    assert!(c.validate().unwrap_err().to_string().contains("max_in_flight"));
+    let text =
+        "[storage]\nobjects = \"s3\"\n[storage.s3]\nendpoint = \"https://s3.example.com\"\nsecret = \"x\"\n";
+    let e = Config::from_toml(text).unwrap_err();
+    assert!(e.contains("secret"), "credentials are not config keys: {e}");
 }

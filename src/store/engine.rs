@@ -16,7 +16,7 @@ use super::error::{Error, Result};
 use super::filetype::TypePolicy;
 use super::id::{ChunkId, FileId, UploadId};
 use super::meta::{self, Batch, Cf, Counter, MetaStore, RocksMeta};
-use super::objects::{FsObjects, FsyncPolicy, ObjectStore};
+use super::objects::{FsObjects, FsyncPolicy, ObjectStore, ObjectsKind, S3Options};
 
 /// How the store behaves; built from the server's configuration.
 #[derive(Debug, Clone)]
@@ -25,6 +25,10 @@ pub struct StoreOptions {
     /// zstd level for chunk objects; 0 stores everything raw.
     pub compression_level: i32,
     pub fsync: FsyncPolicy,
+    /// Which engine [`Store::open`] keeps chunk objects in.
+    pub objects: ObjectsKind,
+    /// The bucket, for [`ObjectsKind::S3`].
+    pub s3: S3Options,
     /// Largest raw chunk the store accepts (covers seed pieces too).
     pub max_object_size: u32,
     /// Largest file.
@@ -49,6 +53,8 @@ impl Default for StoreOptions {
             chunking: ChunkerParams::default(),
             compression_level: 1,
             fsync: FsyncPolicy::default(),
+            objects: ObjectsKind::default(),
+            s3: S3Options::default(),
             max_object_size: 64 << 20,
             max_file_size: 1 << 40,
             read_ahead: 4,
@@ -162,21 +168,36 @@ pub(super) struct Inner {
     pub(super) opened_ms: u64,
 }
 
+/// The object store `opts.objects` names: [`FsObjects`] at `dir`, or
+/// `S3Objects` on `opts.s3` with the environment's credentials.
+fn open_objects(opts: &StoreOptions, dir: &Path) -> Result<Arc<dyn ObjectStore>> {
+    match opts.objects {
+        ObjectsKind::Fs => Ok(Arc::new(FsObjects::open(dir, opts.fsync)?)),
+        #[cfg(feature = "s3")]
+        ObjectsKind::S3 => Ok(Arc::new(super::objects::S3Objects::open(&opts.s3)?)),
+        #[cfg(not(feature = "s3"))]
+        ObjectsKind::S3 => Err(Error::InvalidInput("this depot was built without the `s3` feature".into())),
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Store {
     /// Opens (or creates) the store in `data_dir`: objects under
-    /// `objects/`, metadata under `meta/`, upload scratch under `uploads/`.
+    /// `objects/` (or in the S3 bucket `opts.s3` names, when `opts.objects`
+    /// says so), metadata under `meta/`, upload scratch under `uploads/`.
     ///
     /// # Errors
+    /// [`Error::Io`] when the object store cannot be opened (for S3: missing
+    /// credentials or endpoint, an unreachable bucket);
     /// [`Error::Locked`] when another process has the store open;
     /// [`Error::SchemaMismatch`] / [`Error::ChunkerMismatch`] when the store
     /// was made by another version or with other chunking parameters.
     pub fn open(data_dir: &Path, opts: StoreOptions) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
-        let objects = Arc::new(FsObjects::open(&data_dir.join("objects"), opts.fsync)?);
+        let objects = open_objects(&opts, &data_dir.join("objects"))?;
         Self::open_with(data_dir, opts, objects, Arc::new(SystemClock))
     }
 

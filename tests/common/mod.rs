@@ -2,10 +2,13 @@
 //! `depot::testdata`, the crate's one generator): a store on
 //! disk with a manual clock, and a real server on an ephemeral port with
 //! typed requests for what the tests ask of it again and again. HTTP request
-//! builders live in [`http`], the `depot` binary in [`cli`].
+//! builders live in [`http`], the `depot` binary in [`cli`], a throwaway
+//! Garage (S3) in `garage`.
 #![allow(dead_code)]
 
 pub mod cli;
+#[cfg(feature = "s3")]
+pub mod garage;
 pub mod http;
 
 use std::path::Path;

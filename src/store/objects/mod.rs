@@ -12,6 +12,8 @@
 //! [`ObjectStore::quarantine`] ("move aside, keep for inspection").
 //!
 //! - [`FsObjects`] (`fs.rs`): `objects/ab/cd/<64 hex>` on a local filesystem.
+//! - [`S3Objects`] (`s3.rs`, feature `s3`): `{prefix}chunks/ab/<64 hex>` in
+//!   an S3 bucket; Garage is the reference engine.
 //! - [`MemObjects`] (`memory.rs`): the in-memory twin for tests, benches, fuzzing.
 //! - [`Faulty`] (`faulty.rs`): a wrapper around any store that fails the Nth
 //!   call of an operation and pauses before a delete, for deterministic
@@ -20,19 +22,26 @@
 //! Everything here is blocking I/O: call it from a blocking thread (a remote
 //! engine runs its async client on its own runtime).
 
+pub mod contract;
 mod faulty;
 mod fs;
 mod memory;
+#[cfg(feature = "s3")]
+mod s3;
 
 use std::io;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
 
 use super::id::ChunkId;
 
 pub use self::faulty::{Faulty, Op, Pause};
 pub use self::fs::{FsObjects, FsyncPolicy};
 pub use self::memory::MemObjects;
+#[cfg(feature = "s3")]
+pub use self::s3::{S3Credentials, S3Objects};
 
 /// One object as a listing sees it.
 #[derive(Debug, Clone)]
@@ -154,6 +163,112 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn sweep_temp(&self, age: Duration) -> io::Result<usize> {
         let _ = age;
         Ok(0)
+    }
+}
+
+/// Which engine holds the chunk objects (`storage.objects`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectsKind {
+    /// [`FsObjects`] under the data dir.
+    #[default]
+    Fs,
+    /// [`S3Objects`], as `[storage.s3]` says.
+    S3,
+}
+
+impl std::str::FromStr for ObjectsKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "fs" => Ok(Self::Fs),
+            "s3" => Ok(Self::S3),
+            v => Err(format!("`{v}` is not one of fs, s3")),
+        }
+    }
+}
+
+/// Where an S3 engine is and how to talk to it (`[storage.s3]`).
+/// Credentials are never here: they come from `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY` (see [`S3Objects::open`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Options {
+    /// Base URL of the S3 API (`http://127.0.0.1:3900`, `https://s3.example.com`).
+    /// Empty: `AWS_ENDPOINT_URL`. Requests are path-style (`endpoint/bucket/key`).
+    pub endpoint: String,
+    /// The bucket, which must exist.
+    pub bucket: String,
+    /// The region requests are signed for; Garage's default is `garage`.
+    pub region: String,
+    /// Key prefix for everything depot writes (`depot/`); empty: the bucket's root.
+    pub prefix: String,
+    /// Most requests in flight at once, over all callers.
+    pub max_in_flight: usize,
+    /// Allows a plain `http://` endpoint (a loopback or private network).
+    pub allow_http: bool,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            bucket: "depot".into(),
+            region: "garage".into(),
+            prefix: String::new(),
+            max_in_flight: 32,
+            allow_http: false,
+        }
+    }
+}
+
+impl S3Options {
+    /// Checks the values on their own (an empty endpoint is allowed here:
+    /// `AWS_ENDPOINT_URL` may fill it when the store opens).
+    ///
+    /// # Errors
+    /// A message naming the `storage.s3` key at fault.
+    pub fn check(&self) -> Result<(), String> {
+        if self.bucket.is_empty() {
+            return Err("storage.s3.bucket is empty".into());
+        }
+        if self.region.is_empty() {
+            return Err("storage.s3.region is empty (Garage's default region is `garage`)".into());
+        }
+        if self.max_in_flight == 0 {
+            return Err("storage.s3.max_in_flight must be at least 1".into());
+        }
+        let e = &self.endpoint;
+        if !e.is_empty() && !e.starts_with("https://") && !e.starts_with("http://") {
+            return Err(format!("storage.s3.endpoint `{e}` is not an http:// or https:// URL"));
+        }
+        if e.starts_with("http://") && !self.allow_http {
+            return Err(format!(
+                "storage.s3.endpoint `{e}` is plain http: set storage.s3.allow_http = true \
+                 (DEPOT_S3_ALLOW_HTTP=true) to allow it"
+            ));
+        }
+        let p = self.prefix.trim_matches('/');
+        if !p.is_empty()
+            && p.split('/').any(|seg| {
+                seg.is_empty()
+                    || seg == "."
+                    || seg == ".."
+                    || !seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            })
+        {
+            return Err(format!(
+                "storage.s3.prefix `{}` must be `/`-separated segments of letters, digits, `-`, `_`, `.`",
+                self.prefix
+            ));
+        }
+        Ok(())
+    }
+
+    /// The prefix as keys start with it: `""` or `"a/b/"`.
+    pub fn key_prefix(&self) -> String {
+        let p = self.prefix.trim_matches('/');
+        if p.is_empty() { String::new() } else { format!("{p}/") }
     }
 }
 

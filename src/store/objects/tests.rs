@@ -1,5 +1,6 @@
-//! One contract, run against every engine (the directory, the memory twin
-//! and the fault wrapper), and what is particular to each.
+//! The contract (`contract.rs`), run against every local engine (the
+//! directory, the memory twin and the fault wrapper), and what is
+//! particular to each.
 
 use std::fs;
 use std::sync::Arc;
@@ -7,60 +8,7 @@ use std::sync::Arc;
 use super::*;
 
 fn exercise(store: &dyn ObjectStore) {
-    let id = ChunkId::of(b"a");
-    let other = ChunkId::of(b"b");
-    assert!(store.get(&id).unwrap().is_none());
-    assert!(store.put_if_absent(&id, &[b"first"]).unwrap());
-    assert!(!store.put_if_absent(&id, &[b"second"]).unwrap(), "never replaces");
-    assert_eq!(store.get(&id).unwrap().unwrap(), b"first");
-    assert!(store.contains(&id).unwrap());
-    assert!(store.put_if_absent(&other, &[b"x"]).unwrap());
-    store.barrier().unwrap();
-    let listed = store.list(id.as_bytes()[0], None, 10).unwrap();
-    assert!(listed.iter().any(|e| e.id == id && e.len == 5));
-    store.replace(&id, &[b"healed"]).unwrap();
-    assert_eq!(store.get(&id).unwrap().unwrap(), b"healed");
-    assert!(store.quarantine(&id).unwrap());
-    assert!(!store.contains(&id).unwrap());
-    assert_eq!(store.delete_many(&[other, other]).unwrap(), 2, "absent counts as deleted");
-    assert!(!store.contains(&other).unwrap());
-    pages(store);
-}
-
-/// Many objects under one prefix, listed a page at a time: every one
-/// once, in order, and nothing of another prefix.
-fn pages(store: &dyn ObjectStore) {
-    let mut ids: Vec<ChunkId> = (0..3000u32).map(|i| ChunkId::of(&i.to_le_bytes())).collect();
-    for id in &ids {
-        store.put_if_absent(id, &[b"o"]).unwrap();
-    }
-    let prefix = ids[0].as_bytes()[0];
-    ids.retain(|id| id.as_bytes()[0] == prefix);
-    ids.sort();
-    assert!(ids.len() > 5, "the prefix holds a few pages");
-    for limit in [1, 2, 5, 1000] {
-        let mut seen = Vec::new();
-        let mut calls = 0;
-        for_each_page::<io::Error>(store, prefix, limit, |page| {
-            assert!(page.len() <= limit);
-            calls += 1;
-            seen.extend(page.iter().map(|e| e.id));
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(seen, ids, "limit {limit}");
-        assert!(calls >= ids.len() / limit);
-    }
-    // A start past the prefix gives an empty page; one before it, the top.
-    let last = *ids.last().unwrap();
-    assert!(store.list(prefix, Some(&last), 10).unwrap().is_empty());
-    let before = ChunkId::from_slice(&[prefix.wrapping_sub(1); 32]).unwrap();
-    if prefix > 0 {
-        assert_eq!(store.list(prefix, Some(&before), 1).unwrap()[0].id, ids[0]);
-    }
-    let all: Vec<ChunkId> = (0..3000u32).map(|i| ChunkId::of(&i.to_le_bytes())).collect();
-    assert_eq!(store.delete_many(&all).unwrap(), all.len());
-    assert!(store.list(prefix, None, 10).unwrap().is_empty());
+    contract::check(store, contract::Breadth::EveryPrefix);
 }
 
 #[test]

@@ -1,0 +1,97 @@
+//! The [`ObjectStore`] contract as one function every engine runs: the
+//! directory, the memory twin and the fault wrapper in unit tests, and
+//! [`super::S3Objects`] against a real engine in `tests/s3_objects.rs`.
+//! Public so that integration tests can reach it; it panics on a broken
+//! promise and is of no use outside tests.
+
+use std::io;
+
+use super::{ObjectStore, for_each_page};
+use crate::store::id::ChunkId;
+
+/// How many objects the paging check writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breadth {
+    /// 3,000 objects spread over every listing prefix (cheap locally).
+    EveryPrefix,
+    /// Only those of the 3,000 in one prefix and its two neighbours (about
+    /// 35 objects): the same boundaries, for engines where a write is a
+    /// network round trip.
+    Neighbours,
+}
+
+/// Runs the whole contract against an empty `store`, which it leaves empty.
+///
+/// # Panics
+/// When `store` breaks a promise of [`ObjectStore`] (or fails a call).
+pub fn check(store: &dyn ObjectStore, breadth: Breadth) {
+    let id = ChunkId::of(b"a");
+    let other = ChunkId::of(b"b");
+    assert!(store.get(&id).unwrap().is_none());
+    assert!(store.get_range(&id, 0, 4).unwrap().is_none());
+    assert!(store.put_if_absent(&id, &[b"fir", b"st"]).unwrap());
+    assert!(!store.put_if_absent(&id, &[b"second"]).unwrap(), "never replaces");
+    assert_eq!(store.get(&id).unwrap().unwrap(), b"first");
+    assert_eq!(store.get_range(&id, 1, 3).unwrap().unwrap(), b"irs");
+    assert_eq!(store.get_range(&id, 3, 10).unwrap().unwrap(), b"st", "cut at the end");
+    assert_eq!(store.get_range(&id, 9, 10).unwrap().unwrap(), b"", "past the end");
+    assert!(store.contains(&id).unwrap());
+    assert!(store.put_if_absent(&other, &[b"x"]).unwrap());
+    store.barrier().unwrap();
+    let listed = store.list(id.as_bytes()[0], None, 10).unwrap();
+    assert!(listed.iter().any(|e| e.id == id && e.len == 5));
+    store.replace(&id, &[b"healed"]).unwrap();
+    assert_eq!(store.get(&id).unwrap().unwrap(), b"healed");
+    assert!(store.quarantine(&id).unwrap());
+    assert!(!store.contains(&id).unwrap());
+    assert!(!store.quarantine(&id).unwrap(), "nothing left to quarantine");
+    assert_eq!(store.delete_many(&[other, other]).unwrap(), 2, "absent counts as deleted");
+    assert!(!store.contains(&other).unwrap());
+    pages(store, breadth);
+}
+
+/// Many objects under one prefix, listed a page at a time: every one
+/// once, in order, and nothing of another prefix.
+fn pages(store: &dyn ObjectStore, breadth: Breadth) {
+    let all: Vec<ChunkId> = (0..3000u32).map(|i| ChunkId::of(&i.to_le_bytes())).collect();
+    let prefix = all[0].as_bytes()[0];
+    let written: Vec<ChunkId> = match breadth {
+        Breadth::EveryPrefix => all.clone(),
+        Breadth::Neighbours => {
+            all.iter().copied().filter(|id| id.as_bytes()[0].abs_diff(prefix) <= 1).collect()
+        }
+    };
+    for id in &written {
+        store.put_if_absent(id, &[b"o"]).unwrap();
+    }
+    let mut ids = written.clone();
+    ids.retain(|id| id.as_bytes()[0] == prefix);
+    ids.sort();
+    assert!(ids.len() > 5, "the prefix holds a few pages");
+    for limit in [1, 2, 5, 1000] {
+        let mut seen = Vec::new();
+        let mut calls = 0;
+        for_each_page::<io::Error>(store, prefix, limit, |page| {
+            assert!(page.len() <= limit);
+            calls += 1;
+            seen.extend(page.iter().map(|e| e.id));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, ids, "limit {limit}");
+        assert!(calls >= ids.len() / limit);
+    }
+    // A start past the prefix gives an empty page; one before it, the top.
+    let last = *ids.last().unwrap();
+    assert!(store.list(prefix, Some(&last), 10).unwrap().is_empty());
+    let before = ChunkId::from_slice(&[prefix.wrapping_sub(1); 32]).unwrap();
+    if prefix > 0 {
+        assert_eq!(store.list(prefix, Some(&before), 1).unwrap()[0].id, ids[0]);
+    }
+    let after = ChunkId::from_slice(&[prefix.wrapping_add(1); 32]).unwrap();
+    if prefix < 255 {
+        assert!(store.list(prefix, Some(&after), 10).unwrap().is_empty());
+    }
+    assert_eq!(store.delete_many(&written).unwrap(), written.len());
+    assert!(store.list(prefix, None, 10).unwrap().is_empty());
+}

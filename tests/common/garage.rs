@@ -1,0 +1,189 @@
+//! A throwaway Garage (the reference S3 engine) for the S3 tests: a
+//! one-node cluster over a temp dir on free loopback ports, started with
+//! `garage server --single-node --default-bucket`, which makes the layout,
+//! an access key and the bucket from `GARAGE_DEFAULT_*` before the S3 port
+//! opens (garage 2.5.0 `server.rs`, `initial_config`).
+//!
+//! Without a `garage` binary the tests skip, saying why; with
+//! `DEPOT_SCALEOUT=1` (CI) a missing engine is a failure. The binary is
+//! `$GARAGE_BIN`, else `garage` on `PATH`, else `$CARGO_HOME/bin/garage`.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use depot::store::objects::{S3Credentials, S3Options};
+
+/// The version CI installs and these tests were written against.
+pub const VERSION: &str = "2.5.0";
+
+/// A running Garage; killed (and its data removed) on drop.
+pub struct Garage {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, the S3 API.
+    pub endpoint: String,
+    pub bucket: String,
+    pub key_id: String,
+    pub secret: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Where the `garage` binary is, if anywhere.
+fn binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("GARAGE_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("garage"));
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|d| d.join("bin/garage"));
+    on_path.chain(cargo_home).find(|p| p.is_file())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn hex(n: usize) -> String {
+    (0..n).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect()
+}
+
+impl Garage {
+    /// Starts a fresh one-node Garage and waits until its S3 port answers.
+    /// `None` (after printing why) when there is no `garage` binary and
+    /// `DEPOT_SCALEOUT` is not `1`.
+    ///
+    /// # Panics
+    /// When the binary is missing under `DEPOT_SCALEOUT=1`, or Garage does
+    /// not come up within 60 s (with its log).
+    pub fn start() -> Option<Garage> {
+        let Some(bin) = binary() else {
+            let why = "no `garage` binary (cargo install garage --locked --version 2.5.0, or set GARAGE_BIN)";
+            if std::env::var("DEPOT_SCALEOUT").as_deref() == Ok("1") {
+                panic!("DEPOT_SCALEOUT=1: {why}");
+            }
+            eprintln!("skipped: {why}");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (rpc, s3) = (free_port(), free_port());
+        let config = dir.path().join("garage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"metadata_dir = "{meta}"
+data_dir = "{data}"
+db_engine = "sqlite"
+replication_factor = 1
+compression_level = "none"
+block_size = "2M"
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{secret}"
+
+[s3_api]
+api_bind_addr = "127.0.0.1:{s3}"
+s3_region = "garage"
+"#,
+                meta = dir.path().join("meta").display(),
+                data = dir.path().join("data").display(),
+                secret = hex(64),
+            ),
+        )
+        .unwrap();
+        let (key_id, secret, bucket) = (format!("GK{}", hex(24)), hex(64), "depot".to_string());
+        let log = dir.path().join("garage.log");
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&config)
+            .args(["server", "--single-node", "--default-bucket"])
+            .env("GARAGE_DEFAULT_ACCESS_KEY", &key_id)
+            .env("GARAGE_DEFAULT_SECRET_KEY", &secret)
+            .env("GARAGE_DEFAULT_BUCKET", &bucket)
+            .env("RUST_LOG", "garage=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut g = Garage {
+            child,
+            endpoint: format!("http://127.0.0.1:{s3}"),
+            bucket,
+            key_id,
+            secret,
+            log,
+            _dir: dir,
+        };
+        g.wait_for(SocketAddr::from(([127, 0, 0, 1], s3)));
+        Some(g)
+    }
+
+    /// Waits until `addr` takes connections; the S3 server is spawned only
+    /// after the layout, key and bucket exist.
+    fn wait_for(&mut self, addr: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("garage exited ({status}) before its S3 port opened:\n{}", self.log());
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "garage's S3 port did not open within 60 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What Garage has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The variables a depot process reads to reach this Garage.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", self.key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret.clone()),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+        ]
+    }
+
+    pub fn credentials(&self) -> S3Credentials {
+        S3Credentials {
+            access_key_id: self.key_id.clone(),
+            secret_access_key: self.secret.clone(),
+            session_token: None,
+        }
+    }
+
+    /// Options for this Garage's bucket under `prefix`.
+    pub fn options(&self, prefix: &str) -> S3Options {
+        S3Options {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            prefix: prefix.into(),
+            allow_http: true,
+            ..S3Options::default()
+        }
+    }
+
+    /// `garage --version`'s first line.
+    pub fn version() -> Option<String> {
+        let out = Command::new(binary()?).arg("--version").output().ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string())
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
