@@ -21,6 +21,7 @@ pub mod error;
 pub mod filetype;
 pub mod id;
 pub mod manifest;
+pub mod meta_backend;
 pub mod name;
 pub mod object;
 pub mod objects;
@@ -70,6 +71,7 @@ pub use self::error::{Error, Result};
 pub use self::filetype::TypePolicy;
 pub use self::id::{ChunkId, FileId, UploadId};
 pub use self::manifest::Entry;
+pub use self::meta_backend::MetaBackend;
 pub use self::name::FileName;
 pub use self::objects::{Faulty, FsObjects, FsyncPolicy, MemObjects, ObjectEntry, ObjectStore};
 

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod http;
+pub mod postgres;
 
 use std::path::Path;
 use std::sync::Arc;
