@@ -24,6 +24,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DEPOT_FSYNC", "storage.fsync"),
     ("DEPOT_READ_AHEAD", "storage.read_ahead"),
     ("DEPOT_MIN_FREE", "storage.min_free"),
+    ("DEPOT_META", "storage.meta"),
     ("DEPOT_MAX_FILE_SIZE", "limits.max_file_size"),
     ("DEPOT_MAX_CHUNK_SIZE", "limits.max_chunk_size"),
     ("DEPOT_MAX_PIECE_SIZE", "limits.max_piece_size"),
@@ -107,6 +108,7 @@ impl Config {
             }
             "storage.read_ahead" => self.storage.read_ahead = parse(value)?,
             "storage.min_free" => self.storage.min_free = parse(value)?,
+            "storage.meta" => self.storage.meta = value.parse()?,
             "limits.max_file_size" => self.limits.max_file_size = parse(value)?,
             "limits.max_chunk_size" => self.limits.max_chunk_size = parse(value)?,
             "limits.max_piece_size" => self.limits.max_piece_size = parse(value)?,

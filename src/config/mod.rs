@@ -14,7 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[cfg(feature = "server")]
 use crate::store::StoreOptions;
-use crate::store::{ChunkerParams, FsyncPolicy, TypePolicy};
+use crate::store::meta_backend::redact_urls_in;
+use crate::store::{ChunkerParams, FsyncPolicy, MetaBackend, TypePolicy};
 
 /// Everything a server (and the offline commands) can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,11 +98,21 @@ pub struct StorageConfig {
     /// that the metadata database can always open and `gc`, `verify` and a
     /// restart keep working. `0` turns the check off.
     pub min_free: ByteSize,
+    /// Where the metadata lives: `rocksdb` (under `data_dir/meta/`) or a
+    /// PostgreSQL URL, `postgres://user:password@host:5432/database`. The
+    /// password is never shown in logs or errors.
+    pub meta: MetaBackend,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { compression_level: 1, fsync: FsyncPolicy::Batch, read_ahead: 4, min_free: ByteSize(256 << 20) }
+        Self {
+            compression_level: 1,
+            fsync: FsyncPolicy::Batch,
+            read_ahead: 4,
+            min_free: ByteSize(256 << 20),
+            meta: MetaBackend::RocksDb,
+        }
     }
 }
 
@@ -435,7 +446,8 @@ impl Config {
     /// # Errors
     /// The parser's message, which names an unknown or mistyped key.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().to_string())
+        // The parser quotes the offending line: never a password with it.
+        toml::from_str(text).map_err(|e| redact_urls_in(e.to_string().trim()))
     }
 
     /// Checks values against each other.
@@ -492,6 +504,7 @@ impl Config {
             max_file_size: self.limits.max_file_size.0,
             read_ahead: self.storage.read_ahead,
             min_free: self.storage.min_free.0,
+            meta: self.storage.meta.clone(),
             gc_grace: self.gc.grace.0,
             chunk_lease: self.gc.chunk_lease.0,
             upload_expiry: self.uploads.expiry.0,

@@ -16,6 +16,7 @@ use super::error::{Error, Result};
 use super::filetype::TypePolicy;
 use super::id::{ChunkId, FileId, UploadId};
 use super::meta::{self, Batch, Cf, Counter, MetaStore, RocksMeta};
+use super::meta_backend::MetaBackend;
 use super::objects::{FsObjects, FsyncPolicy, ObjectStore};
 
 /// How the store behaves; built from the server's configuration.
@@ -41,6 +42,9 @@ pub struct StoreOptions {
     /// Free bytes kept on the data dir's filesystem (0: no check); see
     /// [`Store::ensure_space`].
     pub min_free: u64,
+    /// Where [`Store::open`] finds the metadata (RocksDB under the data dir
+    /// by default).
+    pub meta: MetaBackend,
 }
 
 impl Default for StoreOptions {
@@ -57,6 +61,7 @@ impl Default for StoreOptions {
             upload_expiry: Duration::from_secs(24 * 3600),
             types: TypePolicy::default(),
             min_free: 0,
+            meta: MetaBackend::RocksDb,
         }
     }
 }
@@ -168,12 +173,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Store {
     /// Opens (or creates) the store in `data_dir`: objects under
-    /// `objects/`, metadata under `meta/`, upload scratch under `uploads/`.
+    /// `objects/`, upload scratch under `uploads/`, metadata where
+    /// [`StoreOptions::meta`] says (RocksDB under `meta/`, or PostgreSQL).
     ///
     /// # Errors
     /// [`Error::Locked`] when another process has the store open;
     /// [`Error::SchemaMismatch`] / [`Error::ChunkerMismatch`] when the store
-    /// was made by another version or with other chunking parameters.
+    /// was made by another version or with other chunking parameters;
+    /// [`Error::InvalidInput`] for a PostgreSQL URL in a build without the
+    /// `postgres` feature; [`Error::Backend`] when the database cannot be
+    /// reached.
     pub fn open(data_dir: &Path, opts: StoreOptions) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let objects = Arc::new(FsObjects::open(&data_dir.join("objects"), opts.fsync)?);
@@ -181,7 +190,7 @@ impl Store {
     }
 
     /// Opens with a given object store and clock (tests, benches); the
-    /// metadata is RocksDB under `meta/`.
+    /// metadata is where [`StoreOptions::meta`] says.
     ///
     /// # Errors
     /// As [`Store::open`].
@@ -192,7 +201,17 @@ impl Store {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
-        let meta = Arc::new(RocksMeta::open(&data_dir.join("meta"))?);
+        let meta: Arc<dyn MetaStore> = match &opts.meta {
+            MetaBackend::RocksDb => Arc::new(RocksMeta::open(&data_dir.join("meta"))?),
+            #[cfg(feature = "postgres")]
+            MetaBackend::Postgres(url) => Arc::new(meta::PgMeta::open(url)?),
+            #[cfg(not(feature = "postgres"))]
+            MetaBackend::Postgres(_) => {
+                return Err(Error::InvalidInput(
+                    "storage.meta names PostgreSQL, but this build has no `postgres` feature".into(),
+                ));
+            }
+        };
         Self::open_on(data_dir, opts, meta, objects, clock)
     }
 
