@@ -1,8 +1,8 @@
 //! The content-addressed store: chunks named by their BLAKE3 hash in an
 //! object store ([`objects`]), file manifests and refcounts in a metadata
-//! backend ([`meta`]: RocksDB by default, an in-memory twin for tests). Every
-//! protocol drives these operations; nothing here knows about HTTP, and only
-//! `meta::rocks` knows about RocksDB.
+//! backend ([`meta`]: RocksDB by default, PostgreSQL for a shared store, an
+//! in-memory twin for tests). Every protocol drives these operations;
+//! nothing here knows about HTTP, and only `meta::rocks` knows about RocksDB.
 //!
 //! Write order makes a crash harmless: an object is durable (the object
 //! store's barrier) before any row naming it is written, and a file becomes
