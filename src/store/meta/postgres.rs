@@ -30,7 +30,10 @@
 //! A [`Batch`] is reduced to each key's last write (later writes win, adds
 //! accumulate) and applied in one transaction with array statements
 //! (`unnest`, `= ANY`): a few round trips whatever its size, nothing of it
-//! visible or kept if any statement fails. `durable = false` commits with
+//! visible or kept if any statement fails. Keys are written in sorted
+//! order, so concurrent batches take row locks in one order; a batch the
+//! server still aborts as a deadlock victim or serialization failure is
+//! tried again whole (3 tries). `durable = false` commits with
 //! `SET LOCAL synchronous_commit = off`. Multi-gets are one query. Scans
 //! read pages of [`PAGE`] rows by keyset pagination on the primary key
 //! (`k > last ORDER BY k LIMIT n`), never an unbounded result; pages are
@@ -90,6 +93,8 @@ const LOCK_KEY: i64 = 0x6465_706f_745f_6d31; // "depot_m1"
 /// How long open waits for a previous holder's lock (a restarted server
 /// whose predecessor's session is still closing).
 const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// Attempts at a batch the server aborted as a deadlock victim.
+const WRITE_TRIES: u32 = 3;
 
 fn db(e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
@@ -99,6 +104,12 @@ fn db(e: tokio_postgres::Error) -> Error {
         Some(d) => Error::Backend(format!("postgres: {} ({})", d.message(), d.code().code()).into()),
         None => Error::Backend(format!("postgres: {e}").into()),
     }
+}
+
+/// Whether a failed transaction may succeed when tried again unchanged.
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> Error {
@@ -331,7 +342,7 @@ enum MetaWrite {
 }
 
 /// A batch reduced to each key's last write: what [`PgMeta::write`] applies.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Plan {
     /// Per family (but [`Cf::Meta`]): key → value, or `None` to delete.
     kv: BTreeMap<usize, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
@@ -379,7 +390,7 @@ impl Plan {
     }
 
     /// Applies the plan inside the transaction `tx`.
-    async fn apply(self, tx: &tokio_postgres::Transaction<'_>) -> Result<()> {
+    async fn apply(self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), tokio_postgres::Error> {
         let mut meta_kv = BTreeMap::new();
         let (mut reset, mut names, mut shards, mut deltas) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (k, w) in self.meta {
@@ -396,7 +407,7 @@ impl Plan {
             }
         }
         if !reset.is_empty() {
-            tx.execute("DELETE FROM counters WHERE name = ANY($1::bytea[])", &[&reset]).await.map_err(db)?;
+            tx.execute("DELETE FROM counters WHERE name = ANY($1::bytea[])", &[&reset]).await?;
         }
         if !names.is_empty() {
             tx.execute(
@@ -405,8 +416,7 @@ impl Plan {
                  ON CONFLICT (name, shard) DO UPDATE SET v = counters.v + EXCLUDED.v",
                 &[&names, &shards, &deltas],
             )
-            .await
-            .map_err(db)?;
+            .await?;
         }
         let families = self.kv.into_iter().map(|(i, t)| (Cf::ALL[i], t));
         for (cf, writes) in families.chain(std::iter::once((Cf::Meta, meta_kv))) {
@@ -423,14 +433,14 @@ impl Plan {
             let t = cf.name();
             if !gone.is_empty() {
                 let sql = format!("DELETE FROM {t} WHERE k = ANY($1::bytea[])");
-                tx.execute(&sql, &[&gone]).await.map_err(db)?;
+                tx.execute(&sql, &[&gone]).await?;
             }
             if !keys.is_empty() {
                 let sql = format!(
                     "INSERT INTO {t} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
                      ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
                 );
-                tx.execute(&sql, &[&keys, &values]).await.map_err(db)?;
+                tx.execute(&sql, &[&keys, &values]).await?;
             }
         }
         Ok(())
@@ -530,12 +540,26 @@ impl MetaStore for PgMeta {
         }
         self.run(|pool| async move {
             let mut client = pool.get().await.map_err(pool_err)?;
-            let tx = client.transaction().await.map_err(db)?;
-            if !durable {
-                tx.batch_execute("SET LOCAL synchronous_commit = off").await.map_err(db)?;
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let attempt = async {
+                    let tx = client.transaction().await?;
+                    if !durable {
+                        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+                    }
+                    plan.clone().apply(&tx).await?;
+                    tx.commit().await
+                };
+                match attempt.await {
+                    Ok(()) => return Ok(()),
+                    // Keys are written in sorted order, so writers rarely
+                    // deadlock; when the server says one did (or that a
+                    // serialization failed), the whole batch is tried again.
+                    Err(e) if tries < WRITE_TRIES && retryable(&e) => continue,
+                    Err(e) => return Err(db(e)),
+                }
             }
-            plan.apply(&tx).await?;
-            tx.commit().await.map_err(db)
         })
     }
 
