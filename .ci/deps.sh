@@ -3,7 +3,8 @@
 # by what its user really loads, not by a look-alike file.
 #
 #   .ci/deps.sh build     what `make run` needs: libclang for RocksDB's bindgen
-#   .ci/deps.sh test      that, and what the Rust test suite runs (curl, and
+#   .ci/deps.sh test      that, and what the Rust test suite runs (curl,
+#                         PostgreSQL's initdb/pg_ctl for the metadata tests, and
 #                         Garage GARAGE_VERSION, the S3 engine of tests/s3_*.rs)
 #   .ci/deps.sh check     prints what `test` would install, installs nothing
 #
@@ -70,11 +71,19 @@ install_garage() {
   }
 }
 
+# The PostgreSQL tests start their own server with initdb and pg_ctl, which
+# Debian keeps under /usr/lib/postgresql/<version>/bin (not on PATH).
+have_postgres() {
+  compgen -G "$ROOT/usr/lib/postgresql/*/bin/initdb" >/dev/null && return
+  [[ "$ROOT" == "" ]] && command -v initdb >/dev/null
+}
+
 mode="${1:-build}"
 missing=()
 have_libclang || missing+=(libclang-dev)
 if [[ "$mode" != build ]]; then
   have_command curl || missing+=(curl)
+  have_postgres || missing+=(postgresql)
 fi
 
 case "$mode" in

@@ -33,7 +33,11 @@ status_of() { # root, package...
   done
 }
 
-with_curl() { mkdir -p "$1/usr/bin" && touch "$1/usr/bin/curl" && chmod +x "$1/usr/bin/curl"; }
+with_curl() {
+  mkdir -p "$1/usr/bin" && touch "$1/usr/bin/curl" && chmod +x "$1/usr/bin/curl"
+  with_pg "$1"
+}
+with_pg() { mkdir -p "$1/usr/lib/postgresql/15/bin" && touch "$1/usr/lib/postgresql/15/bin/initdb"; }
 
 # The fresh base image: libclang-cpp only. The old check took it for libclang.
 r="$work/fresh"
@@ -56,7 +60,13 @@ expect "libclang-dev installed" "missing: none" "$r"
 
 r="$work/nocurl"
 status_of "$r" libclang-dev
+with_pg "$r"
 expect "curl missing" "missing: curl" "$r"
+
+r="$work/nopg"
+status_of "$r" libclang-dev
+mkdir -p "$r/usr/bin" && touch "$r/usr/bin/curl" && chmod +x "$r/usr/bin/curl"
+expect "postgresql missing" "missing: postgresql" "$r"
 
 # No dpkg: an unversioned libclang.so where clang-sys looks.
 r="$work/other-distro"

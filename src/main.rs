@@ -281,11 +281,15 @@ fn load_config(args: &StoreArgs, flags: &ServeFlags) -> Result<Config, Failure> 
 
 fn open_store(args: &StoreArgs) -> Result<Store, Failure> {
     let cfg = load_config(args, &ServeFlags::default())?;
-    if !cfg.data_dir.join("meta").exists() {
+    // A PostgreSQL store has no `meta/`: the database says whether it exists.
+    let local = cfg.storage.meta == depot::store::MetaBackend::RocksDb;
+    if local && !cfg.data_dir.join("meta").exists() {
         return Err(format!("no store at {}", cfg.data_dir.display()).into());
     }
-    Store::open(&cfg.data_dir, cfg.store_options())
-        .map_err(|e| format!("opening the store at {}: {e}", cfg.data_dir.display()).into())
+    Store::open(&cfg.data_dir, cfg.store_options()).map_err(|e| {
+        let at = if local { String::new() } else { format!(" (metadata in {})", cfg.storage.meta) };
+        format!("opening the store at {}{at}: {e}", cfg.data_dir.display()).into()
+    })
 }
 
 /// An I/O error as a cause people recognise ("permission denied", "not a

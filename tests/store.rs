@@ -1,7 +1,9 @@
-//! The store's engine tests, each run twice: over RocksDB and an object
-//! directory in a temp dir (`disk::`), and over the in-memory twins
-//! `MemMeta` and `MemObjects` (`memory::`). Only what one engine alone
-//! can show (RocksDB's process lock) runs on one.
+//! The store's engine tests, each run over every backend: RocksDB and an
+//! object directory in a temp dir (`disk::`), the in-memory twins
+//! `MemMeta` and `MemObjects` (`memory::`), and PostgreSQL metadata with
+//! the object directory (`postgres::`, on the harness's throwaway server;
+//! skipped without PostgreSQL unless `DEPOT_SCALEOUT=1`). Only what one
+//! engine alone can show (RocksDB's process lock) runs on one.
 
 mod common;
 
@@ -11,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{open_store, test_options};
 use depot::store::{
-    ChunkId, Clock, Entry, Error, FileId, FsObjects, ManualClock, MemMeta, MemObjects, NewFile, ObjectStore,
-    Store, StoreOptions, SystemClock, Tenant, View, object,
+    ChunkId, Clock, Entry, Error, FileId, FsObjects, ManualClock, MemMeta, MemObjects, MetaBackend, NewFile,
+    ObjectStore, Store, StoreOptions, SystemClock, Tenant, View, object,
 };
 use depot::testdata::pseudo_random;
 use futures_util::TryStreamExt;
@@ -25,6 +27,8 @@ enum Backend {
     Disk,
     /// `MemMeta` and `MemObjects`.
     Memory,
+    /// PostgreSQL (a fresh database) and the object directory.
+    Postgres,
 }
 
 /// Where a store lives, outliving any one opening of it: opening again is
@@ -32,16 +36,20 @@ enum Backend {
 struct Home {
     dir: tempfile::TempDir,
     mem: Option<(Arc<MemMeta>, Arc<MemObjects>)>,
+    /// The metadata database's URL (objects as for `Disk`).
+    pg: Option<String>,
 }
 
 impl Home {
     fn new(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mem = match backend {
-            Backend::Disk => None,
+            Backend::Disk | Backend::Postgres => None,
             Backend::Memory => Some((Arc::new(MemMeta::new()), Arc::new(MemObjects::new()))),
         };
-        Home { dir, mem }
+        let pg = matches!(backend, Backend::Postgres)
+            .then(|| common::postgres::database("store").expect("checked by the test's wrapper"));
+        Home { dir, mem, pg }
     }
 
     /// Opens the store with a manual clock.
@@ -50,7 +58,10 @@ impl Home {
         (self.try_open(opts, clock.clone()).unwrap(), clock)
     }
 
-    fn try_open(&self, opts: StoreOptions, clock: Arc<dyn Clock>) -> depot::store::Result<Store> {
+    fn try_open(&self, mut opts: StoreOptions, clock: Arc<dyn Clock>) -> depot::store::Result<Store> {
+        if let Some(url) = &self.pg {
+            opts.meta = MetaBackend::Postgres(url.clone());
+        }
         match &self.mem {
             None => {
                 let objects =
@@ -96,9 +107,10 @@ fn temp_store(backend: Backend) -> (Home, Store) {
     (home, store)
 }
 
-/// Runs each named test function once per backend, as `disk::name` and
-/// `memory::name`.
-macro_rules! on_both_backends {
+/// Runs each named test function once per backend, as `disk::name`,
+/// `memory::name` and `postgres::name` (that one returns at once, saying
+/// why, where PostgreSQL is not installed).
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod disk {
             $(#[test] fn $name() { super::$name(super::Backend::Disk) })*
@@ -106,10 +118,18 @@ macro_rules! on_both_backends {
         mod memory {
             $(#[test] fn $name() { super::$name(super::Backend::Memory) })*
         }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(#[test] fn $name() {
+                if crate::common::postgres::database(stringify!($name)).is_some() {
+                    super::$name(super::Backend::Postgres)
+                }
+            })*
+        }
     };
 }
 
-on_both_backends!(
+on_every_backend!(
     same_content_twice_is_stored_once,
     delete_and_gc_free_exactly_the_unshared_chunks,
     gc_spares_pinned_and_recently_zeroed_chunks,

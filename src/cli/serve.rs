@@ -99,6 +99,8 @@ pub fn serve(args: &StoreArgs, flags: &ServeFlags) -> Result<(), Failure> {
         }
         let created = prepare_data_dir(&cfg.data_dir)?;
         let (data_dir, format, mode) = (cfg.data_dir.clone(), cfg.log_format, cfg.auth.mode);
+        // Shown redacted: a PostgreSQL URL's password never reaches the log.
+        let meta = cfg.storage.meta.clone();
         let limits = cfg.limits.clone();
         let opening = async move {
             let (dir, opts) = (cfg.data_dir.clone(), cfg.store_options());
@@ -118,7 +120,8 @@ pub fn serve(args: &StoreArgs, flags: &ServeFlags) -> Result<(), Failure> {
         };
         let ready = || {
             tracing::info!(
-                %addr, url = %format!("http://{addr}"), data_dir = %data_dir.display(), auth = %mode, "depot listening"
+                %addr, url = %format!("http://{addr}"), data_dir = %data_dir.display(), auth = %mode, meta = %meta,
+                "depot listening"
             );
             if format == LogFormat::Text {
                 // One write, so that scripts waiting for this line never see

@@ -14,8 +14,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[cfg(feature = "server")]
 use crate::store::StoreOptions;
+use crate::store::meta_backend::redact_urls_in;
 use crate::store::objects::{ObjectsKind, S3Options};
-use crate::store::{ChunkerParams, FsyncPolicy, TypePolicy};
+use crate::store::{ChunkerParams, FsyncPolicy, MetaBackend, TypePolicy};
 
 /// Everything a server (and the offline commands) can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +105,10 @@ pub struct StorageConfig {
     pub objects: ObjectsKind,
     /// The S3 engine, read when `objects = "s3"`.
     pub s3: S3Options,
+    /// Where the metadata lives: `rocksdb` (under `data_dir/meta/`) or a
+    /// PostgreSQL URL, `postgres://user:password@host:5432/database`. The
+    /// password is never shown in logs or errors.
+    pub meta: MetaBackend,
 }
 
 impl Default for StorageConfig {
@@ -115,6 +120,7 @@ impl Default for StorageConfig {
             min_free: ByteSize(256 << 20),
             objects: ObjectsKind::Fs,
             s3: S3Options::default(),
+            meta: MetaBackend::RocksDb,
         }
     }
 }
@@ -449,7 +455,8 @@ impl Config {
     /// # Errors
     /// The parser's message, which names an unknown or mistyped key.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().to_string())
+        // The parser quotes the offending line: never a password with it.
+        toml::from_str(text).map_err(|e| redact_urls_in(e.to_string().trim()))
     }
 
     /// Checks values against each other.
@@ -516,6 +523,7 @@ impl Config {
             max_file_size: self.limits.max_file_size.0,
             read_ahead: self.storage.read_ahead,
             min_free: self.storage.min_free.0,
+            meta: self.storage.meta.clone(),
             gc_grace: self.gc.grace.0,
             chunk_lease: self.gc.chunk_lease.0,
             upload_expiry: self.uploads.expiry.0,

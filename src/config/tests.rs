@@ -88,6 +88,7 @@ fn every_environment_variable_sets_its_key() {
         "storage.s3.prefix" => "depot/",
         "storage.s3.max_in_flight" => "8",
         "storage.s3.allow_http" => "true",
+        "storage.meta" => "postgres://depot:pw@db.example:5432/depot",
         "limits.header_timeout" => "7s",
         "limits.body_idle_timeout" => "9s",
         "limits.max_connections" => "77",
@@ -109,6 +110,17 @@ fn every_environment_variable_sets_its_key() {
     assert_eq!(cfg.types.allowed_types, ["image/*", "text/plain"]);
     let e = Config::load(None, |k| (k == "DEPOT_RATE_LIMIT_API_BURST").then(|| "many".into())).unwrap_err();
     assert!(e.to_string().contains("DEPOT_RATE_LIMIT_API_BURST"), "{e}");
+}
+
+#[test]
+fn a_meta_url_password_never_shows() {
+    let e = Config::load(None, |k| (k == "DEPOT_META").then(|| "mysql://u:hunter2@db/x".into())).unwrap_err();
+    assert!(e.to_string().contains("DEPOT_META") && !e.to_string().contains("hunter2"), "{e}");
+    let e = Config::from_toml("[storage]\nmeta = \"pg://u:hunter2@db/x\"\n").unwrap_err();
+    assert!(e.contains("meta") && !e.contains("hunter2"), "{e}");
+    let cfg = Config::from_toml("[storage]\nmeta = \"postgresql://u:hunter2@db/x\"\n").unwrap();
+    assert_eq!(cfg.storage.meta, crate::store::MetaBackend::Postgres("postgresql://u:hunter2@db/x".into()));
+    assert!(!format!("{cfg:?}").contains("hunter2"));
 }
 
 #[test]

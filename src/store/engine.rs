@@ -16,6 +16,7 @@ use super::error::{Error, Result};
 use super::filetype::TypePolicy;
 use super::id::{ChunkId, FileId, UploadId};
 use super::meta::{self, Batch, Cf, Counter, MetaStore, RocksMeta};
+use super::meta_backend::MetaBackend;
 use super::objects::{FsObjects, FsyncPolicy, ObjectStore, ObjectsKind, S3Options};
 
 /// How the store behaves; built from the server's configuration.
@@ -45,6 +46,9 @@ pub struct StoreOptions {
     /// Free bytes kept on the data dir's filesystem (0: no check); see
     /// [`Store::ensure_space`].
     pub min_free: u64,
+    /// Where [`Store::open`] finds the metadata (RocksDB under the data dir
+    /// by default).
+    pub meta: MetaBackend,
 }
 
 impl Default for StoreOptions {
@@ -63,6 +67,7 @@ impl Default for StoreOptions {
             upload_expiry: Duration::from_secs(24 * 3600),
             types: TypePolicy::default(),
             min_free: 0,
+            meta: MetaBackend::RocksDb,
         }
     }
 }
@@ -187,14 +192,18 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Store {
     /// Opens (or creates) the store in `data_dir`: objects under
     /// `objects/` (or in the S3 bucket `opts.s3` names, when `opts.objects`
-    /// says so), metadata under `meta/`, upload scratch under `uploads/`.
+    /// says so), metadata where [`StoreOptions::meta`] says (RocksDB under
+    /// `meta/`, or PostgreSQL), upload scratch under `uploads/`.
     ///
     /// # Errors
     /// [`Error::Io`] when the object store cannot be opened (for S3: missing
     /// credentials or endpoint, an unreachable bucket);
     /// [`Error::Locked`] when another process has the store open;
     /// [`Error::SchemaMismatch`] / [`Error::ChunkerMismatch`] when the store
-    /// was made by another version or with other chunking parameters.
+    /// was made by another version or with other chunking parameters;
+    /// [`Error::InvalidInput`] for a PostgreSQL URL in a build without the
+    /// `postgres` feature; [`Error::Backend`] when the database cannot be
+    /// reached.
     pub fn open(data_dir: &Path, opts: StoreOptions) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let objects = open_objects(&opts, &data_dir.join("objects"))?;
@@ -202,7 +211,7 @@ impl Store {
     }
 
     /// Opens with a given object store and clock (tests, benches); the
-    /// metadata is RocksDB under `meta/`.
+    /// metadata is where [`StoreOptions::meta`] says.
     ///
     /// # Errors
     /// As [`Store::open`].
@@ -213,7 +222,17 @@ impl Store {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
-        let meta = Arc::new(RocksMeta::open(&data_dir.join("meta"))?);
+        let meta: Arc<dyn MetaStore> = match &opts.meta {
+            MetaBackend::RocksDb => Arc::new(RocksMeta::open(&data_dir.join("meta"))?),
+            #[cfg(feature = "postgres")]
+            MetaBackend::Postgres(url) => Arc::new(meta::PgMeta::open(url)?),
+            #[cfg(not(feature = "postgres"))]
+            MetaBackend::Postgres(_) => {
+                return Err(Error::InvalidInput(
+                    "storage.meta names PostgreSQL, but this build has no `postgres` feature".into(),
+                ));
+            }
+        };
         Self::open_on(data_dir, opts, meta, objects, clock)
     }
 

@@ -1,8 +1,8 @@
 //! The content-addressed store: chunks named by their BLAKE3 hash in an
 //! object store ([`objects`]), file manifests and refcounts in a metadata
-//! backend ([`meta`]: RocksDB by default, an in-memory twin for tests). Every
-//! protocol drives these operations; nothing here knows about HTTP, and only
-//! `meta::rocks` knows about RocksDB.
+//! backend ([`meta`]: RocksDB by default, PostgreSQL for a shared store, an
+//! in-memory twin for tests). Every protocol drives these operations;
+//! nothing here knows about HTTP, and only `meta::rocks` knows about RocksDB.
 //!
 //! Write order makes a crash harmless: an object is durable (the object
 //! store's barrier) before any row naming it is written, and a file becomes
@@ -22,6 +22,7 @@ pub mod error;
 pub mod filetype;
 pub mod id;
 pub mod manifest;
+pub mod meta_backend;
 pub mod name;
 pub mod object;
 pub mod objects;
@@ -71,6 +72,7 @@ pub use self::error::{Error, Result};
 pub use self::filetype::TypePolicy;
 pub use self::id::{ChunkId, FileId, UploadId};
 pub use self::manifest::Entry;
+pub use self::meta_backend::MetaBackend;
 pub use self::name::FileName;
 pub use self::objects::{Faulty, FsObjects, FsyncPolicy, MemObjects, ObjectEntry, ObjectStore};
 

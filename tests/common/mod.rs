@@ -10,6 +10,7 @@ pub mod cli;
 #[cfg(feature = "s3")]
 pub mod garage;
 pub mod http;
+pub mod postgres;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -2,8 +2,10 @@
 //! families, key layouts and row encodings ([`keys`]), the small
 //! [`MetaStore`] trait every backend implements, and the backend-neutral
 //! [`Batch`] of writes that becomes visible atomically. Backends:
-//! [`RocksMeta`] (RocksDB, the default) and [`MemMeta`] (an in-memory twin
-//! for tests, benches and fuzzing). Nothing outside [`rocks`] names RocksDB,
+//! [`RocksMeta`] (RocksDB, the default), `PgMeta` (PostgreSQL, feature
+//! `postgres`: several servers on one store; see `postgres` for its tables)
+//! and [`MemMeta`] (an in-memory twin for tests, benches and fuzzing).
+//! Nothing outside [`rocks`] names RocksDB,
 //! and nothing here knows about files, sessions or GC: the store's modules
 //! own what the rows mean.
 //!
@@ -26,10 +28,14 @@
 
 pub mod keys;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod rocks;
 
 pub use self::keys::{ChunkRow, ChunkState, SCHEMA_BEFORE_TENANTS, SCHEMA_VERSION, gcq_key, manifest_key};
 pub use self::memory::MemMeta;
+#[cfg(feature = "postgres")]
+pub use self::postgres::PgMeta;
 pub use self::rocks::RocksMeta;
 
 use super::error::Result;
