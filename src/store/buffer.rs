@@ -32,9 +32,19 @@ pub const POOLED_MAX: usize = 4 * 1024 * 1024 + STEP;
 /// stay resident: this is what reuse costs in memory when idle).
 pub const POOLED_BYTES: usize = 16 * 1024 * 1024;
 
-/// Capacities are rounded up to a multiple of this, so that a buffer given
-/// back fits most later requests (chunk sizes vary continuously).
-const STEP: usize = 256 * 1024;
+/// The capacity of every pooled buffer up to it: a default-sized largest
+/// chunk (1 MiB) with its object header, or decoded with the one spare byte
+/// of [`super::object::decompress_capped_into`]. One size for all means a
+/// buffer given back fits any later request, so the pool holds no more
+/// buffers than were ever in use at once, however long the server runs
+/// (with sizes rounded to steps instead, it kept adding buffers of sizes it
+/// lacked until its cap, and peak memory grew with the length of a
+/// transfer). Larger requests (a store with larger chunks) get their size
+/// rounded up to [`STEP`].
+pub const CLASS: usize = 1024 * 1024 + STEP;
+
+/// The rounding of capacities above [`CLASS`].
+const STEP: usize = 64 * 1024;
 
 static POOL: Pool = Pool::new();
 
@@ -67,7 +77,7 @@ impl Pool {
                 v
             })
         };
-        let vec = reused.unwrap_or_else(|| Vec::with_capacity(len.next_multiple_of(STEP)));
+        let vec = reused.unwrap_or_else(|| Vec::with_capacity(len.max(CLASS).next_multiple_of(STEP)));
         Buffer { vec, pool: self }
     }
 
@@ -168,7 +178,7 @@ mod tests {
         let len = 300 * 1024 + 17;
         let mut b = P.take(len);
         assert!(b.capacity() >= len && b.is_empty());
-        assert_eq!(b.capacity() % STEP, 0, "rounded up to the step");
+        assert_eq!(b.capacity(), CLASS, "one size for chunk-sized requests");
         b.extend_from_slice(&vec![7u8; len]);
         let ptr = b.as_ptr();
         let bytes = b.freeze(10..20);
@@ -177,7 +187,7 @@ mod tests {
         drop(bytes);
         assert_eq!(P.bytes(), 0, "a live clone keeps the buffer");
         drop(clone);
-        assert_eq!(P.bytes(), 512 * 1024);
+        assert_eq!(P.bytes(), CLASS);
         let again = P.take(len - 1000);
         assert_eq!(again.as_ptr(), ptr, "the same allocation, reused");
         assert!(again.is_empty(), "handed out empty");
@@ -187,7 +197,7 @@ mod tests {
     #[test]
     fn the_smallest_fitting_buffer_is_reused() {
         static P: Pool = Pool::new();
-        let (big, small) = (P.take(1024 * 1024), P.take(300 * 1024));
+        let (big, small) = (P.take(2 * 1024 * 1024), P.take(300 * 1024));
         let small_ptr = small.as_ptr();
         drop((big, small));
         assert_eq!(P.take(200 * 1024).as_ptr(), small_ptr);
