@@ -28,6 +28,7 @@ pub use self::auth::Principal;
 pub use self::budget::Reservation;
 pub use self::error::{ApiError, Dialect, Plain, body_failed, documented, is_idle, json_errors};
 pub use self::extract::{Caller, InPath, JsonBody, PathParam};
+pub(crate) use self::extract::id_in_path;
 pub use self::metrics::Metrics;
 use crate::config::Config;
 use crate::store::Store;
