@@ -277,7 +277,8 @@ impl Committer<'_> {
     /// the commit stands and sends only the segments it lacks. A server
     /// without commits in parts gets the one-shot commit.
     async fn in_parts(&mut self, req: &CommitRequest) -> Result<FileInfo> {
-        let open = CommitOpen { name: req.name.clone(), content_type: req.content_type.clone(), size: req.size };
+        let open =
+            CommitOpen { name: req.name.clone(), content_type: req.content_type.clone(), size: req.size };
         let session = match self.client.open_commit(&open).await {
             Ok(s) => s,
             Err(ClientError::Api { status: 404 | 405, .. }) => return self.whole(req).await,

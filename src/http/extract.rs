@@ -48,7 +48,8 @@ macro_rules! id_in_path {
             const ANSWER: (u16, &'static str) = (404, concat!("No such ", $kind));
 
             fn from_path(s: &str) -> Result<$t, $crate::http::ApiError> {
-                let not_found = || $crate::http::ApiError::NotFound(format!(concat!($kind, " {} not found"), s));
+                let not_found =
+                    || $crate::http::ApiError::NotFound(format!(concat!($kind, " {} not found"), s));
                 s.parse().map($wrap).map_err(|_| not_found())
             }
         }

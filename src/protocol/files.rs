@@ -41,7 +41,13 @@ pub struct ListQuery {
 const MAX_SEARCH: usize = 255;
 
 // A file id in a path (`{id}`); a malformed one is simply not found.
-id_in_path!(FileId, std::convert::identity, "file", "File id (a ULID)", r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$");
+id_in_path!(
+    FileId,
+    std::convert::identity,
+    "file",
+    "File id (a ULID)",
+    r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$"
+);
 
 /// List files, newest first; `name` and `q` find files by name.
 ///

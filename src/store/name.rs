@@ -88,7 +88,6 @@ impl FileName {
         }
         Ok(FileName(base.to_string()))
     }
-
 }
 
 /// The Unicode bidirectional formatting characters (UAX #9): marks,

@@ -27,8 +27,8 @@ use super::Store;
 use super::error::{Error, Result};
 use super::id::{ChunkId, FileId};
 use super::manifest::Entry;
-use super::name::checked_string;
 use super::meta::{Batch, Cf};
+use super::name::checked_string;
 
 /// A tenant's name: 1 to 63 of `a-z`, `0-9`, `-` (a DNS label's alphabet,
 /// so it fits a key, a path and a bucket prefix).
