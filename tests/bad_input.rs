@@ -620,3 +620,47 @@ async fn traversal_names_are_reduced_to_their_last_component() {
     s.stop().await;
     assert_nothing_outside(parent.path());
 }
+
+/// JSON of the wrong shape gets a status the API document states for the
+/// operation, and every status the document says is for JSON without the
+/// request's shape is one such JSON gets: the document claims no answer
+/// the server never sends.
+#[tokio::test]
+async fn wrong_shape_json_gets_a_documented_status() {
+    let (_dir, s) = TestServer::start_temp_with(|c| c.auth.mode = depot::config::AuthMode::Token).await;
+    let admin = common::http::as_token(&s.admin_token().await);
+    let file = s.upload_raw_as(&admin, "x.bin", b"some bytes").await;
+    let doc = serde_json::to_value(depot::server::openapi()).unwrap();
+    let link = format!("/api/files/{}/link", file.id);
+    let quota = "/api/admin/tenants/a/quota";
+    let cases = [
+        (Method::POST, "/api/admin/tokens", "/api/admin/tokens", json!({"tenant": 5, "scopes": "all"})),
+        (Method::PUT, "/api/admin/tenants/{tenant}/quota", quota, json!({"bytes": "lots"})),
+        (Method::PUT, "/api/admin/tenants/{tenant}/quota", quota, json!(["not", "an object"])),
+        (Method::POST, "/api/files/{id}/link", &link, json!({"expires_in": "soon"})),
+        (Method::POST, "/api/files", "/api/files", json!({"name": 5, "chunks": "none"})),
+        (Method::POST, "/api/commits", "/api/commits", json!({"name": "x", "size": "big"})),
+    ];
+    let mut got: std::collections::BTreeMap<(String, &str), Vec<String>> = Default::default();
+    for (method, route, path, body) in cases {
+        let r = admin.request(method.clone(), s.url(path)).json(&body).send().await.unwrap();
+        let status = r.status().as_str().to_string();
+        let op = method.as_str().to_lowercase();
+        let documented = doc["paths"][route][&op]["responses"].as_object().unwrap();
+        assert!(
+            documented.contains_key(&status),
+            "{method} {route} with {body}: {status}, which the document does not state: {documented:?}"
+        );
+        got.entry((op, route)).or_default().push(status);
+    }
+    for ((op, route), statuses) in got {
+        for (status, answer) in doc["paths"][route][&op]["responses"].as_object().unwrap() {
+            let described = answer["description"].as_str().unwrap_or_default();
+            assert!(
+                !described.contains("request's shape") || statuses.contains(status),
+                "{op} {route}: {status} {described:?} is documented, but JSON of the wrong shape gets {statuses:?}"
+            );
+        }
+    }
+    s.stop().await;
+}

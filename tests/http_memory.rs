@@ -13,11 +13,20 @@ use futures_util::StreamExt;
 /// The body budget [`start_with_budget`] gives the server.
 const BUDGET: u64 = 32 << 20;
 
-/// The real binary in its own process (no fsync, rate limits or GC) over
-/// `dir/data`, with a body budget of [`BUDGET`].
-async fn start_with_budget(dir: &std::path::Path) -> Served {
-    let env = [("DEPOT_LOG", "warn"), ("DEPOT_MAX_BUFFERED", "32MiB")];
-    Served::start(&dir.join("data"), &["--listen", "127.0.0.1:0"], &env).await
+/// The real binary in its own process (no fsync, rate limits or GC) over a
+/// fresh temporary directory, logging warnings only, with `env` on top:
+/// the directory's guard, the server, its pid and its base URL.
+async fn start(env: &[(&str, &str)]) -> (tempfile::TempDir, Served, u32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [&[("DEPOT_LOG", "warn")], env].concat();
+    let server = Served::start(&dir.path().join("data"), &["--listen", "127.0.0.1:0"], &env).await;
+    let (pid, base) = (server.child.id().unwrap(), server.base.clone());
+    (dir, server, pid, base)
+}
+
+/// [`start`] with a body budget of [`BUDGET`].
+async fn start_with_budget() -> (tempfile::TempDir, Served, u32, String) {
+    start(&[("DEPOT_MAX_BUFFERED", "32MiB")]).await
 }
 
 fn rss_of(pid: u32) -> u64 {
@@ -53,11 +62,7 @@ fn sampler(pid: u32) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHand
 async fn a_1_gib_download_keeps_server_memory_flat() {
     const SIZE: u64 = 1 << 30;
     const BOUND: u64 = 64 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    // The real binary in its own process (no fsync, rate limits or GC).
-    let server =
-        Served::start(&dir.path().join("data"), &["--listen", "127.0.0.1:0"], &[("DEPOT_LOG", "warn")]).await;
-    let (pid, base) = (server.child.id().unwrap(), server.base.clone());
+    let (_dir, server, pid, base) = start(&[]).await;
     let client = reqwest::Client::new();
 
     // Upload 1 GiB generated on the fly (64 distinct MiB, repeated: the
@@ -126,9 +131,7 @@ async fn a_1_gib_download_keeps_server_memory_flat() {
 async fn concurrent_streamed_uploads_stay_within_the_body_budget() {
     const OVERHEAD: u64 = 80 << 20;
     const SIZE: usize = 8 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_with_budget(dir.path()).await;
-    let (pid, base) = (server.child.id().unwrap(), server.base.clone());
+    let (_dir, server, pid, base) = start_with_budget().await;
     let client = reqwest::Client::new();
     let bodies: Vec<bytes::Bytes> = (0..96).map(|i| pseudo_random(SIZE, 100 + i).into()).collect();
 
@@ -226,10 +229,7 @@ async fn refused(
 async fn a_200_mib_json_body_is_refused_with_bounded_memory() {
     const HUGE: u64 = 200 << 20;
     const BOUND: u64 = 64 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let server =
-        Served::start(&dir.path().join("data"), &["--listen", "127.0.0.1:0"], &[("DEPOT_LOG", "warn")]).await;
-    let (pid, base) = (server.child.id().unwrap(), server.base.clone());
+    let (_dir, server, pid, base) = start(&[]).await;
     let baseline = rss_of(pid);
     let (stop, peak) = sampler(pid);
     let host = base.trim_start_matches("http://");
@@ -274,9 +274,7 @@ async fn a_200_mib_json_body_is_refused_with_bounded_memory() {
 async fn concurrent_json_bodies_stay_within_the_body_budget() {
     const OVERHEAD: u64 = 48 << 20;
     const SIZE: usize = 8 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let server = start_with_budget(dir.path()).await;
-    let (pid, base) = (server.child.id().unwrap(), server.base.clone());
+    let (_dir, server, pid, base) = start_with_budget().await;
     let client = reqwest::Client::new();
     let body = bytes::Bytes::from(common::http::padded_json(SIZE));
     let baseline = rss_of(pid);
@@ -312,10 +310,7 @@ async fn concurrent_json_bodies_stay_within_the_body_budget() {
 /// server grows by less than 64 MiB, and it answers after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_zstd_frames_are_refused_in_bounded_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let server =
-        Served::start(&dir.path().join("data"), &["--listen", "127.0.0.1:0"], &[("DEPOT_LOG", "warn")]).await;
-    let (pid, base) = (server.child.id().unwrap(), server.base.clone());
+    let (_dir, server, pid, base) = start(&[]).await;
     let client = reqwest::Client::new();
     // A frame whose header asks for a 2^27-byte window.
     let data = pseudo_random(200_000, 1);

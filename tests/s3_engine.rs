@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use common::garage::Garage;
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::aws::{AmazonS3, S3ConditionalPut};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
@@ -20,18 +20,7 @@ use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 /// `PutMode::Create` (depot never does).
 fn client(g: &Garage, conditional: bool) -> Arc<AmazonS3> {
     let mode = if conditional { S3ConditionalPut::ETagMatch } else { S3ConditionalPut::Disabled };
-    Arc::new(
-        AmazonS3Builder::new()
-            .with_endpoint(&g.endpoint)
-            .with_bucket_name(&g.bucket)
-            .with_region("garage")
-            .with_access_key_id(&g.key_id)
-            .with_secret_access_key(&g.secret)
-            .with_allow_http(true)
-            .with_conditional_put(mode)
-            .build()
-            .unwrap(),
-    )
+    Arc::new(g.s3_builder().with_conditional_put(mode).build().unwrap())
 }
 
 fn key(s: &str) -> Path {

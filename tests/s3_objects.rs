@@ -43,15 +43,7 @@ async fn keys_follow_the_layout_and_foreign_names_are_skipped() {
     let store = Arc::new(store);
     let id = ChunkId::of(b"k");
     let hex = id.to_string();
-    let raw = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(&g.endpoint)
-        .with_bucket_name(&g.bucket)
-        .with_region("garage")
-        .with_access_key_id(&g.key_id)
-        .with_secret_access_key(&g.secret)
-        .with_allow_http(true)
-        .build()
-        .unwrap();
+    let raw = g.s3_builder().build().unwrap();
     let s = store.clone();
     tokio::task::spawn_blocking(move || assert!(s.put_if_absent(&id, &[b"abc"]).unwrap())).await.unwrap();
     let key = format!("depot/chunks/{}/{hex}", &hex[..2]);

@@ -56,15 +56,7 @@ fn offline(data: &std::path::Path, env: &[(String, String)], args: &[&str]) -> (
 
 /// How many chunk objects the bucket holds (a ListObjectsV2 walk).
 async fn chunk_objects(g: &Garage) -> usize {
-    let raw = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(&g.endpoint)
-        .with_bucket_name(&g.bucket)
-        .with_region("garage")
-        .with_access_key_id(&g.key_id)
-        .with_secret_access_key(&g.secret)
-        .with_allow_http(true)
-        .build()
-        .unwrap();
+    let raw = g.s3_builder().build().unwrap();
     let prefix = format!("{PREFIX}/chunks").as_str().into();
     let all: Vec<_> = futures_util::StreamExt::collect(raw.list(Some(&prefix))).await;
     all.into_iter().collect::<Result<Vec<_>, _>>().unwrap().len()

@@ -223,10 +223,11 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
     report.size = entries.iter().map(|e| u64::from(e.len)).sum();
     report.chunks = entries.len() as u64;
     let req = CommitRequest { name: name.clone(), content_type: None, size: report.size, chunks: entries };
+    let mut committer = Committer { client, source: &source, chunker: &chunker, report: &mut report };
     let file = if req.chunks.len() > SEGMENT_ENTRIES {
-        commit_in_parts(client, &req, &source, &chunker, &mut report).await?
+        committer.in_parts(&req).await?
     } else {
-        commit_whole(client, &req, &source, &chunker, &mut report).await?
+        committer.whole(&req).await?
     };
     progress.finish();
     report.id = file.id.clone();
@@ -234,65 +235,123 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
     Ok((file, report))
 }
 
-/// Commits a manifest in one request (`POST /api/files`).
-async fn commit_whole(
-    client: &Client,
-    req: &CommitRequest,
-    source: &Source,
-    chunker: &Chunker,
-    report: &mut PutReport,
-) -> Result<FileInfo> {
-    match client.commit(req).await {
-        // Chunks vanished between the query and the commit (a GC, a server
-        // repair): send them again from the source, once.
-        Err(ClientError::Api { status: 409, missing, .. }) if !missing.is_empty() => {
-            resend(client, source, chunker, &missing, report).await?;
-            client.commit(req).await
-        }
-        other => other,
-    }
+/// What committing a manifest works with: the client, where the bytes came
+/// from and how they were cut (to send again chunks the server lost), and
+/// the report the resent chunks are counted into.
+struct Committer<'a> {
+    client: &'a Client,
+    source: &'a Source,
+    chunker: &'a Chunker,
+    report: &'a mut PutReport,
 }
 
 /// How often a commit in parts asks where it stands and goes on after a
 /// failure that retrying did not cure.
 const RESUMES: u32 = 3;
 
-/// Commits a manifest longer than one segment in parts (`/api/commits`),
-/// so that no request grows with the file: the segments, then the finish.
-/// A segment or finish that names chunks the server lost (a lease that ran
-/// out) sends them from the source and tries again; a failure that retrying
-/// did not cure (the server restarting, a broken connection) asks where
-/// the commit stands and sends only the segments it lacks. A server
-/// without commits in parts gets the one-shot commit.
-async fn commit_in_parts(
-    client: &Client,
-    req: &CommitRequest,
-    source: &Source,
-    chunker: &Chunker,
-    report: &mut PutReport,
-) -> Result<FileInfo> {
-    let open = CommitOpen { name: req.name.clone(), content_type: req.content_type.clone(), size: req.size };
-    let session = match client.open_commit(&open).await {
-        Ok(s) => s,
-        Err(ClientError::Api { status: 404 | 405, .. }) => {
-            return commit_whole(client, req, source, chunker, report).await;
-        }
-        Err(e) => return Err(e),
-    };
-    let mut sent: HashSet<u32> = HashSet::new();
-    let mut resumes = 0;
-    loop {
-        match send_parts(client, &session, req, &mut sent, source, chunker, report).await {
-            Err(e) if resumes < RESUMES && resumable(&e) => {
-                resumes += 1;
-                let status = client.commit_status(&session.id).await?;
-                if let Some(file) = status.file {
-                    return Ok(file);
-                }
-                sent = status.segments.into_iter().collect();
+impl Committer<'_> {
+    /// Runs a step of the commit; when it fails because chunks vanished
+    /// between the query and the step (a GC, a server repair, a lease that
+    /// ran out), sends them again from the source and runs it once more.
+    async fn healing<T, F: Future<Output = Result<T>>>(&mut self, step: impl Fn() -> F) -> Result<T> {
+        match step().await {
+            Err(ClientError::Api { status: 409, missing, .. }) if !missing.is_empty() => {
+                self.resend(&missing).await?;
+                step().await
             }
-            other => return other,
+            other => other,
         }
+    }
+
+    /// Commits a manifest in one request (`POST /api/files`).
+    async fn whole(&mut self, req: &CommitRequest) -> Result<FileInfo> {
+        let client = self.client;
+        self.healing(|| client.commit(req)).await
+    }
+
+    /// Commits a manifest longer than one segment in parts (`/api/commits`),
+    /// so that no request grows with the file: the segments, then the finish.
+    /// A segment or finish that names chunks the server lost (a lease that ran
+    /// out) sends them from the source and tries again; a failure that retrying
+    /// did not cure (the server restarting, a broken connection) asks where
+    /// the commit stands and sends only the segments it lacks. A server
+    /// without commits in parts gets the one-shot commit.
+    async fn in_parts(&mut self, req: &CommitRequest) -> Result<FileInfo> {
+        let open =
+            CommitOpen { name: req.name.clone(), content_type: req.content_type.clone(), size: req.size };
+        let session = match self.client.open_commit(&open).await {
+            Ok(s) => s,
+            Err(ClientError::Api { status: 404 | 405, .. }) => return self.whole(req).await,
+            Err(e) => return Err(e),
+        };
+        let mut sent: HashSet<u32> = HashSet::new();
+        let mut resumes = 0;
+        loop {
+            match self.send_parts(&session, req, &mut sent).await {
+                Err(e) if resumes < RESUMES && resumable(&e) => {
+                    resumes += 1;
+                    let status = self.client.commit_status(&session.id).await?;
+                    if let Some(file) = status.file {
+                        return Ok(file);
+                    }
+                    sent = status.segments.into_iter().collect();
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends the segments not in `sent` (recording each one acknowledged),
+    /// then finishes.
+    async fn send_parts(
+        &mut self,
+        session: &CommitSession,
+        req: &CommitRequest,
+        sent: &mut HashSet<u32>,
+    ) -> Result<FileInfo> {
+        let (client, id) = (self.client, &session.id);
+        for (n, seg) in req.chunks.chunks(session.max_entries.max(1)).enumerate() {
+            let n = n as u32;
+            if sent.contains(&n) {
+                continue;
+            }
+            self.healing(|| client.put_segment(id, n, seg)).await?;
+            sent.insert(n);
+        }
+        self.healing(|| client.finish_commit(id)).await
+    }
+
+    /// Sends chunks the commit found missing, re-reading them from the source.
+    async fn resend(&mut self, missing: &[ChunkId]) -> Result<()> {
+        if matches!(self.source, Source::Stdin) {
+            return Err(ClientError::Protocol(format!(
+                "the server lost {} chunk(s) before the commit and stdin cannot be read twice; run the put again",
+                missing.len()
+            )));
+        }
+        let want: HashSet<ChunkId> = missing.iter().copied().collect();
+        let (source, chunker) = (self.source.clone(), self.chunker.clone());
+        let found = tokio::task::spawn_blocking(move || -> Result<Vec<(ChunkId, Bytes)>> {
+            let mut out = Vec::new();
+            let mut seen = HashSet::new();
+            for c in ReadChunker::new(source.open()?, chunker) {
+                let c = c.map_err(|e| ClientError::io("reading the input", e))?;
+                let id = ChunkId::of(&c);
+                if want.contains(&id) && seen.insert(id) {
+                    out.push((id, c));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| ClientError::Io(format!("reader: {e}")))??;
+        for (id, data) in found {
+            let (body, zstd) = wire_body(data);
+            self.report.sent_bytes += body.len() as u64;
+            self.report.sent_chunks += 1;
+            self.client.put_chunk(&id, body, zstd).await?;
+        }
+        Ok(())
     }
 }
 
@@ -300,42 +359,6 @@ async fn commit_in_parts(
 /// server's status.
 fn resumable(e: &ClientError) -> bool {
     matches!(e, ClientError::Unreachable { .. } | ClientError::Broken(_)) || e.transient()
-}
-
-/// Sends the segments not in `sent` (recording each one acknowledged),
-/// then finishes.
-async fn send_parts(
-    client: &Client,
-    session: &CommitSession,
-    req: &CommitRequest,
-    sent: &mut HashSet<u32>,
-    source: &Source,
-    chunker: &Chunker,
-    report: &mut PutReport,
-) -> Result<FileInfo> {
-    let id = &session.id;
-    for (n, seg) in req.chunks.chunks(session.max_entries.max(1)).enumerate() {
-        let n = n as u32;
-        if sent.contains(&n) {
-            continue;
-        }
-        match client.put_segment(id, n, seg).await {
-            Ok(_) => {}
-            Err(ClientError::Api { status: 409, missing, .. }) if !missing.is_empty() => {
-                resend(client, source, chunker, &missing, report).await?;
-                client.put_segment(id, n, seg).await?;
-            }
-            Err(e) => return Err(e),
-        }
-        sent.insert(n);
-    }
-    match client.finish_commit(id).await {
-        Err(ClientError::Api { status: 409, missing, .. }) if !missing.is_empty() => {
-            resend(client, source, chunker, &missing, report).await?;
-            client.finish_commit(id).await
-        }
-        other => other,
-    }
 }
 
 /// Asks which of a batch's chunks the server lacks and sends those.
@@ -456,43 +479,4 @@ fn wire_body(data: Bytes) -> (Bytes, bool) {
         }
     }
     (data, false)
-}
-
-/// Sends chunks the commit found missing, re-reading them from the source.
-async fn resend(
-    client: &Client,
-    source: &Source,
-    chunker: &Chunker,
-    missing: &[ChunkId],
-    report: &mut PutReport,
-) -> Result<()> {
-    if matches!(source, Source::Stdin) {
-        return Err(ClientError::Protocol(format!(
-            "the server lost {} chunk(s) before the commit and stdin cannot be read twice; run the put again",
-            missing.len()
-        )));
-    }
-    let want: HashSet<ChunkId> = missing.iter().copied().collect();
-    let (source, chunker) = (source.clone(), chunker.clone());
-    let found = tokio::task::spawn_blocking(move || -> Result<Vec<(ChunkId, Bytes)>> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        for c in ReadChunker::new(source.open()?, chunker) {
-            let c = c.map_err(|e| ClientError::io("reading the input", e))?;
-            let id = ChunkId::of(&c);
-            if want.contains(&id) && seen.insert(id) {
-                out.push((id, c));
-            }
-        }
-        Ok(out)
-    })
-    .await
-    .map_err(|e| ClientError::Io(format!("reader: {e}")))??;
-    for (id, data) in found {
-        let (body, zstd) = wire_body(data);
-        report.sent_bytes += body.len() as u64;
-        report.sent_chunks += 1;
-        client.put_chunk(&id, body, zstd).await?;
-    }
-    Ok(())
 }

@@ -29,15 +29,24 @@ const UNMATCHED: &str = "unmatched";
 /// The scrape endpoint, whose answers are not counted as response bytes.
 const METRICS: &str = "/metrics";
 
-/// A request body that counts its data bytes into the server's total and
-/// the request's own.
-struct CountedIn {
+/// A body that passes its frames on and tells a [`Tally`] about them.
+struct Counted<T: Tally> {
     inner: Body,
-    total: Arc<AtomicU64>,
-    this: Arc<AtomicU64>,
+    tally: T,
 }
 
-impl HttpBody for CountedIn {
+/// What a [`Counted`] body reports to, as its frames go by.
+trait Tally: Send + Unpin + 'static {
+    /// A frame went by carrying `n` data bytes (0 for trailers);
+    /// `at_end`: the inner body says nothing follows.
+    fn frame(&mut self, n: u64, at_end: bool);
+    /// The body ended (`true`) or failed (`false`).
+    fn ended(&mut self, _complete: bool) {}
+    /// The body is dropped (`at_end`: the inner body said it was over).
+    fn dropped(&mut self, _at_end: bool) {}
+}
+
+impl<T: Tally> HttpBody for Counted<T> {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -46,12 +55,15 @@ impl HttpBody for CountedIn {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(d) = frame.data_ref() {
-                let n = d.len() as u64;
-                self.total.fetch_add(n, Ordering::Relaxed);
-                self.this.fetch_add(n, Ordering::Relaxed);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                let at_end = self.inner.is_end_stream();
+                self.tally.frame(n, at_end);
             }
+            Poll::Ready(None) => self.tally.ended(true),
+            Poll::Ready(Some(Err(_))) => self.tally.ended(false),
+            Poll::Pending => {}
         }
         polled
     }
@@ -62,6 +74,27 @@ impl HttpBody for CountedIn {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl<T: Tally> Drop for Counted<T> {
+    fn drop(&mut self) {
+        let at_end = self.inner.is_end_stream();
+        self.tally.dropped(at_end);
+    }
+}
+
+/// A request body's tally: its data bytes go into the server's total and
+/// the request's own.
+struct BytesIn {
+    total: Arc<AtomicU64>,
+    this: Arc<AtomicU64>,
+}
+
+impl Tally for BytesIn {
+    fn frame(&mut self, n: u64, _at_end: bool) {
+        self.total.fetch_add(n, Ordering::Relaxed);
+        self.this.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -78,11 +111,10 @@ struct Line {
     status: StatusCode,
 }
 
-/// A response body that counts what it sends and, at its end (or when it
-/// is dropped before: the client went away), writes the access line and
+/// A response body's tally: counts what it sends and, at its end (or when
+/// it is dropped before: the client went away), writes the access line and
 /// records the duration.
 struct Accounted {
-    inner: Body,
     metrics: Arc<Metrics>,
     sent: u64,
     /// Whether the bytes go into the server's total: not those of a
@@ -97,8 +129,8 @@ struct Accounted {
 }
 
 impl Accounted {
-    fn complete(&self) -> bool {
-        self.inner.is_end_stream() || self.expected == Some(self.sent)
+    fn complete(&self, at_end: bool) -> bool {
+        at_end || self.expected == Some(self.sent)
     }
 
     fn finish(&mut self, complete: bool) {
@@ -119,48 +151,24 @@ impl Accounted {
     }
 }
 
-impl HttpBody for Accounted {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(d) = frame.data_ref() {
-                    let n = d.len() as u64;
-                    self.sent += n;
-                    if self.counted {
-                        self.metrics.bytes_out.fetch_add(n, Ordering::Relaxed);
-                    }
-                }
-                if self.complete() {
-                    self.finish(true);
-                }
-            }
-            Poll::Ready(None) => self.finish(true),
-            Poll::Ready(Some(Err(_))) => self.finish(false),
-            Poll::Pending => {}
+impl Tally for Accounted {
+    fn frame(&mut self, n: u64, at_end: bool) {
+        self.sent += n;
+        if self.counted {
+            self.metrics.bytes_out.fetch_add(n, Ordering::Relaxed);
         }
-        polled
+        if self.complete(at_end) {
+            self.finish(true);
+        }
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+    fn ended(&mut self, complete: bool) {
+        self.finish(complete);
     }
 
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Accounted {
-    fn drop(&mut self) {
+    fn dropped(&mut self, at_end: bool) {
         // A body that was empty from the start is never polled.
-        let complete = self.complete();
+        let complete = self.complete(at_end);
         self.finish(complete);
     }
 }
@@ -179,7 +187,7 @@ pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> R
         status: StatusCode::OK,
     };
     let (total, this) = (m.bytes_in.clone(), bytes_in);
-    let req = req.map(|b| Body::new(CountedIn { inner: b, total, this }));
+    let req = req.map(|b| Body::new(Counted { inner: b, tally: BytesIn { total, this } }));
     let resp = next.run(req).await;
     let class = (resp.status().as_u16() / 100) as usize;
     if let Some(c) = m.responses.get(class) {
@@ -192,7 +200,8 @@ pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> R
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .filter(|_| line.method != Method::HEAD);
     let counted = line.route != METRICS;
-    resp.map(|b| Body::new(Accounted { inner: b, metrics: m, sent: 0, counted, expected, line: Some(line) }))
+    let tally = Accounted { metrics: m, sent: 0, counted, expected, line: Some(line) };
+    resp.map(|b| Body::new(Counted { inner: b, tally }))
 }
 
 /// Whether a query parameter's value may be a credential: signatures,

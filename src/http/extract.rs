@@ -36,6 +36,27 @@ pub trait PathParam: Sized {
     fn from_path(s: &str) -> Result<Self, ApiError>;
 }
 
+/// Implements [`PathParam`] for an id in a path (`{id}`) that parses with
+/// `str::parse`, wrapped by `$wrap`: a malformed id names nothing, so it is
+/// answered as one that names nothing here, 404 ("No such `$kind`").
+macro_rules! id_in_path {
+    ($t:ty, $wrap:expr, $kind:literal, $description:literal, $pattern:literal) => {
+        impl $crate::http::PathParam for $t {
+            const NAME: &'static str = "id";
+            const DESCRIPTION: &'static str = $description;
+            const PATTERN: &'static str = $pattern;
+            const ANSWER: (u16, &'static str) = (404, concat!("No such ", $kind));
+
+            fn from_path(s: &str) -> Result<$t, $crate::http::ApiError> {
+                let not_found =
+                    || $crate::http::ApiError::NotFound(format!(concat!($kind, " {} not found"), s));
+                s.parse().map($wrap).map_err(|_| not_found())
+            }
+        }
+    };
+}
+pub(crate) use id_in_path;
+
 /// Extracts the path parameter [`PathParam::NAME`] as `T`; in
 /// `#[utoipa::path(params(InPath<T>), responses(InPath::<T>))]`, documents
 /// it and its error answer (list it before the operation's own answers,

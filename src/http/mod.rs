@@ -27,6 +27,7 @@ use tokio::sync::watch;
 pub use self::auth::Principal;
 pub use self::budget::Reservation;
 pub use self::error::{ApiError, Dialect, Plain, body_failed, documented, is_idle, json_errors};
+pub(crate) use self::extract::id_in_path;
 pub use self::extract::{Caller, InPath, JsonBody, PathParam};
 pub use self::metrics::Metrics;
 use crate::config::Config;

@@ -59,8 +59,7 @@ pub fn lifetime(asked: Option<&ExpiresIn>, default: Duration) -> Result<Option<D
     request_body = TokenRequest,
     responses(
         (status = 201, description = "The token; `token` is its secret, shown only here", body = TokenInfo),
-        (status = 400, description = "Bad tenant, scope or expiry, or malformed JSON", body = ErrorBody),
-        JsonShape,
+        (status = 400, description = "Bad tenant, scope or expiry, or malformed JSON; or the JSON does not have the request's shape", body = ErrorBody),
     ))]
 pub async fn create_token(
     State(st): State<AppState>,

@@ -24,7 +24,10 @@ pub struct ChunksMissing(pub ErrorBody);
 #[response(status = 410, description = "The commit expired")]
 pub struct CommitExpired(pub ErrorBody);
 
-/// 422 for a JSON body that parses but does not have the request's shape.
+/// 422 for a JSON body that parses but does not have the request's shape,
+/// where the handler reads the body itself (axum's `Json`, or a field check
+/// of its own). [`crate::http::JsonBody`] answers such a body 400: an
+/// operation that reads it so says so in its own 400.
 #[derive(IntoResponses)]
 #[response(status = 422, description = "The JSON does not have the request's shape")]
 pub struct JsonShape(pub ErrorBody);

@@ -14,7 +14,7 @@ use super::answers::JsonShape;
 use super::file_info;
 use super::range::{RangeRequest, parse_range};
 use crate::http::auth::signed_link;
-use crate::http::{ApiError, AppState, Caller, InPath, PathParam, Routes};
+use crate::http::{ApiError, AppState, Caller, InPath, Routes, id_in_path};
 use crate::store::{ByteStream, FileId, FileRecord, NameFilter, ReadGuard};
 use crate::wire::{ErrorBody, FileInfo, FileList, LinkInfo, LinkRequest};
 
@@ -40,17 +40,14 @@ pub struct ListQuery {
 /// (names are at most 255 bytes).
 const MAX_SEARCH: usize = 255;
 
-/// A file id in a path (`{id}`); a malformed one is simply not found.
-impl PathParam for FileId {
-    const NAME: &'static str = "id";
-    const DESCRIPTION: &'static str = "File id (a ULID)";
-    const PATTERN: &'static str = r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$";
-    const ANSWER: (u16, &'static str) = (404, "No such file");
-
-    fn from_path(s: &str) -> Result<FileId, ApiError> {
-        s.parse().map_err(|_| ApiError::NotFound(format!("file {s} not found")))
-    }
-}
+// A file id in a path (`{id}`); a malformed one is simply not found.
+id_in_path!(
+    FileId,
+    std::convert::identity,
+    "file",
+    "File id (a ULID)",
+    r"^[0-7OoIiLl][0-9A-TV-Za-tv-z]{25}$"
+);
 
 /// List files, newest first; `name` and `q` find files by name.
 ///

@@ -2,11 +2,52 @@
 //! (at the protocol edge) and carried as a type from there, so no later
 //! layer checks it again or forgets to. Pure: no I/O.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
+
+/// The impls of a string newtype whose only way in is its `parse`: it
+/// shows and serializes as the string (with serde's `into = "String"`),
+/// and a string comes back in through `parse` (`try_from = "String"`,
+/// `str::parse`).
+macro_rules! checked_string {
+    ($t:ident) => {
+        impl $t {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl TryFrom<String> for $t {
+            type Error = $crate::store::Error;
+
+            fn try_from(s: String) -> $crate::store::Result<$t> {
+                $t::parse(&s)
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = $crate::store::Error;
+
+            fn from_str(s: &str) -> $crate::store::Result<$t> {
+                $t::parse(s)
+            }
+        }
+    };
+}
+pub(crate) use checked_string;
 
 /// The longest stored name, in bytes (most file systems' limit).
 pub const MAX_NAME_BYTES: usize = 255;
@@ -47,10 +88,6 @@ impl FileName {
         }
         Ok(FileName(base.to_string()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 /// The Unicode bidirectional formatting characters (UAX #9): marks,
@@ -60,33 +97,7 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-impl fmt::Display for FileName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for FileName {
-    type Error = Error;
-
-    fn try_from(s: String) -> Result<FileName> {
-        FileName::parse(&s)
-    }
-}
-
-impl From<FileName> for String {
-    fn from(n: FileName) -> String {
-        n.0
-    }
-}
-
-impl std::str::FromStr for FileName {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<FileName> {
-        FileName::parse(s)
-    }
-}
+checked_string!(FileName);
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,6 @@
 //! `migrate`.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +28,7 @@ use super::error::{Error, Result};
 use super::id::{ChunkId, FileId};
 use super::manifest::Entry;
 use super::meta::{Batch, Cf};
+use super::name::checked_string;
 
 /// A tenant's name: 1 to 63 of `a-z`, `0-9`, `-` (a DNS label's alphabet,
 /// so it fits a key, a path and a bucket prefix).
@@ -52,10 +52,6 @@ impl Tenant {
             Err(Error::InvalidInput(format!("tenant `{s}` must be 1 to 63 of a-z, 0-9 and -")))
         }
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl Default for Tenant {
@@ -64,24 +60,7 @@ impl Default for Tenant {
     }
 }
 
-impl fmt::Display for Tenant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for Tenant {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self> {
-        Self::parse(&s)
-    }
-}
-
-impl From<Tenant> for String {
-    fn from(t: Tenant) -> Self {
-        t.0
-    }
-}
+checked_string!(Tenant);
 
 /// What a caller may see: every tenant (an admin, or a server in `local` or
 /// `open` mode: the global store answers, as before tenants) or one.

@@ -163,6 +163,18 @@ s3_region = "garage"
         }
     }
 
+    /// A raw S3 client's builder for this Garage's bucket (what depot's
+    /// engine does to it, seen from outside).
+    pub fn s3_builder(&self) -> object_store::aws::AmazonS3Builder {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name(&self.bucket)
+            .with_region("garage")
+            .with_access_key_id(&self.key_id)
+            .with_secret_access_key(&self.secret)
+            .with_allow_http(true)
+    }
+
     /// Options for this Garage's bucket under `prefix`.
     pub fn options(&self, prefix: &str) -> S3Options {
         S3Options {

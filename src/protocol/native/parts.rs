@@ -12,7 +12,7 @@
 use axum::Json;
 use axum::http::{StatusCode, header};
 
-use crate::http::{ApiError, Caller, InPath, JsonBody, PathParam};
+use crate::http::{ApiError, Caller, InPath, JsonBody, PathParam, id_in_path};
 use crate::protocol::answers::{ChunksMissing, CommitExpired, FileTooLarge};
 use crate::protocol::file_info;
 use crate::store::manifest::SEGMENT_ENTRIES;
@@ -26,16 +26,7 @@ use crate::wire::{
 /// A commit's id in a path (`{id}`); a malformed one is simply not found.
 pub struct CommitId(pub UploadId);
 
-impl PathParam for CommitId {
-    const NAME: &'static str = "id";
-    const DESCRIPTION: &'static str = "Commit id";
-    const PATTERN: &'static str = r"^[0-9a-fA-F]{32}$";
-    const ANSWER: (u16, &'static str) = (404, "No such commit");
-
-    fn from_path(s: &str) -> Result<CommitId, ApiError> {
-        s.parse().map(CommitId).map_err(|_| ApiError::NotFound(format!("commit {s} not found")))
-    }
-}
+id_in_path!(CommitId, CommitId, "commit", "Commit id", r"^[0-9a-fA-F]{32}$");
 
 /// A segment number in a path (`{n}`): digits only ([`crate::decimal`]),
 /// below [`MAX_SEGMENTS`].
