@@ -331,8 +331,13 @@ impl Store {
     /// length other than `len`, or an object that ends early; I/O errors.
     pub fn read_chunk_part(&self, id: &ChunkId, len: u32, from: usize, to: usize) -> Result<Vec<u8>> {
         let corrupt = |reason: &str| Error::Corrupt { id: *id, reason: reason.into() };
-        let head =
-            self.0.objects.get_range(id, 0, object::HEADER_LEN)?.ok_or_else(|| corrupt("object missing"))?;
+        // The slice is read with the header (one open); for a zstd object
+        // it goes unused and the whole object is read below.
+        let (head, part) = self
+            .0
+            .objects
+            .get_head_and_range(id, object::HEADER_LEN, (object::HEADER_LEN + from) as u64, to - from)?
+            .ok_or_else(|| corrupt("object missing"))?;
         let h = object::Header::decode(&head).map_err(|e| corrupt(e.0))?;
         if h.id != *id {
             return Err(corrupt("object holds another chunk"));
@@ -350,11 +355,6 @@ impl Store {
                 .map(<[u8]>::to_vec)
                 .ok_or_else(|| corrupt("shorter than the manifest says"));
         }
-        let part = self
-            .0
-            .objects
-            .get_range(id, (object::HEADER_LEN + from) as u64, to - from)?
-            .ok_or_else(|| corrupt("object missing"))?;
         if part.len() != to - from {
             return Err(corrupt("object shorter than its header says"));
         }

@@ -11,7 +11,11 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 
+use super::manifest::Entry;
 use super::{Error, FileId, FileRecord, FileState, Result, Store, lock, manifest};
+
+/// The longest read served in one blocking call (see [`Store::read_range`]).
+pub const ONE_HOP: u64 = 1 << 20;
 
 /// A stream of file bytes; an error ends it (the connection must then be
 /// aborted: the body is short or wrong).
@@ -88,6 +92,12 @@ impl Store {
 
     /// Streams bytes `start..end` of an opened file. Must be polled inside a
     /// Tokio runtime.
+    ///
+    /// A range inside one manifest segment and at most [`ONE_HOP`] long (a
+    /// typical `Range` request) is read in one blocking call: its segment
+    /// and the chunk parts it covers. Longer reads stream segment by
+    /// segment, with [`StoreOptions::read_ahead`](super::StoreOptions)
+    /// chunks read ahead.
     pub fn read_range(&self, rec: &FileRecord, guard: ReadGuard, start: u64, end: u64) -> ByteStream {
         let end = end.min(rec.size);
         if start >= end {
@@ -101,6 +111,28 @@ impl Store {
         };
         let id = rec.id;
         let starts = rec.segments.clone();
+        if first == last && end - start <= ONE_HOP {
+            let store = self.clone();
+            let seg_start = starts[first];
+            let parts = async move {
+                store
+                    .blocking(move |s| {
+                        let entries = s.segment(&id, first as u32)?;
+                        parts_in(entries, seg_start, start, end)
+                            .map(|(e, from, to)| s.read_part(&e, from, to))
+                            .collect()
+                    })
+                    .await
+            };
+            let s = stream::once(parts)
+                .map_ok(|parts: Vec<Bytes>| stream::iter(parts.into_iter().map(Ok)))
+                .try_flatten()
+                .map(move |item| {
+                    let _ = &guard;
+                    item
+                });
+            return Box::pin(s);
+        }
         let read_ahead = self.0.opts.read_ahead.max(1);
         let seg_store = self.clone();
         let chunk_store = self.clone();
@@ -109,44 +141,11 @@ impl Store {
                 let store = seg_store.clone();
                 async move { store.blocking(move |s| s.segment(&id, seg as u32)).await.map(|e| (seg, e)) }
             })
-            .map_ok(move |(seg, entries)| {
-                // Each entry with the part of it inside start..end.
-                let mut at = starts[seg];
-                let mut parts = Vec::new();
-                for e in entries {
-                    let (c_start, c_end) = (at, at + u64::from(e.len));
-                    at = c_end;
-                    if c_end <= start || c_start >= end {
-                        continue;
-                    }
-                    let from = start.saturating_sub(c_start) as usize;
-                    let to = (end.min(c_end) - c_start) as usize;
-                    parts.push(Ok((e, from, to)));
-                }
-                stream::iter(parts)
-            })
+            .map_ok(move |(seg, entries)| stream::iter(parts_in(entries, starts[seg], start, end).map(Ok)))
             .try_flatten()
             .map_ok(move |(e, from, to)| {
                 let store = chunk_store.clone();
-                async move {
-                    store
-                        .blocking(move |s| {
-                            let got = if from > 0 || to < e.len as usize {
-                                // Part of a chunk (a Range): only that part is read.
-                                s.read_chunk_part(&e.id, e.len, from, to).map(Bytes::from)
-                            } else {
-                                s.read_chunk(&e.id, e.len)
-                            };
-                            match got {
-                                Err(Error::Corrupt { id, reason }) => {
-                                    s.mark_damaged(&id, &reason)?;
-                                    Err(Error::Corrupt { id, reason })
-                                }
-                                other => other,
-                            }
-                        })
-                        .await
-                }
+                async move { store.blocking(move |s| s.read_part(&e, from, to)).await }
             })
             .try_buffered(read_ahead)
             .map(move |item| {
@@ -156,4 +155,41 @@ impl Store {
             });
         Box::pin(s)
     }
+
+    /// Bytes `from..to` of the chunk `e` names: the whole chunk, or only
+    /// the part (see [`Store::read_chunk_part`]). A chunk found damaged is
+    /// marked so (the next upload of its content heals it).
+    fn read_part(&self, e: &Entry, from: usize, to: usize) -> Result<Bytes> {
+        let got = if from > 0 || to < e.len as usize {
+            self.read_chunk_part(&e.id, e.len, from, to).map(Bytes::from)
+        } else {
+            self.read_chunk(&e.id, e.len)
+        };
+        match got {
+            Err(Error::Corrupt { id, reason }) => {
+                self.mark_damaged(&id, &reason)?;
+                Err(Error::Corrupt { id, reason })
+            }
+            other => other,
+        }
+    }
+}
+
+/// The entries of a segment starting at file offset `seg_start` that overlap
+/// `start..end`, each with the part of it inside (`from..to` in the chunk).
+fn parts_in(
+    entries: Vec<Entry>,
+    seg_start: u64,
+    start: u64,
+    end: u64,
+) -> impl Iterator<Item = (Entry, usize, usize)> {
+    let mut at = seg_start;
+    entries.into_iter().filter_map(move |e| {
+        let (c_start, c_end) = (at, at + u64::from(e.len));
+        at = c_end;
+        if c_end <= start || c_start >= end {
+            return None;
+        }
+        Some((e, start.saturating_sub(c_start) as usize, (end.min(c_end) - c_start) as usize))
+    })
 }

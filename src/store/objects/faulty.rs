@@ -160,6 +160,22 @@ impl ObjectStore for Faulty {
         self.inner.get_into(id, buf)
     }
 
+    fn get_range(&self, id: &ChunkId, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
+        self.enter(Op::Get)?;
+        self.inner.get_range(id, start, len)
+    }
+
+    fn get_head_and_range(
+        &self,
+        id: &ChunkId,
+        head: usize,
+        start: u64,
+        len: usize,
+    ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.enter(Op::Get)?;
+        self.inner.get_head_and_range(id, head, start, len)
+    }
+
     fn contains(&self, id: &ChunkId) -> io::Result<bool> {
         self.enter(Op::Contains)?;
         self.inner.contains(id)

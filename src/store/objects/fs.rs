@@ -204,11 +204,7 @@ impl ObjectStore for FsObjects {
     fn get_into(&self, id: &ChunkId, buf: &mut Vec<u8>) -> io::Result<bool> {
         use std::io::Read;
         buf.clear();
-        let mut file = match fs::File::open(self.path_of(id)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e),
-        };
+        let Some(mut file) = open_existing(&self.path_of(id))? else { return Ok(false) };
         let len = file.metadata()?.len();
         buf.reserve(usize::try_from(len).unwrap_or(0));
         file.read_to_end(buf)?;
@@ -218,24 +214,20 @@ impl ObjectStore for FsObjects {
     /// Positioned reads of just the bytes asked for: a Range request on a
     /// large chunk reads its slice, not the whole file.
     fn get_range(&self, id: &ChunkId, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
-        use std::os::unix::fs::FileExt;
-        let file = match fs::File::open(self.path_of(id)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut buf = vec![0u8; len];
-        let mut got = 0;
-        while got < len {
-            match file.read_at(&mut buf[got..], start + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        buf.truncate(got);
-        Ok(Some(buf))
+        let Some(file) = open_existing(&self.path_of(id))? else { return Ok(None) };
+        read_at_most(&file, start, len).map(Some)
+    }
+
+    /// One open for both reads.
+    fn get_head_and_range(
+        &self,
+        id: &ChunkId,
+        head: usize,
+        start: u64,
+        len: usize,
+    ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let Some(file) = open_existing(&self.path_of(id))? else { return Ok(None) };
+        Ok(Some((read_at_most(&file, 0, head)?, read_at_most(&file, start, len)?)))
     }
 
     fn contains(&self, id: &ChunkId) -> io::Result<bool> {
@@ -381,4 +373,27 @@ impl ObjectStore for FsObjects {
         }
         Ok(n)
     }
+}
+
+/// The file at `path` opened for reading, `None` when it does not exist.
+fn open_existing(path: &Path) -> io::Result<Option<fs::File>> {
+    not_found_is(fs::File::open(path).map(Some), None)
+}
+
+/// Bytes `start..start + len` of `file` by positioned reads; fewer when the
+/// file ends first.
+fn read_at_most(file: &fs::File, start: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match file.read_at(&mut buf[got..], start + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
 }

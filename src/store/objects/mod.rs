@@ -88,6 +88,25 @@ pub trait ObjectStore: Send + Sync + 'static {
         }))
     }
 
+    /// The first `head` bytes of the encoded object and its bytes
+    /// `start..start + len` (each fewer when the object ends first), or
+    /// `None` when absent: a header and a slice read together. The default
+    /// makes two [`ObjectStore::get_range`] calls (two ranged `GET`s
+    /// remotely); the directory opens the file once.
+    ///
+    /// # Errors
+    /// I/O failures other than absence.
+    fn get_head_and_range(
+        &self,
+        id: &ChunkId,
+        head: usize,
+        start: u64,
+        len: usize,
+    ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let Some(h) = self.get_range(id, 0, head)? else { return Ok(None) };
+        Ok(self.get_range(id, start, len)?.map(|r| (h, r)))
+    }
+
     /// Reads the encoded object into `buf`, cleared first; `false` when
     /// absent. The buffer's capacity is used when it suffices (a reused
     /// buffer costs no allocation). The default copies what
