@@ -72,12 +72,7 @@ async fn serve_upload_download_gc_verify_on_garage() {
     let s = serve(&data, &env).await;
     let id_a = s.upload("a.bin", &a).await;
     assert_eq!(s.download(&id_a).await, a);
-    let r = client()
-        .get(s.url(&format!("/api/files/{id_a}")))
-        .header("Range", "bytes=1000-299999")
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_with(&format!("/api/files/{id_a}"), &[("Range", "bytes=1000-299999")]).await;
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(&r.bytes().await.unwrap()[..], &a[1000..300_000]);
     let id_b = s.tus_upload("b.bin", &b).await;

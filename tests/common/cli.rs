@@ -148,9 +148,18 @@ impl Served {
         r.headers()["depot-file-id"].to_str().unwrap().to_string()
     }
 
+    /// `GET path` with `headers`, whatever the answer.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = super::client().get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap()
+    }
+
     /// The whole of file `id` (`GET /api/files/{id}`, must answer 200).
     pub async fn download(&self, id: &str) -> Vec<u8> {
-        let r = super::client().get(self.url(&format!("/api/files/{id}"))).send().await.unwrap();
+        let r = self.get_with(&format!("/api/files/{id}"), &[]).await;
         assert_eq!(r.status(), reqwest::StatusCode::OK);
         r.bytes().await.unwrap().to_vec()
     }
