@@ -21,6 +21,7 @@ pub mod clock;
 pub mod error;
 pub mod filetype;
 pub mod id;
+pub(crate) mod enums;
 pub mod manifest;
 pub mod meta_backend;
 pub mod name;

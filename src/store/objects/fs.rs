@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ObjectEntry, ObjectStore, lock, not_found_is};
 use crate::store::id::ChunkId;
+use crate::store::enums::keywords;
 
 /// When object writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -36,6 +37,8 @@ pub enum FsyncPolicy {
     /// acknowledged data.
     Never,
 }
+
+keywords!(FsyncPolicy { "always" => Always, "batch" => Batch, "never" => Never });
 
 /// The object directory on a local filesystem.
 pub struct FsObjects {
