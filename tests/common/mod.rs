@@ -18,6 +18,13 @@ use std::time::Duration;
 
 use depot::store::{ChunkerParams, FsObjects, FsyncPolicy, ManualClock, Store, StoreOptions};
 
+/// Writes `bytes` to `dir/name`; the path.
+pub fn written(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
 /// A regular upload (`POST url?filename=name`, the raw body) through `c`;
 /// must answer 201.
 pub async fn upload_raw_to(c: &reqwest::Client, url: &str, name: &str, data: &[u8]) -> depot::wire::FileInfo {
