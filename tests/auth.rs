@@ -10,7 +10,9 @@ use common::{TestServer, test_config};
 use depot::config::AuthMode;
 use depot::store::{ChunkId, Tenant};
 use depot::testdata::pseudo_random;
-use depot::wire::{ErrorBody, FileInfo, FileList, LinkInfo, MissingResponse, PutChunkResponse, StatsInfo, TokenInfo};
+use depot::wire::{
+    ErrorBody, FileInfo, FileList, LinkInfo, MissingResponse, PutChunkResponse, StatsInfo, TokenInfo,
+};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::json;
 

@@ -18,10 +18,10 @@
 pub mod buffer;
 pub mod chunker;
 pub mod clock;
+pub(crate) mod enums;
 pub mod error;
 pub mod filetype;
 pub mod id;
-pub(crate) mod enums;
 pub mod manifest;
 pub mod meta_backend;
 pub mod name;

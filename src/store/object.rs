@@ -32,7 +32,10 @@ pub const HEADER_LEN: usize = 56;
 
 byte_enum!(
     /// How a chunk's payload is stored.
-    pub enum Codec { Raw = 0, Zstd = 1 }
+    pub enum Codec {
+        Raw = 0,
+        Zstd = 1,
+    }
 );
 
 /// Why a stored object was rejected.

@@ -72,11 +72,15 @@ impl MetaStore for MemMeta {
     }
 
     fn scan<'a>(&'a self, cf: Cf, prefix: &'a [u8], start: Option<&'a [u8]>) -> KvIter<'a> {
-        Paged::boxed(scan_bounds(prefix, start), false, PAGE, move |lo, hi, rev| Ok(self.page(cf, lo, hi, rev)))
+        Paged::boxed(scan_bounds(prefix, start), false, PAGE, move |lo, hi, rev| {
+            Ok(self.page(cf, lo, hi, rev))
+        })
     }
 
     fn scan_rev<'a>(&'a self, cf: Cf, prefix: &'a [u8], before: Option<&'a [u8]>) -> KvIter<'a> {
-        Paged::boxed(scan_rev_bounds(prefix, before), true, PAGE, move |lo, hi, rev| Ok(self.page(cf, lo, hi, rev)))
+        Paged::boxed(scan_rev_bounds(prefix, before), true, PAGE, move |lo, hi, rev| {
+            Ok(self.page(cf, lo, hi, rev))
+        })
     }
 
     fn counter(&self, counter: Counter) -> Result<i64> {

@@ -43,7 +43,12 @@ where
     F: FnMut(&Bound<Vec<u8>>, &Bound<Vec<u8>>, bool) -> Result<Vec<KeyValue>> + 'a,
 {
     /// A scan between `bounds`, in key order or (`rev`) reversed.
-    pub(super) fn boxed(bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>), rev: bool, page: usize, fetch: F) -> KvIter<'a> {
+    pub(super) fn boxed(
+        bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        rev: bool,
+        page: usize,
+        fetch: F,
+    ) -> KvIter<'a> {
         let (lo, hi) = bounds;
         Box::new(Paged { fetch, page, lo, hi, rev, buf: Vec::new().into_iter(), done: false })
     }

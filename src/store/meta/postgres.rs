@@ -476,7 +476,9 @@ impl MetaStore for PgMeta {
     }
 
     fn scan_rev<'a>(&'a self, cf: Cf, prefix: &'a [u8], before: Option<&'a [u8]>) -> KvIter<'a> {
-        Paged::boxed(scan_rev_bounds(prefix, before), true, PAGE, move |lo, hi, rev| self.page(cf, lo, hi, rev))
+        Paged::boxed(scan_rev_bounds(prefix, before), true, PAGE, move |lo, hi, rev| {
+            self.page(cf, lo, hi, rev)
+        })
     }
 
     fn counter(&self, counter: Counter) -> Result<i64> {

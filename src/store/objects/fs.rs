@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{ObjectEntry, ObjectStore, lock, not_found_is};
-use crate::store::id::ChunkId;
 use crate::store::enums::keywords;
+use crate::store::id::ChunkId;
 
 /// When object writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

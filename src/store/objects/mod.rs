@@ -35,8 +35,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::id::ChunkId;
 use super::enums::keywords;
+use super::id::ChunkId;
 
 pub use self::faulty::{Faulty, Op, Pause};
 pub use self::fs::{FsObjects, FsyncPolicy};
