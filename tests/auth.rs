@@ -10,7 +10,9 @@ use common::{TestServer, test_config};
 use depot::config::AuthMode;
 use depot::store::{ChunkId, Tenant};
 use depot::testdata::pseudo_random;
-use depot::wire::{ErrorBody, FileList, LinkInfo, MissingResponse, PutChunkResponse, StatsInfo, TokenInfo};
+use depot::wire::{
+    ErrorBody, FileInfo, FileList, LinkInfo, MissingResponse, PutChunkResponse, StatsInfo, TokenInfo,
+};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::json;
 
@@ -34,6 +36,16 @@ async fn tenants() -> Tenants {
     let a = as_token(&make_token(&srv, &admin, "a", &["read", "write", "delete"]).await.token.unwrap());
     let b = as_token(&make_token(&srv, &admin, "b", &["read", "write", "delete"]).await.token.unwrap());
     Tenants { _dir: dir, srv, clock, admin, a, b }
+}
+
+impl Tenants {
+    /// `len` pseudo-random bytes (from `seed`) uploaded as `name` by tenant
+    /// `a`: the bytes and the file.
+    async fn a_uploads_random(&self, name: &str, len: usize, seed: u64) -> (Vec<u8>, FileInfo) {
+        let data = pseudo_random(len, seed);
+        let file = self.srv.upload_raw_as(&self.a, name, &data).await;
+        (data, file)
+    }
 }
 
 async fn make_token(srv: &TestServer, admin: &Client, tenant: &str, scopes: &[&str]) -> TokenInfo {
@@ -170,8 +182,7 @@ async fn tenants_see_only_their_own_files() {
 async fn dedup_answers_stay_inside_the_tenant() {
     let t = tenants().await;
     let srv = &t.srv;
-    let data = pseudo_random(2_000_000, 3);
-    let a_file = srv.upload_raw_as(&t.a, "doc.bin", &data).await;
+    let (data, a_file) = t.a_uploads_random("doc.bin", 2_000_000, 3).await;
     let chunks = chunk_ids(srv, &t.a, &a_file.id).await;
     assert!(chunks.len() > 3);
     let hashes: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
@@ -362,8 +373,7 @@ async fn tus_uploads_belong_to_their_tenant() {
 async fn signed_links_work_until_they_should_not() {
     let t = tenants().await;
     let srv = &t.srv;
-    let data = pseudo_random(50_000, 5);
-    let file = srv.upload_raw_as(&t.a, "clip.bin", &data).await;
+    let (data, file) = t.a_uploads_random("clip.bin", 50_000, 5).await;
     let link = |c: &Client, ttl: u64| {
         let c = c.clone();
         let url = srv.url(&format!("/api/files/{}/link", file.id));

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use common::cli::{code, depot, ok, run, run_json, stderr};
-use common::{TestServer, test_config};
+use common::{TestServer, test_config, written};
 use depot::config::{ByteSize, Dur};
 use depot::testdata::pseudo_random;
 use depot::wire::{ChunkingInfo, FileInfo, FileList};
@@ -147,12 +147,9 @@ async fn put_refuses_what_the_server_would_refuse_before_sending() {
     assert_eq!(info.max_file_size, Some(100_000));
     assert_eq!(info.types.unwrap().allowed_extensions, ["png", "bin", "txt"]);
 
-    let big = dir.path().join("big.bin");
-    std::fs::write(&big, pseudo_random(150_000, 1)).unwrap();
-    let fake = dir.path().join("cat.png");
-    std::fs::write(&fake, elf()).unwrap();
-    let pdf = dir.path().join("paper.pdf");
-    std::fs::write(&pdf, b"%PDF-1.4 a paper").unwrap();
+    let big = written(dir.path(), "big.bin", pseudo_random(150_000, 1));
+    let fake = written(dir.path(), "cat.png", elf());
+    let pdf = written(dir.path(), "paper.pdf", b"%PDF-1.4 a paper");
     let before = s.bytes_in();
     for (path, why) in [
         (&big, "accepts files of at most 97.7 KiB"),
@@ -254,8 +251,7 @@ async fn get_refuses_to_overwrite_unless_forced() {
     let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
     let data = pseudo_random(8 << 20, 5);
     let f = s.upload_raw("photo.bin", &data).await;
-    let out_path = dir.path().join("photo.bin");
-    std::fs::write(&out_path, b"my own photo").unwrap();
+    let out_path = written(dir.path(), "photo.bin", b"my own photo");
     let o = run(&s.base, &["get", &f.id, "-o", out_path.to_str().unwrap()]).await;
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     assert!(stderr(&o).contains("exists; use --force"), "{}", stderr(&o));
@@ -281,8 +277,7 @@ async fn get_refuses_to_overwrite_unless_forced() {
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_are_distinct() {
     let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
-    let a = dir.path().join("a.txt");
-    std::fs::write(&a, b"a").unwrap();
+    let a = written(dir.path(), "a.txt", b"a");
     let o = run(&s.base, &["put", a.to_str().unwrap(), a.to_str().unwrap(), "--name", "x"]).await;
     assert_eq!(code(&o), 2, "usage: {}", stderr(&o));
     let o = run(&s.base, &["get"]).await;
@@ -404,8 +399,7 @@ async fn setup_mistakes_are_named_plainly() {
             .kill_on_drop(true);
         c
     };
-    let file = dir.path().join("a-file");
-    std::fs::write(&file, b"x").unwrap();
+    let file = written(dir.path(), "a-file", b"x");
     let o = serve(&file, "127.0.0.1:0").output().await.unwrap();
     assert_eq!(code(&o), 1);
     let err = stderr(&o);

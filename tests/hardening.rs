@@ -47,12 +47,7 @@ async fn client_zstd_frames_are_bounded() {
     let mut two = zstd::bulk::compress(&text[..50_000], 3).unwrap();
     two.extend(zstd::bulk::compress(&text[50_000..], 3).unwrap());
     assert_eq!(put_frame(&s, &id, two).await, StatusCode::CREATED);
-    let r = client()
-        .get(s.url(&format!("/api/chunks/{id}")))
-        .header("Accept-Encoding", "zstd")
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_with(&format!("/api/chunks/{id}"), &[("Accept-Encoding", "zstd")]).await;
     let served = r.bytes().await.unwrap();
     let one = zstd::zstd_safe::find_frame_compressed_size(&served).unwrap();
     assert_eq!(one, served.len(), "one frame");

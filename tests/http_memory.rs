@@ -13,6 +13,9 @@ use futures_util::StreamExt;
 /// The body budget [`start_with_budget`] gives the server.
 const BUDGET: u64 = 32 << 20;
 
+/// The size of each of the bodies sent at once against [`BUDGET`].
+const BODY: usize = 8 << 20;
+
 /// The real binary in its own process (no fsync, rate limits or GC) over a
 /// fresh temporary directory, logging warnings only, with `env` on top:
 /// the directory's guard, the server, its pid and its base URL.
@@ -56,6 +59,29 @@ fn sampler(pid: u32) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHand
         }
     });
     (tx, h)
+}
+
+/// Prints how much the server grew in `what`, and checks it is under `bound`.
+fn assert_grew_less(growth: u64, bound: u64, what: &str) {
+    eprintln!("{what}: server RSS grew {} MiB", growth >> 20);
+    assert!(growth < bound, "{what}: server RSS grew {} MiB", growth >> 20);
+}
+
+/// Runs `tasks` all at once while sampling `pid`'s RSS: their results, in
+/// order, and how far the RSS rose above where it stood before them.
+async fn all_at_once<T: Send + 'static>(
+    pid: u32,
+    tasks: Vec<impl std::future::Future<Output = T> + Send + 'static>,
+) -> (Vec<T>, u64) {
+    let baseline = rss_of(pid);
+    let (stop, peak) = sampler(pid);
+    let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.unwrap());
+    }
+    let _ = stop.send(());
+    (results, peak.await.unwrap().saturating_sub(baseline))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,17 +156,14 @@ async fn a_1_gib_download_keeps_server_memory_flat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_streamed_uploads_stay_within_the_body_budget() {
     const OVERHEAD: u64 = 80 << 20;
-    const SIZE: usize = 8 << 20;
     let (_dir, server, pid, base) = start_with_budget().await;
     let client = reqwest::Client::new();
-    let bodies: Vec<bytes::Bytes> = (0..96).map(|i| pseudo_random(SIZE, 100 + i).into()).collect();
+    let bodies: Vec<bytes::Bytes> = (0..96).map(|i| pseudo_random(BODY, 100 + i).into()).collect();
 
-    let baseline = rss_of(pid);
-    let (stop, peak) = sampler(pid);
     let mut tasks = Vec::new();
     for (i, body) in bodies.iter().enumerate() {
         let (client, base, body) = (client.clone(), base.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(async move {
             if i < 72 {
                 let url = format!("{base}/api/files/upload?filename=f{i}.bin");
                 let r = client.post(url).body(body).send().await.unwrap();
@@ -150,7 +173,7 @@ async fn concurrent_streamed_uploads_stay_within_the_body_budget() {
                 let r = client
                     .post(format!("{base}/api/tus/"))
                     .header("Tus-Resumable", "1.0.0")
-                    .header("Upload-Length", SIZE.to_string())
+                    .header("Upload-Length", BODY.to_string())
                     .header("Upload-Metadata", format!("filename {}", b64(&format!("t{i}.bin"))))
                     .send()
                     .await
@@ -169,16 +192,10 @@ async fn concurrent_streamed_uploads_stay_within_the_body_budget() {
                 assert_eq!(r.status(), 204, "tus append {i}");
                 String::new()
             }
-        }));
+        });
     }
-    let mut ids = Vec::new();
-    for t in tasks {
-        ids.push(t.await.unwrap());
-    }
-    let _ = stop.send(());
-    let growth = peak.await.unwrap().saturating_sub(baseline);
-    eprintln!("96 concurrent 8 MiB uploads, 32 MiB budget: server RSS grew {} MiB", growth >> 20);
-    assert!(growth < BUDGET + OVERHEAD, "server RSS grew {} MiB", growth >> 20);
+    let (ids, growth) = all_at_once(pid, tasks).await;
+    assert_grew_less(growth, BUDGET + OVERHEAD, "96 concurrent 8 MiB uploads, 32 MiB budget");
     // Every regular upload arrived whole.
     for (i, id) in ids.iter().enumerate().filter(|(_, id)| !id.is_empty()) {
         let got = client.get(format!("{base}/api/files/{id}")).send().await.unwrap().bytes().await.unwrap();
@@ -260,8 +277,7 @@ async fn a_200_mib_json_body_is_refused_with_bounded_memory() {
 
     let _ = stop.send(());
     let growth = peak.await.unwrap().saturating_sub(baseline);
-    eprintln!("200 MiB JSON bodies, with and without Content-Length: server RSS grew {} MiB", growth >> 20);
-    assert!(growth < BOUND, "server RSS grew {} MiB", growth >> 20);
+    assert_grew_less(growth, BOUND, "200 MiB JSON bodies, with and without Content-Length");
     let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(server.stop().await, Some(0), "SIGTERM is a clean stop");
@@ -273,16 +289,13 @@ async fn a_200_mib_json_body_is_refused_with_bounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_json_bodies_stay_within_the_body_budget() {
     const OVERHEAD: u64 = 48 << 20;
-    const SIZE: usize = 8 << 20;
     let (_dir, server, pid, base) = start_with_budget().await;
     let client = reqwest::Client::new();
-    let body = bytes::Bytes::from(common::http::padded_json(SIZE));
-    let baseline = rss_of(pid);
-    let (stop, peak) = sampler(pid);
+    let body = bytes::Bytes::from(common::http::padded_json(BODY));
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let (client, base, body) = (client.clone(), base.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(async move {
             let r = client
                 .post(format!("{base}/api/chunks/missing"))
                 .header("Content-Type", "application/json")
@@ -292,15 +305,11 @@ async fn concurrent_json_bodies_stay_within_the_body_budget() {
                 .unwrap();
             assert_eq!(r.status(), 200);
             r.json::<depot::wire::MissingResponse>().await.unwrap().missing.len()
-        }));
+        });
     }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 0);
-    }
-    let _ = stop.send(());
-    let growth = peak.await.unwrap().saturating_sub(baseline);
-    eprintln!("32 concurrent 8 MiB JSON bodies, 32 MiB budget: server RSS grew {} MiB", growth >> 20);
-    assert!(growth < BUDGET + OVERHEAD, "server RSS grew {} MiB", growth >> 20);
+    let (missing, growth) = all_at_once(pid, tasks).await;
+    assert!(missing.iter().all(|&n| n == 0), "{missing:?}");
+    assert_grew_less(growth, BUDGET + OVERHEAD, "32 concurrent 8 MiB JSON bodies, 32 MiB budget");
     assert_eq!(server.stop().await, Some(0), "SIGTERM is a clean stop");
 }
 
@@ -322,22 +331,17 @@ async fn hostile_zstd_frames_are_refused_in_bounded_memory() {
     assert!(bomb.len() < 64 << 10, "{}", bomb.len());
     let bomb_id = depot::store::ChunkId::of(b"anything");
 
-    let baseline = rss_of(pid);
-    let (stop, peak) = sampler(pid);
     let mut tasks = Vec::new();
     for i in 0..40 {
         let (client, base) = (client.clone(), base.clone());
         let (id, frame) = if i < 32 { (wide_id, wide.clone()) } else { (bomb_id, bomb.clone()) };
-        tasks.push(tokio::spawn(async move { put_zstd(&client, &base, &id, frame).await }));
+        tasks.push(async move { put_zstd(&client, &base, &id, frame).await });
     }
-    for t in tasks {
-        let st = t.await.unwrap();
+    let (statuses, growth) = all_at_once(pid, tasks).await;
+    for st in statuses {
         assert!(st.is_client_error(), "{st}");
     }
-    let _ = stop.send(());
-    let growth = peak.await.unwrap().saturating_sub(baseline);
-    eprintln!("40 hostile zstd frames: server RSS grew {} MiB", growth >> 20);
-    assert!(growth < 64 << 20, "server RSS grew {} MiB", growth >> 20);
+    assert_grew_less(growth, 64 << 20, "40 hostile zstd frames");
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let stats: serde_json::Value =

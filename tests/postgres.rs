@@ -11,51 +11,7 @@ use common::cli::{Served, ok};
 use common::postgres;
 use depot::store::MetaBackend;
 use depot::testdata::pseudo_random;
-use depot::wire::{FileInfo, StatsInfo};
-use reqwest::{Method, StatusCode};
-
-fn b64(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
-
-/// A regular upload (`POST /api/files/upload`); its file id.
-async fn upload(s: &Served, name: &str, data: &[u8]) -> String {
-    let r = common::client()
-        .post(s.url("/api/files/upload"))
-        .query(&[("filename", name)])
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
-    r.json::<FileInfo>().await.unwrap().id.to_string()
-}
-
-/// A tus upload in two PATCHes; the file id of the finishing one.
-async fn tus_upload(s: &Served, name: &str, data: &[u8]) -> String {
-    let meta = format!("filename {}", b64(name));
-    let r = common::http::tus(Method::POST, &s.url("/api/tus/"))
-        .header("Upload-Length", data.len().to_string())
-        .header("Upload-Metadata", meta)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let url = r.headers()["location"].to_str().unwrap().to_string();
-    let half = data.len() / 2;
-    let r = common::http::tus_patch(&url, 0).body(data[..half].to_vec()).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = common::http::tus_patch(&url, half).body(data[half..].to_vec()).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    r.headers()["depot-file-id"].to_str().unwrap().to_string()
-}
-
-async fn download(s: &Served, id: &str) -> Vec<u8> {
-    let r = common::client().get(s.url(&format!("/api/files/{id}"))).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.bytes().await.unwrap().to_vec()
-}
+use depot::wire::StatsInfo;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_keeps_its_metadata_in_postgres_across_a_restart() {
@@ -70,9 +26,9 @@ async fn the_server_keeps_its_metadata_in_postgres_across_a_restart() {
     let a = pseudo_random(3 << 20, 1);
     let mut b = pseudo_random(2 << 20, 2);
     b.extend_from_slice(&a[..1 << 20]); // shares chunks with `a`
-    let id_a = upload(&s, "a.bin", &a).await;
-    let id_b = tus_upload(&s, "b.bin", &b).await;
-    assert_eq!(download(&s, &id_a).await, a);
+    let id_a = s.upload("a.bin", &a).await;
+    let id_b = s.tus_upload("b.bin", &b).await;
+    assert_eq!(s.download(&id_a).await, a);
     let listening = s.wait_for_line(" meta=").await;
     assert!(listening.contains("meta=postgres://depot:***@127.0.0.1"), "{listening}");
     assert!(!s.log().contains("hunter2"));
@@ -80,8 +36,8 @@ async fn the_server_keeps_its_metadata_in_postgres_across_a_restart() {
     assert!(!data.join("meta").exists(), "no RocksDB beside PostgreSQL");
 
     let s = Served::start(&data, &[], &env).await;
-    assert_eq!(download(&s, &id_a).await, a);
-    assert_eq!(download(&s, &id_b).await, b);
+    assert_eq!(s.download(&id_a).await, a);
+    assert_eq!(s.download(&id_b).await, b);
     // A second server on the same database is refused while this one runs.
     let other = tempfile::tempdir().unwrap();
     let out = common::cli::depot("http://127.0.0.1:1")

@@ -6,14 +6,12 @@
 
 mod common;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use common::cli::Served;
 use common::garage::Garage;
-use common::http::{TUS, client, tus, tus_patch};
+use common::http::client;
 use depot::testdata::pseudo_random;
 use object_store::ObjectStore as _;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 
 const PREFIX: &str = "e2e";
 
@@ -62,44 +60,6 @@ async fn chunk_objects(g: &Garage) -> usize {
     all.into_iter().collect::<Result<Vec<_>, _>>().unwrap().len()
 }
 
-async fn upload(s: &Served, name: &str, data: &[u8]) -> String {
-    let r = client()
-        .post(s.url(&format!("/api/files/upload?filename={name}")))
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
-    let f: serde_json::Value = r.json().await.unwrap();
-    f["id"].as_str().unwrap().to_string()
-}
-
-/// A tus upload of `data` in two PATCHes; the file's id.
-async fn tus_upload(s: &Served, name: &str, data: &[u8]) -> String {
-    let meta = format!("filename {}", B64.encode(name));
-    let r = tus(Method::POST, &s.url("/api/tus/"))
-        .header("Upload-Length", data.len().to_string())
-        .header("Upload-Metadata", meta)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(r.headers()["tus-resumable"], TUS);
-    let url = r.headers()["location"].to_str().unwrap().to_string();
-    let half = data.len() / 2;
-    let r = tus_patch(&url, 0).body(data[..half].to_vec()).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = tus_patch(&url, half).body(data[half..].to_vec()).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    r.headers()["depot-file-id"].to_str().unwrap().to_string()
-}
-
-async fn download(s: &Served, id: &str) -> Vec<u8> {
-    let r = client().get(s.url(&format!("/api/files/{id}"))).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.bytes().await.unwrap().to_vec()
-}
-
 #[tokio::test]
 async fn serve_upload_download_gc_verify_on_garage() {
     let Some(g) = Garage::start() else { return };
@@ -110,27 +70,22 @@ async fn serve_upload_download_gc_verify_on_garage() {
     let b = pseudo_random((2 << 20) + 12_345, 2);
 
     let s = serve(&data, &env).await;
-    let id_a = upload(&s, "a.bin", &a).await;
-    assert_eq!(download(&s, &id_a).await, a);
-    let r = client()
-        .get(s.url(&format!("/api/files/{id_a}")))
-        .header("Range", "bytes=1000-299999")
-        .send()
-        .await
-        .unwrap();
+    let id_a = s.upload("a.bin", &a).await;
+    assert_eq!(s.download(&id_a).await, a);
+    let r = s.get_with(&format!("/api/files/{id_a}"), &[("Range", "bytes=1000-299999")]).await;
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(&r.bytes().await.unwrap()[..], &a[1000..300_000]);
-    let id_b = tus_upload(&s, "b.bin", &b).await;
-    assert_eq!(download(&s, &id_b).await, b);
+    let id_b = s.tus_upload("b.bin", &b).await;
+    assert_eq!(s.download(&id_b).await, b);
     let objects = chunk_objects(&g).await;
     assert!(objects > 10, "5 MiB in 256 KiB chunks: {objects} objects");
     assert!(!data.join("objects").read_dir().is_ok_and(|mut d| d.next().is_some()), "no local objects");
 
     // The same bytes again, by either protocol: no new object.
-    let again = upload(&s, "a-again.bin", &a).await;
-    let again_tus = tus_upload(&s, "b-again.bin", &b).await;
+    let again = s.upload("a-again.bin", &a).await;
+    let again_tus = s.tus_upload("b-again.bin", &b).await;
     assert_eq!(chunk_objects(&g).await, objects, "a re-upload stores nothing new");
-    assert_eq!(download(&s, &again).await, a);
+    assert_eq!(s.download(&again).await, a);
     assert_eq!(s.stop().await, Some(0));
 
     let (ok, stats) = offline(&data, &env, &["stats", "--json"]);
@@ -143,7 +98,7 @@ async fn serve_upload_download_gc_verify_on_garage() {
     // After a restart the bucket still serves; deleting everything and a GC
     // past the lease empties it.
     let s = serve(&data, &env).await;
-    assert_eq!(download(&s, &id_b).await, b);
+    assert_eq!(s.download(&id_b).await, b);
     for id in [&id_a, &id_b, &again, &again_tus] {
         let r = client().delete(s.url(&format!("/api/files/{id}"))).send().await.unwrap();
         assert!(r.status().is_success(), "delete {id}: {}", r.status());

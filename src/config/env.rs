@@ -7,7 +7,6 @@ use std::str::FromStr;
 use std::path::PathBuf;
 
 use super::{ByteSize, Config, ConfigError};
-use crate::store::FsyncPolicy;
 
 /// The environment variables the configuration reads, and the key each sets:
 /// every key of `config/default.toml` has one (a test checks). Lists are
@@ -105,14 +104,7 @@ impl Config {
             "chunking.avg" => self.chunking.avg = chunk_size(value)?,
             "chunking.max" => self.chunking.max = chunk_size(value)?,
             "storage.compression_level" => self.storage.compression_level = parse(value)?,
-            "storage.fsync" => {
-                self.storage.fsync = match value.trim() {
-                    "always" => FsyncPolicy::Always,
-                    "batch" => FsyncPolicy::Batch,
-                    "never" => FsyncPolicy::Never,
-                    v => return Err(format!("`{v}` is not one of always, batch, never")),
-                }
-            }
+            "storage.fsync" => self.storage.fsync = parse(value)?,
             "storage.read_ahead" => self.storage.read_ahead = parse(value)?,
             "storage.min_free" => self.storage.min_free = parse(value)?,
             "storage.objects" => self.storage.objects = parse(value)?,

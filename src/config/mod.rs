@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[cfg(feature = "server")]
 use crate::store::StoreOptions;
+use crate::store::enums::keywords;
 use crate::store::meta_backend::redact_urls_in;
 use crate::store::objects::{ObjectsKind, S3Options};
 use crate::store::{ChunkerParams, FsyncPolicy, MetaBackend, TypePolicy};
@@ -71,16 +72,7 @@ pub enum LogFormat {
     Json,
 }
 
-impl FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            v => Err(format!("`{v}` is not one of text, json")),
-        }
-    }
-}
+keywords!(LogFormat { "text" => Text, "json" => Json });
 
 /// How chunks are written and read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -256,17 +248,7 @@ pub enum AuthMode {
     Open,
 }
 
-impl FromStr for AuthMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "local" => Ok(AuthMode::Local),
-            "token" => Ok(AuthMode::Token),
-            "open" => Ok(AuthMode::Open),
-            other => Err(format!("`{other}` is not an auth mode: use local, token or open")),
-        }
-    }
-}
+keywords!(AuthMode { "local" => Local, "token" => Token, "open" => Open });
 
 impl fmt::Display for AuthMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -432,29 +432,30 @@ mod tests {
 
     #[test]
     fn the_scope_table() {
-        let r = |m: Method, p: &str| required(&m, p);
-        assert_eq!(r(Method::GET, "/healthz"), Need::Public);
-        assert_eq!(r(Method::GET, "/"), Need::Public);
-        assert_eq!(r(Method::GET, "/ui/app.js"), Need::Public);
-        assert_eq!(r(Method::GET, "/api/files"), Need::Scope(Scope::Read));
-        assert_eq!(r(Method::POST, "/api/files"), Need::Scope(Scope::Write));
-        assert_eq!(r(Method::DELETE, "/api/files/01ABC"), Need::Scope(Scope::Delete));
-        assert_eq!(r(Method::PATCH, "/api/tus/abc"), Need::Scope(Scope::Write));
-        assert_eq!(r(Method::HEAD, "/api/tus/abc"), Need::Scope(Scope::Write));
-        assert_eq!(r(Method::GET, "/api/chunks/ab"), Need::Scope(Scope::Read));
-        assert_eq!(r(Method::PUT, "/api/chunks/ab"), Need::Scope(Scope::Write));
-        assert_eq!(r(Method::POST, "/api/files/upload/chunked"), Need::Handler);
-        for (m, p) in [
-            (Method::POST, "/api/commits"),
-            (Method::GET, "/api/commits/ab"),
-            (Method::PUT, "/api/commits/ab/segments/0"),
-            (Method::POST, "/api/commits/ab/finish"),
-            (Method::DELETE, "/api/commits/ab"),
+        use Need::{Authenticated, Handler, Metrics, Public};
+        let write = Need::Scope(Scope::Write);
+        for (m, p, need) in [
+            (Method::GET, "/healthz", Public),
+            (Method::GET, "/", Public),
+            (Method::GET, "/ui/app.js", Public),
+            (Method::GET, "/api/files", Need::Scope(Scope::Read)),
+            (Method::POST, "/api/files", write),
+            (Method::DELETE, "/api/files/01ABC", Need::Scope(Scope::Delete)),
+            (Method::PATCH, "/api/tus/abc", write),
+            (Method::HEAD, "/api/tus/abc", write),
+            (Method::GET, "/api/chunks/ab", Need::Scope(Scope::Read)),
+            (Method::PUT, "/api/chunks/ab", write),
+            (Method::POST, "/api/files/upload/chunked", Handler),
+            (Method::POST, "/api/commits", write),
+            (Method::GET, "/api/commits/ab", write),
+            (Method::PUT, "/api/commits/ab/segments/0", write),
+            (Method::POST, "/api/commits/ab/finish", write),
+            (Method::DELETE, "/api/commits/ab", write),
+            (Method::GET, "/metrics", Metrics),
+            (Method::POST, "/api/admin/tokens", Need::Scope(Scope::Admin)),
+            (Method::GET, "/nowhere", Authenticated),
         ] {
-            assert_eq!(r(m, p), Need::Scope(Scope::Write), "{p}");
+            assert_eq!(required(&m, p), need, "{m} {p}");
         }
-        assert_eq!(r(Method::GET, "/metrics"), Need::Metrics);
-        assert_eq!(r(Method::POST, "/api/admin/tokens"), Need::Scope(Scope::Admin));
-        assert_eq!(r(Method::GET, "/nowhere"), Need::Authenticated);
     }
 }

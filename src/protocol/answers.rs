@@ -8,26 +8,36 @@ use utoipa::IntoResponses;
 
 use crate::wire::ErrorBody;
 
-/// 413 for a file over `limits.max_file_size` (whole uploads and commits).
-#[derive(IntoResponses)]
-#[response(status = 413, description = "Larger than the maximum file size")]
-pub struct FileTooLarge(pub ErrorBody);
+/// An answer with an [`ErrorBody`]: the type, its status and description.
+macro_rules! error_answer {
+    ($(#[$doc:meta])* $name:ident, $status:tt, $description:tt) => {
+        $(#[$doc])*
+        #[derive(IntoResponses)]
+        #[response(status = $status, description = $description)]
+        pub struct $name(pub ErrorBody);
+    };
+}
 
-/// 409 `missing_chunks` for a commit that names chunks this tenant has not
-/// sent; the body lists them.
-#[derive(IntoResponses)]
-#[response(status = 409, description = "Chunks missing (listed in `missing`)")]
-pub struct ChunksMissing(pub ErrorBody);
+error_answer!(
+    /// 413 for a file over `limits.max_file_size` (whole uploads and commits).
+    FileTooLarge, 413, "Larger than the maximum file size"
+);
 
-/// 410 for a commit in parts past its expiry.
-#[derive(IntoResponses)]
-#[response(status = 410, description = "The commit expired")]
-pub struct CommitExpired(pub ErrorBody);
+error_answer!(
+    /// 409 `missing_chunks` for a commit that names chunks this tenant has
+    /// not sent; the body lists them.
+    ChunksMissing, 409, "Chunks missing (listed in `missing`)"
+);
 
-/// 422 for a JSON body that parses but does not have the request's shape,
-/// where the handler reads the body itself (axum's `Json`, or a field check
-/// of its own). [`crate::http::JsonBody`] answers such a body 400: an
-/// operation that reads it so says so in its own 400.
-#[derive(IntoResponses)]
-#[response(status = 422, description = "The JSON does not have the request's shape")]
-pub struct JsonShape(pub ErrorBody);
+error_answer!(
+    /// 410 for a commit in parts past its expiry.
+    CommitExpired, 410, "The commit expired"
+);
+
+error_answer!(
+    /// 422 for a JSON body that parses but does not have the request's
+    /// shape, where the handler reads the body itself (axum's `Json`, or a
+    /// field check of its own). [`crate::http::JsonBody`] answers such a body
+    /// 400: an operation that reads it so says so in its own 400.
+    JsonShape, 422, "The JSON does not have the request's shape"
+);

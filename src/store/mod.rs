@@ -18,6 +18,7 @@
 pub mod buffer;
 pub mod chunker;
 pub mod clock;
+pub(crate) mod enums;
 pub mod error;
 pub mod filetype;
 pub mod id;

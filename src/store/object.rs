@@ -23,28 +23,20 @@
 use bytes::Bytes;
 
 use super::buffer::{self, Buffer};
+use super::enums::byte_enum;
 use super::id::ChunkId;
 
 pub const MAGIC: &[u8; 4] = b"DPCK";
 pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 56;
 
-/// How a chunk's payload is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    Raw = 0,
-    Zstd = 1,
-}
-
-impl Codec {
-    pub fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            0 => Some(Codec::Raw),
-            1 => Some(Codec::Zstd),
-            _ => None,
-        }
+byte_enum!(
+    /// How a chunk's payload is stored.
+    pub enum Codec {
+        Raw = 0,
+        Zstd = 1,
     }
-}
+);
 
 /// Why a stored object was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

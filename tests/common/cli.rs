@@ -120,6 +120,50 @@ impl Served {
         format!("{}{path}", self.base)
     }
 
+    /// A regular upload (`POST /api/files/upload`); must answer 201. The file id.
+    pub async fn upload(&self, name: &str, data: &[u8]) -> String {
+        let c = super::client();
+        super::upload_raw_to(&c, &self.url("/api/files/upload"), name, data).await.id.to_string()
+    }
+
+    /// A tus upload of `data` in two PATCHes; the file id the finishing one names.
+    pub async fn tus_upload(&self, name: &str, data: &[u8]) -> String {
+        use base64::Engine;
+        use reqwest::StatusCode;
+        let meta = format!("filename {}", base64::engine::general_purpose::STANDARD.encode(name));
+        let r = super::http::tus(reqwest::Method::POST, &self.url("/api/tus/"))
+            .header("Upload-Length", data.len().to_string())
+            .header("Upload-Metadata", meta)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(r.headers()["tus-resumable"], super::http::TUS);
+        let url = r.headers()["location"].to_str().unwrap().to_string();
+        let half = data.len() / 2;
+        let r = super::http::tus_patch(&url, 0).body(data[..half].to_vec()).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let r = super::http::tus_patch(&url, half).body(data[half..].to_vec()).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        r.headers()["depot-file-id"].to_str().unwrap().to_string()
+    }
+
+    /// `GET path` with `headers`, whatever the answer.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = super::client().get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// The whole of file `id` (`GET /api/files/{id}`, must answer 200).
+    pub async fn download(&self, id: &str) -> Vec<u8> {
+        let r = self.get_with(&format!("/api/files/{id}"), &[]).await;
+        assert_eq!(r.status(), reqwest::StatusCode::OK);
+        r.bytes().await.unwrap().to_vec()
+    }
+
     /// Everything the server wrote to standard error so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

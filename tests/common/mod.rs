@@ -18,6 +18,21 @@ use std::time::Duration;
 
 use depot::store::{ChunkerParams, FsObjects, FsyncPolicy, ManualClock, Store, StoreOptions};
 
+/// Writes `bytes` to `dir/name`; the path.
+pub fn written(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A regular upload (`POST url?filename=name`, the raw body) through `c`;
+/// must answer 201.
+pub async fn upload_raw_to(c: &reqwest::Client, url: &str, name: &str, data: &[u8]) -> depot::wire::FileInfo {
+    let r = c.post(url).query(&[("filename", name)]).body(data.to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED, "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
 /// One unlabelled sample of a Prometheus text exposition, by its exact name.
 pub fn metric(exposition: &str, name: &str) -> u64 {
     exposition
@@ -238,15 +253,7 @@ impl TestServer {
 
     /// [`Self::upload_raw`] through `c` (a client with a token).
     pub async fn upload_raw_as(&self, c: &reqwest::Client, name: &str, data: &[u8]) -> FileInfo {
-        let r = c
-            .post(self.url("/api/files/upload"))
-            .query(&[("filename", name)])
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
-        r.json().await.unwrap()
+        upload_raw_to(c, &self.url("/api/files/upload"), name, data).await
     }
 
     /// A token with every scope for tenant `default`, made in the store:

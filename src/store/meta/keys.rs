@@ -2,6 +2,7 @@
 //! [`ChunkRow`] codec and the composite keys of the `gcq` and `manifests`
 //! families. Pure functions; no storage here.
 
+use crate::store::enums::byte_enum;
 use crate::store::error::{Error, Result};
 use crate::store::id::ChunkId;
 
@@ -11,18 +12,19 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// The last layout before tenants: opened and migrated (see `tenant`).
 pub const SCHEMA_BEFORE_TENANTS: u32 = 1;
 
-/// Life of a chunk row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChunkState {
-    /// Referenced by at least one file.
-    Live = 0,
-    /// Referenced by none; garbage once its grace and lease have passed.
-    Zero = 1,
-    /// GC has started deleting it (survives only a crash mid-delete).
-    Deleting = 2,
-    /// Its object was found missing or corrupt: reported missing so that a
-    /// re-upload heals it; downloads of files using it fail fast.
-    Damaged = 3,
+byte_enum! {
+    /// Life of a chunk row.
+    pub enum ChunkState {
+        /// Referenced by at least one file.
+        Live = 0,
+        /// Referenced by none; garbage once its grace and lease have passed.
+        Zero = 1,
+        /// GC has started deleting it (survives only a crash mid-delete).
+        Deleting = 2,
+        /// Its object was found missing or corrupt: reported missing so that a
+        /// re-upload heals it; downloads of files using it fail fast.
+        Damaged = 3,
+    }
 }
 
 /// What the store knows of one chunk.
@@ -62,13 +64,8 @@ impl ChunkRow {
         }
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
-        let state = match b[17] {
-            0 => ChunkState::Live,
-            1 => ChunkState::Zero,
-            2 => ChunkState::Deleting,
-            3 => ChunkState::Damaged,
-            _ => return Err(Error::CorruptMetadata("chunk row has an unknown state".into())),
-        };
+        let state = ChunkState::from_u8(b[17])
+            .ok_or_else(|| Error::CorruptMetadata("chunk row has an unknown state".into()))?;
         Ok(Self {
             refcount: u64_at(0),
             raw_len: u32_at(8),

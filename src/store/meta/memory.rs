@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::RwLock;
 
-use super::{Batch, Cf, Counter, KeyValue, KvIter, MetaStore, Op, decode_counter, prefix_end};
+use super::paged::{Paged, scan_bounds, scan_rev_bounds};
+use super::{Batch, Cf, Counter, KeyValue, KvIter, MetaStore, Op, decode_counter};
 use crate::store::error::Result;
 
 type Table = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -34,7 +35,8 @@ impl MemMeta {
     }
 
     /// Up to [`PAGE`] pairs of `cf` within `(lo, hi)`, in the scan's order.
-    fn page(&self, cf: Cf, lo: Bound<&[u8]>, hi: Bound<&[u8]>, rev: bool) -> Vec<KeyValue> {
+    fn page(&self, cf: Cf, lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>, rev: bool) -> Vec<KeyValue> {
+        let (lo, hi) = (as_slice(lo), as_slice(hi));
         let inverted = match (lo, hi) {
             (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
                 a > b || (a == b && !matches!((lo, hi), (Bound::Included(_), Bound::Included(_))))
@@ -48,50 +50,6 @@ impl MemMeta {
         let range = t[cf.index()].range::<[u8], _>((lo, hi));
         let pair = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.as_slice().into(), v.as_slice().into());
         if rev { range.rev().take(PAGE).map(pair).collect() } else { range.take(PAGE).map(pair).collect() }
-    }
-}
-
-/// A scan that pages through a range, resuming after the last key it gave.
-struct Scan<'a> {
-    meta: &'a MemMeta,
-    cf: Cf,
-    /// Lower and upper bounds still to visit.
-    lo: Bound<Vec<u8>>,
-    hi: Bound<Vec<u8>>,
-    rev: bool,
-    buf: std::vec::IntoIter<KeyValue>,
-    done: bool,
-}
-
-impl<'a> Scan<'a> {
-    /// A scan of `cf` between the bounds, in key order or (`rev`) reversed.
-    fn boxed(meta: &'a MemMeta, cf: Cf, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, rev: bool) -> KvIter<'a> {
-        Box::new(Scan { meta, cf, lo, hi, rev, buf: Vec::new().into_iter(), done: false })
-    }
-}
-
-impl Iterator for Scan<'_> {
-    type Item = Result<KeyValue>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(kv) = self.buf.next() {
-            return Some(Ok(kv));
-        }
-        if self.done {
-            return None;
-        }
-        let page = self.meta.page(self.cf, as_slice(&self.lo), as_slice(&self.hi), self.rev);
-        self.done = page.len() < PAGE;
-        if let Some((last, _)) = page.last() {
-            let resume = Bound::Excluded(last.to_vec());
-            if self.rev {
-                self.hi = resume;
-            } else {
-                self.lo = resume;
-            }
-        }
-        self.buf = page.into_iter();
-        self.buf.next().map(Ok)
     }
 }
 
@@ -114,18 +72,15 @@ impl MetaStore for MemMeta {
     }
 
     fn scan<'a>(&'a self, cf: Cf, prefix: &'a [u8], start: Option<&'a [u8]>) -> KvIter<'a> {
-        let from = start.unwrap_or(prefix).max(prefix);
-        let hi = prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
-        Scan::boxed(self, cf, Bound::Included(from.to_vec()), hi, false)
+        Paged::boxed(scan_bounds(prefix, start), false, PAGE, move |lo, hi, rev| {
+            Ok(self.page(cf, lo, hi, rev))
+        })
     }
 
     fn scan_rev<'a>(&'a self, cf: Cf, prefix: &'a [u8], before: Option<&'a [u8]>) -> KvIter<'a> {
-        let hi = match (before, prefix_end(prefix)) {
-            (Some(b), Some(end)) => Bound::Excluded(b.min(&end[..]).to_vec()),
-            (Some(b), None) => Bound::Excluded(b.to_vec()),
-            (None, end) => end.map_or(Bound::Unbounded, Bound::Excluded),
-        };
-        Scan::boxed(self, cf, Bound::Included(prefix.to_vec()), hi, true)
+        Paged::boxed(scan_rev_bounds(prefix, before), true, PAGE, move |lo, hi, rev| {
+            Ok(self.page(cf, lo, hi, rev))
+        })
     }
 
     fn counter(&self, counter: Counter) -> Result<i64> {

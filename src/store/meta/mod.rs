@@ -28,6 +28,7 @@
 
 pub mod keys;
 mod memory;
+mod paged;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod rocks;

@@ -76,6 +76,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
+use super::paged::{Paged, scan_bounds, scan_rev_bounds};
 use super::{Batch, Cf, Counter, KeyValue, KvIter, MetaStore, Op, decode_counter};
 use crate::store::error::{Error, Result};
 use crate::store::meta_backend::redact_url;
@@ -447,48 +448,6 @@ impl Plan {
     }
 }
 
-/// A scan that pages through a range, resuming after the last key it gave.
-struct Scan<'a> {
-    meta: &'a PgMeta,
-    cf: Cf,
-    lo: Bound<Vec<u8>>,
-    hi: Bound<Vec<u8>>,
-    rev: bool,
-    buf: std::vec::IntoIter<KeyValue>,
-    done: bool,
-}
-
-impl Iterator for Scan<'_> {
-    type Item = Result<KeyValue>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(kv) = self.buf.next() {
-            return Some(Ok(kv));
-        }
-        if self.done {
-            return None;
-        }
-        let page = match self.meta.page(self.cf, &self.lo, &self.hi, self.rev) {
-            Ok(page) => page,
-            Err(e) => {
-                self.done = true;
-                return Some(Err(e));
-            }
-        };
-        self.done = page.len() < PAGE;
-        if let Some((last, _)) = page.last() {
-            let resume = Bound::Excluded(last.to_vec());
-            if self.rev {
-                self.hi = resume;
-            } else {
-                self.lo = resume;
-            }
-        }
-        self.buf = page.into_iter();
-        self.buf.next().map(Ok)
-    }
-}
-
 impl MetaStore for PgMeta {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.multi_get(cf, &[key])?.pop().flatten())
@@ -513,20 +472,13 @@ impl MetaStore for PgMeta {
     }
 
     fn scan<'a>(&'a self, cf: Cf, prefix: &'a [u8], start: Option<&'a [u8]>) -> KvIter<'a> {
-        let from = start.unwrap_or(prefix).max(prefix);
-        let hi = super::prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
-        let lo = Bound::Included(from.to_vec());
-        Box::new(Scan { meta: self, cf, lo, hi, rev: false, buf: Vec::new().into_iter(), done: false })
+        Paged::boxed(scan_bounds(prefix, start), false, PAGE, move |lo, hi, rev| self.page(cf, lo, hi, rev))
     }
 
     fn scan_rev<'a>(&'a self, cf: Cf, prefix: &'a [u8], before: Option<&'a [u8]>) -> KvIter<'a> {
-        let hi = match (before, super::prefix_end(prefix)) {
-            (Some(b), Some(end)) => Bound::Excluded(b.min(&end[..]).to_vec()),
-            (Some(b), None) => Bound::Excluded(b.to_vec()),
-            (None, end) => end.map_or(Bound::Unbounded, Bound::Excluded),
-        };
-        let lo = Bound::Included(prefix.to_vec());
-        Box::new(Scan { meta: self, cf, lo, hi, rev: true, buf: Vec::new().into_iter(), done: false })
+        Paged::boxed(scan_rev_bounds(prefix, before), true, PAGE, move |lo, hi, rev| {
+            self.page(cf, lo, hi, rev)
+        })
     }
 
     fn counter(&self, counter: Counter) -> Result<i64> {

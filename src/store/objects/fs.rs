@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{ObjectEntry, ObjectStore, lock, not_found_is};
+use crate::store::enums::keywords;
 use crate::store::id::ChunkId;
 
 /// When object writes reach the disk.
@@ -36,6 +37,8 @@ pub enum FsyncPolicy {
     /// acknowledged data.
     Never,
 }
+
+keywords!(FsyncPolicy { "always" => Always, "batch" => Batch, "never" => Never });
 
 /// The object directory on a local filesystem.
 pub struct FsObjects {

@@ -35,6 +35,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::enums::keywords;
 use super::id::ChunkId;
 
 pub use self::faulty::{Faulty, Op, Pause};
@@ -196,16 +197,7 @@ pub enum ObjectsKind {
     S3,
 }
 
-impl std::str::FromStr for ObjectsKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "fs" => Ok(Self::Fs),
-            "s3" => Ok(Self::S3),
-            v => Err(format!("`{v}` is not one of fs, s3")),
-        }
-    }
-}
+keywords!(ObjectsKind { "fs" => Fs, "s3" => S3 });
 
 /// Where an S3 engine is and how to talk to it (`[storage.s3]`).
 /// Credentials are never here: they come from `AWS_ACCESS_KEY_ID` and
