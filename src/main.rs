@@ -42,6 +42,10 @@ fn tune_malloc() {
     // first thing in main, before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        // Setting the threshold also freezes the trim threshold at 128 KiB:
+        // the heap was given back as soon as that much was free at its top,
+        // and hyper's read buffers (under 128 KiB) faulted in afresh.
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * 1024 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, arenas as libc::c_int);
     }
 }

@@ -146,9 +146,22 @@ impl StreamChunker {
     /// (how a tus upload resumes across PATCH requests).
     pub fn with_tail(chunker: Chunker, tail: &[u8]) -> Self {
         let cap = chunker.params.max as usize * 2;
+        Self::with_capacity(chunker, tail, cap)
+    }
+
+    /// [`Self::with_tail`] with a buffer of `cap` bytes at first. The chunks
+    /// it returns are slices of that buffer: once every one of them is
+    /// dropped, the buffer is reused in place (the bytes after the last cut
+    /// move to its front) instead of a new one being allocated.
+    pub fn with_capacity(chunker: Chunker, tail: &[u8], cap: usize) -> Self {
         let mut buf = BytesMut::with_capacity(cap.max(tail.len()));
         buf.extend_from_slice(tail);
         Self { chunker, buf }
+    }
+
+    /// Bytes that fit after what is buffered without growing the buffer.
+    pub fn room(&self) -> usize {
+        self.buf.capacity() - self.buf.len()
     }
 
     /// Adds input; returns every chunk now decided, in order.

@@ -46,7 +46,12 @@ impl ChunkSink {
     pub(super) fn with_tail(store: &Store, tail: &[u8]) -> Self {
         ChunkSink {
             store: store.clone(),
-            chunker: StreamChunker::with_tail(store.chunker().clone(), tail),
+            // Room for a batch and the window: see `push`.
+            chunker: StreamChunker::with_capacity(
+                store.chunker().clone(),
+                tail,
+                store.stream_buffer() as usize,
+            ),
             pending: Vec::new(),
             pending_bytes: 0,
             entries: Vec::new(),
@@ -63,6 +68,13 @@ impl ChunkSink {
     /// # Errors
     /// As [`Store::put_chunks`].
     pub(super) fn push(&mut self, data: &[u8], lease: u64) -> Result<usize> {
+        if data.len() > self.chunker.room() && !self.pending.is_empty() {
+            // The pending chunks are slices of the chunker's buffer: stored
+            // and dropped first, they leave it to be reused in place. A new
+            // buffer instead would be a fresh mapping whose every page
+            // faults in (measured: 561,000 faults for a 1 GiB upload).
+            self.flush(lease)?;
+        }
         let cut = self.chunker.push(data);
         let n = cut.len();
         for c in cut {
