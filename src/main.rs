@@ -41,7 +41,8 @@ fn tune_malloc() {
     // SAFETY: mallopt only sets allocator parameters; it is called once,
     // first thing in main, before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        // The buffer pool reuses what is above it (`store::buffer`).
+        libc::mallopt(libc::M_MMAP_THRESHOLD, depot::store::buffer::POOLED_MIN as libc::c_int);
         // Setting the threshold also freezes the trim threshold at 128 KiB:
         // the heap was given back as soon as that much was free at its top,
         // and hyper's read buffers (under 128 KiB) faulted in afresh.

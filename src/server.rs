@@ -358,6 +358,7 @@ async fn accept_loop<S>(
     // upload). It also bounds a request's head: 96 KiB, over any legitimate
     // one (tus metadata is refused past 64 KiB with its own 400).
     const READ_BUFFER: usize = 96 * 1024;
+    const _: () = assert!(READ_BUFFER < crate::store::buffer::POOLED_MIN);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -126,12 +126,8 @@ impl Store {
             };
             let s = stream::once(parts)
                 .map_ok(|parts: Vec<Bytes>| stream::iter(parts.into_iter().map(Ok)))
-                .try_flatten()
-                .map(move |item| {
-                    let _ = &guard;
-                    item
-                });
-            return Box::pin(s);
+                .try_flatten();
+            return held(s, guard);
         }
         let read_ahead = self.0.opts.read_ahead.max(1);
         let seg_store = self.clone();
@@ -147,13 +143,8 @@ impl Store {
                 let store = chunk_store.clone();
                 async move { store.blocking(move |s| s.read_part(&e, from, to)).await }
             })
-            .try_buffered(read_ahead)
-            .map(move |item| {
-                // The guard lives as long as the stream.
-                let _ = &guard;
-                item
-            });
-        Box::pin(s)
+            .try_buffered(read_ahead);
+        held(s, guard)
     }
 
     /// Bytes `from..to` of the chunk `e` names: the whole chunk, or only
@@ -192,4 +183,12 @@ fn parts_in(
         }
         Some((e, start.saturating_sub(c_start) as usize, (end.min(c_end) - c_start) as usize))
     })
+}
+
+/// `s`, holding `guard` (the file's chunks) for as long as it lives.
+fn held(s: impl Stream<Item = Result<Bytes>> + Send + 'static, guard: ReadGuard) -> ByteStream {
+    Box::pin(s.map(move |item| {
+        let _ = &guard;
+        item
+    }))
 }
