@@ -38,36 +38,41 @@ pub struct RocksMeta {
 }
 
 /// One column family's memtable size before it is flushed (RocksDB's
-/// default is 64 MiB, allocated in eighths as it fills). Smaller would mean
-/// more, smaller level-0 files, each of which a compaction merges with the
-/// whole next level (chunk keys are random hashes): 1 MiB keeps that merge
-/// work to a few times the metadata written.
-const MEMTABLE_PER_FAMILY: usize = 1 << 20;
+/// default is 64 MiB, allocated in eighths as it fills). Smaller means more,
+/// smaller level-0 files, each of which a compaction merges with the next
+/// level (chunk keys are random hashes); metadata is a few hundred bytes per
+/// chunk, so that merge work stays small next to the bytes the chunks hold.
+/// A family being flushed keeps its full memtable until the flush ends, so
+/// a burst of writes (a large commit's refcounts) holds up to twice this.
+const MEMTABLE_PER_FAMILY: usize = 512 << 10;
 /// All memtables together: past this, the family with the oldest memtable
 /// is flushed. A 1 GiB upload writes about 1.2 MiB of rows (chunks, GC
-/// queue, counters, commit segments), an 8 GiB one ten times that; at 8 MiB
-/// the memtables of a large upload held 5.7 MiB at the commit's peak, which
-/// was most of what M1 saw grow with the file. 2 MiB caps them at about what
-/// a 1 GiB upload holds anyway; the rows reach disk sooner, the total
-/// written is the same.
-const MEMTABLE_TOTAL: usize = 2 << 20;
+/// queue, counters, commit segments), an 8 GiB one ten times that. The
+/// memtables are the largest thing RocksDB holds that grows with the upload
+/// until its cap, so the cap is what a 1 GiB upload fills anyway: an 8 GiB
+/// upload then peaks where a 1 GiB one does (bench M1: at 8 MiB the
+/// memtables held 5.7 MiB at an 8 GiB commit's peak; at 2 MiB M1 was still
+/// 1.13×). The rows reach disk sooner; the total written is the same.
+const MEMTABLE_TOTAL: usize = 1 << 20;
 /// The block cache, which also holds every table's index and filter
 /// partitions: with the memtables, all the memory RocksDB keeps, whatever
 /// the size of the store (the operating system's page cache holds the files
 /// themselves). Rows are keyed by random hashes, so cached data blocks are
 /// hit only by a re-read within moments, which the page cache serves almost
-/// as fast: at 8 MiB the cache filled with the data blocks a large commit
-/// reads once (5.3 MiB at the 8 GiB peak) while the server's CPU per GiB,
-/// cold or deduplicated, was the same at 1 MiB. Indexes and filters are
-/// partitioned (below), so a lookup needs a few 4 KiB partitions, not a
-/// table's whole index and filter, and 1 MiB is enough for the partitions
-/// in use even when the store's filters are far larger.
-const BLOCK_CACHE: usize = 1 << 20;
+/// as fast (a miss costs a copy from it, about a microsecond). Indexes and
+/// filters are partitioned (below), so a lookup needs a few 4 KiB
+/// partitions, not a table's whole index and filter. A 1 GiB upload's rows
+/// (about 4,000 chunks) fit in 256 KiB; a larger one's would fill a larger
+/// cache with blocks read once by the commit, which M1 saw as growth with
+/// the file (1 MiB: 0.7 MiB more at 8 GiB than at 1 GiB).
+const BLOCK_CACHE: usize = 256 << 10;
 /// Index and filter partitions, and the size of each buffered write of a
 /// table file (RocksDB's default buffer is 1 MiB per file being written, and
 /// a flush and a compaction can each hold one).
 const METADATA_BLOCK: usize = 4 << 10;
 const WRITE_BUFFER: u64 = 64 << 10;
+/// Keys per RocksDB `MultiGet` call (see `multi_get`).
+const MULTI_GET_BATCH: usize = 64;
 
 impl RocksMeta {
     /// Opens or creates the database at `path`.
@@ -139,11 +144,17 @@ impl MetaStore for RocksMeta {
     }
 
     fn multi_get(&self, cf: Cf, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
-        self.db
-            .batched_multi_get_cf(self.cf(cf), keys.iter().copied(), false)
-            .into_iter()
-            .map(|r| r.map(|v| v.map(|s| s.to_vec())).map_err(backend))
-            .collect()
+        // RocksDB sizes a `MultiGet`'s working vectors (key and merge
+        // contexts, a few hundred bytes a key) by the whole batch; batches
+        // of `MULTI_GET_BATCH` keep that small and the same for a segment
+        // of 1,024 entries as for one chunk PUT.
+        let mut out = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(MULTI_GET_BATCH) {
+            for r in self.db.batched_multi_get_cf(self.cf(cf), batch.iter().copied(), false) {
+                out.push(r.map(|v| v.map(|s| s.to_vec())).map_err(backend)?);
+            }
+        }
+        Ok(out)
     }
 
     fn scan<'a>(&'a self, cf: Cf, prefix: &'a [u8], start: Option<&'a [u8]>) -> KvIter<'a> {
