@@ -83,7 +83,7 @@ impl ApiError {
                 E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
                 E::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
                 E::TypeRejected(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_rejected"),
-                E::Locked(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                E::Locked(_) | E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
                 E::InsufficientStorage { .. } => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
                 E::QuotaExceeded { .. } => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
                 // The disk filled anyway (another writer, a reserve of 0).
@@ -153,8 +153,11 @@ impl ApiError {
         let (status, kind) = self.class();
         // Expected states (starting, out of space) say what they are; other
         // server errors are logged and told apart only by the log.
-        let expected = matches!(self, ApiError::NotReady(_))
+        let expected = matches!(self, ApiError::NotReady(_) | ApiError::Store(store::Error::Unavailable(_)))
             || matches!(kind, "insufficient_storage" | "quota_exceeded");
+        if let ApiError::Store(store::Error::Unavailable(_)) = self {
+            tracing::warn!(error = %self, "request answered 503");
+        }
         let message = if status.is_server_error() && !expected {
             tracing::error!(error = %self, "request failed");
             "internal error; the server log has the details".to_string()
@@ -187,7 +190,7 @@ impl ApiError {
                 // Never a Basic challenge: browsers would pop up a dialog.
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"depot\""));
             }
-            ApiError::NotReady(_) => {
+            ApiError::NotReady(_) | ApiError::Store(store::Error::Unavailable(_)) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -43,6 +43,14 @@ pub enum Error {
     SchemaMismatch { found: String, expected: String },
     #[error("store was created with chunker {found}, configured chunker is {expected}")]
     ChunkerMismatch { found: String, expected: String },
+    /// A storage backend cannot be reached for now: its connection was lost
+    /// or it is restarting. Nothing was changed by the failed call that the
+    /// caller can rely on either way, and the same request may succeed
+    /// shortly (HTTP answers it 503 with `Retry-After`, showing the text).
+    /// The text names the backend; only an error at open (for the operator)
+    /// adds its address, with the password redacted.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
     /// A storage backend failed (the metadata database, later a remote
     /// object store); the source says how.
     #[error("storage backend: {0}")]
@@ -65,6 +73,7 @@ impl Error {
                 | Error::SchemaMismatch { .. }
                 | Error::ChunkerMismatch { .. }
                 | Error::Backend(_)
+                | Error::Unavailable(_)
                 | Error::Io(_)
                 | Error::Task(_)
         )

@@ -29,6 +29,8 @@ pub struct Server {
     /// the server.
     _guard: Child,
     run_as: Option<String>,
+    /// The server's options (port, socket dir…), for a start after a stop.
+    opts: String,
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -75,6 +77,31 @@ pub fn sql(url: &str, statement: &str) -> String {
     server.psql(db, statement)
 }
 
+/// Stops this process's server (`pg_ctl stop -m fast`: sessions are
+/// ended, as in a restart or failover), for a test of what clients see
+/// while the database is away. [`start_again`] brings it back.
+///
+/// # Panics
+/// Before [`database`], or when `pg_ctl` fails.
+pub fn stop() {
+    let server = SERVER.get().and_then(|s| s.as_ref().ok()).expect("database() first");
+    let data = server.dir.join("data").display().to_string();
+    server.run("pg_ctl", &["-w", "-m", "fast", "-D", &data, "stop"]).expect("pg_ctl stop");
+}
+
+/// Starts the server [`stop`] stopped, on the same port.
+///
+/// # Panics
+/// When `pg_ctl` fails.
+pub fn start_again() {
+    let server = SERVER.get().and_then(|s| s.as_ref().ok()).expect("database() first");
+    let data = server.dir.join("data").display().to_string();
+    let log = server.dir.join("log").display().to_string();
+    server
+        .run("pg_ctl", &["-w", "-D", &data, "-l", &log, "-o", &server.opts, "start"])
+        .expect("pg_ctl start");
+}
+
 fn find_bin() -> Option<PathBuf> {
     let has = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
@@ -119,7 +146,7 @@ impl Server {
             std::os::unix::fs::chown(&dir, Some(id("-u")?), Some(id("-g")?)).map_err(|e| e.to_string())?;
         }
         let data = dir.join("data");
-        let mut server = Server { port: 0, bin, dir, _guard: spawn_guard()?, run_as };
+        let mut server = Server { port: 0, bin, dir, _guard: spawn_guard()?, run_as, opts: String::new() };
         server.arm_guard(&data);
         server.run("initdb", &[&format!("-D{}", data.display()), "-Atrust", "-Udepot", "--no-sync"])?;
         // Another process may take the port between the probe and the
@@ -132,6 +159,7 @@ impl Server {
                 server.port,
                 server.dir.display()
             );
+            server.opts = opts.clone();
             let log = server.dir.join("log");
             let started = server.run(
                 "pg_ctl",

@@ -53,9 +53,16 @@
 //!
 //! The store still serializes chunk rows with in-process stripe locks, so
 //! one `PgMeta` holds a session advisory lock for its lifetime and a second
-//! opener gets [`Error::Locked`]. Row locks, generation keys, fenced leases
-//! and reader rows (the cross-node protocols of the scale-out design) are
-//! not part of this backend yet.
+//! opener gets [`Error::Locked`]. The lock lives as long as its session:
+//! when the database restarts or the connection drops, every call answers
+//! [`Error::Unavailable`] (HTTP 503 with `Retry-After`) until the lock is
+//! taken again, and if another process took it meanwhile, this one stays
+//! unavailable rather than share the store. Connection-level failures of
+//! any call (SQLSTATE class 08, the `57P0x` shutdown states, a closed
+//! connection, a pool timeout) are [`Error::Unavailable`] too; the pool
+//! replaces closed connections on its own. Row locks, generation keys,
+//! fenced leases and reader rows (the cross-node protocols of the
+//! scale-out design) are not part of this backend yet.
 //!
 //! # Blocking
 //!
@@ -68,7 +75,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::ops::Bound;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime as PoolRuntime};
@@ -94,6 +102,8 @@ const LOCK_KEY: i64 = 0x6465_706f_745f_6d31; // "depot_m1"
 /// How long open waits for a previous holder's lock (a restarted server
 /// whose predecessor's session is still closing).
 const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How often a process that lost its lock session tries to take it again.
+const RELOCK_EVERY: Duration = Duration::from_millis(250);
 /// Attempts at a batch the server aborted as a deadlock victim.
 const WRITE_TRIES: u32 = 3;
 
@@ -102,9 +112,35 @@ fn db(e: tokio_postgres::Error) -> Error {
         Some(d) if *d.code() == SqlState::DISK_FULL => {
             Error::Io(std::io::Error::new(std::io::ErrorKind::StorageFull, d.message().to_string()))
         }
+        Some(d) if connection_lost(d.code()) => Error::Unavailable(format!("postgres: {}", d.message())),
         Some(d) => Error::Backend(format!("postgres: {} ({})", d.message(), d.code().code()).into()),
+        // No server error: the connection closed, or could not be made or
+        // used (an I/O error underneath), unless it is a driver error such
+        // as a type mismatch, which is ours.
+        None if e.is_closed() || io_underneath(&e) => Error::Unavailable(format!("postgres: {e}")),
         None => Error::Backend(format!("postgres: {e}").into()),
     }
+}
+
+/// SQLSTATEs that mean the server ended or refused the session, not the
+/// statement: class 08 (connection exception) and the shutdown states
+/// `57P01` (admin shutdown), `57P02` (crash shutdown), `57P03` (cannot
+/// connect now: starting up or shutting down). PostgreSQL manual,
+/// appendix A.
+fn connection_lost(code: &SqlState) -> bool {
+    code.code().starts_with("08")
+        || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(code)
+}
+
+fn io_underneath(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        cur = s.source();
+    }
+    false
 }
 
 /// Whether a failed transaction may succeed when tried again unchanged.
@@ -114,8 +150,12 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> Error {
+    use deadpool_postgres::PoolError as P;
     match e {
-        deadpool_postgres::PoolError::Backend(e) => db(e),
+        P::Backend(e) => db(e),
+        // No connection could be made or freed in time: the server is down
+        // or overwhelmed.
+        e @ (P::Timeout(_) | P::Closed) => Error::Unavailable(format!("postgres connection pool: {e}")),
         e => Error::Backend(format!("postgres connection pool: {e}").into()),
     }
 }
@@ -125,8 +165,12 @@ pub struct PgMeta {
     /// Drives the pool's connections; `None` only while dropping.
     rt: Option<tokio::runtime::Runtime>,
     pool: Pool,
-    /// The connection holding the advisory lock (released when it closes).
-    _lock: tokio_postgres::Client,
+    /// Whether this process holds the store's advisory lock now. The lock
+    /// lives as long as its session: when that ends (the server restarted,
+    /// the network dropped it), [`hold_lock`] takes it again, and until it
+    /// has, every call fails with [`Error::Unavailable`], since another
+    /// process may have taken the store meanwhile.
+    held: Arc<AtomicBool>,
 }
 
 impl PgMeta {
@@ -136,9 +180,9 @@ impl PgMeta {
     /// # Errors
     /// [`Error::InvalidInput`] when `url` does not parse; [`Error::Locked`]
     /// when another process holds the store; [`Error::SchemaMismatch`] for
-    /// tables of another layout version; [`Error::Backend`] when the server
-    /// cannot be reached or refuses (messages name the URL with its
-    /// password redacted).
+    /// tables of another layout version; [`Error::Unavailable`] when the
+    /// server cannot be reached, [`Error::Backend`] when it refuses
+    /// (messages name the URL with its password redacted).
     pub fn open(url: &str) -> Result<Self> {
         let shown = redact_url(url);
         let config: tokio_postgres::Config =
@@ -162,23 +206,21 @@ impl PgMeta {
             .map_err(|e| Error::Backend(format!("postgres connection pool: {e}").into()))?;
         let at = |e: Error| match e {
             Error::Backend(m) => Error::Backend(format!("{m} (at {shown})").into()),
+            Error::Unavailable(m) => Error::Unavailable(format!("{m} (at {shown})")),
             e => e,
         };
-        let lock = block(rt.handle(), async move {
-            let (client, conn) = config.connect(NoTls).await.map_err(db)?;
-            tokio::spawn(conn);
+        let lock_config = config.clone();
+        let session = block(rt.handle(), async move {
             let deadline = Instant::now() + LOCK_WAIT;
-            loop {
-                let row =
-                    client.query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY]).await.map_err(db)?;
-                if row.get::<_, bool>(0) {
-                    break;
+            let (client, conn) = loop {
+                if let Some(session) = take_lock(&config).await? {
+                    break session;
                 }
                 if Instant::now() >= deadline {
                     return Err(Error::Locked(String::new()));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            };
             client.batch_execute(&create_tables()).await.map_err(db)?;
             let found: i32 =
                 client.query_one("SELECT version FROM depot_schema", &[]).await.map_err(db)?.get(0);
@@ -188,13 +230,15 @@ impl PgMeta {
                     expected: format!("postgres layout {PG_LAYOUT_VERSION}"),
                 });
             }
-            Ok(client)
+            Ok((client, conn))
         })
         .map_err(|e| match e {
             Error::Locked(_) => Error::Locked(shown.clone()),
             e => at(e),
         })?;
-        Ok(Self { rt: Some(rt), pool, _lock: lock })
+        let held = Arc::new(AtomicBool::new(true));
+        rt.spawn(hold_lock(lock_config, session, held.clone()));
+        Ok(Self { rt: Some(rt), pool, held })
     }
 
     /// Runs `work` on the backend's runtime and waits for its answer.
@@ -203,6 +247,11 @@ impl PgMeta {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
+        if !self.held.load(Ordering::Acquire) {
+            return Err(Error::Unavailable(
+                "postgres: taking the store's lock again after its session ended".into(),
+            ));
+        }
         let rt = self.rt.as_ref().expect("runtime present until drop");
         block(rt.handle(), work(self.pool.clone()))
     }
@@ -286,6 +335,54 @@ impl Drop for PgMeta {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// A session holding the store's advisory lock: its client, and the task
+/// driving its connection, which ends when the session does.
+type LockSession = (tokio_postgres::Client, tokio::task::JoinHandle<()>);
+
+/// Connects and tries the store's advisory lock once: `None` when another
+/// session holds it.
+async fn take_lock(config: &tokio_postgres::Config) -> Result<Option<LockSession>> {
+    let (client, conn) = config.connect(NoTls).await.map_err(db)?;
+    let conn = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "postgres lock session ended");
+        }
+    });
+    let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY]).await.map_err(db)?;
+    Ok(row.get::<_, bool>(0).then_some((client, conn)))
+}
+
+/// Keeps the store's advisory lock for as long as the process runs: when
+/// its session ends, marks the lock lost (calls answer
+/// [`Error::Unavailable`]) and takes it again, every [`RELOCK_EVERY`],
+/// for as long as it takes. If another process took the store in between,
+/// this one stays unavailable rather than share it.
+async fn hold_lock(config: tokio_postgres::Config, first: LockSession, held: Arc<AtomicBool>) {
+    let (mut _client, mut conn) = first;
+    loop {
+        let _ = (&mut conn).await;
+        held.store(false, Ordering::Release);
+        tracing::warn!(
+            "the PostgreSQL session holding the store's lock ended; answering 503 until it is taken again"
+        );
+        let mut told = false;
+        (_client, conn) = loop {
+            tokio::time::sleep(RELOCK_EVERY).await;
+            match take_lock(&config).await {
+                Ok(Some(session)) => break session,
+                Ok(None) if !told => {
+                    told = true;
+                    tracing::error!("another process holds the store's lock now; this one stays unavailable");
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "postgres still unreachable"),
+            }
+        };
+        held.store(true, Ordering::Release);
+        tracing::info!("took the store's lock again; serving");
     }
 }
 
