@@ -1152,9 +1152,91 @@ def s2(ctx: Ctx) -> None:
                         ctx.stat("s2.ingest").show()))
 
 
-RUNNERS = {"U2": u2, "U3": u3, "D1": d1, "D2": d2, "M1": m1, "S1": s1, "S2": s2}
+def e1(ctx: Ctx) -> None:
+    """E1: one node on the scale-out engines (chunks in Garage, metadata in
+    PostgreSQL, both durable) against one node on the embedded default
+    (L1: RocksDB + the object directory), alternated: a new upload, the same
+    again (every chunk known), a download with curl. Also S3 requests and
+    PostgreSQL transactions per GiB, and PUTs per new chunk."""
+    import engines  # noqa: PLC0415 - only E1 needs it
+
+    f, n = ctx.base, ctx.size
+    pg = gar = None
+    try:
+        pg = engines.Postgres().start()
+        gar = engines.Garage(ctx.work).start()
+    except engines.EngineMissing as e:
+        for x in (pg, gar):
+            if x is not None:
+                x.stop()
+        raise BenchError(f"E1 needs PostgreSQL and Garage: {e}") from e
+    rounds = [0]
+    lists = [0]
+
+    def one(kind: str, keep: bool) -> None:
+        d = ctx.fresh(f"e1-{kind}")
+        env, db = {}, None
+        if kind == "e1":
+            rounds[0] += 1
+            db, url = pg.database()
+            env = dict(gar.env(f"r{rounds[0]}/"), DEPOT_META=url)
+        srv = Depot(ctx, d, env).start()
+        try:
+            def counters() -> tuple[dict, int]:
+                return (gar.requests(), pg.commits(db)) if db else ({}, 0)
+
+            c0 = counters()
+            secs, rep, _ = srv.put(f, ctx.timeout(n))
+            c1 = counters()
+            new_chunks = srv.stats()["unique_chunks"]
+            secs_re, _, _ = srv.put(f, ctx.timeout(n))
+            c2 = counters()
+            secs_down = curl_get(f"{srv.url}/api/files/{rep['id']}", n, ctx.timeout(n))
+            c3 = counters()
+            srv.expect(2, 2 * n)
+        finally:
+            srv.stop()
+            rm(d)
+        if db:
+            lists[0] += c3[0].get("ListObjectsV2", 0) + c3[0].get("ListObjects", 0) - c0[0].get("ListObjectsV2", 0) \
+                - c0[0].get("ListObjects", 0)
+        if not keep:
+            return
+        ctx.samples.add(f"e1.{kind}.up", ctx.mbps(n, secs))
+        ctx.samples.add(f"e1.{kind}.re", ctx.mbps(n, secs_re))
+        ctx.samples.add(f"e1.{kind}.down", ctx.mbps(n, secs_down))
+        if db:
+            gib = n / GiB
+            for tag, (a, b) in (("up", (c0, c1)), ("re", (c1, c2)), ("down", (c2, c3))):
+                req = {k: b[0].get(k, 0) - a[0].get(k, 0) for k in b[0]}
+                ctx.samples.add(f"e1.s3.{tag}", sum(req.values()) / gib)
+                ctx.samples.add(f"e1.pg.{tag}", (b[1] - a[1]) / gib)
+                if tag == "up":
+                    ctx.samples.add("e1.put_per_chunk", req.get("PutObject", 0) / max(new_chunks, 1))
+                    ctx.samples.add("e1.head.up", req.get("HeadObject", 0) / gib)
+
+    try:
+        ctx.rounds("E1", [("1 node, RocksDB + object directory (L1)", lambda k: one("l1", k)),
+                          ("1 node, PostgreSQL + Garage (E1)", lambda k: one("e1", k))])
+    finally:
+        gar.stop()
+        pg.stop()
+    for tag, what, goal in (("up", "new upload, `depot put`", 0.5), ("re", "re-upload (every chunk known)", 0.7),
+                            ("down", "download, curl", 0.5)):
+        ratio_row(ctx, "E1", f"1 node on PostgreSQL + Garage: {what}, MB/s", f"e1.e1.{tag}", "L1 (RocksDB + directory)",
+                  f"e1.l1.{tag}", f"≥ {goal}× L1", lambda r, g=goal: r >= g)
+    for tag, what in (("up", "new upload"), ("re", "re-upload"), ("down", "download")):
+        ratio_row(ctx, "E1", f"… S3 requests per GiB, {what}", f"e1.s3.{tag}", "", None)
+        ratio_row(ctx, "E1", f"… PostgreSQL transactions per GiB, {what}", f"e1.pg.{tag}", "", None)
+    ratio_row(ctx, "E1", "… S3 HEAD requests per GiB, new upload", "e1.head.up", "", None)
+    ratio_row(ctx, "E1", "… S3 PUTs per new chunk", "e1.put_per_chunk", "", None, "1.00")
+    ctx.rows.append(Row("E1", "… S3 LIST requests, whole scenario", str(lists[0]), goal="0 in steady state",
+                        met="yes" if lists[0] == 0 else "**no**"))
+
+
+RUNNERS = {"U2": u2, "U3": u3, "D1": d1, "D2": d2, "M1": m1, "S1": s1, "S2": s2, "E1": e1}
 UPLOADS = ["U1", "U4", "C1"]  # run together, in one alternation
-ORDER = ["U1", "U4", "C1", "U2", "U3", "D1", "D2", "M1", "S1", "S2"]
+ORDER = ["U1", "U4", "C1", "U2", "U3", "D1", "D2", "M1", "S1", "S2", "E1"]
 
 
 # ---------------------------------------------------------------- build, machine, report
@@ -1260,7 +1342,7 @@ def versions(ctx: Ctx) -> str:
     ])
 
 
-DISPLAY = ["U1", "U2", "L", "U3", "U4", "D1", "D2", "M1", "C1", "S1", "S2"]
+DISPLAY = ["U1", "U2", "L", "U3", "U4", "D1", "D2", "M1", "C1", "S1", "S2", "E1"]
 
 
 def table(rows: list[Row]) -> str:
