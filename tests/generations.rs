@@ -3,7 +3,8 @@
 //! deterministically through the fault hooks of [`Faulty`]: a writer paused
 //! between its claim and its flip while GC (or another writer) acts past
 //! its deadline, a delayed DELETE of an old generation, a failure and a
-//! crash at each step of a put, and the count of PUTs a put sends.
+//! crash at each step of a put, a GC cut before its DELETE while a put
+//! takes rows over, and the count of PUTs a put sends.
 //!
 //! Each test runs over the twins (`MemMeta` and a generational
 //! `MemObjects`: `twins::`), and over PostgreSQL and S3 objects on a
@@ -146,6 +147,7 @@ on_both!(
     a_writer_paused_past_its_claim_loses_to_a_second_writer,
     a_delayed_delete_of_an_old_generation_spares_the_new_one,
     a_failure_at_each_put_step_releases_its_claims,
+    a_gc_cut_before_its_delete_is_finished_by_the_next_run,
 );
 
 fn assert_clean(store: &Store, home: &Home) {
@@ -375,6 +377,40 @@ fn a_crash_between_claim_and_flip_is_finished_by_gc() {
         assert!(puts.iter().all(|p| p.new), "{op:?}");
         assert_clean(&store, &home);
     }
+}
+
+/// GC claims chunks (`Deleting`, their generations kept) and its DELETE
+/// fails; the process dies. Before the next run, half of the chunks are
+/// sent again, which takes their rows over with new generations. The next
+/// run deletes every claimed generation (the queue entries name them), drops
+/// the rows nobody took over, keeps the others, and verify is clean.
+fn a_gc_cut_before_its_delete_is_finished_by_the_next_run(engines: Engines) {
+    let home = Home::new(engines);
+    let (store, faulty) = home.open();
+    let batch: Vec<bytes::Bytes> = (0..8).map(|i| pseudo_random(3000, 700 + i).into()).collect();
+    store.put_chunks(&batch, 0).unwrap();
+    let claimed: Vec<ObjectKey> = batch.iter().flat_map(|c| home.keys_of(&ChunkId::of(c))).collect();
+    home.clock.advance(DAY);
+    faulty.fail_nth(Op::Delete, 1);
+    assert!(store.gc(false).is_err(), "the injected crash");
+    drop(store); // the process dies: no close
+
+    let (store, _) = home.open();
+    let v = store.verify(false).unwrap();
+    assert!(v.is_clean() && v.deleting_rows == 8 && v.stranded_deleting.is_empty(), "{v:?}");
+    let puts = store.put_chunks(&batch[..4], store.default_lease()).unwrap();
+    assert!(puts.iter().all(|p| p.new), "mid-delete rows are taken over");
+    let r = store.gc(false).unwrap();
+    assert_eq!(r.deleted_chunks, 4, "{r:?}");
+    assert!(
+        claimed.iter().all(|k| home.keys_of(&k.id).iter().all(|have| have != k)),
+        "every claimed generation went"
+    );
+    for (c, p) in batch[..4].iter().zip(&puts) {
+        assert_eq!(store.read_chunk(&p.id, 3000).unwrap(), c);
+    }
+    assert_eq!(store.missing(&puts.iter().map(|p| p.id).collect::<Vec<_>>(), 0).unwrap(), vec![]);
+    assert_clean(&store, &home);
 }
 
 /// A store made before generations (schema 2, v1 rows) opens as schema 3
