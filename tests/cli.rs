@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use common::cli::{depot, ok, run, run_json};
-use depot::store::{ChunkId, FsObjects, FsyncPolicy, ObjectStore, object};
+use depot::store::{ChunkId, FsObjects, FsyncPolicy, ObjectKey, ObjectStore, object};
 use depot::testdata::{fill_random, pseudo_random};
 use depot::wire::{FileInfo, StatsInfo};
 use tokio::process::Command;
@@ -154,13 +154,14 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     let manifest = s.manifest(&id).await;
     let victim = manifest.chunks[3];
     let objects = FsObjects::open(&data_dir.join("objects"), FsyncPolicy::Never).unwrap();
-    let good = objects.get(&victim.hash).unwrap().unwrap();
+    let key = ObjectKey::plain(victim.hash);
+    let good = objects.get(&key).unwrap().unwrap();
 
     // (1) Bit rot the server notices (CRC): the stream is cut.
     let mut rotten = good.clone();
     let last = rotten.len() - 1;
     rotten[last] ^= 1;
-    objects.replace(&victim.hash, &[&rotten]).unwrap();
+    objects.replace(&key, &[&rotten]).unwrap();
     let damaged = dir.path().join("damaged.bin");
     let out = run(&s.base, &["get", &id, "-o", damaged.to_str().unwrap()]).await;
     assert!(!out.status.success());
@@ -171,7 +172,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     // (2) Wrong bytes with a consistent object: only the client's hash check
     // can see it.
     let other = pseudo_random(victim.len as usize, 99);
-    objects.replace(&victim.hash, &[&object::encode(&victim.hash, &other, 0)]).unwrap();
+    objects.replace(&key, &[&object::encode(&victim.hash, &other, 0)]).unwrap();
     let out = run(&s.base, &["get", &id, "-o", damaged.to_str().unwrap()]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -182,7 +183,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     assert_ne!(ChunkId::of(&other), victim.hash);
 
     // Healed: the next get resumes from the verified prefix.
-    objects.replace(&victim.hash, &[&good]).unwrap();
+    objects.replace(&key, &[&good]).unwrap();
     ok(&run(&s.base, &["get", &id, "-o", damaged.to_str().unwrap()]).await);
     assert_eq!(blake3::hash(&std::fs::read(&damaged).unwrap()), expect);
     s.stop().await;

@@ -209,8 +209,14 @@ async fn a_disk_filled_by_another_writer_answers_507_and_recovers() {
     let s = Served::start(&fs.path, &listen, &env).await;
     let r = upload(&s, "more.bin", &pseudo_random(4 << 20, 400)).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{}", s.log());
+    // A refused delete may have hidden the file before a later step ran
+    // out of space (its pending marker makes the restart finish it): gone
+    // either way, never half there.
     let r = c.delete(s.url(&format!("/api/files/{}", kept[2].0.id))).send().await.unwrap();
-    assert_eq!(r.status(), if deleted { StatusCode::NOT_FOUND } else { StatusCode::NO_CONTENT });
+    match (deleted, r.status()) {
+        (true, StatusCode::NOT_FOUND) | (false, StatusCode::NO_CONTENT | StatusCode::NOT_FOUND) => {}
+        (_, status) => panic!("delete after the restart: {status}\n{}", s.log()),
+    }
     assert_all_there(&s, &kept[..2]).await;
     assert_eq!(s.stop().await, Some(0));
     assert_verify_clean(&fs.path);

@@ -89,8 +89,9 @@ async fn garage_keeps_the_promises_depot_relies_on() {
 /// Garage 2.5.0 does not evaluate `If-None-Match: *` on PUT: the second
 /// create-only PUT succeeds and overwrites (its put.rs never reads the
 /// header). Depot must not depend on conditional PUTs: S3Objects never
-/// sends one, and create-only puts rest on a HEAD plus this node's stripe
-/// locks (src/store/objects/s3.rs). If this starts failing, Garage learned
+/// sends one, and the store never writes one key twice there: every write
+/// of a chunk goes to a generation it claimed in the metadata first
+/// (src/store/generations.rs). If this starts failing, Garage learned
 /// conditional writes: good news, but keep depot independent of them.
 #[tokio::test]
 async fn garage_ignores_if_none_match_on_put() {

@@ -1,9 +1,12 @@
 //! The store's engine tests, each run over every backend: RocksDB and an
 //! object directory in a temp dir (`disk::`), the in-memory twins
-//! `MemMeta` and `MemObjects` (`memory::`), and PostgreSQL metadata with
-//! the object directory (`postgres::`, on the harness's throwaway server;
-//! skipped without PostgreSQL unless `DEPOT_SCALEOUT=1`). Only what one
-//! engine alone can show (RocksDB's process lock) runs on one.
+//! `MemMeta` and `MemObjects` (`memory::`), the same twins with generational
+//! objects, as the S3 engine is (`generational::`: the claim → PUT → flip
+//! put protocol), PostgreSQL metadata with the object directory
+//! (`postgres::`, on the harness's throwaway server), and PostgreSQL with
+//! S3 objects on a throwaway Garage (`scaleout::`). The last two are skipped
+//! without their engines unless `DEPOT_SCALEOUT=1`. Only what one engine
+//! alone can show (RocksDB's process lock) runs on one.
 
 mod common;
 
@@ -14,7 +17,7 @@ use bytes::Bytes;
 use common::{open_store, test_options};
 use depot::store::{
     ChunkId, Clock, Entry, Error, FileId, FsObjects, ManualClock, MemMeta, MemObjects, MetaBackend, NewFile,
-    ObjectStore, Store, StoreOptions, SystemClock, Tenant, View, object,
+    ObjectKey, ObjectStore, Store, StoreOptions, SystemClock, Tenant, View, object,
 };
 use depot::testdata::pseudo_random;
 use futures_util::TryStreamExt;
@@ -27,8 +30,12 @@ enum Backend {
     Disk,
     /// `MemMeta` and `MemObjects`.
     Memory,
+    /// `MemMeta` and a generational `MemObjects` (the S3 engine's twin).
+    Generational,
     /// PostgreSQL (a fresh database) and the object directory.
     Postgres,
+    /// PostgreSQL and S3 objects on Garage: what several nodes would share.
+    Scaleout,
 }
 
 /// Where a store lives, outliving any one opening of it: opening again is
@@ -36,20 +43,31 @@ enum Backend {
 struct Home {
     dir: tempfile::TempDir,
     mem: Option<(Arc<MemMeta>, Arc<MemObjects>)>,
-    /// The metadata database's URL (objects as for `Disk`).
+    /// The metadata database's URL (objects as for `Disk`, or in `s3`).
     pg: Option<String>,
+    /// The Garage whose bucket holds the objects.
+    #[cfg(feature = "s3")]
+    s3: Option<common::garage::Garage>,
 }
 
 impl Home {
     fn new(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mem = match backend {
-            Backend::Disk | Backend::Postgres => None,
+            Backend::Disk | Backend::Postgres | Backend::Scaleout => None,
             Backend::Memory => Some((Arc::new(MemMeta::new()), Arc::new(MemObjects::new()))),
+            Backend::Generational => Some((Arc::new(MemMeta::new()), Arc::new(MemObjects::generational()))),
         };
-        let pg = matches!(backend, Backend::Postgres)
+        let pg = matches!(backend, Backend::Postgres | Backend::Scaleout)
             .then(|| common::postgres::database("store").expect("checked by the test's wrapper"));
-        Home { dir, mem, pg }
+        Home {
+            dir,
+            mem,
+            pg,
+            #[cfg(feature = "s3")]
+            s3: matches!(backend, Backend::Scaleout)
+                .then(|| common::garage::Garage::start().expect("checked by the test's wrapper")),
+        }
     }
 
     /// Opens the store with a manual clock.
@@ -63,11 +81,7 @@ impl Home {
             opts.meta = MetaBackend::Postgres(url.clone());
         }
         match &self.mem {
-            None => {
-                let objects =
-                    Arc::new(FsObjects::open(&self.dir.path().join("objects"), opts.fsync).unwrap());
-                Store::open_with(self.dir.path(), opts, objects, clock)
-            }
+            None => Store::open_with(self.dir.path(), opts, self.objects(), clock),
             Some((meta, objects)) => {
                 Store::open_on(self.dir.path(), opts, meta.clone(), objects.clone(), clock)
             }
@@ -76,6 +90,11 @@ impl Home {
 
     /// The object store, as a second handle on the same objects.
     fn objects(&self) -> Arc<dyn ObjectStore> {
+        #[cfg(feature = "s3")]
+        if let Some(g) = &self.s3 {
+            let s3 = depot::store::objects::S3Objects::open_with(&g.options("store"), &g.credentials());
+            return Arc::new(s3.unwrap());
+        }
         match &self.mem {
             None => {
                 Arc::new(FsObjects::open(&self.dir.path().join("objects"), test_options().fsync).unwrap())
@@ -84,18 +103,17 @@ impl Home {
         }
     }
 
-    /// Rewrites an object's bytes behind the store's back.
-    fn corrupt(&self, id: &ChunkId, f: impl FnOnce(&mut Vec<u8>)) {
-        match &self.mem {
-            None => {
-                let objects =
-                    FsObjects::open(&self.dir.path().join("objects"), test_options().fsync).unwrap();
-                let path = objects.path_of(id);
-                let mut bytes = std::fs::read(&path).unwrap();
-                f(&mut bytes);
-                std::fs::write(&path, bytes).unwrap();
-            }
-            Some((_, objects)) => objects.corrupt(id, f),
+    /// Rewrites the bytes of chunk `id`'s object(s) behind the store's back.
+    fn corrupt(&self, id: &ChunkId, f: impl Fn(&mut Vec<u8>)) {
+        let objects = self.objects();
+        let keys: Vec<ObjectKey> =
+            objects.list(id.as_bytes()[0], None, 10_000).unwrap().into_iter().map(|e| e.key).collect();
+        let mine: Vec<&ObjectKey> = keys.iter().filter(|k| k.id == *id).collect();
+        assert!(!mine.is_empty(), "no object of {id}");
+        for key in mine {
+            let mut bytes = objects.get(key).unwrap().unwrap();
+            f(&mut bytes);
+            objects.replace(key, &[&bytes]).unwrap();
         }
     }
 }
@@ -118,11 +136,24 @@ macro_rules! on_every_backend {
         mod memory {
             $(#[test] fn $name() { super::$name(super::Backend::Memory) })*
         }
+        mod generational {
+            $(#[test] fn $name() { super::$name(super::Backend::Generational) })*
+        }
         #[cfg(feature = "postgres")]
         mod postgres {
             $(#[test] fn $name() {
                 if crate::common::postgres::database(stringify!($name)).is_some() {
                     super::$name(super::Backend::Postgres)
+                }
+            })*
+        }
+        #[cfg(all(feature = "postgres", feature = "s3"))]
+        mod scaleout {
+            $(#[test] fn $name() {
+                if crate::common::postgres::database(stringify!($name)).is_some()
+                    && crate::common::garage::Garage::available()
+                {
+                    super::$name(super::Backend::Scaleout)
                 }
             })*
         }
@@ -331,7 +362,8 @@ fn crash_between_object_write_and_metadata_leaves_a_store_gc_cleans(backend: Bac
         // …and an object written whose row never made it (the crash).
         let raw = pseudo_random(2000, 9);
         let id = ChunkId::of(&raw);
-        assert!(home.objects().put_if_absent(&id, &object::encode_parts(&id, &raw, 1).parts()).unwrap());
+        let key = ObjectKey::plain(id);
+        assert!(home.objects().put_if_absent(&key, &object::encode_parts(&id, &raw, 1).parts()).unwrap());
         // No close(): the process dies here.
     }
     let (store, clock) = home.open(opts);

@@ -1,7 +1,9 @@
 //! Chunks: put (hash, compress, write the object, then the row), the
 //! missing-query that serves resume and dedup at once, leases, reads and
 //! damage marking. Objects are written before any lock is taken; rows change
-//! only under the stripe locks.
+//! only under the stripe locks. On a generational object store (S3) a put
+//! claims the row first and writes a fresh generation (`generations.rs`);
+//! reads then take the object's generation from the row.
 
 use std::collections::HashSet;
 
@@ -13,6 +15,7 @@ use super::error::{Error, Result};
 use super::id::ChunkId;
 use super::manifest::Entry;
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
+use super::objects::ObjectKey;
 use super::{Store, object};
 
 /// The outcome of storing one chunk.
@@ -29,7 +32,9 @@ impl Store {
     /// hash to it. `lease_until` pins the chunk against GC (unix ms).
     ///
     /// # Errors
-    /// [`Error::HashMismatch`] (nothing is stored), [`Error::TooLarge`], I/O.
+    /// [`Error::HashMismatch`] (nothing is stored), [`Error::TooLarge`], I/O;
+    /// on a generational object store, [`Error::Conflict`] when another
+    /// writer or GC took the chunk over (send it again).
     pub fn put_chunk(&self, data: &[u8], expected: Option<&ChunkId>, lease_until: u64) -> Result<Put> {
         let id = ChunkId::of(data);
         if let Some(e) = expected {
@@ -68,7 +73,9 @@ impl Store {
     }
 
     /// Stores chunks in one batch: one durability barrier and one metadata
-    /// write for all of them.
+    /// write for all of them (on a generational object store: one claim,
+    /// one PUT per new chunk side by side, one flip; docs/DESIGN.md
+    /// "Generations").
     ///
     /// # Errors
     /// As [`Store::put_chunk`].
@@ -87,6 +94,16 @@ impl Store {
             }
         }
         let ids: Vec<ChunkId> = items.iter().map(|i| i.id).collect();
+        let level = self.0.opts.compression_level;
+        if self.0.objects.generational() {
+            let lens: Vec<u32> = items.iter().map(|i| i.raw.len() as u32).collect();
+            let encode = |i: usize| encode_item(&items[i].id, items[i].raw, items[i].frame, level);
+            let new = self.put_generational(&ids, &lens, &encode, lease_until)?;
+            let out: Vec<Put> =
+                ids.iter().zip(lens).zip(new).map(|((id, len), new)| Put { id: *id, len, new }).collect();
+            self.count_puts(&out);
+            return Ok(out);
+        }
         // Objects of chunks that look new are compressed and written before
         // any lock is taken: an insert never replaces, so racing writers of
         // one chunk are harmless, and the locks cover only metadata.
@@ -95,7 +112,6 @@ impl Store {
             // New data: refused below the reserve (known chunks cost nothing).
             self.ensure_space()?;
         }
-        let level = self.0.opts.compression_level;
         let mut placed: Vec<Option<object::Header>> = vec![None; items.len()];
         let mut firsts = HashSet::new();
         let mut wrote = false;
@@ -104,7 +120,7 @@ impl Store {
                 continue; // known (or damaged: repaired under the lock), or a repeat
             }
             let enc = encode_item(id, raw, *frame, level);
-            if self.0.objects.put_if_absent(id, &enc.parts())? {
+            if self.0.objects.put_if_absent(&ObjectKey::plain(*id), &enc.parts())? {
                 placed[i] = Some(enc.header);
                 wrote = true;
             }
@@ -154,6 +170,7 @@ impl Store {
                         state: if refcount > 0 { ChunkState::Live } else { ChunkState::Zero },
                         zero_since: now,
                         lease_until: lease_until.max(old.map_or(0, |r| r.lease_until)),
+                        generation: 0,
                     };
                     let stored_total = u64::from(stored.stored_len) + object::HEADER_LEN as u64;
                     match old {
@@ -181,10 +198,15 @@ impl Store {
             self.0.objects.barrier()?;
         }
         self.0.meta.write(batch, false)?;
+        self.count_puts(&out);
+        Ok(out)
+    }
+
+    /// Counts a put's chunks as new or known, for metrics.
+    fn count_puts(&self, out: &[Put]) {
         let new = out.iter().filter(|p| p.new).count() as u64;
         bump(&self.0.activity.chunks_new, new);
         bump(&self.0.activity.chunks_known, out.len() as u64 - new);
-        Ok(out)
     }
 
     /// Puts an encoded object in place for a chunk that has no usable row,
@@ -192,17 +214,18 @@ impl Store {
     /// and replacing an invalid one. Returns the header of what is stored.
     fn place_object(&self, id: &ChunkId, enc: &object::Encoded<'_>, had_row: bool) -> Result<object::Header> {
         let parts = enc.parts();
+        let key = ObjectKey::plain(*id);
         if had_row {
             // Damaged or mid-delete: whatever is there is not trusted.
-            self.0.objects.replace(id, &parts)?;
-        } else if !self.0.objects.put_if_absent(id, &parts)? {
+            self.0.objects.replace(&key, &parts)?;
+        } else if !self.0.objects.put_if_absent(&key, &parts)? {
             let max = self.0.opts.max_object_size as usize;
-            match self.0.objects.get(id)? {
+            match self.0.objects.get(&key)? {
                 Some(existing) => match object::decode(&existing, max, true) {
                     Ok((h, _)) if h.id == *id => return Ok(h),
-                    _ => self.0.objects.replace(id, &parts)?,
+                    _ => self.0.objects.replace(&key, &parts)?,
                 },
-                None => self.0.objects.replace(id, &parts)?,
+                None => self.0.objects.replace(&key, &parts)?,
             }
         }
         Ok(enc.header)
@@ -264,11 +287,11 @@ impl Store {
     /// # Errors
     /// [`Error::ChunkNotFound`], [`Error::Corrupt`].
     pub fn chunk_object(&self, id: &ChunkId) -> Result<(object::Header, Buffer)> {
-        let len = match self.0.meta.chunk_row(id)? {
-            Some(r) if r.usable() => r.raw_len,
+        let (len, key) = match self.0.meta.chunk_row(id)? {
+            Some(r) if r.usable() => (r.raw_len, ObjectKey::new(*id, r.generation)),
             _ => return Err(Error::ChunkNotFound(*id)),
         };
-        let enc = self.object_buffer(id, len)?;
+        let enc = self.object_buffer(&key, len)?;
         let h = object::check(&enc).map_err(|e| Error::Corrupt { id: *id, reason: e.0.into() })?;
         if h.id != *id {
             return Err(Error::Corrupt { id: *id, reason: "object holds another chunk".into() });
@@ -296,7 +319,7 @@ impl Store {
     /// A chunk's raw bytes (CRC-checked), however long they are: `len` only
     /// sizes the buffer.
     fn read_chunk_as_stored(&self, id: &ChunkId, len: u32) -> Result<Bytes> {
-        let enc = self.object_buffer(id, len)?;
+        let enc = self.object_buffer(&self.key_of(id)?, len)?;
         let (h, raw) = object::decode_buffer(enc, self.0.opts.max_object_size as usize, false)
             .map_err(|e| Error::Corrupt { id: *id, reason: e.0.into() })?;
         if h.id != *id {
@@ -308,12 +331,27 @@ impl Store {
     /// The encoded object of a chunk of `len` raw bytes, read into a pooled
     /// buffer with room for it (a stored payload is never longer than the
     /// raw bytes: compression is kept only when it pays).
-    fn object_buffer(&self, id: &ChunkId, len: u32) -> Result<Buffer> {
+    fn object_buffer(&self, key: &ObjectKey, len: u32) -> Result<Buffer> {
         let mut enc = buffer::take(object::HEADER_LEN + len as usize);
-        if !self.0.objects.get_into(id, &mut enc)? {
-            return Err(Error::Corrupt { id: *id, reason: "object missing".into() });
+        if !self.0.objects.get_into(key, &mut enc)? {
+            return Err(Error::Corrupt { id: key.id, reason: "object missing".into() });
         }
         Ok(enc)
+    }
+
+    /// Where chunk `id`'s object is: generation 0 on a store that is not
+    /// generational (no lookup), else the generation its row names.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when a generational store has no row for it.
+    fn key_of(&self, id: &ChunkId) -> Result<ObjectKey> {
+        if !self.0.objects.generational() {
+            return Ok(ObjectKey::plain(*id));
+        }
+        match self.0.meta.chunk_row(id)? {
+            Some(r) => Ok(ObjectKey::new(*id, r.generation)),
+            None => Err(Error::Corrupt { id: *id, reason: "no chunk row names its object".into() }),
+        }
     }
 
     /// Bytes `from..to` of a chunk of `len` raw bytes.
@@ -336,7 +374,12 @@ impl Store {
         let (head, part) = self
             .0
             .objects
-            .get_head_and_range(id, object::HEADER_LEN, (object::HEADER_LEN + from) as u64, to - from)?
+            .get_head_and_range(
+                &self.key_of(id)?,
+                object::HEADER_LEN,
+                (object::HEADER_LEN + from) as u64,
+                to - from,
+            )?
             .ok_or_else(|| corrupt("object missing"))?;
         let h = object::Header::decode(&head).map_err(|e| corrupt(e.0))?;
         if h.id != *id {
@@ -370,10 +413,12 @@ impl Store {
     pub fn mark_damaged(&self, id: &ChunkId, reason: &str) -> Result<()> {
         let _g = self.lock_stripes([id]);
         let Some(mut r) = self.0.meta.chunk_row(id)? else { return Ok(()) };
-        if r.state == ChunkState::Damaged {
+        // A `Writing` row is being healed by a writer whose object may not
+        // be there yet: its flip decides.
+        if matches!(r.state, ChunkState::Damaged | ChunkState::Writing) {
             return Ok(());
         }
-        self.0.objects.quarantine(id)?;
+        self.0.objects.quarantine(&ObjectKey::new(*id, r.generation))?;
         r.state = ChunkState::Damaged;
         let mut batch = Batch::default();
         batch.put(Cf::Chunks, id.as_bytes(), &r.encode());

@@ -262,9 +262,9 @@ impl Store {
             }
             Some(v) => {
                 let found = String::from_utf8_lossy(&v).into_owned();
-                if found != meta::SCHEMA_VERSION.to_string()
-                    && found != meta::SCHEMA_BEFORE_TENANTS.to_string()
-                {
+                let known =
+                    [meta::SCHEMA_VERSION, meta::SCHEMA_BEFORE_GENERATIONS, meta::SCHEMA_BEFORE_TENANTS];
+                if !known.iter().any(|v| found == v.to_string()) {
                     return Err(Error::SchemaMismatch { found, expected: meta::SCHEMA_VERSION.to_string() });
                 }
                 let found = meta
@@ -306,17 +306,21 @@ impl Store {
             opened_ms,
         }));
         let version = store.0.meta.get(Cf::Meta, META_SCHEMA)?.unwrap_or_default();
-        if version == meta::SCHEMA_BEFORE_TENANTS.to_string().as_bytes() {
+        let version = String::from_utf8_lossy(&version).into_owned();
+        if version == meta::SCHEMA_BEFORE_TENANTS.to_string() {
             // Before resuming anything: resumed steps count tenant rows.
             let n = store.migrate_tenants()?;
+            tracing::info!(
+                files = n,
+                "store migrated past schema 1: existing files belong to tenant `default`"
+            );
+        }
+        if version != meta::SCHEMA_VERSION.to_string() {
+            // v1 chunk rows read as generation 0: nothing else to rewrite.
             let mut b = Batch::default();
             b.put(Cf::Meta, META_SCHEMA, meta::SCHEMA_VERSION.to_string().as_bytes());
             store.0.meta.write(b, true)?;
-            tracing::info!(
-                files = n,
-                "store migrated to schema {}: existing files belong to tenant `default`",
-                meta::SCHEMA_VERSION
-            );
+            tracing::info!(from = %version, "store schema is now {}", meta::SCHEMA_VERSION);
         }
         store.count_usage_once()?;
         store.resume_pending()?;

@@ -314,6 +314,7 @@ impl Store {
                         state: ChunkState::Damaged,
                         zero_since: 0,
                         lease_until: 0,
+                        generation: 0,
                     }
                 }
             };

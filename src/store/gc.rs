@@ -4,11 +4,27 @@
 //!
 //! A chunk is deleted only when, under its stripe lock, its refcount is zero,
 //! its grace period since reaching zero has passed, and no upload's lease
-//! pins it. Deletion is restartable: the row is marked `Deleting` (synced),
-//! the object unlinked, then the row dropped; a crash in between is finished
-//! by the next run. Objects go in `delete_many` calls of up to 1,000. The
-//! orphan sweep (objects with no row, which a crash between object write and
-//! row write can leave) pages through the object listing and so is
+//! pins it; or when a writer's claim on it (`Writing`) has passed its
+//! deadline. Deletion is three idempotent steps (docs/DESIGN.md, "Garbage
+//! collection"; scale-out design §3, "GC protocol"):
+//!
+//! - **G1, claim** (locked, synced): such rows go to `Deleting`, keeping
+//!   their generation, and their queue entries are re-keyed, not dropped;
+//! - **G2, delete**: the objects `(id, generation)` go, in `delete_many`
+//!   calls of up to 1,000 (a missing one counts as deleted);
+//! - **G3, drop** (locked): rows still `Deleting` *with that generation*
+//!   are dropped with their queue entries and counter contributions.
+//!
+//! A crash between steps leaves `Deleting` rows with queue entries, which
+//! the next run finishes. On a generational object store no lock is held
+//! during G2: a put that takes a `Deleting` row over writes a new
+//! generation, which the delete cannot touch, and G3 then leaves the row.
+//! On the object directory (generation 0 only) the locks are held from G1
+//! to G3, so no put of the same chunk can come between.
+//!
+//! The orphan sweep (objects whose key no row names: no row, or a row of
+//! another generation, which a crash between object write and row write or
+//! a taken-over claim can leave) pages through the object listing and so is
 //! proportional to the store: it runs on demand and after an unclean
 //! shutdown.
 
@@ -17,9 +33,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::meta::{self, Batch, Cf, ChunkState, Counter};
-use super::objects::{self, ObjectEntry};
-use super::{ChunkId, Result, Store, object};
+use super::generations::count_row;
+use super::meta::{self, Batch, Cf, ChunkRow, ChunkState};
+use super::objects::{self, ObjectEntry, ObjectKey};
+use super::{ChunkId, Result, Store};
 
 /// What a GC run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -42,6 +59,14 @@ pub struct GcReport {
 }
 
 const ROUND: usize = 1024;
+
+/// A due GC queue entry: its key, its chunk and, for an entry G1 wrote,
+/// the generation G1 claimed (the entry's value; other entries are empty).
+struct Due {
+    key: Box<[u8]>,
+    id: ChunkId,
+    claimed: Option<u64>,
+}
 const TEMP_AGE: Duration = Duration::from_secs(3600);
 /// Objects per delete call (S3's `DeleteObjects` takes up to 1,000).
 const DELETE_PAGE: usize = 1000;
@@ -63,7 +88,7 @@ impl Store {
         };
         loop {
             let now = self.now_ms();
-            let due: Vec<(Box<[u8]>, ChunkId)> = self
+            let due: Vec<Due> = self
                 .meta()
                 .scan(Cf::Gcq, b"", None)
                 .take(ROUND)
@@ -71,7 +96,10 @@ impl Store {
                 .take_while(|(k, _)| {
                     k.len() == 40 && u64::from_be_bytes(k[..8].try_into().unwrap_or_default()) <= now
                 })
-                .filter_map(|(k, _)| ChunkId::from_slice(&k[8..]).map(|id| (k, id)))
+                .filter_map(|(k, v)| {
+                    let claimed = <[u8; 8]>::try_from(&v[..]).ok().map(u64::from_le_bytes);
+                    ChunkId::from_slice(&k[8..]).map(|id| Due { key: k, id, claimed })
+                })
                 .collect();
             if due.is_empty() {
                 break;
@@ -93,68 +121,101 @@ impl Store {
         Ok(report)
     }
 
-    fn collect_round(&self, due: &[(Box<[u8]>, ChunkId)], now: u64, report: &mut GcReport) -> Result<()> {
+    fn collect_round(&self, due: &[Due], now: u64, report: &mut GcReport) -> Result<()> {
         let m = self.meta();
-        let mut keys: HashMap<ChunkId, Vec<&[u8]>> = HashMap::new();
-        for (k, id) in due {
-            keys.entry(*id).or_default().push(k);
+        let mut keys: HashMap<ChunkId, Vec<&Due>> = HashMap::new();
+        for d in due {
+            keys.entry(d.id).or_default().push(d);
         }
         let ids: Vec<ChunkId> = keys.keys().copied().collect();
-        let _guards = self.lock_stripes(&ids);
+        let generational = self.objects().generational();
+        let mut guards = Some(self.lock_stripes(&ids));
+
+        // G1: claim the rows that may go.
         let rows = m.chunk_rows(&ids)?;
         let grace = self.grace_ms();
         let mut mark = Batch::default();
-        let mut doomed = Vec::new();
+        let mut doomed: Vec<ObjectKey> = Vec::new();
+        // Generations an earlier run claimed whose rows a put took over
+        // before that run's G3 (a crash came between): garbage, which no row
+        // names and no writer will write again.
+        let mut leftovers: Vec<ObjectKey> = Vec::new();
+        // Their entries go only after G2 (with G3's batch).
+        let mut leftover_entries: Vec<&[u8]> = Vec::new();
         for (id, row) in ids.iter().zip(rows) {
-            for k in &keys[id] {
-                mark.delete(Cf::Gcq, k);
+            for d in &keys[id] {
+                match d.claimed {
+                    Some(g) if row.is_none_or(|r| r.generation != g) => {
+                        leftovers.push(ObjectKey::new(*id, g));
+                        leftover_entries.push(&d.key);
+                    }
+                    _ => mark.delete(Cf::Gcq, &d.key),
+                }
             }
             let Some(mut r) = row else { continue };
-            if r.refcount > 0 {
+            let eligible = match r.state {
+                // A writer's claim: due at its deadline, whatever the refcount.
+                ChunkState::Writing => r.lease_until,
+                _ if r.refcount > 0 => continue,
+                ChunkState::Zero => (r.zero_since + grace).max(r.lease_until),
+                ChunkState::Deleting | ChunkState::Damaged => now,
+                ChunkState::Live => continue,
+            };
+            if eligible > now {
+                mark.put(Cf::Gcq, &meta::gcq_key(eligible, id), b"");
+                report.requeued += 1;
                 continue;
             }
-            match r.state {
-                ChunkState::Zero => {
-                    let eligible = (r.zero_since + grace).max(r.lease_until);
-                    if eligible > now {
-                        mark.put(Cf::Gcq, &meta::gcq_key(eligible, id), b"");
-                        report.requeued += 1;
-                        continue;
-                    }
-                    r.state = ChunkState::Deleting;
-                    mark.put(Cf::Chunks, id.as_bytes(), &r.encode());
-                    doomed.push((*id, r));
-                }
-                ChunkState::Deleting | ChunkState::Damaged => doomed.push((*id, r)),
-                ChunkState::Live => {}
+            if r.refcount > 0 {
+                // A writer healing a chunk that files use never flipped:
+                // the chunk is damaged again (a re-upload heals it); the
+                // orphan sweep takes that generation's object, if any, once
+                // a new claim names another.
+                r.state = ChunkState::Damaged;
+                mark.put(Cf::Chunks, id.as_bytes(), &r.encode());
+                continue;
             }
-        }
-        // A doomed row keeps a queue entry until its row is dropped: a crash
-        // between this batch and the drop leaves it where the next run
-        // looks, never stranded in `Deleting`.
-        for (id, _) in &doomed {
-            mark.put(Cf::Gcq, &meta::gcq_key(now, id), b"");
+            if r.state != ChunkState::Deleting {
+                r.state = ChunkState::Deleting;
+                mark.put(Cf::Chunks, id.as_bytes(), &r.encode());
+            }
+            // The row keeps a queue entry until G3 drops it, naming the
+            // generation claimed: a crash in between leaves it where the
+            // next run looks, and that run deletes this generation even if a
+            // put has taken the row over meanwhile.
+            mark.put(Cf::Gcq, &meta::gcq_key(now, id), &r.generation.to_le_bytes());
+            doomed.push(ObjectKey::new(*id, r.generation));
         }
         m.write(mark, true)?;
-        // A missing object counts as deleted (a crash after the unlink).
-        let doomed_ids: Vec<ChunkId> = doomed.iter().map(|(id, _)| *id).collect();
-        for page in doomed_ids.chunks(DELETE_PAGE) {
+        if generational {
+            guards = None;
+        }
+
+        // G2: delete exactly the claimed generations.
+        for page in doomed.chunks(DELETE_PAGE).chain(leftovers.chunks(DELETE_PAGE)) {
             self.objects().delete_many(page)?;
         }
+
+        // G3: drop the rows no put took over meanwhile.
+        let doomed_ids: Vec<ChunkId> = doomed.iter().map(|k| k.id).collect();
+        let _g3 = if guards.is_none() { Some(self.lock_stripes(&doomed_ids)) } else { None };
+        let rows = m.chunk_rows(&doomed_ids)?;
         let mut drop = Batch::default();
-        for (id, r) in &doomed {
-            drop.delete(Cf::Gcq, &meta::gcq_key(now, id));
-            drop.delete(Cf::Chunks, id.as_bytes());
-            drop.add(Counter::UniqueChunks, -1);
-            drop.add(Counter::UniqueBytes, -i64::from(r.raw_len));
-            drop.add(Counter::StoredBytes, -(i64::from(r.stored_len) + object::HEADER_LEN as i64));
+        for k in leftover_entries {
+            drop.delete(Cf::Gcq, k);
+        }
+        for (key, row) in doomed.iter().zip(rows) {
+            drop.delete(Cf::Gcq, &meta::gcq_key(now, &key.id));
+            let still = |r: &ChunkRow| r.state == ChunkState::Deleting && r.generation == key.generation;
+            let Some(r) = row.filter(still) else { continue };
+            drop.delete(Cf::Chunks, key.id.as_bytes());
+            count_row(&mut drop, Some(&r), None);
             report.deleted_chunks += 1;
             report.freed_bytes += u64::from(r.raw_len);
         }
         m.write(drop, false)
     }
 
-    /// Deletes objects that have no row, once older than the grace period.
     /// Removes `uploads/<id>` directories older than `age` whose session
     /// has no record. Sessions write their directory before their record,
     /// so a young one may be a creation in flight: it is left alone.
@@ -191,45 +252,55 @@ impl Store {
         Ok(n)
     }
 
-    /// Deletes orphan objects older than the grace period. Returns how many
-    /// went, and how many orphans from before this process opened the store
-    /// (a crash's leftovers) are still too young to go: while there are
-    /// any, the sweep stays due.
+    /// Deletes orphan objects older than the grace period: objects whose
+    /// key no row names (no row, or a row of another generation). Returns
+    /// how many went, and how many orphans from before this process opened
+    /// the store (a crash's leftovers) are still too young to go: while
+    /// there are any, the sweep stays due.
     fn sweep_orphans(&self) -> Result<(u64, u64)> {
         let now = self.now_ms();
         let grace = self.grace_ms();
         let opened = self.opened_ms();
         let mut n = 0;
-        let mut young_ids = Vec::new();
+        let mut young_keys = Vec::new();
         let mtime = |e: &ObjectEntry| {
             e.modified.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
         };
         for prefix in 0..=255u8 {
             objects::for_each_page(self.objects().as_ref(), prefix, LIST_PAGE, |entries| -> Result<()> {
-                young_ids.extend(
-                    entries.iter().filter(|e| mtime(e) + grace > now && mtime(e) < opened).map(|e| e.id),
+                young_keys.extend(
+                    entries.iter().filter(|e| mtime(e) + grace > now && mtime(e) < opened).map(|e| e.key),
                 );
-                let old: Vec<ChunkId> =
-                    entries.iter().filter(|e| mtime(e) + grace <= now).map(|e| e.id).collect();
-                if old.is_empty() {
-                    return Ok(());
-                }
-                let rows = self.meta().chunk_rows(&old)?;
-                let unnamed: Vec<ChunkId> =
-                    old.iter().zip(rows).filter(|(_, row)| row.is_none()).map(|(id, _)| *id).collect();
+                let old: Vec<ObjectKey> =
+                    entries.iter().filter(|e| mtime(e) + grace <= now).map(|e| e.key).collect();
+                let unnamed = self.unnamed(&old)?;
                 if unnamed.is_empty() {
                     return Ok(());
                 }
                 // Checked again under the locks: a put may have named one since.
-                let _g = self.lock_stripes(&unnamed);
-                let rows = self.meta().chunk_rows(&unnamed)?;
-                let orphans: Vec<ChunkId> =
-                    unnamed.iter().zip(rows).filter(|(_, row)| row.is_none()).map(|(id, _)| *id).collect();
+                let ids: Vec<ChunkId> = unnamed.iter().map(|k| k.id).collect();
+                let _g = self.lock_stripes(&ids);
+                let orphans = self.unnamed(&unnamed)?;
                 n += self.objects().delete_many(&orphans)? as u64;
                 Ok(())
             })?;
         }
-        let young_orphans = self.meta().chunk_rows(&young_ids)?.iter().filter(|r| r.is_none()).count();
+        let young_orphans = self.unnamed(&young_keys)?.len();
         Ok((n, young_orphans as u64))
+    }
+
+    /// The keys of `keys` that no row names.
+    fn unnamed(&self, keys: &[ObjectKey]) -> Result<Vec<ObjectKey>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<ChunkId> = keys.iter().map(|k| k.id).collect();
+        let rows = self.meta().chunk_rows(&ids)?;
+        Ok(keys
+            .iter()
+            .zip(rows)
+            .filter(|(k, row)| row.is_none_or(|r| r.generation != k.generation))
+            .map(|(k, _)| *k)
+            .collect())
     }
 }

@@ -5,10 +5,13 @@
 //! nothing here knows about HTTP, and only `meta::rocks` knows about RocksDB.
 //!
 //! Write order makes a crash harmless: an object is durable (the object
-//! store's barrier) before any row naming it is written, and a file becomes
+//! store's barrier) before any row makes it usable, and a file becomes
 //! visible in one synced batch holding its manifest and refcount increments.
-//! A crash leaves at worst an unreferenced object or a zero-refcount row; GC
-//! takes both after their grace period.
+//! A crash leaves at worst an unreferenced object, a zero-refcount row or,
+//! on a generational object store (S3), a row a writer claimed and never
+//! flipped; GC takes each in its time. On such a store every write of a
+//! chunk goes to a fresh object key, so no delete ever hits live data
+//! (`generations`, docs/DESIGN.md "Generations").
 //!
 //! Concurrency: chunk rows are guarded by 256 stripe locks (by first hash
 //! byte), always taken in ascending order; puts, leases, commits and GC all
@@ -43,6 +46,8 @@ mod files;
 #[cfg(feature = "server")]
 mod gc;
 #[cfg(feature = "server")]
+mod generations;
+#[cfg(feature = "server")]
 mod ingest;
 #[cfg(feature = "server")]
 pub mod meta;
@@ -75,7 +80,7 @@ pub use self::id::{ChunkId, FileId, UploadId};
 pub use self::manifest::Entry;
 pub use self::meta_backend::MetaBackend;
 pub use self::name::FileName;
-pub use self::objects::{Faulty, FsObjects, FsyncPolicy, MemObjects, ObjectEntry, ObjectStore};
+pub use self::objects::{Faulty, FsObjects, FsyncPolicy, MemObjects, ObjectEntry, ObjectKey, ObjectStore};
 
 #[cfg(feature = "server")]
 pub(crate) use self::engine::lock;

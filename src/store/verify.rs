@@ -1,5 +1,7 @@
 //! `verify`: the store checked against itself. Every object: name, header,
-//! CRCs, length, decompression, BLAKE3. Every row: an object behind it.
+//! CRCs, length, decompression, BLAKE3. Every row: an object behind it, the
+//! one of the row's generation (an object of another generation is an
+//! orphan). A `Writing` row may lack its object (a writer is PUTting it).
 //! Every manifest: decodes, adds up, names chunks that exist. Refcounts are
 //! recomputed from the manifests and compared; so are the counters. With
 //! `repair`, corrupt objects are moved aside and their rows marked damaged
@@ -13,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
-use super::objects;
+use super::objects::{self, ObjectKey};
 use super::quota;
 use super::tenant::{self, Tenant};
 use super::{ChunkId, FileId, FileRecord, FileState, Result, Store, manifest, object};
@@ -50,9 +52,13 @@ pub struct VerifyReport {
     pub tenant_row_mismatches: u64,
     /// Rows left mid-delete by a crash (GC finishes them).
     pub deleting_rows: u64,
-    /// Of those, rows with no GC queue entry: no GC run would ever find them
-    /// (a crash between GC's steps on versions before the queue entry was
-    /// kept). A finding; `--repair` queues them so the next GC finishes them.
+    /// Rows a writer has claimed and not flipped yet (a put in flight, or
+    /// one a crash cut: GC reaps it at its deadline).
+    pub writing_rows: u64,
+    /// Of the `Deleting` and `Writing` rows, those with no GC queue entry:
+    /// no GC run would ever find them (a crash between GC's steps on
+    /// versions before the queue entry was kept). A finding; `--repair`
+    /// queues them so the next GC finishes them.
     pub stranded_deleting: Vec<ChunkId>,
     /// Rows marked damaged, awaiting a re-upload.
     pub damaged_rows: u64,
@@ -86,27 +92,27 @@ impl Store {
         let max = self.options().max_object_size as usize;
 
         // Objects.
-        let mut present: HashSet<ChunkId> = HashSet::new();
-        let mut corrupt: HashMap<ChunkId, String> = HashMap::new();
+        let mut present: HashSet<ObjectKey> = HashSet::new();
+        let mut corrupt: HashMap<ObjectKey, String> = HashMap::new();
         for prefix in 0..=255u8 {
             objects::for_each_page(self.objects().as_ref(), prefix, LIST_PAGE, |page| -> Result<()> {
                 for e in page {
                     rep.objects += 1;
                     rep.object_bytes += e.len;
-                    let bad = match self.objects().get(&e.id)? {
+                    let bad = match self.objects().get(&e.key)? {
                         None => continue,
                         Some(enc) => match object::decode(&enc, max, true) {
-                            Ok((h, _)) if h.id == e.id => None,
+                            Ok((h, _)) if h.id == e.key.id => None,
                             Ok(_) => Some("object holds another chunk".to_string()),
                             Err(err) => Some(err.0.to_string()),
                         },
                     };
                     match bad {
                         None => {
-                            present.insert(e.id);
+                            present.insert(e.key);
                         }
                         Some(reason) => {
-                            corrupt.insert(e.id, reason);
+                            corrupt.insert(e.key, reason);
                         }
                     }
                 }
@@ -159,6 +165,8 @@ impl Store {
         let mut fix = Batch::default();
         let (mut chunks, mut unique, mut stored) = (0i64, 0i64, 0i64);
         let mut rows_seen: HashSet<ChunkId> = HashSet::new();
+        // The object key each row names.
+        let mut named: HashSet<ObjectKey> = HashSet::new();
         let now = self.now_ms();
         for kv in m.scan(Cf::Chunks, b"", None) {
             let (k, v) = kv?;
@@ -169,21 +177,27 @@ impl Store {
             };
             rep.rows += 1;
             rows_seen.insert(id);
+            let key = ObjectKey::new(id, row.generation);
+            named.insert(key);
             chunks += 1;
             unique += i64::from(row.raw_len);
             stored += i64::from(row.stored_len) + object::HEADER_LEN as i64;
             let mut changed = false;
             match row.state {
-                ChunkState::Deleting => {
-                    rep.deleting_rows += 1;
+                ChunkState::Deleting | ChunkState::Writing => {
+                    if row.state == ChunkState::Deleting {
+                        rep.deleting_rows += 1;
+                    } else {
+                        rep.writing_rows += 1;
+                    }
                     if !queued.contains(&id) {
                         rep.stranded_deleting.push(id);
                         fix.put(Cf::Gcq, &meta::gcq_key(now, &id), b"");
                     }
                 }
                 ChunkState::Damaged => rep.damaged_rows += 1,
-                _ if !present.contains(&id) => {
-                    if !corrupt.contains_key(&id) {
+                _ if !present.contains(&key) => {
+                    if !corrupt.contains_key(&key) {
                         rep.missing_objects.push(id);
                     }
                     row.state = ChunkState::Damaged;
@@ -210,20 +224,20 @@ impl Store {
         }
         // A corrupt object is damage only when a row names it; one that no
         // row names was never acknowledged (a crash cut its write).
-        let mut corrupt: Vec<(ChunkId, String)> = corrupt.into_iter().collect();
+        let mut corrupt: Vec<(ObjectKey, String)> = corrupt.into_iter().collect();
         corrupt.sort();
-        for (id, reason) in corrupt {
-            if rows_seen.contains(&id) {
+        for (key, reason) in corrupt {
+            if named.contains(&key) {
                 if repair {
-                    self.objects().quarantine(&id)?;
+                    self.objects().quarantine(&key)?;
                 }
-                rep.corrupt_objects.push((id, reason));
+                rep.corrupt_objects.push((key.id, reason));
             } else {
-                rep.corrupt_orphans.push((id, reason));
+                rep.corrupt_orphans.push((key.id, reason));
             }
         }
-        rep.orphan_objects = present.iter().filter(|id| !rows_seen.contains(id)).count() as u64
-            + rep.corrupt_orphans.len() as u64;
+        rep.orphan_objects =
+            present.iter().filter(|k| !named.contains(k)).count() as u64 + rep.corrupt_orphans.len() as u64;
         for id in refs.keys() {
             if !rows_seen.contains(id) {
                 rep.bad_files.push((id.to_string(), "referenced chunk has no row".into()));

@@ -55,6 +55,23 @@ fn hex(n: usize) -> String {
 }
 
 impl Garage {
+    /// Whether [`Garage::start`] can start one, without starting it: `false`
+    /// (after printing why) when there is no `garage` binary.
+    ///
+    /// # Panics
+    /// When the binary is missing under `DEPOT_SCALEOUT=1`.
+    pub fn available() -> bool {
+        if binary().is_some() {
+            return true;
+        }
+        let why = "no `garage` binary (cargo install garage --locked --version 2.5.0, or set GARAGE_BIN)";
+        if std::env::var("DEPOT_SCALEOUT").as_deref() == Ok("1") {
+            panic!("DEPOT_SCALEOUT=1: {why}");
+        }
+        eprintln!("skipped: {why}");
+        false
+    }
+
     /// Starts a fresh one-node Garage and waits until its S3 port answers.
     /// `None` (after printing why) when there is no `garage` binary and
     /// `DEPOT_SCALEOUT` is not `1`.

@@ -7,10 +7,16 @@ use crate::store::error::{Error, Result};
 use crate::store::id::ChunkId;
 
 /// The on-disk layout version; a store made by another version is refused.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: chunk rows may be v2 ([`ChunkRow`]: a generation, the `Writing` state).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The last layout before tenants: opened and migrated (see `tenant`).
 pub const SCHEMA_BEFORE_TENANTS: u32 = 1;
+
+/// The last layout before generations: every chunk row is v1, which reads
+/// as generation 0, so opening it rewrites nothing but the version (which
+/// keeps older versions, which cannot read v2 rows, out from then on).
+pub const SCHEMA_BEFORE_GENERATIONS: u32 = 2;
 
 byte_enum! {
     /// Life of a chunk row.
@@ -24,10 +30,22 @@ byte_enum! {
         /// Its object was found missing or corrupt: reported missing so that a
         /// re-upload heals it; downloads of files using it fail fast.
         Damaged = 3,
+        /// A writer has claimed the chunk and is PUTting its object under
+        /// the row's generation, until `lease_until` (the claim's deadline,
+        /// `until` in the design notes). Only on a generational object
+        /// store (docs/DESIGN.md, "Generations"). Not usable; GC reaps it
+        /// once the deadline has passed.
+        Writing = 4,
     }
 }
 
 /// What the store knows of one chunk.
+///
+/// Encoded as v2, 42 bytes: v1's 34 (refcount u64, raw_len u32, stored_len
+/// u32, codec u8, state u8, zero_since u64, lease_until u64, all little
+/// endian) and then the generation (u64 LE). A v1 row (34 bytes, written
+/// before generations) decodes as generation 0, so the encoding says which
+/// it is by its length and no row is rewritten by an upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkRow {
     pub refcount: u64,
@@ -37,12 +55,20 @@ pub struct ChunkRow {
     pub state: ChunkState,
     /// When the refcount last became zero (unix ms).
     pub zero_since: u64,
-    /// No GC before this time (unix ms): an upload is using the chunk.
+    /// No GC before this time (unix ms): an upload is using the chunk. For
+    /// a `Writing` row: the writer's deadline.
     pub lease_until: u64,
+    /// Which generation of the chunk's object the row names
+    /// ([`crate::store::objects::ObjectKey`]); 0 on a store that is not
+    /// generational.
+    pub generation: u64,
 }
 
 impl ChunkRow {
-    pub const LEN: usize = 34;
+    /// The length of a row as written (v2).
+    pub const LEN: usize = 42;
+    /// The length of a row written before generations (v1).
+    pub const LEN_V1: usize = 34;
 
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
@@ -53,13 +79,16 @@ impl ChunkRow {
         b[17] = self.state as u8;
         b[18..26].copy_from_slice(&self.zero_since.to_le_bytes());
         b[26..34].copy_from_slice(&self.lease_until.to_le_bytes());
+        b[34..42].copy_from_slice(&self.generation.to_le_bytes());
         b
     }
 
+    /// Decodes a v2 row, or a v1 row as generation 0.
+    ///
     /// # Errors
     /// [`Error::CorruptMetadata`] when the bytes are not a row.
     pub fn decode(b: &[u8]) -> Result<Self> {
-        if b.len() != Self::LEN {
+        if b.len() != Self::LEN && b.len() != Self::LEN_V1 {
             return Err(Error::CorruptMetadata("chunk row has the wrong length".into()));
         }
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
@@ -74,6 +103,7 @@ impl ChunkRow {
             state,
             zero_since: u64_at(18),
             lease_until: u64_at(26),
+            generation: if b.len() == Self::LEN { u64_at(34) } else { 0 },
         })
     }
 

@@ -11,7 +11,7 @@
 //!
 //! | column family | key | value |
 //! |---|---|---|
-//! | `chunks` | chunk id (32) | [`ChunkRow`], 34 bytes; bloom-filtered: dedup lookups land here |
+//! | `chunks` | chunk id (32) | [`ChunkRow`], 42 bytes (34 before generations); bloom-filtered: dedup lookups land here |
 //! | `gcq` | eligible-at ms (8, BE) ‖ chunk id | empty: chunks that may become garbage, in time order |
 //! | `files` | file id (16) | [`FileRecord`](super::FileRecord) as JSON |
 //! | `manifests` | file id ‖ segment (4, BE) | packed manifest segment |
@@ -33,7 +33,10 @@ mod paged;
 pub mod postgres;
 pub mod rocks;
 
-pub use self::keys::{ChunkRow, ChunkState, SCHEMA_BEFORE_TENANTS, SCHEMA_VERSION, gcq_key, manifest_key};
+pub use self::keys::{
+    ChunkRow, ChunkState, SCHEMA_BEFORE_GENERATIONS, SCHEMA_BEFORE_TENANTS, SCHEMA_VERSION, gcq_key,
+    manifest_key,
+};
 pub use self::memory::MemMeta;
 #[cfg(feature = "postgres")]
 pub use self::postgres::PgMeta;

@@ -6,7 +6,7 @@
 
 use std::io;
 
-use super::{ObjectStore, for_each_page};
+use super::{ObjectKey, ObjectStore, for_each_page};
 use crate::store::id::ChunkId;
 
 /// How many objects the paging check writes.
@@ -25,8 +25,8 @@ pub enum Breadth {
 /// # Panics
 /// When `store` breaks a promise of [`ObjectStore`] (or fails a call).
 pub fn check(store: &dyn ObjectStore, breadth: Breadth) {
-    let id = ChunkId::of(b"a");
-    let other = ChunkId::of(b"b");
+    let id = ObjectKey::plain(ChunkId::of(b"a"));
+    let other = ObjectKey::plain(ChunkId::of(b"b"));
     assert!(store.get(&id).unwrap().is_none());
     assert!(store.get_range(&id, 0, 4).unwrap().is_none());
     assert!(store.get_head_and_range(&id, 2, 1, 4).unwrap().is_none());
@@ -45,8 +45,8 @@ pub fn check(store: &dyn ObjectStore, breadth: Breadth) {
     assert!(store.contains(&id).unwrap());
     assert!(store.put_if_absent(&other, &[b"x"]).unwrap());
     store.barrier().unwrap();
-    let listed = store.list(id.as_bytes()[0], None, 10).unwrap();
-    assert!(listed.iter().any(|e| e.id == id && e.len == 5));
+    let listed = store.list(id.id.as_bytes()[0], None, 10).unwrap();
+    assert!(listed.iter().any(|e| e.key == id && e.len == 5));
     store.replace(&id, &[b"healed"]).unwrap();
     assert_eq!(store.get(&id).unwrap().unwrap(), b"healed");
     assert!(store.quarantine(&id).unwrap());
@@ -54,25 +54,73 @@ pub fn check(store: &dyn ObjectStore, breadth: Breadth) {
     assert!(!store.quarantine(&id).unwrap(), "nothing left to quarantine");
     assert_eq!(store.delete_many(&[other, other]).unwrap(), 2, "absent counts as deleted");
     assert!(!store.contains(&other).unwrap());
+    generations(store);
     pages(store, breadth);
+}
+
+/// Generations of one chunk are distinct objects: written together by
+/// `put_many`, listed in generation order after generation 0, deleted one
+/// at a time; and a `put_many` of nothing does nothing.
+fn generations(store: &dyn ObjectStore) {
+    let id = ChunkId::of(b"g");
+    let keys = [ObjectKey::new(id, 0), ObjectKey::new(id, 7), ObjectKey::new(id, u64::MAX - 1)];
+    store.put_many(&[]).unwrap();
+    let items: Vec<(ObjectKey, Vec<&[u8]>)> = keys
+        .iter()
+        .zip([&b"zero"[..], b"seven", b"last"])
+        .map(|(k, b)| (*k, vec![&b[..2], &b[2..]]))
+        .collect();
+    store.put_many(&items).unwrap();
+    store.barrier().unwrap();
+    for (k, b) in keys.iter().zip([&b"zero"[..], b"seven", b"last"]) {
+        assert_eq!(store.get(k).unwrap().as_deref(), Some(b), "{k}");
+    }
+    store.put_many(&[(keys[1], vec![&b"again"[..]])]).unwrap();
+    assert_eq!(store.get(&keys[1]).unwrap().unwrap(), b"again", "put_many overwrites");
+    let listed: Vec<ObjectKey> = store
+        .list(id.as_bytes()[0], None, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.key)
+        .filter(|k| k.id == id)
+        .collect();
+    assert_eq!(listed, keys, "id, then generation");
+    let after: Vec<ObjectKey> =
+        store.list(id.as_bytes()[0], Some(&keys[0]), 100).unwrap().iter().map(|e| e.key).collect();
+    assert_eq!(after.first(), Some(&keys[1]), "a page may start between two generations of one id");
+    assert_eq!(store.delete_many(&keys[1..2]).unwrap(), 1);
+    assert!(
+        store.contains(&keys[0]).unwrap() && store.contains(&keys[2]).unwrap(),
+        "only that generation goes"
+    );
+    assert!(!store.contains(&keys[1]).unwrap());
+    assert_eq!(store.delete_many(&keys).unwrap(), 3);
+    assert!(store.list(id.as_bytes()[0], None, 100).unwrap().iter().all(|e| e.key.id != id));
 }
 
 /// Many objects under one prefix, listed a page at a time: every one
 /// once, in order, and nothing of another prefix.
 fn pages(store: &dyn ObjectStore, breadth: Breadth) {
-    let all: Vec<ChunkId> = (0..3000u32).map(|i| ChunkId::of(&i.to_le_bytes())).collect();
-    let prefix = all[0].as_bytes()[0];
-    let written: Vec<ChunkId> = match breadth {
+    // Every fifth chunk has a second generation: pages cut between them too.
+    let all: Vec<ObjectKey> = (0..3000u32)
+        .flat_map(|i| {
+            let id = ChunkId::of(&i.to_le_bytes());
+            let second = (i % 5 == 0).then(|| ObjectKey::new(id, u64::from(i) + 1));
+            std::iter::once(ObjectKey::plain(id)).chain(second)
+        })
+        .collect();
+    let prefix = all[0].id.as_bytes()[0];
+    let written: Vec<ObjectKey> = match breadth {
         Breadth::EveryPrefix => all.clone(),
         Breadth::Neighbours => {
-            all.iter().copied().filter(|id| id.as_bytes()[0].abs_diff(prefix) <= 1).collect()
+            all.iter().copied().filter(|k| k.id.as_bytes()[0].abs_diff(prefix) <= 1).collect()
         }
     };
     for id in &written {
         store.put_if_absent(id, &[b"o"]).unwrap();
     }
     let mut ids = written.clone();
-    ids.retain(|id| id.as_bytes()[0] == prefix);
+    ids.retain(|k| k.id.as_bytes()[0] == prefix);
     ids.sort();
     assert!(ids.len() > 5, "the prefix holds a few pages");
     for limit in [1, 2, 5, 1000] {
@@ -81,7 +129,7 @@ fn pages(store: &dyn ObjectStore, breadth: Breadth) {
         for_each_page::<io::Error>(store, prefix, limit, |page| {
             assert!(page.len() <= limit);
             calls += 1;
-            seen.extend(page.iter().map(|e| e.id));
+            seen.extend(page.iter().map(|e| e.key));
             Ok(())
         })
         .unwrap();
@@ -91,11 +139,11 @@ fn pages(store: &dyn ObjectStore, breadth: Breadth) {
     // A start past the prefix gives an empty page; one before it, the top.
     let last = *ids.last().unwrap();
     assert!(store.list(prefix, Some(&last), 10).unwrap().is_empty());
-    let before = ChunkId::from_slice(&[prefix.wrapping_sub(1); 32]).unwrap();
+    let before = ObjectKey::plain(ChunkId::from_slice(&[prefix.wrapping_sub(1); 32]).unwrap());
     if prefix > 0 {
-        assert_eq!(store.list(prefix, Some(&before), 1).unwrap()[0].id, ids[0]);
+        assert_eq!(store.list(prefix, Some(&before), 1).unwrap()[0].key, ids[0]);
     }
-    let after = ChunkId::from_slice(&[prefix.wrapping_add(1); 32]).unwrap();
+    let after = ObjectKey::plain(ChunkId::from_slice(&[prefix.wrapping_add(1); 32]).unwrap());
     if prefix < 255 {
         assert!(store.list(prefix, Some(&after), 10).unwrap().is_empty());
     }

@@ -6,11 +6,16 @@
 //!   every call while set ([`Faulty::fail_always`]): the call does nothing
 //!   and returns an error, as a process killed just before it would leave
 //!   things.
-//! - Pause before the next delete ([`Faulty::pause_next_delete`]): the
-//!   deleting thread stops with its ids in hand until the test releases it,
+//! - Pause before the next put, delete or barrier ([`Faulty::pause_next`]):
+//!   the calling thread stops with its keys in hand until the test releases
+//!   it (or forever: a process frozen, or dead, at that point),
 //!   so the test can act at exactly that point (a commit of the same
-//!   content, say) and then let the delete go on.
-//! - Count calls per operation ([`Faulty::calls`]).
+//!   content, a GC run past a writer's claim) and then let the call go on.
+//! - Count calls per operation ([`Faulty::calls`]); a put counts once per
+//!   object, whether it came alone or in a [`ObjectStore::put_many`].
+//!
+//! Everything else, [`ObjectStore::generational`] included, is forwarded:
+//! the wrapper behaves as the store it wraps.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -18,12 +23,13 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{ObjectEntry, ObjectStore, lock};
-use crate::store::id::ChunkId;
+use super::{ObjectEntry, ObjectKey, ObjectStore, lock};
 
 /// An operation of [`ObjectStore`], as the fault hooks name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
+    /// One object written by [`ObjectStore::put_if_absent`] or
+    /// [`ObjectStore::put_many`].
     Put,
     Replace,
     Get,
@@ -43,7 +49,8 @@ struct Hooks {
     /// that fail.
     fail_at: HashSet<(Op, u64)>,
     fail_always: HashSet<Op>,
-    pause: Option<(Sender<Vec<ChunkId>>, Receiver<()>)>,
+    /// Armed pauses: the next call of the operation stops there.
+    pauses: HashMap<Op, (Sender<Vec<ObjectKey>>, Receiver<()>)>,
 }
 
 /// Faults on demand in front of any object store.
@@ -52,21 +59,21 @@ pub struct Faulty {
     hooks: Mutex<Hooks>,
 }
 
-/// The test's end of a pause set by [`Faulty::pause_next_delete`]. Dropping
-/// it releases the delete too.
+/// The test's end of a pause set by [`Faulty::pause_next`]. Dropping it
+/// releases the paused call too.
 pub struct Pause {
-    reached: Receiver<Vec<ChunkId>>,
+    reached: Receiver<Vec<ObjectKey>>,
     release: Sender<()>,
 }
 
 impl Pause {
-    /// Waits until a delete reaches the pause; returns the ids it is about
-    /// to delete, or `None` if none arrives within `timeout`.
-    pub fn wait(&self, timeout: Duration) -> Option<Vec<ChunkId>> {
+    /// Waits until a call reaches the pause; returns the keys it is about
+    /// to write or delete, or `None` if none arrives within `timeout`.
+    pub fn wait(&self, timeout: Duration) -> Option<Vec<ObjectKey>> {
         self.reached.recv_timeout(timeout).ok()
     }
 
-    /// Lets the paused delete go on.
+    /// Lets the paused call go on.
     pub fn release(self) {
         let _ = self.release.send(());
     }
@@ -104,16 +111,34 @@ impl Faulty {
         let mut h = lock(&self.hooks);
         h.fail_at.clear();
         h.fail_always.clear();
-        h.pause = None;
+        h.pauses.clear();
     }
 
-    /// Stops the next delete before it deletes anything, until the returned
-    /// handle releases it (or is dropped).
-    pub fn pause_next_delete(&self) -> Pause {
+    /// Stops the next call of `op` ([`Op::Put`]: a `put_if_absent` or a
+    /// `put_many`; [`Op::Delete`]; [`Op::Barrier`], which has no keys)
+    /// before it does anything, until the returned handle releases it (or
+    /// is dropped). Other operations are not paused.
+    pub fn pause_next(&self, op: Op) -> Pause {
         let (reached_tx, reached) = mpsc::channel();
         let (release, release_rx) = mpsc::channel();
-        lock(&self.hooks).pause = Some((reached_tx, release_rx));
+        lock(&self.hooks).pauses.insert(op, (reached_tx, release_rx));
         Pause { reached, release }
+    }
+
+    /// [`Faulty::pause_next`] for the next delete.
+    pub fn pause_next_delete(&self) -> Pause {
+        self.pause_next(Op::Delete)
+    }
+
+    /// Stops here when a pause is armed for `op`. The pause is taken out
+    /// first, so that only one call stops, and the lock is not held while
+    /// it waits.
+    fn pause_point(&self, op: Op, keys: &[ObjectKey]) {
+        let pause = lock(&self.hooks).pauses.remove(&op);
+        if let Some((reached, release)) = pause {
+            let _ = reached.send(keys.to_vec());
+            let _ = release.recv();
+        }
     }
 
     /// How many times `op` was called (failed calls included).
@@ -140,70 +165,89 @@ impl Faulty {
 }
 
 impl ObjectStore for Faulty {
-    fn put_if_absent(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<bool> {
+    fn generational(&self) -> bool {
+        self.inner.generational()
+    }
+
+    fn put_if_absent(&self, key: &ObjectKey, parts: &[&[u8]]) -> io::Result<bool> {
+        self.pause_point(Op::Put, std::slice::from_ref(key));
         self.enter(Op::Put)?;
-        self.inner.put_if_absent(id, parts)
+        self.inner.put_if_absent(key, parts)
     }
 
-    fn replace(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<()> {
+    /// Counts each object as a put; when one of them is to fail, the ones
+    /// before it are stored and it and the rest are not.
+    fn put_many(&self, items: &[(ObjectKey, Vec<&[u8]>)]) -> io::Result<()> {
+        let keys: Vec<ObjectKey> = items.iter().map(|(k, _)| *k).collect();
+        self.pause_point(Op::Put, &keys);
+        for i in 0..items.len() {
+            if let Err(e) = self.enter(Op::Put) {
+                self.inner.put_many(&items[..i])?;
+                return Err(e);
+            }
+        }
+        self.inner.put_many(items)
+    }
+
+    fn replace(&self, key: &ObjectKey, parts: &[&[u8]]) -> io::Result<()> {
         self.enter(Op::Replace)?;
-        self.inner.replace(id, parts)
+        self.inner.replace(key, parts)
     }
 
-    fn get(&self, id: &ChunkId) -> io::Result<Option<Vec<u8>>> {
+    fn get(&self, key: &ObjectKey) -> io::Result<Option<Vec<u8>>> {
         self.enter(Op::Get)?;
-        self.inner.get(id)
+        self.inner.get(key)
     }
 
-    fn get_into(&self, id: &ChunkId, buf: &mut Vec<u8>) -> io::Result<bool> {
+    fn get_into(&self, key: &ObjectKey, buf: &mut Vec<u8>) -> io::Result<bool> {
         self.enter(Op::Get)?;
-        self.inner.get_into(id, buf)
+        self.inner.get_into(key, buf)
     }
 
-    fn get_range(&self, id: &ChunkId, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
+    fn get_range(&self, key: &ObjectKey, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
         self.enter(Op::Get)?;
-        self.inner.get_range(id, start, len)
+        self.inner.get_range(key, start, len)
     }
 
     fn get_head_and_range(
         &self,
-        id: &ChunkId,
+        key: &ObjectKey,
         head: usize,
         start: u64,
         len: usize,
     ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.enter(Op::Get)?;
-        self.inner.get_head_and_range(id, head, start, len)
+        self.inner.get_head_and_range(key, head, start, len)
     }
 
-    fn contains(&self, id: &ChunkId) -> io::Result<bool> {
+    fn contains(&self, key: &ObjectKey) -> io::Result<bool> {
         self.enter(Op::Contains)?;
-        self.inner.contains(id)
+        self.inner.contains(key)
     }
 
-    fn delete_many(&self, ids: &[ChunkId]) -> io::Result<usize> {
-        // The pause is taken out first, so that only one delete stops, and
-        // the lock is not held while it waits.
-        let pause = lock(&self.hooks).pause.take();
-        if let Some((reached, release)) = pause {
-            let _ = reached.send(ids.to_vec());
-            let _ = release.recv();
-        }
+    fn delete_many(&self, keys: &[ObjectKey]) -> io::Result<usize> {
+        self.pause_point(Op::Delete, keys);
         self.enter(Op::Delete)?;
-        self.inner.delete_many(ids)
+        self.inner.delete_many(keys)
     }
 
-    fn list(&self, prefix: u8, start_after: Option<&ChunkId>, limit: usize) -> io::Result<Vec<ObjectEntry>> {
+    fn list(
+        &self,
+        prefix: u8,
+        start_after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> io::Result<Vec<ObjectEntry>> {
         self.enter(Op::List)?;
         self.inner.list(prefix, start_after, limit)
     }
 
-    fn quarantine(&self, id: &ChunkId) -> io::Result<bool> {
+    fn quarantine(&self, key: &ObjectKey) -> io::Result<bool> {
         self.enter(Op::Quarantine)?;
-        self.inner.quarantine(id)
+        self.inner.quarantine(key)
     }
 
     fn barrier(&self) -> io::Result<()> {
+        self.pause_point(Op::Barrier, &[]);
         self.enter(Op::Barrier)?;
         self.inner.barrier()
     }

@@ -1,6 +1,10 @@
 //! [`FsObjects`]: the object directory on a local filesystem.
 //!
-//! Each object lives at `objects/ab/cd/<64 hex>`. An insert writes a temp
+//! Each object lives at `objects/ab/cd/<64 hex>`: the store keeps
+//! generation 0 here (this store is not generational: its create-only
+//! insert is exact under the store's locks). Another generation, which only
+//! a test or a copied bucket would bring, is `<64 hex>.<16 hex>` beside it,
+//! so the directory holds any [`ObjectKey`]. An insert writes a temp
 //! file, then hard-links it to its final name, which fails when the name
 //! exists: an object is never replaced, and "already there" is a dedup hit.
 //! Durability is a separate step, [`ObjectStore::barrier`], reached as the
@@ -18,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ObjectEntry, ObjectStore, lock, not_found_is};
+use super::{ObjectEntry, ObjectKey, ObjectStore, lock, not_found_is};
 use crate::store::enums::keywords;
 use crate::store::id::ChunkId;
 
@@ -89,8 +93,8 @@ impl FsObjects {
     }
 
     /// The path of an object (it may not exist).
-    pub fn path_of(&self, id: &ChunkId) -> PathBuf {
-        self.dir_of(id).join(id.to_string())
+    pub fn path_of(&self, key: &ObjectKey) -> PathBuf {
+        self.dir_of(&key.id).join(key.name())
     }
 
     /// Makes sure an object's `ab/cd` directory exists.
@@ -108,7 +112,7 @@ impl FsObjects {
     /// Writes an object into place without ever replacing one: an unnamed
     /// `O_TMPFILE` linked to its name where the filesystem allows, a named
     /// temp file hard-linked and unlinked elsewhere. `false`: the name exists.
-    fn write_new(&self, id: &ChunkId, parts: &[&[u8]], path: &Path) -> io::Result<bool> {
+    fn write_new(&self, key: &ObjectKey, parts: &[&[u8]], path: &Path) -> io::Result<bool> {
         let linked = if self.tmpfile {
             let mut f = open_unnamed(&self.tmp)?;
             self.fill(&mut f, parts)?;
@@ -122,7 +126,7 @@ impl FsObjects {
             )
             .map_err(io::Error::from)
         } else {
-            let tmp = self.write_temp(id, parts)?;
+            let tmp = self.write_temp(key, parts)?;
             let linked = fs::hard_link(&tmp, path);
             let _ = fs::remove_file(&tmp);
             linked
@@ -145,8 +149,8 @@ impl FsObjects {
         Ok(())
     }
 
-    fn write_temp(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<PathBuf> {
-        let tmp = self.tmp.join(format!("{id}.{:016x}.tmp", rand::random::<u64>()));
+    fn write_temp(&self, key: &ObjectKey, parts: &[&[u8]]) -> io::Result<PathBuf> {
+        let tmp = self.tmp.join(format!("{key}.{:016x}.tmp", rand::random::<u64>()));
         match File::create(&tmp).and_then(|mut f| self.fill(&mut f, parts)) {
             Ok(()) => Ok(tmp),
             Err(e) => {
@@ -177,22 +181,22 @@ fn open_unnamed(dir: &Path) -> io::Result<File> {
 }
 
 impl ObjectStore for FsObjects {
-    fn put_if_absent(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<bool> {
-        let dir = self.dir_of(id);
-        let path = dir.join(id.to_string());
-        self.ensure_dir(id, &dir)?;
-        let written = self.write_new(id, parts, &path)?;
+    fn put_if_absent(&self, key: &ObjectKey, parts: &[&[u8]]) -> io::Result<bool> {
+        let dir = self.dir_of(&key.id);
+        let path = dir.join(key.name());
+        self.ensure_dir(&key.id, &dir)?;
+        let written = self.write_new(key, parts, &path)?;
         if written {
             self.note_written(dir);
         }
         Ok(written)
     }
 
-    fn replace(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<()> {
-        let dir = self.dir_of(id);
-        self.ensure_dir(id, &dir)?;
-        let tmp = self.write_temp(id, parts)?;
-        if let Err(e) = fs::rename(&tmp, dir.join(id.to_string())) {
+    fn replace(&self, key: &ObjectKey, parts: &[&[u8]]) -> io::Result<()> {
+        let dir = self.dir_of(&key.id);
+        self.ensure_dir(&key.id, &dir)?;
+        let tmp = self.write_temp(key, parts)?;
+        if let Err(e) = fs::rename(&tmp, dir.join(key.name())) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
@@ -200,14 +204,14 @@ impl ObjectStore for FsObjects {
         Ok(())
     }
 
-    fn get(&self, id: &ChunkId) -> io::Result<Option<Vec<u8>>> {
-        not_found_is(fs::read(self.path_of(id)).map(Some), None)
+    fn get(&self, key: &ObjectKey) -> io::Result<Option<Vec<u8>>> {
+        not_found_is(fs::read(self.path_of(key)).map(Some), None)
     }
 
-    fn get_into(&self, id: &ChunkId, buf: &mut Vec<u8>) -> io::Result<bool> {
+    fn get_into(&self, key: &ObjectKey, buf: &mut Vec<u8>) -> io::Result<bool> {
         use std::io::Read;
         buf.clear();
-        let Some(mut file) = open_existing(&self.path_of(id))? else { return Ok(false) };
+        let Some(mut file) = open_existing(&self.path_of(key))? else { return Ok(false) };
         let len = file.metadata()?.len();
         buf.reserve(usize::try_from(len).unwrap_or(0));
         file.read_to_end(buf)?;
@@ -216,41 +220,46 @@ impl ObjectStore for FsObjects {
 
     /// Positioned reads of just the bytes asked for: a Range request on a
     /// large chunk reads its slice, not the whole file.
-    fn get_range(&self, id: &ChunkId, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
-        let Some(file) = open_existing(&self.path_of(id))? else { return Ok(None) };
+    fn get_range(&self, key: &ObjectKey, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
+        let Some(file) = open_existing(&self.path_of(key))? else { return Ok(None) };
         read_at_most(&file, start, len).map(Some)
     }
 
     /// One open for both reads.
     fn get_head_and_range(
         &self,
-        id: &ChunkId,
+        key: &ObjectKey,
         head: usize,
         start: u64,
         len: usize,
     ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let Some(file) = open_existing(&self.path_of(id))? else { return Ok(None) };
+        let Some(file) = open_existing(&self.path_of(key))? else { return Ok(None) };
         Ok(Some((read_at_most(&file, 0, head)?, read_at_most(&file, start, len)?)))
     }
 
-    fn contains(&self, id: &ChunkId) -> io::Result<bool> {
-        not_found_is(fs::metadata(self.path_of(id)).map(|_| true), false)
+    fn contains(&self, key: &ObjectKey) -> io::Result<bool> {
+        not_found_is(fs::metadata(self.path_of(key)).map(|_| true), false)
     }
 
-    fn delete_many(&self, ids: &[ChunkId]) -> io::Result<usize> {
-        for id in ids {
-            not_found_is(fs::remove_file(self.path_of(id)), ())?;
+    fn delete_many(&self, keys: &[ObjectKey]) -> io::Result<usize> {
+        for key in keys {
+            not_found_is(fs::remove_file(self.path_of(key)), ())?;
         }
-        Ok(ids.len())
+        Ok(keys.len())
     }
 
-    fn list(&self, prefix: u8, start_after: Option<&ChunkId>, limit: usize) -> io::Result<Vec<ObjectEntry>> {
+    fn list(
+        &self,
+        prefix: u8,
+        start_after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> io::Result<Vec<ObjectEntry>> {
         let mut out = Vec::new();
         // Where in this prefix the page starts: `start_after` may name an
         // id of an earlier prefix (start at the top) or a later one (empty).
         let after = match start_after {
-            Some(a) if a.as_bytes()[0] > prefix => return Ok(out),
-            Some(a) if a.as_bytes()[0] == prefix => Some(*a),
+            Some(a) if a.id.as_bytes()[0] > prefix => return Ok(out),
+            Some(a) if a.id.as_bytes()[0] == prefix => Some(*a),
             _ => None,
         };
         if limit == 0 {
@@ -264,7 +273,7 @@ impl ObjectStore for FsObjects {
         };
         // The `cd` directories at or past the start, in order: only their
         // names are read here, one directory of at most 256 entries.
-        let from = after.map_or(0, |a| a.as_bytes()[1]);
+        let from = after.map_or(0, |a| a.id.as_bytes()[1]);
         let mut seconds = Vec::new();
         for sub in subdirs {
             let sub = sub?;
@@ -280,29 +289,29 @@ impl ObjectStore for FsObjects {
         seconds.sort_unstable();
         for b in seconds {
             let sub = top.join(format!("{b:02x}"));
-            let mut ids: Vec<ChunkId> = Vec::new();
+            let mut keys: Vec<ObjectKey> = Vec::new();
             let entries = match fs::read_dir(&sub) {
                 Ok(d) => d,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
             for obj in entries {
-                // Anything not named by a full hash is not an object of ours.
+                // Anything not named as a key is not an object of ours.
                 let name = obj?.file_name();
-                match name.to_str().and_then(|n| n.parse::<ChunkId>().ok()) {
-                    Some(id) if after.is_none_or(|a| id > a) => ids.push(id),
+                match name.to_str().and_then(ObjectKey::parse) {
+                    Some(key) if after.is_none_or(|a| key > a) => keys.push(key),
                     _ => {}
                 }
             }
-            ids.sort_unstable();
-            for id in ids {
-                let meta = match fs::metadata(sub.join(id.to_string())) {
+            keys.sort_unstable();
+            for key in keys {
+                let meta = match fs::metadata(sub.join(key.name())) {
                     Ok(m) => m,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(e),
                 };
                 out.push(ObjectEntry {
-                    id,
+                    key,
                     len: meta.len(),
                     modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 });
@@ -314,11 +323,11 @@ impl ObjectStore for FsObjects {
         Ok(out)
     }
 
-    fn quarantine(&self, id: &ChunkId) -> io::Result<bool> {
+    fn quarantine(&self, key: &ObjectKey) -> io::Result<bool> {
         let stamp =
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let dest = self.quarantine.join(format!("{id}.{stamp}"));
-        not_found_is(fs::rename(self.path_of(id), dest).map(|_| true), false)
+        let dest = self.quarantine.join(format!("{key}.{stamp}"));
+        not_found_is(fs::rename(self.path_of(key), dest).map(|_| true), false)
     }
 
     fn barrier(&self) -> io::Result<()> {

@@ -11,13 +11,24 @@
 //! partial writes go": temp files here, stale multipart uploads on S3) and
 //! [`ObjectStore::quarantine`] ("move aside, keep for inspection").
 //!
-//! - [`FsObjects`] (`fs.rs`): `objects/ab/cd/<64 hex>` on a local filesystem.
-//! - [`S3Objects`] (`s3.rs`, feature `s3`): `{prefix}chunks/ab/<64 hex>` in
-//!   an S3 bucket; Garage is the reference engine.
-//! - [`MemObjects`] (`memory.rs`): the in-memory twin for tests, benches, fuzzing.
+//! Objects are addressed by an [`ObjectKey`]: the chunk id and a
+//! generation (docs/DESIGN.md, "Generations"; scale-out design §3 and §5).
+//! Generation 0 is the name every object had before generations
+//! (`<64 hex>`); any other generation `g` is `<64 hex>.<g as 16 hex>`. A
+//! store that is [`ObjectStore::generational`] gets a fresh random
+//! generation for every write of a chunk, so a key is never written twice
+//! and a late DELETE can only hit garbage; the others (the directory) keep
+//! generation 0 and create-only puts.
+//!
+//! - [`FsObjects`] (`fs.rs`): `objects/ab/cd/<64 hex>` on a local filesystem;
+//!   not generational.
+//! - [`S3Objects`] (`s3.rs`, feature `s3`): `{prefix}chunks/ab/<64 hex>.<16 hex>`
+//!   in an S3 bucket; generational. Garage is the reference engine.
+//! - [`MemObjects`] (`memory.rs`): the in-memory twin for tests, benches,
+//!   fuzzing; generational or not, as it is made.
 //! - [`Faulty`] (`faulty.rs`): a wrapper around any store that fails the Nth
-//!   call of an operation and pauses before a delete, for deterministic
-//!   crash and race tests.
+//!   call of an operation and pauses before a put or a delete, for
+//!   deterministic crash and race tests.
 //!
 //! Everything here is blocking I/O: call it from a blocking thread (a remote
 //! engine runs its async client on its own runtime).
@@ -44,37 +55,115 @@ pub use self::memory::MemObjects;
 #[cfg(feature = "s3")]
 pub use self::s3::{S3Credentials, S3Objects};
 
+/// Where one object lives: a chunk id and a generation. Ordered by id,
+/// then generation: the order listings return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub id: ChunkId,
+    /// (`gen` in the design notes; a keyword in Rust 2024.)
+    /// 0: the name objects had before generations (and every object of a
+    /// store that is not [`ObjectStore::generational`]); otherwise a random
+    /// number a writer drew when it claimed the chunk's row.
+    pub generation: u64,
+}
+
+impl ObjectKey {
+    /// The key of generation `generation` of chunk `id`.
+    pub fn new(id: ChunkId, generation: u64) -> Self {
+        ObjectKey { id, generation }
+    }
+
+    /// Generation 0 of `id`: what a non-generational store holds.
+    pub fn plain(id: ChunkId) -> Self {
+        ObjectKey { id, generation: 0 }
+    }
+
+    /// The object's name within its `ab/` directory: `<64 hex>` for
+    /// generation 0, `<64 hex>.<16 hex>` otherwise.
+    pub fn name(&self) -> String {
+        match self.generation {
+            0 => self.id.to_string(),
+            g => format!("{}.{g:016x}", self.id),
+        }
+    }
+
+    /// Parses what [`ObjectKey::name`] makes; `None` for any other name
+    /// (not an object of ours).
+    pub fn parse(name: &str) -> Option<Self> {
+        let (hex, generation) = match name.split_once('.') {
+            None => (name, 0),
+            // Lower-case and not 0, so that one key has one name.
+            Some((hex, g)) if g.len() == 16 && g.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+                (hex, u64::from_str_radix(g, 16).ok().filter(|g| *g != 0)?)
+            }
+            Some(_) => return None,
+        };
+        let lower = hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        Some(ObjectKey { id: hex.parse().ok().filter(|_| lower)?, generation })
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
 /// One object as a listing sees it.
 #[derive(Debug, Clone)]
 pub struct ObjectEntry {
-    pub id: ChunkId,
+    pub key: ObjectKey,
     pub len: u64,
     pub modified: SystemTime,
 }
 
-/// Storage for encoded chunk objects, keyed by chunk id.
+/// Storage for encoded chunk objects, keyed by [`ObjectKey`].
 pub trait ObjectStore: Send + Sync + 'static {
+    /// Whether the store wants a fresh generation for every write of a
+    /// chunk (the claim → PUT → flip protocol of scale-out design §3): an
+    /// engine where create-only puts cannot be had (Garage ignores
+    /// `If-None-Match`) and a PUT and a DELETE of one key are ordered by
+    /// clocks. `false` (the default): generation 0 and
+    /// [`ObjectStore::put_if_absent`], exact under the store's locks.
+    fn generational(&self) -> bool {
+        false
+    }
+
     /// Stores the object whose bytes are the concatenation of `parts` (a
     /// header and a payload, written without copying them into one buffer)
-    /// under `id`, unless an object is already there (a create-only put).
+    /// under `key`, unless an object is already there (a create-only put).
     /// Returns `true` when this call wrote it.
     ///
     /// # Errors
     /// I/O failures.
-    fn put_if_absent(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<bool>;
+    fn put_if_absent(&self, key: &ObjectKey, parts: &[&[u8]]) -> io::Result<bool>;
 
-    /// Replaces whatever is stored under `id` with the concatenation of
+    /// Replaces whatever is stored under `key` with the concatenation of
     /// `parts` (healing a corrupt object).
     ///
     /// # Errors
     /// I/O failures.
-    fn replace(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<()>;
+    fn replace(&self, key: &ObjectKey, parts: &[&[u8]]) -> io::Result<()>;
+
+    /// Stores each object (key, parts), overwriting anything there: one
+    /// PUT each, as many in flight as the engine allows (S3:
+    /// `max_in_flight`). On an error some may be stored and some not. The
+    /// default calls [`ObjectStore::replace`] for each in turn.
+    ///
+    /// # Errors
+    /// The first I/O failure.
+    fn put_many(&self, items: &[(ObjectKey, Vec<&[u8]>)]) -> io::Result<()> {
+        for (key, parts) in items {
+            self.replace(key, parts)?;
+        }
+        Ok(())
+    }
 
     /// The encoded object, or `None` when absent.
     ///
     /// # Errors
     /// I/O failures other than absence.
-    fn get(&self, id: &ChunkId) -> io::Result<Option<Vec<u8>>>;
+    fn get(&self, key: &ObjectKey) -> io::Result<Option<Vec<u8>>>;
 
     /// Bytes `start..start + len` of the encoded object (fewer when the
     /// object ends first), or `None` when absent: what a ranged `GET` gives
@@ -82,8 +171,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// I/O failures other than absence.
-    fn get_range(&self, id: &ChunkId, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.get(id)?.map(|o| {
+    fn get_range(&self, key: &ObjectKey, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.get(key)?.map(|o| {
             let from = usize::try_from(start).unwrap_or(usize::MAX).min(o.len());
             o[from..o.len().min(from.saturating_add(len))].to_vec()
         }))
@@ -99,13 +188,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// I/O failures other than absence.
     fn get_head_and_range(
         &self,
-        id: &ChunkId,
+        key: &ObjectKey,
         head: usize,
         start: u64,
         len: usize,
     ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let Some(h) = self.get_range(id, 0, head)? else { return Ok(None) };
-        Ok(self.get_range(id, start, len)?.map(|r| (h, r)))
+        let Some(h) = self.get_range(key, 0, head)? else { return Ok(None) };
+        Ok(self.get_range(key, start, len)?.map(|r| (h, r)))
     }
 
     /// Reads the encoded object into `buf`, cleared first; `false` when
@@ -115,33 +204,35 @@ pub trait ObjectStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// I/O failures other than absence.
-    fn get_into(&self, id: &ChunkId, buf: &mut Vec<u8>) -> io::Result<bool> {
+    fn get_into(&self, key: &ObjectKey, buf: &mut Vec<u8>) -> io::Result<bool> {
         buf.clear();
-        Ok(self.get(id)?.map(|o| buf.extend_from_slice(&o)).is_some())
+        Ok(self.get(key)?.map(|o| buf.extend_from_slice(&o)).is_some())
     }
 
-    /// Whether an object exists under `id`.
+    /// Whether an object exists under `key`.
     ///
     /// # Errors
     /// I/O failures other than absence.
-    fn contains(&self, id: &ChunkId) -> io::Result<bool>;
+    fn contains(&self, key: &ObjectKey) -> io::Result<bool>;
 
     /// Removes the objects; an absent one counts as deleted. Returns how
-    /// many ids were handled (all of them when it succeeds). On an error
+    /// many keys were handled (all of them when it succeeds). On an error
     /// some may be gone and some not: calling again finishes the job.
     ///
     /// # Errors
     /// I/O failures other than absence.
-    fn delete_many(&self, ids: &[ChunkId]) -> io::Result<usize>;
+    fn delete_many(&self, keys: &[ObjectKey]) -> io::Result<usize>;
 
     /// One page of the objects whose id starts with the byte `prefix`, in
-    /// ascending id order, past `start_after` when given, at most `limit`.
-    /// A page shorter than `limit` is the last; the next page starts after
-    /// the last id of this one. See [`for_each_page`].
+    /// ascending key order (id, then generation), past `start_after` when
+    /// given, at most `limit`. A page shorter than `limit` is the last; the
+    /// next page starts after the last key of this one. See
+    /// [`for_each_page`].
     ///
     /// # Errors
     /// I/O failures.
-    fn list(&self, prefix: u8, start_after: Option<&ChunkId>, limit: usize) -> io::Result<Vec<ObjectEntry>>;
+    fn list(&self, prefix: u8, start_after: Option<&ObjectKey>, limit: usize)
+    -> io::Result<Vec<ObjectEntry>>;
 
     /// Moves the object out of the way: no longer served, kept for
     /// inspection (a directory here, a `quarantine/` key prefix remotely).
@@ -149,7 +240,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// I/O failures.
-    fn quarantine(&self, id: &ChunkId) -> io::Result<bool>;
+    fn quarantine(&self, key: &ObjectKey) -> io::Result<bool>;
 
     /// Makes every insert that returned before this call durable. The
     /// store calls it before any metadata write that makes an object
@@ -284,7 +375,7 @@ impl S3Options {
 }
 
 /// Calls `f` with each page of the objects under `prefix`, `limit` at a
-/// time, in id order, until the listing ends or `f` fails.
+/// time, in key order, until the listing ends or `f` fails.
 ///
 /// # Errors
 /// The store's listing errors, or `f`'s.
@@ -294,12 +385,12 @@ pub fn for_each_page<E: From<io::Error>>(
     limit: usize,
     mut f: impl FnMut(&[ObjectEntry]) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut after: Option<ChunkId> = None;
+    let mut after: Option<ObjectKey> = None;
     loop {
         let page = store.list(prefix, after.as_ref(), limit)?;
         f(&page)?;
         match page.last() {
-            Some(last) if page.len() >= limit => after = Some(last.id),
+            Some(last) if page.len() >= limit => after = Some(last.key),
             _ => return Ok(()),
         }
     }

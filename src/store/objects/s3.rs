@@ -1,26 +1,30 @@
 //! [`S3Objects`]: chunk objects in an S3 bucket (any engine that speaks the
 //! S3 API; Garage 2.5.0 is the reference and the one the tests start).
 //!
-//! Keys are `{prefix}chunks/ab/<64 hex>`, `ab` being the id's first byte, so
-//! that one listing prefix is one [`ObjectStore::list`] prefix. Quarantined
-//! objects go to `{prefix}quarantine/<64 hex>.<unix seconds>`. Every object
-//! is written with one PUT (chunks and seed pieces are at most
-//! `max_object_size`), so there is no multipart upload and nothing stale
-//! for [`ObjectStore::sweep_temp`] to abort.
+//! Keys are `{prefix}chunks/ab/<64 hex>.<16 hex>` ([`ObjectKey::name`]:
+//! the chunk id and its generation), `ab` being the id's first byte, so
+//! that one listing prefix is one [`ObjectStore::list`] prefix, and keys
+//! sort by id, then generation. Generation 0 is `<64 hex>` with no suffix:
+//! the name chunk objects had before generations, so a bucket written then
+//! stays readable (its rows decode as generation 0). Quarantined objects go
+//! to `{prefix}quarantine/<name>.<unix seconds>`. Every object is written
+//! with one PUT (chunks and seed pieces are at most `max_object_size`), so
+//! there is no multipart upload and nothing stale for
+//! [`ObjectStore::sweep_temp`] to abort.
 //!
-//! **Create-only puts rest on this node alone.** Garage ignores
-//! `If-None-Match` on PUT (it overwrites silently: see `tests/s3_engine.rs`),
-//! so this module never sends a conditional PUT and never turns on
-//! `object_store`'s conditional-put mode. [`ObjectStore::put_if_absent`] is
-//! a HEAD, then a PUT when the HEAD found nothing. Two writers of one key
-//! can both see "absent" and both PUT; that is harmless here because the
-//! key is a content hash (both write a valid object of the same chunk), and
-//! every decision that matters (does a row exist, may GC delete) is taken
-//! again under the store's stripe locks, which serialize this process's
-//! writers and its GC per chunk. That holds for **one node only**: two
-//! depot processes on one bucket could interleave a GC DELETE with another
-//! node's PUT of the same key. Generation-suffixed keys that are never
-//! reused (docs: scale-out design §3) lift this limit in a later step.
+//! **Generational.** Garage ignores `If-None-Match` on PUT (it overwrites
+//! silently: see `tests/s3_engine.rs`), and orders a PUT and a DELETE of
+//! one key by clocks, so this module never sends a conditional PUT (nor
+//! turns on `object_store`'s conditional-put mode) and the store never
+//! writes one key twice: [`ObjectStore::generational`] is `true`, and the
+//! store claims a fresh generation in the chunk's row before it PUTs
+//! (docs/DESIGN.md, "Generations"). A late DELETE then only ever hits a
+//! generation no row names. [`ObjectStore::put_many`] runs its PUTs
+//! side by side (up to `max_in_flight`); the put path sends no HEAD and no
+//! LIST. [`ObjectStore::put_if_absent`] is still here for the contract: a
+//! HEAD, then a PUT when the HEAD found nothing, create-only only for one
+//! writer of the key, which is why the store does not use it on this
+//! engine.
 //!
 //! Durability: an acknowledged PUT is durable on the engine (Garage answers
 //! after its write quorum), so [`ObjectStore::barrier`] and
@@ -51,8 +55,7 @@ use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore as _, PutPayload, RetryConfig};
 use tokio::sync::Semaphore;
 
-use super::{ObjectEntry, ObjectStore, S3Options};
-use crate::store::id::ChunkId;
+use super::{ObjectEntry, ObjectKey, ObjectStore, S3Options};
 
 /// Most keys one ListObjectsV2 call returns (the S3 limit).
 const MAX_KEYS: usize = 1000;
@@ -98,7 +101,7 @@ impl S3Credentials {
 }
 
 /// Chunk objects in an S3 bucket. See the module docs for the key layout
-/// and why create-only puts are safe for one node only.
+/// and why the store gives every write a new generation here.
 pub struct S3Objects {
     client: Arc<AmazonS3>,
     /// `""` or segments ending in `/` (`"depot/"`).
@@ -180,12 +183,12 @@ impl S3Objects {
         Ok(store)
     }
 
-    fn key(&self, id: &ChunkId) -> String {
-        format!("{}chunks/{:02x}/{id}", self.prefix, id.as_bytes()[0])
+    fn key(&self, key: &ObjectKey) -> String {
+        format!("{}chunks/{:02x}/{}", self.prefix, key.id.as_bytes()[0], key.name())
     }
 
-    fn path(&self, id: &ChunkId) -> io::Result<Path> {
-        path(&self.key(id))
+    fn path(&self, key: &ObjectKey) -> io::Result<Path> {
+        path(&self.key(key))
     }
 
     /// Runs one request on the client's runtime and waits for it.
@@ -199,8 +202,8 @@ impl S3Objects {
         self.bridge.run(async move { fut.await.map_err(io_error) })
     }
 
-    fn head(&self, id: &ChunkId) -> io::Result<Option<u64>> {
-        let p = self.path(id)?;
+    fn head(&self, key: &ObjectKey) -> io::Result<Option<u64>> {
+        let p = self.path(key)?;
         match self.run(|c| async move { c.head(&p).await }) {
             Ok(meta) => Ok(Some(meta.size)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -208,10 +211,9 @@ impl S3Objects {
         }
     }
 
-    fn put(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<()> {
-        let p = self.path(id)?;
-        // Owned copies: the request outlives this borrow on another thread.
-        let payload: PutPayload = parts.iter().map(|b| Bytes::copy_from_slice(b)).collect();
+    fn put(&self, key: &ObjectKey, parts: &[&[u8]]) -> io::Result<()> {
+        let p = self.path(key)?;
+        let payload = payload(parts);
         self.run(|c| async move { c.put(&p, payload).await }).map(|_| ())
     }
 
@@ -232,20 +234,35 @@ impl S3Objects {
 }
 
 impl ObjectStore for S3Objects {
-    fn put_if_absent(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<bool> {
-        if self.head(id)?.is_some() {
+    fn generational(&self) -> bool {
+        true
+    }
+
+    fn put_if_absent(&self, key: &ObjectKey, parts: &[&[u8]]) -> io::Result<bool> {
+        if self.head(key)?.is_some() {
             return Ok(false);
         }
-        self.put(id, parts)?;
+        self.put(key, parts)?;
         Ok(true)
     }
 
-    fn replace(&self, id: &ChunkId, parts: &[&[u8]]) -> io::Result<()> {
-        self.put(id, parts)
+    fn replace(&self, key: &ObjectKey, parts: &[&[u8]]) -> io::Result<()> {
+        self.put(key, parts)
     }
 
-    fn get(&self, id: &ChunkId) -> io::Result<Option<Vec<u8>>> {
-        let p = self.path(id)?;
+    /// One PUT per object, all spawned at once on the client's runtime and
+    /// bounded by `max_in_flight` (shared with every other caller).
+    fn put_many(&self, items: &[(ObjectKey, Vec<&[u8]>)]) -> io::Result<()> {
+        let mut requests = Vec::with_capacity(items.len());
+        for (key, parts) in items {
+            let (p, body, c) = (self.path(key)?, payload(parts), self.client.clone());
+            requests.push(async move { c.put(&p, body).await.map(|_| ()).map_err(io_error) });
+        }
+        self.bridge.run_all(requests).into_iter().collect()
+    }
+
+    fn get(&self, key: &ObjectKey) -> io::Result<Option<Vec<u8>>> {
+        let p = self.path(key)?;
         match self.run(|c| async move { c.get(&p).await?.bytes().await }) {
             Ok(b) => Ok(Some(Vec::from(b))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -255,17 +272,17 @@ impl ObjectStore for S3Objects {
 
     /// A ranged GET (`Range: bytes=start-end`); a start at or past the end
     /// gives an empty slice, as the default does.
-    fn get_range(&self, id: &ChunkId, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
+    fn get_range(&self, key: &ObjectKey, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
         if len == 0 {
-            return Ok(self.head(id)?.map(|_| Vec::new()));
+            return Ok(self.head(key)?.map(|_| Vec::new()));
         }
-        let p = self.path(id)?;
+        let p = self.path(key)?;
         let range = start..start.saturating_add(len as u64);
         match self.run(|c| async move { c.get_range(&p, range).await }) {
             Ok(b) => Ok(Some(Vec::from(b))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             // S3 answers 416 for a start past the end: tell it from failure.
-            Err(e) => match self.head(id)? {
+            Err(e) => match self.head(key)? {
                 None => Ok(None),
                 Some(size) if start >= size => Ok(Some(Vec::new())),
                 Some(_) => Err(e),
@@ -273,17 +290,17 @@ impl ObjectStore for S3Objects {
         }
     }
 
-    fn contains(&self, id: &ChunkId) -> io::Result<bool> {
-        Ok(self.head(id)?.is_some())
+    fn contains(&self, key: &ObjectKey) -> io::Result<bool> {
+        Ok(self.head(key)?.is_some())
     }
 
     /// DeleteObjects, up to 1,000 keys a request. A key that is absent
     /// counts as deleted.
-    fn delete_many(&self, ids: &[ChunkId]) -> io::Result<usize> {
-        if ids.is_empty() {
+    fn delete_many(&self, keys: &[ObjectKey]) -> io::Result<usize> {
+        if keys.is_empty() {
             return Ok(0);
         }
-        let paths = ids.iter().map(|id| self.path(id)).collect::<io::Result<Vec<Path>>>()?;
+        let paths = keys.iter().map(|k| self.path(k)).collect::<io::Result<Vec<Path>>>()?;
         let n = paths.len();
         self.run(|c| async move {
             let input = futures_util::stream::iter(paths.into_iter().map(Ok)).boxed();
@@ -303,15 +320,20 @@ impl ObjectStore for S3Objects {
     }
 
     /// ListObjectsV2 over `{prefix}chunks/ab/`, `start-after` the last key
-    /// seen, until `limit` objects are found or the listing ends. Keys not
-    /// named by a full hash are skipped (not ours), so more than one call
-    /// may make a page.
-    fn list(&self, prefix: u8, start_after: Option<&ChunkId>, limit: usize) -> io::Result<Vec<ObjectEntry>> {
+    /// seen, until `limit` objects are found or the listing ends. Names
+    /// that are not an [`ObjectKey`]'s are skipped (not ours), so more than
+    /// one call may make a page.
+    fn list(
+        &self,
+        prefix: u8,
+        start_after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> io::Result<Vec<ObjectEntry>> {
         let mut out = Vec::new();
         let dir = format!("{}chunks/{prefix:02x}/", self.prefix);
         let mut after = match start_after {
-            Some(a) if a.as_bytes()[0] > prefix => return Ok(out),
-            Some(a) if a.as_bytes()[0] == prefix => Some(self.key(a)),
+            Some(a) if a.id.as_bytes()[0] > prefix => return Ok(out),
+            Some(a) if a.id.as_bytes()[0] == prefix => Some(self.key(a)),
             _ => None,
         };
         while out.len() < limit {
@@ -322,9 +344,9 @@ impl ObjectStore for S3Objects {
             let ended = page.len() < want.min(MAX_KEYS);
             for meta in page {
                 let name = meta.location.as_ref().strip_prefix(dir.as_str()).unwrap_or_default();
-                if let Ok(id) = name.parse::<ChunkId>() {
+                if let Some(key) = ObjectKey::parse(name) {
                     out.push(ObjectEntry {
-                        id,
+                        key,
                         len: meta.size,
                         modified: SystemTime::from(meta.last_modified),
                     });
@@ -337,20 +359,26 @@ impl ObjectStore for S3Objects {
         Ok(out)
     }
 
-    /// CopyObject to `{prefix}quarantine/<hex>.<unix seconds>`, then DELETE.
-    fn quarantine(&self, id: &ChunkId) -> io::Result<bool> {
+    /// CopyObject to `{prefix}quarantine/<name>.<unix seconds>`, then DELETE.
+    fn quarantine(&self, key: &ObjectKey) -> io::Result<bool> {
         let stamp =
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let from = self.path(id)?;
-        let to = path(&format!("{}quarantine/{id}.{stamp}", self.prefix))?;
+        let from = self.path(key)?;
+        let to = path(&format!("{}quarantine/{key}.{stamp}", self.prefix))?;
         match self.run(|c| async move { c.copy(&from, &to).await }) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         }
-        self.delete_many(std::slice::from_ref(id))?;
+        self.delete_many(std::slice::from_ref(key))?;
         Ok(true)
     }
+}
+
+/// Owned copies of `parts`: the request outlives this borrow on another
+/// thread.
+fn payload(parts: &[&[u8]]) -> PutPayload {
+    parts.iter().map(|b| Bytes::copy_from_slice(b)).collect()
 }
 
 fn path(key: &str) -> io::Result<Path> {
@@ -401,6 +429,32 @@ impl Bridge {
             let _ = tx.send(fut.await);
         });
         rx.recv().map_err(|_| io::Error::other("the S3 client's runtime has stopped"))?
+    }
+
+    /// Runs every future of `futs` on the runtime, each as its own request
+    /// under the `max_in_flight` bound, and blocks until all have ended:
+    /// their results in the order given.
+    fn run_all<T: Send + 'static>(
+        &self,
+        futs: Vec<impl Future<Output = io::Result<T>> + Send + 'static>,
+    ) -> Vec<io::Result<T>> {
+        let n = futs.len();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, fut) in futs.into_iter().enumerate() {
+            let (sem, tx) = (self.in_flight.clone(), tx.clone());
+            self.handle.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let _ = tx.send((i, fut.await));
+            });
+        }
+        drop(tx);
+        let mut out: Vec<Option<io::Result<T>>> = (0..n).map(|_| None).collect();
+        for (i, r) in rx.iter().take(n) {
+            out[i] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(io::Error::other("the S3 client's runtime has stopped"))))
+            .collect()
     }
 }
 

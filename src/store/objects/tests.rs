@@ -17,11 +17,17 @@ fn fs_objects_behave() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsObjects::open(dir.path(), policy).unwrap();
         exercise(&store);
-        let id = ChunkId::of(b"c");
+        let id = ObjectKey::plain(ChunkId::of(b"c"));
         store.put_if_absent(&id, &[b"c"]).unwrap();
         let p = store.path_of(&id);
-        let hex = id.to_string();
-        assert!(p.ends_with(format!("{}/{}/{}", &hex[..2], &hex[2..4], hex)));
+        let hex = id.id.to_string();
+        assert!(
+            p.ends_with(format!("{}/{}/{}", &hex[..2], &hex[2..4], hex)),
+            "generation 0 keeps today's name"
+        );
+        let g = ObjectKey::new(id.id, 0xab);
+        assert!(store.path_of(&g).ends_with(format!("{}/{}/{hex}.00000000000000ab", &hex[..2], &hex[2..4])));
+        assert!(!store.generational());
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 }
@@ -37,7 +43,7 @@ fn both_write_paths_insert_without_replacing() {
         }
         store.tmpfile = unnamed;
         exercise(&store);
-        let id = ChunkId::of(b"d");
+        let id = ObjectKey::plain(ChunkId::of(b"d"));
         assert!(store.put_if_absent(&id, &[b"one"]).unwrap());
         assert!(!store.put_if_absent(&id, &[b"two"]).unwrap());
         assert_eq!(fs::read(store.path_of(&id)).unwrap(), b"one");
@@ -48,6 +54,31 @@ fn both_write_paths_insert_without_replacing() {
 #[test]
 fn mem_objects_behave() {
     exercise(&MemObjects::new());
+    let g = MemObjects::generational();
+    exercise(&g);
+    assert!(g.generational() && !MemObjects::new().generational());
+    assert!(Faulty::new(Arc::new(g)).generational(), "the wrapper forwards it");
+}
+
+#[test]
+fn keys_name_and_parse_one_way() {
+    let id = ChunkId::of(b"k");
+    for g in [0, 1, 0xdead_beef, u64::MAX] {
+        let k = ObjectKey::new(id, g);
+        assert_eq!(ObjectKey::parse(&k.name()), Some(k));
+    }
+    assert_eq!(ObjectKey::new(id, 0).name(), id.to_string());
+    let hex = id.to_string();
+    for bad in [
+        format!("{hex}.0000000000000000"), // generation 0 has no suffix
+        format!("{hex}.00000000000000AB"),
+        format!("{hex}.ab"),
+        format!("{hex}.0000000000000001.tmp"),
+        hex.to_uppercase(),
+        "notes.txt".to_string(),
+    ] {
+        assert_eq!(ObjectKey::parse(&bad), None, "{bad}");
+    }
 }
 
 #[test]
@@ -55,7 +86,7 @@ fn faulty_passes_through_and_fails_on_demand() {
     let inner = Arc::new(MemObjects::new());
     let f = Faulty::new(inner.clone());
     exercise(&f);
-    let id = ChunkId::of(b"f");
+    let id = ObjectKey::plain(ChunkId::of(b"f"));
     f.fail_nth(Op::Put, 2);
     assert!(f.put_if_absent(&id, &[b"1"]).unwrap());
     assert!(f.put_if_absent(&id, &[b"2"]).is_err(), "the second put from now");
@@ -73,7 +104,28 @@ fn faulty_passes_through_and_fails_on_demand() {
     pause.release();
     assert_eq!(t.join().unwrap(), 1);
     assert!(!inner.contains(&id).unwrap());
-    assert_eq!(f.calls(Op::Delete), 4);
+    assert_eq!(f.calls(Op::Delete), 6);
+    // A put_many counts each object, and a failing one stops it there.
+    let keys: Vec<ObjectKey> = (1..=3).map(|g| ObjectKey::new(id.id, g)).collect();
+    let items: Vec<(ObjectKey, Vec<&[u8]>)> = keys.iter().map(|k| (*k, vec![&b"p"[..]])).collect();
+    let puts = f.calls(Op::Put);
+    f.fail_nth(Op::Put, 2);
+    assert!(f.put_many(&items).is_err());
+    assert_eq!(f.calls(Op::Put), puts + 2);
+    assert!(inner.contains(&keys[0]).unwrap() && !inner.contains(&keys[1]).unwrap());
+    assert!(!inner.contains(&keys[2]).unwrap(), "nothing after the failed one");
+    // A pause before a put holds the keys it is about to write.
+    let pause = f.pause_next(Op::Put);
+    let g = f.clone();
+    let t = std::thread::spawn(move || {
+        let items: Vec<(ObjectKey, Vec<&[u8]>)> = keys.iter().map(|k| (*k, vec![&b"p"[..]])).collect();
+        g.put_many(&items).unwrap()
+    });
+    assert_eq!(pause.wait(std::time::Duration::from_secs(10)).map(|k| k.len()), Some(3));
+    assert!(!inner.contains(&ObjectKey::new(id.id, 3)).unwrap(), "paused before writing");
+    pause.release();
+    t.join().unwrap();
+    assert!(inner.contains(&ObjectKey::new(id.id, 3)).unwrap());
 }
 
 #[test]
@@ -89,10 +141,11 @@ fn only_old_temp_files_are_swept() {
 fn listing_ignores_foreign_names() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsObjects::open(dir.path(), FsyncPolicy::Never).unwrap();
-    let id = ChunkId::of(b"z");
+    let id = ObjectKey::plain(ChunkId::of(b"z"));
     store.put_if_absent(&id, &[b"z"]).unwrap();
     let d = store.path_of(&id).parent().unwrap().to_path_buf();
     fs::write(d.join("notes.txt"), b"").unwrap();
-    let l = store.list(id.as_bytes()[0], None, 100).unwrap();
+    fs::write(d.join(format!("{}.0000000000000000", id.id)), b"").unwrap();
+    let l = store.list(id.id.as_bytes()[0], None, 100).unwrap();
     assert_eq!(l.len(), 1);
 }
