@@ -88,9 +88,18 @@ impl FsObjects {
         self.root.join(format!("{:02x}", b[0])).join(format!("{:02x}", b[1]))
     }
 
-    /// The path of an object (it may not exist).
+    /// The path of an object (it may not exist): `root/ab/cd/<64 hex>`,
+    /// built in one allocation (every read asks for it).
     pub fn path_of(&self, id: &ChunkId) -> PathBuf {
-        self.dir_of(id).join(id.to_string())
+        use std::fmt::Write as _;
+        let b = id.as_bytes();
+        let root = self.root.as_os_str();
+        let mut p = std::ffi::OsString::with_capacity(root.len() + 72);
+        p.push(root);
+        let mut tail = String::with_capacity(72);
+        let _ = write!(tail, "/{:02x}/{:02x}/{id}", b[0], b[1]);
+        p.push(&tail);
+        PathBuf::from(p)
     }
 
     /// Makes sure an object's `ab/cd` directory exists.
