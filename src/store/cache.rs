@@ -18,8 +18,7 @@
 //!
 //! Memory is bounded by weight, an estimate of each entry's heap bytes:
 //! at most [`RECORDS_BYTES`] of records and [`SEGMENTS_BYTES`] of segments,
-//! the least recently and frequently used going first (quick_cache's
-//! CLOCK-Pro). Segments enter only on a ranged read of one segment (a
+//! evicted by quick_cache's scan-resistant policy (S3-FIFO). Segments enter only on a ranged read of one segment (a
 //! `Range` request); a whole-file download reads a segment from here when
 //! it is cached but never adds one, so a long download does not fill the
 //! cache with a manifest it reads once.
