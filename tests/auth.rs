@@ -179,6 +179,38 @@ async fn tenants_see_only_their_own_files() {
 }
 
 #[tokio::test]
+async fn a_file_read_by_its_tenant_stays_hidden_from_another() {
+    let t = tenants().await;
+    let srv = &t.srv;
+    let (data, a_file) = t.a_uploads_random("a.bin", 300_000, 4).await;
+    let path = srv.url(&format!("/api/files/{}", a_file.id));
+    let ranged = |c: &Client, range: &'static str| c.get(&path).header("Range", range);
+    // A reads it, whole and by ranges: the server now holds it open.
+    for _ in 0..2 {
+        let r = ranged(&t.a, "bytes=1000-70999").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.bytes().await.unwrap(), data[1000..71_000]);
+    }
+    assert_eq!(t.a.get(&path).send().await.unwrap().bytes().await.unwrap(), data);
+    // B gets what an id that never existed gets, by range, whole or HEAD.
+    let never = "01J00000000000000000000000";
+    let none = status_and_body(t.b.get(srv.url(&format!("/api/files/{never}")))).await;
+    for _ in 0..2 {
+        let theirs = status_and_body(ranged(&t.b, "bytes=1000-70999")).await;
+        assert_eq!(theirs.0, StatusCode::NOT_FOUND);
+        assert_eq!(theirs.1.replace(&a_file.id, never), none.1);
+        let whole = t.b.get(&path).send().await.unwrap();
+        assert_eq!(whole.status(), StatusCode::NOT_FOUND);
+        assert_eq!(t.b.head(&path).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    }
+    // The admin sees every tenant's file; A still reads its own.
+    let r = ranged(&t.admin, "bytes=0-9").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes().await.unwrap(), data[..10]);
+    assert_eq!(ranged(&t.a, "bytes=0-9").send().await.unwrap().status(), StatusCode::PARTIAL_CONTENT);
+}
+
+#[tokio::test]
 async fn dedup_answers_stay_inside_the_tenant() {
     let t = tenants().await;
     let srv = &t.srv;

@@ -143,8 +143,7 @@ pub async fn download(
     InPath(id): InPath<FileId>,
     req_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (rec, guard) = st.store.blocking(move |s| s.open_file(&id)).await?;
-    let rec = rec.seen_by(&who.view)?;
+    let (rec, guard) = st.store.open_file_in(&who.view, id).await?;
     let etag = format!("\"{}\"", rec.manifest_digest);
     let mut headers = HeaderMap::new();
     headers.insert(header::ETAG, header_value(&etag));

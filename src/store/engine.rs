@@ -155,7 +155,10 @@ pub(super) struct Inner {
     /// Serialize each tenant's quota check with its count (by name hash).
     pub(super) quota_locks: Vec<Mutex<()>>,
     pub(super) sessions: Mutex<HashMap<UploadId, Arc<Mutex<()>>>>,
-    pub(super) readers: Mutex<HashMap<FileId, usize>>,
+    /// Downloads reading each file, and whether a delete waits for them.
+    pub(super) readers: Mutex<HashMap<FileId, super::read::Readers>>,
+    /// Ready files' records and manifest segments (see [`super::cache`]).
+    pub(super) cache: super::cache::FileCache,
     /// What this process has done, for metrics.
     pub(super) activity: ActivityCounters,
     /// Append-only sessions with an appender running.
@@ -298,6 +301,7 @@ impl Store {
             quota_locks: (0..16).map(|_| Mutex::new(())).collect(),
             sessions: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            cache: super::cache::FileCache::new(),
             appending: Mutex::new(HashSet::new()),
             keys: Mutex::new(HashMap::new()),
             activity: ActivityCounters::default(),

@@ -423,7 +423,7 @@ impl Store {
     /// # Errors
     /// [`Error::FileNotFound`].
     pub fn delete_file(&self, view: &View, id: &FileId) -> Result<()> {
-        {
+        let segments = {
             let _g = self.file_lock(id);
             let mut rec = self.file_in(view, id)?;
             rec.state = FileState::Deleting { next: 0 };
@@ -435,15 +435,25 @@ impl Store {
             batch.add(Counter::LogicalBytes, -(rec.size as i64));
             tenant::tally(&mut batch, &rec.tenant, -1, -(rec.size as i64));
             self.0.meta.write(batch, true)?;
-        }
-        if !self.is_being_read(id) {
+            rec.segments.len() as u32
+        };
+        // Out of the open-files cache and the readers checked in one step
+        // under the readers lock: a download that opened the file from the
+        // cache before this is counted, one after it misses and finds the
+        // file deleting (see `store::cache`).
+        let read = {
+            let mut readers = lock(&self.0.readers);
+            self.0.cache.remove(id, segments);
+            readers.get_mut(id).filter(|r| r.n > 0).map(|r| r.delete_waits = true).is_some()
+        };
+        if !read {
             self.finish_delete(id)?;
         }
         Ok(())
     }
 
     pub(super) fn is_being_read(&self, id: &FileId) -> bool {
-        lock(&self.0.readers).get(id).is_some_and(|n| *n > 0)
+        lock(&self.0.readers).get(id).is_some_and(|r| r.n > 0)
     }
 
     /// Drops a deleting file's references, a segment at a time, then its

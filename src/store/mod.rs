@@ -36,6 +36,8 @@ mod append;
 #[cfg(feature = "server")]
 mod backlog;
 #[cfg(feature = "server")]
+mod cache;
+#[cfg(feature = "server")]
 mod chunks;
 #[cfg(feature = "server")]
 mod concat;

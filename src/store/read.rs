@@ -5,13 +5,23 @@
 //! A download registers itself as a reader of its file ([`ReadGuard`]); a
 //! delete that arrives meanwhile hides the file at once but keeps its chunks
 //! referenced until the last reader is gone, so the stream is never cut.
+//!
+//! Opening a file and finding a range's manifest segment are answered from
+//! the open-files cache ([`super::cache`]) when it holds them, so that a
+//! small `Range` request on a cached file costs one blocking-pool hop: the
+//! read of its chunk parts. What a read checks: a whole chunk's payload CRC
+//! and length ([`Store::read_chunk`]); for a part of a raw chunk, its
+//! header only ([`Store::read_chunk_part`]).
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 
+use super::cache::Segment;
 use super::manifest::Entry;
+use super::tenant::View;
 use super::{Error, FileId, FileRecord, FileState, Result, Store, lock, manifest};
 
 /// The longest read served in one blocking call (see [`Store::read_range`]).
@@ -21,38 +31,62 @@ pub const ONE_HOP: u64 = 1 << 20;
 /// aborted: the body is short or wrong).
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
+/// The downloads reading one file.
+#[derive(Debug, Default)]
+pub(super) struct Readers {
+    /// Live [`ReadGuard`]s.
+    pub(super) n: usize,
+    /// A delete (or a reader that found the file deleting) waits for the
+    /// last guard: its drop finishes the delete.
+    pub(super) delete_waits: bool,
+}
+
 /// Keeps a file's chunks referenced while a download reads it.
 pub struct ReadGuard {
     store: Store,
     id: FileId,
 }
 
+impl ReadGuard {
+    /// Registers a reader of `id`; the caller holds the readers lock.
+    fn register(store: &Store, readers: &mut std::collections::HashMap<FileId, Readers>, id: FileId) -> Self {
+        readers.entry(id).or_default().n += 1;
+        ReadGuard { store: store.clone(), id }
+    }
+
+    /// Drops the guard so that, if it is the last, the file's pending
+    /// delete is finished (this hold may have made a delete wait, or made
+    /// GC skip finishing one).
+    fn drop_finishing_delete(self) {
+        if let Some(r) = lock(&self.store.0.readers).get_mut(&self.id) {
+            r.delete_waits = true;
+        }
+    }
+}
+
 /// Another hold on the same file (a multipart range answer reads it once
 /// per part): the file's chunks stay until every hold is dropped.
 impl Clone for ReadGuard {
     fn clone(&self) -> Self {
-        *lock(&self.store.0.readers).entry(self.id).or_default() += 1;
-        ReadGuard { store: self.store.clone(), id: self.id }
+        ReadGuard::register(&self.store, &mut lock(&self.store.0.readers), self.id)
     }
 }
 
 impl Drop for ReadGuard {
     fn drop(&mut self) {
-        let last = {
+        let waited = {
             let mut readers = lock(&self.store.0.readers);
-            let n = readers.get_mut(&self.id).map(|n| {
-                *n -= 1;
-                *n
-            });
-            if n == Some(0) {
-                readers.remove(&self.id);
+            let Some(r) = readers.get_mut(&self.id) else { return };
+            r.n -= 1;
+            if r.n > 0 {
+                return;
             }
-            n == Some(0)
+            readers.remove(&self.id).is_some_and(|r| r.delete_waits)
         };
-        if !last {
+        if !waited {
             return;
         }
-        // If the file was deleted while we read it, its references can go now.
+        // The file was deleted while we read it: its references can go now.
         let (store, id) = (self.store.clone(), self.id);
         let finish = move || {
             if let Err(e) = store.resume_pending_file(&id) {
@@ -69,16 +103,63 @@ impl Drop for ReadGuard {
 }
 
 impl Store {
-    /// Opens a visible file for reading.
+    /// Opens a visible file for reading: from the open-files cache when it
+    /// holds the file, else from metadata (and then cached).
     ///
     /// # Errors
-    /// [`Error::FileNotFound`].
-    pub fn open_file(&self, id: &FileId) -> Result<(FileRecord, ReadGuard)> {
+    /// [`Error::FileNotFound`]; metadata backend errors.
+    pub fn open_file(&self, id: &FileId) -> Result<(Arc<FileRecord>, ReadGuard)> {
+        // Registered before the read, so that a delete meanwhile waits for
+        // this hold (or is seen by the read); the lock is not held across it.
+        let (guard, removals) = {
+            let mut readers = lock(&self.0.readers);
+            let cached = self.0.cache.record(id);
+            let guard = ReadGuard::register(self, &mut readers, *id);
+            if let Some(rec) = cached {
+                return Ok((rec, guard));
+            }
+            (guard, self.0.cache.removals())
+        };
+        match self.record(id)? {
+            Some(rec) if rec.state == FileState::Ready => {
+                let rec = Arc::new(rec);
+                let _readers = lock(&self.0.readers);
+                self.0.cache.insert_record(rec.clone(), removals);
+                Ok((rec, guard))
+            }
+            Some(FileRecord { state: FileState::Deleting { .. }, .. }) => {
+                guard.drop_finishing_delete();
+                Err(Error::FileNotFound(id.to_string()))
+            }
+            _ => Err(Error::FileNotFound(id.to_string())),
+        }
+    }
+
+    /// [`Store::open_file`] answered from the open-files cache alone: no
+    /// metadata read and no I/O (a mutex held for a hash lookup), so it may
+    /// run on an async thread. `None` when the cache does not hold the file.
+    pub fn open_cached(&self, id: &FileId) -> Option<(Arc<FileRecord>, ReadGuard)> {
         let mut readers = lock(&self.0.readers);
-        let rec = self.file(id)?;
-        *readers.entry(*id).or_default() += 1;
-        drop(readers);
-        Ok((rec, ReadGuard { store: self.clone(), id: *id }))
+        let rec = self.0.cache.record(id)?;
+        Some((rec, ReadGuard::register(self, &mut readers, *id)))
+    }
+
+    /// Opens a file `view` may see, for reading, from async code: from the
+    /// cache on the calling thread when it holds the file, else
+    /// [`Store::open_file`] on a blocking thread.
+    ///
+    /// # Errors
+    /// [`Error::FileNotFound`], also for another tenant's file; metadata
+    /// backend errors.
+    pub async fn open_file_in(&self, view: &View, id: FileId) -> Result<(Arc<FileRecord>, ReadGuard)> {
+        let (rec, guard) = match self.open_cached(&id) {
+            Some(open) => open,
+            None => self.blocking(move |s| s.open_file(&id)).await?,
+        };
+        if !view.sees(&rec.tenant) {
+            return Err(Error::FileNotFound(id.to_string()));
+        }
+        Ok((rec, guard))
     }
 
     pub(crate) fn resume_pending_file(&self, id: &FileId) -> Result<()> {
@@ -94,10 +175,11 @@ impl Store {
     /// Tokio runtime.
     ///
     /// A range inside one manifest segment and at most [`ONE_HOP`] long (a
-    /// typical `Range` request) is read in one blocking call: its segment
-    /// and the chunk parts it covers. Longer reads stream segment by
-    /// segment, with [`StoreOptions::read_ahead`](super::StoreOptions)
-    /// chunks read ahead.
+    /// typical `Range` request) is read in one blocking call: the chunk
+    /// parts it covers, and its segment unless the open-files cache holds
+    /// it (looked up here; a segment read for such a range is cached).
+    /// Longer reads stream segment by segment, with
+    /// [`StoreOptions::read_ahead`](super::StoreOptions) chunks read ahead.
     pub fn read_range(&self, rec: &FileRecord, guard: ReadGuard, start: u64, end: u64) -> ByteStream {
         let end = end.min(rec.size);
         if start >= end {
@@ -110,14 +192,17 @@ impl Store {
             return Box::pin(stream::empty());
         };
         let id = rec.id;
-        let starts = rec.segments.clone();
         if first == last && end - start <= ONE_HOP {
             let store = self.clone();
-            let seg_start = starts[first];
+            let seg_start = rec.segments[first];
+            let cached = self.0.cache.segment(&id, first as u32);
             let parts = async move {
                 store
                     .blocking(move |s| {
-                        let entries = s.segment(&id, first as u32)?;
+                        let entries = match cached {
+                            Some(e) => e,
+                            None => s.segment_shared(&id, first as u32, true)?,
+                        };
                         parts_in(entries, seg_start, start, end)
                             .map(|(e, from, to)| s.read_part(&e, from, to))
                             .collect()
@@ -129,13 +214,16 @@ impl Store {
                 .try_flatten();
             return held(s, guard);
         }
+        let starts = rec.segments.clone();
         let read_ahead = self.0.opts.read_ahead.max(1);
         let seg_store = self.clone();
         let chunk_store = self.clone();
         let s = stream::iter(first..=last)
             .then(move |seg| {
                 let store = seg_store.clone();
-                async move { store.blocking(move |s| s.segment(&id, seg as u32)).await.map(|e| (seg, e)) }
+                async move {
+                    store.blocking(move |s| s.segment_shared(&id, seg as u32, false)).await.map(|e| (seg, e))
+                }
             })
             .map_ok(move |(seg, entries)| stream::iter(parts_in(entries, starts[seg], start, end).map(Ok)))
             .try_flatten()
@@ -145,6 +233,19 @@ impl Store {
             })
             .try_buffered(read_ahead);
         held(s, guard)
+    }
+
+    /// Segment `seg` of a ready file's manifest, from the open-files cache
+    /// when it holds it, else from metadata (cached there when `keep`).
+    fn segment_shared(&self, id: &FileId, seg: u32, keep: bool) -> Result<Segment> {
+        if let Some(e) = self.0.cache.segment(id, seg) {
+            return Ok(e);
+        }
+        let entries: Segment = self.segment(id, seg)?.into();
+        if keep {
+            self.0.cache.insert_segment(id, seg, entries.clone());
+        }
+        Ok(entries)
     }
 
     /// Bytes `from..to` of the chunk `e` names: the whole chunk, or only
@@ -169,13 +270,13 @@ impl Store {
 /// The entries of a segment starting at file offset `seg_start` that overlap
 /// `start..end`, each with the part of it inside (`from..to` in the chunk).
 fn parts_in(
-    entries: Vec<Entry>,
+    entries: Segment,
     seg_start: u64,
     start: u64,
     end: u64,
 ) -> impl Iterator<Item = (Entry, usize, usize)> {
     let mut at = seg_start;
-    entries.into_iter().filter_map(move |e| {
+    (0..entries.len()).map(move |i| entries[i]).filter_map(move |e| {
         let (c_start, c_end) = (at, at + u64::from(e.len));
         at = c_end;
         if c_end <= start || c_start >= end {

@@ -92,9 +92,22 @@ impl FsObjects {
         self.root.join(format!("{:02x}", b[0])).join(format!("{:02x}", b[1]))
     }
 
-    /// The path of an object (it may not exist).
+    /// The path of an object (it may not exist): `root/ab/cd/<name>`, the
+    /// name as [`ObjectKey::name`] gives it, built in one allocation (every
+    /// read asks for it).
     pub fn path_of(&self, key: &ObjectKey) -> PathBuf {
-        self.dir_of(&key.id).join(key.name())
+        use std::fmt::Write as _;
+        let b = key.id.as_bytes();
+        let root = self.root.as_os_str();
+        let mut p = std::ffi::OsString::with_capacity(root.len() + 90);
+        p.push(root);
+        let mut tail = String::with_capacity(90);
+        let _ = match key.generation {
+            0 => write!(tail, "/{:02x}/{:02x}/{}", b[0], b[1], key.id),
+            g => write!(tail, "/{:02x}/{:02x}/{}.{g:016x}", b[0], b[1], key.id),
+        };
+        p.push(&tail);
+        PathBuf::from(p)
     }
 
     /// Makes sure an object's `ab/cd` directory exists.

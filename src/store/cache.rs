@@ -1,0 +1,181 @@
+//! The open-files cache: ready files' records and decoded manifest segments,
+//! kept in memory so that a download, above all a small `Range` request,
+//! reads no metadata (a RocksDB lookup and a JSON decode for the record, a
+//! lookup and a decode of a ~37 KiB segment, each on a blocking thread).
+//!
+//! Why it is sound: a ready file never changes. Its record and manifest
+//! are written once; the one change a ready record sees is a delete, which
+//! takes the file out of this cache before it looks for readers, both under
+//! the store's readers lock (`Store::delete_file`), so a request that
+//! arrives after a delete misses here and finds the file gone in metadata.
+//! A record read from metadata is inserted under the same lock, and only if
+//! no file was taken out since the read began ([`FileCache::removals`]):
+//! a delete racing a miss can never leave its file behind in the cache.
+//! Entries are keyed by file id alone; whoever asks checks the tenant
+//! (the caller's view) on every hit, exactly as after a metadata read. One
+//! cache per process is enough because one process at a time opens a store
+//! (RocksDB's lock; PostgreSQL's advisory lock, see `meta::postgres`).
+//!
+//! Memory is bounded by weight, an estimate of each entry's heap bytes:
+//! at most [`RECORDS_BYTES`] of records and [`SEGMENTS_BYTES`] of segments,
+//! evicted by quick_cache's scan-resistant policy (S3-FIFO). Segments enter only on a ranged read of one segment (a
+//! `Range` request); a whole-file download reads a segment from here when
+//! it is cached but never adds one, so a long download does not fill the
+//! cache with a manifest it reads once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
+
+use super::files::FileRecord;
+use super::id::FileId;
+use super::manifest::Entry;
+
+/// The records kept at most, in estimated heap bytes: about 4,000 files of
+/// short names (a record weighs ~250 bytes plus 8 per manifest segment).
+pub const RECORDS_BYTES: u64 = 1 << 20;
+
+/// The decoded segments kept at most, in estimated heap bytes: about 110
+/// full segments of 1,024 chunks (36 bytes an entry), the manifests of
+/// about 28 GiB of files at the default 256 KiB average chunk.
+pub const SEGMENTS_BYTES: u64 = 4 << 20;
+
+/// A decoded manifest segment, shared by the readers of its file.
+pub type Segment = Arc<[Entry]>;
+
+/// Ready files' records and segments (see the module docs).
+pub(super) struct FileCache {
+    records: Cache<FileId, Arc<FileRecord>, RecordWeight>,
+    segments: Cache<(FileId, u32), Segment, SegmentWeight>,
+    removals: AtomicU64,
+}
+
+impl FileCache {
+    pub(super) fn new() -> Self {
+        FileCache {
+            records: Cache::with_weighter(4096, RECORDS_BYTES, RecordWeight),
+            segments: Cache::with_weighter(128, SEGMENTS_BYTES, SegmentWeight),
+            removals: AtomicU64::new(0),
+        }
+    }
+
+    /// A cached ready file's record.
+    pub(super) fn record(&self, id: &FileId) -> Option<Arc<FileRecord>> {
+        self.records.get(id)
+    }
+
+    /// How many files have been taken out so far: read before a record is
+    /// read from metadata, handed back to [`Self::insert_record`].
+    /// The caller holds the readers lock.
+    pub(super) fn removals(&self) -> u64 {
+        self.removals.load(Ordering::Acquire)
+    }
+
+    /// Caches a ready file's record read from metadata, unless a file was
+    /// taken out since `removals_before` was read (the record may be the
+    /// one deleted). The caller holds the readers lock.
+    pub(super) fn insert_record(&self, rec: Arc<FileRecord>, removals_before: u64) {
+        if self.removals() == removals_before {
+            self.records.insert(rec.id, rec);
+        }
+    }
+
+    /// Segment `seg` of a cached file's manifest.
+    pub(super) fn segment(&self, id: &FileId, seg: u32) -> Option<Segment> {
+        self.segments.get(&(*id, seg))
+    }
+
+    /// Caches segment `seg` of a ready file's manifest.
+    pub(super) fn insert_segment(&self, id: &FileId, seg: u32, entries: Segment) {
+        self.segments.insert((*id, seg), entries);
+    }
+
+    /// Takes a file out: its record and its `segments` segments. The caller
+    /// holds the readers lock. A segment a reader of the deleted file
+    /// inserts afterwards can no longer be reached (file ids are never
+    /// reused) and only waits for eviction.
+    pub(super) fn remove(&self, id: &FileId, segments: u32) {
+        self.removals.fetch_add(1, Ordering::AcqRel);
+        self.records.remove(id);
+        for seg in 0..segments {
+            self.segments.remove(&(*id, seg));
+        }
+    }
+}
+
+/// A record's estimated heap bytes: the struct and its strings and offsets.
+#[derive(Clone)]
+struct RecordWeight;
+
+impl Weighter<FileId, Arc<FileRecord>> for RecordWeight {
+    fn weight(&self, _: &FileId, r: &Arc<FileRecord>) -> u64 {
+        let strings = r.name.len() + r.content_type.len() + r.chunker.len() + r.tenant.as_str().len();
+        (size_of::<FileRecord>() + 64 + strings + r.segments.len() * size_of::<u64>()) as u64
+    }
+}
+
+/// A segment's estimated heap bytes.
+#[derive(Clone)]
+struct SegmentWeight;
+
+impl Weighter<(FileId, u32), Segment> for SegmentWeight {
+    fn weight(&self, _: &(FileId, u32), s: &Segment) -> u64 {
+        (64 + s.len() * size_of::<Entry>()) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::id::ChunkId;
+
+    fn record(id: FileId, segments: usize) -> Arc<FileRecord> {
+        Arc::new(FileRecord {
+            id,
+            tenant: Default::default(),
+            name: "a.bin".into(),
+            size: 1,
+            content_type: "application/octet-stream".into(),
+            created_ms: 1,
+            chunker: "fastcdc".into(),
+            chunks: 1,
+            manifest_digest: ChunkId::of(b""),
+            content_hash: None,
+            segments: vec![0; segments],
+            state: super::super::files::FileState::Ready,
+            added_bytes: None,
+        })
+    }
+
+    #[test]
+    fn a_removal_during_a_read_keeps_the_record_out() {
+        let c = FileCache::new();
+        let id = FileId::new(1);
+        let before = c.removals();
+        c.remove(&FileId::new(2), 1);
+        c.insert_record(record(id, 1), before);
+        assert!(c.record(&id).is_none(), "a removal happened since the read began");
+        c.insert_record(record(id, 1), c.removals());
+        assert_eq!(c.record(&id).unwrap().id, id);
+        c.insert_segment(&id, 0, Arc::from(vec![Entry { id: ChunkId::of(b"x"), len: 1 }]));
+        assert!(c.segment(&id, 0).is_some());
+        c.remove(&id, 1);
+        assert!(c.record(&id).is_none() && c.segment(&id, 0).is_none());
+    }
+
+    #[test]
+    fn memory_stays_within_the_bounds() {
+        let c = FileCache::new();
+        let full: Segment = Arc::from(vec![Entry { id: ChunkId::of(b"x"), len: 1 }; 1024]);
+        for n in 0..20_000u64 {
+            let id = FileId::new(n);
+            c.insert_record(record(id, 64), c.removals());
+            c.insert_segment(&id, 0, full.clone());
+        }
+        assert!(c.records.weight() <= RECORDS_BYTES, "records: {}", c.records.weight());
+        assert!(c.segments.weight() <= SEGMENTS_BYTES, "segments: {}", c.segments.weight());
+        assert!(c.records.len() > 100 && c.segments.len() > 50, "the cache still holds entries");
+    }
+}

@@ -1,0 +1,124 @@
+//! Range requests against the real server, with the open-files cache in
+//! play: ranges inside and across manifest segments, on raw and on
+//! zstd-compressed chunks, asked again once cached, and a file deleted
+//! after it was cached answering 404 at once.
+
+mod common;
+
+use common::{TestServer, small_chunks};
+use depot::testdata::pseudo_random;
+use depot::wire::{FileInfo, ManifestInfo};
+use reqwest::StatusCode;
+
+/// `data[start..=end]` asked as `Range: bytes=start-end`: status and body.
+async fn range(s: &TestServer, id: &str, start: usize, end: usize) -> (StatusCode, Vec<u8>) {
+    let header = format!("bytes={start}-{end}");
+    let r = s.get_with(&format!("/api/files/{id}"), &[("Range", header.as_str())]).await;
+    let status = r.status();
+    if status == StatusCode::PARTIAL_CONTENT {
+        let len = end + 1 - start;
+        assert_eq!(r.headers()["content-length"], len.to_string().as_str());
+    }
+    (status, r.bytes().await.unwrap().to_vec())
+}
+
+/// Asks each of `ranges` twice (the second time from the cache) and checks
+/// the bytes against `data`.
+async fn ranges_match(s: &TestServer, f: &FileInfo, data: &[u8], ranges: &[(usize, usize)]) {
+    for round in 0..2 {
+        for &(start, end) in ranges {
+            let (status, body) = range(s, &f.id, start, end).await;
+            assert_eq!(status, StatusCode::PARTIAL_CONTENT, "bytes={start}-{end}, round {round}");
+            assert!(body == data[start..=end], "bytes={start}-{end}, round {round}: other bytes");
+        }
+    }
+}
+
+#[tokio::test]
+async fn ranges_inside_and_across_segments_are_the_files_bytes() {
+    let (_dir, s) = TestServer::start_temp_with(|c| c.chunking = small_chunks()).await;
+    // About 3,000 chunks of ~1 KiB: three manifest segments.
+    let data = pseudo_random(3 << 20, 7);
+    let f = s.upload_raw("three-segments.bin", &data).await;
+    let m: ManifestInfo = s.get_json(&format!("/api/files/{}/manifest", f.id)).await;
+    assert!(m.chunks.len() > 2 * 1024, "{} chunks: fewer than three segments", m.chunks.len());
+    let boundary = m.chunks[1024].offset as usize;
+    let second = m.chunks[2048].offset as usize;
+    let last = data.len() - 1;
+    ranges_match(
+        &s,
+        &f,
+        &data,
+        &[
+            (0, 0),
+            (10, 70_000),
+            (boundary - 1, boundary),
+            (boundary - 5_000, boundary + 5_000),
+            (boundary, boundary + 99),
+            (second - 100_000, second + 100_000),
+            // More than one blocking call's worth, across two boundaries.
+            (boundary - 10, second + 300_000),
+            (last - 65_535, last),
+            (0, last),
+        ],
+    )
+    .await;
+
+    // Several ranges, some cached segments and some not, in one answer.
+    let header = format!("bytes=5-9,{}-{},{}-", boundary - 2, boundary + 2, last - 3);
+    let r = s.get_with(&format!("/api/files/{}", f.id), &[("Range", header.as_str())]).await;
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    let body = r.bytes().await.unwrap();
+    for part in [&data[5..=9], &data[boundary - 2..=boundary + 2], &data[last - 3..]] {
+        assert!(body.windows(part.len()).any(|w| w == part), "a part is missing from the multipart body");
+    }
+}
+
+#[tokio::test]
+async fn ranges_of_compressed_chunks_are_the_files_bytes() {
+    let (_dir, s) = TestServer::start_temp_with(|c| c.chunking = small_chunks()).await;
+    let data: Vec<u8> =
+        (0..40_000).flat_map(|i| format!("line {i}: the same words again\n").into_bytes()).collect();
+    let f = s.upload_raw("text.txt", &data).await;
+    let stats = s.stats().await;
+    assert!(stats.stored_bytes * 2 < data.len() as u64, "the chunks are stored compressed: {stats:?}");
+    let m: ManifestInfo = s.get_json(&format!("/api/files/{}/manifest", f.id)).await;
+    let boundary = m.chunks[1024].offset as usize;
+    let c = m.chunks[10];
+    let (c_start, c_end) = (c.offset as usize, (c.offset + u64::from(c.len)) as usize - 1);
+    ranges_match(
+        &s,
+        &f,
+        &data,
+        &[
+            (0, 99),
+            (c_start, c_end),
+            (c_start + 1, c_end - 1),
+            (boundary - 300, boundary + 300),
+            (3, 200_000),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_file_is_gone_at_once_though_it_was_cached() {
+    let (_dir, s) = TestServer::start_temp().await;
+    let data = pseudo_random(600_000, 3);
+    let f = s.upload_raw("soon-gone.bin", &data).await;
+    ranges_match(&s, &f, &data, &[(100, 65_635), (500_000, 599_999)]).await;
+    assert_eq!(s.download(&f.id).await, data);
+
+    assert_eq!(s.delete(&f.id).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(range(&s, &f.id, 100, 65_635).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.get(&format!("/api/files/{}", f.id)).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(s.get(&format!("/api/files/{}/info", f.id)).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(s.delete(&f.id).await.status(), StatusCode::NOT_FOUND);
+    let stats = s.stats().await;
+    assert_eq!((stats.files, stats.logical_bytes), (0, 0));
+
+    // The same bytes uploaded again are a new file, read as usual.
+    let again = s.upload_raw("soon-gone.bin", &data).await;
+    assert_ne!(again.id, f.id);
+    ranges_match(&s, &again, &data, &[(100, 65_635)]).await;
+}
