@@ -18,23 +18,31 @@
 //!
 //! Memory is bounded by weight, an estimate of each entry's heap bytes:
 //! at most [`RECORDS_BYTES`] of records and [`SEGMENTS_BYTES`] of segments,
-//! evicted by quick_cache's scan-resistant policy (S3-FIFO). Segments enter only on a ranged read of one segment (a
-//! `Range` request); a whole-file download reads a segment from here when
-//! it is cached but never adds one, so a long download does not fill the
-//! cache with a manifest it reads once.
+//! evicted by quick_cache's scan-resistant policy (S3-FIFO). Segments
+//! enter only on a ranged read of one segment (a `Range` request); a
+//! whole-file download reads a segment from here when it is cached but
+//! never adds one, so a long download does not fill the cache with a
+//! manifest it reads once.
+//!
+//! The record type (`FileRecord`) lives in `files.rs`, which depends on the
+//! store's engine, which holds this cache: so that no import cycle forms,
+//! this module holds records as shared values of any type with the weight
+//! their inserter estimated, and hands them back as the type asked for.
+//! It also holds the per-file reader counts ([`Readers`]) for the same
+//! reason.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-use super::files::FileRecord;
 use super::id::FileId;
 use super::manifest::Entry;
 
-/// The records kept at most, in estimated heap bytes: about 4,000 files of
-/// short names (a record weighs ~250 bytes plus 8 per manifest segment).
+/// The records kept at most, in estimated heap bytes: about 3,000 files of
+/// short names (a record weighs ~350 bytes plus 8 per manifest segment).
 pub const RECORDS_BYTES: u64 = 1 << 20;
 
 /// The decoded segments kept at most, in estimated heap bytes: about 110
@@ -45,11 +53,29 @@ pub const SEGMENTS_BYTES: u64 = 4 << 20;
 /// A decoded manifest segment, shared by the readers of its file.
 pub type Segment = Arc<[Entry]>;
 
+/// The downloads reading one file (the store's readers map holds one per
+/// file being read).
+#[derive(Debug, Default)]
+pub(super) struct Readers {
+    /// Live read guards.
+    pub(super) n: usize,
+    /// A delete (or a reader that found the file deleting) waits for the
+    /// last guard: its drop finishes the delete.
+    pub(super) delete_waits: bool,
+}
+
 /// Ready files' records and segments (see the module docs).
 pub(super) struct FileCache {
-    records: Cache<FileId, Arc<FileRecord>, RecordWeight>,
+    records: Cache<FileId, Record, RecordWeight>,
     segments: Cache<(FileId, u32), Segment, SegmentWeight>,
     removals: AtomicU64,
+}
+
+/// A cached record and its estimated heap bytes.
+#[derive(Clone)]
+struct Record {
+    value: Arc<dyn Any + Send + Sync>,
+    weight: u64,
 }
 
 impl FileCache {
@@ -61,9 +87,9 @@ impl FileCache {
         }
     }
 
-    /// A cached ready file's record.
-    pub(super) fn record(&self, id: &FileId) -> Option<Arc<FileRecord>> {
-        self.records.get(id)
+    /// A cached ready file's record, as the type it was inserted as.
+    pub(super) fn record<R: Any + Send + Sync>(&self, id: &FileId) -> Option<Arc<R>> {
+        self.records.get(id).and_then(|r| r.value.downcast::<R>().ok())
     }
 
     /// How many files have been taken out so far: read before a record is
@@ -73,12 +99,19 @@ impl FileCache {
         self.removals.load(Ordering::Acquire)
     }
 
-    /// Caches a ready file's record read from metadata, unless a file was
-    /// taken out since `removals_before` was read (the record may be the
-    /// one deleted). The caller holds the readers lock.
-    pub(super) fn insert_record(&self, rec: Arc<FileRecord>, removals_before: u64) {
+    /// Caches file `id`'s ready record, of about `weight` heap bytes, read
+    /// from metadata, unless a file was taken out since `removals_before`
+    /// was read (the record may be the one deleted). The caller holds the
+    /// readers lock.
+    pub(super) fn insert_record<R: Any + Send + Sync>(
+        &self,
+        id: FileId,
+        rec: Arc<R>,
+        weight: u64,
+        removals_before: u64,
+    ) {
         if self.removals() == removals_before {
-            self.records.insert(rec.id, rec);
+            self.records.insert(id, Record { value: rec, weight });
         }
     }
 
@@ -105,14 +138,13 @@ impl FileCache {
     }
 }
 
-/// A record's estimated heap bytes: the struct and its strings and offsets.
+/// A record's weight: what its inserter estimated.
 #[derive(Clone)]
 struct RecordWeight;
 
-impl Weighter<FileId, Arc<FileRecord>> for RecordWeight {
-    fn weight(&self, _: &FileId, r: &Arc<FileRecord>) -> u64 {
-        let strings = r.name.len() + r.content_type.len() + r.chunker.len() + r.tenant.as_str().len();
-        (size_of::<FileRecord>() + 64 + strings + r.segments.len() * size_of::<u64>()) as u64
+impl Weighter<FileId, Record> for RecordWeight {
+    fn weight(&self, _: &FileId, r: &Record) -> u64 {
+        r.weight
     }
 }
 
@@ -131,38 +163,21 @@ mod tests {
     use super::*;
     use crate::store::id::ChunkId;
 
-    fn record(id: FileId, segments: usize) -> Arc<FileRecord> {
-        Arc::new(FileRecord {
-            id,
-            tenant: Default::default(),
-            name: "a.bin".into(),
-            size: 1,
-            content_type: "application/octet-stream".into(),
-            created_ms: 1,
-            chunker: "fastcdc".into(),
-            chunks: 1,
-            manifest_digest: ChunkId::of(b""),
-            content_hash: None,
-            segments: vec![0; segments],
-            state: super::super::files::FileState::Ready,
-            added_bytes: None,
-        })
-    }
-
     #[test]
     fn a_removal_during_a_read_keeps_the_record_out() {
         let c = FileCache::new();
         let id = FileId::new(1);
         let before = c.removals();
         c.remove(&FileId::new(2), 1);
-        c.insert_record(record(id, 1), before);
-        assert!(c.record(&id).is_none(), "a removal happened since the read began");
-        c.insert_record(record(id, 1), c.removals());
-        assert_eq!(c.record(&id).unwrap().id, id);
+        c.insert_record(id, Arc::new("record".to_string()), 300, before);
+        assert!(c.record::<String>(&id).is_none(), "a removal happened since the read began");
+        c.insert_record(id, Arc::new("record".to_string()), 300, c.removals());
+        assert_eq!(*c.record::<String>(&id).unwrap(), "record");
+        assert!(c.record::<u64>(&id).is_none(), "another type is not found");
         c.insert_segment(&id, 0, Arc::from(vec![Entry { id: ChunkId::of(b"x"), len: 1 }]));
         assert!(c.segment(&id, 0).is_some());
         c.remove(&id, 1);
-        assert!(c.record(&id).is_none() && c.segment(&id, 0).is_none());
+        assert!(c.record::<String>(&id).is_none() && c.segment(&id, 0).is_none());
     }
 
     #[test]
@@ -171,7 +186,7 @@ mod tests {
         let full: Segment = Arc::from(vec![Entry { id: ChunkId::of(b"x"), len: 1 }; 1024]);
         for n in 0..20_000u64 {
             let id = FileId::new(n);
-            c.insert_record(record(id, 64), c.removals());
+            c.insert_record(id, Arc::new(n), 800, c.removals());
             c.insert_segment(&id, 0, full.clone());
         }
         assert!(c.records.weight() <= RECORDS_BYTES, "records: {}", c.records.weight());

@@ -156,7 +156,7 @@ pub(super) struct Inner {
     pub(super) quota_locks: Vec<Mutex<()>>,
     pub(super) sessions: Mutex<HashMap<UploadId, Arc<Mutex<()>>>>,
     /// Downloads reading each file, and whether a delete waits for them.
-    pub(super) readers: Mutex<HashMap<FileId, super::read::Readers>>,
+    pub(super) readers: Mutex<HashMap<FileId, super::cache::Readers>>,
     /// Ready files' records and manifest segments (see [`super::cache`]).
     pub(super) cache: super::cache::FileCache,
     /// What this process has done, for metrics.

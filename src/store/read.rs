@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 
-use super::cache::Segment;
+use super::cache::{Readers, Segment};
 use super::manifest::Entry;
 use super::tenant::View;
 use super::{Error, FileId, FileRecord, FileState, Result, Store, lock, manifest};
@@ -30,16 +30,6 @@ pub const ONE_HOP: u64 = 1 << 20;
 /// A stream of file bytes; an error ends it (the connection must then be
 /// aborted: the body is short or wrong).
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
-
-/// The downloads reading one file.
-#[derive(Debug, Default)]
-pub(super) struct Readers {
-    /// Live [`ReadGuard`]s.
-    pub(super) n: usize,
-    /// A delete (or a reader that found the file deleting) waits for the
-    /// last guard: its drop finishes the delete.
-    pub(super) delete_waits: bool,
-}
 
 /// Keeps a file's chunks referenced while a download reads it.
 pub struct ReadGuard {
@@ -124,7 +114,7 @@ impl Store {
             Some(rec) if rec.state == FileState::Ready => {
                 let rec = Arc::new(rec);
                 let _readers = lock(&self.0.readers);
-                self.0.cache.insert_record(rec.clone(), removals);
+                self.0.cache.insert_record(*id, rec.clone(), weight(&rec), removals);
                 Ok((rec, guard))
             }
             Some(FileRecord { state: FileState::Deleting { .. }, .. }) => {
@@ -284,6 +274,13 @@ fn parts_in(
         }
         Some((e, start.saturating_sub(c_start) as usize, (end.min(c_end) - c_start) as usize))
     })
+}
+
+/// A record's estimated heap bytes in the open-files cache: the struct,
+/// its strings and its segment offsets.
+fn weight(r: &FileRecord) -> u64 {
+    let strings = r.name.len() + r.content_type.len() + r.chunker.len() + r.tenant.as_str().len();
+    (size_of::<FileRecord>() + 64 + strings + r.segments.len() * size_of::<u64>()) as u64
 }
 
 /// `s`, holding `guard` (the file's chunks) for as long as it lives.
