@@ -26,8 +26,8 @@ use std::path::PathBuf;
 use super::FileName;
 use super::ingest::ChunkSink;
 use super::meta::{Batch, Cf};
+use super::name::{Tenant, View};
 use super::session::{Concat, StreamState, chunk_key, chunk_prefix, decode_piece, encode_piece, record_key};
-use super::tenant::{Tenant, View};
 use super::{
     ChunkId, Entry, Error, FileRecord, NewFile, Result, Store, UploadId, UploadRecord, UploadState, lock,
 };

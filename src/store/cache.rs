@@ -24,14 +24,9 @@
 //! never adds one, so a long download does not fill the cache with a
 //! manifest it reads once.
 //!
-//! The record type (`FileRecord`) lives in `files.rs`, which depends on the
-//! store's engine, which holds this cache: so that no import cycle forms,
-//! this module holds records as shared values of any type with the weight
-//! their inserter estimated, and hands them back as the type asked for.
-//! It also holds the per-file reader counts ([`Readers`]) for the same
-//! reason.
+//! The reader counts ([`Readers`]) live here too: the engine holds them
+//! and the read path uses them, and this module depends on neither.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,6 +35,7 @@ use quick_cache::sync::Cache;
 
 use super::id::FileId;
 use super::manifest::Entry;
+use super::record::FileRecord;
 
 /// The records kept at most, in estimated heap bytes: about 3,000 files of
 /// short names (a record weighs ~350 bytes plus 8 per manifest segment).
@@ -66,16 +62,9 @@ pub(super) struct Readers {
 
 /// Ready files' records and segments (see the module docs).
 pub(super) struct FileCache {
-    records: Cache<FileId, Record, RecordWeight>,
+    records: Cache<FileId, Arc<FileRecord>, RecordWeight>,
     segments: Cache<(FileId, u32), Segment, SegmentWeight>,
     removals: AtomicU64,
-}
-
-/// A cached record and its estimated heap bytes.
-#[derive(Clone)]
-struct Record {
-    value: Arc<dyn Any + Send + Sync>,
-    weight: u64,
 }
 
 impl FileCache {
@@ -87,9 +76,9 @@ impl FileCache {
         }
     }
 
-    /// A cached ready file's record, as the type it was inserted as.
-    pub(super) fn record<R: Any + Send + Sync>(&self, id: &FileId) -> Option<Arc<R>> {
-        self.records.get(id).and_then(|r| r.value.downcast::<R>().ok())
+    /// A cached ready file's record.
+    pub(super) fn record(&self, id: &FileId) -> Option<Arc<FileRecord>> {
+        self.records.get(id)
     }
 
     /// How many files have been taken out so far: read before a record is
@@ -99,19 +88,12 @@ impl FileCache {
         self.removals.load(Ordering::Acquire)
     }
 
-    /// Caches file `id`'s ready record, of about `weight` heap bytes, read
-    /// from metadata, unless a file was taken out since `removals_before`
-    /// was read (the record may be the one deleted). The caller holds the
-    /// readers lock.
-    pub(super) fn insert_record<R: Any + Send + Sync>(
-        &self,
-        id: FileId,
-        rec: Arc<R>,
-        weight: u64,
-        removals_before: u64,
-    ) {
+    /// Caches a ready record read from metadata, unless a file was taken
+    /// out since `removals_before` was read (the record may be the one
+    /// deleted). The caller holds the readers lock.
+    pub(super) fn insert_record(&self, rec: Arc<FileRecord>, removals_before: u64) {
         if self.removals() == removals_before {
-            self.records.insert(id, Record { value: rec, weight });
+            self.records.insert(rec.id, rec);
         }
     }
 
@@ -138,13 +120,15 @@ impl FileCache {
     }
 }
 
-/// A record's weight: what its inserter estimated.
+/// A record's estimated heap bytes: the struct, its strings and its
+/// segment offsets.
 #[derive(Clone)]
 struct RecordWeight;
 
-impl Weighter<FileId, Record> for RecordWeight {
-    fn weight(&self, _: &FileId, r: &Record) -> u64 {
-        r.weight
+impl Weighter<FileId, Arc<FileRecord>> for RecordWeight {
+    fn weight(&self, _: &FileId, r: &Arc<FileRecord>) -> u64 {
+        let strings = r.name.len() + r.content_type.len() + r.chunker.len() + r.tenant.as_str().len();
+        (size_of::<FileRecord>() + 64 + strings + r.segments.len() * size_of::<u64>()) as u64
     }
 }
 
@@ -163,21 +147,38 @@ mod tests {
     use super::*;
     use crate::store::id::ChunkId;
 
+    fn record(id: FileId, segments: usize) -> Arc<FileRecord> {
+        Arc::new(FileRecord {
+            id,
+            tenant: Default::default(),
+            name: "a.bin".into(),
+            size: 1,
+            content_type: "application/octet-stream".into(),
+            created_ms: 1,
+            chunker: "fastcdc".into(),
+            chunks: 1,
+            manifest_digest: ChunkId::of(b""),
+            content_hash: None,
+            segments: vec![0; segments],
+            state: crate::store::record::FileState::Ready,
+            added_bytes: None,
+        })
+    }
+
     #[test]
     fn a_removal_during_a_read_keeps_the_record_out() {
         let c = FileCache::new();
         let id = FileId::new(1);
         let before = c.removals();
         c.remove(&FileId::new(2), 1);
-        c.insert_record(id, Arc::new("record".to_string()), 300, before);
-        assert!(c.record::<String>(&id).is_none(), "a removal happened since the read began");
-        c.insert_record(id, Arc::new("record".to_string()), 300, c.removals());
-        assert_eq!(*c.record::<String>(&id).unwrap(), "record");
-        assert!(c.record::<u64>(&id).is_none(), "another type is not found");
+        c.insert_record(record(id, 1), before);
+        assert!(c.record(&id).is_none(), "a removal happened since the read began");
+        c.insert_record(record(id, 1), c.removals());
+        assert_eq!(c.record(&id).unwrap().id, id);
         c.insert_segment(&id, 0, Arc::from(vec![Entry { id: ChunkId::of(b"x"), len: 1 }]));
         assert!(c.segment(&id, 0).is_some());
         c.remove(&id, 1);
-        assert!(c.record::<String>(&id).is_none() && c.segment(&id, 0).is_none());
+        assert!(c.record(&id).is_none() && c.segment(&id, 0).is_none());
     }
 
     #[test]
@@ -186,7 +187,7 @@ mod tests {
         let full: Segment = Arc::from(vec![Entry { id: ChunkId::of(b"x"), len: 1 }; 1024]);
         for n in 0..20_000u64 {
             let id = FileId::new(n);
-            c.insert_record(id, Arc::new(n), 800, c.removals());
+            c.insert_record(record(id, 64), c.removals());
             c.insert_segment(&id, 0, full.clone());
         }
         assert!(c.records.weight() <= RECORDS_BYTES, "records: {}", c.records.weight());

@@ -27,6 +27,24 @@ pub struct Put {
     pub new: bool,
 }
 
+/// Adds to `batch` what a chunk row going from `old` to `new` (absent:
+/// `None`) changes in the store-wide counters, as `verify` recounts them:
+/// every row counts as a chunk, its raw bytes and its stored bytes.
+pub(super) fn count_row(batch: &mut Batch, old: Option<&ChunkRow>, new: Option<&ChunkRow>) {
+    let figures = |r: Option<&ChunkRow>| {
+        r.map_or([0; 3], |r| [1, i64::from(r.raw_len), i64::from(r.stored_len) + object::HEADER_LEN as i64])
+    };
+    let (a, b) = (figures(old), figures(new));
+    for (c, (a, b)) in [Counter::UniqueChunks, Counter::UniqueBytes, Counter::StoredBytes]
+        .into_iter()
+        .zip(a.into_iter().zip(b))
+    {
+        if a != b {
+            batch.add(c, b - a);
+        }
+    }
+}
+
 impl Store {
     /// Stores one chunk given as raw bytes. With `expected`, the bytes must
     /// hash to it. `lease_until` pins the chunk against GC (unix ms).
@@ -172,19 +190,8 @@ impl Store {
                         lease_until: lease_until.max(old.map_or(0, |r| r.lease_until)),
                         generation: 0,
                     };
-                    let stored_total = u64::from(stored.stored_len) + object::HEADER_LEN as u64;
-                    match old {
-                        None => {
-                            batch.add(Counter::UniqueChunks, 1);
-                            batch.add(Counter::UniqueBytes, len.into());
-                            batch.add(Counter::StoredBytes, stored_total as i64);
-                        }
-                        Some(o) => {
-                            // A damaged or half-deleted row is still counted.
-                            let old_total = u64::from(o.stored_len) + object::HEADER_LEN as u64;
-                            batch.add(Counter::StoredBytes, stored_total as i64 - old_total as i64);
-                        }
-                    }
+                    // A damaged or half-deleted row is still counted.
+                    count_row(&mut batch, old.as_ref(), Some(&new_row));
                     if refcount == 0 {
                         let at = (now + self.grace_ms()).max(new_row.lease_until);
                         batch.put(Cf::Gcq, &meta::gcq_key(at, id), b"");

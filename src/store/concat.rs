@@ -6,8 +6,8 @@
 
 use super::append::AppendOutcome;
 use super::ingest::ChunkSink;
+use super::name::{Tenant, View};
 use super::session::{Concat, StreamState};
-use super::tenant::{Tenant, View};
 use super::{Entry, Error, FileName, Result, Store, UploadId};
 
 impl Store {

@@ -33,7 +33,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::generations::count_row;
+use super::chunks::count_row;
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState};
 use super::objects::{self, ObjectEntry, ObjectKey};
 use super::{ChunkId, Result, Store};

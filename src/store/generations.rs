@@ -29,9 +29,10 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use super::chunks::count_row;
 use super::error::{Error, Result};
 use super::id::ChunkId;
-use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
+use super::meta::{self, Batch, Cf, ChunkRow, ChunkState};
 use super::objects::ObjectKey;
 use super::{Store, object};
 
@@ -63,24 +64,6 @@ pub(super) fn fresh_generation(not: u64) -> u64 {
         let g = rand::random::<u64>();
         if g != 0 && g != not {
             return g;
-        }
-    }
-}
-
-/// Adds to `batch` what a chunk row going from `old` to `new` (absent:
-/// `None`) changes in the store-wide counters, as `verify` recounts them:
-/// every row counts as a chunk, its raw bytes and its stored bytes.
-pub(super) fn count_row(batch: &mut Batch, old: Option<&ChunkRow>, new: Option<&ChunkRow>) {
-    let figures = |r: Option<&ChunkRow>| {
-        r.map_or([0; 3], |r| [1, i64::from(r.raw_len), i64::from(r.stored_len) + object::HEADER_LEN as i64])
-    };
-    let (a, b) = (figures(old), figures(new));
-    for (c, (a, b)) in [Counter::UniqueChunks, Counter::UniqueBytes, Counter::StoredBytes]
-        .into_iter()
-        .zip(a.into_iter().zip(b))
-    {
-        if a != b {
-            batch.add(c, b - a);
         }
     }
 }

@@ -9,9 +9,10 @@ use bytes::Bytes;
 
 use super::chunker::StreamChunker;
 use super::error::{Error, Result};
-use super::files::{FileRecord, NewFile};
+use super::files::NewFile;
 use super::manifest::Entry;
-use super::tenant::Tenant;
+use super::name::Tenant;
+use super::record::FileRecord;
 use super::{ChunkId, FileName, Store};
 
 /// Chunks are stored in batches of about this many bytes.

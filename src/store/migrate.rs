@@ -5,9 +5,9 @@
 
 use super::Store;
 use super::error::Result;
-use super::files::FileState;
 use super::id::{ChunkId, FileId};
 use super::meta::{Batch, Cf};
+use super::record::FileState;
 use super::tenant::{file_key, occurrences};
 
 impl Store {

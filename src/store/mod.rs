@@ -62,6 +62,8 @@ mod quota;
 #[cfg(feature = "server")]
 mod read;
 #[cfg(feature = "server")]
+mod record;
+#[cfg(feature = "server")]
 mod search;
 #[cfg(feature = "server")]
 mod session;
@@ -92,17 +94,18 @@ pub use self::{
     backlog::GcBacklog,
     chunks::{Put, decode_frame},
     engine::{Activity, Stats, Store, StoreOptions},
-    files::{FileRecord, FileState, NewFile},
+    files::NewFile,
     gc::GcReport,
     ingest::Ingest,
     meta::{Batch, MemMeta, MetaStore, RocksMeta},
+    name::{DEFAULT_TENANT, Tenant, View},
     pieces::{PieceState, SeedSpec},
     quota::{Quota, Usage},
     read::{ByteStream, ReadGuard},
+    record::{FileRecord, FileState},
     search::NameFilter,
     session::{Concat, StreamState, UploadRecord, UploadState},
     staging::{COMMIT_PROTOCOL, CommitProgress, MAX_SEGMENTS, NewCommit},
-    tenant::{DEFAULT_TENANT, Tenant, View},
     tokens::{Scope, Scopes, TokenId, TokenRecord},
     verify::VerifyReport,
 };

@@ -1,6 +1,7 @@
-//! [`FileName`]: a file name as stored, checked once where it is parsed
-//! (at the protocol edge) and carried as a type from there, so no later
-//! layer checks it again or forgets to. Pure: no I/O.
+//! Checked names: [`FileName`], a file name as stored, and [`Tenant`], who
+//! owns a file (with [`View`], which tenants a caller sees). Each is checked
+//! once where it is parsed (at the protocol edge) and carried as a type from
+//! there, so no later layer checks it again or forgets to. Pure: no I/O.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +48,6 @@ macro_rules! checked_string {
         }
     };
 }
-pub(crate) use checked_string;
 
 /// The longest stored name, in bytes (most file systems' limit).
 pub const MAX_NAME_BYTES: usize = 255;
@@ -98,6 +98,56 @@ fn is_bidi_control(c: char) -> bool {
 }
 
 checked_string!(FileName);
+
+/// A tenant's name: 1 to 63 of `a-z`, `0-9`, `-` (a DNS label's alphabet,
+/// so it fits a key, a path and a bucket prefix).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Tenant(String);
+
+/// The tenant of everything stored before tenants existed, and of the
+/// `local` and `open` modes.
+pub const DEFAULT_TENANT: &str = "default";
+
+impl Tenant {
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the rule.
+    pub fn parse(s: &str) -> Result<Self> {
+        let ok = (1..=63).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(Error::InvalidInput(format!("tenant `{s}` must be 1 to 63 of a-z, 0-9 and -")))
+        }
+    }
+}
+
+impl Default for Tenant {
+    fn default() -> Self {
+        Self(DEFAULT_TENANT.to_string())
+    }
+}
+
+checked_string!(Tenant);
+
+/// What a caller may see: every tenant (an admin, or a server in `local` or
+/// `open` mode: the global store answers, as before tenants) or one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    All,
+    Tenant(Tenant),
+}
+
+impl View {
+    /// Whether something owned by `t` is visible.
+    pub fn sees(&self, t: &Tenant) -> bool {
+        match self {
+            View::All => true,
+            View::Tenant(mine) => mine == t,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

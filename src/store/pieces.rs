@@ -7,10 +7,10 @@
 //! shared value.
 
 use super::meta::{Batch, Cf};
+use super::name::{Tenant, View};
 use super::session::{
     UploadRecord, count_key, decode_piece, encode_piece, piece_key, piece_prefix, record_key,
 };
-use super::tenant::{Tenant, View};
 use super::{ChunkId, Entry, Error, FileId, FileName, FileRecord, NewFile, Result, Store, UploadId, lock};
 
 /// What a seed (resumable.js / flow.js) client says about its upload.

@@ -24,10 +24,11 @@ use std::sync::MutexGuard;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
-use super::files::{FileRecord, FileState};
 use super::meta::{Batch, Cf, decode_counter};
+use super::name::Tenant;
+use super::record::{FileRecord, FileState};
 use super::session::UploadState;
-use super::tenant::{self, Tenant, bytes_key, files_key, tally};
+use super::tenant::{self, bytes_key, files_key, tally};
 use super::{Store, UploadRecord, lock};
 
 /// The quota row kind in [`Cf::Tenants`].

@@ -21,7 +21,7 @@ use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 
 use super::cache::{Readers, Segment};
 use super::manifest::Entry;
-use super::tenant::View;
+use super::name::View;
 use super::{Error, FileId, FileRecord, FileState, Result, Store, lock, manifest};
 
 /// The longest read served in one blocking call (see [`Store::read_range`]).
@@ -114,7 +114,7 @@ impl Store {
             Some(rec) if rec.state == FileState::Ready => {
                 let rec = Arc::new(rec);
                 let _readers = lock(&self.0.readers);
-                self.0.cache.insert_record(*id, rec.clone(), weight(&rec), removals);
+                self.0.cache.insert_record(rec.clone(), removals);
                 Ok((rec, guard))
             }
             Some(FileRecord { state: FileState::Deleting { .. }, .. }) => {
@@ -274,13 +274,6 @@ fn parts_in(
         }
         Some((e, start.saturating_sub(c_start) as usize, (end.min(c_end) - c_start) as usize))
     })
-}
-
-/// A record's estimated heap bytes in the open-files cache: the struct,
-/// its strings and its segment offsets.
-fn weight(r: &FileRecord) -> u64 {
-    let strings = r.name.len() + r.content_type.len() + r.chunker.len() + r.tenant.as_str().len();
-    (size_of::<FileRecord>() + 64 + strings + r.segments.len() * size_of::<u64>()) as u64
 }
 
 /// `s`, holding `guard` (the file's chunks) for as long as it lives.

@@ -6,10 +6,11 @@
 //! ignoring case.
 
 use super::error::{Error, Result};
-use super::files::{FileRecord, FileState};
 use super::id::{ChunkId, FileId};
 use super::meta::Cf;
-use super::tenant::{FILES, REFS, Tenant, View, file_key, prefix};
+use super::name::{Tenant, View};
+use super::record::{FileRecord, FileState};
+use super::tenant::{FILES, REFS, file_key, prefix};
 use super::{Stats, Store};
 
 /// Which names a search keeps.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::tenant::Tenant;
+use super::name::Tenant;
 
 use super::meta::{Batch, Cf};
 use super::{ChunkId, Entry, Error, FileId, FileName, Result, Store, UploadId, lock};

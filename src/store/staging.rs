@@ -38,8 +38,8 @@ use super::files::pending_key;
 use super::filetype::SNIFF_LEN;
 use super::manifest::{self, SEGMENT_ENTRIES};
 use super::meta::{self, Batch, Cf};
+use super::name::{Tenant, View};
 use super::session::{plan_key, segment_key, segment_number, segment_prefix};
-use super::tenant::{Tenant, View};
 use super::{
     ChunkId, Entry, Error, FileId, FileName, FileRecord, FileState, NewFile, Result, Store, UploadId,
     UploadRecord, UploadState, lock,

@@ -21,64 +21,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
-
 use super::Store;
-use super::error::{Error, Result};
+use super::error::Result;
 use super::id::{ChunkId, FileId};
 use super::manifest::Entry;
 use super::meta::{Batch, Cf};
-use super::name::checked_string;
-
-/// A tenant's name: 1 to 63 of `a-z`, `0-9`, `-` (a DNS label's alphabet,
-/// so it fits a key, a path and a bucket prefix).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Tenant(String);
-
-/// The tenant of everything stored before tenants existed, and of the
-/// `local` and `open` modes.
-pub const DEFAULT_TENANT: &str = "default";
-
-impl Tenant {
-    /// # Errors
-    /// [`Error::InvalidInput`] naming the rule.
-    pub fn parse(s: &str) -> Result<Self> {
-        let ok = (1..=63).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if ok {
-            Ok(Self(s.to_string()))
-        } else {
-            Err(Error::InvalidInput(format!("tenant `{s}` must be 1 to 63 of a-z, 0-9 and -")))
-        }
-    }
-}
-
-impl Default for Tenant {
-    fn default() -> Self {
-        Self(DEFAULT_TENANT.to_string())
-    }
-}
-
-checked_string!(Tenant);
-
-/// What a caller may see: every tenant (an admin, or a server in `local` or
-/// `open` mode: the global store answers, as before tenants) or one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum View {
-    All,
-    Tenant(Tenant),
-}
-
-impl View {
-    /// Whether something owned by `t` is visible.
-    pub fn sees(&self, t: &Tenant) -> bool {
-        match self {
-            View::All => true,
-            View::Tenant(mine) => mine == t,
-        }
-    }
-}
+use super::name::{Tenant, View};
 
 /// Row kinds: the listing index, committed chunks, leased chunks.
 pub(super) const FILES: u8 = b'f';
@@ -86,9 +34,9 @@ pub(super) const REFS: u8 = b'c';
 pub(super) const LEASES: u8 = b'l';
 
 pub(super) fn prefix(kind: u8, t: &Tenant) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + t.0.len() + 32);
+    let mut k = Vec::with_capacity(2 + t.as_str().len() + 32);
     k.push(kind);
-    k.extend_from_slice(t.0.as_bytes());
+    k.extend_from_slice(t.as_str().as_bytes());
     k.push(b'/');
     k
 }
@@ -119,12 +67,12 @@ pub(super) fn split_key(k: &[u8]) -> Option<(u8, Tenant, &[u8])> {
 
 /// `t`'s committed-files counter in [`Cf::Meta`] (see `quota`).
 pub(super) fn files_key(t: &Tenant) -> Vec<u8> {
-    [b"usage/files/".as_slice(), t.0.as_bytes()].concat()
+    [b"usage/files/".as_slice(), t.as_str().as_bytes()].concat()
 }
 
 /// `t`'s committed-bytes counter in [`Cf::Meta`] (see `quota`).
 pub(super) fn bytes_key(t: &Tenant) -> Vec<u8> {
-    [b"usage/bytes/".as_slice(), t.0.as_bytes()].concat()
+    [b"usage/bytes/".as_slice(), t.as_str().as_bytes()].concat()
 }
 
 /// Adds `files` and `bytes` to `t`'s committed usage, into `batch`.

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{Error, Result};
 use super::id::FileId;
 use super::meta::{Batch, Cf};
-use super::tenant::{Tenant, View};
+use super::name::{Tenant, View};
 use super::{Store, lock};
 
 /// A token's id: a ULID, like a file's.

@@ -15,9 +15,10 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
+use super::name::Tenant;
 use super::objects::{self, ObjectKey};
 use super::quota;
-use super::tenant::{self, Tenant};
+use super::tenant;
 use super::{ChunkId, FileId, FileRecord, FileState, Result, Store, manifest, object};
 
 /// Objects per listing page.

@@ -212,15 +212,14 @@ impl PgMeta {
         let lock_config = config.clone();
         let session = block(rt.handle(), async move {
             let deadline = Instant::now() + LOCK_WAIT;
-            let (client, conn) = loop {
-                if let Some(session) = take_lock(&config).await? {
-                    break session;
-                }
+            let mut session = None;
+            while !try_lock(&config, &mut session).await? {
                 if Instant::now() >= deadline {
                     return Err(Error::Locked(String::new()));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
-            };
+            }
+            let (client, conn) = session.expect("a session holds the lock");
             client.batch_execute(&create_tables()).await.map_err(db)?;
             let found: i32 =
                 client.query_one("SELECT version FROM depot_schema", &[]).await.map_err(db)?.get(0);
@@ -342,17 +341,22 @@ impl Drop for PgMeta {
 /// driving its connection, which ends when the session does.
 type LockSession = (tokio_postgres::Client, tokio::task::JoinHandle<()>);
 
-/// Connects and tries the store's advisory lock once: `None` when another
-/// session holds it.
-async fn take_lock(config: &tokio_postgres::Config) -> Result<Option<LockSession>> {
-    let (client, conn) = config.connect(NoTls).await.map_err(db)?;
-    let conn = tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "postgres lock session ended");
-        }
-    });
+/// Tries the store's advisory lock once on `session`'s connection,
+/// connecting first when there is none or it closed (so that retries reuse
+/// one connection). `true`: the session holds the lock.
+async fn try_lock(config: &tokio_postgres::Config, session: &mut Option<LockSession>) -> Result<bool> {
+    if session.as_ref().is_none_or(|(client, _)| client.is_closed()) {
+        let (client, conn) = config.connect(NoTls).await.map_err(db)?;
+        let conn = tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "postgres lock session ended");
+            }
+        });
+        *session = Some((client, conn));
+    }
+    let (client, _) = session.as_ref().expect("connected above");
     let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY]).await.map_err(db)?;
-    Ok(row.get::<_, bool>(0).then_some((client, conn)))
+    Ok(row.get::<_, bool>(0))
 }
 
 /// Keeps the store's advisory lock for as long as the process runs: when
@@ -368,19 +372,20 @@ async fn hold_lock(config: tokio_postgres::Config, first: LockSession, held: Arc
         tracing::warn!(
             "the PostgreSQL session holding the store's lock ended; answering 503 until it is taken again"
         );
-        let mut told = false;
-        (_client, conn) = loop {
+        let (mut told, mut session) = (false, None);
+        loop {
             tokio::time::sleep(RELOCK_EVERY).await;
-            match take_lock(&config).await {
-                Ok(Some(session)) => break session,
-                Ok(None) if !told => {
+            match try_lock(&config, &mut session).await {
+                Ok(true) => break,
+                Ok(false) if !told => {
                     told = true;
                     tracing::error!("another process holds the store's lock now; this one stays unavailable");
                 }
-                Ok(None) => {}
+                Ok(false) => {}
                 Err(e) => tracing::debug!(error = %e, "postgres still unreachable"),
             }
-        };
+        }
+        (_client, conn) = session.expect("a session holds the lock");
         held.store(true, Ordering::Release);
         tracing::info!("took the store's lock again; serving");
     }

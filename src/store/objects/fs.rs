@@ -102,10 +102,7 @@ impl FsObjects {
         let mut p = std::ffi::OsString::with_capacity(root.len() + 90);
         p.push(root);
         let mut tail = String::with_capacity(90);
-        let _ = match key.generation {
-            0 => write!(tail, "/{:02x}/{:02x}/{}", b[0], b[1], key.id),
-            g => write!(tail, "/{:02x}/{:02x}/{}.{g:016x}", b[0], b[1], key.id),
-        };
+        let _ = write!(tail, "/{:02x}/{:02x}/{key}", b[0], b[1]);
         p.push(&tail);
         PathBuf::from(p)
     }

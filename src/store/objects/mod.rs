@@ -81,10 +81,7 @@ impl ObjectKey {
     /// The object's name within its `ab/` directory: `<64 hex>` for
     /// generation 0, `<64 hex>.<16 hex>` otherwise.
     pub fn name(&self) -> String {
-        match self.generation {
-            0 => self.id.to_string(),
-            g => format!("{}.{g:016x}", self.id),
-        }
+        self.to_string()
     }
 
     /// Parses what [`ObjectKey::name`] makes; `None` for any other name
@@ -103,9 +100,13 @@ impl ObjectKey {
     }
 }
 
+/// The name ([`ObjectKey::name`]), written without an intermediate string.
 impl std::fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name())
+        match self.generation {
+            0 => write!(f, "{}", self.id),
+            g => write!(f, "{}.{g:016x}", self.id),
+        }
     }
 }
 
