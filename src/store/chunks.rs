@@ -147,7 +147,7 @@ impl Store {
             self.0.objects.barrier()?;
         }
 
-        let _guards = self.lock_stripes(&ids);
+        let mut held = self.lock_stripes(&ids)?;
         let rows = self.0.meta.chunk_rows(&ids)?;
         let now = self.now_ms();
         let mut batch = Batch::default();
@@ -204,7 +204,7 @@ impl Store {
         if late {
             self.0.objects.barrier()?;
         }
-        self.0.meta.write(batch, false)?;
+        held.write(batch, false)?;
         self.count_puts(&out);
         Ok(out)
     }
@@ -254,7 +254,7 @@ impl Store {
     /// [`Store::missing`] for the store's own checks (commits, lease
     /// renewals): the same answer and leases, not counted as dedup hits.
     pub(super) fn lease_present(&self, ids: &[ChunkId], lease_until: u64) -> Result<Vec<ChunkId>> {
-        let _guards = self.lock_stripes(ids);
+        let mut held = self.lock_stripes(ids)?;
         let rows = self.0.meta.chunk_rows(ids)?;
         let mut batch = Batch::default();
         let mut missing = Vec::new();
@@ -276,7 +276,7 @@ impl Store {
                 _ => missing.push(*id),
             }
         }
-        self.0.meta.write(batch, false)?;
+        held.write(batch, false)?;
         Ok(missing)
     }
 
@@ -418,7 +418,7 @@ impl Store {
     /// # Errors
     /// Metadata backend and I/O errors.
     pub fn mark_damaged(&self, id: &ChunkId, reason: &str) -> Result<()> {
-        let _g = self.lock_stripes([id]);
+        let mut held = self.lock_stripes([id])?;
         let Some(mut r) = self.0.meta.chunk_row(id)? else { return Ok(()) };
         // A `Writing` row is being healed by a writer whose object may not
         // be there yet: its flip decides.
@@ -429,7 +429,7 @@ impl Store {
         r.state = ChunkState::Damaged;
         let mut batch = Batch::default();
         batch.put(Cf::Chunks, id.as_bytes(), &r.encode());
-        self.0.meta.write(batch, true)?;
+        held.write(batch, true)?;
         tracing::error!(chunk = %id, reason, "damaged chunk moved aside; the next upload of its content heals it");
         Ok(())
     }

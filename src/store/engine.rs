@@ -1,5 +1,6 @@
 //! The store's core: opening over a metadata backend and an object store,
-//! closing, the in-process locks, options and counters. Chunks, files, read
+//! closing, locks (taken from the metadata, see [`meta::locks`]), options
+//! and counters. Chunks, files, read
 //! paths, upload sessions, GC and verify extend [`Store`] in sibling modules.
 //! Nothing here names a metadata engine; [`Store::open`] picks the defaults.
 
@@ -15,7 +16,7 @@ use super::clock::{Clock, SystemClock};
 use super::error::{Error, Result};
 use super::filetype::TypePolicy;
 use super::id::{ChunkId, FileId, UploadId};
-use super::meta::{self, Batch, Cf, Counter, MetaStore, RocksMeta};
+use super::meta::{self, Batch, Cf, Counter, LockSpace, Locked, MetaStore, RocksMeta};
 use super::meta_backend::MetaBackend;
 use super::objects::{FsObjects, FsyncPolicy, ObjectStore, ObjectsKind, S3Options};
 
@@ -134,7 +135,6 @@ pub(super) fn bump(c: &std::sync::atomic::AtomicU64, by: u64) {
     c.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
 }
 
-const STRIPES: usize = 256;
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_CHUNKER: &[u8] = b"chunker_id";
 const META_OPEN: &[u8] = b"open";
@@ -150,10 +150,6 @@ pub(super) struct Inner {
     pub(super) chunker: Chunker,
     pub(super) opts: StoreOptions,
     pub(super) clock: Arc<dyn Clock>,
-    pub(super) stripes: Vec<Mutex<()>>,
-    pub(super) file_locks: Vec<Mutex<()>>,
-    /// Serialize each tenant's quota check with its count (by name hash).
-    pub(super) quota_locks: Vec<Mutex<()>>,
     pub(super) sessions: Mutex<HashMap<UploadId, Arc<Mutex<()>>>>,
     /// Downloads reading each file, and whether a delete waits for them.
     pub(super) readers: Mutex<HashMap<FileId, super::cache::Readers>>,
@@ -186,6 +182,12 @@ fn open_objects(opts: &StoreOptions, dir: &Path) -> Result<Arc<dyn ObjectStore>>
         #[cfg(not(feature = "s3"))]
         ObjectsKind::S3 => Err(Error::InvalidInput("this depot was built without the `s3` feature".into())),
     }
+}
+
+/// The [`LockSpace::Chunks`] keys of chunk rows: a stripe per first byte of
+/// the id (ids are hashes, so stripes are even).
+pub(super) fn stripes<'a>(ids: impl IntoIterator<Item = &'a ChunkId>) -> impl Iterator<Item = u16> {
+    ids.into_iter().map(|i| u16::from(i.as_bytes()[0]))
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -296,9 +298,6 @@ impl Store {
             chunker,
             opts,
             clock,
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            file_locks: (0..64).map(|_| Mutex::new(())).collect(),
-            quota_locks: (0..16).map(|_| Mutex::new(())).collect(),
             sessions: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
             cache: super::cache::FileCache::new(),
@@ -435,18 +434,30 @@ impl Store {
         self.now_ms() + self.0.opts.chunk_lease.as_millis() as u64
     }
 
-    pub(super) fn lock_stripes<'a>(
-        &self,
-        ids: impl IntoIterator<Item = &'a ChunkId>,
-    ) -> Vec<MutexGuard<'_, ()>> {
-        let mut idx: Vec<u8> = ids.into_iter().map(|i| i.as_bytes()[0]).collect();
-        idx.sort_unstable();
-        idx.dedup();
-        idx.into_iter().map(|i| lock(&self.0.stripes[i as usize])).collect()
+    /// No locks yet: take them with [`Locked::take`] (see [`meta::locks`]
+    /// for the order), write under them with [`Locked::write`].
+    pub(super) fn locked(&self) -> Locked<'_> {
+        Locked::new(self.meta())
     }
 
-    pub(super) fn file_lock(&self, id: &FileId) -> MutexGuard<'_, ()> {
-        lock(&self.0.file_locks[id.as_bytes()[15] as usize % self.0.file_locks.len()])
+    /// The chunk-row locks of `ids`: see [`stripes`].
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when a shared backend cannot give them.
+    pub(super) fn lock_stripes<'a>(&self, ids: impl IntoIterator<Item = &'a ChunkId>) -> Result<Locked<'_>> {
+        let mut held = self.locked();
+        held.take(LockSpace::Chunks, stripes(ids))?;
+        Ok(held)
+    }
+
+    /// The lock of file `id`'s record while it goes through its steps.
+    ///
+    /// # Errors
+    /// As [`Store::lock_stripes`].
+    pub(super) fn file_lock(&self, id: &FileId) -> Result<Locked<'_>> {
+        let mut held = self.locked();
+        held.take(LockSpace::Files, [u16::from(id.as_bytes()[15]) % LockSpace::Files.size() as u16])?;
+        Ok(held)
     }
 
     pub(super) fn grace_ms(&self) -> u64 {

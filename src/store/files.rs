@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 
-use super::engine::bump;
+use super::engine::{bump, stripes};
 use super::error::{Error, Result};
 use super::filetype;
 use super::id::{ChunkId, FileId};
 use super::manifest::{self, Entry};
-use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
+use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter, LockSpace};
 use super::name::{Tenant, View};
 use super::record::{FileRecord, FileState};
 use super::session::UploadRecord;
@@ -143,13 +143,11 @@ impl Store {
             state: FileState::Ready,
             added_bytes: Some(0),
         };
-        let m = &self.0.meta;
-
         if segs.len() <= 1 {
             let ids: Vec<ChunkId> = chunks.iter().map(|e| e.id).collect();
-            let _guards = self.lock_stripes(&ids);
+            let mut held = self.lock_stripes(&ids)?;
             let mut batch = Batch::default();
-            let _quota = self.admit_commit(&mut batch, &tenant, rec.size)?;
+            self.admit_commit(&mut held, &mut batch, &tenant, rec.size)?;
             rec.added_bytes = Some(self.increment(&mut batch, &chunks, true)?);
             self.tenant_refs(&mut batch, &tenant, &occurrences(&chunks), 1)?;
             batch.put(Cf::Tenants, &tenant::file_key(&tenant, &rec.id), b"");
@@ -161,7 +159,7 @@ impl Store {
             batch.add(Counter::LogicalBytes, rec.size as i64);
             hook(&mut batch, &rec)?;
             self.0.objects.barrier()?;
-            m.write(batch, true)?;
+            held.write(batch, true)?;
             bump(&self.0.activity.files, 1);
             return Ok(rec);
         }
@@ -184,7 +182,8 @@ impl Store {
         // usage counts it from here (the steps always run to the end).
         rec.state = FileState::Committing { next: 0 };
         let mut batch = Batch::default();
-        let counted = self.admit_commit(&mut batch, &tenant, rec.size)?;
+        let mut counted = self.locked();
+        self.admit_commit(&mut counted, &mut batch, &tenant, rec.size)?;
         for (i, (_, seg)) in segs.iter().enumerate() {
             batch.put(
                 Cf::Manifests,
@@ -196,7 +195,7 @@ impl Store {
         batch.put(Cf::Meta, &pending_key(&rec.id), b"");
         hook(&mut batch, &rec)?;
         self.0.objects.barrier()?;
-        m.write(batch, true)?;
+        counted.write(batch, true)?;
         drop(counted);
         // Step 2: refcounts, a segment at a time; the last step shows the file.
         let rec = self.resume_commit(rec)?;
@@ -278,8 +277,18 @@ impl Store {
         Ok(added)
     }
 
-    pub(super) fn resume_commit(&self, mut rec: FileRecord) -> Result<FileRecord> {
-        let m = &self.0.meta;
+    /// Runs a committing file's remaining steps (a segment's references
+    /// each), under the file's lock and from the record as stored then, so
+    /// that a step runs once even when another process resumes the same
+    /// commit.
+    pub(super) fn resume_commit(&self, rec: FileRecord) -> Result<FileRecord> {
+        if !matches!(rec.state, FileState::Committing { .. }) {
+            return Ok(rec);
+        }
+        let mut held = self.file_lock(&rec.id)?;
+        let Some(mut rec) = self.record(&rec.id)? else {
+            return Err(Error::FileNotFound(rec.id.to_string()));
+        };
         let FileState::Committing { next } = rec.state else {
             return Ok(rec);
         };
@@ -287,7 +296,7 @@ impl Store {
         for seg in next..nseg {
             let entries = self.segment(&rec.id, seg)?;
             let ids: Vec<ChunkId> = entries.iter().map(|e| e.id).collect();
-            let _guards = self.lock_stripes(&ids);
+            held.take(LockSpace::Chunks, stripes(&ids))?;
             let mut batch = Batch::default();
             let added = self.increment(&mut batch, &entries, false)?;
             // Step by step, in the record each step writes: a resumed
@@ -303,7 +312,8 @@ impl Store {
                 batch.add(Counter::Files, 1);
                 batch.add(Counter::LogicalBytes, rec.size as i64);
             }
-            m.write(batch, last)?;
+            held.write(batch, last)?;
+            held.release(LockSpace::Chunks)?;
         }
         Ok(rec)
     }
@@ -365,7 +375,7 @@ impl Store {
     /// [`Error::FileNotFound`].
     pub fn delete_file(&self, view: &View, id: &FileId) -> Result<()> {
         let segments = {
-            let _g = self.file_lock(id);
+            let mut held = self.file_lock(id)?;
             let mut rec = self.file_in(view, id)?;
             rec.state = FileState::Deleting { next: 0 };
             let mut batch = Batch::default();
@@ -375,7 +385,7 @@ impl Store {
             batch.add(Counter::Files, -1);
             batch.add(Counter::LogicalBytes, -(rec.size as i64));
             tenant::tally(&mut batch, &rec.tenant, -1, -(rec.size as i64));
-            self.0.meta.write(batch, true)?;
+            held.write(batch, true)?;
             rec.segments.len() as u32
         };
         // Out of the open-files cache and the readers checked in one step
@@ -400,21 +410,21 @@ impl Store {
     /// Drops a deleting file's references, a segment at a time, then its
     /// record and manifest.
     pub(super) fn finish_delete(&self, id: &FileId) -> Result<()> {
-        let _g = self.file_lock(id);
+        let mut held = self.file_lock(id)?;
         let Some(mut rec) = self.record(id)? else { return Ok(()) };
         let FileState::Deleting { next } = rec.state else { return Ok(()) };
-        let m = &self.0.meta;
         let nseg = rec.segments.len() as u32;
         for seg in next..nseg {
             let entries = self.segment(id, seg)?;
             let ids: Vec<ChunkId> = entries.iter().map(|e| e.id).collect();
-            let _guards = self.lock_stripes(&ids);
+            held.take(LockSpace::Chunks, stripes(&ids))?;
             let mut batch = Batch::default();
             self.decrement(&mut batch, &entries)?;
             self.tenant_refs(&mut batch, &rec.tenant, &occurrences(&entries), -1)?;
             rec.state = FileState::Deleting { next: seg + 1 };
             self.put_record(&mut batch, &rec)?;
-            m.write(batch, false)?;
+            held.write(batch, false)?;
+            held.release(LockSpace::Chunks)?;
         }
         let mut batch = Batch::default();
         for seg in 0..nseg {
@@ -422,7 +432,7 @@ impl Store {
         }
         batch.delete(Cf::Files, id.as_bytes());
         batch.delete(Cf::Meta, &pending_key(id));
-        m.write(batch, true)
+        held.write(batch, true)
     }
 
     fn decrement(&self, batch: &mut Batch, entries: &[Entry]) -> Result<()> {

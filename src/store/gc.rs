@@ -34,7 +34,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::chunks::count_row;
-use super::meta::{self, Batch, Cf, ChunkRow, ChunkState};
+use super::engine::stripes;
+use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, LockSpace};
 use super::objects::{self, ObjectEntry, ObjectKey};
 use super::{ChunkId, Result, Store};
 
@@ -129,7 +130,7 @@ impl Store {
         }
         let ids: Vec<ChunkId> = keys.keys().copied().collect();
         let generational = self.objects().generational();
-        let mut guards = Some(self.lock_stripes(&ids));
+        let mut held = self.lock_stripes(&ids)?;
 
         // G1: claim the rows that may go.
         let rows = m.chunk_rows(&ids)?;
@@ -186,9 +187,9 @@ impl Store {
             mark.put(Cf::Gcq, &meta::gcq_key(now, id), &r.generation.to_le_bytes());
             doomed.push(ObjectKey::new(*id, r.generation));
         }
-        m.write(mark, true)?;
+        held.write(mark, true)?;
         if generational {
-            guards = None;
+            held.release(LockSpace::Chunks)?;
         }
 
         // G2: delete exactly the claimed generations.
@@ -198,7 +199,7 @@ impl Store {
 
         // G3: drop the rows no put took over meanwhile.
         let doomed_ids: Vec<ChunkId> = doomed.iter().map(|k| k.id).collect();
-        let _g3 = if guards.is_none() { Some(self.lock_stripes(&doomed_ids)) } else { None };
+        held.take(LockSpace::Chunks, stripes(&doomed_ids))?;
         let rows = m.chunk_rows(&doomed_ids)?;
         let mut drop = Batch::default();
         for k in leftover_entries {
@@ -213,7 +214,7 @@ impl Store {
             report.deleted_chunks += 1;
             report.freed_bytes += u64::from(r.raw_len);
         }
-        m.write(drop, false)
+        held.write(drop, false)
     }
 
     /// Removes `uploads/<id>` directories older than `age` whose session
@@ -279,7 +280,7 @@ impl Store {
                 }
                 // Checked again under the locks: a put may have named one since.
                 let ids: Vec<ChunkId> = unnamed.iter().map(|k| k.id).collect();
-                let _g = self.lock_stripes(&ids);
+                let _held = self.lock_stripes(&ids)?;
                 let orphans = self.unnamed(&unnamed)?;
                 n += self.objects().delete_many(&orphans)? as u64;
                 Ok(())

@@ -136,7 +136,7 @@ impl Store {
         lease_until: u64,
     ) -> Result<(Vec<Claim>, Vec<usize>)> {
         let want: Vec<ChunkId> = pending.iter().map(|&i| ids[i]).collect();
-        let _guards = self.lock_stripes(&want);
+        let mut held = self.lock_stripes(&want)?;
         let rows = self.0.meta.chunk_rows(&want)?;
         let now = self.now_ms();
         let until = now + CLAIM.as_millis() as u64;
@@ -175,7 +175,7 @@ impl Store {
                 }
             }
         }
-        self.0.meta.write(batch, false)?;
+        held.write(batch, false)?;
         Ok((claims, busy))
     }
 
@@ -188,8 +188,7 @@ impl Store {
         let keys: Vec<ObjectKey> =
             claims.iter().map(|c| ObjectKey::new(ids[c.index], c.generation)).collect();
         let want: Vec<ChunkId> = keys.iter().map(|k| k.id).collect();
-        let released = {
-            let _guards = self.lock_stripes(&want);
+        let released = self.lock_stripes(&want).and_then(|mut held| {
             let now = self.now_ms();
             self.0.meta.chunk_rows(&want).and_then(|rows| {
                 let mut batch = Batch::default();
@@ -201,9 +200,9 @@ impl Store {
                         batch.put(Cf::Gcq, &meta::gcq_key(now, &key.id), b"");
                     }
                 }
-                self.0.meta.write(batch, false)
+                held.write(batch, false)
             })
-        };
+        });
         if let Err(e) = released {
             tracing::warn!(error = %e, "releasing the claims of a failed put failed; they end at their deadline");
         }
@@ -225,7 +224,7 @@ impl Store {
         let want: Vec<ChunkId> = claims.iter().map(|c| ids[c.index]).collect();
         let mut lost = Vec::new();
         {
-            let _guards = self.lock_stripes(&want);
+            let mut held = self.lock_stripes(&want)?;
             let rows = self.0.meta.chunk_rows(&want)?;
             let now = self.now_ms();
             let mut batch = Batch::default();
@@ -253,7 +252,7 @@ impl Store {
                 }
                 new[c.index] = true;
             }
-            self.0.meta.write(batch, false)?;
+            held.write(batch, false)?;
         }
         if lost.is_empty() {
             return Ok(());

@@ -48,14 +48,14 @@ impl Store {
             }
             let counts = occurrences(&entries);
             let ids: Vec<ChunkId> = counts.keys().copied().collect();
-            let _g = self.lock_stripes(&ids);
+            let mut held = self.lock_stripes(&ids)?;
             let mut b = Batch::default();
             self.tenant_refs(&mut b, &rec.tenant, &counts, 1)?;
             if !matches!(rec.state, FileState::Deleting { .. }) {
                 b.put(Cf::Tenants, &file_key(&rec.tenant, &id), b"");
             }
             b.put(Cf::Meta, DONE, id.as_bytes());
-            m.write(b, false)?;
+            held.write(b, false)?;
             n += 1;
         }
         Ok(n)

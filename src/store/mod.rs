@@ -15,8 +15,10 @@
 //!
 //! Concurrency: chunk rows are guarded by 256 stripe locks (by first hash
 //! byte), always taken in ascending order; puts, leases, commits and GC all
-//! change rows only under them. Every method here blocks: call it through
-//! [`Store::blocking`] from async code.
+//! change rows only under them, and commit those changes through the locks
+//! (`meta::locks`), so the exclusion holds across every process sharing the
+//! metadata. Every method here blocks: call it through [`Store::blocking`]
+//! from async code.
 
 pub mod buffer;
 pub mod chunker;

@@ -18,18 +18,15 @@
 //! weigh), not what deduplication saved: a tenant cannot learn from its
 //! quota what other tenants store.
 
-use std::hash::{Hash, Hasher};
-use std::sync::MutexGuard;
-
 use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
-use super::meta::{Batch, Cf, decode_counter};
+use super::meta::{Batch, Cf, LockSpace, Locked, decode_counter};
 use super::name::Tenant;
 use super::record::{FileRecord, FileState};
 use super::session::UploadState;
 use super::tenant::{self, bytes_key, files_key, tally};
-use super::{Store, UploadRecord, lock};
+use super::{Store, UploadRecord};
 
 /// The quota row kind in [`Cf::Tenants`].
 pub(super) const QUOTA: u8 = b'q';
@@ -228,19 +225,23 @@ impl Store {
     }
 
     /// Checks that a file of `size` bytes fits `t`'s caps and counts it
-    /// into `batch`. Hold the returned guard until the batch is written.
+    /// into `batch`, taking `t`'s quota lock into `held`: write the batch
+    /// through `held` (the check and the count then land together, on any
+    /// node).
     ///
     /// # Errors
     /// [`Error::QuotaExceeded`]; metadata backend errors.
     pub(super) fn admit_commit(
         &self,
+        held: &mut Locked<'_>,
         batch: &mut Batch,
         t: &Tenant,
         size: u64,
-    ) -> Result<MutexGuard<'_, ()>> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        t.hash(&mut h);
-        let g = lock(&self.0.quota_locks[h.finish() as usize % self.0.quota_locks.len()]);
+    ) -> Result<()> {
+        // By a hash every version and node agrees on (std's may change).
+        let key =
+            u16::from(blake3::hash(t.as_str().as_bytes()).as_bytes()[0]) % LockSpace::Quotas.size() as u16;
+        held.take(LockSpace::Quotas, [key])?;
         let q = self.quota(t)?;
         if !q.is_unlimited() {
             let (files, bytes) = self.committed_usage(t)?;
@@ -252,7 +253,7 @@ impl Store {
             }
         }
         tally(batch, t, 1, size as i64);
-        Ok(g)
+        Ok(())
     }
 
     /// Counts the usage counters from the file records, once per store

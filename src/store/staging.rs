@@ -358,7 +358,7 @@ impl Store {
         let m = self.meta();
         // The tenant's quota, before writing anything (and again, binding,
         // in the batch that makes the file).
-        drop(self.admit_commit(&mut Batch::default(), &rec.tenant, rec.size)?);
+        self.admit_commit(&mut self.locked(), &mut Batch::default(), &rec.tenant, rec.size)?;
         // A finish a crash cut short left manifest rows under its plan.
         let mut b = Batch::default();
         self.drop_plan(&mut b, &rec.id)?;
@@ -411,13 +411,14 @@ impl Store {
         };
         done.state = UploadState::Finished { file: file_id };
         let mut b = Batch::default();
-        let counted = self.admit_commit(&mut b, &rec.tenant, rec.size)?;
+        let mut counted = self.locked();
+        self.admit_commit(&mut counted, &mut b, &rec.tenant, rec.size)?;
         self.put_record(&mut b, &file)?;
         b.put(Cf::Meta, &pending_key(&file_id), b"");
         self.put_upload(&mut b, done)?;
         b.delete(Cf::Uploads, &plan_key(&rec.id));
         self.objects().barrier()?;
-        m.write(b, true)?;
+        counted.write(b, true)?;
         drop(counted);
         let file = self.resume_commit(file)?;
         bump(&self.0.activity.files, 1);

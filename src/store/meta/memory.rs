@@ -10,7 +10,7 @@ use std::ops::Bound;
 use std::sync::RwLock;
 
 use super::paged::{Paged, scan_bounds, scan_rev_bounds};
-use super::{Batch, Cf, Counter, KeyValue, KvIter, MetaStore, Op, decode_counter};
+use super::{Batch, Cf, Counter, KeyValue, KvIter, LocalLocks, MetaStore, Op, decode_counter};
 use crate::store::error::Result;
 
 type Table = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -23,6 +23,7 @@ const PAGE: usize = 256;
 #[derive(Default)]
 pub struct MemMeta {
     tables: RwLock<[Table; Cf::ALL.len()]>,
+    locks: LocalLocks,
 }
 
 impl MemMeta {
@@ -112,5 +113,9 @@ impl MetaStore for MemMeta {
 
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn local_locks(&self) -> &LocalLocks {
+        &self.locks
     }
 }

@@ -20,13 +20,15 @@
 //! | `tenants` | `f` ‖ tenant ‖ `/` ‖ file id; `c` ‖ tenant ‖ `/` ‖ chunk id; `l` ‖ tenant ‖ `/` ‖ chunk id | empty (listing index); occurrences (u64 LE); lease end ms (u64 LE): see [`super::tenant`] |
 //! | `auth` | `t` ‖ token id (16); `k/` ‖ name | token record as JSON; the server's 32-byte keys |
 //!
-//! The trait is blocking and shaped for a shared SQL backend later: reads
-//! are point gets, batched gets and ordered prefix scans; writes are one
-//! batch committed at once, with counters as deltas so concurrent writers
-//! never read-modify-write them. Row locks stay in the store (its stripe
-//! mutexes) for now.
+//! The trait is blocking and shaped for a shared SQL backend: reads are
+//! point gets, batched gets and ordered prefix scans; writes are one batch
+//! committed at once, with counters as deltas so concurrent writers never
+//! read-modify-write them. Exclusion is the backend's too ([`locks`]): the
+//! store takes its chunk-row, file and quota locks from the metadata, so
+//! they hold against every process that shares it.
 
 pub mod keys;
+pub mod locks;
 mod memory;
 mod paged;
 #[cfg(feature = "postgres")]
@@ -37,9 +39,10 @@ pub use self::keys::{
     ChunkRow, ChunkState, SCHEMA_BEFORE_GENERATIONS, SCHEMA_BEFORE_TENANTS, SCHEMA_VERSION, gcq_key,
     manifest_key,
 };
+pub use self::locks::{LocalLocks, LockSpace, Locked, SharedLocks};
 pub use self::memory::MemMeta;
 #[cfg(feature = "postgres")]
-pub use self::postgres::PgMeta;
+pub use self::postgres::{PgMeta, PgOptions};
 pub use self::rocks::RocksMeta;
 
 use super::error::Result;
@@ -236,6 +239,19 @@ pub trait MetaStore: Send + Sync + 'static {
     /// # Errors
     /// Backend failures.
     fn flush(&self) -> Result<()>;
+
+    /// The in-process layer of [`Locked`]: one mutex per lock key, shared
+    /// by every store opened over this backend.
+    fn local_locks(&self) -> &LocalLocks;
+
+    /// A session of locks that other processes honour, or `None` when no
+    /// other process can share this backend (RocksDB, memory).
+    ///
+    /// # Errors
+    /// Backend failures (no session could be had).
+    fn shared_locks(&self) -> Result<Option<Box<dyn SharedLocks + '_>>> {
+        Ok(None)
+    }
 }
 
 impl dyn MetaStore {

@@ -12,7 +12,7 @@ use rocksdb::{
     IteratorMode, MergeOperands, Options, WriteBatch, WriteOptions,
 };
 
-use super::{Batch, Cf, Counter, KvIter, MetaStore, Op, decode_counter, prefix_end};
+use super::{Batch, Cf, Counter, KvIter, LocalLocks, MetaStore, Op, decode_counter, prefix_end};
 use crate::store::error::{Error, Result};
 
 fn add_i64(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
@@ -35,6 +35,7 @@ fn backend(e: rocksdb::Error) -> Error {
 /// The RocksDB instance holding all metadata.
 pub struct RocksMeta {
     db: DB,
+    locks: LocalLocks,
 }
 
 /// One column family's memtable size before it is flushed (RocksDB's
@@ -129,7 +130,7 @@ impl RocksMeta {
                 backend(e)
             }
         })?;
-        Ok(Self { db })
+        Ok(Self { db, locks: LocalLocks::default() })
     }
 
     fn cf(&self, cf: Cf) -> &ColumnFamily {
@@ -221,5 +222,9 @@ impl MetaStore for RocksMeta {
             self.db.flush_cf(self.cf(cf)).map_err(backend)?;
         }
         Ok(())
+    }
+
+    fn local_locks(&self) -> &LocalLocks {
+        &self.locks
     }
 }

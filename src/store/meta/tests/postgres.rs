@@ -5,7 +5,7 @@
 #[path = "../../../../tests/common/postgres.rs"]
 mod harness;
 
-use super::super::postgres::SHARDS;
+use super::super::postgres::{LOCK_CLASS, LOCK_IDLE, SHARDS};
 use super::*;
 
 fn open(test: &str) -> Option<(String, PgMeta)> {
@@ -121,4 +121,122 @@ fn errors_never_show_the_password() {
     let url = "postgres://depot:hunter2@127.0.0.1:1/none?connect_timeout=2";
     let err = PgMeta::open(url).map(|_| ()).unwrap_err().to_string();
     assert!(!err.contains("hunter2") && err.contains("depot:***@127.0.0.1:1"), "{err}");
+}
+
+fn node(url: &str, lock_idle: std::time::Duration) -> PgMeta {
+    PgMeta::open_with(url, super::super::PgOptions { exclusive: false, lock_idle }).unwrap()
+}
+
+/// Takes `keys` of the chunk space on `m` on a thread; the receiver hears
+/// when they are held, and the thread holds them until told to stop.
+fn taker(
+    m: std::sync::Arc<PgMeta>,
+    keys: Vec<u16>,
+) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let mut l = Locked::new(&*m);
+        l.take(LockSpace::Chunks, keys).unwrap();
+        held_tx.send(()).unwrap();
+        let _ = stop_rx.recv();
+    });
+    (held_rx, stop_tx, t)
+}
+
+const SHORT: std::time::Duration = std::time::Duration::from_millis(400);
+const LONG: std::time::Duration = std::time::Duration::from_secs(20);
+
+#[test]
+fn row_locks_exclude_across_nodes_and_pass_on_release() {
+    let Some(url) = harness::database("row_locks") else { return };
+    let (a, b) = (node(&url, LOCK_IDLE), std::sync::Arc::new(node(&url, LOCK_IDLE)));
+    let mut la = Locked::new(&a);
+    la.take(LockSpace::Files, [3]).unwrap();
+    la.take(LockSpace::Chunks, [5, 200]).unwrap();
+    let (held, stop, t) = taker(b.clone(), vec![200, 7]);
+    assert!(held.recv_timeout(SHORT).is_err(), "B took a chunk lock A holds");
+    // A write under the locks lands; releasing the chunk space lets B in
+    // while A keeps its file lock.
+    let mut batch = Batch::default();
+    batch.put(Cf::Chunks, b"x", b"1");
+    la.write(batch, false).unwrap();
+    la.release(LockSpace::Chunks).unwrap();
+    held.recv_timeout(LONG).expect("B takes the lock A released");
+    assert_eq!(b.get(Cf::Chunks, b"x").unwrap(), Some(b"1".to_vec()));
+    let mut lb = Locked::new(&*b);
+    let (files, stop_files, t_files) = {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b = b.clone();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let mut l = Locked::new(&*b);
+            l.take(LockSpace::Files, [3]).unwrap();
+            tx.send(()).unwrap();
+            let _ = stop_rx.recv();
+        });
+        (rx, stop_tx, t)
+    };
+    assert!(files.recv_timeout(SHORT).is_err(), "B took the file lock A holds");
+    drop(la);
+    files.recv_timeout(LONG).expect("B takes the file lock once A drops its guard");
+    lb.take(LockSpace::Quotas, [1]).unwrap();
+    drop(lb);
+    for s in [stop, stop_files] {
+        s.send(()).unwrap();
+    }
+    t.join().unwrap();
+    t_files.join().unwrap();
+}
+
+/// The database ends the session holding A's locks (a network cut, an
+/// operator, a restart): B gets them at once, and A can no longer write
+/// under them, nor take more on that guard.
+#[test]
+fn a_holder_that_lost_its_session_cannot_write() {
+    let Some(url) = harness::database("lost_session") else { return };
+    let (a, b) = (node(&url, LOCK_IDLE), std::sync::Arc::new(node(&url, LOCK_IDLE)));
+    let mut la = Locked::new(&a);
+    la.take(LockSpace::Chunks, [7]).unwrap();
+    let (held, stop, t) = taker(b.clone(), vec![7]);
+    assert!(held.recv_timeout(SHORT).is_err(), "B took a lock A holds");
+    let class = LOCK_CLASS | LockSpace::Chunks.index() as i32;
+    let ended = harness::sql(
+        &url,
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
+             WHERE locktype = 'advisory' AND granted AND classid = {class} AND objid = 7 AND objsubid = 2"
+        ),
+    );
+    assert_eq!(ended.trim(), "1", "A's lock session");
+    held.recv_timeout(LONG).expect("B takes the lock once A's session is gone");
+    let mut batch = Batch::default();
+    batch.put(Cf::Chunks, b"late", b"1");
+    let err = la.write(batch, false).unwrap_err();
+    assert!(matches!(err, crate::store::Error::Unavailable(_)), "{err}");
+    assert!(la.take(LockSpace::Quotas, [0]).is_err(), "a lost session takes nothing more");
+    assert_eq!(b.get(Cf::Chunks, b"late").unwrap(), None, "nothing of A's write landed");
+    stop.send(()).unwrap();
+    t.join().unwrap();
+}
+
+/// A holder that idles past its limit with locks held (a paused process)
+/// loses them: B gets them, and A's write afterwards fails.
+#[test]
+fn a_paused_holder_loses_its_locks_after_the_idle_limit() {
+    let Some(url) = harness::database("idle_holder") else { return };
+    let a = node(&url, std::time::Duration::from_secs(1));
+    let b = std::sync::Arc::new(node(&url, LOCK_IDLE));
+    let mut la = Locked::new(&a);
+    la.take(LockSpace::Chunks, [9]).unwrap();
+    let started = std::time::Instant::now();
+    let (held, stop, t) = taker(b.clone(), vec![9]);
+    held.recv_timeout(LONG).expect("B takes the lock once A has idled past its limit");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "B did not wait for A's limit");
+    let mut batch = Batch::default();
+    batch.put(Cf::Chunks, b"paused", b"1");
+    assert!(la.write(batch, false).is_err(), "a paused holder's write after its limit");
+    assert_eq!(b.get(Cf::Chunks, b"paused").unwrap(), None);
+    stop.send(()).unwrap();
+    t.join().unwrap();
 }

@@ -1,0 +1,275 @@
+//! Two nodes on one store: two `Store`s opened over the same metadata and
+//! the same objects, as two servers behind a load balancer would be. The
+//! chunk-row, file and quota locks come from the metadata (`meta::locks`),
+//! so the nodes exclude each other: over the in-memory twin (one `MemMeta`,
+//! whose locks both stores share) and over PostgreSQL (two `PgMeta`s opened
+//! as nodes, each with its own connections: the locks are advisory locks
+//! on the server; skipped without PostgreSQL unless `DEPOT_SCALEOUT=1`).
+//! Objects are the in-memory twins behind fault hooks, the directory's and
+//! the generational (S3) one, so a node can be stopped at a named point.
+
+mod common;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::test_options;
+use depot::store::meta::{MetaStore, PgMeta, PgOptions};
+use depot::store::objects::{Op, Pause};
+use depot::store::{
+    Faulty, FileId, FileRecord, GcReport, ManualClock, MemMeta, MemObjects, ObjectKey, ObjectStore, Store,
+    Tenant, View,
+};
+use depot::testdata::pseudo_random;
+use futures_util::TryStreamExt;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What the two nodes share for metadata.
+#[derive(Debug, Clone, Copy)]
+enum Shared {
+    /// One `MemMeta`.
+    Memory,
+    /// One PostgreSQL database, two `PgMeta`s.
+    Postgres,
+}
+
+/// Two nodes' backends: each node's metadata handle, the shared objects
+/// and clock.
+struct Nodes {
+    dir: tempfile::TempDir,
+    metas: [Arc<dyn MetaStore>; 2],
+    objects: Arc<MemObjects>,
+    clock: Arc<ManualClock>,
+}
+
+impl Nodes {
+    /// `None` where PostgreSQL is not installed (and not required).
+    fn new(shared: Shared, generational: bool, test: &str) -> Option<Self> {
+        let metas: [Arc<dyn MetaStore>; 2] = match shared {
+            Shared::Memory => {
+                let m = Arc::new(MemMeta::new());
+                [m.clone(), m]
+            }
+            Shared::Postgres => {
+                let url = common::postgres::database(test)?;
+                let node = || {
+                    let opts = PgOptions { exclusive: false, ..PgOptions::default() };
+                    Arc::new(PgMeta::open_with(&url, opts).unwrap()) as Arc<dyn MetaStore>
+                };
+                [node(), node()]
+            }
+        };
+        Some(Nodes {
+            dir: tempfile::tempdir().unwrap(),
+            metas,
+            objects: Arc::new(if generational { MemObjects::generational() } else { MemObjects::new() }),
+            clock: ManualClock::new(),
+        })
+    }
+
+    /// Opens node `n` (0 or 1), with fault hooks in front of the objects.
+    fn open(&self, n: usize) -> (Store, Arc<Faulty>) {
+        let faulty = Arc::new(Faulty::new(self.objects.clone()));
+        let store = Store::open_on(
+            &self.dir.path().join(n.to_string()),
+            test_options(),
+            self.metas[n].clone(),
+            faulty.clone(),
+            self.clock.clone(),
+        )
+        .unwrap();
+        (store, faulty)
+    }
+}
+
+fn ingest(store: &Store, name: &str, data: &[u8]) -> FileRecord {
+    let mut ing = store.ingest(Tenant::default()).unwrap();
+    for piece in data.chunks(10_000) {
+        ing.push(piece).unwrap();
+    }
+    ing.finish(&name.parse().unwrap(), None).unwrap()
+}
+
+fn read_all(store: &Store, id: &FileId) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (rec, guard) = store.open_file(id).unwrap();
+        let size = rec.size;
+        let parts: Vec<Bytes> = store.read_range(&rec, guard, 0, size).try_collect().await.unwrap();
+        parts.concat()
+    })
+}
+
+fn assert_clean(store: &Store) {
+    let v = store.verify(false).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+    assert_eq!(v.deleting_rows, 0, "{v:?}");
+    assert_eq!(v.objects, v.rows, "every object has its row and no more: {v:?}");
+}
+
+type GcThread = thread::JoinHandle<depot::store::Result<GcReport>>;
+
+/// GC on node B has marked a deleted file's chunks `Deleting` and is about
+/// to delete their objects when node A uploads the same content. Over the
+/// directory's twin GC holds the chunks' locks until their rows are gone,
+/// so A's upload must wait for B (with locks of its own process only, it
+/// would go on and name objects B then deletes); over the generational
+/// twin A claims the rows with new generations and B deletes only the old
+/// ones. Either way the file reads back whole on both nodes, before and
+/// after more GC, and verify is clean.
+fn gc_on_one_node_and_the_same_content_on_the_other(shared: Shared, generational: bool) {
+    let Some(nodes) = Nodes::new(shared, generational, "gc_commit") else { return };
+    let (a, faulty_a) = nodes.open(0);
+    let (b, faulty_b) = nodes.open(1);
+
+    let data = pseudo_random(200_000, 41);
+    let rec = ingest(&a, "doomed.bin", &data);
+    let chunks = a.stats().unwrap().unique_chunks;
+    assert!(chunks > 10, "{chunks}");
+    a.delete_file(&View::All, &rec.id).unwrap();
+    nodes.clock.advance(DAY);
+
+    let pause: Pause = faulty_b.pause_next_delete();
+    let gc: GcThread = {
+        let b = b.clone();
+        thread::spawn(move || b.gc(false))
+    };
+    let doomed: Vec<ObjectKey> = pause.wait(WAIT).expect("GC on B reached its delete");
+    assert_eq!(doomed.len() as u64, chunks, "every chunk of the deleted file is doomed");
+
+    // The same content behind new bytes: the upload's first batch writes
+    // the new chunks' objects and reaches a barrier only after it has
+    // looked up every chunk of the batch, and found the shared ones
+    // `Deleting`.
+    let mut content = pseudo_random(50_000, 42);
+    content.extend_from_slice(&data);
+    let barriers = faulty_a.calls(Op::Barrier);
+    let upload = {
+        let (a, c) = (a.clone(), content.clone());
+        thread::spawn(move || ingest(&a, "again.bin", &c))
+    };
+    let deadline = Instant::now() + WAIT;
+    while faulty_a.calls(Op::Barrier) == barriers {
+        assert!(Instant::now() < deadline, "the upload never reached its barrier");
+        thread::yield_now();
+    }
+    if generational {
+        // A does not wait for B: its put claims the rows anew.
+        let rec = upload.join().unwrap();
+        pause.release();
+        let report = gc.join().unwrap().unwrap();
+        assert!(report.deleted_chunks < chunks, "the shared rows were taken over: {report:?}");
+        assert!(doomed.iter().all(|k| !nodes.objects.contains(k).unwrap()), "the claimed generations went");
+        check(&nodes, &a, &b, &rec, &content);
+    } else {
+        // A waits on the locks B's GC holds, for as long as B is stopped.
+        let since = Instant::now();
+        while since.elapsed() < Duration::from_millis(500) {
+            assert!(!upload.is_finished(), "A's upload went on while B's GC held the chunks' locks");
+            thread::sleep(Duration::from_millis(20));
+        }
+        pause.release();
+        let report = gc.join().unwrap().unwrap();
+        assert_eq!(report.deleted_chunks, chunks, "{report:?}");
+        let rec = upload.join().unwrap();
+        check(&nodes, &a, &b, &rec, &content);
+    }
+}
+
+fn check(nodes: &Nodes, a: &Store, b: &Store, rec: &FileRecord, content: &[u8]) {
+    for node in [a, b] {
+        assert!(read_all(node, &rec.id) == content, "the committed file differs from its content");
+    }
+    assert_clean(a);
+    nodes.clock.advance(DAY);
+    b.gc(true).unwrap();
+    a.gc(true).unwrap();
+    for node in [a, b] {
+        assert!(read_all(node, &rec.id) == content, "a later GC took part of the file");
+    }
+    assert_clean(b);
+}
+
+#[test]
+fn gc_on_one_node_and_the_same_content_on_the_other_over_the_twin() {
+    for generational in [false, true] {
+        gc_on_one_node_and_the_same_content_on_the_other(Shared::Memory, generational);
+    }
+}
+
+#[test]
+fn gc_on_one_node_and_the_same_content_on_the_other_over_postgres() {
+    for generational in [false, true] {
+        gc_on_one_node_and_the_same_content_on_the_other(Shared::Postgres, generational);
+    }
+}
+
+/// Eight threads, four on each node, put the same 200 new chunks in
+/// different orders: each chunk is new exactly once across both nodes,
+/// and the store-wide counters count it once.
+fn puts_on_two_nodes_count_each_new_chunk_once(shared: Shared, generational: bool) {
+    let Some(nodes) = Nodes::new(shared, generational, "puts") else { return };
+    let stores = [nodes.open(0).0, nodes.open(1).0];
+    let chunks: Vec<Bytes> = (0..200u64).map(|i| Bytes::from(pseudo_random(3000, i))).collect();
+    let news: u64 = thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let store = stores[t % 2].clone();
+                let mut mine = chunks.clone();
+                mine.rotate_left(t * 25);
+                scope.spawn(move || {
+                    let mut new = 0;
+                    for batch in mine.chunks(16) {
+                        new += store.put_chunks(batch, 0).unwrap().iter().filter(|p| p.new).count() as u64;
+                    }
+                    new
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(news, 200, "each chunk is new exactly once");
+    for store in &stores {
+        let st = store.stats().unwrap();
+        assert_eq!((st.unique_chunks, st.unique_bytes), (200, 600_000));
+    }
+    let v = stores[1].verify(false).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+    assert_eq!(v.objects, 200);
+}
+
+#[test]
+fn puts_on_two_nodes_count_each_new_chunk_once_over_the_twin() {
+    for generational in [false, true] {
+        puts_on_two_nodes_count_each_new_chunk_once(Shared::Memory, generational);
+    }
+}
+
+#[test]
+fn puts_on_two_nodes_count_each_new_chunk_once_over_postgres() {
+    for generational in [false, true] {
+        puts_on_two_nodes_count_each_new_chunk_once(Shared::Postgres, generational);
+    }
+}
+
+/// A node and a process that has the store alone never share it.
+#[test]
+fn nodes_and_an_exclusive_process_refuse_each_other() {
+    let Some(url) = common::postgres::database("kinds") else { return };
+    let node = PgMeta::open_with(&url, PgOptions { exclusive: false, ..PgOptions::default() }).unwrap();
+    let err = PgMeta::open(&url).map(|_| ()).unwrap_err();
+    assert!(matches!(err, depot::store::Error::Locked(_)), "{err}");
+    let second = PgMeta::open_with(&url, PgOptions { exclusive: false, ..PgOptions::default() });
+    assert!(second.is_ok(), "a second node joins");
+    drop((node, second));
+    let alone = PgMeta::open(&url).unwrap();
+    let err = PgMeta::open_with(&url, PgOptions { exclusive: false, ..PgOptions::default() })
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, depot::store::Error::Locked(_)), "{err}");
+    drop(alone);
+}
