@@ -148,6 +148,7 @@ on_both!(
     a_delayed_delete_of_an_old_generation_spares_the_new_one,
     a_failure_at_each_put_step_releases_its_claims,
     a_gc_cut_before_its_delete_is_finished_by_the_next_run,
+    a_download_across_a_heal_reads_the_new_generation,
 );
 
 fn assert_clean(store: &Store, home: &Home) {
@@ -446,4 +447,47 @@ fn a_store_from_before_generations_opens_and_reads() {
     assert_eq!(&store.read_chunk(&id, 5000).unwrap()[..], &data[..]);
     assert!(objects.contains(&ObjectKey::plain(id)).unwrap());
     assert!(store.verify(false).unwrap().is_clean());
+}
+
+/// A download looks up the objects of a segment's chunks at once, before
+/// it reads them. A chunk healed meanwhile (found damaged, moved aside and
+/// stored again under a new generation) is read from its new generation:
+/// the download is whole, and the healed chunk is not taken for damaged
+/// again (which would move its good object aside).
+fn a_download_across_a_heal_reads_the_new_generation(engines: Engines) {
+    use futures_util::TryStreamExt;
+    let home = Home::new(engines);
+    let (store, faulty) = home.open();
+    let content = pseudo_random(1_500_000, 77);
+    let mut ing = store.ingest(Tenant::default()).unwrap();
+    ing.push(&content).unwrap();
+    let rec = ing.finish(&"healed.bin".parse().unwrap(), None).unwrap();
+    let entries = store.segment(&rec.id, 0).unwrap();
+    assert!(entries.len() > 12, "{} chunks", entries.len());
+    let k = entries.len() / 2;
+    let at: usize = entries[..k].iter().map(|e| e.len as usize).sum();
+    let healed = &content[at..at + entries[k].len as usize];
+
+    let pause = faulty.pause_next(Op::Get);
+    let download = {
+        let s = store.clone();
+        thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (rec, guard) = s.open_file(&rec.id).unwrap();
+                let parts: Vec<bytes::Bytes> = s.read_range(&rec, guard, 0, rec.size).try_collect().await?;
+                Ok::<_, Error>(parts.concat())
+            })
+        })
+    };
+    pause.wait(WAIT).expect("the download reached its first read");
+    let before = home.keys_of(&entries[k].id);
+    store.mark_damaged(&entries[k].id, "a test").unwrap();
+    assert!(store.put_chunk(healed, None, store.default_lease()).unwrap().new, "the put heals the chunk");
+    assert_ne!(home.keys_of(&entries[k].id), before, "healed under a new generation");
+    pause.release();
+    let got = download.join().unwrap().expect("the download reads the healed chunk");
+    assert!(got == content, "the download differs from the file");
+    assert!(store.missing(&[entries[k].id], 0).unwrap().is_empty(), "the healed chunk stays usable");
+    assert_clean(&store, &home);
 }

@@ -87,6 +87,7 @@ fn every_environment_variable_sets_its_key() {
         "storage.s3.region" => "us-east-1",
         "storage.s3.prefix" => "depot/",
         "storage.s3.max_in_flight" => "8",
+        "storage.s3.read_ahead" => "5",
         "storage.s3.allow_http" => "true",
         "storage.meta" => "postgres://depot:pw@db.example:5432/depot",
         "limits.header_timeout" => "7s",
@@ -212,6 +213,9 @@ fn s3_settings_are_checked_only_when_used() {
     }
     c.storage.s3.max_in_flight = 0;
     assert!(c.validate().unwrap_err().to_string().contains("max_in_flight"));
+    c.storage.s3.max_in_flight = 8;
+    c.storage.s3.read_ahead = 0;
+    assert!(c.validate().unwrap_err().to_string().contains("storage.s3.read_ahead"));
     let text =
         "[storage]\nobjects = \"s3\"\n[storage.s3]\nendpoint = \"https://s3.example.com\"\nsecret = \"x\"\n";
     let e = Config::from_toml(text).unwrap_err();

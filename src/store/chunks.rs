@@ -313,10 +313,19 @@ impl Store {
     /// [`Error::Corrupt`] (missing object, bad CRC, another chunk's object,
     /// a length other than `len`); I/O errors.
     pub fn read_chunk(&self, id: &ChunkId, len: u32) -> Result<Bytes> {
-        let raw = self.read_chunk_as_stored(id, len)?;
+        self.read_chunk_at(&self.key_of(id)?, len)
+    }
+
+    /// [`Self::read_chunk`] of the object at `key` (its generation looked
+    /// up by the caller, see [`Self::keys_of`]).
+    ///
+    /// # Errors
+    /// As [`Self::read_chunk`].
+    pub(super) fn read_chunk_at(&self, key: &ObjectKey, len: u32) -> Result<Bytes> {
+        let raw = self.read_chunk_as_stored(key, len)?;
         if raw.len() != len as usize {
             return Err(Error::Corrupt {
-                id: *id,
+                id: key.id,
                 reason: format!("{} bytes, manifest says {len}", raw.len()),
             });
         }
@@ -325,8 +334,9 @@ impl Store {
 
     /// A chunk's raw bytes (CRC-checked), however long they are: `len` only
     /// sizes the buffer.
-    fn read_chunk_as_stored(&self, id: &ChunkId, len: u32) -> Result<Bytes> {
-        let enc = self.object_buffer(&self.key_of(id)?, len)?;
+    fn read_chunk_as_stored(&self, key: &ObjectKey, len: u32) -> Result<Bytes> {
+        let id = &key.id;
+        let enc = self.object_buffer(key, len)?;
         let (h, raw) = object::decode_buffer(enc, self.0.opts.max_object_size as usize, false)
             .map_err(|e| Error::Corrupt { id: *id, reason: e.0.into() })?;
         if h.id != *id {
@@ -351,7 +361,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Corrupt`] when a generational store has no row for it.
-    fn key_of(&self, id: &ChunkId) -> Result<ObjectKey> {
+    pub(super) fn key_of(&self, id: &ChunkId) -> Result<ObjectKey> {
         if !self.0.objects.generational() {
             return Ok(ObjectKey::plain(*id));
         }
@@ -359,6 +369,20 @@ impl Store {
             Some(r) => Ok(ObjectKey::new(*id, r.generation)),
             None => Err(Error::Corrupt { id: *id, reason: "no chunk row names its object".into() }),
         }
+    }
+
+    /// [`Self::key_of`] for many chunks in one batched lookup (none on a
+    /// store that is not generational); `None` where no row names one (the
+    /// read of that chunk then fails as [`Self::key_of`] does).
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub(super) fn keys_of(&self, ids: &[ChunkId]) -> Result<Vec<Option<ObjectKey>>> {
+        if !self.0.objects.generational() {
+            return Ok(ids.iter().map(|id| Some(ObjectKey::plain(*id))).collect());
+        }
+        let rows = self.0.meta.chunk_rows(ids)?;
+        Ok(ids.iter().zip(rows).map(|(id, r)| r.map(|r| ObjectKey::new(*id, r.generation))).collect())
     }
 
     /// Bytes `from..to` of a chunk of `len` raw bytes.
@@ -375,18 +399,28 @@ impl Store {
     /// [`Error::Corrupt`] for a bad header, another chunk's object, a
     /// length other than `len`, or an object that ends early; I/O errors.
     pub fn read_chunk_part(&self, id: &ChunkId, len: u32, from: usize, to: usize) -> Result<Vec<u8>> {
+        self.read_chunk_part_at(&self.key_of(id)?, len, from, to)
+    }
+
+    /// [`Self::read_chunk_part`] of the object at `key`.
+    ///
+    /// # Errors
+    /// As [`Self::read_chunk_part`].
+    pub(super) fn read_chunk_part_at(
+        &self,
+        key: &ObjectKey,
+        len: u32,
+        from: usize,
+        to: usize,
+    ) -> Result<Vec<u8>> {
+        let id = &key.id;
         let corrupt = |reason: &str| Error::Corrupt { id: *id, reason: reason.into() };
         // The slice is read with the header (one open); for a zstd object
         // it goes unused and the whole object is read below.
         let (head, part) = self
             .0
             .objects
-            .get_head_and_range(
-                &self.key_of(id)?,
-                object::HEADER_LEN,
-                (object::HEADER_LEN + from) as u64,
-                to - from,
-            )?
+            .get_head_and_range(key, object::HEADER_LEN, (object::HEADER_LEN + from) as u64, to - from)?
             .ok_or_else(|| corrupt("object missing"))?;
         let h = object::Header::decode(&head).map_err(|e| corrupt(e.0))?;
         if h.id != *id {
@@ -399,7 +433,7 @@ impl Store {
             });
         }
         if h.codec != object::Codec::Raw {
-            let raw = self.read_chunk(id, len)?;
+            let raw = self.read_chunk_at(key, len)?;
             return raw
                 .get(from..to)
                 .map(<[u8]>::to_vec)
@@ -448,7 +482,7 @@ impl Store {
                 continue;
             }
             // The length is the commit's to check, with its own error.
-            let raw = self.read_chunk_as_stored(&e.id, e.len)?;
+            let raw = self.read_chunk_as_stored(&self.key_of(&e.id)?, e.len)?;
             head.extend_from_slice(&raw[..raw.len().min(n - head.len())]);
         }
         Ok(head)

@@ -22,7 +22,8 @@ use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 use super::cache::{Readers, Segment};
 use super::manifest::Entry;
 use super::name::View;
-use super::{Error, FileId, FileRecord, FileState, Result, Store, lock, manifest};
+use super::objects::{ObjectKey, ObjectsKind};
+use super::{ChunkId, Error, FileId, FileRecord, FileState, Result, Store, lock, manifest};
 
 /// The longest read served in one blocking call (see [`Store::read_range`]).
 pub const ONE_HOP: u64 = 1 << 20;
@@ -194,7 +195,7 @@ impl Store {
                             None => s.segment_shared(&id, first as u32, true)?,
                         };
                         parts_in(entries, seg_start, start, end)
-                            .map(|(e, from, to)| s.read_part(&e, from, to))
+                            .map(|(e, from, to)| s.read_part(&e, None, from, to))
                             .collect()
                     })
                     .await
@@ -205,21 +206,37 @@ impl Store {
             return held(s, guard);
         }
         let starts = rec.segments.clone();
-        let read_ahead = self.0.opts.read_ahead.max(1);
+        let read_ahead = match self.0.opts.objects {
+            ObjectsKind::S3 => self.0.opts.s3.read_ahead,
+            ObjectsKind::Fs => self.0.opts.read_ahead,
+        }
+        .max(1);
         let seg_store = self.clone();
         let chunk_store = self.clone();
+        // Each segment's parts with their objects' keys, looked up at once
+        // (on a generational store: one batched lookup, not one per chunk).
         let s = stream::iter(first..=last)
             .then(move |seg| {
                 let store = seg_store.clone();
+                let seg_start = starts[seg];
                 async move {
-                    store.blocking(move |s| s.segment_shared(&id, seg as u32, false)).await.map(|e| (seg, e))
+                    store
+                        .blocking(move |s| {
+                            let entries = s.segment_shared(&id, seg as u32, false)?;
+                            let parts: Vec<(Entry, usize, usize)> =
+                                parts_in(entries, seg_start, start, end).collect();
+                            let ids: Vec<ChunkId> = parts.iter().map(|p| p.0.id).collect();
+                            let keys = s.keys_of(&ids)?;
+                            Ok(parts.into_iter().zip(keys).collect::<Vec<_>>())
+                        })
+                        .await
                 }
             })
-            .map_ok(move |(seg, entries)| stream::iter(parts_in(entries, starts[seg], start, end).map(Ok)))
+            .map_ok(|parts| stream::iter(parts.into_iter().map(Ok)))
             .try_flatten()
-            .map_ok(move |(e, from, to)| {
+            .map_ok(move |((e, from, to), key)| {
                 let store = chunk_store.clone();
-                async move { store.blocking(move |s| s.read_part(&e, from, to)).await }
+                async move { store.blocking(move |s| s.read_part(&e, key, from, to)).await }
             })
             .try_buffered(read_ahead);
         held(s, guard)
@@ -239,14 +256,31 @@ impl Store {
     }
 
     /// Bytes `from..to` of the chunk `e` names: the whole chunk, or only
-    /// the part (see [`Store::read_chunk_part`]). A chunk found damaged is
-    /// marked so (the next upload of its content heals it).
-    fn read_part(&self, e: &Entry, from: usize, to: usize) -> Result<Bytes> {
-        let got = if from > 0 || to < e.len as usize {
-            self.read_chunk_part(&e.id, e.len, from, to).map(Bytes::from)
-        } else {
-            self.read_chunk(&e.id, e.len)
+    /// the part (see [`Store::read_chunk_part`]), from the object at `key`
+    /// when the caller looked it up (else it is looked up here). A chunk
+    /// found damaged is marked so (the next upload of its content heals it).
+    fn read_part(&self, e: &Entry, key: Option<ObjectKey>, from: usize, to: usize) -> Result<Bytes> {
+        let read = |key: &ObjectKey| {
+            if from > 0 || to < e.len as usize {
+                self.read_chunk_part_at(key, e.len, from, to).map(Bytes::from)
+            } else {
+                self.read_chunk_at(key, e.len)
+            }
         };
+        let (key, early) = match key {
+            Some(k) => (k, true),
+            None => (self.key_of(&e.id)?, false),
+        };
+        let mut got = read(&key);
+        if early && matches!(got, Err(Error::Corrupt { .. })) {
+            // Looked up before this read: a re-upload may have healed the
+            // chunk since (a new generation, the old object moved aside).
+            // Only the row's current object decides.
+            let now = self.key_of(&e.id)?;
+            if now != key {
+                got = read(&now);
+            }
+        }
         match got {
             Err(Error::Corrupt { id, reason }) => {
                 self.mark_damaged(&id, &reason)?;

@@ -115,7 +115,8 @@ impl Faulty {
     }
 
     /// Stops the next call of `op` ([`Op::Put`]: a `put_if_absent` or a
-    /// `put_many`; [`Op::Delete`]; [`Op::Barrier`], which has no keys)
+    /// `put_many`; [`Op::Get`]: any read; [`Op::Delete`]; [`Op::Barrier`],
+    /// which has no keys)
     /// before it does anything, until the returned handle releases it (or
     /// is dropped). Other operations are not paused.
     pub fn pause_next(&self, op: Op) -> Pause {
@@ -195,16 +196,19 @@ impl ObjectStore for Faulty {
     }
 
     fn get(&self, key: &ObjectKey) -> io::Result<Option<Vec<u8>>> {
+        self.pause_point(Op::Get, std::slice::from_ref(key));
         self.enter(Op::Get)?;
         self.inner.get(key)
     }
 
     fn get_into(&self, key: &ObjectKey, buf: &mut Vec<u8>) -> io::Result<bool> {
+        self.pause_point(Op::Get, std::slice::from_ref(key));
         self.enter(Op::Get)?;
         self.inner.get_into(key, buf)
     }
 
     fn get_range(&self, key: &ObjectKey, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
+        self.pause_point(Op::Get, std::slice::from_ref(key));
         self.enter(Op::Get)?;
         self.inner.get_range(key, start, len)
     }
@@ -216,6 +220,7 @@ impl ObjectStore for Faulty {
         start: u64,
         len: usize,
     ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.pause_point(Op::Get, std::slice::from_ref(key));
         self.enter(Op::Get)?;
         self.inner.get_head_and_range(key, head, start, len)
     }

@@ -308,6 +308,11 @@ pub struct S3Options {
     pub prefix: String,
     /// Most requests in flight at once, over all callers.
     pub max_in_flight: usize,
+    /// Chunks read ahead per download (in place of `storage.read_ahead`):
+    /// a remote read is bound by a request's latency, not a disk's, so more
+    /// at once pay (bench E1: 16 against 4 took a 1 GiB download from
+    /// Garage 24% faster; on a local directory 16 was slower than 4).
+    pub read_ahead: usize,
     /// Allows a plain `http://` endpoint (a loopback or private network).
     pub allow_http: bool,
 }
@@ -320,6 +325,7 @@ impl Default for S3Options {
             region: "garage".into(),
             prefix: String::new(),
             max_in_flight: 32,
+            read_ahead: 16,
             allow_http: false,
         }
     }
@@ -340,6 +346,9 @@ impl S3Options {
         }
         if self.max_in_flight == 0 {
             return Err("storage.s3.max_in_flight must be at least 1".into());
+        }
+        if self.read_ahead == 0 {
+            return Err("storage.s3.read_ahead must be at least 1".into());
         }
         let e = &self.endpoint;
         if !e.is_empty() && !e.starts_with("https://") && !e.starts_with("http://") {

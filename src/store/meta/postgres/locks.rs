@@ -241,8 +241,8 @@ impl Drop for PgLocks {
         match unlocked {
             Ok((client, Ok(()))) => drop(client),
             Ok((client, Err(_))) => drop(deadpool_postgres::Object::take(client)),
-            // The task ended without an answer; its pool's recycling
-            // (`DISCARD ALL`) releases what the connection may still hold.
+            // The task ended without an answer (the runtime is shutting
+            // down): the connection closed with it.
             Err(_) => {}
         }
     }

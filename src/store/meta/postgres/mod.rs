@@ -197,9 +197,10 @@ impl PgMeta {
         };
         let pool = pool_of(POOL_SIZE, RecyclingMethod::Fast)?;
         // A lock session's connection goes back to the pool only after it
-        // released its locks; `Clean` (`DISCARD ALL`, which also releases
-        // advisory locks) is the second guard against one leaking.
-        let lock_pool = pool_of(LOCK_POOL_SIZE, RecyclingMethod::Clean)?;
+        // released its locks and limits, and is given up after any failure
+        // (see `PgLocks`), so the pool need not clean it (`DISCARD ALL`
+        // would cost a round trip per session).
+        let lock_pool = pool_of(LOCK_POOL_SIZE, RecyclingMethod::Fast)?;
         let shared = !opts.exclusive;
         let at = |e: Error| match e {
             Error::Backend(m) => Error::Backend(format!("{m} (at {shown})").into()),
