@@ -14,6 +14,10 @@ pub(super) fn db(e: tokio_postgres::Error) -> Error {
             Error::Io(std::io::Error::new(std::io::ErrorKind::StorageFull, d.message().to_string()))
         }
         Some(d) if connection_lost(d.code()) => Error::Unavailable(format!("postgres: {}", d.message())),
+        Some(d) if *d.code() == SqlState::OUT_OF_MEMORY => Error::Unavailable(format!(
+            "postgres: {} (its shared lock table is full: raise max_locks_per_transaction)",
+            d.message()
+        )),
         Some(d) if *d.code() == SqlState::LOCK_NOT_AVAILABLE => {
             Error::Unavailable(format!("postgres: waited too long for a lock ({})", d.message()))
         }

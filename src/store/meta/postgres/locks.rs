@@ -24,6 +24,13 @@ pub(super) const SCHEMA_LOCK_KEY: i64 = 0x6465_706f_745f_7331; // "depot_s1"
 /// [`PgLocks`]); the second is the lock key within its space. (Two-key and
 /// one-key advisory locks never conflict.)
 pub(crate) const LOCK_CLASS: i32 = 0x6470_0000; // "dp" ‖ space
+/// Advisory locks per space at most: a space's keys map onto `key % 64`
+/// (the chunk space's 256 stripes onto 64, four each; coarser keys
+/// exclude at least as much), so that a session holds at most 144 entries
+/// of PostgreSQL's shared lock table, which has `max_locks_per_transaction`
+/// (64) × `max_connections` (100) slots by default; a full table is
+/// [`Error::Unavailable`] (raise `max_locks_per_transaction`).
+const SHARED_KEYS: u16 = 64;
 /// Connections for lock sessions, apart from the pool for everything else,
 /// so that a lock holder never waits for a connection a waiter holds.
 pub(super) const LOCK_POOL_SIZE: usize = 32;
@@ -180,10 +187,14 @@ impl PgLocks {
         }
     }
 
-    /// `SELECT count(f(class, k)) FROM unnest('{keys}')`: integers only,
-    /// so the statement can go by the simple protocol with the limits.
+    /// `SELECT count(f(class, k)) FROM unnest('{keys}')` over the keys'
+    /// advisory locks ([`SHARED_KEYS`], ascending): integers only, so the
+    /// statement can go by the simple protocol with the limits.
     fn each_key(f: &str, space: LockSpace, keys: &[u16]) -> String {
-        let list: Vec<String> = keys.iter().map(u16::to_string).collect();
+        let mut shared: Vec<u16> = keys.iter().map(|k| k % SHARED_KEYS).collect();
+        shared.sort_unstable();
+        shared.dedup();
+        let list: Vec<String> = shared.iter().map(u16::to_string).collect();
         format!(
             "SELECT count({f}({}, k)) FROM unnest('{{{}}}'::int4[]) AS k;",
             LOCK_CLASS | space.index() as i32,

@@ -74,7 +74,11 @@
 //! session advisory locks here, held by one connection of a separate lock
 //! pool ([`locks::PgLocks`]); writes under them run on that connection, and
 //! a holder that idles past [`LOCK_IDLE`] loses them with its session. So
-//! they exclude across nodes. What the server does not share across nodes
+//! they exclude across nodes. Each space maps onto at most 64 advisory
+//! locks (the 256 chunk stripes four to one), so a session holds at most
+//! 144 entries of the server's shared lock table
+//! (`max_locks_per_transaction` × `max_connections` slots): with several
+//! nodes, raise `max_locks_per_transaction` (say to 256). What the server does not share across nodes
 //! yet (upload sessions and their tails, fenced tus appenders, downloads
 //! that hold a delete, the open-files cache) is why it still opens
 //! exclusively.
