@@ -18,6 +18,13 @@
 //!
 //! Run without cargo's `--bench` argument (as `cargo test --all-targets`
 //! does), the defaults shrink to 1 MiB and one run: a smoke test.
+//!
+//! With `LIMITS_S3=1` it measures instead the raw PUT rate of an S3 engine
+//! (bench E1's ceiling): `LIMITS_MIB` of distinct 256 KiB objects, written
+//! with depot's own S3 client (`S3Objects::put_many`, up to
+//! `storage.s3.max_in_flight` = 32 at once) under the bucket and prefix the
+//! `DEPOT_S3_*` variables name, with the `AWS_*` credentials, then deleted.
+//! One JSON line: `{"s3_put_mbps":..,"s3_puts_per_s":..}`.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -62,10 +69,61 @@ fn median(v: &[f64]) -> f64 {
     if s.len() % 2 == 1 { s[m] } else { (s[m - 1] + s[m]) / 2.0 }
 }
 
+/// The S3 engine's PUT ceiling (see the module): MB/s and PUTs/s, median
+/// of `runs`, each run a fresh set of objects.
+#[cfg(feature = "s3")]
+fn s3_put_ceiling(mib: usize, runs: usize) {
+    use depot::store::ObjectKey;
+    use depot::store::objects::{ObjectStore, S3Objects, S3Options};
+
+    const OBJECT: usize = 256 << 10;
+    let var = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.to_string());
+    let opts = S3Options {
+        endpoint: var("DEPOT_S3_ENDPOINT", ""),
+        bucket: var("DEPOT_S3_BUCKET", "depot"),
+        region: var("DEPOT_S3_REGION", "garage"),
+        prefix: format!("{}ceiling/", var("DEPOT_S3_PREFIX", "")),
+        allow_http: var("DEPOT_S3_ALLOW_HTTP", "false") == "true",
+        ..S3Options::default()
+    };
+    let s3 = S3Objects::open(&opts).unwrap_or_else(|e| panic!("opening the bucket: {e}"));
+    let count = (mib << 20) / OBJECT;
+    let (mut mbps, mut per_s) = (Vec::new(), Vec::new());
+    for run in 0..runs + 1 {
+        let objects: Vec<(ObjectKey, Vec<u8>)> = (0..count)
+            .map(|i| {
+                let data = pseudo_random(OBJECT, (run * count + i) as u64);
+                (ObjectKey::new(ChunkId::of(&data), run as u64 + 1), data)
+            })
+            .collect();
+        let items: Vec<(ObjectKey, Vec<&[u8]>)> = objects.iter().map(|(k, d)| (*k, vec![&d[..]])).collect();
+        let secs = time(|| {
+            for batch in items.chunks(opts.max_in_flight) {
+                s3.put_many(batch).unwrap_or_else(|e| panic!("PUT: {e}"));
+            }
+        });
+        let keys: Vec<ObjectKey> = objects.iter().map(|(k, _)| *k).collect();
+        s3.delete_many(&keys).unwrap_or_else(|e| panic!("DELETE: {e}"));
+        if run > 0 {
+            // The first run warms the connections up.
+            mbps.push((count * OBJECT) as f64 / 1e6 / secs);
+            per_s.push(count as f64 / secs);
+        }
+    }
+    eprintln!("S3 PUT of {count} objects of 256 KiB, median of {runs}: {:.1} MB/s", median(&mbps));
+    println!("{{\"s3_put_mbps\":{:.1},\"s3_puts_per_s\":{:.1}}}", median(&mbps), median(&per_s));
+}
+
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let mib = env_usize("LIMITS_MIB", if bench { 256 } else { 1 }).max(1);
     let runs = env_usize("LIMITS_RUNS", if bench { 5 } else { 1 }).max(1);
+    if std::env::var("LIMITS_S3").is_ok_and(|v| v == "1") {
+        #[cfg(feature = "s3")]
+        return s3_put_ceiling(mib, runs);
+        #[cfg(not(feature = "s3"))]
+        panic!("LIMITS_S3 needs the `s3` feature");
+    }
     let input = pseudo_random(mib << 20, 1);
     let chunker = Chunker::new(ChunkerParams::default()).expect("default chunking parameters are valid");
 

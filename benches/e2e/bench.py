@@ -1260,9 +1260,21 @@ def e1(ctx: Ctx) -> None:
                     ctx.samples.add("e1.put_per_chunk", req.get("PutObject", 0) / max(new_chunks, 1))
                     ctx.samples.add("e1.head.up", req.get("HeadObject", 0) / gib)
 
+    def ceiling(keep: bool) -> None:
+        # Garage's own PUT rate through depot's S3 client (the limits
+        # bench with LIMITS_S3=1): 256 MiB of distinct 256 KiB objects.
+        rounds[0] += 1
+        env = dict(os.environ, **gar.env(f"c{rounds[0]}/"), LIMITS_S3="1", LIMITS_MIB="256", LIMITS_RUNS="1")
+        _, r = timed([ctx.limits], ctx.timeout(n), env=env)
+        if keep:
+            ctx.samples.add("e1.ceiling", last_json(r.stdout)["s3_put_mbps"])
+
+    steps = [("1 node, RocksDB + object directory (L1)", lambda k: one("l1", k)),
+             ("1 node, PostgreSQL + Garage (E1)", lambda k: one("e1", k))]
+    if ctx.limits:
+        steps.append(("Garage raw PUT ceiling", ceiling))
     try:
-        ctx.rounds("E1", [("1 node, RocksDB + object directory (L1)", lambda k: one("l1", k)),
-                          ("1 node, PostgreSQL + Garage (E1)", lambda k: one("e1", k))])
+        ctx.rounds("E1", steps)
     finally:
         gar.stop()
         pg.stop()
@@ -1273,6 +1285,8 @@ def e1(ctx: Ctx) -> None:
     for tag, what in (("up", "new upload"), ("re", "re-upload"), ("down", "download")):
         ratio_row(ctx, "E1", f"… S3 requests per GiB, {what}", f"e1.s3.{tag}", "", None)
         ratio_row(ctx, "E1", f"… PostgreSQL transactions per GiB, {what}", f"e1.pg.{tag}", "", None)
+    ratio_row(ctx, "E1", "… new upload against Garage's raw PUT rate (256 KiB objects, depot's S3 client, 32 in "
+              "flight), MB/s", "e1.e1.up", "raw PUT ceiling", "e1.ceiling")
     ratio_row(ctx, "E1", "… S3 HEAD requests per GiB, new upload", "e1.head.up", "", None)
     ratio_row(ctx, "E1", "… S3 PUTs per new chunk", "e1.put_per_chunk", "", None, "1.00")
     ctx.rows.append(Row("E1", "… S3 LIST requests, whole scenario", str(lists[0]), goal="0 in steady state",
@@ -1490,7 +1504,7 @@ def main() -> int:
 
     failed: dict[str, str] = {}
     try:
-        build(ctx, need_limits="U2" in only)
+        build(ctx, need_limits="U2" in only or "E1" in only)
         started = datetime.datetime.now(datetime.timezone.utc)
         load0 = os.getloadavg()
         ctx.elapsed["_start"] = time.perf_counter()
