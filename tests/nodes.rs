@@ -7,6 +7,7 @@
 //! on the server; skipped without PostgreSQL unless `DEPOT_SCALEOUT=1`).
 //! Objects are the in-memory twins behind fault hooks, the directory's and
 //! the generational (S3) one, so a node can be stopped at a named point.
+//! Also: the server's keys, made once by whichever node asks first.
 
 mod common;
 
@@ -272,4 +273,41 @@ fn nodes_and_an_exclusive_process_refuse_each_other() {
         .unwrap_err();
     assert!(matches!(err, depot::store::Error::Locked(_)), "{err}");
     drop(alone);
+}
+
+/// Two nodes asking for the same server keys at once (token and link
+/// signing): both get the same key, the one stored, whichever made it.
+/// Only over PostgreSQL: in memory the window between a node's read and
+/// its write is too short for the race to show without the lock.
+fn two_nodes_agree_on_the_server_keys(shared: Shared) {
+    let Some(nodes) = Nodes::new(shared, false, "keys") else { return };
+    let stores = [nodes.open(0).0, nodes.open(1).0];
+    let names: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    let barrier = std::sync::Barrier::new(2);
+    let got: Vec<Vec<[u8; 32]>> = thread::scope(|scope| {
+        let handles: Vec<_> = stores
+            .iter()
+            .map(|store| {
+                let (names, barrier) = (&names, &barrier);
+                scope.spawn(move || {
+                    names
+                        .iter()
+                        .map(|n| {
+                            barrier.wait();
+                            store.server_key(n).unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(got[0] == got[1], "the nodes hold different keys under one name");
+    let fresh = nodes.open(1).0;
+    assert!(names.iter().zip(&got[0]).all(|(n, k)| fresh.server_key(n).unwrap() == *k), "the stored keys");
+}
+
+#[test]
+fn two_nodes_agree_on_the_server_keys_over_postgres() {
+    two_nodes_agree_on_the_server_keys(Shared::Postgres);
 }

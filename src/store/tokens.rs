@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
 use super::id::FileId;
-use super::meta::{Batch, Cf};
+use super::meta::{Batch, Cf, LockSpace};
 use super::name::{Tenant, View};
 use super::{Store, lock};
 
@@ -185,15 +185,26 @@ impl Store {
             return Ok(*k);
         }
         let k = format!("k/{name}").into_bytes();
+        let decode =
+            |v: Vec<u8>| v.try_into().map_err(|_| Error::CorruptMetadata(format!("server key `{name}`")));
         let key = match self.meta().get(Cf::Auth, &k)? {
-            Some(v) => v.try_into().map_err(|_| Error::CorruptMetadata(format!("server key `{name}`")))?,
+            Some(v) => decode(v)?,
             None => {
-                let mut key = [0u8; 32];
-                rand::Rng::fill(&mut rand::rng(), &mut key);
-                let mut b = Batch::default();
-                b.put(Cf::Auth, &k, &key);
-                self.meta().write(b, true)?;
-                key
+                // Made once, by whichever node asks first: under the lock,
+                // a node that lost the race reads the winner's key.
+                let mut held = self.locked();
+                held.take(LockSpace::Settings, [0])?;
+                match self.meta().get(Cf::Auth, &k)? {
+                    Some(v) => decode(v)?,
+                    None => {
+                        let mut key = [0u8; 32];
+                        rand::Rng::fill(&mut rand::rng(), &mut key);
+                        let mut b = Batch::default();
+                        b.put(Cf::Auth, &k, &key);
+                        held.write(b, true)?;
+                        key
+                    }
+                }
             }
         };
         keys.insert(name.to_string(), key);

@@ -21,7 +21,7 @@
 //! whoever holds the locks next.
 //!
 //! Order: a thread holding locks of several spaces takes them in
-//! [`LockSpace`] order (files, then chunks, then quotas) and each space's
+//! [`LockSpace`] order (files, chunks, quotas, settings) and each space's
 //! keys in ascending order (one take sorts them), so that no two takers
 //! wait on each other in a circle, in one process or across several.
 
@@ -41,11 +41,15 @@ pub enum LockSpace {
     Chunks,
     /// A tenant's quota check together with its count: 16 keys.
     Quotas,
+    /// Store-wide settings made once and then only read (the server's
+    /// keys): 1 key.
+    Settings,
 }
 
 impl LockSpace {
     /// Every space, in the order a thread takes them.
-    pub const ALL: [LockSpace; 3] = [LockSpace::Files, LockSpace::Chunks, LockSpace::Quotas];
+    pub const ALL: [LockSpace; 4] =
+        [LockSpace::Files, LockSpace::Chunks, LockSpace::Quotas, LockSpace::Settings];
 
     /// How many keys the space has.
     pub fn size(self) -> usize {
@@ -53,6 +57,7 @@ impl LockSpace {
             LockSpace::Files => 64,
             LockSpace::Chunks => 256,
             LockSpace::Quotas => 16,
+            LockSpace::Settings => 1,
         }
     }
 
@@ -64,7 +69,7 @@ impl LockSpace {
 
 /// The in-process layer: one mutex per key of every space.
 pub struct LocalLocks {
-    tables: [Vec<Mutex<()>>; 3],
+    tables: [Vec<Mutex<()>>; LockSpace::ALL.len()],
 }
 
 impl Default for LocalLocks {

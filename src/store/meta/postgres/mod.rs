@@ -76,7 +76,7 @@
 //! a holder that idles past [`LOCK_IDLE`] loses them with its session. So
 //! they exclude across nodes. Each space maps onto at most 64 advisory
 //! locks (the 256 chunk stripes four to one), so a session holds at most
-//! 144 entries of the server's shared lock table
+//! 145 entries of the server's shared lock table
 //! (`max_locks_per_transaction` × `max_connections` slots): with several
 //! nodes, raise `max_locks_per_transaction` (say to 256). What the server does not share across nodes
 //! yet (upload sessions and their tails, fenced tus appenders, downloads
