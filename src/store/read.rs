@@ -262,7 +262,7 @@ impl Store {
     fn read_part(&self, e: &Entry, key: Option<ObjectKey>, from: usize, to: usize) -> Result<Bytes> {
         let read = |key: &ObjectKey| {
             if from > 0 || to < e.len as usize {
-                self.read_chunk_part_at(key, e.len, from, to).map(Bytes::from)
+                self.read_chunk_part_at(key, e.len, from, to)
             } else {
                 self.read_chunk_at(key, e.len)
             }

@@ -29,7 +29,8 @@ pub fn check(store: &dyn ObjectStore, breadth: Breadth) {
     let other = ObjectKey::plain(ChunkId::of(b"b"));
     assert!(store.get(&id).unwrap().is_none());
     assert!(store.get_range(&id, 0, 4).unwrap().is_none());
-    assert!(store.get_head_and_range(&id, 2, 1, 4).unwrap().is_none());
+    let mut part = b"stale".to_vec();
+    assert!(store.get_head_and_range(&id, 2, 1, 4, &mut part).unwrap().is_none());
     let mut buf = b"stale".to_vec();
     assert!(!store.get_into(&id, &mut buf).unwrap());
     assert!(store.put_if_absent(&id, &[b"fir", b"st"]).unwrap());
@@ -38,8 +39,10 @@ pub fn check(store: &dyn ObjectStore, breadth: Breadth) {
     assert_eq!(store.get_range(&id, 1, 3).unwrap().unwrap(), b"irs");
     assert_eq!(store.get_range(&id, 3, 10).unwrap().unwrap(), b"st", "cut at the end");
     assert_eq!(store.get_range(&id, 9, 10).unwrap().unwrap(), b"", "past the end");
-    let (head, part) = store.get_head_and_range(&id, 2, 3, 10).unwrap().unwrap();
+    let head = store.get_head_and_range(&id, 2, 3, 10, &mut part).unwrap().unwrap();
     assert_eq!((&head[..], &part[..]), (&b"fi"[..], &b"st"[..]), "a header and a slice, cut at the end");
+    store.get_head_and_range(&id, 0, 1, 2, &mut part).unwrap().unwrap();
+    assert_eq!(part, b"ir", "the slice's buffer is cleared first");
     assert!(store.get_into(&id, &mut buf).unwrap());
     assert_eq!(buf, b"first", "the buffer is cleared first");
     assert!(store.contains(&id).unwrap());

@@ -219,10 +219,11 @@ impl ObjectStore for Faulty {
         head: usize,
         start: u64,
         len: usize,
-    ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Option<Vec<u8>>> {
         self.pause_point(Op::Get, std::slice::from_ref(key));
         self.enter(Op::Get)?;
-        self.inner.get_head_and_range(key, head, start, len)
+        self.inner.get_head_and_range(key, head, start, len, buf)
     }
 
     fn contains(&self, key: &ObjectKey) -> io::Result<bool> {

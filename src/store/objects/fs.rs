@@ -235,16 +235,25 @@ impl ObjectStore for FsObjects {
         read_at_most(&file, start, len).map(Some)
     }
 
-    /// One open for both reads.
+    /// One open for both reads; the slice goes into `buf`'s spare
+    /// capacity (a seek and a bounded `read_to_end`, which std fills
+    /// without zeroing it first).
     fn get_head_and_range(
         &self,
         key: &ObjectKey,
         head: usize,
         start: u64,
         len: usize,
-    ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let Some(file) = open_existing(&self.path_of(key))? else { return Ok(None) };
-        Ok(Some((read_at_most(&file, 0, head)?, read_at_most(&file, start, len)?)))
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Option<Vec<u8>>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Some(mut file) = open_existing(&self.path_of(key))? else { return Ok(None) };
+        let h = read_at_most(&file, 0, head)?;
+        buf.clear();
+        buf.reserve(len);
+        file.seek(SeekFrom::Start(start))?;
+        (&mut file).take(len as u64).read_to_end(buf)?;
+        Ok(Some(h))
     }
 
     fn contains(&self, key: &ObjectKey) -> io::Result<bool> {

@@ -179,11 +179,13 @@ pub trait ObjectStore: Send + Sync + 'static {
         }))
     }
 
-    /// The first `head` bytes of the encoded object and its bytes
-    /// `start..start + len` (each fewer when the object ends first), or
-    /// `None` when absent: a header and a slice read together. The default
+    /// The first `head` bytes of the encoded object, with its bytes
+    /// `start..start + len` in `buf` (cleared first; each fewer when the
+    /// object ends first), or `None` when absent: a header and a slice read
+    /// together, the slice into the caller's (reused) buffer. The default
     /// makes two [`ObjectStore::get_range`] calls (two ranged `GET`s
-    /// remotely); the directory opens the file once.
+    /// remotely); the directory opens the file once and reads the slice
+    /// straight into `buf`'s spare capacity.
     ///
     /// # Errors
     /// I/O failures other than absence.
@@ -193,9 +195,13 @@ pub trait ObjectStore: Send + Sync + 'static {
         head: usize,
         start: u64,
         len: usize,
-    ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Option<Vec<u8>>> {
         let Some(h) = self.get_range(key, 0, head)? else { return Ok(None) };
-        Ok(self.get_range(key, start, len)?.map(|r| (h, r)))
+        let Some(r) = self.get_range(key, start, len)? else { return Ok(None) };
+        buf.clear();
+        buf.extend_from_slice(&r);
+        Ok(Some(h))
     }
 
     /// Reads the encoded object into `buf`, cleared first; `false` when
