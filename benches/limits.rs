@@ -22,8 +22,9 @@
 //! With `LIMITS_S3=1` it measures instead the raw PUT rate of an S3 engine
 //! (bench E1's ceiling): `LIMITS_MIB` of distinct 256 KiB objects, written
 //! with depot's own S3 client (`S3Objects::put_many`, up to
-//! `storage.s3.max_in_flight` = 32 at once) under the bucket and prefix the
-//! `DEPOT_S3_*` variables name, with the `AWS_*` credentials, then deleted.
+//! `storage.s3.max_in_flight` at once) under the bucket and prefix the
+//! `DEPOT_S3_*` variables name (read as the server reads them), with the
+//! `AWS_*` credentials, then deleted.
 //! One JSON line: `{"s3_put_mbps":..,"s3_puts_per_s":..}`.
 
 use std::hint::black_box;
@@ -73,19 +74,15 @@ fn median(v: &[f64]) -> f64 {
 /// of `runs`, each run a fresh set of objects.
 #[cfg(feature = "s3")]
 fn s3_put_ceiling(mib: usize, runs: usize) {
+    use depot::config::Config;
     use depot::store::ObjectKey;
-    use depot::store::objects::{ObjectStore, S3Objects, S3Options};
+    use depot::store::objects::{ObjectStore, S3Objects};
 
     const OBJECT: usize = 256 << 10;
-    let var = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.to_string());
-    let opts = S3Options {
-        endpoint: var("DEPOT_S3_ENDPOINT", ""),
-        bucket: var("DEPOT_S3_BUCKET", "depot"),
-        region: var("DEPOT_S3_REGION", "garage"),
-        prefix: format!("{}ceiling/", var("DEPOT_S3_PREFIX", "")),
-        allow_http: var("DEPOT_S3_ALLOW_HTTP", "false") == "true",
-        ..S3Options::default()
-    };
+    // The bucket as `depot serve` would read it from the same variables.
+    let config = Config::load(None, |k| std::env::var(k).ok()).unwrap_or_else(|e| panic!("{e}"));
+    let mut opts = config.storage.s3;
+    opts.prefix.push_str("ceiling/");
     let s3 = S3Objects::open(&opts).unwrap_or_else(|e| panic!("opening the bucket: {e}"));
     let count = (mib << 20) / OBJECT;
     let (mut mbps, mut per_s) = (Vec::new(), Vec::new());

@@ -459,9 +459,7 @@ fn a_download_across_a_heal_reads_the_new_generation(engines: Engines) {
     let home = Home::new(engines);
     let (store, faulty) = home.open();
     let content = pseudo_random(1_500_000, 77);
-    let mut ing = store.ingest(Tenant::default()).unwrap();
-    ing.push(&content).unwrap();
-    let rec = ing.finish(&"healed.bin".parse().unwrap(), None).unwrap();
+    let rec = common::ingest(&store, "healed.bin", &content);
     let entries = store.segment(&rec.id, 0).unwrap();
     assert!(entries.len() > 12, "{} chunks", entries.len());
     let k = entries.len() / 2;

@@ -15,16 +15,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::test_options;
+use common::{ingest, put_the_same_chunks, read_all, test_options};
 use depot::store::meta::{MetaStore, PgMeta, PgOptions};
 use depot::store::objects::{Op, Pause};
 use depot::store::{
-    Faulty, FileId, FileRecord, GcReport, ManualClock, MemMeta, MemObjects, ObjectKey, ObjectStore, Store,
-    Tenant, View,
+    Faulty, FileRecord, GcReport, ManualClock, MemMeta, MemObjects, ObjectKey, ObjectStore, Store, View,
 };
 use depot::testdata::pseudo_random;
-use futures_util::TryStreamExt;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const WAIT: Duration = Duration::from_secs(30);
@@ -85,24 +82,6 @@ impl Nodes {
         .unwrap();
         (store, faulty)
     }
-}
-
-fn ingest(store: &Store, name: &str, data: &[u8]) -> FileRecord {
-    let mut ing = store.ingest(Tenant::default()).unwrap();
-    for piece in data.chunks(10_000) {
-        ing.push(piece).unwrap();
-    }
-    ing.finish(&name.parse().unwrap(), None).unwrap()
-}
-
-fn read_all(store: &Store, id: &FileId) -> Vec<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let (rec, guard) = store.open_file(id).unwrap();
-        let size = rec.size;
-        let parts: Vec<Bytes> = store.read_range(&rec, guard, 0, size).try_collect().await.unwrap();
-        parts.concat()
-    })
 }
 
 fn assert_clean(store: &Store) {
@@ -215,24 +194,7 @@ fn gc_on_one_node_and_the_same_content_on_the_other_over_postgres() {
 fn puts_on_two_nodes_count_each_new_chunk_once(shared: Shared, generational: bool) {
     let Some(nodes) = Nodes::new(shared, generational, "puts") else { return };
     let stores = [nodes.open(0).0, nodes.open(1).0];
-    let chunks: Vec<Bytes> = (0..200u64).map(|i| Bytes::from(pseudo_random(3000, i))).collect();
-    let news: u64 = thread::scope(|scope| {
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
-                let store = stores[t % 2].clone();
-                let mut mine = chunks.clone();
-                mine.rotate_left(t * 25);
-                scope.spawn(move || {
-                    let mut new = 0;
-                    for batch in mine.chunks(16) {
-                        new += store.put_chunks(batch, 0).unwrap().iter().filter(|p| p.new).count() as u64;
-                    }
-                    new
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum()
-    });
+    let news = put_the_same_chunks(&stores);
     assert_eq!(news, 200, "each chunk is new exactly once");
     for store in &stores {
         let st = store.stats().unwrap();

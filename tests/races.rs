@@ -15,15 +15,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::test_options;
+use common::{ingest, read_all, test_options};
 use depot::store::objects::{Op, Pause};
 use depot::store::{
-    ChunkId, Faulty, FileId, FileRecord, GcReport, ManualClock, MemMeta, MemObjects, ObjectKey, ObjectStore,
-    Store, Tenant, View, object,
+    ChunkId, Faulty, GcReport, ManualClock, MemMeta, MemObjects, ObjectKey, ObjectStore, Store, View, object,
 };
 use depot::testdata::pseudo_random;
-use futures_util::TryStreamExt;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const WAIT: Duration = Duration::from_secs(30);
@@ -61,24 +58,6 @@ impl Twins {
         .unwrap();
         (store, faulty)
     }
-}
-
-fn ingest(store: &Store, name: &str, data: &[u8]) -> FileRecord {
-    let mut ing = store.ingest(Tenant::default()).unwrap();
-    for piece in data.chunks(10_000) {
-        ing.push(piece).unwrap();
-    }
-    ing.finish(&name.parse().unwrap(), None).unwrap()
-}
-
-fn read_all(store: &Store, id: &FileId) -> Vec<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let (rec, guard) = store.open_file(id).unwrap();
-        let size = rec.size;
-        let parts: Vec<Bytes> = store.read_range(&rec, guard, 0, size).try_collect().await.unwrap();
-        parts.concat()
-    })
 }
 
 /// Stores a file, deletes it and lets its chunks' grace pass: the next GC

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{open_store, test_options};
+use common::{ingest, open_store, put_the_same_chunks, read_range, test_options};
 use depot::store::{
     ChunkId, Clock, Entry, Error, FileId, FsObjects, ManualClock, MemMeta, MemObjects, MetaBackend, NewFile,
     ObjectKey, ObjectStore, Store, StoreOptions, SystemClock, Tenant, View, object,
@@ -179,14 +179,6 @@ on_every_backend!(
     a_range_reads_part_of_a_chunk_and_checks_its_header,
 );
 
-fn ingest(store: &Store, name: &str, data: &[u8]) -> depot::store::FileRecord {
-    let mut ing = store.ingest(Tenant::default()).unwrap();
-    for piece in data.chunks(10_000) {
-        ing.push(piece).unwrap();
-    }
-    ing.finish(&name.parse().unwrap(), None).unwrap()
-}
-
 /// Commits a file `f.bin` of `chunks`, already stored, whose lengths add up
 /// to `size` (which a test may get wrong on purpose).
 fn commit(store: &Store, size: u64, chunks: Vec<Entry>) -> depot::store::Result<depot::store::FileRecord> {
@@ -198,15 +190,6 @@ fn commit(store: &Store, size: u64, chunks: Vec<Entry>) -> depot::store::Result<
         size,
         chunks,
         content_hash: None,
-    })
-}
-
-fn read_all(store: &Store, id: &FileId, start: u64, end: u64) -> Vec<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let (rec, guard) = store.open_file(id).unwrap();
-        let parts: Vec<Bytes> = store.read_range(&rec, guard, start, end).try_collect().await.unwrap();
-        parts.concat()
     })
 }
 
@@ -224,7 +207,7 @@ fn same_content_twice_is_stored_once(backend: Backend) {
     assert_eq!(after_two.unique_chunks, after_one.unique_chunks);
     assert_eq!(after_two.unique_bytes, 300_000);
     assert!((after_two.dedup_ratio - 2.0).abs() < 1e-9);
-    assert_eq!(read_all(&store, &b.id, 0, b.size), data);
+    assert_eq!(read_range(&store, &b.id, 0, b.size), data);
     assert_eq!(a.content_hash, Some(ChunkId::of(&data)));
 }
 
@@ -255,7 +238,7 @@ fn delete_and_gc_free_exactly_the_unshared_chunks(backend: Backend) {
     assert!((100_000..100_000 + 2 * 4096).contains(&freed), "freed {freed}");
     assert_eq!(after.files, 1);
     assert_eq!(after.logical_bytes, b.size);
-    assert_eq!(read_all(&store, &b.id, 0, b.size), b_data);
+    assert_eq!(read_range(&store, &b.id, 0, b.size), b_data);
     let v = store.verify(false).unwrap();
     assert!(v.is_clean(), "{v:?}");
     assert_eq!(v.objects, after.unique_chunks);
@@ -325,7 +308,7 @@ fn reopen_keeps_everything(backend: Backend) {
     assert_eq!(store.stats().unwrap(), stats);
     let rec = store.file(&id).unwrap();
     assert_eq!(rec.size, data.len() as u64);
-    assert_eq!(read_all(&store, &id, 0, rec.size), data);
+    assert_eq!(read_range(&store, &id, 0, rec.size), data);
     let (list, next) = store.list_files(&View::All, None, 10).unwrap();
     assert_eq!(list.len(), 1);
     assert!(next.is_none());
@@ -400,7 +383,7 @@ fn verify_finds_and_repair_heals_a_corrupt_object(backend: Backend) {
     assert_eq!(store.missing(&[victim], 0).unwrap(), vec![victim]);
     ingest(&store, "again.bin", &data);
     assert!(store.missing(&[victim], 0).unwrap().is_empty());
-    assert_eq!(read_all(&store, &rec.id, 0, rec.size), data);
+    assert_eq!(read_range(&store, &rec.id, 0, rec.size), data);
     let v = store.verify(false).unwrap();
     assert!(v.is_clean(), "{v:?}");
 }
@@ -416,7 +399,7 @@ fn a_range_reads_part_of_a_chunk_and_checks_its_header(backend: Backend) {
     assert!(chunks.len() >= 4, "{} chunks", chunks.len());
     for (start, end) in [(1, 2), (100, 39_000), (5_000, 75_000), (41_000, 79_999), (0, rec.size)] {
         assert_eq!(
-            read_all(&store, &rec.id, start, end),
+            read_range(&store, &rec.id, start, end),
             &data[start as usize..end as usize],
             "{start}..{end}"
         );
@@ -509,7 +492,7 @@ fn empty_files_work(backend: Backend) {
     let rec = ingest(&store, "empty.txt", b"");
     assert_eq!(rec.size, 0);
     assert_eq!(rec.chunks, 0);
-    assert!(read_all(&store, &rec.id, 0, 0).is_empty());
+    assert!(read_range(&store, &rec.id, 0, 0).is_empty());
     store.delete_file(&View::All, &rec.id).unwrap();
     assert!(store.verify(false).unwrap().is_clean());
 }
@@ -535,7 +518,7 @@ proptest! {
             let end = (start + len).min(data.len() as u64);
             let start = start.min(end);
             for (_, store, id) in stores {
-                let got = read_all(store, id, start, end);
+                let got = read_range(store, id, start, end);
                 prop_assert_eq!(&got[..], &data[start as usize..end as usize]);
             }
         }
@@ -544,24 +527,7 @@ proptest! {
 
 fn concurrent_puts_of_the_same_chunks_store_each_once(backend: Backend) {
     let (_home, store) = temp_store(backend);
-    let chunks: Vec<Bytes> = (0..200u64).map(|i| Bytes::from(pseudo_random(3000, i))).collect();
-    let news: u64 = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
-                let store = store.clone();
-                let mut mine = chunks.clone();
-                mine.rotate_left(t * 25);
-                scope.spawn(move || {
-                    let mut new = 0;
-                    for batch in mine.chunks(16) {
-                        new += store.put_chunks(batch, 0).unwrap().iter().filter(|p| p.new).count() as u64;
-                    }
-                    new
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum()
-    });
+    let news = put_the_same_chunks(std::slice::from_ref(&store));
     assert_eq!(news, 200, "each chunk is new exactly once");
     let st = store.stats().unwrap();
     assert_eq!(st.unique_chunks, 200);
@@ -598,7 +564,7 @@ fn a_long_seed_upload_keeps_its_session_and_its_chunks(backend: Backend) {
             store.gc(true).unwrap();
         } else {
             let PieceState::Finished { file, .. } = state else { panic!("not finished: {state:?}") };
-            assert_eq!(read_all(&store, &file.id, 0, 40_000), data);
+            assert_eq!(read_range(&store, &file.id, 0, 40_000), data);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests (data comes from
 //! `depot::testdata`, the crate's one generator): a store on
-//! disk with a manual clock, and a real server on an ephemeral port with
+//! disk with a manual clock, ingesting and reading back files, and a real server on an ephemeral port with
 //! typed requests for what the tests ask of it again and again. HTTP request
 //! builders live in [`http`], the `depot` binary in [`cli`], a throwaway
 //! Garage (S3) in `garage`.
@@ -16,7 +16,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use depot::store::{ChunkerParams, FsObjects, FsyncPolicy, ManualClock, Store, StoreOptions};
+use depot::store::{
+    ChunkerParams, FileId, FileRecord, FsObjects, FsyncPolicy, ManualClock, Store, StoreOptions, Tenant,
+};
+use futures_util::TryStreamExt;
 
 /// Writes `bytes` to `dir/name`; the path.
 pub fn written(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> std::path::PathBuf {
@@ -73,6 +76,57 @@ pub fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open_store(dir.path(), test_options());
     (dir, store)
+}
+
+/// Stores `data` as file `name` of the default tenant through the store's
+/// ingest pipeline, fed 10,000 bytes at a time.
+pub fn ingest(store: &Store, name: &str, data: &[u8]) -> FileRecord {
+    let mut ing = store.ingest(Tenant::default()).unwrap();
+    for piece in data.chunks(10_000) {
+        ing.push(piece).unwrap();
+    }
+    ing.finish(&name.parse().unwrap(), None).unwrap()
+}
+
+/// Bytes `start..end` of file `id`, read as a download reads them.
+pub fn read_range(store: &Store, id: &FileId, start: u64, end: u64) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (rec, guard) = store.open_file(id).unwrap();
+        let parts: Vec<bytes::Bytes> = store.read_range(&rec, guard, start, end).try_collect().await.unwrap();
+        parts.concat()
+    })
+}
+
+/// The whole of file `id`.
+pub fn read_all(store: &Store, id: &FileId) -> Vec<u8> {
+    let size = store.open_file(id).unwrap().0.size;
+    read_range(store, id, 0, size)
+}
+
+/// Eight threads put the same 200 new chunks of 3,000 bytes, each in its
+/// own order and in batches of 16, thread `t` through `stores[t % len]`
+/// (one store, or nodes of one): how many puts reported a chunk new.
+pub fn put_the_same_chunks(stores: &[Store]) -> u64 {
+    let chunks: Vec<bytes::Bytes> =
+        (0..200u64).map(|i| bytes::Bytes::from(depot::testdata::pseudo_random(3000, i))).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let store = &stores[t % stores.len()];
+                let mut mine = chunks.clone();
+                mine.rotate_left(t * 25);
+                scope.spawn(move || {
+                    let mut new = 0;
+                    for batch in mine.chunks(16) {
+                        new += store.put_chunks(batch, 0).unwrap().iter().filter(|p| p.new).count() as u64;
+                    }
+                    new
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    })
 }
 
 use depot::config::Config;

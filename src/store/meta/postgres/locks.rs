@@ -243,9 +243,10 @@ impl SharedLocks for PgLocks {
 impl Drop for PgLocks {
     fn drop(&mut self) {
         let Some(client) = self.client.take() else { return };
-        // Back to the pool without locks or limits, or given up.
+        // Back to the pool without locks, its limits back to the server's
+        // defaults, or given up.
         let unlocked = block(&self.handle, async move {
-            let sql = "SELECT pg_advisory_unlock_all(); SET idle_session_timeout = 0; SET lock_timeout = 0;";
+            let sql = "SELECT pg_advisory_unlock_all(); RESET idle_session_timeout; RESET lock_timeout;";
             let r = client.batch_execute(sql).await;
             Ok((client, r))
         });

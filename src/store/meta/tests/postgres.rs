@@ -127,17 +127,18 @@ fn node(url: &str, lock_idle: std::time::Duration) -> PgMeta {
     PgMeta::open_with(url, super::super::PgOptions { exclusive: false, lock_idle }).unwrap()
 }
 
-/// Takes `keys` of the chunk space on `m` on a thread; the receiver hears
-/// when they are held, and the thread holds them until told to stop.
+/// Takes `keys` of `space` on `m` on a thread; the receiver hears when
+/// they are held, and the thread holds them until told to stop.
 fn taker(
     m: std::sync::Arc<PgMeta>,
+    space: LockSpace,
     keys: Vec<u16>,
 ) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (held_tx, held_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
         let mut l = Locked::new(&*m);
-        l.take(LockSpace::Chunks, keys).unwrap();
+        l.take(space, keys).unwrap();
         held_tx.send(()).unwrap();
         let _ = stop_rx.recv();
     });
@@ -154,7 +155,7 @@ fn row_locks_exclude_across_nodes_and_pass_on_release() {
     let mut la = Locked::new(&a);
     la.take(LockSpace::Files, [3]).unwrap();
     la.take(LockSpace::Chunks, [5, 200]).unwrap();
-    let (held, stop, t) = taker(b.clone(), vec![200, 7]);
+    let (held, stop, t) = taker(b.clone(), LockSpace::Chunks, vec![200, 7]);
     assert!(held.recv_timeout(SHORT).is_err(), "B took a chunk lock A holds");
     // A write under the locks lands; releasing the chunk space lets B in
     // while A keeps its file lock.
@@ -165,18 +166,7 @@ fn row_locks_exclude_across_nodes_and_pass_on_release() {
     held.recv_timeout(LONG).expect("B takes the lock A released");
     assert_eq!(b.get(Cf::Chunks, b"x").unwrap(), Some(b"1".to_vec()));
     let mut lb = Locked::new(&*b);
-    let (files, stop_files, t_files) = {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let b = b.clone();
-        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::spawn(move || {
-            let mut l = Locked::new(&*b);
-            l.take(LockSpace::Files, [3]).unwrap();
-            tx.send(()).unwrap();
-            let _ = stop_rx.recv();
-        });
-        (rx, stop_tx, t)
-    };
+    let (files, stop_files, t_files) = taker(b.clone(), LockSpace::Files, vec![3]);
     assert!(files.recv_timeout(SHORT).is_err(), "B took the file lock A holds");
     drop(la);
     files.recv_timeout(LONG).expect("B takes the file lock once A drops its guard");
@@ -198,7 +188,7 @@ fn a_holder_that_lost_its_session_cannot_write() {
     let (a, b) = (node(&url, LOCK_IDLE), std::sync::Arc::new(node(&url, LOCK_IDLE)));
     let mut la = Locked::new(&a);
     la.take(LockSpace::Chunks, [7]).unwrap();
-    let (held, stop, t) = taker(b.clone(), vec![7]);
+    let (held, stop, t) = taker(b.clone(), LockSpace::Chunks, vec![7]);
     assert!(held.recv_timeout(SHORT).is_err(), "B took a lock A holds");
     let class = LOCK_CLASS | LockSpace::Chunks.index() as i32;
     let ended = harness::sql(
@@ -230,7 +220,7 @@ fn a_paused_holder_loses_its_locks_after_the_idle_limit() {
     let mut la = Locked::new(&a);
     la.take(LockSpace::Chunks, [9]).unwrap();
     let started = std::time::Instant::now();
-    let (held, stop, t) = taker(b.clone(), vec![9]);
+    let (held, stop, t) = taker(b.clone(), LockSpace::Chunks, vec![9]);
     held.recv_timeout(LONG).expect("B takes the lock once A has idled past its limit");
     assert!(started.elapsed() >= std::time::Duration::from_millis(900), "B did not wait for A's limit");
     let mut batch = Batch::default();
