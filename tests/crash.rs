@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::http::{client, tus, tus_patch};
-use common::{TestServer, test_config};
+use common::test_config;
 use depot::store::{ChunkId, Faulty, FsObjects, ManualClock, MemObjects, Store, SystemClock, Tenant, View};
 use depot::testdata::pseudo_random;
 use reqwest::{Method, StatusCode};
@@ -62,48 +61,6 @@ fn verify(dir: &Path) -> (bool, serde_json::Value) {
         panic!("verify printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr))
     });
     (out.status.success(), report)
-}
-
-/// The exact state a crash leaves between a tail write and its record: the
-/// tail file holds bytes past the recorded offset. They must never be read
-/// back (with `O_APPEND` they were: the resumed bytes landed after them).
-#[tokio::test]
-async fn tus_bytes_past_the_recorded_offset_are_never_read_back() {
-    let (dir, s) = TestServer::start_temp().await;
-    let data = pseudo_random(1_000_000, 12);
-    let path = create(&s.base, data.len() as u64).await;
-    let url = s.url(&path);
-    for at in [0usize, 4096] {
-        let r = patch(&url, at as u64, &data[at..at + 4096]).await.unwrap();
-        assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    }
-    s.stop().await;
-
-    // The source's next bytes, written to the tail but never recorded.
-    let id = path.rsplit('/').next().unwrap();
-    let tail = dir.path().join("uploads").join(id).join("tail-0");
-    assert_eq!(std::fs::metadata(&tail).unwrap().len(), 8192, "the layout this test builds on");
-    std::fs::OpenOptions::new().append(true).open(&tail).unwrap().write_all(&data[8192..12288]).unwrap();
-
-    let s = TestServer::start(test_config(dir.path())).await;
-    let url = s.url(&path);
-    assert_eq!(offset_of(&url).await, 8192);
-    for at in [8192usize, 12288] {
-        let r = patch(&url, at as u64, &data[at..at + 4096]).await.unwrap();
-        assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        // The tail never holds more than the recorded offset says.
-        assert_eq!(std::fs::metadata(&tail).unwrap().len(), at as u64 + 4096);
-    }
-    let r = patch(&url, 16384, &data[16384..]).await.unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let file = r.headers()["depot-file-id"].to_str().unwrap().to_string();
-    let got = download(&s.base, &file).await;
-    assert_eq!(got.len(), data.len());
-    let first_diff = got.iter().zip(&data).position(|(a, b)| a != b);
-    assert_eq!(first_diff, None, "the stored file differs from the source");
-    s.stop().await;
-    let (clean, report) = verify(dir.path());
-    assert!(clean, "{report}");
 }
 
 /// A `depot serve` process on an ephemeral port over `dir`.

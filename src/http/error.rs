@@ -79,6 +79,7 @@ impl ApiError {
                 E::UploadExpired(_) => (StatusCode::GONE, "expired"),
                 E::MissingChunks(_) => (StatusCode::CONFLICT, "missing_chunks"),
                 E::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+                E::TakenOver(_) => (StatusCode::LOCKED, "locked"),
                 E::HashMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch"),
                 E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
                 E::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),

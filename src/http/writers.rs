@@ -1,8 +1,9 @@
 //! One writer per upload, for every resumable protocol (tus today): a
 //! request that writes to an upload holds its slot; a newer request for
 //! the same upload asks the holder to stop (it keeps what it received, as
-//! tusd does) and takes over. In-process only: several nodes need a shared
-//! mechanism (a fenced lease in the metadata store).
+//! tusd does) and takes over. In-process: across nodes, the store's epoch
+//! fence does the same (a newer request on any node takes the upload over,
+//! and the older one can record nothing more; see `store::append`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -3,34 +3,39 @@
 //! they stream, so the cut points are those of the whole file and the upload
 //! deduplicates against the same content uploaded any other way.
 //!
-//! Durability: the bytes after the last cut point (the *tail*) live in
-//! `uploads/<id>/tail-<base>`, where `base` is the file offset of the tail's
-//! first byte. A durable point writes the tail (at its recorded length when
-//! the base is unchanged, a new file when a cut moved it), fsyncs it, then writes the new
-//! chunk list entries and the new offset in one synced batch; the old tail
-//! file goes only after that. Recovery reads `tail-<base>` truncated to
-//! `offset - base`, and the next durable point writes at that position and
-//! cuts the file there: bytes a crash left past the recorded offset are
-//! never read back. So an acknowledged offset survives a crash with no byte
-//! lost or repeated, and an unacknowledged one is simply not there.
+//! Durability: the bytes after the last cut point (the *tail*) are stored
+//! as a chunk of their own, named in the record (`StreamState::tail`), so
+//! that any node can read them back. A durable point stores the new chunks
+//! and the tail chunk, then writes the new chunk list entries, the tail and
+//! the new offset in one synced batch. A crash before the batch leaves only
+//! unnamed chunks (GC takes them); after it, the record names exactly the
+//! acknowledged bytes. So an acknowledged offset survives a crash with no
+//! byte lost or repeated, and an unacknowledged one is simply not there.
+//! (Uploads begun before tails were chunks keep theirs in
+//! `uploads/<id>/tail-<base>` until their next durable point.)
+//!
+//! One appender at a time, across nodes: a request that starts appending
+//! raises the session's `epoch` (under the session's lock), and every write
+//! an appender makes checks, under the same lock, that the epoch is still
+//! its own. A newer request therefore takes the upload over at once, and
+//! the older one, wherever it runs (paused, cut off, or just slow), can no
+//! longer change it: its next durable point fails with
+//! [`Error::TakenOver`] and its bytes since the last one are dropped.
 //!
 //! A request whose bytes must be all-or-nothing (a checksum to check at the
 //! end) makes no durable point before its end, and rolls back by dropping
 //! its in-memory state.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::PathBuf;
 
 use super::FileName;
 use super::ingest::ChunkSink;
-use super::meta::{Batch, Cf};
+use super::meta::{Batch, Cf, Locked};
 use super::name::{Tenant, View};
 use super::session::{Concat, StreamState, chunk_key, chunk_prefix, decode_piece, encode_piece, record_key};
-use super::{
-    ChunkId, Entry, Error, FileRecord, NewFile, Result, Store, UploadId, UploadRecord, UploadState, lock,
-};
+use super::{ChunkId, Entry, Error, FileRecord, NewFile, Result, Store, UploadId, UploadRecord, UploadState};
 
 /// A new append-only session.
 #[derive(Debug, Clone)]
@@ -78,9 +83,6 @@ impl Store {
         let concat = if new.partial { Concat::Partial } else { Concat::None };
         let state = StreamState::new(new.length, 0, 0, new.metadata, concat, self.default_lease());
         let rec = self.stream_record(new.tenant, id, new.name, new.declared_type, state);
-        fs::create_dir_all(self.upload_dir(&id))?;
-        File::create(self.tail_path(&id, 0))?.sync_all()?;
-        sync_dir(&self.upload_dir(&id))?;
         let mut b = Batch::default();
         self.put_upload(&mut b, &rec)?;
         self.meta().write(b, true)?;
@@ -137,8 +139,7 @@ impl Store {
     /// [`Error::Conflict`] when the length is already set or below the
     /// offset; [`Error::TooLarge`].
     pub fn set_stream_length(&self, id: &UploadId, length: u64) -> Result<UploadRecord> {
-        let lock_arc = self.session_lock(id);
-        let _g = lock(&lock_arc);
+        let mut held = self.session_lock(id)?;
         let mut rec = self.stream_upload(id)?;
         let max = self.options().max_file_size;
         let st = rec.stream.as_mut().ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
@@ -160,55 +161,77 @@ impl Store {
         rec.size = length;
         let mut b = Batch::default();
         self.put_upload(&mut b, &rec)?;
-        self.meta().write(b, true)?;
+        held.write(b, true)?;
         Ok(rec)
     }
 
-    /// Starts appending at `offset`, which must be the session's offset.
-    /// One appender at a time per session.
+    /// Starts appending at `offset`, which must be the session's offset,
+    /// taking the upload over from any appender before it (see the module).
     ///
     /// # Errors
-    /// [`Error::Conflict`] on an offset mismatch or a concurrent appender;
+    /// [`Error::Conflict`] on an offset mismatch;
     /// [`Error::UploadNotFound`] / [`Error::UploadExpired`].
     pub fn begin_append(&self, id: &UploadId, offset: u64) -> Result<Appender> {
-        let rec = self.stream_upload(id)?;
-        let st = rec.stream.clone().ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
+        let mut held = self.session_lock(id)?;
+        let mut rec = self.stream_upload(id)?;
+        let st = rec.stream.as_mut().ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
         if offset != st.offset {
             return Err(Error::Conflict(format!("the upload is at offset {}, not {offset}", st.offset)));
         }
-        if !lock(&self.0.appending).insert(*id) {
-            return Err(Error::Conflict("another request is writing to this upload".into()));
-        }
-        let busy = Busy { store: self.clone(), id: *id };
         let mut tail = Vec::new();
         if !st.complete {
-            let want = st.offset - st.tail_base;
-            let mut f = File::open(self.tail_path(id, st.tail_base))
-                .map_err(|e| Error::CorruptMetadata(format!("upload {id}: tail file: {e}")))?;
-            Read::by_ref(&mut f).take(want).read_to_end(&mut tail)?;
-            if (tail.len() as u64) < want {
-                return Err(Error::CorruptMetadata(format!(
-                    "upload {id}: the tail holds {} bytes, the offset needs {want}",
-                    tail.len()
-                )));
-            }
+            st.epoch += 1;
+            let mut b = Batch::default();
+            self.put_upload(&mut b, &rec)?;
+            held.write(b, false)?;
         }
-        let tail_len = tail.len() as u64;
+        drop(held);
+        let st = rec.stream.as_ref().ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
+        let want = st.offset - st.tail_base;
+        if !st.complete && want > 0 {
+            tail = match st.tail {
+                Some(chunk) => {
+                    let len = u32::try_from(want).map_err(|_| {
+                        Error::CorruptMetadata(format!("upload {id}: a tail of {want} bytes"))
+                    })?;
+                    self.read_chunk(&chunk, len)?.to_vec()
+                }
+                None => self.legacy_tail(id, st.tail_base, want)?,
+            };
+        }
         // A stream of unknown length may grow only as far as the tenant's
         // bytes cap lets it become a file.
         let room = match st.length {
             Some(_) => None,
             None => self.room(&rec.tenant)?,
         };
-        Ok(Appender {
-            room,
-            sink: ChunkSink::with_tail(self, &tail),
-            store: self.clone(),
-            rec,
-            offset,
-            tail_on_disk: tail_len,
-            _busy: busy,
-        })
+        Ok(Appender { room, sink: ChunkSink::with_tail(self, &tail), store: self.clone(), rec, offset })
+    }
+
+    /// The tail of an upload made before tails were chunks: the first
+    /// `want` bytes of `uploads/<id>/tail-<base>`.
+    fn legacy_tail(&self, id: &UploadId, base: u64, want: u64) -> Result<Vec<u8>> {
+        let mut tail = Vec::new();
+        let mut f = File::open(self.tail_path(id, base))
+            .map_err(|e| Error::CorruptMetadata(format!("upload {id}: tail file: {e}")))?;
+        Read::by_ref(&mut f).take(want).read_to_end(&mut tail)?;
+        if (tail.len() as u64) < want {
+            return Err(Error::CorruptMetadata(format!(
+                "upload {id}: the tail holds {} bytes, the offset needs {want}",
+                tail.len()
+            )));
+        }
+        Ok(tail)
+    }
+
+    /// Session `id` as stored, if the appender of `epoch` still holds it.
+    /// The caller holds the session lock.
+    fn held_by(&self, id: &UploadId, epoch: u64) -> Result<UploadRecord> {
+        let rec = self.stream_upload(id)?;
+        match &rec.stream {
+            Some(st) if st.epoch == epoch => Ok(rec),
+            _ => Err(Error::TakenOver(id.to_string())),
+        }
     }
 
     /// The chunks recorded for an append-only session, in order.
@@ -226,25 +249,26 @@ impl Store {
     /// Ends a session (tus termination): its record, chunk list and tail go;
     /// its chunks age out through GC.
     ///
+    /// An appender still running (on any node) fails at its next durable
+    /// point.
+    ///
     /// # Errors
-    /// [`Error::UploadNotFound`]; [`Error::Conflict`] while an append runs.
+    /// [`Error::UploadNotFound`].
     pub fn terminate_stream(&self, id: &UploadId) -> Result<()> {
+        let mut held = self.session_lock(id)?;
         if self.upload(id)?.and_then(|r| r.stream).is_none() {
             return Err(Error::UploadNotFound(id.to_string()));
         }
-        if lock(&self.0.appending).contains(id) {
-            return Err(Error::Conflict("a request is writing to this upload".into()));
-        }
-        let lock_arc = self.session_lock(id);
-        let _g = lock(&lock_arc);
-        self.drop_session(id)
+        self.drop_session(&mut held, id)
     }
 
     /// Commits a complete session's chunks as a file and records the outcome
     /// (the file, or why it was refused) in the same batch. `recorded` is how
-    /// many of `chunks` already have keys.
+    /// many of `chunks` already have keys. The caller holds the session
+    /// lock (`held`).
     pub(super) fn complete_into_file(
         &self,
+        held: &mut Locked<'_>,
         rec: &mut UploadRecord,
         chunks: Vec<Entry>,
         recorded: u32,
@@ -284,23 +308,11 @@ impl Store {
                 }
                 let mut b = Batch::default();
                 self.put_upload(&mut b, rec)?;
-                self.meta().write(b, true)?;
+                held.write(b, true)?;
                 Err(Error::TypeRejected(reason))
             }
             Err(e) => Err(e),
         }
-    }
-}
-
-/// Clears a session's "being appended to" mark when the appender goes.
-struct Busy {
-    store: Store,
-    id: UploadId,
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        lock(&self.store.0.appending).remove(&self.id);
     }
 }
 
@@ -314,11 +326,8 @@ pub struct Appender {
     sink: ChunkSink,
     /// Bytes received (acknowledged or not).
     offset: u64,
-    /// Tail bytes the tail file at the record's base holds.
-    tail_on_disk: u64,
     /// Bytes the tenant's quota leaves a stream of unknown length.
     room: Option<u64>,
-    _busy: Busy,
 }
 
 impl Appender {
@@ -365,51 +374,40 @@ impl Appender {
     /// Makes everything received so far durable and acknowledged.
     ///
     /// # Errors
-    /// I/O and metadata backend errors.
+    /// [`Error::TakenOver`] when a newer request took the upload (nothing
+    /// of this one's since its last durable point is kept); I/O and
+    /// metadata backend errors.
     pub fn persist(&mut self) -> Result<()> {
         if self.offset == self.state().offset && self.sink.entries().is_empty() && !self.sink.has_pending() {
             return Ok(());
         }
-        self.sink.flush(self.lease())?;
+        let lease = self.lease();
+        self.sink.flush(lease)?;
         let id = self.rec.id;
         let st = self.state().clone();
         let tail = self.sink.tail();
         let base = self.offset - tail.len() as u64;
-        if base == st.tail_base {
-            // Same base: write what the file lacks at the recorded length,
-            // never at the file's end, and cut the file there. A crash after
-            // an earlier write but before its record leaves bytes past the
-            // recorded offset; they were never acknowledged and are not this
-            // upload's next bytes.
-            let f = OpenOptions::new().write(true).open(self.store.tail_path(&id, base))?;
-            f.write_all_at(&tail[self.tail_on_disk as usize..], self.tail_on_disk)?;
-            f.set_len(tail.len() as u64)?;
-            f.sync_data()?;
-        } else {
-            let mut f = File::create(self.store.tail_path(&id, base))?;
-            f.write_all(tail)?;
-            f.sync_all()?;
-            sync_dir(&self.store.upload_dir(&id))?;
-        }
-        self.tail_on_disk = tail.len() as u64;
+        let tail_chunk =
+            if tail.is_empty() { None } else { Some(self.store.put_chunk(tail, None, lease)?.id) };
 
         let now = self.store.now_ms();
         let mut next = st.clone();
         let mut b = Batch::default();
-        let m = self.store.meta();
         for (i, e) in self.sink.entries().iter().enumerate() {
             b.put(Cf::Uploads, &chunk_key(&id, st.chunks + i as u32), &encode_piece(&e.id, e.len.into()));
         }
         next.offset = self.offset;
         next.tail_base = base;
+        next.tail = tail_chunk;
         next.chunks = st.chunks + self.sink.entries().len() as u32;
         // Keep the upload's chunks pinned while it is active: renew their
         // leases when half of the lease has gone.
-        let lease = self.store.default_lease();
         let half = self.store.options().chunk_lease.as_millis() as u64 / 2;
         if next.leased_until < now + half {
+            let lease = self.store.default_lease();
             let mut ids: Vec<ChunkId> = self.store.stream_chunks(&id)?.iter().map(|e| e.id).collect();
             ids.extend(self.sink.entries().iter().map(|e| e.id));
+            ids.extend(tail_chunk);
             for group in ids.chunks(8192) {
                 self.store.lease_present(group, lease)?;
             }
@@ -418,8 +416,12 @@ impl Appender {
         self.rec.expires_ms = now + self.store.options().upload_expiry.as_millis() as u64;
         self.rec.stream = Some(next);
         self.store.put_upload(&mut b, &self.rec)?;
-        m.write(b, true)?;
-        if base != st.tail_base {
+        self.store.objects().barrier()?;
+        let mut held = self.store.session_lock(&id)?;
+        self.store.held_by(&id, st.epoch)?;
+        held.write(b, true)?;
+        drop(held);
+        if st.tail.is_none() && st.offset > st.tail_base {
             let _ = fs::remove_file(self.store.tail_path(&id, st.tail_base));
         }
         self.sink.take_entries();
@@ -432,7 +434,8 @@ impl Appender {
     /// drops everything since the last durable point (a checksum mismatch).
     ///
     /// # Errors
-    /// [`Error::TypeRejected`] when the completed file is refused; I/O.
+    /// [`Error::TypeRejected`] when the completed file is refused;
+    /// [`Error::TakenOver`] as for [`Appender::persist`]; I/O.
     pub fn finish(mut self, keep: bool) -> Result<AppendOutcome> {
         if !keep {
             let rec = self.store.stream_upload(&self.rec.id)?;
@@ -457,31 +460,31 @@ impl Appender {
         if let Some(s) = rec.stream.as_mut() {
             s.offset = self.offset;
             s.tail_base = self.offset;
+            s.tail = None;
             s.complete = true;
             s.chunks = chunks.len() as u32;
         }
+        self.store.objects().barrier()?;
+        let mut held = self.store.session_lock(&id)?;
+        self.store.held_by(&id, st.epoch)?;
         let outcome = if st.concat == Concat::Partial {
-            let m = self.store.meta();
             let mut b = Batch::default();
             for (i, e) in chunks.iter().enumerate().skip(recorded as usize) {
                 b.put(Cf::Uploads, &chunk_key(&id, i as u32), &encode_piece(&e.id, e.len.into()));
             }
             self.store.put_upload(&mut b, &rec)?;
-            self.store.objects().barrier()?;
-            m.write(b, true)?;
+            held.write(b, true)?;
             Ok(AppendOutcome { record: rec, file: None })
         } else {
             // Chunk keys, completion and the file in one batch.
-            self.store.complete_into_file(&mut rec, chunks, recorded)
+            self.store.complete_into_file(&mut held, &mut rec, chunks, recorded)
         };
-        let _ = fs::remove_file(self.store.tail_path(&id, st.tail_base));
+        drop(held);
+        if st.tail.is_none() && st.offset > st.tail_base {
+            let _ = fs::remove_file(self.store.tail_path(&id, st.tail_base));
+        }
         outcome
     }
-}
-
-fn sync_dir(dir: &std::path::Path) -> Result<()> {
-    File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -552,9 +555,13 @@ mod tests {
         let rec = new_stream(&s, 50_000, "k dg==", false).record;
         let mut a = s.begin_append(&rec.id, 0).unwrap();
         a.push(&bytes[..20_000]).unwrap();
-        // A second writer is refused while the first runs.
-        assert!(matches!(s.begin_append(&rec.id, 0), Err(Error::Conflict(_))));
-        a.finish(true).unwrap();
+        // A second writer takes the upload over: the first one, still
+        // running, can record nothing more.
+        let mut b = s.begin_append(&rec.id, 0).unwrap();
+        assert!(matches!(a.finish(true), Err(Error::TakenOver(_))));
+        assert_eq!(s.stream_upload(&rec.id).unwrap().stream.unwrap().offset, 0);
+        b.push(&bytes[..20_000]).unwrap();
+        b.finish(true).unwrap();
         assert!(matches!(s.begin_append(&rec.id, 0), Err(Error::Conflict(_))), "offset mismatch");
         drop(s);
         let s = store(dir.path());
@@ -567,6 +574,42 @@ mod tests {
         assert_eq!(chunks, whole.iter().map(|&n| n as u32).collect::<Vec<_>>());
         assert_eq!(file.size, 50_000);
         assert!(s.head_bytes(&s.stream_chunks(&rec.id).unwrap(), 50_000).unwrap() == bytes);
+    }
+
+    /// An upload made before tails were chunks has its tail in
+    /// `uploads/<id>/tail-<base>`, perhaps with bytes a crash left past the
+    /// recorded offset: it resumes from exactly the recorded bytes, and its
+    /// next durable point moves the tail into a chunk and drops the file.
+    #[test]
+    fn an_upload_with_a_tail_file_resumes_from_its_recorded_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = pseudo_random(30_000, 5);
+        let s = store(dir.path());
+        let id = new_stream(&s, 30_000, "", false).record.id;
+        // The old layout: 100 bytes recorded, all of them in the tail file,
+        // and 50 more that a crash wrote but never recorded.
+        let mut rec = s.upload(&id).unwrap().unwrap();
+        let st = rec.stream.as_mut().unwrap();
+        (st.offset, st.tail_base, st.tail) = (100, 0, None);
+        let mut b = Batch::default();
+        s.put_upload(&mut b, &rec).unwrap();
+        s.meta().write(b, true).unwrap();
+        fs::create_dir_all(s.upload_dir(&id)).unwrap();
+        let mut junk = bytes[..100].to_vec();
+        junk.extend_from_slice(&pseudo_random(50, 6));
+        fs::write(s.tail_path(&id, 0), &junk).unwrap();
+
+        let mut a = s.begin_append(&id, 100).unwrap();
+        a.push(&bytes[100..20_000]).unwrap();
+        a.persist().unwrap();
+        assert!(!s.tail_path(&id, 0).exists(), "the tail file outlived its move into a chunk");
+        assert!(s.upload(&id).unwrap().unwrap().stream.unwrap().tail.is_some());
+        let mut a = s.begin_append(&id, 20_000).unwrap();
+        a.push(&bytes[20_000..]).unwrap();
+        let file = a.finish(true).unwrap().file.unwrap();
+        let all = s.stream_chunks(&id).unwrap();
+        assert_eq!(s.head_bytes(&all, 30_000).unwrap(), bytes, "the stored file differs from the source");
+        assert_eq!(file.size, 30_000);
     }
 
     #[test]

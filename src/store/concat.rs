@@ -69,7 +69,8 @@ impl Store {
         state.complete = true;
         let mut rec =
             self.stream_record(tenant.clone(), id, name.clone(), declared_type.map(str::to_string), state);
-        self.complete_into_file(&mut rec, chunks, 0)
+        let mut held = self.session_lock(&id)?;
+        self.complete_into_file(&mut held, &mut rec, chunks, 0)
     }
 
     /// The chunk list of partial uploads laid end to end, as the server's

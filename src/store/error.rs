@@ -33,6 +33,11 @@ pub enum Error {
     TypeRejected(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A newer request (on this node or another) took upload `0` over
+    /// while this one appended: nothing of this one's since its last
+    /// durable point was kept.
+    #[error("a newer request for upload {0} took it over")]
+    TakenOver(String),
     #[error("chunk {id} is damaged: {reason}")]
     Corrupt { id: ChunkId, reason: String },
     #[error("corrupt metadata: {0}")]

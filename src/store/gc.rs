@@ -218,8 +218,8 @@ impl Store {
     }
 
     /// Removes `uploads/<id>` directories older than `age` whose session
-    /// has no record. Sessions write their directory before their record,
-    /// so a young one may be a creation in flight: it is left alone.
+    /// has no record: the tails of uploads made before tails were chunks
+    /// (a young one is left alone all the same).
     fn sweep_upload_dirs(&self, age: Duration) -> Result<u64> {
         let dir = self.data_dir().join("uploads");
         let entries = match std::fs::read_dir(&dir) {
@@ -241,14 +241,11 @@ impl Store {
             if !old {
                 continue;
             }
-            let lock_arc = self.session_lock(&id);
-            let _g = super::lock(&lock_arc);
+            let _held = self.session_lock(&id)?;
             if self.upload(&id)?.is_none() {
                 std::fs::remove_dir_all(e.path())?;
                 n += 1;
             }
-            drop(_g);
-            super::lock(&self.0.sessions).remove(&id);
         }
         Ok(n)
     }

@@ -6,12 +6,12 @@
 //! changed only under the session's lock, never read-modify-write of one
 //! shared value.
 
-use super::meta::{Batch, Cf};
+use super::meta::{Batch, Cf, Locked};
 use super::name::{Tenant, View};
 use super::session::{
     UploadRecord, count_key, decode_piece, encode_piece, piece_key, piece_prefix, record_key,
 };
-use super::{ChunkId, Entry, Error, FileId, FileName, FileRecord, NewFile, Result, Store, UploadId, lock};
+use super::{ChunkId, Entry, Error, FileId, FileName, FileRecord, NewFile, Result, Store, UploadId};
 
 /// What a seed (resumable.js / flow.js) client says about its upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,14 +102,14 @@ pub enum PieceState {
 impl Store {
     /// The open session for a seed upload, created (or restarted, when the
     /// old one expired) as needed. The caller holds the session lock.
-    fn seed_session_locked(&self, spec: &SeedSpec) -> Result<UploadRecord> {
+    fn seed_session_locked(&self, held: &mut Locked<'_>, spec: &SeedSpec) -> Result<UploadRecord> {
         let id = spec.upload_id();
         let now = self.now_ms();
         if let Some(rec) = self.live_session_locked(spec)? {
             return Ok(rec);
         }
         if self.upload(&id)?.is_some() {
-            self.drop_session(&id)?;
+            self.drop_session(held, &id)?;
         }
         self.admit_upload(&spec.tenant, Some(spec.size))?;
         let rec = UploadRecord {
@@ -128,7 +128,7 @@ impl Store {
         };
         let mut b = Batch::default();
         self.put_upload(&mut b, &rec)?;
-        self.meta().write(b, false)?;
+        held.write(b, false)?;
         Ok(rec)
     }
 
@@ -172,8 +172,7 @@ impl Store {
         if n == 0 || n > spec.total_pieces {
             return Err(Error::InvalidInput(format!("chunk {n} is outside 1..={}", spec.total_pieces)));
         }
-        let lock_arc = self.session_lock(&spec.upload_id());
-        let _g = lock(&lock_arc);
+        let mut held = self.session_lock(&spec.upload_id())?;
         let live = self.live_session_locked(spec)?;
         if let Some(rec) = &live {
             if let super::UploadState::Finished { file } = rec.state {
@@ -201,9 +200,9 @@ impl Store {
         }
         let rec = match live {
             Some(rec) => rec,
-            None => self.seed_session_locked(spec)?,
+            None => self.seed_session_locked(&mut held, spec)?,
         };
-        self.record_piece_locked(&rec, n, &Entry { id: *hash, len: want as u32 }).map(Some)
+        self.record_piece_locked(&mut held, &rec, n, &Entry { id: *hash, len: want as u32 }).map(Some)
     }
 
     /// Receives piece `n`: checks its size and (when given) its hash, stores
@@ -232,13 +231,12 @@ impl Store {
         // Hash and store outside the session lock: pieces of one upload
         // proceed in parallel.
         let put = self.put_chunk(data, hash, lease)?;
-        let lock_arc = self.session_lock(&spec.upload_id());
-        let _g = lock(&lock_arc);
-        let rec = self.seed_session_locked(spec)?;
+        let mut held = self.session_lock(&spec.upload_id())?;
+        let rec = self.seed_session_locked(&mut held, spec)?;
         if let super::UploadState::Finished { file } = rec.state {
             return self.finished_state(&file);
         }
-        self.record_piece_locked(&rec, n, &Entry { id: put.id, len: put.len })
+        self.record_piece_locked(&mut held, &rec, n, &Entry { id: put.id, len: put.len })
     }
 
     fn finished_state(&self, file: &FileId) -> Result<PieceState> {
@@ -247,7 +245,13 @@ impl Store {
 
     /// Records a piece (idempotent) and finishes the upload when complete.
     /// The caller holds the session lock.
-    fn record_piece_locked(&self, rec: &UploadRecord, n: u32, e: &Entry) -> Result<PieceState> {
+    fn record_piece_locked(
+        &self,
+        held: &mut Locked<'_>,
+        rec: &UploadRecord,
+        n: u32,
+        e: &Entry,
+    ) -> Result<PieceState> {
         let key = piece_key(&rec.id, n);
         let m = self.meta();
         let mut received = self.received(&rec.id)?;
@@ -277,7 +281,7 @@ impl Store {
             }
             // The piece is acknowledged: its object and this record are durable.
             self.objects().barrier()?;
-            m.write(b, true)?;
+            held.write(b, true)?;
         }
         if received < rec.total_pieces {
             return Ok(PieceState::Stored { received, total: rec.total_pieces });

@@ -9,14 +9,12 @@
 //! commit in parts' n-th segment, and `m` ‖ id the file id its finish is
 //! writing a manifest under ([`super::staging`]).
 
-use std::sync::{Arc, Mutex};
-
 use serde::{Deserialize, Serialize};
 
 use super::name::Tenant;
 
-use super::meta::{Batch, Cf};
-use super::{ChunkId, Entry, Error, FileId, FileName, Result, Store, UploadId, lock};
+use super::meta::{Batch, Cf, LockSpace, Locked};
+use super::{ChunkId, Entry, Error, FileId, FileName, Result, Store, UploadId};
 
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +113,16 @@ pub struct StreamState {
     pub rejected: Option<String>,
     /// The upload's chunks are leased at least until then.
     pub leased_until: u64,
+    /// Raised by every request that starts appending: only the request
+    /// that raised it last may record anything, so one that was paused or
+    /// cut off on another node when a newer one took over changes nothing.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The tail (the bytes from `tail_base` to `offset`) as a stored chunk
+    /// any node can read. `None` with bytes in the tail: an upload made
+    /// before tails were chunks, whose tail is `uploads/<id>/tail-<base>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<ChunkId>,
 }
 
 /// Concatenation (tus `Upload-Concat`).
@@ -180,6 +188,8 @@ impl StreamState {
             file: None,
             rejected: None,
             leased_until,
+            epoch: 0,
+            tail: None,
         }
     }
 }
@@ -211,8 +221,18 @@ impl Store {
             stream: Some(state),
         }
     }
-    pub(super) fn session_lock(&self, id: &UploadId) -> Arc<Mutex<()>> {
-        lock(&self.0.sessions).entry(*id).or_default().clone()
+    /// The lock of session `id` (a key of [`LockSpace::Sessions`]), held
+    /// while a request reads and changes the session's rows; writes that
+    /// must land only under it go through the guard. A commit the session
+    /// makes takes its own locks nested in it (see [`super::meta::locks`]).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when a shared backend cannot give it.
+    pub(super) fn session_lock(&self, id: &UploadId) -> Result<Locked<'_>> {
+        let key = blake3::hash(id.as_bytes()).as_bytes()[0] % LockSpace::Sessions.size() as u8;
+        let mut held = self.locked();
+        held.take(LockSpace::Sessions, [u16::from(key)])?;
+        Ok(held)
     }
 
     /// A session's record.
@@ -234,11 +254,12 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a session and its pieces (their chunks age out through GC).
+    /// Removes a session and its pieces (their chunks age out through GC),
+    /// under its lock.
     ///
     /// # Errors
     /// Metadata backend errors.
-    pub fn drop_session(&self, id: &UploadId) -> Result<()> {
+    pub(super) fn drop_session(&self, held: &mut Locked<'_>, id: &UploadId) -> Result<()> {
         let m = self.meta();
         let mut b = Batch::default();
         for prefix in [piece_prefix(id), chunk_prefix(id), segment_prefix(id)] {
@@ -250,7 +271,7 @@ impl Store {
         self.drop_plan(&mut b, id)?;
         b.delete(Cf::Uploads, &count_key(id));
         b.delete(Cf::Uploads, &record_key(id));
-        m.write(b, false)?;
+        held.write(b, false)?;
         let dir = self.data_dir().join("uploads").join(id.to_string());
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
@@ -310,13 +331,11 @@ impl Store {
             }
         }
         for id in &expired {
-            let lock_arc = self.session_lock(id);
-            let _g = lock(&lock_arc);
+            let mut held = self.session_lock(id)?;
             // Re-check under the lock: it may have been renewed.
             if self.upload(id)?.is_some_and(|r| r.expires_ms <= now) {
-                self.drop_session(id)?;
+                self.drop_session(&mut held, id)?;
             }
-            lock(&self.0.sessions).remove(id);
         }
         Ok(expired.len() as u64)
     }

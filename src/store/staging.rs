@@ -37,12 +37,12 @@ use super::engine::bump;
 use super::files::pending_key;
 use super::filetype::SNIFF_LEN;
 use super::manifest::{self, SEGMENT_ENTRIES};
-use super::meta::{self, Batch, Cf};
+use super::meta::{self, Batch, Cf, Locked};
 use super::name::{Tenant, View};
 use super::session::{plan_key, segment_key, segment_number, segment_prefix};
 use super::{
     ChunkId, Entry, Error, FileId, FileName, FileRecord, FileState, NewFile, Result, Store, UploadId,
-    UploadRecord, UploadState, lock,
+    UploadRecord, UploadState,
 };
 
 /// The `protocol` of a commit-in-parts session.
@@ -166,8 +166,7 @@ impl Store {
                 entries.len()
             )));
         }
-        let lock_arc = self.session_lock(id);
-        let _g = lock(&lock_arc);
+        let mut held = self.session_lock(id)?;
         let rec = self.commit_session(view, id, false)?;
         if rec.state != UploadState::Open {
             return Err(Error::Conflict(format!("commit {id} is finished")));
@@ -195,7 +194,7 @@ impl Store {
             self.put_upload(&mut b, r)?;
         }
         // The segment is acknowledged: durable before the answer.
-        self.meta().write(b, true)?;
+        held.write(b, true)?;
         Ok(true)
     }
 
@@ -242,8 +241,7 @@ impl Store {
     /// # Errors
     /// [`Error::UploadNotFound`], [`Error::UploadExpired`].
     pub fn commit_progress(&self, view: &View, id: &UploadId) -> Result<CommitProgress> {
-        let lock_arc = self.session_lock(id);
-        let _g = lock(&lock_arc);
+        let _held = self.session_lock(id)?;
         let record = self.commit_session(view, id, false)?;
         let mut p = CommitProgress { record, segments: Vec::new(), entries: 0, bytes: 0, file: None };
         if let UploadState::Finished { file } = p.record.state {
@@ -269,8 +267,7 @@ impl Store {
     /// gone since its segment arrived; [`Error::TypeRejected`]; nothing is
     /// committed then, and the session stays open.
     pub fn finish_commit(&self, view: &View, id: &UploadId) -> Result<(FileRecord, bool)> {
-        let lock_arc = self.session_lock(id);
-        let _g = lock(&lock_arc);
+        let mut held = self.session_lock(id)?;
         let rec = self.commit_session(view, id, false)?;
         if let UploadState::Finished { file } = rec.state {
             return Ok((self.file(&file)?, false));
@@ -293,9 +290,9 @@ impl Store {
                 self.put_upload(b, &done)
             })?
         } else {
-            self.commit_staged(&rec, &mut done, content_type)?
+            self.commit_staged(&mut held, &rec, &mut done, content_type)?
         };
-        self.drop_segments(id)?;
+        self.drop_segments(&mut held, id)?;
         Ok((file, true))
     }
 
@@ -351,6 +348,7 @@ impl Store {
     /// session finished; the refcount steps show the file.
     fn commit_staged(
         &self,
+        held: &mut Locked<'_>,
         rec: &UploadRecord,
         done: &mut UploadRecord,
         content_type: String,
@@ -365,16 +363,16 @@ impl Store {
         let now = self.now_ms();
         let file_id = FileId::new(now);
         b.put(Cf::Uploads, &plan_key(&rec.id), file_id.as_bytes());
-        m.write(b, false)?;
+        held.write(b, false)?;
 
         let mut digest = manifest::Digest::default();
         let mut starts: Vec<u64> = Vec::new();
         let mut seg: Vec<Entry> = Vec::with_capacity(SEGMENT_ENTRIES);
         let (mut at, mut chunks) = (0u64, 0u64);
-        let write = |n: usize, seg: &[Entry]| -> Result<()> {
+        let mut write = |n: usize, seg: &[Entry]| -> Result<()> {
             let mut b = Batch::default();
             b.put(Cf::Manifests, &meta::manifest_key(&file_id.0, n as u32), &manifest::encode_segment(seg));
-            m.write(b, false)
+            held.write(b, false)
         };
         for kv in m.scan(Cf::Uploads, &segment_prefix(&rec.id), None) {
             for e in decode(&kv?.1)?.into_iter().filter(|e| e.len > 0) {
@@ -427,16 +425,15 @@ impl Store {
 
     /// Drops a finished commit's segments, a batch at a time (what a crash
     /// leaves goes with the session).
-    fn drop_segments(&self, id: &UploadId) -> Result<()> {
-        let m = self.meta();
+    fn drop_segments(&self, held: &mut Locked<'_>, id: &UploadId) -> Result<()> {
         let mut b = Batch::default();
-        for kv in m.scan(Cf::Uploads, &segment_prefix(id), None) {
+        for kv in self.meta().scan(Cf::Uploads, &segment_prefix(id), None) {
             b.delete(Cf::Uploads, &kv?.0);
             if b.len() >= 4096 {
-                m.write(std::mem::take(&mut b), false)?;
+                held.write(std::mem::take(&mut b), false)?;
             }
         }
-        m.write(b, false)
+        held.write(b, false)
     }
 
     /// Ends commit `id`: its segments go (their chunks age out through
@@ -445,10 +442,9 @@ impl Store {
     /// # Errors
     /// [`Error::UploadNotFound`].
     pub fn cancel_commit(&self, view: &View, id: &UploadId) -> Result<()> {
-        let lock_arc = self.session_lock(id);
-        let _g = lock(&lock_arc);
+        let mut held = self.session_lock(id)?;
         self.commit_session(view, id, true)?;
-        self.drop_session(id)
+        self.drop_session(&mut held, id)
     }
 }
 

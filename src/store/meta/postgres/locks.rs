@@ -26,7 +26,7 @@ pub(super) const SCHEMA_LOCK_KEY: i64 = 0x6465_706f_745f_7331; // "depot_s1"
 pub(crate) const LOCK_CLASS: i32 = 0x6470_0000; // "dp" ‖ space
 /// Advisory locks per space at most: a space's keys map onto `key % 64`
 /// (the chunk space's 256 stripes onto 64, four each; coarser keys
-/// exclude at least as much), so that a session holds at most 145 entries
+/// exclude at least as much), so that a session holds at most 209 entries
 /// of PostgreSQL's shared lock table, which has `max_locks_per_transaction`
 /// (64) × `max_connections` (100) slots by default; a full table is
 /// [`Error::Unavailable`] (raise `max_locks_per_transaction`).
