@@ -101,6 +101,11 @@ pub struct StorageConfig {
     /// PostgreSQL URL, `postgres://user:password@host:5432/database`. The
     /// password is never shown in logs or errors.
     pub meta: MetaBackend,
+    /// This server is one of several nodes sharing one store: the metadata
+    /// in PostgreSQL and the chunks in S3, each node behind the same load
+    /// balancer (see docs/DEPLOY.md). Needs `meta` = a PostgreSQL URL and
+    /// `objects = "s3"`; the data dir then holds nothing shared.
+    pub shared: bool,
 }
 
 impl Default for StorageConfig {
@@ -113,6 +118,7 @@ impl Default for StorageConfig {
             objects: ObjectsKind::Fs,
             s3: S3Options::default(),
             meta: MetaBackend::RocksDb,
+            shared: false,
         }
     }
 }
@@ -202,6 +208,14 @@ pub struct GcConfig {
     /// How long a chunk a client sent or asked about stays pinned, so that
     /// its commit can follow.
     pub chunk_lease: Dur,
+    /// With `storage.shared`: how long a download on one node holds a
+    /// delete made on another without renewing its hold (it renews as it
+    /// reads). The delete's references go at the first GC pass after.
+    pub reader_ttl: Dur,
+    /// With `storage.objects = "s3"`: how long a writer's claim on a new
+    /// chunk lasts (its PUT must be done by then; after it, another upload
+    /// of the same chunk, or GC, takes the chunk over).
+    pub claim_timeout: Dur,
 }
 
 impl Default for GcConfig {
@@ -210,6 +224,8 @@ impl Default for GcConfig {
             grace: Dur(Duration::from_secs(3600)),
             interval: Dur(Duration::from_secs(600)),
             chunk_lease: Dur(Duration::from_secs(24 * 3600)),
+            reader_ttl: Dur(Duration::from_secs(60)),
+            claim_timeout: Dur(Duration::from_secs(60)),
         }
     }
 }
@@ -483,6 +499,16 @@ impl Config {
             }
             self.storage.s3.check().map_err(ConfigError::Invalid)?;
         }
+        if self.storage.shared
+            && (self.storage.objects != ObjectsKind::S3
+                || !matches!(self.storage.meta, MetaBackend::Postgres(_)))
+        {
+            return Err(ConfigError::Invalid(
+                "storage.shared needs storage.meta = a PostgreSQL URL and storage.objects = \"s3\": \
+                 nodes share nothing else"
+                    .into(),
+            ));
+        }
         if !is_host_port(&self.listen) {
             return Err(ConfigError::Invalid(format!(
                 "listen `{}` is not host:port (`127.0.0.1:8080`, `[::1]:8080`, `localhost:8080`)",
@@ -506,6 +532,9 @@ impl Config {
             read_ahead: self.storage.read_ahead,
             min_free: self.storage.min_free.0,
             meta: self.storage.meta.clone(),
+            shared: self.storage.shared,
+            reader_ttl: self.gc.reader_ttl.0,
+            claim_timeout: self.gc.claim_timeout.0,
             gc_grace: self.gc.grace.0,
             chunk_lease: self.gc.chunk_lease.0,
             upload_expiry: self.uploads.expiry.0,

@@ -371,11 +371,9 @@ pub fn signed_link(
 /// # Errors
 /// Metadata backend and I/O errors.
 pub fn bootstrap_admin(store: &Store) -> crate::store::Result<Option<std::path::PathBuf>> {
-    if !store.tokens()?.is_empty() {
-        return Ok(None);
-    }
-    let (_, token) =
-        store.issue_token(Tenant::default(), Scopes::all(), None, Some("admin (first start)".into()))?;
+    let first =
+        store.issue_first_token(Tenant::default(), Scopes::all(), Some("admin (first start)".into()))?;
+    let Some((_, token)) = first else { return Ok(None) };
     let path = store.data_dir().join("admin.token");
     write_private(&path, format!("{token}\n").as_bytes())?;
     Ok(Some(path))

@@ -4,7 +4,7 @@
 //! paths, upload sessions, GC and verify extend [`Store`] in sibling modules.
 //! Nothing here names a metadata engine; [`Store::open`] picks the defaults.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -12,10 +12,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::chunker::{Chunker, ChunkerParams};
-use super::clock::{Clock, SystemClock};
+use super::clock::{Clock, DB_CLOCK_EVERY, SystemClock};
 use super::error::{Error, Result};
 use super::filetype::TypePolicy;
-use super::id::{ChunkId, FileId, UploadId};
+use super::id::{ChunkId, FileId};
 use super::meta::{self, Batch, Cf, Counter, LockSpace, Locked, MetaStore, RocksMeta};
 use super::meta_backend::MetaBackend;
 use super::objects::{FsObjects, FsyncPolicy, ObjectStore, ObjectsKind, S3Options};
@@ -50,6 +50,19 @@ pub struct StoreOptions {
     /// Where [`Store::open`] finds the metadata (RocksDB under the data dir
     /// by default).
     pub meta: MetaBackend,
+    /// Several nodes share the metadata and objects: downloads keep reader
+    /// rows (see [`super::readers`]), files are opened from their record
+    /// every time, and there is no store-wide crash marker (each node's
+    /// start sweeps orphans once).
+    pub shared: bool,
+    /// How long a download's reader row holds a delete on other nodes
+    /// without being renewed (see [`super::readers`]).
+    pub reader_ttl: Duration,
+    /// On a generational (S3) store, how long a writer's claim on a new
+    /// chunk lasts: its PUT must be done by then, or another writer (or GC)
+    /// takes the chunk over. A writer that died holding claims blocks their
+    /// chunks this long.
+    pub claim_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -69,6 +82,9 @@ impl Default for StoreOptions {
             types: TypePolicy::default(),
             min_free: 0,
             meta: MetaBackend::RocksDb,
+            shared: false,
+            reader_ttl: Duration::from_secs(60),
+            claim_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -150,15 +166,16 @@ pub(super) struct Inner {
     pub(super) chunker: Chunker,
     pub(super) opts: StoreOptions,
     pub(super) clock: Arc<dyn Clock>,
-    pub(super) sessions: Mutex<HashMap<UploadId, Arc<Mutex<()>>>>,
     /// Downloads reading each file, and whether a delete waits for them.
     pub(super) readers: Mutex<HashMap<FileId, super::cache::Readers>>,
+    /// This process among the nodes of a shared store (random per open).
+    pub(super) node: [u8; 16],
+    /// The ends of this node's reader rows (see [`super::readers`]).
+    pub(super) reader_rows: Mutex<HashMap<FileId, u64>>,
     /// Ready files' records and manifest segments (see [`super::cache`]).
     pub(super) cache: super::cache::FileCache,
     /// What this process has done, for metrics.
     pub(super) activity: ActivityCounters,
-    /// Append-only sessions with an appender running.
-    pub(super) appending: Mutex<HashSet<UploadId>>,
     /// Server keys read or made so far (they never change once made):
     /// token and link checks on every request read no metadata for them.
     pub(super) keys: Mutex<HashMap<String, [u8; 32]>>,
@@ -182,6 +199,16 @@ fn open_objects(opts: &StoreOptions, dir: &Path) -> Result<Arc<dyn ObjectStore>>
         #[cfg(not(feature = "s3"))]
         ObjectsKind::S3 => Err(Error::InvalidInput("this depot was built without the `s3` feature".into())),
     }
+}
+
+/// Tells `clock` where the metadata's clock stands (read halfway through
+/// the round trip); `false` when the metadata has none of its own.
+fn follow_db_clock(meta: &dyn MetaStore, clock: &dyn Clock) -> Result<bool> {
+    let before = SystemClock.now_ms();
+    let Some(db) = meta.clock_ms()? else { return Ok(false) };
+    let after = SystemClock.now_ms();
+    clock.follow(db, before + after.saturating_sub(before) / 2);
+    Ok(true)
 }
 
 /// The [`LockSpace::Chunks`] keys of chunk rows: a stripe per first byte of
@@ -212,7 +239,8 @@ impl Store {
     pub fn open(data_dir: &Path, opts: StoreOptions) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let objects = open_objects(&opts, &data_dir.join("objects"))?;
-        Self::open_with(data_dir, opts, objects, Arc::new(SystemClock))
+        // The wall clock unless the metadata has its own (see `DbClock`).
+        Self::open_with(data_dir, opts, objects, super::clock::DbClock::new())
     }
 
     /// Opens with a given object store and clock (tests, benches); the
@@ -230,7 +258,10 @@ impl Store {
         let meta: Arc<dyn MetaStore> = match &opts.meta {
             MetaBackend::RocksDb => Arc::new(RocksMeta::open(&data_dir.join("meta"))?),
             #[cfg(feature = "postgres")]
-            MetaBackend::Postgres(url) => Arc::new(meta::PgMeta::open(url)?),
+            MetaBackend::Postgres(url) => Arc::new(meta::PgMeta::open_with(
+                url,
+                meta::PgOptions { exclusive: !opts.shared, ..meta::PgOptions::default() },
+            )?),
             #[cfg(not(feature = "postgres"))]
             MetaBackend::Postgres(_) => {
                 return Err(Error::InvalidInput(
@@ -257,6 +288,7 @@ impl Store {
     ) -> Result<Self> {
         let chunker = Chunker::new(opts.chunking).map_err(|e| Error::InvalidInput(e.to_string()))?;
         std::fs::create_dir_all(data_dir.join("uploads"))?;
+        let follows_db = follow_db_clock(&*meta, &*clock)?;
         let chunker_id = opts.chunking.id();
         match meta.get(Cf::Meta, META_SCHEMA)? {
             None => {
@@ -281,15 +313,19 @@ impl Store {
                 }
             }
         }
-        let unclean = meta.get(Cf::Meta, META_OPEN)?.is_some();
+        // Shared, one node's clean stop says nothing of the others: every
+        // start counts as after a crash (an orphan sweep, once).
+        let unclean = opts.shared || meta.get(Cf::Meta, META_OPEN)?.is_some();
         if unclean {
             // Objects a killed predecessor wrote but never synced would
             // count as present from now on: make them durable first.
             objects.sync_all()?;
         }
-        let mut b = Batch::default();
-        b.put(Cf::Meta, META_OPEN, b"1");
-        meta.write(b, true)?;
+        if !opts.shared {
+            let mut b = Batch::default();
+            b.put(Cf::Meta, META_OPEN, b"1");
+            meta.write(b, true)?;
+        }
         let opened_ms = clock.now_ms();
         let store = Store(Arc::new(Inner {
             data_dir: data_dir.to_path_buf(),
@@ -298,10 +334,10 @@ impl Store {
             chunker,
             opts,
             clock,
-            sessions: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            node: rand::random(),
+            reader_rows: Mutex::new(HashMap::new()),
             cache: super::cache::FileCache::new(),
-            appending: Mutex::new(HashSet::new()),
             keys: Mutex::new(HashMap::new()),
             activity: ActivityCounters::default(),
             unclean,
@@ -327,7 +363,30 @@ impl Store {
         }
         store.count_usage_once()?;
         store.resume_pending()?;
+        if store.0.opts.shared {
+            store.start_renewing_readers()?;
+        }
+        if follows_db {
+            store.start_following_db_clock()?;
+        }
         Ok(store)
+    }
+
+    /// Samples the metadata's clock every [`DB_CLOCK_EVERY`] (see
+    /// [`super::clock::DbClock`]), on a thread that ends soon after the last
+    /// clone of the store is dropped.
+    fn start_following_db_clock(&self) -> Result<()> {
+        let store = Arc::downgrade(&self.0);
+        std::thread::Builder::new().name("depot-db-clock".into()).spawn(move || {
+            loop {
+                std::thread::sleep(DB_CLOCK_EVERY);
+                let Some(inner) = store.upgrade() else { return };
+                if let Err(e) = follow_db_clock(&*inner.meta, &*inner.clock) {
+                    tracing::debug!(error = %e, "reading the database's clock failed; keeping the last offset");
+                }
+            }
+        })?;
+        Ok(())
     }
 
     /// Flushes and marks the store as cleanly closed. Other clones must be
@@ -338,8 +397,9 @@ impl Store {
     pub fn close(&self) -> Result<()> {
         self.0.objects.barrier()?;
         self.0.meta.flush()?;
-        if self.orphan_sweep_due() {
-            // Recovery is still owed: leave the marker for whoever opens next.
+        if self.orphan_sweep_due() || self.0.opts.shared {
+            // Recovery is still owed: leave the marker for whoever opens
+            // next. (A shared store has none.)
             return Ok(());
         }
         let mut b = Batch::default();

@@ -397,7 +397,9 @@ impl Store {
             self.0.cache.remove(id, segments);
             readers.get_mut(id).filter(|r| r.n > 0).map(|r| r.delete_waits = true).is_some()
         };
-        if !read {
+        // Then other nodes' downloads (after the deleting record: see
+        // `super::readers`); theirs finish at a later GC pass.
+        if !read && !self.read_elsewhere(id)? {
             self.finish_delete(id)?;
         }
         Ok(())
@@ -481,7 +483,9 @@ impl Store {
                     self.resume_commit(rec)?;
                     done += 1;
                 }
-                Some(FileRecord { state: FileState::Deleting { .. }, .. }) if !self.is_being_read(&id) => {
+                Some(FileRecord { state: FileState::Deleting { .. }, .. })
+                    if !self.is_being_read(&id) && !self.read_elsewhere(&id)? =>
+                {
                     self.finish_delete(&id)?;
                     done += 1;
                 }
@@ -493,6 +497,7 @@ impl Store {
                 }
             }
         }
+        self.sweep_reader_rows()?;
         Ok(done)
     }
 }

@@ -6,9 +6,12 @@
 //! 1. **Claim** (under the stripe locks): each distinct chunk whose row is
 //!    absent, `Deleting`, `Damaged` or an expired `Writing` gets the row
 //!    `Writing` with a fresh random generation and a deadline
-//!    ([`CLAIM`] from now), plus a GC queue entry at that deadline. A usable
+//!    ([`StoreOptions::claim_timeout`](super::StoreOptions) from now, a
+//!    minute by default), plus a GC queue entry at that deadline. A usable
 //!    row is a dedup hit (its lease is extended); a live claim of another
-//!    writer is waited for (see [`BUSY_WAIT`]).
+//!    writer is waited for (see [`BUSY_WAIT`]), then answered
+//!    [`Error::Unavailable`] (the client sends the chunk again later: a
+//!    writer that died holding a claim holds it only to its deadline).
 //! 2. **PUT** (no lock held): one PUT per claimed chunk, side by side
 //!    ([`ObjectStore::put_many`](super::objects::ObjectStore::put_many)), then
 //!    the barrier. No HEAD, no LIST.
@@ -35,10 +38,6 @@ use super::id::ChunkId;
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState};
 use super::objects::ObjectKey;
 use super::{Store, object};
-
-/// How long a writer's claim lasts: its PUTs must be done by then, or its
-/// rows go to GC and its flip is refused.
-pub const CLAIM: Duration = Duration::from_secs(600);
 
 /// How long a put waits for another writer's live claim on the same chunk
 /// (polling its row) before it gives up with [`Error::Conflict`]. Another
@@ -114,7 +113,7 @@ impl Store {
                 return Ok(new);
             }
             if started.elapsed() >= BUSY_WAIT {
-                return Err(Error::Conflict(format!(
+                return Err(Error::Unavailable(format!(
                     "chunk {} is being written by another upload; send it again later",
                     ids[busy[0]]
                 )));
@@ -139,7 +138,7 @@ impl Store {
         let mut held = self.lock_stripes(&want)?;
         let rows = self.0.meta.chunk_rows(&want)?;
         let now = self.now_ms();
-        let until = now + CLAIM.as_millis() as u64;
+        let until = now + self.0.opts.claim_timeout.as_millis() as u64;
         let mut batch = Batch::default();
         let (mut claims, mut busy) = (Vec::new(), Vec::new());
         for (&i, row) in pending.iter().zip(rows) {
@@ -268,7 +267,7 @@ impl Store {
              send them again",
             lost.len(),
             lost[0].id,
-            CLAIM.as_secs()
+            self.0.opts.claim_timeout.as_secs()
         )))
     }
 }

@@ -64,6 +64,8 @@ mod quota;
 #[cfg(feature = "server")]
 mod read;
 #[cfg(feature = "server")]
+mod readers;
+#[cfg(feature = "server")]
 mod record;
 #[cfg(feature = "server")]
 mod search;
@@ -79,7 +81,7 @@ mod tokens;
 mod verify;
 
 pub use self::chunker::{Chunker, ChunkerParams};
-pub use self::clock::{Clock, ManualClock, SystemClock};
+pub use self::clock::{Clock, DbClock, ManualClock, SystemClock};
 pub use self::error::{Error, Result};
 pub use self::filetype::TypePolicy;
 pub use self::id::{ChunkId, FileId, UploadId};

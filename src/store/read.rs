@@ -104,13 +104,16 @@ impl Store {
         // this hold (or is seen by the read); the lock is not held across it.
         let (guard, removals) = {
             let mut readers = lock(&self.0.readers);
-            let cached = self.0.cache.record(id);
+            let cached = self.0.cache.record(id).filter(|_| !self.0.opts.shared);
             let guard = ReadGuard::register(self, &mut readers, *id);
             if let Some(rec) = cached {
                 return Ok((rec, guard));
             }
             (guard, self.0.cache.removals())
         };
+        // Shared: the reader row before the record (see `super::readers`);
+        // the cache is not asked, since another node may have deleted it.
+        self.hold_across_nodes(id)?;
         match self.record(id)? {
             Some(rec) if rec.state == FileState::Ready => {
                 let rec = Arc::new(rec);
@@ -130,6 +133,9 @@ impl Store {
     /// metadata read and no I/O (a mutex held for a hash lookup), so it may
     /// run on an async thread. `None` when the cache does not hold the file.
     pub fn open_cached(&self, id: &FileId) -> Option<(Arc<FileRecord>, ReadGuard)> {
+        if self.0.opts.shared {
+            return None;
+        }
         let mut readers = lock(&self.0.readers);
         let rec = self.0.cache.record(id)?;
         Some((rec, ReadGuard::register(self, &mut readers, *id)))
@@ -155,7 +161,7 @@ impl Store {
 
     pub(crate) fn resume_pending_file(&self, id: &FileId) -> Result<()> {
         if let Some(FileRecord { state: FileState::Deleting { .. }, .. }) = self.record(id)? {
-            if !self.is_being_read(id) {
+            if !self.is_being_read(id) && !self.read_elsewhere(id)? {
                 self.finish_delete(id)?;
             }
         }
@@ -165,8 +171,9 @@ impl Store {
     /// Streams bytes `start..end` of an opened file. Must be polled inside a
     /// Tokio runtime.
     ///
-    /// A range inside one manifest segment and at most [`ONE_HOP`] long (a
-    /// typical `Range` request) is read in one blocking call: the chunk
+    /// On the object directory, a range inside one manifest segment and at
+    /// most [`ONE_HOP`] long (a typical `Range` request) is read in one
+    /// blocking call: the chunk
     /// parts it covers, and its segment unless the open-files cache holds
     /// it (looked up here; a segment read for such a range is cached).
     /// Longer reads stream segment by segment, with
@@ -183,7 +190,10 @@ impl Store {
             return Box::pin(stream::empty());
         };
         let id = rec.id;
-        if first == last && end - start <= ONE_HOP {
+        // On S3 every GET waits on a round trip (about 40 ms against Garage
+        // on loopback, whatever its size): a range's chunks are fetched side
+        // by side below, not one after the other in one hop.
+        if first == last && end - start <= ONE_HOP && self.0.opts.objects == ObjectsKind::Fs {
             let store = self.clone();
             let seg_start = rec.segments[first];
             let cached = self.0.cache.segment(&id, first as u32);
@@ -236,7 +246,15 @@ impl Store {
             .try_flatten()
             .map_ok(move |((e, from, to), key)| {
                 let store = chunk_store.clone();
-                async move { store.blocking(move |s| s.read_part(&e, key, from, to)).await }
+                async move {
+                    store
+                        .blocking(move |s| {
+                            // A long download keeps holding deletes on other nodes.
+                            s.hold_across_nodes(&id)?;
+                            s.read_part(&e, key, from, to)
+                        })
+                        .await
+                }
             })
             .try_buffered(read_ahead);
         held(s, guard)

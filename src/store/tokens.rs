@@ -246,6 +246,28 @@ impl Store {
         Ok((rec, format!("{TOKEN_PREFIX}{id}_{secret}")))
     }
 
+    /// [`Store::issue_token`] (never expiring) only while the store has no
+    /// token at all: made once, whichever node of a shared store asks first
+    /// (the others get `None`).
+    ///
+    /// # Errors
+    /// Metadata backend errors.
+    pub fn issue_first_token(
+        &self,
+        tenant: Tenant,
+        scopes: Scopes,
+        name: Option<String>,
+    ) -> Result<Option<(TokenRecord, String)>> {
+        // The key first: making it takes the lock below too.
+        self.server_key("tokens")?;
+        let mut held = self.locked();
+        held.take(LockSpace::Settings, [0])?;
+        if !self.tokens()?.is_empty() {
+            return Ok(None);
+        }
+        self.issue_token(tenant, scopes, None, name).map(Some)
+    }
+
     fn put_token(&self, rec: &TokenRecord) -> Result<()> {
         let v = serde_json::to_vec(rec).map_err(|e| Error::Task(e.to_string()))?;
         let mut b = Batch::default();

@@ -249,7 +249,17 @@ pub trait MetaStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// Backend failures (no session could be had).
-    fn shared_locks(&self) -> Result<Option<Box<dyn SharedLocks + '_>>> {
+    fn shared_locks(&self) -> Result<Option<Box<dyn SharedLocks>>> {
+        Ok(None)
+    }
+
+    /// The backend's own clock (ms since the Unix epoch), when it is shared
+    /// with other processes and has one: the clock every node of a store
+    /// keeps its deadlines on. `None`: the process's clock is the store's.
+    ///
+    /// # Errors
+    /// Backend failures.
+    fn clock_ms(&self) -> Result<Option<u64>> {
         Ok(None)
     }
 }

@@ -55,10 +55,9 @@
 //! # The store's lock: one process, or several nodes
 //!
 //! Each `PgMeta` holds the store's advisory lock for its lifetime:
-//! exclusively by default ([`PgMeta::open`]: the server, whose upload
-//! sessions, downloads in progress and open-files cache are still its own),
-//! or shared, as one of several nodes ([`PgMeta::open_with`] without
-//! `exclusive`); the two kinds refuse each other ([`Error::Locked`]). The
+//! exclusively by default ([`PgMeta::open`]: a server alone), or shared,
+//! as one of several nodes ([`PgMeta::open_with`] without `exclusive`: a
+//! server with `storage.shared`); the two kinds refuse each other ([`Error::Locked`]). The
 //! lock lives as long as its session: when the database restarts or the
 //! connection drops, every call answers [`Error::Unavailable`] (HTTP 503
 //! with `Retry-After`) until the lock is taken again, and if a process of
@@ -76,12 +75,9 @@
 //! a holder that idles past [`LOCK_IDLE`] loses them with its session. So
 //! they exclude across nodes. Each space maps onto at most 64 advisory
 //! locks (the 256 chunk stripes four to one), so a session holds at most
-//! 145 entries of the server's shared lock table
+//! 209 entries of the server's shared lock table
 //! (`max_locks_per_transaction` × `max_connections` slots): with several
-//! nodes, raise `max_locks_per_transaction` (say to 256). What the server does not share across nodes
-//! yet (upload sessions and their tails, fenced tus appenders, downloads
-//! that hold a delete, the open-files cache) is why it still opens
-//! exclusively.
+//! nodes, raise `max_locks_per_transaction` (say to 256).
 //!
 //! # Blocking
 //!
@@ -128,10 +124,9 @@ const POOL_SIZE: usize = 16;
 /// How [`PgMeta::open_with`] opens the store.
 #[derive(Debug, Clone)]
 pub struct PgOptions {
-    /// Take the store for this process alone (the server's mode while its
-    /// upload sessions, downloads in progress and open-files cache are
-    /// still its own); without it, as one of several nodes, each of which
-    /// shares the store's lock.
+    /// Take the store for this process alone (a server without
+    /// `storage.shared`); without it, as one of several nodes, each of
+    /// which shares the store's lock.
     pub exclusive: bool,
     /// See [`LOCK_IDLE`] (tests shorten it).
     pub lock_idle: Duration,
@@ -446,7 +441,16 @@ impl MetaStore for PgMeta {
         &self.locks
     }
 
-    fn shared_locks(&self) -> Result<Option<Box<dyn SharedLocks + '_>>> {
+    fn clock_ms(&self) -> Result<Option<u64>> {
+        self.run(|pool| async move {
+            let client = pool.get().await.map_err(pool_err)?;
+            let sql = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+            let row = client.query_one(sql, &[]).await.map_err(db)?;
+            Ok(Some(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
+        })
+    }
+
+    fn shared_locks(&self) -> Result<Option<Box<dyn SharedLocks>>> {
         let session = PgLocks::open(self.handle(), &self.lock_pool, self.held.clone(), self.lock_idle)?;
         Ok(Some(Box::new(session)))
     }

@@ -20,6 +20,18 @@ fn postgres_meets_the_contract() {
     contract(&m);
 }
 
+/// The database's clock, which nodes keep their deadlines on: the
+/// server's time (on this machine, the wall clock's, within a second).
+#[test]
+fn postgres_tells_its_clock() {
+    use crate::store::Clock as _;
+    let Some((_, m)) = open("clock") else { return };
+    let db = m.clock_ms().unwrap().expect("PostgreSQL has a clock");
+    let wall = crate::store::SystemClock.now_ms();
+    assert!(db.abs_diff(wall) < 1_000, "database {db} ms, wall {wall} ms");
+    assert_eq!(MemMeta::new().clock_ms().unwrap(), None);
+}
+
 #[test]
 fn postgres_counters_match_rocksdb() {
     let Some((_, m)) = open("counters") else { return };
