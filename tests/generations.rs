@@ -27,7 +27,7 @@ use depot::store::{
 use depot::testdata::pseudo_random;
 
 const WAIT: Duration = Duration::from_secs(30);
-/// Past a claim's deadline (ten minutes).
+/// Past a claim's deadline (a minute by default).
 const PAST_CLAIM: Duration = Duration::from_secs(11 * 60);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 

@@ -7,7 +7,9 @@
 //! on the server; skipped without PostgreSQL unless `DEPOT_SCALEOUT=1`).
 //! Objects are the in-memory twins behind fault hooks, the directory's and
 //! the generational (S3) one, so a node can be stopped at a named point.
-//! Also: the server's keys, made once by whichever node asks first.
+//! Also: the server's keys, made once by whichever node asks first; a
+//! download on one node holding a delete made on the other; an append-only
+//! upload moving between nodes, the appender before fenced.
 
 mod common;
 
@@ -19,9 +21,11 @@ use common::{ingest, put_the_same_chunks, read_all, test_options};
 use depot::store::meta::{MetaStore, PgMeta, PgOptions};
 use depot::store::objects::{Op, Pause};
 use depot::store::{
-    Faulty, FileRecord, GcReport, ManualClock, MemMeta, MemObjects, ObjectKey, ObjectStore, Store, View,
+    Error, Faulty, FileRecord, GcReport, ManualClock, MemMeta, MemObjects, NewStream, ObjectKey, ObjectStore,
+    Store, StoreOptions, Tenant, View,
 };
 use depot::testdata::pseudo_random;
+use futures_util::TryStreamExt;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const WAIT: Duration = Duration::from_secs(30);
@@ -69,12 +73,14 @@ impl Nodes {
         })
     }
 
-    /// Opens node `n` (0 or 1), with fault hooks in front of the objects.
+    /// Opens node `n` (0 or 1) of a shared store, with fault hooks in
+    /// front of the objects. Reader rows live an hour.
     fn open(&self, n: usize) -> (Store, Arc<Faulty>) {
         let faulty = Arc::new(Faulty::new(self.objects.clone()));
+        let opts = StoreOptions { shared: true, reader_ttl: Duration::from_secs(3600), ..test_options() };
         let store = Store::open_on(
             &self.dir.path().join(n.to_string()),
-            test_options(),
+            opts,
             self.metas[n].clone(),
             faulty.clone(),
             self.clock.clone(),
@@ -272,4 +278,87 @@ fn two_nodes_agree_on_the_server_keys(shared: Shared) {
 #[test]
 fn two_nodes_agree_on_the_server_keys_over_postgres() {
     two_nodes_agree_on_the_server_keys(Shared::Postgres);
+}
+
+/// A download on node A holds a delete made on node B: GC on B (past every
+/// lease and grace) takes none of the file's chunks while A's reader row
+/// lives, and A reads the file whole; once the row has run out, B's GC
+/// finishes the delete and the chunks go.
+fn a_download_on_one_node_holds_a_delete_on_the_other(shared: Shared) {
+    let Some(nodes) = Nodes::new(shared, true, "reader") else { return };
+    let ((a, _), (b, _)) = (nodes.open(0), nodes.open(1));
+    let data = pseudo_random(300_000, 51);
+    let rec = ingest(&a, "read.bin", &data);
+    let chunks = a.stats().unwrap().unique_chunks;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (open, guard) = a.open_file(&rec.id).unwrap();
+    b.delete_file(&View::All, &rec.id).unwrap();
+    assert!(b.open_file(&rec.id).is_err(), "the file is gone at once");
+    nodes.clock.advance(Duration::from_secs(1200)); // past leases and grace, not the reader row
+    let report = b.gc(false).unwrap();
+    assert_eq!((report.finished_deletes, report.deleted_chunks), (0, 0), "{report:?}");
+    let parts: Vec<bytes::Bytes> =
+        rt.block_on(a.read_range(&open, guard, 0, rec.size).try_collect()).expect("the download on A");
+    assert!(parts.concat() == data, "the download on A differs from the file");
+
+    nodes.clock.advance(Duration::from_secs(7200)); // the reader row ran out
+    let report = b.gc(false).unwrap();
+    assert_eq!(report.finished_deletes, 1, "{report:?}");
+    nodes.clock.advance(DAY);
+    let report = b.gc(false).unwrap();
+    assert_eq!(report.deleted_chunks, chunks, "{report:?}");
+    assert_clean(&a);
+}
+
+#[test]
+fn a_download_on_one_node_holds_a_delete_on_the_other_over_the_twin() {
+    a_download_on_one_node_holds_a_delete_on_the_other(Shared::Memory);
+}
+
+#[test]
+fn a_download_on_one_node_holds_a_delete_on_the_other_over_postgres() {
+    a_download_on_one_node_holds_a_delete_on_the_other(Shared::Postgres);
+}
+
+/// An append-only (tus) upload begun on node A goes on from node B (its
+/// tail is a chunk both read), then A takes it back while B is still
+/// appending: B can record nothing more, and the file is the source.
+fn an_append_moves_between_nodes_and_fences_the_one_before(shared: Shared) {
+    let Some(nodes) = Nodes::new(shared, true, "append") else { return };
+    let ((a, _), (b, _)) = (nodes.open(0), nodes.open(1));
+    let data = pseudo_random(100_000, 61);
+    let new = NewStream {
+        tenant: Tenant::default(),
+        length: Some(data.len() as u64),
+        name: "moved.bin".parse().unwrap(),
+        declared_type: None,
+        metadata: String::new(),
+        partial: false,
+    };
+    let id = a.create_stream(new).unwrap().record.id;
+    let mut on_a = a.begin_append(&id, 0).unwrap();
+    on_a.push(&data[..30_000]).unwrap();
+    on_a.finish(true).unwrap();
+    let mut on_b = b.begin_append(&id, 30_000).unwrap();
+    on_b.push(&data[30_000..60_000]).unwrap();
+    on_b.persist().unwrap();
+    on_b.push(&pseudo_random(20_000, 62)).unwrap();
+    let mut again = a.begin_append(&id, 60_000).unwrap();
+    let stale = on_b.finish(true).unwrap_err();
+    assert!(matches!(stale, Error::TakenOver(_)), "{stale}");
+    assert_eq!(b.stream_upload(&id).unwrap().stream.unwrap().offset, 60_000, "B moved the offset");
+    again.push(&data[60_000..]).unwrap();
+    let file = again.finish(true).unwrap().file.expect("the upload completed");
+    assert!(read_all(&b, &file.id) == data, "the file differs from the source");
+    assert_clean(&b);
+}
+
+#[test]
+fn an_append_moves_between_nodes_and_fences_the_one_before_over_the_twin() {
+    an_append_moves_between_nodes_and_fences_the_one_before(Shared::Memory);
+}
+
+#[test]
+fn an_append_moves_between_nodes_and_fences_the_one_before_over_postgres() {
+    an_append_moves_between_nodes_and_fences_the_one_before(Shared::Postgres);
 }
