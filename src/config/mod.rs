@@ -499,6 +499,11 @@ impl Config {
             }
             self.storage.s3.check().map_err(ConfigError::Invalid)?;
         }
+        if self.gc.reader_ttl.0 < Duration::from_secs(1) || self.gc.claim_timeout.0 < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "gc.reader_ttl and gc.claim_timeout must be at least 1s".into(),
+            ));
+        }
         if self.storage.shared
             && (self.storage.objects != ObjectsKind::S3
                 || !matches!(self.storage.meta, MetaBackend::Postgres(_)))

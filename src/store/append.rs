@@ -15,9 +15,10 @@
 //! `uploads/<id>/tail-<base>` until their next durable point.)
 //!
 //! One appender at a time, across nodes: a request that starts appending
-//! raises the session's `epoch` (under the session's lock), and every write
-//! an appender makes checks, under the same lock, that the epoch is still
-//! its own. A newer request therefore takes the upload over at once, and
+//! raises the session's `epoch` (under the session's lock, durably), and
+//! every record write an appender makes checks, under the same lock, that
+//! the epoch is still its own (the chunks it stores before are only
+//! garbage if it lost). A newer request therefore takes the upload over at once, and
 //! the older one, wherever it runs (paused, cut off, or just slow), can no
 //! longer change it: its next durable point fails with
 //! [`Error::TakenOver`] and its bytes since the last one are dropped.
@@ -172,36 +173,42 @@ impl Store {
     /// [`Error::Conflict`] on an offset mismatch;
     /// [`Error::UploadNotFound`] / [`Error::UploadExpired`].
     pub fn begin_append(&self, id: &UploadId, offset: u64) -> Result<Appender> {
-        let mut held = self.session_lock(id)?;
-        let mut rec = self.stream_upload(id)?;
-        let st = rec.stream.as_mut().ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
+        // The tail first, outside the lock: a tail that cannot be read
+        // leaves the upload to whoever appends now.
+        let seen = self.stream_upload(id)?;
+        let st = seen.stream.as_ref().ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
         if offset != st.offset {
             return Err(Error::Conflict(format!("the upload is at offset {}, not {offset}", st.offset)));
         }
-        let mut tail = Vec::new();
+        let want = st.offset - st.tail_base;
+        let tail = match st.tail {
+            _ if st.complete || want == 0 => Vec::new(),
+            Some(chunk) => {
+                let len = u32::try_from(want)
+                    .map_err(|_| Error::CorruptMetadata(format!("upload {id}: a tail of {want} bytes")))?;
+                self.read_chunk(&chunk, len)?.to_vec()
+            }
+            None => self.legacy_tail(id, st.tail_base, want)?,
+        };
+        // Then the takeover, if nothing moved meanwhile; durable, so that a
+        // database crash cannot hand one epoch to two appenders.
+        let mut held = self.session_lock(id)?;
+        let mut rec = self.stream_upload(id)?;
+        let st = rec.stream.as_mut().ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
+        let before = seen.stream.as_ref().map(|s| (s.offset, s.tail_base, s.tail, s.complete));
+        if before != Some((st.offset, st.tail_base, st.tail, st.complete)) {
+            return Err(Error::Conflict(format!("the upload is at offset {}, not {offset}", st.offset)));
+        }
         if !st.complete {
             st.epoch += 1;
             let mut b = Batch::default();
             self.put_upload(&mut b, &rec)?;
-            held.write(b, false)?;
+            held.write(b, true)?;
         }
         drop(held);
-        let st = rec.stream.as_ref().ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
-        let want = st.offset - st.tail_base;
-        if !st.complete && want > 0 {
-            tail = match st.tail {
-                Some(chunk) => {
-                    let len = u32::try_from(want).map_err(|_| {
-                        Error::CorruptMetadata(format!("upload {id}: a tail of {want} bytes"))
-                    })?;
-                    self.read_chunk(&chunk, len)?.to_vec()
-                }
-                None => self.legacy_tail(id, st.tail_base, want)?,
-            };
-        }
         // A stream of unknown length may grow only as far as the tenant's
         // bytes cap lets it become a file.
-        let room = match st.length {
+        let room = match rec.stream.as_ref().and_then(|s| s.length) {
             Some(_) => None,
             None => self.room(&rec.tenant)?,
         };
@@ -413,14 +420,25 @@ impl Appender {
             }
             next.leased_until = lease;
         }
-        self.rec.expires_ms = now + self.store.options().upload_expiry.as_millis() as u64;
-        self.rec.stream = Some(next);
-        self.store.put_upload(&mut b, &self.rec)?;
         self.store.objects().barrier()?;
         let mut held = self.store.session_lock(&id)?;
-        self.store.held_by(&id, st.epoch)?;
+        // The record as stored (another request may have set its length
+        // meanwhile), moved on by this request's progress only.
+        let mut rec = self.store.held_by(&id, st.epoch)?;
+        let cur = rec.stream.as_mut().ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
+        if (cur.offset, cur.chunks) != (st.offset, st.chunks) {
+            return Err(Error::TakenOver(id.to_string()));
+        }
+        if cur.length.is_some_and(|l| l < self.offset) {
+            return Err(Error::Conflict(format!("the upload's length is now below {}", self.offset)));
+        }
+        (cur.offset, cur.tail_base, cur.tail, cur.chunks, cur.leased_until) =
+            (next.offset, next.tail_base, next.tail, next.chunks, next.leased_until);
+        rec.expires_ms = now + self.store.options().upload_expiry.as_millis() as u64;
+        self.store.put_upload(&mut b, &rec)?;
         held.write(b, true)?;
         drop(held);
+        self.rec = rec;
         if st.tail.is_none() && st.offset > st.tail_base {
             let _ = fs::remove_file(self.store.tail_path(&id, st.tail_base));
         }
@@ -441,6 +459,15 @@ impl Appender {
             let rec = self.store.stream_upload(&self.rec.id)?;
             return Ok(AppendOutcome { record: rec, file: None });
         }
+        if self.state().length.is_none() {
+            // Another request may have set the length since this one began.
+            let now = self.store.stream_upload(&self.rec.id)?;
+            if let (Some(cur), Some(mine)) = (now.stream, self.rec.stream.as_mut()) {
+                if cur.epoch == mine.epoch {
+                    (mine.length, self.rec.size) = (cur.length, now.size);
+                }
+            }
+        }
         let complete = self.state().length == Some(self.offset);
         if !complete {
             self.persist()?;
@@ -454,6 +481,8 @@ impl Appender {
         let id = self.rec.id;
         let st = self.state().clone();
         let mut chunks = self.store.stream_chunks(&id)?;
+        // Only what the record counts (keys past it are no appender's).
+        chunks.truncate(st.chunks as usize);
         let recorded = chunks.len() as u32;
         chunks.append(&mut self.sink.take_entries());
         let mut rec = self.rec.clone();

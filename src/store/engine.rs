@@ -288,7 +288,9 @@ impl Store {
     ) -> Result<Self> {
         let chunker = Chunker::new(opts.chunking).map_err(|e| Error::InvalidInput(e.to_string()))?;
         std::fs::create_dir_all(data_dir.join("uploads"))?;
-        let follows_db = follow_db_clock(&*meta, &*clock)?;
+        // Nodes keep their deadlines on the database's clock; a process
+        // alone has one clock anyway.
+        let follows_db = opts.shared && follow_db_clock(&*meta, &*clock)?;
         let chunker_id = opts.chunking.id();
         match meta.get(Cf::Meta, META_SCHEMA)? {
             None => {

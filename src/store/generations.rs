@@ -40,7 +40,7 @@ use super::objects::ObjectKey;
 use super::{Store, object};
 
 /// How long a put waits for another writer's live claim on the same chunk
-/// (polling its row) before it gives up with [`Error::Conflict`]. Another
+/// (polling its row) before it gives up with [`Error::Unavailable`]. Another
 /// writer's claim normally flips within one PUT's time; only a writer that
 /// died holding it keeps it to its deadline.
 pub const BUSY_WAIT: Duration = Duration::from_secs(30);
@@ -76,8 +76,9 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Conflict`] when a claim was taken over before its flip (the
-    /// writer's object is deleted; sending the chunks again stores them) or
-    /// another writer's claim did not end within [`BUSY_WAIT`];
+    /// writer's object is deleted; sending the chunks again stores them);
+    /// [`Error::Unavailable`] when another writer's claim did not end within
+    /// [`BUSY_WAIT`];
     /// [`Error::InsufficientStorage`]; metadata and object store errors
     /// (rows claimed so far stay `Writing` until GC reaps them).
     pub(super) fn put_generational<'a>(

@@ -98,7 +98,7 @@ impl Store {
     /// The thread could not be started.
     pub(super) fn start_renewing_readers(&self) -> Result<()> {
         let store = std::sync::Arc::downgrade(&self.0);
-        let every = self.0.opts.reader_ttl / 3;
+        let every = (self.0.opts.reader_ttl / 3).max(std::time::Duration::from_millis(100));
         std::thread::Builder::new().name("depot-readers".into()).spawn(move || {
             loop {
                 std::thread::sleep(every);

@@ -227,6 +227,19 @@ impl Store {
         expires_ms: Option<u64>,
         name: Option<String>,
     ) -> Result<(TokenRecord, String)> {
+        let (rec, token) = self.make_token(tenant, scopes, expires_ms, name)?;
+        self.meta().write(Self::token_batch(&rec)?, true)?;
+        Ok((rec, token))
+    }
+
+    /// A new token's record and string, not stored yet.
+    fn make_token(
+        &self,
+        tenant: Tenant,
+        scopes: Scopes,
+        expires_ms: Option<u64>,
+        name: Option<String>,
+    ) -> Result<(TokenRecord, String)> {
         let now = self.now_ms();
         let id = TokenId::new(now);
         let mut raw = [0u8; 32];
@@ -242,7 +255,6 @@ impl Store {
             revoked_ms: None,
             secret_hash: self.secret_hash(&secret)?.to_hex().to_string(),
         };
-        self.put_token(&rec)?;
         Ok((rec, format!("{TOKEN_PREFIX}{id}_{secret}")))
     }
 
@@ -265,14 +277,20 @@ impl Store {
         if !self.tokens()?.is_empty() {
             return Ok(None);
         }
-        self.issue_token(tenant, scopes, None, name).map(Some)
+        let (rec, token) = self.make_token(tenant, scopes, None, name)?;
+        held.write(Self::token_batch(&rec)?, true)?;
+        Ok(Some((rec, token)))
     }
 
-    fn put_token(&self, rec: &TokenRecord) -> Result<()> {
+    fn token_batch(rec: &TokenRecord) -> Result<Batch> {
         let v = serde_json::to_vec(rec).map_err(|e| Error::Task(e.to_string()))?;
         let mut b = Batch::default();
         b.put(Cf::Auth, &token_key(&rec.id), &v);
-        self.meta().write(b, true)
+        Ok(b)
+    }
+
+    fn put_token(&self, rec: &TokenRecord) -> Result<()> {
+        self.meta().write(Self::token_batch(rec)?, true)
     }
 
     /// A token's record, live or not.

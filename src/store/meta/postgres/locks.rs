@@ -207,9 +207,12 @@ impl SharedLocks for PgLocks {
     fn take(&mut self, space: LockSpace, keys: &[u16]) -> Result<()> {
         let mut sql = String::new();
         if std::mem::take(&mut self.fresh) {
+            // Idle in a transaction too: a holder paused between a batch's
+            // statements loses its locks the same way.
+            let idle = self.lock_idle.as_millis().max(1);
             sql = format!(
-                "SET idle_session_timeout = {}; SET lock_timeout = {};",
-                self.lock_idle.as_millis().max(1),
+                "SET idle_session_timeout = {idle}; SET idle_in_transaction_session_timeout = {idle}; \
+                 SET lock_timeout = {};",
                 LOCK_WAIT_LIMIT.as_millis()
             );
         }
@@ -246,7 +249,8 @@ impl Drop for PgLocks {
         // Back to the pool without locks, its limits back to the server's
         // defaults, or given up.
         let unlocked = block(&self.handle, async move {
-            let sql = "SELECT pg_advisory_unlock_all(); RESET idle_session_timeout; RESET lock_timeout;";
+            let sql = "SELECT pg_advisory_unlock_all(); RESET idle_session_timeout; \
+                       RESET idle_in_transaction_session_timeout; RESET lock_timeout;";
             let r = client.batch_execute(sql).await;
             Ok((client, r))
         });
