@@ -27,9 +27,7 @@
 //! end) makes no durable point before its end, and rolls back by dropping
 //! its in-memory state.
 
-use std::fs::{self, File};
-use std::io::Read;
-use std::path::PathBuf;
+use std::fs;
 
 use super::FileName;
 use super::ingest::ChunkSink;
@@ -59,14 +57,6 @@ pub struct AppendOutcome {
 }
 
 impl Store {
-    fn upload_dir(&self, id: &UploadId) -> PathBuf {
-        self.data_dir().join("uploads").join(id.to_string())
-    }
-
-    fn tail_path(&self, id: &UploadId, base: u64) -> PathBuf {
-        self.upload_dir(id).join(format!("tail-{base}"))
-    }
-
     /// Creates an append-only session. A zero-length upload completes at once.
     ///
     /// # Errors
@@ -213,22 +203,6 @@ impl Store {
             None => self.room(&rec.tenant)?,
         };
         Ok(Appender { room, sink: ChunkSink::with_tail(self, &tail), store: self.clone(), rec, offset })
-    }
-
-    /// The tail of an upload made before tails were chunks: the first
-    /// `want` bytes of `uploads/<id>/tail-<base>`.
-    fn legacy_tail(&self, id: &UploadId, base: u64, want: u64) -> Result<Vec<u8>> {
-        let mut tail = Vec::new();
-        let mut f = File::open(self.tail_path(id, base))
-            .map_err(|e| Error::CorruptMetadata(format!("upload {id}: tail file: {e}")))?;
-        Read::by_ref(&mut f).take(want).read_to_end(&mut tail)?;
-        if (tail.len() as u64) < want {
-            return Err(Error::CorruptMetadata(format!(
-                "upload {id}: the tail holds {} bytes, the offset needs {want}",
-                tail.len()
-            )));
-        }
-        Ok(tail)
     }
 
     /// Session `id` as stored, if the appender of `epoch` still holds it.

@@ -9,6 +9,10 @@
 //! commit in parts' n-th segment, and `m` ‖ id the file id its finish is
 //! writing a manifest under ([`super::staging`]).
 
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use super::name::Tenant;
@@ -233,6 +237,31 @@ impl Store {
         let mut held = self.locked();
         held.take(LockSpace::Sessions, [u16::from(key)])?;
         Ok(held)
+    }
+
+    pub(super) fn upload_dir(&self, id: &UploadId) -> PathBuf {
+        self.data_dir().join("uploads").join(id.to_string())
+    }
+
+    /// Where an upload made before tails were chunks keeps its tail.
+    pub(super) fn tail_path(&self, id: &UploadId, base: u64) -> PathBuf {
+        self.upload_dir(id).join(format!("tail-{base}"))
+    }
+
+    /// The tail of an upload made before tails were chunks: the first
+    /// `want` bytes of `uploads/<id>/tail-<base>`.
+    pub(super) fn legacy_tail(&self, id: &UploadId, base: u64, want: u64) -> Result<Vec<u8>> {
+        let mut tail = Vec::new();
+        let mut f = File::open(self.tail_path(id, base))
+            .map_err(|e| Error::CorruptMetadata(format!("upload {id}: tail file: {e}")))?;
+        Read::by_ref(&mut f).take(want).read_to_end(&mut tail)?;
+        if (tail.len() as u64) < want {
+            return Err(Error::CorruptMetadata(format!(
+                "upload {id}: the tail holds {} bytes, the offset needs {want}",
+                tail.len()
+            )));
+        }
+        Ok(tail)
     }
 
     /// A session's record.
