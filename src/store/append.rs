@@ -11,8 +11,10 @@
 //! unnamed chunks (GC takes them); after it, the record names exactly the
 //! acknowledged bytes. So an acknowledged offset survives a crash with no
 //! byte lost or repeated, and an unacknowledged one is simply not there.
-//! (Uploads begun before tails were chunks keep theirs in
-//! `uploads/<id>/tail-<base>` until their next durable point.)
+//! That is on a shared store (several nodes); a store of its own keeps the
+//! tail in `uploads/<id>/tail-<base>` (rewritten and synced at each durable
+//! point, read only up to the recorded offset), which costs no chunk that
+//! GC must later collect.
 //!
 //! One appender at a time, across nodes: a request that starts appending
 //! raises the session's `epoch` (under the session's lock, durably), and
@@ -368,8 +370,12 @@ impl Appender {
         let st = self.state().clone();
         let tail = self.sink.tail();
         let base = self.offset - tail.len() as u64;
-        let tail_chunk =
-            if tail.is_empty() { None } else { Some(self.store.put_chunk(tail, None, lease)?.id) };
+        // Shared: a chunk any node reads; alone: a file (no chunk to collect).
+        let tail_chunk = match tail.is_empty() {
+            false if self.store.options().shared => Some(self.store.put_chunk(tail, None, lease)?.id),
+            false => self.store.write_tail_file(&id, base, tail).map(|()| None)?,
+            true => None,
+        };
 
         let now = self.store.now_ms();
         let mut next = st.clone();
@@ -413,7 +419,7 @@ impl Appender {
         held.write(b, true)?;
         drop(held);
         self.rec = rec;
-        if st.tail.is_none() && st.offset > st.tail_base {
+        if st.tail.is_none() && st.offset > st.tail_base && (tail_chunk.is_some() || base != st.tail_base) {
             let _ = fs::remove_file(self.store.tail_path(&id, st.tail_base));
         }
         self.sink.take_entries();
@@ -605,8 +611,7 @@ mod tests {
         let mut a = s.begin_append(&id, 100).unwrap();
         a.push(&bytes[100..20_000]).unwrap();
         a.persist().unwrap();
-        assert!(!s.tail_path(&id, 0).exists(), "the tail file outlived its move into a chunk");
-        assert!(s.upload(&id).unwrap().unwrap().stream.unwrap().tail.is_some());
+        assert!(!s.tail_path(&id, 0).exists(), "the tail file of an old base outlived its record");
         let mut a = s.begin_append(&id, 20_000).unwrap();
         a.push(&bytes[20_000..]).unwrap();
         let file = a.finish(true).unwrap().file.unwrap();

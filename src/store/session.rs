@@ -264,6 +264,26 @@ impl Store {
         Ok(tail)
     }
 
+    /// Writes `tail` (the bytes from file offset `base`) to the tail file of
+    /// a store of its own, synced, before the record names them: the whole
+    /// tail from the file's start, cut to its length (at an unchanged base
+    /// the old bytes are a prefix of the new, so a crash midway leaves the
+    /// recorded bytes intact).
+    pub(super) fn write_tail_file(&self, id: &UploadId, base: u64, tail: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        std::fs::create_dir_all(self.upload_dir(id))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(self.tail_path(id, base))?;
+        f.write_all_at(tail, 0)?;
+        f.set_len(tail.len() as u64)?;
+        f.sync_data()?;
+        File::open(self.upload_dir(id))?.sync_all()?;
+        Ok(())
+    }
+
     /// A session's record.
     ///
     /// # Errors
