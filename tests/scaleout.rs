@@ -111,17 +111,7 @@ impl Cluster {
 
     /// Creates a tus upload of `len` bytes on node `n`: its path.
     async fn tus_create(&self, n: usize, len: usize, name: &str) -> String {
-        use base64::Engine;
-        let meta = format!("filename {}", base64::engine::general_purpose::STANDARD.encode(name));
-        let r = tus(Method::POST, &self.url(n, "/api/tus/"))
-            .header("Upload-Length", len.to_string())
-            .header("Upload-Metadata", meta)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let location = r.headers()["location"].to_str().unwrap();
-        location[location.find("/api/tus/").unwrap()..].to_string()
+        common::http::tus_create(&self.url(n, "/api/tus/"), len, name).await
     }
 
     async fn tus_offset(&self, n: usize, path: &str) -> u64 {

@@ -42,15 +42,7 @@ async fn three_nodes_ride_out_a_database_restart() {
     let id_a = nodes[0].upload("a.bin", &a).await;
     // A tus upload half done on node 0.
     let b = pseudo_random(2 << 20, 2);
-    let r = tus(Method::POST, &nodes[0].url("/api/tus/"))
-        .header("Upload-Length", b.len().to_string())
-        .header("Upload-Metadata", "filename Yi5iaW4=")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let location = r.headers()["location"].to_str().unwrap();
-    let path = location[location.find("/api/tus/").unwrap()..].to_string();
+    let path = common::http::tus_create(&nodes[0].url("/api/tus/"), b.len(), "b.bin").await;
     let r = tus_patch(&nodes[0].url(&path), 0).body(b[..1 << 20].to_vec()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 

@@ -321,7 +321,7 @@ impl Store {
         b.delete(Cf::Uploads, &count_key(id));
         b.delete(Cf::Uploads, &record_key(id));
         held.write(b, false)?;
-        let dir = self.data_dir().join("uploads").join(id.to_string());
+        let dir = self.upload_dir(id);
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
         }

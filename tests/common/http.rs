@@ -257,3 +257,20 @@ pub async fn put_zstd(
         .unwrap()
         .status()
 }
+
+/// Creates a tus upload of `len` bytes named `name` at the tus endpoint
+/// `endpoint` (must answer 201); the upload's path (`/api/tus/<id>`), to be
+/// joined to any node's base.
+pub async fn tus_create(endpoint: &str, len: usize, name: &str) -> String {
+    use base64::Engine;
+    let meta = format!("filename {}", base64::engine::general_purpose::STANDARD.encode(name));
+    let r = tus(Method::POST, endpoint)
+        .header("Upload-Length", len.to_string())
+        .header("Upload-Metadata", meta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap();
+    location[location.find("/api/tus/").unwrap()..].to_string()
+}
