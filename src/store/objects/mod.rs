@@ -38,6 +38,8 @@ mod faulty;
 mod fs;
 mod memory;
 #[cfg(feature = "s3")]
+mod quickack;
+#[cfg(feature = "s3")]
 mod s3;
 
 use std::io;

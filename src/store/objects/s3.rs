@@ -55,7 +55,14 @@ use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore as _, PutPayload, RetryConfig};
 use tokio::sync::Semaphore;
 
+use super::quickack::QuickAckConnector;
 use super::{ObjectEntry, ObjectKey, ObjectStore, S3Options};
+
+/// Longest TCP connect to the endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest request: room for the largest object (a 64 MiB seed piece) on a
+/// slow link.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Most keys one ListObjectsV2 call returns (the S3 limit).
 const MAX_KEYS: usize = 1000;
@@ -146,9 +153,8 @@ impl S3Objects {
         }
         let client = ClientOptions::new()
             .with_allow_http(opts.allow_http)
-            .with_connect_timeout(Duration::from_secs(5))
-            // Room for the largest object (a 64 MiB seed piece) on a slow link.
-            .with_timeout(Duration::from_secs(300));
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
         let retry =
             RetryConfig { max_retries: 4, retry_timeout: Duration::from_secs(60), ..Default::default() };
         let mut builder = AmazonS3Builder::new()
@@ -165,6 +171,13 @@ impl S3Objects {
             .with_retry(retry);
         if let Some(t) = &creds.session_token {
             builder = builder.with_token(t);
+        }
+        if opts.endpoint.starts_with("http://") {
+            // Plain HTTP: ACK every read at once (see `quickack`).
+            builder = builder.with_http_connector(QuickAckConnector {
+                connect_timeout: CONNECT_TIMEOUT,
+                timeout: REQUEST_TIMEOUT,
+            });
         }
         let client = builder.build().map_err(|e| invalid(format!("storage.s3: {e}")))?;
         let store = S3Objects {

@@ -1,0 +1,284 @@
+//! The HTTP client [`S3Objects`](super::S3Objects) uses for an endpoint
+//! reached over plain `http://`: hyper's pooled HTTP/1.1 client whose TCP
+//! connections acknowledge what they receive at once (`TCP_QUICKACK`).
+//!
+//! Why: Garage 2.5.0's S3 server does not set `TCP_NODELAY` on its sockets
+//! (`garage_api_common`'s `generic_server`), and its responses leave in
+//! two writes, head then body. On a keep-alive connection the body then
+//! waits, under Nagle's algorithm, for the client's ACK of the head, which
+//! Linux delays by up to 40 ms (delayed ACK, `tcp(7)`). Measured on
+//! loopback: a 4 KiB GET took 2 ms as a connection's first request and
+//! 44 ms as its second; a 64 KiB `Range` request to depot on Garage took
+//! 48 ms at the median, 3 ms with ACKs sent at once. After every read that
+//! returns data this client sets `TCP_QUICKACK`, which sends a delayed ACK
+//! still pending at once. (The route attribute `quickack 1` does the same
+//! for a whole route: docs/DEPLOY.md.) One `setsockopt` per read; on other
+//! systems than Linux the reads are left as they are.
+//!
+//! Everything else is `hyper_util`'s legacy client, with the limits
+//! `object_store` gives its own reqwest client: a connect timeout, a
+//! deadline for the response head (`timeout`), and, in place of reqwest's
+//! deadline for the whole exchange, the same span as the longest wait for
+//! each piece of a response body. Connections idle for 90 s are closed.
+//! `https://` endpoints keep `object_store`'s reqwest client (TLS; a TLS
+//! terminator in front of Garage sets its own socket options).
+//!
+//! Errors are sorted into `object_store`'s kinds as it sorts reqwest's, so
+//! its retries behave the same: not connected → `Connect`, the connection
+//! closed or cut mid-message → `Request`/`Interrupted`, a deadline →
+//! `Timeout`.
+
+use std::error::Error as StdError;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use object_store::ClientOptions;
+use object_store::client::{
+    HttpClient, HttpConnector as StoreConnector, HttpError, HttpErrorKind, HttpRequest, HttpRequestBody,
+    HttpResponse, HttpResponseBody, HttpService,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tower::Service;
+
+/// How long a pooled connection may sit idle (reqwest's default).
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// Makes the client (see the module): `connect_timeout` for a TCP connect,
+/// `timeout` for a response head and for each wait on its body.
+#[derive(Debug, Clone, Copy)]
+pub struct QuickAckConnector {
+    /// Longest TCP connect.
+    pub connect_timeout: Duration,
+    /// Longest wait for a response head, and for each piece of its body.
+    pub timeout: Duration,
+}
+
+impl StoreConnector for QuickAckConnector {
+    fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(self.connect_timeout));
+        let connect = tower::service_fn(move |uri| {
+            let mut tcp = tcp.clone();
+            Box::pin(async move {
+                let io: TokioIo<TcpStream> = tcp.call(uri).await?;
+                Ok::<_, Box<dyn StdError + Send + Sync>>(TokioIo::new(QuickAckStream(io.into_inner())))
+            })
+        });
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .build(connect);
+        Ok(HttpClient::new(QuickAckClient { client, timeout: self.timeout }))
+    }
+}
+
+struct QuickAckClient<C> {
+    client: Client<C, HttpRequestBody>,
+    timeout: Duration,
+}
+
+impl<C> std::fmt::Debug for QuickAckClient<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuickAckClient").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl<C> HttpService for QuickAckClient<C>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let res = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => {
+                let kind = if e.is_connect() { HttpErrorKind::Connect } else { kind_of(&e) };
+                return Err(HttpError::new(kind, e));
+            }
+            Err(_) => return Err(timed_out("no response head")),
+        };
+        let (parts, body) = res.into_parts();
+        let body = tower_http::timeout::TimeoutBody::new(self.timeout, body).map_err(|e| {
+            let kind = kind_of(e.as_ref());
+            HttpError::new(kind, io::Error::other(e))
+        });
+        Ok(HttpResponse::from_parts(parts, HttpResponseBody::new(body)))
+    }
+}
+
+fn timed_out(what: &str) -> HttpError {
+    HttpError::new(HttpErrorKind::Timeout, io::Error::new(io::ErrorKind::TimedOut, what.to_string()))
+}
+
+/// The kind of a request or body error, from its source chain (as
+/// `object_store` sorts reqwest's).
+fn kind_of(e: &(dyn StdError + 'static)) -> HttpErrorKind {
+    let mut source = Some(e);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return HttpErrorKind::Timeout;
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_closed() || h.is_incomplete_message() || h.is_body_write_aborted() {
+                return HttpErrorKind::Request;
+            }
+            if h.is_timeout() {
+                return HttpErrorKind::Timeout;
+            }
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            match io.kind() {
+                io::ErrorKind::TimedOut => return HttpErrorKind::Timeout,
+                io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof => return HttpErrorKind::Interrupted,
+                _ => {}
+            }
+        }
+        source = e.source();
+    }
+    HttpErrorKind::Unknown
+}
+
+/// A TCP stream that sends a pending delayed ACK after each read that
+/// returned data.
+struct QuickAckStream(TcpStream);
+
+impl AsyncRead for QuickAckStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.0).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            // Best effort: a socket that refuses it only keeps delayed ACKs.
+            #[cfg(target_os = "linux")]
+            let _ = rustix::net::sockopt::set_tcp_quickack(&self.0, true);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for QuickAckStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl Connection for QuickAckStream {
+    fn connected(&self) -> Connected {
+        self.0.connected()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A server that answers like Garage's: Nagle left on, the head and
+    /// the body written separately, keep-alive.
+    fn nagle_server() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                std::thread::spawn(move || {
+                    let mut out = conn.try_clone().unwrap();
+                    let mut lines = BufReader::new(conn);
+                    loop {
+                        let mut line = String::new();
+                        match lines.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => {
+                                let head = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+                                if out
+                                    .write_all(head.as_bytes())
+                                    .and_then(|()| out.write_all(b"hello"))
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}/x")
+    }
+
+    /// Seconds for `n` GETs one after the other on one connection.
+    async fn gets(n: usize, mut get: impl AsyncFnMut() -> Vec<u8>) -> f64 {
+        assert_eq!(get().await, b"hello", "the first GET opens the connection");
+        let t = Instant::now();
+        for _ in 0..n {
+            assert_eq!(get().await, b"hello");
+        }
+        t.elapsed().as_secs_f64()
+    }
+
+    /// Against a server with Nagle's algorithm on, a plain client's GETs on
+    /// a kept-alive connection each wait for its delayed ACK (≥ 40 ms on
+    /// Linux); this client's do not. Both are timed in the same run: the
+    /// plain client shows that the server stalls, this one that it does not.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn responses_in_two_writes_do_not_wait_for_delayed_acks() {
+        const N: usize = 20;
+        let url = nagle_server();
+        let plain = reqwest::Client::new();
+        let plain_secs =
+            gets(N, async || plain.get(&url).send().await.unwrap().bytes().await.unwrap().to_vec()).await;
+
+        let connector =
+            QuickAckConnector { connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(30) };
+        let client = StoreConnector::connect(&connector, &ClientOptions::new()).unwrap();
+        let quick_secs = gets(N, async || {
+            let req = hyper::Request::get(&url).body(HttpRequestBody::empty()).unwrap();
+            let res = client.execute(req).await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.into_body().bytes().await.unwrap().to_vec()
+        })
+        .await;
+        eprintln!("{N} GETs: plain client {plain_secs:.3} s, quick-ACK client {quick_secs:.3} s");
+        assert!(plain_secs >= N as f64 * 0.02, "the server did not stall a plain client ({plain_secs:.3} s)");
+        assert!(quick_secs * 4.0 < plain_secs, "{quick_secs:.3} s against {plain_secs:.3} s");
+    }
+}
