@@ -19,13 +19,15 @@
 //! Run without cargo's `--bench` argument (as `cargo test --all-targets`
 //! does), the defaults shrink to 1 MiB and one run: a smoke test.
 //!
-//! With `LIMITS_S3=1` it measures instead the raw PUT rate of an S3 engine
-//! (bench E1's ceiling): `LIMITS_MIB` of distinct 256 KiB objects, written
-//! with depot's own S3 client (`S3Objects::put_many`, up to
+//! With `LIMITS_S3=1` it measures instead the raw PUT and GET rates of an
+//! S3 engine (bench E1's ceilings): `LIMITS_MIB` of distinct 256 KiB
+//! objects, written with depot's own S3 client (`S3Objects::put_many`, up to
 //! `storage.s3.max_in_flight` at once) under the bucket and prefix the
 //! `DEPOT_S3_*` variables name (read as the server reads them), with the
-//! `AWS_*` credentials, then deleted.
-//! One JSON line: `{"s3_put_mbps":..,"s3_puts_per_s":..}`.
+//! `AWS_*` credentials; then read back whole by `storage.s3.read_ahead`
+//! threads at once (as a download reads ahead), each checked for its
+//! length; then deleted.
+//! One JSON line: `{"s3_put_mbps":..,"s3_puts_per_s":..,"s3_get_mbps":..,"s3_gets_per_s":..}`.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -70,10 +72,10 @@ fn median(v: &[f64]) -> f64 {
     if s.len() % 2 == 1 { s[m] } else { (s[m - 1] + s[m]) / 2.0 }
 }
 
-/// The S3 engine's PUT ceiling (see the module): MB/s and PUTs/s, median
-/// of `runs`, each run a fresh set of objects.
+/// The S3 engine's PUT and GET ceilings (see the module): MB/s and
+/// requests/s, medians of `runs`, each run a fresh set of objects.
 #[cfg(feature = "s3")]
-fn s3_put_ceiling(mib: usize, runs: usize) {
+fn s3_ceilings(mib: usize, runs: usize) {
     use depot::config::Config;
     use depot::store::ObjectKey;
     use depot::store::objects::{ObjectStore, S3Objects};
@@ -86,6 +88,7 @@ fn s3_put_ceiling(mib: usize, runs: usize) {
     let s3 = S3Objects::open(&opts).unwrap_or_else(|e| panic!("opening the bucket: {e}"));
     let count = (mib << 20) / OBJECT;
     let (mut mbps, mut per_s) = (Vec::new(), Vec::new());
+    let (mut get_mbps, mut gets_per_s) = (Vec::new(), Vec::new());
     for run in 0..runs + 1 {
         let objects: Vec<(ObjectKey, Vec<u8>)> = (0..count)
             .map(|i| {
@@ -100,15 +103,45 @@ fn s3_put_ceiling(mib: usize, runs: usize) {
             }
         });
         let keys: Vec<ObjectKey> = objects.iter().map(|(k, _)| *k).collect();
+        drop(items);
+        drop(objects);
+        // Each reader takes every `readers`-th object, as a download's
+        // read-ahead keeps that many GETs in flight.
+        let readers = opts.read_ahead.max(1);
+        let get_secs = time(|| {
+            std::thread::scope(|scope| {
+                for r in 0..readers {
+                    let (s3, keys) = (&s3, &keys);
+                    scope.spawn(move || {
+                        for key in keys.iter().skip(r).step_by(readers) {
+                            let got = s3.get(key).unwrap_or_else(|e| panic!("GET: {e}"));
+                            assert_eq!(got.map(|b| b.len()), Some(OBJECT), "GET {key:?}");
+                        }
+                    });
+                }
+            });
+        });
         s3.delete_many(&keys).unwrap_or_else(|e| panic!("DELETE: {e}"));
         if run > 0 {
             // The first run warms the connections up.
             mbps.push((count * OBJECT) as f64 / 1e6 / secs);
             per_s.push(count as f64 / secs);
+            get_mbps.push((count * OBJECT) as f64 / 1e6 / get_secs);
+            gets_per_s.push(count as f64 / get_secs);
         }
     }
-    eprintln!("S3 PUT of {count} objects of 256 KiB, median of {runs}: {:.1} MB/s", median(&mbps));
-    println!("{{\"s3_put_mbps\":{:.1},\"s3_puts_per_s\":{:.1}}}", median(&mbps), median(&per_s));
+    eprintln!(
+        "S3 of {count} objects of 256 KiB, median of {runs}: PUT {:.1} MB/s, GET {:.1} MB/s",
+        median(&mbps),
+        median(&get_mbps)
+    );
+    println!(
+        "{{\"s3_put_mbps\":{:.1},\"s3_puts_per_s\":{:.1},\"s3_get_mbps\":{:.1},\"s3_gets_per_s\":{:.1}}}",
+        median(&mbps),
+        median(&per_s),
+        median(&get_mbps),
+        median(&gets_per_s)
+    );
 }
 
 fn main() {
@@ -117,7 +150,7 @@ fn main() {
     let runs = env_usize("LIMITS_RUNS", if bench { 5 } else { 1 }).max(1);
     if std::env::var("LIMITS_S3").is_ok_and(|v| v == "1") {
         #[cfg(feature = "s3")]
-        return s3_put_ceiling(mib, runs);
+        return s3_ceilings(mib, runs);
         #[cfg(not(feature = "s3"))]
         panic!("LIMITS_S3 needs the `s3` feature");
     }

@@ -352,11 +352,81 @@ class Depot(Server):
                              f"expected {files} / {logical}")
 
 
+class Cluster:
+    """`n` depot nodes on one shared store (`DEPOT_SHARED=true`, the same
+    metadata and bucket in `env`) behind an nginx load balancer: `url`,
+    `put`, `stats` and `expect` as a single `Depot`'s, through the balancer,
+    so a `depot put`'s requests spread over the nodes round robin."""
+
+    def __init__(self, ctx: Ctx, data: Path, env: dict, n: int) -> None:
+        self.nodes = [Depot(ctx, data / f"node{i}", dict(env, DEPOT_SHARED="true")) for i in range(n)]
+        self.ctx, self.lb, self.url = ctx, None, ""
+
+    def start(self) -> Cluster:
+        for node in self.nodes:
+            node.start()
+        self.lb = Nginx(self.ctx, self.ctx.work, [node.url for node in self.nodes]).start()
+        self.url = self.lb.url
+        return self
+
+    def put(self, path: Path, timeout: float) -> tuple[float, dict, int]:
+        secs, r = timed([self.ctx.depot, "--server", self.url, "put", "--json", str(path)], timeout)
+        rep = last_json(r.stdout)
+        if rep.get("size") != path.stat().st_size:
+            raise BenchError(f"depot put reported size {rep.get('size')} for {path.stat().st_size} bytes")
+        return secs, rep, 0
+
+    def stats(self) -> dict:
+        return self.nodes[0].stats()
+
+    def expect(self, files: int, logical: int) -> None:
+        self.nodes[0].expect(files, logical)
+
+    def bytes_in(self) -> list[int]:
+        """Request body bytes each node has received so far."""
+        return [node.bytes_in() for node in self.nodes]
+
+    def stop(self) -> None:
+        if self.lb is not None:
+            self.lb.stop()
+        for node in self.nodes:
+            node.stop()
+
+
 class Nginx(Server):
-    def __init__(self, ctx: Ctx, root: Path) -> None:
+    """nginx serving `root`, or, given `upstreams` (base URLs), a load
+    balancer in front of them: round robin, request and response buffering
+    off (as docs/DEPLOY.md asks), keep-alive connections to the nodes."""
+
+    def __init__(self, ctx: Ctx, root: Path, upstreams: list[str] | None = None) -> None:
         super().__init__("nginx")
-        self.ctx, self.root = ctx, root
+        self.ctx, self.root, self.upstreams = ctx, root, upstreams or []
         self.url = ""
+
+    def _http(self, port: int) -> str:
+        """The `server` block (and the `upstream` a balancer needs)."""
+        if not self.upstreams:
+            return f"""server {{
+        listen 127.0.0.1:{port};
+        root {self.root};
+        location / {{ }}
+    }}"""
+        servers = " ".join(f"server {u.split('://', 1)[1]};" for u in self.upstreams)
+        return f"""upstream depot {{ {servers} keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://depot;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_request_buffering off;
+            proxy_buffering off;
+            client_max_body_size 0;
+            proxy_read_timeout 600s;
+            proxy_send_timeout 600s;
+        }}
+    }}"""
 
     def start(self) -> Nginx:
         d = CLEANUP.path(Path(tempfile.mkdtemp(prefix="nginx-", dir=self.ctx.work)))
@@ -384,11 +454,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {self.root};
-        location / {{ }}
-    }}
+    {self._http(port)}
 }}
 """)
             self._spawn([self.ctx.nginx, "-p", str(d), "-e", str(d / "error.log"), "-c", str(conf)])
@@ -811,6 +877,21 @@ def curl_get(url: str, n: int, timeout: float) -> float:
     return secs
 
 
+def range_ms(url: str, n: int, count: int, seed: int, timeout: float) -> float:
+    """The median milliseconds of `count` random 64 KiB `Range` requests
+    to `url` (a file of `n` bytes), one after the other on one curl
+    connection, each checked for its 206 and its length."""
+    rnd = random.Random(seed)
+    cfg = "".join(f'url = "{url}"\nrange = "{o}-{o + 65535}"\noutput = "/dev/null"\n'
+                  for o in (rnd.randrange(0, n - 65536) for _ in range(count)))
+    r = subprocess.run(["curl", "-sS", "-K", "-", "-w", "%{http_code} %{size_download} %{time_total}\n"],
+                       input=cfg, capture_output=True, text=True, timeout=timeout)
+    rows = [line.split() for line in r.stdout.splitlines()]
+    if r.returncode != 0 or len(rows) != count or any(row[:2] != ["206", "65536"] for row in rows):
+        raise BenchError(f"range requests to {url} failed: {r.stderr.strip()[-200:]} {rows[:3]}")
+    return statistics.median(float(row[2]) for row in rows) * 1000
+
+
 def d1(ctx: Ctx) -> None:
     _, fid = ctx.main()
     n = ctx.size
@@ -1199,10 +1280,12 @@ def s2(ctx: Ctx) -> None:
 
 def e1(ctx: Ctx) -> None:
     """E1: one node on the scale-out engines (chunks in Garage, metadata in
-    PostgreSQL, both durable) against one node on the embedded default
-    (L1: RocksDB + the object directory), alternated: a new upload, the same
-    again (every chunk known), a download with curl. Also S3 requests and
-    PostgreSQL transactions per GiB, and PUTs per new chunk."""
+    PostgreSQL, both durable) and three nodes on them behind nginx (E3),
+    against one node on the embedded default (L1: RocksDB + the object
+    directory), alternated: a new upload, the same again (every chunk
+    known), a download with curl. Also S3 requests and PostgreSQL
+    transactions per GiB, PUTs per new chunk, and Garage's raw PUT and GET
+    rates (the ceilings)."""
     import engines  # noqa: PLC0415 - only E1 needs it
 
     f, n = ctx.base, ctx.size
@@ -1221,11 +1304,11 @@ def e1(ctx: Ctx) -> None:
     def one(kind: str, keep: bool) -> None:
         d = ctx.fresh(f"e1-{kind}")
         env, db = {}, None
-        if kind == "e1":
+        if kind in ("e1", "e3"):
             rounds[0] += 1
             db, url = pg.database()
             env = dict(gar.env(f"r{rounds[0]}/"), DEPOT_META=url)
-        srv = Depot(ctx, d, env).start()
+        srv = Cluster(ctx, d, env, 3).start() if kind == "e3" else Depot(ctx, d, env).start()
         try:
             def counters() -> tuple[dict, int]:
                 return (gar.requests(), pg.commits(db)) if db else ({}, 0)
@@ -1238,7 +1321,13 @@ def e1(ctx: Ctx) -> None:
             c2 = counters()
             secs_down = curl_get(f"{srv.url}/api/files/{rep['id']}", n, ctx.timeout(n))
             c3 = counters()
+            ms_range = range_ms(f"{srv.url}/api/files/{rep['id']}", n, 200, rounds[0], ctx.timeout(n))
             srv.expect(2, 2 * n)
+            if kind == "e3":
+                # Every node took part of the upload, or the balancer did not balance.
+                spread = srv.bytes_in()
+                if min(spread) < n // 10:
+                    raise BenchError(f"request bytes per node {spread}: the balancer did not spread the upload")
         finally:
             srv.stop()
             rm(d)
@@ -1250,15 +1339,17 @@ def e1(ctx: Ctx) -> None:
         ctx.samples.add(f"e1.{kind}.up", ctx.mbps(n, secs))
         ctx.samples.add(f"e1.{kind}.re", ctx.mbps(n, secs_re))
         ctx.samples.add(f"e1.{kind}.down", ctx.mbps(n, secs_down))
+        ctx.samples.add(f"e1.{kind}.range", ms_range)
         if db:
+            kind_ = "" if kind == "e1" else ".e3"
             gib = n / GiB
             for tag, (a, b) in (("up", (c0, c1)), ("re", (c1, c2)), ("down", (c2, c3))):
                 req = {k: b[0].get(k, 0) - a[0].get(k, 0) for k in b[0]}
-                ctx.samples.add(f"e1.s3.{tag}", sum(req.values()) / gib)
-                ctx.samples.add(f"e1.pg.{tag}", (b[1] - a[1]) / gib)
+                ctx.samples.add(f"e1.s3.{tag}{kind_}", sum(req.values()) / gib)
+                ctx.samples.add(f"e1.pg.{tag}{kind_}", (b[1] - a[1]) / gib)
                 if tag == "up":
-                    ctx.samples.add("e1.put_per_chunk", req.get("PutObject", 0) / max(new_chunks, 1))
-                    ctx.samples.add("e1.head.up", req.get("HeadObject", 0) / gib)
+                    ctx.samples.add(f"e1.put_per_chunk{kind_}", req.get("PutObject", 0) / max(new_chunks, 1))
+                    ctx.samples.add(f"e1.head.up{kind_}", req.get("HeadObject", 0) / gib)
 
     def ceiling(keep: bool) -> None:
         # Garage's own PUT rate through depot's S3 client (the limits
@@ -1267,12 +1358,15 @@ def e1(ctx: Ctx) -> None:
         env = dict(os.environ, **gar.env(f"c{rounds[0]}/"), LIMITS_S3="1", LIMITS_MIB="256", LIMITS_RUNS="1")
         _, r = timed([ctx.limits], ctx.timeout(n), env=env)
         if keep:
-            ctx.samples.add("e1.ceiling", last_json(r.stdout)["s3_put_mbps"])
+            out = last_json(r.stdout)
+            ctx.samples.add("e1.ceiling", out["s3_put_mbps"])
+            ctx.samples.add("e1.ceiling.get", out["s3_get_mbps"])
 
     steps = [("1 node, RocksDB + object directory (L1)", lambda k: one("l1", k)),
-             ("1 node, PostgreSQL + Garage (E1)", lambda k: one("e1", k))]
+             ("1 node, PostgreSQL + Garage (E1)", lambda k: one("e1", k)),
+             ("3 nodes behind nginx, PostgreSQL + Garage (E3)", lambda k: one("e3", k))]
     if ctx.limits:
-        steps.append(("Garage raw PUT ceiling", ceiling))
+        steps.append(("Garage raw PUT and GET ceilings", ceiling))
     try:
         ctx.rounds("E1", steps)
     finally:
@@ -1287,8 +1381,21 @@ def e1(ctx: Ctx) -> None:
         ratio_row(ctx, "E1", f"… PostgreSQL transactions per GiB, {what}", f"e1.pg.{tag}", "", None)
     ratio_row(ctx, "E1", "… new upload against Garage's raw PUT rate (256 KiB objects, depot's S3 client, 32 in "
               "flight), MB/s", "e1.e1.up", "raw PUT ceiling", "e1.ceiling")
+    ratio_row(ctx, "E1", "… download against Garage's raw GET rate (the same objects, 16 in flight), MB/s",
+              "e1.e1.down", "raw GET ceiling", "e1.ceiling.get")
+    ratio_row(ctx, "E1", "… 64 KiB `Range` requests one after another, p50 ms", "e1.e1.range",
+              "L1 (RocksDB + directory)", "e1.l1.range", unit=lambda v: f"{v:.2f}")
     ratio_row(ctx, "E1", "… S3 HEAD requests per GiB, new upload", "e1.head.up", "", None)
     ratio_row(ctx, "E1", "… S3 PUTs per new chunk", "e1.put_per_chunk", "", None, "1.00")
+    for tag, what in (("up", "new upload, `depot put`"), ("re", "re-upload"), ("down", "download, curl")):
+        ratio_row(ctx, "E1", f"3 nodes behind nginx (E3): {what}, MB/s", f"e1.e3.{tag}", "L1 (RocksDB + directory)",
+                  f"e1.l1.{tag}")
+    ratio_row(ctx, "E1", "… E3 64 KiB `Range` requests one after another, p50 ms", "e1.e3.range",
+              "L1 (RocksDB + directory)", "e1.l1.range", unit=lambda v: f"{v:.2f}")
+    for tag, what in (("up", "new upload"), ("down", "download")):
+        ratio_row(ctx, "E1", f"… E3 S3 requests per GiB, {what}", f"e1.s3.{tag}.e3", "", None)
+        ratio_row(ctx, "E1", f"… E3 PostgreSQL transactions per GiB, {what}", f"e1.pg.{tag}.e3", "", None)
+    ratio_row(ctx, "E1", "… E3 S3 PUTs per new chunk", "e1.put_per_chunk.e3", "", None, "1.00")
     ctx.rows.append(Row("E1", "… S3 LIST requests, whole scenario", str(lists[0]), goal="0 in steady state",
                         met="yes" if lists[0] == 0 else "**no**"))
 
