@@ -1392,9 +1392,10 @@ def e1(ctx: Ctx) -> None:
                   f"e1.l1.{tag}")
     ratio_row(ctx, "E1", "… E3 64 KiB `Range` requests one after another, p50 ms", "e1.e3.range",
               "L1 (RocksDB + directory)", "e1.l1.range", unit=lambda v: f"{v:.2f}")
-    for tag, what in (("up", "new upload"), ("down", "download")):
+    for tag, what in (("up", "new upload"), ("re", "re-upload"), ("down", "download")):
         ratio_row(ctx, "E1", f"… E3 S3 requests per GiB, {what}", f"e1.s3.{tag}.e3", "", None)
         ratio_row(ctx, "E1", f"… E3 PostgreSQL transactions per GiB, {what}", f"e1.pg.{tag}.e3", "", None)
+    ratio_row(ctx, "E1", "… E3 S3 HEAD requests per GiB, new upload", "e1.head.up.e3", "", None)
     ratio_row(ctx, "E1", "… E3 S3 PUTs per new chunk", "e1.put_per_chunk.e3", "", None, "1.00")
     ctx.rows.append(Row("E1", "… S3 LIST requests, whole scenario", str(lists[0]), goal="0 in steady state",
                         met="yes" if lists[0] == 0 else "**no**"))

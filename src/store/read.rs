@@ -190,9 +190,9 @@ impl Store {
             return Box::pin(stream::empty());
         };
         let id = rec.id;
-        // On S3 every GET waits on a round trip (about 40 ms against Garage
-        // on loopback, whatever its size): a range's chunks are fetched side
-        // by side below, not one after the other in one hop.
+        // On S3 every GET is a round trip through the engine (a few ms
+        // against Garage on loopback): a range's chunks are fetched side by
+        // side below, not one after the other in one hop.
         if first == last && end - start <= ONE_HOP && self.0.opts.objects == ObjectsKind::Fs {
             let store = self.clone();
             let seg_start = rec.segments[first];
