@@ -20,8 +20,11 @@
 //! deadline for the response head (`timeout`), and, in place of reqwest's
 //! deadline for the whole exchange, the same span as the longest wait for
 //! each piece of a response body. Connections idle for 90 s are closed.
-//! `https://` endpoints keep `object_store`'s reqwest client (TLS; a TLS
-//! terminator in front of Garage sets its own socket options).
+//! Requests carry `User-Agent: depot/<version>`. Unlike reqwest's client
+//! this one follows no `HTTP_PROXY` variable: S3 over plain HTTP is for a
+//! private network. `https://` endpoints keep `object_store`'s reqwest
+//! client (TLS; a TLS terminator in front of Garage sets its own socket
+//! options).
 //!
 //! Errors are sorted into `object_store`'s kinds as it sorts reqwest's, so
 //! its retries behave the same: not connected → `Connect`, the connection
@@ -96,7 +99,10 @@ impl<C> HttpService for QuickAckClient<C>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+    async fn call(&self, mut req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        req.headers_mut()
+            .entry(hyper::header::USER_AGENT)
+            .or_insert(hyper::header::HeaderValue::from_static(concat!("depot/", env!("CARGO_PKG_VERSION"))));
         let res = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => {
@@ -221,12 +227,20 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut out = conn.try_clone().unwrap();
                     let mut lines = BufReader::new(conn);
+                    // A request must say it is depot's (`User-Agent:
+                    // depot/…`), or it gets a 400.
+                    let mut agent = false;
                     loop {
                         let mut line = String::new();
                         match lines.read_line(&mut line) {
                             Ok(0) | Err(_) => return,
+                            Ok(_) if line.to_ascii_lowercase().starts_with("user-agent: depot/") => {
+                                agent = true
+                            }
                             Ok(_) if line == "\r\n" => {
-                                let head = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+                                let status = if agent { "200 OK" } else { "400 No Agent" };
+                                agent = false;
+                                let head = format!("HTTP/1.1 {status}\r\ncontent-length: 5\r\n\r\n");
                                 if out
                                     .write_all(head.as_bytes())
                                     .and_then(|()| out.write_all(b"hello"))
@@ -263,7 +277,7 @@ mod tests {
     async fn responses_in_two_writes_do_not_wait_for_delayed_acks() {
         const N: usize = 20;
         let url = nagle_server();
-        let plain = reqwest::Client::new();
+        let plain = reqwest::Client::builder().user_agent("depot/plain").build().unwrap();
         let plain_secs =
             gets(N, async || plain.get(&url).send().await.unwrap().bytes().await.unwrap().to_vec()).await;
 
