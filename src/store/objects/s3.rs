@@ -60,7 +60,9 @@ use super::{ObjectEntry, ObjectKey, ObjectStore, S3Options};
 
 /// Longest TCP connect to the endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest request: room for the largest object (a 64 MiB seed piece) on a
+/// Longest request (with reqwest, over `https://`: the whole exchange; over
+/// `http://`, see `quickack`: the wait for the response head, and each wait
+/// on its body): room for the largest object (a 64 MiB seed piece) on a
 /// slow link.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
