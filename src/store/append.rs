@@ -180,7 +180,7 @@ impl Store {
                     .map_err(|_| Error::CorruptMetadata(format!("upload {id}: a tail of {want} bytes")))?;
                 self.read_chunk(&chunk, len)?.to_vec()
             }
-            None => self.legacy_tail(id, st.tail_base, want)?,
+            None => self.read_tail_file(id, st.tail_base, want)?,
         };
         // Then the takeover, if nothing moved meanwhile; durable, so that a
         // database crash cannot hand one epoch to two appenders.
@@ -585,10 +585,10 @@ mod tests {
         assert!(s.head_bytes(&s.stream_chunks(&rec.id).unwrap(), 50_000).unwrap() == bytes);
     }
 
-    /// An upload made before tails were chunks has its tail in
-    /// `uploads/<id>/tail-<base>`, perhaps with bytes a crash left past the
-    /// recorded offset: it resumes from exactly the recorded bytes, and its
-    /// next durable point moves the tail into a chunk and drops the file.
+    /// A tail in `uploads/<id>/tail-<base>` with bytes a crash left past the
+    /// recorded offset: the upload resumes from exactly the recorded bytes;
+    /// its next durable point writes the new tail to the file of its new
+    /// base (a store of its own) and drops the old file.
     #[test]
     fn an_upload_with_a_tail_file_resumes_from_its_recorded_bytes() {
         let dir = tempfile::tempdir().unwrap();
@@ -612,6 +612,11 @@ mod tests {
         a.push(&bytes[100..20_000]).unwrap();
         a.persist().unwrap();
         assert!(!s.tail_path(&id, 0).exists(), "the tail file of an old base outlived its record");
+        let st = s.upload(&id).unwrap().unwrap().stream.unwrap();
+        assert_eq!((st.offset, st.tail), (20_000, None), "a store of its own keeps its tail in a file");
+        assert!(st.tail_base > 0, "no chunk was cut from 19,900 bytes");
+        let tail = fs::read(s.tail_path(&id, st.tail_base)).unwrap();
+        assert_eq!(tail, bytes[st.tail_base as usize..20_000], "the new tail file holds the recorded tail");
         let mut a = s.begin_append(&id, 20_000).unwrap();
         a.push(&bytes[20_000..]).unwrap();
         let file = a.finish(true).unwrap().file.unwrap();

@@ -218,8 +218,8 @@ impl Store {
     }
 
     /// Removes `uploads/<id>` directories older than `age` whose session
-    /// has no record: the tails of uploads made before tails were chunks
-    /// (a young one is left alone all the same).
+    /// has no record: tail files of sessions that ended without removing
+    /// them (a young one is left alone all the same).
     fn sweep_upload_dirs(&self, age: Duration) -> Result<u64> {
         let dir = self.data_dir().join("uploads");
         let entries = match std::fs::read_dir(&dir) {

@@ -123,8 +123,9 @@ pub struct StreamState {
     #[serde(default)]
     pub epoch: u64,
     /// The tail (the bytes from `tail_base` to `offset`) as a stored chunk
-    /// any node can read. `None` with bytes in the tail: an upload made
-    /// before tails were chunks, whose tail is `uploads/<id>/tail-<base>`.
+    /// any node can read (a shared store). `None` with bytes in the tail:
+    /// the tail is the file `uploads/<id>/tail-<base>` (a store of its own,
+    /// and uploads made before tails could be chunks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tail: Option<ChunkId>,
 }
@@ -243,14 +244,15 @@ impl Store {
         self.data_dir().join("uploads").join(id.to_string())
     }
 
-    /// Where an upload made before tails were chunks keeps its tail.
+    /// The tail file of an upload whose record names no tail chunk
+    /// ([`StreamState::tail`]).
     pub(super) fn tail_path(&self, id: &UploadId, base: u64) -> PathBuf {
         self.upload_dir(id).join(format!("tail-{base}"))
     }
 
-    /// The tail of an upload made before tails were chunks: the first
-    /// `want` bytes of `uploads/<id>/tail-<base>`.
-    pub(super) fn legacy_tail(&self, id: &UploadId, base: u64, want: u64) -> Result<Vec<u8>> {
+    /// The first `want` bytes of the tail file `uploads/<id>/tail-<base>`
+    /// (bytes past them are a crash's, never recorded).
+    pub(super) fn read_tail_file(&self, id: &UploadId, base: u64, want: u64) -> Result<Vec<u8>> {
         let mut tail = Vec::new();
         let mut f = File::open(self.tail_path(id, base))
             .map_err(|e| Error::CorruptMetadata(format!("upload {id}: tail file: {e}")))?;
