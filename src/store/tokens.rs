@@ -228,7 +228,7 @@ impl Store {
         name: Option<String>,
     ) -> Result<(TokenRecord, String)> {
         let (rec, token) = self.make_token(tenant, scopes, expires_ms, name)?;
-        self.meta().write(Self::token_batch(&rec)?, true)?;
+        self.put_token(&rec)?;
         Ok((rec, token))
     }
 
