@@ -296,6 +296,16 @@ class Server:
             self.p = None
 
 
+def depot_put(ctx: Ctx, url: str, path: Path, timeout: float) -> tuple[float, dict]:
+    """`depot put --json` of `path` to `url`: seconds and its report, whose
+    size must be the file's."""
+    secs, r = timed([ctx.depot, "--server", url, "put", "--json", str(path)], timeout)
+    rep = last_json(r.stdout)
+    if rep.get("size") != path.stat().st_size:
+        raise BenchError(f"depot put reported size {rep.get('size')} for {path.stat().st_size} bytes")
+    return secs, rep
+
+
 class Depot(Server):
     def __init__(self, ctx: Ctx, data: Path, env: dict | None = None, config: Path | None = None) -> None:
         super().__init__("depot")
@@ -338,11 +348,8 @@ class Depot(Server):
         """`depot put --json`: seconds, its report, request bytes the server received."""
         b0 = self.bytes_in()
         c0, s0 = child_cpu(), self.cpu_s()
-        secs, r = timed([self.ctx.depot, "--server", self.url, "put", "--json", str(path)], timeout)
+        secs, rep = depot_put(self.ctx, self.url, path, timeout)
         self.last_cpu = (child_cpu() - c0, self.cpu_s() - s0)
-        rep = last_json(r.stdout)
-        if rep.get("size") != path.stat().st_size:
-            raise BenchError(f"depot put reported size {rep.get('size')} for {path.stat().st_size} bytes")
         return secs, rep, self.bytes_in() - b0
 
     def expect(self, files: int, logical: int) -> None:
@@ -370,10 +377,8 @@ class Cluster:
         return self
 
     def put(self, path: Path, timeout: float) -> tuple[float, dict, int]:
-        secs, r = timed([self.ctx.depot, "--server", self.url, "put", "--json", str(path)], timeout)
-        rep = last_json(r.stdout)
-        if rep.get("size") != path.stat().st_size:
-            raise BenchError(f"depot put reported size {rep.get('size')} for {path.stat().st_size} bytes")
+        """As `Depot.put`, through the balancer (no byte count: see `bytes_in`)."""
+        secs, rep = depot_put(self.ctx, self.url, path, timeout)
         return secs, rep, 0
 
     def stats(self) -> dict:
