@@ -191,36 +191,42 @@ pub fn router(state: AppState) -> Router {
     let uploads = rate_limit(uploads.layer(DefaultBodyLimit::disable()), &cfg.rate_limit, Budget::Upload);
     let docs: Router<AppState> = SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi()).into();
 
-    let mut app = Router::new()
+    let app = Router::new()
         .merge(api)
         .merge(uploads)
         .merge(plain)
         .merge(docs)
         .merge(crate::protocol::ui::routes())
-        .fallback(ops::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(axum::middleware::from_fn(json_errors))
-        .layer(axum::middleware::from_fn(tus::version_on_errors));
-    if let Some(cors) = layers::cors(&cfg.cors, cfg.auth.mode == AuthMode::Local) {
-        app = app.layer(cors).layer(axum::middleware::from_fn_with_state(state.clone(), tus::discovery));
-    }
-    app.layer(PropagateRequestIdLayer::x_request_id())
-        // The span names the path only: a query may carry a credential.
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), id = %id)
-        }))
-        .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
-            axum::http::header::X_CONTENT_TYPE_OPTIONS,
-            axum::http::HeaderValue::from_static("nosniff"),
-        ))
+        .fallback(ops::not_found);
+    let cors = layers::cors(&cfg.cors, cfg.auth.mode == AuthMode::Local);
+    let discovery = cors.is_some().then(|| axum::middleware::from_fn_with_state(state.clone(), tus::discovery));
+    // One stack, given to the router as one layer, outermost first: each
+    // `Router::layer` call wraps every route in another boxed `Route`,
+    // cloned and boxed again on every request (13 of them per request
+    // before; docs/PERFORMANCE.md, D2).
+    let stack = tower::ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         // Outside CORS, so that preflights are counted and logged too, and
         // outside the request span, whose fields the line repeats; inside
         // the router, so that it sees the matched route, and inside the
         // request id.
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), access::track))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+        .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+            axum::http::header::X_CONTENT_TYPE_OPTIONS,
+            axum::http::HeaderValue::from_static("nosniff"),
+        ))
+        // The span names the path only: a query may carry a credential.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .option_layer(discovery)
+        .option_layer(cors)
+        .layer(axum::middleware::from_fn(tus::version_on_errors))
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    app.layer(stack).with_state(state)
 }
 
 /// Descriptors kept for the store (RocksDB files, objects being written)
