@@ -199,7 +199,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::protocol::ui::routes())
         .fallback(ops::not_found);
     let cors = layers::cors(&cfg.cors, cfg.auth.mode == AuthMode::Local);
-    let discovery = cors.is_some().then(|| axum::middleware::from_fn_with_state(state.clone(), tus::discovery));
+    let discovery =
+        cors.is_some().then(|| axum::middleware::from_fn_with_state(state.clone(), tus::discovery));
     // One stack, given to the router as one layer, outermost first: each
     // `Router::layer` call wraps every route in another boxed `Route`,
     // cloned and boxed again on every request (13 of them per request
@@ -223,10 +224,19 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .option_layer(discovery)
         .option_layer(cors)
-        .layer(axum::middleware::from_fn(tus::version_on_errors))
-        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(error_answers))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
     app.layer(stack).with_state(state)
+}
+
+/// Middleware: the forms every error answer takes, whoever made it (a
+/// handler, an extractor's rejection, the router): a JSON body
+/// ([`json_errors`]), and under tus's path its version header
+/// ([`tus::version_on_errors`]).
+async fn error_answers(req: Request, next: axum::middleware::Next) -> Response {
+    let tus = tus::speaks_tus(&req);
+    let resp = json_errors(next.run(req).await).await;
+    tus::version_on_errors(tus, resp)
 }
 
 /// Descriptors kept for the store (RocksDB files, objects being written)

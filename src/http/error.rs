@@ -299,13 +299,13 @@ impl From<axum::extract::multipart::MultipartRejection> for ApiError {
     }
 }
 
-/// Middleware: any error answer that is not JSON yet (axum's extractor
-/// rejections, 405 from the router, …) is rewritten as the JSON error body,
-/// keeping its status and headers. (Requests hyper itself refuses before
-/// they reach the router, such as a 431 for oversized headers, keep hyper's
-/// empty answer.)
-pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let resp = next.run(req).await;
+/// Any error answer that is not JSON yet (axum's extractor rejections, 405
+/// from the router, …) rewritten as the JSON error body, keeping its status
+/// and headers; other answers as they are. (Requests hyper itself refuses
+/// before they reach the router, such as a 431 for oversized headers, keep
+/// hyper's empty answer.) The server's `error_answers` middleware applies
+/// it to every answer.
+pub async fn json_errors(resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;

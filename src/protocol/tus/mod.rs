@@ -24,4 +24,4 @@ mod routes;
 #[cfg(feature = "server")]
 pub use self::handlers::*;
 #[cfg(feature = "server")]
-pub use self::routes::{Doc, discovery, method_override, routes, version_on_errors};
+pub use self::routes::{Doc, discovery, method_override, routes, speaks_tus, version_on_errors};

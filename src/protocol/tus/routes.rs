@@ -57,12 +57,17 @@ pub fn method_override(mut req: Request) -> Request {
     req
 }
 
+/// Whether tus's error answers apply to `req`: its path is tus's (the IETF
+/// draft's requests share the path but not tus's headers). See
+/// [`version_on_errors`].
+pub fn speaks_tus(req: &Request) -> bool {
+    req.uri().path().starts_with(PREFIX) && !crate::protocol::ietf::is_draft(req.headers())
+}
+
 /// tus wants its version on every answer under its path, errors from the
-/// router and the extractors too.
-pub async fn version_on_errors(req: Request, next: Next) -> Response {
-    // The IETF draft's requests share the path but not tus's headers.
-    let tus = req.uri().path().starts_with(PREFIX) && !crate::protocol::ietf::is_draft(req.headers());
-    let mut resp = next.run(req).await;
+/// router and the extractors too: `resp` gains `Tus-Resumable` when it is
+/// an error answer to a request [`speaks_tus`] said yes to (`tus`).
+pub fn version_on_errors(tus: bool, mut resp: Response) -> Response {
     let status = resp.status();
     if tus
         && (status.is_client_error() || status.is_server_error())
