@@ -1,7 +1,8 @@
 //! Range requests against the real server, with the open-files cache in
 //! play: ranges inside and across manifest segments, on raw and on
 //! zstd-compressed chunks, asked again once cached, and a file deleted
-//! after it was cached answering 404 at once.
+//! after it was cached answering 404 at once, and a damaged first chunk
+//! answering 500 rather than a success status and a cut body.
 
 mod common;
 
@@ -121,4 +122,40 @@ async fn a_deleted_file_is_gone_at_once_though_it_was_cached() {
     let again = s.upload_raw("soon-gone.bin", &data).await;
     assert_ne!(again.id, f.id);
     ranges_match(&s, &again, &data, &[(100, 65_635)]).await;
+}
+
+/// A chunk found damaged by the first read of a download is an error answer
+/// (500, JSON), not a success status followed by a cut connection: the
+/// body's first frame is read before the head goes out. A damaged chunk
+/// later in the file still cuts the stream (the status is gone by then).
+#[tokio::test]
+async fn a_damaged_first_chunk_is_an_error_answer_not_a_cut_body() {
+    use depot::store::{FsObjects, FsyncPolicy, ObjectKey, ObjectStore, object};
+
+    let (dir, s) = TestServer::start_temp_with(|c| c.chunking = small_chunks()).await;
+    let data = pseudo_random(200_000, 11);
+    let f = s.upload_raw("rot.bin", &data).await;
+    let m: ManifestInfo = s.get_json(&format!("/api/files/{}/manifest", f.id)).await;
+    let (first, second) = (m.chunks[0], m.chunks[1]);
+    let objects = FsObjects::open(&dir.path().join("objects"), FsyncPolicy::Never).unwrap();
+    let key = ObjectKey::plain(first.hash);
+    let mut rotten = objects.get(&key).unwrap().unwrap();
+    assert_eq!(rotten.len(), object::HEADER_LEN + first.len as usize, "a raw object");
+    *rotten.last_mut().unwrap() ^= 1;
+    objects.replace(&key, &[&rotten]).unwrap();
+
+    // The whole file, and a range that reads the first chunk whole.
+    for r in [
+        s.get(&format!("/api/files/{}", f.id)).await,
+        s.get_with(&format!("/api/files/{}", f.id), &[("Range", &format!("bytes=0-{}", first.len - 1))])
+            .await,
+    ] {
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["error"].is_string(), "{body}");
+    }
+    // Chunks the damage does not touch are served as before.
+    let (start, end) = (second.offset as usize, data.len() - 1);
+    assert_eq!(range(&s, &f.id, start, end).await, (StatusCode::PARTIAL_CONTENT, data[start..=end].to_vec()));
 }

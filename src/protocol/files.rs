@@ -177,12 +177,12 @@ pub async fn download(
     let (status, body) = match range {
         RangeRequest::Full => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(rec.size));
-            (StatusCode::OK, body_of(&st, &method, &rec, guard, 0, rec.size))
+            (StatusCode::OK, body_of(&st, &method, &rec, guard, 0, rec.size).await?)
         }
         RangeRequest::Partial { start, end } => {
             headers.insert(header::CONTENT_RANGE, header_value(&format!("bytes {start}-{end}/{}", rec.size)));
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end + 1 - start));
-            (StatusCode::PARTIAL_CONTENT, body_of(&st, &method, &rec, guard, start, end + 1))
+            (StatusCode::PARTIAL_CONTENT, body_of(&st, &method, &rec, guard, start, end + 1).await?)
         }
         RangeRequest::Multi(ranges) => {
             let parts = Multipart::new(&rec);
@@ -195,12 +195,33 @@ pub async fn download(
     Ok((status, headers, body).into_response())
 }
 
-/// The body for bytes `start..end` of an opened file (empty for HEAD).
-fn body_of(st: &AppState, method: &Method, rec: &FileRecord, guard: ReadGuard, start: u64, end: u64) -> Body {
+/// The body for bytes `start..end` of an opened file (empty for HEAD), with
+/// its first frame already read. The answer's head then goes out with that
+/// frame in one write: for a short range, hyper otherwise flushed the head
+/// alone while the read was pending, and the client woke up twice per
+/// answer (docs/PERFORMANCE.md, D2). And a read that fails at once is an
+/// error answer, not a connection cut after a success status.
+///
+/// # Errors
+/// The store's error for the first frame's read (a damaged chunk: 500).
+async fn body_of(
+    st: &AppState,
+    method: &Method,
+    rec: &FileRecord,
+    guard: ReadGuard,
+    start: u64,
+    end: u64,
+) -> Result<Body, ApiError> {
     if *method == Method::HEAD {
-        return Body::empty();
+        return Ok(Body::empty());
     }
-    Body::from_stream(logged(rec.id, st.store.read_range(rec, guard, start, end)))
+    let mut s = st.store.read_range(rec, guard, start, end);
+    let first = match s.next().await {
+        Some(first) => first?,
+        None => return Ok(Body::empty()),
+    };
+    let rest = logged(rec.id, s);
+    Ok(Body::from_stream(futures_util::stream::once(std::future::ready(Ok(first))).chain(rest)))
 }
 
 /// Logs the error that ends a download stream early.
