@@ -19,8 +19,8 @@ use depot::client::{self, Client, ClientError, GetOptions, PutOptions, Search, S
 use depot::config::{AuthMode, Config};
 use depot::store::Store;
 
-/// Two glibc malloc parameters for the server, set before any other thread
-/// exists:
+/// glibc malloc parameters for the server, set before any other thread
+/// exists (see [`set_malloc`]):
 ///
 /// - the mmap threshold pinned at its initial 128 KiB, as
 ///   `MALLOC_MMAP_THRESHOLD_=131072` would. glibc raises the threshold after
@@ -28,46 +28,51 @@ use depot::store::Store;
 ///   megabytes) come from the per-thread heaps and stay there, fragmented:
 ///   32 concurrent 8 MiB uploads under a 32 MiB body budget grew the server
 ///   by 178 MiB with the moving threshold, 88 MiB with it pinned. (mimalloc
-///   as the global allocator measured worse: 338 MiB.)
+///   as the global allocator measured worse: 338 MiB.) The buffer pool
+///   reuses what is above it (`store::buffer`).
+/// - the trim threshold at 2 MiB: setting the mmap threshold also freezes
+///   it at 128 KiB, so the heap was given back as soon as that much was free
+///   at its top, and hyper's read buffers (under 128 KiB) faulted in afresh.
 /// - at most one arena per core, four in all (glibc allows eight per core):
 ///   the blocking pool's threads come and go over a long upload, each new
 ///   one took a fresh arena, and each arena keeps what it freed. A 4 GiB
 ///   upload peaked at 40.0 MiB against 35.9 MiB for 1 GiB with glibc's
 ///   default, 35.1 against 32.8 MiB with two arenas (2 cores).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
 fn tune_malloc() {
     let arenas = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4);
-    // SAFETY: mallopt only sets allocator parameters; it is called once,
-    // first thing in main, before any other thread exists.
-    unsafe {
-        // The buffer pool reuses what is above it (`store::buffer`).
-        libc::mallopt(libc::M_MMAP_THRESHOLD, depot::store::buffer::POOLED_MIN as libc::c_int);
-        // Setting the threshold also freezes the trim threshold at 128 KiB:
-        // the heap was given back as soon as that much was free at its top,
-        // and hyper's read buffers (under 128 KiB) faulted in afresh.
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * 1024 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, arenas as libc::c_int);
-    }
+    set_malloc(&[
+        (libc::M_MMAP_THRESHOLD, depot::store::buffer::POOLED_MIN as libc::c_int),
+        (libc::M_TRIM_THRESHOLD, 2 * 1024 * 1024),
+        (libc::M_ARENA_MAX, arenas as libc::c_int),
+    ]);
 }
 
-/// Two glibc malloc parameters for a transfer command (`put`, `get`), set
-/// before any other thread exists: the mmap threshold at 4 MiB and the trim
-/// threshold at 64 MiB. With glibc's moving thresholds, hyper's read buffers
-/// (a few hundred KiB, allocated on the runtime's threads and freed on the
-/// writer's) went back to the system between reads and were faulted in
-/// afresh: a 1 GiB `depot get -o -` took 48,000–67,000 page faults and 0.32–0.47
-/// s of system time; with these, 3,500–4,800 and 0.21–0.25 s, for 6 MiB more
-/// peak memory (docs/PERFORMANCE.md, D1). Either one alone, which freezes
-/// the other at its default, was worse than neither.
+/// glibc malloc parameters for a transfer command (`put`, `get`): the mmap
+/// threshold at 4 MiB and the trim threshold at 64 MiB. With glibc's moving
+/// thresholds, hyper's read buffers (a few hundred KiB, allocated on the
+/// runtime's threads and freed on the writer's) went back to the system
+/// between reads and were faulted in afresh: a 1 GiB `depot get -o -` took
+/// 48,000–67,000 page faults and 0.32–0.47 s of system time; with these,
+/// 3,500–4,900 and 0.21–0.30 s, and a peak RSS of 31–36 MiB against 27–31
+/// (docs/PERFORMANCE.md, D1). Either one alone, which freezes the other at
+/// its default, was worse than neither.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_malloc_for_transfer() {
+    set_malloc(&[(libc::M_MMAP_THRESHOLD, 4 * 1024 * 1024), (libc::M_TRIM_THRESHOLD, 64 * 1024 * 1024)]);
+}
+
+/// Sets each `(parameter, value)` with `mallopt`. Only first thing in
+/// `main`, before any other thread exists.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-fn tune_malloc_for_transfer() {
-    // SAFETY: mallopt only sets allocator parameters; it is called once,
-    // first thing in main, before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 * 1024 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+fn set_malloc(settings: &[(libc::c_int, libc::c_int)]) {
+    for &(param, value) in settings {
+        // SAFETY: mallopt only sets allocator parameters; it is called from
+        // `main` before any other thread exists.
+        unsafe {
+            libc::mallopt(param, value);
+        }
     }
 }
 
