@@ -203,8 +203,8 @@ pub fn router(state: AppState) -> Router {
         cors.is_some().then(|| axum::middleware::from_fn_with_state(state.clone(), tus::discovery));
     // One stack, given to the router as one layer, outermost first: each
     // `Router::layer` call wraps every route in another boxed `Route`,
-    // cloned and boxed again on every request (13 of them per request
-    // before; docs/PERFORMANCE.md, D2).
+    // cloned and boxed again on every request (one per layer, ten, before;
+    // docs/PERFORMANCE.md, D2).
     let stack = tower::ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         // Outside CORS, so that preflights are counted and logged too, and
