@@ -46,8 +46,11 @@ fn binary() -> Option<PathBuf> {
     on_path.chain(cargo_home).find(|p| p.is_file())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Two distinct loopback ports free at the time of the call (both probes
+/// are held until both are chosen).
+fn free_ports() -> [u16; 2] {
+    let probes = [(); 2].map(|()| TcpListener::bind("127.0.0.1:0").unwrap());
+    probes.map(|l| l.local_addr().unwrap().port())
 }
 
 fn hex(n: usize) -> String {
@@ -72,13 +75,19 @@ impl Garage {
         false
     }
 
-    /// Starts a fresh one-node Garage and waits until its S3 port answers.
-    /// `None` (after printing why) when there is no `garage` binary and
-    /// `DEPOT_SCALEOUT` is not `1`.
+    /// Starts a fresh one-node Garage and waits until it answers a request
+    /// signed with its own key. `None` (after printing why) when there is no
+    /// `garage` binary and `DEPOT_SCALEOUT` is not `1`.
+    ///
+    /// The ports are probed free and then given to Garage, so another
+    /// process (another test's Garage, an outgoing connection) can take one
+    /// in between: Garage then exits, or the port that answers is someone
+    /// else's. A start that does not end in an answer signed with this
+    /// Garage's key is tried again on new ports (five tries).
     ///
     /// # Panics
-    /// When the binary is missing under `DEPOT_SCALEOUT=1`, or Garage does
-    /// not come up within 60 s (with its log).
+    /// When the binary is missing under `DEPOT_SCALEOUT=1`, or no try comes
+    /// up within 60 s (with the last try's log).
     pub fn start() -> Option<Garage> {
         let Some(bin) = binary() else {
             let why = "no `garage` binary (cargo install garage --locked --version 2.5.0, or set GARAGE_BIN)";
@@ -88,8 +97,20 @@ impl Garage {
             eprintln!("skipped: {why}");
             return None;
         };
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Garage::try_start(&bin) {
+                Ok(g) => return Some(g),
+                Err(why) => last = why,
+            }
+        }
+        panic!("garage did not come up in five tries; the last:\n{last}");
+    }
+
+    /// One try of [`Garage::start`]: `Err` with what happened and the log.
+    fn try_start(bin: &std::path::Path) -> Result<Garage, String> {
         let dir = tempfile::tempdir().unwrap();
-        let (rpc, s3) = (free_port(), free_port());
+        let [rpc, s3] = free_ports();
         let config = dir.path().join("garage.toml");
         std::fs::write(
             &config,
@@ -116,7 +137,7 @@ s3_region = "garage"
         .unwrap();
         let (key_id, secret, bucket) = (format!("GK{}", hex(24)), hex(64), "depot".to_string());
         let log = dir.path().join("garage.log");
-        let child = Command::new(&bin)
+        let child = Command::new(bin)
             .arg("-c")
             .arg(&config)
             .args(["server", "--single-node", "--default-bucket"])
@@ -138,22 +159,67 @@ s3_region = "garage"
             log,
             _dir: dir,
         };
-        g.wait_for(SocketAddr::from(([127, 0, 0, 1], s3)));
-        Some(g)
+        g.wait_ready(SocketAddr::from(([127, 0, 0, 1], s3)))?;
+        Ok(g)
     }
 
-    /// Waits until `addr` takes connections; the S3 server is spawned only
-    /// after the layout, key and bucket exist.
-    fn wait_for(&mut self, addr: SocketAddr) {
+    /// Waits until `addr` takes connections and then until a listing of the
+    /// bucket signed with this Garage's key succeeds there: the S3 server is
+    /// spawned only after the layout, key and bucket exist, and no other
+    /// server knows the key. `Err` (with the log) when Garage exits, or the
+    /// port answers but not as this Garage, or neither within 60 s.
+    fn wait_ready(&mut self, addr: SocketAddr) -> Result<(), String> {
+        use object_store::ObjectStore as _;
         let deadline = Instant::now() + Duration::from_secs(60);
+        let probe = self
+            .s3_builder()
+            .with_retry(object_store::RetryConfig {
+                max_retries: 0,
+                retry_timeout: Duration::from_secs(1),
+                ..Default::default()
+            })
+            .with_client_options(
+                object_store::ClientOptions::new().with_allow_http(true).with_timeout(Duration::from_secs(2)),
+            )
+            .build()
+            .unwrap();
+        // On a thread of its own: the caller may be inside a runtime.
+        let list = || {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    rt.block_on(probe.list_with_delimiter(None)).map(drop)
+                })
+                .join()
+                .unwrap()
+            })
+        };
+        let mut answered = None;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("garage exited ({status}) before its S3 port opened:\n{}", self.log());
+                return Err(format!("garage exited ({status}) before it answered:\n{}", self.log()));
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
+                match list() {
+                    Ok(_) => return Ok(()),
+                    // Someone answers on the port: give our Garage a few
+                    // seconds to either own it or exit.
+                    Err(e) => {
+                        let since = *answered.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_secs(5) {
+                            let _ = self.child.kill();
+                            return Err(format!(
+                                "{addr} answers, but not as this garage: {e}\n{}",
+                                self.log()
+                            ));
+                        }
+                    }
+                }
             }
-            assert!(Instant::now() < deadline, "garage's S3 port did not open within 60 s:\n{}", self.log());
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                return Err(format!("garage did not answer within 60 s:\n{}", self.log()));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
