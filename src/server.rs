@@ -180,15 +180,22 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let cfg = state.config.clone();
     let (Routes { api, uploads }, plain) = routes();
-    let api = rate_limit(
-        api.layer(DefaultBodyLimit::max(cfg.limits.max_json_body.0 as usize))
-            .route_layer(axum::middleware::from_fn_with_state(state.clone(), layers::json_bodies)),
-        &cfg.rate_limit,
-        Budget::Api,
+    // Each group's own layers as one stack given in one call, for the
+    // reason the outer stack is (below); `route_layer`, so that a path no
+    // route matches meets only the outer stack and the fallback.
+    let api = api.route_layer(
+        tower::ServiceBuilder::new()
+            .option_layer(rate_limit(&cfg.rate_limit, Budget::Api))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), layers::json_bodies))
+            .layer(DefaultBodyLimit::max(cfg.limits.max_json_body.0 as usize)),
     );
     // Upload bodies are limited by the configured file and piece sizes, not
     // by axum's default 2 MB.
-    let uploads = rate_limit(uploads.layer(DefaultBodyLimit::disable()), &cfg.rate_limit, Budget::Upload);
+    let uploads = uploads.route_layer(
+        tower::ServiceBuilder::new()
+            .option_layer(rate_limit(&cfg.rate_limit, Budget::Upload))
+            .layer(DefaultBodyLimit::disable()),
+    );
     let docs: Router<AppState> = SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi()).into();
 
     let app = Router::new()

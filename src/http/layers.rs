@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use tower_governor::GovernorError;
@@ -48,30 +47,28 @@ pub enum Budget {
     Upload,
 }
 
-/// Puts a rate limit for one budget on `router`, answering 429 with
-/// `Retry-After` and a JSON body; unchanged when rate limiting is off.
-pub fn rate_limit<S: Clone + Send + Sync + 'static>(
-    router: Router<S>,
-    cfg: &RateLimitConfig,
-    budget: Budget,
-) -> Router<S> {
+/// The rate-limit layer of one budget (tower_governor, keyed by the
+/// client's IP): answers 429 with `Retry-After` and a JSON body. `None`
+/// when rate limiting is off.
+pub type RateLimit =
+    tower_governor::GovernorLayer<ClientIp, governor::middleware::NoOpMiddleware, axum::body::Body>;
+
+/// The rate limit for one budget, `None` when rate limiting is off.
+pub fn rate_limit(cfg: &RateLimitConfig, budget: Budget) -> Option<RateLimit> {
     if !cfg.enabled {
-        return router;
+        return None;
     }
     let (per_second, burst) = match budget {
         Budget::Api => (cfg.api_per_second, cfg.api_burst),
         Budget::Upload => (cfg.upload_per_second, cfg.upload_burst),
     };
     let period = Duration::from_nanos(1_000_000_000 / per_second.max(1));
-    let Some(config) = GovernorConfigBuilder::default()
+    let config = GovernorConfigBuilder::default()
         .period(period)
         .burst_size(burst)
         .key_extractor(ClientIp::new(cfg))
-        .finish()
-    else {
-        return router;
-    };
-    router.layer(tower_governor::GovernorLayer::new(config).error_handler(rate_limited))
+        .finish()?;
+    Some(tower_governor::GovernorLayer::new(config).error_handler(rate_limited))
 }
 
 fn rate_limited(e: GovernorError) -> Response {
