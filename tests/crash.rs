@@ -15,10 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::http::{client, tus, tus_patch};
 use common::test_config;
-use depot::store::{
-    ChunkId, Faulty, FsObjects, FsyncPolicy, ManualClock, MemObjects, ObjectKey, Store, SystemClock, Tenant,
-    View,
-};
+use depot::store::{ChunkId, Faulty, FsObjects, ManualClock, MemObjects, Store, SystemClock, Tenant, View};
 use depot::testdata::pseudo_random;
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -214,10 +211,9 @@ async fn offline_commands_leave_crash_recovery_to_its_owner() {
     // What a power cut leaves: an object whose write was cut (no row names it).
     let orphan = ChunkId::of(b"never acknowledged");
     let hex = orphan.to_string();
-    let objects = FsObjects::open(&dir.path().join("objects"), FsyncPolicy::Never).unwrap();
-    let opath = objects.path_of(&ObjectKey::plain(orphan));
-    drop(objects);
-    std::fs::write(&opath, b"DPCK torn write").unwrap();
+    let odir = dir.path().join("objects").join(&hex[..2]).join(&hex[2..4]);
+    std::fs::create_dir_all(&odir).unwrap();
+    std::fs::write(odir.join(&hex), b"DPCK torn write").unwrap();
 
     let depot = |args: &[&str], env: &[(&str, &str)]| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_depot"));
@@ -252,7 +248,7 @@ async fn offline_commands_leave_crash_recovery_to_its_owner() {
     assert!(ok, "{out}");
     let gc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(gc["orphan_objects"].as_u64().unwrap() >= 1, "{gc}");
-    assert!(!opath.exists());
+    assert!(!odir.join(&hex).exists());
     let s = reopened();
     assert!(!s.was_unclean(), "gc swept the orphans: recovery is done");
     s.close().unwrap();

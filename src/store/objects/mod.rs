@@ -20,8 +20,7 @@
 //! and a late DELETE can only hit garbage; the others (the directory) keep
 //! generation 0 and create-only puts.
 //!
-//! - [`FsObjects`] (`fs.rs`): `objects/ab/<64 hex>` on a local filesystem
-//!   (`objects/ab/cd/<64 hex>` in stores made before 2026-12, [`Fanout`]);
+//! - [`FsObjects`] (`fs.rs`): `objects/ab/cd/<64 hex>` on a local filesystem;
 //!   not generational.
 //! - [`S3Objects`] (`s3.rs`, feature `s3`): `{prefix}chunks/ab/<64 hex>.<16 hex>`
 //!   in an S3 bucket; generational. Garage is the reference engine.
@@ -53,7 +52,7 @@ use super::enums::keywords;
 use super::id::ChunkId;
 
 pub use self::faulty::{Faulty, Op, Pause};
-pub use self::fs::{Fanout, FsObjects, FsyncPolicy};
+pub use self::fs::{FsObjects, FsyncPolicy};
 pub use self::memory::MemObjects;
 #[cfg(feature = "s3")]
 pub use self::s3::{S3Credentials, S3Objects};

@@ -21,109 +21,15 @@ fn fs_objects_behave() {
         store.put_if_absent(&id, &[b"c"]).unwrap();
         let p = store.path_of(&id);
         let hex = id.id.to_string();
-        assert!(p.ends_with(format!("{}/{}", &hex[..2], hex)), "generation 0 keeps today's name");
-        assert!(p.is_file());
+        assert!(
+            p.ends_with(format!("{}/{}/{}", &hex[..2], &hex[2..4], hex)),
+            "generation 0 keeps today's name"
+        );
         let g = ObjectKey::new(id.id, 0xab);
-        assert!(store.path_of(&g).ends_with(format!("{}/{hex}.00000000000000ab", &hex[..2])));
+        assert!(store.path_of(&g).ends_with(format!("{}/{}/{hex}.00000000000000ab", &hex[..2], &hex[2..4])));
         assert!(!store.generational());
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
-}
-
-/// A new store is made with one level, its 256 directories and a `layout`
-/// file that says so; a store made with two levels (`ab/cd`, before the
-/// file existed) is read and written as it was made, and keeps the
-/// contract; the file is what later opens go by.
-#[test]
-fn fanout_is_decided_once_and_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsObjects::open(dir.path(), FsyncPolicy::Batch).unwrap();
-    assert_eq!(store.fanout(), Fanout::One);
-    assert_eq!(fs::read_to_string(dir.path().join("layout")).unwrap(), "ab\n");
-    let top = fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count();
-    assert_eq!(top, 256 + 2, "00..ff, tmp and quarantine");
-    let id = ObjectKey::plain(ChunkId::of(b"one"));
-    assert!(store.put_if_absent(&id, &[b"one"]).unwrap());
-    drop(store);
-    let store = FsObjects::open(dir.path(), FsyncPolicy::Batch).unwrap();
-    assert_eq!(store.fanout(), Fanout::One);
-    assert_eq!(store.get(&id).unwrap().unwrap(), b"one");
-
-    // A store of the old layout: one object at `ab/cd/<hex>`, no `layout`.
-    let old = tempfile::tempdir().unwrap();
-    let id = ObjectKey::plain(ChunkId::of(b"old"));
-    let hex = id.id.to_string();
-    let path = old.path().join(&hex[..2]).join(&hex[2..4]).join(&hex);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(&path, b"old bytes").unwrap();
-    let store = FsObjects::open(old.path(), FsyncPolicy::Batch).unwrap();
-    assert_eq!(store.fanout(), Fanout::Two);
-    assert_eq!(fs::read_to_string(old.path().join("layout")).unwrap(), "ab/cd\n");
-    assert_eq!(store.path_of(&id), path);
-    assert_eq!(store.get(&id).unwrap().unwrap(), b"old bytes");
-    assert_eq!(store.list(id.id.as_bytes()[0], None, 10).unwrap()[0].key, id);
-    exercise(&store);
-    let new = ObjectKey::plain(ChunkId::of(b"new"));
-    assert!(store.put_if_absent(&new, &[b"new"]).unwrap());
-    let h = new.id.to_string();
-    assert!(
-        old.path().join(&h[..2]).join(&h[2..4]).join(&h).is_file(),
-        "new objects go where the old ones are"
-    );
-    drop(store);
-    // The file decides from now on, whatever the directories hold.
-    fs::remove_dir_all(old.path().join(&hex[..2]).join(&hex[2..4])).unwrap();
-    assert_eq!(FsObjects::open(old.path(), FsyncPolicy::Batch).unwrap().fanout(), Fanout::Two);
-
-    fs::write(old.path().join("layout"), "abc/\n").unwrap();
-    let e = FsObjects::open(old.path(), FsyncPolicy::Batch).err().unwrap();
-    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
-    assert!(e.to_string().contains("unknown layout `abc/`"), "{e}");
-}
-
-/// Under one level a walk reads its byte's directory once and pages
-/// through what it read: an object removed mid-walk is skipped, one added
-/// mid-walk waits for the next walk, and a walk of another byte in between
-/// does not make either walk lose its place.
-#[test]
-fn one_level_walks_page_through_one_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsObjects::open(dir.path(), FsyncPolicy::Never).unwrap();
-    let mut keys: Vec<ObjectKey> = (0..20_000u32)
-        .map(|i| ObjectKey::plain(ChunkId::of(&i.to_le_bytes())))
-        .filter(|k| k.id.as_bytes()[0] == 7)
-        .collect();
-    keys.sort();
-    for k in &keys {
-        store.put_if_absent(k, &[b"x"]).unwrap();
-    }
-    let other = ObjectKey::plain(ChunkId::from_slice(&[8; 32]).unwrap());
-    store.put_if_absent(&other, &[b"o"]).unwrap();
-    let first = store.list(7, None, 10).unwrap();
-    assert_eq!(first.iter().map(|e| e.key).collect::<Vec<_>>(), keys[..10]);
-    // Meanwhile: one of the next page goes, a new one comes.
-    store.delete_many(&[keys[12]]).unwrap();
-    let late = (0u32..)
-        .map(|i| ObjectKey::plain(ChunkId::of(&(i + 1_000_000).to_le_bytes())))
-        .find(|k| k.id.as_bytes()[0] == 7 && *k > keys[15] && *k < keys[20])
-        .unwrap();
-    store.put_if_absent(&late, &[b"late"]).unwrap();
-    let second = store.list(7, Some(&keys[9]), 10).unwrap();
-    let mut want: Vec<ObjectKey> = keys[10..21].to_vec();
-    want.remove(2);
-    assert_eq!(second.iter().map(|e| e.key).collect::<Vec<_>>(), want, "the walk's own names");
-    // A walk of another byte in between: the first goes on where it was.
-    assert_eq!(store.list(8, None, 10).unwrap()[0].key, other);
-    let third = store.list(7, Some(&keys[20]), 10).unwrap();
-    assert_eq!(third.iter().map(|e| e.key).collect::<Vec<_>>(), keys[21..31]);
-    let mut rest = Vec::new();
-    crate::store::objects::for_each_page::<std::io::Error>(&store, 7, 1000, |p| {
-        rest.extend(p.iter().map(|e| e.key));
-        Ok(())
-    })
-    .unwrap();
-    assert!(rest.contains(&late), "a new walk reads the directory again");
-    assert_eq!(rest.len(), keys.len(), "one gone, one come");
 }
 
 #[test]
