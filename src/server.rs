@@ -194,6 +194,7 @@ pub fn router(state: AppState) -> Router {
     let uploads = uploads.route_layer(
         tower::ServiceBuilder::new()
             .option_layer(rate_limit(&cfg.rate_limit, Budget::Upload))
+            .layer(axum::middleware::from_fn(layers::drain_unread))
             .layer(DefaultBodyLimit::disable()),
     );
     let docs: Router<AppState> = SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi()).into();

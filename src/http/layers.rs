@@ -133,3 +133,81 @@ fn body_size(req: &axum::extract::Request, limit: u64) -> Option<u64> {
     let http1 = matches!(req.version(), Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11);
     (h.contains_key(header::TRANSFER_ENCODING) || !http1).then_some(limit)
 }
+
+/// At most this much of an unread request body is read and dropped before
+/// an error answer goes out ([`drain_unread`]).
+const DRAIN_BYTES: u64 = 4 << 20;
+/// And for at most this long.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Middleware on the upload routes: when a handler answers an error
+/// (4xx/5xx) before it has read the request body (a quota or a store that
+/// is away refuses at once), the rest of the body, up to 4 MiB and 2 s, is
+/// read and dropped before the answer leaves. Otherwise the connection is
+/// closed with the client's bytes unread, the kernel resets it, and a
+/// client still sending (curl, reqwest) sees "broken pipe" instead of the
+/// answer (nginx's lingering close does the same for the same reason).
+/// A body past the bounds is left unread: the answer still goes, and the
+/// connection closes.
+pub async fn drain_unread(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use std::sync::{Arc, Mutex};
+    let slot: Arc<Mutex<Option<axum::body::Body>>> = Arc::new(Mutex::new(None));
+    let req = req.map(|b| axum::body::Body::new(Returned { inner: Some(b), slot: slot.clone() }));
+    let resp = next.run(req).await;
+    if !(resp.status().is_client_error() || resp.status().is_server_error()) {
+        return resp;
+    }
+    let unread = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(body) = unread {
+        let drain = async {
+            let mut stream = body.into_data_stream();
+            let mut n = 0u64;
+            while let Some(Ok(bytes)) = futures_util::StreamExt::next(&mut stream).await {
+                n += bytes.len() as u64;
+                if n > DRAIN_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    }
+    resp
+}
+
+/// A request body that, dropped before its end, hands what is left back
+/// through `slot` (see [`drain_unread`]).
+struct Returned {
+    inner: Option<axum::body::Body>,
+    slot: std::sync::Arc<std::sync::Mutex<Option<axum::body::Body>>>,
+}
+
+impl http_body::Body for Returned {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.inner.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.as_ref().map(http_body::Body::size_hint).unwrap_or_default()
+    }
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        if let Some(b) = self.inner.take().filter(|b| !http_body::Body::is_end_stream(b)) {
+            *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
+        }
+    }
+}
