@@ -151,6 +151,16 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// connection closes.
 pub async fn drain_unread(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use std::sync::{Arc, Mutex};
+    // A client that sent `Expect: 100-continue` waits for the answer before
+    // it sends the body (hyper says 100 only when the body is read): an
+    // early refusal is answered without it, as RFC 9110 §10.1.1 intends.
+    let expects = req
+        .headers()
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects {
+        return next.run(req).await;
+    }
     let slot: Arc<Mutex<Option<axum::body::Body>>> = Arc::new(Mutex::new(None));
     let req = req.map(|b| axum::body::Body::new(Returned { inner: Some(b), slot: slot.clone() }));
     let resp = next.run(req).await;
