@@ -48,8 +48,7 @@ pub enum Budget {
 }
 
 /// The rate-limit layer of one budget (tower_governor, keyed by the
-/// client's IP): answers 429 with `Retry-After` and a JSON body. `None`
-/// when rate limiting is off.
+/// client's IP): answers 429 with `Retry-After` and a JSON body.
 pub type RateLimit =
     tower_governor::GovernorLayer<ClientIp, governor::middleware::NoOpMiddleware, axum::body::Body>;
 
@@ -141,28 +140,27 @@ const DRAIN_BYTES: u64 = 4 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// Middleware on the upload routes: when a handler answers an error
-/// (4xx/5xx) before it has read the request body (a quota or a store that
-/// is away refuses at once), the rest of the body, up to 4 MiB and 2 s, is
-/// read and dropped before the answer leaves. Otherwise the connection is
-/// closed with the client's bytes unread, the kernel resets it, and a
-/// client still sending (curl, reqwest) sees "broken pipe" instead of the
-/// answer (nginx's lingering close does the same for the same reason).
-/// A body past the bounds is left unread: the answer still goes, and the
-/// connection closes.
+/// (4xx/5xx) before it has read all of the request body (a quota or a
+/// store that is away refuses at once), the rest of the body, up to 4 MiB
+/// and 2 s, is read and dropped before the answer leaves. Otherwise the
+/// connection is closed with the client's bytes unread, the kernel resets
+/// it, and a client still sending (curl, reqwest) sees "broken pipe"
+/// instead of the answer (nginx's lingering close does the same for the
+/// same reason). A body past the bounds is left unread: the answer still
+/// goes, and the connection closes. A body never read at all under
+/// `Expect: 100-continue` is not drained: its client waits for the answer
+/// before sending (hyper says 100 only when the body is read), so the
+/// refusal goes without a 100, as RFC 9110 §10.1.1 intends.
 pub async fn drain_unread(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use std::sync::{Arc, Mutex};
-    // A client that sent `Expect: 100-continue` waits for the answer before
-    // it sends the body (hyper says 100 only when the body is read): an
-    // early refusal is answered without it, as RFC 9110 §10.1.1 intends.
-    let expects = req
+    let waits_for_100 = req
         .headers()
         .get(axum::http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects {
-        return next.run(req).await;
-    }
     let slot: Arc<Mutex<Option<axum::body::Body>>> = Arc::new(Mutex::new(None));
-    let req = req.map(|b| axum::body::Body::new(Returned { inner: Some(b), slot: slot.clone() }));
+    let req = req.map(|b| {
+        axum::body::Body::new(Returned { inner: Some(b), read: !waits_for_100, slot: slot.clone() })
+    });
     let resp = next.run(req).await;
     if !(resp.status().is_client_error() || resp.status().is_server_error()) {
         return resp;
@@ -185,9 +183,12 @@ pub async fn drain_unread(req: axum::extract::Request, next: axum::middleware::N
 }
 
 /// A request body that, dropped before its end, hands what is left back
-/// through `slot` (see [`drain_unread`]).
+/// through `slot` (see [`drain_unread`]); one never read is handed back
+/// only when `read` starts true (no `Expect: 100-continue`).
 struct Returned {
     inner: Option<axum::body::Body>,
+    /// Read from, or to be treated as such.
+    read: bool,
     slot: std::sync::Arc<std::sync::Mutex<Option<axum::body::Body>>>,
 }
 
@@ -199,6 +200,7 @@ impl http_body::Body for Returned {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.read = true;
         match self.inner.as_mut() {
             Some(b) => std::pin::Pin::new(b).poll_frame(cx),
             None => std::task::Poll::Ready(None),
@@ -216,7 +218,8 @@ impl http_body::Body for Returned {
 
 impl Drop for Returned {
     fn drop(&mut self) {
-        if let Some(b) = self.inner.take().filter(|b| !http_body::Body::is_end_stream(b)) {
+        let rest = self.inner.take().filter(|b| self.read && !http_body::Body::is_end_stream(b));
+        if let Some(b) = rest {
             *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
         }
     }
