@@ -86,8 +86,8 @@ impl Garage {
     /// Garage's key is tried again on new ports (five tries).
     ///
     /// # Panics
-    /// When the binary is missing under `DEPOT_SCALEOUT=1`, or no try comes
-    /// up within 60 s (with the last try's log).
+    /// When the binary is missing under `DEPOT_SCALEOUT=1`, or all five
+    /// tries fail (each waits up to 60 s; the panic has the last one's log).
     pub fn start() -> Option<Garage> {
         let Some(bin) = binary() else {
             let why = "no `garage` binary (cargo install garage --locked --version 2.5.0, or set GARAGE_BIN)";
@@ -167,7 +167,8 @@ s3_region = "garage"
     /// bucket signed with this Garage's key succeeds there: the S3 server is
     /// spawned only after the layout, key and bucket exist, and no other
     /// server knows the key. `Err` (with the log) when Garage exits, or the
-    /// port answers but not as this Garage, or neither within 60 s.
+    /// port answers but not as this Garage, or neither within 60 s; the
+    /// caller drops `self`, which kills the process.
     fn wait_ready(&mut self, addr: SocketAddr) -> Result<(), String> {
         use object_store::ObjectStore as _;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -207,7 +208,6 @@ s3_region = "garage"
                     Err(e) => {
                         let since = *answered.get_or_insert_with(Instant::now);
                         if since.elapsed() > Duration::from_secs(5) {
-                            let _ = self.child.kill();
                             return Err(format!(
                                 "{addr} answers, but not as this garage: {e}\n{}",
                                 self.log()
@@ -217,7 +217,6 @@ s3_region = "garage"
                 }
             }
             if Instant::now() >= deadline {
-                let _ = self.child.kill();
                 return Err(format!("garage did not answer within 60 s:\n{}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(50));
