@@ -159,3 +159,52 @@ async fn a_damaged_first_chunk_is_an_error_answer_not_a_cut_body() {
     let (start, end) = (second.offset as usize, data.len() - 1);
     assert_eq!(range(&s, &f.id, start, end).await, (StatusCode::PARTIAL_CONTENT, data[start..=end].to_vec()));
 }
+
+/// A small range of a cached segment is read on the server's async thread
+/// when the page cache holds it; a chunk whose object header no longer
+/// checks is not answered there but by the blocking read, which answers 500
+/// and marks the chunk damaged (the missing-chunks query then asks for it),
+/// while ranges of the chunk next to it are still served.
+#[tokio::test]
+async fn a_damaged_header_under_a_cached_range_is_found_and_marked() {
+    use depot::store::{FsObjects, FsyncPolicy, ObjectKey, ObjectStore};
+    use depot::wire::MissingResponse;
+
+    let (dir, s) = TestServer::start_temp_with(|c| c.chunking = small_chunks()).await;
+    let data = pseudo_random(200_000, 12);
+    let f = s.upload_raw("head.bin", &data).await;
+    let m: ManifestInfo = s.get_json(&format!("/api/files/{}/manifest", f.id)).await;
+    let (first, second) = (m.chunks[0], m.chunks[1]);
+    let inside =
+        |c: depot::wire::ManifestChunk| (c.offset as usize + 1, (c.offset + u64::from(c.len)) as usize - 2);
+    // Asked once: the segment is cached, and both parts are served.
+    for c in [first, second] {
+        let (a, b) = inside(c);
+        assert_eq!(range(&s, &f.id, a, b).await, (StatusCode::PARTIAL_CONTENT, data[a..=b].to_vec()));
+    }
+
+    let objects = FsObjects::open(&dir.path().join("objects"), FsyncPolicy::Never).unwrap();
+    let key = ObjectKey::plain(first.hash);
+    let mut rotten = objects.get(&key).unwrap().unwrap();
+    rotten[8] ^= 1;
+    objects.replace(&key, &[&rotten]).unwrap();
+
+    let (a, b) = inside(first);
+    assert_eq!(range(&s, &f.id, a, b).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    let r = client_post_missing(&s, &[first.hash, second.hash]).await;
+    assert_eq!(r.json::<MissingResponse>().await.unwrap().missing, vec![first.hash], "marked damaged");
+    let (a, b) = inside(second);
+    assert_eq!(range(&s, &f.id, a, b).await, (StatusCode::PARTIAL_CONTENT, data[a..=b].to_vec()));
+}
+
+/// `POST /api/chunks/missing` for `hashes`; it must answer 200.
+async fn client_post_missing(s: &TestServer, hashes: &[depot::store::ChunkId]) -> reqwest::Response {
+    let r = reqwest::Client::new()
+        .post(s.url("/api/chunks/missing"))
+        .json(&serde_json::json!({ "hashes": hashes }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r
+}

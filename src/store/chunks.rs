@@ -455,6 +455,33 @@ impl Store {
         Ok(part.freeze(0..to - from))
     }
 
+    /// [`Self::read_chunk_part_at`] of a raw object, answered only when the
+    /// kernel's caches hold the object's name and bytes (see
+    /// [`ObjectStore::get_head_and_range_cached`]): no wait for a disk, so
+    /// it may run on an async thread. It checks what the blocking read
+    /// checks; `None` for anything else (not cached, a zstd object, a
+    /// header that does not check): the blocking read then answers, and
+    /// reports a damaged object.
+    pub(super) fn read_chunk_part_cached(
+        &self,
+        key: &ObjectKey,
+        len: u32,
+        from: usize,
+        to: usize,
+    ) -> Option<Bytes> {
+        let mut part = buffer::take((to - from).max(buffer::POOLED_MIN));
+        let head = self.0.objects.get_head_and_range_cached(
+            key,
+            object::HEADER_LEN,
+            (object::HEADER_LEN + from) as u64,
+            to - from,
+            &mut part,
+        )?;
+        let h = object::Header::decode(&head).ok()?;
+        (h.id == key.id && h.raw_len == len && h.codec == object::Codec::Raw && part.len() == to - from)
+            .then(|| part.freeze(0..to - from))
+    }
+
     /// Moves a chunk's object aside after a read found it damaged, and marks
     /// its row so that the missing-chunks query reports it (the next upload
     /// of that content heals it) and downloads fail fast.

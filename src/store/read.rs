@@ -8,8 +8,10 @@
 //!
 //! Opening a file and finding a range's manifest segment are answered from
 //! the open-files cache ([`super::cache`]) when it holds them, so that a
-//! small `Range` request on a cached file costs one blocking-pool hop: the
-//! read of its chunk parts. What a read checks: a whole chunk's payload CRC
+//! small `Range` request on a cached file costs at most one blocking-pool
+//! hop, the read of its chunk parts, and none when the page cache holds
+//! them (read on the async thread, see [`Store::read_range`]). What a read
+//! checks: a whole chunk's payload CRC
 //! and length ([`Store::read_chunk`]); for a part of a raw chunk, its
 //! header only ([`Store::read_chunk_part`]).
 
@@ -27,6 +29,11 @@ use super::{ChunkId, Error, FileId, FileRecord, FileState, Result, Store, lock, 
 
 /// The longest read served in one blocking call (see [`Store::read_range`]).
 pub const ONE_HOP: u64 = 1 << 20;
+
+/// The longest range read on an async thread when the page cache holds it
+/// (see [`Store::read_range`]): copying 256 KiB takes some tens of
+/// microseconds, the order of a hop to the blocking pool and back.
+pub const ON_THREAD: u64 = 256 << 10;
 
 /// A stream of file bytes; an error ends it (the connection must then be
 /// aborted: the body is short or wrong).
@@ -176,7 +183,9 @@ impl Store {
     /// blocking call: the chunk
     /// parts it covers, and its segment unless the open-files cache holds
     /// it (looked up here; a segment read for such a range is cached).
-    /// Longer reads stream segment by segment, with
+    /// A range of at most [`ON_THREAD`] whose segment is cached and whose
+    /// bytes the page cache holds is read on the calling thread, without
+    /// that hop. Longer reads stream segment by segment, with
     /// [`StoreOptions::read_ahead`](super::StoreOptions) chunks read ahead.
     pub fn read_range(&self, rec: &FileRecord, guard: ReadGuard, start: u64, end: u64) -> ByteStream {
         let end = end.min(rec.size);
@@ -197,6 +206,11 @@ impl Store {
             let store = self.clone();
             let seg_start = rec.segments[first];
             let cached = self.0.cache.segment(&id, first as u32);
+            if let Some(parts) =
+                cached.as_ref().and_then(|e| self.read_parts_cached(e, seg_start, start, end))
+            {
+                return held(stream::iter(parts.into_iter().map(Ok)), guard);
+            }
             let parts = async move {
                 store
                     .blocking(move |s| {
@@ -258,6 +272,33 @@ impl Store {
             })
             .try_buffered(read_ahead);
         held(s, guard)
+    }
+
+    /// The parts of `start..end` (in a segment starting at `seg_start`)
+    /// read on the calling thread, when the range is at most [`ON_THREAD`]
+    /// long, covers only parts of chunks, and the kernel's caches hold
+    /// every byte ([`Store::read_chunk_part_cached`]); else `None`, and the
+    /// caller reads on a blocking thread. A cached 64 KiB range then costs
+    /// no hop to the blocking pool and back (two thread wake-ups, the
+    /// largest cost left in a profile of `Range` requests:
+    /// docs/PERFORMANCE.md, D2).
+    fn read_parts_cached(
+        &self,
+        entries: &Segment,
+        seg_start: u64,
+        start: u64,
+        end: u64,
+    ) -> Option<Vec<Bytes>> {
+        // A generational store names objects by their rows: not read here.
+        if end - start > ON_THREAD || self.0.objects.generational() {
+            return None;
+        }
+        parts_in(entries.clone(), seg_start, start, end)
+            .map(|(e, from, to)| {
+                let part = from > 0 || to < e.len as usize;
+                part.then(|| self.read_chunk_part_cached(&ObjectKey::plain(e.id), e.len, from, to)).flatten()
+            })
+            .collect()
     }
 
     /// Segment `seg` of a ready file's manifest, from the open-files cache

@@ -17,7 +17,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,14 @@ pub struct FsObjects {
     /// concurrent barriers coalesce into one flush.
     written: AtomicU64,
     synced: Mutex<u64>,
+    /// Whether reads answered from the kernel's caches alone are tried
+    /// ([`ObjectStore::get_head_and_range_cached`]); cleared for good when
+    /// the kernel (before 5.12) or a sandbox refuses them.
+    cached_reads: AtomicBool,
+    /// The object directory itself (`O_PATH`), which cached reads open
+    /// objects relative to: a walk of three names, not of the whole path.
+    #[cfg(target_os = "linux")]
+    root_fd: rustix::fd::OwnedFd,
 }
 
 impl FsObjects {
@@ -84,6 +92,13 @@ impl FsObjects {
             tmpfile,
             written: AtomicU64::new(0),
             synced: Mutex::new(0),
+            cached_reads: AtomicBool::new(true),
+            #[cfg(target_os = "linux")]
+            root_fd: rustix::fs::open(
+                root,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?,
         })
     }
 
@@ -96,14 +111,11 @@ impl FsObjects {
     /// name as [`ObjectKey::name`] gives it, built in one allocation (every
     /// read asks for it).
     pub fn path_of(&self, key: &ObjectKey) -> PathBuf {
-        use std::fmt::Write as _;
-        let b = key.id.as_bytes();
         let root = self.root.as_os_str();
         let mut p = std::ffi::OsString::with_capacity(root.len() + 90);
         p.push(root);
-        let mut tail = String::with_capacity(90);
-        let _ = write!(tail, "/{:02x}/{:02x}/{key}", b[0], b[1]);
-        p.push(&tail);
+        p.push("/");
+        p.push(relative_path(key));
         PathBuf::from(p)
     }
 
@@ -254,6 +266,47 @@ impl ObjectStore for FsObjects {
         file.seek(SeekFrom::Start(start))?;
         (&mut file).take(len as u64).read_to_end(buf)?;
         Ok(Some(h))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn get_head_and_range_cached(
+        &self,
+        key: &ObjectKey,
+        head: usize,
+        start: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        use rustix::io::Errno;
+        if !self.cached_reads.load(Ordering::Relaxed) {
+            return None;
+        }
+        let opened = rustix::fs::openat2(
+            &self.root_fd,
+            relative_path(key),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::CACHED,
+        );
+        let fd = match opened {
+            Ok(fd) => fd,
+            // No `openat2` (ENOSYS, or EPERM from a seccomp filter), or no
+            // `RESOLVE_CACHED` (EINVAL): not asked again.
+            Err(Errno::NOSYS | Errno::PERM | Errno::INVAL) => {
+                self.cached_reads.store(false, Ordering::Relaxed);
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let mut h = vec![0u8; head];
+        read_cached(&fd, 0, &mut h)?;
+        // Zeroed first (the kernel takes an initialised slice): on a
+        // reused buffer that is a memset of pages already resident.
+        buf.clear();
+        buf.resize(len, 0);
+        read_cached(&fd, start, buf)?;
+        Some(h)
     }
 
     fn contains(&self, key: &ObjectKey) -> io::Result<bool> {
@@ -409,6 +462,34 @@ impl ObjectStore for FsObjects {
 /// The file at `path` opened for reading, `None` when it does not exist.
 fn open_existing(path: &Path) -> io::Result<Option<fs::File>> {
     not_found_is(fs::File::open(path).map(Some), None)
+}
+
+/// An object's path below the object directory: `ab/cd/<key>`.
+fn relative_path(key: &ObjectKey) -> String {
+    use std::fmt::Write as _;
+    let b = key.id.as_bytes();
+    let mut p = String::with_capacity(90);
+    let _ = write!(p, "{:02x}/{:02x}/{key}", b[0], b[1]);
+    p
+}
+
+/// Fills `buf` from `fd` at `start` with reads that take only what the page
+/// cache holds (`RWF_NOWAIT`); `None` unless all of it came (a page not
+/// cached, the end of the file, or an error).
+#[cfg(target_os = "linux")]
+fn read_cached(fd: &rustix::fd::OwnedFd, start: u64, buf: &mut [u8]) -> Option<()> {
+    use rustix::io::{Errno, ReadWriteFlags};
+    let mut got = 0;
+    while got < buf.len() {
+        let mut iov = [io::IoSliceMut::new(&mut buf[got..])];
+        match rustix::io::preadv2(fd, &mut iov, start + got as u64, ReadWriteFlags::NOWAIT) {
+            Ok(0) => return None,
+            Ok(n) => got += n,
+            Err(Errno::INTR) => {}
+            Err(_) => return None,
+        }
+    }
+    Some(())
 }
 
 /// Bytes `start..start + len` of `file` by positioned reads; fewer when the

@@ -206,6 +206,25 @@ pub trait ObjectStore: Send + Sync + 'static {
         Ok(Some(h))
     }
 
+    /// [`ObjectStore::get_head_and_range`] answered from memory alone, so
+    /// that it may run on an async thread: `Some(head)` with the slice in
+    /// `buf` when the object was found and both reads were complete without
+    /// waiting for a disk; `None` when anything would have waited, or was
+    /// absent, short or failed (the caller then makes the blocking call,
+    /// which reports what went wrong). The default is always `None`; the
+    /// directory answers from the kernel's caches (Linux: `openat2` with
+    /// `RESOLVE_CACHED`, `preadv2` with `RWF_NOWAIT`).
+    fn get_head_and_range_cached(
+        &self,
+        _key: &ObjectKey,
+        _head: usize,
+        _start: u64,
+        _len: usize,
+        _buf: &mut Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Reads the encoded object into `buf`, cleared first; `false` when
     /// absent. The buffer's capacity is used when it suffices (a reused
     /// buffer costs no allocation). The default copies what

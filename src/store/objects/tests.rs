@@ -149,3 +149,44 @@ fn listing_ignores_foreign_names() {
     let l = store.list(id.id.as_bytes()[0], None, 100).unwrap();
     assert_eq!(l.len(), 1);
 }
+
+/// The directory's cached read answers what the blocking read answers, and
+/// only from memory: nothing for an absent object, nothing once the
+/// object's pages have left the page cache (the blocking read still has
+/// them).
+#[cfg(target_os = "linux")]
+#[test]
+fn cached_reads_answer_only_from_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsObjects::open(dir.path(), FsyncPolicy::Always).unwrap();
+    let key = ObjectKey::plain(ChunkId::of(b"cached"));
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    store.put_if_absent(&key, &[&body[..16], &body[16..]]).unwrap();
+
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    let head = store.get_head_and_range(&key, 16, 70_000, 65_536, &mut want).unwrap().unwrap();
+    let cached = store.get_head_and_range_cached(&key, 16, 70_000, 65_536, &mut got);
+    assert_eq!(cached.as_deref(), Some(head.as_slice()));
+    assert_eq!(got, want);
+    assert_eq!(got, body[70_000..135_536]);
+    let absent = ObjectKey::plain(ChunkId::of(b"absent"));
+    assert_eq!(store.get_head_and_range_cached(&absent, 16, 0, 10, &mut got), None);
+    assert_eq!(
+        store.get_head_and_range_cached(&key, 16, 190_000, 65_536, &mut got),
+        None,
+        "a slice past the end is short: the blocking read answers it"
+    );
+
+    // Written with fsync, so the pages are clean and can be dropped.
+    let f = fs::File::open(store.path_of(&key)).unwrap();
+    let on_tmpfs = rustix::fs::fstatfs(&f).unwrap().f_type == 0x0102_1994;
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    if on_tmpfs {
+        eprintln!("tmpfs keeps every page in memory: the eviction case is not checked here");
+    } else {
+        assert_eq!(store.get_head_and_range_cached(&key, 16, 70_000, 65_536, &mut got), None);
+    }
+    let mut again = Vec::new();
+    store.get_head_and_range(&key, 16, 70_000, 65_536, &mut again).unwrap().unwrap();
+    assert_eq!(again, want);
+}
