@@ -437,3 +437,26 @@ async fn against_a_token_mode_server_the_cli_carries_its_token() {
     assert!(matches!(e, depot::client::ClientError::Api { status: 404, .. }), "{e:?}");
     s.stop().await;
 }
+
+/// `depot put` sends a chunk zstd-compressed when that pays and raw when it
+/// does not: text crosses the wire at a fraction of its size, random bytes
+/// at their size; both come back exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn put_compresses_on_the_wire_only_what_compresses() {
+    let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
+    let text: Vec<u8> =
+        (0..200_000).flat_map(|i| format!("line {i}: the same words once more\n").into_bytes()).collect();
+    let text_path = dir.path().join("log.txt");
+    std::fs::write(&text_path, &text).unwrap();
+    let (r, wire) = put(&s, &text_path).await;
+    let sent = r["sent_bytes"].as_u64().unwrap();
+    assert!(sent * 4 < text.len() as u64, "{sent} bytes sent for {} bytes of text", text.len());
+    assert!(wire < text.len() as u64 / 4, "{wire} request bytes for {} bytes of text", text.len());
+    assert_eq!(s.download(r["id"].as_str().unwrap()).await, text);
+
+    let random_path = dir.path().join("noise.bin");
+    let random = write_random(&random_path, 8 * MIB, 9);
+    let (r, _) = put(&s, &random_path).await;
+    assert_eq!(r["sent_bytes"], 8 * MIB, "random chunks go raw");
+    assert_eq!(s.download(r["id"].as_str().unwrap()).await, random);
+}
