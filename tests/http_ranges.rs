@@ -130,19 +130,12 @@ async fn a_deleted_file_is_gone_at_once_though_it_was_cached() {
 /// later in the file still cuts the stream (the status is gone by then).
 #[tokio::test]
 async fn a_damaged_first_chunk_is_an_error_answer_not_a_cut_body() {
-    use depot::store::{FsObjects, FsyncPolicy, ObjectKey, ObjectStore, object};
-
     let (dir, s) = TestServer::start_temp_with(|c| c.chunking = small_chunks()).await;
     let data = pseudo_random(200_000, 11);
     let f = s.upload_raw("rot.bin", &data).await;
     let m: ManifestInfo = s.get_json(&format!("/api/files/{}/manifest", f.id)).await;
     let (first, second) = (m.chunks[0], m.chunks[1]);
-    let objects = FsObjects::open(&dir.path().join("objects"), FsyncPolicy::Never).unwrap();
-    let key = ObjectKey::plain(first.hash);
-    let mut rotten = objects.get(&key).unwrap().unwrap();
-    assert_eq!(rotten.len(), object::HEADER_LEN + first.len as usize, "a raw object");
-    *rotten.last_mut().unwrap() ^= 1;
-    objects.replace(&key, &[&rotten]).unwrap();
+    damage(dir.path(), first, |len| len - 1); // the payload's last byte
 
     // The whole file, and a range that reads the first chunk whole.
     for r in [
@@ -167,7 +160,6 @@ async fn a_damaged_first_chunk_is_an_error_answer_not_a_cut_body() {
 /// while ranges of the chunk next to it are still served.
 #[tokio::test]
 async fn a_damaged_header_under_a_cached_range_is_found_and_marked() {
-    use depot::store::{FsObjects, FsyncPolicy, ObjectKey, ObjectStore};
     use depot::wire::MissingResponse;
 
     let (dir, s) = TestServer::start_temp_with(|c| c.chunking = small_chunks()).await;
@@ -183,11 +175,7 @@ async fn a_damaged_header_under_a_cached_range_is_found_and_marked() {
         assert_eq!(range(&s, &f.id, a, b).await, (StatusCode::PARTIAL_CONTENT, data[a..=b].to_vec()));
     }
 
-    let objects = FsObjects::open(&dir.path().join("objects"), FsyncPolicy::Never).unwrap();
-    let key = ObjectKey::plain(first.hash);
-    let mut rotten = objects.get(&key).unwrap().unwrap();
-    rotten[8] ^= 1;
-    objects.replace(&key, &[&rotten]).unwrap();
+    damage(dir.path(), first, |_| 8); // inside the header
 
     let (a, b) = inside(first);
     assert_eq!(range(&s, &f.id, a, b).await.0, StatusCode::INTERNAL_SERVER_ERROR);
@@ -195,6 +183,19 @@ async fn a_damaged_header_under_a_cached_range_is_found_and_marked() {
     assert_eq!(r.json::<MissingResponse>().await.unwrap().missing, vec![first.hash], "marked damaged");
     let (a, b) = inside(second);
     assert_eq!(range(&s, &f.id, a, b).await, (StatusCode::PARTIAL_CONTENT, data[a..=b].to_vec()));
+}
+
+/// Flips one bit of chunk `c`'s stored object in the data directory `dir`,
+/// at the byte `at` picks from the object's length; the object must be raw.
+fn damage(dir: &std::path::Path, c: depot::wire::ManifestChunk, at: fn(usize) -> usize) {
+    use depot::store::{FsObjects, FsyncPolicy, ObjectKey, ObjectStore, object};
+    let objects = FsObjects::open(&dir.join("objects"), FsyncPolicy::Never).unwrap();
+    let key = ObjectKey::plain(c.hash);
+    let mut stored = objects.get(&key).unwrap().unwrap();
+    assert_eq!(stored.len(), object::HEADER_LEN + c.len as usize, "a raw object");
+    let i = at(stored.len());
+    stored[i] ^= 1;
+    objects.replace(&key, &[&stored]).unwrap();
 }
 
 /// `POST /api/chunks/missing` for `hashes`; it must answer 200.
