@@ -432,16 +432,7 @@ impl Store {
                 &mut part,
             )?
             .ok_or_else(|| corrupt("object missing"))?;
-        let h = object::Header::decode(&head).map_err(|e| corrupt(e.0))?;
-        if h.id != *id {
-            return Err(corrupt("object holds another chunk"));
-        }
-        if h.raw_len != len {
-            return Err(Error::Corrupt {
-                id: *id,
-                reason: format!("{} bytes, manifest says {len}", h.raw_len),
-            });
-        }
+        let h = part_header(&head, key, len)?;
         if h.codec != object::Codec::Raw {
             let raw = self.read_chunk_at(key, len)?;
             if raw.len() < to {
@@ -477,9 +468,8 @@ impl Store {
             to - from,
             &mut part,
         )?;
-        let h = object::Header::decode(&head).ok()?;
-        (h.id == key.id && h.raw_len == len && h.codec == object::Codec::Raw && part.len() == to - from)
-            .then(|| part.freeze(0..to - from))
+        let h = part_header(&head, key, len).ok()?;
+        (h.codec == object::Codec::Raw && part.len() == to - from).then(|| part.freeze(0..to - from))
     }
 
     /// Moves a chunk's object aside after a read found it damaged, and marks
@@ -576,4 +566,22 @@ pub fn decode_frame(frame: &[u8], max: usize) -> Result<Vec<u8>> {
 /// the most RFC 9659 lets HTTP ask of a decoder).
 fn window_log(max: usize) -> u32 {
     (usize::BITS - max.saturating_sub(1).leading_zeros() + 1).clamp(10, 23)
+}
+
+/// The header `head` of the object at `key`, checked for a part read of a
+/// chunk of `len` raw bytes: it decodes (magic, version, its CRC), names
+/// the chunk, and gives its length.
+///
+/// # Errors
+/// [`Error::Corrupt`] saying which of them failed.
+fn part_header(head: &[u8], key: &ObjectKey, len: u32) -> Result<object::Header> {
+    let corrupt = |reason: String| Error::Corrupt { id: key.id, reason };
+    let h = object::Header::decode(head).map_err(|e| corrupt(e.0.into()))?;
+    if h.id != key.id {
+        return Err(corrupt("object holds another chunk".into()));
+    }
+    if h.raw_len != len {
+        return Err(corrupt(format!("{} bytes, manifest says {len}", h.raw_len)));
+    }
+    Ok(h)
 }
