@@ -185,6 +185,47 @@ async fn a_damaged_header_under_a_cached_range_is_found_and_marked() {
     assert_eq!(range(&s, &f.id, a, b).await, (StatusCode::PARTIAL_CONTENT, data[a..=b].to_vec()));
 }
 
+/// A long download reads the chunks the page cache holds on tasks of their
+/// own, checking each payload's CRC there; a chunk damaged after a first
+/// download (so its damaged bytes are what the cache holds) is not served
+/// from there but found by the blocking read: the stream is cut before the
+/// damaged bytes, and the chunk is marked damaged.
+#[tokio::test]
+async fn a_damaged_chunk_under_a_cached_download_is_found_and_marked() {
+    use depot::wire::MissingResponse;
+    use futures_util::StreamExt;
+
+    let (dir, s) = TestServer::start_temp_with(|c| c.chunking = small_chunks()).await;
+    let data = pseudo_random(3 << 20, 13); // past one blocking read (1 MiB)
+    let f = s.upload_raw("long.bin", &data).await;
+    let m: ManifestInfo = s.get_json(&format!("/api/files/{}/manifest", f.id)).await;
+    let whole = s.get(&format!("/api/files/{}", f.id)).await;
+    assert_eq!(whole.bytes().await.unwrap(), data, "first download: the page cache now holds it");
+
+    let c = m.chunks[m.chunks.len() / 2];
+    damage(dir.path(), c, |len| len - 1); // the payload's last byte
+
+    let r = s.get(&format!("/api/files/{}", f.id)).await;
+    assert_eq!(r.status(), StatusCode::OK, "the damage is past the first chunk");
+    let mut body = Vec::new();
+    let mut stream = r.bytes_stream();
+    let mut cut = false;
+    while let Some(frame) = stream.next().await {
+        match frame {
+            Ok(b) => body.extend_from_slice(&b),
+            Err(_) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    assert!(cut, "the stream is cut, not completed ({} bytes)", body.len());
+    assert!(body.len() <= c.offset as usize, "no byte of the damaged chunk is served");
+    assert_eq!(body, data[..body.len()]);
+    let r = client_post_missing(&s, &[c.hash, m.chunks[0].hash]).await;
+    assert_eq!(r.json::<MissingResponse>().await.unwrap().missing, vec![c.hash], "marked damaged");
+}
+
 /// Flips one bit of chunk `c`'s stored object in the data directory `dir`,
 /// at the byte `at` picks from the object's length; the object must be raw.
 fn damage(dir: &std::path::Path, c: depot::wire::ManifestChunk, at: fn(usize) -> usize) {

@@ -472,6 +472,27 @@ impl Store {
         (h.codec == object::Codec::Raw && part.len() == to - from).then(|| part.freeze(0..to - from))
     }
 
+    /// [`Self::read_chunk_at`] of a raw object, answered only when the
+    /// kernel's caches hold the object's name and bytes (see
+    /// [`ObjectStore::get_cached`](super::objects::ObjectStore::get_cached)):
+    /// no wait for a disk, so it may run on an async thread. It checks what
+    /// the blocking read checks (header, payload CRC, chunk id, length);
+    /// `None` for anything else (not cached, a zstd object, which would be
+    /// decompressed there, a check that fails): the blocking read then
+    /// answers, and reports a damaged object.
+    pub(super) fn read_chunk_cached(&self, key: &ObjectKey, len: u32) -> Option<Bytes> {
+        let max = object::HEADER_LEN + len as usize;
+        let mut enc = buffer::take(max + 1);
+        if !self.0.objects.get_cached(key, max, &mut enc) {
+            return None;
+        }
+        if object::Header::decode(&enc).ok()?.codec != object::Codec::Raw {
+            return None;
+        }
+        let (h, raw) = object::decode_buffer(enc, len as usize, false).ok()?;
+        (h.id == key.id && raw.len() == len as usize).then_some(raw)
+    }
+
     /// Moves a chunk's object aside after a read found it damaged, and marks
     /// its row so that the missing-chunks query reports it (the next upload
     /// of that content heals it) and downloads fail fast.

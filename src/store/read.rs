@@ -1,6 +1,7 @@
 //! Reading files back: a stream of a byte range, chunks in manifest order,
-//! each read and checked on a blocking thread with a bounded number read
-//! ahead, so memory stays flat whatever the file size.
+//! each read and checked on a blocking thread (or, when the page cache
+//! holds it, on a task of its own) with a bounded number read ahead, so
+//! memory stays flat whatever the file size.
 //!
 //! A download registers itself as a reader of its file ([`ReadGuard`]); a
 //! delete that arrives meanwhile hides the file at once but keeps its chunks
@@ -34,6 +35,12 @@ pub const ONE_HOP: u64 = 1 << 20;
 /// (see [`Store::read_range`]): copying 256 KiB takes some tens of
 /// microseconds, the order of a hop to the blocking pool and back.
 pub const ON_THREAD: u64 = 256 << 10;
+
+/// The longest whole chunk read on an async thread when the page cache
+/// holds it (see [`Store::read_range`]): its copy and CRC take some tens of
+/// microseconds per 256 KiB, and a whole-file download saves two thread
+/// wake-ups per chunk.
+pub const WHOLE_ON_THREAD: u32 = 1 << 20;
 
 /// A stream of file bytes; an error ends it (the connection must then be
 /// aborted: the body is short or wrong).
@@ -261,6 +268,9 @@ impl Store {
             .map_ok(move |((e, from, to), key)| {
                 let store = chunk_store.clone();
                 async move {
+                    if let Some(b) = store.read_part_beside(&e, from, to).await {
+                        return Ok(b);
+                    }
                     store
                         .blocking(move |s| {
                             // A long download keeps holding deletes on other nodes.
@@ -289,16 +299,48 @@ impl Store {
         start: u64,
         end: u64,
     ) -> Option<Vec<Bytes>> {
-        // A generational store names objects by their rows: not read here.
-        if end - start > ON_THREAD || self.0.objects.generational() {
+        if end - start > ON_THREAD {
             return None;
         }
         parts_in(entries.clone(), seg_start, start, end)
-            .map(|(e, from, to)| {
-                let part = from > 0 || to < e.len as usize;
-                part.then(|| self.read_chunk_part_cached(&ObjectKey::plain(e.id), e.len, from, to)).flatten()
-            })
+            .map(|(e, from, to)| self.read_part_cached(&e, from, to))
             .collect()
+    }
+
+    /// [`Store::read_part_cached`] on a task of its own, so that a long
+    /// download's reads ahead run beside the task writing its response (on
+    /// the runtime's other worker thread when it is free): one task switch
+    /// per chunk, not the two thread wake-ups of a blocking-pool hop.
+    /// `None` when the caches do not hold the chunk (or the task failed):
+    /// the caller then reads on a blocking thread.
+    async fn read_part_beside(&self, e: &Entry, from: usize, to: usize) -> Option<Bytes> {
+        if self.0.objects.generational() || self.0.opts.shared {
+            return None;
+        }
+        let (store, e) = (self.clone(), *e);
+        tokio::spawn(async move { store.read_part_cached(&e, from, to) }).await.ok().flatten()
+    }
+
+    /// Bytes `from..to` of the chunk `e` names, read on the calling thread
+    /// when the kernel's caches hold them: a part of at most [`ON_THREAD`]
+    /// ([`Store::read_chunk_part_cached`], header checked) or a whole chunk
+    /// of at most [`WHOLE_ON_THREAD`] ([`Store::read_chunk_cached`], payload
+    /// CRC checked); else `None`, and the caller reads on a blocking thread
+    /// ([`Store::read_part`], which also reports damage). Never on a
+    /// generational store (objects are named by their rows) or a shared one
+    /// (a read renews this node's reader row first).
+    fn read_part_cached(&self, e: &Entry, from: usize, to: usize) -> Option<Bytes> {
+        if self.0.objects.generational() || self.0.opts.shared {
+            return None;
+        }
+        let key = ObjectKey::plain(e.id);
+        if from == 0 && to == e.len as usize {
+            (e.len <= WHOLE_ON_THREAD).then(|| self.read_chunk_cached(&key, e.len)).flatten()
+        } else {
+            ((to - from) as u64 <= ON_THREAD)
+                .then(|| self.read_chunk_part_cached(&key, e.len, from, to))
+                .flatten()
+        }
     }
 
     /// Segment `seg` of a ready file's manifest, from the open-files cache

@@ -277,28 +277,7 @@ impl ObjectStore for FsObjects {
         len: usize,
         buf: &mut Vec<u8>,
     ) -> Option<Vec<u8>> {
-        use rustix::fs::{Mode, OFlags, ResolveFlags};
-        use rustix::io::Errno;
-        if !self.cached_reads.load(Ordering::Relaxed) {
-            return None;
-        }
-        let opened = rustix::fs::openat2(
-            &self.root_fd,
-            relative_path(key),
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::CACHED,
-        );
-        let fd = match opened {
-            Ok(fd) => fd,
-            // No `openat2` (ENOSYS, or EPERM from a seccomp filter), or no
-            // `RESOLVE_CACHED` (EINVAL): not asked again.
-            Err(Errno::NOSYS | Errno::PERM | Errno::INVAL) => {
-                self.cached_reads.store(false, Ordering::Relaxed);
-                return None;
-            }
-            Err(_) => return None,
-        };
+        let fd = self.open_cached(key)?;
         let mut h = vec![0u8; head];
         read_cached(&fd, 0, &mut h)?;
         // Zeroed first (the kernel takes an initialised slice): on a
@@ -307,6 +286,21 @@ impl ObjectStore for FsObjects {
         buf.resize(len, 0);
         read_cached(&fd, start, buf)?;
         Some(h)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn get_cached(&self, key: &ObjectKey, max: usize, buf: &mut Vec<u8>) -> bool {
+        let Some(fd) = self.open_cached(key) else { return false };
+        // One byte more than `max`, so that a longer object is seen as such.
+        buf.clear();
+        buf.resize(max + 1, 0);
+        match read_cached_to_end(&fd, buf) {
+            Some(n) if n <= max => {
+                buf.truncate(n);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn contains(&self, key: &ObjectKey) -> io::Result<bool> {
@@ -464,6 +458,38 @@ fn open_existing(path: &Path) -> io::Result<Option<fs::File>> {
     not_found_is(fs::File::open(path).map(Some), None)
 }
 
+impl FsObjects {
+    /// The object at `key` opened only when the kernel's dentry cache holds
+    /// every name on its path (`openat2` with `RESOLVE_CACHED`, relative to
+    /// the object directory): no wait for a disk. `None` otherwise, and for
+    /// good once the kernel (before 5.12) or a sandbox refuses the call.
+    #[cfg(target_os = "linux")]
+    fn open_cached(&self, key: &ObjectKey) -> Option<rustix::fd::OwnedFd> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        use rustix::io::Errno;
+        if !self.cached_reads.load(Ordering::Relaxed) {
+            return None;
+        }
+        let opened = rustix::fs::openat2(
+            &self.root_fd,
+            relative_path(key),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::CACHED,
+        );
+        match opened {
+            Ok(fd) => Some(fd),
+            // No `openat2` (ENOSYS, or EPERM from a seccomp filter), or no
+            // `RESOLVE_CACHED` (EINVAL): not asked again.
+            Err(Errno::NOSYS | Errno::PERM | Errno::INVAL) => {
+                self.cached_reads.store(false, Ordering::Relaxed);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
 /// An object's path below the object directory: `ab/cd/<key>`.
 fn relative_path(key: &ObjectKey) -> String {
     use std::fmt::Write as _;
@@ -490,6 +516,25 @@ fn read_cached(fd: &rustix::fd::OwnedFd, start: u64, buf: &mut [u8]) -> Option<(
         }
     }
     Some(())
+}
+
+/// Reads `fd` from its start into `buf` from what the page cache holds
+/// (`RWF_NOWAIT`), until the file ends or `buf` is full: the bytes read, or
+/// `None` when a page was not cached or the read failed.
+#[cfg(target_os = "linux")]
+fn read_cached_to_end(fd: &rustix::fd::OwnedFd, buf: &mut [u8]) -> Option<usize> {
+    use rustix::io::{Errno, ReadWriteFlags};
+    let mut got = 0;
+    while got < buf.len() {
+        let mut iov = [io::IoSliceMut::new(&mut buf[got..])];
+        match rustix::io::preadv2(fd, &mut iov, got as u64, ReadWriteFlags::NOWAIT) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::INTR) => {}
+            Err(_) => return None,
+        }
+    }
+    Some(got)
 }
 
 /// Bytes `start..start + len` of `file` by positioned reads; fewer when the

@@ -225,6 +225,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         None
     }
 
+    /// The whole encoded object into `buf` (cleared first) from memory
+    /// alone, so that it may run on an async thread: `true` when the object
+    /// was found, is at most `max` bytes long and was read without waiting
+    /// for a disk; `false` for anything else (the caller then makes the
+    /// blocking call, [`ObjectStore::get_into`], which reports what went
+    /// wrong). The default is always `false`; the directory answers from
+    /// the kernel's caches as [`ObjectStore::get_head_and_range_cached`]
+    /// does.
+    fn get_cached(&self, _key: &ObjectKey, _max: usize, _buf: &mut Vec<u8>) -> bool {
+        false
+    }
+
     /// Reads the encoded object into `buf`, cleared first; `false` when
     /// absent. The buffer's capacity is used when it suffices (a reused
     /// buffer costs no allocation). The default copies what

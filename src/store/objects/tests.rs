@@ -190,3 +190,37 @@ fn cached_reads_answer_only_from_the_page_cache() {
     store.get_head_and_range(&key, 16, 70_000, 65_536, &mut again).unwrap().unwrap();
     assert_eq!(again, want);
 }
+
+/// The whole-object cached read answers what the blocking read answers, and
+/// only from memory: nothing for an absent object, an object longer than
+/// the caller allows, or once the object's pages have left the page cache.
+#[cfg(target_os = "linux")]
+#[test]
+fn whole_cached_reads_answer_only_from_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsObjects::open(dir.path(), FsyncPolicy::Always).unwrap();
+    let key = ObjectKey::plain(ChunkId::of(b"whole"));
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    store.put_if_absent(&key, &[&body]).unwrap();
+
+    let mut got = Vec::new();
+    assert!(store.get_cached(&key, body.len(), &mut got));
+    assert_eq!(got, body);
+    assert!(store.get_cached(&key, body.len() + 10, &mut got), "a shorter object than allowed is read");
+    assert_eq!(got, body);
+    assert!(!store.get_cached(&key, body.len() - 1, &mut got), "longer than allowed");
+    let absent = ObjectKey::plain(ChunkId::of(b"absent"));
+    assert!(!store.get_cached(&absent, 10, &mut got));
+
+    let f = fs::File::open(store.path_of(&key)).unwrap();
+    let on_tmpfs = rustix::fs::fstatfs(&f).unwrap().f_type == 0x0102_1994;
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    if on_tmpfs {
+        eprintln!("tmpfs keeps every page in memory: the eviction case is not checked here");
+    } else {
+        assert!(!store.get_cached(&key, body.len(), &mut got));
+    }
+    let mut again = Vec::new();
+    assert!(store.get_into(&key, &mut again).unwrap());
+    assert_eq!(again, body);
+}
