@@ -63,6 +63,14 @@ impl Pool {
     }
 
     fn take(&'static self, len: usize) -> Buffer {
+        let mut b = self.take_stale(len);
+        b.vec.clear();
+        b
+    }
+
+    /// A buffer with room for `len` bytes, holding what its last use left
+    /// (a pooled buffer keeps its length when given back).
+    fn take_stale(&'static self, len: usize) -> Buffer {
         if !(POOLED_MIN..=POOLED_MAX).contains(&len) {
             return Buffer { vec: Vec::with_capacity(len), pool: self };
         }
@@ -85,7 +93,7 @@ impl Pool {
         Buffer { vec, pool: self }
     }
 
-    fn give(&self, mut vec: Vec<u8>) {
+    fn give(&self, vec: Vec<u8>) {
         let cap = vec.capacity();
         if !(POOLED_MIN..=POOLED_MAX).contains(&cap) {
             return;
@@ -93,7 +101,9 @@ impl Pool {
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (free, bytes) = &mut *inner;
         if *bytes + cap <= POOLED_BYTES {
-            vec.clear();
+            // Its length is kept: those bytes are initialised, so a reader
+            // that overwrites them ([`take_to_overwrite`]) need not zero
+            // them again.
             *bytes += cap;
             free.push(vec);
         }
@@ -109,6 +119,19 @@ impl Pool {
 /// pool has one that fits (the smallest such), else a new one.
 pub fn take(len: usize) -> Buffer {
     POOL.take(len)
+}
+
+/// A buffer of length `len` (not just capacity) for a reader that
+/// overwrites it and then truncates it to what it read: its bytes are what
+/// an earlier use left, zeroes only where none reached, so a reused buffer
+/// costs no memset (a whole-chunk read into a zeroed buffer spent 9% of a
+/// download's server CPU on the zeroing: docs/PERFORMANCE.md, D1). Those
+/// stale bytes are another chunk's: never hand out more than was read.
+/// Pooled even when `len` is below [`POOLED_MIN`] (a range's 64 KiB).
+pub fn take_to_overwrite(len: usize) -> Buffer {
+    let mut b = POOL.take_stale(len.max(POOLED_MIN));
+    b.vec.resize(len, 0);
+    b
 }
 
 /// A byte buffer that goes back to the pool when dropped. Dereferences to
@@ -196,6 +219,23 @@ mod tests {
         assert_eq!(again.as_ptr(), ptr, "the same allocation, reused");
         assert!(again.is_empty(), "handed out empty");
         assert_eq!(P.bytes(), 0);
+    }
+
+    #[test]
+    fn a_buffer_to_overwrite_reuses_what_was_written_before() {
+        static P: Pool = Pool::new();
+        let mut b = P.take(400 * 1024);
+        b.extend_from_slice(&vec![9u8; 300 * 1024]);
+        let ptr = b.as_ptr();
+        drop(b);
+        let mut again = P.take_stale(200 * 1024);
+        assert_eq!(again.as_ptr(), ptr);
+        assert_eq!(again.len(), 300 * 1024, "its initialised length is kept");
+        again.resize(350 * 1024, 0);
+        assert!(again[..300 * 1024].iter().all(|&x| x == 9), "not zeroed again");
+        assert!(again[300 * 1024..].iter().all(|&x| x == 0));
+        drop(again);
+        assert!(P.take(100 * 1024).is_empty(), "a plain take is still empty");
     }
 
     #[test]

@@ -460,7 +460,7 @@ impl Store {
         from: usize,
         to: usize,
     ) -> Option<Bytes> {
-        let mut part = buffer::take((to - from).max(buffer::POOLED_MIN));
+        let mut part = buffer::take_to_overwrite(to - from);
         let head = self.0.objects.get_head_and_range_cached(
             key,
             object::HEADER_LEN,
@@ -482,7 +482,7 @@ impl Store {
     /// answers, and reports a damaged object.
     pub(super) fn read_chunk_cached(&self, key: &ObjectKey, len: u32) -> Option<Bytes> {
         let max = object::HEADER_LEN + len as usize;
-        let mut enc = buffer::take(max + 1);
+        let mut enc = buffer::take_to_overwrite(max + 1);
         if !self.0.objects.get_cached(key, max, &mut enc) {
             return None;
         }

@@ -280,9 +280,8 @@ impl ObjectStore for FsObjects {
         let fd = self.open_cached(key)?;
         let mut h = vec![0u8; head];
         read_cached(&fd, 0, &mut h)?;
-        // Zeroed first (the kernel takes an initialised slice): on a
-        // reused buffer that is a memset of pages already resident.
-        buf.clear();
+        // The kernel takes an initialised slice: what `buf` holds is
+        // overwritten, and only bytes past its length are zeroed first.
         buf.resize(len, 0);
         read_cached(&fd, start, buf)?;
         Some(h)
@@ -291,8 +290,9 @@ impl ObjectStore for FsObjects {
     #[cfg(target_os = "linux")]
     fn get_cached(&self, key: &ObjectKey, max: usize, buf: &mut Vec<u8>) -> bool {
         let Some(fd) = self.open_cached(key) else { return false };
-        // One byte more than `max`, so that a longer object is seen as such.
-        buf.clear();
+        // One byte more than `max`, so that a longer object is seen as such;
+        // what `buf` holds is overwritten (only bytes past its length are
+        // zeroed first: the kernel takes an initialised slice).
         buf.resize(max + 1, 0);
         match read_cached_to_end(&fd, buf) {
             Some(n) if n <= max => {

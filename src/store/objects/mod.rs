@@ -208,7 +208,8 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// [`ObjectStore::get_head_and_range`] answered from memory alone, so
     /// that it may run on an async thread: `Some(head)` with the slice in
-    /// `buf` when the object was found and both reads were complete without
+    /// `buf` (its bytes overwritten, its length set to the slice's, not
+    /// cleared first) when the object was found and both reads were complete without
     /// waiting for a disk; `None` when anything would have waited, or was
     /// absent, short or failed (the caller then makes the blocking call,
     /// which reports what went wrong). The default is always `None`; the
@@ -225,8 +226,9 @@ pub trait ObjectStore: Send + Sync + 'static {
         None
     }
 
-    /// The whole encoded object into `buf` (cleared first) from memory
-    /// alone, so that it may run on an async thread: `true` when the object
+    /// The whole encoded object into `buf` (its bytes overwritten, its
+    /// length set to the object's) from memory alone, so that it may run
+    /// on an async thread: `true` when the object
     /// was found, is at most `max` bytes long and was read without waiting
     /// for a disk; `false` for anything else (the caller then makes the
     /// blocking call, [`ObjectStore::get_into`], which reports what went
