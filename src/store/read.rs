@@ -314,7 +314,7 @@ impl Store {
     /// `None` when the caches do not hold the chunk (or the task failed):
     /// the caller then reads on a blocking thread.
     async fn read_part_beside(&self, e: &Entry, from: usize, to: usize) -> Option<Bytes> {
-        if self.0.objects.generational() || self.0.opts.shared {
+        if !self.0.objects.answers_cached() || self.0.objects.generational() || self.0.opts.shared {
             return None;
         }
         let (store, e) = (self.clone(), *e);

@@ -269,6 +269,11 @@ impl ObjectStore for FsObjects {
     }
 
     #[cfg(target_os = "linux")]
+    fn answers_cached(&self) -> bool {
+        self.cached_reads.load(Ordering::Relaxed)
+    }
+
+    #[cfg(target_os = "linux")]
     fn get_head_and_range_cached(
         &self,
         key: &ObjectKey,

@@ -226,6 +226,14 @@ pub trait ObjectStore: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`ObjectStore::get_cached`] and
+    /// [`ObjectStore::get_head_and_range_cached`] can answer at all (so that
+    /// a caller need not arrange to try them): `false` by default, and for
+    /// the directory once the kernel or a sandbox refused them.
+    fn answers_cached(&self) -> bool {
+        false
+    }
+
     /// The whole encoded object into `buf` (its bytes overwritten, its
     /// length set to the object's) from memory alone, so that it may run
     /// on an async thread: `true` when the object
