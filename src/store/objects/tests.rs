@@ -157,11 +157,7 @@ fn listing_ignores_foreign_names() {
 #[cfg(target_os = "linux")]
 #[test]
 fn cached_reads_answer_only_from_the_page_cache() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsObjects::open(dir.path(), FsyncPolicy::Always).unwrap();
-    let key = ObjectKey::plain(ChunkId::of(b"cached"));
-    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    store.put_if_absent(&key, &[&body[..16], &body[16..]]).unwrap();
+    let (_dir, store, key, body) = one_synced_object(200_000);
 
     let (mut want, mut got) = (Vec::new(), Vec::new());
     let head = store.get_head_and_range(&key, 16, 70_000, 65_536, &mut want).unwrap().unwrap();
@@ -177,13 +173,7 @@ fn cached_reads_answer_only_from_the_page_cache() {
         "a slice past the end is short: the blocking read answers it"
     );
 
-    // Written with fsync, so the pages are clean and can be dropped.
-    let f = fs::File::open(store.path_of(&key)).unwrap();
-    let on_tmpfs = rustix::fs::fstatfs(&f).unwrap().f_type == 0x0102_1994;
-    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-    if on_tmpfs {
-        eprintln!("tmpfs keeps every page in memory: the eviction case is not checked here");
-    } else {
+    if evicted(&store, &key) {
         assert_eq!(store.get_head_and_range_cached(&key, 16, 70_000, 65_536, &mut got), None);
     }
     let mut again = Vec::new();
@@ -197,11 +187,7 @@ fn cached_reads_answer_only_from_the_page_cache() {
 #[cfg(target_os = "linux")]
 #[test]
 fn whole_cached_reads_answer_only_from_the_page_cache() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FsObjects::open(dir.path(), FsyncPolicy::Always).unwrap();
-    let key = ObjectKey::plain(ChunkId::of(b"whole"));
-    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
-    store.put_if_absent(&key, &[&body]).unwrap();
+    let (_dir, store, key, body) = one_synced_object(300_000);
 
     let mut got = Vec::new();
     assert!(store.get_cached(&key, body.len(), &mut got));
@@ -212,15 +198,36 @@ fn whole_cached_reads_answer_only_from_the_page_cache() {
     let absent = ObjectKey::plain(ChunkId::of(b"absent"));
     assert!(!store.get_cached(&absent, 10, &mut got));
 
-    let f = fs::File::open(store.path_of(&key)).unwrap();
-    let on_tmpfs = rustix::fs::fstatfs(&f).unwrap().f_type == 0x0102_1994;
-    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-    if on_tmpfs {
-        eprintln!("tmpfs keeps every page in memory: the eviction case is not checked here");
-    } else {
+    if evicted(&store, &key) {
         assert!(!store.get_cached(&key, body.len(), &mut got));
     }
     let mut again = Vec::new();
     assert!(store.get_into(&key, &mut again).unwrap());
     assert_eq!(again, body);
+}
+
+/// A directory (fsyncing each object) holding one object of `len` bytes:
+/// the directory, the store, the object's key and its bytes.
+#[cfg(target_os = "linux")]
+fn one_synced_object(len: u32) -> (tempfile::TempDir, FsObjects, ObjectKey, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsObjects::open(dir.path(), FsyncPolicy::Always).unwrap();
+    let key = ObjectKey::plain(ChunkId::of(&len.to_le_bytes()));
+    let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    store.put_if_absent(&key, &[&body[..16], &body[16..]]).unwrap();
+    (dir, store, key, body)
+}
+
+/// Drops the pages of the object at `key` from the page cache (written
+/// with fsync, they are clean); `false`, and nothing to check, on tmpfs,
+/// which keeps every page in memory.
+#[cfg(target_os = "linux")]
+fn evicted(store: &FsObjects, key: &ObjectKey) -> bool {
+    let f = fs::File::open(store.path_of(key)).unwrap();
+    if rustix::fs::fstatfs(&f).unwrap().f_type == 0x0102_1994 {
+        eprintln!("tmpfs keeps every page in memory: the eviction case is not checked here");
+        return false;
+    }
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    true
 }
