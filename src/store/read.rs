@@ -193,7 +193,9 @@ impl Store {
     /// A range of at most [`ON_THREAD`] whose segment is cached and whose
     /// bytes the page cache holds is read on the calling thread, without
     /// that hop. Longer reads stream segment by segment, with
-    /// [`StoreOptions::read_ahead`](super::StoreOptions) chunks read ahead.
+    /// [`StoreOptions::read_ahead`](super::StoreOptions) chunks read ahead,
+    /// each one the caches hold read on a task of its own (no blocking-pool
+    /// hop), the others on the blocking pool.
     pub fn read_range(&self, rec: &FileRecord, guard: ReadGuard, start: u64, end: u64) -> ByteStream {
         let end = end.min(rec.size);
         if start >= end {
@@ -314,7 +316,7 @@ impl Store {
     /// `None` when the caches do not hold the chunk (or the task failed):
     /// the caller then reads on a blocking thread.
     async fn read_part_beside(&self, e: &Entry, from: usize, to: usize) -> Option<Bytes> {
-        if !self.0.objects.answers_cached() || self.0.objects.generational() || self.0.opts.shared {
+        if !self.reads_cached() {
             return None;
         }
         let (store, e) = (self.clone(), *e);
@@ -326,11 +328,9 @@ impl Store {
     /// ([`Store::read_chunk_part_cached`], header checked) or a whole chunk
     /// of at most [`WHOLE_ON_THREAD`] ([`Store::read_chunk_cached`], payload
     /// CRC checked); else `None`, and the caller reads on a blocking thread
-    /// ([`Store::read_part`], which also reports damage). Never on a
-    /// generational store (objects are named by their rows) or a shared one
-    /// (a read renews this node's reader row first).
+    /// ([`Store::read_part`], which also reports damage).
     fn read_part_cached(&self, e: &Entry, from: usize, to: usize) -> Option<Bytes> {
-        if self.0.objects.generational() || self.0.opts.shared {
+        if !self.reads_cached() {
             return None;
         }
         let key = ObjectKey::plain(e.id);
@@ -341,6 +341,14 @@ impl Store {
                 .then(|| self.read_chunk_part_cached(&key, e.len, from, to))
                 .flatten()
         }
+    }
+
+    /// Whether chunks are tried from the kernel's caches at all: only when
+    /// the object store can answer so, never on a generational store
+    /// (objects are named by their rows) or a shared one (a read renews this
+    /// node's reader row first, a metadata write).
+    fn reads_cached(&self) -> bool {
+        self.0.objects.answers_cached() && !self.0.objects.generational() && !self.0.opts.shared
     }
 
     /// Segment `seg` of a ready file's manifest, from the open-files cache

@@ -209,12 +209,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// [`ObjectStore::get_head_and_range`] answered from memory alone, so
     /// that it may run on an async thread: `Some(head)` with the slice in
     /// `buf` (its bytes overwritten, its length set to the slice's, not
-    /// cleared first) when the object was found and both reads were complete without
-    /// waiting for a disk; `None` when anything would have waited, or was
-    /// absent, short or failed (the caller then makes the blocking call,
-    /// which reports what went wrong). The default is always `None`; the
-    /// directory answers from the kernel's caches (Linux: `openat2` with
-    /// `RESOLVE_CACHED`, `preadv2` with `RWF_NOWAIT`).
+    /// cleared first) when the object was found and both reads were
+    /// complete without waiting for a disk; `None` when anything would have
+    /// waited, or was absent, short or failed (the caller then makes the
+    /// blocking call, which reports what went wrong). The default is always
+    /// `None`; the directory answers from the kernel's caches (Linux:
+    /// `openat2` with `RESOLVE_CACHED`, `preadv2` with `RWF_NOWAIT`).
     fn get_head_and_range_cached(
         &self,
         _key: &ObjectKey,
@@ -236,13 +236,12 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// The whole encoded object into `buf` (its bytes overwritten, its
     /// length set to the object's) from memory alone, so that it may run
-    /// on an async thread: `true` when the object
-    /// was found, is at most `max` bytes long and was read without waiting
-    /// for a disk; `false` for anything else (the caller then makes the
-    /// blocking call, [`ObjectStore::get_into`], which reports what went
-    /// wrong). The default is always `false`; the directory answers from
-    /// the kernel's caches as [`ObjectStore::get_head_and_range_cached`]
-    /// does.
+    /// on an async thread: `true` when the object was found, is at most
+    /// `max` bytes long and was read without waiting for a disk; `false`
+    /// for anything else (the caller then makes the blocking call,
+    /// [`ObjectStore::get_into`], which reports what went wrong). The
+    /// default is always `false`; the directory answers from the kernel's
+    /// caches as [`ObjectStore::get_head_and_range_cached`] does.
     fn get_cached(&self, _key: &ObjectKey, _max: usize, _buf: &mut Vec<u8>) -> bool {
         false
     }
