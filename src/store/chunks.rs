@@ -322,21 +322,23 @@ impl Store {
     /// # Errors
     /// As [`Self::read_chunk`].
     pub(super) fn read_chunk_at(&self, key: &ObjectKey, len: u32) -> Result<Bytes> {
-        let raw = self.read_chunk_as_stored(key, len)?;
-        if raw.len() != len as usize {
-            return Err(Error::Corrupt {
-                id: key.id,
-                reason: format!("{} bytes, manifest says {len}", raw.len()),
-            });
-        }
-        Ok(raw)
+        of_len(key, self.read_chunk_as_stored(key, len)?, len)
     }
 
     /// A chunk's raw bytes (CRC-checked), however long they are: `len` only
     /// sizes the buffer.
     fn read_chunk_as_stored(&self, key: &ObjectKey, len: u32) -> Result<Bytes> {
+        self.decode_chunk(key, self.object_buffer(key, len)?)
+    }
+
+    /// The raw bytes of `enc`, the encoded object read for chunk `key`:
+    /// header and payload CRC checked, decompressed when stored so, and
+    /// naming that chunk.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] saying which check failed.
+    fn decode_chunk(&self, key: &ObjectKey, enc: Buffer) -> Result<Bytes> {
         let id = &key.id;
-        let enc = self.object_buffer(key, len)?;
         let (h, raw) = object::decode_buffer(enc, self.0.opts.max_object_size as usize, false)
             .map_err(|e| Error::Corrupt { id: *id, reason: e.0.into() })?;
         if h.id != *id {
@@ -486,11 +488,11 @@ impl Store {
         if !self.0.objects.get_cached(key, max, &mut enc) {
             return None;
         }
+        // A zstd object would be decompressed here, on an async thread.
         if object::Header::decode(&enc).ok()?.codec != object::Codec::Raw {
             return None;
         }
-        let (h, raw) = object::decode_buffer(enc, len as usize, false).ok()?;
-        (h.id == key.id && raw.len() == len as usize).then_some(raw)
+        of_len(key, self.decode_chunk(key, enc).ok()?, len).ok()
     }
 
     /// Moves a chunk's object aside after a read found it damaged, and marks
@@ -587,6 +589,21 @@ pub fn decode_frame(frame: &[u8], max: usize) -> Result<Vec<u8>> {
 /// the most RFC 9659 lets HTTP ask of a decoder).
 fn window_log(max: usize) -> u32 {
     (usize::BITS - max.saturating_sub(1).leading_zeros() + 1).clamp(10, 23)
+}
+
+/// `raw`, the bytes of chunk `key`, when they are the `len` its manifest
+/// entry says.
+///
+/// # Errors
+/// [`Error::Corrupt`] for another length.
+fn of_len(key: &ObjectKey, raw: Bytes, len: u32) -> Result<Bytes> {
+    if raw.len() != len as usize {
+        return Err(Error::Corrupt {
+            id: key.id,
+            reason: format!("{} bytes, manifest says {len}", raw.len()),
+        });
+    }
+    Ok(raw)
 }
 
 /// The header `head` of the object at `key`, checked for a part read of a
