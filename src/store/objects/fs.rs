@@ -284,12 +284,12 @@ impl ObjectStore for FsObjects {
     ) -> Option<Vec<u8>> {
         let fd = self.open_cached(key)?;
         let mut h = vec![0u8; head];
-        read_cached(&fd, 0, &mut h)?;
+        // Short of either (the end of the file) is for the blocking read.
+        (read_cached(&fd, 0, &mut h)? == head).then_some(())?;
         // The kernel takes an initialised slice: what `buf` holds is
         // overwritten, and only bytes past its length are zeroed first.
         buf.resize(len, 0);
-        read_cached(&fd, start, buf)?;
-        Some(h)
+        (read_cached(&fd, start, buf)? == len).then_some(h)
     }
 
     #[cfg(target_os = "linux")]
@@ -299,7 +299,7 @@ impl ObjectStore for FsObjects {
         // what `buf` holds is overwritten (only bytes past its length are
         // zeroed first: the kernel takes an initialised slice).
         buf.resize(max + 1, 0);
-        match read_cached_to_end(&fd, buf) {
+        match read_cached(&fd, 0, buf) {
             Some(n) if n <= max => {
                 buf.truncate(n);
                 true
@@ -504,35 +504,16 @@ fn relative_path(key: &ObjectKey) -> String {
     p
 }
 
-/// Fills `buf` from `fd` at `start` with reads that take only what the page
-/// cache holds (`RWF_NOWAIT`); `None` unless all of it came (a page not
-/// cached, the end of the file, or an error).
+/// Reads `fd` from `start` into `buf` from what the page cache holds
+/// (`RWF_NOWAIT`), until `buf` is full or the file ends: the bytes read, or
+/// `None` when a page was not cached or the read failed.
 #[cfg(target_os = "linux")]
-fn read_cached(fd: &rustix::fd::OwnedFd, start: u64, buf: &mut [u8]) -> Option<()> {
+fn read_cached(fd: &rustix::fd::OwnedFd, start: u64, buf: &mut [u8]) -> Option<usize> {
     use rustix::io::{Errno, ReadWriteFlags};
     let mut got = 0;
     while got < buf.len() {
         let mut iov = [io::IoSliceMut::new(&mut buf[got..])];
         match rustix::io::preadv2(fd, &mut iov, start + got as u64, ReadWriteFlags::NOWAIT) {
-            Ok(0) => return None,
-            Ok(n) => got += n,
-            Err(Errno::INTR) => {}
-            Err(_) => return None,
-        }
-    }
-    Some(())
-}
-
-/// Reads `fd` from its start into `buf` from what the page cache holds
-/// (`RWF_NOWAIT`), until the file ends or `buf` is full: the bytes read, or
-/// `None` when a page was not cached or the read failed.
-#[cfg(target_os = "linux")]
-fn read_cached_to_end(fd: &rustix::fd::OwnedFd, buf: &mut [u8]) -> Option<usize> {
-    use rustix::io::{Errno, ReadWriteFlags};
-    let mut got = 0;
-    while got < buf.len() {
-        let mut iov = [io::IoSliceMut::new(&mut buf[got..])];
-        match rustix::io::preadv2(fd, &mut iov, got as u64, ReadWriteFlags::NOWAIT) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(Errno::INTR) => {}
