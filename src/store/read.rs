@@ -316,7 +316,8 @@ impl Store {
     /// `None` when the caches do not hold the chunk (or the task failed):
     /// the caller then reads on a blocking thread.
     async fn read_part_beside(&self, e: &Entry, from: usize, to: usize) -> Option<Bytes> {
-        if !self.reads_cached() {
+        // Nothing spawned for a read that would not be tried.
+        if !self.tries_cached(e, from, to) {
             return None;
         }
         let (store, e) = (self.clone(), *e);
@@ -330,25 +331,27 @@ impl Store {
     /// CRC checked); else `None`, and the caller reads on a blocking thread
     /// ([`Store::read_part`], which also reports damage).
     fn read_part_cached(&self, e: &Entry, from: usize, to: usize) -> Option<Bytes> {
-        if !self.reads_cached() {
+        if !self.tries_cached(e, from, to) {
             return None;
         }
         let key = ObjectKey::plain(e.id);
-        if from == 0 && to == e.len as usize {
-            (e.len <= WHOLE_ON_THREAD).then(|| self.read_chunk_cached(&key, e.len)).flatten()
+        if is_whole(e, from, to) {
+            self.read_chunk_cached(&key, e.len)
         } else {
-            ((to - from) as u64 <= ON_THREAD)
-                .then(|| self.read_chunk_part_cached(&key, e.len, from, to))
-                .flatten()
+            self.read_chunk_part_cached(&key, e.len, from, to)
         }
     }
 
-    /// Whether chunks are tried from the kernel's caches at all: only when
-    /// the object store can answer so, never on a generational store
-    /// (objects are named by their rows) or a shared one (a read renews this
-    /// node's reader row first, a metadata write).
-    fn reads_cached(&self) -> bool {
-        self.0.objects.answers_cached() && !self.0.objects.generational() && !self.0.opts.shared
+    /// Whether bytes `from..to` of chunk `e` are tried from the kernel's
+    /// caches: only when the object store can answer so, never on a
+    /// generational store (objects are named by their rows) or a shared one
+    /// (a read renews this node's reader row first, a metadata write), and
+    /// for a whole chunk of at most [`WHOLE_ON_THREAD`] or a part of at most
+    /// [`ON_THREAD`].
+    fn tries_cached(&self, e: &Entry, from: usize, to: usize) -> bool {
+        let fits =
+            if is_whole(e, from, to) { e.len <= WHOLE_ON_THREAD } else { (to - from) as u64 <= ON_THREAD };
+        fits && self.0.objects.answers_cached() && !self.0.objects.generational() && !self.0.opts.shared
     }
 
     /// Segment `seg` of a ready file's manifest, from the open-files cache
@@ -370,10 +373,10 @@ impl Store {
     /// found damaged is marked so (the next upload of its content heals it).
     fn read_part(&self, e: &Entry, key: Option<ObjectKey>, from: usize, to: usize) -> Result<Bytes> {
         let read = |key: &ObjectKey| {
-            if from > 0 || to < e.len as usize {
-                self.read_chunk_part_at(key, e.len, from, to)
-            } else {
+            if is_whole(e, from, to) {
                 self.read_chunk_at(key, e.len)
+            } else {
+                self.read_chunk_part_at(key, e.len, from, to)
             }
         };
         let (key, early) = match key {
@@ -398,6 +401,11 @@ impl Store {
             other => other,
         }
     }
+}
+
+/// Whether bytes `from..to` of chunk `e` are all of it.
+fn is_whole(e: &Entry, from: usize, to: usize) -> bool {
+    from == 0 && to == e.len as usize
 }
 
 /// The entries of a segment starting at file offset `seg_start` that overlap
