@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{TestServer, small_chunks};
+use common::{TestServer, metric, small_chunks};
 use depot::testdata::pseudo_random;
 use depot::wire::{FileInfo, ManifestInfo};
 use reqwest::StatusCode;
@@ -169,20 +169,26 @@ async fn a_damaged_header_under_a_cached_range_is_found_and_marked() {
     let (first, second) = (m.chunks[0], m.chunks[1]);
     let inside =
         |c: depot::wire::ManifestChunk| (c.offset as usize + 1, (c.offset + u64::from(c.len)) as usize - 2);
-    // Asked once: the segment is cached, and both parts are served.
+    let before = reads(&s).await;
+    // Asked once: the segment is cached, and both parts are served; the
+    // first from a blocking thread (which caches the segment), the second
+    // from the page cache.
     for c in [first, second] {
         let (a, b) = inside(c);
         assert_eq!(range(&s, &f.id, a, b).await, (StatusCode::PARTIAL_CONTENT, data[a..=b].to_vec()));
     }
+    assert_eq!(reads(&s).await - before, Reads { cached: 1, blocking: 1 });
 
     damage(dir.path(), first, |_| 8); // inside the header
 
     let (a, b) = inside(first);
     assert_eq!(range(&s, &f.id, a, b).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reads(&s).await - before, Reads { cached: 1, blocking: 2 }, "refused cached, found blocking");
     let r = client_post_missing(&s, &[first.hash, second.hash]).await;
     assert_eq!(r.json::<MissingResponse>().await.unwrap().missing, vec![first.hash], "marked damaged");
     let (a, b) = inside(second);
     assert_eq!(range(&s, &f.id, a, b).await, (StatusCode::PARTIAL_CONTENT, data[a..=b].to_vec()));
+    assert_eq!(reads(&s).await - before, Reads { cached: 2, blocking: 2 });
 }
 
 /// A long download reads the chunks the page cache holds on tasks of their
@@ -199,11 +205,17 @@ async fn a_damaged_chunk_under_a_cached_download_is_found_and_marked() {
     let data = pseudo_random(3 << 20, 13); // past one blocking read (1 MiB)
     let f = s.upload_raw("long.bin", &data).await;
     let m: ManifestInfo = s.get_json(&format!("/api/files/{}/manifest", f.id)).await;
+    let before = reads(&s).await;
     let whole = s.get(&format!("/api/files/{}", f.id)).await;
-    assert_eq!(whole.bytes().await.unwrap(), data, "first download: the page cache now holds it");
+    assert_eq!(whole.bytes().await.unwrap(), data, "first download");
+    // Just written, so the page cache holds every chunk: none read blocking.
+    let chunks = m.chunks.len() as u64;
+    assert_eq!(reads(&s).await - before, Reads { cached: chunks, blocking: 0 });
 
-    let c = m.chunks[m.chunks.len() / 2];
+    let i = m.chunks.len() / 2;
+    let c = m.chunks[i];
     damage(dir.path(), c, |len| len - 1); // the payload's last byte
+    let before = reads(&s).await;
 
     let r = s.get(&format!("/api/files/{}", f.id)).await;
     assert_eq!(r.status(), StatusCode::OK, "the damage is past the first chunk");
@@ -222,8 +234,34 @@ async fn a_damaged_chunk_under_a_cached_download_is_found_and_marked() {
     assert!(cut, "the stream is cut, not completed ({} bytes)", body.len());
     assert!(body.len() <= c.offset as usize, "no byte of the damaged chunk is served");
     assert_eq!(body, data[..body.len()]);
+    // The chunks before it from the cache; it, refused there, read blocking.
+    let now = reads(&s).await - before;
+    assert_eq!(now.blocking, 1, "{now:?}");
+    assert!(now.cached >= i as u64, "{now:?}");
     let r = client_post_missing(&s, &[c.hash, m.chunks[0].hash]).await;
     assert_eq!(r.json::<MissingResponse>().await.unwrap().missing, vec![c.hash], "marked damaged");
+}
+
+/// The server's chunk reads so far (`depot_chunk_reads_total`), by path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reads {
+    cached: u64,
+    blocking: u64,
+}
+
+impl std::ops::Sub for Reads {
+    type Output = Reads;
+    fn sub(self, o: Reads) -> Reads {
+        Reads { cached: self.cached - o.cached, blocking: self.blocking - o.blocking }
+    }
+}
+
+async fn reads(s: &TestServer) -> Reads {
+    let m = s.get("/metrics").await.text().await.unwrap();
+    Reads {
+        cached: metric(&m, "depot_chunk_reads_total{path=\"cached\"}"),
+        blocking: metric(&m, "depot_chunk_reads_total{path=\"blocking\"}"),
+    }
 }
 
 /// Flips one bit of chunk `c`'s stored object in the data directory `dir`,

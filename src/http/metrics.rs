@@ -160,6 +160,16 @@ impl Metrics {
         for (name, kind, help, value) in samples {
             put(name, kind, help, &[(String::new(), value.to_string())]);
         }
+        let reads = [
+            ("{path=\"cached\"}".to_string(), activity.chunk_reads_cached.to_string()),
+            ("{path=\"blocking\"}".to_string(), activity.chunk_reads_blocking.to_string()),
+        ];
+        put(
+            "depot_chunk_reads_total",
+            "counter",
+            "Chunk reads for downloads, by path: cached (answered from the page cache on an async thread) or blocking (a blocking-pool thread).",
+            &reads,
+        );
         self.render_latency(&mut out);
         out
     }

@@ -134,6 +134,8 @@ pub(super) struct ActivityCounters {
     pub(super) chunks_new: std::sync::atomic::AtomicU64,
     pub(super) chunks_known: std::sync::atomic::AtomicU64,
     pub(super) files: std::sync::atomic::AtomicU64,
+    pub(super) reads_cached: std::sync::atomic::AtomicU64,
+    pub(super) reads_blocking: std::sync::atomic::AtomicU64,
 }
 
 /// A snapshot of [`ActivityCounters`].
@@ -145,6 +147,14 @@ pub struct Activity {
     pub chunks_known: u64,
     /// Files committed.
     pub files_created: u64,
+    /// Chunk reads for downloads (a whole chunk or the part a range needs)
+    /// answered from the kernel's page cache on an async thread, with no
+    /// hop to the blocking pool (see `Store::read_part_cached`).
+    pub chunk_reads_cached: u64,
+    /// Chunk reads for downloads made on a blocking thread: not cached, too
+    /// long to try from the cache, on a store that cannot answer so, or
+    /// refused there by a check (the blocking read then reports the damage).
+    pub chunk_reads_blocking: u64,
 }
 
 pub(super) fn bump(c: &std::sync::atomic::AtomicU64, by: u64) {
@@ -446,6 +456,8 @@ impl Store {
             chunks_new: get(&a.chunks_new),
             chunks_known: get(&a.chunks_known),
             files_created: get(&a.files),
+            chunk_reads_cached: get(&a.reads_cached),
+            chunk_reads_blocking: get(&a.reads_blocking),
         }
     }
 

@@ -335,11 +335,15 @@ impl Store {
             return None;
         }
         let key = ObjectKey::plain(e.id);
-        if is_whole(e, from, to) {
+        let got = if is_whole(e, from, to) {
             self.read_chunk_cached(&key, e.len)
         } else {
             self.read_chunk_part_cached(&key, e.len, from, to)
+        };
+        if got.is_some() {
+            super::engine::bump(&self.0.activity.reads_cached, 1);
         }
+        got
     }
 
     /// Whether bytes `from..to` of chunk `e` are tried from the kernel's
@@ -372,6 +376,7 @@ impl Store {
     /// when the caller looked it up (else it is looked up here). A chunk
     /// found damaged is marked so (the next upload of its content heals it).
     fn read_part(&self, e: &Entry, key: Option<ObjectKey>, from: usize, to: usize) -> Result<Bytes> {
+        super::engine::bump(&self.0.activity.reads_blocking, 1);
         let read = |key: &ObjectKey| {
             if is_whole(e, from, to) {
                 self.read_chunk_at(key, e.len)
