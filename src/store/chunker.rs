@@ -205,7 +205,7 @@ impl StreamChunker {
 /// Chunks anything readable (a file, stdin) with bounded memory; yields each
 /// chunk's bytes in order.
 ///
-/// Input is read in pieces of [`READ_MAXES`] × `max` bytes, each straight
+/// Input is read in pieces of `READ_MAXES` (2) × `max` bytes, each straight
 /// into a new buffer (std's `read_to_end` fills spare capacity without
 /// zeroing it) after the bytes the last piece left uncut (fewer than `max`),
 /// and the chunks are slices of that buffer: the bytes are copied once by
@@ -225,7 +225,7 @@ pub struct ReadChunker<R> {
 /// under the 4 MiB mmap threshold `depot put` sets, so freed buffers are
 /// reused from the heap (at 4 pieces, 5 MiB buffers were each a fresh
 /// mapping: 317,000 page faults per GiB and three times the system time).
-pub const READ_MAXES: usize = 2;
+const READ_MAXES: usize = 2;
 
 impl<R: Read> ReadChunker<R> {
     pub fn new(reader: R, chunker: Chunker) -> Self {
