@@ -460,3 +460,19 @@ async fn put_compresses_on_the_wire_only_what_compresses() {
     assert_eq!(r["sent_bytes"], 8 * MIB, "random chunks go raw");
     assert_eq!(s.download(r["id"].as_str().unwrap()).await, random);
 }
+
+/// `depot get ID -o -` writes the file's bytes to standard output (a pipe
+/// here), verified, exactly: binary data full of newlines, in frames both
+/// larger and smaller than the writer's gathering buffer.
+#[tokio::test(flavor = "multi_thread")]
+async fn get_to_standard_output_is_the_files_bytes() {
+    let (_dir, s) = TestServer::start_temp().await;
+    let mut data = pseudo_random((3 * MIB) as usize + 12_345, 21);
+    data[..4096].fill(b'\n');
+    let f = s.upload_raw("out.bin", &data).await;
+    let out = run(&s.base, &["get", &f.id, "-o", "-"]).await;
+    assert!(out.status.success(), "{}", common::cli::stderr(&out));
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(out.stdout == data, "the bytes on standard output differ from the file's");
+    s.stop().await;
+}
