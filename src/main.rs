@@ -340,7 +340,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// with a worker per core, reqwest's connection task and the body's reader
 /// ran on different threads and every frame crossed between them. Measured
 /// (docs/PERFORMANCE.md, D1), a verified GiB into `/dev/null`: median 0.58 s
-/// of wall and 0.43 s of client CPU against 0.72 s and 0.57 s. `depot put`
+/// of wall and 0.43 s of client CPU against 0.72 s and 0.565 s. `depot put`
 /// keeps a worker per core: its cold uploads were no faster with one.
 fn streaming_runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
