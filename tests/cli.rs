@@ -462,8 +462,9 @@ async fn put_compresses_on_the_wire_only_what_compresses() {
 }
 
 /// `depot get ID -o -` writes the file's bytes to standard output (a pipe
-/// here), verified, exactly: binary data full of newlines, in frames both
-/// larger and smaller than the writer's gathering buffer.
+/// here), verified, exactly: binary data full of newlines, written through
+/// a duplicate of descriptor 1 (the frames' sizes, which decide what is
+/// gathered, are the socket's; the sink's own test covers both kinds).
 #[tokio::test(flavor = "multi_thread")]
 async fn get_to_standard_output_is_the_files_bytes() {
     let (_dir, s) = TestServer::start_temp().await;
