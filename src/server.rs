@@ -395,10 +395,13 @@ async fn accept_loop<S>(
         .keep_alive_interval(limits.header_timeout.0)
         .keep_alive_timeout(limits.header_timeout.0);
     // Never more connections than descriptors: the store needs its files
-    // opened whatever clients do. Idle connections make room for new ones.
-    let fd_room = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .map_or(usize::MAX, |n| n.saturating_sub(FDS_KEPT) as usize);
+    // opened whatever clients do (and the object directory may keep some
+    // open for reads). Idle connections make room for new ones.
+    let fd_room =
+        rustix::process::getrlimit(rustix::process::Resource::Nofile).current.map_or(usize::MAX, |n| {
+            n.saturating_sub(FDS_KEPT).saturating_sub(crate::store::objects::kept_descriptors(n) as u64)
+                as usize
+        });
     let connections = Connections::new(limits.max_connections.min(fd_room));
     let header_timeout = limits.header_timeout.0;
     let graceful = GracefulShutdown::new();

@@ -69,6 +69,21 @@ pub struct FsObjects {
     /// objects relative to: a walk of three names, not of the whole path.
     #[cfg(target_os = "linux")]
     root_fd: rustix::fd::OwnedFd,
+    /// Descriptors of objects read lately by cached reads, so that reading
+    /// a hot object again opens nothing (the open and close were 11% of a
+    /// cached 64 KiB range's server time: docs/PERFORMANCE.md, D2). At
+    /// most [`kept_descriptors`] of them; `None` when that is 0.
+    #[cfg(target_os = "linux")]
+    open: Option<quick_cache::sync::Cache<ObjectKey, std::sync::Arc<rustix::fd::OwnedFd>>>,
+}
+
+/// The most object descriptors cached reads keep open: none under a
+/// descriptor limit of 4,096 (the server's connections and the store's
+/// files need them), else an eighth of it, at most 4,096. `nofile` is the
+/// process's soft `RLIMIT_NOFILE`; the server leaves these out of the
+/// room it gives connections.
+pub fn kept_descriptors(nofile: u64) -> usize {
+    if nofile < 4096 { 0 } else { (nofile / 8).min(4096) as usize }
 }
 
 impl FsObjects {
@@ -99,6 +114,14 @@ impl FsObjects {
                 rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
                 rustix::fs::Mode::empty(),
             )?,
+            #[cfg(target_os = "linux")]
+            open: {
+                let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+                match kept_descriptors(nofile.unwrap_or(u64::MAX)) {
+                    0 => None,
+                    n => Some(quick_cache::sync::Cache::new(n)),
+                }
+            },
         })
     }
 
@@ -222,6 +245,7 @@ impl ObjectStore for FsObjects {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
+        self.forget_open(key);
         self.note_written(dir);
         Ok(())
     }
@@ -315,6 +339,8 @@ impl ObjectStore for FsObjects {
     fn delete_many(&self, keys: &[ObjectKey]) -> io::Result<usize> {
         for key in keys {
             not_found_is(fs::remove_file(self.path_of(key)), ())?;
+            // Not kept open: a deleted object's space is freed now.
+            self.forget_open(key);
         }
         Ok(keys.len())
     }
@@ -398,7 +424,9 @@ impl ObjectStore for FsObjects {
         let stamp =
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let dest = self.quarantine.join(format!("{key}.{stamp}"));
-        not_found_is(fs::rename(self.path_of(key), dest).map(|_| true), false)
+        let moved = not_found_is(fs::rename(self.path_of(key), dest).map(|_| true), false);
+        self.forget_open(key);
+        moved
     }
 
     fn barrier(&self) -> io::Result<()> {
@@ -468,12 +496,22 @@ impl FsObjects {
     /// every name on its path (`openat2` with `RESOLVE_CACHED`, relative to
     /// the object directory): no wait for a disk. `None` otherwise, and for
     /// good once the kernel (before 5.12) or a sandbox refuses the call.
+    ///
+    /// A descriptor kept from an earlier read is used while its file still
+    /// has a name (`fstat`'s link count): an object replaced, deleted or
+    /// moved aside, by this process or another, is opened afresh.
     #[cfg(target_os = "linux")]
-    fn open_cached(&self, key: &ObjectKey) -> Option<rustix::fd::OwnedFd> {
+    fn open_cached(&self, key: &ObjectKey) -> Option<std::sync::Arc<rustix::fd::OwnedFd>> {
         use rustix::fs::{Mode, OFlags, ResolveFlags};
         use rustix::io::Errno;
         if !self.cached_reads.load(Ordering::Relaxed) {
             return None;
+        }
+        if let Some(fd) = self.open.as_ref().and_then(|c| c.get(key)) {
+            if rustix::fs::fstat(&*fd).is_ok_and(|st| st.st_nlink > 0) {
+                return Some(fd);
+            }
+            self.forget_open(key);
         }
         let opened = rustix::fs::openat2(
             &self.root_fd,
@@ -483,7 +521,13 @@ impl FsObjects {
             ResolveFlags::CACHED,
         );
         match opened {
-            Ok(fd) => Some(fd),
+            Ok(fd) => {
+                let fd = std::sync::Arc::new(fd);
+                if let Some(c) = &self.open {
+                    c.insert(*key, fd.clone());
+                }
+                Some(fd)
+            }
             // No `openat2` (ENOSYS, or EPERM from a seccomp filter), or no
             // `RESOLVE_CACHED` (EINVAL): not asked again.
             Err(Errno::NOSYS | Errno::PERM | Errno::INVAL) => {
@@ -492,6 +536,24 @@ impl FsObjects {
             }
             Err(_) => None,
         }
+    }
+}
+
+impl FsObjects {
+    /// Drops the descriptor kept for `key`, if any.
+    fn forget_open(&self, key: &ObjectKey) {
+        #[cfg(target_os = "linux")]
+        if let Some(c) = &self.open {
+            c.remove(key);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = key;
+    }
+
+    /// How many object descriptors cached reads keep open now.
+    #[cfg(all(test, target_os = "linux"))]
+    pub(super) fn descriptors_open(&self) -> usize {
+        self.open.as_ref().map_or(0, |c| c.len())
     }
 }
 

@@ -52,7 +52,7 @@ use super::enums::keywords;
 use super::id::ChunkId;
 
 pub use self::faulty::{Faulty, Op, Pause};
-pub use self::fs::{FsObjects, FsyncPolicy};
+pub use self::fs::{FsObjects, FsyncPolicy, kept_descriptors};
 pub use self::memory::MemObjects;
 #[cfg(feature = "s3")]
 pub use self::s3::{S3Credentials, S3Objects};

@@ -231,3 +231,40 @@ fn evicted(store: &FsObjects, key: &ObjectKey) -> bool {
     rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
     true
 }
+
+/// A cached read keeps the object's descriptor, and a later read uses it
+/// only while the file still has that name: an object replaced or deleted
+/// by another process (another `FsObjects` on the same directory) is read
+/// afresh, or not at all; one deleted by this store is let go at once.
+#[cfg(target_os = "linux")]
+#[test]
+fn kept_descriptors_never_outlive_their_objects_name() {
+    let (dir, store, key, body) = one_synced_object(100_000);
+    if super::kept_descriptors(
+        rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(0),
+    ) == 0
+    {
+        eprintln!("the descriptor limit is under 4,096: no descriptors are kept, nothing to check");
+        return;
+    }
+    let mut got = Vec::new();
+    assert!(store.get_cached(&key, body.len(), &mut got));
+    assert_eq!(store.descriptors_open(), 1);
+
+    let other = FsObjects::open(dir.path(), FsyncPolicy::Never).unwrap();
+    let mut healed = body.clone();
+    healed[50_000] ^= 0xff;
+    other.replace(&key, &[&healed]).unwrap();
+    assert!(store.get_cached(&key, body.len(), &mut got));
+    assert!(got == healed, "the replaced object's bytes, not the kept descriptor's");
+
+    other.delete_many(&[key]).unwrap();
+    assert!(!store.get_cached(&key, body.len(), &mut got), "a deleted object is not read");
+    assert_eq!(store.descriptors_open(), 0);
+
+    store.put_if_absent(&key, &[&body]).unwrap();
+    assert!(store.get_cached(&key, body.len(), &mut got));
+    assert_eq!(store.descriptors_open(), 1);
+    store.delete_many(&[key]).unwrap();
+    assert_eq!(store.descriptors_open(), 0, "let go with the delete");
+}
