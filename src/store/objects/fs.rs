@@ -498,8 +498,11 @@ impl FsObjects {
     /// good once the kernel (before 5.12) or a sandbox refuses the call.
     ///
     /// A descriptor kept from an earlier read is used while its file still
-    /// has a name (`fstat`'s link count): an object replaced, deleted or
-    /// moved aside, by this process or another, is opened afresh.
+    /// has a name (`fstat`'s link count), which is what a replace (a rename
+    /// over it) or a delete takes away, by this process or another. A file
+    /// renamed elsewhere keeps its link: this store's own moves
+    /// (quarantine) drop the descriptor, and nothing else moves objects
+    /// while a server runs.
     #[cfg(target_os = "linux")]
     fn open_cached(&self, key: &ObjectKey) -> Option<std::sync::Arc<rustix::fd::OwnedFd>> {
         use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -537,9 +540,7 @@ impl FsObjects {
             Err(_) => None,
         }
     }
-}
 
-impl FsObjects {
     /// Drops the descriptor kept for `key`, if any.
     fn forget_open(&self, key: &ObjectKey) {
         #[cfg(target_os = "linux")]
@@ -548,6 +549,15 @@ impl FsObjects {
         }
         #[cfg(not(target_os = "linux"))]
         let _ = key;
+    }
+
+    /// Keeps at most `n` descriptors (none for 0) instead of what the
+    /// descriptor limit gives ([`kept_descriptors`]): tests, whatever limit
+    /// they run under.
+    #[cfg(all(test, target_os = "linux"))]
+    pub(super) fn keeping_descriptors(mut self, n: usize) -> Self {
+        self.open = (n > 0).then(|| quick_cache::sync::Cache::new(n));
+        self
     }
 
     /// How many object descriptors cached reads keep open now.
