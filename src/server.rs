@@ -25,6 +25,7 @@ use crate::http::interim::InterimIo;
 use crate::http::layers::{self, Budget, rate_limit};
 use crate::http::{ApiError, AppState, Routes, access, auth, documented, json_errors, ops};
 use crate::protocol::{admin, files, native, seed, tus};
+use crate::store::objects::ObjectsKind;
 use crate::wire;
 
 /// Every protocol's routes.
@@ -265,6 +266,7 @@ pub async fn serve(
     match serve_opening(
         listener,
         state.config.limits.clone(),
+        state.config.storage.objects,
         async { Ok::<_, Infallible>(state) },
         || {},
         shutdown,
@@ -294,7 +296,9 @@ pub enum StartError<E> {
 /// starting rather than one that does not answer. Then `ready` runs and the
 /// server goes on as [`serve`] does. `limits` gives the connection limits
 /// (header and body timeouts, the connection cap), which apply from the
-/// first connection on.
+/// first connection on; `objects` is the engine the store will open, whose
+/// kept descriptors ([`ObjectsKind::kept_descriptors`]) the connections'
+/// room leaves out.
 ///
 /// # Errors
 /// [`StartError::Open`] when `open` fails (the listener is closed first);
@@ -302,6 +306,7 @@ pub enum StartError<E> {
 pub async fn serve_opening<E>(
     listener: TcpListener,
     limits: LimitsConfig,
+    objects: ObjectsKind,
     open: impl Future<Output = Result<AppState, E>>,
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -324,7 +329,7 @@ pub async fn serve_opening<E>(
     let service = tower::ServiceBuilder::new()
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_idle_timeout.0))
         .service(gate(app.clone()));
-    let server = tokio::spawn(accept_loop(listener, limits, service, stopping, on_stop));
+    let server = tokio::spawn(accept_loop(listener, limits, objects, service, stopping, on_stop));
     let state = match open.await {
         Ok(state) => state,
         Err(e) => {
@@ -356,6 +361,7 @@ pub async fn serve_opening<E>(
 async fn accept_loop<S>(
     listener: TcpListener,
     limits: LimitsConfig,
+    objects: ObjectsKind,
     app: S,
     stopping: impl Future<Output = ()>,
     on_stop: impl FnOnce(),
@@ -399,8 +405,7 @@ async fn accept_loop<S>(
     // open for reads). Idle connections make room for new ones.
     let fd_room =
         rustix::process::getrlimit(rustix::process::Resource::Nofile).current.map_or(usize::MAX, |n| {
-            n.saturating_sub(FDS_KEPT).saturating_sub(crate::store::objects::kept_descriptors(n) as u64)
-                as usize
+            n.saturating_sub(FDS_KEPT).saturating_sub(objects.kept_descriptors(n) as u64) as usize
         });
     let connections = Connections::new(limits.max_connections.min(fd_room));
     let header_timeout = limits.header_timeout.0;

@@ -233,6 +233,7 @@ async fn the_server_answers_503_until_the_store_is_open() {
     let server = tokio::spawn(depot::server::serve_opening(
         listener,
         limits,
+        depot::store::objects::ObjectsKind::Fs,
         opening,
         move || {
             let _ = ready_tx.send(());
@@ -263,6 +264,7 @@ async fn the_server_answers_503_until_the_store_is_open() {
     let failed = depot::server::serve_opening(
         listener,
         depot::config::Config::default().limits,
+        depot::store::objects::ObjectsKind::Fs,
         async { Err::<AppState, _>("the store is damaged".to_string()) },
         || panic!("never ready"),
         std::future::pending(),

@@ -101,7 +101,7 @@ pub fn serve(args: &StoreArgs, flags: &ServeFlags) -> Result<(), Failure> {
         let (data_dir, format, mode) = (cfg.data_dir.clone(), cfg.log_format, cfg.auth.mode);
         // Shown redacted: a PostgreSQL URL's password never reaches the log.
         let meta = cfg.storage.meta.clone();
-        let limits = cfg.limits.clone();
+        let (limits, objects) = (cfg.limits.clone(), cfg.storage.objects);
         let opening = async move {
             let (dir, opts) = (cfg.data_dir.clone(), cfg.store_options());
             let opened = tokio::task::spawn_blocking(move || {
@@ -130,7 +130,7 @@ pub fn serve(args: &StoreArgs, flags: &ServeFlags) -> Result<(), Failure> {
                 let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
             }
         };
-        match depot::server::serve_opening(listener, limits, opening, ready, shutdown_signal()).await {
+        match depot::server::serve_opening(listener, limits, objects, opening, ready, shutdown_signal()).await {
             Ok(()) => Ok(()),
             Err(depot::server::StartError::Open(message)) => {
                 // A failed start leaves no empty data dir behind.

@@ -339,6 +339,19 @@ pub enum ObjectsKind {
 
 keywords!(ObjectsKind { "fs" => Fs, "s3" => S3 });
 
+impl ObjectsKind {
+    /// The most descriptors this engine keeps open for reads under a soft
+    /// `RLIMIT_NOFILE` of `nofile`: [`kept_descriptors`] for the directory,
+    /// none for S3 (its objects are not files). The server leaves these out
+    /// of the connections' room.
+    pub fn kept_descriptors(self, nofile: u64) -> usize {
+        match self {
+            ObjectsKind::Fs => kept_descriptors(nofile),
+            ObjectsKind::S3 => 0,
+        }
+    }
+}
+
 /// Where an S3 engine is and how to talk to it (`[storage.s3]`).
 /// Credentials are never here: they come from `AWS_ACCESS_KEY_ID` and
 /// `AWS_SECRET_ACCESS_KEY` (see [`S3Objects::open`]).

@@ -232,6 +232,18 @@ fn evicted(store: &FsObjects, key: &ObjectKey) -> bool {
     true
 }
 
+/// The descriptors the server leaves out of its connections' room: the
+/// directory's share of the limit, none under 4,096, none for S3.
+#[test]
+fn only_the_directory_keeps_descriptors() {
+    assert_eq!(ObjectsKind::Fs.kept_descriptors(1024), 0);
+    assert_eq!(ObjectsKind::Fs.kept_descriptors(20_000), 2_500);
+    assert_eq!(ObjectsKind::Fs.kept_descriptors(1 << 20), 4_096);
+    for n in [1024, 20_000, 1 << 20] {
+        assert_eq!(ObjectsKind::S3.kept_descriptors(n), 0, "{n}");
+    }
+}
+
 /// A cached read keeps the object's descriptor and answers later reads
 /// with it, while the file still has a name: an object replaced or deleted
 /// by another process (another `FsObjects` on the same directory) is read
