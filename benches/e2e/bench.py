@@ -6,7 +6,8 @@ each scenario measures. Every figure is the median of --runs measured rounds
 after --warmup discarded ones, with the min-max beside it; within a scenario
 depot and its references are measured alternately, round after round
 (A B A B ...), and the ratio is the ratio of the medians. Nothing here
-asserts a time: the result is a table, printed and written to --out.
+asserts a time: the result is a table, with every round's value and the
+per-round ratios under it, printed and written to --out.
 """
 
 from __future__ import annotations
@@ -514,6 +515,8 @@ class Ctx:
     samples: Samples = field(default_factory=Samples)
     notes: list[str] = field(default_factory=list)
     elapsed: dict[str, float] = field(default_factory=dict)
+    used: list[str] = field(default_factory=list)  # sample keys the rows read, in order (with repeats)
+    pairs: list[tuple[str, str, str, str, Callable[[float], bool] | None]] = field(default_factory=list)
     _base: Path | None = None
     _main: tuple[Depot, str] | None = None
     _nginx: Nginx | None = None
@@ -590,7 +593,12 @@ class Ctx:
         return nbytes / 1e6 / secs
 
     def stat(self, key: str) -> Stat | None:
-        return self.samples.get(key)
+        """A key's measured rounds; rows read their samples only through
+        here, which records the key for the report's Rounds section."""
+        s = self.samples.get(key)
+        if s:
+            self.used.append(key)
+        return s
 
 
 def random_blocks(size: int, seed: int, block: int = 8 * MiB):
@@ -647,6 +655,7 @@ def ratio_row(ctx: Ctx, id: str, figure: str, key: str, ref_label: str, ref_key:
         ctx.rows.append(Row(id, figure, a.show(unit), goal=goal))
         return
     r = a.median / b.median
+    ctx.pairs.append((id, key, ref_key, goal, test))
     met = "—" if test is None else ("yes" if test(r) else "**no**")
     ctx.rows.append(Row(id, figure, a.show(unit), f"{ref_label}: {b.show(unit)}", f"{r:.2f}×", goal, met))
 
@@ -1529,6 +1538,29 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def rounds_section(ctx: Ctx) -> list[str]:
+    """Every measured round of each key the rows used, and each ratio row's
+    per-round ratios: round i of the figure over round i of its reference,
+    measured in the same alternation."""
+    if not ctx.used:
+        return []
+    out = ["Rounds (each key's values in the order measured; for ratio rows, the ratio of the two steps of each",
+           "round, with how many rounds meet the goal):", ""]
+    out += [f"- `{k}`: " + ", ".join(fmt(v) for v in ctx.samples.d[k]) for k in dict.fromkeys(ctx.used)]
+    for rid, key, ref, goal, test in ctx.pairs:
+        a, b = ctx.samples.d[key], ctx.samples.d[ref]
+        line = f"- {rid} `{key}` / `{ref}`: "
+        if len(a) != len(b):
+            out.append(line + f"the lengths differ ({len(a)} and {len(b)} rounds), no per-round ratios")
+            continue
+        rs = [x / y if y else float("nan") for x, y in zip(a, b)]
+        line += ", ".join(f"{r:.2f}×" for r in rs)
+        if test is not None:
+            line += f"; {sum(1 for r in rs if test(r))} of {len(rs)} meet {goal}"
+        out.append(line)
+    return out + [""]
+
+
 def report(ctx: Ctx, started: datetime.datetime, argv: list[str], load0: tuple, failed: dict[str, str]) -> str:
     load1 = os.getloadavg()
     total = time.perf_counter() - ctx.elapsed.pop("_start")
@@ -1562,6 +1594,7 @@ def report(ctx: Ctx, started: datetime.datetime, argv: list[str], load0: tuple, 
         lines.append("")
     if ctx.notes:
         lines += ["Notes:", ""] + [f"- {n}" for n in ctx.notes] + [""]
+    lines += rounds_section(ctx)
     lines += ["Time per scenario: " + ", ".join(f"{k} {v:.0f} s" for k, v in ctx.elapsed.items()) + ".", ""]
     return "\n".join(lines)
 
@@ -1628,7 +1661,7 @@ def main() -> int:
             if sid not in only:
                 continue
             t = time.perf_counter()
-            n_rows = len(ctx.rows)
+            n_rows, n_used, n_pairs = len(ctx.rows), len(ctx.used), len(ctx.pairs)
             label = sid
             if sid in UPLOADS:
                 group = [u for u in UPLOADS if u in only]
@@ -1643,7 +1676,7 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001 - one failed scenario must not lose the others
                 traceback.print_exc()
                 failed[label] = str(e)
-                del ctx.rows[n_rows:]
+                del ctx.rows[n_rows:], ctx.used[n_used:], ctx.pairs[n_pairs:]
                 log(f"{label} failed: {e}")
             ctx.elapsed[label] = time.perf_counter() - t
             ctx.release(set(ORDER[ORDER.index(sid) + 1:]) & set(only))
