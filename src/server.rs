@@ -49,7 +49,7 @@ fn routes() -> (Routes, Router<AppState>) {
         license(name = "MIT OR Apache-2.0")
     ),
     components(schemas(wire::ChunkHash, wire::ErrorBody, wire::FileInfo, wire::FileList, wire::StatsInfo, wire::PieceStatus, wire::Health,
-        wire::ChunkingInfo, wire::TypePolicyInfo, wire::MissingRequest, wire::MissingResponse, wire::PutChunkResponse, wire::ChunkRef,
+        wire::ChunkingInfo, wire::TypePolicyInfo, wire::MissingRequest, wire::MissingResponse, wire::PutChunkResponse, wire::PutChunksResponse, wire::ChunkRef,
         wire::CommitRequest, wire::ManifestInfo, wire::ManifestChunk, wire::TokenRequest, wire::ScopeName, wire::TokenInfo, wire::TokenList, wire::QuotaInfo, wire::UsageInfo, wire::TenantInfo,
         wire::LinkRequest, wire::LinkInfo, wire::CommitOpen, wire::CommitSession, wire::SegmentRequest, wire::SegmentInfo,
         wire::CommitStatus)),

@@ -162,6 +162,15 @@ pub struct ChunkingInfo {
     pub max_chunk_size: u64,
     /// Most hashes one missing-chunks query may carry.
     pub max_missing_query: usize,
+    /// Most chunks one `POST /api/chunks` may carry (absent from servers
+    /// without it: send each chunk with `PUT /api/chunks/{hash}`).
+    #[serde(default)]
+    pub max_batch_chunks: Option<usize>,
+    /// Most body bytes (multipart framing included; for a body sent
+    /// without `Content-Length`, its parts' bytes) one `POST /api/chunks`
+    /// may carry; always room for one chunk of `max_chunk_size`.
+    #[serde(default)]
+    pub max_batch_bytes: Option<u64>,
     /// Largest file the server accepts (`limits.max_file_size`): clients
     /// refuse larger ones before sending anything.
     #[serde(default)]
@@ -219,6 +228,12 @@ pub struct PutChunkResponse {
     pub len: u32,
     /// `false`: the server already had it.
     pub new: bool,
+}
+
+/// The chunks of a `POST /api/chunks`, in the order of its parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PutChunksResponse {
+    pub chunks: Vec<PutChunkResponse>,
 }
 
 /// One chunk of a manifest to commit.

@@ -39,6 +39,16 @@ async fn reupload_costs_almost_nothing_and_edits_send_only_changes() {
     assert_eq!(r1["size"], 64 * MIB);
     assert!((64 * MIB..65 * MIB).contains(&wire1), "first put sent {wire1} bytes");
     assert_eq!(r1["skipped_chunks"], 0);
+    // In batches (`POST /api/chunks`, at most 4 MiB and 64 KiB each), not a
+    // request per chunk.
+    let m = s.get("/metrics").await.text().await.unwrap();
+    let requests = |route: &str, method: &str| {
+        let name = format!("depot_http_request_duration_seconds_count{{route=\"{route}\",method=\"{method}\"}}");
+        m.lines().find_map(|l| l.strip_prefix(name.as_str())?.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    let (batches, chunks) = (requests("/api/chunks", "POST"), r1["sent_chunks"].as_u64().unwrap());
+    assert!((16..=40).contains(&batches) && chunks > 4 * batches, "{chunks} chunks in {batches} batches");
+    assert_eq!(requests("/api/chunks/{hash}", "PUT"), 0);
     assert!(r1["id"].as_str().unwrap().len() == 26);
 
     let (r2, wire2) = put(&s, &path).await;

@@ -31,8 +31,8 @@ pub use self::token::{TOKEN_ENV, Token, TokenSource, default_file as default_tok
 use crate::store::ChunkId;
 use crate::wire::{
     ChunkRef, ChunkingInfo, CommitOpen, CommitRequest, CommitSession, CommitStatus, ErrorBody, FileInfo,
-    FileList, Health, ManifestInfo, MissingRequest, MissingResponse, PutChunkResponse, SegmentInfo,
-    SegmentRequest, StatsInfo,
+    FileList, Health, ManifestInfo, MissingRequest, MissingResponse, PutChunkResponse, PutChunksResponse,
+    SegmentInfo, SegmentRequest, StatsInfo,
 };
 
 /// Why a client operation failed; each renders as one clear line and maps
@@ -353,6 +353,28 @@ impl Client {
                 req = req.header(reqwest::header::CONTENT_ENCODING, "zstd");
             }
             self.json(req)
+        })
+        .await
+    }
+
+    /// Sends several chunk bodies in one request (`POST /api/chunks`, one
+    /// multipart/form-data part per chunk, named by its hash; a zstd frame
+    /// when its flag says so): one durability barrier on the server for
+    /// all of them. Within the server's `max_batch_chunks` and
+    /// `max_batch_bytes` (`GET /api/chunking`).
+    ///
+    /// # Errors
+    /// Network and API errors.
+    pub async fn put_chunks(&self, chunks: &[(ChunkId, bytes::Bytes, bool)]) -> Result<PutChunksResponse> {
+        self.retrying(|| {
+            let mut form = reqwest::multipart::Form::new();
+            for (id, body, zstd) in chunks {
+                let part = reqwest::multipart::Part::stream_with_length(body.clone(), body.len() as u64)
+                    .mime_str(if *zstd { "application/zstd" } else { "application/octet-stream" })
+                    .expect("a valid media type");
+                form = form.part(id.to_string(), part);
+            }
+            self.json(self.http.post(self.url("/api/chunks")).multipart(form))
         })
         .await
     }

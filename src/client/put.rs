@@ -112,6 +112,7 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
     }
     let name = opts.name.clone().unwrap_or_else(|| source.default_name());
     let limits = Limits::of(&info);
+    let batches = BatchLimits::of(&info);
     let declared_len = source.len();
     if let Some(len) = declared_len {
         limits.check_size(&name, len)?;
@@ -214,7 +215,8 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
             sniffed = true;
         }
         if !batch.is_empty() {
-            send_batch(client, batch, &mut entries, &mut known, &mut report, &progress, opts.jobs).await?;
+            let how = (batches, opts.jobs);
+            send_batch(client, batch, &mut entries, &mut known, &mut report, &progress, how).await?;
         }
     }
     reader.await.map_err(|e| ClientError::Io(format!("reader: {e}")))??;
@@ -369,7 +371,7 @@ async fn send_batch(
     known: &mut HashSet<ChunkId>,
     report: &mut PutReport,
     progress: &Progress,
-    jobs: usize,
+    (batches, jobs): (Option<BatchLimits>, usize),
 ) -> Result<()> {
     let mut ask: Vec<ChunkId> = Vec::new();
     for (id, data) in &batch {
@@ -401,30 +403,116 @@ async fn send_batch(
         }
         known.insert(id);
     }
-    let sends = stream::iter(to_send)
-        .map(|(id, data)| async move {
-            // The guess samples 4 KiB: a chunk that will not compress (most
-            // new data) goes out without a hop to a blocking thread.
-            let (body, zstd) = if worth_compressing(&data) {
-                tokio::task::spawn_blocking(move || wire_body(data))
-                    .await
-                    .map_err(|e| ClientError::Io(format!("compressing: {e}")))?
-            } else {
-                (data, false)
-            };
-            let len = body.len() as u64;
-            client.put_chunk(&id, body, zstd).await?;
-            Ok::<(ChunkId, u64), ClientError>((id, len))
-        })
-        .buffer_unordered(jobs.max(1));
-    let mut sends = std::pin::pin!(sends);
+    let mut sends = match batches {
+        Some(limits) => send_grouped(client, to_send, limits, jobs).boxed(),
+        None => send_each(client, to_send, jobs).boxed(),
+    };
     while let Some(r) = sends.next().await {
-        let (id, len) = r?;
-        report.sent_chunks += 1;
-        report.sent_bytes += len;
-        progress.sent(pending_raw.get(&id).copied().unwrap_or(0), len);
+        for (id, len) in r? {
+            report.sent_chunks += 1;
+            report.sent_bytes += len;
+            progress.sent(pending_raw.get(&id).copied().unwrap_or(0), len);
+        }
     }
     Ok(())
+}
+
+/// The body of a chunk to send, and whether it is a zstd frame: compressed
+/// when a 4 KiB sample says it is worth trying (most new data is not, and
+/// goes out without a hop to a blocking thread).
+async fn wire(data: Bytes) -> Result<(Bytes, bool)> {
+    if !worth_compressing(&data) {
+        return Ok((data, false));
+    }
+    tokio::task::spawn_blocking(move || wire_body(data))
+        .await
+        .map_err(|e| ClientError::Io(format!("compressing: {e}")))
+}
+
+/// Sends each chunk with its own `PUT`, `jobs` at a time (servers without
+/// `POST /api/chunks`); yields what each acknowledged: id, bytes sent.
+fn send_each(
+    client: &Client,
+    to_send: HashMap<ChunkId, Bytes>,
+    jobs: usize,
+) -> impl futures_util::Stream<Item = Result<Vec<(ChunkId, u64)>>> + Send + '_ {
+    stream::iter(to_send)
+        .map(move |(id, data)| async move {
+            let (body, zstd) = wire(data).await?;
+            let len = body.len() as u64;
+            client.put_chunk(&id, body, zstd).await?;
+            Ok(vec![(id, len)])
+        })
+        .buffer_unordered(jobs.max(1))
+}
+
+/// The server's limits on one `POST /api/chunks`.
+#[derive(Debug, Clone, Copy)]
+struct BatchLimits {
+    chunks: usize,
+    bytes: u64,
+}
+
+impl BatchLimits {
+    fn of(info: &ChunkingInfo) -> Option<Self> {
+        Some(Self { chunks: info.max_batch_chunks?.max(1), bytes: info.max_batch_bytes? })
+    }
+}
+
+/// Multipart framing allowed for per part (boundary, headers: under 200
+/// bytes with a 64-hex name).
+const PART_FRAMING: u64 = 512;
+
+/// Splits the chunks to send into `jobs` groups of about equal bytes (so
+/// that `jobs` requests are in flight, each with one durability barrier on
+/// the server), each within the server's limits.
+fn groups(to_send: Vec<(ChunkId, Bytes)>, limits: BatchLimits, jobs: usize) -> Vec<Vec<(ChunkId, Bytes)>> {
+    let total: u64 = to_send.iter().map(|(_, d)| d.len() as u64 + PART_FRAMING).sum();
+    let target = total.div_ceil(jobs.max(1) as u64).min(limits.bytes);
+    let mut out: Vec<Vec<(ChunkId, Bytes)>> = Vec::new();
+    let mut bytes = 0;
+    for (id, data) in to_send {
+        let n = data.len() as u64 + PART_FRAMING;
+        match out.last_mut() {
+            Some(group) if group.len() < limits.chunks && bytes + n <= target.max(n) => {
+                group.push((id, data));
+                bytes += n;
+            }
+            _ => {
+                out.push(vec![(id, data)]);
+                bytes = n;
+            }
+        }
+    }
+    out
+}
+
+/// Sends the chunks in groups (`POST /api/chunks`), `jobs` at a time;
+/// yields what each group acknowledged: id, bytes sent.
+fn send_grouped(
+    client: &Client,
+    to_send: HashMap<ChunkId, Bytes>,
+    limits: BatchLimits,
+    jobs: usize,
+) -> impl futures_util::Stream<Item = Result<Vec<(ChunkId, u64)>>> + Send + '_ {
+    stream::iter(groups(to_send.into_iter().collect(), limits, jobs))
+        .map(move |group| async move {
+            let mut parts = Vec::with_capacity(group.len());
+            for (id, data) in group {
+                let (body, zstd) = wire(data).await?;
+                parts.push((id, body, zstd));
+            }
+            let stored = client.put_chunks(&parts).await?;
+            if stored.chunks.len() != parts.len()
+                || stored.chunks.iter().zip(&parts).any(|(s, p)| s.hash != p.0)
+            {
+                return Err(ClientError::Protocol(
+                    "the server acknowledged other chunks than those sent".into(),
+                ));
+            }
+            Ok(parts.iter().map(|(id, body, _)| (*id, body.len() as u64)).collect())
+        })
+        .buffer_unordered(jobs.max(1))
 }
 
 /// What the server accepts, from `GET /api/chunking`: a put checks a file
@@ -491,4 +579,38 @@ fn wire_body(data: Bytes) -> (Bytes, bool) {
         }
     }
     (data, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: u8, len: usize) -> (ChunkId, Bytes) {
+        let data = Bytes::from(vec![n; len]);
+        (ChunkId::of(&data), data)
+    }
+
+    /// Groups keep every chunk once, in order, within the server's limits,
+    /// about `jobs` of them; a chunk larger than a group's share goes alone.
+    #[test]
+    fn groups_share_the_chunks_within_the_limits() {
+        let sizes = [300_000, 700_000, 100_000, 1 << 20, 50_000, 900_000, 400_000, 200_000];
+        let all: Vec<_> = sizes.iter().enumerate().map(|(i, &n)| chunk(i as u8, n)).collect();
+        let limits = BatchLimits { chunks: 3, bytes: 1_500_000 };
+        let got = groups(all.clone(), limits, 4);
+        let flat: Vec<_> = got.iter().flatten().cloned().collect();
+        assert_eq!(flat, all, "every chunk once, in order");
+        for g in &got {
+            assert!(g.len() <= 3, "{}", g.len());
+            let bytes: u64 = g.iter().map(|(_, d)| d.len() as u64 + PART_FRAMING).sum();
+            assert!(g.len() == 1 || bytes <= 1_500_000, "{bytes}");
+        }
+        assert!((4..=6).contains(&got.len()), "{} groups", got.len());
+        // One job: as few groups as the limits allow.
+        let one = groups(all.clone(), BatchLimits { chunks: 256, bytes: 16 << 20 }, 1);
+        assert_eq!(one.len(), 1);
+        // A chunk over the byte limit still goes, alone.
+        let big = groups(vec![chunk(1, 10), chunk(2, 2 << 20), chunk(3, 10)], limits, 1);
+        assert_eq!(big.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+    }
 }

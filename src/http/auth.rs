@@ -115,7 +115,7 @@ pub fn required(method: &Method, path: &str) -> Need {
         p if p.starts_with("/api/admin/") || p == "/api/admin" => Need::Scope(Admin),
         "/api/chunking" => Need::Authenticated,
         "/api/stats" => Need::Scope(Read),
-        "/api/chunks/missing" => Need::Scope(Write),
+        "/api/chunks/missing" | "/api/chunks" => Need::Scope(Write),
         // Commits in parts, every step (status and cancel included), as
         // `POST /api/files`.
         p if p == "/api/commits" || p.starts_with("/api/commits/") => Need::Scope(Write),
@@ -443,6 +443,7 @@ mod tests {
             (Method::HEAD, "/api/tus/abc", write),
             (Method::GET, "/api/chunks/ab", Need::Scope(Scope::Read)),
             (Method::PUT, "/api/chunks/ab", write),
+            (Method::POST, "/api/chunks", write),
             (Method::POST, "/api/files/upload/chunked", Handler),
             (Method::POST, "/api/commits", write),
             (Method::GET, "/api/commits/ab", write),

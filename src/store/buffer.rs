@@ -28,13 +28,16 @@ pub const POOLED_MIN: usize = 128 * 1024;
 /// object header, rounded to the pool's step.
 pub const POOLED_MAX: usize = 4 * 1024 * 1024 + STEP;
 
-/// The capacity the pool keeps at most, in bytes: seven buffers of
-/// [`CLASS`], what one download (4 chunks read ahead and the ones being
-/// written) or one `depot put` (4 chunk bodies in flight) keeps busy. The
-/// buffers stay resident, each as far as its largest use touched it, so
-/// this is what reuse costs when idle; with 16 MiB, a long upload's peak
-/// memory grew by the pool filling up (bench M1: 8 GiB against 1 GiB, 1.21x).
-pub const POOLED_BYTES: usize = 8 * 1024 * 1024;
+/// The capacity the pool keeps at most, in bytes: four buffers of
+/// [`POOLED_MAX`], what one `depot put` keeps busy (4 batches of chunks in
+/// flight, each read into one buffer: `POST /api/chunks`), or fifteen of
+/// [`CLASS`] (a download reads 4 chunks ahead of the ones being written).
+/// The buffers stay resident, each as far as its largest use touched it, so
+/// this is what reuse costs when idle. The pool holds no more buffers than
+/// were in use at once; with per-chunk buffers of several sizes, a cap of
+/// 16 MiB once let a long upload's peak memory grow as the pool filled up
+/// (bench M1: 8 GiB against 1 GiB, 1.21x).
+pub const POOLED_BYTES: usize = 4 * POOLED_MAX;
 
 /// The capacity of every pooled buffer up to it: a default-sized largest
 /// chunk (1 MiB) with its object header, or decoded with the one spare byte

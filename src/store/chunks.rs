@@ -85,9 +85,47 @@ impl Store {
         if id != *expected {
             return Err(Error::HashMismatch { expected: *expected, actual: id });
         }
-        let single = zstd::zstd_safe::find_frame_compressed_size(frame).is_ok_and(|n| n == frame.len());
-        let keep = (single && frame.len() < raw.len()).then_some(frame);
-        Ok(self.put_hashed(&[ChunkIn { id, raw: &raw, frame: keep }], lease_until)?[0])
+        Ok(self.put_hashed(&[ChunkIn { id, raw: &raw, frame: kept_frame(frame, &raw) }], lease_until)?[0])
+    }
+
+    /// Stores chunks a client sent together (`POST /api/chunks`): each
+    /// `(name, body, zstd)` is checked as [`Store::put_chunk`] or
+    /// [`Store::put_chunk_zstd`] check it (`max` raw bytes at most), all of
+    /// them before any is stored; then one batch, one durability barrier.
+    /// The answer is in the order given; a repeat is not new.
+    ///
+    /// # Errors
+    /// The first part's error, with nothing stored; otherwise as
+    /// [`Store::put_chunks`].
+    pub fn put_sent_chunks(
+        &self,
+        sent: &[(ChunkId, Bytes, bool)],
+        lease_until: u64,
+        max: usize,
+    ) -> Result<Vec<Put>> {
+        let max = max.min(self.0.opts.max_object_size as usize);
+        let mut decoded: Vec<Option<Vec<u8>>> = Vec::with_capacity(sent.len());
+        for (name, body, zstd) in sent {
+            let raw = if *zstd { Some(decode_frame(body, max)?) } else { None };
+            let bytes = raw.as_deref().unwrap_or(body);
+            if bytes.len() > max {
+                return Err(Error::TooLarge { what: "chunk", limit: max as u64, got: bytes.len() as u64 });
+            }
+            let id = ChunkId::of(bytes);
+            if id != *name {
+                return Err(Error::HashMismatch { expected: *name, actual: id });
+            }
+            decoded.push(raw);
+        }
+        let items: Vec<ChunkIn> = sent
+            .iter()
+            .zip(&decoded)
+            .map(|((id, body, _), raw)| match raw {
+                Some(raw) => ChunkIn { id: *id, raw, frame: kept_frame(body, raw) },
+                None => ChunkIn { id: *id, raw: &body[..], frame: None },
+            })
+            .collect();
+        self.put_hashed(&items, lease_until)
     }
 
     /// Stores chunks in one batch: one durability barrier and one metadata
@@ -554,6 +592,13 @@ fn encode_item<'a>(id: &ChunkId, raw: &'a [u8], frame: Option<&'a [u8]>, level: 
         Some(f) => object::zstd_frame_parts(id, raw.len() as u32, f),
         None => object::encode_parts(id, raw, level),
     }
+}
+
+/// A client's zstd frame of `raw`, when it is kept as the stored object:
+/// one plain frame, smaller than `raw`.
+fn kept_frame<'a>(frame: &'a [u8], raw: &[u8]) -> Option<&'a [u8]> {
+    let single = zstd::zstd_safe::find_frame_compressed_size(frame).is_ok_and(|n| n == frame.len());
+    (single && frame.len() < raw.len()).then_some(frame)
 }
 
 /// Decodes a client's zstd frame, refusing anything over `max` bytes.

@@ -3,6 +3,7 @@
 //! re-upload costs a few requests; an edited file sends only changed chunks.
 //! A long chunk list can be committed in parts ([`parts`]).
 
+pub mod batch;
 pub mod parts;
 
 use axum::Json;
@@ -38,6 +39,8 @@ pub async fn chunking(State(st): State<AppState>) -> Json<ChunkingInfo> {
         chunker_id: p.id(),
         max_chunk_size: st.config.limits.max_chunk_size.0,
         max_missing_query: st.config.limits.max_missing_query,
+        max_batch_chunks: Some(batch::MAX_BATCH_CHUNKS),
+        max_batch_bytes: Some(batch::max_batch_bytes(&st.config.limits)),
         max_file_size: Some(st.config.limits.max_file_size.0),
         types: Some(TypePolicyInfo::from(&st.config.types)),
     })
@@ -292,7 +295,9 @@ pub fn routes() -> Routes {
         .route("/api/files/{id}/manifest", get(manifest))
         .route("/api/chunking", get(chunking))
         .route("/api/chunks/missing", post(missing_chunks));
-    let uploads = axum::Router::new().route("/api/chunks/{hash}", get(get_chunk).put(put_chunk));
+    let uploads = axum::Router::new()
+        .route("/api/chunks", post(batch::put_chunks))
+        .route("/api/chunks/{hash}", get(get_chunk).put(put_chunk));
     Routes { api, uploads }
 }
 
@@ -302,6 +307,7 @@ pub fn routes() -> Routes {
     chunking,
     missing_chunks,
     put_chunk,
+    batch::put_chunks,
     get_chunk,
     commit,
     manifest,
