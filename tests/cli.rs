@@ -43,7 +43,8 @@ async fn reupload_costs_almost_nothing_and_edits_send_only_changes() {
     // request per chunk.
     let m = s.get("/metrics").await.text().await.unwrap();
     let requests = |route: &str, method: &str| {
-        let name = format!("depot_http_request_duration_seconds_count{{route=\"{route}\",method=\"{method}\"}}");
+        let name =
+            format!("depot_http_request_duration_seconds_count{{route=\"{route}\",method=\"{method}\"}}");
         m.lines().find_map(|l| l.strip_prefix(name.as_str())?.trim().parse::<u64>().ok()).unwrap_or(0)
     };
     let (batches, chunks) = (requests("/api/chunks", "POST"), r1["sent_chunks"].as_u64().unwrap());
