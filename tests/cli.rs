@@ -29,6 +29,72 @@ async fn put(s: &TestServer, path: &Path) -> (serde_json::Value, u64) {
     (report, s.bytes_in() - before)
 }
 
+/// Requests the server answered on `route` (its pattern) with `method`.
+async fn requests(s: &TestServer, route: &str, method: &str) -> u64 {
+    let m = s.get("/metrics").await.text().await.unwrap();
+    let name = format!("depot_http_request_duration_seconds_count{{route=\"{route}\",method=\"{method}\"}}");
+    m.lines().find_map(|l| l.strip_prefix(name.as_str())?.trim().parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// A proxy in front of `base` that answers `GET /api/chunking` without the
+/// batch limits, as a server from before `POST /api/chunks` does, and
+/// forwards everything else as it is.
+async fn server_without_batches(base: String) -> String {
+    use axum::http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let url = format!("{base}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let mut forward = client.request(parts.method.clone(), url).body(body);
+            for (k, v) in parts.headers.iter().filter(|(k, _)| **k != HOST) {
+                forward = forward.header(k, v);
+            }
+            let r = forward.send().await.unwrap();
+            let (status, headers) = (r.status(), r.headers().clone());
+            let mut body = r.bytes().await.unwrap().to_vec();
+            if parts.uri.path() == "/api/chunking" {
+                let mut info: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let info_map = info.as_object_mut().unwrap();
+                assert!(info_map.remove("max_batch_chunks").is_some(), "{body:?}");
+                assert!(info_map.remove("max_batch_bytes").is_some());
+                body = serde_json::to_vec(&info).unwrap();
+            }
+            let mut answer = axum::response::Response::builder().status(status);
+            for (k, v) in headers.iter().filter(|(k, _)| **k != CONTENT_LENGTH && **k != TRANSFER_ENCODING) {
+                answer = answer.header(k, v);
+            }
+            answer.body(axum::body::Body::from(body)).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// Against a server without `POST /api/chunks` (its `GET /api/chunking`
+/// lacks the batch limits), `depot put` sends a `PUT` per chunk, and the
+/// file arrives whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn put_sends_each_chunk_alone_to_a_server_without_batches() {
+    let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
+    let path = dir.path().join("f.bin");
+    let data = write_random(&path, 8 * MIB, 7);
+    let old = server_without_batches(s.base.clone()).await;
+    let report: serde_json::Value = run_json(&old, &["put", "--json", path.to_str().unwrap()]).await;
+    let chunks = report["sent_chunks"].as_u64().unwrap();
+    assert!(chunks > 8, "{report}");
+    assert_eq!(requests(&s, "/api/chunks/{hash}", "PUT").await, chunks);
+    assert_eq!(requests(&s, "/api/chunks", "POST").await, 0);
+    let out = dir.path().join("f.out");
+    ok(&run(&s.base, &["get", report["id"].as_str().unwrap(), "-o", out.to_str().unwrap()]).await);
+    assert!(std::fs::read(&out).unwrap() == data);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reupload_costs_almost_nothing_and_edits_send_only_changes() {
     let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
@@ -41,15 +107,9 @@ async fn reupload_costs_almost_nothing_and_edits_send_only_changes() {
     assert_eq!(r1["skipped_chunks"], 0);
     // In batches (`POST /api/chunks`, at most 4 MiB and 64 KiB each), not a
     // request per chunk.
-    let m = s.get("/metrics").await.text().await.unwrap();
-    let requests = |route: &str, method: &str| {
-        let name =
-            format!("depot_http_request_duration_seconds_count{{route=\"{route}\",method=\"{method}\"}}");
-        m.lines().find_map(|l| l.strip_prefix(name.as_str())?.trim().parse::<u64>().ok()).unwrap_or(0)
-    };
-    let (batches, chunks) = (requests("/api/chunks", "POST"), r1["sent_chunks"].as_u64().unwrap());
+    let (batches, chunks) = (requests(&s, "/api/chunks", "POST").await, r1["sent_chunks"].as_u64().unwrap());
     assert!((16..=40).contains(&batches) && chunks > 4 * batches, "{chunks} chunks in {batches} batches");
-    assert_eq!(requests("/api/chunks/{hash}", "PUT"), 0);
+    assert_eq!(requests(&s, "/api/chunks/{hash}", "PUT").await, 0);
     assert!(r1["id"].as_str().unwrap().len() == 26);
 
     let (r2, wire2) = put(&s, &path).await;
