@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import uuid
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import requests
@@ -277,6 +278,31 @@ class Client:
                          body=lambda: Body([data], on_bytes),
                          headers={"Content-Type": "application/octet-stream"})
         return r.status_code == 201
+
+    def put_chunks(self, chunks: List[Tuple[str, bytes]],
+                   on_bytes: Optional[Callable[[int], None]] = None) -> List[Dict[str, Any]]:
+        """Stores several chunks in one request (``POST /api/chunks``: one
+        multipart/form-data part of raw bytes per chunk, named by its hash),
+        within the server's ``max_batch_chunks`` and ``max_batch_bytes``;
+        one durability barrier on the server for all of them. Returns the
+        server's ``{"hash", "len", "new"}`` per chunk, in order."""
+        boundary = uuid.uuid4().hex
+
+        def body() -> Body:
+            parts: List[bytes] = []
+            for digest, data in chunks:
+                parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{digest}"\r\n\r\n'
+                             .encode("ascii"))
+                parts += [data, b"\r\n"]
+            parts.append(f"--{boundary}--\r\n".encode("ascii"))
+            return Body(parts, on_bytes)
+
+        r = self.request("POST", "/api/chunks", body=body,
+                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        stored = r.json()["chunks"]
+        if [c["hash"] for c in stored] != [d for d, _ in chunks]:
+            raise DepotError("the server acknowledged other chunks than those sent")
+        return stored
 
     def commit(self, name: str, size: int, chunks: List[Dict[str, Any]]) -> Dict[str, Any]:
         return self.json("POST", "/api/files", ok=(201,),

@@ -203,9 +203,35 @@ def native_params(info: Optional[Dict[str, Any]]) -> Tuple[Optional[fastcdc.Para
     return params, ""
 
 
+def batch_limits(info: Dict[str, Any]) -> Optional[Tuple[int, int]]:
+    """The server's limits on one ``POST /api/chunks`` (parts, body bytes),
+    or None when it has no such endpoint (send a PUT per chunk)."""
+    try:
+        return max(1, int(info["max_batch_chunks"])), int(info["max_batch_bytes"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+# Multipart framing allowed for per part (boundary and headers: about 110
+# bytes with a 64-hex name and a 32-hex boundary).
+PART_FRAMING = 256
+
+
 def _upload_native(client: Client, f, size: int, name: str, params: fastcdc.Params,
                    info: Dict[str, Any], progress: Optional[bool], on_piece: Optional[OnPiece]) -> UploadResult:
     max_query = max(1, int(info.get("max_missing_query", BATCH_CHUNKS)))
+    # POST /api/chunks when the server has it: one durability barrier per
+    # group of chunks instead of one per chunk.
+    limits = batch_limits(info)
+
+    def fits(group: List[Tuple[str, bytes]], n: int) -> bool:
+        """Whether a chunk of ``n`` bytes joins ``group`` (one request)."""
+        if limits is None:
+            return False  # a PUT per chunk
+        max_parts, max_bytes = limits
+        total = sum(len(d) + PART_FRAMING for _, d in group) + n + 2 * PART_FRAMING
+        return len(group) < max_parts and total <= max_bytes
+
     result = UploadResult(file={}, method="native")
     manifest: List[Dict[str, Any]] = []
     where: Dict[str, Tuple[int, int]] = {}  # hash -> (offset, len), first occurrence
@@ -220,23 +246,46 @@ def _upload_native(client: Client, f, size: int, name: str, params: fastcdc.Para
         missing: set = set()
         for i in range(0, len(ask), max_query):
             missing.update(client.missing(ask[i:i + max_query]))
+        # Each chunk's event comes once it is acknowledged (skipped ones in
+        # their place between them), so an event says what the server holds.
+        events: List[Tuple[int, int, str]] = []  # offset, length, action; not reported yet
+        group: List[Tuple[str, bytes]] = []
+
+        def report() -> None:
+            for offset, length, action in events:
+                n = result.pieces = result.pieces + 1
+                if action == "sent":
+                    result.sent_pieces += 1
+                    result.sent_bytes += length
+                else:
+                    result.skipped_pieces += 1
+                    result.skipped_bytes += length
+                bars.done(length, sent=action == "sent")
+                if on_piece is not None:
+                    on_piece(PieceEvent(n, None, offset, length, action))
+            events.clear()
+
+        def send() -> None:
+            if len(group) == 1 and limits is None:
+                client.put_chunk(group[0][0], group[0][1],
+                                 bars.start_piece(f"chunk {result.pieces + len(events)}", len(group[0][1])))
+            elif group:
+                group_bytes = sum(len(d) for _, d in group)
+                client.put_chunks(list(group), bars.start_piece(f"{len(group)} chunks", group_bytes))
+            group.clear()
+            report()
+
         for offset, digest, data in batch:
-            n = result.pieces = result.pieces + 1
             if digest in missing and digest not in known:
-                tick = bars.start_piece(f"chunk {n}", len(data))
-                client.put_chunk(digest, data, tick)
-                known.add(digest)
-                result.sent_pieces += 1
-                result.sent_bytes += len(data)
+                if group and not fits(group, len(data)):
+                    send()
+                group.append((digest, data))
                 action = "sent"
             else:
-                known.add(digest)
-                result.skipped_pieces += 1
-                result.skipped_bytes += len(data)
                 action = "skipped"
-            bars.done(len(data), sent=action == "sent")
-            if on_piece is not None:
-                on_piece(PieceEvent(n, None, offset, len(data), action))
+            known.add(digest)
+            events.append((offset, len(data), action))
+        send()
         batch = []
         batch_bytes = 0
 
