@@ -79,13 +79,7 @@ impl Store {
         lease_until: u64,
         max: usize,
     ) -> Result<Put> {
-        let max = max.min(self.0.opts.max_object_size as usize);
-        let raw = decode_frame(frame, max)?;
-        let id = ChunkId::of(&raw);
-        if id != *expected {
-            return Err(Error::HashMismatch { expected: *expected, actual: id });
-        }
-        Ok(self.put_hashed(&[ChunkIn { id, raw: &raw, frame: kept_frame(frame, &raw) }], lease_until)?[0])
+        Ok(self.put_sent_chunks(&[(*expected, frame, true)], lease_until, max)?[0])
     }
 
     /// Stores chunks a client sent together (`POST /api/chunks`): each
@@ -97,15 +91,16 @@ impl Store {
     /// # Errors
     /// The first part's error, with nothing stored; otherwise as
     /// [`Store::put_chunks`].
-    pub fn put_sent_chunks(
+    pub fn put_sent_chunks<B: AsRef<[u8]>>(
         &self,
-        sent: &[(ChunkId, Bytes, bool)],
+        sent: &[(ChunkId, B, bool)],
         lease_until: u64,
         max: usize,
     ) -> Result<Vec<Put>> {
         let max = max.min(self.0.opts.max_object_size as usize);
         let mut decoded: Vec<Option<Vec<u8>>> = Vec::with_capacity(sent.len());
         for (name, body, zstd) in sent {
+            let body = body.as_ref();
             let raw = if *zstd { Some(decode_frame(body, max)?) } else { None };
             let bytes = raw.as_deref().unwrap_or(body);
             if bytes.len() > max {
@@ -121,8 +116,8 @@ impl Store {
             .iter()
             .zip(&decoded)
             .map(|((id, body, _), raw)| match raw {
-                Some(raw) => ChunkIn { id: *id, raw, frame: kept_frame(body, raw) },
-                None => ChunkIn { id: *id, raw: &body[..], frame: None },
+                Some(raw) => ChunkIn { id: *id, raw, frame: kept_frame(body.as_ref(), raw) },
+                None => ChunkIn { id: *id, raw: body.as_ref(), frame: None },
             })
             .collect();
         self.put_hashed(&items, lease_until)

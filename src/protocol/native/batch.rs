@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, header};
 
 use crate::config::LimitsConfig;
 use crate::http::{ApiError, Caller, Reservation, content_length};
-use crate::store::{ChunkId, View};
+use crate::store::ChunkId;
 use crate::wire::{ErrorBody, PutChunkResponse, PutChunksResponse};
 
 /// Most chunks one `POST /api/chunks` may carry.
@@ -64,13 +64,14 @@ pub async fn put_chunks(
     }
     let mut mp = mp?;
     let max_bytes = max_batch_bytes(&st.config.limits);
-    if let Some(n) = content_length(&headers).filter(|&n| n > max_bytes) {
+    let declared = content_length(&headers);
+    if let Some(n) = declared.filter(|&n| n > max_bytes) {
         return Err(ApiError::PayloadTooLarge(format!(
             "a batch may be at most {max_bytes} bytes, this one declares {n}"
         )));
     }
     let max_chunk = st.config.limits.max_chunk_size.0;
-    let reserve = content_length(&headers).unwrap_or(max_bytes).min(max_bytes);
+    let reserve = declared.unwrap_or(max_bytes).min(max_bytes);
     let mut budget = st.reserve_body(reserve).await?;
     // Every part into one buffer of the body's size, from the chunk-buffer
     // pool (a batch is at most `POOLED_MAX`): memory the server used before,
@@ -116,20 +117,8 @@ pub async fn put_chunks(
             let largest = sent.iter().map(|(_, b, _)| b.len() as u64).max().unwrap_or(0);
             s.admit_chunk(&t, largest)?;
             let lease = s.default_lease();
-            let ids: Vec<ChunkId> = sent.iter().map(|(id, ..)| *id).collect();
-            // "New" is new to this tenant, whatever other tenants hold.
-            let known = match &who.view {
-                View::Tenant(_) => Some(s.known_in(&who.view, &ids)?),
-                View::All => None,
-            };
             let mut puts = s.put_sent_chunks(&sent, lease, max_chunk as usize)?;
-            if let (Some(known), View::Tenant(t)) = (known, &who.view) {
-                let mut seen = std::collections::HashSet::new();
-                for (put, known) in puts.iter_mut().zip(known) {
-                    put.new = !known && seen.insert(put.id);
-                }
-                s.lease_to(t, &ids, lease)?;
-            }
+            super::as_seen_by(s, &who.view, &mut puts, lease)?;
             Ok(puts)
         })
         .await?;
