@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, header};
 
 use crate::config::LimitsConfig;
 use crate::http::{ApiError, Caller, Reservation, content_length};
-use crate::store::ChunkId;
+use crate::store::{ChunkId, Put, Store, View};
 use crate::wire::{ErrorBody, PutChunkResponse, PutChunksResponse};
 
 /// Most chunks one `POST /api/chunks` may carry.
@@ -118,13 +118,30 @@ pub async fn put_chunks(
             s.admit_chunk(&t, largest)?;
             let lease = s.default_lease();
             let mut puts = s.put_sent_chunks(&sent, lease, max_chunk as usize)?;
-            super::as_seen_by(s, &who.view, &mut puts, lease)?;
+            as_seen_by(s, &who.view, &mut puts, lease)?;
             Ok(puts)
         })
         .await?;
     drop(budget);
     let chunks = puts.into_iter().map(|p| PutChunkResponse { hash: p.id, len: p.len, new: p.new }).collect();
     Ok(Json(PutChunksResponse { chunks }))
+}
+
+/// (Also for `PUT /api/chunks/{hash}`.) Makes `puts`, just stored, what `view` is told: for a tenant, `new` is
+/// new to it (whether another tenant has the chunk is not for it to learn;
+/// a repeat within the request is not new) and the chunks are leased to it.
+///
+/// # Errors
+/// Metadata backend errors.
+pub(super) fn as_seen_by(s: &Store, view: &View, puts: &mut [Put], lease: u64) -> crate::store::Result<()> {
+    let View::Tenant(t) = view else { return Ok(()) };
+    let ids: Vec<ChunkId> = puts.iter().map(|p| p.id).collect();
+    let known = s.known_in(view, &ids)?;
+    let mut seen = std::collections::HashSet::new();
+    for (put, known) in puts.iter_mut().zip(known) {
+        put.new = !known && seen.insert(put.id);
+    }
+    s.lease_to(t, &ids, lease)
 }
 
 /// Appends one part's bytes to `buf` (what the request's parts before it

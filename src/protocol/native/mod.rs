@@ -16,7 +16,7 @@ use futures_util::{StreamExt, stream};
 use super::answers::{ChunksMissing, FileTooLarge};
 use super::file_info;
 use crate::http::{ApiError, AppState, Caller, InPath, JsonBody, Routes, content_length, read_body};
-use crate::store::{ChunkId, Entry, FileId, NewFile, Put, Store, View, object};
+use crate::store::{ChunkId, Entry, FileId, NewFile, object};
 use crate::wire::{
     ChunkingInfo, CommitRequest, ErrorBody, FileInfo, ManifestChunk, ManifestInfo, MissingRequest,
     MissingResponse, PutChunkResponse, TypePolicyInfo,
@@ -124,29 +124,12 @@ pub async fn put_chunk(
             } else {
                 s.put_chunk(&bytes, Some(&id), lease)?
             }];
-            as_seen_by(s, &who.view, &mut put, lease)?;
+            batch::as_seen_by(s, &who.view, &mut put, lease)?;
             Ok(put[0])
         })
         .await?;
     let status = if put.new { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(PutChunkResponse { hash: put.id, len: put.len, new: put.new })))
-}
-
-/// Makes `puts`, just stored, what `view` is told: for a tenant, `new` is
-/// new to it (whether another tenant has the chunk is not for it to learn;
-/// a repeat within the request is not new) and the chunks are leased to it.
-///
-/// # Errors
-/// Metadata backend errors.
-fn as_seen_by(s: &Store, view: &View, puts: &mut [Put], lease: u64) -> crate::store::Result<()> {
-    let View::Tenant(t) = view else { return Ok(()) };
-    let ids: Vec<ChunkId> = puts.iter().map(|p| p.id).collect();
-    let known = s.known_in(view, &ids)?;
-    let mut seen = std::collections::HashSet::new();
-    for (put, known) in puts.iter_mut().zip(known) {
-        put.new = !known && seen.insert(put.id);
-    }
-    s.lease_to(t, &ids, lease)
 }
 
 /// One chunk's raw bytes; the stored zstd frame as is when the client
