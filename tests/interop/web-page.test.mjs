@@ -4,9 +4,10 @@
 // counted by the server itself (/metrics: depot_http_request_bytes_total).
 //
 //   local mode: three files (one of 64 MiB) dropped at once reach 100% and
-//     download byte-identical through their signed links; a reload half-way
-//     through a 64 MiB upload resumes, sending no more than the remainder
-//     plus one chunk; a small file (tus) resumes after a reload from the
+//     download byte-identical through their signed links, the big one's
+//     chunks sent in batches (POST /api/chunks); a reload half-way through a
+//     64 MiB upload resumes, sending no more than the remainder plus one
+//     batch; a small file (tus) resumes after a reload from the
 //     server's offset; the same 64 MiB again sends < 1% and the page says
 //     so; 1 MiB inserted in the middle sends < 4 MiB; delete; a share link
 //     works, then fails once expired.
@@ -44,17 +45,30 @@ async function waitFor(what, fn, timeoutMs = 60_000, everyMs = 100) {
 }
 
 /**
- * Holds each chunk PUT the page sends for `ms` before it goes out; returns
- * the route handler (for `page.unroute`).
+ * Holds each batch of chunks the page sends (POST /api/chunks) for `ms`
+ * before it goes out; returns the route handler (for `page.unroute`).
  */
-async function slowChunkPuts(page, ms) {
+async function slowChunkBatches(page, ms) {
   const slow = async (route) => {
-    if (route.request().method() !== 'PUT') return route.fallback();
+    if (route.request().method() !== 'POST') return route.fallback();
     await sleep(ms);
     return route.continue().catch(() => {});
   };
-  await page.route('**/api/chunks/*', slow);
+  await page.route('**/api/chunks', slow);
   return slow;
+}
+
+/** Counts the page's chunk uploads from now on: { batches, puts, stop() }. */
+function countChunkRequests(page) {
+  const n = { batches: 0, puts: 0 };
+  const count = (req) => {
+    const path = new URL(req.url()).pathname;
+    if (req.method() === 'POST' && path === '/api/chunks') n.batches += 1;
+    if (req.method() === 'PUT' && path.startsWith('/api/chunks/')) n.puts += 1;
+  };
+  page.on('request', count);
+  n.stop = () => page.off('request', count);
+  return n;
 }
 
 async function bytesIn(base) {
@@ -180,9 +194,17 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
     await page.screenshot({ path: join(shots, 'ui-empty.png') });
   });
 
-  it('uploads three files dropped at once (one of 64 MiB) to 100%; the list shows them; each download is byte-identical', async () => {
+  it('uploads three files dropped at once (one of 64 MiB, its chunks in batches) to 100%; the list shows them; each download is byte-identical', async (t) => {
+    const { max_batch_bytes: batchBytes } = await getJson(depot.url, '/api/chunking');
+    const requests = countChunkRequests(page);
     await dropFiles(page, ['notes.txt', 'photo.bin', 'big.bin']);
     for (const name of ['notes.txt', 'photo.bin', 'big.bin']) await uploaded(page, name);
+    requests.stop();
+    // 64 MiB in batches of at most `batchBytes`, each 8 MiB block of the
+    // hashing worker's in two or three: not a request per chunk (~200).
+    t.diagnostic(`big.bin: ${requests.batches} batches, ${requests.puts} single PUTs (batches of at most ${batchBytes} bytes)`);
+    assert.equal(requests.puts, 0, 'no chunk sent alone');
+    assert.ok(requests.batches >= BIG / batchBytes && requests.batches <= 40, `${requests.batches} batches for 64 MiB`);
     await waitFor('the list to show three files', async () => (await page.locator('#files tbody tr').count()) === 3, 10_000);
     for (const name of ['notes.txt', 'photo.bin', 'big.bin']) {
       await rowOf(page, name).waitFor();
@@ -197,17 +219,17 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
     assert.equal(await rowOf(page, 'big.bin').locator('td').nth(2).textContent(), 'none');
   });
 
-  it('a reload half-way through a 64 MiB upload: dropped again, it resumes and sends at most the remainder plus one chunk', async (t) => {
-    const { max } = await getJson(depot.url, '/api/chunking');
-    // Slow each chunk PUT down so that half-way can be caught.
-    const slow = await slowChunkPuts(page, 25);
+  it('a reload half-way through a 64 MiB upload: dropped again, it resumes and sends at most the remainder plus one batch', async (t) => {
+    const { max_batch_bytes: batchBytes } = await getJson(depot.url, '/api/chunking');
+    // Slow each batch down so that half-way can be caught.
+    const slow = await slowChunkBatches(page, 300);
     const b0 = await bytesIn(depot.url);
     await dropFiles(page, ['resume.bin']);
     await waitFor('half of resume.bin', async () => (await uppyFile(page, 'resume.bin'))?.bytesUploaded >= half, 120_000, 50);
     await page.screenshot({ path: join(shots, 'ui-uploading.png') });
     await page.reload();
     await page.waitForSelector('body[data-ready="true"]');
-    await page.unroute('**/api/chunks/*', slow);
+    await page.unroute('**/api/chunks', slow);
     await sleep(300);
     const b1 = await bytesIn(depot.url);
     await dropFiles(page, ['resume.bin']);
@@ -218,9 +240,9 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
     const afterReload = b2 - b1;
     // The JSON of the missing queries and the commit ride along: a few KiB per MiB at most.
     const json = 64 * 1024;
-    t.diagnostic(`before the reload: ${before} bytes; after: ${afterReload}; remainder + one chunk: ${BIG - before + max}`);
+    t.diagnostic(`before the reload: ${before} bytes; after: ${afterReload}; remainder + one batch: ${BIG - before + batchBytes}`);
     assert.ok(before >= half * 0.9, `half was sent before the reload (${before})`);
-    assert.ok(afterReload <= BIG - before + max + json, `after the reload ${afterReload} bytes, remainder ${BIG - before}, chunk max ${max}`);
+    assert.ok(afterReload <= BIG - before + batchBytes + json, `after the reload ${afterReload} bytes, remainder ${BIG - before}, batch max ${batchBytes}`);
     const r = await report(page, 'resume.bin');
     assert.ok(r.sent < BIG * 0.6, `the page reports ${r.sent} sent: ${r.text}`);
     await rowOf(page, 'resume.bin').waitFor();
@@ -300,14 +322,15 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
   });
 
   it('a dedup upload pauses and resumes from the Dashboard, and stops when cancelled', async () => {
-    const { max } = await getJson(depot.url, '/api/chunking');
-    const slow = await slowChunkPuts(page, 20);
+    const { max_batch_bytes: batchBytes } = await getJson(depot.url, '/api/chunking');
+    const slow = await slowChunkBatches(page, 250);
+    // The batch in flight when the button was pressed may still arrive.
     const quiet = async (what) => {
-      await sleep(400);
+      await sleep(600);
       const a = await bytesIn(depot.url);
       await sleep(1500);
       const b = await bytesIn(depot.url);
-      assert.ok(b - a <= max, `${what}: ${b - a} bytes arrived in 1.5 s`);
+      assert.ok(b - a <= batchBytes, `${what}: ${b - a} bytes arrived in 1.5 s`);
     };
 
     await dropFiles(page, ['pause.bin']);
@@ -328,7 +351,7 @@ describe('the web page in Chromium (local mode)', { timeout: 300_000 }, () => {
     await page.locator('.uppy-StatusBar').getByRole('button', { name: 'Cancel' }).click();
     await quiet('cancelled');
     assert.equal(await uppyFile(page, 'cancel.bin'), undefined, 'gone from the Dashboard');
-    await page.unroute('**/api/chunks/*', slow);
+    await page.unroute('**/api/chunks', slow);
     const names = (await getJson(depot.url, '/api/files')).files.map((f) => f.name);
     assert.ok(!names.includes('cancel.bin'), 'a cancelled upload is not committed');
   });
