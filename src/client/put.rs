@@ -33,8 +33,10 @@ pub enum Source {
 impl Source {
     fn open(&self) -> Result<Box<dyn Read + Send>> {
         match self {
+            // Not buffered: the chunker reads pieces of megabytes itself
+            // (a `BufReader` between them copied every byte once more).
             Source::File(p) => std::fs::File::open(p)
-                .map(|f| Box::new(std::io::BufReader::with_capacity(1 << 20, f)) as Box<dyn Read + Send>)
+                .map(|f| Box::new(f) as Box<dyn Read + Send>)
                 .map_err(|e| ClientError::io(format!("cannot read {}", p.display()), e)),
             Source::Stdin => Ok(Box::new(std::io::stdin())),
         }

@@ -114,7 +114,7 @@ impl SeedIndex {
         for (seed, path) in files.iter().enumerate() {
             let Ok(f) = File::open(path) else { continue };
             let mut offset = 0u64;
-            for chunk in ReadChunker::new(std::io::BufReader::with_capacity(1 << 20, f), chunker.clone()) {
+            for chunk in ReadChunker::new(f, chunker.clone()) {
                 let Ok(chunk) = chunk else { break };
                 let id = ChunkId::of(&chunk);
                 if wanted.contains(&id) {

@@ -206,11 +206,12 @@ impl StreamChunker {
 /// chunk's bytes in order.
 ///
 /// Input is read in pieces of `READ_MAXES` (2) × `max` bytes, each straight
-/// into a new buffer (std's `read_to_end` fills spare capacity without
-/// zeroing it) after the bytes the last piece left uncut (fewer than `max`),
-/// and the chunks are slices of that buffer: the bytes are copied once by
-/// the kernel, and only a piece's uncut tail a second time. A buffer is
-/// freed when the last chunk cut from it is dropped.
+/// into a new buffer after the bytes the last piece left uncut (fewer than
+/// `max`), and the chunks are slices of that buffer: the bytes are copied
+/// once by the kernel, and only a piece's uncut tail a second time. The
+/// reader needs no buffer of its own (a `BufReader` would copy every byte
+/// once more). A buffer is freed when the last chunk cut from it is
+/// dropped.
 pub struct ReadChunker<R> {
     reader: R,
     chunker: Chunker,
@@ -244,9 +245,21 @@ impl<R: Read> ReadChunker<R> {
         buf.extend_from_slice(&self.pending);
         let before = buf.len();
         // Reads until `want` bytes or the end of the input (a short piece
-        // means the end); interrupted reads are retried.
-        (&mut self.reader).take(want as u64).read_to_end(&mut buf)?;
-        self.eof = buf.len() - before < want;
+        // means the end); interrupted reads are retried. The room is zeroed
+        // first (the kernel takes an initialised slice): a memset, where
+        // `read_to_end` would have read in sizes growing from 8 KiB.
+        buf.resize(before + want, 0);
+        let mut got = 0;
+        while got < want {
+            match self.reader.read(&mut buf[before + got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(before + got);
+        self.eof = got < want;
         let mut data = Bytes::from(buf);
         while !data.is_empty() {
             match self.chunker.next_cut(&data, self.eof) {
