@@ -166,9 +166,9 @@ pub struct ChunkingInfo {
     /// without it: send each chunk with `PUT /api/chunks/{hash}`).
     #[serde(default)]
     pub max_batch_chunks: Option<usize>,
-    /// Most body bytes (multipart framing included; for a body sent
-    /// without `Content-Length`, its parts' bytes) one `POST /api/chunks`
-    /// may carry; always room for one chunk of `max_chunk_size`.
+    /// Most body bytes (multipart framing included) one `POST /api/chunks`
+    /// may carry, with or without `Content-Length`; always room for one
+    /// chunk of `max_chunk_size`.
     #[serde(default)]
     pub max_batch_bytes: Option<u64>,
     /// Largest file the server accepts (`limits.max_file_size`): clients

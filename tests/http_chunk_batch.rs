@@ -416,6 +416,37 @@ async fn a_body_over_max_batch_bytes_is_413() {
     s.stop().await;
 }
 
+/// Without a `Content-Length` the limit counts the body's bytes, framing
+/// included, as they arrive: one small part after 5 MiB of preamble (text
+/// before the first boundary, which multipart allows and readers skip) is
+/// 413 and nothing is stored; after a short preamble it is taken.
+#[tokio::test]
+async fn a_streamed_body_over_max_batch_bytes_in_framing_is_413() {
+    let (_dir, s) = TestServer::start_temp().await;
+    let tiny = pseudo_random(10, 2300);
+    let id = ChunkId::of(&tiny);
+    let body_after = |preamble: usize| {
+        let mut body = vec![b'x'; preamble];
+        body.extend_from_slice(b"\r\n");
+        body.extend(handmade(&[(format!("Content-Disposition: form-data; name=\"{id}\""), &tiny[..])]));
+        let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+            body.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+        batch_by(&client(), &s)
+            .header("Content-Type", format!("multipart/form-data; boundary={BOUNDARY}"))
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(pieces)))
+    };
+    let base = counters(&s).await;
+    let r = body_after(5 * MIB).send().await.unwrap();
+    let e = refused("5 MiB of preamble, streamed", r, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert!(e.message.contains("at most 4259840 bytes"), "{}", e.message);
+    assert_eq!(counters(&s).await, base);
+    none_stored("a streamed body over max_batch_bytes", &s, &[id]).await;
+
+    let got = accepted(body_after(1024).send().await.unwrap()).await;
+    assert_eq!(got["chunks"], json!([entry(&tiny, true)]));
+    s.stop().await;
+}
+
 /// One part over `max_chunk_size` raw bytes, sent raw or as a small zstd
 /// frame, is 413 and nothing of its batch is stored; a part of exactly
 /// `max_chunk_size` is taken.

@@ -5,10 +5,12 @@
 //! docs/PERFORMANCE.md, U1); in batches of 4 MiB it waits on one per batch.
 
 use axum::Json;
+use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::Multipart;
-use axum::extract::multipart::{Field, MultipartRejection};
-use axum::http::{HeaderMap, header};
+use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
 
 use crate::config::LimitsConfig;
 use crate::http::{ApiError, Caller, Reservation, content_length};
@@ -49,9 +51,9 @@ pub fn max_batch_bytes(limits: &LimitsConfig) -> u64 {
     ))]
 pub async fn put_chunks(
     Caller { st, who }: Caller,
-    headers: HeaderMap,
-    mp: Result<Multipart, MultipartRejection>,
+    req: Request,
 ) -> Result<Json<PutChunksResponse>, ApiError> {
+    let headers = req.headers();
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -62,14 +64,19 @@ pub async fn put_chunks(
             "the body must be multipart/form-data, one part per chunk".into(),
         ));
     }
-    let mut mp = mp?;
     let max_bytes = max_batch_bytes(&st.config.limits);
-    let declared = content_length(&headers);
+    let declared = content_length(headers);
     if let Some(n) = declared.filter(|&n| n > max_bytes) {
         return Err(ApiError::PayloadTooLarge(format!(
             "a batch may be at most {max_bytes} bytes, this one declares {n}"
         )));
     }
+    // The body's bytes, framing included, are counted as they arrive: a
+    // body without `Content-Length` cannot carry more than the limit in
+    // preamble, part headers or padding either (413 from the parser).
+    let (parts, body) = req.into_parts();
+    let limited = Body::new(http_body_util::Limited::new(body, max_bytes as usize));
+    let mut mp = Multipart::from_request(Request::from_parts(parts, limited), &()).await?;
     let max_chunk = st.config.limits.max_chunk_size.0;
     let reserve = declared.unwrap_or(max_bytes).min(max_bytes);
     let mut budget = st.reserve_body(reserve).await?;
@@ -79,7 +86,7 @@ pub async fn put_chunks(
     // cost 240,000 page faults per GiB uploaded).
     let mut buf = crate::store::buffer::take(reserve as usize);
     let mut parts: Vec<(ChunkId, std::ops::Range<usize>, bool)> = Vec::new();
-    while let Some(field) = mp.next_field().await? {
+    while let Some(field) = mp.next_field().await.map_err(|e| over(e, max_bytes))? {
         if parts.len() == MAX_BATCH_CHUNKS {
             return Err(ApiError::PayloadTooLarge(format!(
                 "a batch may carry at most {MAX_BATCH_CHUNKS} chunks"
@@ -145,8 +152,8 @@ pub(super) fn as_seen_by(s: &Store, view: &View, puts: &mut [Put], lease: u64) -
 }
 
 /// Appends one part's bytes to `buf` (what the request's parts before it
-/// left there): at most `max_chunk` of them, with `buf` kept under
-/// `max_bytes` and in the budget.
+/// left there): at most `max_chunk` of them, in the budget. (The body as a
+/// whole is limited to `max_bytes` before the parser reads it.)
 async fn read_part(
     mut field: Field<'_>,
     budget: &mut Reservation,
@@ -155,15 +162,25 @@ async fn read_part(
     max_bytes: u64,
 ) -> Result<(), ApiError> {
     let start = buf.len() as u64;
-    while let Some(piece) = budget.next(buf.len() as u64, field.chunk()).await?? {
-        let n = piece.len() as u64;
-        if buf.len() as u64 - start + n > max_chunk {
+    while let Some(piece) =
+        budget.next(buf.len() as u64, field.chunk()).await?.map_err(|e| over(e, max_bytes))?
+    {
+        if buf.len() as u64 - start + piece.len() as u64 > max_chunk {
             return Err(ApiError::PayloadTooLarge(format!("a chunk may be at most {max_chunk} bytes")));
-        }
-        if buf.len() as u64 + n > max_bytes {
-            return Err(ApiError::PayloadTooLarge(format!("a batch may be at most {max_bytes} bytes")));
         }
         buf.extend_from_slice(&piece);
     }
     Ok(())
+}
+
+/// A parser error as the answer says it: the body's limit (`max_bytes`)
+/// reached is 413 with the limit named, anything else as
+/// [`ApiError::from`] makes it.
+fn over(e: MultipartError, max_bytes: u64) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge(format!(
+            "a batch may be at most {max_bytes} bytes, framing included"
+        ));
+    }
+    e.into()
 }
