@@ -416,33 +416,53 @@ async fn a_body_over_max_batch_bytes_is_413() {
     s.stop().await;
 }
 
-/// Without a `Content-Length` the limit counts the body's bytes, framing
-/// included, as they arrive: one small part after 5 MiB of preamble (text
-/// before the first boundary, which multipart allows and readers skip) is
-/// 413 and nothing is stored; after a short preamble it is taken.
+/// Without a `Content-Length` the body's bytes, framing included, are
+/// bounded by `max_batch_bytes` as they arrive, so the parser never holds
+/// more than the request's reservation: 5 MiB of preamble (text before the
+/// first boundary, which multipart allows and parsers hold while they look
+/// for the boundary), and 80 tiny parts with 60 KiB header sections, are
+/// 413 and nothing of either is stored. After a short preamble the part is
+/// taken.
 #[tokio::test]
-async fn a_streamed_body_over_max_batch_bytes_in_framing_is_413() {
+async fn framing_is_bounded_without_a_content_length() {
     let (_dir, s) = TestServer::start_temp().await;
-    let tiny = pseudo_random(10, 2300);
-    let id = ChunkId::of(&tiny);
-    let body_after = |preamble: usize| {
-        let mut body = vec![b'x'; preamble];
-        body.extend_from_slice(b"\r\n");
-        body.extend(handmade(&[(format!("Content-Disposition: form-data; name=\"{id}\""), &tiny[..])]));
+    let streamed = |body: Vec<u8>| {
         let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
             body.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
         batch_by(&client(), &s)
             .header("Content-Type", format!("multipart/form-data; boundary={BOUNDARY}"))
             .body(reqwest::Body::wrap_stream(futures_util::stream::iter(pieces)))
     };
+    let tiny = pseudo_random(10, 2300);
+    let id = ChunkId::of(&tiny);
+    let after_preamble = |n: usize| {
+        let mut body = vec![b'x'; n];
+        body.extend_from_slice(b"\r\n");
+        body.extend(handmade(&[(format!("Content-Disposition: form-data; name=\"{id}\""), &tiny[..])]));
+        body
+    };
     let base = counters(&s).await;
-    let r = body_after(5 * MIB).send().await.unwrap();
+    let r = streamed(after_preamble(5 * MIB)).send().await.unwrap();
     let e = refused("5 MiB of preamble, streamed", r, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert!(e.message.contains("at most 4259840 bytes"), "{}", e.message);
-    assert_eq!(counters(&s).await, base);
-    none_stored("a streamed body over max_batch_bytes", &s, &[id]).await;
 
-    let got = accepted(body_after(1024).send().await.unwrap()).await;
+    let chunks: Vec<Vec<u8>> = (0..80).map(|i| pseudo_random(10, 2400 + i)).collect();
+    let pad = "p".repeat(60 << 10);
+    let padded: Vec<(String, &[u8])> = chunks
+        .iter()
+        .map(|c| {
+            (format!("Content-Disposition: form-data; name=\"{}\"\r\nX-Pad: {pad}", ChunkId::of(c)), &c[..])
+        })
+        .collect();
+    let r = streamed(handmade(&padded)).send().await.unwrap();
+    let e = refused("80 parts of 60 KiB headers, streamed", r, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert!(e.message.contains("at most 4259840 bytes"), "{}", e.message);
+    assert_eq!(counters(&s).await, base);
+    let mut ids: Vec<ChunkId> = chunks.iter().map(|c| ChunkId::of(c)).collect();
+    ids.push(id);
+    none_stored("streamed bodies over their framing bounds", &s, &ids).await;
+
+    let got = accepted(streamed(after_preamble(1024)).send().await.unwrap()).await;
     assert_eq!(got["chunks"], json!([entry(&tiny, true)]));
     s.stop().await;
 }

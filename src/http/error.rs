@@ -286,6 +286,13 @@ impl From<axum::extract::multipart::MultipartError> for ApiError {
         if is_idle(&e) {
             return body_failed(&e, "reading the multipart body");
         }
+        let mut at: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = at {
+            if let Some(f) = err.downcast_ref::<super::framing::FramingTooLong>() {
+                return ApiError::PayloadTooLarge(f.to_string());
+            }
+            at = err.source();
+        }
         match e.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(e.body_text()),
             _ => ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text())),

@@ -12,6 +12,7 @@ pub mod client_ip;
 pub mod conns;
 mod error;
 pub mod extract;
+pub mod framing;
 pub mod interim;
 pub mod layers;
 pub mod metrics;

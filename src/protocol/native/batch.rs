@@ -73,7 +73,8 @@ pub async fn put_chunks(
     }
     // The body's bytes, framing included, are counted as they arrive: a
     // body without `Content-Length` cannot carry more than the limit in
-    // preamble, part headers or padding either (413 from the parser).
+    // preamble, part headers or padding either (413 from the parser), so
+    // what the parser may hold of them is within the reservation below.
     let (parts, body) = req.into_parts();
     let limited = Body::new(http_body_util::Limited::new(body, max_bytes as usize));
     let mut mp = Multipart::from_request(Request::from_parts(parts, limited), &()).await?;

@@ -5,8 +5,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::multipart::{Field, MultipartRejection};
-use axum::extract::{Multipart, Query};
+use axum::extract::multipart::Field;
+use axum::extract::{FromRequest, Multipart, Query, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -198,8 +198,9 @@ pub struct PieceForm {
 pub async fn post_chunk(
     Caller { st, who }: Caller,
     Query(mut pairs): Query<Vec<(String, String)>>,
-    mp: Result<Multipart, MultipartRejection>,
+    req: Request,
 ) -> Response {
+    let mp = Multipart::from_request(crate::http::framing::guarded(req), &()).await;
     let _active = UploadGuard::new(&st.metrics);
     let mut library = looks_like_library(&pairs);
     let result: Result<Response, ApiError> = async {

@@ -74,7 +74,7 @@ pub async fn upload_file(
     let _budget = st.reserve_stream(declared_len).await?;
     let _active = UploadGuard::new(&st.metrics);
     let rec = if is_multipart {
-        let mut mp = Multipart::from_request(req, &st).await?;
+        let mut mp = Multipart::from_request(crate::http::framing::guarded(req), &st).await?;
         let mut stored = None;
         while let Some(field) = mp.next_field().await? {
             let part = crate::protocol::form_part(field.headers());
