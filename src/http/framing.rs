@@ -61,9 +61,13 @@ pub fn limit(body: Body, boundary: &str) -> Body {
 enum At {
     /// Before the first delimiter (`--boundary`).
     Preamble,
-    /// Just past a delimiter: `--` closes the body, anything else starts a
-    /// header section.
+    /// Just past a delimiter: `--` closes the body, anything else is the
+    /// rest of the delimiter's line.
     Delimiter,
+    /// In the rest of a delimiter's line (transport padding), up to its
+    /// CRLF: the header section starts after it, where the parser starts
+    /// looking for the section's end.
+    Line,
     /// In a part's header section, up to its empty line.
     Headers,
     /// In a part's data, up to the next `CRLF--boundary`.
@@ -82,6 +86,8 @@ struct Scan {
     next: memmem::Finder<'static>,
     /// `CRLF CRLF`, a header section's end.
     blank: memmem::Finder<'static>,
+    /// `CRLF`, a delimiter line's end.
+    crlf: memmem::Finder<'static>,
     at: At,
     counted: usize,
     carry: Vec<u8>,
@@ -95,6 +101,7 @@ impl Scan {
             first: memmem::Finder::new(&first).into_owned(),
             next: memmem::Finder::new(&next).into_owned(),
             blank: memmem::Finder::new(b"\r\n\r\n").into_owned(),
+            crlf: memmem::Finder::new(b"\r\n").into_owned(),
             at: At::Preamble,
             counted: 0,
             carry: Vec::new(),
@@ -107,6 +114,7 @@ impl Scan {
             let used = match self.at {
                 At::Closed => return Ok(()),
                 At::Preamble => self.counting(piece, "preamble", At::Delimiter)?,
+                At::Line => self.counting(piece, "part headers", At::Headers)?,
                 At::Headers => self.counting(piece, "part headers", At::Data)?,
                 At::Data => match find(&mut self.carry, &self.next, piece) {
                     Some(n) => {
@@ -123,9 +131,10 @@ impl Scan {
                         if self.carry == b"--" {
                             self.to(At::Closed);
                         } else {
-                            // They belong to the header section (a part
-                            // without headers starts with its empty line).
-                            self.at = At::Headers;
+                            // They are the start of the delimiter's line
+                            // (most often its CRLF), still carried so that
+                            // the line's end is found in them.
+                            self.at = At::Line;
                             self.counted = 2;
                         }
                     }
@@ -138,10 +147,14 @@ impl Scan {
     }
 
     /// In a counted region: looks for its end (`--boundary` in a
-    /// preamble, the empty line in a header section); how many bytes of
-    /// `piece` it used.
+    /// preamble, CRLF on a delimiter's line, the empty line in a header
+    /// section); how many bytes of `piece` it used.
     fn counting(&mut self, piece: &[u8], what: &'static str, then: At) -> Result<usize, FramingTooLong> {
-        let pattern = if self.at == At::Preamble { &self.first } else { &self.blank };
+        let pattern = match self.at {
+            At::Preamble => &self.first,
+            At::Line => &self.crlf,
+            _ => &self.blank,
+        };
         let found = find(&mut self.carry, pattern, piece);
         let used = found.unwrap_or(piece.len());
         self.counted += used;
@@ -163,9 +176,9 @@ impl Scan {
 }
 
 /// Where `pattern` ends in `carry` (the last bytes of the pieces before,
-/// fewer than the pattern) followed by `piece`: how many bytes of `piece`
-/// it takes to reach its end. When it is not there, `carry` keeps the last
-/// bytes that may begin it.
+/// at most as many as the pattern) followed by `piece`: how many bytes of
+/// `piece` it takes to reach its end (0 when it ends with `carry`). When it
+/// is not there, `carry` keeps the last bytes that may begin it.
 fn find(carry: &mut Vec<u8>, pattern: &memmem::Finder<'_>, piece: &[u8]) -> Option<usize> {
     let len = pattern.needle().len();
     if !carry.is_empty() {
@@ -229,6 +242,14 @@ mod tests {
         // The second part's headers are counted afresh; data is never counted.
         let big_data = [part("Content-Disposition: form-data; name=\"a\"", &long), part("", b"2")].concat();
         assert_eq!(scan(&big_data, 4096).unwrap(), At::Data);
+        // A delimiter's own CRLF does not end a header section: the
+        // parser looks for the empty line after it, so a part without one
+        // is counted as headers however it is padded.
+        for open in ["--BND\r\n\r\n", "--BND  \r\n\r\n", "--BND\t\r\n"] {
+            let no_end = [open.as_bytes(), &long].concat();
+            assert!(scan(&no_end, 4096).unwrap_err().to_string().contains("part headers"), "{open:?}");
+        }
+        assert_eq!(scan(b"--BND  \r\n\r\n\r\nx", 1).unwrap(), At::Data);
         // Exactly at the limit passes.
         let edge = [vec![b'x'; MAX_FRAMING - 5].as_slice(), b"--BND"].concat();
         assert_eq!(scan(&edge, 1000).unwrap(), At::Delimiter);
