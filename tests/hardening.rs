@@ -112,7 +112,7 @@ async fn multipart_framing_is_bounded() {
                 let bound = if route == "/api/chunks" {
                     "at most 4259840 bytes".to_string()
                 } else {
-                    format!("{what} run past 65536 bytes")
+                    format!("{what} ran past 65536 bytes")
                 };
                 assert!(text.contains(&bound), "{route}, {what}: {text}");
             }

@@ -28,7 +28,7 @@ pub const MAX_FRAMING: usize = 64 << 10;
 /// A multipart body's preamble or a part's header section ran past
 /// [`MAX_FRAMING`] bytes.
 #[derive(Debug, thiserror::Error)]
-#[error("the multipart body's {0} run past {MAX_FRAMING} bytes")]
+#[error("the multipart body's {0} ran past {MAX_FRAMING} bytes")]
 pub struct FramingTooLong(&'static str);
 
 /// `req` with its body bounded as described above, when its `Content-Type`
