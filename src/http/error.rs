@@ -261,14 +261,12 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
 /// Whether a body error is the idle timeout firing (the body sent nothing
 /// for `limits.body_idle_timeout`), anywhere in its chain of causes.
 pub fn is_idle(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut at = Some(e);
-    while let Some(err) = at {
-        if err.is::<tower_http::timeout::TimeoutError>() {
-            return true;
-        }
-        at = err.source();
-    }
-    false
+    cause::<tower_http::timeout::TimeoutError>(e).is_some()
+}
+
+/// The first error of type `T` in `e`'s chain of sources (`e` included).
+fn cause<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    std::iter::successors(Some(e), |err| err.source()).find_map(|err| err.downcast_ref::<T>())
 }
 
 /// What a request body that broke off becomes: 408 when it went idle, 400
@@ -286,12 +284,8 @@ impl From<axum::extract::multipart::MultipartError> for ApiError {
         if is_idle(&e) {
             return body_failed(&e, "reading the multipart body");
         }
-        let mut at: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(err) = at {
-            if let Some(f) = err.downcast_ref::<super::framing::FramingTooLong>() {
-                return ApiError::PayloadTooLarge(f.to_string());
-            }
-            at = err.source();
+        if let Some(f) = cause::<super::framing::FramingTooLong>(&e) {
+            return ApiError::PayloadTooLarge(f.to_string());
         }
         match e.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(e.body_text()),

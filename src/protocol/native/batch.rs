@@ -5,8 +5,7 @@
 //! docs/PERFORMANCE.md, U1); in batches of 4 MiB it waits on one per batch.
 
 use axum::Json;
-use axum::body::Body;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::Multipart;
 use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::{FromRequest, Request};
