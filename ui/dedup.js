@@ -132,6 +132,30 @@
         };
         worker.postMessage({ file: file.data, min: info.min, avg: info.avg, max: info.max });
 
+        // Missing chunks in order, in groups within the server's limits,
+        // a group filled across the worker's blocks; progress moves when a
+        // group is acknowledged (and over the chunks the server already
+        // had before it). (The page comes with the server, which always
+        // says its limits.)
+        const fits = (parts, bytes) =>
+          parts <= info.max_batch_chunks && bytes + (parts + 1) * PART_FRAMING <= info.max_batch_bytes;
+        let group = [];
+        let groupBytes = 0;
+        let through = 0;
+        const flush = async () => {
+          await this.whilePaused(file.id, signal);
+          if (group.length) {
+            const form = new FormData();
+            for (const c of group) form.append(c.hash, file.data.slice(c.offset, c.offset + c.len, 'application/octet-stream'));
+            await this.call('/api/chunks', { method: 'POST', body: form }, signal);
+            sent += groupBytes;
+            group = [];
+            groupBytes = 0;
+          }
+          confirmed = through;
+          progress();
+        };
+
         let offset = 0;
         const sentHere = new Set();
         for (;;) {
@@ -160,28 +184,6 @@
             );
             (await res.json()).missing.forEach((h) => missing.add(h));
           }
-          // The block's missing chunks in order, in groups within the
-          // server's limits; progress moves when a group is acknowledged
-          // (and over the chunks the server already had before it).
-          // (The page comes with the server, which always says its limits.)
-          const fits = (parts, bytes) =>
-            parts <= info.max_batch_chunks && bytes + (parts + 1) * PART_FRAMING <= info.max_batch_bytes;
-          let group = [];
-          let groupBytes = 0;
-          let through = confirmed;
-          const flush = async () => {
-            await this.whilePaused(file.id, signal);
-            if (group.length) {
-              const form = new FormData();
-              for (const c of group) form.append(c.hash, file.data.slice(c.offset, c.offset + c.len, 'application/octet-stream'));
-              await this.call('/api/chunks', { method: 'POST', body: form }, signal);
-              sent += groupBytes;
-              group = [];
-              groupBytes = 0;
-            }
-            confirmed = through;
-            progress();
-          };
           for (const c of batch) {
             if (missing.has(c.hash) && !sentHere.has(c.hash)) {
               if (group.length && !fits(group.length + 1, groupBytes + c.len)) await flush();
@@ -191,8 +193,11 @@
             }
             through += c.len;
           }
-          await flush();
+          // A group not yet full waits for the next block's chunks, unless
+          // it holds nothing: then progress moves now.
+          if (!group.length) await flush();
         }
+        await flush();
         if (offset !== total) throw new Error(`${file.name} changed while it was read (${offset} of ${total} bytes)`);
 
         const body = JSON.stringify({
