@@ -49,6 +49,14 @@ CORPUS = [
     ("prettier", ["3.3.0", "3.3.1", "3.3.2", "3.3.3", "3.4.0", "3.4.1", "3.4.2"]),
 ]
 RESTIC_PASSWORD = "depot-bench"
+# ext4 without a journal does not reuse an inode freed less than 60 s ago, or
+# 360 s while its inode table block is dirty (fs/ext4/ialloc.c,
+# recently_deleted: RECENTCY_MIN + RECENTCY_DIRTY); it scans past them, and a
+# cold upload's one file per chunk pays for it. Cold uploads start this long
+# after the last removal of stores (by this run or the one before).
+INODE_SETTLE = 360
+# Touched whenever stores are removed: set from the cache dir in main().
+REMOVED_MARK: Path | None = None
 
 # S2: small chunks, so that ~128 MiB of random data makes > 100k chunks.
 S2_CHUNKING = {"min": 256, "avg": 1024, "max": 4096}
@@ -190,6 +198,8 @@ class Cleanup:
                 pass
         for path in reversed(self.paths):
             shutil.rmtree(path, ignore_errors=True)
+        if self.paths:
+            mark_removed()
         self.paths.clear()
 
 
@@ -201,8 +211,25 @@ def rm(path: Path) -> None:
         # rm(1) is much faster than shutil.rmtree on a store of 100k objects.
         if subprocess.run(["rm", "-rf", "--", str(path)], stdin=subprocess.DEVNULL).returncode != 0:
             shutil.rmtree(path, ignore_errors=True)
+        mark_removed()
     else:
         path.unlink(missing_ok=True)
+
+
+def mark_removed() -> None:
+    """Records that directories of files (stores) were just removed."""
+    if REMOVED_MARK is not None:
+        REMOVED_MARK.touch()
+
+
+def skips_recent_inodes(path: Path) -> bool:
+    """Whether `path` is on ext4 without a journal (see INODE_SETTLE)."""
+    out = subprocess.run(["df", "--output=source,fstype", str(path)], capture_output=True, text=True).stdout
+    parts = out.splitlines()[-1].split() if out.strip() else []
+    if len(parts) < 2 or parts[1] != "ext4":
+        return False
+    task = Path("/sys/fs/ext4") / Path(parts[0]).name / "journal_task"
+    return task.exists() and task.read_text().strip() == "<none>"
 
 
 def run(cmd: list[str], timeout: float, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -545,6 +572,24 @@ class Ctx:
         else:
             rm(d)
 
+    def settle(self, label: str) -> None:
+        """Waits until INODE_SETTLE seconds after the last removal of
+        stores, on a disk where that matters, and says so in the notes."""
+        if REMOVED_MARK is None or not skips_recent_inodes(self.work):
+            return
+        try:
+            since = time.time() - REMOVED_MARK.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if since >= INODE_SETTLE:
+            return
+        wait = INODE_SETTLE - since
+        log(f"{label}: waiting {wait:.0f} s: stores were removed {since:.0f} s ago on ext4 without a journal")
+        time.sleep(wait)
+        self.notes.append(f"{label}: started {wait:.0f} s late, {INODE_SETTLE} s after stores were last removed "
+                          "(ext4 without a journal skips inodes freed in the last minutes; a cold upload "
+                          "allocates one per chunk).")
+
     def fresh(self, prefix: str) -> Path:
         return Path(tempfile.mkdtemp(prefix=prefix + "-", dir=self.work))
 
@@ -761,6 +806,7 @@ def uploads(ctx: Ctx, with_u1: bool, with_u4: bool, with_c1: bool) -> None:
             for k, path in enumerate(files):
                 make_random(path, each, seed=2000 + k, quiet=True)
             log(f"generated {len(files)} files of {human(each)} for C1 in {time.perf_counter() - t:.1f} s")
+        ctx.settle(label)
         ctx.rounds(label, steps)
     finally:
         for path in files:
@@ -1636,6 +1682,8 @@ def main() -> int:
         p.error("--runs must be ≥ 1 and --warmup ≥ 0")
 
     cache = Path(os.environ.get("BENCH_CACHE") or Path.home() / ".cache" / "depot-bench")
+    global REMOVED_MARK
+    REMOVED_MARK = cache / "stores-removed"
     work_parent = Path(os.environ.get("BENCH_WORK") or cache / "work")
     work_parent.mkdir(parents=True, exist_ok=True)
     work = CLEANUP.path(Path(tempfile.mkdtemp(prefix="run-", dir=work_parent)))
