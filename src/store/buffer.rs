@@ -124,16 +124,21 @@ pub fn take(len: usize) -> Buffer {
     POOL.take(len)
 }
 
-/// A buffer of length `len` (not just capacity) for a reader that
-/// overwrites it and then truncates it to what it read: its bytes are what
-/// an earlier use left, zeroes only where none reached, so a reused buffer
-/// costs no memset (a whole-chunk read into a zeroed buffer spent 9% of a
-/// download's server CPU on the zeroing: docs/PERFORMANCE.md, D1). Those
-/// stale bytes are another chunk's: never hand out more than was read.
-/// Pooled even when `len` is below [`POOLED_MIN`] (a range's 64 KiB).
+/// A buffer of at least `len` initialised bytes (length, not just
+/// capacity) for a reader that overwrites its first `len` and hands out
+/// only what it read (`freeze(0..n)`, or `n` passed along; never
+/// truncated): its bytes are what earlier uses left, zeroes only past the
+/// longest of them, and it goes back to the pool at that length, so a
+/// reused buffer costs no memset (a whole-chunk read into a zeroed buffer
+/// spent 9% of a download's server CPU on the zeroing, and a buffer cut to
+/// each chunk's length still 4.6%: docs/PERFORMANCE.md, D1). Those stale
+/// bytes are other chunks': never hand out more than was read. Pooled even
+/// when `len` is below [`POOLED_MIN`] (a range's 64 KiB).
 pub fn take_to_overwrite(len: usize) -> Buffer {
     let mut b = POOL.take_stale(len.max(POOLED_MIN));
-    b.vec.resize(len, 0);
+    if b.vec.len() < len {
+        b.vec.resize(len, 0);
+    }
     b
 }
 

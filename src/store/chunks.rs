@@ -361,18 +361,20 @@ impl Store {
     /// A chunk's raw bytes (CRC-checked), however long they are: `len` only
     /// sizes the buffer.
     fn read_chunk_as_stored(&self, key: &ObjectKey, len: u32) -> Result<Bytes> {
-        self.decode_chunk(key, self.object_buffer(key, len)?)
+        let enc = self.object_buffer(key, len)?;
+        let n = enc.len();
+        self.decode_chunk(key, enc, n)
     }
 
-    /// The raw bytes of `enc`, the encoded object read for chunk `key`:
+    /// The raw bytes of `enc[..n]`, the encoded object read for chunk `key`:
     /// header and payload CRC checked, decompressed when stored so, and
     /// naming that chunk.
     ///
     /// # Errors
     /// [`Error::Corrupt`] saying which check failed.
-    fn decode_chunk(&self, key: &ObjectKey, enc: Buffer) -> Result<Bytes> {
+    fn decode_chunk(&self, key: &ObjectKey, enc: Buffer, n: usize) -> Result<Bytes> {
         let id = &key.id;
-        let (h, raw) = object::decode_buffer(enc, self.0.opts.max_object_size as usize, false)
+        let (h, raw) = object::decode_buffer(enc, n, self.0.opts.max_object_size as usize, false)
             .map_err(|e| Error::Corrupt { id: *id, reason: e.0.into() })?;
         if h.id != *id {
             return Err(Error::Corrupt { id: *id, reason: "object holds another chunk".into() });
@@ -504,7 +506,7 @@ impl Store {
             &mut part,
         )?;
         let h = part_header(&head, key, len).ok()?;
-        (h.codec == object::Codec::Raw && part.len() == to - from).then(|| part.freeze(0..to - from))
+        (h.codec == object::Codec::Raw).then(|| part.freeze(0..to - from))
     }
 
     /// [`Self::read_chunk_at`] of a raw object, answered only when the
@@ -518,14 +520,12 @@ impl Store {
     pub(super) fn read_chunk_cached(&self, key: &ObjectKey, len: u32) -> Option<Bytes> {
         let max = object::HEADER_LEN + len as usize;
         let mut enc = buffer::take_to_overwrite(max + 1);
-        if !self.0.objects.get_cached(key, max, &mut enc) {
-            return None;
-        }
+        let n = self.0.objects.get_cached(key, max, &mut enc)?;
         // A zstd object would be decompressed here, on an async thread.
-        if object::Header::decode(&enc).ok()?.codec != object::Codec::Raw {
+        if object::Header::decode(&enc[..n]).ok()?.codec != object::Codec::Raw {
             return None;
         }
-        of_len(key, self.decode_chunk(key, enc).ok()?, len).ok()
+        of_len(key, self.decode_chunk(key, enc, n).ok()?, len).ok()
     }
 
     /// Moves a chunk's object aside after a read found it damaged, and marks

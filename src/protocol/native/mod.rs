@@ -162,7 +162,8 @@ pub async fn get_chunk(
                 let end = enc.len();
                 return Ok((Some("zstd"), enc.freeze(object::HEADER_LEN..end)));
             }
-            let (_, raw) = object::decode_buffer(enc, max, false)
+            let n = enc.len();
+            let (_, raw) = object::decode_buffer(enc, n, max, false)
                 .map_err(|e| crate::store::Error::Corrupt { id, reason: e.0.into() })?;
             Ok((None, raw))
         })

@@ -310,26 +310,25 @@ impl ObjectStore for FsObjects {
         let mut h = vec![0u8; head];
         // Short of either (the end of the file) is for the blocking read.
         (read_cached(&fd, 0, &mut h)? == head).then_some(())?;
-        // The kernel takes an initialised slice: what `buf` holds is
-        // overwritten, and only bytes past its length are zeroed first.
-        buf.resize(len, 0);
-        (read_cached(&fd, start, buf)? == len).then_some(h)
+        // The kernel takes an initialised slice: `buf` is grown to `len`
+        // when shorter (zeroes only past its length) and its first `len`
+        // bytes are overwritten; any past them are left as they were.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        (read_cached(&fd, start, &mut buf[..len])? == len).then_some(h)
     }
 
     #[cfg(target_os = "linux")]
-    fn get_cached(&self, key: &ObjectKey, max: usize, buf: &mut Vec<u8>) -> bool {
-        let Some(fd) = self.open_cached(key) else { return false };
+    fn get_cached(&self, key: &ObjectKey, max: usize, buf: &mut Vec<u8>) -> Option<usize> {
+        let fd = self.open_cached(key)?;
         // One byte more than `max`, so that a longer object is seen as such;
-        // what `buf` holds is overwritten (only bytes past its length are
-        // zeroed first: the kernel takes an initialised slice).
-        buf.resize(max + 1, 0);
-        match read_cached(&fd, 0, buf) {
-            Some(n) if n <= max => {
-                buf.truncate(n);
-                true
-            }
-            _ => false,
+        // `buf` is grown to that when shorter (zeroes only past its length:
+        // the kernel takes an initialised slice) and never cut.
+        if buf.len() <= max {
+            buf.resize(max + 1, 0);
         }
+        read_cached(&fd, 0, &mut buf[..=max]).filter(|&n| n <= max)
     }
 
     fn contains(&self, key: &ObjectKey) -> io::Result<bool> {

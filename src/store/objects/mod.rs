@@ -208,8 +208,8 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// [`ObjectStore::get_head_and_range`] answered from memory alone, so
     /// that it may run on an async thread: `Some(head)` with the slice in
-    /// `buf` (its bytes overwritten, its length set to the slice's, not
-    /// cleared first) when the object was found and both reads were
+    /// `buf[..len]` (`buf` grown to `len` when shorter, never cleared or
+    /// cut: bytes past `len` are left as they were) when the object was found and both reads were
     /// complete without waiting for a disk; `None` when anything would have
     /// waited, or was absent, short or failed (the caller then makes the
     /// blocking call, which reports what went wrong). The default is always
@@ -234,16 +234,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         false
     }
 
-    /// The whole encoded object into `buf` (its bytes overwritten, its
-    /// length set to the object's) from memory alone, so that it may run
-    /// on an async thread: `true` when the object was found, is at most
-    /// `max` bytes long and was read without waiting for a disk; `false`
-    /// for anything else (the caller then makes the blocking call,
-    /// [`ObjectStore::get_into`], which reports what went wrong). The
-    /// default is always `false`; the directory answers from the kernel's
-    /// caches as [`ObjectStore::get_head_and_range_cached`] does.
-    fn get_cached(&self, _key: &ObjectKey, _max: usize, _buf: &mut Vec<u8>) -> bool {
-        false
+    /// The whole encoded object into `buf[..n]` from memory alone, so that
+    /// it may run on an async thread: `Some(n)`, its length, when the
+    /// object was found, is at most `max` bytes long and was read without
+    /// waiting for a disk; `None` for anything else (the caller then makes
+    /// the blocking call, [`ObjectStore::get_into`], which reports what
+    /// went wrong). `buf` is grown to `max + 1` bytes when shorter and
+    /// never cut: bytes past `n` are left as they were (a reused buffer
+    /// then costs no zeroing). The default is always `None`; the directory
+    /// answers from the kernel's caches as
+    /// [`ObjectStore::get_head_and_range_cached`] does.
+    fn get_cached(&self, _key: &ObjectKey, _max: usize, _buf: &mut Vec<u8>) -> Option<usize> {
+        None
     }
 
     /// Reads the encoded object into `buf`, cleared first; `false` when

@@ -165,6 +165,11 @@ fn cached_reads_answer_only_from_the_page_cache() {
     assert_eq!(cached.as_deref(), Some(head.as_slice()));
     assert_eq!(got, want);
     assert_eq!(got, body[70_000..135_536]);
+    // Into a longer buffer: the slice in its first bytes, the rest as it was.
+    let mut stale = vec![0xee; 100_000];
+    assert!(store.get_head_and_range_cached(&key, 16, 70_000, 65_536, &mut stale).is_some());
+    assert_eq!(stale[..65_536], body[70_000..135_536]);
+    assert!(stale[65_536..].iter().all(|&b| b == 0xee), "bytes past the slice left as they were");
     let absent = ObjectKey::plain(ChunkId::of(b"absent"));
     assert_eq!(store.get_head_and_range_cached(&absent, 16, 0, 10, &mut got), None);
     assert_eq!(
@@ -190,16 +195,24 @@ fn whole_cached_reads_answer_only_from_the_page_cache() {
     let (_dir, store, key, body) = one_synced_object(300_000);
 
     let mut got = Vec::new();
-    assert!(store.get_cached(&key, body.len(), &mut got));
-    assert_eq!(got, body);
-    assert!(store.get_cached(&key, body.len() + 10, &mut got), "a shorter object than allowed is read");
-    assert_eq!(got, body);
-    assert!(!store.get_cached(&key, body.len() - 1, &mut got), "longer than allowed");
+    assert_eq!(store.get_cached(&key, body.len(), &mut got), Some(body.len()));
+    assert_eq!(got[..body.len()], body);
+    // Into a buffer holding more than the object: its first bytes are the
+    // object's, and the rest is left as it was (never cut, never zeroed).
+    let mut stale = vec![0xee; body.len() + 100];
+    assert_eq!(
+        store.get_cached(&key, body.len() + 10, &mut stale),
+        Some(body.len()),
+        "a shorter object than allowed is read"
+    );
+    assert_eq!(stale[..body.len()], body);
+    assert!(stale[body.len()..].iter().all(|&b| b == 0xee), "bytes past the object left as they were");
+    assert_eq!(store.get_cached(&key, body.len() - 1, &mut got), None, "longer than allowed");
     let absent = ObjectKey::plain(ChunkId::of(b"absent"));
-    assert!(!store.get_cached(&absent, 10, &mut got));
+    assert_eq!(store.get_cached(&absent, 10, &mut got), None);
 
     if evicted(&store, &key) {
-        assert!(!store.get_cached(&key, body.len(), &mut got));
+        assert_eq!(store.get_cached(&key, body.len(), &mut got), None);
     }
     let mut again = Vec::new();
     assert!(store.get_into(&key, &mut again).unwrap());
@@ -254,7 +267,7 @@ fn kept_descriptors_never_outlive_their_objects_name() {
     let (dir, store, key, body) = one_synced_object(100_000);
     let store = store.keeping_descriptors(4);
     let mut got = Vec::new();
-    assert!(store.get_cached(&key, body.len(), &mut got));
+    assert_eq!(store.get_cached(&key, body.len(), &mut got), Some(body.len()));
     assert_eq!(store.descriptors_open(), 1);
 
     // The next read opens nothing: with the object's name moved elsewhere
@@ -264,23 +277,27 @@ fn kept_descriptors_never_outlive_their_objects_name() {
     fs::hard_link(&path, &aside).unwrap();
     fs::remove_file(&path).unwrap();
     got.clear();
-    assert!(store.get_cached(&key, body.len(), &mut got), "answered by the kept descriptor");
-    assert_eq!(got, body);
+    assert_eq!(
+        store.get_cached(&key, body.len(), &mut got),
+        Some(body.len()),
+        "answered by the kept descriptor"
+    );
+    assert_eq!(got[..body.len()], body);
     fs::rename(&aside, &path).unwrap();
 
     let other = FsObjects::open(dir.path(), FsyncPolicy::Never).unwrap();
     let mut healed = body.clone();
     healed[50_000] ^= 0xff;
     other.replace(&key, &[&healed]).unwrap();
-    assert!(store.get_cached(&key, body.len(), &mut got));
-    assert!(got == healed, "the replaced object's bytes, not the kept descriptor's");
+    assert_eq!(store.get_cached(&key, body.len(), &mut got), Some(body.len()));
+    assert!(got[..body.len()] == healed, "the replaced object's bytes, not the kept descriptor's");
 
     other.delete_many(&[key]).unwrap();
-    assert!(!store.get_cached(&key, body.len(), &mut got), "a deleted object is not read");
+    assert_eq!(store.get_cached(&key, body.len(), &mut got), None, "a deleted object is not read");
     assert_eq!(store.descriptors_open(), 0);
 
     store.put_if_absent(&key, &[&body]).unwrap();
-    assert!(store.get_cached(&key, body.len(), &mut got));
+    assert_eq!(store.get_cached(&key, body.len(), &mut got), Some(body.len()));
     assert_eq!(store.descriptors_open(), 1);
     store.delete_many(&[key]).unwrap();
     assert_eq!(store.descriptors_open(), 0, "let go with the delete");
