@@ -209,12 +209,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// [`ObjectStore::get_head_and_range`] answered from memory alone, so
     /// that it may run on an async thread: `Some(head)` with the slice in
     /// `buf[..len]` (`buf` grown to `len` when shorter, never cleared or
-    /// cut: bytes past `len` are left as they were) when the object was found and both reads were
-    /// complete without waiting for a disk; `None` when anything would have
-    /// waited, or was absent, short or failed (the caller then makes the
-    /// blocking call, which reports what went wrong). The default is always
-    /// `None`; the directory answers from the kernel's caches (Linux:
-    /// `openat2` with `RESOLVE_CACHED`, `preadv2` with `RWF_NOWAIT`).
+    /// cut: bytes past `len` are left as they were) when the object was
+    /// found and both reads were complete without waiting for a disk;
+    /// `None` when anything would have waited, or was absent, short or
+    /// failed (the caller then makes the blocking call, which reports what
+    /// went wrong). The default is always `None`; the directory answers
+    /// from the kernel's caches (Linux: `openat2` with `RESOLVE_CACHED`,
+    /// `preadv2` with `RWF_NOWAIT`).
     fn get_head_and_range_cached(
         &self,
         _key: &ObjectKey,
