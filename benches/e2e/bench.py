@@ -222,13 +222,20 @@ def mark_removed() -> None:
         REMOVED_MARK.touch()
 
 
+def filesystem(path: Path) -> list[str]:
+    """`path`'s device, filesystem type and size in bytes (`df`); fewer
+    fields when `df` cannot say."""
+    out = subprocess.run(["df", "-B1", "--output=source,fstype,size", str(path)], capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL).stdout
+    return out.splitlines()[-1].split() if out.strip() else []
+
+
 def skips_recent_inodes(path: Path) -> bool:
     """Whether `path` is on ext4 without a journal (see INODE_SETTLE)."""
-    out = subprocess.run(["df", "--output=source,fstype", str(path)], capture_output=True, text=True).stdout
-    parts = out.splitlines()[-1].split() if out.strip() else []
-    if len(parts) < 2 or parts[1] != "ext4":
+    fs = filesystem(path)
+    if len(fs) < 2 or fs[1] != "ext4":
         return False
-    task = Path("/sys/fs/ext4") / Path(parts[0]).name / "journal_task"
+    task = Path("/sys/fs/ext4") / Path(fs[0]).name / "journal_task"
     return task.exists() and task.read_text().strip() == "<none>"
 
 
@@ -1522,7 +1529,7 @@ def machine(ctx: Ctx) -> list[str]:
             cpu = line.split(":", 1)[1].strip()
             break
     mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) * 1024
-    df = sh(["df", "-B1", "--output=source,fstype,size", str(ctx.work)]).splitlines()[-1].split()
+    df = filesystem(ctx.work)
     dev = df[0] if df else "?"
     rot = ""
     name = Path(dev).name
