@@ -168,6 +168,7 @@ fn cached_reads_answer_only_from_the_page_cache() {
     // Into a longer buffer: the slice in its first bytes, the rest as it was.
     let mut stale = vec![0xee; 100_000];
     assert!(store.get_head_and_range_cached(&key, 16, 70_000, 65_536, &mut stale).is_some());
+    assert_eq!(stale.len(), 100_000, "the buffer is not cut to the slice");
     assert_eq!(stale[..65_536], body[70_000..135_536]);
     assert!(stale[65_536..].iter().all(|&b| b == 0xee), "bytes past the slice left as they were");
     let absent = ObjectKey::plain(ChunkId::of(b"absent"));
@@ -205,6 +206,7 @@ fn whole_cached_reads_answer_only_from_the_page_cache() {
         Some(body.len()),
         "a shorter object than allowed is read"
     );
+    assert_eq!(stale.len(), body.len() + 100, "the buffer is not cut to the object");
     assert_eq!(stale[..body.len()], body);
     assert!(stale[body.len()..].iter().all(|&b| b == 0xee), "bytes past the object left as they were");
     assert_eq!(store.get_cached(&key, body.len() - 1, &mut got), None, "longer than allowed");
