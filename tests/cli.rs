@@ -4,6 +4,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::TestServer;
@@ -36,16 +38,48 @@ async fn requests(s: &TestServer, route: &str, method: &str) -> u64 {
     m.lines().find_map(|l| l.strip_prefix(name.as_str())?.trim().parse::<u64>().ok()).unwrap_or(0)
 }
 
-/// A proxy in front of `base` that answers `GET /api/chunking` without the
-/// batch limits, as a server from before `POST /api/chunks` does, and
-/// forwards everything else as it is.
-async fn server_without_batches(base: String) -> String {
+/// What a [`proxy`] changes on the way to the server.
+#[derive(Clone)]
+enum Tweak {
+    /// Answers `GET /api/chunking` without the batch limits, as a server
+    /// from before `POST /api/chunks` does.
+    NoBatches,
+    /// Holds each `POST /api/chunks` answer until a missing-chunks query
+    /// arrives after the batch did, or a second passes.
+    HoldBatches(Arc<Held>),
+}
+
+/// What [`Tweak::HoldBatches`] saw.
+#[derive(Default)]
+struct Held {
+    /// Missing-chunks queries that arrived.
+    queries: AtomicU64,
+    wake: tokio::sync::Notify,
+    /// Batches held.
+    batches: AtomicU64,
+    /// Batches a later query arrived during.
+    overlapped: AtomicU64,
+}
+
+/// A proxy in front of `base` that forwards every request as it is, but
+/// for what `tweak` changes.
+async fn proxy(base: String, tweak: Tweak) -> String {
     use axum::http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
     let client = reqwest::Client::new();
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let (client, base) = (client.clone(), base.clone());
+        let (client, base, tweak) = (client.clone(), base.clone(), tweak.clone());
         async move {
             let (parts, body) = req.into_parts();
+            let path = parts.uri.path().to_owned();
+            let mut held = None;
+            if let Tweak::HoldBatches(h) = &tweak {
+                if path == "/api/chunks/missing" {
+                    h.queries.fetch_add(1, Ordering::SeqCst);
+                    h.wake.notify_waiters();
+                } else if path == "/api/chunks" && parts.method == axum::http::Method::POST {
+                    held = Some((h.clone(), h.queries.load(Ordering::SeqCst)));
+                }
+            }
             let url = format!("{base}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
             let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
             let mut forward = client.request(parts.method.clone(), url).body(body);
@@ -55,12 +89,28 @@ async fn server_without_batches(base: String) -> String {
             let r = forward.send().await.unwrap();
             let (status, headers) = (r.status(), r.headers().clone());
             let mut body = r.bytes().await.unwrap().to_vec();
-            if parts.uri.path() == "/api/chunking" {
+            if matches!(tweak, Tweak::NoBatches) && path == "/api/chunking" {
                 let mut info: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 let info_map = info.as_object_mut().unwrap();
                 assert!(info_map.remove("max_batch_chunks").is_some(), "{body:?}");
                 assert!(info_map.remove("max_batch_bytes").is_some());
                 body = serde_json::to_vec(&info).unwrap();
+            }
+            if let Some((h, before)) = held {
+                h.batches.fetch_add(1, Ordering::SeqCst);
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+                loop {
+                    let woken = h.wake.notified();
+                    let mut woken = std::pin::pin!(woken);
+                    woken.as_mut().enable();
+                    if h.queries.load(Ordering::SeqCst) > before {
+                        h.overlapped.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                        break;
+                    }
+                }
             }
             let mut answer = axum::response::Response::builder().status(status);
             for (k, v) in headers.iter().filter(|(k, _)| **k != CONTENT_LENGTH && **k != TRANSFER_ENCODING) {
@@ -83,12 +133,42 @@ async fn put_sends_each_chunk_alone_to_a_server_without_batches() {
     let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
     let path = dir.path().join("f.bin");
     let data = write_random(&path, 8 * MIB, 7);
-    let old = server_without_batches(s.base.clone()).await;
+    let old = proxy(s.base.clone(), Tweak::NoBatches).await;
     let report: serde_json::Value = run_json(&old, &["put", "--json", path.to_str().unwrap()]).await;
     let chunks = report["sent_chunks"].as_u64().unwrap();
     assert!(chunks > 8, "{report}");
     assert_eq!(requests(&s, "/api/chunks/{hash}", "PUT").await, chunks);
     assert_eq!(requests(&s, "/api/chunks", "POST").await, 0);
+    let out = dir.path().join("f.out");
+    ok(&run(&s.base, &["get", report["id"].as_str().unwrap(), "-o", out.to_str().unwrap()]).await);
+    assert!(std::fs::read(&out).unwrap() == data);
+    s.stop().await;
+}
+
+/// `depot put` asks which of the next chunks the server lacks while the
+/// batches of the last ones are still on the wire: the requests in flight
+/// do not drain between one query's chunks and the next's. The proxy holds
+/// each batch's answer until a later query arrives (or a second passes); a
+/// put that waited for every batch before asking again would see none.
+#[tokio::test(flavor = "multi_thread")]
+async fn put_asks_about_the_next_chunks_while_batches_are_in_flight() {
+    let (dir, s) = TestServer::start_in_workdir(|c| c.chunking = common::small_chunks()).await;
+    let path = dir.path().join("f.bin");
+    // 1 KiB chunks on average: at most 256 per query, so several queries.
+    let data = write_random(&path, 2 * MIB, 11);
+    let held = Arc::new(Held::default());
+    let via = proxy(s.base.clone(), Tweak::HoldBatches(held.clone())).await;
+    let report: serde_json::Value = run_json(&via, &["put", "--json", path.to_str().unwrap()]).await;
+    let (queries, batches, overlapped) = (
+        held.queries.load(Ordering::SeqCst),
+        held.batches.load(Ordering::SeqCst),
+        held.overlapped.load(Ordering::SeqCst),
+    );
+    assert!(queries >= 4, "{queries} queries");
+    assert_eq!(batches, requests(&s, "/api/chunks", "POST").await);
+    // All but the last query's batches see the next query arrive.
+    assert!(overlapped >= batches / 2, "{overlapped} of {batches} batches overlapped a later query");
+    assert_eq!(report["sent_bytes"].as_u64(), Some(2 * MIB), "{report}");
     let out = dir.path().join("f.out");
     ok(&run(&s.base, &["get", report["id"].as_str().unwrap(), "-o", out.to_str().unwrap()]).await);
     assert!(std::fs::read(&out).unwrap() == data);

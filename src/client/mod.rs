@@ -14,6 +14,7 @@ mod probe;
 mod progress;
 mod put;
 mod seed;
+mod send;
 mod token;
 
 use std::sync::Arc;

@@ -12,15 +12,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::progress::Progress;
+use super::send::{self, BatchLimits, Outgoing, Pending, wire_body};
 use super::{Client, ClientError, Result, human};
 use crate::store::filetype::SNIFF_LEN;
 use crate::store::manifest::SEGMENT_ENTRIES;
-use crate::store::{ChunkId, Chunker, ChunkerParams, TypePolicy, chunker::ReadChunker, object};
+use crate::store::{ChunkId, Chunker, ChunkerParams, TypePolicy, chunker::ReadChunker};
 use crate::wire::{ChunkRef, ChunkingInfo, CommitOpen, CommitRequest, CommitSession, FileInfo};
 
 /// Where the bytes come from.
@@ -157,8 +157,6 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
         })
     };
 
-    let mut entries: Vec<ChunkRef> = Vec::new();
-    let mut known: HashSet<ChunkId> = HashSet::new();
     let mut report = PutReport {
         id: String::new(),
         name: name.clone(),
@@ -170,57 +168,23 @@ pub async fn put(client: &Client, source: Source, opts: &PutOptions) -> Result<(
         sent_bytes: 0,
         seconds: 0.0,
     };
-    let mut closed = false;
-    // Bytes read so far, and whether the first bytes have been checked
-    // against the type policy (standard input is checked on arrival).
-    let mut read: u64 = 0;
-    let mut sniffed = matches!(source, Source::File(_));
-    while !closed {
-        // A batch: what arrives until it is full, or for a short while after
-        // its first chunk, or until the input ends.
-        let mut batch: Vec<(ChunkId, Bytes)> = Vec::new();
-        let mut bytes = 0;
-        let deadline = tokio::time::Instant::now() + BATCH_WAIT;
-        while batch.len() < BATCH_CHUNKS && bytes < BATCH_BYTES {
-            let item = if batch.is_empty() {
-                rx.recv().await
-            } else {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(item) => item,
-                    Err(_) => break,
-                }
-            };
-            match item {
-                Some(item) => {
-                    bytes += item.1.len();
-                    batch.push(item);
-                }
-                None => {
-                    closed = true;
-                    break;
-                }
-            }
-        }
-        read += bytes as u64;
-        if declared_len.is_none() {
-            limits.check_size(&name, read)?;
-        }
-        if !sniffed {
-            // The batch holds the input's first chunks, enough to sniff
-            // (or the whole input when it is shorter).
-            let mut head = Vec::with_capacity(SNIFF_LEN);
-            for (_, data) in &batch {
-                let take = (SNIFF_LEN - head.len()).min(data.len());
-                head.extend_from_slice(&data[..take]);
-            }
-            limits.check_type(&name, &head)?;
-            sniffed = true;
-        }
-        if !batch.is_empty() {
-            let how = (batches, opts.jobs);
-            send_batch(client, batch, &mut entries, &mut known, &mut report, &progress, how).await?;
-        }
-    }
+    // The planner asks which chunks the server lacks and queues requests
+    // for them; the sender keeps `jobs` of those in flight meanwhile.
+    let (queue, requests) = mpsc::channel::<Outgoing>(1);
+    let planner = Planner { client, batches, jobs: opts.jobs, progress: &progress, queue };
+    let (entries, sent) = tokio::try_join!(
+        planner.run(
+            &mut rx,
+            &name,
+            declared_len.is_none(),
+            !matches!(source, Source::File(_)),
+            &limits,
+            &mut report
+        ),
+        send::send(client, requests, batches.is_some(), opts.jobs, &progress),
+    )?;
+    report.sent_chunks = sent.chunks;
+    report.sent_bytes = sent.bytes;
     reader.await.map_err(|e| ClientError::Io(format!("reader: {e}")))??;
     hasher.await.map_err(|e| ClientError::Io(format!("hasher: {e}")))?;
 
@@ -365,156 +329,134 @@ fn resumable(e: &ClientError) -> bool {
     matches!(e, ClientError::Unreachable { .. } | ClientError::Broken(_)) || e.transient()
 }
 
-/// Asks which of a batch's chunks the server lacks and sends those.
-async fn send_batch(
-    client: &Client,
-    batch: Vec<(ChunkId, Bytes)>,
-    entries: &mut Vec<ChunkRef>,
-    known: &mut HashSet<ChunkId>,
-    report: &mut PutReport,
-    progress: &Progress,
-    (batches, jobs): (Option<BatchLimits>, usize),
-) -> Result<()> {
-    let mut ask: Vec<ChunkId> = Vec::new();
-    for (id, data) in &batch {
-        entries.push(ChunkRef { hash: *id, len: data.len() as u32 });
-        if !known.contains(id) && !ask.contains(id) {
-            ask.push(*id);
+/// The put's planner: takes the hashed chunks in order, asks the server
+/// which of each stretch it lacks, and queues requests for those.
+struct Planner<'a> {
+    client: &'a Client,
+    batches: Option<BatchLimits>,
+    jobs: usize,
+    progress: &'a Progress,
+    queue: mpsc::Sender<Outgoing>,
+}
+
+impl Planner<'_> {
+    /// Plans every chunk that arrives on `rx` (checking the size against
+    /// the server's limit as it grows when it was not known, and the type
+    /// on the first chunks when `sniff`); returns the manifest's entries.
+    /// Counts skipped chunks into `report`; dropping the queue when done
+    /// lets the sender finish.
+    async fn run(
+        self,
+        rx: &mut mpsc::Receiver<(ChunkId, Bytes)>,
+        name: &str,
+        check_size: bool,
+        mut sniff: bool,
+        limits: &Limits,
+        report: &mut PutReport,
+    ) -> Result<Vec<ChunkRef>> {
+        let mut entries: Vec<ChunkRef> = Vec::new();
+        let mut known: HashSet<ChunkId> = HashSet::new();
+        let mut read: u64 = 0;
+        let mut closed = false;
+        while !closed {
+            // A stretch: what arrives until it is full, or for a short while
+            // after its first chunk, or until the input ends.
+            let mut stretch: Vec<(ChunkId, Bytes)> = Vec::new();
+            let mut bytes = 0;
+            let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+            while stretch.len() < BATCH_CHUNKS && bytes < BATCH_BYTES {
+                let item = if stretch.is_empty() {
+                    rx.recv().await
+                } else {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(item) => item,
+                        Err(_) => break,
+                    }
+                };
+                match item {
+                    Some(item) => {
+                        bytes += item.1.len();
+                        stretch.push(item);
+                    }
+                    None => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            read += bytes as u64;
+            if check_size {
+                limits.check_size(name, read)?;
+            }
+            if sniff {
+                // The stretch holds the input's first chunks, enough to
+                // sniff (or the whole input when it is shorter).
+                let mut head = Vec::with_capacity(SNIFF_LEN);
+                for (_, data) in &stretch {
+                    let take = (SNIFF_LEN - head.len()).min(data.len());
+                    head.extend_from_slice(&data[..take]);
+                }
+                limits.check_type(name, &head)?;
+                sniff = false;
+            }
+            if !stretch.is_empty() {
+                let to_send = self.plan(stretch, &mut entries, &mut known, report).await?;
+                for r in send::requests(to_send, self.batches, self.jobs) {
+                    if self.queue.send(r).await.is_err() {
+                        // The sender stopped; its error says why.
+                        return Ok(entries);
+                    }
+                }
+            }
         }
+        Ok(entries)
     }
-    let missing: HashSet<ChunkId> =
-        if ask.is_empty() { HashSet::new() } else { client.missing(&ask).await?.into_iter().collect() };
-    let mut to_send: HashMap<ChunkId, Bytes> = HashMap::new();
-    // Bytes to confirm when each chunk to send is acknowledged: its
-    // occurrences in this batch (a chunk that repeats is sent once).
-    let mut pending_raw: HashMap<ChunkId, u64> = HashMap::new();
-    for (id, data) in batch {
-        let len = data.len() as u64;
-        if missing.contains(&id) && !known.contains(&id) {
-            to_send.entry(id).or_insert(data);
-            *pending_raw.entry(id).or_default() += len;
-        } else if let Some(p) = pending_raw.get_mut(&id) {
-            // A repeat of a chunk on its way: confirmed with it.
-            *p += len;
-            report.skipped_chunks += 1;
-            report.skipped_bytes += len;
+
+    /// Asks which of a stretch's chunks the server lacks (a chunk seen
+    /// earlier in the file is not asked again: it is on the server or on
+    /// its way); returns those to send, each once, with the raw bytes its
+    /// acknowledgement confirms.
+    async fn plan(
+        &self,
+        stretch: Vec<(ChunkId, Bytes)>,
+        entries: &mut Vec<ChunkRef>,
+        known: &mut HashSet<ChunkId>,
+        report: &mut PutReport,
+    ) -> Result<Vec<Pending>> {
+        let mut ask: Vec<ChunkId> = Vec::new();
+        for (id, data) in &stretch {
+            entries.push(ChunkRef { hash: *id, len: data.len() as u32 });
+            if !known.contains(id) && !ask.contains(id) {
+                ask.push(*id);
+            }
+        }
+        let missing: HashSet<ChunkId> = if ask.is_empty() {
+            HashSet::new()
         } else {
-            report.skipped_chunks += 1;
-            report.skipped_bytes += len;
-            progress.skipped(len);
+            self.client.missing(&ask).await?.into_iter().collect()
+        };
+        let mut to_send: Vec<Pending> = Vec::new();
+        // Where each chunk to send sits in `to_send`, so that a repeat in
+        // this stretch is confirmed with it.
+        let mut pending: HashMap<ChunkId, usize> = HashMap::new();
+        for (id, data) in stretch {
+            let len = data.len() as u64;
+            if missing.contains(&id) && !known.contains(&id) {
+                pending.insert(id, to_send.len());
+                to_send.push((id, data, len));
+            } else {
+                if let Some(&i) = pending.get(&id) {
+                    to_send[i].2 += len;
+                } else {
+                    self.progress.skipped(len);
+                }
+                report.skipped_chunks += 1;
+                report.skipped_bytes += len;
+            }
+            known.insert(id);
         }
-        known.insert(id);
+        Ok(to_send)
     }
-    let mut sends = match batches {
-        Some(limits) => send_grouped(client, to_send, limits, jobs).boxed(),
-        None => send_each(client, to_send, jobs).boxed(),
-    };
-    while let Some(r) = sends.next().await {
-        for (id, len) in r? {
-            report.sent_chunks += 1;
-            report.sent_bytes += len;
-            progress.sent(pending_raw.get(&id).copied().unwrap_or(0), len);
-        }
-    }
-    Ok(())
-}
-
-/// The body of a chunk to send, and whether it is a zstd frame: compressed
-/// when a 4 KiB sample says it is worth trying (most new data is not, and
-/// goes out without a hop to a blocking thread).
-async fn wire(data: Bytes) -> Result<(Bytes, bool)> {
-    if !worth_compressing(&data) {
-        return Ok((data, false));
-    }
-    tokio::task::spawn_blocking(move || wire_body(data))
-        .await
-        .map_err(|e| ClientError::Io(format!("compressing: {e}")))
-}
-
-/// Sends each chunk with its own `PUT`, `jobs` at a time (servers without
-/// `POST /api/chunks`); yields what each acknowledged: id, bytes sent.
-fn send_each(
-    client: &Client,
-    to_send: HashMap<ChunkId, Bytes>,
-    jobs: usize,
-) -> impl futures_util::Stream<Item = Result<Vec<(ChunkId, u64)>>> + Send + '_ {
-    stream::iter(to_send)
-        .map(move |(id, data)| async move {
-            let (body, zstd) = wire(data).await?;
-            let len = body.len() as u64;
-            client.put_chunk(&id, body, zstd).await?;
-            Ok(vec![(id, len)])
-        })
-        .buffer_unordered(jobs.max(1))
-}
-
-/// The server's limits on one `POST /api/chunks`.
-#[derive(Debug, Clone, Copy)]
-struct BatchLimits {
-    chunks: usize,
-    bytes: u64,
-}
-
-impl BatchLimits {
-    fn of(info: &ChunkingInfo) -> Option<Self> {
-        Some(Self { chunks: info.max_batch_chunks?.max(1), bytes: info.max_batch_bytes? })
-    }
-}
-
-/// Multipart framing allowed for per part (boundary, headers: under 200
-/// bytes with a 64-hex name).
-const PART_FRAMING: u64 = 512;
-
-/// Splits the chunks to send into `jobs` groups of about equal bytes (so
-/// that `jobs` requests are in flight, each with one durability barrier on
-/// the server), each within the server's limits.
-fn groups(to_send: Vec<(ChunkId, Bytes)>, limits: BatchLimits, jobs: usize) -> Vec<Vec<(ChunkId, Bytes)>> {
-    let total: u64 = to_send.iter().map(|(_, d)| d.len() as u64 + PART_FRAMING).sum();
-    let target = total.div_ceil(jobs.max(1) as u64).min(limits.bytes);
-    let mut out: Vec<Vec<(ChunkId, Bytes)>> = Vec::new();
-    let mut bytes = 0;
-    for (id, data) in to_send {
-        let n = data.len() as u64 + PART_FRAMING;
-        match out.last_mut() {
-            Some(group) if group.len() < limits.chunks && bytes + n <= target.max(n) => {
-                group.push((id, data));
-                bytes += n;
-            }
-            _ => {
-                out.push(vec![(id, data)]);
-                bytes = n;
-            }
-        }
-    }
-    out
-}
-
-/// Sends the chunks in groups (`POST /api/chunks`), `jobs` at a time;
-/// yields what each group acknowledged: id, bytes sent.
-fn send_grouped(
-    client: &Client,
-    to_send: HashMap<ChunkId, Bytes>,
-    limits: BatchLimits,
-    jobs: usize,
-) -> impl futures_util::Stream<Item = Result<Vec<(ChunkId, u64)>>> + Send + '_ {
-    stream::iter(groups(to_send.into_iter().collect(), limits, jobs))
-        .map(move |group| async move {
-            let mut parts = Vec::with_capacity(group.len());
-            for (id, data) in group {
-                let (body, zstd) = wire(data).await?;
-                parts.push((id, body, zstd));
-            }
-            let stored = client.put_chunks(&parts).await?;
-            if stored.chunks.len() != parts.len()
-                || stored.chunks.iter().zip(&parts).any(|(s, p)| s.hash != p.0)
-            {
-                return Err(ClientError::Protocol(
-                    "the server acknowledged other chunks than those sent".into(),
-                ));
-            }
-            Ok(parts.iter().map(|(id, body, _)| (*id, body.len() as u64)).collect())
-        })
-        .buffer_unordered(jobs.max(1))
 }
 
 /// What the server accepts, from `GET /api/chunking`: a put checks a file
@@ -563,56 +505,4 @@ fn read_head(path: &std::path::Path) -> Result<Vec<u8>> {
         .read_to_end(&mut head)
         .map_err(|e| ClientError::io(format!("cannot read {}", path.display()), e))?;
     Ok(head)
-}
-
-/// Whether compressing a chunk for the wire is worth a try: long enough,
-/// and not random-looking ([`object::looks_compressible`]).
-fn worth_compressing(data: &[u8]) -> bool {
-    data.len() >= 512 && object::looks_compressible(data)
-}
-
-/// The body to send for a chunk: zstd when it saves at least 1/32.
-fn wire_body(data: Bytes) -> (Bytes, bool) {
-    if worth_compressing(&data) {
-        if let Ok(c) = zstd::bulk::compress(&data, 1) {
-            if c.len() <= data.len() - data.len() / 32 {
-                return (Bytes::from(c), true);
-            }
-        }
-    }
-    (data, false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn chunk(n: u8, len: usize) -> (ChunkId, Bytes) {
-        let data = Bytes::from(vec![n; len]);
-        (ChunkId::of(&data), data)
-    }
-
-    /// Groups keep every chunk once, in order, within the server's limits,
-    /// about `jobs` of them; a chunk larger than a group's share goes alone.
-    #[test]
-    fn groups_share_the_chunks_within_the_limits() {
-        let sizes = [300_000, 700_000, 100_000, 1 << 20, 50_000, 900_000, 400_000, 200_000];
-        let all: Vec<_> = sizes.iter().enumerate().map(|(i, &n)| chunk(i as u8, n)).collect();
-        let limits = BatchLimits { chunks: 3, bytes: 1_500_000 };
-        let got = groups(all.clone(), limits, 4);
-        let flat: Vec<_> = got.iter().flatten().cloned().collect();
-        assert_eq!(flat, all, "every chunk once, in order");
-        for g in &got {
-            assert!(g.len() <= 3, "{}", g.len());
-            let bytes: u64 = g.iter().map(|(_, d)| d.len() as u64 + PART_FRAMING).sum();
-            assert!(g.len() == 1 || bytes <= 1_500_000, "{bytes}");
-        }
-        assert!((4..=6).contains(&got.len()), "{} groups", got.len());
-        // One job: as few groups as the limits allow.
-        let one = groups(all.clone(), BatchLimits { chunks: 256, bytes: 16 << 20 }, 1);
-        assert_eq!(one.len(), 1);
-        // A chunk over the byte limit still goes, alone.
-        let big = groups(vec![chunk(1, 10), chunk(2, 2 << 20), chunk(3, 10)], limits, 1);
-        assert_eq!(big.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
-    }
 }
