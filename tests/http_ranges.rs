@@ -1,6 +1,7 @@
 //! Range requests against the real server, with the open-files cache in
 //! play: ranges inside and across manifest segments, on raw and on
-//! zstd-compressed chunks, asked again once cached, and a file deleted
+//! zstd-compressed chunks, asked again once cached, consecutive ranges of
+//! a compressed chunk decoding it once, and a file deleted
 //! after it was cached answering 404 at once, and a damaged first chunk
 //! answering 500 rather than a success status and a cut body.
 
@@ -102,6 +103,47 @@ async fn ranges_of_compressed_chunks_are_the_files_bytes() {
     .await;
 }
 
+/// Consecutive ranges through one compressed chunk read and decompress it
+/// once: the first from its object, the others from the decoded chunk
+/// (`depot_chunk_reads_total{path="decoded"}`), every one the file's bytes.
+#[tokio::test]
+async fn consecutive_ranges_of_a_compressed_chunk_decode_it_once() {
+    let (_dir, s) = TestServer::start_temp().await;
+    let data: Vec<u8> = (0..100_000)
+        .flat_map(|i| format!("record {i}: a line that compresses well\n").into_bytes())
+        .collect();
+    let f = s.upload_raw("log.txt", &data).await;
+    let stats = s.stats().await;
+    assert!(stats.stored_bytes * 2 < data.len() as u64, "the chunks are stored compressed: {stats:?}");
+    let m: ManifestInfo = s.get_json(&format!("/api/files/{}/manifest", f.id)).await;
+    let c = m.chunks[1];
+    let (offset, len) = (c.offset as usize, c.len as usize);
+    assert!(len >= 64 << 10, "a chunk of {len} bytes");
+    let step = len / 4;
+    let before = reads(&s).await;
+    for i in 0..4 {
+        let start = offset + i * step;
+        let end = if i == 3 { offset + len - 1 } else { start + step - 1 };
+        let (status, body) = range(&s, &f.id, start, end).await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert!(body == data[start..=end], "bytes={start}-{end}: other bytes");
+    }
+    let read = reads(&s).await - before;
+    assert_eq!(
+        read,
+        Reads { cached: 0, blocking: 1, decoded: 3 },
+        "one read of the object, three parts from memory"
+    );
+    // A range across two chunks: the decoded one from memory, the next
+    // (not read before) from its object.
+    let before = reads(&s).await;
+    let (start, end) = (offset + len - 100, offset + len + 100);
+    let (status, body) = range(&s, &f.id, start, end).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert!(body == data[start..=end], "bytes={start}-{end}: other bytes");
+    assert_eq!(reads(&s).await - before, Reads { cached: 0, blocking: 1, decoded: 1 });
+}
+
 #[tokio::test]
 async fn a_deleted_file_is_gone_at_once_though_it_was_cached() {
     let (_dir, s) = TestServer::start_temp().await;
@@ -177,18 +219,22 @@ async fn a_damaged_header_under_a_cached_range_is_found_and_marked() {
         let (a, b) = inside(c);
         assert_eq!(range(&s, &f.id, a, b).await, (StatusCode::PARTIAL_CONTENT, data[a..=b].to_vec()));
     }
-    assert_eq!(reads(&s).await - before, Reads { cached: 1, blocking: 1 });
+    assert_eq!(reads(&s).await - before, Reads { cached: 1, blocking: 1, decoded: 0 });
 
     damage(dir.path(), first, |_| 8); // inside the header
 
     let (a, b) = inside(first);
     assert_eq!(range(&s, &f.id, a, b).await.0, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(reads(&s).await - before, Reads { cached: 1, blocking: 2 }, "refused cached, found blocking");
+    assert_eq!(
+        reads(&s).await - before,
+        Reads { cached: 1, blocking: 2, decoded: 0 },
+        "refused cached, found blocking"
+    );
     let r = client_post_missing(&s, &[first.hash, second.hash]).await;
     assert_eq!(r.json::<MissingResponse>().await.unwrap().missing, vec![first.hash], "marked damaged");
     let (a, b) = inside(second);
     assert_eq!(range(&s, &f.id, a, b).await, (StatusCode::PARTIAL_CONTENT, data[a..=b].to_vec()));
-    assert_eq!(reads(&s).await - before, Reads { cached: 2, blocking: 2 });
+    assert_eq!(reads(&s).await - before, Reads { cached: 2, blocking: 2, decoded: 0 });
 }
 
 /// A long download reads the chunks the page cache holds on tasks of their
@@ -210,7 +256,7 @@ async fn a_damaged_chunk_under_a_cached_download_is_found_and_marked() {
     assert_eq!(whole.bytes().await.unwrap(), data, "first download");
     // Just written, so the page cache holds every chunk: none read blocking.
     let chunks = m.chunks.len() as u64;
-    assert_eq!(reads(&s).await - before, Reads { cached: chunks, blocking: 0 });
+    assert_eq!(reads(&s).await - before, Reads { cached: chunks, blocking: 0, decoded: 0 });
 
     let i = m.chunks.len() / 2;
     let c = m.chunks[i];
@@ -247,12 +293,17 @@ async fn a_damaged_chunk_under_a_cached_download_is_found_and_marked() {
 struct Reads {
     cached: u64,
     blocking: u64,
+    decoded: u64,
 }
 
 impl std::ops::Sub for Reads {
     type Output = Reads;
     fn sub(self, o: Reads) -> Reads {
-        Reads { cached: self.cached - o.cached, blocking: self.blocking - o.blocking }
+        Reads {
+            cached: self.cached - o.cached,
+            blocking: self.blocking - o.blocking,
+            decoded: self.decoded - o.decoded,
+        }
     }
 }
 
@@ -261,6 +312,7 @@ async fn reads(s: &TestServer) -> Reads {
     Reads {
         cached: metric(&m, "depot_chunk_reads_total{path=\"cached\"}"),
         blocking: metric(&m, "depot_chunk_reads_total{path=\"blocking\"}"),
+        decoded: metric(&m, "depot_chunk_reads_total{path=\"decoded\"}"),
     }
 }
 

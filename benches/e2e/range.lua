@@ -1,7 +1,10 @@
 -- wrk script: COUNT random Range requests over one file. Usage:
---   wrk -t1 -c4 -d60s -s range.lua URL -- SIZE COUNT SEED [LEN]
+--   wrk -t1 -c4 -d60s -s range.lua URL -- SIZE COUNT SEED [LEN] [ORDER]
 -- Each request asks for LEN bytes (default 65536) at a random offset drawn
 -- from a generator seeded with SEED, so two servers get the same offsets.
+-- With ORDER "sequential" the offsets are 0, LEN, 2*LEN, ... instead
+-- (wrapping before the end of the file): a player or a downloader reading
+-- a file in pieces.
 -- A response that is not 206 with exactly LEN bytes counts as bad.
 --
 -- wrk itself runs for the whole -d duration; this script times the COUNT
@@ -38,6 +41,8 @@ function init(args)
   size = tonumber(args[1])
   count = tonumber(args[2])
   len = tonumber(args[4] or 65536)
+  sequential = args[5] == "sequential"
+  nth = 0
   math.randomseed(tonumber(args[3]))
   responses, bad, t0, t1 = 0, 0, 0, 0
 end
@@ -46,7 +51,13 @@ function request()
   if t0 == 0 then
     t0 = now()
   end
-  local off = math.floor(math.random() * (size - len + 1))
+  local off
+  if sequential then
+    off = (nth * len) % (size - len + 1)
+    nth = nth + 1
+  else
+    off = math.floor(math.random() * (size - len + 1))
+  end
   return wrk.format("GET", nil, { ["Range"] = string.format("bytes=%d-%d", off, off + len - 1) })
 end
 

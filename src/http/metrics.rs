@@ -163,11 +163,12 @@ impl Metrics {
         let reads = [
             ("{path=\"cached\"}".to_string(), activity.chunk_reads_cached.to_string()),
             ("{path=\"blocking\"}".to_string(), activity.chunk_reads_blocking.to_string()),
+            ("{path=\"decoded\"}".to_string(), activity.chunk_reads_decoded.to_string()),
         ];
         put(
             "depot_chunk_reads_total",
             "counter",
-            "Chunk reads for downloads, by path: cached (answered from the page cache on an async thread) or blocking (a blocking-pool thread).",
+            "Chunk reads for downloads, by path: cached (answered from the page cache on an async thread), blocking (a blocking-pool thread) or decoded (a part of a compressed chunk an earlier range decoded, from memory).",
             &reads,
         );
         self.render_latency(&mut out);

@@ -26,6 +26,16 @@
 //!
 //! The reader counts ([`Readers`]) live here too: the engine holds them
 //! and the read path uses them, and this module depends on neither.
+//!
+//! [`DecodedChunks`] keeps the raw bytes of zstd-compressed chunks that
+//! `Range` requests read parts of, so that consecutive small ranges of one
+//! chunk (a player reading ahead, a download accelerator's pieces) read and
+//! decompress it once, not once per range. Chunks are named by their
+//! content, so an entry never goes stale: whatever happens to the object
+//! afterwards (deleted by GC, moved aside as damaged, stored again under a
+//! new generation), the bytes a chunk id names are the bytes it held when
+//! it was read and checked. Raw objects do not enter: a range of one is a
+//! positioned read of the slice, cheaper than a copy kept here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +43,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-use super::id::FileId;
+use bytes::Bytes;
+
+use super::id::{ChunkId, FileId};
 use super::manifest::Entry;
 use super::record::FileRecord;
 
@@ -45,6 +57,10 @@ pub const RECORDS_BYTES: u64 = 1 << 20;
 /// full segments of 1,024 chunks (36 bytes an entry), the manifests of
 /// about 28 GiB of files at the default 256 KiB average chunk.
 pub const SEGMENTS_BYTES: u64 = 4 << 20;
+
+/// The decoded chunks kept at most, in bytes: 64 of the default chunking's
+/// average (256 KiB), 16 of its largest (1 MiB).
+pub const DECODED_BYTES: u64 = 16 << 20;
 
 /// A decoded manifest segment, shared by the readers of its file.
 pub type Segment = Arc<[Entry]>;
@@ -120,6 +136,47 @@ impl FileCache {
     }
 }
 
+/// The raw bytes of compressed chunks that ranges were read from (see the
+/// module docs), at most [`DECODED_BYTES`] of them, evicted by S3-FIFO: a
+/// chunk read once and never again leaves before one read again.
+pub(super) struct DecodedChunks {
+    chunks: Cache<ChunkId, Bytes, DecodedWeight>,
+}
+
+impl DecodedChunks {
+    pub(super) fn new() -> Self {
+        DecodedChunks { chunks: Cache::with_weighter(64, DECODED_BYTES, DecodedWeight) }
+    }
+
+    /// Bytes `from..to` of chunk `id`, when its raw bytes are held; `None`
+    /// also when they are shorter than `to` (the caller's manifest entry
+    /// then disagrees with the chunk, and the read from the object says so).
+    pub(super) fn part(&self, id: &ChunkId, from: usize, to: usize) -> Option<Bytes> {
+        let raw = self.chunks.get(id)?;
+        (from <= to && to <= raw.len()).then(|| raw.slice(from..to))
+    }
+
+    /// Keeps a copy of `raw`, the checked raw bytes of chunk `id`, and
+    /// returns it. A copy of its own length: the bytes the caller read sit
+    /// in a pooled buffer sized for the largest chunk, which must go back
+    /// to the pool.
+    pub(super) fn insert(&self, id: &ChunkId, raw: &[u8]) -> Bytes {
+        let kept = Bytes::copy_from_slice(raw);
+        self.chunks.insert(*id, kept.clone());
+        kept
+    }
+}
+
+/// A decoded chunk's heap bytes: its own, and the entry's.
+#[derive(Clone)]
+struct DecodedWeight;
+
+impl Weighter<ChunkId, Bytes> for DecodedWeight {
+    fn weight(&self, _: &ChunkId, b: &Bytes) -> u64 {
+        (64 + b.len()) as u64
+    }
+}
+
 /// A record's estimated heap bytes: the struct, its strings and its
 /// segment offsets.
 #[derive(Clone)]
@@ -145,7 +202,6 @@ impl Weighter<(FileId, u32), Segment> for SegmentWeight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::id::ChunkId;
 
     fn record(id: FileId, segments: usize) -> Arc<FileRecord> {
         Arc::new(FileRecord {
@@ -193,5 +249,22 @@ mod tests {
         assert!(c.records.weight() <= RECORDS_BYTES, "records: {}", c.records.weight());
         assert!(c.segments.weight() <= SEGMENTS_BYTES, "segments: {}", c.segments.weight());
         assert!(c.records.len() > 100 && c.segments.len() > 50, "the cache still holds entries");
+    }
+
+    #[test]
+    fn decoded_chunks_answer_parts_and_stay_within_their_bound() {
+        let d = DecodedChunks::new();
+        let id = ChunkId::of(b"a chunk");
+        let raw = crate::testdata::pseudo_random(300_000, 1);
+        assert!(d.part(&id, 0, 10).is_none(), "nothing held yet");
+        let kept = d.insert(&id, &raw);
+        assert!(kept == raw[..]);
+        assert!(d.part(&id, 1_000, 66_536).unwrap() == raw[1_000..66_536]);
+        assert!(d.part(&id, 0, raw.len() + 1).is_none(), "past the chunk's end");
+        for n in 0..200u32 {
+            d.insert(&ChunkId::of(&n.to_le_bytes()), &raw);
+        }
+        assert!(d.chunks.weight() <= DECODED_BYTES, "{}", d.chunks.weight());
+        assert!(d.chunks.len() > 10, "the cache still holds chunks");
     }
 }

@@ -430,7 +430,9 @@ impl Store {
     /// whole payload. Whole-chunk reads ([`Self::read_chunk`], so every
     /// download of whole chunks), `depot get` (BLAKE3 of every chunk) and
     /// `depot verify` check the payload. A zstd object is read and
-    /// checked whole, then sliced.
+    /// checked whole, then sliced, and its raw bytes are kept for the
+    /// ranges that follow (see [`super::cache::DecodedChunks`]; the reads
+    /// for downloads look there first).
     ///
     /// # Errors
     /// [`Error::Corrupt`] for a bad header, another chunk's object, a
@@ -471,11 +473,12 @@ impl Store {
             .ok_or_else(|| corrupt("object missing"))?;
         let h = part_header(&head, key, len)?;
         if h.codec != object::Codec::Raw {
+            // Kept decoded: the next range of this chunk is a slice of it.
             let raw = self.read_chunk_at(key, len)?;
             if raw.len() < to {
                 return Err(corrupt("shorter than the manifest says"));
             }
-            return Ok(raw.slice(from..to));
+            return Ok(self.0.decoded.insert(id, &raw).slice(from..to));
         }
         if part.len() != to - from {
             return Err(corrupt("object shorter than its header says"));

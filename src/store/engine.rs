@@ -136,6 +136,7 @@ pub(super) struct ActivityCounters {
     pub(super) files: std::sync::atomic::AtomicU64,
     pub(super) reads_cached: std::sync::atomic::AtomicU64,
     pub(super) reads_blocking: std::sync::atomic::AtomicU64,
+    pub(super) reads_decoded: std::sync::atomic::AtomicU64,
 }
 
 /// A snapshot of [`ActivityCounters`].
@@ -155,6 +156,10 @@ pub struct Activity {
     /// long to try from the cache, on a store that cannot answer so, or
     /// refused there by a check (the blocking read then reports the damage).
     pub chunk_reads_blocking: u64,
+    /// Parts of compressed chunks answered from the decoded chunks a range
+    /// read before (see `super::cache::DecodedChunks`): no read and no
+    /// decompression.
+    pub chunk_reads_decoded: u64,
 }
 
 pub(super) fn bump(c: &std::sync::atomic::AtomicU64, by: u64) {
@@ -184,6 +189,9 @@ pub(super) struct Inner {
     pub(super) reader_rows: Mutex<HashMap<FileId, u64>>,
     /// Ready files' records and manifest segments (see [`super::cache`]).
     pub(super) cache: super::cache::FileCache,
+    /// Compressed chunks that ranges read parts of, decoded (see
+    /// [`super::cache::DecodedChunks`]).
+    pub(super) decoded: super::cache::DecodedChunks,
     /// What this process has done, for metrics.
     pub(super) activity: ActivityCounters,
     /// Server keys read or made so far (they never change once made):
@@ -350,6 +358,7 @@ impl Store {
             node: rand::random(),
             reader_rows: Mutex::new(HashMap::new()),
             cache: super::cache::FileCache::new(),
+            decoded: super::cache::DecodedChunks::new(),
             keys: Mutex::new(HashMap::new()),
             activity: ActivityCounters::default(),
             unclean,
@@ -458,6 +467,7 @@ impl Store {
             files_created: get(&a.files),
             chunk_reads_cached: get(&a.reads_cached),
             chunk_reads_blocking: get(&a.reads_blocking),
+            chunk_reads_decoded: get(&a.reads_decoded),
         }
     }
 

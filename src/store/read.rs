@@ -14,10 +14,13 @@
 //! them (read on the async thread, see [`Store::read_range`]). What a read
 //! checks: a whole chunk's payload CRC
 //! and length ([`Store::read_chunk`]); for a part of a raw chunk, its
-//! header only ([`Store::read_chunk_part`]).
+//! header only ([`Store::read_chunk_part`]); a part of a compressed chunk
+//! is a slice of the whole chunk, checked and decoded once and then kept
+//! for the ranges that follow ([`super::cache::DecodedChunks`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
@@ -304,9 +307,12 @@ impl Store {
         if end - start > ON_THREAD {
             return None;
         }
-        parts_in(entries.clone(), seg_start, start, end)
-            .map(|(e, from, to)| self.read_part_cached(&e, from, to))
-            .collect()
+        let parts: Vec<(Bytes, &AtomicU64)> = parts_in(entries.clone(), seg_start, start, end)
+            .map(|(e, from, to)| self.try_part_cached(&e, from, to))
+            .collect::<Option<_>>()?;
+        // Counted once all are answered: else the blocking read answers
+        // (and counts) every part again.
+        Some(parts.into_iter().map(|(b, path)| counted(path, b)).collect())
     }
 
     /// [`Store::read_part_cached`] on a task of its own, so that a long
@@ -331,8 +337,18 @@ impl Store {
     /// CRC checked); else `None`, and the caller reads on a blocking thread
     /// ([`Store::read_part`], which also reports damage).
     fn read_part_cached(&self, e: &Entry, from: usize, to: usize) -> Option<Bytes> {
+        let (b, path) = self.try_part_cached(e, from, to)?;
+        Some(counted(path, b))
+    }
+
+    /// [`Store::read_part_cached`] not yet counted: the bytes and the
+    /// counter of the path that answered (decoded, or cached).
+    fn try_part_cached(&self, e: &Entry, from: usize, to: usize) -> Option<(Bytes, &AtomicU64)> {
         if !self.tries_cached(e, from, to) {
             return None;
+        }
+        if let Some(b) = self.decoded_part(e, from, to) {
+            return Some((b, &self.0.activity.reads_decoded));
         }
         let key = ObjectKey::plain(e.id);
         let got = if is_whole(e, from, to) {
@@ -340,10 +356,18 @@ impl Store {
         } else {
             self.read_chunk_part_cached(&key, e.len, from, to)
         };
-        if got.is_some() {
-            super::engine::bump(&self.0.activity.reads_cached, 1);
+        Some((got?, &self.0.activity.reads_cached))
+    }
+
+    /// Bytes `from..to` of chunk `e`, a part of a compressed chunk that an
+    /// earlier range read and decoded ([`super::cache::DecodedChunks`]):
+    /// memory only, so it may run on an async thread. Whole chunks are not
+    /// looked for: a long download reads each once. Not counted here.
+    fn decoded_part(&self, e: &Entry, from: usize, to: usize) -> Option<Bytes> {
+        if is_whole(e, from, to) {
+            return None;
         }
-        got
+        self.0.decoded.part(&e.id, from, to)
     }
 
     /// Whether bytes `from..to` of chunk `e` are tried from the kernel's
@@ -376,6 +400,9 @@ impl Store {
     /// when the caller looked it up (else it is looked up here). A chunk
     /// found damaged is marked so (the next upload of its content heals it).
     fn read_part(&self, e: &Entry, key: Option<ObjectKey>, from: usize, to: usize) -> Result<Bytes> {
+        if let Some(b) = self.decoded_part(e, from, to) {
+            return Ok(counted(&self.0.activity.reads_decoded, b));
+        }
         super::engine::bump(&self.0.activity.reads_blocking, 1);
         let read = |key: &ObjectKey| {
             if is_whole(e, from, to) {
@@ -406,6 +433,12 @@ impl Store {
             other => other,
         }
     }
+}
+
+/// `b`, counted as a chunk read by the path `path` counts.
+fn counted(path: &AtomicU64, b: Bytes) -> Bytes {
+    super::engine::bump(path, 1);
+    b
 }
 
 /// Whether bytes `from..to` of chunk `e` are all of it.
