@@ -92,7 +92,7 @@ impl Pool {
                 v
             })
         };
-        let vec = reused.unwrap_or_else(|| Vec::with_capacity(len.max(CLASS).next_multiple_of(STEP)));
+        let vec = reused.unwrap_or_else(|| Vec::with_capacity(capacity_for(len)));
         Buffer { vec, pool: self }
     }
 
@@ -116,6 +116,15 @@ impl Pool {
     fn bytes(&self) -> usize {
         self.inner.lock().unwrap().1
     }
+}
+
+/// The capacity of a new buffer [`take`] makes for `len` bytes, and so the
+/// memory it may keep while in use: `len` below [`POOLED_MIN`] and above
+/// [`POOLED_MAX`] (not pooled), else [`CLASS`], or `len` rounded up to the
+/// pool's step above it. (A reused buffer may be larger: the smallest
+/// free one that fits.)
+pub fn capacity_for(len: usize) -> usize {
+    if (POOLED_MIN..=POOLED_MAX).contains(&len) { len.max(CLASS).next_multiple_of(STEP) } else { len }
 }
 
 /// An empty buffer with room for at least `len` bytes: a reused one when the

@@ -58,8 +58,10 @@ pub const RECORDS_BYTES: u64 = 1 << 20;
 /// about 28 GiB of files at the default 256 KiB average chunk.
 pub const SEGMENTS_BYTES: u64 = 4 << 20;
 
-/// The decoded chunks kept at most, in bytes: 64 of the default chunking's
-/// average (256 KiB), 16 of its largest (1 MiB).
+/// The decoded chunks kept at most, in bytes of the buffers that hold
+/// them: 15 chunks of the default chunking (a decoded chunk of 128 KiB or
+/// more stays in the pooled buffer it was decoded into, sized for the
+/// largest chunk), more of smaller ones.
 pub const DECODED_BYTES: u64 = 16 << 20;
 
 /// A decoded manifest segment, shared by the readers of its file.
@@ -156,24 +158,40 @@ impl DecodedChunks {
         (from <= to && to <= raw.len()).then(|| raw.slice(from..to))
     }
 
-    /// Keeps a copy of `raw`, the checked raw bytes of chunk `id`, and
-    /// returns it. A copy of its own length: the bytes the caller read sit
-    /// in a pooled buffer sized for the largest chunk, which must go back
-    /// to the pool.
-    pub(super) fn insert(&self, id: &ChunkId, raw: &[u8]) -> Bytes {
-        let kept = Bytes::copy_from_slice(raw);
-        self.chunks.insert(*id, kept.clone());
-        kept
+    /// The raw bytes of chunk `id`: held, or made by `decode` (a read and
+    /// check of its object) and kept. Readers asking for a chunk that
+    /// another is decoding wait for it (on their blocking thread) instead
+    /// of decoding it too, as concurrent ranges of one chunk do; when the
+    /// decode fails, nothing is kept and a waiter decodes in its turn.
+    ///
+    /// What is kept is what `decode` returns, which for a chunk of 128 KiB
+    /// or more is a pooled buffer sized for the largest chunk: weighed so,
+    /// and back in the pool once evicted and written. Not a copy of its own
+    /// length: above the server's mmap threshold every copy was a fresh
+    /// mapping, faulted in and then unmapped on eviction (20% of the
+    /// server's CPU under random ranges of compressed chunks, where few are
+    /// asked again; docs/PERFORMANCE.md, D2).
+    ///
+    /// # Errors
+    /// `decode`'s.
+    pub(super) fn get_or_decode<E>(
+        &self,
+        id: &ChunkId,
+        decode: impl FnOnce() -> Result<Bytes, E>,
+    ) -> Result<Bytes, E> {
+        self.chunks.get_or_insert_with(id, decode)
     }
 }
 
-/// A decoded chunk's heap bytes: its own, and the entry's.
+/// A decoded chunk's heap bytes: the buffer it was decoded into (its
+/// length and the one spare byte of the decoder, see
+/// [`super::object::decompress_capped_into`]), and the entry's.
 #[derive(Clone)]
 struct DecodedWeight;
 
 impl Weighter<ChunkId, Bytes> for DecodedWeight {
     fn weight(&self, _: &ChunkId, b: &Bytes) -> u64 {
-        (64 + b.len()) as u64
+        (64 + super::buffer::capacity_for(b.len() + 1)) as u64
     }
 }
 
@@ -256,15 +274,45 @@ mod tests {
         let d = DecodedChunks::new();
         let id = ChunkId::of(b"a chunk");
         let raw = crate::testdata::pseudo_random(300_000, 1);
+        let decode = || Ok::<_, ()>(Bytes::from(raw.clone()));
         assert!(d.part(&id, 0, 10).is_none(), "nothing held yet");
-        let kept = d.insert(&id, &raw);
+        assert_eq!(d.get_or_decode(&id, || Err(())), Err(()), "a failed decode");
+        assert!(d.part(&id, 0, 10).is_none(), "a failed decode keeps nothing");
+        let kept = d.get_or_decode(&id, decode).unwrap();
         assert!(kept == raw[..]);
+        assert!(d.get_or_decode(&id, || Err(())).unwrap() == raw[..], "held: not decoded again");
         assert!(d.part(&id, 1_000, 66_536).unwrap() == raw[1_000..66_536]);
         assert!(d.part(&id, 0, raw.len() + 1).is_none(), "past the chunk's end");
         for n in 0..200u32 {
-            d.insert(&ChunkId::of(&n.to_le_bytes()), &raw);
+            d.get_or_decode(&ChunkId::of(&n.to_le_bytes()), decode).unwrap();
         }
         assert!(d.chunks.weight() <= DECODED_BYTES, "{}", d.chunks.weight());
         assert!(d.chunks.len() > 10, "the cache still holds chunks");
+    }
+
+    /// Readers of one chunk at once decode it once: the others wait for it.
+    #[test]
+    fn concurrent_readers_of_a_chunk_decode_it_once() {
+        use std::sync::atomic::AtomicUsize;
+        let d = DecodedChunks::new();
+        let id = ChunkId::of(b"wanted by four");
+        let decodes = AtomicUsize::new(0);
+        let start = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    start.wait();
+                    let got = d
+                        .get_or_decode(&id, || {
+                            decodes.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                            Ok::<_, ()>(Bytes::from_static(b"the raw bytes"))
+                        })
+                        .unwrap();
+                    assert_eq!(&got[..], b"the raw bytes");
+                });
+            }
+        });
+        assert_eq!(decodes.load(Ordering::SeqCst), 1);
     }
 }

@@ -474,11 +474,11 @@ impl Store {
         let h = part_header(&head, key, len)?;
         if h.codec != object::Codec::Raw {
             // Kept decoded: the next range of this chunk is a slice of it.
-            let raw = self.read_chunk_at(key, len)?;
+            let raw = self.0.decoded.get_or_decode(id, || self.read_chunk_at(key, len))?;
             if raw.len() < to {
                 return Err(corrupt("shorter than the manifest says"));
             }
-            return Ok(self.0.decoded.insert(id, &raw).slice(from..to));
+            return Ok(raw.slice(from..to));
         }
         if part.len() != to - from {
             return Err(corrupt("object shorter than its header says"));
