@@ -168,7 +168,7 @@ impl DecodedChunks {
     /// or more is a pooled buffer sized for the largest chunk: weighed so,
     /// and back in the pool once evicted and written. Not a copy of its own
     /// length: above the server's mmap threshold every copy was a fresh
-    /// mapping, faulted in and then unmapped on eviction (20% of the
+    /// mapping, faulted in and then unmapped on eviction (about 20% of the
     /// server's CPU under random ranges of compressed chunks, where few are
     /// asked again; docs/PERFORMANCE.md, D2).
     ///
@@ -274,7 +274,13 @@ mod tests {
         let d = DecodedChunks::new();
         let id = ChunkId::of(b"a chunk");
         let raw = crate::testdata::pseudo_random(300_000, 1);
-        let decode = || Ok::<_, ()>(Bytes::from(raw.clone()));
+        // As `object::decode_buffer` hands a decoded chunk over: a pooled
+        // buffer taken for its length and one spare byte.
+        let decode = || {
+            let mut b = crate::store::buffer::take(raw.len() + 1);
+            b.extend_from_slice(&raw);
+            Ok::<_, ()>(b.freeze(0..raw.len()))
+        };
         assert!(d.part(&id, 0, 10).is_none(), "nothing held yet");
         assert_eq!(d.get_or_decode(&id, || Err(())), Err(()), "a failed decode");
         assert!(d.part(&id, 0, 10).is_none(), "a failed decode keeps nothing");
@@ -287,6 +293,10 @@ mod tests {
             d.get_or_decode(&ChunkId::of(&n.to_le_bytes()), decode).unwrap();
         }
         assert!(d.chunks.weight() <= DECODED_BYTES, "{}", d.chunks.weight());
+        // Weighed as the buffers that hold them, not as their bytes: a
+        // 300,000-byte chunk keeps a buffer sized for the largest chunk.
+        let held = d.chunks.len() as u64 * crate::store::buffer::CLASS as u64;
+        assert!(held <= DECODED_BYTES, "{} chunks hold {held} bytes of buffers", d.chunks.len());
         assert!(d.chunks.len() > 10, "the cache still holds chunks");
     }
 
