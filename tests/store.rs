@@ -333,6 +333,71 @@ fn a_second_process_cannot_open_a_store_in_use() {
     assert!(matches!(err, Error::Locked(_)), "{err}");
 }
 
+/// A chunk stored zstd whose object the page cache holds is read once, on
+/// the async thread, and only decoded on a blocking one: no blocking read
+/// of its object for a range (there were two: its header with the slice,
+/// then the whole object) nor for a whole download (there was one). One
+/// that does not check is still refused and marked damaged.
+#[test]
+fn a_cached_compressed_chunk_is_read_once_and_decoded_on_a_blocking_thread() {
+    use depot::store::{Faulty, objects::Op};
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsObjects::open(&dir.path().join("objects"), test_options().fsync).unwrap();
+    let objects = Arc::new(Faulty::new(Arc::new(fs)));
+    let store = Store::open_with(dir.path(), test_options(), objects.clone(), Arc::new(SystemClock)).unwrap();
+    let data: Vec<u8> =
+        (0..4_000).flat_map(|i| format!("record {i}: a line that compresses well\n").into_bytes()).collect();
+    let rec = ingest(&store, "log.txt", &data);
+    assert!(store.stats().unwrap().stored_bytes * 2 < data.len() as u64, "stored zstd");
+    let entries = store.segment(&rec.id, 0).unwrap();
+    let at = |k: usize| entries[..k].iter().map(|e| u64::from(e.len)).sum::<u64>();
+    let (a, b) = (1, entries.iter().skip(2).position(|e| e.len >= 2048).unwrap() + 2);
+    let reads = || (objects.calls(Op::Get), objects.calls(Op::GetCached));
+    let range = |k: usize, q: u64| {
+        let (start, end) = (at(k) + q * 512, at(k) + q * 512 + 512);
+        assert_eq!(
+            read_range(&store, &rec.id, start, end),
+            &data[start as usize..end as usize],
+            "{start}..{end}"
+        );
+    };
+    // The first range caches the file's manifest segment: read on a
+    // blocking thread (the header with the slice, then the object).
+    let before = reads();
+    range(a, 0);
+    assert_eq!((reads().0 - before.0, reads().1 - before.1), (2, 0));
+    // Another chunk: its object from the page cache (the header with the
+    // slice, then the object), decoded on a blocking thread.
+    let before = reads();
+    range(b, 1);
+    assert_eq!((reads().0 - before.0, reads().1 - before.1), (0, 2), "read once, from the page cache");
+    // Its next part, from the decoded chunk.
+    let before = reads();
+    range(b, 2);
+    assert_eq!(reads(), before, "from memory");
+    // A whole download: each chunk's object read once, from the page cache.
+    let before = reads();
+    assert_eq!(read_range(&store, &rec.id, 0, rec.size), data);
+    assert_eq!((reads().0 - before.0, reads().1 - before.1), (0, entries.len() as u64));
+
+    // A damaged object read so is read again on the blocking thread, refused
+    // and marked damaged.
+    let victim = entries[b + 1];
+    let key = ObjectKey::plain(victim.id);
+    let mut bytes = objects.get(&key).unwrap().unwrap();
+    *bytes.last_mut().unwrap() ^= 0x01; // the payload's last byte
+    objects.replace(&key, &[&bytes]).unwrap();
+    let before = reads();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let got: Result<Vec<Bytes>, _> = rt.block_on(async {
+        let (rec, guard) = store.open_file(&rec.id).unwrap();
+        store.read_range(&rec, guard, at(b + 1), at(b + 1) + 100).try_collect().await
+    });
+    assert!(matches!(got, Err(Error::Corrupt { id, .. }) if id == victim.id), "{got:?}");
+    assert_eq!(reads().0 - before.0, 2, "read again on the blocking thread");
+    assert_eq!(store.missing(&[victim.id], 0).unwrap(), vec![victim.id]);
+}
+
 fn crash_between_object_write_and_metadata_leaves_a_store_gc_cleans(backend: Backend) {
     let home = Home::new(backend);
     let opts = test_options();

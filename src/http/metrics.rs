@@ -168,7 +168,7 @@ impl Metrics {
         put(
             "depot_chunk_reads_total",
             "counter",
-            "Chunk reads for downloads, by path: cached (answered from the page cache on an async thread), blocking (a blocking-pool thread) or decoded (a part of a compressed chunk an earlier range decoded, from memory).",
+            "Chunk reads for downloads, by path: cached (read from the page cache on an async thread; a compressed chunk then decoded on a blocking-pool thread), blocking (a blocking-pool thread) or decoded (a part of a compressed chunk an earlier range decoded, from memory).",
             &reads,
         );
         self.render_latency(&mut out);

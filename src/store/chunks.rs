@@ -18,6 +18,18 @@ use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
 use super::objects::ObjectKey;
 use super::{Store, object};
 
+/// A chunk read from the kernel's caches on an async thread
+/// ([`Store::read_chunk_cached`], [`Store::read_chunk_part_cached`]).
+pub(super) enum Cached {
+    /// The bytes asked for, checked.
+    Ready(Bytes),
+    /// Its zstd object, `enc[..n]`, read whole but neither checked nor
+    /// decoded: decompressing takes longer than an async thread may be held,
+    /// so a blocking thread finishes it ([`Store::decode_read`]) without
+    /// reading the object again.
+    Encoded(Buffer, usize),
+}
+
 /// The outcome of storing one chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Put {
@@ -486,49 +498,65 @@ impl Store {
         Ok(part.freeze(0..to - from))
     }
 
-    /// [`Self::read_chunk_part_at`] of a raw object, answered only when the
-    /// kernel's caches hold the object's name and bytes (see
+    /// [`Self::read_chunk_part_at`] answered only when the kernel's caches
+    /// hold the object's name and bytes (see
     /// [`ObjectStore::get_head_and_range_cached`]): no wait for a disk, so
-    /// it may run on an async thread. It checks what the blocking read
-    /// checks; `None` for anything else (not cached, a zstd object, a
-    /// header that does not check): the blocking read then answers, and
-    /// reports a damaged object.
+    /// it may run on an async thread. A raw object's part is checked as the
+    /// blocking read checks it; a zstd object is read whole and left for a
+    /// blocking thread to check and decode ([`Cached::Encoded`]). `None`
+    /// for anything else (not cached, a header that does not check): the
+    /// blocking read then answers, and reports a damaged object.
     pub(super) fn read_chunk_part_cached(
         &self,
         key: &ObjectKey,
         len: u32,
         from: usize,
         to: usize,
-    ) -> Option<Bytes> {
+    ) -> Option<Cached> {
         let mut part = buffer::take_to_overwrite(to - from);
-        let head = self.0.objects.get_head_and_range_cached(
+        let (head, n) = self.0.objects.get_head_and_range_cached(
             key,
             object::HEADER_LEN,
             (object::HEADER_LEN + from) as u64,
             to - from,
             &mut part,
         )?;
-        let h = part_header(&head, key, len).ok()?;
-        (h.codec == object::Codec::Raw).then(|| part.freeze(0..to - from))
+        if part_header(&head, key, len).ok()?.codec == object::Codec::Raw {
+            // A short raw object is the blocking read's to report.
+            return (n == to - from).then(|| Cached::Ready(part.freeze(0..n)));
+        }
+        drop(part);
+        self.read_chunk_cached(key, len)
     }
 
-    /// [`Self::read_chunk_at`] of a raw object, answered only when the
-    /// kernel's caches hold the object's name and bytes (see
+    /// [`Self::read_chunk_at`] answered only when the kernel's caches hold
+    /// the object's name and bytes (see
     /// [`ObjectStore::get_cached`](super::objects::ObjectStore::get_cached)):
-    /// no wait for a disk, so it may run on an async thread. It checks what
-    /// the blocking read checks (header, payload CRC, chunk id, length);
-    /// `None` for anything else (not cached, a zstd object, which would be
-    /// decompressed there, a check that fails): the blocking read then
-    /// answers, and reports a damaged object.
-    pub(super) fn read_chunk_cached(&self, key: &ObjectKey, len: u32) -> Option<Bytes> {
+    /// no wait for a disk, so it may run on an async thread. A raw object
+    /// is checked as the blocking read checks it (header, payload CRC,
+    /// chunk id, length); a zstd object is not decompressed there but
+    /// handed back read ([`Cached::Encoded`]). `None` for anything else
+    /// (not cached, a check that fails): the blocking read then answers,
+    /// and reports a damaged object.
+    pub(super) fn read_chunk_cached(&self, key: &ObjectKey, len: u32) -> Option<Cached> {
         let max = object::HEADER_LEN + len as usize;
         let mut enc = buffer::take_to_overwrite(max + 1);
         let n = self.0.objects.get_cached(key, max, &mut enc)?;
-        // A zstd object would be decompressed here, on an async thread.
         if object::Header::decode(&enc[..n]).ok()?.codec != object::Codec::Raw {
-            return None;
+            return Some(Cached::Encoded(enc, n));
         }
-        of_len(key, self.decode_chunk(key, enc, n).ok()?, len).ok()
+        of_len(key, self.decode_chunk(key, enc, n).ok()?, len).ok().map(Cached::Ready)
+    }
+
+    /// The raw bytes of a chunk of `len` raw bytes from its object
+    /// `enc[..n]`, read before by [`Self::read_chunk_cached`]: checked
+    /// (header, payload CRC, chunk id, length) and decoded, on a blocking
+    /// thread.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] saying which check failed.
+    pub(super) fn decode_read(&self, key: &ObjectKey, enc: Buffer, n: usize, len: u32) -> Result<Bytes> {
+        of_len(key, self.decode_chunk(key, enc, n)?, len)
     }
 
     /// Moves a chunk's object aside after a read found it damaged, and marks

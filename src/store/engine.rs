@@ -150,7 +150,9 @@ pub struct Activity {
     pub files_created: u64,
     /// Chunk reads for downloads (a whole chunk or the part a range needs)
     /// answered from the kernel's page cache on an async thread, with no
-    /// hop to the blocking pool (see `Store::read_part_cached`).
+    /// hop to the blocking pool (see `Store::try_part_cached`); a
+    /// compressed chunk's object read so is decoded on a blocking thread,
+    /// not read again.
     pub chunk_reads_cached: u64,
     /// Chunk reads for downloads made on a blocking thread: not cached, too
     /// long to try from the cache, on a store that cannot answer so, or

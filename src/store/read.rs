@@ -25,7 +25,9 @@ use std::sync::atomic::AtomicU64;
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 
+use super::buffer::Buffer;
 use super::cache::{Readers, Segment};
+use super::chunks::Cached;
 use super::manifest::Entry;
 use super::name::View;
 use super::objects::{ObjectKey, ObjectsKind};
@@ -218,20 +220,31 @@ impl Store {
             let store = self.clone();
             let seg_start = rec.segments[first];
             let cached = self.0.cache.segment(&id, first as u32);
-            if let Some(parts) =
-                cached.as_ref().and_then(|e| self.read_parts_cached(e, seg_start, start, end))
-            {
-                return held(stream::iter(parts.into_iter().map(Ok)), guard);
-            }
+            let tried = match cached.as_ref().and_then(|e| self.parts_early(e, seg_start, start, end)) {
+                Some(parts) => match self.all_ready(parts) {
+                    Ok(bytes) => return held(stream::iter(bytes.into_iter().map(Ok)), guard),
+                    Err(parts) => Some(parts),
+                },
+                None => None,
+            };
             let parts = async move {
                 store
                     .blocking(move |s| {
-                        let entries = match cached {
-                            Some(e) => e,
-                            None => s.segment_shared(&id, first as u32, true)?,
+                        let parts = match (tried, cached) {
+                            (Some(parts), _) => parts,
+                            (None, cached) => {
+                                let entries = match cached {
+                                    Some(e) => e,
+                                    None => s.segment_shared(&id, first as u32, true)?,
+                                };
+                                parts_in(entries, seg_start, start, end)
+                                    .map(|(e, from, to)| (e, from, to, None))
+                                    .collect()
+                            }
                         };
-                        parts_in(entries, seg_start, start, end)
-                            .map(|(e, from, to)| s.read_part(&e, None, from, to))
+                        parts
+                            .into_iter()
+                            .map(|(e, from, to, early)| s.finish_part(&e, None, from, to, early))
                             .collect()
                     })
                     .await
@@ -273,14 +286,15 @@ impl Store {
             .map_ok(move |((e, from, to), key)| {
                 let store = chunk_store.clone();
                 async move {
-                    if let Some(b) = store.read_part_beside(&e, from, to).await {
-                        return Ok(b);
-                    }
+                    let early = match store.read_part_beside(&e, from, to).await {
+                        Some(Early::Ready(b, path)) => return Ok(counted(store.reads(path), b)),
+                        other => other,
+                    };
                     store
                         .blocking(move |s| {
                             // A long download keeps holding deletes on other nodes.
                             s.hold_across_nodes(&id)?;
-                            s.read_part(&e, key, from, to)
+                            s.finish_part(&e, key, from, to, early)
                         })
                         .await
                 }
@@ -289,66 +303,69 @@ impl Store {
         held(s, guard)
     }
 
-    /// The parts of `start..end` (in a segment starting at `seg_start`)
-    /// read on the calling thread, when the range is at most [`ON_THREAD`]
-    /// long, covers only parts of chunks, and the kernel's caches hold
-    /// every byte ([`Store::read_chunk_part_cached`]); else `None`, and the
-    /// caller reads on a blocking thread. A cached 64 KiB range then costs
-    /// no hop to the blocking pool and back (two thread wake-ups, the
-    /// largest cost left in a profile of `Range` requests:
-    /// docs/PERFORMANCE.md, D2).
-    fn read_parts_cached(
-        &self,
-        entries: &Segment,
-        seg_start: u64,
-        start: u64,
-        end: u64,
-    ) -> Option<Vec<Bytes>> {
+    /// The parts of `start..end` (in a segment starting at `seg_start`),
+    /// each with what the calling thread could read of it
+    /// ([`Store::try_part_cached`]), when the range is at most
+    /// [`ON_THREAD`] long; else `None`, and the caller reads on a blocking
+    /// thread. A cached 64 KiB range then costs no hop to the blocking pool
+    /// and back (two thread wake-ups, the largest cost left in a profile of
+    /// `Range` requests: docs/PERFORMANCE.md, D2); when some part needs
+    /// the hop, the parts read here are not read again there.
+    fn parts_early(&self, entries: &Segment, seg_start: u64, start: u64, end: u64) -> Option<Vec<Part>> {
         if end - start > ON_THREAD {
             return None;
         }
-        let parts: Vec<(Bytes, &AtomicU64)> = parts_in(entries.clone(), seg_start, start, end)
-            .map(|(e, from, to)| self.try_part_cached(&e, from, to))
-            .collect::<Option<_>>()?;
-        // Counted once all are answered: else the blocking read answers
-        // (and counts) every part again.
-        Some(parts.into_iter().map(|(b, path)| counted(path, b)).collect())
+        let parts = parts_in(entries.clone(), seg_start, start, end)
+            .map(|(e, from, to)| (e, from, to, self.try_part_cached(&e, from, to)))
+            .collect();
+        Some(parts)
     }
 
-    /// [`Store::read_part_cached`] on a task of its own, so that a long
+    /// The bytes of `parts` when the calling thread read all of them,
+    /// counted; else the parts back, for a blocking thread to finish
+    /// ([`Store::finish_part`]), which counts each part once.
+    fn all_ready(&self, parts: Vec<Part>) -> std::result::Result<Vec<Bytes>, Vec<Part>> {
+        if !parts.iter().all(|p| matches!(p.3, Some(Early::Ready(..)))) {
+            return Err(parts);
+        }
+        Ok(parts
+            .into_iter()
+            .filter_map(|(.., early)| match early {
+                Some(Early::Ready(b, path)) => Some(counted(self.reads(path), b)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// [`Store::try_part_cached`] on a task of its own, so that a long
     /// download's reads ahead run beside the task writing its response (on
     /// the runtime's other worker thread when it is free): one task switch
     /// per chunk, not the two thread wake-ups of a blocking-pool hop.
     /// `None` when the caches do not hold the chunk (or the task failed):
     /// the caller then reads on a blocking thread.
-    async fn read_part_beside(&self, e: &Entry, from: usize, to: usize) -> Option<Bytes> {
+    async fn read_part_beside(&self, e: &Entry, from: usize, to: usize) -> Option<Early> {
         // Nothing spawned for a read that would not be tried.
         if !self.tries_cached(e, from, to) {
             return None;
         }
         let (store, e) = (self.clone(), *e);
-        tokio::spawn(async move { store.read_part_cached(&e, from, to) }).await.ok().flatten()
+        tokio::spawn(async move { store.try_part_cached(&e, from, to) }).await.ok().flatten()
     }
 
-    /// Bytes `from..to` of the chunk `e` names, read on the calling thread
-    /// when the kernel's caches hold them: a part of at most [`ON_THREAD`]
+    /// Bytes `from..to` of the chunk `e` names, as far as the calling
+    /// thread gets with them when the kernel's caches hold them, not yet
+    /// counted: a part of at most [`ON_THREAD`]
     /// ([`Store::read_chunk_part_cached`], header checked) or a whole chunk
     /// of at most [`WHOLE_ON_THREAD`] ([`Store::read_chunk_cached`], payload
-    /// CRC checked); else `None`, and the caller reads on a blocking thread
-    /// ([`Store::read_part`], which also reports damage).
-    fn read_part_cached(&self, e: &Entry, from: usize, to: usize) -> Option<Bytes> {
-        let (b, path) = self.try_part_cached(e, from, to)?;
-        Some(counted(path, b))
-    }
-
-    /// [`Store::read_part_cached`] not yet counted: the bytes and the
-    /// counter of the path that answered (decoded, or cached).
-    fn try_part_cached(&self, e: &Entry, from: usize, to: usize) -> Option<(Bytes, &AtomicU64)> {
+    /// CRC checked), or the zstd object either is cut from, read but not
+    /// decoded ([`Early::Encoded`]); else `None`, and the caller reads on a
+    /// blocking thread ([`Store::read_part`], which also reports damage).
+    fn try_part_cached(&self, e: &Entry, from: usize, to: usize) -> Option<Early> {
         if !self.tries_cached(e, from, to) {
             return None;
         }
         if let Some(b) = self.decoded_part(e, from, to) {
-            return Some((b, &self.0.activity.reads_decoded));
+            return Some(Early::Ready(b, Path::Decoded));
         }
         let key = ObjectKey::plain(e.id);
         let got = if is_whole(e, from, to) {
@@ -356,7 +373,60 @@ impl Store {
         } else {
             self.read_chunk_part_cached(&key, e.len, from, to)
         };
-        Some((got?, &self.0.activity.reads_cached))
+        Some(match got? {
+            Cached::Ready(b) => Early::Ready(b, Path::Cached),
+            Cached::Encoded(enc, n) => Early::Encoded(enc, n),
+        })
+    }
+
+    /// Bytes `from..to` of chunk `e`, on a blocking thread, from what an
+    /// async thread got of them (`early`): its bytes as they are, its zstd
+    /// object checked and decoded (kept decoded when a part is asked, see
+    /// [`Store::read_chunk_part`]), or, for `None`, read
+    /// ([`Store::read_part`], from the object at `key` when given). A zstd
+    /// object that does not check is read again by [`Store::read_part`],
+    /// which reports the damage.
+    ///
+    /// # Errors
+    /// As [`Store::read_part`].
+    fn finish_part(
+        &self,
+        e: &Entry,
+        key: Option<ObjectKey>,
+        from: usize,
+        to: usize,
+        early: Option<Early>,
+    ) -> Result<Bytes> {
+        let (enc, n) = match early {
+            Some(Early::Ready(b, path)) => return Ok(counted(self.reads(path), b)),
+            Some(Early::Encoded(enc, n)) => (enc, n),
+            None => return self.read_part(e, key, from, to),
+        };
+        let at = ObjectKey::plain(e.id);
+        let decode = || self.decode_read(&at, enc, n, e.len);
+        let got = if is_whole(e, from, to) {
+            decode()
+        } else {
+            self.0.decoded.get_or_decode(&e.id, decode).and_then(|raw| {
+                (to <= raw.len()).then(|| raw.slice(from..to)).ok_or_else(|| Error::Corrupt {
+                    id: e.id,
+                    reason: "shorter than the manifest says".into(),
+                })
+            })
+        };
+        match got {
+            Ok(b) => Ok(counted(&self.0.activity.reads_cached, b)),
+            Err(Error::Corrupt { .. }) => self.read_part(e, key, from, to),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The counter of reads answered by `path`.
+    fn reads(&self, path: Path) -> &AtomicU64 {
+        match path {
+            Path::Cached => &self.0.activity.reads_cached,
+            Path::Decoded => &self.0.activity.reads_decoded,
+        }
     }
 
     /// Bytes `from..to` of chunk `e`, a part of a compressed chunk that an
@@ -433,6 +503,31 @@ impl Store {
             other => other,
         }
     }
+}
+
+/// A part of a chunk, `from..to` in chunk `e`, with what an async thread
+/// got of it ([`Store::try_part_cached`]).
+type Part = (Entry, usize, usize, Option<Early>);
+
+/// A part of a chunk as far as an async thread got with it
+/// ([`Store::try_part_cached`]); a blocking thread finishes the rest
+/// ([`Store::finish_part`]).
+enum Early {
+    /// Its bytes, answered by `Path` (counted once the answer is whole).
+    Ready(Bytes, Path),
+    /// Its chunk's zstd object, `enc[..n]`, read from the page cache, to
+    /// check and decode (see [`Cached::Encoded`]).
+    Encoded(Buffer, usize),
+}
+
+/// Which path answered a read on an async thread (and which counter of
+/// `depot_chunk_reads_total` it goes to).
+#[derive(Clone, Copy)]
+enum Path {
+    /// The page cache.
+    Cached,
+    /// The decoded chunks ([`super::cache::DecodedChunks`]).
+    Decoded,
 }
 
 /// `b`, counted as a chunk read by the path `path` counts.

@@ -32,7 +32,12 @@ pub enum Op {
     /// [`ObjectStore::put_many`].
     Put,
     Replace,
+    /// A blocking read: `get`, `get_into`, `get_range`,
+    /// `get_head_and_range`.
     Get,
+    /// A read from memory alone: `get_cached`, `get_head_and_range_cached`
+    /// (a failed one answers `None`, as one the kernel's caches could not).
+    GetCached,
     Contains,
     Delete,
     List,
@@ -224,6 +229,27 @@ impl ObjectStore for Faulty {
         self.pause_point(Op::Get, std::slice::from_ref(key));
         self.enter(Op::Get)?;
         self.inner.get_head_and_range(key, head, start, len, buf)
+    }
+
+    fn answers_cached(&self) -> bool {
+        self.inner.answers_cached()
+    }
+
+    fn get_head_and_range_cached(
+        &self,
+        key: &ObjectKey,
+        head: usize,
+        start: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<(Vec<u8>, usize)> {
+        self.enter(Op::GetCached).ok()?;
+        self.inner.get_head_and_range_cached(key, head, start, len, buf)
+    }
+
+    fn get_cached(&self, key: &ObjectKey, max: usize, buf: &mut Vec<u8>) -> Option<usize> {
+        self.enter(Op::GetCached).ok()?;
+        self.inner.get_cached(key, max, buf)
     }
 
     fn contains(&self, key: &ObjectKey) -> io::Result<bool> {

@@ -305,10 +305,11 @@ impl ObjectStore for FsObjects {
         start: u64,
         len: usize,
         buf: &mut Vec<u8>,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<(Vec<u8>, usize)> {
         let fd = self.open_cached(key)?;
         let mut h = vec![0u8; head];
-        // Short of either (the end of the file) is for the blocking read.
+        // A short head (the end of the file) is for the blocking read; a
+        // short slice is the caller's to judge by the head.
         (read_cached(&fd, 0, &mut h)? == head).then_some(())?;
         // The kernel takes an initialised slice: `buf` is grown to `len`
         // when shorter (zeroes only past its length) and its first `len`
@@ -316,7 +317,7 @@ impl ObjectStore for FsObjects {
         if buf.len() < len {
             buf.resize(len, 0);
         }
-        (read_cached(&fd, start, &mut buf[..len])? == len).then_some(h)
+        Some((h, read_cached(&fd, start, &mut buf[..len])?))
     }
 
     #[cfg(target_os = "linux")]

@@ -207,13 +207,15 @@ pub trait ObjectStore: Send + Sync + 'static {
     }
 
     /// [`ObjectStore::get_head_and_range`] answered from memory alone, so
-    /// that it may run on an async thread: `Some(head)` with the slice in
-    /// `buf[..len]` (`buf` grown to `len` when shorter, never cleared or
-    /// cut: bytes past `len` are left as they were) when the object was
-    /// found and both reads were complete without waiting for a disk;
-    /// `None` when anything would have waited, or was absent, short or
-    /// failed (the caller then makes the blocking call, which reports what
-    /// went wrong). The default is always `None`; the directory answers
+    /// that it may run on an async thread: `Some((head, n))` with `n` bytes
+    /// of the slice in `buf[..n]` (`buf` grown to `len` when shorter, never
+    /// cleared or cut: bytes past `n` are left as they were) when the object
+    /// was found and both reads went to its end or the slice's without
+    /// waiting for a disk; `n < len` only where the object ends first (a
+    /// zstd object, shorter than the raw range asked for, is told so by its
+    /// head, not refused). `None` when anything would have waited, or was
+    /// absent, a short head or failed (the caller then makes the blocking
+    /// call, which reports what went wrong). The default is always `None`; the directory answers
     /// from the kernel's caches (Linux: `openat2` with `RESOLVE_CACHED`,
     /// `preadv2` with `RWF_NOWAIT`).
     fn get_head_and_range_cached(
@@ -223,7 +225,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         _start: u64,
         _len: usize,
         _buf: &mut Vec<u8>,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<(Vec<u8>, usize)> {
         None
     }
 
