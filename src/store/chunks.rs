@@ -485,12 +485,7 @@ impl Store {
             .ok_or_else(|| corrupt("object missing"))?;
         let h = part_header(&head, key, len)?;
         if h.codec != object::Codec::Raw {
-            // Kept decoded: the next range of this chunk is a slice of it.
-            let raw = self.0.decoded.get_or_decode(id, || self.read_chunk_at(key, len))?;
-            if raw.len() < to {
-                return Err(corrupt("shorter than the manifest says"));
-            }
-            return Ok(raw.slice(from..to));
+            return self.decoded_slice(key, from, to, || self.read_chunk_at(key, len));
         }
         if part.len() != to - from {
             return Err(corrupt("object shorter than its header says"));

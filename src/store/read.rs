@@ -404,21 +404,33 @@ impl Store {
         };
         let at = ObjectKey::plain(e.id);
         let decode = || self.decode_read(&at, enc, n, e.len);
-        let got = if is_whole(e, from, to) {
-            decode()
-        } else {
-            self.0.decoded.get_or_decode(&e.id, decode).and_then(|raw| {
-                (to <= raw.len()).then(|| raw.slice(from..to)).ok_or_else(|| Error::Corrupt {
-                    id: e.id,
-                    reason: "shorter than the manifest says".into(),
-                })
-            })
-        };
+        let got = if is_whole(e, from, to) { decode() } else { self.decoded_slice(&at, from, to, decode) };
         match got {
             Ok(b) => Ok(counted(&self.0.activity.reads_cached, b)),
             Err(Error::Corrupt { .. }) => self.read_part(e, key, from, to),
             Err(other) => Err(other),
         }
+    }
+
+    /// Bytes `from..to` of a compressed chunk, from the decoded-chunk cache,
+    /// filled by `decode` on a miss (the chunk is kept decoded: the next
+    /// range of it is a slice).
+    ///
+    /// # Errors
+    /// What `decode` returns; [`Error::Corrupt`] when the chunk is shorter
+    /// than `to`.
+    pub(super) fn decoded_slice(
+        &self,
+        key: &ObjectKey,
+        from: usize,
+        to: usize,
+        decode: impl FnOnce() -> Result<Bytes>,
+    ) -> Result<Bytes> {
+        let raw = self.0.decoded.get_or_decode(&key.id, decode)?;
+        if raw.len() < to {
+            return Err(Error::Corrupt { id: key.id, reason: "shorter than the manifest says".into() });
+        }
+        Ok(raw.slice(from..to))
     }
 
     /// The counter of reads answered by `path`.
