@@ -485,7 +485,7 @@ impl Store {
             .ok_or_else(|| corrupt("object missing"))?;
         let h = part_header(&head, key, len)?;
         if h.codec != object::Codec::Raw {
-            return self.decoded_slice(key, from, to, || self.read_chunk_at(key, len));
+            return self.decoded_slice(&key.id, from, to, || self.read_chunk_at(key, len));
         }
         if part.len() != to - from {
             return Err(corrupt("object shorter than its header says"));

@@ -404,7 +404,7 @@ impl Store {
         };
         let at = ObjectKey::plain(e.id);
         let decode = || self.decode_read(&at, enc, n, e.len);
-        let got = if is_whole(e, from, to) { decode() } else { self.decoded_slice(&at, from, to, decode) };
+        let got = if is_whole(e, from, to) { decode() } else { self.decoded_slice(&e.id, from, to, decode) };
         match got {
             Ok(b) => Ok(counted(&self.0.activity.reads_cached, b)),
             Err(Error::Corrupt { .. }) => self.read_part(e, key, from, to),
@@ -412,23 +412,24 @@ impl Store {
         }
     }
 
-    /// Bytes `from..to` of a compressed chunk, from the decoded-chunk cache,
-    /// filled by `decode` on a miss (the chunk is kept decoded: the next
-    /// range of it is a slice).
+    /// Bytes `from..to` of compressed chunk `id`, from the decoded-chunk
+    /// cache (keyed by chunk, whatever object holds it), filled by `decode`
+    /// on a miss (the chunk is kept decoded: the next range of it is a
+    /// slice).
     ///
     /// # Errors
     /// What `decode` returns; [`Error::Corrupt`] when the chunk is shorter
     /// than `to`.
     pub(super) fn decoded_slice(
         &self,
-        key: &ObjectKey,
+        id: &ChunkId,
         from: usize,
         to: usize,
         decode: impl FnOnce() -> Result<Bytes>,
     ) -> Result<Bytes> {
-        let raw = self.0.decoded.get_or_decode(&key.id, decode)?;
+        let raw = self.0.decoded.get_or_decode(id, decode)?;
         if raw.len() < to {
-            return Err(Error::Corrupt { id: key.id, reason: "shorter than the manifest says".into() });
+            return Err(Error::Corrupt { id: *id, reason: "shorter than the manifest says".into() });
         }
         Ok(raw.slice(from..to))
     }
