@@ -106,9 +106,12 @@ async fn ranges_of_compressed_chunks_are_the_files_bytes() {
 /// Consecutive ranges through one compressed chunk read and decompress it
 /// once: the first from its object, the others from the decoded chunk
 /// (`depot_chunk_reads_total{path="decoded"}`), every one the file's bytes.
+/// Objects are written through the page cache here, so that the next
+/// chunk is there without a read of it (new objects are otherwise written
+/// around it: `a_new_upload_is_read_from_the_disk_first_unless_direct_writes_are_off`).
 #[tokio::test]
 async fn consecutive_ranges_of_a_compressed_chunk_decode_it_once() {
-    let (_dir, s) = TestServer::start_temp().await;
+    let (_dir, s) = TestServer::start_temp_with(|c| c.storage.direct_writes = false).await;
     let data: Vec<u8> = (0..100_000)
         .flat_map(|i| format!("record {i}: a line that compresses well\n").into_bytes())
         .collect();
@@ -253,10 +256,12 @@ async fn a_damaged_chunk_under_a_cached_download_is_found_and_marked() {
     let data = pseudo_random(3 << 20, 13); // past one blocking read (1 MiB)
     let f = s.upload_raw("long.bin", &data).await;
     let m: ManifestInfo = s.get_json(&format!("/api/files/{}/manifest", f.id)).await;
+    // New objects of 4 KiB or more are written around the page cache: a
+    // first download brings them in. After it, none is read blocking.
+    assert_eq!(s.download(&f.id).await, data, "first download");
     let before = reads(&s).await;
     let whole = s.get(&format!("/api/files/{}", f.id)).await;
-    assert_eq!(whole.bytes().await.unwrap(), data, "first download");
-    // Just written, so the page cache holds every chunk: none read blocking.
+    assert_eq!(whole.bytes().await.unwrap(), data, "second download");
     let chunks = m.chunks.len() as u64;
     assert_eq!(reads(&s).await - before, Reads { cached: chunks, blocking: 0, decoded: 0 });
 
@@ -288,6 +293,52 @@ async fn a_damaged_chunk_under_a_cached_download_is_found_and_marked() {
     assert!(now.cached >= i as u64, "{now:?}");
     let r = client_post_missing(&s, &[c.hash, m.chunks[0].hash]).await;
     assert_eq!(r.json::<MissingResponse>().await.unwrap().missing, vec![c.hash], "marked damaged");
+}
+
+/// New objects are written with `O_DIRECT` where the filesystem takes it
+/// (`storage.direct_writes`, on by default), so a file's first download
+/// finds its chunks out of the page cache and reads them blocking (all
+/// but the one the commit's type check read); with direct writes off, the
+/// page cache holds every one.
+#[tokio::test]
+async fn a_new_upload_is_read_from_the_disk_first_unless_direct_writes_are_off() {
+    for direct in [true, false] {
+        let (dir, s) = TestServer::start_temp_with(|c| c.storage.direct_writes = direct).await;
+        if direct && !takes_direct(dir.path()) {
+            eprintln!("skipped: this filesystem does not take O_DIRECT");
+            continue;
+        }
+        let data = pseudo_random(3 << 20, 21);
+        let f = s.upload_raw("new.bin", &data).await;
+        let m: ManifestInfo = s.get_json(&format!("/api/files/{}/manifest", f.id)).await;
+        let chunks = m.chunks.len() as u64;
+        assert!(chunks >= 3 && m.chunks.iter().all(|c| c.len >= 64 << 10), "default-sized chunks");
+        let before = reads(&s).await;
+        assert_eq!(s.download(&f.id).await, data);
+        let want = if direct {
+            // All but the first, which the commit read for its type check.
+            Reads { cached: 1, blocking: chunks - 1, decoded: 0 }
+        } else {
+            Reads { cached: chunks, blocking: 0, decoded: 0 }
+        };
+        assert_eq!(reads(&s).await - before, want, "direct writes {direct}");
+    }
+}
+
+/// Whether the filesystem under `dir` takes a 4 KiB `O_DIRECT` write.
+fn takes_direct(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let path = dir.join("direct-probe");
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(&path);
+    let buf = vec![1u8; 8192];
+    let at = buf.as_ptr().align_offset(4096);
+    let ok = opened.is_ok_and(|f| f.write_at(&buf[at..at + 4096], 0).is_ok());
+    let _ = std::fs::remove_file(&path);
+    ok
 }
 
 /// The server's chunk reads so far (`depot_chunk_reads_total`), by path.

@@ -84,6 +84,12 @@ pub struct StorageConfig {
     /// `always` (fsync each object), `batch` (one filesystem sync per
     /// acknowledged request), or `never` (throwaway stores only).
     pub fsync: FsyncPolicy,
+    /// Write new chunk objects with `O_DIRECT` (from the server's own
+    /// buffer to the disk, not copied into the page cache first) where the
+    /// filesystem takes it (probed at start; where it does not, writes go
+    /// through the page cache whatever this says). Durability is `fsync`'s
+    /// either way.
+    pub direct_writes: bool,
     /// Chunks read ahead per download.
     pub read_ahead: usize,
     /// Free space kept on the data dir's filesystem: below it, uploads that
@@ -113,6 +119,7 @@ impl Default for StorageConfig {
         Self {
             compression_level: 1,
             fsync: FsyncPolicy::Batch,
+            direct_writes: true,
             read_ahead: 4,
             min_free: ByteSize(256 << 20),
             objects: ObjectsKind::Fs,
@@ -530,6 +537,7 @@ impl Config {
             chunking: self.chunking,
             compression_level: self.storage.compression_level,
             fsync: self.storage.fsync,
+            direct_writes: self.storage.direct_writes,
             objects: self.storage.objects,
             s3: self.storage.s3.clone(),
             max_object_size: self.limits.max_chunk_size.0.max(self.limits.max_piece_size.0) as u32,

@@ -54,6 +54,7 @@ fn every_environment_variable_sets_its_key() {
         "chunking.max" => "2MiB",
         "storage.compression_level" => "3",
         "storage.fsync" => "always",
+        "storage.direct_writes" => "false",
         "storage.read_ahead" => "8",
         "limits.max_file_size" => "10GiB",
         "limits.max_chunk_size" => "8MiB",

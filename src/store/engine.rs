@@ -27,6 +27,9 @@ pub struct StoreOptions {
     /// zstd level for chunk objects; 0 stores everything raw.
     pub compression_level: i32,
     pub fsync: FsyncPolicy,
+    /// Write new objects of the local object directory with `O_DIRECT`
+    /// where the filesystem takes it ([`FsObjects::with_direct_writes`]).
+    pub direct_writes: bool,
     /// Which engine [`Store::open`] keeps chunk objects in.
     pub objects: ObjectsKind,
     /// The bucket, for [`ObjectsKind::S3`].
@@ -71,6 +74,7 @@ impl Default for StoreOptions {
             chunking: ChunkerParams::default(),
             compression_level: 1,
             fsync: FsyncPolicy::default(),
+            direct_writes: true,
             objects: ObjectsKind::default(),
             s3: S3Options::default(),
             max_object_size: 64 << 20,
@@ -213,7 +217,9 @@ pub(super) struct Inner {
 /// `S3Objects` on `opts.s3` with the environment's credentials.
 fn open_objects(opts: &StoreOptions, dir: &Path) -> Result<Arc<dyn ObjectStore>> {
     match opts.objects {
-        ObjectsKind::Fs => Ok(Arc::new(FsObjects::open(dir, opts.fsync)?)),
+        ObjectsKind::Fs => {
+            Ok(Arc::new(FsObjects::open(dir, opts.fsync)?.with_direct_writes(opts.direct_writes)))
+        }
         #[cfg(feature = "s3")]
         ObjectsKind::S3 => Ok(Arc::new(super::objects::S3Objects::open(&opts.s3)?)),
         #[cfg(not(feature = "s3"))]

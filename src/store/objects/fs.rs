@@ -7,6 +7,8 @@
 //! so the directory holds any [`ObjectKey`]. An insert writes a temp
 //! file, then hard-links it to its final name, which fails when the name
 //! exists: an object is never replaced, and "already there" is a dedup hit.
+//! Where the filesystem takes it, the temp file is written with `O_DIRECT`
+//! ([`super::direct`], `storage.direct_writes`).
 //! Durability is a separate step, [`ObjectStore::barrier`], reached as the
 //! [`FsyncPolicy`] says. A listing page reads the names of one `ab`
 //! directory's subdirectories and then one `cd` directory at a time, so it
@@ -22,6 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::direct::{ALIGN, write_direct};
 use super::{ObjectEntry, ObjectKey, ObjectStore, lock, not_found_is};
 use crate::store::enums::keywords;
 use crate::store::id::ChunkId;
@@ -57,6 +60,14 @@ pub struct FsObjects {
     /// Whether the filesystem takes `O_TMPFILE` (unnamed temp files) and
     /// `/proc` is there to link them: probed once at open.
     pub(super) tmpfile: bool,
+    /// Whether new objects are written with `O_DIRECT` ([`super::direct`]):
+    /// asked for, and the filesystem took a probe write at open; cleared
+    /// for good if a write is refused later.
+    pub(super) direct: AtomicBool,
+    /// Tests: the next direct writes fail as a filesystem refusing
+    /// `O_DIRECT` makes them fail (`EINVAL`).
+    #[cfg(test)]
+    pub(super) refuse_direct: AtomicBool,
     /// Inserts completed so far, and how many of them a barrier has covered:
     /// concurrent barriers coalesce into one flush.
     written: AtomicU64,
@@ -96,7 +107,7 @@ impl FsObjects {
         let quarantine = root.join("quarantine");
         fs::create_dir_all(&tmp)?;
         fs::create_dir_all(&quarantine)?;
-        let tmpfile = Path::new("/proc/self/fd").is_dir() && open_unnamed(&tmp).is_ok();
+        let tmpfile = Path::new("/proc/self/fd").is_dir() && open_unnamed(&tmp, false).is_ok();
         Ok(Self {
             root: root.to_path_buf(),
             tmp,
@@ -105,6 +116,9 @@ impl FsObjects {
             dirty_dirs: Mutex::new(HashSet::new()),
             dirs_made: (0..1024).map(|_| AtomicU64::new(0)).collect(),
             tmpfile,
+            direct: AtomicBool::new(false),
+            #[cfg(test)]
+            refuse_direct: AtomicBool::new(false),
             written: AtomicU64::new(0),
             synced: Mutex::new(0),
             cached_reads: AtomicBool::new(true),
@@ -123,6 +137,27 @@ impl FsObjects {
                 }
             },
         })
+    }
+
+    /// Writes new objects with `O_DIRECT` when `on` and the filesystem
+    /// takes it (probed here with one 4 KiB write): their bytes go from a
+    /// reused buffer to the device instead of being copied into the page
+    /// cache first. Only objects written through an unnamed temp file
+    /// (`O_TMPFILE`) are; see [`super::direct`]. Logs when asked for and
+    /// not possible.
+    #[must_use]
+    pub fn with_direct_writes(self, on: bool) -> Self {
+        let direct = on && self.tmpfile && probe_direct(&self.tmp);
+        if on && !direct {
+            tracing::info!(dir = %self.root.display(), "O_DIRECT (or O_TMPFILE) not taken here: objects are written through the page cache");
+        }
+        self.direct.store(direct, Ordering::Relaxed);
+        self
+    }
+
+    /// Whether new objects are being written with `O_DIRECT`.
+    pub fn writes_direct(&self) -> bool {
+        self.direct.load(Ordering::Relaxed)
     }
 
     fn dir_of(&self, id: &ChunkId) -> PathBuf {
@@ -159,8 +194,7 @@ impl FsObjects {
     /// temp file hard-linked and unlinked elsewhere. `false`: the name exists.
     fn write_new(&self, key: &ObjectKey, parts: &[&[u8]], path: &Path) -> io::Result<bool> {
         let linked = if self.tmpfile {
-            let mut f = open_unnamed(&self.tmp)?;
-            self.fill(&mut f, parts)?;
+            let Some(f) = self.write_unnamed(parts)? else { return self.write_new(key, parts, path) };
             let fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f));
             rustix::fs::linkat(
                 rustix::fs::CWD,
@@ -181,6 +215,37 @@ impl FsObjects {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// An unnamed temp file holding `parts` (fsynced under `always`),
+    /// written directly when the store does: `None` when the filesystem
+    /// refused that, which turns direct writes off for good (the caller
+    /// writes again through the page cache).
+    fn write_unnamed(&self, parts: &[&[u8]]) -> io::Result<Option<File>> {
+        if !self.writes_direct() {
+            let mut f = open_unnamed(&self.tmp, false)?;
+            self.fill(&mut f, parts)?;
+            return Ok(Some(f));
+        }
+        let written = open_unnamed(&self.tmp, true).and_then(|f| {
+            #[cfg(test)]
+            if self.refuse_direct.load(Ordering::Relaxed) {
+                return Err(rustix::io::Errno::INVAL.into());
+            }
+            write_direct(&f, parts).map(|()| f)
+        });
+        let f = match written {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                tracing::warn!(error = %e, "a direct write was refused; objects go through the page cache from now on");
+                self.direct.store(false, Ordering::Relaxed);
+                return Ok(None);
+            }
+            r => r?,
+        };
+        if self.policy == FsyncPolicy::Always {
+            f.sync_all()?;
+        }
+        Ok(Some(f))
     }
 
     /// Writes `encoded` and, under `always`, fsyncs it.
@@ -213,16 +278,22 @@ impl FsObjects {
     }
 }
 
-/// An unnamed temp file in `dir`, to be linked into place or dropped.
-fn open_unnamed(dir: &Path) -> io::Result<File> {
+/// An unnamed temp file in `dir`, to be linked into place or dropped;
+/// opened with `O_DIRECT` when `direct`.
+fn open_unnamed(dir: &Path, direct: bool) -> io::Result<File> {
     use rustix::fs::{CWD, Mode, OFlags};
-    let fd = rustix::fs::openat(
-        CWD,
-        dir,
-        OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )?;
+    let mut flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+    if direct {
+        flags |= OFlags::DIRECT;
+    }
+    let fd = rustix::fs::openat(CWD, dir, flags, Mode::from_raw_mode(0o644))?;
     Ok(File::from(fd))
+}
+
+/// Whether the filesystem under `dir` takes an `O_DIRECT` write into an
+/// unnamed temp file (some refuse the open, others the write).
+fn probe_direct(dir: &Path) -> bool {
+    open_unnamed(dir, true).is_ok_and(|f| write_direct(&f, &[&[0u8; ALIGN]]).is_ok())
 }
 
 impl ObjectStore for FsObjects {

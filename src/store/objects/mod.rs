@@ -34,6 +34,7 @@
 //! engine runs its async client on its own runtime).
 
 pub mod contract;
+mod direct;
 mod faulty;
 mod fs;
 mod memory;

@@ -222,6 +222,91 @@ fn whole_cached_reads_answer_only_from_the_page_cache() {
     assert_eq!(again, body);
 }
 
+/// Direct writes store every length exactly (whole 4 KiB blocks, a tail,
+/// both, neither) under both syncing policies, are on wherever the
+/// filesystem takes `O_DIRECT`, and keep their blocks out of the page cache.
+#[cfg(target_os = "linux")]
+#[test]
+fn direct_writes_store_every_length_and_bypass_the_page_cache() {
+    for policy in [FsyncPolicy::Always, FsyncPolicy::Batch] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsObjects::open(dir.path(), policy).unwrap().with_direct_writes(true);
+        assert_eq!(
+            store.writes_direct(),
+            store.tmpfile && takes_direct(dir.path()),
+            "on where the filesystem takes it"
+        );
+        if !store.writes_direct() {
+            eprintln!("skipped: this filesystem does not take O_DIRECT (or O_TMPFILE)");
+            return;
+        }
+        exercise(&store);
+        for len in [0, 1, 4095, 4096, 4097, 3 * 4096 + 100, (1 << 20) + 33] {
+            let body: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let key = ObjectKey::plain(ChunkId::of(&body));
+            let split = len.min(13);
+            assert!(store.put_if_absent(&key, &[&body[..split], &body[split..]]).unwrap());
+            if len >= 4096 && store.answers_cached() {
+                let mut buf = Vec::new();
+                assert_eq!(
+                    store.get_cached(&key, len, &mut buf),
+                    None,
+                    "{len} bytes: the first block is not cached"
+                );
+            }
+            assert_eq!(fs::read(store.path_of(&key)).unwrap(), body, "{len} bytes");
+        }
+        assert!(store.writes_direct(), "still on");
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp file left");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let off = FsObjects::open(dir.path(), FsyncPolicy::Batch).unwrap().with_direct_writes(false);
+    assert!(!off.writes_direct(), "off when asked off");
+}
+
+/// A direct write the filesystem refuses (`EINVAL`, as from one without
+/// `O_DIRECT`) is written again through the page cache, and direct writes
+/// stay off from then on.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_refused_direct_write_falls_back_to_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsObjects::open(dir.path(), FsyncPolicy::Batch).unwrap().with_direct_writes(true);
+    if !store.writes_direct() {
+        eprintln!("skipped: this filesystem does not take O_DIRECT (or O_TMPFILE)");
+        return;
+    }
+    store.refuse_direct.store(true, std::sync::atomic::Ordering::Relaxed);
+    let body: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    let key = ObjectKey::plain(ChunkId::of(&body));
+    assert!(store.put_if_absent(&key, &[&body[..5], &body[5..]]).unwrap());
+    assert!(!store.writes_direct(), "off for good after a refusal");
+    assert_eq!(fs::read(store.path_of(&key)).unwrap(), body);
+    assert!(
+        !store.put_if_absent(&key, &[&body]).unwrap(),
+        "and the store goes on: a second put is a dedup hit"
+    );
+    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp file left");
+}
+
+/// Whether the filesystem under `dir` takes a 4 KiB `O_DIRECT` write,
+/// asked without the store's code.
+#[cfg(target_os = "linux")]
+fn takes_direct(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let path = dir.join("direct-probe");
+    let opened = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(&path);
+    let buf = vec![1u8; 8192];
+    let at = buf.as_ptr().align_offset(4096);
+    let ok = opened.is_ok_and(|f| f.write_at(&buf[at..at + 4096], 0).is_ok());
+    let _ = fs::remove_file(&path);
+    ok
+}
+
 /// A directory (fsyncing each object) holding one object of `len` bytes:
 /// the directory, the store, the object's key and its bytes.
 #[cfg(target_os = "linux")]
