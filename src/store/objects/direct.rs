@@ -2,15 +2,14 @@
 //! without a copy in the page cache.
 //!
 //! A buffered write copies every byte into page-cache pages the kernel must
-//! find first. Where memory is free, those are fresh pages, and on a VM
-//! that hands free memory back to its host (free page reporting, ballooning)
-//! each one is faulted in from the host again: measured on the development
-//! VM (docs/PERFORMANCE.md, U1, "Direct writes"), `dd` of 1 GiB into new
-//! files took 6.4–6.7 s of system CPU buffered, 0.09–0.12 s with
-//! `O_DIRECT`, and 0.29 s buffered into pages a deleted file had just
-//! freed. A chunk store's writes are read back rarely and soon after even
-//! more rarely, so the page cache buys little for them (object stores such
-//! as MinIO write objects with `O_DIRECT` for the same reason).
+//! find first. On the development VM, pages taken from memory that had
+//! been free for a while cost over 20 times what recently freed ones do
+//! (likely because the VM hands free memory back to its host, which must
+//! fault it in again): `dd` of 1 GiB into new files took 6.4–6.7 s of
+//! system CPU buffered, 0.29 s buffered into pages a deleted file had just
+//! freed, and 0.09–0.12 s with `O_DIRECT` (docs/PERFORMANCE.md, U1,
+//! "Writes around the page cache"). A chunk store's new objects are seldom
+//! read back soon, so the page cache buys little for them.
 //!
 //! `O_DIRECT` asks for the buffer's address, the length and the file offset
 //! to be multiples of the logical block size: [`write_direct`] gathers the
