@@ -325,20 +325,15 @@ async fn a_new_upload_is_read_from_the_disk_first_unless_direct_writes_are_off()
     }
 }
 
-/// Whether the filesystem under `dir` takes a 4 KiB `O_DIRECT` write.
+/// Whether the store writes objects directly on the filesystem under
+/// `dir` (its own probe; `store::objects::tests` checks that probe against
+/// one of its own).
 fn takes_direct(dir: &std::path::Path) -> bool {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let path = dir.join("direct-probe");
-    let opened = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-        .open(&path);
-    let buf = vec![1u8; 8192];
-    let at = buf.as_ptr().align_offset(4096);
-    let ok = opened.is_ok_and(|f| f.write_at(&buf[at..at + 4096], 0).is_ok());
-    let _ = std::fs::remove_file(&path);
-    ok
+    use depot::store::{FsObjects, FsyncPolicy};
+    let probe = dir.join("direct-probe");
+    let on = FsObjects::open(&probe, FsyncPolicy::Never).unwrap().with_direct_writes(true).writes_direct();
+    std::fs::remove_dir_all(&probe).unwrap();
+    on
 }
 
 /// The server's chunk reads so far (`depot_chunk_reads_total`), by path.
