@@ -194,7 +194,7 @@ impl FsObjects {
     /// temp file hard-linked and unlinked elsewhere. `false`: the name exists.
     fn write_new(&self, key: &ObjectKey, parts: &[&[u8]], path: &Path) -> io::Result<bool> {
         let linked = if self.tmpfile {
-            let Some(f) = self.write_unnamed(parts)? else { return self.write_new(key, parts, path) };
+            let f = self.write_unnamed(parts)?;
             let fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f));
             rustix::fs::linkat(
                 rustix::fs::CWD,
@@ -218,34 +218,35 @@ impl FsObjects {
     }
 
     /// An unnamed temp file holding `parts` (fsynced under `always`),
-    /// written directly when the store does: `None` when the filesystem
-    /// refused that, which turns direct writes off for good (the caller
-    /// writes again through the page cache).
-    fn write_unnamed(&self, parts: &[&[u8]]) -> io::Result<Option<File>> {
-        if !self.writes_direct() {
-            let mut f = open_unnamed(&self.tmp, false)?;
-            self.fill(&mut f, parts)?;
-            return Ok(Some(f));
-        }
-        let written = open_unnamed(&self.tmp, true).and_then(|f| {
-            #[cfg(test)]
-            if self.refuse_direct.load(Ordering::Relaxed) {
-                return Err(rustix::io::Errno::INVAL.into());
+    /// written directly when the store does. A direct write the filesystem
+    /// refuses turns direct writes off for good and is written again
+    /// through the page cache.
+    fn write_unnamed(&self, parts: &[&[u8]]) -> io::Result<File> {
+        if self.writes_direct() {
+            let written = open_unnamed(&self.tmp, true).and_then(|f| {
+                #[cfg(test)]
+                if self.refuse_direct.load(Ordering::Relaxed) {
+                    return Err(rustix::io::Errno::INVAL.into());
+                }
+                write_direct(&f, parts).map(|()| f)
+            });
+            match written {
+                Ok(f) => {
+                    if self.policy == FsyncPolicy::Always {
+                        f.sync_all()?;
+                    }
+                    return Ok(f);
+                }
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    tracing::warn!(error = %e, "a direct write was refused; objects go through the page cache from now on");
+                    self.direct.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
             }
-            write_direct(&f, parts).map(|()| f)
-        });
-        let f = match written {
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                tracing::warn!(error = %e, "a direct write was refused; objects go through the page cache from now on");
-                self.direct.store(false, Ordering::Relaxed);
-                return Ok(None);
-            }
-            r => r?,
-        };
-        if self.policy == FsyncPolicy::Always {
-            f.sync_all()?;
         }
-        Ok(Some(f))
+        let mut f = open_unnamed(&self.tmp, false)?;
+        self.fill(&mut f, parts)?;
+        Ok(f)
     }
 
     /// Writes `encoded` and, under `always`, fsyncs it.

@@ -241,7 +241,7 @@ fn direct_writes_store_every_length_and_bypass_the_page_cache() {
             return;
         }
         exercise(&store);
-        for len in [0, 1, 4095, 4096, 4097, 3 * 4096 + 100, (1 << 20) + 33] {
+        for len in [0, 1, 4095, 4096, 4097, 3 * 4096 + 100, (1 << 20) + 33, (3 << 20) + 4100] {
             let body: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             let key = ObjectKey::plain(ChunkId::of(&body));
             let split = len.min(13);
