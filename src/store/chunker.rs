@@ -10,6 +10,8 @@
 //! by any path lands on the same chunks.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use fastcdc::v2020;
@@ -206,12 +208,13 @@ impl StreamChunker {
 /// chunk's bytes in order.
 ///
 /// Input is read in pieces of `READ_MAXES` (2) × `max` bytes, each straight
-/// into a new buffer after the bytes the last piece left uncut (fewer than
+/// into a buffer after the bytes the last piece left uncut (fewer than
 /// `max`), and the chunks are slices of that buffer: the bytes are copied
 /// once by the kernel, and only a piece's uncut tail a second time. The
 /// reader needs no buffer of its own (a `BufReader` would copy every byte
-/// once more). A buffer is freed when the last chunk cut from it is
-/// dropped.
+/// once more). A buffer is given back to the reader when the last chunk cut
+/// from it is dropped, and read into again as it is: no new pages to fault
+/// in, no zeroing (docs/PERFORMANCE.md, U1).
 pub struct ReadChunker<R> {
     reader: R,
     chunker: Chunker,
@@ -219,18 +222,79 @@ pub struct ReadChunker<R> {
     pending: Bytes,
     ready: std::collections::VecDeque<Bytes>,
     eof: bool,
+    pieces: Arc<Pieces>,
 }
 
 /// A read piece, in multiples of the largest chunk. With the default 1 MiB
 /// largest chunk a buffer (the piece and a tail under `max`) is 3 MiB:
-/// under the 4 MiB mmap threshold `depot put` sets, so freed buffers are
-/// reused from the heap (at 4 pieces, 5 MiB buffers were each a fresh
-/// mapping: 317,000 page faults per GiB and three times the system time).
+/// under the 4 MiB mmap threshold `depot put` sets (at 4 pieces, 5 MiB
+/// buffers were each a fresh mapping: 317,000 page faults per GiB and three
+/// times the system time).
 const READ_MAXES: usize = 2;
+
+/// Buffers kept for reuse at most. The reader keeps no more than were in
+/// use at once (for `depot put`, by the bounds of its queues, its next
+/// batch and its requests in flight, about 25 of 3 MiB); this only bounds
+/// a consumer that holds chunks for long.
+const PIECES_KEPT: usize = 32;
+
+/// A reader's buffers given back: each of the same length, every byte
+/// initialised (by the read that last filled it, or zeroed once when made),
+/// so one is read into again without a memset.
+#[derive(Default)]
+struct Pieces {
+    free: Mutex<Vec<Vec<u8>>>,
+    /// Buffers made (not reused), for the tests.
+    made: AtomicUsize,
+}
+
+impl Pieces {
+    /// A buffer of `len` initialised bytes: a given-back one if there is one
+    /// of that length. Its bytes are stale: hand out only what is read.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let reused = self.free.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        match reused {
+            Some(v) if v.len() == len => v,
+            _ => {
+                self.made.fetch_add(1, Ordering::Relaxed);
+                vec![0; len]
+            }
+        }
+    }
+}
+
+/// One buffer of a [`ReadChunker`], owned by the chunks cut from it
+/// ([`Bytes::from_owner`]); it goes back to its reader with the last.
+struct Piece {
+    vec: Vec<u8>,
+    home: Arc<Pieces>,
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.vec
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        let mut free = self.home.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if free.len() < PIECES_KEPT {
+            free.push(std::mem::take(&mut self.vec));
+        }
+    }
+}
 
 impl<R: Read> ReadChunker<R> {
     pub fn new(reader: R, chunker: Chunker) -> Self {
-        Self { reader, chunker, pending: Bytes::new(), ready: Default::default(), eof: false }
+        Self {
+            reader,
+            chunker,
+            pending: Bytes::new(),
+            ready: Default::default(),
+            eof: false,
+            pieces: Arc::default(),
+        }
     }
 
     /// Reads the next piece and cuts what it can; at the end of the input,
@@ -238,29 +302,26 @@ impl<R: Read> ReadChunker<R> {
     fn fill(&mut self) -> io::Result<()> {
         let max = self.chunker.params.max as usize;
         let want = max * READ_MAXES;
-        // One size for every buffer (the uncut tail is under `max`), so the
-        // allocator hands a freed one out again instead of mapping new
-        // pages each time.
-        let mut buf = Vec::with_capacity(max + want);
-        buf.extend_from_slice(&self.pending);
-        let before = buf.len();
+        // One length for every buffer (the uncut tail is under `max`), so
+        // that any given-back one serves the next piece.
+        let mut buf = self.pieces.take(max + want);
+        let before = self.pending.len();
+        buf[..before].copy_from_slice(&self.pending);
         // Reads until `want` bytes or the end of the input (a short piece
-        // means the end); interrupted reads are retried. The room is zeroed
-        // first (the kernel takes an initialised slice): a memset, where
-        // `read_to_end` would have read in sizes growing from 8 KiB.
-        buf.resize(before + want, 0);
+        // means the end); interrupted reads are retried. Only what was read
+        // is handed out: past it are another piece's stale bytes.
         let mut got = 0;
         while got < want {
-            match self.reader.read(&mut buf[before + got..]) {
+            match self.reader.read(&mut buf[before + got..before + want]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        buf.truncate(before + got);
         self.eof = got < want;
-        let mut data = Bytes::from(buf);
+        let piece = Piece { vec: buf, home: Arc::clone(&self.pieces) };
+        let mut data = Bytes::from_owner(piece).slice(..before + got);
         while !data.is_empty() {
             match self.chunker.next_cut(&data, self.eof) {
                 Some(n) if n > 0 => self.ready.push_back(data.split_to(n)),
@@ -383,6 +444,30 @@ mod tests {
         assert_eq!(ReadChunker::new(&[][..], small()).count(), 0);
     }
 
+    /// Chunks dropped as they come give their buffer back, and the reader
+    /// reads into it again: two buffers serve the whole input (the piece
+    /// being cut and the one its uncut tail came from). Reused buffers hold
+    /// an earlier piece's bytes; a short last read and short reads in between
+    /// must hand out only what was read.
+    #[test]
+    fn read_buffers_are_reused_and_only_what_was_read_is_handed_out() {
+        let c = small();
+        let data = golden_input(200_003);
+        let sizes = [5000, 1, 3000, 7777, 12_288];
+        let mut rc = ReadChunker::new(Trickle { data: &data, at: 0, sizes: &sizes, i: 0 }, c.clone());
+        let (mut at, mut lens) = (0, Vec::new());
+        for chunk in &mut rc {
+            let chunk = chunk.unwrap();
+            assert_eq!(&chunk[..], &data[at..at + chunk.len()], "chunk at {at}");
+            at += chunk.len();
+            lens.push(chunk.len());
+        }
+        assert_eq!(lens, c.chunk_all(&data));
+        let pieces = data.len() / (4096 * READ_MAXES);
+        let made = rc.pieces.made.load(Ordering::Relaxed);
+        assert!(made <= 2, "{made} buffers made for about {pieces} pieces");
+    }
+
     #[test]
     fn zeros_cut_at_max() {
         let c = small();
@@ -423,6 +508,15 @@ mod tests {
             let chunks: Vec<Bytes> = ReadChunker::new(trickle, c.clone()).map(|r| r.unwrap()).collect();
             prop_assert_eq!(chunks.iter().map(|b| b.len()).collect::<Vec<_>>(), whole.clone());
             prop_assert_eq!(chunks.concat(), data.clone());
+            // And each chunk dropped before the next is read, so that the
+            // reader reuses its buffers: the same bytes.
+            let mut at = 0;
+            for chunk in ReadChunker::new(Trickle { data: &data, at: 0, sizes: &splits_again, i: 0 }, c.clone()) {
+                let chunk = chunk.unwrap();
+                prop_assert_eq!(&chunk[..], &data[at..at + chunk.len()]);
+                at += chunk.len();
+            }
+            prop_assert_eq!(at, data.len());
 
             // Sizes within bounds, and concatenation gives the input back.
             for (i, n) in whole.iter().enumerate() {
