@@ -223,36 +223,35 @@ impl FsObjects {
     /// through the page cache.
     fn write_unnamed(&self, parts: &[&[u8]]) -> io::Result<File> {
         if self.writes_direct() {
-            let written = open_unnamed(&self.tmp, true).and_then(|f| {
+            let written = open_unnamed(&self.tmp, true).and_then(|mut f| {
                 #[cfg(test)]
                 if self.refuse_direct.load(Ordering::Relaxed) {
                     return Err(rustix::io::Errno::INVAL.into());
                 }
-                write_direct(&f, parts).map(|()| f)
+                self.fill(&mut f, parts, true).map(|()| f)
             });
             match written {
-                Ok(f) => {
-                    if self.policy == FsyncPolicy::Always {
-                        f.sync_all()?;
-                    }
-                    return Ok(f);
-                }
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
                     tracing::warn!(error = %e, "a direct write was refused; objects go through the page cache from now on");
                     self.direct.store(false, Ordering::Relaxed);
                 }
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
         let mut f = open_unnamed(&self.tmp, false)?;
-        self.fill(&mut f, parts)?;
+        self.fill(&mut f, parts, false)?;
         Ok(f)
     }
 
-    /// Writes `encoded` and, under `always`, fsyncs it.
-    fn fill(&self, f: &mut File, parts: &[&[u8]]) -> io::Result<()> {
-        for part in parts {
-            f.write_all(part)?;
+    /// Writes `parts` (with [`write_direct`] when `direct`: `f` was opened
+    /// with `O_DIRECT`) and, under `always`, fsyncs it.
+    fn fill(&self, f: &mut File, parts: &[&[u8]], direct: bool) -> io::Result<()> {
+        if direct {
+            write_direct(f, parts)?;
+        } else {
+            for part in parts {
+                f.write_all(part)?;
+            }
         }
         if self.policy == FsyncPolicy::Always {
             f.sync_all()?;
@@ -262,7 +261,7 @@ impl FsObjects {
 
     fn write_temp(&self, key: &ObjectKey, parts: &[&[u8]]) -> io::Result<PathBuf> {
         let tmp = self.tmp.join(format!("{key}.{:016x}.tmp", rand::random::<u64>()));
-        match File::create(&tmp).and_then(|mut f| self.fill(&mut f, parts)) {
+        match File::create(&tmp).and_then(|mut f| self.fill(&mut f, parts, false)) {
             Ok(()) => Ok(tmp),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
