@@ -10,6 +10,7 @@
 //! by any path lands on the same chunks.
 
 use std::io::{self, Read};
+#[cfg(test)]
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -241,10 +242,19 @@ const PIECES_KEPT: usize = 32;
 /// A reader's buffers given back: each of the same length, every byte
 /// initialised (by the read that last filled it, or zeroed once when made),
 /// so one is read into again without a memset.
+///
+/// Not the server's chunk-buffer pool (`store::buffer`, whose
+/// `take_to_overwrite` reuses initialised bytes the same way): that pool is
+/// one per process, capped at four batch-sized buffers for the server's
+/// memory goal, and its 4 MiB class would put each 3 MiB piece above the
+/// 4 MiB mmap threshold `depot put` sets; a put may hold about 25 pieces
+/// (by the bounds of its queues, not measured). These buffers live as long
+/// as the reader and its chunks.
 #[derive(Default)]
 struct Pieces {
     free: Mutex<Vec<Vec<u8>>>,
-    /// Buffers made (not reused), for the tests.
+    /// Buffers made (not reused).
+    #[cfg(test)]
     made: AtomicUsize,
 }
 
@@ -256,6 +266,7 @@ impl Pieces {
         match reused {
             Some(v) if v.len() == len => v,
             _ => {
+                #[cfg(test)]
                 self.made.fetch_add(1, Ordering::Relaxed);
                 vec![0; len]
             }
