@@ -163,15 +163,19 @@ pub async fn read_body(
     // One buffer of the declared size, not a doubling series of copies; a
     // chunk-sized one is reused (see `store::buffer`).
     let mut buf = crate::store::buffer::take(expect.min(limit));
-    while let Some(frame) = budget.next(buf.len() as u64, stream.next()).await? {
+    // A chunk's body placed where a direct write takes it from without a
+    // copy (`objects::PAYLOAD_PHASE`), when the buffer has room to spare.
+    let spare = buf.capacity().saturating_sub(expect.min(limit));
+    let at = buf.pad_to_phase(crate::store::objects::PAYLOAD_PHASE, crate::store::objects::ALIGN, spare);
+    while let Some(frame) = budget.next((buf.len() - at) as u64, stream.next()).await? {
         let frame = frame.map_err(|e| body_failed(&e, "reading the body"))?;
-        if buf.len() + frame.len() > limit {
+        if buf.len() - at + frame.len() > limit {
             return Err(ApiError::PayloadTooLarge(format!("the body may be at most {limit} bytes")));
         }
         buf.extend_from_slice(&frame);
     }
     let len = buf.len();
-    Ok(buf.freeze(0..len))
+    Ok(buf.freeze(at..len))
 }
 
 /// What a protocol serves, by how its bodies are handled: `api` routes take

@@ -183,6 +183,24 @@ impl Buffer {
         Bytes::from_owner(self).slice(range)
     }
 
+    /// Appends zeros so that the next byte appended lands `phase` bytes
+    /// past an `align`-aligned address (`align` a power of two, `phase`
+    /// below it), unless that takes more than `spare` bytes: then nothing.
+    /// Returns how many were appended. Keep `len + spare` within the
+    /// capacity and the buffer never moves, so the bytes appended next stay
+    /// where they were placed. (A raw chunk placed at the object store's
+    /// `PAYLOAD_PHASE` is written to disk without a copy: `objects::direct`.)
+    pub fn pad_to_phase(&mut self, phase: usize, align: usize, spare: usize) -> usize {
+        debug_assert!(align.is_power_of_two() && phase < align);
+        let next = self.vec.as_ptr().addr() + self.vec.len();
+        let pad = phase.wrapping_sub(next) & (align - 1);
+        if pad > spare {
+            return 0;
+        }
+        self.vec.resize(self.vec.len() + pad, 0);
+        pad
+    }
+
     /// The plain vector, no longer pooled.
     pub fn into_vec(mut self) -> Vec<u8> {
         std::mem::take(&mut self.vec)
@@ -264,6 +282,30 @@ mod tests {
         assert!(again[300 * 1024..].iter().all(|&x| x == 0));
         drop(again);
         assert!(P.take(100 * 1024).is_empty(), "a plain take is still empty");
+    }
+
+    #[test]
+    fn padding_places_the_next_byte_at_the_phase_asked_for_within_the_spare_room() {
+        static P: Pool = Pool::new();
+        let mut b = P.take(1 << 20);
+        let cap = b.capacity();
+        for (phase, len) in [(56, 0), (56, 1), (0, 4097), (4095, 9000), (56, 12_345)] {
+            b.resize(len, 1);
+            let pad = b.pad_to_phase(phase, 4096, 4095);
+            assert!(pad < 4096, "{phase} after {len}");
+            assert_eq!(b.len(), len + pad);
+            assert_eq!((b.as_ptr().addr() + b.len()) % 4096, phase, "{phase} after {len}");
+            assert!(b[len..].iter().all(|&x| x == 0), "zeros");
+            assert_eq!(b.pad_to_phase(phase, 4096, 0), 0, "already there");
+            b.clear();
+        }
+        b.resize(1, 1);
+        let need = 56usize.wrapping_sub(b.as_ptr().addr() + 1) & 4095;
+        if need > 0 {
+            assert_eq!(b.pad_to_phase(56, 4096, need - 1), 0, "not within the spare room");
+            assert_eq!(b.len(), 1, "and nothing appended");
+        }
+        assert_eq!(b.capacity(), cap, "never moved");
     }
 
     #[test]
