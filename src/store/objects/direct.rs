@@ -138,6 +138,46 @@ mod tests {
             .ok()
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Parts of any lengths, each placed in memory at the phase of its
+        /// place in the file (whole blocks written in place) or anywhere
+        /// (copied), make a file of exactly their bytes in order.
+        #[test]
+        fn any_parts_in_or_out_of_place_make_the_same_file(
+            parts in proptest::collection::vec((0usize..3 * ALIGN + 100, proptest::prelude::any::<bool>(), 0usize..ALIGN), 1..6),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let takes = direct_file(dir.path(), "probe").map(|f| write_direct(&f, &[&[0u8; ALIGN]]));
+            if !matches!(takes, Some(Ok(_))) {
+                return Ok(());
+            }
+            let total: usize = parts.iter().map(|p| p.0).sum();
+            let mut mem = vec![0u8; total + (parts.len() + 1) * 2 * ALIGN];
+            for (i, x) in mem.iter_mut().enumerate() {
+                *x = (i * 31 % 253) as u8;
+            }
+            let addr = mem.as_ptr().addr();
+            let (mut starts, mut at, mut file, mut in_place) = (Vec::new(), 0usize, 0usize, 0usize);
+            for &(len, placed, shift) in &parts {
+                let phase = if placed { file % ALIGN } else { shift };
+                let start = at + (phase + ALIGN - (addr + at) % ALIGN) % ALIGN;
+                let lead = (ALIGN - file % ALIGN) % ALIGN;
+                if (addr + start) % ALIGN == file % ALIGN && len >= lead + ALIGN {
+                    in_place += (len - lead) / ALIGN * ALIGN;
+                }
+                starts.push(start..start + len);
+                (at, file) = (start + len, file + len);
+            }
+            let slices: Vec<&[u8]> = starts.iter().map(|r| &mem[r.clone()]).collect();
+            let f = direct_file(dir.path(), "object").unwrap();
+            let copied = write_direct(&f, &slices).unwrap();
+            proptest::prop_assert_eq!(copied, total - in_place, "bytes copied");
+            let expected: Vec<u8> = slices.concat();
+            proptest::prop_assert_eq!(std::fs::read(dir.path().join("object")).unwrap(), expected);
+        }
+    }
+
     /// A payload [`PAYLOAD_PHASE`] bytes past an aligned address, after
     /// its header, is copied only up to the file's first block boundary and
     /// for its tail; placed anywhere else it is copied whole. The file holds
