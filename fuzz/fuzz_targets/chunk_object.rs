@@ -129,6 +129,11 @@ fn round_trip(u: &mut Unstructured) -> arbitrary::Result<()> {
     let h = Header::decode(&enc).expect("an encoded header decodes");
     assert_eq!((h.id, h.raw_len as usize), (id, data.len()));
     assert_eq!(enc.len(), HEADER_LEN + h.stored_len as usize);
+    assert_eq!(
+        h.payload_crc,
+        crc32c::crc32c(&enc[HEADER_LEN..]),
+        "the payload CRC is CRC-32C (a second implementation)"
+    );
     match h.codec {
         Codec::Raw => assert_eq!(&enc[HEADER_LEN..], &data[..]),
         Codec::Zstd => {
