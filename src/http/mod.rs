@@ -163,19 +163,18 @@ pub async fn read_body(
     // One buffer of the declared size, not a doubling series of copies; a
     // chunk-sized one is reused (see `store::buffer`).
     let mut buf = crate::store::buffer::take(expect.min(limit));
-    // A chunk's body placed where a direct write takes it from without a
-    // copy (`objects::PAYLOAD_PHASE`), when the buffer has room to spare.
-    let spare = buf.capacity().saturating_sub(expect.min(limit));
-    let at = buf.pad_to_phase(crate::store::objects::PAYLOAD_PHASE, crate::store::objects::ALIGN, spare);
-    while let Some(frame) = budget.next((buf.len() - at) as u64, stream.next()).await? {
+    // A chunk's body (`PUT /api/chunks/{hash}`) is written to disk from
+    // here; other bodies only carry the padding (none below the pooled sizes).
+    buf.start_chunk(expect.min(limit));
+    while let Some(frame) = budget.next(buf.held() as u64, stream.next()).await? {
         let frame = frame.map_err(|e| body_failed(&e, "reading the body"))?;
-        if buf.len() - at + frame.len() > limit {
+        if buf.held() + frame.len() > limit {
             return Err(ApiError::PayloadTooLarge(format!("the body may be at most {limit} bytes")));
         }
         buf.extend_from_slice(&frame);
     }
-    let len = buf.len();
-    Ok(buf.freeze(at..len))
+    let (from, len) = (buf.padding(), buf.len());
+    Ok(buf.freeze(from..len))
 }
 
 /// What a protocol serves, by how its bodies are handled: `api` routes take

@@ -21,6 +21,8 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
+use super::objects::{ALIGN, PAYLOAD_PHASE};
+
 /// The smallest capacity worth pooling: the server's mmap threshold.
 pub const POOLED_MIN: usize = 128 * 1024;
 
@@ -81,7 +83,7 @@ impl Pool {
     /// (a pooled buffer keeps its length when given back).
     fn take_stale(&'static self, len: usize) -> Buffer {
         if !(POOLED_MIN..=POOLED_MAX).contains(&len) {
-            return Buffer { vec: Vec::with_capacity(len), pool: self };
+            return Buffer { vec: Vec::with_capacity(len), pool: self, padding: 0 };
         }
         let reused = {
             let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -99,7 +101,7 @@ impl Pool {
             })
         };
         let vec = reused.unwrap_or_else(|| Vec::with_capacity(capacity_for(len)));
-        Buffer { vec, pool: self }
+        Buffer { vec, pool: self, padding: 0 }
     }
 
     fn give(&self, vec: Vec<u8>) {
@@ -167,6 +169,8 @@ pub fn take_to_overwrite(len: usize) -> Buffer {
 pub struct Buffer {
     vec: Vec<u8>,
     pool: &'static Pool,
+    /// Zeros appended by [`Buffer::start_chunk`] since it was taken.
+    padding: usize,
 }
 
 impl Buffer {
@@ -183,22 +187,33 @@ impl Buffer {
         Bytes::from_owner(self).slice(range)
     }
 
-    /// Appends zeros so that the next byte appended lands `phase` bytes
-    /// past an `align`-aligned address (`align` a power of two, `phase`
-    /// below it), unless that takes more than `spare` bytes: then nothing.
-    /// Returns how many were appended. Keep `len + spare` within the
-    /// capacity and the buffer never moves, so the bytes appended next stay
-    /// where they were placed. (A raw chunk placed at the object store's
-    /// `PAYLOAD_PHASE` is written to disk without a copy: `objects::direct`.)
-    pub fn pad_to_phase(&mut self, phase: usize, align: usize, spare: usize) -> usize {
-        debug_assert!(align.is_power_of_two() && phase < align);
+    /// Pads with zeros so that the next byte appended starts a chunk where
+    /// a direct write takes it from without copying it: [`PAYLOAD_PHASE`]
+    /// bytes past an [`ALIGN`]-aligned address (`objects::direct`). The
+    /// padding comes only from the capacity beyond `reserved` bytes of
+    /// content (what the request may still bring, and has brought), so
+    /// appending them never makes the buffer grow and move what was placed;
+    /// without the room, nothing is appended and that chunk is copied when
+    /// written.
+    pub fn start_chunk(&mut self, reserved: usize) {
+        let spare = self.vec.capacity().saturating_sub(reserved + self.padding);
         let next = self.vec.as_ptr().addr() + self.vec.len();
-        let pad = phase.wrapping_sub(next) & (align - 1);
-        if pad > spare {
-            return 0;
+        let pad = PAYLOAD_PHASE.wrapping_sub(next) & (ALIGN - 1);
+        if pad <= spare {
+            self.vec.resize(self.vec.len() + pad, 0);
+            self.padding += pad;
         }
-        self.vec.resize(self.vec.len() + pad, 0);
-        pad
+    }
+
+    /// Zeros appended by [`Self::start_chunk`] so far.
+    pub fn padding(&self) -> usize {
+        self.padding
+    }
+
+    /// Bytes appended that are content, not padding: what a body's memory
+    /// budget counts as held.
+    pub fn held(&self) -> usize {
+        self.vec.len() - self.padding
     }
 
     /// The plain vector, no longer pooled.
@@ -285,26 +300,32 @@ mod tests {
     }
 
     #[test]
-    fn padding_places_the_next_byte_at_the_phase_asked_for_within_the_spare_room() {
+    fn a_chunk_starts_at_the_payload_phase_within_the_room_beyond_what_is_reserved() {
         static P: Pool = Pool::new();
         let mut b = P.take(1 << 20);
         let cap = b.capacity();
-        for (phase, len) in [(56, 0), (56, 1), (0, 4097), (4095, 9000), (56, 12_345)] {
-            b.resize(len, 1);
-            let pad = b.pad_to_phase(phase, 4096, 4095);
-            assert!(pad < 4096, "{phase} after {len}");
-            assert_eq!(b.len(), len + pad);
-            assert_eq!((b.as_ptr().addr() + b.len()) % 4096, phase, "{phase} after {len}");
-            assert!(b[len..].iter().all(|&x| x == 0), "zeros");
-            assert_eq!(b.pad_to_phase(phase, 4096, 0), 0, "already there");
-            b.clear();
+        let reserved = cap - 64 * 1024;
+        for len in [0, 1, 4097, 9000, 12_345] {
+            let padded = b.padding();
+            let to = b.len() + len;
+            b.resize(to, 1);
+            let from = b.len();
+            b.start_chunk(reserved);
+            let pad = b.padding() - padded;
+            assert!(pad < ALIGN, "after {len}");
+            assert_eq!(b.len(), from + pad);
+            assert_eq!((b.as_ptr().addr() + b.len()) % ALIGN, PAYLOAD_PHASE, "after {len}");
+            assert!(b[from..].iter().all(|&x| x == 0), "zeros");
+            assert_eq!(b.held() + b.padding(), b.len(), "held is what is not padding");
+            b.start_chunk(reserved);
+            assert_eq!(b.padding() - padded, pad, "already there: nothing more");
         }
-        b.resize(1, 1);
-        let need = 56usize.wrapping_sub(b.as_ptr().addr() + 1) & 4095;
-        if need > 0 {
-            assert_eq!(b.pad_to_phase(56, 4096, need - 1), 0, "not within the spare room");
-            assert_eq!(b.len(), 1, "and nothing appended");
-        }
+        let to = b.len() + 1;
+        b.resize(to, 1);
+        let need = PAYLOAD_PHASE.wrapping_sub(b.as_ptr().addr() + b.len()) & (ALIGN - 1);
+        let (len, padded) = (b.len(), b.padding());
+        b.start_chunk(cap - padded - (need - 1));
+        assert_eq!((b.len(), b.padding()), (len, padded), "not within the room: nothing appended");
         assert_eq!(b.capacity(), cap, "never moved");
     }
 

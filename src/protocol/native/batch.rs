@@ -13,7 +13,6 @@ use axum::http::{StatusCode, header};
 
 use crate::config::LimitsConfig;
 use crate::http::{ApiError, Caller, Reservation, content_length};
-use crate::store::objects::{ALIGN, PAYLOAD_PHASE};
 use crate::store::{ChunkId, Put, Store, View};
 use crate::wire::{ErrorBody, PutChunkResponse, PutChunksResponse};
 
@@ -86,11 +85,6 @@ pub async fn put_chunks(
     // not fresh pages to fault in (a buffer per part, most of them new,
     // cost 240,000 page faults per GiB uploaded).
     let mut buf = crate::store::buffer::take(reserve as usize);
-    // Each part placed where a direct write takes a raw chunk from without
-    // copying it (`objects::PAYLOAD_PHASE`), while the padding fits in the
-    // buffer's room beyond the body's size: the parts never outgrow it.
-    let room = buf.capacity().saturating_sub(reserve as usize);
-    let mut spare = room;
     let mut parts: Vec<(ChunkId, std::ops::Range<usize>, bool)> = Vec::new();
     while let Some(field) = mp.next_field().await.map_err(|e| over(e, max_bytes))? {
         if parts.len() == MAX_BATCH_CHUNKS {
@@ -112,9 +106,10 @@ pub async fn put_chunks(
                 )));
             }
         };
-        spare -= buf.pad_to_phase(PAYLOAD_PHASE, ALIGN, spare);
+        // Each part starts where its object is written from.
+        buf.start_chunk(reserve as usize);
         let start = buf.len();
-        read_part(field, &mut budget, &mut buf, room - spare, max_chunk, max_bytes).await?;
+        read_part(field, &mut budget, &mut buf, max_chunk, max_bytes).await?;
         parts.push((id, start..buf.len(), zstd));
     }
     let len = buf.len();
@@ -159,20 +154,18 @@ pub(super) fn as_seen_by(s: &Store, view: &View, puts: &mut [Put], lease: u64) -
 }
 
 /// Appends one part's bytes to `buf` (what the request's parts before it
-/// left there, `padded` bytes of it padding): at most `max_chunk` of them,
-/// in the budget. (The body as a whole is limited to `max_bytes` before
-/// the parser reads it.)
+/// left there): at most `max_chunk` of them, in the budget. (The body as a
+/// whole is limited to `max_bytes` before the parser reads it.)
 async fn read_part(
     mut field: Field<'_>,
     budget: &mut Reservation,
     buf: &mut crate::store::buffer::Buffer,
-    padded: usize,
     max_chunk: u64,
     max_bytes: u64,
 ) -> Result<(), ApiError> {
     let start = buf.len() as u64;
     while let Some(piece) =
-        budget.next((buf.len() - padded) as u64, field.chunk()).await?.map_err(|e| over(e, max_bytes))?
+        budget.next(buf.held() as u64, field.chunk()).await?.map_err(|e| over(e, max_bytes))?
     {
         if buf.len() as u64 - start + piece.len() as u64 > max_chunk {
             return Err(ApiError::PayloadTooLarge(format!("a chunk may be at most {max_chunk} bytes")));
