@@ -124,18 +124,19 @@ fn write_both_at(f: &File, mut first: &[u8], mut second: &[u8], mut at: u64) -> 
 mod tests {
     use std::os::unix::fs::OpenOptionsExt;
 
+    use super::super::tests::takes_direct;
     use super::*;
     use crate::store::object::HEADER_LEN;
 
-    /// A new file in `dir` opened with `O_DIRECT`; `None` where the
-    /// filesystem does not take the open.
-    fn direct_file(dir: &std::path::Path, name: &str) -> Option<File> {
+    /// A new file in `dir` opened with `O_DIRECT` (which the caller has
+    /// checked the filesystem takes).
+    fn direct_file(dir: &std::path::Path, name: &str) -> File {
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
             .open(dir.join(name))
-            .ok()
+            .unwrap()
     }
 
     proptest::proptest! {
@@ -148,8 +149,7 @@ mod tests {
             parts in proptest::collection::vec((0usize..3 * ALIGN + 100, proptest::prelude::any::<bool>(), 0usize..ALIGN), 1..6),
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let takes = direct_file(dir.path(), "probe").map(|f| write_direct(&f, &[&[0u8; ALIGN]]));
-            if !matches!(takes, Some(Ok(_))) {
+            if !takes_direct(dir.path()) {
                 return Ok(());
             }
             let total: usize = parts.iter().map(|p| p.0).sum();
@@ -170,7 +170,7 @@ mod tests {
                 (at, file) = (start + len, file + len);
             }
             let slices: Vec<&[u8]> = starts.iter().map(|r| &mem[r.clone()]).collect();
-            let f = direct_file(dir.path(), "object").unwrap();
+            let f = direct_file(dir.path(), "object");
             let copied = write_direct(&f, &slices).unwrap();
             proptest::prop_assert_eq!(copied, total - in_place, "bytes copied");
             let expected: Vec<u8> = slices.concat();
@@ -186,8 +186,7 @@ mod tests {
     #[test]
     fn a_payload_placed_after_its_header_is_written_from_where_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let takes = direct_file(dir.path(), "probe").map(|f| write_direct(&f, &[&[0u8; ALIGN]]));
-        if !matches!(takes, Some(Ok(_))) {
+        if !takes_direct(dir.path()) {
             eprintln!("skipped: this filesystem does not take O_DIRECT");
             return;
         }
@@ -202,7 +201,7 @@ mod tests {
         for len in lens {
             for shift in [0, 1, 8, ALIGN - 1] {
                 let payload = &mem[base + shift..base + shift + len];
-                let f = direct_file(dir.path(), &format!("{len}-{shift}")).unwrap();
+                let f = direct_file(dir.path(), &format!("{len}-{shift}"));
                 let copied = write_direct(&f, &[&header, payload]).unwrap();
                 let in_place = shift == 0 && len >= lead + ALIGN;
                 let expected =

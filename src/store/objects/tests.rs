@@ -292,7 +292,7 @@ fn a_refused_direct_write_falls_back_to_the_page_cache() {
 /// Whether the filesystem under `dir` takes a 4 KiB `O_DIRECT` write,
 /// asked without the store's code.
 #[cfg(target_os = "linux")]
-fn takes_direct(dir: &std::path::Path) -> bool {
+pub(super) fn takes_direct(dir: &std::path::Path) -> bool {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let path = dir.join("direct-probe");
     let opened = fs::OpenOptions::new()
