@@ -165,7 +165,7 @@ pub async fn read_body(
     let mut buf = crate::store::buffer::take(expect.min(limit));
     // A chunk's body (`PUT /api/chunks/{hash}`) is written to disk from
     // here; other bodies only carry the padding (none below the pooled sizes).
-    buf.start_chunk(expect.min(limit));
+    crate::store::objects::start_chunk(&mut buf, expect.min(limit));
     while let Some(frame) = budget.next(buf.held() as u64, stream.next()).await? {
         let frame = frame.map_err(|e| body_failed(&e, "reading the body"))?;
         if buf.held() + frame.len() > limit {

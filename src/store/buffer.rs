@@ -21,8 +21,6 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::objects::{ALIGN, PAYLOAD_PHASE};
-
 /// The smallest capacity worth pooling: the server's mmap threshold.
 pub const POOLED_MIN: usize = 128 * 1024;
 
@@ -169,7 +167,7 @@ pub fn take_to_overwrite(len: usize) -> Buffer {
 pub struct Buffer {
     vec: Vec<u8>,
     pool: &'static Pool,
-    /// Zeros appended by [`Buffer::start_chunk`] since it was taken.
+    /// Zeros appended by [`Buffer::pad_to`] since it was taken.
     padding: usize,
 }
 
@@ -187,25 +185,26 @@ impl Buffer {
         Bytes::from_owner(self).slice(range)
     }
 
-    /// Pads with zeros so that the next byte appended starts a chunk where
-    /// a direct write takes it from without copying it: [`PAYLOAD_PHASE`]
-    /// bytes past an [`ALIGN`]-aligned address (`objects::direct`). The
-    /// padding comes only from the capacity beyond `reserved` bytes of
-    /// content (what the request may still bring, and has brought), so
-    /// appending them never makes the buffer grow and move what was placed;
-    /// without the room, nothing is appended and that chunk is copied when
-    /// written.
-    pub fn start_chunk(&mut self, reserved: usize) {
+    /// Pads with zeros so that the next byte appended lands `phase` bytes
+    /// past an `align`-aligned address (`align` a power of two, `phase`
+    /// below it; `objects::start_chunk` asks for where a direct write
+    /// takes a chunk from without copying it). The padding comes only from
+    /// the capacity beyond `reserved` bytes of content (what the request
+    /// may still bring, and has brought), so appending them never makes the
+    /// buffer grow and move what was placed; without the room, nothing is
+    /// appended.
+    pub fn pad_to(&mut self, phase: usize, align: usize, reserved: usize) {
+        debug_assert!(align.is_power_of_two() && phase < align);
         let spare = self.vec.capacity().saturating_sub(reserved + self.padding);
         let next = self.vec.as_ptr().addr() + self.vec.len();
-        let pad = PAYLOAD_PHASE.wrapping_sub(next) & (ALIGN - 1);
+        let pad = phase.wrapping_sub(next) & (align - 1);
         if pad <= spare {
             self.vec.resize(self.vec.len() + pad, 0);
             self.padding += pad;
         }
     }
 
-    /// Zeros appended by [`Self::start_chunk`] so far.
+    /// Zeros appended by [`Self::pad_to`] so far.
     pub fn padding(&self) -> usize {
         self.padding
     }
@@ -300,31 +299,31 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_starts_at_the_payload_phase_within_the_room_beyond_what_is_reserved() {
+    fn padding_places_the_next_byte_at_the_phase_asked_for_within_the_room_beyond_what_is_reserved() {
         static P: Pool = Pool::new();
         let mut b = P.take(1 << 20);
         let cap = b.capacity();
         let reserved = cap - 64 * 1024;
-        for len in [0, 1, 4097, 9000, 12_345] {
+        for (phase, len) in [(56, 0), (56, 1), (0, 4097), (4095, 9000), (56, 12_345)] {
             let padded = b.padding();
             let to = b.len() + len;
             b.resize(to, 1);
             let from = b.len();
-            b.start_chunk(reserved);
+            b.pad_to(phase, 4096, reserved);
             let pad = b.padding() - padded;
-            assert!(pad < ALIGN, "after {len}");
+            assert!(pad < 4096, "{phase} after {len}");
             assert_eq!(b.len(), from + pad);
-            assert_eq!((b.as_ptr().addr() + b.len()) % ALIGN, PAYLOAD_PHASE, "after {len}");
+            assert_eq!((b.as_ptr().addr() + b.len()) % 4096, phase, "{phase} after {len}");
             assert!(b[from..].iter().all(|&x| x == 0), "zeros");
             assert_eq!(b.held() + b.padding(), b.len(), "held is what is not padding");
-            b.start_chunk(reserved);
+            b.pad_to(phase, 4096, reserved);
             assert_eq!(b.padding() - padded, pad, "already there: nothing more");
         }
         let to = b.len() + 1;
         b.resize(to, 1);
-        let need = PAYLOAD_PHASE.wrapping_sub(b.as_ptr().addr() + b.len()) & (ALIGN - 1);
+        let need = 56usize.wrapping_sub(b.as_ptr().addr() + b.len()) & 4095;
         let (len, padded) = (b.len(), b.padding());
-        b.start_chunk(cap - padded - (need - 1));
+        b.pad_to(56, 4096, cap - padded - (need - 1));
         assert_eq!((b.len(), b.padding()), (len, padded), "not within the room: nothing appended");
         assert_eq!(b.capacity(), cap, "never moved");
     }

@@ -107,7 +107,7 @@ pub async fn put_chunks(
             }
         };
         // Each part starts where its object is written from.
-        buf.start_chunk(reserve as usize);
+        crate::store::objects::start_chunk(&mut buf, reserve as usize);
         let start = buf.len();
         read_part(field, &mut budget, &mut buf, max_chunk, max_bytes).await?;
         parts.push((id, start..buf.len(), zstd));

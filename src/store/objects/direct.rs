@@ -47,6 +47,13 @@ const WINDOW: usize = 1 << 20;
 /// there: just after the object's header, which comes first in the file.
 pub const PAYLOAD_PHASE: usize = crate::store::object::HEADER_LEN % ALIGN;
 
+/// Pads `buf` so that the chunk appended next starts at [`PAYLOAD_PHASE`]
+/// and is written from there ([`crate::store::buffer::Buffer::pad_to`]:
+/// only from the room beyond `reserved` bytes of content).
+pub fn start_chunk(buf: &mut crate::store::buffer::Buffer, reserved: usize) {
+    buf.pad_to(PAYLOAD_PHASE, ALIGN, reserved);
+}
+
 /// Writes `parts` at the start of `f`, opened with `O_DIRECT` and no other
 /// status flag. Whole 4 KiB blocks go straight to the device: from where a
 /// part is, when its bytes for a block boundary of the file sit at an
