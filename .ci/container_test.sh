@@ -15,8 +15,9 @@
 #
 #   .ci/container_test.sh [DEPOT_BINARY]
 #
-# Skips (exit 0, saying why) without podman, debootstrap, root or the other
-# tools it needs; DEPOT_CONTAINER_TEST=require turns a skip into a failure.
+# Installs the tools it needs with apt-get when they are missing; skips
+# (exit 0, saying why) without root, or without apt-get to install them;
+# DEPOT_CONTAINER_TEST=require (set by .ci/run) turns a skip into a failure.
 # Environment: DEPOT_BIN (the binary; default $CARGO_TARGET_DIR/debug/depot),
 # DEPOT_CONTAINER_CACHE (default ~/.cache/depot-container), DEBIAN_MIRROR
 # (default: the bookworm mirror apt is configured with), PODMAN_STORAGE_DRIVER
@@ -46,11 +47,27 @@ fail() {
 step() { echo "container test: $*" >&2; }
 
 [ "$(id -u)" = 0 ] || skip "needs root (debootstrap, chroot and namespaces)"
-missing=()
-for tool in podman debootstrap unshare nsenter chroot curl python3 ip flock; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-[ ${#missing[@]} -eq 0 ] || skip "missing ${missing[*]} (apt-get install -y podman debootstrap iproute2 curl)"
+# Each tool and the Debian package that has it.
+tools=(podman:podman debootstrap:debootstrap unshare:util-linux nsenter:util-linux chroot:coreutils
+  curl:curl python3:python3 ip:iproute2 flock:util-linux docker-compose:docker-compose)
+missing_tools() {
+  missing=()
+  for t in "${tools[@]}"; do
+    command -v "${t%%:*}" >/dev/null 2>&1 || missing+=("${t##*:}")
+  done
+}
+missing_tools
+# Installed where missing, like the other harnesses' tools, where apt-get is
+# there to do it (as root, which this test needs anyway).
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+  mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
+  step "installing ${packages[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}" >/dev/null \
+    || fail "apt-get install ${packages[*]} failed"
+  missing_tools
+fi
+[ ${#missing[@]} -eq 0 ] || skip "missing packages ${missing[*]} (apt-get install -y podman debootstrap iproute2 curl)"
 
 bin="${1:-${DEPOT_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/depot-target}/debug/depot}}"
 [ -x "$bin" ] || fail "no depot binary at $bin (build it first: cargo build --bin depot)"
@@ -125,7 +142,7 @@ if command -v docker-compose >/dev/null 2>&1; then
   (cd "$repo" && docker-compose -f compose.yaml config -q) || fail "compose.yaml does not validate"
   step "compose.yaml validates (docker-compose config)"
 else
-  step "compose.yaml not validated: no docker-compose (apt-get install -y docker-compose)"
+  step "compose.yaml not validated: no docker-compose"
 fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/depot-container.XXXXXX")"
