@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 use super::enums::keywords;
 use super::id::ChunkId;
 
-pub use self::direct::{ALIGN, PAYLOAD_PHASE, start_chunk};
+pub use self::direct::start_chunk;
 pub use self::faulty::{Faulty, Op, Pause};
 pub use self::fs::{FsObjects, FsyncPolicy, kept_descriptors};
 pub use self::memory::MemObjects;
