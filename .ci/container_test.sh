@@ -67,7 +67,7 @@ if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
     || fail "apt-get install ${packages[*]} failed"
   missing_tools
 fi
-[ ${#missing[@]} -eq 0 ] || skip "missing packages ${missing[*]} (apt-get install -y podman debootstrap iproute2 curl)"
+[ ${#missing[@]} -eq 0 ] || skip "missing, and no apt-get to install them: $(printf '%s\n' "${missing[@]}" | sort -u | xargs)"
 
 bin="${1:-${DEPOT_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/depot-target}/debug/depot}}"
 [ -x "$bin" ] || fail "no depot binary at $bin (build it first: cargo build --bin depot)"
@@ -137,13 +137,10 @@ EOF
   fi
 ) 9>"$cache/.lock"
 
-# compose.yaml against the Compose schema, where a compose tool is at hand.
-if command -v docker-compose >/dev/null 2>&1; then
-  (cd "$repo" && docker-compose -f compose.yaml config -q) || fail "compose.yaml does not validate"
-  step "compose.yaml validates (docker-compose config)"
-else
-  step "compose.yaml not validated: no docker-compose"
-fi
+# compose.yaml against the Compose schema (docker-compose is one of the
+# tools above).
+(cd "$repo" && docker-compose -f compose.yaml config -q) || fail "compose.yaml does not validate"
+step "compose.yaml validates (docker-compose config)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/depot-container.XXXXXX")"
 tag="localhost/depot-container-test:$$"
