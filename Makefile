@@ -51,8 +51,8 @@ test-service: bin
 # The Dockerfile's runtime stage, built by podman over a debootstrapped
 # Debian base (cached in ~/.cache/depot-container) with the binary the tests
 # built, then run from its exported root filesystem under chroot and
-# namespaces. Installs podman and debootstrap when missing; skipped, saying
-# why, without root or apt-get (a failure under .ci/run).
+# namespaces. Installs podman, debootstrap and docker-compose when missing;
+# skipped, saying why, without root or apt-get (a failure under .ci/run).
 test-container: bin
 	.ci/container_test.sh $(CARGO_TARGET_DIR)/debug/depot
 
