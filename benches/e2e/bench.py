@@ -332,6 +332,12 @@ class Server:
             CLEANUP.stop(self.p)
             self.p = None
 
+    def cpu_s(self) -> float:
+        """The server's CPU seconds so far, all threads (`/proc/PID/stat`
+        utime + stime)."""
+        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def depot_put(ctx: Ctx, url: str, path: Path, timeout: float) -> tuple[float, dict]:
     """`depot put --json` of `path` to `url`: seconds and its report, whose
@@ -360,12 +366,6 @@ class Depot(Server):
         m = self._spawn(cmd, env=env, ready=r"depot listening on (http://\S+)")
         self.url = m.group(1)
         return self
-
-    def cpu_s(self) -> float:
-        """The server's CPU seconds so far, all threads (`/proc/PID/stat`
-        utime + stime)."""
-        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def vmhwm_mib(self) -> float:
         status = Path(f"/proc/{self.p.pid}/status").read_text()
@@ -433,6 +433,23 @@ class Cluster:
             self.lb.stop()
         for node in self.nodes:
             node.stop()
+
+
+class ObjServe(Server):
+    """D1's layout reference: `objserve.py`, a plain server that reads one
+    file's chunks from a depot store's object directory, one file per chunk,
+    as depot's cached download reads them, and checks nothing."""
+
+    def __init__(self, objects: Path, manifest: Path) -> None:
+        super().__init__("objserve")
+        self.objects, self.manifest = objects, manifest
+        self.url = ""
+
+    def start(self) -> ObjServe:
+        m = self._spawn([sys.executable, str(HERE / "objserve.py"), str(self.objects), str(self.manifest)],
+                        ready=r"objserve listening on (http://\S+)", stream="stdout")
+        self.url = m.group(1)
+        return self
 
 
 class Nginx(Server):
@@ -983,6 +1000,19 @@ def d1(ctx: Ctx) -> None:
         if keep:
             ctx.samples.add("nginx", ctx.mbps(n, secs))
 
+    # The same chunks through a server that does nothing but read each
+    # object and send its payload: what one file per chunk allows.
+    manifest = ctx.work / "manifest.json"
+    manifest.write_bytes(http_get(f"{ctx.main()[0].url}/api/files/{fid}/manifest"))
+    plain = ObjServe(ctx.main()[0].data / "objects", manifest).start()
+
+    def objects_curl(keep: bool) -> None:
+        s0 = plain.cpu_s()
+        secs = curl_get(plain.url, n, ctx.timeout(n))
+        if keep:
+            ctx.samples.add("d1.objects", ctx.mbps(n, secs))
+            ctx.samples.add("d1.objects.cpu.server", (plain.cpu_s() - s0) / (n / GiB))
+
     def depot_get_null(keep: bool) -> None:
         # The same conditions as curl's: nothing written to disk. depot get
         # checks the length and every chunk's hash itself, and exits non-zero
@@ -1020,9 +1050,13 @@ def d1(ctx: Ctx) -> None:
         if keep:
             ctx.samples.add("nginx.file", ctx.mbps(n, secs))
 
-    ctx.rounds("D1", [("curl from depot (fresh process)", depot_curl), ("curl from nginx", nginx),
-                      ("depot get -o - (to /dev/null)", depot_get_null), ("depot get -o FILE", depot_get),
-                      ("curl -o FILE && sync from nginx", nginx_file)])
+    try:
+        ctx.rounds("D1", [("curl from depot (fresh process)", depot_curl), ("curl from nginx", nginx),
+                          ("curl from a plain server over depot's objects", objects_curl),
+                          ("depot get -o - (to /dev/null)", depot_get_null), ("depot get -o FILE", depot_get),
+                          ("curl -o FILE && sync from nginx", nginx_file)])
+    finally:
+        plain.stop()
     ratio_row(ctx, "D1", f"download of {human(n)}, `curl -o /dev/null`, MB/s", "d1.curl", "nginx, curl", "nginx",
               "≥ 0.9× nginx", lambda r: r >= 0.9)
     ratio_row(ctx, "D1", f"download of {human(n)}, `depot get -o -` to /dev/null (verifies every chunk), MB/s",
@@ -1030,6 +1064,13 @@ def d1(ctx: Ctx) -> None:
     ratio_row(ctx, "D1", f"download of {human(n)}, `depot get -o FILE` (verified, fsynced, renamed), MB/s", "d1.get",
               "nginx, `curl -o FILE && sync`", "nginx.file", "—", None)
     cpu_row(ctx, "D1", "`curl` from depot", "d1.curl")
+    ratio_row(ctx, "D1", f"download of {human(n)}, `curl -o /dev/null` from a plain server reading depot's objects "
+              "(one file per chunk, nothing checked: the layout's limit), MB/s", "d1.objects", "nginx, curl", "nginx")
+    ratio_row(ctx, "D1", f"download of {human(n)}, `curl -o /dev/null` from depot against that plain server, MB/s",
+              "d1.curl", "plain server over depot's objects", "d1.objects")
+    s = ctx.stat("d1.objects.cpu.server")
+    if s:
+        ctx.rows.append(Row("D1", "… CPU seconds per GiB, the plain server over depot's objects", s.show()))
     cpu_row(ctx, "D1", "`depot get -o -`", "d1.get.null")
 
 
