@@ -333,8 +333,9 @@ class Server:
             self.p = None
 
     def cpu_s(self) -> float:
-        """The server's CPU seconds so far, all threads (`/proc/PID/stat`
-        utime + stime)."""
+        """The CPU seconds so far of the process this started, all its
+        threads (`/proc/PID/stat` utime + stime); not of its children, so
+        not of nginx's workers."""
         fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -963,6 +964,18 @@ def curl_get(url: str, n: int, timeout: float) -> float:
     return secs
 
 
+def same_bytes(url: str, path: Path, timeout: float) -> bool:
+    """Whether a GET of `url` answers exactly the bytes of `path`, compared
+    piece by piece as they arrive."""
+    with urllib.request.urlopen(url, timeout=timeout) as r, open(path, "rb") as f:
+        while True:
+            got = r.read(MiB)
+            if got != f.read(len(got)):
+                return False
+            if not got:
+                return f.read(1) == b""
+
+
 def range_ms(url: str, n: int, count: int, seed: int, timeout: float) -> float:
     """The median milliseconds of `count` random 64 KiB `Range` requests
     to `url` (a file of `n` bytes), one after the other on one curl
@@ -979,7 +992,7 @@ def range_ms(url: str, n: int, count: int, seed: int, timeout: float) -> float:
 
 
 def d1(ctx: Ctx) -> None:
-    _, fid = ctx.main()
+    main_srv, fid = ctx.main()
     n = ctx.size
     web = ctx.web()
     cur: list[Depot] = []
@@ -1001,17 +1014,22 @@ def d1(ctx: Ctx) -> None:
             ctx.samples.add("nginx", ctx.mbps(n, secs))
 
     # The same chunks through a server that does nothing but read each
-    # object and send its payload: what one file per chunk allows.
+    # object and send its payload: what one file per chunk allows. Its bytes
+    # are checked once against the base file, so that a reference that sent
+    # the wrong ones (a header, a misplaced slice) could not be counted.
     manifest = ctx.work / "manifest.json"
-    manifest.write_bytes(http_get(f"{ctx.main()[0].url}/api/files/{fid}/manifest"))
-    plain = ObjServe(ctx.main()[0].data / "objects", manifest).start()
+    manifest.write_bytes(http_get(f"{main_srv.url}/api/files/{fid}/manifest"))
+    plain = ObjServe(main_srv.data / "objects", manifest).start()
+    if not same_bytes(plain.url, ctx.base, ctx.timeout(n)):
+        plain.stop()
+        raise BenchError("the plain server over depot's objects did not send the base file's bytes")
 
     def objects_curl(keep: bool) -> None:
-        s0 = plain.cpu_s()
+        c0, s0 = child_cpu(), plain.cpu_s()
         secs = curl_get(plain.url, n, ctx.timeout(n))
         if keep:
             ctx.samples.add("d1.objects", ctx.mbps(n, secs))
-            ctx.samples.add("d1.objects.cpu.server", (plain.cpu_s() - s0) / (n / GiB))
+            add_cpu(ctx, "d1.objects", n, child_cpu() - c0, plain.cpu_s() - s0)
 
     def depot_get_null(keep: bool) -> None:
         # The same conditions as curl's: nothing written to disk. depot get
@@ -1068,9 +1086,7 @@ def d1(ctx: Ctx) -> None:
               "(one file per chunk, nothing checked: the layout's limit), MB/s", "d1.objects", "nginx, curl", "nginx")
     ratio_row(ctx, "D1", f"download of {human(n)}, `curl -o /dev/null` from depot against that plain server, MB/s",
               "d1.curl", "plain server over depot's objects", "d1.objects")
-    s = ctx.stat("d1.objects.cpu.server")
-    if s:
-        ctx.rows.append(Row("D1", "… CPU seconds per GiB, the plain server over depot's objects", s.show()))
+    cpu_row(ctx, "D1", "`curl` from the plain server over depot's objects", "d1.objects")
     cpu_row(ctx, "D1", "`depot get -o -`", "d1.get.null")
 
 
