@@ -401,6 +401,55 @@ async fn tus_uploads_belong_to_their_tenant() {
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 
+/// Token checks by where the token's row came from, as `/metrics` counts
+/// them (`memory`, `metadata`); the scrape's own check is among them.
+async fn token_checks(t: &Tenants) -> (u64, u64) {
+    let m = t.admin.get(t.srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    (
+        common::metric(&m, "depot_token_checks_total{row=\"memory\"}"),
+        common::metric(&m, "depot_token_checks_total{row=\"metadata\"}"),
+    )
+}
+
+/// A token's row, read once for a check, answers the next checks from
+/// memory until `TOKEN_CACHE_TTL` has passed by the store's clock (then it
+/// is read again); a wrong secret is refused against the row in memory,
+/// and a revocation made on this server holds from the next request on.
+#[tokio::test]
+async fn token_checks_read_a_row_once_a_while_yet_a_revocation_holds_at_once() {
+    let t = tenants().await;
+    let srv = &t.srv;
+    let tok = make_token(srv, &t.admin, "a", &["read"]).await;
+    let secret = tok.token.clone().unwrap();
+    let c = as_token(&secret);
+    let list = |c: &Client| {
+        let r = c.get(srv.url("/api/files"));
+        async move { r.send().await.unwrap().status() }
+    };
+    let before = token_checks(&t).await;
+    for _ in 0..3 {
+        assert_eq!(list(&c).await, StatusCode::OK);
+    }
+    let after = token_checks(&t).await;
+    // The token's first check read its row, the next two did not; the
+    // admin's scrape found the admin's row in memory.
+    assert_eq!((after.0 - before.0, after.1 - before.1), (3, 1), "(memory, metadata) checks");
+
+    t.clock.advance(depot::store::TOKEN_CACHE_TTL);
+    assert_eq!(list(&c).await, StatusCode::OK);
+    let later = token_checks(&t).await;
+    // Both rows were read again: the token's and the admin's.
+    assert_eq!((later.0 - after.0, later.1 - after.1), (0, 2), "(memory, metadata) checks past the TTL");
+
+    let wrong =
+        format!("{}{}", &secret[..secret.len() - 2], if secret.ends_with("AA") { "BB" } else { "AA" });
+    assert_eq!(list(&as_token(&wrong)).await, StatusCode::UNAUTHORIZED, "a wrong secret, row in memory");
+    assert_eq!(list(&c).await, StatusCode::OK);
+    let r = t.admin.delete(srv.url(&format!("/api/admin/tokens/{}", tok.id))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(list(&c).await, StatusCode::UNAUTHORIZED, "revoked, though its row was in memory");
+}
+
 #[tokio::test]
 async fn signed_links_work_until_they_should_not() {
     let t = tenants().await;

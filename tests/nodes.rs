@@ -8,8 +8,10 @@
 //! Objects are the in-memory twins behind fault hooks, the directory's and
 //! the generational (S3) one, so a node can be stopped at a named point.
 //! Also: the server's keys, made once by whichever node asks first; a
-//! download on one node holding a delete made on the other; an append-only
-//! upload moving between nodes, the appender before fenced.
+//! token revoked on one node, refused by the other within the token rows'
+//! time in memory; a download on one node holding a delete made on the
+//! other; an append-only upload moving between nodes, the appender before
+//! fenced.
 
 mod common;
 
@@ -22,7 +24,7 @@ use depot::store::meta::{MetaStore, PgMeta, PgOptions};
 use depot::store::objects::{Op, Pause};
 use depot::store::{
     Error, Faulty, FileRecord, GcReport, ManualClock, MemMeta, MemObjects, NewStream, ObjectKey, ObjectStore,
-    Store, StoreOptions, Tenant, View,
+    Scopes, Store, StoreOptions, TOKEN_CACHE_TTL, Tenant, View,
 };
 use depot::testdata::pseudo_random;
 use futures_util::TryStreamExt;
@@ -278,6 +280,37 @@ fn two_nodes_agree_on_the_server_keys(shared: Shared) {
 #[test]
 fn two_nodes_agree_on_the_server_keys_over_postgres() {
     two_nodes_agree_on_the_server_keys(Shared::Postgres);
+}
+
+/// A token revoked on node B is refused by node A, which had just checked
+/// it, once `TOKEN_CACHE_TTL` has passed (A checks from its memory until
+/// then, the bound the docs give); B refuses it at once.
+fn a_token_revoked_on_one_node_is_refused_by_the_other_within_the_ttl(shared: Shared) {
+    let Some(nodes) = Nodes::new(shared, false, "revoke") else { return };
+    let ((a, _), (b, _)) = (nodes.open(0), nodes.open(1));
+    let (rec, token) =
+        a.issue_token(Tenant::default(), Scopes::parse(&["read"]).unwrap(), None, None).unwrap();
+    let checked = |s: &Store| s.authenticate(&token).unwrap().map(|r| r.id);
+    assert_eq!(checked(&a), Some(rec.id));
+    assert_eq!(checked(&b), Some(rec.id));
+    b.revoke_token(&rec.id).unwrap();
+    assert_eq!(checked(&b), None, "the node that revoked it");
+    assert_eq!(a.authenticate_cached(&token).map(|r| r.map(|r| r.id)), Some(Some(rec.id)), "A, from memory");
+    nodes.clock.advance(TOKEN_CACHE_TTL - Duration::from_millis(1));
+    assert_eq!(checked(&a), Some(rec.id), "A within the TTL");
+    nodes.clock.advance(Duration::from_millis(1));
+    assert_eq!(a.authenticate_cached(&token), None, "A's row is stale: the metadata must be read");
+    assert_eq!(checked(&a), None, "A past the TTL");
+}
+
+#[test]
+fn a_token_revoked_on_one_node_is_refused_by_the_other_within_the_ttl_over_the_twin() {
+    a_token_revoked_on_one_node_is_refused_by_the_other_within_the_ttl(Shared::Memory);
+}
+
+#[test]
+fn a_token_revoked_on_one_node_is_refused_by_the_other_within_the_ttl_over_postgres() {
+    a_token_revoked_on_one_node_is_refused_by_the_other_within_the_ttl(Shared::Postgres);
 }
 
 /// A download on node A holds a delete made on node B: GC on B (past every

@@ -243,7 +243,12 @@ async fn resolve(st: &AppState, req: &Parts) -> Result<Option<Principal>, ApiErr
         match credentials(&req.headers) {
             Err(()) => return Err(unauthorized()),
             Ok(Some(token)) => {
-                let rec = st.store.blocking(move |s| s.authenticate(&token)).await?;
+                // A token seen in the last seconds is checked here, with no
+                // hop to a blocking thread for the metadata read.
+                let rec = match st.store.authenticate_cached(&token) {
+                    Some(rec) => rec,
+                    None => st.store.blocking(move |s| s.authenticate(&token)).await?,
+                };
                 Principal::of(&rec.ok_or_else(unauthorized)?)
             }
             Ok(None) if mode == AuthMode::Token => return Err(unauthorized()),
@@ -321,11 +326,13 @@ impl Link {
                     return Ok((mode != AuthMode::Token).then(Principal::unauthenticated));
                 }
                 let Ok(id) = self.kid.parse::<TokenId>() else { return Ok(None) };
-                Ok(s.token(&id)?.filter(|t| t.live(s.now_ms()) && t.scopes.has(Scope::Read)).map(|t| {
-                    let mut p = Principal::of(&t);
-                    p.scopes = Scopes::from_iter([Scope::Read]);
-                    p
-                }))
+                Ok(s.token_for_link(&id)?.filter(|t| t.live(s.now_ms()) && t.scopes.has(Scope::Read)).map(
+                    |t| {
+                        let mut p = Principal::of(&t);
+                        p.scopes = Scopes::from_iter([Scope::Read]);
+                        p
+                    },
+                ))
             })
             .await?;
         principal.ok_or_else(invalid)

@@ -171,6 +171,16 @@ impl Metrics {
             "Chunk reads for downloads, by path: cached (read from the page cache on an async thread; a compressed chunk then decoded on a blocking-pool thread), blocking (a blocking-pool thread) or decoded (a part of a compressed chunk an earlier range decoded, from memory).",
             &reads,
         );
+        let tokens = [
+            ("{row=\"memory\"}".to_string(), activity.token_checks_cached.to_string()),
+            ("{row=\"metadata\"}".to_string(), activity.token_checks_read.to_string()),
+        ];
+        put(
+            "depot_token_checks_total",
+            "counter",
+            "Token and signed-link checks by where the token's row came from: memory (read within the last 10 s by this node) or metadata.",
+            &tokens,
+        );
         self.render_latency(&mut out);
         out
     }

@@ -141,6 +141,8 @@ pub(super) struct ActivityCounters {
     pub(super) reads_cached: std::sync::atomic::AtomicU64,
     pub(super) reads_blocking: std::sync::atomic::AtomicU64,
     pub(super) reads_decoded: std::sync::atomic::AtomicU64,
+    pub(super) tokens_cached: std::sync::atomic::AtomicU64,
+    pub(super) tokens_read: std::sync::atomic::AtomicU64,
 }
 
 /// A snapshot of [`ActivityCounters`].
@@ -166,6 +168,12 @@ pub struct Activity {
     /// read before (see `super::cache::DecodedChunks`): no read and no
     /// decompression.
     pub chunk_reads_decoded: u64,
+    /// Token records that requests' token and link checks found in memory
+    /// (read within [`super::tokens::TOKEN_CACHE_TTL`]; see
+    /// [`Store::authenticate_cached`]).
+    pub token_checks_cached: u64,
+    /// Token records those checks read from the metadata.
+    pub token_checks_read: u64,
 }
 
 pub(super) fn bump(c: &std::sync::atomic::AtomicU64, by: u64) {
@@ -203,6 +211,9 @@ pub(super) struct Inner {
     /// Server keys read or made so far (they never change once made):
     /// token and link checks on every request read no metadata for them.
     pub(super) keys: Mutex<HashMap<String, [u8; 32]>>,
+    /// Token records read for requests' checks, for a while (see
+    /// [`super::tokens::TokenCache`]).
+    pub(super) tokens: super::tokens::TokenCache,
     /// The last run did not close cleanly: orphan objects are possible.
     pub(super) unclean: bool,
     /// Set while the recovery an unclean shutdown calls for (the orphan
@@ -368,6 +379,7 @@ impl Store {
             cache: super::cache::FileCache::new(),
             decoded: super::cache::DecodedChunks::new(),
             keys: Mutex::new(HashMap::new()),
+            tokens: super::tokens::TokenCache::new(),
             activity: ActivityCounters::default(),
             unclean,
             orphan_sweep_due: std::sync::atomic::AtomicBool::new(unclean),
@@ -476,6 +488,8 @@ impl Store {
             chunk_reads_cached: get(&a.reads_cached),
             chunk_reads_blocking: get(&a.reads_blocking),
             chunk_reads_decoded: get(&a.reads_decoded),
+            token_checks_cached: get(&a.tokens_cached),
+            token_checks_read: get(&a.tokens_read),
         }
     }
 

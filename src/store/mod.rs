@@ -110,6 +110,6 @@ pub use self::{
     search::NameFilter,
     session::{Concat, StreamState, UploadRecord, UploadState},
     staging::{COMMIT_PROTOCOL, CommitProgress, MAX_SEGMENTS, NewCommit},
-    tokens::{Scope, Scopes, TokenId, TokenRecord},
+    tokens::{Scope, Scopes, TOKEN_CACHE_TTL, TokenId, TokenRecord},
     verify::VerifyReport,
 };

@@ -8,9 +8,15 @@
 //!
 //! Rows live in [`Cf::Auth`]: `t` ‖ id → [`TokenRecord`] as JSON, and
 //! `k/` ‖ name → a 32-byte key made from the OS's random source on first use.
-//! Revocation is a write to the row: it holds from the next request on.
+//! Revocation is a write to the row. Requests' checks read a token's row
+//! once per [`TOKEN_CACHE_TTL`] ([`TokenCache`]): a revocation holds from
+//! the next request on at the node that made it (the write drops the row
+//! from that node's memory), and within [`TOKEN_CACHE_TTL`] at the other
+//! nodes of a shared store.
 
 use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -172,6 +178,41 @@ fn token_key(id: &TokenId) -> Vec<u8> {
     [b"t".as_slice(), id.as_bytes()].concat()
 }
 
+/// How long a token's row, read for a request's check, is used before it
+/// is read again (by the store's clock). A revocation made on another node
+/// of a shared store holds here within this; one made here, at once.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// Token rows held at most (each about 200 bytes); past it, quick_cache's
+/// policy (S3-FIFO) evicts.
+const TOKEN_CACHE_ROWS: usize = 4096;
+
+/// Token rows read for requests' checks, with when each was read (store
+/// clock, ms) and its secret hash decoded: a request whose token's row is
+/// here and fresh is checked in memory, with no metadata read and no hop to
+/// a blocking thread ([`Store::authenticate_cached`]). Rows of unknown ids
+/// are not kept (guesses would fill it). A write of a token's row drops it
+/// ([`Store::put_token`]); `writes` counts those writes, so that a row read
+/// before one is not kept after it.
+pub(super) struct TokenCache {
+    rows: quick_cache::sync::Cache<TokenId, (TokenRecord, blake3::Hash, u64)>,
+    writes: Mutex<u64>,
+}
+
+impl TokenCache {
+    pub(super) fn new() -> Self {
+        TokenCache { rows: quick_cache::sync::Cache::new(TOKEN_CACHE_ROWS), writes: Mutex::new(0) }
+    }
+
+    /// The row of `id` with its secret hash, when read within the TTL
+    /// before `now_ms` (a clock gone back counts as stale).
+    fn fresh(&self, id: &TokenId, now_ms: u64) -> Option<(TokenRecord, blake3::Hash)> {
+        let (rec, hash, read_ms) = self.rows.get(id)?;
+        let age = now_ms.checked_sub(read_ms)?;
+        (age < TOKEN_CACHE_TTL.as_millis() as u64).then_some((rec, hash))
+    }
+}
+
 impl Store {
     /// A 32-byte server key (`tokens`, `links`), made from the OS's random
     /// source the first time it is asked for and kept in the metadata (so
@@ -290,7 +331,49 @@ impl Store {
     }
 
     fn put_token(&self, rec: &TokenRecord) -> Result<()> {
-        self.meta().write(Self::token_batch(rec)?, true)
+        self.meta().write(Self::token_batch(rec)?, true)?;
+        // After the write: a check that read the row before it either sees
+        // the count moved (and keeps nothing) or kept it before this drop.
+        let cache = &self.0.tokens;
+        let mut writes = lock(&cache.writes);
+        *writes += 1;
+        cache.rows.remove(&rec.id);
+        Ok(())
+    }
+
+    /// A token's row for a request's check, with its secret hash decoded:
+    /// from memory when read within [`TOKEN_CACHE_TTL`], else read (and
+    /// kept, when it exists).
+    ///
+    /// # Errors
+    /// Metadata backend errors; [`Error::CorruptMetadata`].
+    fn token_for_check(&self, id: &TokenId) -> Result<Option<(TokenRecord, blake3::Hash)>> {
+        let cache = &self.0.tokens;
+        let now = self.now_ms();
+        if let Some(row) = cache.fresh(id, now) {
+            super::engine::bump(&self.0.activity.tokens_cached, 1);
+            return Ok(Some(row));
+        }
+        let writes = *lock(&cache.writes);
+        let Some(rec) = self.token(id)? else { return Ok(None) };
+        super::engine::bump(&self.0.activity.tokens_read, 1);
+        let hash = blake3::Hash::from_hex(&rec.secret_hash)
+            .map_err(|_| Error::CorruptMetadata(format!("token {id}: secret hash")))?;
+        let held = lock(&cache.writes);
+        if *held == writes {
+            cache.rows.insert(*id, (rec.clone(), hash, now));
+        }
+        drop(held);
+        Ok(Some((rec, hash)))
+    }
+
+    /// A token's row for a signed link's check: as [`Store::token`], but
+    /// from memory when read within [`TOKEN_CACHE_TTL`].
+    ///
+    /// # Errors
+    /// Metadata backend errors; [`Error::CorruptMetadata`].
+    pub fn token_for_link(&self, id: &TokenId) -> Result<Option<TokenRecord>> {
+        Ok(self.token_for_check(id)?.map(|(rec, _)| rec))
     }
 
     /// A token's record, live or not.
@@ -308,18 +391,33 @@ impl Store {
 
     /// The live token `token` names, when its secret matches; `None` for
     /// anything else (malformed, unknown, wrong secret, expired, revoked),
-    /// all alike.
+    /// all alike. Its row is read from the metadata unless read within
+    /// [`TOKEN_CACHE_TTL`]; [`Store::authenticate_cached`] is the same
+    /// without the read.
     ///
     /// # Errors
     /// Metadata backend errors.
     pub fn authenticate(&self, token: &str) -> Result<Option<TokenRecord>> {
         let Some((id, secret)) = split(token.trim()) else { return Ok(None) };
-        let Some(rec) = self.token(&id)? else { return Ok(None) };
-        let want = blake3::Hash::from_hex(&rec.secret_hash)
-            .map_err(|_| Error::CorruptMetadata(format!("token {id}: secret hash")))?;
+        let Some((rec, want)) = self.token_for_check(&id)? else { return Ok(None) };
         // blake3::Hash's equality is constant-time.
         let ok = self.secret_hash(secret)? == want && rec.live(self.now_ms());
         Ok(ok.then_some(rec))
+    }
+
+    /// [`Store::authenticate`] in memory only, for an async thread: the
+    /// answer when it needs no metadata (a malformed token; a token whose
+    /// row was read within [`TOKEN_CACHE_TTL`] and whose key is held),
+    /// `None` when the row or the key must be read.
+    pub fn authenticate_cached(&self, token: &str) -> Option<Option<TokenRecord>> {
+        let Some((id, secret)) = split(token.trim()) else { return Some(None) };
+        let key = *lock(&self.0.keys).get("tokens")?;
+        let now = self.now_ms();
+        let (rec, want) = self.0.tokens.fresh(&id, now)?;
+        super::engine::bump(&self.0.activity.tokens_cached, 1);
+        // blake3::Hash's equality is constant-time.
+        let ok = blake3::keyed_hash(&key, secret.as_bytes()) == want && rec.live(now);
+        Some(ok.then_some(rec))
     }
 
     /// Every token, newest first.
