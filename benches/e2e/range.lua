@@ -6,6 +6,8 @@
 -- (wrapping before the end of the file): a player or a downloader reading
 -- a file in pieces.
 -- A response that is not 206 with exactly LEN bytes counts as bad.
+-- Headers given to wrk with -H (say, `Authorization: Bearer …` for a
+-- server in token mode) go with every request.
 --
 -- wrk itself runs for the whole -d duration; this script times the COUNT
 -- responses itself (monotonic clock, from the first request to the
@@ -58,7 +60,10 @@ function request()
   else
     off = math.floor(math.random() * (size - len + 1))
   end
-  return wrk.format("GET", nil, { ["Range"] = string.format("bytes=%d-%d", off, off + len - 1) })
+  local h = {}
+  for k, v in pairs(wrk.headers) do h[k] = v end
+  h["Range"] = string.format("bytes=%d-%d", off, off + len - 1)
+  return wrk.format("GET", nil, h)
 end
 
 function response(status, headers, body)
