@@ -169,7 +169,7 @@ pub struct Activity {
     /// decompression.
     pub chunk_reads_decoded: u64,
     /// Token records that requests' token and link checks found in memory
-    /// (read within [`super::tokens::TOKEN_CACHE_TTL`]; see
+    /// (read within [`super::token_rows::TOKEN_CACHE_TTL`]; see
     /// [`Store::authenticate_cached`]).
     pub token_checks_cached: u64,
     /// Token records those checks read from the metadata.
@@ -212,8 +212,8 @@ pub(super) struct Inner {
     /// token and link checks on every request read no metadata for them.
     pub(super) keys: Mutex<HashMap<String, [u8; 32]>>,
     /// Token records read for requests' checks, for a while (see
-    /// [`super::tokens::TokenCache`]).
-    pub(super) tokens: super::tokens::TokenCache,
+    /// [`super::token_rows::TokenCache`]).
+    pub(super) tokens: super::token_rows::TokenCache,
     /// The last run did not close cleanly: orphan objects are possible.
     pub(super) unclean: bool,
     /// Set while the recovery an unclean shutdown calls for (the orphan
@@ -379,7 +379,7 @@ impl Store {
             cache: super::cache::FileCache::new(),
             decoded: super::cache::DecodedChunks::new(),
             keys: Mutex::new(HashMap::new()),
-            tokens: super::tokens::TokenCache::new(),
+            tokens: super::token_rows::TokenCache::new(),
             activity: ActivityCounters::default(),
             unclean,
             orphan_sweep_due: std::sync::atomic::AtomicBool::new(unclean),

@@ -76,6 +76,8 @@ mod staging;
 #[cfg(feature = "server")]
 mod tenant;
 #[cfg(feature = "server")]
+mod token_rows;
+#[cfg(feature = "server")]
 mod tokens;
 #[cfg(feature = "server")]
 mod verify;
@@ -110,6 +112,6 @@ pub use self::{
     search::NameFilter,
     session::{Concat, StreamState, UploadRecord, UploadState},
     staging::{COMMIT_PROTOCOL, CommitProgress, MAX_SEGMENTS, NewCommit},
-    tokens::{Scope, Scopes, TOKEN_CACHE_TTL, TokenId, TokenRecord},
+    token_rows::{Scope, Scopes, TOKEN_CACHE_TTL, TokenId, TokenRecord},
     verify::VerifyReport,
 };

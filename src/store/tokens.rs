@@ -9,153 +9,19 @@
 //! Rows live in [`Cf::Auth`]: `t` ‖ id → [`TokenRecord`] as JSON, and
 //! `k/` ‖ name → a 32-byte key made from the OS's random source on first use.
 //! Revocation is a write to the row. Requests' checks read a token's row
-//! once per [`TOKEN_CACHE_TTL`] ([`TokenCache`]): a revocation holds from
+//! once per [`TOKEN_CACHE_TTL`](super::token_rows::TOKEN_CACHE_TTL) ([`TokenCache`](super::token_rows::TokenCache)): a revocation holds from
 //! the next request on at the node that made it (the write drops the row
-//! from that node's memory), and within [`TOKEN_CACHE_TTL`] at the other
+//! from that node's memory), and within [`TOKEN_CACHE_TTL`](super::token_rows::TOKEN_CACHE_TTL) at the other
 //! nodes of a shared store.
-
-use std::fmt;
-use std::sync::Mutex;
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
-use super::id::FileId;
 use super::meta::{Batch, Cf, LockSpace};
-use super::name::{Tenant, View};
+use super::name::Tenant;
+use super::token_rows::{Scopes, TokenId, TokenRecord};
 use super::{Store, lock};
-
-/// A token's id: a ULID, like a file's.
-pub type TokenId = FileId;
-
-/// One permission. `admin` acts on every tenant and manages tokens;
-/// `metrics` reads `/metrics` only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Read,
-    Write,
-    Delete,
-    Admin,
-    Metrics,
-}
-
-impl Scope {
-    pub const ALL: [Scope; 5] = [Scope::Read, Scope::Write, Scope::Delete, Scope::Admin, Scope::Metrics];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Read => "read",
-            Scope::Write => "write",
-            Scope::Delete => "delete",
-            Scope::Admin => "admin",
-            Scope::Metrics => "metrics",
-        }
-    }
-
-    /// # Errors
-    /// [`Error::InvalidInput`] naming the valid scopes.
-    pub fn parse(s: &str) -> Result<Self> {
-        Scope::ALL.into_iter().find(|c| c.as_str() == s.trim()).ok_or_else(|| {
-            Error::InvalidInput(format!("unknown scope `{s}`: use read, write, delete, admin or metrics"))
-        })
-    }
-
-    fn bit(self) -> u8 {
-        1 << self as u8
-    }
-}
-
-/// A set of [`Scope`]s; on the wire, a list of their names.
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
-pub struct Scopes(u8);
-
-impl Scopes {
-    /// Every scope: the bootstrap admin token, and `local`/`open` mode.
-    pub fn all() -> Self {
-        Scope::ALL.into_iter().collect()
-    }
-
-    pub fn has(self, s: Scope) -> bool {
-        self.0 & s.bit() != 0
-    }
-
-    pub fn names(self) -> Vec<String> {
-        Scope::ALL.into_iter().filter(|s| self.has(*s)).map(|s| s.as_str().to_string()).collect()
-    }
-
-    /// # Errors
-    /// [`Error::InvalidInput`] for an unknown name or an empty list.
-    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Self> {
-        let s = names.iter().map(|n| Scope::parse(n.as_ref())).collect::<Result<Scopes>>()?;
-        if s.0 == 0 {
-            return Err(Error::InvalidInput("a token needs at least one scope".into()));
-        }
-        Ok(s)
-    }
-
-    /// The scopes in both.
-    pub fn and(self, other: Scopes) -> Scopes {
-        Scopes(self.0 & other.0)
-    }
-}
-
-impl FromIterator<Scope> for Scopes {
-    fn from_iter<I: IntoIterator<Item = Scope>>(it: I) -> Self {
-        Scopes(it.into_iter().fold(0, |a, s| a | s.bit()))
-    }
-}
-
-impl fmt::Debug for Scopes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.names().join(","))
-    }
-}
-
-impl Serialize for Scopes {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.names().serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Scopes {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let v = Vec::<String>::deserialize(d)?;
-        Scopes::parse(&v).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A token as stored: everything but its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
-    pub id: TokenId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub tenant: Tenant,
-    pub scopes: Scopes,
-    pub created_ms: u64,
-    /// `None`: never expires.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_ms: Option<u64>,
-    /// Hex of BLAKE3 keyed with the token key over the secret's bytes.
-    pub secret_hash: String,
-}
-
-impl TokenRecord {
-    /// What the token may see: every tenant with `admin`, else its own.
-    pub fn view(&self) -> View {
-        if self.scopes.has(Scope::Admin) { View::All } else { View::Tenant(self.tenant.clone()) }
-    }
-
-    /// Whether it works at `now_ms` (not revoked, not expired).
-    pub fn live(&self, now_ms: u64) -> bool {
-        self.revoked_ms.is_none() && self.expires_ms.is_none_or(|e| now_ms < e)
-    }
-}
 
 /// The text before a token's id.
 pub const TOKEN_PREFIX: &str = "dpt_";
@@ -176,41 +42,6 @@ fn split(token: &str) -> Option<(TokenId, &str)> {
 
 fn token_key(id: &TokenId) -> Vec<u8> {
     [b"t".as_slice(), id.as_bytes()].concat()
-}
-
-/// How long a token's row, read for a request's check, is used before it
-/// is read again (by the store's clock). A revocation made on another node
-/// of a shared store holds here within this; one made here, at once.
-pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
-
-/// Token rows held at most (each about 200 bytes); past it, quick_cache's
-/// policy (S3-FIFO) evicts.
-const TOKEN_CACHE_ROWS: usize = 4096;
-
-/// Token rows read for requests' checks, with when each was read (store
-/// clock, ms) and its secret hash decoded: a request whose token's row is
-/// here and fresh is checked in memory, with no metadata read and no hop to
-/// a blocking thread ([`Store::authenticate_cached`]). Rows of unknown ids
-/// are not kept (guesses would fill it). A write of a token's row drops it
-/// ([`Store::put_token`]); `writes` counts those writes, so that a row read
-/// before one is not kept after it.
-pub(super) struct TokenCache {
-    rows: quick_cache::sync::Cache<TokenId, (TokenRecord, blake3::Hash, u64)>,
-    writes: Mutex<u64>,
-}
-
-impl TokenCache {
-    pub(super) fn new() -> Self {
-        TokenCache { rows: quick_cache::sync::Cache::new(TOKEN_CACHE_ROWS), writes: Mutex::new(0) }
-    }
-
-    /// The row of `id` with its secret hash, when read within the TTL
-    /// before `now_ms` (a clock gone back counts as stale).
-    fn fresh(&self, id: &TokenId, now_ms: u64) -> Option<(TokenRecord, blake3::Hash)> {
-        let (rec, hash, read_ms) = self.rows.get(id)?;
-        let age = now_ms.checked_sub(read_ms)?;
-        (age < TOKEN_CACHE_TTL.as_millis() as u64).then_some((rec, hash))
-    }
 }
 
 impl Store {
@@ -334,15 +165,12 @@ impl Store {
         self.meta().write(Self::token_batch(rec)?, true)?;
         // After the write: a check that read the row before it either sees
         // the count moved (and keeps nothing) or kept it before this drop.
-        let cache = &self.0.tokens;
-        let mut writes = lock(&cache.writes);
-        *writes += 1;
-        cache.rows.remove(&rec.id);
+        self.0.tokens.drop_after_write(&rec.id);
         Ok(())
     }
 
     /// A token's row for a request's check, with its secret hash decoded:
-    /// from memory when read within [`TOKEN_CACHE_TTL`], else read (and
+    /// from memory when read within [`TOKEN_CACHE_TTL`](super::token_rows::TOKEN_CACHE_TTL), else read (and
     /// kept, when it exists).
     ///
     /// # Errors
@@ -354,21 +182,17 @@ impl Store {
             super::engine::bump(&self.0.activity.tokens_cached, 1);
             return Ok(Some(row));
         }
-        let writes = *lock(&cache.writes);
+        let writes = cache.writes();
         let Some(rec) = self.token(id)? else { return Ok(None) };
         super::engine::bump(&self.0.activity.tokens_read, 1);
         let hash = blake3::Hash::from_hex(&rec.secret_hash)
             .map_err(|_| Error::CorruptMetadata(format!("token {id}: secret hash")))?;
-        let held = lock(&cache.writes);
-        if *held == writes {
-            cache.rows.insert(*id, (rec.clone(), hash, now));
-        }
-        drop(held);
+        cache.keep_unless_written(writes, *id, (rec.clone(), hash), now);
         Ok(Some((rec, hash)))
     }
 
     /// A token's row for a signed link's check: as [`Store::token`], but
-    /// from memory when read within [`TOKEN_CACHE_TTL`].
+    /// from memory when read within [`TOKEN_CACHE_TTL`](super::token_rows::TOKEN_CACHE_TTL).
     ///
     /// # Errors
     /// Metadata backend errors; [`Error::CorruptMetadata`].
@@ -392,7 +216,7 @@ impl Store {
     /// The live token `token` names, when its secret matches; `None` for
     /// anything else (malformed, unknown, wrong secret, expired, revoked),
     /// all alike. Its row is read from the metadata unless read within
-    /// [`TOKEN_CACHE_TTL`]; [`Store::authenticate_cached`] is the same
+    /// [`TOKEN_CACHE_TTL`](super::token_rows::TOKEN_CACHE_TTL); [`Store::authenticate_cached`] is the same
     /// without the read.
     ///
     /// # Errors
@@ -407,7 +231,7 @@ impl Store {
 
     /// [`Store::authenticate`] in memory only, for an async thread: the
     /// answer when it needs no metadata (a malformed token; a token whose
-    /// row was read within [`TOKEN_CACHE_TTL`] and whose key is held),
+    /// row was read within [`TOKEN_CACHE_TTL`](super::token_rows::TOKEN_CACHE_TTL) and whose key is held),
     /// `None` when the row or the key must be read.
     pub fn authenticate_cached(&self, token: &str) -> Option<Option<TokenRecord>> {
         let Some((id, secret)) = split(token.trim()) else { return Some(None) };
@@ -462,14 +286,5 @@ mod tests {
         assert_eq!(split(&t[..t.len() - 1]), None);
         assert_eq!(split(&t.replacen("dpt_", "dpx_", 1)), None);
         assert_eq!(split(""), None);
-    }
-
-    #[test]
-    fn scopes_parse_and_print() {
-        let s = Scopes::parse(&["write", "read"]).unwrap();
-        assert!(s.has(Scope::Read) && s.has(Scope::Write) && !s.has(Scope::Admin));
-        assert_eq!(s.names(), ["read", "write"]);
-        assert!(Scopes::parse::<&str>(&[]).is_err());
-        assert!(Scopes::parse(&["root"]).is_err());
     }
 }
