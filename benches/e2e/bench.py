@@ -1090,15 +1090,32 @@ def d1(ctx: Ctx) -> None:
     cpu_row(ctx, "D1", "`depot get -o -`", "d1.get.null")
 
 
+def token_copy(ctx: Ctx, srv: Depot) -> tuple[Depot, str]:
+    """A copy of the main server's store (made while it is stopped; it is
+    started again) served in `token` mode, as a deployment serves, and a read
+    token for the tenant its file belongs to (`default`)."""
+    data = ctx.work / "d2-token-data"
+    rm(data)
+    srv.stop()
+    shutil.copytree(srv.data, data)
+    srv.start()
+    _, r = timed([ctx.depot, "token", "create", "--data-dir", str(data), "--tenant", "default", "--scope", "read",
+                  "--json"], 60)
+    token = last_json(r.stdout)["token"]
+    return Depot(ctx, data, {"DEPOT_AUTH_MODE": "token"}).start(), token
+
+
 def d2(ctx: Ctx) -> None:
     srv, fid = ctx.main()
     web = ctx.web()
+    guarded, token = token_copy(ctx, srv)
     n = ctx.size
     seed = [0]
 
-    def wrk(url: str, key: str):
+    def wrk(url: str, key: str, headers: tuple[str, ...] = ()):
         def step(keep: bool) -> None:
             cmd = ["wrk", "-t1", f"-c{D2_CONNECTIONS}", "-d60s", "--timeout", "10s", "-s", str(HERE / "range.lua"),
+                   *[a for h in headers for a in ("-H", h)],
                    url, "--", str(n), str(D2_REQUESTS), str(seed[0]), str(D2_RANGE)]
             _, r = timed(cmd, 120)
             res = last_json(r.stdout)
@@ -1113,13 +1130,24 @@ def d2(ctx: Ctx) -> None:
     def next_seed(keep: bool) -> None:
         seed[0] += 1
 
-    ctx.rounds("D2", [("new offsets", next_seed), ("wrk → depot", wrk(f"{srv.url}/api/files/{fid}", "d2.depot")),
-                      ("wrk → nginx", wrk(f"{web.url}/{ctx.base.name}", "d2.nginx"))])
+    bearer = (f"Authorization: Bearer {token}",)
+    try:
+        ctx.rounds("D2", [("new offsets", next_seed),
+                          ("wrk → depot", wrk(f"{srv.url}/api/files/{fid}", "d2.depot")),
+                          ("wrk → depot in token mode", wrk(f"{guarded.url}/api/files/{fid}", "d2.token", bearer)),
+                          ("wrk → nginx", wrk(f"{web.url}/{ctx.base.name}", "d2.nginx"))])
+    finally:
+        guarded.stop()
+        rm(guarded.data)
     what = f"{D2_REQUESTS:,} random Range requests of {human(D2_RANGE)}, {D2_CONNECTIONS} connections"
     ratio_row(ctx, "D2", f"{what}, requests/s", "d2.depot.rps", "nginx", "d2.nginx.rps", "≥ 0.6× nginx",
               lambda r: r >= 0.6)
     ratio_row(ctx, "D2", "… p50 latency, ms", "d2.depot.p50", "nginx", "d2.nginx.p50", "≤ 3× nginx", lambda r: r <= 3)
     ratio_row(ctx, "D2", "… p99 latency, ms", "d2.depot.p99", "nginx", "d2.nginx.p99")
+    token_mode = "the same, depot in `token` mode with a bearer token on every request"
+    ratio_row(ctx, "D2", f"{token_mode}, requests/s", "d2.token.rps", "nginx", "d2.nginx.rps")
+    ratio_row(ctx, "D2", "… p50 latency, ms (token mode)", "d2.token.p50", "nginx", "d2.nginx.p50")
+    ratio_row(ctx, "D2", "… p99 latency, ms (token mode)", "d2.token.p99", "nginx", "d2.nginx.p99")
 
 
 def m1(ctx: Ctx) -> None:
