@@ -163,8 +163,6 @@ impl Store {
 
     fn put_token(&self, rec: &TokenRecord) -> Result<()> {
         self.meta().write(Self::token_batch(rec)?, true)?;
-        // After the write: a check that read the row before it either sees
-        // the count moved (and keeps nothing) or kept it before this drop.
         self.0.tokens.drop_after_write(&rec.id);
         Ok(())
     }
@@ -176,10 +174,8 @@ impl Store {
     /// # Errors
     /// Metadata backend errors; [`Error::CorruptMetadata`].
     fn token_for_check(&self, id: &TokenId) -> Result<Option<(TokenRecord, blake3::Hash)>> {
-        let cache = &self.0.tokens;
-        let now = self.now_ms();
-        if let Some(row) = cache.fresh(id, now) {
-            super::engine::bump(&self.0.activity.tokens_cached, 1);
+        let (cache, now) = (&self.0.tokens, self.now_ms());
+        if let Some(row) = self.row_in_memory(id, now) {
             return Ok(Some(row));
         }
         let writes = cache.writes();
@@ -189,6 +185,25 @@ impl Store {
             .map_err(|_| Error::CorruptMetadata(format!("token {id}: secret hash")))?;
         cache.keep_unless_written(writes, *id, (rec.clone(), hash), now);
         Ok(Some((rec, hash)))
+    }
+
+    /// The row of `id` when read within the TTL before `now_ms`, counted.
+    fn row_in_memory(&self, id: &TokenId, now_ms: u64) -> Option<(TokenRecord, blake3::Hash)> {
+        let row = self.0.tokens.fresh(id, now_ms)?;
+        super::engine::bump(&self.0.activity.tokens_cached, 1);
+        Some(row)
+    }
+
+    /// The one verdict of both checks: `rec` when `secret`, keyed with
+    /// `key`, hashes to `want` and the token works at `now_ms`.
+    fn verdict(
+        key: &[u8; 32],
+        secret: &str,
+        (rec, want): (TokenRecord, blake3::Hash),
+        now_ms: u64,
+    ) -> Option<TokenRecord> {
+        // blake3::Hash's equality is constant-time.
+        (blake3::keyed_hash(key, secret.as_bytes()) == want && rec.live(now_ms)).then_some(rec)
     }
 
     /// A token's row for a signed link's check: as [`Store::token`], but
@@ -223,10 +238,8 @@ impl Store {
     /// Metadata backend errors.
     pub fn authenticate(&self, token: &str) -> Result<Option<TokenRecord>> {
         let Some((id, secret)) = split(token.trim()) else { return Ok(None) };
-        let Some((rec, want)) = self.token_for_check(&id)? else { return Ok(None) };
-        // blake3::Hash's equality is constant-time.
-        let ok = self.secret_hash(secret)? == want && rec.live(self.now_ms());
-        Ok(ok.then_some(rec))
+        let Some(row) = self.token_for_check(&id)? else { return Ok(None) };
+        Ok(Self::verdict(&self.server_key("tokens")?, secret, row, self.now_ms()))
     }
 
     /// [`Store::authenticate`] in memory only, for an async thread: the
@@ -237,11 +250,8 @@ impl Store {
         let Some((id, secret)) = split(token.trim()) else { return Some(None) };
         let key = *lock(&self.0.keys).get("tokens")?;
         let now = self.now_ms();
-        let (rec, want) = self.0.tokens.fresh(&id, now)?;
-        super::engine::bump(&self.0.activity.tokens_cached, 1);
-        // blake3::Hash's equality is constant-time.
-        let ok = blake3::keyed_hash(&key, secret.as_bytes()) == want && rec.live(now);
-        Some(ok.then_some(rec))
+        let row = self.row_in_memory(&id, now)?;
+        Some(Self::verdict(&key, secret, row, now))
     }
 
     /// Every token, newest first.
