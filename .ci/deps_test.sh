@@ -34,7 +34,7 @@ status_of() { # root, package...
 }
 
 with_curl() {
-  mkdir -p "$1/usr/bin" && touch "$1/usr/bin/curl" && chmod +x "$1/usr/bin/curl"
+  mkdir -p "$1/usr/bin" && touch "$1/usr/bin/curl" "$1/usr/bin/fincore" && chmod +x "$1/usr/bin/curl" "$1/usr/bin/fincore"
   with_pg "$1"
 }
 with_pg() { mkdir -p "$1/usr/lib/postgresql/15/bin" && touch "$1/usr/lib/postgresql/15/bin/initdb"; }
@@ -60,13 +60,21 @@ expect "libclang-dev installed" "missing: none" "$r"
 
 r="$work/nocurl"
 status_of "$r" libclang-dev
-with_pg "$r"
+with_curl "$r"
+rm "$r/usr/bin/curl"
 expect "curl missing" "missing: curl" "$r"
 
 r="$work/nopg"
 status_of "$r" libclang-dev
-mkdir -p "$r/usr/bin" && touch "$r/usr/bin/curl" && chmod +x "$r/usr/bin/curl"
+with_curl "$r"
+rm -r "$r/usr/lib/postgresql"
 expect "postgresql missing" "missing: postgresql" "$r"
+
+r="$work/nofincore"
+status_of "$r" libclang-dev
+with_curl "$r"
+rm "$r/usr/bin/fincore"
+expect "fincore missing" "missing: util-linux-extra" "$r"
 
 # No dpkg: an unversioned libclang.so where clang-sys looks.
 r="$work/other-distro"
