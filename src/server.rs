@@ -21,6 +21,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{AuthMode, LimitsConfig};
 use crate::http::conns::{Connections, Held};
+use crate::http::cors;
 use crate::http::interim::InterimIo;
 use crate::http::layers::{self, Budget, rate_limit};
 use crate::http::{ApiError, AppState, Routes, access, auth, documented, json_errors, ops};
@@ -207,9 +208,17 @@ pub fn router(state: AppState) -> Router {
         .merge(docs)
         .merge(crate::protocol::ui::routes())
         .fallback(ops::not_found);
-    let cors = layers::cors(&cfg.cors, cfg.auth.mode == AuthMode::Local);
-    let discovery =
-        cors.is_some().then(|| axum::middleware::from_fn_with_state(state.clone(), tus::discovery));
+    // CORS (with tus's discovery, which must see an OPTIONS before it)
+    // only for requests that carry `Origin` or are OPTIONS; the others
+    // get the fixed headers it would add (`http::cors`).
+    let cors = cors::layer(&cfg.cors, cfg.auth.mode == AuthMode::Local).map(|cors| {
+        let plain = cors::plain_headers(&cors);
+        let layers = tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn_with_state(state.clone(), tus::discovery))
+            .layer(cors)
+            .into_inner();
+        cors::ByOriginLayer::new(layers, plain)
+    });
     // One stack, given to the router as one layer, outermost first: each
     // `Router::layer` call wraps every route in another boxed `Route`,
     // cloned and boxed again on every request (one per layer, ten, before;
@@ -231,7 +240,6 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), id = %id)
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .option_layer(discovery)
         .option_layer(cors)
         .layer(axum::middleware::from_fn(error_answers))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));

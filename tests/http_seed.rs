@@ -399,6 +399,56 @@ async fn cors_preflight_allows_the_libraries() {
     s.stop().await;
 }
 
+/// The CORS headers of an answer are the same whether the layer saw the
+/// request or it went around it (no `Origin`, not OPTIONS: the headers
+/// found once at start-up, `http::cors`): with any origin allowed, `*`,
+/// the exposed headers and `Vary` on both; with loopback origins only
+/// (`local`), `Vary` on both and the origin allowed only when it is sent.
+#[tokio::test]
+async fn answers_carry_the_same_cors_headers_with_or_without_origin() {
+    use depot::config::AuthMode;
+    let cors_headers = |r: &reqwest::Response| -> Vec<(String, String)> {
+        let mut h: Vec<(String, String)> = r
+            .headers()
+            .iter()
+            .filter(|(n, _)| n.as_str().starts_with("access-control-") || *n == "vary")
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        h.sort();
+        h
+    };
+    let vary = "origin, access-control-request-method, access-control-request-headers";
+    for (mode, origin) in [(AuthMode::Open, ORIGIN), (AuthMode::Local, "http://127.0.0.1:3000")] {
+        let (_dir, s) = TestServer::start_temp_with(|c| c.auth.mode = mode).await;
+        // A listing, an error answer (an unknown file) and a HEAD.
+        for path in ["/api/files", "/api/files/01ARZ3NDEKTSV4RRFFQ69G5FAV"] {
+            let with = s.get_with(path, &[("Origin", origin)]).await;
+            let without = s.get(path).await;
+            assert_eq!(with.status(), without.status(), "{mode:?} {path}");
+            let (with, without) = (cors_headers(&with), cors_headers(&without));
+            assert!(without.contains(&("vary".into(), vary.into())), "{mode:?} {path}: {without:?}");
+            if mode == AuthMode::Open {
+                assert_eq!(with, without, "{mode:?} {path}");
+                assert!(without.iter().any(|(n, v)| n == "access-control-allow-origin" && v == "*"));
+                assert!(
+                    without
+                        .iter()
+                        .any(|(n, v)| n == "access-control-expose-headers"
+                            && v.contains("content-disposition"))
+                );
+            } else {
+                assert!(with.contains(&("access-control-allow-origin".into(), origin.into())), "{with:?}");
+                let allowed: Vec<_> =
+                    with.into_iter().filter(|(n, _)| n != "access-control-allow-origin").collect();
+                assert_eq!(allowed, without, "{mode:?} {path}: the same but the allowed origin");
+            }
+        }
+        let head = s.send(reqwest::Method::HEAD, "/api/files", &[]).await;
+        assert!(cors_headers(&head).contains(&("vary".into(), vary.into())), "{mode:?} HEAD");
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn swagger_openapi_health_metrics() {
     let (_dir, s) = TestServer::start_temp().await;

@@ -1,44 +1,17 @@
-//! Cross-cutting layers: CORS from the configuration, per-client-IP rate
-//! limits (tower_governor, keyed by [`super::client_ip::ClientIp`]).
+//! Cross-cutting layers: per-client-IP rate limits (tower_governor, keyed
+//! by [`super::client_ip::ClientIp`]), the JSON bodies' budget, the
+//! draining of unread upload bodies. CORS is [`super::cors`].
 
 use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use tower_governor::GovernorError;
 use tower_governor::governor::GovernorConfigBuilder;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::client_ip::ClientIp;
 use super::error::ApiError;
-use crate::config::{CorsConfig, RateLimitConfig};
-
-/// The CORS layer the configuration describes; `None` when no origin is
-/// allowed.
-pub fn cors(cfg: &CorsConfig, loopback_only: bool) -> Option<CorsLayer> {
-    if cfg.allowed_origins.is_empty() {
-        return None;
-    }
-    let origins = if loopback_only {
-        // `local` mode: web pages of this machine only, whatever the list says.
-        AllowOrigin::predicate(|o: &HeaderValue, _| o.to_str().is_ok_and(super::auth::is_loopback_origin))
-    } else if cfg.allowed_origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(cfg.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
-    let methods: Vec<Method> = cfg.allowed_methods.iter().filter_map(|m| m.parse().ok()).collect();
-    let headers: Vec<HeaderName> = cfg.allowed_headers.iter().filter_map(|h| h.parse().ok()).collect();
-    let exposed: Vec<HeaderName> = cfg.exposed_headers.iter().filter_map(|h| h.parse().ok()).collect();
-    Some(
-        CorsLayer::new()
-            .allow_origin(origins)
-            .allow_methods(methods)
-            .allow_headers(headers)
-            .expose_headers(exposed)
-            .max_age(cfg.max_age.0),
-    )
-}
+use crate::config::RateLimitConfig;
 
 /// Which budget a route draws from.
 #[derive(Debug, Clone, Copy)]

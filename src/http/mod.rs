@@ -10,6 +10,7 @@ pub mod auth;
 pub mod budget;
 pub mod client_ip;
 pub mod conns;
+pub mod cors;
 mod error;
 pub mod extract;
 pub mod framing;
