@@ -584,26 +584,11 @@ async fn local_mode_serves_this_machine_only() {
 async fn token_mode_writes_the_admin_token_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_depot"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--auth-mode", "token", "--data-dir"])
-        .arg(&data)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut base = String::new();
-    let mut said = String::new();
-    for _ in 0..20 {
-        let mut line = String::new();
-        if std::io::BufRead::read_line(&mut err, &mut line).unwrap() == 0 {
-            break;
-        }
-        said.push_str(&line);
-        if let Some(rest) = line.strip_prefix("depot listening on ") {
-            base = rest.split_whitespace().next().unwrap().to_string();
-            break;
-        }
-    }
+    // Killed when dropped, a failing assertion included.
+    let server =
+        common::cli::Served::start(&data, &["--listen", "127.0.0.1:0", "--auth-mode", "token"], &[]).await;
+    let base = server.base.clone();
+    let said = server.log();
     assert!(said.contains("admin.token"), "{said}");
     let path = data.join("admin.token");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
@@ -633,8 +618,7 @@ async fn token_mode_writes_the_admin_token_once() {
     assert!(list.tokens.iter().all(|t| t.token.is_none()), "no secrets in a listing");
     cli(&["token", "revoke", &id]);
     assert_eq!(as_token(&made).get(format!("{base}/api/files")).send().await.unwrap().status(), 401);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 }
 
 /// A store from before tenants (schema 1: no tenant in records, no tenant
