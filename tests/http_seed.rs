@@ -420,13 +420,20 @@ async fn answers_carry_the_same_cors_headers_with_or_without_origin() {
     let vary = "origin, access-control-request-method, access-control-request-headers";
     for (mode, origin) in [(AuthMode::Open, ORIGIN), (AuthMode::Local, "http://127.0.0.1:3000")] {
         let (_dir, s) = TestServer::start_temp_with(|c| c.auth.mode = mode).await;
-        // A listing, an error answer (an unknown file) and a HEAD.
-        for path in ["/api/files", "/api/files/01ARZ3NDEKTSV4RRFFQ69G5FAV"] {
+        // A listing, an error answer (an unknown file), a chunk (whose
+        // answer has a `Vary` of its own, which CORS's is added to) and a
+        // HEAD.
+        s.upload_raw("w.txt", b"plain words").await;
+        let chunk = format!("/api/chunks/{}", ChunkId::of(b"plain words"));
+        for path in ["/api/files", "/api/files/01ARZ3NDEKTSV4RRFFQ69G5FAV", &chunk] {
             let with = s.get_with(path, &[("Origin", origin)]).await;
             let without = s.get(path).await;
             assert_eq!(with.status(), without.status(), "{mode:?} {path}");
             let (with, without) = (cors_headers(&with), cors_headers(&without));
             assert!(without.contains(&("vary".into(), vary.into())), "{mode:?} {path}: {without:?}");
+            if path == chunk {
+                assert!(without.contains(&("vary".into(), "accept-encoding".into())), "{without:?}");
+            }
             if mode == AuthMode::Open {
                 assert_eq!(with, without, "{mode:?} {path}");
                 assert!(without.iter().any(|(n, v)| n == "access-control-allow-origin" && v == "*"));
