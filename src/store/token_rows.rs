@@ -206,7 +206,9 @@ impl TokenCache {
     }
 }
 
-/// The count's lock, poisoning ignored (it guards a plain count).
+/// The count's lock, poisoning ignored (it guards a plain count): the
+/// store's `engine::lock` for this one type, which this module cannot
+/// import (the engine holds a [`TokenCache`]: the layout forbids the cycle).
 fn lock(m: &Mutex<u64>) -> MutexGuard<'_, u64> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -40,6 +40,16 @@ fn split(token: &str) -> Option<(TokenId, &str)> {
     Some((id, &rest[ID_LEN + 1..]))
 }
 
+/// The name of the server key token secrets are hashed with.
+const TOKEN_KEY: &str = "tokens";
+
+/// What a token's row keeps of its secret, and what a check compares:
+/// BLAKE3 keyed with `key` (the [`TOKEN_KEY`] server key) over the
+/// secret's bytes. The one formula for issuing and checking.
+fn keyed_secret(key: &[u8; 32], secret: &str) -> blake3::Hash {
+    blake3::keyed_hash(key, secret.as_bytes())
+}
+
 fn token_key(id: &TokenId) -> Vec<u8> {
     [b"t".as_slice(), id.as_bytes()].concat()
 }
@@ -83,8 +93,10 @@ impl Store {
         Ok(key)
     }
 
+    /// The hash a token's row keeps of its secret ([`keyed_secret`] with
+    /// this store's token key).
     fn secret_hash(&self, secret: &str) -> Result<blake3::Hash> {
-        Ok(blake3::keyed_hash(&self.server_key("tokens")?, secret.as_bytes()))
+        Ok(keyed_secret(&self.server_key(TOKEN_KEY)?, secret))
     }
 
     /// Makes a token; returns its record and the whole token string, which
@@ -143,7 +155,7 @@ impl Store {
         name: Option<String>,
     ) -> Result<Option<(TokenRecord, String)>> {
         // The key first: making it takes the lock below too.
-        self.server_key("tokens")?;
+        self.server_key(TOKEN_KEY)?;
         let mut held = self.locked();
         held.take(LockSpace::Settings, [0])?;
         if !self.tokens()?.is_empty() {
@@ -203,7 +215,7 @@ impl Store {
         now_ms: u64,
     ) -> Option<TokenRecord> {
         // blake3::Hash's equality is constant-time.
-        (blake3::keyed_hash(key, secret.as_bytes()) == want && rec.live(now_ms)).then_some(rec)
+        (keyed_secret(key, secret) == want && rec.live(now_ms)).then_some(rec)
     }
 
     /// A token's row for a signed link's check: as [`Store::token`], but
@@ -239,7 +251,7 @@ impl Store {
     pub fn authenticate(&self, token: &str) -> Result<Option<TokenRecord>> {
         let Some((id, secret)) = split(token.trim()) else { return Ok(None) };
         let Some(row) = self.token_for_check(&id)? else { return Ok(None) };
-        Ok(Self::verdict(&self.server_key("tokens")?, secret, row, self.now_ms()))
+        Ok(Self::verdict(&self.server_key(TOKEN_KEY)?, secret, row, self.now_ms()))
     }
 
     /// [`Store::authenticate`] in memory only, for an async thread: the
@@ -248,7 +260,7 @@ impl Store {
     /// `None` when the row or the key must be read.
     pub fn authenticate_cached(&self, token: &str) -> Option<Option<TokenRecord>> {
         let Some((id, secret)) = split(token.trim()) else { return Some(None) };
-        let key = *lock(&self.0.keys).get("tokens")?;
+        let key = *lock(&self.0.keys).get(TOKEN_KEY)?;
         let now = self.now_ms();
         let row = self.row_in_memory(&id, now)?;
         Some(Self::verdict(&key, secret, row, now))
