@@ -694,7 +694,7 @@ fn stores_from_before_tenants_migrate_to_default() {
     meta.write(b, true).unwrap();
 
     let s = open();
-    assert_eq!(meta.get(Cf::Meta, b"schema_version").unwrap().unwrap(), b"3");
+    assert_eq!(meta.get(Cf::Meta, b"schema_version").unwrap().unwrap(), b"4");
     let (files, _) = s.list_files(&View::Tenant(Tenant::default()), None, 10).unwrap();
     assert_eq!(files.iter().map(|f| f.id).collect::<Vec<_>>(), vec![ids[1], ids[0]]);
     assert!(files.iter().all(|f| f.tenant == Tenant::default()));

@@ -438,7 +438,7 @@ fn a_store_from_before_generations_opens_and_reads() {
     b.put(Cf::Meta, b"schema_version", b"2");
     meta.write(b, true).unwrap();
     let store = open();
-    assert_eq!(meta.get(Cf::Meta, b"schema_version").unwrap().unwrap(), b"3");
+    assert_eq!(meta.get(Cf::Meta, b"schema_version").unwrap().unwrap(), b"4");
     assert_eq!(
         meta.get(Cf::Chunks, id.as_bytes()).unwrap().unwrap().len(),
         ChunkRow::LEN_V1,

@@ -7,10 +7,9 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "server")]
 use crate::store::StoreOptions;
@@ -90,6 +89,11 @@ pub struct StorageConfig {
     /// through the page cache whatever this says). Durability is `fsync`'s
     /// either way.
     pub direct_writes: bool,
+    /// Append new chunks to pack files (`objects/packs/`, docs/PACKS.md)
+    /// instead of a file each. Packs already there are read either way.
+    pub packs: bool,
+    /// Size at which a pack is closed (1 MiB to 1 TiB).
+    pub pack_size: ByteSize,
     /// Chunks read ahead per download.
     pub read_ahead: usize,
     /// Free space kept on the data dir's filesystem: below it, uploads that
@@ -120,6 +124,8 @@ impl Default for StorageConfig {
             compression_level: 1,
             fsync: FsyncPolicy::Batch,
             direct_writes: true,
+            packs: false,
+            pack_size: ByteSize(64 << 20),
             read_ahead: 4,
             min_free: ByteSize(256 << 20),
             objects: ObjectsKind::Fs,
@@ -506,6 +512,12 @@ impl Config {
             }
             self.storage.s3.check().map_err(ConfigError::Invalid)?;
         }
+        let pack = self.storage.pack_size.0;
+        if !(1 << 20..=1 << 40).contains(&pack) {
+            return Err(ConfigError::Invalid(format!(
+                "storage.pack_size must be 1MiB to 1TiB, not {pack} bytes"
+            )));
+        }
         if self.gc.reader_ttl.0 < Duration::from_secs(1) || self.gc.claim_timeout.0 < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(
                 "gc.reader_ttl and gc.claim_timeout must be at least 1s".into(),
@@ -538,6 +550,8 @@ impl Config {
             compression_level: self.storage.compression_level,
             fsync: self.storage.fsync,
             direct_writes: self.storage.direct_writes,
+            packs: self.storage.packs,
+            pack_size: self.storage.pack_size.0,
             objects: self.storage.objects,
             s3: self.storage.s3.clone(),
             max_object_size: self.limits.max_chunk_size.0.max(self.limits.max_piece_size.0) as u32,
@@ -574,120 +588,10 @@ fn is_host_port(s: &str) -> bool {
         })
 }
 
-/// A byte count, written as an integer or with a unit: `65536`, `64KiB`,
-/// `1 MiB`, `10MB`, `1GiB`, `2TiB`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
-
-impl ByteSize {
-    /// `n` of `unit` (any case, maybe empty: bytes); `s` is the whole text, for errors.
-    fn from_parts(n: u64, unit: &str, s: &str) -> Result<Self, String> {
-        let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kib" => 1 << 10,
-            "kb" => 1000,
-            "m" | "mib" => 1 << 20,
-            "mb" => 1_000_000,
-            "g" | "gib" => 1 << 30,
-            "gb" => 1_000_000_000,
-            "t" | "tib" => 1 << 40,
-            "tb" => 1_000_000_000_000,
-            u => return Err(format!("unknown size unit `{u}` in `{s}`")),
-        };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("`{s}` is too large"))
-    }
-}
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 4] =
-            [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-        for (m, u) in UNITS {
-            if self.0 >= m && self.0 % m == 0 {
-                return write!(f, "{}{u}", self.0 / m);
-            }
-        }
-        write!(f, "{}", self.0)
-    }
-}
-
-/// Values written as a bare integer or a string with a unit. `FromStr` splits
-/// the text (trimmed) into its leading digits and the unit (trimmed) and
-/// hands both to the type's `from_parts`; serde writes the display form and
-/// reads either an integer (`$from_int`) or the text.
-macro_rules! int_or_unit {
-    ($t:ty, $what:literal, $from_int:expr) => {
-        impl FromStr for $t {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                let s = s.trim();
-                let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-                let (num, unit) = s.split_at(split);
-                let n: u64 = num.parse().map_err(|_| format!(concat!("`{}` is not ", $what), s))?;
-                Self::from_parts(n, unit.trim(), s)
-            }
-        }
-
-        impl Serialize for $t {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                #[derive(Deserialize)]
-                #[serde(untagged)]
-                enum Raw {
-                    Int(u64),
-                    Str(String),
-                }
-                match Raw::deserialize(d)? {
-                    Raw::Int(n) => Ok($from_int(n)),
-                    Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
-                }
-            }
-        }
-    };
-}
-
-int_or_unit!(ByteSize, "a size", ByteSize);
-int_or_unit!(Dur, "a duration", |n| Dur(Duration::from_secs(n)));
-
-/// A duration, written as seconds or with a unit: `90`, `500ms`, `30s`,
-/// `15m`, `24h`, `7d`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Dur(pub Duration);
-
-impl Dur {
-    /// `n` of `unit` (maybe empty: seconds); `s` is the whole text, for errors.
-    fn from_parts(n: u64, unit: &str, s: &str) -> Result<Self, String> {
-        let ms = match unit {
-            "ms" => Some(n),
-            "" | "s" => n.checked_mul(1000),
-            "m" => n.checked_mul(60_000),
-            "h" => n.checked_mul(3_600_000),
-            "d" => n.checked_mul(86_400_000),
-            u => return Err(format!("unknown duration unit `{u}` in `{s}` (use ms, s, m, h, d)")),
-        };
-        ms.map(|ms| Dur(Duration::from_millis(ms))).ok_or_else(|| format!("`{s}` is too long"))
-    }
-}
-
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis() as u64;
-        for (m, u) in [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")] {
-            if ms >= m && ms % m == 0 {
-                return write!(f, "{}{u}", ms / m);
-            }
-        }
-        write!(f, "{ms}ms")
-    }
-}
-
 mod env;
 #[cfg(test)]
 mod tests;
+mod units;
 
 pub use env::ENV_VARS;
+pub use units::{ByteSize, Dur};

@@ -55,6 +55,8 @@ fn every_environment_variable_sets_its_key() {
         "storage.compression_level" => "3",
         "storage.fsync" => "always",
         "storage.direct_writes" => "false",
+        "storage.packs" => "true",
+        "storage.pack_size" => "16MiB",
         "storage.read_ahead" => "8",
         "limits.max_file_size" => "10GiB",
         "limits.max_chunk_size" => "8MiB",

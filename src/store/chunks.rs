@@ -12,10 +12,11 @@ use bytes::Bytes;
 use super::buffer::{self, Buffer};
 use super::engine::bump;
 use super::error::{Error, Result};
+use super::frame::{decode_frame, kept_frame};
 use super::id::ChunkId;
 use super::manifest::Entry;
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
-use super::objects::ObjectKey;
+use super::objects::{ObjectKey, packs};
 use super::{Store, object};
 
 /// A chunk read from the kernel's caches on an async thread
@@ -41,8 +42,28 @@ pub struct Put {
 
 /// Adds to `batch` what a chunk row going from `old` to `new` (absent:
 /// `None`) changes in the store-wide counters, as `verify` recounts them:
-/// every row counts as a chunk, its raw bytes and its stored bytes.
-pub(super) fn count_row(batch: &mut Batch, old: Option<&ChunkRow>, new: Option<&ChunkRow>) {
+/// every row counts as a chunk, its raw bytes and its stored bytes. On a
+/// store with `packs`, a row whose generation is not 0 also counts its
+/// object's bytes (header and payload) as live in its pack
+/// ([`meta::pack_live_key`]), which compaction reads.
+pub(super) fn count_row(batch: &mut Batch, old: Option<&ChunkRow>, new: Option<&ChunkRow>, packs: bool) {
+    if packs {
+        let live = |r: &ChunkRow| {
+            (r.generation != 0)
+                .then(|| (packs::pack_of(r.generation), i64::from(r.stored_len) + object::HEADER_LEN as i64))
+        };
+        match (old.and_then(live), new.and_then(live)) {
+            (Some(a), Some(b)) if a == b => {}
+            (a, b) => {
+                if let Some((p, n)) = a {
+                    batch.add_at(&meta::pack_live_key(p), -n);
+                }
+                if let Some((p, n)) = b {
+                    batch.add_at(&meta::pack_live_key(p), n);
+                }
+            }
+        }
+    }
     let figures = |r: Option<&ChunkRow>| {
         r.map_or([0; 3], |r| [1, i64::from(r.raw_len), i64::from(r.stored_len) + object::HEADER_LEN as i64])
     };
@@ -76,7 +97,7 @@ impl Store {
     }
 
     /// Stores a chunk a client sent as a zstd frame: decoded (at most `max`
-    /// bytes, with a bounded window: see [`decode_frame`]), hashed, compared
+    /// bytes, with a bounded window: see [`super::frame::decode_frame`]), hashed, compared
     /// with `expected`, and kept as the client's frame only when it is one
     /// plain frame smaller than raw; anything else (several frames,
     /// skippable frames) is stored as the server encodes it.
@@ -175,7 +196,11 @@ impl Store {
             // New data: refused below the reserve (known chunks cost nothing).
             self.ensure_space()?;
         }
-        let mut placed: Vec<Option<object::Header>> = vec![None; items.len()];
+        // Each new object's header and generation: 0 for a loose object, a
+        // location in a pack when the store appends to packs (held by
+        // `writer` until the rows are written, see `packs`).
+        let mut placed: Vec<Option<(object::Header, u64)>> = vec![None; items.len()];
+        let mut writer = self.0.objects.packs().filter(|p| p.appending()).map(packs::Packs::writer);
         let mut firsts = HashSet::new();
         let mut wrote = false;
         for (i, (ChunkIn { id, raw, frame }, row)) in items.iter().zip(&before).enumerate() {
@@ -183,8 +208,11 @@ impl Store {
                 continue; // known (or damaged: repaired under the lock), or a repeat
             }
             let enc = encode_item(id, raw, *frame, level);
-            if self.0.objects.put_if_absent(&ObjectKey::plain(*id), &enc.parts())? {
-                placed[i] = Some(enc.header);
+            if let Some(w) = writer.as_mut() {
+                placed[i] = Some((enc.header, w.append(&enc.parts())?));
+                wrote = true;
+            } else if self.0.objects.put_if_absent(&ObjectKey::plain(*id), &enc.parts())? {
+                placed[i] = Some((enc.header, 0));
                 wrote = true;
             }
         }
@@ -214,14 +242,16 @@ impl Store {
                     out.push(Put { id: *id, len, new: false });
                 }
                 old => {
-                    let stored = match (old, placed[i]) {
+                    let (stored, generation) = match (old, placed[i]) {
                         // Written above by this call: complete and durable.
-                        (None, Some(h)) => h,
+                        (None, Some(placed)) => placed,
                         // Someone else's object, a damaged one, or one GC
-                        // took meanwhile: checked or rewritten under the lock.
+                        // took meanwhile: checked or rewritten under the lock
+                        // (a loose object, on a store with packs too).
                         _ => {
                             late = true;
-                            self.place_object(id, &encode_item(id, raw, *frame, level), old.is_some())?
+                            let enc = encode_item(id, raw, *frame, level);
+                            (self.place_object(id, &enc, old.is_some())?, 0)
                         }
                     };
                     let refcount = old.map_or(0, |r| r.refcount);
@@ -233,10 +263,10 @@ impl Store {
                         state: if refcount > 0 { ChunkState::Live } else { ChunkState::Zero },
                         zero_since: now,
                         lease_until: lease_until.max(old.map_or(0, |r| r.lease_until)),
-                        generation: 0,
+                        generation,
                     };
                     // A damaged or half-deleted row is still counted.
-                    count_row(&mut batch, old.as_ref(), Some(&new_row));
+                    self.count_row(&mut batch, old.as_ref(), Some(&new_row));
                     if refcount == 0 {
                         let at = (now + self.grace_ms()).max(new_row.lease_until);
                         batch.put(Cf::Gcq, &meta::gcq_key(at, id), b"");
@@ -250,8 +280,21 @@ impl Store {
             self.0.objects.barrier()?;
         }
         held.write(batch, false)?;
+        drop(writer);
         self.count_puts(&out);
         Ok(out)
+    }
+
+    /// [`count_row`] for this store (with its packs, if any).
+    pub(super) fn count_row(&self, batch: &mut Batch, old: Option<&ChunkRow>, new: Option<&ChunkRow>) {
+        count_row(batch, old, new, self.0.objects.packs().is_some());
+    }
+
+    /// Whether reads take an object's key from its chunk's row: on a
+    /// generational store, and on one with packs (a packed object's
+    /// generation is its location). Elsewhere every object is generation 0.
+    pub(super) fn located(&self) -> bool {
+        self.0.objects.generational() || self.0.objects.packs().is_some()
     }
 
     /// Counts a put's chunks as new or known, for metrics.
@@ -405,13 +448,14 @@ impl Store {
         Ok(enc)
     }
 
-    /// Where chunk `id`'s object is: generation 0 on a store that is not
-    /// generational (no lookup), else the generation its row names.
+    /// Where chunk `id`'s object is: generation 0 on a store that is
+    /// neither generational nor packed (no lookup), else the generation its
+    /// row names.
     ///
     /// # Errors
     /// [`Error::Corrupt`] when a generational store has no row for it.
     pub(super) fn key_of(&self, id: &ChunkId) -> Result<ObjectKey> {
-        if !self.0.objects.generational() {
+        if !self.located() {
             return Ok(ObjectKey::plain(*id));
         }
         match self.0.meta.chunk_row(id)? {
@@ -421,13 +465,13 @@ impl Store {
     }
 
     /// [`Self::key_of`] for many chunks in one batched lookup (none on a
-    /// store that is not generational); `None` where no row names one (the
+    /// store that is neither generational nor packed); `None` where no row names one (the
     /// read of that chunk then fails as [`Self::key_of`] does).
     ///
     /// # Errors
     /// Metadata backend errors.
     pub(super) fn keys_of(&self, ids: &[ChunkId]) -> Result<Vec<Option<ObjectKey>>> {
-        if !self.0.objects.generational() {
+        if !self.located() {
             return Ok(ids.iter().map(|id| Some(ObjectKey::plain(*id))).collect());
         }
         let rows = self.0.meta.chunk_rows(ids)?;
@@ -613,48 +657,6 @@ fn encode_item<'a>(id: &ChunkId, raw: &'a [u8], frame: Option<&'a [u8]>, level: 
         Some(f) => object::zstd_frame_parts(id, raw.len() as u32, f),
         None => object::encode_parts(id, raw, level),
     }
-}
-
-/// A client's zstd frame of `raw`, when it is kept as the stored object:
-/// one plain frame, smaller than `raw`.
-fn kept_frame<'a>(frame: &'a [u8], raw: &[u8]) -> Option<&'a [u8]> {
-    let single = zstd::zstd_safe::find_frame_compressed_size(frame).is_ok_and(|n| n == frame.len());
-    (single && frame.len() < raw.len()).then_some(frame)
-}
-
-/// Decodes a client's zstd frame, refusing anything over `max` bytes.
-///
-/// # Errors
-/// [`Error::TooLarge`] or [`Error::InvalidInput`].
-pub fn decode_frame(frame: &[u8], max: usize) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let too_large = |got: u64| Error::TooLarge { what: "decoded chunk", limit: max as u64, got };
-    // A declared size past the limit is refused before anything is decoded.
-    if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(frame) {
-        if n > max as u64 {
-            return Err(too_large(n));
-        }
-    }
-    let mut dec =
-        zstd::stream::read::Decoder::new(frame).map_err(|e| Error::InvalidInput(format!("zstd: {e}")))?;
-    // The decoder's window is what it allocates: no larger than a chunk can
-    // need (and never the 128 MiB a hostile header may ask for).
-    dec.window_log_max(window_log(max)).map_err(|e| Error::InvalidInput(format!("zstd: {e}")))?;
-    let mut out = Vec::with_capacity(max.min(1 << 20));
-    dec.take(max as u64 + 1).read_to_end(&mut out).map_err(|e| {
-        Error::InvalidInput(format!("invalid zstd data (or a window larger than {max} bytes): {e}"))
-    })?;
-    if out.len() > max {
-        return Err(too_large(out.len() as u64));
-    }
-    Ok(out)
-}
-
-/// The zstd window log a frame of at most `max` bytes may use: twice what
-/// it needs (encoders round up), within 10 (zstd's minimum) and 23 (8 MiB,
-/// the most RFC 9659 lets HTTP ask of a decoder).
-fn window_log(max: usize) -> u32 {
-    (usize::BITS - max.saturating_sub(1).leading_zeros() + 1).clamp(10, 23)
 }
 
 /// `raw`, the bytes of chunk `key`, when they are the `len` its manifest

@@ -18,7 +18,7 @@ use super::filetype::TypePolicy;
 use super::id::{ChunkId, FileId};
 use super::meta::{self, Batch, Cf, Counter, LockSpace, Locked, MetaStore, RocksMeta};
 use super::meta_backend::MetaBackend;
-use super::objects::{FsObjects, FsyncPolicy, ObjectStore, ObjectsKind, S3Options};
+use super::objects::{FsObjects, FsyncPolicy, ObjectStore, ObjectsKind, PackedObjects, Packs, S3Options};
 
 /// How the store behaves; built from the server's configuration.
 #[derive(Debug, Clone)]
@@ -30,6 +30,12 @@ pub struct StoreOptions {
     /// Write new objects of the local object directory with `O_DIRECT`
     /// where the filesystem takes it ([`FsObjects::with_direct_writes`]).
     pub direct_writes: bool,
+    /// Append new chunks of the local object directory to pack files
+    /// (docs/PACKS.md) instead of writing a file each. Packs already in the
+    /// directory are read whatever this says.
+    pub packs: bool,
+    /// Bytes after which a pack is closed and a new one started.
+    pub pack_size: u64,
     /// Which engine [`Store::open`] keeps chunk objects in.
     pub objects: ObjectsKind,
     /// The bucket, for [`ObjectsKind::S3`].
@@ -75,6 +81,8 @@ impl Default for StoreOptions {
             compression_level: 1,
             fsync: FsyncPolicy::default(),
             direct_writes: true,
+            packs: false,
+            pack_size: 64 << 20,
             objects: ObjectsKind::default(),
             s3: S3Options::default(),
             max_object_size: 64 << 20,
@@ -224,12 +232,19 @@ pub(super) struct Inner {
     pub(super) opened_ms: u64,
 }
 
-/// The object store `opts.objects` names: [`FsObjects`] at `dir`, or
+/// The object store `opts.objects` names: [`FsObjects`] at `dir` (with
+/// its pack files when `opts.packs` asks for them or it has some), or
 /// `S3Objects` on `opts.s3` with the environment's credentials.
 fn open_objects(opts: &StoreOptions, dir: &Path) -> Result<Arc<dyn ObjectStore>> {
     match opts.objects {
         ObjectsKind::Fs => {
-            Ok(Arc::new(FsObjects::open(dir, opts.fsync)?.with_direct_writes(opts.direct_writes)))
+            let loose = FsObjects::open(dir, opts.fsync)?.with_direct_writes(opts.direct_writes);
+            let packs = dir.join("packs");
+            if !opts.packs && !packs.is_dir() {
+                return Ok(Arc::new(loose));
+            }
+            let packs = Packs::open(&packs, opts.fsync, opts.pack_size, opts.packs)?;
+            Ok(Arc::new(PackedObjects::new(loose, packs)))
         }
         #[cfg(feature = "s3")]
         ObjectsKind::S3 => Ok(Arc::new(super::objects::S3Objects::open(&opts.s3)?)),
@@ -338,8 +353,12 @@ impl Store {
             }
             Some(v) => {
                 let found = String::from_utf8_lossy(&v).into_owned();
-                let known =
-                    [meta::SCHEMA_VERSION, meta::SCHEMA_BEFORE_GENERATIONS, meta::SCHEMA_BEFORE_TENANTS];
+                let known = [
+                    meta::SCHEMA_VERSION,
+                    meta::SCHEMA_BEFORE_PACKS,
+                    meta::SCHEMA_BEFORE_GENERATIONS,
+                    meta::SCHEMA_BEFORE_TENANTS,
+                ];
                 if !known.iter().any(|v| found == v.to_string()) {
                     return Err(Error::SchemaMismatch { found, expected: meta::SCHEMA_VERSION.to_string() });
                 }
@@ -396,7 +415,8 @@ impl Store {
             );
         }
         if version != meta::SCHEMA_VERSION.to_string() {
-            // v1 chunk rows read as generation 0: nothing else to rewrite.
+            // v1 chunk rows read as generation 0, and every row of a store
+            // before packs names a loose object: nothing else to rewrite.
             let mut b = Batch::default();
             b.put(Cf::Meta, META_SCHEMA, meta::SCHEMA_VERSION.to_string().as_bytes());
             store.0.meta.write(b, true)?;

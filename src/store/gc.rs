@@ -22,6 +22,10 @@
 //! On the object directory (generation 0 only) the locks are held from G1
 //! to G3, so no put of the same chunk can come between.
 //!
+//! On a store with pack files, G2 frees nothing for a packed object: G3's
+//! row drop lowers its pack's live bytes, and compaction (`compact.rs`,
+//! after the rounds) rewrites packs that are mostly dead.
+//!
 //! The orphan sweep (objects whose key no row names: no row, or a row of
 //! another generation, which a crash between object write and row write or
 //! a taken-over claim can leave) pages through the object listing and so is
@@ -33,7 +37,6 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::chunks::count_row;
 use super::engine::stripes;
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, LockSpace};
 use super::objects::{self, ObjectEntry, ObjectKey};
@@ -57,6 +60,8 @@ pub struct GcReport {
     /// `uploads/<id>` directories with no session record (a crash between
     /// making one and recording its session), removed.
     pub orphan_upload_dirs: u64,
+    /// Pack files compacted and deleted (a store with packs).
+    pub packs: super::compact::CompactReport,
 }
 
 const ROUND: usize = 1024;
@@ -110,6 +115,7 @@ impl Store {
                 break;
             }
         }
+        report.packs = self.compact_packs()?;
         if orphans {
             let (swept, crash_left) = self.sweep_orphans()?;
             report.orphan_objects = swept;
@@ -210,7 +216,7 @@ impl Store {
             let still = |r: &ChunkRow| r.state == ChunkState::Deleting && r.generation == key.generation;
             let Some(r) = row.filter(still) else { continue };
             drop.delete(Cf::Chunks, key.id.as_bytes());
-            count_row(&mut drop, Some(&r), None);
+            self.count_row(&mut drop, Some(&r), None);
             report.deleted_chunks += 1;
             report.freed_bytes += u64::from(r.raw_len);
         }

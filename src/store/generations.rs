@@ -168,7 +168,7 @@ impl Store {
                         lease_until: until,
                         generation,
                     };
-                    count_row(&mut batch, old.as_ref(), Some(&row));
+                    count_row(&mut batch, old.as_ref(), Some(&row), false);
                     batch.put(Cf::Chunks, id.as_bytes(), &row.encode());
                     batch.put(Cf::Gcq, &meta::gcq_key(until, id), b"");
                     claims.push(Claim { index: i, generation, until });
@@ -243,7 +243,7 @@ impl Store {
                 r.state = if r.refcount > 0 { ChunkState::Live } else { ChunkState::Zero };
                 r.zero_since = now;
                 r.lease_until = lease_until;
-                count_row(&mut batch, Some(&old), Some(&r));
+                count_row(&mut batch, Some(&old), Some(&r), false);
                 batch.put(Cf::Chunks, id.as_bytes(), &r.encode());
                 batch.delete(Cf::Gcq, &meta::gcq_key(c.until, id));
                 if r.refcount == 0 {

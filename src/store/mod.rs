@@ -42,11 +42,15 @@ mod cache;
 #[cfg(feature = "server")]
 mod chunks;
 #[cfg(feature = "server")]
+mod compact;
+#[cfg(feature = "server")]
 mod concat;
 #[cfg(feature = "server")]
 mod engine;
 #[cfg(feature = "server")]
 mod files;
+#[cfg(feature = "server")]
+mod frame;
 #[cfg(feature = "server")]
 mod gc;
 #[cfg(feature = "server")]
@@ -90,7 +94,9 @@ pub use self::id::{ChunkId, FileId, UploadId};
 pub use self::manifest::Entry;
 pub use self::meta_backend::MetaBackend;
 pub use self::name::FileName;
-pub use self::objects::{Faulty, FsObjects, FsyncPolicy, MemObjects, ObjectEntry, ObjectKey, ObjectStore};
+pub use self::objects::{
+    Faulty, FsObjects, FsyncPolicy, MemObjects, ObjectEntry, ObjectKey, ObjectStore, PackedObjects, Packs,
+};
 
 #[cfg(feature = "server")]
 pub(crate) use self::engine::lock;
@@ -98,9 +104,11 @@ pub(crate) use self::engine::lock;
 pub use self::{
     append::{AppendOutcome, Appender, NewStream},
     backlog::GcBacklog,
-    chunks::{Put, decode_frame},
+    chunks::Put,
+    compact::CompactReport,
     engine::{Activity, Stats, Store, StoreOptions},
     files::NewFile,
+    frame::decode_frame,
     gc::GcReport,
     ingest::Ingest,
     meta::{Batch, MemMeta, MetaStore, RocksMeta},

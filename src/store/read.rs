@@ -286,7 +286,7 @@ impl Store {
             .map_ok(move |((e, from, to), key)| {
                 let store = chunk_store.clone();
                 async move {
-                    let early = match store.read_part_beside(&e, from, to).await {
+                    let early = match store.read_part_beside(&e, key, from, to).await {
                         Some(Early::Ready(b, path)) => return Ok(counted(store.reads(path), b)),
                         other => other,
                     };
@@ -316,7 +316,7 @@ impl Store {
             return None;
         }
         let parts = parts_in(entries.clone(), seg_start, start, end)
-            .map(|(e, from, to)| (e, from, to, self.try_part_cached(&e, from, to)))
+            .map(|(e, from, to)| (e, from, to, self.try_part_cached(&e, None, from, to)))
             .collect();
         Some(parts)
     }
@@ -343,13 +343,19 @@ impl Store {
     /// per chunk, not the two thread wake-ups of a blocking-pool hop.
     /// `None` when the caches do not hold the chunk (or the task failed):
     /// the caller then reads on a blocking thread.
-    async fn read_part_beside(&self, e: &Entry, from: usize, to: usize) -> Option<Early> {
+    async fn read_part_beside(
+        &self,
+        e: &Entry,
+        key: Option<ObjectKey>,
+        from: usize,
+        to: usize,
+    ) -> Option<Early> {
         // Nothing spawned for a read that would not be tried.
-        if !self.tries_cached(e, from, to) {
+        if !self.tries_cached(e, key, from, to) {
             return None;
         }
         let (store, e) = (self.clone(), *e);
-        tokio::spawn(async move { store.try_part_cached(&e, from, to) }).await.ok().flatten()
+        tokio::spawn(async move { store.try_part_cached(&e, key, from, to) }).await.ok().flatten()
     }
 
     /// Bytes `from..to` of the chunk `e` names, as far as the calling
@@ -360,14 +366,14 @@ impl Store {
     /// CRC checked), or the zstd object either is cut from, read but not
     /// decoded ([`Early::Encoded`]); else `None`, and the caller reads on a
     /// blocking thread ([`Store::read_part`], which also reports damage).
-    fn try_part_cached(&self, e: &Entry, from: usize, to: usize) -> Option<Early> {
-        if !self.tries_cached(e, from, to) {
+    fn try_part_cached(&self, e: &Entry, key: Option<ObjectKey>, from: usize, to: usize) -> Option<Early> {
+        if !self.tries_cached(e, key, from, to) {
             return None;
         }
         if let Some(b) = self.decoded_part(e, from, to) {
             return Some(Early::Ready(b, Path::Decoded));
         }
-        let key = ObjectKey::plain(e.id);
+        let key = key.unwrap_or(ObjectKey::plain(e.id));
         let got = if is_whole(e, from, to) {
             self.read_chunk_cached(&key, e.len)
         } else {
@@ -402,7 +408,7 @@ impl Store {
             Some(Early::Encoded(enc, n)) => (enc, n),
             None => return self.read_part(e, key, from, to),
         };
-        let at = ObjectKey::plain(e.id);
+        let at = key.unwrap_or(ObjectKey::plain(e.id));
         let decode = || self.decode_read(&at, enc, n, e.len);
         let got = if is_whole(e, from, to) { decode() } else { self.decoded_slice(&e.id, from, to, decode) };
         match got {
@@ -455,14 +461,19 @@ impl Store {
 
     /// Whether bytes `from..to` of chunk `e` are tried from the kernel's
     /// caches: only when the object store can answer so, never on a
-    /// generational store (objects are named by their rows) or a shared one
+    /// generational store, nor on one with packs unless the caller looked
+    /// the object's `key` up (objects are named by their rows), nor on a shared one
     /// (a read renews this node's reader row first, a metadata write), and
     /// for a whole chunk of at most [`WHOLE_ON_THREAD`] or a part of at most
     /// [`ON_THREAD`].
-    fn tries_cached(&self, e: &Entry, from: usize, to: usize) -> bool {
+    fn tries_cached(&self, e: &Entry, key: Option<ObjectKey>, from: usize, to: usize) -> bool {
         let fits =
             if is_whole(e, from, to) { e.len <= WHOLE_ON_THREAD } else { (to - from) as u64 <= ON_THREAD };
-        fits && self.0.objects.answers_cached() && !self.0.objects.generational() && !self.0.opts.shared
+        let named = key.is_some() || self.0.objects.packs().is_none();
+        fits && named
+            && self.0.objects.answers_cached()
+            && !self.0.objects.generational()
+            && !self.0.opts.shared
     }
 
     /// Segment `seg` of a ready file's manifest, from the open-files cache

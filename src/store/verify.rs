@@ -2,7 +2,9 @@
 //! CRCs, length, decompression, BLAKE3. Every row: an object behind it, the
 //! one of the row's generation (an object of another generation is an
 //! orphan). A `Writing` row may lack its object (a writer is PUTting it).
-//! Every manifest: decodes, adds up, names chunks that exist. Refcounts are
+//! On a store with pack files, each pack is scanned from its start and its
+//! records checked the same way; a record no row names is dead bytes, not
+//! an orphan. Every manifest: decodes, adds up, names chunks that exist. Refcounts are
 //! recomputed from the manifests and compared; so are the counters. With
 //! `repair`, corrupt objects are moved aside and their rows marked damaged
 //! (reported missing, so the next upload of that content heals them),
@@ -121,6 +123,34 @@ impl Store {
             })?;
         }
 
+        // Pack files: every record, by a scan of each pack from its start.
+        if let Some(packs) = self.objects().packs() {
+            for p in packs.list()? {
+                packs.scan(p.number, |at, rec| -> Result<()> {
+                    let Ok(h) = object::Header::decode(rec) else { return Ok(()) };
+                    let key = ObjectKey::new(h.id, at);
+                    rep.objects += 1;
+                    rep.object_bytes += rec.len() as u64;
+                    match object::decode(rec, max, true) {
+                        Ok((d, _)) if d.id == h.id => {
+                            present.insert(key);
+                        }
+                        Ok(_) => {
+                            corrupt.insert(key, "object holds another chunk".to_string());
+                        }
+                        Err(err) => {
+                            corrupt.insert(key, err.0.to_string());
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        // A record in a pack that no row names is dead bytes (compaction
+        // reclaims them), not an orphan.
+        let packed = self.objects().packs().is_some();
+        let dead = |k: &ObjectKey| packed && k.generation != 0;
+
         // Manifests: recount references.
         let mut refs: HashMap<ChunkId, u64> = HashMap::new();
         let mut trefs: HashMap<(Tenant, ChunkId), u64> = HashMap::new();
@@ -233,12 +263,12 @@ impl Store {
                     self.objects().quarantine(&key)?;
                 }
                 rep.corrupt_objects.push((key.id, reason));
-            } else {
+            } else if !dead(&key) {
                 rep.corrupt_orphans.push((key.id, reason));
             }
         }
-        rep.orphan_objects =
-            present.iter().filter(|k| !named.contains(k)).count() as u64 + rep.corrupt_orphans.len() as u64;
+        rep.orphan_objects = present.iter().filter(|k| !named.contains(k) && !dead(k)).count() as u64
+            + rep.corrupt_orphans.len() as u64;
         for id in refs.keys() {
             if !rows_seen.contains(id) {
                 rep.bad_files.push((id.to_string(), "referenced chunk has no row".into()));

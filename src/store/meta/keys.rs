@@ -8,7 +8,15 @@ use crate::store::id::ChunkId;
 
 /// The on-disk layout version; a store made by another version is refused.
 /// 3: chunk rows may be v2 ([`ChunkRow`]: a generation, the `Writing` state).
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: on the object directory, a generation other than 0 is a record's
+/// location in a pack file (docs/PACKS.md).
+pub const SCHEMA_VERSION: u32 = 4;
+
+/// The last layout before pack files: its rows all name loose objects
+/// (generation 0) on the directory, so opening it rewrites nothing but the
+/// version (which keeps older versions, which would look for a loose
+/// object under every packed row, out from then on).
+pub const SCHEMA_BEFORE_PACKS: u32 = 3;
 
 /// The last layout before tenants: opened and migrated (see `tenant`).
 pub const SCHEMA_BEFORE_TENANTS: u32 = 1;
@@ -118,6 +126,27 @@ pub fn gcq_key(eligible_ms: u64, id: &ChunkId) -> [u8; 40] {
     let mut k = [0u8; 40];
     k[..8].copy_from_slice(&eligible_ms.to_be_bytes());
     k[8..].copy_from_slice(id.as_bytes());
+    k
+}
+
+/// The [`super::Cf::Meta`] counter of pack `pack`'s live bytes: the
+/// objects (header and payload) its chunk rows name (see
+/// `chunks::count_row`).
+pub fn pack_live_key(pack: u32) -> [u8; 14] {
+    let mut k = *b"pack/live/\0\0\0\0";
+    k[10..].copy_from_slice(&pack.to_be_bytes());
+    k
+}
+
+/// Prefix of the [`super::Cf::Meta`] rows of packs emptied by compaction:
+/// `pack/drop/<pack, BE>` → when it may be deleted (unix ms, LE), once
+/// downloads that looked up its locations before have finished.
+pub const PACK_DROP_PREFIX: &[u8] = b"pack/drop/";
+
+/// The [`PACK_DROP_PREFIX`] row of pack `pack`.
+pub fn pack_drop_key(pack: u32) -> [u8; 14] {
+    let mut k = *b"pack/drop/\0\0\0\0";
+    k[10..].copy_from_slice(&pack.to_be_bytes());
     k
 }
 

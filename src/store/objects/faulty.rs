@@ -175,6 +175,10 @@ impl ObjectStore for Faulty {
         self.inner.generational()
     }
 
+    fn packs(&self) -> Option<&super::Packs> {
+        self.inner.packs()
+    }
+
     fn put_if_absent(&self, key: &ObjectKey, parts: &[&[u8]]) -> io::Result<bool> {
         self.pause_point(Op::Put, std::slice::from_ref(key));
         self.enter(Op::Put)?;

@@ -155,6 +155,11 @@ impl FsObjects {
         self
     }
 
+    /// Where quarantined objects go (`objects/quarantine`).
+    pub fn quarantine_dir(&self) -> &Path {
+        &self.quarantine
+    }
+
     /// Whether new objects are being written with `O_DIRECT`.
     pub fn writes_direct(&self) -> bool {
         self.direct.load(Ordering::Relaxed)
@@ -651,12 +656,12 @@ fn relative_path(key: &ObjectKey) -> String {
 /// (`RWF_NOWAIT`), until `buf` is full or the file ends: the bytes read, or
 /// `None` when a page was not cached or the read failed.
 #[cfg(target_os = "linux")]
-fn read_cached(fd: &rustix::fd::OwnedFd, start: u64, buf: &mut [u8]) -> Option<usize> {
+pub(super) fn read_cached(fd: impl rustix::fd::AsFd, start: u64, buf: &mut [u8]) -> Option<usize> {
     use rustix::io::{Errno, ReadWriteFlags};
     let mut got = 0;
     while got < buf.len() {
         let mut iov = [io::IoSliceMut::new(&mut buf[got..])];
-        match rustix::io::preadv2(fd, &mut iov, start + got as u64, ReadWriteFlags::NOWAIT) {
+        match rustix::io::preadv2(&fd, &mut iov, start + got as u64, ReadWriteFlags::NOWAIT) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(Errno::INTR) => {}

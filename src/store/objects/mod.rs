@@ -24,6 +24,10 @@
 //!   not generational.
 //! - [`S3Objects`] (`s3.rs`, feature `s3`): `{prefix}chunks/ab/<64 hex>.<16 hex>`
 //!   in an S3 bucket; generational. Garage is the reference engine.
+//! - [`PackedObjects`] (`packed.rs`): the directory with pack files
+//!   (`packs.rs`, docs/PACKS.md): generation 0 a loose object, any other a
+//!   record's location in a pack; not generational (a location is known
+//!   only once the record is appended, see [`ObjectStore::packs`]).
 //! - [`MemObjects`] (`memory.rs`): the in-memory twin for tests, benches,
 //!   fuzzing; generational or not, as it is made.
 //! - [`Faulty`] (`faulty.rs`): a wrapper around any store that fails the Nth
@@ -38,6 +42,8 @@ mod direct;
 mod faulty;
 mod fs;
 mod memory;
+mod packed;
+pub mod packs;
 #[cfg(feature = "s3")]
 mod quickack;
 #[cfg(feature = "s3")]
@@ -56,6 +62,8 @@ pub use self::direct::start_chunk;
 pub use self::faulty::{Faulty, Op, Pause};
 pub use self::fs::{FsObjects, FsyncPolicy, kept_descriptors};
 pub use self::memory::MemObjects;
+pub use self::packed::PackedObjects;
+pub use self::packs::Packs;
 #[cfg(feature = "s3")]
 pub use self::s3::{S3Credentials, S3Objects};
 
@@ -132,6 +140,16 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// [`ObjectStore::put_if_absent`], exact under the store's locks.
     fn generational(&self) -> bool {
         false
+    }
+
+    /// The pack files new objects are appended to (docs/PACKS.md), when
+    /// this store has them: an object whose generation is not 0 is then a
+    /// record there, at the location its generation names, and a put of a
+    /// new chunk appends it ([`Packs::writer`]) when [`Packs::appending`]
+    /// instead of writing under a key. `None` (the default): every object
+    /// is written under its key.
+    fn packs(&self) -> Option<&Packs> {
+        None
     }
 
     /// Stores the object whose bytes are the concatenation of `parts` (a

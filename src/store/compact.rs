@@ -1,0 +1,180 @@
+//! Compaction of pack files (docs/PACKS.md, "Garbage collection and
+//! compaction"), run by each GC run on a store with packs.
+//!
+//! GC frees nothing in a pack: dropping a chunk row lowers its pack's live
+//! bytes (`chunks::count_row`). A closed pack (not pinned, see
+//! [`super::objects::packs`]) whose live bytes are under half its length
+//! is rewritten: each record a row still names is checked (header and
+//! payload CRC) and appended to a new pack, the new packs are synced, then
+//! under the stripe locks each row that still names the old location is
+//! moved to the new one (a put or GC that changed the row meanwhile wins,
+//! as in the generational flip). A record that fails its check is copied
+//! to the quarantine directory and its row marked damaged (a re-upload of
+//! its content heals it). Rows mid-delete are left to G3.
+//!
+//! A pack that no row names any more is deleted only after the grace
+//! period (`gc.grace`), so that a download that looked up its locations
+//! before the move finishes from it; a read that finds it gone looks the
+//! row up again (`Store::read_part`). Work is bounded by the garbage: at
+//! most as many bytes are copied as are freed.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use super::meta::{self, Batch, Cf, ChunkState};
+use super::objects::ObjectKey;
+use super::objects::packs::{Packs, pack_of};
+use super::{ChunkId, Result, Store, object};
+
+/// What compaction did in one GC run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CompactReport {
+    /// Packs whose live records were moved to new packs.
+    pub packs_compacted: u64,
+    /// Records moved.
+    pub records_moved: u64,
+    /// Bytes of the records moved (headers and payloads).
+    pub bytes_moved: u64,
+    /// Packs deleted (emptied, their grace period over).
+    pub packs_deleted: u64,
+    /// Bytes of the packs deleted.
+    pub bytes_freed: u64,
+    /// Records found damaged while moving (quarantined, rows marked).
+    pub damaged: u64,
+}
+
+/// Records moved per flip (one batch of row changes under the locks).
+const FLIP: usize = 256;
+
+/// A record to move: its chunk, where it is, where it goes (0 and
+/// `damaged`: it failed its check and is not copied).
+struct Move {
+    id: ChunkId,
+    from: u64,
+    to: u64,
+    damaged: bool,
+}
+
+impl Store {
+    /// Deletes emptied packs whose grace period is over, then compacts
+    /// closed packs under half live. Nothing on a store without packs.
+    ///
+    /// # Errors
+    /// Metadata backend and I/O errors; work done before stays done (a
+    /// record copied but not flipped is dead bytes in the new pack).
+    pub(super) fn compact_packs(&self) -> Result<CompactReport> {
+        let mut report = CompactReport::default();
+        let Some(packs) = self.objects().packs() else { return Ok(report) };
+        let now = self.now_ms();
+        let list = packs.list()?;
+        let mut scheduled = HashSet::new();
+        let mut drops = Batch::default();
+        for kv in self.meta().scan(Cf::Meta, meta::PACK_DROP_PREFIX, None) {
+            let (k, v) = kv?;
+            let Some(n) = k.get(10..14).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_be_bytes)
+            else {
+                continue;
+            };
+            let due = <[u8; 8]>::try_from(&v[..]).map(u64::from_le_bytes).unwrap_or(0);
+            let info = list.iter().find(|p| p.number == n);
+            if due > now || info.is_some_and(|p| p.pinned) {
+                scheduled.insert(n);
+                continue;
+            }
+            drops.delete(Cf::Meta, &k);
+            if self.pack_live(n)? > 0 {
+                continue; // named again (a flip that lost): compacted again below
+            }
+            packs.delete(n)?;
+            drops.delete(Cf::Meta, &meta::pack_live_key(n));
+            report.packs_deleted += 1;
+            report.bytes_freed += info.map_or(0, |p| p.len);
+        }
+        self.meta().write(drops, false)?;
+
+        for p in list.iter().filter(|p| !p.pinned && !scheduled.contains(&p.number)) {
+            let live = self.pack_live(p.number)?;
+            if live > 0 && (live as u64).saturating_mul(2) >= p.len {
+                continue;
+            }
+            if live > 0 {
+                self.compact_pack(packs, p.number, &mut report)?;
+                report.packs_compacted += 1;
+            }
+            if self.pack_live(p.number)? <= 0 {
+                let mut b = Batch::default();
+                b.put(Cf::Meta, &meta::pack_drop_key(p.number), &(now + self.grace_ms()).to_le_bytes());
+                self.meta().write(b, true)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The live bytes of pack `n` (see [`meta::pack_live_key`]).
+    fn pack_live(&self, n: u32) -> Result<i64> {
+        Ok(self.meta().get(Cf::Meta, &meta::pack_live_key(n))?.map_or(0, |v| meta::decode_counter(&v)))
+    }
+
+    /// Moves the live records of pack `n` to new packs (see the module docs).
+    fn compact_pack(&self, packs: &Packs, n: u32, report: &mut CompactReport) -> Result<()> {
+        let mut writer = packs.writer();
+        let mut moves: Vec<Move> = Vec::new();
+        packs.scan(n, |from, rec| -> Result<()> {
+            let Ok(h) = object::Header::decode(rec) else { return Ok(()) };
+            let Some(row) = self.meta().chunk_row(&h.id)? else { return Ok(()) };
+            if row.generation != from || matches!(row.state, ChunkState::Deleting | ChunkState::Writing) {
+                return Ok(());
+            }
+            let sound = row.state != ChunkState::Damaged && object::check(rec).is_ok_and(|c| c.id == h.id);
+            if sound {
+                let to = writer.append(&[rec])?;
+                report.records_moved += 1;
+                report.bytes_moved += rec.len() as u64;
+                moves.push(Move { id: h.id, from, to, damaged: false });
+            } else {
+                if row.state != ChunkState::Damaged {
+                    self.objects().quarantine(&ObjectKey::new(h.id, from))?;
+                    tracing::error!(chunk = %h.id, pack = n, "damaged record found by compaction; row marked damaged");
+                    report.damaged += 1;
+                }
+                moves.push(Move { id: h.id, from, to: 0, damaged: true });
+            }
+            if moves.len() >= FLIP {
+                self.flip_moves(&std::mem::take(&mut moves))?;
+            }
+            Ok(())
+        })?;
+        self.flip_moves(&moves)?;
+        drop(writer);
+        debug_assert!(moves.iter().all(|m| m.to == 0 || pack_of(m.to) != n));
+        Ok(())
+    }
+
+    /// Syncs the records `moves` copied, then moves each row that still
+    /// names its old location to the new one, under the stripe locks.
+    fn flip_moves(&self, moves: &[Move]) -> Result<()> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        self.objects().barrier()?;
+        let ids: Vec<ChunkId> = moves.iter().map(|m| m.id).collect();
+        let mut held = self.lock_stripes(&ids)?;
+        let rows = self.meta().chunk_rows(&ids)?;
+        let mut batch = Batch::default();
+        for (m, row) in moves.iter().zip(rows) {
+            let Some(old) = row.filter(|r| r.generation == m.from) else { continue };
+            if matches!(old.state, ChunkState::Deleting | ChunkState::Writing) {
+                continue;
+            }
+            let mut new = old;
+            new.generation = m.to;
+            if m.damaged {
+                new.state = ChunkState::Damaged;
+            }
+            self.count_row(&mut batch, Some(&old), Some(&new));
+            batch.put(Cf::Chunks, m.id.as_bytes(), &new.encode());
+        }
+        held.write(batch, false)
+    }
+}

@@ -1,0 +1,510 @@
+//! Pack files (docs/PACKS.md): chunk objects appended to shared files
+//! instead of one file each, so that a new chunk costs no inode and no
+//! directory entry, and a read no `openat`.
+//!
+//! `objects/packs/<16 hex>` is pack number `n`; numbers are never reused.
+//! A record is an object exactly as the directory stores one (the 56-byte
+//! header, then the payload), padded with zeros to a [`PAGE`] boundary, so
+//! a pack describes itself: [`Packs::scan`] finds every record from its
+//! start. Where a record is, is its [`super::ObjectKey`]'s generation:
+//! the pack number in the high 32 bits, the page in the low 32
+//! ([`location`]); generation 0 stays the loose object
+//! (`objects/ab/cd/<64 hex>`).
+//!
+//! Each [`Writer`] appends to a pack of its own, so appends take no lock;
+//! a pack is closed once it reaches the pack size. A process never appends
+//! to a pack an earlier process wrote: after a crash, a torn tail holds
+//! only bytes no row names (rows are written after the barrier), which
+//! compaction reclaims. Durability follows the [`FsyncPolicy`]: `batch`
+//! makes [`Packs::sync`] `fdatasync` each pack appended to since the last
+//! one; `always` syncs every append; `never` nothing. A new pack's
+//! directory entry is synced when it is made.
+//!
+//! A pack is *pinned* while a writer appends to it or a put that appended
+//! to it has not released its [`Writer`] (its rows may not be written
+//! yet): compaction leaves pinned packs alone.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IoSlice};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{FsyncPolicy, lock, not_found_is};
+use crate::store::object::{HEADER_LEN, Header};
+
+/// Records start on multiples of this many bytes.
+pub const PAGE: u64 = 4096;
+
+/// Packs whose descriptors reads keep open.
+const KEPT_FILES: usize = 256;
+
+/// The generation naming the record at byte `offset` (a multiple of
+/// [`PAGE`]) of pack `pack`.
+pub fn location(pack: u32, offset: u64) -> u64 {
+    (u64::from(pack) << 32) | (offset / PAGE)
+}
+
+/// The pack a packed generation names (0 for a loose object).
+pub fn pack_of(generation: u64) -> u32 {
+    (generation >> 32) as u32
+}
+
+/// The byte offset within its pack of the record a generation names.
+pub fn offset_of(generation: u64) -> u64 {
+    (generation & 0xffff_ffff) * PAGE
+}
+
+/// One pack file as [`Packs::list`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackInfo {
+    pub number: u32,
+    /// Bytes in the file.
+    pub len: u64,
+    /// A writer appends to it or a put that did has not finished.
+    pub pinned: bool,
+}
+
+/// A pack a writer appends to.
+struct OpenPack {
+    number: u32,
+    file: Arc<File>,
+    len: u64,
+}
+
+/// The pack files of one object directory.
+pub struct Packs {
+    dir: PathBuf,
+    policy: FsyncPolicy,
+    pack_size: u64,
+    appending: bool,
+    next: AtomicU32,
+    /// Open packs no writer holds now, for the next writer.
+    idle: Mutex<Vec<OpenPack>>,
+    /// Pins per pack (see the module docs).
+    pins: Mutex<HashMap<u32, usize>>,
+    /// Packs appended to since the last [`Packs::sync`] (policy `batch`).
+    dirty: Mutex<HashMap<u32, Arc<File>>>,
+    /// Held through a sync, so that a sync that finds nothing dirty
+    /// returns only once the one running has finished.
+    syncing: Mutex<()>,
+    /// Descriptors for reads.
+    files: quick_cache::sync::Cache<u32, Arc<File>>,
+}
+
+impl Packs {
+    /// Opens (creating when needed) the pack directory `dir`. New packs
+    /// are numbered past every pack there. `appending`: whether new chunks
+    /// go to packs (`storage.packs`); packs are read either way.
+    ///
+    /// # Errors
+    /// I/O failures creating or reading the directory.
+    pub fn open(dir: &Path, policy: FsyncPolicy, pack_size: u64, appending: bool) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let mut last = 0u32;
+        for e in fs::read_dir(dir)? {
+            if let Some(n) = e?.file_name().to_str().and_then(parse_name) {
+                last = last.max(n);
+            }
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            policy,
+            pack_size: pack_size.max(PAGE),
+            appending,
+            next: AtomicU32::new(last + 1),
+            idle: Mutex::new(Vec::new()),
+            pins: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(HashMap::new()),
+            syncing: Mutex::new(()),
+            files: quick_cache::sync::Cache::new(KEPT_FILES),
+        })
+    }
+
+    /// Whether new chunks are appended here (else written as loose objects).
+    pub fn appending(&self) -> bool {
+        self.appending
+    }
+
+    fn path(&self, number: u32) -> PathBuf {
+        self.dir.join(format!("{number:016x}"))
+    }
+
+    /// A writer, with an open pack of its own when one is idle.
+    pub fn writer(&self) -> Writer<'_> {
+        let open = lock(&self.idle).pop();
+        Writer { packs: self, open, touched: Vec::new() }
+    }
+
+    /// Makes a new, empty pack (its name durable unless policy `never`).
+    fn create(&self) -> io::Result<OpenPack> {
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        if number == u32::MAX {
+            return Err(io::Error::other("pack numbers exhausted"));
+        }
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(self.path(number))?;
+        if self.policy != FsyncPolicy::Never {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        *lock(&self.pins).entry(number).or_default() += 1;
+        Ok(OpenPack { number, file: Arc::new(file), len: 0 })
+    }
+
+    fn unpin(&self, number: u32) {
+        let mut pins = lock(&self.pins);
+        if let Some(n) = pins.get_mut(&number) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&number);
+            }
+        }
+    }
+
+    /// Makes every append that returned before this call durable
+    /// (`fdatasync` of each pack appended to since the last sync; nothing
+    /// under policies `always`, whose appends are synced already, and
+    /// `never`).
+    ///
+    /// # Errors
+    /// I/O failures; the packs not synced stay due for the next call.
+    pub fn sync(&self) -> io::Result<()> {
+        if self.policy != FsyncPolicy::Batch {
+            return Ok(());
+        }
+        let _one = lock(&self.syncing);
+        let due: Vec<(u32, Arc<File>)> = lock(&self.dirty).drain().collect();
+        for (i, (_, file)) in due.iter().enumerate() {
+            if let Err(e) = file.sync_data() {
+                lock(&self.dirty).extend(due[i..].iter().cloned());
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// A descriptor of pack `number` for reads; `None` when it is gone.
+    fn file(&self, number: u32) -> io::Result<Option<Arc<File>>> {
+        if let Some(f) = self.files.get(&number) {
+            return Ok(Some(f));
+        }
+        let Some(f) = not_found_is(File::open(self.path(number)).map(Some), None)? else { return Ok(None) };
+        let f = Arc::new(f);
+        self.files.insert(number, f.clone());
+        Ok(Some(f))
+    }
+
+    /// The pack and offset a packed generation names, with the pack's
+    /// descriptor; `None` when the pack is gone (compacted away).
+    fn at(&self, generation: u64) -> io::Result<Option<(Arc<File>, u64)>> {
+        Ok(self.file(pack_of(generation))?.map(|f| (f, offset_of(generation))))
+    }
+
+    /// The record at `generation` into `buf` (cleared first): its header
+    /// and payload, as long as its header says, or what the pack holds
+    /// there when that is no header. `false` when the pack is gone. Reads
+    /// `buf`'s capacity at once when that holds the record (one `pread`).
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub fn read_into(&self, generation: u64, buf: &mut Vec<u8>) -> io::Result<bool> {
+        let Some((file, at)) = self.at(generation)? else { return Ok(false) };
+        buf.clear();
+        let guess = buf.capacity().max(HEADER_LEN);
+        buf.resize(guess, 0);
+        let n = read_full(&file, at, buf)?;
+        buf.truncate(n);
+        let Ok(h) = Header::decode(buf) else { return Ok(true) };
+        let want = HEADER_LEN + h.stored_len as usize;
+        if want <= buf.len() {
+            buf.truncate(want);
+        } else {
+            let have = buf.len();
+            buf.resize(want, 0);
+            let n = read_full(&file, at + have as u64, &mut buf[have..])?;
+            buf.truncate(have + n);
+        }
+        Ok(true)
+    }
+
+    /// The length of the record at `generation` (header and payload) as its
+    /// header says; `None` when there is no valid header there.
+    fn record_len(file: &File, at: u64) -> io::Result<Option<u64>> {
+        let mut h = [0u8; HEADER_LEN];
+        let n = read_full(file, at, &mut h)?;
+        Ok(Header::decode(&h[..n]).ok().map(|h| HEADER_LEN as u64 + u64::from(h.stored_len)))
+    }
+
+    /// Bytes `start..start + len` of the record at `generation`, fewer
+    /// where it ends first (by its header; by the pack's end where there is
+    /// no header); `None` when the pack is gone.
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub fn read_range(&self, generation: u64, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
+        let Some((file, at)) = self.at(generation)? else { return Ok(None) };
+        let end = Self::record_len(&file, at)?.unwrap_or(u64::MAX);
+        let len = end.saturating_sub(start).min(len as u64) as usize;
+        let mut buf = vec![0u8; len];
+        let n = read_full(&file, at + start, &mut buf)?;
+        buf.truncate(n);
+        Ok(Some(buf))
+    }
+
+    /// [`super::ObjectStore::get_head_and_range`] of a record: its first
+    /// `head` bytes, and bytes `start..start + len` in `buf`.
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub fn read_head_and_range(
+        &self,
+        generation: u64,
+        head: usize,
+        start: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Option<Vec<u8>>> {
+        let Some((file, at)) = self.at(generation)? else { return Ok(None) };
+        let mut h = vec![0u8; head];
+        let n = read_full(&file, at, &mut h)?;
+        h.truncate(n);
+        let end = Header::decode(&h).map_or(u64::MAX, |x| HEADER_LEN as u64 + u64::from(x.stored_len));
+        let len = end.saturating_sub(start).min(len as u64) as usize;
+        buf.clear();
+        buf.resize(len, 0);
+        let n = read_full(&file, at + start, buf)?;
+        buf.truncate(n);
+        Ok(Some(h))
+    }
+
+    /// [`super::ObjectStore::get_head_and_range_cached`] of a record: from
+    /// the page cache alone (`RWF_NOWAIT`), `None` for anything else.
+    #[cfg(target_os = "linux")]
+    pub fn read_head_and_range_cached(
+        &self,
+        generation: u64,
+        head: usize,
+        start: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<(Vec<u8>, usize)> {
+        let file = self.files.get(&pack_of(generation))?;
+        let at = offset_of(generation);
+        let mut h = vec![0u8; head];
+        (super::fs::read_cached(&*file, at, &mut h)? == head).then_some(())?;
+        let end = Header::decode(&h).ok().map(|x| HEADER_LEN as u64 + u64::from(x.stored_len))?;
+        let len = end.saturating_sub(start).min(len as u64) as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        Some((h, super::fs::read_cached(&*file, at + start, &mut buf[..len])?))
+    }
+
+    /// [`super::ObjectStore::get_cached`] of a record: the whole record into
+    /// `buf[..n]` from the page cache alone when it is at most `max` bytes.
+    #[cfg(target_os = "linux")]
+    pub fn read_cached(&self, generation: u64, max: usize, buf: &mut Vec<u8>) -> Option<usize> {
+        let file = self.files.get(&pack_of(generation))?;
+        let at = offset_of(generation);
+        if buf.len() < max.max(HEADER_LEN) {
+            buf.resize(max.max(HEADER_LEN), 0);
+        }
+        (super::fs::read_cached(&*file, at, &mut buf[..HEADER_LEN])? == HEADER_LEN).then_some(())?;
+        let want = HEADER_LEN + Header::decode(&buf[..HEADER_LEN]).ok()?.stored_len as usize;
+        if want > max {
+            return None;
+        }
+        let rest = super::fs::read_cached(&*file, at + HEADER_LEN as u64, &mut buf[HEADER_LEN..want])?;
+        Some(HEADER_LEN + rest)
+    }
+
+    /// Whether the record at `generation` has a valid header (its payload
+    /// is not read).
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub fn header_at(&self, generation: u64) -> io::Result<Option<Header>> {
+        let Some((file, at)) = self.at(generation)? else { return Ok(None) };
+        let mut h = [0u8; HEADER_LEN];
+        let n = read_full(&file, at, &mut h)?;
+        Ok(Header::decode(&h[..n]).ok())
+    }
+
+    /// Every pack, in number order.
+    ///
+    /// # Errors
+    /// I/O failures reading the directory.
+    pub fn list(&self) -> io::Result<Vec<PackInfo>> {
+        let pins = lock(&self.pins).clone();
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            let e = e?;
+            let Some(number) = e.file_name().to_str().and_then(parse_name) else { continue };
+            let len = match e.metadata() {
+                Ok(m) => m.len(),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err),
+            };
+            out.push(PackInfo { number, len, pinned: pins.contains_key(&number) });
+        }
+        out.sort_unstable_by_key(|p| p.number);
+        Ok(out)
+    }
+
+    /// Calls `f` with each record of pack `number` in order: its generation
+    /// and its bytes (header and payload; the header is valid, the payload
+    /// unchecked). Stops at the first place that holds no valid header, or
+    /// a record the file ends inside (a torn tail): returns that offset, the
+    /// pack's end when every byte was read. `Ok(None)` when the pack is gone.
+    ///
+    /// # Errors
+    /// I/O failures, or `f`'s.
+    pub fn scan<E: From<io::Error>>(
+        &self,
+        number: u32,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<Option<u64>, E> {
+        let Some(file) = not_found_is(File::open(self.path(number)).map(Some), None)? else {
+            return Ok(None);
+        };
+        let end = file.metadata()?.len();
+        let mut at = 0u64;
+        let mut buf = Vec::new();
+        while at + HEADER_LEN as u64 <= end {
+            let Some(len) = Self::record_len(&file, at)? else { break };
+            if at + len > end {
+                break;
+            }
+            buf.resize(len as usize, 0);
+            let n = read_full(&file, at, &mut buf)?;
+            if n < buf.len() {
+                break;
+            }
+            f(location(number, at), &buf)?;
+            at += len.div_ceil(PAGE) * PAGE;
+        }
+        Ok(Some(at.min(end)))
+    }
+
+    /// Removes pack `number` (gone already counts as removed).
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub fn delete(&self, number: u32) -> io::Result<()> {
+        self.files.remove(&number);
+        not_found_is(fs::remove_file(self.path(number)), ())
+    }
+}
+
+/// Appends records for one caller; returns its pack to the idle ones and
+/// releases its pins when dropped (see the module docs).
+pub struct Writer<'a> {
+    packs: &'a Packs,
+    open: Option<OpenPack>,
+    /// Packs this writer appended to, pinned until it is dropped.
+    touched: Vec<u32>,
+}
+
+impl Writer<'_> {
+    /// Appends the record whose bytes are the concatenation of `parts`
+    /// (an object's header and payload), padded to a [`PAGE`] boundary,
+    /// and returns its location ([`location`]). Durable after the next
+    /// [`Packs::sync`] (at once under policy `always`).
+    ///
+    /// # Errors
+    /// I/O failures; the pack is then left for a new one (a partial record
+    /// in it is named by no row).
+    pub fn append(&mut self, parts: &[&[u8]]) -> io::Result<u64> {
+        static ZEROS: [u8; PAGE as usize] = [0; PAGE as usize];
+        let packs = self.packs;
+        if self.open.is_none() {
+            self.open = Some(packs.create()?);
+        }
+        let Some(open) = self.open.as_mut() else { unreachable!("opened above") };
+        let (number, file, at) = (open.number, open.file.clone(), open.len);
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let pad = (len.div_ceil(PAGE) * PAGE - len) as usize;
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        slices.push(IoSlice::new(&ZEROS[..pad]));
+        let written = write_all_at(&file, &mut slices, at).and_then(|()| match packs.policy {
+            FsyncPolicy::Always => file.sync_data(),
+            _ => Ok(()),
+        });
+        if let Err(e) = written {
+            self.close();
+            return Err(e);
+        }
+        open.len = at + len + pad as u64;
+        let full = open.len >= packs.pack_size || open.len / PAGE >= u64::from(u32::MAX);
+        if packs.policy == FsyncPolicy::Batch {
+            lock(&packs.dirty).entry(number).or_insert(file);
+        }
+        if !self.touched.contains(&number) {
+            self.touched.push(number);
+            *lock(&packs.pins).entry(number).or_default() += 1;
+        }
+        if full {
+            self.close();
+        }
+        Ok(location(number, at))
+    }
+
+    /// Closes the open pack: no writer appends to it again.
+    fn close(&mut self) {
+        if let Some(o) = self.open.take() {
+            self.packs.unpin(o.number);
+        }
+    }
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        if let Some(o) = self.open.take() {
+            lock(&self.packs.idle).push(o);
+        }
+        for n in self.touched.drain(..) {
+            self.packs.unpin(n);
+        }
+    }
+}
+
+/// A pack's number from its file name (16 lower-case hex digits, not 0).
+fn parse_name(name: &str) -> Option<u32> {
+    if name.len() != 16 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u64::from_str_radix(name, 16).ok().and_then(|n| u32::try_from(n).ok()).filter(|n| *n != 0)
+}
+
+/// Fills `buf` from `file` at `at` by positioned reads; fewer bytes when
+/// the file ends first. Returns how many.
+fn read_full(file: &File, at: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], at + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Writes every byte of `slices` at `at` by positioned vectored writes.
+fn write_all_at(file: &File, mut slices: &mut [IoSlice<'_>], mut at: u64) -> io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match rustix::io::pwritev(file, slices, at) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                at += n as u64;
+                IoSlice::advance_slices(&mut slices, n);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
