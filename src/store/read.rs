@@ -366,6 +366,9 @@ impl Store {
     /// CRC checked), or the zstd object either is cut from, read but not
     /// decoded ([`Early::Encoded`]); else `None`, and the caller reads on a
     /// blocking thread ([`Store::read_part`], which also reports damage).
+    /// The object is the one at `key` when the caller looked it up, else
+    /// the chunk's generation 0 (never tried on a store with packs, where
+    /// only the row knows a record's location).
     fn try_part_cached(&self, e: &Entry, key: Option<ObjectKey>, from: usize, to: usize) -> Option<Early> {
         if !self.tries_cached(e, key, from, to) {
             return None;
