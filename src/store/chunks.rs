@@ -44,13 +44,16 @@ pub struct Put {
 /// `None`) changes in the store-wide counters, as `verify` recounts them:
 /// every row counts as a chunk, its raw bytes and its stored bytes. On a
 /// store with `packs`, a row whose generation is not 0 also counts its
-/// object's bytes (header and payload) as live in its pack
+/// record's bytes (header and payload, padded to a page) as live in its pack
 /// ([`meta::pack_live_key`]), which compaction reads.
 pub(super) fn count_row(batch: &mut Batch, old: Option<&ChunkRow>, new: Option<&ChunkRow>, packs: bool) {
     if packs {
+        // As the record takes room in its pack: padded to a page, so that a
+        // pack whose records are all named counts as wholly live.
         let live = |r: &ChunkRow| {
-            (r.generation != 0)
-                .then(|| (packs::pack_of(r.generation), i64::from(r.stored_len) + object::HEADER_LEN as i64))
+            let len =
+                (u64::from(r.stored_len) + object::HEADER_LEN as u64).div_ceil(packs::PAGE) * packs::PAGE;
+            (r.generation != 0).then(|| (packs::pack_of(r.generation), len as i64))
         };
         match (old.and_then(live), new.and_then(live)) {
             (Some(a), Some(b)) if a == b => {}

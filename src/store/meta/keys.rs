@@ -130,7 +130,7 @@ pub fn gcq_key(eligible_ms: u64, id: &ChunkId) -> [u8; 40] {
 }
 
 /// The [`super::Cf::Meta`] counter of pack `pack`'s live bytes: the
-/// objects (header and payload) its chunk rows name (see
+/// records (header and payload, padded to a page) its chunk rows name (see
 /// `chunks::count_row`).
 pub fn pack_live_key(pack: u32) -> [u8; 14] {
     let mut k = *b"pack/live/\0\0\0\0";

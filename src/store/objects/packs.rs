@@ -2,7 +2,9 @@
 //! instead of one file each, so that a new chunk costs no inode and no
 //! directory entry, and a read no `openat`.
 //!
-//! `objects/packs/<16 hex>` is pack number `n`; numbers are never reused.
+//! `objects/packs/<16 hex>` is pack number `n`; a process numbers new packs
+//! past every pack there, so no number is reused while a location read
+//! from a row may still be held (a restart drops them all).
 //! A record is an object exactly as the directory stores one (the 56-byte
 //! header, then the payload), padded with zeros to a [`PAGE`] boundary, so
 //! a pack describes itself: [`Packs::scan`] finds every record from its
