@@ -157,3 +157,22 @@ fn a_torn_tail_is_dead_bytes_and_the_store_carries_on() {
     assert_eq!(packs_on_disk(dir.path()).0, 2, "a new process appends to a new pack");
     assert!(store.verify(false).unwrap().is_clean());
 }
+
+#[test]
+fn verify_finds_a_damaged_record_in_a_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_packed(dir.path(), StoreOptions { pack_size: 64 << 20, ..pack_options() });
+    let data = random_bytes(200_000, 7);
+    ingest(&store, "a.bin", &data);
+    assert!(store.verify(false).unwrap().is_clean());
+    // One payload byte of the first record flipped (past its 56-byte header).
+    let pack = std::fs::read_dir(dir.path().join("objects/packs")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&pack, &bytes).unwrap();
+    let v = store.verify(false).unwrap();
+    assert!(!v.is_clean(), "{v:?}");
+    assert_eq!(v.corrupt_objects.len(), 1, "{v:?}");
+    assert_eq!(v.corrupt_objects[0].1, "payload checksum mismatch", "{v:?}");
+    assert_eq!(v.orphan_objects, 0, "{v:?}");
+}

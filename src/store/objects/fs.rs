@@ -674,17 +674,24 @@ pub(super) fn read_cached(fd: impl rustix::fd::AsFd, start: u64, buf: &mut [u8])
 /// Bytes `start..start + len` of `file` by positioned reads; fewer when the
 /// file ends first.
 fn read_at_most(file: &fs::File, start: u64, len: usize) -> io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; len];
+    let got = read_full(file, start, &mut buf)?;
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// Fills `buf` from `file` at `at` by positioned reads; fewer bytes when
+/// the file ends first. Returns how many.
+pub(super) fn read_full(file: &fs::File, at: u64, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
     let mut got = 0;
-    while got < len {
-        match file.read_at(&mut buf[got..], start + got as u64) {
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], at + got as u64) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(got);
-    Ok(buf)
+    Ok(got)
 }

@@ -29,11 +29,11 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::fs::read_full;
 use super::{FsyncPolicy, lock, not_found_is};
 use crate::store::object::{HEADER_LEN, Header};
 
@@ -218,7 +218,7 @@ impl Packs {
         let n = read_full(&file, at, buf)?;
         buf.truncate(n);
         let Ok(h) = Header::decode(buf) else { return Ok(true) };
-        let want = HEADER_LEN + h.stored_len as usize;
+        let want = record_len(&h) as usize;
         if want <= buf.len() {
             buf.truncate(want);
         } else {
@@ -230,12 +230,11 @@ impl Packs {
         Ok(true)
     }
 
-    /// The length of the record at `generation` (header and payload) as its
-    /// header says; `None` when there is no valid header there.
-    fn record_len(file: &File, at: u64) -> io::Result<Option<u64>> {
+    /// The valid header at byte `at` of `file`, if there is one.
+    fn header_in(file: &File, at: u64) -> io::Result<Option<Header>> {
         let mut h = [0u8; HEADER_LEN];
         let n = read_full(file, at, &mut h)?;
-        Ok(Header::decode(&h[..n]).ok().map(|h| HEADER_LEN as u64 + u64::from(h.stored_len)))
+        Ok(Header::decode(&h[..n]).ok())
     }
 
     /// Bytes `start..start + len` of the record at `generation`, fewer
@@ -246,7 +245,7 @@ impl Packs {
     /// I/O failures.
     pub fn read_range(&self, generation: u64, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
         let Some((file, at)) = self.at(generation)? else { return Ok(None) };
-        let end = Self::record_len(&file, at)?.unwrap_or(u64::MAX);
+        let end = Self::header_in(&file, at)?.map_or(u64::MAX, |h| record_len(&h));
         let len = end.saturating_sub(start).min(len as u64) as usize;
         let mut buf = vec![0u8; len];
         let n = read_full(&file, at + start, &mut buf)?;
@@ -271,7 +270,7 @@ impl Packs {
         let mut h = vec![0u8; head];
         let n = read_full(&file, at, &mut h)?;
         h.truncate(n);
-        let end = Header::decode(&h).map_or(u64::MAX, |x| HEADER_LEN as u64 + u64::from(x.stored_len));
+        let end = Header::decode(&h).map_or(u64::MAX, |x| record_len(&x));
         let len = end.saturating_sub(start).min(len as u64) as usize;
         buf.clear();
         buf.resize(len, 0);
@@ -295,7 +294,7 @@ impl Packs {
         let at = offset_of(generation);
         let mut h = vec![0u8; head];
         (super::fs::read_cached(&*file, at, &mut h)? == head).then_some(())?;
-        let end = Header::decode(&h).ok().map(|x| HEADER_LEN as u64 + u64::from(x.stored_len))?;
+        let end = record_len(&Header::decode(&h).ok()?);
         let len = end.saturating_sub(start).min(len as u64) as usize;
         if buf.len() < len {
             buf.resize(len, 0);
@@ -313,7 +312,7 @@ impl Packs {
             buf.resize(max.max(HEADER_LEN), 0);
         }
         (super::fs::read_cached(&*file, at, &mut buf[..HEADER_LEN])? == HEADER_LEN).then_some(())?;
-        let want = HEADER_LEN + Header::decode(&buf[..HEADER_LEN]).ok()?.stored_len as usize;
+        let want = record_len(&Header::decode(&buf[..HEADER_LEN]).ok()?) as usize;
         if want > max {
             return None;
         }
@@ -328,9 +327,7 @@ impl Packs {
     /// I/O failures.
     pub fn header_at(&self, generation: u64) -> io::Result<Option<Header>> {
         let Some((file, at)) = self.at(generation)? else { return Ok(None) };
-        let mut h = [0u8; HEADER_LEN];
-        let n = read_full(&file, at, &mut h)?;
-        Ok(Header::decode(&h[..n]).ok())
+        Self::header_in(&file, at)
     }
 
     /// Every pack, in number order.
@@ -374,7 +371,7 @@ impl Packs {
         let mut at = 0u64;
         let mut buf = Vec::new();
         while at + HEADER_LEN as u64 <= end {
-            let Some(len) = Self::record_len(&file, at)? else { break };
+            let Some(len) = Self::header_in(&file, at)?.map(|h| record_len(&h)) else { break };
             if at + len > end {
                 break;
             }
@@ -471,27 +468,17 @@ impl Drop for Writer<'_> {
     }
 }
 
+/// The bytes of the record `h` heads (header and payload, no padding).
+fn record_len(h: &Header) -> u64 {
+    HEADER_LEN as u64 + u64::from(h.stored_len)
+}
+
 /// A pack's number from its file name (16 lower-case hex digits, not 0).
 fn parse_name(name: &str) -> Option<u32> {
     if name.len() != 16 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     u64::from_str_radix(name, 16).ok().and_then(|n| u32::try_from(n).ok()).filter(|n| *n != 0)
-}
-
-/// Fills `buf` from `file` at `at` by positioned reads; fewer bytes when
-/// the file ends first. Returns how many.
-fn read_full(file: &File, at: u64, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], at + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 /// Writes every byte of `slices` at `at` by positioned vectored writes.
