@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{ingest, read_all, read_range, test_options};
-use depot::store::{FsObjects, ManualClock, PackedObjects, Packs, Store, StoreOptions, View};
+use depot::store::{FsObjects, FsyncPolicy, ManualClock, PackedObjects, Packs, Store, StoreOptions, View};
 use depot::testdata::pseudo_random as random_bytes;
 
 fn pack_options() -> StoreOptions {
@@ -175,4 +175,47 @@ fn verify_finds_a_damaged_record_in_a_pack() {
     assert_eq!(v.corrupt_objects.len(), 1, "{v:?}");
     assert_eq!(v.corrupt_objects[0].1, "payload checksum mismatch", "{v:?}");
     assert_eq!(v.orphan_objects, 0, "{v:?}");
+}
+
+/// A range read again takes the location the first read looked up from
+/// the page cache (no row lookup, no blocking read), and a chunk stored
+/// again after damage is read from its new object, not from the location
+/// remembered before.
+#[cfg(target_os = "linux")]
+#[test]
+fn ranges_remember_locations_until_a_row_moves() {
+    use depot::store::ObjectStore;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_packed(dir.path(), StoreOptions { pack_size: 64 << 20, ..pack_options() });
+    let data = random_bytes(200_000, 8);
+    let rec = ingest(&store, "a.bin", &data);
+    let first = store.segment(&rec.id, 0).unwrap()[0];
+    assert!(first.len > 100, "the range lies in the first chunk");
+
+    let before = store.activity();
+    assert_eq!(read_range(&store, &rec.id, 10, 100), data[10..100]);
+    let looked_up = store.activity();
+    assert_eq!(
+        looked_up.chunk_reads_blocking,
+        before.chunk_reads_blocking + 1,
+        "the first read looks the row up"
+    );
+    assert_eq!(read_range(&store, &rec.id, 10, 100), data[10..100]);
+    let again = store.activity();
+    if FsObjects::open(&dir.path().join("objects"), FsyncPolicy::Never).unwrap().answers_cached() {
+        assert_eq!(again.chunk_reads_blocking, looked_up.chunk_reads_blocking, "no lookup the second time");
+        assert_eq!(again.chunk_reads_cached, looked_up.chunk_reads_cached + 1, "from the page cache");
+    }
+
+    // The first chunk's record (at the start of the only pack) damaged,
+    // marked so, and stored again by a new upload: a loose object now.
+    let pack = std::fs::read_dir(dir.path().join("objects/packs")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[56 + 50] ^= 0xff;
+    std::fs::write(&pack, &bytes).unwrap();
+    store.mark_damaged(&first.id, "test").unwrap();
+    ingest(&store, "b.bin", &data);
+    assert_eq!(loose_objects(dir.path()), 1, "the healed chunk");
+    assert_eq!(read_range(&store, &rec.id, 10, 100), data[10..100], "not the remembered damaged record");
+    assert_eq!(read_all(&store, &rec.id), data);
 }

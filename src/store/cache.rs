@@ -183,6 +183,63 @@ impl DecodedChunks {
     }
 }
 
+/// Where chunks' records are in a store's pack files, as their rows said
+/// when a read looked them up: a `Range` request of a chunk read before
+/// then costs no row lookup, and can be read from the page cache on the
+/// async thread (only a read that has the record's location may try that
+/// on a store with packs). At most [`LOCATIONS`] chunks, evicted by
+/// S3-FIFO.
+///
+/// Why a remembered location is sound: a row's location changes only in a
+/// commit that calls [`Locations::moved`] after it (a chunk stored again
+/// where its row was damaged or taken, compaction moving records, GC
+/// dropping rows), which starts a new epoch; a location is answered only in
+/// the epoch in which it was looked up, and the epoch is read before the
+/// row is, so a lookup that raced such a commit is never answered. Between
+/// those commits every location remembered is the row's. A read from it
+/// checks the record's header (chunk id, length) all the same, and a pack
+/// deleted since is no longer among the packs reads find open, so a read
+/// there fails over to the blocking read, which looks the row up again.
+pub(super) struct Locations {
+    found: Cache<ChunkId, (u64, u64)>,
+    epoch: AtomicU64,
+}
+
+/// Locations [`Locations`] keeps at most (about 100 bytes each with the
+/// cache's own): 1.6 MiB, the chunks of 16 GiB of files at the default
+/// 256 KiB average chunk.
+pub const LOCATIONS: usize = 16 << 10;
+
+impl Locations {
+    pub(super) fn new() -> Self {
+        Locations { found: Cache::new(LOCATIONS), epoch: AtomicU64::new(0) }
+    }
+
+    /// The epoch to remember a location in: read before the row is.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The generation (the record's location) remembered for chunk `id`
+    /// in this epoch.
+    pub(super) fn get(&self, id: &ChunkId) -> Option<u64> {
+        let (generation, epoch) = self.found.get(id)?;
+        (epoch == self.epoch()).then_some(generation)
+    }
+
+    /// Remembers that chunk `id`'s row named `generation` when read in
+    /// `epoch` ([`Locations::epoch`] before the read).
+    pub(super) fn remember(&self, id: ChunkId, generation: u64, epoch: u64) {
+        self.found.insert(id, (generation, epoch));
+    }
+
+    /// After a commit that changed or dropped rows' locations: nothing
+    /// remembered before it is answered again.
+    pub(super) fn moved(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// A decoded chunk's heap bytes: the buffer it was decoded into (its
 /// length and the one spare byte of the decoder, see
 /// [`super::object::decompress_capped_into`]), and the entry's.

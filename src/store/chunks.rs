@@ -283,6 +283,9 @@ impl Store {
             self.0.objects.barrier()?;
         }
         held.write(batch, false)?;
+        if late {
+            self.0.locations.moved();
+        }
         drop(writer);
         self.count_puts(&out);
         Ok(out)

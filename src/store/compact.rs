@@ -174,6 +174,8 @@ impl Store {
             self.count_row(&mut batch, Some(&old), Some(&new));
             batch.put(Cf::Chunks, m.id.as_bytes(), &new.encode());
         }
-        held.write(batch, false)
+        held.write(batch, false)?;
+        self.0.locations.moved();
+        Ok(())
     }
 }

@@ -214,6 +214,9 @@ pub(super) struct Inner {
     /// Compressed chunks that ranges read parts of, decoded (see
     /// [`super::cache::DecodedChunks`]).
     pub(super) decoded: super::cache::DecodedChunks,
+    /// Where packed chunks' records are, as ranges looked them up (see
+    /// [`super::cache::Locations`]).
+    pub(super) locations: super::cache::Locations,
     /// What this process has done, for metrics.
     pub(super) activity: ActivityCounters,
     /// Server keys read or made so far (they never change once made):
@@ -397,6 +400,7 @@ impl Store {
             reader_rows: Mutex::new(HashMap::new()),
             cache: super::cache::FileCache::new(),
             decoded: super::cache::DecodedChunks::new(),
+            locations: super::cache::Locations::new(),
             keys: Mutex::new(HashMap::new()),
             tokens: super::token_rows::TokenCache::new(),
             activity: ActivityCounters::default(),

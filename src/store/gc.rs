@@ -220,7 +220,9 @@ impl Store {
             report.deleted_chunks += 1;
             report.freed_bytes += u64::from(r.raw_len);
         }
-        held.write(drop, false)
+        held.write(drop, false)?;
+        self.0.locations.moved();
+        Ok(())
     }
 
     /// Removes `uploads/<id>` directories older than `age` whose session

@@ -316,9 +316,35 @@ impl Store {
             return None;
         }
         let parts = parts_in(entries.clone(), seg_start, start, end)
-            .map(|(e, from, to)| (e, from, to, self.try_part_cached(&e, None, from, to)))
+            .map(|(e, from, to)| {
+                (e, from, to, self.try_part_cached(&e, self.remembered_key(&e.id), from, to))
+            })
             .collect();
         Some(parts)
+    }
+
+    /// The key of chunk `id`'s object as an earlier range looked it up
+    /// ([`super::cache::Locations`]) on a store with packs; `None` where
+    /// none is remembered, and on a store without packs (whose reads need
+    /// no lookup).
+    fn remembered_key(&self, id: &ChunkId) -> Option<ObjectKey> {
+        self.0.objects.packs()?;
+        self.0.locations.get(id).map(|generation| ObjectKey::new(*id, generation))
+    }
+
+    /// [`Store::key_of`], remembered on a store with packs for the ranges
+    /// that follow ([`Store::remembered_key`]).
+    ///
+    /// # Errors
+    /// As [`Store::key_of`].
+    fn key_to_remember(&self, id: &ChunkId) -> Result<ObjectKey> {
+        if self.0.objects.packs().is_none() {
+            return self.key_of(id);
+        }
+        let epoch = self.0.locations.epoch();
+        let key = self.key_of(id)?;
+        self.0.locations.remember(*id, key.generation, epoch);
+        Ok(key)
     }
 
     /// The bytes of `parts` when the calling thread read all of them,
@@ -366,9 +392,10 @@ impl Store {
     /// CRC checked), or the zstd object either is cut from, read but not
     /// decoded ([`Early::Encoded`]); else `None`, and the caller reads on a
     /// blocking thread ([`Store::read_part`], which also reports damage).
-    /// The object is the one at `key` when the caller looked it up, else
-    /// the chunk's generation 0 (never tried on a store with packs, where
-    /// only the row knows a record's location).
+    /// The object is the one at `key` when the caller looked it up (or a
+    /// range before it did: [`Store::remembered_key`]), else the chunk's
+    /// generation 0 (never tried on a store with packs, where only the row
+    /// knows a record's location).
     fn try_part_cached(&self, e: &Entry, key: Option<ObjectKey>, from: usize, to: usize) -> Option<Early> {
         if !self.tries_cached(e, key, from, to) {
             return None;
@@ -510,7 +537,7 @@ impl Store {
         };
         let (key, early) = match key {
             Some(k) => (k, true),
-            None => (self.key_of(&e.id)?, false),
+            None => (self.key_to_remember(&e.id)?, false),
         };
         let mut got = read(&key);
         if early && matches!(got, Err(Error::Corrupt { .. })) {
