@@ -360,7 +360,9 @@ class Depot(Server):
 
     def start(self) -> Depot:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DEPOT_")}
-        env.update({"DEPOT_RATE_LIMIT": "false", "DEPOT_LOG": "warn"}, **self.extra)
+        env.update({"DEPOT_RATE_LIMIT": "false", "DEPOT_LOG": "warn"})
+        env.update(self.ctx.depot_env)
+        env.update(self.extra)
         cmd = [self.ctx.depot, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data)]
         if self.config:
             cmd += ["--config", str(self.config)]
@@ -561,6 +563,8 @@ class Ctx:
     limits: str | None = None
     nginx: str = "nginx"
     fsync_never: bool = False
+    # `--depot-env`: variables every depot server gets (a scenario's own win).
+    depot_env: dict[str, str] = field(default_factory=dict)
     deferring: bool = False
     deferred: list[Path] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
@@ -1082,8 +1086,10 @@ def d1(ctx: Ctx) -> None:
     ratio_row(ctx, "D1", f"download of {human(n)}, `depot get -o FILE` (verified, fsynced, renamed), MB/s", "d1.get",
               "nginx, `curl -o FILE && sync`", "nginx.file", "—", None)
     cpu_row(ctx, "D1", "`curl` from depot", "d1.curl")
+    layout = "pack files" if ctx.depot_env.get("DEPOT_PACKS") == "true" \
+        else "one file per chunk"
     ratio_row(ctx, "D1", f"download of {human(n)}, `curl -o /dev/null` from a plain server reading depot's objects "
-              "(one file per chunk, nothing checked: the layout's limit), MB/s", "d1.objects", "nginx, curl", "nginx")
+              f"({layout}, nothing checked: the layout's limit), MB/s", "d1.objects", "nginx, curl", "nginx")
     ratio_row(ctx, "D1", f"download of {human(n)}, `curl -o /dev/null` from depot against that plain server, MB/s",
               "d1.curl", "plain server over depot's objects", "d1.objects")
     cpu_row(ctx, "D1", "`curl` from the plain server over depot's objects", "d1.objects")
@@ -1720,7 +1726,9 @@ def report(ctx: Ctx, started: datetime.datetime, argv: list[str], load0: tuple, 
         f"Each figure is the median of {ctx.runs} measured runs with the min–max in brackets; depot and its references",
         f"ran alternately, round after round, after {ctx.warmup} discarded warm-up round(s) (none for M1's 8× rounds).",
         "Ratio = depot's median / the reference's median. MB/s = 10^6 bytes per second of file size; sizes in",
-        "KiB/MiB/GiB (2^10…). Servers run with the default configuration (fsync policy `batch`), rate limits off.",
+        "KiB/MiB/GiB (2^10…). Servers run with the default configuration (fsync policy `batch`), rate limits off"
+        + ("." if not ctx.depot_env else
+           "; every depot server also with " + ", ".join(f"`{k}={v}`" for k, v in ctx.depot_env.items()) + "."),
         "Scenario details: `benches/e2e/README.md`.",
         "",
         table(ctx.rows),
@@ -1762,6 +1770,8 @@ def main() -> int:
     p.add_argument("--only", default="", help=f"comma-separated scenario ids, of {','.join(ORDER)}")
     p.add_argument("--fsync-never", action="store_true",
                    help="U1: also measure the upload with DEPOT_FSYNC=never (an extra row)")
+    p.add_argument("--depot-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="a DEPOT_* variable for every depot server (repeatable), e.g. DEPOT_PACKS=true")
     p.add_argument("--out", default=str(REPO / "docs" / "BENCHMARKS.md"),
                    help="where to write the table (default docs/BENCHMARKS.md; '-' for stdout only)")
     args = p.parse_args()
@@ -1782,6 +1792,11 @@ def main() -> int:
     ctx = Ctx(size=args.size, runs=args.runs, warmup=args.warmup, only=only, work=work, cache=cache)
     ctx.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     ctx.fsync_never = args.fsync_never
+    for kv in args.depot_env:
+        name, eq, value = kv.partition("=")
+        if not eq or not name.startswith("DEPOT_"):
+            p.error(f"--depot-env wants DEPOT_NAME=VALUE, not {kv!r}")
+        ctx.depot_env[name] = value
 
     def on_signal(sig, _frame):
         log(f"{signal.Signals(sig).name}; cleaning up")

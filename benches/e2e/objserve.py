@@ -19,6 +19,13 @@ answers it. Every chunk's object must be raw (an object of exactly
 HEADER_LEN + the chunk's length bytes): a store that compressed a chunk,
 or an object format of another header length, is refused at start.
 Prints `objserve listening on http://127.0.0.1:PORT` when ready.
+
+A chunk with no loose object is looked for in the store's pack files
+(`OBJECT_DIR/packs`, docs/PACKS.md; `storage.packs`): at start each pack
+is scanned from its first record (a header, the payload, zeros to the next
+4 KiB), and the chunk is then read from where its record is, by one
+`preadv` on a descriptor kept open per pack (depot keeps them open too):
+what the pack layout allows a server that does nothing else.
 """
 
 from __future__ import annotations
@@ -31,6 +38,12 @@ import sys
 # The length of a chunk object's header (depot's `store::object::HEADER_LEN`:
 # magic, codec, lengths, payload CRC, chunk id, header CRC).
 HEADER_LEN = 56
+# The header's first bytes, the codec byte of an uncompressed payload, and
+# the boundary records in a pack start on (`MAGIC`, `Codec::Raw`,
+# `store::objects::packs::PAGE`).
+MAGIC = b"DPCK"
+CODEC_RAW = 0
+PAGE = 4096
 
 
 def main() -> None:
@@ -38,16 +51,26 @@ def main() -> None:
     with open(manifest) as f:
         man = json.load(f)
     dir_fd = os.open(objects, os.O_RDONLY | os.O_DIRECTORY)
-    chunks = []
+    packed: dict[str, tuple[int, int, int]] | None = None
+    chunks = []  # (loose object name or None, pack descriptor, offset, bytes to read)
     for c in man["chunks"]:
         h = c["hash"]
         name = f"{h[:2]}/{h[2:4]}/{h}"
-        size = os.stat(name, dir_fd=dir_fd).st_size
+        try:
+            size = os.stat(name, dir_fd=dir_fd).st_size
+            where = (name, -1, 0)
+        except FileNotFoundError:
+            if packed is None:
+                packed = scan_packs(os.path.join(objects, "packs"))
+            if h not in packed:
+                sys.exit(f"objserve: chunk {h} is neither a loose object nor in a pack")
+            fd, at, size = packed[h]
+            where = (None, fd, at)
         if size != HEADER_LEN + c["len"]:
             sys.exit(f"objserve: object {h} has {size} bytes, not {HEADER_LEN} + {c['len']}: not a raw object")
-        chunks.append((name, HEADER_LEN + c["len"]))
+        chunks.append((*where, HEADER_LEN + c["len"]))
     total = man["size"]
-    buf = memoryview(bytearray(max((n for _, n in chunks), default=0)))
+    buf = memoryview(bytearray(max((n for *_, n in chunks), default=0)))
     head = f"HTTP/1.1 200 OK\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n".encode()
 
     listener = socket.socket()
@@ -67,14 +90,40 @@ def main() -> None:
             if not req.startswith(b"GET "):
                 continue
             conn.sendall(head)
-            for name, n in chunks:
-                fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
-                try:
-                    if os.preadv(fd, [buf[:n]], 0) != n:
-                        sys.exit(f"objserve: short read of {name}")
-                finally:
-                    os.close(fd)
+            for name, pack_fd, at, n in chunks:
+                if name is None:
+                    if os.preadv(pack_fd, [buf[:n]], at) != n:
+                        sys.exit(f"objserve: short read of a pack at {at}")
+                else:
+                    fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+                    try:
+                        if os.preadv(fd, [buf[:n]], 0) != n:
+                            sys.exit(f"objserve: short read of {name}")
+                    finally:
+                        os.close(fd)
                 conn.sendall(buf[HEADER_LEN:n])
+
+
+def scan_packs(packs: str) -> dict[str, tuple[int, int, int]]:
+    """Every record of every pack in `packs`: chunk id (hex) -> (an open
+    descriptor of its pack, the record's offset, header + stored bytes;
+    a raw record's stored bytes are the chunk's). Each pack is read from
+    its start until a place that holds no record header (a torn tail)."""
+    found: dict[str, tuple[int, int, int]] = {}
+    if not os.path.isdir(packs):
+        return found
+    for name in sorted(os.listdir(packs)):
+        fd = os.open(os.path.join(packs, name), os.O_RDONLY)
+        end, at = os.fstat(fd).st_size, 0
+        while at + HEADER_LEN <= end:
+            head = os.pread(fd, HEADER_LEN, at)
+            if head[:4] != MAGIC:
+                break
+            stored = int.from_bytes(head[12:16], "little")
+            size = HEADER_LEN + stored if head[5] == CODEC_RAW else -1
+            found[head[20:52].hex()] = (fd, at, size)
+            at += (HEADER_LEN + stored + PAGE - 1) // PAGE * PAGE
+    return found
 
 
 if __name__ == "__main__":
