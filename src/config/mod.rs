@@ -83,8 +83,9 @@ pub struct StorageConfig {
     /// `always` (fsync each object), `batch` (one filesystem sync per
     /// acknowledged request), or `never` (throwaway stores only).
     pub fsync: FsyncPolicy,
-    /// Write new chunk objects with `O_DIRECT` (from the server's own
-    /// buffer to the disk, not copied into the page cache first) where the
+    /// Write new chunk objects, and appends to pack files, with `O_DIRECT`
+    /// (from the server's own buffer to the disk, not copied into the page
+    /// cache first; a pack takes a put's batch in one write) where the
     /// filesystem takes it (probed at start; where it does not, writes go
     /// through the page cache whatever this says). Durability is `fsync`'s
     /// either way.

@@ -15,7 +15,7 @@ use super::error::{Error, Result};
 use super::frame::{decode_frame, kept_frame};
 use super::id::ChunkId;
 use super::manifest::Entry;
-use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
+use super::meta::{self, Batch, Cf, ChunkRow, ChunkState};
 use super::objects::{ObjectKey, packs};
 use super::{Store, object};
 
@@ -38,47 +38,6 @@ pub struct Put {
     pub len: u32,
     /// This call stored it; `false`: the store already had it.
     pub new: bool,
-}
-
-/// Adds to `batch` what a chunk row going from `old` to `new` (absent:
-/// `None`) changes in the store-wide counters, as `verify` recounts them:
-/// every row counts as a chunk, its raw bytes and its stored bytes. On a
-/// store with `packs`, a row whose generation is not 0 also counts its
-/// record's bytes (header and payload, padded to a page) as live in its pack
-/// ([`meta::pack_live_key`]), which compaction reads.
-pub(super) fn count_row(batch: &mut Batch, old: Option<&ChunkRow>, new: Option<&ChunkRow>, packs: bool) {
-    if packs {
-        // As the record takes room in its pack: padded to a page, so that a
-        // pack whose records are all named counts as wholly live.
-        let live = |r: &ChunkRow| {
-            let len =
-                (u64::from(r.stored_len) + object::HEADER_LEN as u64).div_ceil(packs::PAGE) * packs::PAGE;
-            (r.generation != 0).then(|| (packs::pack_of(r.generation), len as i64))
-        };
-        match (old.and_then(live), new.and_then(live)) {
-            (Some(a), Some(b)) if a == b => {}
-            (a, b) => {
-                if let Some((p, n)) = a {
-                    batch.add_at(&meta::pack_live_key(p), -n);
-                }
-                if let Some((p, n)) = b {
-                    batch.add_at(&meta::pack_live_key(p), n);
-                }
-            }
-        }
-    }
-    let figures = |r: Option<&ChunkRow>| {
-        r.map_or([0; 3], |r| [1, i64::from(r.raw_len), i64::from(r.stored_len) + object::HEADER_LEN as i64])
-    };
-    let (a, b) = (figures(old), figures(new));
-    for (c, (a, b)) in [Counter::UniqueChunks, Counter::UniqueBytes, Counter::StoredBytes]
-        .into_iter()
-        .zip(a.into_iter().zip(b))
-    {
-        if a != b {
-            batch.add(c, b - a);
-        }
-    }
 }
 
 impl Store {
@@ -206,18 +165,28 @@ impl Store {
         let mut writer = self.0.objects.packs().filter(|p| p.appending()).map(packs::Packs::writer);
         let mut firsts = HashSet::new();
         let mut wrote = false;
+        // On a store with packs, the batch's new objects are appended in one
+        // write (see `packs::Writer::append_all`).
+        let mut appends = Vec::new();
         for (i, (ChunkIn { id, raw, frame }, row)) in items.iter().zip(&before).enumerate() {
             if row.is_some() || !firsts.insert(*id) {
                 continue; // known (or damaged: repaired under the lock), or a repeat
             }
             let enc = encode_item(id, raw, *frame, level);
-            if let Some(w) = writer.as_mut() {
-                placed[i] = Some((enc.header, w.append(&enc.parts())?));
-                wrote = true;
+            if writer.is_some() {
+                appends.push((i, enc));
             } else if self.0.objects.put_if_absent(&ObjectKey::plain(*id), &enc.parts())? {
                 placed[i] = Some((enc.header, 0));
                 wrote = true;
             }
+        }
+        if let (Some(w), false) = (writer.as_mut(), appends.is_empty()) {
+            let parts: Vec<[&[u8]; 2]> = appends.iter().map(|(_, enc)| enc.parts()).collect();
+            let records: Vec<&[&[u8]]> = parts.iter().map(|p| &p[..]).collect();
+            for ((i, enc), at) in appends.iter().zip(w.append_all(&records)?) {
+                placed[*i] = Some((enc.header, at));
+            }
+            wrote = true;
         }
         if wrote {
             self.0.objects.barrier()?;
@@ -291,9 +260,9 @@ impl Store {
         Ok(out)
     }
 
-    /// [`count_row`] for this store (with its packs, if any).
+    /// [`super::compact::count_row`] for this store (with its packs, if any).
     pub(super) fn count_row(&self, batch: &mut Batch, old: Option<&ChunkRow>, new: Option<&ChunkRow>) {
-        count_row(batch, old, new, self.0.objects.packs().is_some());
+        super::compact::count_row(batch, old, new, self.0.objects.packs().is_some());
     }
 
     /// Whether reads take an object's key from its chunk's row: on a

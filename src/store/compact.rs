@@ -2,7 +2,7 @@
 //! compaction"), run by each GC run on a store with packs.
 //!
 //! GC frees nothing in a pack: dropping a chunk row lowers its pack's live
-//! bytes (`chunks::count_row`). A closed pack (not pinned, see
+//! bytes ([`count_row`]). A closed pack (not pinned, see
 //! [`super::objects::packs`]) whose live bytes are under half its length
 //! is rewritten: each record a row still names is checked (header and
 //! payload CRC) and appended to a new pack, the new packs are synced, then
@@ -22,10 +22,51 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::meta::{self, Batch, Cf, ChunkState};
+use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
 use super::objects::ObjectKey;
-use super::objects::packs::Packs;
+use super::objects::packs::{self, Packs};
 use super::{ChunkId, Result, Store, object};
+
+/// Adds to `batch` what a chunk row going from `old` to `new` (absent:
+/// `None`) changes in the store-wide counters, as `verify` recounts them:
+/// every row counts as a chunk, its raw bytes and its stored bytes. On a
+/// store with `packs`, a row whose generation is not 0 also counts its
+/// record's bytes (header and payload, padded to a page) as live in its pack
+/// ([`meta::pack_live_key`]), which compaction reads.
+pub(super) fn count_row(batch: &mut Batch, old: Option<&ChunkRow>, new: Option<&ChunkRow>, packs: bool) {
+    if packs {
+        // As the record takes room in its pack: padded to a page, so that a
+        // pack whose records are all named counts as wholly live.
+        let live = |r: &ChunkRow| {
+            let len =
+                (u64::from(r.stored_len) + object::HEADER_LEN as u64).div_ceil(packs::PAGE) * packs::PAGE;
+            (r.generation != 0).then(|| (packs::pack_of(r.generation), len as i64))
+        };
+        match (old.and_then(live), new.and_then(live)) {
+            (Some(a), Some(b)) if a == b => {}
+            (a, b) => {
+                if let Some((p, n)) = a {
+                    batch.add_at(&meta::pack_live_key(p), -n);
+                }
+                if let Some((p, n)) = b {
+                    batch.add_at(&meta::pack_live_key(p), n);
+                }
+            }
+        }
+    }
+    let figures = |r: Option<&ChunkRow>| {
+        r.map_or([0; 3], |r| [1, i64::from(r.raw_len), i64::from(r.stored_len) + object::HEADER_LEN as i64])
+    };
+    let (a, b) = (figures(old), figures(new));
+    for (c, (a, b)) in [Counter::UniqueChunks, Counter::UniqueBytes, Counter::StoredBytes]
+        .into_iter()
+        .zip(a.into_iter().zip(b))
+    {
+        if a != b {
+            batch.add(c, b - a);
+        }
+    }
+}
 
 /// What compaction did in one GC run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

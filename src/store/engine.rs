@@ -246,7 +246,8 @@ fn open_objects(opts: &StoreOptions, dir: &Path) -> Result<Arc<dyn ObjectStore>>
             if !opts.packs && !packs.is_dir() {
                 return Ok(Arc::new(loose));
             }
-            let packs = Packs::open(&packs, opts.fsync, opts.pack_size, opts.packs)?;
+            let packs = Packs::open(&packs, opts.fsync, opts.pack_size, opts.packs)?
+                .with_direct_writes(loose.writes_direct());
             Ok(Arc::new(PackedObjects::new(loose, packs)))
         }
         #[cfg(feature = "s3")]

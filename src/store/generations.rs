@@ -32,7 +32,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use super::chunks::count_row;
+use super::compact::count_row;
 use super::error::{Error, Result};
 use super::id::ChunkId;
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState};

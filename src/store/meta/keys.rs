@@ -131,7 +131,7 @@ pub fn gcq_key(eligible_ms: u64, id: &ChunkId) -> [u8; 40] {
 
 /// The [`super::Cf::Meta`] counter of pack `pack`'s live bytes: the
 /// records (header and payload, padded to a page) its chunk rows name (see
-/// `chunks::count_row`).
+/// `compact::count_row`).
 pub fn pack_live_key(pack: u32) -> [u8; 14] {
     let mut k = *b"pack/live/\0\0\0\0";
     k[10..].copy_from_slice(&pack.to_be_bytes());

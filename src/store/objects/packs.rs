@@ -22,6 +22,12 @@
 //! one; `always` syncs every append; `never` nothing. A new pack's
 //! directory entry is synced when it is made.
 //!
+//! Appends go to the device with `O_DIRECT` where the object directory
+//! writes so ([`Packs::with_direct_writes`], `storage.direct_writes`; see
+//! [`super::direct`]): a record padded to whole pages needs no tail through
+//! the page cache. Reads are positioned reads through the page cache on
+//! descriptors of their own.
+//!
 //! A pack is *pinned* while a writer appends to it or a put that appended
 //! to it has not released its [`Writer`] (its rows may not be written
 //! yet): compaction leaves pinned packs alone.
@@ -30,15 +36,20 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::direct::pwritev_all;
 use super::fs::read_full;
 use super::{FsyncPolicy, lock, not_found_is};
 use crate::store::object::{HEADER_LEN, Header};
 
 /// Records start on multiples of this many bytes.
 pub const PAGE: u64 = 4096;
+
+/// The most slices one buffered append hands the kernel (under `IOV_MAX`,
+/// 1,024 on Linux).
+const MAX_SLICES: usize = 1000;
 
 /// Packs whose descriptors reads keep open.
 const KEPT_FILES: usize = 256;
@@ -74,6 +85,8 @@ struct OpenPack {
     number: u32,
     file: Arc<File>,
     len: u64,
+    /// Opened with `O_DIRECT`.
+    direct: bool,
 }
 
 /// The pack files of one object directory.
@@ -82,6 +95,8 @@ pub struct Packs {
     policy: FsyncPolicy,
     pack_size: u64,
     appending: bool,
+    /// Whether appends are written with `O_DIRECT`.
+    direct: AtomicBool,
     next: AtomicU32,
     /// Open packs no writer holds now, for the next writer.
     idle: Mutex<Vec<OpenPack>>,
@@ -116,6 +131,7 @@ impl Packs {
             policy,
             pack_size: pack_size.max(PAGE),
             appending,
+            direct: AtomicBool::new(false),
             next: AtomicU32::new(last + 1),
             idle: Mutex::new(Vec::new()),
             pins: Mutex::new(HashMap::new()),
@@ -123,6 +139,22 @@ impl Packs {
             syncing: Mutex::new(()),
             files: quick_cache::sync::Cache::new(KEPT_FILES),
         })
+    }
+
+    /// Appends with `O_DIRECT` when `on`: pass what the object directory
+    /// on the same filesystem found it takes
+    /// ([`super::FsObjects::writes_direct`]). An append the filesystem
+    /// refuses so turns direct appends off for good and is written again
+    /// through the page cache.
+    #[must_use]
+    pub fn with_direct_writes(self, on: bool) -> Self {
+        self.direct.store(on, Ordering::Relaxed);
+        self
+    }
+
+    /// Whether appends are written with `O_DIRECT`.
+    pub fn writes_direct(&self) -> bool {
+        self.direct.load(Ordering::Relaxed)
     }
 
     /// Whether new chunks are appended here (else written as loose objects).
@@ -146,12 +178,19 @@ impl Packs {
         if number == u32::MAX {
             return Err(io::Error::other("pack numbers exhausted"));
         }
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(self.path(number))?;
+        let direct = self.writes_direct();
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        if direct {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32);
+        }
+        let file = options.open(self.path(number))?;
         if self.policy != FsyncPolicy::Never {
             File::open(&self.dir)?.sync_all()?;
         }
         *lock(&self.pins).entry(number).or_default() += 1;
-        Ok(OpenPack { number, file: Arc::new(file), len: 0 })
+        Ok(OpenPack { number, file: Arc::new(file), len: 0, direct })
     }
 
     fn unpin(&self, number: u32) {
@@ -412,41 +451,73 @@ impl Writer<'_> {
     /// [`Packs::sync`] (at once under policy `always`).
     ///
     /// # Errors
-    /// I/O failures; the pack is then left for a new one (a partial record
-    /// in it is named by no row).
+    /// As [`Writer::append_all`].
     pub fn append(&mut self, parts: &[&[u8]]) -> io::Result<u64> {
+        Ok(self.append_all(&[parts])?[0])
+    }
+
+    /// Appends `records` (each the concatenation of its parts, padded to a
+    /// [`PAGE`] boundary) in order and returns their locations. The records
+    /// that fit the open pack go in one write (one `pwritev`; with
+    /// `O_DIRECT` one request of many blocks, see
+    /// [`super::direct::write_direct_gathered`]), and under policy `always`
+    /// one `fdatasync`; a pack that reaches the pack size is closed and the
+    /// rest go to a new one. Durable after the next [`Packs::sync`] (at
+    /// once under `always`).
+    ///
+    /// # Errors
+    /// I/O failures; the pack written to is then left for a new one (a
+    /// partial record in it is named by no row).
+    pub fn append_all(&mut self, records: &[&[&[u8]]]) -> io::Result<Vec<u64>> {
         static ZEROS: [u8; PAGE as usize] = [0; PAGE as usize];
         let packs = self.packs;
-        if self.open.is_none() {
-            self.open = Some(packs.create()?);
+        let mut out = Vec::with_capacity(records.len());
+        let mut rest = records;
+        while !rest.is_empty() {
+            if self.open.is_none() {
+                self.open = Some(packs.create()?);
+            }
+            let Some(open) = self.open.as_mut() else { unreachable!("opened above") };
+            let (number, file, from, direct) = (open.number, open.file.clone(), open.len, open.direct);
+            // The records this write takes: at least one (the open pack is
+            // not full), then while the pack stays under its size.
+            let (mut at, mut taken, mut slices) = (from, 0, Vec::new());
+            for rec in rest {
+                let full = at >= packs.pack_size || at / PAGE >= u64::from(u32::MAX);
+                if taken > 0 && (full || slices.len() + rec.len() + 1 > MAX_SLICES) {
+                    break;
+                }
+                let len: u64 = rec.iter().map(|p| p.len() as u64).sum();
+                let pad = (len.div_ceil(PAGE) * PAGE - len) as usize;
+                out.push(location(number, at));
+                slices.extend_from_slice(rec);
+                slices.push(&ZEROS[..pad]);
+                (at, taken) = (at + len + pad as u64, taken + 1);
+            }
+            let written =
+                packs.write_records(&file, direct, &slices, from).and_then(|()| match packs.policy {
+                    FsyncPolicy::Always => file.sync_data(),
+                    _ => Ok(()),
+                });
+            if let Err(e) = written {
+                self.close();
+                return Err(e);
+            }
+            open.len = at;
+            let full = open.len >= packs.pack_size || open.len / PAGE >= u64::from(u32::MAX);
+            if packs.policy == FsyncPolicy::Batch {
+                lock(&packs.dirty).entry(number).or_insert(file);
+            }
+            if !self.touched.contains(&number) {
+                self.touched.push(number);
+                *lock(&packs.pins).entry(number).or_default() += 1;
+            }
+            if full {
+                self.close();
+            }
+            rest = &rest[taken..];
         }
-        let Some(open) = self.open.as_mut() else { unreachable!("opened above") };
-        let (number, file, at) = (open.number, open.file.clone(), open.len);
-        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        let pad = (len.div_ceil(PAGE) * PAGE - len) as usize;
-        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-        slices.push(IoSlice::new(&ZEROS[..pad]));
-        let written = write_all_at(&file, &mut slices, at).and_then(|()| match packs.policy {
-            FsyncPolicy::Always => file.sync_data(),
-            _ => Ok(()),
-        });
-        if let Err(e) = written {
-            self.close();
-            return Err(e);
-        }
-        open.len = at + len + pad as u64;
-        let full = open.len >= packs.pack_size || open.len / PAGE >= u64::from(u32::MAX);
-        if packs.policy == FsyncPolicy::Batch {
-            lock(&packs.dirty).entry(number).or_insert(file);
-        }
-        if !self.touched.contains(&number) {
-            self.touched.push(number);
-            *lock(&packs.pins).entry(number).or_default() += 1;
-        }
-        if full {
-            self.close();
-        }
-        Ok(location(number, at))
+        Ok(out)
     }
 
     /// Closes the open pack: no writer appends to it again.
@@ -468,6 +539,30 @@ impl Drop for Writer<'_> {
     }
 }
 
+impl Packs {
+    /// Writes `parts` (records and their padding: whole pages) at `at` of
+    /// the open pack `file`: directly when it was opened with `O_DIRECT`
+    /// (`direct`) and appends still are, else through the page cache.
+    fn write_records(&self, file: &File, direct: bool, parts: &[&[u8]], at: u64) -> io::Result<()> {
+        if direct && self.writes_direct() {
+            match super::direct::write_direct_gathered(file, parts, at) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    tracing::warn!(error = %e, "a direct append was refused; packs are appended through the page cache from now on");
+                    self.direct.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if direct {
+            // Opened with `O_DIRECT` before direct appends were turned off.
+            rustix::fs::fcntl_setfl(file, rustix::fs::OFlags::empty())?;
+        }
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        pwritev_all(file, &mut slices, at)
+    }
+}
+
 /// The bytes of the record `h` heads (header and payload, no padding).
 fn record_len(h: &Header) -> u64 {
     HEADER_LEN as u64 + u64::from(h.stored_len)
@@ -479,21 +574,4 @@ fn parse_name(name: &str) -> Option<u32> {
         return None;
     }
     u64::from_str_radix(name, 16).ok().and_then(|n| u32::try_from(n).ok()).filter(|n| *n != 0)
-}
-
-/// Writes every byte of `slices` at `at` by positioned vectored writes.
-fn write_all_at(file: &File, mut slices: &mut [IoSlice<'_>], mut at: u64) -> io::Result<()> {
-    IoSlice::advance_slices(&mut slices, 0);
-    while !slices.is_empty() {
-        match rustix::io::pwritev(file, slices, at) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                at += n as u64;
-                IoSlice::advance_slices(&mut slices, n);
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
