@@ -35,14 +35,7 @@ use super::{ChunkId, Result, Store, object};
 /// ([`meta::pack_live_key`]), which compaction reads.
 pub(super) fn count_row(batch: &mut Batch, old: Option<&ChunkRow>, new: Option<&ChunkRow>, packs: bool) {
     if packs {
-        // As the record takes room in its pack: padded to a page, so that a
-        // pack whose records are all named counts as wholly live.
-        let live = |r: &ChunkRow| {
-            let len =
-                (u64::from(r.stored_len) + object::HEADER_LEN as u64).div_ceil(packs::PAGE) * packs::PAGE;
-            (r.generation != 0).then(|| (packs::pack_of(r.generation), len as i64))
-        };
-        match (old.and_then(live), new.and_then(live)) {
+        match (old.and_then(live_in_pack), new.and_then(live_in_pack)) {
             (Some(a), Some(b)) if a == b => {}
             (a, b) => {
                 if let Some((p, n)) = a {
@@ -66,6 +59,15 @@ pub(super) fn count_row(batch: &mut Batch, old: Option<&ChunkRow>, new: Option<&
             batch.add(c, b - a);
         }
     }
+}
+
+/// The pack a row's record is in and the bytes it counts as live there: as
+/// the record takes room in its pack, padded to a page, so that a pack
+/// whose records are all named counts as wholly live. `None` for a loose
+/// object (generation 0).
+pub(super) fn live_in_pack(r: &ChunkRow) -> Option<(u32, i64)> {
+    let len = (u64::from(r.stored_len) + object::HEADER_LEN as u64).div_ceil(packs::PAGE) * packs::PAGE;
+    (r.generation != 0).then(|| (packs::pack_of(r.generation), len as i64))
 }
 
 /// What compaction did in one GC run.

@@ -5,7 +5,8 @@
 //! On a store with pack files, each pack is scanned from its start and its
 //! records checked the same way; a record no row names is dead bytes, not
 //! an orphan. Every manifest: decodes, adds up, names chunks that exist. Refcounts are
-//! recomputed from the manifests and compared; so are the counters. With
+//! recomputed from the manifests and compared; so are the counters (each
+//! pack's live bytes too, against the rows that name its records). With
 //! `repair`, corrupt objects are moved aside and their rows marked damaged
 //! (reported missing, so the next upload of that content heals them),
 //! refcounts and counters are rewritten.
@@ -16,12 +17,16 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use super::compact::live_in_pack;
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState, Counter};
 use super::name::Tenant;
 use super::objects::{self, ObjectKey};
 use super::quota;
 use super::tenant;
 use super::{ChunkId, FileId, FileRecord, FileState, Result, Store, manifest, object};
+
+/// The length of [`meta::PACK_LIVE_PREFIX`], before a pack number.
+const PACK_LIVE_PREFIX_LEN: usize = meta::PACK_LIVE_PREFIX.len();
 
 /// Objects per listing page.
 const LIST_PAGE: usize = 1000;
@@ -198,6 +203,8 @@ impl Store {
         let mut rows_seen: HashSet<ChunkId> = HashSet::new();
         // The object key each row names.
         let mut named: HashSet<ObjectKey> = HashSet::new();
+        // Each pack's live bytes, as its counter should say.
+        let mut live: HashMap<u32, i64> = HashMap::new();
         let now = self.now_ms();
         for kv in m.scan(Cf::Chunks, b"", None) {
             let (k, v) = kv?;
@@ -210,6 +217,9 @@ impl Store {
             rows_seen.insert(id);
             let key = ObjectKey::new(id, row.generation);
             named.insert(key);
+            if let Some((pack, n)) = live_in_pack(&row).filter(|_| packed) {
+                *live.entry(pack).or_default() += n;
+            }
             chunks += 1;
             unique += i64::from(row.raw_len);
             stored += i64::from(row.stored_len) + object::HEADER_LEN as i64;
@@ -326,6 +336,23 @@ impl Store {
                 rep.counter_mismatches.push((format!("{c:?}"), have, want));
                 fix.set_counter(c, want);
             }
+        }
+        // Each pack's live bytes against the rows that name its records.
+        for kv in m.scan(Cf::Meta, meta::PACK_LIVE_PREFIX, None) {
+            let (k, v) = kv?;
+            let Some(pack) = k.get(PACK_LIVE_PREFIX_LEN..).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
+                continue;
+            };
+            let pack = u32::from_be_bytes(pack);
+            let (have, want) = (meta::decode_counter(&v), live.remove(&pack).unwrap_or(0));
+            if have != want {
+                rep.counter_mismatches.push((format!("pack/live/{pack}"), have, want));
+                fix.put(Cf::Meta, &k, &want.to_le_bytes());
+            }
+        }
+        for (pack, want) in live {
+            rep.counter_mismatches.push((format!("pack/live/{pack}"), 0, want));
+            fix.put(Cf::Meta, &meta::pack_live_key(pack), &want.to_le_bytes());
         }
         // Each tenant's usage counters against its records.
         let mut want = usage;

@@ -129,6 +129,9 @@ pub fn gcq_key(eligible_ms: u64, id: &ChunkId) -> [u8; 40] {
     k
 }
 
+/// Prefix of the [`pack_live_key`] counters: `pack/live/<pack, BE>`.
+pub const PACK_LIVE_PREFIX: &[u8] = b"pack/live/";
+
 /// The [`super::Cf::Meta`] counter of pack `pack`'s live bytes: the
 /// records (header and payload, padded to a page) its chunk rows name (see
 /// `compact::count_row`).

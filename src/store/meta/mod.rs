@@ -36,7 +36,7 @@ pub mod postgres;
 pub mod rocks;
 
 pub use self::keys::{
-    ChunkRow, ChunkState, PACK_DROP_PREFIX, SCHEMA_BEFORE_GENERATIONS, SCHEMA_BEFORE_PACKS,
+    ChunkRow, ChunkState, PACK_DROP_PREFIX, PACK_LIVE_PREFIX, SCHEMA_BEFORE_GENERATIONS, SCHEMA_BEFORE_PACKS,
     SCHEMA_BEFORE_TENANTS, SCHEMA_VERSION, gcq_key, manifest_key, pack_drop_key, pack_live_key,
 };
 pub use self::locks::{LocalLocks, LockSpace, Locked, SharedLocks};
