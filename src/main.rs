@@ -222,6 +222,13 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Fold a data dir's loose chunk objects into pack files (docs/PACKS.md),
+    /// while no server runs: each checked, appended, its row moved, the
+    /// file deleted. Prints what was packed as JSON.
+    Pack {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Ask the server whether it is healthy (GET /healthz) or, with --ready,
     /// ready for traffic (GET /readyz); exit 0 when it is. For probes such as
     /// the container image's HEALTHCHECK: one try, five seconds at most.
@@ -310,13 +317,21 @@ fn load_config(args: &StoreArgs, flags: &ServeFlags) -> Result<Config, Failure> 
 }
 
 fn open_store(args: &StoreArgs) -> Result<Store, Failure> {
+    open_store_with(args, false)
+}
+
+/// [`open_store`], appending new chunks to packs when `packs` whatever the
+/// configuration says.
+fn open_store_with(args: &StoreArgs, packs: bool) -> Result<Store, Failure> {
     let cfg = load_config(args, &ServeFlags::default())?;
     // A PostgreSQL store has no `meta/`: the database says whether it exists.
     let local = cfg.storage.meta == depot::store::MetaBackend::RocksDb;
     if local && !cfg.data_dir.join("meta").exists() {
         return Err(format!("no store at {}", cfg.data_dir.display()).into());
     }
-    Store::open(&cfg.data_dir, cfg.store_options()).map_err(|e| {
+    let mut opts = cfg.store_options();
+    opts.packs |= packs;
+    Store::open(&cfg.data_dir, opts).map_err(|e| {
         let at = if local { String::new() } else { format!(" (metadata in {})", cfg.storage.meta) };
         format!("opening the store at {}{at}: {e}", cfg.data_dir.display()).into()
     })
@@ -639,6 +654,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             out["waiting"] = serde_json::to_value(&left).map_err(|e| e.to_string())?;
             emit(&serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?)?;
             eprintln!("{}", explain_gc(&r, &left, s.options().gc_grace));
+            Ok(s.close().map_err(|e| e.to_string())?)
+        }
+        Command::Pack { store } => {
+            let s = open_store_with(&store, true)?;
+            let r = s.pack_loose().map_err(|e| e.to_string())?;
+            emit(&serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?)?;
             Ok(s.close().map_err(|e| e.to_string())?)
         }
         Command::Verify { store, repair } => {

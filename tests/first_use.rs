@@ -244,6 +244,42 @@ async fn gc_explains_what_the_grace_period_holds() {
     assert!(err.contains("the first may go at ") && err.contains("(in 59m"), "{err}");
 }
 
+/// `depot pack` folds a stopped server's loose objects into pack files and
+/// says how many; `depot verify` then finds the store clean and a server
+/// on it (packs on) serves the file's bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn pack_folds_a_stores_objects_into_packs() {
+    let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
+    let data = pseudo_random(3 << 20, 12);
+    let f = s.upload_raw("big.bin", &data).await;
+    let chunks = s.stats().await.unique_chunks;
+    let mut cfg = depot::config::Config::clone(&s.state.config);
+    s.stop().await;
+    let data_dir = dir.path().join("data");
+    let offline = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_depot"));
+        c.args(args).args(["--data-dir", data_dir.to_str().unwrap()]).env_remove("DEPOT_CONFIG");
+        c
+    };
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(&offline(&["pack"]).output().await.unwrap())).unwrap();
+    assert_eq!(report["objects_packed"].as_u64(), Some(chunks), "{report}");
+    assert_eq!(report["damaged"], 0, "{report}");
+    assert!(std::fs::read_dir(data_dir.join("objects/packs")).unwrap().count() >= 1);
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(&offline(&["pack"]).output().await.unwrap())).unwrap();
+    assert_eq!(again["objects_packed"], 0, "{again}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&offline(&["verify"]).output().await.unwrap())).unwrap();
+    assert_eq!(v["corrupt_objects"], serde_json::json!([]), "{v}");
+
+    cfg.storage.packs = true;
+    let s = TestServer::start(cfg).await;
+    let got = s.get(&format!("/api/files/{}", f.id)).await.bytes().await.unwrap();
+    assert!(got == data, "the file's bytes from the packs");
+    s.stop().await;
+}
+
 /// `depot get` never replaces an existing file without `--force`; its own
 /// `.part` file is resumed.
 #[tokio::test(flavor = "multi_thread")]

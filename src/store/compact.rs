@@ -90,6 +90,18 @@ pub struct CompactReport {
 /// Records moved per flip (one batch of row changes under the locks).
 const FLIP: usize = 256;
 
+/// What [`Store::pack_loose`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PackReport {
+    /// Loose objects appended to packs, their rows moved, and deleted.
+    pub objects_packed: u64,
+    /// The bytes appended (headers and payloads).
+    pub bytes_packed: u64,
+    /// Loose objects left where they were: missing, or failing their check
+    /// (`verify --repair` marks their chunks for re-upload).
+    pub damaged: u64,
+}
+
 /// A record to move: its chunk, where it is, where it goes (0 and
 /// `damaged`: it failed its check and is not copied).
 struct Move {
@@ -193,17 +205,77 @@ impl Store {
         Ok(())
     }
 
+    /// Folds loose objects into packs (`depot pack`): each chunk whose row
+    /// names a loose object (generation 0) and is neither damaged nor being
+    /// written or deleted has its object checked (header, payload CRC,
+    /// chunk id) and appended to a pack; once the packs are synced, the rows
+    /// that still name the loose object move to the record (under the
+    /// stripe locks, as compaction's do) and the loose objects are deleted.
+    /// An object that fails its check is left where it is, counted in
+    /// `damaged` (`verify --repair` marks it). A crash between a flip and
+    /// the delete leaves loose objects no row names: orphans, which the
+    /// sweep after an unclean stop removes.
+    ///
+    /// # Errors
+    /// [`super::Error::InvalidInput`] on a store that does not append to
+    /// packs; metadata backend and I/O errors (work done before stays done).
+    pub fn pack_loose(&self) -> Result<PackReport> {
+        let Some(packs) = self.objects().packs().filter(|p| p.appending()) else {
+            return Err(super::Error::InvalidInput(
+                "this store does not append to packs (storage.packs)".into(),
+            ));
+        };
+        let mut report = PackReport::default();
+        let mut writer = packs.writer();
+        let mut moves: Vec<Move> = Vec::new();
+        let mut bytes = 0u64;
+        let finish = |moves: &mut Vec<Move>, report: &mut PackReport, bytes: &mut u64| -> Result<()> {
+            let flipped = self.flip_moves(&std::mem::take(moves))?;
+            let keys: Vec<ObjectKey> = flipped.iter().map(|id| ObjectKey::plain(*id)).collect();
+            self.objects().delete_many(&keys)?;
+            report.objects_packed += keys.len() as u64;
+            report.bytes_packed += std::mem::take(bytes);
+            Ok(())
+        };
+        for kv in self.meta().scan(Cf::Chunks, b"", None) {
+            let (k, v) = kv?;
+            let (Some(id), Ok(row)) = (ChunkId::from_slice(&k), ChunkRow::decode(&v)) else { continue };
+            if row.generation != 0 || !matches!(row.state, ChunkState::Live | ChunkState::Zero) {
+                continue;
+            }
+            let Some(obj) = self.objects().get(&ObjectKey::plain(id))? else {
+                report.damaged += 1;
+                continue;
+            };
+            if !object::check(&obj).is_ok_and(|h| h.id == id) {
+                report.damaged += 1;
+                continue;
+            }
+            let to = writer.append(&[&obj])?;
+            bytes += obj.len() as u64;
+            moves.push(Move { id, from: 0, to, damaged: false });
+            if moves.len() >= FLIP {
+                finish(&mut moves, &mut report, &mut bytes)?;
+            }
+        }
+        finish(&mut moves, &mut report, &mut bytes)?;
+        drop(writer);
+        Ok(report)
+    }
+
     /// Syncs the records `moves` copied, then moves each row that still
     /// names its old location to the new one, under the stripe locks.
-    fn flip_moves(&self, moves: &[Move]) -> Result<()> {
+    /// Returns the chunks whose rows moved.
+    fn flip_moves(&self, moves: &[Move]) -> Result<Vec<ChunkId>> {
         if moves.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.objects().barrier()?;
         let ids: Vec<ChunkId> = moves.iter().map(|m| m.id).collect();
         let mut held = self.lock_stripes(&ids)?;
         let rows = self.meta().chunk_rows(&ids)?;
         let mut batch = Batch::default();
+        let mut flipped = Vec::with_capacity(moves.len());
         for (m, row) in moves.iter().zip(rows) {
             let Some(old) = row.filter(|r| r.generation == m.from) else { continue };
             if matches!(old.state, ChunkState::Deleting | ChunkState::Writing) {
@@ -216,9 +288,10 @@ impl Store {
             }
             self.count_row(&mut batch, Some(&old), Some(&new));
             batch.put(Cf::Chunks, m.id.as_bytes(), &new.encode());
+            flipped.push(m.id);
         }
         held.write(batch, false)?;
         self.0.locations.moved();
-        Ok(())
+        Ok(flipped)
     }
 }

@@ -105,7 +105,7 @@ pub use self::{
     append::{AppendOutcome, Appender, NewStream},
     backlog::GcBacklog,
     chunks::Put,
-    compact::CompactReport,
+    compact::{CompactReport, PackReport},
     engine::{Activity, Stats, Store, StoreOptions},
     files::NewFile,
     frame::decode_frame,
