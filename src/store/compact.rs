@@ -127,10 +127,7 @@ impl Store {
         let mut drops = Batch::default();
         for kv in self.meta().scan(Cf::Meta, meta::PACK_DROP_PREFIX, None) {
             let (k, v) = kv?;
-            let Some(n) = k.get(10..14).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_be_bytes)
-            else {
-                continue;
-            };
+            let Some(n) = meta::pack_in_key(&k) else { continue };
             let due = <[u8; 8]>::try_from(&v[..]).map(u64::from_le_bytes).unwrap_or(0);
             let info = list.iter().find(|p| p.number == n);
             if due > now || info.is_some_and(|p| p.pinned) {

@@ -25,9 +25,6 @@ use super::quota;
 use super::tenant;
 use super::{ChunkId, FileId, FileRecord, FileState, Result, Store, manifest, object};
 
-/// The length of [`meta::PACK_LIVE_PREFIX`], before a pack number.
-const PACK_LIVE_PREFIX_LEN: usize = meta::PACK_LIVE_PREFIX.len();
-
 /// Objects per listing page.
 const LIST_PAGE: usize = 1000;
 
@@ -340,10 +337,7 @@ impl Store {
         // Each pack's live bytes against the rows that name its records.
         for kv in m.scan(Cf::Meta, meta::PACK_LIVE_PREFIX, None) {
             let (k, v) = kv?;
-            let Some(pack) = k.get(PACK_LIVE_PREFIX_LEN..).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
-                continue;
-            };
-            let pack = u32::from_be_bytes(pack);
+            let Some(pack) = meta::pack_in_key(&k) else { continue };
             let (have, want) = (meta::decode_counter(&v), live.remove(&pack).unwrap_or(0));
             if have != want {
                 rep.counter_mismatches.push((format!("pack/live/{pack}"), have, want));

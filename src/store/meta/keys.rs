@@ -146,6 +146,12 @@ pub fn pack_live_key(pack: u32) -> [u8; 14] {
 /// downloads that looked up its locations before have finished.
 pub const PACK_DROP_PREFIX: &[u8] = b"pack/drop/";
 
+/// The pack a [`pack_live_key`] or [`pack_drop_key`] names.
+pub fn pack_in_key(key: &[u8]) -> Option<u32> {
+    let n = key.strip_prefix(b"pack/")?.get(5..)?;
+    <[u8; 4]>::try_from(n).ok().map(u32::from_be_bytes)
+}
+
 /// The [`PACK_DROP_PREFIX`] row of pack `pack`.
 pub fn pack_drop_key(pack: u32) -> [u8; 14] {
     let mut k = *b"pack/drop/\0\0\0\0";

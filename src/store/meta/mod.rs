@@ -37,7 +37,7 @@ pub mod rocks;
 
 pub use self::keys::{
     ChunkRow, ChunkState, PACK_DROP_PREFIX, PACK_LIVE_PREFIX, SCHEMA_BEFORE_GENERATIONS, SCHEMA_BEFORE_PACKS,
-    SCHEMA_BEFORE_TENANTS, SCHEMA_VERSION, gcq_key, manifest_key, pack_drop_key, pack_live_key,
+    SCHEMA_BEFORE_TENANTS, SCHEMA_VERSION, gcq_key, manifest_key, pack_drop_key, pack_in_key, pack_live_key,
 };
 pub use self::locks::{LocalLocks, LockSpace, Locked, SharedLocks};
 pub use self::memory::MemMeta;

@@ -55,110 +55,53 @@ pub fn start_chunk(buf: &mut crate::store::buffer::Buffer, reserved: usize) {
 }
 
 /// Writes `parts` at the start of `f`, opened with `O_DIRECT` and no other
-/// status flag. Whole 4 KiB blocks go straight to the device: from where a
-/// part is, when its bytes for a block boundary of the file sit at an
-/// aligned address and at least one whole block follows (one `pwritev`
-/// with the buffered blocks before them), else copied, [`WINDOW`] at a
-/// time, into a pooled buffer at an aligned address. The
-/// tail (under 4 KiB) goes through the page cache once `O_DIRECT` is
-/// cleared on the descriptor. Durability is unchanged: nothing is on stable
-/// storage before the barrier (`syncfs`) or, under `always`, the object's
-/// fsync. Returns how many bytes were copied.
+/// status flag: [`write_direct_at`] at byte 0. Durability is unchanged:
+/// nothing is on stable storage before the barrier (`syncfs`) or, under
+/// `always`, the object's fsync. Returns how many bytes were copied.
 ///
 /// # Errors
 /// The writes' errors; `EINVAL` when the filesystem refuses direct I/O.
 pub(super) fn write_direct(f: &File, parts: &[&[u8]]) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let cap = total.min(WINDOW);
-    let mut buf = crate::store::buffer::take_to_overwrite(cap + ALIGN);
-    let start = buf.as_ptr().align_offset(ALIGN);
-    let window = &mut buf[start..start + cap];
-    let (mut filled, mut at, mut copied) = (0, 0u64, 0);
-    for &part in parts {
-        let mut rest = part;
-        while !rest.is_empty() {
-            // The part's bytes up to the file's next block boundary: if
-            // whole blocks after them sit at an aligned address, those
-            // bytes close the window and the blocks are written in place.
-            let lead = (ALIGN - filled % ALIGN) % ALIGN;
-            if rest.len() >= lead + ALIGN && rest[lead..].as_ptr().addr() % ALIGN == 0 {
-                window[filled..filled + lead].copy_from_slice(&rest[..lead]);
-                (filled, copied) = (filled + lead, copied + lead);
-                let whole = (rest.len() - lead) / ALIGN * ALIGN;
-                write_both_at(f, &window[..filled], &rest[lead..lead + whole], at)?;
-                (filled, rest, at) = (0, &rest[lead + whole..], at + (filled + whole) as u64);
-                continue;
-            }
-            let n = rest.len().min(cap - filled);
-            window[filled..filled + n].copy_from_slice(&rest[..n]);
-            (filled, rest, copied) = (filled + n, &rest[n..], copied + n);
-            if filled == WINDOW {
-                f.write_all_at(window, at)?;
-                (filled, at) = (0, at + WINDOW as u64);
-            }
-        }
-    }
-    let whole = filled / ALIGN * ALIGN;
-    if whole > 0 {
-        f.write_all_at(&window[..whole], at)?;
-    }
-    if whole < filled {
-        rustix::fs::fcntl_setfl(f, rustix::fs::OFlags::empty())?;
-        f.write_all_at(&window[whole..filled], at + whole as u64)?;
-    }
-    Ok(copied)
+    write_direct_at(f, parts, 0)
 }
 
-/// Writes `first`, then `second`, at `at` in one `pwritev` where the
-/// kernel takes it whole (a direct write of whole blocks: one request to
-/// the device, where a write each would wait for two).
-fn write_both_at(f: &File, mut first: &[u8], mut second: &[u8], mut at: u64) -> io::Result<()> {
-    while !first.is_empty() || !second.is_empty() {
-        let n = match rustix::io::pwritev(f, &[io::IoSlice::new(first), io::IoSlice::new(second)], at) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let from_first = n.min(first.len());
-        (first, second, at) = (&first[from_first..], &second[n - from_first..], at + n as u64);
-    }
-    Ok(())
-}
-
-/// The most pieces one gathered write hands the kernel: under `IOV_MAX`
-/// (1,024 on Linux), with room for the two a piece written in place adds.
+/// The most pieces one write hands the kernel: under `IOV_MAX` (1,024 on
+/// Linux), with room for the two a piece written in place adds.
 const MAX_PIECES: usize = 1000;
 
-/// Writes `parts`, whose total is whole [`ALIGN`] blocks, at byte `base`
-/// (a multiple of [`ALIGN`]) of `f`, opened with `O_DIRECT`, in as few
-/// `pwritev` calls as it can: the bytes that must be copied to be aligned
-/// (a record's header with its payload's first block, the payload's last
-/// block with the padding, a part not placed as [`PAYLOAD_PHASE`] asks)
-/// fill successive aligned stretches of one pooled buffer, the whole
-/// blocks a part holds at aligned addresses are written from where they
-/// are, and one call takes them all in file order, up to [`WINDOW`] bytes
-/// copied or [`MAX_PIECES`] pieces. The device then gets one request of
-/// many blocks, which it serves side by side, where a write per record
-/// would wait for each in turn. `O_DIRECT` stays set on the descriptor.
-/// Returns how many bytes were copied.
+/// Writes `parts` at byte `base` (a multiple of [`ALIGN`]) of `f`, opened
+/// with `O_DIRECT` and no other status flag, in as few `pwritev` calls as
+/// it can. The bytes that must be copied to be aligned (an object's header
+/// with its payload's first block, the payload's last block with a pack
+/// record's padding, a part not placed as [`PAYLOAD_PHASE`] asks) fill
+/// successive aligned stretches of one pooled buffer; the whole blocks a
+/// part holds at aligned addresses (where they fall on the file's block
+/// boundaries) are written from where they are; one call takes them all in
+/// file order, up to [`WINDOW`] bytes copied or [`MAX_PIECES`] pieces. The
+/// device gets one request of many blocks, which it serves side by side,
+/// where a write per object or part would wait for each in turn. When the
+/// total is not whole blocks (a loose object), the tail of under 4 KiB goes
+/// through the page cache once `O_DIRECT` is cleared on the descriptor;
+/// else (a batch of pack records) `O_DIRECT` stays set. Returns how many
+/// bytes were copied.
 ///
 /// # Errors
 /// The writes' errors (`EINVAL` when the filesystem refuses direct I/O);
-/// `InvalidInput` when the total or `base` is not whole blocks.
-pub(super) fn write_direct_gathered(f: &File, parts: &[&[u8]], base: u64) -> io::Result<usize> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    if total % ALIGN != 0 || base % ALIGN as u64 != 0 {
+/// `InvalidInput` when `base` is not on a block boundary.
+pub(super) fn write_direct_at(f: &File, parts: &[&[u8]], base: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    if base % ALIGN as u64 != 0 {
         return Err(io::ErrorKind::InvalidInput.into());
     }
-    let cap = total.min(WINDOW);
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let cap = total.min(WINDOW).next_multiple_of(ALIGN);
     let mut buf = crate::store::buffer::take_to_overwrite(cap + ALIGN);
     let start = buf.as_ptr().align_offset(ALIGN);
     let (mut part, mut off, mut at, mut copied) = (0, 0, base, 0);
     while part < parts.len() {
-        // One write: `free` is what the buffer has left, its first `open`
-        // bytes the stretch being filled (a multiple of ALIGN when closed).
+        // One write: `free` is what the buffer has left (whole blocks), its
+        // first `open` bytes the stretch being filled (closed on a block
+        // boundary, so there is always room for the bytes up to the next).
         let mut free: &mut [u8] = &mut buf[start..start + cap];
         let mut open = 0;
         let mut pieces: Vec<io::IoSlice<'_>> = Vec::new();
@@ -172,8 +115,7 @@ pub(super) fn write_direct_gathered(f: &File, parts: &[&[u8]], base: u64) -> io:
                 continue;
             }
             let lead = (ALIGN - open % ALIGN) % ALIGN;
-            let room = free.len() - open;
-            if room >= lead && rest.len() >= lead + ALIGN && rest[lead..].as_ptr().addr() % ALIGN == 0 {
+            if rest.len() >= lead + ALIGN && rest[lead..].as_ptr().addr() % ALIGN == 0 {
                 // The bytes up to the file's next block boundary close the
                 // stretch; the whole blocks after them go from where they are.
                 free[open..open + lead].copy_from_slice(&rest[..lead]);
@@ -189,6 +131,7 @@ pub(super) fn write_direct_gathered(f: &File, parts: &[&[u8]], base: u64) -> io:
                 off += lead + whole;
                 continue;
             }
+            let room = free.len() - open;
             if room == 0 {
                 break; // the buffer is full: `open` is whole blocks
             }
@@ -196,13 +139,19 @@ pub(super) fn write_direct_gathered(f: &File, parts: &[&[u8]], base: u64) -> io:
             free[open..open + n].copy_from_slice(&rest[..n]);
             (open, off, copied) = (open + n, off + n, copied + n);
         }
-        if open > 0 {
-            pieces.push(io::IoSlice::new(&free[..open]));
+        // Only the last stretch of the last write can end inside a block.
+        let whole = open / ALIGN * ALIGN;
+        let (blocks, tail) = free[..open].split_at(whole);
+        if !blocks.is_empty() {
+            pieces.push(io::IoSlice::new(blocks));
         }
         let len: usize = pieces.iter().map(|p| p.len()).sum();
-        debug_assert_eq!(len % ALIGN, 0, "a direct write of whole blocks");
         pwritev_all(f, &mut pieces, at)?;
         at += len as u64;
+        if !tail.is_empty() {
+            rustix::fs::fcntl_setfl(f, rustix::fs::OFlags::empty())?;
+            f.write_all_at(tail, at)?;
+        }
     }
     Ok(copied)
 }
@@ -246,6 +195,26 @@ mod tests {
             .unwrap()
     }
 
+    /// Where in `mem` each part of `(length, placed, shift)` goes: placed,
+    /// at the phase of its place in the file (its whole blocks then written
+    /// in place), else `shift` bytes past an aligned address (copied); and
+    /// how many bytes are written in place.
+    fn laid_out(parts: &[(usize, bool, usize)], mem: &[u8]) -> (Vec<std::ops::Range<usize>>, usize) {
+        let addr = mem.as_ptr().addr();
+        let (mut starts, mut at, mut file, mut in_place) = (Vec::new(), 0usize, 0usize, 0usize);
+        for &(len, placed, shift) in parts {
+            let phase = if placed { file % ALIGN } else { shift };
+            let start = at + (phase + ALIGN - (addr + at) % ALIGN) % ALIGN;
+            let lead = (ALIGN - file % ALIGN) % ALIGN;
+            if (addr + start) % ALIGN == file % ALIGN && len >= lead + ALIGN {
+                in_place += (len - lead) / ALIGN * ALIGN;
+            }
+            starts.push(start..start + len);
+            (at, file) = (start + len, file + len);
+        }
+        (starts, in_place)
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
         /// Parts of any lengths, each placed in memory at the phase of its
@@ -264,18 +233,7 @@ mod tests {
             for (i, x) in mem.iter_mut().enumerate() {
                 *x = (i * 31 % 253) as u8;
             }
-            let addr = mem.as_ptr().addr();
-            let (mut starts, mut at, mut file, mut in_place) = (Vec::new(), 0usize, 0usize, 0usize);
-            for &(len, placed, shift) in &parts {
-                let phase = if placed { file % ALIGN } else { shift };
-                let start = at + (phase + ALIGN - (addr + at) % ALIGN) % ALIGN;
-                let lead = (ALIGN - file % ALIGN) % ALIGN;
-                if (addr + start) % ALIGN == file % ALIGN && len >= lead + ALIGN {
-                    in_place += (len - lead) / ALIGN * ALIGN;
-                }
-                starts.push(start..start + len);
-                (at, file) = (start + len, file + len);
-            }
+            let (starts, in_place) = laid_out(&parts, &mem);
             let slices: Vec<&[u8]> = starts.iter().map(|r| &mem[r.clone()]).collect();
             let f = direct_file(dir.path(), "object");
             let copied = write_direct(&f, &slices).unwrap();
@@ -287,7 +245,7 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
-        /// [`write_direct_gathered`]: parts of any lengths and places, made
+        /// [`write_direct_at`]: parts of any lengths and places, made
         /// whole blocks by a last part of zeros, written at any block of the
         /// file, leave exactly their bytes there, copying only what is not
         /// placed for the file's blocks.
@@ -305,34 +263,25 @@ mod tests {
             for (i, x) in mem.iter_mut().enumerate() {
                 *x = (i * 29 % 251) as u8;
             }
-            let addr = mem.as_ptr().addr();
-            let (mut starts, mut at, mut file, mut in_place) = (Vec::new(), 0usize, 0usize, 0usize);
-            for &(len, placed, shift) in &parts {
-                let phase = if placed { file % ALIGN } else { shift };
-                let start = at + (phase + ALIGN - (addr + at) % ALIGN) % ALIGN;
-                let lead = (ALIGN - file % ALIGN) % ALIGN;
-                if (addr + start) % ALIGN == file % ALIGN && len >= lead + ALIGN {
-                    in_place += (len - lead) / ALIGN * ALIGN;
-                }
-                starts.push(start..start + len);
-                (at, file) = (start + len, file + len);
-            }
+            let (starts, in_place) = laid_out(&parts, &mem);
             let zeros = vec![0u8; (ALIGN - total % ALIGN) % ALIGN];
             let mut slices: Vec<&[u8]> = starts.iter().map(|r| &mem[r.clone()]).collect();
             slices.push(&zeros);
             let f = direct_file(dir.path(), "pack");
             let base = block * ALIGN as u64;
-            let copied = write_direct_gathered(&f, &slices, base).unwrap();
+            let copied = write_direct_at(&f, &slices, base).unwrap();
             proptest::prop_assert_eq!(copied, total + zeros.len() - in_place, "bytes copied");
             let on_disk = std::fs::read(dir.path().join("pack")).unwrap();
             proptest::prop_assert_eq!(&on_disk[base as usize..], &slices.concat()[..]);
         }
     }
 
-    /// [`write_direct_gathered`] of more pieces than one call takes and more
+    /// [`write_direct_at`] of more pieces than one call takes and more
     /// bytes to copy than its buffer holds: 1,500 records (a header, a
     /// payload half of them placed after it, zeros to the next block) land
-    /// in order. Totals that are not whole blocks are refused.
+    /// in order, and a last part that ends inside a block is written too
+    /// (its tail through the page cache). A start off a block boundary is
+    /// refused.
     #[test]
     fn gathered_writes_of_many_records_land_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -358,10 +307,15 @@ mod tests {
             at += (len + 2 * ALIGN) / ALIGN * ALIGN;
         }
         let f = direct_file(dir.path(), "pack");
-        write_direct_gathered(&f, &parts, 0).unwrap();
+        write_direct_at(&f, &parts, 0).unwrap();
         assert!(std::fs::read(dir.path().join("pack")).unwrap() == parts.concat(), "the records in order");
-        let err = write_direct_gathered(&f, &[&header], 0).unwrap_err();
+        let err = write_direct_at(&f, &[&header], 100).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+
+        parts.push(&mem[first..first + 5_000]);
+        let f = direct_file(dir.path(), "object");
+        write_direct_at(&f, &parts, 0).unwrap();
+        assert!(std::fs::read(dir.path().join("object")).unwrap() == parts.concat(), "and the tail");
     }
 
     /// A payload [`PAYLOAD_PHASE`] bytes past an aligned address, after

@@ -283,13 +283,8 @@ impl Packs {
     /// # Errors
     /// I/O failures.
     pub fn read_range(&self, generation: u64, start: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
-        let Some((file, at)) = self.at(generation)? else { return Ok(None) };
-        let end = Self::header_in(&file, at)?.map_or(u64::MAX, |h| record_len(&h));
-        let len = end.saturating_sub(start).min(len as u64) as usize;
-        let mut buf = vec![0u8; len];
-        let n = read_full(&file, at + start, &mut buf)?;
-        buf.truncate(n);
-        Ok(Some(buf))
+        let mut buf = Vec::new();
+        Ok(self.read_head_and_range(generation, HEADER_LEN, start, len, &mut buf)?.map(|_| buf))
     }
 
     /// [`super::ObjectStore::get_head_and_range`] of a record: its first
@@ -460,7 +455,7 @@ impl Writer<'_> {
     /// [`PAGE`] boundary) in order and returns their locations. The records
     /// that fit the open pack go in one write (one `pwritev`; with
     /// `O_DIRECT` one request of many blocks, see
-    /// [`super::direct::write_direct_gathered`]), and under policy `always`
+    /// [`super::direct::write_direct_at`]), and under policy `always`
     /// one `fdatasync`; a pack that reaches the pack size is closed and the
     /// rest go to a new one. Durable after the next [`Packs::sync`] (at
     /// once under `always`).
@@ -545,7 +540,7 @@ impl Packs {
     /// (`direct`) and appends still are, else through the page cache.
     fn write_records(&self, file: &File, direct: bool, parts: &[&[u8]], at: u64) -> io::Result<()> {
         if direct && self.writes_direct() {
-            match super::direct::write_direct_gathered(file, parts, at) {
+            match super::direct::write_direct_at(file, parts, at) {
                 Ok(_) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
                     tracing::warn!(error = %e, "a direct append was refused; packs are appended through the page cache from now on");
