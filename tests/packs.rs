@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{ingest, read_all, read_range, test_options};
-use depot::store::{FsObjects, FsyncPolicy, ManualClock, PackedObjects, Packs, Store, StoreOptions, View};
+use depot::store::{FsObjects, FsyncPolicy, ManualClock, Packs, Store, StoreOptions, View};
 use depot::testdata::pseudo_random as random_bytes;
 
 fn pack_options() -> StoreOptions {
@@ -20,12 +20,7 @@ fn pack_options() -> StoreOptions {
 /// A store with packs over `dir`, as `Store::open` makes it.
 fn open_packed(dir: &Path, opts: StoreOptions) -> (Store, Arc<ManualClock>) {
     let clock = ManualClock::new();
-    let root = dir.join("objects");
-    let loose = FsObjects::open(&root, opts.fsync).unwrap().with_direct_writes(opts.direct_writes);
-    let packs = Packs::open(&root.join("packs"), opts.fsync, opts.pack_size, opts.packs)
-        .unwrap()
-        .with_direct_writes(loose.writes_direct());
-    let objects = Arc::new(PackedObjects::new(loose, packs));
+    let objects = depot::store::open_objects(&opts, &dir.join("objects")).unwrap();
     (Store::open_with(dir, opts, objects, clock.clone()).unwrap(), clock)
 }
 
@@ -122,6 +117,47 @@ fn gc_compacts_mostly_dead_packs_and_deletes_them_after_the_grace_period() {
     }
     let v = store.verify(false).unwrap();
     assert!(v.is_clean(), "{v:?}");
+    // A pack deleted is not scheduled, nor counted, again.
+    clock.advance(Duration::from_secs(3600));
+    let report = store.gc(false).unwrap();
+    assert_eq!(report.packs, Default::default(), "{report:?}");
+}
+
+/// A pack still open for appends (here the only one: the pack size is far
+/// off) that deletes leave mostly dead is closed by GC, compacted, and
+/// deleted after the grace period: a quiet store's deleted bytes do not
+/// wait for its open pack to fill.
+#[test]
+fn gc_closes_an_open_pack_that_deletes_left_mostly_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock) = open_packed(dir.path(), StoreOptions { pack_size: 64 << 20, ..pack_options() });
+    let (keep, gone) = (random_bytes(300_000, 21), random_bytes(900_000, 22));
+    let kept = ingest(&store, "keep.bin", &keep);
+    let deleted = ingest(&store, "gone.bin", &gone);
+    assert_eq!(packs_on_disk(dir.path()).0, 1, "one open pack");
+    // Not mostly dead: left open, nothing compacted.
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(store.gc(false).unwrap().packs, Default::default());
+    let more = ingest(&store, "more.bin", &random_bytes(50_000, 23));
+    let (packs, before) = packs_on_disk(dir.path());
+    assert_eq!(packs, 1, "still appended to");
+
+    store.delete_file(&View::All, &deleted.id).unwrap();
+    clock.advance(Duration::from_secs(3600));
+    let report = store.gc(false).unwrap();
+    assert_eq!(report.packs.packs_compacted, 1, "{report:?}");
+    assert_eq!(report.packs.packs_deleted, 0, "not before the grace period: {report:?}");
+    clock.advance(Duration::from_secs(120));
+    let report = store.gc(false).unwrap();
+    assert_eq!(report.packs.packs_deleted, 1, "{report:?}");
+    let (packs, bytes) = packs_on_disk(dir.path());
+    assert_eq!(packs, 1, "the live records' new pack");
+    // A quarter of the chunks live (each record padded to a page).
+    assert!(bytes * 3 < before, "packs hold {bytes} bytes, {before} before the delete");
+    assert_eq!(read_all(&store, &kept.id), keep);
+    assert_eq!(read_all(&store, &more.id), random_bytes(50_000, 23));
+    let v = store.verify(false).unwrap();
+    assert!(v.is_clean() && v.counter_mismatches.is_empty(), "{v:?}");
 }
 
 #[test]
@@ -200,14 +236,16 @@ fn ranges_remember_locations_until_a_row_moves() {
     }
 
     // The first chunk's record (at the start of the only pack) damaged,
-    // marked so, and stored again by a new upload: a loose object now.
+    // marked so, and stored again by a new upload: a second record of it,
+    // appended to a pack (no loose object).
     let pack = std::fs::read_dir(dir.path().join("objects/packs")).unwrap().next().unwrap().unwrap().path();
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[56 + 50] ^= 0xff;
     std::fs::write(&pack, &bytes).unwrap();
     store.mark_damaged(&first.id, "test").unwrap();
     ingest(&store, "b.bin", &data);
-    assert_eq!(loose_objects(dir.path()), 1, "the healed chunk");
+    assert_eq!(loose_objects(dir.path()), 0, "the healed chunk is not loose");
+    assert_eq!(common::stored::places(dir.path(), &first.id).len(), 2, "the damaged record and the new one");
     assert_eq!(read_range(&store, &rec.id, 10, 100), data[10..100], "not the remembered damaged record");
     assert_eq!(read_all(&store, &rec.id), data);
 }
@@ -321,10 +359,8 @@ fn pack_loose_folds_loose_objects_into_packs() {
     ingest(&store, "b.bin", &data);
     assert_eq!(read_all(&store, &id), data);
     assert_eq!(read_range(&store, &id, 123_457, 190_001), data[123_457..190_001]);
-    // The healed chunk was stored loose (the heal path writes loose objects):
-    // packed now, and then nothing is left.
-    let again = store.pack_loose().unwrap();
-    assert_eq!((again.objects_packed, again.damaged), (1, 0), "{again:?}");
+    // The healed chunk was appended to a pack and its damaged loose object
+    // deleted: nothing is left loose.
     assert!(walk_loose(dir.path()).is_empty());
     assert_eq!(store.pack_loose().unwrap(), Default::default());
     assert_eq!(read_all(&store, &id), data);

@@ -199,6 +199,9 @@ impl Store {
         let mut out = Vec::with_capacity(items.len());
         let mut seen = HashSet::new();
         let mut late = false;
+        // Loose objects of chunks stored again in a pack: no row names them
+        // once the batch is written.
+        let mut unnamed = Vec::new();
         for (i, (ChunkIn { id, raw, frame }, row)) in items.iter().zip(rows).enumerate() {
             let len = raw.len() as u32;
             if !seen.insert(*id) {
@@ -218,12 +221,22 @@ impl Store {
                         // Written above by this call: complete and durable.
                         (None, Some(placed)) => placed,
                         // Someone else's object, a damaged one, or one GC
-                        // took meanwhile: checked or rewritten under the lock
-                        // (a loose object, on a store with packs too).
+                        // took meanwhile: written again under the lock, to
+                        // this put's pack on a store that appends to packs
+                        // (a damaged record stays, dead bytes for
+                        // compaction), else checked or rewritten in place.
                         _ => {
                             late = true;
                             let enc = encode_item(id, raw, *frame, level);
-                            (self.place_object(id, &enc, old.is_some())?, 0)
+                            match writer.as_mut() {
+                                Some(w) => {
+                                    if old.is_some_and(|r| r.generation == 0) {
+                                        unnamed.push(ObjectKey::plain(*id));
+                                    }
+                                    (enc.header, w.append(&enc.parts())?)
+                                }
+                                None => (self.place_object(id, &enc, old.is_some())?, 0),
+                            }
                         }
                     };
                     let refcount = old.map_or(0, |r| r.refcount);
@@ -254,6 +267,11 @@ impl Store {
         held.write(batch, false)?;
         if late {
             self.0.locations.moved();
+        }
+        if let Err(e) = self.0.objects.delete_many(&unnamed) {
+            // Stored and named elsewhere: only room is lost, until an orphan
+            // sweep (`depot gc`, or after an unclean stop) deletes them.
+            tracing::warn!(error = %e, objects = unnamed.len(), "loose objects of re-stored chunks not deleted");
         }
         drop(writer);
         self.count_puts(&out);

@@ -18,7 +18,7 @@
 //! row up again (`Store::read_part`). Work is bounded by the garbage: at
 //! most as many bytes are copied as are freed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -139,14 +139,29 @@ impl Store {
                 continue; // named again (a flip that lost): compacted again below
             }
             packs.delete(n)?;
+            scheduled.insert(n); // gone: not looked at again below
             drops.delete(Cf::Meta, &meta::pack_live_key(n));
             report.packs_deleted += 1;
             report.bytes_freed += info.map_or(0, |p| p.len);
         }
         self.meta().write(drops, false)?;
 
+        // Open packs under half live are closed first, so that a quiet
+        // store's deleted bytes do not wait for its open packs to fill.
+        // `close` is called under the idle list's lock: the counters are
+        // read before it.
+        let mut live = HashMap::new();
+        for p in &list {
+            live.insert(p.number, self.pack_live(p.number)?);
+        }
+        let closed =
+            packs.close_idle(|n, len| live.get(&n).is_some_and(|l| (*l as u64).saturating_mul(2) < len));
+        let list = if closed > 0 { packs.list()? } else { list };
         for p in list.iter().filter(|p| !p.pinned && !scheduled.contains(&p.number)) {
-            let live = self.pack_live(p.number)?;
+            let live = match live.get(&p.number) {
+                Some(l) => *l,
+                None => self.pack_live(p.number)?, // made since the counters were read
+            };
             if live > 0 && (live as u64).saturating_mul(2) >= p.len {
                 continue;
             }

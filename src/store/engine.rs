@@ -235,10 +235,17 @@ pub(super) struct Inner {
     pub(super) opened_ms: u64,
 }
 
-/// The object store `opts.objects` names: [`FsObjects`] at `dir` (with
-/// its pack files when `opts.packs` asks for them or it has some), or
-/// `S3Objects` on `opts.s3` with the environment's credentials.
-fn open_objects(opts: &StoreOptions, dir: &Path) -> Result<Arc<dyn ObjectStore>> {
+/// The object store `opts.objects` names, as [`Store::open`] opens it:
+/// [`FsObjects`] at `dir` (the `objects/` directory of a data dir), under
+/// [`PackedObjects`] when `opts.packs` asks for pack files or `dir/packs`
+/// already holds some; or `S3Objects` on `opts.s3` with the environment's
+/// credentials.
+///
+/// # Errors
+/// [`Error::Io`] when the directory cannot be made or read, or the bucket
+/// cannot be reached; [`Error::InvalidInput`] for S3 in a build without
+/// the `s3` feature.
+pub fn open_objects(opts: &StoreOptions, dir: &Path) -> Result<Arc<dyn ObjectStore>> {
     match opts.objects {
         ObjectsKind::Fs => {
             let loose = FsObjects::open(dir, opts.fsync)?.with_direct_writes(opts.direct_writes);

@@ -106,7 +106,7 @@ pub use self::{
     backlog::GcBacklog,
     chunks::Put,
     compact::{CompactReport, PackReport},
-    engine::{Activity, Stats, Store, StoreOptions},
+    engine::{Activity, Stats, Store, StoreOptions, open_objects},
     files::NewFile,
     frame::decode_frame,
     gc::GcReport,

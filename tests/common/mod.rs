@@ -3,7 +3,7 @@
 //! disk with a manual clock, ingesting and reading back files, and a real server on an ephemeral port with
 //! typed requests for what the tests ask of it again and again. HTTP request
 //! builders live in [`http`], the `depot` binary in [`cli`], a throwaway
-//! Garage (S3) in `garage`.
+//! Garage (S3) in `garage`, a chunk's object on disk in [`stored`].
 #![allow(dead_code)]
 
 pub mod cli;
@@ -11,6 +11,7 @@ pub mod cli;
 pub mod garage;
 pub mod http;
 pub mod postgres;
+pub mod stored;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -364,6 +364,26 @@ impl Packs {
         Self::header_in(&file, at)
     }
 
+    /// Closes each idle open pack (one no writer holds now) for which
+    /// `close` answers `true`, given its number and length in bytes: no
+    /// writer appends to it again, and it is unpinned once no put that
+    /// appended to it holds its writer, so compaction may take it. Returns
+    /// how many were closed. Compaction closes open packs that are mostly
+    /// dead, which would otherwise keep deleted bytes until they fill.
+    pub fn close_idle(&self, mut close: impl FnMut(u32, u64) -> bool) -> usize {
+        let closing: Vec<OpenPack> = {
+            let mut idle = lock(&self.idle);
+            let (closing, kept) =
+                std::mem::take(&mut *idle).into_iter().partition(|o| close(o.number, o.len));
+            *idle = kept;
+            closing
+        };
+        for o in &closing {
+            self.unpin(o.number);
+        }
+        closing.len()
+    }
+
     /// Every pack, in number order.
     ///
     /// # Errors
