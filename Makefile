@@ -7,13 +7,13 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/depot-target
 CARGO ?= cargo
 
-.PHONY: run test deps test-deps lint unit bin interop test-service test-container fuzz fuzz-smoke \
+.PHONY: run test deps test-deps lint unit unit-packs bin interop test-service test-container fuzz fuzz-smoke \
 	bench bench-e2e release install clean-data
 
 run: deps
 	$(CARGO) run --bin depot -- serve
 
-test: test-deps lint unit interop test-service test-container fuzz-smoke
+test: test-deps lint unit unit-packs interop test-service test-container fuzz-smoke
 
 # RocksDB's build needs libclang (bindgen): .ci/deps.sh installs it when the
 # build could not load it (see the script for how that is detected).
@@ -32,6 +32,11 @@ lint:
 
 unit:
 	$(CARGO) test --all-targets
+
+# The integration tests again with every store on pack files
+# (docs/PACKS.md; `storage.packs` is off by default).
+unit-packs:
+	DEPOT_PACKS=true $(CARGO) test --test '*'
 
 bin:
 	$(CARGO) build --bin depot

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::TestServer;
 use common::cli::{depot, ok, run, run_json};
-use depot::store::{ChunkId, FsObjects, FsyncPolicy, ObjectKey, ObjectStore, object};
+use common::stored;
+use depot::store::{ChunkId, object};
 use depot::testdata::{fill_random, pseudo_random};
 use depot::wire::{FileInfo, StatsInfo};
 use tokio::process::Command;
@@ -304,15 +305,13 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     // Damage on the server, two ways.
     let manifest = s.manifest(&id).await;
     let victim = manifest.chunks[3];
-    let objects = FsObjects::open(&data_dir.join("objects"), FsyncPolicy::Never).unwrap();
-    let key = ObjectKey::plain(victim.hash);
-    let good = objects.get(&key).unwrap().unwrap();
+    let good = stored::read_object(&data_dir, &victim.hash);
 
     // (1) Bit rot the server notices (CRC): the stream is cut.
     let mut rotten = good.clone();
     let last = rotten.len() - 1;
     rotten[last] ^= 1;
-    objects.replace(&key, &[&rotten]).unwrap();
+    stored::overwrite_object(&data_dir, &victim.hash, &rotten);
     let damaged = dir.path().join("damaged.bin");
     let out = run(&s.base, &["get", &id, "-o", damaged.to_str().unwrap()]).await;
     assert!(!out.status.success());
@@ -323,7 +322,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     // (2) Wrong bytes with a consistent object: only the client's hash check
     // can see it.
     let other = pseudo_random(victim.len as usize, 99);
-    objects.replace(&key, &[&object::encode(&victim.hash, &other, 0)]).unwrap();
+    stored::overwrite_object(&data_dir, &victim.hash, &object::encode(&victim.hash, &other, 0));
     let out = run(&s.base, &["get", &id, "-o", damaged.to_str().unwrap()]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -334,7 +333,7 @@ async fn get_verifies_resumes_and_fails_loudly_on_damage() {
     assert_ne!(ChunkId::of(&other), victim.hash);
 
     // Healed: the next get resumes from the verified prefix.
-    objects.replace(&key, &[&good]).unwrap();
+    stored::overwrite_object(&data_dir, &victim.hash, &good);
     ok(&run(&s.base, &["get", &id, "-o", damaged.to_str().unwrap()]).await);
     assert_eq!(blake3::hash(&std::fs::read(&damaged).unwrap()), expect);
     s.stop().await;

@@ -249,7 +249,7 @@ async fn gc_explains_what_the_grace_period_holds() {
 /// on it (packs on) serves the file's bytes.
 #[tokio::test(flavor = "multi_thread")]
 async fn pack_folds_a_stores_objects_into_packs() {
-    let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
+    let (dir, s) = TestServer::start_in_workdir(|c| c.storage.packs = false).await;
     let data = pseudo_random(3 << 20, 12);
     let f = s.upload_raw("big.bin", &data).await;
     let chunks = s.stats().await.unique_chunks;
@@ -258,7 +258,10 @@ async fn pack_folds_a_stores_objects_into_packs() {
     let data_dir = dir.path().join("data");
     let offline = |args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_depot"));
-        c.args(args).args(["--data-dir", data_dir.to_str().unwrap()]).env_remove("DEPOT_CONFIG");
+        c.args(args)
+            .args(["--data-dir", data_dir.to_str().unwrap()])
+            .env_remove("DEPOT_CONFIG")
+            .env_remove("DEPOT_PACKS");
         c
     };
     let report: serde_json::Value =

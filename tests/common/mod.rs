@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use depot::store::{
-    ChunkerParams, FileId, FileRecord, FsObjects, FsyncPolicy, ManualClock, Store, StoreOptions, Tenant,
+    ChunkerParams, FileId, FileRecord, FsyncPolicy, ManualClock, Store, StoreOptions, Tenant,
 };
 use futures_util::TryStreamExt;
 
@@ -53,6 +53,18 @@ pub fn small_chunks() -> ChunkerParams {
     ChunkerParams { min: 256, avg: 1024, max: 4096 }
 }
 
+/// Whether the suite runs on pack files: `DEPOT_PACKS` as the server reads
+/// it (`true` or `false`; unset is the default, loose objects), so
+/// `DEPOT_PACKS=true cargo test` runs every store and server the tests make
+/// with packs, and the binaries they start inherit it. Tests about one
+/// layout set `packs` themselves.
+pub fn packs_from_env() -> bool {
+    std::env::var("DEPOT_PACKS")
+        .ok()
+        .map(|v| v.trim().parse().unwrap_or_else(|e| panic!("DEPOT_PACKS={v}: {e}")))
+        .unwrap_or(false)
+}
+
 pub fn test_options() -> StoreOptions {
     StoreOptions {
         chunking: small_chunks(),
@@ -60,14 +72,16 @@ pub fn test_options() -> StoreOptions {
         gc_grace: Duration::from_secs(60),
         chunk_lease: Duration::from_secs(600),
         upload_expiry: Duration::from_secs(3600),
+        packs: packs_from_env(),
         ..StoreOptions::default()
     }
 }
 
-/// A store on disk (real RocksDB, real object directory) with a manual clock.
+/// A store on disk (real RocksDB, real object directory, with packs when
+/// `opts.packs` says) with a manual clock.
 pub fn open_store(dir: &Path, opts: StoreOptions) -> (Store, Arc<ManualClock>) {
     let clock = ManualClock::new();
-    let objects = Arc::new(FsObjects::open(&dir.join("objects"), opts.fsync).unwrap());
+    let objects = depot::store::open_objects(&opts, &dir.join("objects")).unwrap();
     let store = Store::open_with(dir, opts, objects, clock.clone()).unwrap();
     (store, clock)
 }
@@ -150,10 +164,12 @@ pub struct TestServer {
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-/// The configuration tests start from: no fsync, no rate limits, GC off.
+/// The configuration tests start from: no fsync, no rate limits, GC off;
+/// pack files when `DEPOT_PACKS` says (see [`packs_from_env`]).
 pub fn test_config(dir: &Path) -> Config {
     let mut cfg = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     cfg.storage.fsync = FsyncPolicy::Never;
+    cfg.storage.packs = packs_from_env();
     cfg.rate_limit.enabled = false;
     cfg.gc.interval = depot::config::Dur(Duration::ZERO);
     cfg
@@ -205,7 +221,7 @@ impl TestServer {
         let clock = ManualClock::new();
         let opts = cfg.store_options();
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
-        let objects = Arc::new(FsObjects::open(&cfg.data_dir.join("objects"), opts.fsync).unwrap());
+        let objects = depot::store::open_objects(&opts, &cfg.data_dir.join("objects")).unwrap();
         let store = Store::open_with(&cfg.data_dir, opts, objects, clock.clone() as Arc<dyn Clock>).unwrap();
         (Self::serve(store, cfg).await, clock)
     }
