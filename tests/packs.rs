@@ -191,13 +191,12 @@ fn verify_finds_a_damaged_record_in_a_pack() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open_packed(dir.path(), StoreOptions { pack_size: 64 << 20, ..pack_options() });
     let data = random_bytes(200_000, 7);
-    ingest(&store, "a.bin", &data);
+    let rec = ingest(&store, "a.bin", &data);
     assert!(store.verify(false).unwrap().is_clean());
-    // One payload byte of the first record flipped (past its 56-byte header).
-    let pack = std::fs::read_dir(dir.path().join("objects/packs")).unwrap().next().unwrap().unwrap().path();
-    let mut bytes = std::fs::read(&pack).unwrap();
-    bytes[100] ^= 0xff;
-    std::fs::write(&pack, &bytes).unwrap();
+    // One payload byte of the first chunk's record flipped (past its
+    // 56-byte header).
+    let first = store.segment(&rec.id, 0).unwrap()[0];
+    common::stored::flip_bit(dir.path(), &first.id, |_| 100);
     let v = store.verify(false).unwrap();
     assert!(!v.is_clean(), "{v:?}");
     assert_eq!(v.corrupt_objects.len(), 1, "{v:?}");
@@ -235,13 +234,10 @@ fn ranges_remember_locations_until_a_row_moves() {
         assert_eq!(again.chunk_reads_cached, looked_up.chunk_reads_cached + 1, "from the page cache");
     }
 
-    // The first chunk's record (at the start of the only pack) damaged,
+    // The first chunk's record damaged (a payload byte in the range read),
     // marked so, and stored again by a new upload: a second record of it,
     // appended to a pack (no loose object).
-    let pack = std::fs::read_dir(dir.path().join("objects/packs")).unwrap().next().unwrap().unwrap().path();
-    let mut bytes = std::fs::read(&pack).unwrap();
-    bytes[56 + 50] ^= 0xff;
-    std::fs::write(&pack, &bytes).unwrap();
+    common::stored::flip_bit(dir.path(), &first.id, |_| 56 + 50);
     store.mark_damaged(&first.id, "test").unwrap();
     ingest(&store, "b.bin", &data);
     assert_eq!(loose_objects(dir.path()), 0, "the healed chunk is not loose");

@@ -341,12 +341,12 @@ impl Store {
             let (have, want) = (meta::decode_counter(&v), live.remove(&pack).unwrap_or(0));
             if have != want {
                 rep.counter_mismatches.push((format!("pack/live/{pack}"), have, want));
-                fix.put(Cf::Meta, &k, &want.to_le_bytes());
+                fix.set_at(&k, want);
             }
         }
         for (pack, want) in live {
             rep.counter_mismatches.push((format!("pack/live/{pack}"), 0, want));
-            fix.put(Cf::Meta, &meta::pack_live_key(pack), &want.to_le_bytes());
+            fix.set_at(&meta::pack_live_key(pack), want);
         }
         // Each tenant's usage counters against its records.
         let mut want = usage;

@@ -186,6 +186,13 @@ impl Batch {
         self.ops.push(Op::SetCounter { counter, value });
     }
 
+    /// Overwrites the counter stored at `key` in [`Cf::Meta`] (repair; the
+    /// [`Batch::add_at`] counters): a put of its value as [`decode_counter`]
+    /// reads it.
+    pub fn set_at(&mut self, key: &[u8], value: i64) {
+        self.put(Cf::Meta, key, &value.to_le_bytes());
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }

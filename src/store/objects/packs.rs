@@ -498,8 +498,7 @@ impl Writer<'_> {
             // not full), then while the pack stays under its size.
             let (mut at, mut taken, mut slices) = (from, 0, Vec::new());
             for rec in rest {
-                let full = at >= packs.pack_size || at / PAGE >= u64::from(u32::MAX);
-                if taken > 0 && (full || slices.len() + rec.len() + 1 > MAX_SLICES) {
+                if taken > 0 && (packs.is_full(at) || slices.len() + rec.len() + 1 > MAX_SLICES) {
                     break;
                 }
                 let len: u64 = rec.iter().map(|p| p.len() as u64).sum();
@@ -519,7 +518,7 @@ impl Writer<'_> {
                 return Err(e);
             }
             open.len = at;
-            let full = open.len >= packs.pack_size || open.len / PAGE >= u64::from(u32::MAX);
+            let full = packs.is_full(at);
             if packs.policy == FsyncPolicy::Batch {
                 lock(&packs.dirty).entry(number).or_insert(file);
             }
@@ -555,6 +554,12 @@ impl Drop for Writer<'_> {
 }
 
 impl Packs {
+    /// Whether a pack `len` bytes long takes no more records: it reached
+    /// the pack size, or its pages the 32 bits of a location.
+    fn is_full(&self, len: u64) -> bool {
+        len >= self.pack_size || len / PAGE >= u64::from(u32::MAX)
+    }
+
     /// Writes `parts` (records and their padding: whole pages) at `at` of
     /// the open pack `file`: directly when it was opened with `O_DIRECT`
     /// (`direct`) and appends still are, else through the page cache.
