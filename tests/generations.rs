@@ -149,6 +149,7 @@ on_both!(
     a_failure_at_each_put_step_releases_its_claims,
     a_gc_cut_before_its_delete_is_finished_by_the_next_run,
     a_download_across_a_heal_reads_the_new_generation,
+    a_range_across_a_heal_reads_the_new_generation,
 );
 
 fn assert_clean(store: &Store, home: &Home) {
@@ -486,6 +487,36 @@ fn a_download_across_a_heal_reads_the_new_generation(engines: Engines) {
     pause.release();
     let got = download.join().unwrap().expect("the download reads the healed chunk");
     assert!(got == content, "the download differs from the file");
+    assert!(store.missing(&[entries[k].id], 0).unwrap().is_empty(), "the healed chunk stays usable");
+    assert_clean(&store, &home);
+}
+
+/// A short range looks up its chunk's object just before it reads it. A
+/// chunk healed between that lookup and the read is read from its new
+/// generation, and the read that failed on the old one does not mark the
+/// healed row damaged.
+fn a_range_across_a_heal_reads_the_new_generation(engines: Engines) {
+    let home = Home::new(engines);
+    let (store, faulty) = home.open();
+    let content = pseudo_random(1_500_000, 78);
+    let rec = common::ingest(&store, "healed.bin", &content);
+    let entries = store.segment(&rec.id, 0).unwrap();
+    let k = entries.len() / 2;
+    let at: u64 = entries[..k].iter().map(|e| u64::from(e.len)).sum();
+    let chunk = &content[at as usize..at as usize + entries[k].len as usize];
+    let (start, end) = (at + 10, at + 100);
+
+    let pause = faulty.pause_next(Op::Get);
+    let range = {
+        let (s, id) = (store.clone(), rec.id);
+        thread::spawn(move || common::read_range(&s, &id, start, end))
+    };
+    pause.wait(WAIT).expect("the range reached its read");
+    store.mark_damaged(&entries[k].id, "a test").unwrap();
+    assert!(store.put_chunk(chunk, None, store.default_lease()).unwrap().new, "the put heals the chunk");
+    pause.release();
+    let got = range.join().expect("the range reads the healed chunk");
+    assert!(got == content[start as usize..end as usize], "the range differs from the file");
     assert!(store.missing(&[entries[k].id], 0).unwrap().is_empty(), "the healed chunk stays usable");
     assert_clean(&store, &home);
 }

@@ -598,11 +598,20 @@ impl Store {
     /// # Errors
     /// Metadata backend and I/O errors.
     pub fn mark_damaged(&self, id: &ChunkId, reason: &str) -> Result<()> {
+        self.mark_damaged_at(id, None, reason)
+    }
+
+    /// [`Store::mark_damaged`] of the object at `generation` (a read's):
+    /// nothing when the row names another object by then (a heal's).
+    pub(super) fn mark_damaged_at(&self, id: &ChunkId, generation: Option<u64>, reason: &str) -> Result<()> {
         let mut held = self.lock_stripes([id])?;
         let Some(mut r) = self.0.meta.chunk_row(id)? else { return Ok(()) };
         // A `Writing` row is being healed by a writer whose object may not
         // be there yet: its flip decides.
         if matches!(r.state, ChunkState::Damaged | ChunkState::Writing) {
+            return Ok(());
+        }
+        if generation.is_some_and(|g| self.located() && g != r.generation) {
             return Ok(());
         }
         self.0.objects.quarantine(&ObjectKey::new(*id, r.generation))?;

@@ -535,23 +535,25 @@ impl Store {
                 self.read_chunk_part_at(key, e.len, from, to)
             }
         };
-        let (key, early) = match key {
-            Some(k) => (k, true),
-            None => (self.key_to_remember(&e.id)?, false),
+        let mut key = match key {
+            Some(k) => k,
+            None => self.key_to_remember(&e.id)?,
         };
         let mut got = read(&key);
-        if early && matches!(got, Err(Error::Corrupt { .. })) {
+        if matches!(got, Err(Error::Corrupt { .. })) {
             // Looked up before this read: a re-upload may have healed the
             // chunk since (a new generation, the old object moved aside).
             // Only the row's current object decides.
             let now = self.key_of(&e.id)?;
             if now != key {
-                got = read(&now);
+                key = now;
+                got = read(&key);
             }
         }
         match got {
             Err(Error::Corrupt { id, reason }) => {
-                self.mark_damaged(&id, &reason)?;
+                // Not the object of a heal that flipped the row since.
+                self.mark_damaged_at(&id, Some(key.generation), &reason)?;
                 Err(Error::Corrupt { id, reason })
             }
             other => other,
