@@ -450,6 +450,50 @@ fn a_store_from_before_generations_opens_and_reads() {
     assert!(store.verify(false).unwrap().is_clean());
 }
 
+/// A file of some 1.5 MB stored over `home`, its content, and the chunk
+/// in the middle of its first segment with the offset where it starts.
+struct Middle {
+    store: Store,
+    faulty: Arc<Faulty>,
+    content: Vec<u8>,
+    file: depot::store::FileId,
+    chunk: depot::store::Entry,
+    at: usize,
+}
+
+impl Middle {
+    fn stored(home: &Home, seed: u64) -> Self {
+        let (store, faulty) = home.open();
+        let content = pseudo_random(1_500_000, seed);
+        let file = common::ingest(&store, "healed.bin", &content).id;
+        let entries = store.segment(&file, 0).unwrap();
+        assert!(entries.len() > 12, "{} chunks", entries.len());
+        let k = entries.len() / 2;
+        let at = entries[..k].iter().map(|e| e.len as usize).sum();
+        Middle { store, faulty, content, file, chunk: entries[k], at }
+    }
+
+    /// Marks the middle chunk damaged and stores it again: a new
+    /// generation names it.
+    fn heal(&self, home: &Home) {
+        let id = self.chunk.id;
+        let before = home.keys_of(&id);
+        self.store.mark_damaged(&id, "a test").unwrap();
+        let bytes = &self.content[self.at..self.at + self.chunk.len as usize];
+        assert!(
+            self.store.put_chunk(bytes, None, self.store.default_lease()).unwrap().new,
+            "the put heals it"
+        );
+        assert_ne!(home.keys_of(&id), before, "healed under a new generation");
+    }
+
+    /// The healed chunk is not reported missing, and the store checks clean.
+    fn assert_healed(&self, home: &Home) {
+        assert!(self.store.missing(&[self.chunk.id], 0).unwrap().is_empty(), "the healed chunk stays usable");
+        assert_clean(&self.store, home);
+    }
+}
+
 /// A download looks up the objects of a segment's chunks at once, before
 /// it reads them. A chunk healed meanwhile (found damaged, moved aside and
 /// stored again under a new generation) is read from its new generation:
@@ -458,37 +502,26 @@ fn a_store_from_before_generations_opens_and_reads() {
 fn a_download_across_a_heal_reads_the_new_generation(engines: Engines) {
     use futures_util::TryStreamExt;
     let home = Home::new(engines);
-    let (store, faulty) = home.open();
-    let content = pseudo_random(1_500_000, 77);
-    let rec = common::ingest(&store, "healed.bin", &content);
-    let entries = store.segment(&rec.id, 0).unwrap();
-    assert!(entries.len() > 12, "{} chunks", entries.len());
-    let k = entries.len() / 2;
-    let at: usize = entries[..k].iter().map(|e| e.len as usize).sum();
-    let healed = &content[at..at + entries[k].len as usize];
+    let m = Middle::stored(&home, 77);
 
-    let pause = faulty.pause_next(Op::Get);
+    let pause = m.faulty.pause_next(Op::Get);
     let download = {
-        let s = store.clone();
+        let (s, id) = (m.store.clone(), m.file);
         thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                let (rec, guard) = s.open_file(&rec.id).unwrap();
+                let (rec, guard) = s.open_file(&id).unwrap();
                 let parts: Vec<bytes::Bytes> = s.read_range(&rec, guard, 0, rec.size).try_collect().await?;
                 Ok::<_, Error>(parts.concat())
             })
         })
     };
     pause.wait(WAIT).expect("the download reached its first read");
-    let before = home.keys_of(&entries[k].id);
-    store.mark_damaged(&entries[k].id, "a test").unwrap();
-    assert!(store.put_chunk(healed, None, store.default_lease()).unwrap().new, "the put heals the chunk");
-    assert_ne!(home.keys_of(&entries[k].id), before, "healed under a new generation");
+    m.heal(&home);
     pause.release();
     let got = download.join().unwrap().expect("the download reads the healed chunk");
-    assert!(got == content, "the download differs from the file");
-    assert!(store.missing(&[entries[k].id], 0).unwrap().is_empty(), "the healed chunk stays usable");
-    assert_clean(&store, &home);
+    assert!(got == m.content, "the download differs from the file");
+    m.assert_healed(&home);
 }
 
 /// A short range looks up its chunk's object just before it reads it. A
@@ -497,26 +530,18 @@ fn a_download_across_a_heal_reads_the_new_generation(engines: Engines) {
 /// healed row damaged.
 fn a_range_across_a_heal_reads_the_new_generation(engines: Engines) {
     let home = Home::new(engines);
-    let (store, faulty) = home.open();
-    let content = pseudo_random(1_500_000, 78);
-    let rec = common::ingest(&store, "healed.bin", &content);
-    let entries = store.segment(&rec.id, 0).unwrap();
-    let k = entries.len() / 2;
-    let at: u64 = entries[..k].iter().map(|e| u64::from(e.len)).sum();
-    let chunk = &content[at as usize..at as usize + entries[k].len as usize];
-    let (start, end) = (at + 10, at + 100);
+    let m = Middle::stored(&home, 78);
+    let (start, end) = (m.at + 10, m.at + 100);
 
-    let pause = faulty.pause_next(Op::Get);
+    let pause = m.faulty.pause_next(Op::Get);
     let range = {
-        let (s, id) = (store.clone(), rec.id);
-        thread::spawn(move || common::read_range(&s, &id, start, end))
+        let (s, id) = (m.store.clone(), m.file);
+        thread::spawn(move || common::read_range(&s, &id, start as u64, end as u64))
     };
     pause.wait(WAIT).expect("the range reached its read");
-    store.mark_damaged(&entries[k].id, "a test").unwrap();
-    assert!(store.put_chunk(chunk, None, store.default_lease()).unwrap().new, "the put heals the chunk");
+    m.heal(&home);
     pause.release();
     let got = range.join().expect("the range reads the healed chunk");
-    assert!(got == content[start as usize..end as usize], "the range differs from the file");
-    assert!(store.missing(&[entries[k].id], 0).unwrap().is_empty(), "the healed chunk stays usable");
-    assert_clean(&store, &home);
+    assert!(got == m.content[start..end], "the range differs from the file");
+    m.assert_healed(&home);
 }
