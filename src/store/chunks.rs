@@ -268,7 +268,10 @@ impl Store {
         if late {
             self.0.locations.moved();
         }
-        if let Err(e) = self.0.objects.delete_many(&unnamed) {
+        // No engine call (nor fault hook) for nothing on every put.
+        if !unnamed.is_empty()
+            && let Err(e) = self.0.objects.delete_many(&unnamed)
+        {
             // Stored and named elsewhere: only room is lost, until an orphan
             // sweep (`depot gc`, or after an unclean stop) deletes them.
             tracing::warn!(error = %e, objects = unnamed.len(), "loose objects of re-stored chunks not deleted");

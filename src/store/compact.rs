@@ -154,22 +154,22 @@ impl Store {
         for p in &list {
             live.insert(p.number, self.pack_live(p.number)?);
         }
-        let closed =
-            packs.close_idle(|n, len| live.get(&n).is_some_and(|l| (*l as u64).saturating_mul(2) < len));
+        let closed = packs.close_idle(|n, len| live.get(&n).is_some_and(|l| !half_live(*l, len)));
         let list = if closed > 0 { packs.list()? } else { list };
         for p in list.iter().filter(|p| !p.pinned && !scheduled.contains(&p.number)) {
-            let live = match live.get(&p.number) {
+            let mut live = match live.get(&p.number) {
                 Some(l) => *l,
                 None => self.pack_live(p.number)?, // made since the counters were read
             };
-            if live > 0 && (live as u64).saturating_mul(2) >= p.len {
+            if half_live(live, p.len) {
                 continue;
             }
             if live > 0 {
                 self.compact_pack(packs, p.number, &mut report)?;
                 report.packs_compacted += 1;
+                live = self.pack_live(p.number)?;
             }
-            if self.pack_live(p.number)? <= 0 {
+            if live <= 0 {
                 let mut b = Batch::default();
                 b.put(Cf::Meta, &meta::pack_drop_key(p.number), &(now + self.grace_ms()).to_le_bytes());
                 self.meta().write(b, true)?;
@@ -306,4 +306,12 @@ impl Store {
         self.0.locations.moved();
         Ok(flipped)
     }
+}
+
+/// Whether a pack `len` bytes long with `live` live bytes is kept as it is:
+/// at least half of it live. Compaction copies the others' live records
+/// out (or only deletes a pack with none), and closes an idle open pack
+/// that is under half live so that it may.
+fn half_live(live: i64, len: u64) -> bool {
+    live > 0 && (live as u64).saturating_mul(2) >= len
 }
