@@ -7,13 +7,13 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/depot-target
 CARGO ?= cargo
 
-.PHONY: run test deps test-deps lint unit unit-packs bin interop test-service test-container fuzz fuzz-smoke \
+.PHONY: run test deps test-deps lint unit unit-loose bin interop test-service test-container fuzz fuzz-smoke \
 	bench bench-e2e release install clean-data
 
 run: deps
 	$(CARGO) run --bin depot -- serve
 
-test: test-deps lint unit unit-packs interop test-service test-container fuzz-smoke
+test: test-deps lint unit unit-loose interop test-service test-container fuzz-smoke
 
 # RocksDB's build needs libclang (bindgen): .ci/deps.sh installs it when the
 # build could not load it (see the script for how that is detected).
@@ -33,15 +33,16 @@ lint:
 unit:
 	$(CARGO) test --all-targets
 
-# The integration tests again with every store on pack files
-# (docs/PACKS.md; `storage.packs` is off by default), but for those of
-# the other engines (the in-memory twins, PostgreSQL, Garage), where
-# packs play no part. A new test file is in this pass unless listed here.
-NOT_ON_PACKS := gc_rounds generations nodes postgres postgres_restart s3_engine s3_objects s3_serve \
+# The integration tests again with every store writing a file per chunk
+# (`storage.packs = false`; pack files are the default, docs/PACKS.md),
+# but for those of the other engines (the in-memory twins, PostgreSQL,
+# Garage), where the local layout plays no part. A new test file is in
+# this pass unless listed here.
+OTHER_ENGINES := gc_rounds generations nodes postgres postgres_restart s3_engine s3_objects s3_serve \
 	scaleout scaleout_restart
-ON_PACKS := $(filter-out $(NOT_ON_PACKS),$(basename $(notdir $(wildcard tests/*.rs))))
-unit-packs:
-	DEPOT_PACKS=true $(CARGO) test $(addprefix --test ,$(ON_PACKS))
+LOCAL_LAYOUT := $(filter-out $(OTHER_ENGINES),$(basename $(notdir $(wildcard tests/*.rs))))
+unit-loose:
+	DEPOT_PACKS=false $(CARGO) test $(addprefix --test ,$(LOCAL_LAYOUT))
 
 bin:
 	$(CARGO) build --bin depot

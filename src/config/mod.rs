@@ -90,8 +90,9 @@ pub struct StorageConfig {
     /// through the page cache whatever this says). Durability is `fsync`'s
     /// either way.
     pub direct_writes: bool,
-    /// Append new chunks to pack files (`objects/packs/`, docs/PACKS.md)
-    /// instead of a file each. Packs already there are read either way.
+    /// Append new chunks to pack files (`objects/packs/`, docs/PACKS.md),
+    /// the default; `false` writes a file per chunk (`objects/ab/cd/<hash>`).
+    /// Both layouts are read whatever this says.
     pub packs: bool,
     /// Size at which a pack is closed (1 MiB to 1 TiB).
     pub pack_size: ByteSize,
@@ -125,7 +126,7 @@ impl Default for StorageConfig {
             compression_level: 1,
             fsync: FsyncPolicy::Batch,
             direct_writes: true,
-            packs: false,
+            packs: true,
             pack_size: ByteSize(64 << 20),
             read_ahead: 4,
             min_free: ByteSize(256 << 20),

@@ -55,7 +55,7 @@ fn every_environment_variable_sets_its_key() {
         "storage.compression_level" => "3",
         "storage.fsync" => "always",
         "storage.direct_writes" => "false",
-        "storage.packs" => "true",
+        "storage.packs" => "false",
         "storage.pack_size" => "16MiB",
         "storage.read_ahead" => "8",
         "limits.max_file_size" => "10GiB",

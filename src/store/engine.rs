@@ -31,8 +31,8 @@ pub struct StoreOptions {
     /// where the filesystem takes it ([`FsObjects::with_direct_writes`]).
     pub direct_writes: bool,
     /// Append new chunks of the local object directory to pack files
-    /// (docs/PACKS.md) instead of writing a file each. Packs already in the
-    /// directory are read whatever this says.
+    /// (docs/PACKS.md; the default) instead of writing a file each. Both
+    /// layouts are read whatever this says.
     pub packs: bool,
     /// Bytes after which a pack is closed and a new one started.
     pub pack_size: u64,
@@ -81,7 +81,7 @@ impl Default for StoreOptions {
             compression_level: 1,
             fsync: FsyncPolicy::default(),
             direct_writes: true,
-            packs: false,
+            packs: true,
             pack_size: 64 << 20,
             objects: ObjectsKind::default(),
             s3: S3Options::default(),

@@ -54,15 +54,15 @@ pub fn small_chunks() -> ChunkerParams {
 }
 
 /// Whether the suite runs on pack files: `DEPOT_PACKS` as the server reads
-/// it (`true` or `false`; unset is the default, loose objects), so
-/// `DEPOT_PACKS=true cargo test` runs every store and server the tests make
-/// with packs, and the binaries they start inherit it. Tests about one
-/// layout set `packs` themselves.
+/// it (`true` or `false`; unset is the default, packs), so
+/// `DEPOT_PACKS=false cargo test` runs every store and server the tests make
+/// with a file per chunk, and the binaries they start inherit it. Tests
+/// about one layout set `packs` themselves.
 pub fn packs_from_env() -> bool {
     std::env::var("DEPOT_PACKS")
         .ok()
         .map(|v| v.trim().parse().unwrap_or_else(|e| panic!("DEPOT_PACKS={v}: {e}")))
-        .unwrap_or(false)
+        .unwrap_or(true)
 }
 
 pub fn test_options() -> StoreOptions {
@@ -165,7 +165,7 @@ pub struct TestServer {
 }
 
 /// The configuration tests start from: no fsync, no rate limits, GC off;
-/// pack files when `DEPOT_PACKS` says (see [`packs_from_env`]).
+/// pack files unless `DEPOT_PACKS=false` (see [`packs_from_env`]).
 pub fn test_config(dir: &Path) -> Config {
     let mut cfg = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     cfg.storage.fsync = FsyncPolicy::Never;

@@ -1,7 +1,7 @@
 //! A chunk's stored object in a data dir, wherever the layout put it: its
 //! loose file (`objects/ab/cd/<64 hex>`) or the pack records holding it
 //! (`objects/packs/<16 hex>`, docs/PACKS.md). Tests that damage objects on
-//! disk use these, so they run with `DEPOT_PACKS=true` as well.
+//! disk use these, so they run with `DEPOT_PACKS=false` as well.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
