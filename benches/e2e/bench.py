@@ -440,8 +440,9 @@ class Cluster:
 
 class ObjServe(Server):
     """D1's layout reference: `objserve.py`, a plain server that reads one
-    file's chunks from a depot store's object directory, one file per chunk,
-    as depot's cached download reads them, and checks nothing."""
+    file's chunks from a depot store's object directory (pack records or
+    a file per chunk), as depot's cached download reads them, and checks
+    nothing."""
 
     def __init__(self, objects: Path, manifest: Path) -> None:
         super().__init__("objserve")
@@ -1018,7 +1019,7 @@ def d1(ctx: Ctx) -> None:
             ctx.samples.add("nginx", ctx.mbps(n, secs))
 
     # The same chunks through a server that does nothing but read each
-    # object and send its payload: what one file per chunk allows. Its bytes
+    # object and send its payload: what the store's layout allows. Its bytes
     # are checked once against the base file, so that a reference that sent
     # the wrong ones (a header, a misplaced slice) could not be counted.
     manifest = ctx.work / "manifest.json"
@@ -1086,8 +1087,8 @@ def d1(ctx: Ctx) -> None:
     ratio_row(ctx, "D1", f"download of {human(n)}, `depot get -o FILE` (verified, fsynced, renamed), MB/s", "d1.get",
               "nginx, `curl -o FILE && sync`", "nginx.file", "—", None)
     cpu_row(ctx, "D1", "`curl` from depot", "d1.curl")
-    layout = "pack files" if ctx.depot_env.get("DEPOT_PACKS") == "true" \
-        else "one file per chunk"
+    packs = main_srv.data / "objects" / "packs"
+    layout = "pack files" if packs.is_dir() and any(packs.iterdir()) else "one file per chunk"
     ratio_row(ctx, "D1", f"download of {human(n)}, `curl -o /dev/null` from a plain server reading depot's objects "
               f"({layout}, nothing checked: the layout's limit), MB/s", "d1.objects", "nginx, curl", "nginx")
     ratio_row(ctx, "D1", f"download of {human(n)}, `curl -o /dev/null` from depot against that plain server, MB/s",
