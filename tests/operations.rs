@@ -1,13 +1,15 @@
 //! Running depot as a service, against the real binary: its version and
 //! commit, shell completions and man pages, the access log (text and JSON,
 //! no credentials), readiness, latency histograms, configuration from the
-//! environment with flags on top, and host names in `--listen`.
+//! environment with flags on top, host names in `--listen`, and the
+//! object layout new chunks get by default.
 
 mod common;
 
 use std::time::Duration;
 
 use common::cli::{Served, code, ok, stderr};
+use common::stored::loose_objects;
 use common::{client, test_config};
 use depot::http::AppState;
 use depot::store::Store;
@@ -358,4 +360,49 @@ async fn listen_resolves_names_and_flags_beat_the_environment() {
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot listen on no-such-host.invalid:0"), "{}", stderr(&out));
     assert!(!dir.path().join("fresh").exists());
+}
+
+/// Pack files and loose objects under `data`'s `objects/`.
+fn object_files(data: &std::path::Path) -> (usize, usize) {
+    let packs = std::fs::read_dir(data.join("objects/packs")).map_or(0, |r| r.count());
+    (packs, loose_objects(data).len())
+}
+
+/// Uploads `body` as `name` through the regular upload; the new file's id.
+async fn upload(s: &Served, name: &str, body: Vec<u8>) -> String {
+    let r =
+        client().post(s.url(&format!("/api/files/upload?filename={name}"))).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<FileInfo>().await.unwrap().id
+}
+
+/// The shipped defaults append new chunks to pack files (docs/PACKS.md);
+/// `DEPOT_PACKS=false` writes a file per chunk again, and a server on the
+/// defaults then serves files of both layouts.
+#[tokio::test]
+async fn new_chunks_go_to_pack_files_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let packed = depot::testdata::pseudo_random(3 << 20, 31);
+    let s = Served::start(&data, &["--listen", "127.0.0.1:0"], &[]).await;
+    let a = upload(&s, "packed.bin", packed.clone()).await;
+    s.stop().await;
+    let (packs, loose) = object_files(&data);
+    assert!(packs >= 1 && loose == 0, "packs {packs}, loose objects {loose}");
+
+    let one_each = depot::testdata::pseudo_random(3 << 20, 32);
+    let s = Served::start(&data, &["--listen", "127.0.0.1:0"], &[("DEPOT_PACKS", "false")]).await;
+    let b = upload(&s, "loose.bin", one_each.clone()).await;
+    s.stop().await;
+    let (packs_after, loose) = object_files(&data);
+    assert_eq!(packs_after, packs, "no pack written with DEPOT_PACKS=false");
+    assert!(loose >= 3, "a file per chunk: {loose}");
+
+    let s = Served::start(&data, &["--listen", "127.0.0.1:0"], &[]).await;
+    for (id, want) in [(a, packed), (b, one_each)] {
+        let got = client().get(s.url(&format!("/api/files/{id}"))).send().await.unwrap();
+        assert_eq!(got.status(), 200);
+        assert!(got.bytes().await.unwrap() == want, "file {id}'s bytes");
+    }
+    s.stop().await;
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::stored::loose_objects;
 use common::{ingest, read_all, read_range, test_options};
 use depot::store::{FsObjects, FsyncPolicy, ManualClock, Packs, Store, StoreOptions, View};
 use depot::testdata::pseudo_random as random_bytes;
@@ -30,11 +31,6 @@ fn packs_on_disk(dir: &Path) -> (usize, u64) {
     (files.len(), files.iter().map(|e| e.metadata().unwrap().len()).sum())
 }
 
-/// Loose objects (files under `objects/ab/cd/`).
-fn loose_objects(dir: &Path) -> usize {
-    walk_loose(dir).len()
-}
-
 #[test]
 fn chunks_go_to_packs_and_read_back_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -49,7 +45,7 @@ fn chunks_go_to_packs_and_read_back_after_a_restart() {
     let (packs, bytes) = packs_on_disk(dir.path());
     assert!(packs >= 3, "3 MiB of chunks in 256 KiB packs: {packs} packs");
     assert!(bytes >= data.len() as u64, "{bytes} bytes in packs");
-    assert_eq!(loose_objects(dir.path()), 0, "no file per chunk");
+    assert!(loose_objects(dir.path()).is_empty(), "no file per chunk");
 
     let (store, _) = open_packed(dir.path(), pack_options());
     assert_eq!(read_all(&store, &id), data);
@@ -71,7 +67,7 @@ fn chunks_go_to_packs_and_read_back_after_a_restart() {
     let more = random_bytes(100_000, 2);
     let rec = ingest(&store, "b.bin", &more);
     assert_eq!(read_all(&store, &rec.id), more);
-    assert!(loose_objects(dir.path()) > 0);
+    assert!(!loose_objects(dir.path()).is_empty());
     assert!(store.verify(false).unwrap().is_clean());
 }
 
@@ -240,7 +236,7 @@ fn ranges_remember_locations_until_a_row_moves() {
     common::stored::flip_bit(dir.path(), &first.id, |_| 56 + 50);
     store.mark_damaged(&first.id, "test").unwrap();
     ingest(&store, "b.bin", &data);
-    assert_eq!(loose_objects(dir.path()), 0, "the healed chunk is not loose");
+    assert!(loose_objects(dir.path()).is_empty(), "the healed chunk is not loose");
     assert_eq!(common::stored::places(dir.path(), &first.id).len(), 2, "the damaged record and the new one");
     assert_eq!(read_range(&store, &rec.id, 10, 100), data[10..100], "not the remembered damaged record");
     assert_eq!(read_all(&store, &rec.id), data);
@@ -275,7 +271,7 @@ fn direct_appends_read_back() {
     assert_eq!(read_range(&store, &id, 2_000_003, 2_100_003), data[2_000_003..2_100_003]);
     let v = store.verify(false).unwrap();
     assert!(v.is_clean(), "{v:?}");
-    assert_eq!(loose_objects(dir.path()), 0);
+    assert!(loose_objects(dir.path()).is_empty());
 }
 
 /// `verify` recounts each pack's live bytes from the rows that name its
@@ -333,9 +329,9 @@ fn pack_loose_folds_loose_objects_into_packs() {
         store.close().unwrap();
         (rec.id, chunks)
     };
-    assert_eq!(loose_objects(dir.path()) as u64, chunks);
+    assert_eq!(loose_objects(dir.path()).len() as u64, chunks);
     // One loose object damaged (a payload byte flipped).
-    let one = walk_loose(dir.path()).remove(0);
+    let one = loose_objects(dir.path()).remove(0);
     let mut bytes = std::fs::read(&one).unwrap();
     *bytes.last_mut().unwrap() ^= 0xff;
     std::fs::write(&one, &bytes).unwrap();
@@ -344,7 +340,7 @@ fn pack_loose_folds_loose_objects_into_packs() {
     let r = store.pack_loose().unwrap();
     assert_eq!((r.objects_packed, r.damaged), (chunks - 1, 1), "{r:?}");
     assert!(r.bytes_packed > data.len() as u64 - 5_000, "{r:?}");
-    assert_eq!(walk_loose(dir.path()), vec![one], "only the damaged object is left loose");
+    assert_eq!(loose_objects(dir.path()), vec![one], "only the damaged object is left loose");
     let (packs, _) = packs_on_disk(dir.path());
     assert!(packs >= 1);
     let v = store.verify(false).unwrap();
@@ -357,26 +353,10 @@ fn pack_loose_folds_loose_objects_into_packs() {
     assert_eq!(read_range(&store, &id, 123_457, 190_001), data[123_457..190_001]);
     // The healed chunk was appended to a pack and its damaged loose object
     // deleted: nothing is left loose.
-    assert!(walk_loose(dir.path()).is_empty());
+    assert!(loose_objects(dir.path()).is_empty());
     assert_eq!(store.pack_loose().unwrap(), Default::default());
     assert_eq!(read_all(&store, &id), data);
     assert!(store.verify(false).unwrap().is_clean());
-}
-
-/// The loose object files under `dir`'s object directory, sorted.
-fn walk_loose(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for a in std::fs::read_dir(dir.join("objects")).unwrap() {
-        let a = a.unwrap();
-        if a.file_name().len() != 2 {
-            continue;
-        }
-        for b in std::fs::read_dir(a.path()).unwrap() {
-            out.extend(std::fs::read_dir(b.unwrap().path()).unwrap().map(|e| e.unwrap().path()));
-        }
-    }
-    out.sort();
-    out
 }
 
 /// A writer's batches appended with `O_DIRECT` (where the filesystem takes

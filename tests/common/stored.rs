@@ -90,3 +90,19 @@ pub fn flip_bit(data_dir: &Path, id: &ChunkId, at: impl FnOnce(usize) -> usize) 
     stored[i] ^= 1;
     overwrite_object(data_dir, id, &stored);
 }
+
+/// The loose objects of a data dir (files under `objects/ab/cd/`), sorted.
+pub fn loose_objects(data_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for a in std::fs::read_dir(data_dir.join("objects")).unwrap() {
+        let a = a.unwrap();
+        if a.file_name().len() != 2 {
+            continue;
+        }
+        for b in std::fs::read_dir(a.path()).unwrap() {
+            out.extend(std::fs::read_dir(b.unwrap().path()).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    out.sort();
+    out
+}
