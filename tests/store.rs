@@ -333,6 +333,51 @@ fn a_second_process_cannot_open_a_store_in_use() {
     assert!(matches!(err, Error::Locked(_)), "{err}");
 }
 
+/// Chunks and ranges read from the page cache are handed out at their
+/// source's offset within a 4 KiB page (an object starts at a page boundary
+/// of its file, loose or in a pack): where a buffer from the system
+/// allocator would put them instead, 16 bytes further on, the kernel's copy
+/// out of the page cache is several times slower on AMD machines
+/// (docs/PERFORMANCE.md, D1, "Reads placed at the page offset of their
+/// source").
+#[test]
+fn cached_reads_keep_their_sources_page_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open_store(dir.path(), test_options());
+    // Longer than one hop (`read::ONE_HOP`): a download's path.
+    let data = pseudo_random(1_500_000, 17);
+    let rec = ingest(&store, "a.bin", &data);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let pieces = |start: u64, end: u64| -> Vec<Bytes> {
+        rt.block_on(async {
+            let (rec, guard) = store.open_file(&rec.id).unwrap();
+            store.read_range(&rec, guard, start, end).try_collect().await.unwrap()
+        })
+    };
+    // The first read goes to the blocking thread and leaves the objects in
+    // the page cache; the second is answered from there.
+    assert_eq!(pieces(0, rec.size).concat(), data);
+    let cached = || store.activity().chunk_reads_cached;
+    let before = cached();
+    let whole = pieces(0, rec.size);
+    assert_eq!(cached() - before, whole.len() as u64, "every chunk from the page cache");
+    for b in &whole {
+        assert_eq!(b.as_ptr().addr() % 4096, object::HEADER_LEN, "a whole chunk's payload");
+    }
+    // A range inside a chunk starts where its first byte sits in the file
+    // (the first range looks the segment up on a blocking thread; the
+    // second is read from the page cache).
+    let entries = store.segment(&rec.id, 0).unwrap();
+    let k = entries.iter().position(|e| e.len >= 1_000).unwrap();
+    let from = entries[..k].iter().map(|e| u64::from(e.len)).sum::<u64>() + 300;
+    assert_eq!(pieces(from, from + 500).concat(), data[from as usize..from as usize + 500]);
+    let before = cached();
+    let part = pieces(from, from + 500);
+    assert_eq!(cached() - before, 1, "the range from the page cache");
+    assert_eq!(part.concat(), data[from as usize..from as usize + 500]);
+    assert_eq!(part[0].as_ptr().addr() % 4096, object::HEADER_LEN + 300, "a range's bytes");
+}
+
 /// A chunk stored zstd whose object the page cache holds is read once, on
 /// the async thread, and only decoded on a blocking one: no blocking read
 /// of its object for a range (there were two: its header with the slice,

@@ -17,19 +17,8 @@ use super::id::ChunkId;
 use super::manifest::Entry;
 use super::meta::{self, Batch, Cf, ChunkRow, ChunkState};
 use super::objects::{ObjectKey, packs};
+use super::read::Cached;
 use super::{Store, object};
-
-/// A chunk read from the kernel's caches on an async thread
-/// ([`Store::read_chunk_cached`], [`Store::read_chunk_part_cached`]).
-pub(super) enum Cached {
-    /// The bytes asked for, checked.
-    Ready(Bytes),
-    /// Its zstd object, `enc[..n]`, read whole but neither checked nor
-    /// decoded: decompressing takes longer than an async thread may be held,
-    /// so a blocking thread finishes it ([`Store::decode_read`]) without
-    /// reading the object again.
-    Encoded(Buffer, usize),
-}
 
 /// The outcome of storing one chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,18 +403,18 @@ impl Store {
     fn read_chunk_as_stored(&self, key: &ObjectKey, len: u32) -> Result<Bytes> {
         let enc = self.object_buffer(key, len)?;
         let n = enc.len();
-        self.decode_chunk(key, enc, n)
+        self.decode_chunk(key, enc, 0..n)
     }
 
-    /// The raw bytes of `enc[..n]`, the encoded object read for chunk `key`:
+    /// The raw bytes of `enc[object]`, the encoded object read for chunk `key`:
     /// header and payload CRC checked, decompressed when stored so, and
     /// naming that chunk.
     ///
     /// # Errors
     /// [`Error::Corrupt`] saying which check failed.
-    fn decode_chunk(&self, key: &ObjectKey, enc: Buffer, n: usize) -> Result<Bytes> {
+    fn decode_chunk(&self, key: &ObjectKey, enc: Buffer, object: std::ops::Range<usize>) -> Result<Bytes> {
         let id = &key.id;
-        let (h, raw) = object::decode_buffer(enc, n, self.0.opts.max_object_size as usize, false)
+        let (h, raw) = object::decode_buffer(enc, object, self.0.opts.max_object_size as usize, false)
             .map_err(|e| Error::Corrupt { id: *id, reason: e.0.into() })?;
         if h.id != *id {
             return Err(Error::Corrupt { id: *id, reason: "object holds another chunk".into() });
@@ -548,17 +537,20 @@ impl Store {
         from: usize,
         to: usize,
     ) -> Option<Cached> {
-        let mut part = buffer::take_to_overwrite(to - from);
+        // The slice at its source's offset within a page (`buffer::page_lead`).
+        let start = object::HEADER_LEN + from;
+        let mut part = buffer::take_to_overwrite(buffer::PAGE + to - from);
+        let at = buffer::page_lead(&part, start as u64);
         let (head, n) = self.0.objects.get_head_and_range_cached(
             key,
             object::HEADER_LEN,
-            (object::HEADER_LEN + from) as u64,
+            start as u64,
             to - from,
-            &mut part,
+            &mut part[at..],
         )?;
         if part_header(&head, key, len).ok()?.codec == object::Codec::Raw {
             // A short raw object is the blocking read's to report.
-            return (n == to - from).then(|| Cached::Ready(part.freeze(0..n)));
+            return (n == to - from).then(|| Cached::Ready(part.freeze(at..at + n)));
         }
         drop(part);
         self.read_chunk_cached(key, len)
@@ -575,23 +567,33 @@ impl Store {
     /// and reports a damaged object.
     pub(super) fn read_chunk_cached(&self, key: &ObjectKey, len: u32) -> Option<Cached> {
         let max = object::HEADER_LEN + len as usize;
-        let mut enc = buffer::take_to_overwrite(max + 1);
-        let n = self.0.objects.get_cached(key, max, &mut enc)?;
-        if object::Header::decode(&enc[..n]).ok()?.codec != object::Codec::Raw {
-            return Some(Cached::Encoded(enc, n));
+        // To a page boundary of the buffer, as the object starts at one of
+        // its file (the fast copy out of the page cache: `buffer::page_lead`).
+        let mut enc = buffer::take_to_overwrite(buffer::PAGE + max + 1);
+        let at = buffer::page_lead(&enc, 0);
+        let n = self.0.objects.get_cached(key, max, &mut enc[at..])?;
+        let object = at..at + n;
+        if object::Header::decode(&enc[object.clone()]).ok()?.codec != object::Codec::Raw {
+            return Some(Cached::Encoded(enc, object));
         }
-        of_len(key, self.decode_chunk(key, enc, n).ok()?, len).ok().map(Cached::Ready)
+        of_len(key, self.decode_chunk(key, enc, object).ok()?, len).ok().map(Cached::Ready)
     }
 
     /// The raw bytes of a chunk of `len` raw bytes from its object
-    /// `enc[..n]`, read before by [`Self::read_chunk_cached`]: checked
+    /// `enc[object]`, read before by [`Self::read_chunk_cached`]: checked
     /// (header, payload CRC, chunk id, length) and decoded, on a blocking
     /// thread.
     ///
     /// # Errors
     /// [`Error::Corrupt`] saying which check failed.
-    pub(super) fn decode_read(&self, key: &ObjectKey, enc: Buffer, n: usize, len: u32) -> Result<Bytes> {
-        of_len(key, self.decode_chunk(key, enc, n)?, len)
+    pub(super) fn decode_read(
+        &self,
+        key: &ObjectKey,
+        enc: Buffer,
+        object: std::ops::Range<usize>,
+        len: u32,
+    ) -> Result<Bytes> {
+        of_len(key, self.decode_chunk(key, enc, object)?, len)
     }
 
     /// Moves a chunk's object aside after a read found it damaged, and marks

@@ -260,8 +260,8 @@ pub fn decode(encoded: &[u8], max_raw: usize, verify_hash: bool) -> Result<(Head
     Ok((header, raw))
 }
 
-/// [`decode`] of an object read into the first `object_len` bytes of a pooled
-/// [`Buffer`] (bytes past them, a reused buffer's, are ignored): a raw
+/// [`decode`] of an object read into the bytes `object` of a pooled
+/// [`Buffer`] (bytes around them, a reused buffer's, are ignored): a raw
 /// payload is handed out in place (no copy), a zstd one is decompressed
 /// into another pooled buffer. The buffers go back to the pool when the
 /// bytes are dropped.
@@ -270,23 +270,23 @@ pub fn decode(encoded: &[u8], max_raw: usize, verify_hash: bool) -> Result<(Head
 /// [`CorruptObject`] on any inconsistency.
 ///
 /// # Panics
-/// When `object_len` is past the buffer's length.
+/// When `object` is outside the buffer's length.
 pub fn decode_buffer(
     encoded: Buffer,
-    object_len: usize,
+    object: std::ops::Range<usize>,
     max_raw: usize,
     verify_hash: bool,
 ) -> Result<(Header, Bytes), CorruptObject> {
-    let header = check(&encoded[..object_len])?;
+    let header = check(&encoded[object.clone()])?;
     let len = header.raw_len as usize;
     if len > max_raw {
         return Err(CorruptObject("raw length above the limit"));
     }
     let raw = match header.codec {
-        Codec::Raw => encoded.freeze(HEADER_LEN..object_len),
+        Codec::Raw => encoded.freeze(object.start + HEADER_LEN..object.end),
         Codec::Zstd => {
             let mut out = buffer::take(len + 1);
-            if !decompress_capped_into(&encoded[HEADER_LEN..object_len], len, &mut out) {
+            if !decompress_capped_into(&encoded[object.start + HEADER_LEN..object.end], len, &mut out) {
                 return Err(CorruptObject("zstd payload does not decode to its length"));
             }
             out.freeze(0..len)

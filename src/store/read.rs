@@ -27,7 +27,6 @@ use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 
 use super::buffer::Buffer;
 use super::cache::{Readers, Segment};
-use super::chunks::Cached;
 use super::manifest::Entry;
 use super::name::View;
 use super::objects::{ObjectKey, ObjectsKind};
@@ -411,7 +410,7 @@ impl Store {
         };
         Some(match got? {
             Cached::Ready(b) => Early::Ready(b, Path::Cached),
-            Cached::Encoded(enc, n) => Early::Encoded(enc, n),
+            Cached::Encoded(enc, object) => Early::Encoded(enc, object),
         })
     }
 
@@ -433,13 +432,13 @@ impl Store {
         to: usize,
         early: Option<Early>,
     ) -> Result<Bytes> {
-        let (enc, n) = match early {
+        let (enc, object) = match early {
             Some(Early::Ready(b, path)) => return Ok(counted(self.reads(path), b)),
-            Some(Early::Encoded(enc, n)) => (enc, n),
+            Some(Early::Encoded(enc, object)) => (enc, object),
             None => return self.read_part(e, key, from, to),
         };
         let at = key.unwrap_or(ObjectKey::plain(e.id));
-        let decode = || self.decode_read(&at, enc, n, e.len);
+        let decode = || self.decode_read(&at, enc, object, e.len);
         let got = if is_whole(e, from, to) { decode() } else { self.decoded_slice(&e.id, from, to, decode) };
         match got {
             Ok(b) => Ok(counted(&self.0.activity.reads_cached, b)),
@@ -565,15 +564,27 @@ impl Store {
 /// got of it ([`Store::try_part_cached`]).
 type Part = (Entry, usize, usize, Option<Early>);
 
+/// A chunk read from the kernel's caches on an async thread
+/// ([`Store::read_chunk_cached`], [`Store::read_chunk_part_cached`]).
+pub(super) enum Cached {
+    /// The bytes asked for, checked.
+    Ready(Bytes),
+    /// Its zstd object, `enc[object]`, read whole but neither checked nor
+    /// decoded: decompressing takes longer than an async thread may be held,
+    /// so a blocking thread finishes it ([`Store::decode_read`]) without
+    /// reading the object again.
+    Encoded(Buffer, std::ops::Range<usize>),
+}
+
 /// A part of a chunk as far as an async thread got with it
 /// ([`Store::try_part_cached`]); a blocking thread finishes the rest
 /// ([`Store::finish_part`]).
 enum Early {
     /// Its bytes, answered by `Path` (counted once the answer is whole).
     Ready(Bytes, Path),
-    /// Its chunk's zstd object, `enc[..n]`, read from the page cache, to
-    /// check and decode (see [`Cached::Encoded`]).
-    Encoded(Buffer, usize),
+    /// Its chunk's zstd object, `enc[object]`, read from the page cache,
+    /// to check and decode (see [`Cached::Encoded`]).
+    Encoded(Buffer, std::ops::Range<usize>),
 }
 
 /// Which path answered a read on an async thread (and which counter of

@@ -163,7 +163,7 @@ pub async fn get_chunk(
                 return Ok((Some("zstd"), enc.freeze(object::HEADER_LEN..end)));
             }
             let n = enc.len();
-            let (_, raw) = object::decode_buffer(enc, n, max, false)
+            let (_, raw) = object::decode_buffer(enc, 0..n, max, false)
                 .map_err(|e| crate::store::Error::Corrupt { id, reason: e.0.into() })?;
             Ok((None, raw))
         })

@@ -245,13 +245,13 @@ impl ObjectStore for Faulty {
         head: usize,
         start: u64,
         len: usize,
-        buf: &mut Vec<u8>,
+        buf: &mut [u8],
     ) -> Option<(Vec<u8>, usize)> {
         self.enter(Op::GetCached).ok()?;
         self.inner.get_head_and_range_cached(key, head, start, len, buf)
     }
 
-    fn get_cached(&self, key: &ObjectKey, max: usize, buf: &mut Vec<u8>) -> Option<usize> {
+    fn get_cached(&self, key: &ObjectKey, max: usize, buf: &mut [u8]) -> Option<usize> {
         self.enter(Op::GetCached).ok()?;
         self.inner.get_cached(key, max, buf)
     }

@@ -380,32 +380,23 @@ impl ObjectStore for FsObjects {
         head: usize,
         start: u64,
         len: usize,
-        buf: &mut Vec<u8>,
+        buf: &mut [u8],
     ) -> Option<(Vec<u8>, usize)> {
         let fd = self.open_cached(key)?;
         let mut h = vec![0u8; head];
         // A short head (the end of the file) is for the blocking read; a
         // short slice is the caller's to judge by the head.
         (read_cached(&fd, 0, &mut h)? == head).then_some(())?;
-        // The kernel takes an initialised slice: `buf` is grown to `len`
-        // when shorter (zeroes only past its length) and its first `len`
-        // bytes are overwritten; any past them are left as they were.
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
-        Some((h, read_cached(&fd, start, &mut buf[..len])?))
+        // The first `len` bytes are overwritten; any past them are left.
+        Some((h, read_cached(&fd, start, buf.get_mut(..len)?)?))
     }
 
     #[cfg(target_os = "linux")]
-    fn get_cached(&self, key: &ObjectKey, max: usize, buf: &mut Vec<u8>) -> Option<usize> {
+    fn get_cached(&self, key: &ObjectKey, max: usize, buf: &mut [u8]) -> Option<usize> {
+        // One byte more than `max`, so that a longer object is seen as such.
+        let buf = buf.get_mut(..=max)?;
         let fd = self.open_cached(key)?;
-        // One byte more than `max`, so that a longer object is seen as such;
-        // `buf` is grown to that when shorter (zeroes only past its length:
-        // the kernel takes an initialised slice) and never cut.
-        if buf.len() <= max {
-            buf.resize(max + 1, 0);
-        }
-        read_cached(&fd, 0, &mut buf[..=max]).filter(|&n| n <= max)
+        read_cached(&fd, 0, buf).filter(|&n| n <= max)
     }
 
     fn contains(&self, key: &ObjectKey) -> io::Result<bool> {

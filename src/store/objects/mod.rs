@@ -228,8 +228,8 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// [`ObjectStore::get_head_and_range`] answered from memory alone, so
     /// that it may run on an async thread: `Some((head, n))` with `n` bytes
-    /// of the slice in `buf[..n]` (`buf` grown to `len` when shorter, never
-    /// cleared or cut: bytes past `n` are left as they were) when the object
+    /// of the slice in `buf[..n]` (`buf` holds at least `len` bytes, else
+    /// `None`; bytes past `n` are left as they were) when the object
     /// was found and both reads went to its end or the slice's without
     /// waiting for a disk; `n < len` only where the object ends first (a
     /// zstd object, shorter than the raw range asked for, is told so by its
@@ -244,7 +244,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         _head: usize,
         _start: u64,
         _len: usize,
-        _buf: &mut Vec<u8>,
+        _buf: &mut [u8],
     ) -> Option<(Vec<u8>, usize)> {
         None
     }
@@ -260,14 +260,16 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// The whole encoded object into `buf[..n]` from memory alone, so that
     /// it may run on an async thread: `Some(n)`, its length, when the
     /// object was found, is at most `max` bytes long and was read without
-    /// waiting for a disk; `None` for anything else (the caller then makes
-    /// the blocking call, [`ObjectStore::get_into`], which reports what
-    /// went wrong). `buf` is grown to `max + 1` bytes when shorter and
-    /// never cut: bytes past `n` are left as they were (a reused buffer
-    /// then costs no zeroing). The default is always `None`; the directory
-    /// answers from the kernel's caches as
+    /// waiting for a disk; `None` for anything else, and when `buf` holds
+    /// fewer than `max + 1` bytes (the caller then makes the blocking call,
+    /// [`ObjectStore::get_into`], which reports what went wrong). Bytes of
+    /// `buf` past `n` are left as they were (a reused buffer then costs no
+    /// zeroing). Every object starts at a 4 KiB boundary of its file, so a
+    /// `buf` that starts at one too takes the fast copy (see
+    /// [`crate::store::buffer::page_lead`]). The default is always `None`;
+    /// the directory answers from the kernel's caches as
     /// [`ObjectStore::get_head_and_range_cached`] does.
-    fn get_cached(&self, _key: &ObjectKey, _max: usize, _buf: &mut Vec<u8>) -> Option<usize> {
+    fn get_cached(&self, _key: &ObjectKey, _max: usize, _buf: &mut [u8]) -> Option<usize> {
         None
     }
 

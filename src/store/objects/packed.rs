@@ -98,7 +98,7 @@ impl ObjectStore for PackedObjects {
         head: usize,
         start: u64,
         len: usize,
-        buf: &mut Vec<u8>,
+        buf: &mut [u8],
     ) -> Option<(Vec<u8>, usize)> {
         if key.generation == 0 {
             return self.loose.get_head_and_range_cached(key, head, start, len, buf);
@@ -107,7 +107,7 @@ impl ObjectStore for PackedObjects {
     }
 
     #[cfg(target_os = "linux")]
-    fn get_cached(&self, key: &ObjectKey, max: usize, buf: &mut Vec<u8>) -> Option<usize> {
+    fn get_cached(&self, key: &ObjectKey, max: usize, buf: &mut [u8]) -> Option<usize> {
         if key.generation == 0 {
             return self.loose.get_cached(key, max, buf);
         }

@@ -322,29 +322,26 @@ impl Packs {
         head: usize,
         start: u64,
         len: usize,
-        buf: &mut Vec<u8>,
+        buf: &mut [u8],
     ) -> Option<(Vec<u8>, usize)> {
+        let buf = buf.get_mut(..len)?;
         let file = self.files.get(&pack_of(generation))?;
         let at = offset_of(generation);
         let mut h = vec![0u8; head];
         (super::fs::read_cached(&*file, at, &mut h)? == head).then_some(())?;
         let end = record_len(&Header::decode(&h).ok()?);
         let len = end.saturating_sub(start).min(len as u64) as usize;
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
         Some((h, super::fs::read_cached(&*file, at + start, &mut buf[..len])?))
     }
 
     /// [`super::ObjectStore::get_cached`] of a record: the whole record into
-    /// `buf[..n]` from the page cache alone when it is at most `max` bytes.
+    /// `buf[..n]` from the page cache alone when it is at most `max` bytes
+    /// (`None` when `buf` holds fewer than `max.max(HEADER_LEN)`).
     #[cfg(target_os = "linux")]
-    pub fn read_cached(&self, generation: u64, max: usize, buf: &mut Vec<u8>) -> Option<usize> {
+    pub fn read_cached(&self, generation: u64, max: usize, buf: &mut [u8]) -> Option<usize> {
+        let buf = buf.get_mut(..max.max(HEADER_LEN))?;
         let file = self.files.get(&pack_of(generation))?;
         let at = offset_of(generation);
-        if buf.len() < max.max(HEADER_LEN) {
-            buf.resize(max.max(HEADER_LEN), 0);
-        }
         (super::fs::read_cached(&*file, at, &mut buf[..HEADER_LEN])? == HEADER_LEN).then_some(())?;
         let want = record_len(&Header::decode(&buf[..HEADER_LEN]).ok()?) as usize;
         if want > max {

@@ -159,8 +159,11 @@ fn listing_ignores_foreign_names() {
 fn cached_reads_answer_only_from_the_page_cache() {
     let (_dir, store, key, body) = one_synced_object(200_000);
 
-    let (mut want, mut got) = (Vec::new(), Vec::new());
+    let (mut want, mut got) = (Vec::new(), vec![0; 65_535]);
     let head = store.get_head_and_range(&key, 16, 70_000, 65_536, &mut want).unwrap().unwrap();
+    let short = store.get_head_and_range_cached(&key, 16, 70_000, 65_536, &mut got);
+    assert_eq!(short, None, "a buffer without room for the slice");
+    got.push(0);
     let cached = store.get_head_and_range_cached(&key, 16, 70_000, 65_536, &mut got);
     assert_eq!(cached, Some((head.clone(), 65_536)));
     assert_eq!(got, want);
@@ -196,7 +199,10 @@ fn cached_reads_answer_only_from_the_page_cache() {
 fn whole_cached_reads_answer_only_from_the_page_cache() {
     let (_dir, store, key, body) = one_synced_object(300_000);
 
-    let mut got = Vec::new();
+    // The caller's buffer holds `max + 1` bytes, or nothing is read.
+    let mut got = vec![0; body.len()];
+    assert_eq!(store.get_cached(&key, body.len(), &mut got), None, "a buffer without room for max + 1");
+    got.push(0);
     assert_eq!(store.get_cached(&key, body.len(), &mut got), Some(body.len()));
     assert_eq!(got[..body.len()], body);
     // Into a buffer holding more than the object: its first bytes are the
@@ -210,7 +216,7 @@ fn whole_cached_reads_answer_only_from_the_page_cache() {
     assert_eq!(stale.len(), body.len() + 100, "the buffer is not cut to the object");
     assert_eq!(stale[..body.len()], body);
     assert!(stale[body.len()..].iter().all(|&b| b == 0xee), "bytes past the object left as they were");
-    assert_eq!(store.get_cached(&key, body.len() - 1, &mut got), None, "longer than allowed");
+    assert_eq!(store.get_cached(&key, body.len() - 1, &mut got[..body.len()]), None, "longer than allowed");
     let absent = ObjectKey::plain(ChunkId::of(b"absent"));
     assert_eq!(store.get_cached(&absent, 10, &mut got), None);
 
@@ -372,7 +378,7 @@ fn only_the_directory_keeps_descriptors() {
 fn kept_descriptors_never_outlive_their_objects_name() {
     let (dir, store, key, body) = one_synced_object(100_000);
     let store = store.keeping_descriptors(4);
-    let mut got = Vec::new();
+    let mut got = vec![0; body.len() + 1];
     assert_eq!(store.get_cached(&key, body.len(), &mut got), Some(body.len()));
     assert_eq!(store.descriptors_open(), 1);
 
@@ -382,7 +388,7 @@ fn kept_descriptors_never_outlive_their_objects_name() {
     let aside = dir.path().join("aside");
     fs::hard_link(&path, &aside).unwrap();
     fs::remove_file(&path).unwrap();
-    got.clear();
+    got.fill(0);
     assert_eq!(
         store.get_cached(&key, body.len(), &mut got),
         Some(body.len()),
