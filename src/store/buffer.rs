@@ -37,6 +37,15 @@ pub fn page_lead(buf: &[u8], offset: u64) -> usize {
     (offset as usize).wrapping_sub(buf.as_ptr().addr()) & (PAGE - 1)
 }
 
+/// [`take_to_overwrite`] for a read of at most `len` bytes from file offset
+/// `offset`, and where in it the read should start ([`page_lead`]): the
+/// buffer holds at least `len` initialised bytes past that.
+pub fn take_placed(len: usize, offset: u64) -> (Buffer, usize) {
+    let b = take_to_overwrite(PAGE + len);
+    let at = page_lead(&b, offset);
+    (b, at)
+}
+
 /// The smallest capacity worth pooling: the server's mmap threshold.
 pub const POOLED_MIN: usize = 128 * 1024;
 
@@ -288,6 +297,8 @@ mod tests {
                 assert_eq!((b.as_ptr().addr() + lead) % PAGE, offset as usize % PAGE, "{skip} {offset}");
             }
         }
+        let (b, at) = take_placed(300_000, 56);
+        assert!(b.len() - at >= 300_000 && (b.as_ptr().addr() + at) % PAGE == 56, "room past the lead");
     }
 
     #[test]

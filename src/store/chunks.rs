@@ -537,10 +537,8 @@ impl Store {
         from: usize,
         to: usize,
     ) -> Option<Cached> {
-        // The slice at its source's offset within a page (`buffer::page_lead`).
         let start = object::HEADER_LEN + from;
-        let mut part = buffer::take_to_overwrite(buffer::PAGE + to - from);
-        let at = buffer::page_lead(&part, start as u64);
+        let (mut part, at) = buffer::take_placed(to - from, start as u64);
         let (head, n) = self.0.objects.get_head_and_range_cached(
             key,
             object::HEADER_LEN,
@@ -567,10 +565,8 @@ impl Store {
     /// and reports a damaged object.
     pub(super) fn read_chunk_cached(&self, key: &ObjectKey, len: u32) -> Option<Cached> {
         let max = object::HEADER_LEN + len as usize;
-        // To a page boundary of the buffer, as the object starts at one of
-        // its file (the fast copy out of the page cache: `buffer::page_lead`).
-        let mut enc = buffer::take_to_overwrite(buffer::PAGE + max + 1);
-        let at = buffer::page_lead(&enc, 0);
+        // Objects start at a page boundary of their files.
+        let (mut enc, at) = buffer::take_placed(max + 1, 0);
         let n = self.0.objects.get_cached(key, max, &mut enc[at..])?;
         let object = at..at + n;
         if object::Header::decode(&enc[object.clone()]).ok()?.codec != object::Codec::Raw {
