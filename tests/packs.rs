@@ -361,8 +361,10 @@ fn pack_loose_folds_loose_objects_into_packs() {
 
 /// A writer's batches appended with `O_DIRECT` (where the filesystem takes
 /// it) from chunk bytes at any alignment, across packs of 64 KiB: no
-/// append was refused (which would turn direct appends off), and a scan of
-/// the packs finds every record, whole, where its location says.
+/// append was refused (which would turn direct appends off), a scan of
+/// the packs finds every record, whole, where its location says, and the
+/// reads by location append each record (or a slice of it) to what their
+/// buffer held.
 #[test]
 fn direct_batches_stay_direct_and_scan_back() {
     use depot::store::{ChunkId, object};
@@ -401,5 +403,16 @@ fn direct_batches_stay_direct_and_scan_back() {
     assert_eq!(found.len(), records.len());
     for (loc, e) in at.iter().zip(&encoded) {
         assert!(found[loc] == e.to_vec(), "the record at {loc:#x}");
+        let whole = e.to_vec();
+        // A small buffer (a second read past its capacity) and a large one.
+        for room in [0, 1 << 20] {
+            let mut buf = Vec::with_capacity(room);
+            buf.extend_from_slice(b"kept");
+            assert!(packs.read_into(*loc, &mut buf).unwrap());
+            assert!(buf[..4] == *b"kept" && buf[4..] == whole[..], "read_into {loc:#x}, room {room}");
+        }
+        let mut buf = b"kept".to_vec();
+        let head = packs.read_head_and_range(*loc, 10, 100, 300, &mut buf).unwrap().unwrap();
+        assert!(head == whole[..10] && buf[..4] == *b"kept" && buf[4..] == whole[100..400], "at {loc:#x}");
     }
 }

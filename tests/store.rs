@@ -333,17 +333,22 @@ fn a_second_process_cannot_open_a_store_in_use() {
     assert!(matches!(err, Error::Locked(_)), "{err}");
 }
 
-/// Chunks and ranges read from the page cache are handed out at their
-/// source's offset within a 4 KiB page (an object starts at a page boundary
-/// of its file, loose or in a pack): where a buffer from the system
-/// allocator would put them instead, 16 bytes further on, the kernel's copy
-/// out of the page cache is several times slower on AMD machines
+/// Chunks and ranges are handed out at their source's offset within a
+/// 4 KiB page (an object starts at a page boundary of its file, loose or
+/// in a pack), whether a blocking thread read them or the page cache
+/// answered on the async thread: where a buffer from the system allocator
+/// would put them instead, 16 bytes further on, the kernel's copy out of
+/// the page cache is several times slower on AMD machines
 /// (docs/PERFORMANCE.md, D1, "Reads placed at the page offset of their
 /// source").
 #[test]
-fn cached_reads_keep_their_sources_page_offset() {
+fn reads_keep_their_sources_page_offset() {
+    use depot::store::{Faulty, objects::Op};
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open_store(dir.path(), test_options());
+    let opts = test_options();
+    let objects =
+        Arc::new(Faulty::new(depot::store::open_objects(&opts, &dir.path().join("objects")).unwrap()));
+    let store = Store::open_with(dir.path(), opts, objects.clone(), Arc::new(SystemClock)).unwrap();
     // Longer than one hop (`read::ONE_HOP`): a download's path.
     let data = pseudo_random(1_500_000, 17);
     let rec = ingest(&store, "a.bin", &data);
@@ -354,28 +359,43 @@ fn cached_reads_keep_their_sources_page_offset() {
             store.read_range(&rec, guard, start, end).try_collect().await.unwrap()
         })
     };
-    // The first read goes to the blocking thread and leaves the objects in
-    // the page cache; the second is answered from there.
-    assert_eq!(pieces(0, rec.size).concat(), data);
-    let cached = || store.activity().chunk_reads_cached;
-    let before = cached();
+    let reads = || {
+        let a = store.activity();
+        (a.chunk_reads_blocking, a.chunk_reads_cached)
+    };
+    let payloads_placed = |pieces: &[Bytes], how: &str| {
+        for b in pieces {
+            assert_eq!(b.as_ptr().addr() % 4096, object::HEADER_LEN, "a whole chunk's payload, {how}");
+        }
+    };
+    // Read on a blocking thread (as from a disk: the reads from memory
+    // alone answer nothing), then from the page cache.
+    objects.fail_always(Op::GetCached, true);
+    let (blocking, cached) = reads();
     let whole = pieces(0, rec.size);
-    assert_eq!(cached() - before, whole.len() as u64, "every chunk from the page cache");
-    for b in &whole {
-        assert_eq!(b.as_ptr().addr() % 4096, object::HEADER_LEN, "a whole chunk's payload");
-    }
+    assert_eq!(whole.concat(), data);
+    assert_eq!(reads(), (blocking + whole.len() as u64, cached), "every chunk read blocking");
+    payloads_placed(&whole, "read blocking");
+    objects.heal();
+    let whole = pieces(0, rec.size);
+    assert_eq!(reads(), (blocking + whole.len() as u64, cached + whole.len() as u64), "then cached");
+    payloads_placed(&whole, "read from the page cache");
     // A range inside a chunk starts where its first byte sits in the file
     // (the first range looks the segment up on a blocking thread; the
     // second is read from the page cache).
     let entries = store.segment(&rec.id, 0).unwrap();
     let k = entries.iter().position(|e| e.len >= 1_000).unwrap();
     let from = entries[..k].iter().map(|e| u64::from(e.len)).sum::<u64>() + 300;
-    assert_eq!(pieces(from, from + 500).concat(), data[from as usize..from as usize + 500]);
-    let before = cached();
-    let part = pieces(from, from + 500);
-    assert_eq!(cached() - before, 1, "the range from the page cache");
-    assert_eq!(part.concat(), data[from as usize..from as usize + 500]);
-    assert_eq!(part[0].as_ptr().addr() % 4096, object::HEADER_LEN + 300, "a range's bytes");
+    let want = &data[from as usize..from as usize + 500];
+    for how in ["read blocking", "read from the page cache"] {
+        objects.fail_always(Op::GetCached, how == "read blocking");
+        let (blocking, cached) = reads();
+        let part = pieces(from, from + 500);
+        let by_thread = if how == "read blocking" { (blocking + 1, cached) } else { (blocking, cached + 1) };
+        assert_eq!(reads(), by_thread, "the range {how}");
+        assert_eq!(part.concat(), want);
+        assert_eq!(part[0].as_ptr().addr() % 4096, object::HEADER_LEN + 300, "a range's bytes, {how}");
+    }
 }
 
 /// A chunk stored zstd whose object the page cache holds is read once, on

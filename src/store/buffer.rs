@@ -46,6 +46,18 @@ pub fn take_placed(len: usize, offset: u64) -> (Buffer, usize) {
     (b, at)
 }
 
+/// [`take`] for a read of at most `len` bytes from file offset `offset`
+/// that appends to the buffer (as the object stores' blocking reads do):
+/// the buffer holds [`page_lead`] zeros, so that each byte read lands at
+/// its source's offset within a page, and has room for `len` more; with
+/// where the read starts.
+pub fn take_to_append(len: usize, offset: u64) -> (Buffer, usize) {
+    let mut b = take(PAGE + len);
+    let at = page_lead(&b, offset);
+    b.vec.resize(at, 0);
+    (b, at)
+}
+
 /// The smallest capacity worth pooling: the server's mmap threshold.
 pub const POOLED_MIN: usize = 128 * 1024;
 
@@ -299,6 +311,9 @@ mod tests {
         }
         let (b, at) = take_placed(300_000, 56);
         assert!(b.len() - at >= 300_000 && (b.as_ptr().addr() + at) % PAGE == 56, "room past the lead");
+        let (b, at) = take_to_append(300_000, 4152);
+        assert_eq!(b.len(), at, "the lead, nothing more");
+        assert!(b.capacity() - at >= 300_000 && (b.as_ptr().addr() + at) % PAGE == 56, "room past the lead");
     }
 
     #[test]

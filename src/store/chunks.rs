@@ -361,22 +361,23 @@ impl Store {
         Ok(self.missing(std::slice::from_ref(id), lease_until)?.is_empty())
     }
 
-    /// A chunk's stored object (header checked), for serving it as is, in
-    /// a pooled buffer (see [`buffer`]).
+    /// A chunk's stored object (header checked), for serving it as is: the
+    /// bytes `object` of a pooled buffer (see [`buffer`]).
     ///
     /// # Errors
     /// [`Error::ChunkNotFound`], [`Error::Corrupt`].
-    pub fn chunk_object(&self, id: &ChunkId) -> Result<(object::Header, Buffer)> {
+    pub fn chunk_object(&self, id: &ChunkId) -> Result<(object::Header, Buffer, std::ops::Range<usize>)> {
         let (len, key) = match self.0.meta.chunk_row(id)? {
             Some(r) if r.usable() => (r.raw_len, ObjectKey::new(*id, r.generation)),
             _ => return Err(Error::ChunkNotFound(*id)),
         };
-        let enc = self.object_buffer(&key, len)?;
-        let h = object::check(&enc).map_err(|e| Error::Corrupt { id: *id, reason: e.0.into() })?;
+        let (enc, object) = self.object_buffer(&key, len)?;
+        let h = object::check(&enc[object.clone()])
+            .map_err(|e| Error::Corrupt { id: *id, reason: e.0.into() })?;
         if h.id != *id {
             return Err(Error::Corrupt { id: *id, reason: "object holds another chunk".into() });
         }
-        Ok((h, enc))
+        Ok((h, enc, object))
     }
 
     /// A chunk's `len` raw bytes (CRC-checked), in a pooled buffer that
@@ -401,9 +402,8 @@ impl Store {
     /// A chunk's raw bytes (CRC-checked), however long they are: `len` only
     /// sizes the buffer.
     fn read_chunk_as_stored(&self, key: &ObjectKey, len: u32) -> Result<Bytes> {
-        let enc = self.object_buffer(key, len)?;
-        let n = enc.len();
-        self.decode_chunk(key, enc, 0..n)
+        let (enc, object) = self.object_buffer(key, len)?;
+        self.decode_chunk(key, enc, object)
     }
 
     /// The raw bytes of `enc[object]`, the encoded object read for chunk `key`:
@@ -424,13 +424,18 @@ impl Store {
 
     /// The encoded object of a chunk of `len` raw bytes, read into a pooled
     /// buffer with room for it (a stored payload is never longer than the
-    /// raw bytes: compression is kept only when it pays).
-    fn object_buffer(&self, key: &ObjectKey, len: u32) -> Result<Buffer> {
-        let mut enc = buffer::take(object::HEADER_LEN + len as usize);
+    /// raw bytes: compression is kept only when it pays): the buffer, and
+    /// where in it the object is. The object starts at a page boundary of
+    /// the buffer, as it does in its file (a loose object's, or a pack
+    /// record), so the copy out of the page cache runs at full speed (see
+    /// [`buffer::page_lead`]).
+    fn object_buffer(&self, key: &ObjectKey, len: u32) -> Result<(Buffer, std::ops::Range<usize>)> {
+        let (mut enc, at) = buffer::take_to_append(object::HEADER_LEN + len as usize, 0);
         if !self.0.objects.get_into(key, &mut enc)? {
             return Err(Error::Corrupt { id: key.id, reason: "object missing".into() });
         }
-        Ok(enc)
+        let end = enc.len();
+        Ok((enc, at..end))
     }
 
     /// Where chunk `id`'s object is: generation 0 on a store that is
@@ -499,27 +504,23 @@ impl Store {
         // it goes unused and the whole object is read below. It is read
         // into a pooled buffer, not zeroed first: a fresh 64 KiB vector per
         // range was zeroed (2.4% of D2's server CPU) and freed at glibc's
-        // consolidation threshold (docs/PERFORMANCE.md, D2).
-        let mut part = buffer::take((to - from).max(buffer::POOLED_MIN));
+        // consolidation threshold (docs/PERFORMANCE.md, D2). Its first
+        // byte lands at its source's offset in a page (see `object_buffer`).
+        let start = object::HEADER_LEN + from;
+        let (mut part, at) = buffer::take_to_append((to - from).max(buffer::POOLED_MIN), start as u64);
         let head = self
             .0
             .objects
-            .get_head_and_range(
-                key,
-                object::HEADER_LEN,
-                (object::HEADER_LEN + from) as u64,
-                to - from,
-                &mut part,
-            )?
+            .get_head_and_range(key, object::HEADER_LEN, start as u64, to - from, &mut part)?
             .ok_or_else(|| corrupt("object missing"))?;
         let h = part_header(&head, key, len)?;
         if h.codec != object::Codec::Raw {
             return self.decoded_slice(&key.id, from, to, || self.read_chunk_at(key, len));
         }
-        if part.len() != to - from {
+        if part.len() - at != to - from {
             return Err(corrupt("object shorter than its header says"));
         }
-        Ok(part.freeze(0..to - from))
+        Ok(part.freeze(at..at + to - from))
     }
 
     /// [`Self::read_chunk_part_at`] answered only when the kernel's caches

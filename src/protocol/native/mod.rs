@@ -157,13 +157,11 @@ pub async fn get_chunk(
             if !s.known_in(&who.view, &[id])?[0] {
                 return Err(crate::store::Error::ChunkNotFound(id));
             }
-            let (h, enc) = s.chunk_object(&id)?;
+            let (h, enc, object) = s.chunk_object(&id)?;
             if accepts_zstd && h.codec == object::Codec::Zstd {
-                let end = enc.len();
-                return Ok((Some("zstd"), enc.freeze(object::HEADER_LEN..end)));
+                return Ok((Some("zstd"), enc.freeze(object.start + object::HEADER_LEN..object.end)));
             }
-            let n = enc.len();
-            let (_, raw) = object::decode_buffer(enc, 0..n, max, false)
+            let (_, raw) = object::decode_buffer(enc, object, max, false)
                 .map_err(|e| crate::store::Error::Corrupt { id, reason: e.0.into() })?;
             Ok((None, raw))
         })

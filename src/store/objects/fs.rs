@@ -332,7 +332,6 @@ impl ObjectStore for FsObjects {
 
     fn get_into(&self, key: &ObjectKey, buf: &mut Vec<u8>) -> io::Result<bool> {
         use std::io::Read;
-        buf.clear();
         let Some(mut file) = open_existing(&self.path_of(key))? else { return Ok(false) };
         let len = file.metadata()?.len();
         buf.reserve(usize::try_from(len).unwrap_or(0));
@@ -361,7 +360,6 @@ impl ObjectStore for FsObjects {
         use std::io::{Read, Seek, SeekFrom};
         let Some(mut file) = open_existing(&self.path_of(key))? else { return Ok(None) };
         let h = read_at_most(&file, 0, head)?;
-        buf.clear();
         buf.reserve(len);
         file.seek(SeekFrom::Start(start))?;
         (&mut file).take(len as u64).read_to_end(buf)?;

@@ -202,9 +202,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     }
 
     /// The first `head` bytes of the encoded object, with its bytes
-    /// `start..start + len` in `buf` (cleared first; each fewer when the
-    /// object ends first), or `None` when absent: a header and a slice read
-    /// together, the slice into the caller's (reused) buffer. The default
+    /// `start..start + len` appended to `buf` (each fewer when the object
+    /// ends first), or `None` when absent: a header and a slice read
+    /// together, the slice into the caller's (reused) buffer. What `buf`
+    /// held before is kept, as [`std::io::Read::read_to_end`] keeps it, so
+    /// that a caller can choose where in a page the slice lands (see
+    /// [`crate::store::buffer::page_lead`]). The default
     /// makes two [`ObjectStore::get_range`] calls (two ranged `GET`s
     /// remotely); the directory opens the file once and reads the slice
     /// straight into `buf`'s spare capacity.
@@ -221,7 +224,6 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> io::Result<Option<Vec<u8>>> {
         let Some(h) = self.get_range(key, 0, head)? else { return Ok(None) };
         let Some(r) = self.get_range(key, start, len)? else { return Ok(None) };
-        buf.clear();
         buf.extend_from_slice(&r);
         Ok(Some(h))
     }
@@ -273,15 +275,15 @@ pub trait ObjectStore: Send + Sync + 'static {
         None
     }
 
-    /// Reads the encoded object into `buf`, cleared first; `false` when
-    /// absent. The buffer's capacity is used when it suffices (a reused
-    /// buffer costs no allocation). The default copies what
-    /// [`ObjectStore::get`] returns.
+    /// Appends the encoded object to `buf` (what it held before is kept, as
+    /// [`std::io::Read::read_to_end`] keeps it: a caller chooses where in
+    /// a page the object lands); `false` when absent. The buffer's capacity
+    /// is used when it suffices (a reused buffer costs no allocation). The
+    /// default copies what [`ObjectStore::get`] returns.
     ///
     /// # Errors
     /// I/O failures other than absence.
     fn get_into(&self, key: &ObjectKey, buf: &mut Vec<u8>) -> io::Result<bool> {
-        buf.clear();
         Ok(self.get(key)?.map(|o| buf.extend_from_slice(&o)).is_some())
     }
 

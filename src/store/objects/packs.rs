@@ -242,28 +242,29 @@ impl Packs {
         Ok(self.file(pack_of(generation))?.map(|f| (f, offset_of(generation))))
     }
 
-    /// The record at `generation` into `buf` (cleared first): its header
-    /// and payload, as long as its header says, or what the pack holds
-    /// there when that is no header. `false` when the pack is gone. Reads
-    /// `buf`'s capacity at once when that holds the record (one `pread`).
+    /// The record at `generation` appended to `buf` (what it held is
+    /// kept): its header and payload, as long as its header says, or what
+    /// the pack holds there when that is no header. `false` when the pack
+    /// is gone. Reads to `buf`'s capacity at once when that holds the
+    /// record (one `pread`).
     ///
     /// # Errors
     /// I/O failures.
     pub fn read_into(&self, generation: u64, buf: &mut Vec<u8>) -> io::Result<bool> {
         let Some((file, at)) = self.at(generation)? else { return Ok(false) };
-        buf.clear();
-        let guess = buf.capacity().max(HEADER_LEN);
+        let base = buf.len();
+        let guess = buf.capacity().max(base + HEADER_LEN);
         buf.resize(guess, 0);
-        let n = read_full(&file, at, buf)?;
-        buf.truncate(n);
-        let Ok(h) = Header::decode(buf) else { return Ok(true) };
-        let want = record_len(&h) as usize;
+        let n = read_full(&file, at, &mut buf[base..])?;
+        buf.truncate(base + n);
+        let Ok(h) = Header::decode(&buf[base..]) else { return Ok(true) };
+        let want = base + record_len(&h) as usize;
         if want <= buf.len() {
             buf.truncate(want);
         } else {
             let have = buf.len();
             buf.resize(want, 0);
-            let n = read_full(&file, at + have as u64, &mut buf[have..])?;
+            let n = read_full(&file, at + (have - base) as u64, &mut buf[have..])?;
             buf.truncate(have + n);
         }
         Ok(true)
@@ -288,7 +289,7 @@ impl Packs {
     }
 
     /// [`super::ObjectStore::get_head_and_range`] of a record: its first
-    /// `head` bytes, and bytes `start..start + len` in `buf`.
+    /// `head` bytes, and bytes `start..start + len` appended to `buf`.
     ///
     /// # Errors
     /// I/O failures.
@@ -306,10 +307,10 @@ impl Packs {
         h.truncate(n);
         let end = Header::decode(&h).map_or(u64::MAX, |x| record_len(&x));
         let len = end.saturating_sub(start).min(len as u64) as usize;
-        buf.clear();
-        buf.resize(len, 0);
-        let n = read_full(&file, at + start, buf)?;
-        buf.truncate(n);
+        let base = buf.len();
+        buf.resize(base + len, 0);
+        let n = read_full(&file, at + start, &mut buf[base..])?;
+        buf.truncate(base + n);
         Ok(Some(h))
     }
 
