@@ -13,7 +13,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn chunking_missing_put_commit_manifest() {
-    let (_dir, s) = TestServer::start_temp().await;
+    let (dir, s) = TestServer::start_temp().await;
     let info: ChunkingInfo = s.get_json("/api/chunking").await;
     assert_eq!(info.chunker_id, "fastcdc2020-n1-65536-262144-1048576");
     assert_eq!((info.min, info.avg, info.max), (65536, 262144, 1048576));
@@ -87,7 +87,8 @@ async fn chunking_missing_put_commit_manifest() {
     assert_eq!(m.chunks.len(), 2);
     assert_eq!((m.chunks[1].hash, m.chunks[1].offset, m.chunks[1].len), (hb, 100_000, b.len() as u32));
 
-    // One chunk, raw or as the stored zstd frame.
+    // One chunk, raw or as the stored zstd frame; a raw chunk is raw
+    // either way.
     let r = s.get(&format!("/api/chunks/{hb}")).await;
     assert!(r.headers().get("content-encoding").is_none());
     assert_eq!(r.bytes().await.unwrap(), b);
@@ -96,8 +97,17 @@ async fn chunking_missing_put_commit_manifest() {
     let frame = r.bytes().await.unwrap();
     assert!(frame.len() < b.len() / 4);
     assert_eq!(zstd::bulk::decompress(&frame, b.len()).unwrap(), b);
+    let r = s.get_with(&format!("/api/chunks/{ha}"), &[("Accept-Encoding", "zstd")]).await;
+    assert!(r.headers().get("content-encoding").is_none());
+    assert_eq!(r.bytes().await.unwrap(), a);
     let r = s.get(&format!("/api/chunks/{}", ChunkId::of(b"none"))).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // A bit flipped in the stored frame: refused both ways, never sent.
+    common::stored::flip_bit(dir.path(), &hb, |len| len - 1);
+    for accept in ["identity", "zstd"] {
+        let r = s.get_with(&format!("/api/chunks/{hb}"), &[("Accept-Encoding", accept)]).await;
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR, "Accept-Encoding: {accept}");
+    }
     s.stop().await;
 }
 

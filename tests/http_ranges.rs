@@ -178,6 +178,7 @@ async fn a_deleted_file_is_gone_at_once_though_it_was_cached() {
 /// (500, JSON), not a success status followed by a cut connection: the
 /// body's first frame is read before the head goes out. A damaged chunk
 /// later in the file still cuts the stream (the status is gone by then).
+/// Asked for alone (`GET /api/chunks/{hash}`), it is a 500 too.
 #[tokio::test]
 async fn a_damaged_first_chunk_is_an_error_answer_not_a_cut_body() {
     let (dir, s) = TestServer::start_temp_with(|c| c.chunking = small_chunks()).await;
@@ -187,8 +188,14 @@ async fn a_damaged_first_chunk_is_an_error_answer_not_a_cut_body() {
     let (first, second) = (m.chunks[0], m.chunks[1]);
     damage(dir.path(), first, |len| len - 1); // the payload's last byte
 
-    // The whole file, and a range that reads the first chunk whole.
+    // The chunk alone, then the whole file, and a range that reads the
+    // first chunk whole.
+    let second_alone = s.get(&format!("/api/chunks/{}", second.hash)).await;
+    assert_eq!(second_alone.status(), StatusCode::OK);
+    let (from, to) = (second.offset as usize, (second.offset + u64::from(second.len)) as usize);
+    assert_eq!(second_alone.bytes().await.unwrap(), data[from..to], "an undamaged chunk alone");
     for r in [
+        s.get(&format!("/api/chunks/{}", first.hash)).await,
         s.get(&format!("/api/files/{}", f.id)).await,
         s.get_with(&format!("/api/files/{}", f.id), &[("Range", &format!("bytes=0-{}", first.len - 1))])
             .await,

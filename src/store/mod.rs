@@ -40,6 +40,8 @@ mod backlog;
 #[cfg(feature = "server")]
 mod cache;
 #[cfg(feature = "server")]
+mod chunk_read;
+#[cfg(feature = "server")]
 mod chunks;
 #[cfg(feature = "server")]
 mod compact;
@@ -104,6 +106,7 @@ pub(crate) use self::engine::lock;
 pub use self::{
     append::{AppendOutcome, Appender, NewStream},
     backlog::GcBacklog,
+    chunk_read::ChunkBody,
     chunks::Put,
     compact::{CompactReport, PackReport},
     engine::{Activity, Stats, Store, StoreOptions, open_objects},

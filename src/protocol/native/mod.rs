@@ -16,7 +16,7 @@ use futures_util::{StreamExt, stream};
 use super::answers::{ChunksMissing, FileTooLarge};
 use super::file_info;
 use crate::http::{ApiError, AppState, Caller, InPath, JsonBody, Routes, content_length, read_body};
-use crate::store::{ChunkId, Entry, FileId, NewFile, object};
+use crate::store::{ChunkBody, ChunkId, Entry, FileId, NewFile};
 use crate::wire::{
     ChunkingInfo, CommitRequest, ErrorBody, FileInfo, ManifestChunk, ManifestInfo, MissingRequest,
     MissingResponse, PutChunkResponse, TypePolicyInfo,
@@ -149,7 +149,6 @@ pub async fn get_chunk(
     let accepts_zstd = headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(|v| {
         v.split(',').any(|e| e.split(';').next().is_some_and(|e| e.trim().eq_ignore_ascii_case("zstd")))
     });
-    let max = st.store.options().max_object_size as usize;
     let (codec, body) = st
         .store
         .blocking(move |s| {
@@ -157,13 +156,10 @@ pub async fn get_chunk(
             if !s.known_in(&who.view, &[id])?[0] {
                 return Err(crate::store::Error::ChunkNotFound(id));
             }
-            let (h, enc, object) = s.chunk_object(&id)?;
-            if accepts_zstd && h.codec == object::Codec::Zstd {
-                return Ok((Some("zstd"), enc.freeze(object.start + object::HEADER_LEN..object.end)));
-            }
-            let (_, raw) = object::decode_buffer(enc, object, max, false)
-                .map_err(|e| crate::store::Error::Corrupt { id, reason: e.0.into() })?;
-            Ok((None, raw))
+            Ok(match s.chunk_to_send(&id, accepts_zstd)? {
+                ChunkBody::Zstd(frame) => (Some("zstd"), frame),
+                ChunkBody::Raw(raw) => (None, raw),
+            })
         })
         .await?;
     let mut resp = (
