@@ -72,12 +72,12 @@ const BLOCK_CACHE: usize = 256 << 10;
 /// a flush and a compaction can each hold one).
 const METADATA_BLOCK: usize = 4 << 10;
 const WRITE_BUFFER: u64 = 64 << 10;
-/// Keys per RocksDB `MultiGet` call (see `multi_get`). RocksDB sizes a
-/// call's working vectors and its reads of data blocks by the batch, so the
-/// batch bounds them. 256 answered S2's 10,000 hashes a little faster
-/// (alternated, three rounds each: 21.1–22.0 ms against 20.8–30.2) but
-/// raised M1's peak RSS for a download of 8 GiB from 30.6–31.6 MiB to
-/// 32.0–33.2 (two alternated runs of three rounds each).
+/// Keys per RocksDB `MultiGet` call (see `multi_get`). A call's working
+/// memory in RocksDB grows with its batch (key and merge contexts, a few
+/// hundred bytes a key), so the batch bounds it. 256 answered S2's 10,000
+/// hashes a little faster (alternated, three rounds each: 21.1–22.0 ms
+/// against 20.8–30.2) but raised M1's peak RSS for a download of 8 GiB from
+/// 30.6–31.6 MiB to 32.0–33.2 (two alternated runs of three rounds each).
 const MULTI_GET_BATCH: usize = 64;
 
 impl RocksMeta {
