@@ -132,13 +132,17 @@ async fn each_request_is_logged_once_without_credentials() {
 }
 
 /// `--log-format json` (or DEPOT_LOG_FORMAT=json): every line is one JSON
-/// object, with the event's fields at the top level.
+/// object, with the event's fields at the top level. The start event says
+/// how many async workers run: one fewer than the CPUs unless
+/// `worker_threads` says (read back from the runtime itself).
 #[tokio::test]
 async fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
-    for (args, env) in
-        [(&["--log-format", "json"][..], &[][..]), (&[][..], &[("DEPOT_LOG_FORMAT", "json")][..])]
-    {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for (args, env, workers) in [
+        (&["--log-format", "json"][..], &[][..], cpus.saturating_sub(1).max(1)),
+        (&[][..], &[("DEPOT_LOG_FORMAT", "json"), ("DEPOT_WORKER_THREADS", "3")][..], 3),
+    ] {
         let mut args = args.to_vec();
         args.extend(["--listen", "127.0.0.1:0"]);
         let s = Served::start(&dir.path().join("data"), &args, env).await;
@@ -159,6 +163,7 @@ async fn json_logs_are_one_object_per_line() {
         assert!(access["timestamp"].is_string(), "{access}");
         let listening = events.iter().find(|e| e["message"] == "depot listening").expect("the start event");
         assert!(listening["url"].as_str().unwrap().starts_with("http://127.0.0.1:"), "{listening}");
+        assert_eq!(listening["worker_threads"], workers, "{listening}");
         assert!(!log.contains("SECRET"), "{log}");
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use depot::config::{AuthMode, Config, LogFormat};
 use depot::store::Store;
 
-use crate::{Failure, ServeFlags, StoreArgs, io_cause, load_config, runtime, usage};
+use crate::{Failure, ServeFlags, StoreArgs, io_cause, load_config, usage};
 
 /// Makes sure `dir` can hold a store before the store opens it, so that a
 /// mistake is named plainly (the path and the cause). Returns the first
@@ -78,7 +78,14 @@ fn bootstrap_admin(store: &Store) -> Result<(), String> {
 pub fn serve(args: &StoreArgs, flags: &ServeFlags) -> Result<(), Failure> {
     let cfg = load_config(args, flags)?;
     init_log(&cfg)?;
-    runtime()?.block_on(async move {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = cfg.async_workers(cpus);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting {workers} worker threads: {e}"))?;
+    rt.block_on(async move {
         // Listen first: a busy port then costs no data dir.
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await

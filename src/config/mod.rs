@@ -31,6 +31,12 @@ pub struct Config {
     /// `text` (one line per event; colour only on a terminal) or `json`
     /// (one JSON object per line, for log shippers).
     pub log_format: LogFormat,
+    /// The server's async worker threads: they accept connections, parse
+    /// requests, move bodies and serve ranges from the page cache (hashing,
+    /// disk writes and uncached reads run on a separate blocking pool). `0`
+    /// picks one fewer than the CPUs the process may run on, at least one
+    /// ([`Config::async_workers`]); at most 1024.
+    pub worker_threads: usize,
     pub chunking: ChunkerParams,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
@@ -49,6 +55,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             log: "info".into(),
             log_format: LogFormat::Text,
+            worker_threads: 0,
             chunking: ChunkerParams::default(),
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
@@ -493,6 +500,12 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("{name} must be between 1 byte and 4 GiB")));
             }
         }
+        if self.worker_threads > 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "worker_threads must be 0 (one fewer than the CPUs) to 1024, not {}",
+                self.worker_threads
+            )));
+        }
         if !(0..=22).contains(&self.storage.compression_level) {
             return Err(ConfigError::Invalid("storage.compression_level must be 0..=22".into()));
         }
@@ -542,6 +555,24 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// How many async worker threads the server runs, given `cpus`, the
+    /// CPUs this process may run on (`std::thread::available_parallelism`,
+    /// which heeds the affinity mask and a cgroup's CPU quota):
+    /// `worker_threads`, or for `0` one fewer than `cpus`, at least one.
+    ///
+    /// One fewer, because on a machine whose cores are all busy (the
+    /// blocking pool hashing and writing, a client or another program on
+    /// the same machine) two workers end up sharing one core, and the
+    /// kernel then switches between them once per scheduler tick: a
+    /// request held by the worker that waits, waits a whole tick (4 ms at
+    /// 250 Hz). docs/PERFORMANCE.md, D2, "Two async workers on one core".
+    pub fn async_workers(&self, cpus: usize) -> usize {
+        match self.worker_threads {
+            0 => cpus.saturating_sub(1).max(1),
+            n => n,
+        }
     }
 
     /// The store's options.

@@ -49,6 +49,7 @@ fn every_environment_variable_sets_its_key() {
         "listen" => "localhost:9000",
         "log" => "depot=debug",
         "log_format" => "json",
+        "worker_threads" => "3",
         "chunking.min" => "32KiB",
         "chunking.avg" => "131072",
         "chunking.max" => "2MiB",
@@ -234,4 +235,18 @@ fn s3_settings_are_checked_only_when_used() {
         "[storage]\nobjects = \"s3\"\n[storage.s3]\nendpoint = \"https://s3.example.com\"\nsecret = \"x\"\n";
     let e = Config::from_toml(text).unwrap_err();
     assert!(e.contains("secret"), "credentials are not config keys: {e}");
+}
+
+/// `worker_threads = 0` leaves one CPU to the rest of the machine, never
+/// going below one worker; a number is taken as it is, up to 1024.
+#[test]
+fn worker_threads_leave_a_cpu_unless_set() {
+    let mut c = Config::default();
+    assert_eq!([1, 2, 3, 8].map(|cpus| c.async_workers(cpus)), [1, 1, 2, 7]);
+    c.worker_threads = 3;
+    assert_eq!([1, 2, 8].map(|cpus| c.async_workers(cpus)), [3, 3, 3]);
+    c.worker_threads = 1024;
+    c.validate().unwrap();
+    c.worker_threads = 1025;
+    assert!(c.validate().unwrap_err().to_string().contains("worker_threads"));
 }
