@@ -128,6 +128,7 @@ pub fn serve(args: &StoreArgs, flags: &ServeFlags) -> Result<(), Failure> {
         let ready = || {
             tracing::info!(
                 %addr, url = %format!("http://{addr}"), data_dir = %data_dir.display(), auth = %mode, meta = %meta,
+                worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
                 "depot listening"
             );
             if format == LogFormat::Text {
