@@ -46,7 +46,8 @@ enum Tweak {
     /// from before `POST /api/chunks` does.
     NoBatches,
     /// Holds each `POST /api/chunks` answer until a missing-chunks query
-    /// arrives after the batch did, or a second passes.
+    /// later than the one that asked for the batch's chunks has arrived, or
+    /// a second passes.
     HoldBatches(Arc<Held>),
 }
 
@@ -55,6 +56,11 @@ enum Tweak {
 struct Held {
     /// Missing-chunks queries that arrived.
     queries: AtomicU64,
+    /// For each chunk asked about, the number of the first query that asked
+    /// (1 for the first): a batch belongs to the query of its chunks, which
+    /// is known whichever of a batch and a later query reaches the proxy
+    /// first.
+    asked: std::sync::Mutex<std::collections::HashMap<ChunkId, u64>>,
     wake: tokio::sync::Notify,
     /// Batches held.
     batches: AtomicU64,
@@ -72,17 +78,24 @@ async fn proxy(base: String, tweak: Tweak) -> String {
         async move {
             let (parts, body) = req.into_parts();
             let path = parts.uri.path().to_owned();
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
             let mut held = None;
             if let Tweak::HoldBatches(h) = &tweak {
                 if path == "/api/chunks/missing" {
-                    h.queries.fetch_add(1, Ordering::SeqCst);
+                    let asked: depot::wire::MissingRequest = serde_json::from_slice(&body).unwrap();
+                    {
+                        let mut first = h.asked.lock().unwrap();
+                        let n = h.queries.fetch_add(1, Ordering::SeqCst) + 1;
+                        for id in asked.hashes {
+                            first.entry(id).or_insert(n);
+                        }
+                    }
                     h.wake.notify_waiters();
                 } else if path == "/api/chunks" && parts.method == axum::http::Method::POST {
-                    held = Some((h.clone(), h.queries.load(Ordering::SeqCst)));
+                    held = Some(h.clone());
                 }
             }
             let url = format!("{base}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
-            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
             let mut forward = client.request(parts.method.clone(), url).body(body);
             for (k, v) in parts.headers.iter().filter(|(k, _)| **k != HOST) {
                 forward = forward.header(k, v);
@@ -97,8 +110,13 @@ async fn proxy(base: String, tweak: Tweak) -> String {
                 assert!(info_map.remove("max_batch_bytes").is_some());
                 body = serde_json::to_vec(&info).unwrap();
             }
-            if let Some((h, before)) = held {
+            if let Some(h) = held {
                 h.batches.fetch_add(1, Ordering::SeqCst);
+                let stored: depot::wire::PutChunksResponse = serde_json::from_slice(&body).unwrap();
+                let before = {
+                    let asked = h.asked.lock().unwrap();
+                    stored.chunks.iter().map(|c| asked[&c.hash]).max().unwrap()
+                };
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
                 loop {
                     let woken = h.wake.notified();
@@ -149,8 +167,10 @@ async fn put_sends_each_chunk_alone_to_a_server_without_batches() {
 /// `depot put` asks which of the next chunks the server lacks while the
 /// batches of the last ones are still on the wire: the requests in flight
 /// do not drain between one query's chunks and the next's. The proxy holds
-/// each batch's answer until a later query arrives (or a second passes); a
-/// put that waited for every batch before asking again would see none.
+/// each batch's answer until a query later than its chunks' has arrived
+/// (or a second passes); a put that waited for every batch before asking
+/// again would see none. (The later query may reach the proxy before the
+/// batch does: both are in flight at once, and the batch counts.)
 #[tokio::test(flavor = "multi_thread")]
 async fn put_asks_about_the_next_chunks_while_batches_are_in_flight() {
     let (dir, s) = TestServer::start_in_workdir(|c| c.chunking = common::small_chunks()).await;
