@@ -15,6 +15,7 @@ use std::process::ExitCode;
 mod cli;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use cli::{runtime, streaming_runtime};
 use depot::client::{self, Client, ClientError, GetOptions, PutOptions, Search, Source, exit, human};
 use depot::config::{AuthMode, Config};
 use depot::store::Store;
@@ -344,25 +345,6 @@ fn io_cause(e: &std::io::Error) -> String {
     let text = text.split(" (os error").next().unwrap_or(&text);
     let mut c = text.chars();
     c.next().map(|f| f.to_lowercase().collect::<String>() + c.as_str()).unwrap_or_default()
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Runtime::new().map_err(|e| e.to_string())
-}
-
-/// The runtime of `depot get`: one async worker. A get's async side only
-/// moves frames from the socket to the thread that hashes and writes them;
-/// with a worker per core, reqwest's connection task and the body's reader
-/// ran on different threads and every frame crossed between them. Measured
-/// (docs/PERFORMANCE.md, D1), a verified GiB into `/dev/null`: median 0.58 s
-/// of wall and 0.43 s of client CPU against 0.72 s and 0.565 s. `depot put`
-/// keeps a worker per core: its cold uploads were no faster with one.
-fn streaming_runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
 }
 
 /// Runs a client command; Ctrl-C ends it with one line saying how to

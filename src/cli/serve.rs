@@ -80,11 +80,7 @@ pub fn serve(args: &StoreArgs, flags: &ServeFlags) -> Result<(), Failure> {
     init_log(&cfg)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = cfg.async_workers(cpus);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting {workers} worker threads: {e}"))?;
+    let rt = super::runtime_with_workers(workers)?;
     rt.block_on(async move {
         // Listen first: a busy port then costs no data dir.
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
