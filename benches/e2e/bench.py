@@ -870,7 +870,7 @@ def uploads(ctx: Ctx, with_u1: bool, with_u4: bool, with_c1: bool) -> None:
                                 ctx.stat(key + ".wire").show(lambda v: f"{v:.4f}")))
     if with_c1:
         ratio_row(ctx, "C1", f"{C1_CLIENTS} clients × {human(each)} at once, aggregate MB/s", "c1",
-                  f"one `depot put` of {human(n)}", "u1")
+                  f"one `depot put` of {human(n)}", "u1", "≥ 1× one put", lambda r: r >= 1)
         ctx.rows.append(Row("C1", "failed uploads (all rounds)", str(errors[0]), goal="0",
                             met="yes" if errors[0] == 0 else "**no**"))
 
