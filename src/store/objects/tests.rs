@@ -347,8 +347,8 @@ fn one_synced_object(len: u32) -> (tempfile::TempDir, FsObjects, ObjectKey, Vec<
 /// with fsync, they are clean) and checks with [`resident_bytes`] that
 /// none is left; `false`, and nothing to check, on tmpfs, which keeps
 /// every page in memory, or when the kernel keeps some page through 20
-/// tries (`POSIX_FADV_DONTNEED` is advice: a page another CPU holds for a
-/// moment is skipped, as CI saw on a loaded machine).
+/// tries (`POSIX_FADV_DONTNEED` is advice: the kernel skips a page it
+/// cannot drop at that moment; once, in CI, a page stayed).
 #[cfg(target_os = "linux")]
 fn evicted(store: &FsObjects, key: &ObjectKey) -> bool {
     let path = store.path_of(key);
