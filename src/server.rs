@@ -1,6 +1,7 @@
 //! The server on top of the protocols: merges each protocol's routes and
 //! OpenAPI paths, puts the cross-cutting layers around them, and runs it
-//! all (`serve`) with graceful shutdown and the GC loop; `serve_opening`
+//! all (`serve`) with graceful shutdown, the GC loop and the buffer pool's
+//! decay; `serve_opening`
 //! answers (503, "starting") while the store is still opening. Adding a
 //! protocol is its own module plus one line in [`routes`] and one in
 //! [`openapi`].
@@ -319,6 +320,7 @@ pub async fn serve_opening<E>(
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError<E>> {
+    crate::store::buffer::set_burst(usize::try_from(limits.max_buffered.0).unwrap_or(usize::MAX));
     let app: Arc<OnceLock<Router>> = Arc::default();
     let state_slot: Arc<OnceLock<AppState>> = Arc::default();
     let (abort, aborted) = tokio::sync::oneshot::channel::<()>();
@@ -349,6 +351,7 @@ pub async fn serve_opening<E>(
     let _ = state_slot.set(state.clone());
     let _ = app.set(router(state.clone()));
     let gc = tokio::spawn(gc_loop(state.clone(), state.shutdown.clone()));
+    let decay = tokio::spawn(buffer_decay_loop(state.shutdown.clone()));
     if !server.is_finished() {
         ready();
     }
@@ -356,6 +359,7 @@ pub async fn serve_opening<E>(
     // Also when the shutdown came before the state was made.
     state.begin_shutdown();
     let _ = gc.await;
+    let _ = decay.await;
     if let Err(e) = state.store.blocking(|s| s.close()).await {
         tracing::warn!(error = %e, "closing the store");
     }
@@ -503,6 +507,21 @@ where
             }
         }
     })
+}
+
+/// How often idle pooled buffers beyond the pool's floor are freed
+/// ([`crate::store::buffer::decay`]): an idle server is back to the floor
+/// within two of these.
+const BUFFER_DECAY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn buffer_decay_loop(mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(BUFFER_DECAY_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        crate::store::buffer::decay();
+    }
 }
 
 async fn gc_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {

@@ -411,3 +411,59 @@ async fn new_chunks_go_to_pack_files_by_default() {
     }
     s.stop().await;
 }
+
+/// Many upload batches at once: their buffers stay pooled for the next ones
+/// (up to `limits.max_buffered`, shown by `depot_buffer_pool_bytes`), and
+/// go back to the system within seconds once the uploads stop, down to the
+/// idle pool's few batch buffers.
+#[tokio::test]
+async fn batch_buffers_stay_pooled_while_uploads_overlap_and_are_freed_after() {
+    use depot::store::ChunkId;
+    use depot::store::buffer::{POOLED_BYTES, POOLED_MAX};
+    use futures_util::StreamExt;
+
+    const AT_ONCE: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Served::start(&dir.path().join("data"), &["--listen", "127.0.0.1:0"], &[]).await;
+    let pooled = || async {
+        let m = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        common::metric(&m, "depot_buffer_pool_bytes") as usize
+    };
+    assert!(pooled().await <= POOLED_BYTES);
+    // Each batch holds its buffer from the first byte of its body: each
+    // sends half a chunk, waits until every batch has, then the rest.
+    let halfway = std::sync::Arc::new(tokio::sync::Barrier::new(AT_ONCE));
+    let batches = (0..AT_ONCE).map(|i| {
+        let data = depot::testdata::pseudo_random(2 << 20, i as u64);
+        let id = ChunkId::of(&data);
+        let (first, rest) =
+            (bytes::Bytes::from(data.clone()).slice(..1 << 20), bytes::Bytes::from(data).slice(1 << 20..));
+        let halfway = halfway.clone();
+        let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
+            futures_util::stream::once(async move {
+                halfway.wait().await;
+                Ok(rest)
+            }),
+        );
+        let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(body), 2 << 20);
+        let form = reqwest::multipart::Form::new().part(id.to_string(), part);
+        let url = s.url("/api/chunks");
+        async move { client().post(url).multipart(form).send().await.unwrap().status() }
+    });
+    let statuses = futures_util::future::join_all(batches).await;
+    assert!(statuses.iter().all(|s| s.is_success()), "{statuses:?}");
+    // Read within the decay's first tick after the last buffer came back,
+    // which frees nothing of a pool drained since the tick before.
+    let busy = pooled().await;
+    assert!(busy >= AT_ONCE * POOLED_MAX, "{busy} bytes pooled after {AT_ONCE} batches at once");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = pooled().await;
+        if now <= POOLED_BYTES {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {now} bytes pooled 20 s after the uploads");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.stop().await;
+}

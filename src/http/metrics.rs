@@ -122,7 +122,8 @@ impl Metrics {
         let streaming = self.uploads_active.load(Ordering::Relaxed);
         let ratio = format!("{:.4}", stats.dedup_ratio);
         // The unlabelled samples, in exposition order.
-        let samples: [(&str, &str, &str, &dyn std::fmt::Display); 13] = [
+        let pooled = crate::store::buffer::pooled_bytes();
+        let samples: [(&str, &str, &str, &dyn std::fmt::Display); 14] = [
             ("depot_http_request_bytes_total", "counter", "Request body bytes received.", &bytes_in),
             (
                 "depot_http_response_bytes_total",
@@ -156,6 +157,12 @@ impl Metrics {
             ("depot_store_unique_bytes", "gauge", "Raw bytes of stored chunks.", &stats.unique_bytes),
             ("depot_store_stored_bytes", "gauge", "Bytes of chunk objects on disk.", &stats.stored_bytes),
             ("depot_store_dedup_ratio", "gauge", "Logical bytes over unique bytes.", &ratio),
+            (
+                "depot_buffer_pool_bytes",
+                "gauge",
+                "Capacity of the idle chunk buffers kept for reuse, in bytes: up to limits.max_buffered while many requests are in flight, about 16 MiB at most within seconds of their end.",
+                &pooled,
+            ),
         ];
         for (name, kind, help, value) in samples {
             put(name, kind, help, &[(String::new(), value.to_string())]);

@@ -11,13 +11,17 @@
 //!
 //! [`take`] hands out a [`Buffer`] with room for at least the bytes asked
 //! for; dropping it (or the [`Bytes`] made from it by [`Buffer::freeze`],
-//! once the last clone is gone) gives it back. The pool keeps at most
-//! [`POOLED_BYTES`] of capacity; beyond that, buffers are freed as usual.
-//! Buffers below [`POOLED_MIN`] are ordinary allocations: the allocator's
-//! heaps already reuse them.
+//! once the last clone is gone) gives it back. The pool keeps
+//! [`POOLED_BYTES`] of free capacity, and more while its buffers, free and
+//! in use together, stay within the burst set by [`set_burst`]; [`decay`],
+//! called every few seconds, frees what stayed unused beyond
+//! [`POOLED_BYTES`]. Buffers it does not keep are freed as usual. Buffers
+//! below [`POOLED_MIN`] are ordinary allocations: the allocator's heaps
+//! already reuse them.
 
 use std::ops::{Deref, DerefMut, Range};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
@@ -65,12 +69,14 @@ pub const POOLED_MIN: usize = 128 * 1024;
 /// object header, rounded to the pool's step.
 pub const POOLED_MAX: usize = 4 * 1024 * 1024 + STEP;
 
-/// The capacity the pool keeps at most, in bytes: four buffers of
-/// [`POOLED_MAX`], what one `depot put` keeps busy (4 batches of chunks in
+/// The free capacity the pool keeps whatever the burst ([`set_burst`]), in
+/// bytes: four buffers of [`POOLED_MAX`], one `depot put`'s batches (4 in
 /// flight, each read into one buffer: `POST /api/chunks`), or fifteen of
 /// [`CLASS`] (a download reads 4 chunks ahead of the ones being written).
 /// The buffers stay resident, each as far as its largest use touched it, so
-/// this is what reuse costs when idle. The pool holds no more buffers than
+/// this is what reuse costs when idle. A put also keeps up to four
+/// [`CLASS`] buffers busy beside its batches (the staging of direct writes
+/// into pack files), which a pool of only this much never kept. The pool holds no more buffers than
 /// were in use at once; with per-chunk buffers of several sizes, a cap of
 /// 16 MiB once let a long upload's peak memory grow as the pool filled up
 /// (bench M1: 8 GiB against 1 GiB, 1.21x).
@@ -98,14 +104,63 @@ const STEP: usize = 64 * 1024;
 
 static POOL: Pool = Pool::new();
 
-/// Free buffers and their total capacity.
+/// Sets the burst, in bytes: beyond [`POOLED_BYTES`] of free buffers, the
+/// pool keeps a buffer given back while the capacity of its buffers, free
+/// and in use together, stays within it. The server passes
+/// `limits.max_buffered`, the memory its request bodies may hold, so that
+/// what the pool keeps does not double that. 0 until set: a client
+/// process keeps [`POOLED_BYTES`] at most, as when the burst is lower.
+///
+/// Without it, buffers beyond [`POOLED_BYTES`] were each a new mapping,
+/// faulted in page by page: one `depot put` of 1 GiB took 48,000–71,000
+/// page faults in the server, against 13,000–15,400 with the burst
+/// (docs/PERFORMANCE.md, C1, "The pool's burst").
+pub fn set_burst(bytes: usize) {
+    POOL.burst.store(bytes, Ordering::Relaxed);
+}
+
+/// Frees the pooled buffers that stayed unused since the last call, beyond
+/// [`POOLED_BYTES`] (the oldest given back first); returns the capacity
+/// freed, in bytes. A pool drained to [`POOLED_BYTES`] or below at some
+/// point since the last call frees nothing; an idle one is back at
+/// [`POOLED_BYTES`] or below after at most two calls (the first after a
+/// burst may find it drained). The server calls it every few seconds.
+pub fn decay() -> usize {
+    POOL.decay()
+}
+
+/// The capacity of the buffers the pool holds for reuse now, in bytes
+/// (the `depot_buffer_pool_bytes` gauge).
+pub fn pooled_bytes() -> usize {
+    POOL.lock().bytes
+}
+
+/// Free buffers, their total capacity, the lowest that total has been
+/// since the last [`Pool::decay`], and the capacity of the pool-sized
+/// buffers handed out and not given back.
+struct Free {
+    bufs: Vec<Vec<u8>>,
+    bytes: usize,
+    low: usize,
+    out: usize,
+}
+
 struct Pool {
-    inner: Mutex<(Vec<Vec<u8>>, usize)>,
+    inner: Mutex<Free>,
+    /// See [`set_burst`].
+    burst: AtomicUsize,
 }
 
 impl Pool {
     const fn new() -> Self {
-        Pool { inner: Mutex::new((Vec::new(), 0)) }
+        Pool {
+            inner: Mutex::new(Free { bufs: Vec::new(), bytes: 0, low: 0, out: 0 }),
+            burst: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Free> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn take(&'static self, len: usize) -> Buffer {
@@ -118,46 +173,75 @@ impl Pool {
     /// (a pooled buffer keeps its length when given back).
     fn take_stale(&'static self, len: usize) -> Buffer {
         if !(POOLED_MIN..=POOLED_MAX).contains(&len) {
-            return Buffer { vec: Vec::with_capacity(len), pool: self, padding: 0 };
+            return Buffer { vec: Vec::with_capacity(len), pool: self, padding: 0, counted: 0 };
         }
+        let mut free = self.lock();
         let reused = {
-            let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (free, bytes) = &mut *inner;
             let best = free
+                .bufs
                 .iter()
                 .enumerate()
                 .filter(|(_, v)| v.capacity() >= len)
                 .min_by_key(|(_, v)| v.capacity())
                 .map(|(i, _)| i);
             best.map(|i| {
-                let v = free.swap_remove(i);
-                *bytes -= v.capacity();
+                // `remove`, not `swap_remove`: the front stays the buffers
+                // given back longest ago, which `decay` frees first.
+                let v = free.bufs.remove(i);
+                free.bytes -= v.capacity();
+                free.low = free.low.min(free.bytes);
                 v
             })
         };
-        let vec = reused.unwrap_or_else(|| Vec::with_capacity(capacity_for(len)));
-        Buffer { vec, pool: self, padding: 0 }
+        let counted = reused.as_ref().map_or(capacity_for(len), Vec::capacity);
+        free.out += counted;
+        drop(free);
+        // A new buffer is allocated outside the lock.
+        let vec = reused.unwrap_or_else(|| Vec::with_capacity(counted));
+        Buffer { vec, pool: self, padding: 0, counted }
     }
 
-    fn give(&self, vec: Vec<u8>) {
+    /// Takes back `vec`, handed out as `counted` bytes of capacity (0 when
+    /// not pool-sized then).
+    fn give(&self, vec: Vec<u8>, counted: usize) {
         let cap = vec.capacity();
+        let burst = self.burst.load(Ordering::Relaxed);
+        let mut free = self.lock();
+        free.out -= counted;
         if !(POOLED_MIN..=POOLED_MAX).contains(&cap) {
             return;
         }
-        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (free, bytes) = &mut *inner;
-        if *bytes + cap <= POOLED_BYTES {
+        if free.bytes + cap <= POOLED_BYTES || free.bytes + free.out + cap <= burst {
             // Its length is kept: those bytes are initialised, so a reader
             // that overwrites them ([`take_to_overwrite`]) need not zero
             // them again.
-            *bytes += cap;
-            free.push(vec);
+            free.bytes += cap;
+            free.bufs.push(vec);
         }
+    }
+
+    fn decay(&self) -> usize {
+        let freed: Vec<Vec<u8>> = {
+            let mut free = self.lock();
+            // What stayed unused beyond the floor goes, to within one
+            // buffer below the target rather than one above.
+            let spare = free.low.min(free.bytes).saturating_sub(POOLED_BYTES);
+            let target = free.bytes - spare;
+            let mut n = 0;
+            while free.bytes > target {
+                free.bytes -= free.bufs[n].capacity();
+                n += 1;
+            }
+            free.low = free.bytes;
+            free.bufs.drain(..n).collect()
+        };
+        // Unmapped outside the lock.
+        freed.iter().map(Vec::capacity).sum()
     }
 
     #[cfg(test)]
     fn bytes(&self) -> usize {
-        self.inner.lock().unwrap().1
+        self.lock().bytes
     }
 }
 
@@ -204,6 +288,8 @@ pub fn take_to_overwrite(len: usize) -> Buffer {
 pub struct Buffer {
     vec: Vec<u8>,
     pool: &'static Pool,
+    /// The capacity counted as handed out when it was taken.
+    counted: usize,
     /// Zeros appended by [`Buffer::pad_to`] since it was taken.
     padding: usize,
 }
@@ -288,7 +374,7 @@ impl DerefMut for Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        self.pool.give(std::mem::take(&mut self.vec));
+        self.pool.give(std::mem::take(&mut self.vec), self.counted);
     }
 }
 
@@ -417,6 +503,52 @@ mod tests {
         assert_eq!(&huge.freeze(0..1)[..], &[1]);
         drop(small);
         assert_eq!(P.bytes(), 0);
+    }
+
+    #[test]
+    fn a_busy_pool_keeps_up_to_its_burst_and_an_idle_one_gives_the_rest_back() {
+        static P: Pool = Pool::new();
+        P.burst.store(16 * POOLED_MAX, Ordering::Relaxed);
+        let held: Vec<Buffer> = (0..12).map(|_| P.take(POOLED_MAX)).collect();
+        drop(held);
+        assert_eq!(P.bytes(), 12 * POOLED_MAX, "kept beyond POOLED_BYTES, within the burst");
+        assert_eq!(P.decay(), 0, "drained since the last decay: all of it was in use");
+        let again: Vec<Buffer> = (0..6).map(|_| P.take(POOLED_MAX)).collect();
+        drop(again);
+        assert_eq!(P.decay(), 2 * POOLED_MAX, "six stayed unused: all but the floor's four go");
+        assert_eq!(P.bytes(), 10 * POOLED_MAX);
+        assert_eq!(P.decay(), 6 * POOLED_MAX, "idle since: back to the floor");
+        assert_eq!(P.bytes(), POOLED_BYTES);
+        assert_eq!(P.decay(), 0, "never below the floor");
+        let held: Vec<Buffer> = (0..20).map(|_| P.take(POOLED_MAX)).collect();
+        drop(held);
+        assert_eq!(P.bytes(), 16 * POOLED_MAX, "beyond the burst, freed as before");
+    }
+
+    #[test]
+    fn beyond_the_floor_the_pool_keeps_only_what_fits_within_the_burst_beside_the_buffers_in_use() {
+        static P: Pool = Pool::new();
+        P.burst.store(8 * POOLED_MAX, Ordering::Relaxed);
+        let mut held: Vec<Buffer> = (0..12).map(|_| P.take(POOLED_MAX)).collect();
+        held.truncate(6);
+        assert_eq!(
+            P.bytes(),
+            POOLED_BYTES,
+            "the floor's four: with six in use, a fifth would pass the burst"
+        );
+        drop(held);
+        assert_eq!(P.bytes(), 8 * POOLED_MAX, "none in use: up to the burst");
+    }
+
+    #[test]
+    fn an_idle_pool_of_chunk_sized_buffers_ends_at_or_just_below_the_floor() {
+        static P: Pool = Pool::new();
+        P.burst.store(64 * CLASS, Ordering::Relaxed);
+        let held: Vec<Buffer> = (0..40).map(|_| P.take(CLASS)).collect();
+        drop(held);
+        P.decay();
+        assert!(P.decay() > 0);
+        assert!(P.bytes() <= POOLED_BYTES && P.bytes() > POOLED_BYTES - CLASS, "{}", P.bytes());
     }
 
     #[test]
