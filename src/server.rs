@@ -520,7 +520,9 @@ async fn buffer_decay_loop(mut stop: tokio::sync::watch::Receiver<bool>) {
             _ = tokio::time::sleep(BUFFER_DECAY_EVERY) => {}
             _ = stop.changed() => return,
         }
-        crate::store::buffer::decay();
+        // Unmapping a burst's buffers (up to `limits.max_buffered`) is
+        // kept off the async workers, which serve ranges meanwhile.
+        let _ = tokio::task::spawn_blocking(crate::store::buffer::decay).await;
     }
 }
 
