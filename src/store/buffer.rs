@@ -205,10 +205,16 @@ impl Pool {
     /// not pool-sized then).
     fn give(&self, vec: Vec<u8>, counted: usize) {
         let cap = vec.capacity();
+        let pooled = (POOLED_MIN..=POOLED_MAX).contains(&cap);
+        if counted == 0 && !pooled {
+            // Neither counted nor kept: no lock (small buffers are dropped
+            // on every request).
+            return;
+        }
         let burst = self.burst.load(Ordering::Relaxed);
         let mut free = self.lock();
         free.out -= counted;
-        if !(POOLED_MIN..=POOLED_MAX).contains(&cap) {
+        if !pooled {
             return;
         }
         if free.bytes + cap <= POOLED_BYTES || free.bytes + free.out + cap <= burst {
