@@ -132,7 +132,7 @@ pub fn decay() -> usize {
 /// The capacity of the buffers the pool holds for reuse now, in bytes
 /// (the `depot_buffer_pool_bytes` gauge).
 pub fn pooled_bytes() -> usize {
-    POOL.lock().bytes
+    POOL.bytes()
 }
 
 /// Free buffers, their total capacity, the lowest that total has been
@@ -245,7 +245,6 @@ impl Pool {
         freed.iter().map(Vec::capacity).sum()
     }
 
-    #[cfg(test)]
     fn bytes(&self) -> usize {
         self.lock().bytes
     }
