@@ -104,7 +104,9 @@ impl Chunker {
     /// `data` that ends undecided (`None`) to the next call, whose `data`
     /// must start with the same bytes, so that none is hashed twice; it
     /// starts at `ScanState::START` and is reset at each cut. The same cuts
-    /// as `next_cut`.
+    /// as `next_cut`. Only [`ReadChunker`] asks it: a [`StreamChunker`]'s
+    /// tail is what a tus upload keeps across its requests, so the server's
+    /// streams keep cutting as `next_cut` does.
     fn next_cut_early(&self, data: &[u8], eof: bool, scan: &mut ScanState) -> Option<usize> {
         let p = self.params;
         let found =
@@ -209,15 +211,18 @@ fn cut_from(
         return Err(scan);
     }
     let end = len.min(max);
-    let from = (min & !1).max(scan.at);
     // The small mask up to `avg`, the large one from there; the last step
     // ends at or before `end` (an odd last byte is never hashed).
     let mid = (avg & !1).max(min & !1);
     let to = end & !1;
+    // `scan` stopped at the end of an earlier `src` that these bytes start
+    // with, so `from <= to`.
+    debug_assert!(scan.at <= to, "a scan resumed on fewer bytes than it stopped at");
+    let from = (min & !1).max(scan.at);
     let gear = &*GEAR;
     let mut hash = scan.hash;
     if from < mid {
-        match self::scan(&src[from..mid.min(to).max(from)], from, hash, mask_s, gear) {
+        match self::scan(&src[from..mid.min(to)], from, hash, mask_s, gear) {
             Ok(h) => hash = h,
             Err(at) => return Ok(at),
         }
@@ -229,7 +234,7 @@ fn cut_from(
             Err(at) => return Ok(at),
         }
     }
-    if end == max { Ok(max) } else { Err(ScanState { at: to.max(scan.at), hash }) }
+    if end == max { Ok(max) } else { Err(ScanState { at: to, hash }) }
 }
 
 /// Rolls the gear hash over `pairs` (an even number of bytes, found at
