@@ -59,7 +59,7 @@ fn routes() -> (Routes, Router<AppState>) {
     tags(
         (name = "files", description = "List, download and delete files"),
         (name = "uploads", description = "The seed's uploads: whole files, and resumable.js / flow.js pieces"),
-        (name = "dedup", description = "depot's own protocol: send only the chunks the server lacks"),
+        (name = "dedup", description = "depot's own protocol: send only the chunks the server lacks. Every JSON body may be sent in zstd (`Content-Encoding: zstd`, RFC 8878), as `GET /api/chunking` lists in `request_encodings`"),
         (name = "tus", description = "tus 1.0.0 resumable uploads: creation, creation-with-upload, creation-defer-length, termination, checksum, expiration, concatenation"),
         (name = "operations", description = "Health, metrics, statistics"),
         (name = "admin", description = "Tokens (the `admin` scope)"),
@@ -151,7 +151,11 @@ impl utoipa::Modify for SharedAnswers {
                     );
                 }
                 if json_body {
-                    add("415", "The body is not `Content-Type: application/json`");
+                    add(
+                        "415",
+                        "The body is not `Content-Type: application/json`, or is in a `Content-Encoding` \
+                         other than `zstd` (the answer's `Accept-Encoding` names it)",
+                    );
                 }
             }
         }

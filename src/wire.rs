@@ -179,6 +179,11 @@ pub struct ChunkingInfo {
     /// would refuse before sending it (absent from older servers).
     #[serde(default)]
     pub types: Option<TypePolicyInfo>,
+    /// Content codings (RFC 9110 §8.4) the JSON API takes for request
+    /// bodies (`Content-Encoding`): `["zstd"]` (RFC 8878), decoded within
+    /// `limits.max_json_body`. Absent from older servers: send JSON plain.
+    #[serde(default)]
+    pub request_encodings: Option<Vec<String>>,
 }
 
 /// Which files the server accepts: empty lists allow everything. A file

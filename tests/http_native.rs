@@ -205,3 +205,139 @@ async fn chunk_bodies_share_a_memory_budget() {
     }
     s.stop().await;
 }
+
+/// JSON bodies in `Content-Encoding: zstd` (RFC 8878), as `GET
+/// /api/chunking` offers: a frame that declares its size and one that does
+/// not answer as the plain body does; other codings are 415 naming zstd;
+/// a body that is not zstd, or asks for a window over 8 MiB, is 400; one
+/// that declares or decodes to more than the JSON limit is 413; none of
+/// them changes anything.
+#[tokio::test]
+async fn json_bodies_in_zstd_answer_as_plain_ones() {
+    let (_dir, s) = TestServer::start_temp_with(|c| c.limits.max_json_body = ByteSize(64 << 10)).await;
+    let info: ChunkingInfo = s.get_json("/api/chunking").await;
+    assert_eq!(info.request_encodings, Some(vec!["zstd".to_string()]));
+
+    let a = pseudo_random(100_000, 21);
+    let ha = ChunkId::of(&a);
+    let r = client().put(s.url(&format!("/api/chunks/{ha}"))).body(a.clone()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let asked: Vec<ChunkId> = (0..600u32).map(|i| ChunkId::of(&i.to_le_bytes())).chain([ha]).collect();
+    let query = serde_json::to_vec(&json!({ "hashes": asked })).unwrap();
+    let post = |body: Vec<u8>, coding: &str| {
+        client()
+            .post(s.url("/api/chunks/missing"))
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", coding)
+            .body(body)
+            .send()
+    };
+    let plain: MissingResponse = post(query.clone(), "identity").await.unwrap().json().await.unwrap();
+    assert_eq!(plain.missing, asked[..600]);
+    let declared = zstd::bulk::compress(&query, 3).unwrap();
+    let mut streamed = Vec::new();
+    zstd::stream::copy_encode(&query[..], &mut streamed, 3).unwrap();
+    assert!(
+        declared.len() < query.len() * 6 / 10,
+        "hex hashes in zstd: {} of {}",
+        declared.len(),
+        query.len()
+    );
+    for (what, body) in [("declared", declared.clone()), ("streamed", streamed)] {
+        let r = post(body, "zstd").await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{what}");
+        assert_eq!(r.json::<MissingResponse>().await.unwrap(), plain, "{what}");
+    }
+
+    // Refused, each with a JSON error and nothing stored.
+    let big = serde_json::to_vec(&json!({ "hashes": [ha], "pad": " ".repeat(100 << 10) })).unwrap();
+    let mut big_streamed = Vec::new();
+    zstd::stream::copy_encode(&big[..], &mut big_streamed, 3).unwrap();
+    // A streamed frame that asks for a 16 MiB window (more than RFC 9659's
+    // 8 MiB) is refused before the decoder takes it.
+    let mut wide = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    wide.window_log(24).unwrap();
+    std::io::Write::write_all(&mut wide, &query).unwrap();
+    let wide = wide.finish().unwrap();
+    let cases = [
+        ("gzip", declared.clone(), StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        ("zstd", wide, StatusCode::BAD_REQUEST),
+        ("zstd, gzip", declared.clone(), StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        ("zstd", query.clone(), StatusCode::BAD_REQUEST),
+        ("zstd", declared[..declared.len() - 3].to_vec(), StatusCode::BAD_REQUEST),
+        ("zstd", zstd::bulk::compress(&big, 3).unwrap(), StatusCode::PAYLOAD_TOO_LARGE),
+        ("zstd", big_streamed, StatusCode::PAYLOAD_TOO_LARGE),
+    ];
+    for (i, (coding, body, want)) in cases.into_iter().enumerate() {
+        let r = post(body, coding).await.unwrap();
+        assert_eq!(r.status(), want, "case {i}");
+        if want == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            assert_eq!(r.headers()["accept-encoding"], "zstd", "case {i}");
+        }
+        let e: ErrorBody = r.json().await.unwrap_or_else(|e| panic!("case {i}: not a JSON error: {e}"));
+        assert_eq!(e.code, want.as_u16(), "case {i}");
+    }
+
+    // A commit in zstd makes the file.
+    let commit = json!({"name": "a.bin", "size": a.len(), "chunks": [{"hash": ha, "len": a.len()}]});
+    let r = client()
+        .post(s.url("/api/files"))
+        .header("Content-Type", "application/json")
+        .header("Content-Encoding", "zstd")
+        .body(zstd::bulk::compress(&serde_json::to_vec(&commit).unwrap(), 3).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let file: FileInfo = r.json().await.unwrap();
+    assert_eq!(s.get(&format!("/api/files/{}", file.id)).await.bytes().await.unwrap(), a);
+    let st = s.stats().await;
+    assert_eq!((st.unique_chunks, st.files), (1, 1));
+    assert_eq!(s.state.body_budget_free(), s.state.config.limits.max_buffered.0, "a share was kept");
+    s.stop().await;
+}
+
+/// A zstd body's decoded bytes are reserved in the memory budget before it
+/// is decoded: a small frame that declares 65 KiB waits while a chunk
+/// being received holds most of a 128 KiB budget, and goes on once that
+/// chunk is stored.
+#[tokio::test]
+async fn a_zstd_body_waits_for_room_for_what_it_decodes_to() {
+    let (_dir, s) = TestServer::start_temp_with(|c| c.limits.max_buffered = ByteSize(128 << 10)).await;
+    let a = pseudo_random(100_000, 22);
+    let ha = ChunkId::of(&a);
+    let (tx, body) = fed_body(2);
+    let slow = tokio::spawn(
+        client().put(s.url(&format!("/api/chunks/{ha}"))).header("Content-Length", a.len()).body(body).send(),
+    );
+    tx.send(Ok(a[..50_000].to_vec())).await.unwrap();
+    let state = s.state.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while state.body_budget_free() > 40 << 10 {
+        assert!(std::time::Instant::now() < deadline, "the chunk took no share");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let query = serde_json::to_vec(&json!({ "hashes": vec![ha; 1000] })).unwrap();
+    assert!(query.len() > 60 << 10);
+    let coded = zstd::bulk::compress(&query, 3).unwrap();
+    assert!(coded.len() < 1024, "{} bytes", coded.len());
+    let ask = tokio::spawn(
+        client()
+            .post(s.url("/api/chunks/missing"))
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", "zstd")
+            .body(coded)
+            .send(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!ask.is_finished(), "the query was decoded without room for its 65 KiB");
+    tx.send(Ok(a[50_000..].to_vec())).await.unwrap();
+    drop(tx);
+    let within = |f| tokio::time::timeout(std::time::Duration::from_secs(10), f);
+    assert_eq!(within(slow).await.expect("the PUT hung").unwrap().unwrap().status(), StatusCode::CREATED);
+    let r = within(ask).await.expect("the query hung").unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.json::<MissingResponse>().await.unwrap().missing.is_empty());
+    s.stop().await;
+}

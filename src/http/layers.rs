@@ -1,15 +1,16 @@
 //! Cross-cutting layers: per-client-IP rate limits (tower_governor, keyed
-//! by [`super::client_ip::ClientIp`]), the JSON bodies' budget, the
+//! by [`super::client_ip::ClientIp`]), the JSON bodies' budget and coding, the
 //! draining of unread upload bodies. CORS is [`super::cors`].
 
 use std::time::Duration;
 
-use axum::http::Method;
+use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use tower_governor::GovernorError;
 use tower_governor::governor::GovernorConfigBuilder;
 
 use super::client_ip::ClientIp;
+use super::encoding::Coding;
 use super::error::ApiError;
 use crate::config::RateLimitConfig;
 
@@ -57,8 +58,10 @@ fn rate_limited(e: GovernorError) -> Response {
 /// `limits.max_json_body`) is reserved before a byte is read, the body is
 /// read here within the JSON limit (413 at once for a larger
 /// `Content-Length`, as soon as a chunked body passes it), and the share is
-/// held until the handler has answered. Bodies of methods whose handlers
-/// never read one (GET, HEAD, OPTIONS, DELETE) are left unread.
+/// held until the handler has answered. A body in `Content-Encoding: zstd`
+/// is decoded here, within the same limit and with its own share
+/// ([`super::encoding`]): handlers see plain JSON. Bodies of methods whose
+/// handlers never read one (GET, HEAD, OPTIONS, DELETE) are left unread.
 pub async fn json_bodies(
     axum::extract::State(st): axum::extract::State<super::AppState>,
     req: axum::extract::Request,
@@ -67,6 +70,10 @@ pub async fn json_bodies(
     let limit = st.config.limits.max_json_body.0;
     let Some(size) = body_size(&req, limit) else {
         return next.run(req).await;
+    };
+    let coding = match super::encoding::coding(req.headers()) {
+        Ok(c) => c,
+        Err(refused) => return refused.into_response(),
     };
     if size > limit {
         return ApiError::PayloadTooLarge(format!(
@@ -78,13 +85,22 @@ pub async fn json_bodies(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let (parts, body) = req.into_parts();
-    let bytes = match super::read_body(body, limit as usize, size as usize, &mut budget).await {
+    let (mut parts, body) = req.into_parts();
+    let mut bytes = match super::read_body(body, limit as usize, size as usize, &mut budget).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    let mut decoded = None;
+    if coding == Coding::Zstd {
+        match super::encoding::decode(&st, &bytes, limit as usize).await {
+            Ok((raw, share)) => (bytes, decoded) = (raw, Some(share)),
+            Err(e) => return e.into_response(),
+        }
+        parts.headers.remove(header::CONTENT_ENCODING);
+        parts.headers.insert(header::CONTENT_LENGTH, bytes.len().into());
+    }
     let resp = next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await;
-    drop(budget);
+    drop((budget, decoded));
     resp
 }
 

@@ -11,6 +11,7 @@ pub mod budget;
 pub mod client_ip;
 pub mod conns;
 pub mod cors;
+pub mod encoding;
 mod error;
 pub mod extract;
 pub mod framing;

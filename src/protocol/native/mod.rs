@@ -15,6 +15,7 @@ use futures_util::{StreamExt, stream};
 
 use super::answers::{ChunksMissing, FileTooLarge};
 use super::file_info;
+use crate::http::encoding::REQUEST_ENCODINGS;
 use crate::http::{ApiError, AppState, Caller, InPath, JsonBody, Routes, content_length, read_body};
 use crate::store::{ChunkBody, ChunkId, Entry, FileId, NewFile};
 use crate::wire::{
@@ -43,6 +44,7 @@ pub async fn chunking(State(st): State<AppState>) -> Json<ChunkingInfo> {
         max_batch_bytes: Some(batch::max_batch_bytes(&st.config.limits)),
         max_file_size: Some(st.config.limits.max_file_size.0),
         types: Some(TypePolicyInfo::from(&st.config.types)),
+        request_encodings: Some(REQUEST_ENCODINGS.iter().map(|&e| e.into()).collect()),
     })
 }
 
