@@ -138,10 +138,30 @@ pub struct Client {
     /// Where the token sent with every request came from (`None`: no
     /// token), for the message of a 401.
     token: Option<TokenSource>,
+    /// Whether the server takes JSON bodies in zstd: its `GET
+    /// /api/chunking` listed it in `request_encodings`.
+    zstd_json: Arc<AtomicBool>,
 }
 
 /// Attempts after the first for a transient failure.
 const RETRIES: u32 = 5;
+
+/// JSON bodies shorter than this go plain: a zstd frame of a short one
+/// saves a few dozen bytes at most.
+const ZSTD_JSON_MIN: usize = 1024;
+
+/// A JSON request body as it goes on the wire ([`Client::payload`]).
+struct Payload {
+    bytes: bytes::Bytes,
+    zstd: bool,
+}
+
+impl Payload {
+    fn on(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(self.bytes.clone());
+        if self.zstd { req.header(reqwest::header::CONTENT_ENCODING, "zstd") } else { req }
+    }
+}
 
 impl Client {
     /// A client that sends no token (enough for a server in `local` mode).
@@ -196,6 +216,7 @@ impl Client {
             notify_retries: false,
             answered: Arc::default(),
             token: token.map(|t| t.source().clone()),
+            zstd_json: Arc::default(),
         })
     }
 
@@ -324,18 +345,41 @@ impl Client {
             && !self.answered.load(Ordering::Relaxed)
     }
 
+    /// The server's chunking and limits. From then on the long JSON
+    /// bodies (missing-chunks queries, commits, segments) go in zstd when
+    /// the server takes that.
+    ///
     /// # Errors
     /// Network and API errors.
     pub async fn chunking(&self) -> Result<ChunkingInfo> {
-        self.retrying(|| self.json(self.http.get(self.url("/api/chunking")))).await
+        let info: ChunkingInfo =
+            self.retrying(|| self.json(self.http.get(self.url("/api/chunking")))).await?;
+        let zstd = info.request_encodings.iter().flatten().any(|e| e.eq_ignore_ascii_case("zstd"));
+        self.zstd_json.store(zstd, Ordering::Relaxed);
+        Ok(info)
+    }
+
+    /// A JSON request body, serialised once for every attempt: in zstd
+    /// (`Content-Encoding: zstd`, RFC 8878) when the server takes that
+    /// ([`Self::chunking`]) and the body is long enough to gain.
+    fn payload<T: serde::Serialize>(&self, body: &T) -> Result<Payload> {
+        let json =
+            serde_json::to_vec(body).map_err(|e| ClientError::Protocol(format!("encoding JSON: {e}")))?;
+        if json.len() >= ZSTD_JSON_MIN && self.zstd_json.load(Ordering::Relaxed) {
+            // A frame that declares its size, so the server reserves that.
+            let coded = zstd::bulk::compress(&json, zstd::DEFAULT_COMPRESSION_LEVEL)
+                .map_err(|e| ClientError::Protocol(format!("compressing JSON: {e}")))?;
+            return Ok(Payload { bytes: coded.into(), zstd: true });
+        }
+        Ok(Payload { bytes: json.into(), zstd: false })
     }
 
     /// # Errors
     /// Network and API errors.
     pub async fn missing(&self, hashes: &[ChunkId]) -> Result<Vec<ChunkId>> {
-        let body = MissingRequest { hashes: hashes.to_vec() };
+        let body = self.payload(&MissingRequest { hashes: hashes.to_vec() })?;
         let r: MissingResponse =
-            self.retrying(|| self.json(self.http.post(self.url("/api/chunks/missing")).json(&body))).await?;
+            self.retrying(|| self.json(body.on(self.http.post(self.url("/api/chunks/missing"))))).await?;
         Ok(r.missing)
     }
 
@@ -383,7 +427,8 @@ impl Client {
     /// # Errors
     /// Network and API errors ([`ClientError::Api`] with `missing` on 409).
     pub async fn commit(&self, req: &CommitRequest) -> Result<FileInfo> {
-        self.retrying(|| self.json(self.http.post(self.url("/api/files")).json(req))).await
+        let body = self.payload(req)?;
+        self.retrying(|| self.json(body.on(self.http.post(self.url("/api/files"))))).await
     }
 
     /// Opens a commit in parts (`POST /api/commits`).
@@ -399,9 +444,9 @@ impl Client {
     /// # Errors
     /// Network and API errors ([`ClientError::Api`] with `missing` on 409).
     pub async fn put_segment(&self, id: &str, n: u32, chunks: &[ChunkRef]) -> Result<SegmentInfo> {
-        let body = SegmentRequest { chunks: chunks.to_vec() };
+        let body = self.payload(&SegmentRequest { chunks: chunks.to_vec() })?;
         let url = self.url(&format!("/api/commits/{id}/segments/{n}"));
-        self.retrying(|| self.json(self.http.put(&url).json(&body))).await
+        self.retrying(|| self.json(body.on(self.http.put(&url)))).await
     }
 
     /// Where commit `id` stands.
