@@ -916,7 +916,9 @@ def u3(ctx: Ctx) -> None:
     srv, _ = ctx.main()
     f, n = ctx.base, ctx.size
     avg = srv.chunking()["avg"]
-    goal = 3 * MiB + 3 * avg
+    # The goal of the project's benchmark plan: each insert's bytes and the
+    # chunks astride its two seams, one average chunk each.
+    goal = 3 * MiB + 6 * avg
     count = [0]
 
     def edited(keep: bool) -> None:
@@ -946,7 +948,7 @@ def u3(ctx: Ctx) -> None:
     w = ctx.stat("u3.wire")
     r = w.median / goal
     ctx.rows.append(Row("U3", "upload after 3 inserts of 1 MiB, bytes on the wire", w.show(human),
-                        f"goal 3 MiB + 3 chunks of {human(avg)}: {human(goal)}", f"{r:.2f}×",
+                        f"goal 3 MiB + 6 chunks of {human(avg)}: {human(goal)}", f"{r:.2f}×",
                         f"≤ {human(goal)}", "yes" if w.median <= goal else "**no**"))
     ctx.rows.append(Row("U3", "… of which chunk bytes (`sent_bytes`)", ctx.stat("u3.sent").show(human)))
     ctx.rows.append(Row("U3", "bytes on the wire / file size, %", ctx.stat("u3.pct").show(lambda v: f"{v:.3f}%")))
