@@ -90,17 +90,18 @@ pub async fn json_bodies(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let mut decoded = None;
     if coding == Coding::Zstd {
+        // The decoded bytes take the coded ones' place, and their share the
+        // coded ones' share.
         match super::encoding::decode(&st, &bytes, limit as usize).await {
-            Ok((raw, share)) => (bytes, decoded) = (raw, Some(share)),
+            Ok((raw, share)) => (bytes, budget) = (raw, share),
             Err(e) => return e.into_response(),
         }
         parts.headers.remove(header::CONTENT_ENCODING);
         parts.headers.insert(header::CONTENT_LENGTH, bytes.len().into());
     }
     let resp = next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await;
-    drop((budget, decoded));
+    drop(budget);
     resp
 }
 

@@ -111,7 +111,7 @@ pub use self::{
     compact::{CompactReport, PackReport},
     engine::{Activity, Stats, Store, StoreOptions, open_objects},
     files::NewFile,
-    frame::decode_frame,
+    frame::{WINDOW_LOG_MAX, declared_size, decode_frame, decode_within},
     gc::GcReport,
     ingest::Ingest,
     meta::{Batch, MemMeta, MetaStore, RocksMeta},
