@@ -199,7 +199,7 @@ async fn put_sends_its_hash_lists_in_zstd_where_the_server_takes_it() {
     for r in [&plain, &coded] {
         assert_eq!((r["skipped_chunks"].as_u64(), r["sent_bytes"].as_u64()), (Some(chunks), Some(0)), "{r}");
     }
-    // About 150 bytes of JSON per chunk plain (a hex hash in the query, a
+    // About 130 bytes of JSON per chunk plain (a hex hash in the query, a
     // hash and a length in the segment); hex packs into zstd at about half.
     assert!(plain_wire > 120 * chunks, "plain: {plain_wire} bytes for {chunks} chunks");
     assert!(coded_wire < plain_wire * 6 / 10, "zstd: {coded_wire} bytes against {plain_wire} plain");

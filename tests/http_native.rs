@@ -278,16 +278,25 @@ async fn json_bodies_in_zstd_answer_as_plain_ones() {
         assert_eq!(e.code, want.as_u16(), "case {i}");
     }
 
-    // A commit in zstd makes the file.
+    // A commit refused for its coding makes no file; in zstd it makes one.
     let commit = json!({"name": "a.bin", "size": a.len(), "chunks": [{"hash": ha, "len": a.len()}]});
-    let r = client()
-        .post(s.url("/api/files"))
-        .header("Content-Type", "application/json")
-        .header("Content-Encoding", "zstd")
-        .body(zstd::bulk::compress(&serde_json::to_vec(&commit).unwrap(), 3).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let coded = zstd::bulk::compress(&serde_json::to_vec(&commit).unwrap(), 3).unwrap();
+    let send_commit = |coding: &str, body: Vec<u8>| {
+        client()
+            .post(s.url("/api/files"))
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", coding)
+            .body(body)
+            .send()
+    };
+    let cut = coded[..coded.len() - 3].to_vec();
+    for (coding, body, want) in
+        [("zstd", cut, StatusCode::BAD_REQUEST), ("gzip", coded.clone(), StatusCode::UNSUPPORTED_MEDIA_TYPE)]
+    {
+        assert_eq!(send_commit(coding, body).await.unwrap().status(), want, "{coding}");
+    }
+    assert_eq!(s.stats().await.files, 0, "a refused commit made a file");
+    let r = send_commit("zstd", coded).await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let file: FileInfo = r.json().await.unwrap();
     assert_eq!(s.get(&format!("/api/files/{}", file.id)).await.bytes().await.unwrap(), a);
