@@ -35,7 +35,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v curl >/dev/null || { echo "error: curl is required" >&2; exit 1; }
 
-if ! "$PY" -c 'import depot_client, requests, tqdm, blake3, numpy, pytest' 2>/dev/null; then
+if ! "$PY" -c 'import depot_client, requests, tqdm, blake3, numpy, pytest, zstandard' 2>/dev/null; then
     echo "installing the Python client and its test dependencies"
     "$PY" -m pip install -q -e "python[test]" || { echo "error: pip install failed" >&2; exit 1; }
 fi

@@ -4,6 +4,7 @@ chunks, PUT chunks, commit, manifests)."""
 from __future__ import annotations
 
 import io
+import json
 
 import blake3
 import pytest
@@ -259,6 +260,46 @@ def test_long_chunk_lists_commit_in_parts_and_resume(tmp_path, make_file):
                                   [{"hash": c["hash"], "len": c["len"]}
                                    for c in s.client().manifest(r.file_id)["chunks"]])
         assert whole["etag"] == r.file["etag"]
+    finally:
+        s.stop()
+
+
+def test_reupload_sends_its_hash_lists_in_zstd_where_the_server_takes_them(tmp_path, make_file):
+    """A re-upload sends only hash lists: the missing-chunks queries and the
+    commit's segments. Against a server whose GET /api/chunking offers
+    ``request_encodings: ["zstd"]`` they go in zstd, about half the bytes;
+    against one without the field (an older server) they go plain."""
+    s = Server(tmp_path / "zstd-lists", env=SMALL_CHUNKS).start()
+    try:
+        src = make_file(2 * MIB, seed=232)
+        first = upload(s.client(), str(src), method="native", progress=False)
+        assert first.pieces > 1024  # commits in parts: segments as well as queries
+
+        def reupload(client) -> int:
+            before = s.request_bytes()
+            r = upload(client, str(src), method="native", progress=False)
+            assert r.sent_pieces == 0 and r.file["etag"] == first.file["etag"]
+            return s.request_bytes() - before
+
+        def without_encodings(r, *args, **kw):
+            # The answer an older server gives: the same, without the field.
+            if r.status_code == 200 and r.url.endswith("/api/chunking"):
+                info = r.json()
+                del info["request_encodings"]
+                r._content = json.dumps(info).encode()
+            return r
+
+        older = s.client()
+        older.session.hooks["response"].append(without_encodings)
+        plain = reupload(older)
+        client = s.client()
+        packed = reupload(client)
+        assert client.zstd_json and not older.zstd_json
+        assert plain > 120 * first.pieces, (plain, first.pieces)
+        assert packed < 0.6 * plain, (packed, plain)
+        out = tmp_path / "zstd-lists.out"
+        download(s.client(), first.file_id, str(out), progress=False)
+        assert out.read_bytes() == src.read_bytes()
     finally:
         s.stop()
 
