@@ -13,6 +13,7 @@ per-round ratios under it, printed and written to --out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gzip
 import http.client
@@ -37,7 +38,7 @@ import traceback
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -257,6 +258,63 @@ def timed(cmd: list[str], timeout: float, **kw) -> tuple[float, subprocess.Compl
     t = time.perf_counter()
     r = run(cmd, timeout, **kw)
     return time.perf_counter() - t, r
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it (nginx's master and its workers)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # ended meanwhile
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def set_threads_affinity(pids: list[int], cpus: set[int]) -> None:
+    """Every thread of `pids` and of the processes below them on `cpus`
+    (sched_setaffinity(2) of each task: a thread started later inherits its
+    creator's)."""
+    for pid in pids:
+        for p in process_tree(pid):
+            try:
+                tids = [int(t.name) for t in Path(f"/proc/{p}/task").iterdir()]
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    os.sched_setaffinity(tid, cpus)
+                except OSError:
+                    pass  # the thread ended meanwhile
+
+
+class CpuEach:
+    """The clients on one CPU and the servers on another, for a step: what
+    D1's verified download does when neither side takes the other's core.
+    `client` prefixes a client's command (`taskset`); `servers(pids)` pins
+    them for a block and gives them every CPU back after."""
+
+    def __init__(self) -> None:
+        self.every = os.sched_getaffinity(0)
+        cpus = sorted(self.every)
+        self.ok = len(cpus) >= 2 and shutil.which("taskset") is not None
+        self.client_cpu, self.server_cpu = (cpus[0], cpus[1]) if self.ok else (0, 0)
+        self.client = ["taskset", "-c", str(self.client_cpu)]
+
+    @contextlib.contextmanager
+    def servers(self, pids: list[int]) -> Iterator[None]:
+        set_threads_affinity(pids, {self.server_cpu})
+        try:
+            yield
+        finally:
+            set_threads_affinity(pids, self.every)
 
 
 def child_cpu() -> float:
@@ -964,8 +1022,8 @@ def copy_range(src, dst, n: int) -> None:
         n -= len(b)
 
 
-def curl_get(url: str, n: int, timeout: float) -> float:
-    secs, r = timed(["curl", "-sS", "-f", "-o", "/dev/null", "-w", "%{size_download}", url], timeout)
+def curl_get(url: str, n: int, timeout: float, prefix: list[str] | None = None) -> float:
+    secs, r = timed((prefix or []) + ["curl", "-sS", "-f", "-o", "/dev/null", "-w", "%{size_download}", url], timeout)
     if int(float(r.stdout.strip())) != n:
         raise BenchError(f"curl received {r.stdout.strip()} bytes of {n} from {url}")
     return secs
@@ -1049,6 +1107,28 @@ def d1(ctx: Ctx) -> None:
             add_cpu(ctx, "d1.get.null", n, child_cpu() - c0, cur[0].cpu_s() - s0)
             ctx.samples.add("d1.get.null", ctx.mbps(n, secs))
 
+    # The same two downloads with the clients on one CPU and the servers
+    # (depot; nginx's master and workers) on another: `depot get` checks
+    # every chunk's BLAKE3, which on two shared cores competes with the
+    # server for its core, where nginx's sendfile leaves curl most of one.
+    each = CpuEach()
+
+    def nginx_each(keep: bool) -> None:
+        with each.servers([web.p.pid]):
+            secs = curl_get(f"{web.url}/{ctx.base.name}", n, ctx.timeout(n), each.client)
+        if keep:
+            ctx.samples.add("nginx.each", ctx.mbps(n, secs))
+
+    def depot_get_null_each(keep: bool) -> None:
+        with each.servers([cur[0].p.pid]):
+            c0, s0 = child_cpu(), cur[0].cpu_s()
+            secs, _ = timed(each.client + ["sh", "-c", '"$1" --server "$2" get "$3" -o - >/dev/null', "sh",
+                                           str(ctx.depot), cur[0].url, fid], ctx.timeout(n))
+            c1, s1 = child_cpu(), cur[0].cpu_s()
+        if keep:
+            add_cpu(ctx, "d1.get.each", n, c1 - c0, s1 - s0)
+            ctx.samples.add("d1.get.each", ctx.mbps(n, secs))
+
     def depot_get(keep: bool) -> None:
         out = ctx.work / "download.bin"
         try:
@@ -1079,7 +1159,9 @@ def d1(ctx: Ctx) -> None:
         ctx.rounds("D1", [("curl from depot (fresh process)", depot_curl), ("curl from nginx", nginx),
                           ("curl from a plain server over depot's objects", objects_curl),
                           ("depot get -o - (to /dev/null)", depot_get_null), ("depot get -o FILE", depot_get),
-                          ("curl -o FILE && sync from nginx", nginx_file)])
+                          ("curl -o FILE && sync from nginx", nginx_file)]
+                   + ([("curl from nginx, client and server on a CPU each", nginx_each),
+                       ("depot get -o -, client and server on a CPU each", depot_get_null_each)] if each.ok else []))
     finally:
         plain.stop()
     ratio_row(ctx, "D1", f"download of {human(n)}, `curl -o /dev/null`, MB/s", "d1.curl", "nginx, curl", "nginx",
@@ -1097,6 +1179,11 @@ def d1(ctx: Ctx) -> None:
               "d1.curl", "plain server over depot's objects", "d1.objects")
     cpu_row(ctx, "D1", "`curl` from the plain server over depot's objects", "d1.objects")
     cpu_row(ctx, "D1", "`depot get -o -`", "d1.get.null")
+    if each.ok:
+        ratio_row(ctx, "D1", f"download of {human(n)}, `depot get -o -` to /dev/null, the clients on CPU "
+                  f"{each.client_cpu} and the servers on CPU {each.server_cpu} (`taskset`), MB/s", "d1.get.each",
+                  "nginx, curl, the same CPUs", "nginx.each")
+        cpu_row(ctx, "D1", "`depot get -o -`, on a CPU each", "d1.get.each")
 
 
 def token_copy(ctx: Ctx, srv: Depot) -> tuple[Depot, str]:
