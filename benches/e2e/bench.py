@@ -298,18 +298,25 @@ def set_threads_affinity(pids: list[int], cpus: set[int]) -> None:
 class CpuEach:
     """The clients on one CPU and the servers on another, for a step: what
     D1's verified download does when neither side takes the other's core.
-    `client` prefixes a client's command (`taskset`); `servers(pids)` pins
-    them for a block and gives them every CPU back after."""
+    With `pinned` false both methods leave everything where the kernel puts
+    it, so one step serves both placements."""
 
     def __init__(self) -> None:
         self.every = os.sched_getaffinity(0)
         cpus = sorted(self.every)
         self.ok = len(cpus) >= 2 and shutil.which("taskset") is not None
         self.client_cpu, self.server_cpu = (cpus[0], cpus[1]) if self.ok else (0, 0)
-        self.client = ["taskset", "-c", str(self.client_cpu)]
+
+    def client(self, pinned: bool) -> list[str]:
+        """The prefix of a client's command (`taskset`)."""
+        return ["taskset", "-c", str(self.client_cpu)] if pinned else []
 
     @contextlib.contextmanager
-    def servers(self, pids: list[int]) -> Iterator[None]:
+    def servers(self, pids: list[int], pinned: bool) -> Iterator[None]:
+        """`pids` on the server CPU for the block, every CPU again after."""
+        if not pinned:
+            yield
+            return
         set_threads_affinity(pids, {self.server_cpu})
         try:
             yield
@@ -1022,8 +1029,8 @@ def copy_range(src, dst, n: int) -> None:
         n -= len(b)
 
 
-def curl_get(url: str, n: int, timeout: float, prefix: list[str] | None = None) -> float:
-    secs, r = timed((prefix or []) + ["curl", "-sS", "-f", "-o", "/dev/null", "-w", "%{size_download}", url], timeout)
+def curl_get(url: str, n: int, timeout: float, prefix: tuple[str, ...] | list[str] = ()) -> float:
+    secs, r = timed([*prefix, "curl", "-sS", "-f", "-o", "/dev/null", "-w", "%{size_download}", url], timeout)
     if int(float(r.stdout.strip())) != n:
         raise BenchError(f"curl received {r.stdout.strip()} bytes of {n} from {url}")
     return secs
@@ -1061,6 +1068,12 @@ def d1(ctx: Ctx) -> None:
     n = ctx.size
     web = ctx.web()
     cur: list[Depot] = []
+    # nginx and `depot get -o -` run twice a round: where the kernel puts
+    # them, then with the clients on one CPU and the servers (depot; nginx's
+    # master and workers) on another. `depot get` checks every chunk's
+    # BLAKE3, which on two shared cores competes with the server for its
+    # core, where nginx's sendfile leaves curl most of one.
+    each = CpuEach()
 
     def depot_curl(keep: bool) -> None:
         srv = ctx.restart_main()  # a fresh process per round, for M1
@@ -1073,10 +1086,13 @@ def d1(ctx: Ctx) -> None:
             ctx.samples.add("d1.curl", ctx.mbps(n, secs))
             ctx.samples.add("m1.down.1x", hwm)
 
-    def nginx(keep: bool) -> None:
-        secs = curl_get(f"{web.url}/{ctx.base.name}", n, ctx.timeout(n))
-        if keep:
-            ctx.samples.add("nginx", ctx.mbps(n, secs))
+    def nginx(key: str, pinned: bool) -> Callable[[bool], None]:
+        def step(keep: bool) -> None:
+            with each.servers([web.p.pid], pinned):
+                secs = curl_get(f"{web.url}/{ctx.base.name}", n, ctx.timeout(n), each.client(pinned))
+            if keep:
+                ctx.samples.add(key, ctx.mbps(n, secs))
+        return step
 
     # The same chunks through a server that does nothing but read each
     # object and send its payload: what the store's layout allows. Its bytes
@@ -1096,38 +1112,20 @@ def d1(ctx: Ctx) -> None:
             ctx.samples.add("d1.objects", ctx.mbps(n, secs))
             add_cpu(ctx, "d1.objects", n, child_cpu() - c0, plain.cpu_s() - s0)
 
-    def depot_get_null(keep: bool) -> None:
+    def depot_get_null(key: str, pinned: bool) -> Callable[[bool], None]:
         # The same conditions as curl's: nothing written to disk. depot get
         # checks the length and every chunk's hash itself, and exits non-zero
         # (an error here) on any shortfall.
-        c0, s0 = child_cpu(), cur[0].cpu_s()
-        secs, _ = timed(["sh", "-c", '"$1" --server "$2" get "$3" -o - >/dev/null', "sh", str(ctx.depot), cur[0].url,
-                         fid], ctx.timeout(n))
-        if keep:
-            add_cpu(ctx, "d1.get.null", n, child_cpu() - c0, cur[0].cpu_s() - s0)
-            ctx.samples.add("d1.get.null", ctx.mbps(n, secs))
-
-    # The same two downloads with the clients on one CPU and the servers
-    # (depot; nginx's master and workers) on another: `depot get` checks
-    # every chunk's BLAKE3, which on two shared cores competes with the
-    # server for its core, where nginx's sendfile leaves curl most of one.
-    each = CpuEach()
-
-    def nginx_each(keep: bool) -> None:
-        with each.servers([web.p.pid]):
-            secs = curl_get(f"{web.url}/{ctx.base.name}", n, ctx.timeout(n), each.client)
-        if keep:
-            ctx.samples.add("nginx.each", ctx.mbps(n, secs))
-
-    def depot_get_null_each(keep: bool) -> None:
-        with each.servers([cur[0].p.pid]):
-            c0, s0 = child_cpu(), cur[0].cpu_s()
-            secs, _ = timed(each.client + ["sh", "-c", '"$1" --server "$2" get "$3" -o - >/dev/null', "sh",
-                                           str(ctx.depot), cur[0].url, fid], ctx.timeout(n))
-            c1, s1 = child_cpu(), cur[0].cpu_s()
-        if keep:
-            add_cpu(ctx, "d1.get.each", n, c1 - c0, s1 - s0)
-            ctx.samples.add("d1.get.each", ctx.mbps(n, secs))
+        def step(keep: bool) -> None:
+            with each.servers([cur[0].p.pid], pinned):
+                c0, s0 = child_cpu(), cur[0].cpu_s()
+                secs, _ = timed(each.client(pinned) + ["sh", "-c", '"$1" --server "$2" get "$3" -o - >/dev/null', "sh",
+                                                       str(ctx.depot), cur[0].url, fid], ctx.timeout(n))
+                c1, s1 = child_cpu(), cur[0].cpu_s()
+            if keep:
+                add_cpu(ctx, key, n, c1 - c0, s1 - s0)
+                ctx.samples.add(key, ctx.mbps(n, secs))
+        return step
 
     def depot_get(keep: bool) -> None:
         out = ctx.work / "download.bin"
@@ -1156,12 +1154,13 @@ def d1(ctx: Ctx) -> None:
             ctx.samples.add("nginx.file", ctx.mbps(n, secs))
 
     try:
-        ctx.rounds("D1", [("curl from depot (fresh process)", depot_curl), ("curl from nginx", nginx),
+        ctx.rounds("D1", [("curl from depot (fresh process)", depot_curl), ("curl from nginx", nginx("nginx", False)),
                           ("curl from a plain server over depot's objects", objects_curl),
-                          ("depot get -o - (to /dev/null)", depot_get_null), ("depot get -o FILE", depot_get),
-                          ("curl -o FILE && sync from nginx", nginx_file)]
-                   + ([("curl from nginx, client and server on a CPU each", nginx_each),
-                       ("depot get -o -, client and server on a CPU each", depot_get_null_each)] if each.ok else []))
+                          ("depot get -o - (to /dev/null)", depot_get_null("d1.get.null", False)),
+                          ("depot get -o FILE", depot_get), ("curl -o FILE && sync from nginx", nginx_file)]
+                   + ([("curl from nginx, client and server on a CPU each", nginx("nginx.each", True)),
+                       ("depot get -o -, client and server on a CPU each", depot_get_null("d1.get.each", True))]
+                      if each.ok else []))
     finally:
         plain.stop()
     ratio_row(ctx, "D1", f"download of {human(n)}, `curl -o /dev/null`, MB/s", "d1.curl", "nginx, curl", "nginx",
@@ -1181,7 +1180,7 @@ def d1(ctx: Ctx) -> None:
     cpu_row(ctx, "D1", "`depot get -o -`", "d1.get.null")
     if each.ok:
         ratio_row(ctx, "D1", f"download of {human(n)}, `depot get -o -` to /dev/null, the clients on CPU "
-                  f"{each.client_cpu} and the servers on CPU {each.server_cpu} (`taskset`), MB/s", "d1.get.each",
+                  f"{each.client_cpu} and the servers on CPU {each.server_cpu} (`sched_setaffinity`), MB/s", "d1.get.each",
                   "nginx, curl, the same CPUs", "nginx.each")
         cpu_row(ctx, "D1", "`depot get -o -`, on a CPU each", "d1.get.each")
 
