@@ -341,7 +341,7 @@ class Client:
 
     def open_commit(self, name: str, size: int) -> Dict[str, Any]:
         """Opens a commit in parts: ``{id, max_entries, max_segments, expires_at}``."""
-        return self.json("POST", "/api/commits", ok=(201,), json={"name": name, "size": size})
+        return self.send_json("POST", "/api/commits", {"name": name, "size": size}, ok=(201,))
 
     def put_segment(self, commit_id: str, n: int, chunks: List[Dict[str, Any]]) -> Dict[str, Any]:
         """Sends segment ``n`` (the next chunks of the manifest, in order)."""
