@@ -9,6 +9,7 @@ import json
 import blake3
 import pytest
 
+import depot_client.api
 from conftest import Server, data, run_cli
 from depot_client import download, fastcdc, upload
 from depot_client.api import Unreachable
@@ -264,11 +265,12 @@ def test_long_chunk_lists_commit_in_parts_and_resume(tmp_path, make_file):
         s.stop()
 
 
-def test_reupload_sends_its_hash_lists_in_zstd_where_the_server_takes_them(tmp_path, make_file):
+def test_reupload_sends_its_hash_lists_in_zstd_where_the_server_takes_them(tmp_path, make_file, monkeypatch):
     """A re-upload sends only hash lists: the missing-chunks queries and the
     commit's segments. Against a server whose GET /api/chunking offers
     ``request_encodings: ["zstd"]`` they go in zstd, about half the bytes;
-    against one without the field (an older server) they go plain."""
+    against one without the field (an older server), or from a client
+    without the optional zstandard package, they go plain."""
     s = Server(tmp_path / "zstd-lists", env=SMALL_CHUNKS).start()
     try:
         src = make_file(2 * MIB, seed=232)
@@ -297,6 +299,13 @@ def test_reupload_sends_its_hash_lists_in_zstd_where_the_server_takes_them(tmp_p
         assert client.zstd_json and not older.zstd_json
         assert plain > 120 * first.pieces, (plain, first.pieces)
         assert packed < 0.6 * plain, (packed, plain)
+
+        # The same server, from a client without zstandard: the same
+        # requests as to the older server, byte for byte.
+        monkeypatch.setattr(depot_client.api, "zstandard", None)
+        bare = s.client()
+        assert reupload(bare) == plain and bare.zstd_json
+        monkeypatch.undo()
         out = tmp_path / "zstd-lists.out"
         download(s.client(), first.file_id, str(out), progress=False)
         assert out.read_bytes() == src.read_bytes()
