@@ -323,40 +323,83 @@ test_download_refuses_to_overwrite() {
     [ ! -e "$WORK/keep.out.part" ] || fail "the .part file was left behind" || return 1
 }
 
-# Ctrl-C reaches the whole foreground process group (the script, dd, curl):
-# the script must end with one message and status 130, whatever it was doing.
-test_ctrl_c_ends_with_130() {
-    local f="$WORK/int.bin" pid line seen=0 rc
-    gen "$f" $((40 * PIECE)) 21
-    rm -f "$WORK/int.fifo"
-    mkfifo "$WORK/int.fifo"
-    # As at a terminal: the script runs in its own process group with
-    # SIGINT at its default disposition. A background job of a
-    # non-interactive shell starts with SIGINT ignored (and then cannot trap
-    # it), and `set -m` gives no job control without a terminal (CI has
-    # none), so a small exec wrapper does both.
+# start_as_at_a_terminal ERR CMD...: runs CMD in the background as a shell at
+# a terminal runs a foreground job: in a process group of its own, with
+# SIGINT at its default disposition, its stderr into ERR; sets BG_PID. A
+# background job of a non-interactive shell starts with SIGINT ignored (and
+# then cannot trap it), and `set -m` gives no job control without a terminal
+# (CI has none), so a small exec wrapper does both.
+start_as_at_a_terminal() {
+    local err=$1
+    shift
     "${PYTHON:-python3}" -c 'import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.setpgid(0, 0)
-os.execvp(sys.argv[1], sys.argv[1:])' "$UP" "$f" "$PIECE_KB" >/dev/null 2>"$WORK/int.fifo" </dev/null &
-    pid=$!
+os.execvp(sys.argv[1], sys.argv[1:])' "$@" >/dev/null 2>"$err" </dev/null &
+    BG_PID=$!
+}
+
+# interrupted RC ERRFILE: a script ended by Ctrl-C exits 130 with one
+# message saying how to resume, and bash says nothing of its own.
+interrupted() {
+    ERR=$(cat "$2")
+    [ "$1" = 130 ] || fail "exit status $1 after Ctrl-C, not 130" || return 1
+    [ "$(grep -c '^error: ' "$2")" = 1 ] && grep -q "interrupted: run the same command again" "$2" ||
+        fail "not one interrupted message" || return 1
+    ! grep -qi "trap\|line [0-9]*:" "$2" || fail "bash complained" || return 1
+}
+
+# Ctrl-C reaches the whole foreground process group (the script, dd, curl):
+# the script must end with one message and status 130, whatever it was doing.
+test_ctrl_c_ends_with_130() {
+    local f="$WORK/int.bin" line seen=0 rc
+    gen "$f" $((40 * PIECE)) 21
+    rm -f "$WORK/int.fifo"
+    mkfifo "$WORK/int.fifo"
+    start_as_at_a_terminal "$WORK/int.fifo" "$UP" "$f" "$PIECE_KB"
     exec 4<"$WORK/int.fifo"
     : >"$WORK/int.err"
     while IFS= read -r line <&4; do
         printf '%s\n' "$line" >>"$WORK/int.err"
         if [[ "$line" == *" sent "* ]]; then
             seen=$((seen + 1))
-            [ "$seen" = 3 ] && kill -INT -- -"$pid"
+            [ "$seen" = 3 ] && kill -INT -- -"$BG_PID"
         fi
     done
     exec 4<&-
     rc=0
-    wait "$pid" 2>/dev/null || rc=$?
-    ERR=$(cat "$WORK/int.err")
-    [ "$rc" = 130 ] || fail "exit status $rc after Ctrl-C, not 130" || return 1
-    [ "$(grep -c '^error: ' "$WORK/int.err")" = 1 ] && grep -q "interrupted: run the same command again" "$WORK/int.err" ||
-        fail "not one interrupted message" || return 1
-    ! grep -qi "trap\|line [0-9]*:" "$WORK/int.err" || fail "bash complained" || return 1
+    wait "$BG_PID" 2>/dev/null || rc=$?
+    interrupted "$rc" "$WORK/int.err"
+}
+
+# Ctrl-C while curl downloads (slowed by a curlrc that only this run reads,
+# through CURL_HOME) ends the same way and keeps OUTPUT.part, which the same
+# command then resumes to the whole file.
+test_ctrl_c_during_a_download_ends_with_130_and_resumes() {
+    local f="$WORK/int-d.bin" out="$WORK/int-d.out" id size=0 rc total=$((40 * PIECE))
+    gen "$f" "$total" 22
+    id=$(api -sS --data-binary @"$f" "$DEPOT_SERVER/api/files/upload?filename=int-d.bin" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+    [ -n "$id" ] || fail "upload failed" || return 1
+    mkdir -p "$WORK/slow-curl"
+    echo 'limit-rate = 200k' >"$WORK/slow-curl/.curlrc"
+    start_as_at_a_terminal "$WORK/int-d.err" env CURL_HOME="$WORK/slow-curl" "$DOWN" "$id" "$out"
+    for _ in $(seq 200); do
+        size=$(stat -c %s -- "$out.part" 2>/dev/null || echo 0)
+        [ "$size" -ge "$PIECE" ] && break
+        sleep 0.05
+    done
+    kill -INT -- -"$BG_PID"
+    rc=0
+    wait "$BG_PID" 2>/dev/null || rc=$?
+    [ "$size" -ge "$PIECE" ] || fail "no $PIECE bytes in $out.part after 10 s" || return 1
+    interrupted "$rc" "$WORK/int-d.err" || return 1
+    [ ! -e "$out" ] || fail "an interrupted download left $out" || return 1
+    size=$(stat -c %s -- "$out.part" 2>/dev/null || echo 0)
+    [ "$size" -gt 0 ] && [ "$size" -lt "$total" ] || fail "$out.part holds $size of $total bytes" || return 1
+    run "$DOWN" "$id" "$out"
+    [ "$RC" = 0 ] || fail "the download again exited $RC: $ERR" || return 1
+    cmp -s "$f" "$out" || fail "the resumed download differs" || return 1
+    grep -q "resumed at" <<<"$ERR" || fail "the download again did not resume: $ERR" || return 1
 }
 
 # On a terminal (a pty from script(1)) both scripts show progress: the
@@ -450,6 +493,7 @@ t "empty file" test_empty_file
 t "re-upload after delete starts a new session" test_reupload_after_delete
 t "download refuses to overwrite an existing file without --force" test_download_refuses_to_overwrite
 t "Ctrl-C during an upload exits 130 with one message" test_ctrl_c_ends_with_130
+t "Ctrl-C during a download exits 130 with one message and resumes" test_ctrl_c_during_a_download_ends_with_130_and_resumes
 t "progress on a terminal: upload bar under 80 columns, curl's meter" test_progress_on_a_terminal
 t "errors: clear message, distinct exit codes" test_errors
 t "the token goes in a header file; none or a bad one: exit 5" test_token
