@@ -459,17 +459,25 @@ def _put_together(client: Client, file_id: str, etag: Optional[str], run_chunks:
         k = m + 1
 
 
-def _fetch_span(client: Client, file_id: str, etag: Optional[str], start: int, end: int, fh,
-                result: DownloadResult, bar) -> None:
-    """Bytes ``start..end`` with one ``Range`` request, written in place
-    (checked afterwards, as parts of the chunks around them)."""
+def _open_range(client: Client, file_id: str, etag: Optional[str], start: int, end: int):
+    """The answer to ``GET`` of bytes ``start..end`` of the file (``Range``,
+    with ``If-Range`` on ``etag``: a changed file answers 200, refused here),
+    unencoded; a 206, else ``ServerFailure``. The caller closes it."""
     headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{end - 1}"}
     if etag:
         headers["If-Range"] = f'"{etag}"'
     r = client.open_download(file_id, headers)
-    with r:
-        if r.status_code != 206:
-            raise ServerFailure(f"asked for bytes {start}-{end - 1} and got {r.status_code}")
+    if r.status_code != 206:
+        r.close()
+        raise ServerFailure(f"asked for bytes {start}-{end - 1} and got {r.status_code}")
+    return r
+
+
+def _fetch_span(client: Client, file_id: str, etag: Optional[str], start: int, end: int, fh,
+                result: DownloadResult, bar) -> None:
+    """Bytes ``start..end`` with one ``Range`` request, written in place
+    (checked afterwards, as parts of the chunks around them)."""
+    with _open_range(client, file_id, etag, start, end) as r:
         fh.seek(start)
         pos = start
         for data in _body(r, lambda: pos - start):
@@ -490,13 +498,7 @@ def _fetch_run(client: Client, file_id: str, etag: Optional[str], run: List[tupl
     end = run[-1][0] + run[-1][1]
     if start == end:
         return
-    headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{end - 1}"}
-    if etag:
-        headers["If-Range"] = f'"{etag}"'
-    r = client.open_download(file_id, headers)
-    with r:
-        if r.status_code != 206:
-            raise ServerFailure(f"asked for bytes {start}-{end - 1} and got {r.status_code}")
+    with _open_range(client, file_id, etag, start, end) as r:
         fh.seek(start)
         k, fill, hasher, pos = 0, 0, blake3.blake3(), start
         for data in _body(r, lambda: pos - start):

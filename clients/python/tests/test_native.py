@@ -12,7 +12,7 @@ import pytest
 import depot_client.api
 from conftest import Server, data, run_cli
 from depot_client import download, fastcdc, upload
-from depot_client.api import Unreachable
+from depot_client.api import Client, ServerFailure, Unreachable
 from depot_client.upload import native_params
 
 MIB = 1 << 20
@@ -211,6 +211,25 @@ def test_download_with_a_seed_fetches_only_the_changes(native_server, make_file,
     download(client, r.file_id, str(src), progress=False, force=True)
     assert native_server.response_bytes() - before < 3 * MIB + 128 * 1024
     assert src.read_bytes() == bytes(body)
+
+
+def test_a_seeded_download_refuses_bytes_of_another_version(native_server, make_file, tmp_path, monkeypatch):
+    """Every range a delta download asks for carries If-Range on the ETag
+    it started from. A server whose file is no longer that one answers 200
+    with the whole file: the probes fall back to fetching whole runs, and
+    the fetch of a run fails naming the 200, writing nothing into place."""
+    src = make_file(2 * MIB, seed=311)
+    body = bytearray(src.read_bytes())
+    body[MIB:MIB] = data(64 * 1024, seed=312)
+    edited = tmp_path / "edited-etag.bin"
+    edited.write_bytes(bytes(body))
+    r = native_upload(native_server, edited)
+    real_info = Client.info
+    monkeypatch.setattr(Client, "info", lambda self, file_id: dict(real_info(self, file_id), etag="0" * 64))
+    out = tmp_path / "etag-out.bin"
+    with pytest.raises(ServerFailure, match="and got 200"):
+        download(native_server.client(), r.file_id, str(out), progress=False, seeds=[str(src)])
+    assert not out.exists()
 
 
 SMALL_CHUNKS = {"DEPOT_CHUNKING_MIN": "256", "DEPOT_CHUNKING_AVG": "1024", "DEPOT_CHUNKING_MAX": "4096"}
