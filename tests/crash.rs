@@ -167,6 +167,65 @@ async fn kill_9_during_small_tus_patches_never_changes_the_file() {
     assert!(clean, "{report}");
 }
 
+/// A backup taken while the server runs, as an atomic snapshot of the file
+/// system holding the data dir takes it (README, "Backing up one node"), is
+/// the state `kill -9` leaves at that instant: every write made so far. A
+/// copy of that state, put in another directory, is a store: it serves
+/// every file acknowledged before the snapshot, resumes the unfinished
+/// upload from at least its acknowledged offset, and verifies clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_killed_server_s_data_dir_elsewhere_is_a_working_store() {
+    let live = tempfile::tempdir().unwrap();
+    let data = pseudo_random(3_000_000, 31);
+    let srv = Spawned::start(live.path()).await;
+    let whole = common::upload_raw_to(
+        &client(),
+        &format!("{}/api/files/upload", srv.base),
+        "whole.bin",
+        &data[..1_000_000],
+    )
+    .await
+    .id;
+    let path = create(&srv.base, data.len() as u64).await;
+    let half = data.len() / 2;
+    let r = patch(&format!("{}{path}", srv.base), 0, &data[..half]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    srv.kill9().await;
+
+    let restored = tempfile::tempdir().unwrap();
+    copy_tree(live.path(), restored.path());
+    drop(live);
+    let srv = Spawned::start(restored.path()).await;
+    assert!(download(&srv.base, &whole).await == data[..1_000_000], "the restored file differs");
+    let url = format!("{}{path}", srv.base);
+    let at = offset_of(&url).await;
+    assert!(at >= half as u64, "the restored upload is at {at}, {half} was acknowledged");
+    let r = patch(&url, at, &data[at as usize..]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let file = r.headers()["depot-file-id"].to_str().unwrap().to_string();
+    assert!(
+        download(&srv.base, &file).await == data,
+        "the upload resumed on the copy differs from the source"
+    );
+    srv.kill9().await;
+    let (clean, report) = verify(restored.path());
+    assert!(clean, "{report}");
+}
+
+/// Copies the directories and regular files under `from` into `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 /// After an unclean shutdown the store syncs every object before it serves:
 /// an object a killed predecessor left unsynced would otherwise be taken as
 /// present and acknowledged in a commit without ever reaching the disk.
