@@ -321,10 +321,10 @@ def test_reupload_sends_its_hash_lists_in_zstd_where_the_server_takes_them(tmp_p
 
         # The same server, from a client without zstandard: the same
         # requests as to the older server, byte for byte.
-        monkeypatch.setattr(depot_client.api, "zstandard", None)
-        bare = s.client()
-        assert reupload(bare) == plain and bare.zstd_json
-        monkeypatch.undo()
+        with monkeypatch.context() as m:
+            m.setattr(depot_client.api, "zstandard", None)
+            bare = s.client()
+            assert reupload(bare) == plain and bare.zstd_json
         out = tmp_path / "zstd-lists.out"
         download(s.client(), first.file_id, str(out), progress=False)
         assert out.read_bytes() == src.read_bytes()
