@@ -475,6 +475,9 @@ test_token() {
     [ "$RC" = 5 ] && grep -q "refused the token in DEPOT_TOKEN" <<<"$ERR" || fail "download with a bad token: rc $RC" || return 1
     ! grep -q "bm90LWEtc2VjcmV0" <<<"$ERR" || fail "the token is in the message" || return 1
     [ ! -e "$WORK/tok2.out" ] && [ ! -s "$WORK/tok2.out.part" ] || fail "a refused download left bytes behind" || return 1
+    DEPOT_TOKEN=dpt_01JDX3E5C9R2T7VQ4M8N6P0WAB_bm90LWEtc2VjcmV0 run "$UP" "$f" "$PIECE_KB"
+    [ "$RC" = 5 ] && grep -q "refused the token in DEPOT_TOKEN" <<<"$ERR" || fail "upload with a bad token: rc $RC" || return 1
+    ! grep -q "bm90LWEtc2VjcmV0" <<<"$ERR" || fail "the token is in the upload's message" || return 1
     DEPOT_TOKEN="two words" run "$UP" "$f"
     [ "$RC" = 2 ] || fail "a token with a space: rc $RC" || return 1
 }
