@@ -11,37 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use common::http::{client, tus, tus_patch};
+use common::http::{client, tus_create, tus_offset, tus_patch};
 use common::test_config;
 use depot::store::{ChunkId, Faulty, FsObjects, ManualClock, MemObjects, Store, SystemClock, Tenant, View};
 use depot::testdata::pseudo_random;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-async fn create(base: &str, len: u64) -> String {
-    let r = tus(Method::POST, &format!("{base}/api/tus/"))
-        .header("Upload-Length", len.to_string())
-        .header("Upload-Metadata", format!("filename {}", B64.encode("crash.bin")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let loc = r.headers()["location"].to_str().unwrap();
-    // The path only: the server's address changes across restarts.
-    loc[loc.find("/api/").unwrap()..].to_string()
-}
-
 async fn patch(url: &str, offset: u64, body: &[u8]) -> reqwest::Result<reqwest::Response> {
     tus_patch(url, offset).body(body.to_vec()).send().await
-}
-
-async fn offset_of(url: &str) -> u64 {
-    let r = tus(Method::HEAD, url).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.headers()["upload-offset"].to_str().unwrap().parse().unwrap()
 }
 
 async fn download(base: &str, id: &str) -> Vec<u8> {
@@ -115,14 +94,14 @@ async fn kill_9_during_small_tus_patches_never_changes_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = Arc::new(pseudo_random(3_000_000, 21));
     let mut srv = Spawned::start(dir.path()).await;
-    let path = create(&srv.base, data.len() as u64).await;
+    let path = tus_create(&format!("{}/api/tus/", srv.base), data.len(), "crash.bin").await;
     // The kill delays (10 to 99 ms): deterministic, so a failure reproduces.
     let delays = pseudo_random(KILLS as usize, 22);
     let acked = Arc::new(AtomicU64::new(0));
     let mut cut_mid_upload = 0;
     for round in 0..KILLS {
         let url = format!("{}{path}", srv.base);
-        let at = offset_of(&url).await;
+        let at = tus_offset(&url).await;
         let was = acked.load(Ordering::SeqCst);
         assert!(at >= was, "round {round}: offset {at} after {was} was acknowledged");
         acked.store(at, Ordering::SeqCst);
@@ -156,7 +135,7 @@ async fn kill_9_during_small_tus_patches_never_changes_the_file() {
     assert!(cut_mid_upload >= KILLS / 2, "only {cut_mid_upload} kills cut the upload");
     // Whatever is left, without kills; the last byte completes the upload.
     let url = format!("{}{path}", srv.base);
-    let at = offset_of(&url).await;
+    let at = tus_offset(&url).await;
     assert!(at >= acked.load(Ordering::SeqCst));
     let r = patch(&url, at, &data[at as usize..]).await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
@@ -186,7 +165,7 @@ async fn a_copy_of_a_killed_server_s_data_dir_elsewhere_is_a_working_store() {
     )
     .await
     .id;
-    let path = create(&srv.base, data.len() as u64).await;
+    let path = tus_create(&format!("{}/api/tus/", srv.base), data.len(), "crash.bin").await;
     let half = data.len() / 2;
     let r = patch(&format!("{}{path}", srv.base), 0, &data[..half]).await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
@@ -198,7 +177,7 @@ async fn a_copy_of_a_killed_server_s_data_dir_elsewhere_is_a_working_store() {
     let srv = Spawned::start(restored.path()).await;
     assert!(download(&srv.base, &whole).await == data[..1_000_000], "the restored file differs");
     let url = format!("{}{path}", srv.base);
-    let at = offset_of(&url).await;
+    let at = tus_offset(&url).await;
     assert!(at >= half as u64, "the restored upload is at {at}, {half} was acknowledged");
     let r = patch(&url, at, &data[at as usize..]).await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);

@@ -92,6 +92,13 @@ pub fn tus_patch_by(c: &reqwest::Client, url: &str, offset: impl Display) -> Req
     patch_headers(tus_by(c, Method::PATCH, url), offset)
 }
 
+/// A tus upload's offset (HEAD, must answer 200).
+pub async fn tus_offset(url: &str) -> u64 {
+    let r = tus(Method::HEAD, url).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK, "HEAD {url}");
+    r.headers()["upload-offset"].to_str().unwrap().parse().unwrap()
+}
+
 /// A tus PATCH at `offset`, body still to be set.
 pub fn tus_patch(url: &str, offset: impl Display) -> RequestBuilder {
     tus_patch_as(Method::PATCH, url, offset)
