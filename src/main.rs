@@ -223,6 +223,16 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Back up the store (one node's RocksDB and objects): a data dir in
+    /// `<data_dir>/backups/<time>` that opens as the store at that instant.
+    /// Made by the server (an admin token in DEPOT_TOKEN), or on a data dir
+    /// with --data-dir while no server runs. Prints its path.
+    Backup {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Fold a data dir's loose chunk objects into pack files (docs/PACKS.md),
     /// while no server runs: each checked, appended, its row moved, the
     /// file deleted. Prints what was packed as JSON.
@@ -460,6 +470,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             cli::serve::serve(&store, &ServeFlags { listen, log_format, auth_mode })
         }
         Command::Token { action } => cli::token::run(action, client),
+        Command::Backup { store, json } => cli::backup::run(&store, json, client),
         Command::Tenant { action } => cli::tenant::run(action, client),
         Command::Health { ready } => {
             let h = runtime()?.block_on(Client::new(&server)?.health(ready))?;

@@ -77,6 +77,25 @@ pub struct FileList {
     pub next_cursor: Option<String>,
 }
 
+/// A backup the server made (`POST /api/admin/backups`): a data dir
+/// that opens as the store at that instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BackupInfo {
+    /// Its directory's name under `<data_dir>/backups/` (the UTC time it
+    /// was made, `2026-12-07T184000.123Z`).
+    pub name: String,
+    /// Its path on the server.
+    pub path: String,
+    /// Chunk objects and pack files hard-linked into it.
+    pub objects: u64,
+    /// Their bytes, shared with the store until it deletes them.
+    pub object_bytes: u64,
+    /// Unfinished uploads copied into it (they resume from the backup).
+    pub uploads: u64,
+    /// How long it took, in seconds.
+    pub seconds: f64,
+}
+
 /// Store-wide figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StatsInfo {

@@ -296,6 +296,7 @@ async fn scopes_limit_what_a_token_does() {
         ro.post(srv.url("/api/files/upload/chunked")).multipart(piece(1, 1, 5, 5, "id", "y", b"hello")),
         wo.get(srv.url("/api/files")),
         wo.get(srv.url(&format!("/api/files/{}", file.id))),
+        t.a.post(srv.url("/api/admin/backups")),
     ];
     for (i, req) in forbidden.into_iter().enumerate() {
         let r = req.send().await.unwrap();
@@ -326,6 +327,8 @@ async fn scopes_limit_what_a_token_does() {
     assert_eq!(ro.get(srv.url(&format!("/api/files/{}", file.id))).send().await.unwrap().status(), 200);
     let r = wo.post(srv.url("/api/files/upload")).query(&[("filename", "w")]).body("w").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
+    let r = t.admin.post(srv.url("/api/admin/backups")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "a backup is the admin's");
 }
 
 #[tokio::test]

@@ -38,6 +38,12 @@ async fn the_server_keeps_its_metadata_in_postgres_across_a_restart() {
     let s = Served::start(&data, &[], &env).await;
     assert_eq!(s.download(&id_a).await, a);
     assert_eq!(s.download(&id_b).await, b);
+    // depot backs up a store of one node; PostgreSQL has its own tools.
+    let r = common::client().post(s.url("/api/admin/backups")).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CONFLICT);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("PostgreSQL"), "{body}");
+    assert!(!data.join("backups").exists(), "a refused backup made a directory");
     // A second server on the same database is refused while this one runs.
     let other = tempfile::tempdir().unwrap();
     let out = common::cli::depot("http://127.0.0.1:1")

@@ -99,6 +99,10 @@ async fn serve_upload_download_gc_verify_on_garage() {
     // past the lease empties it.
     let s = serve(&data, &env).await;
     assert_eq!(s.download(&id_b).await, b);
+    // depot backs up a store of one node; a bucket has its own tools.
+    let r = client().post(s.url("/api/admin/backups")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(!data.join("backups").exists(), "a refused backup made a directory");
     for id in [&id_a, &id_b, &again, &again_tus] {
         let r = client().delete(s.url(&format!("/api/files/{id}"))).send().await.unwrap();
         assert!(r.status().is_success(), "delete {id}: {}", r.status());

@@ -2,6 +2,7 @@
 //! root, `main.rs`, holds the command line and the small ones), and the
 //! async runtimes the commands run on.
 
+pub mod backup;
 pub mod man;
 pub mod serve;
 pub mod tenant;

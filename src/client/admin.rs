@@ -1,4 +1,4 @@
-//! The admin API (`/api/admin/tokens`) and signed links, as calls on a
+//! The admin API (`/api/admin/tokens`, `/api/admin/backups`) and signed links, as calls on a
 //! [`Client`]: what `depot token create|list|revoke` does when a server
 //! runs. The token management calls need a client whose token has the
 //! `admin` scope; a link needs `read` on the file. Nothing here prints a
@@ -7,7 +7,7 @@
 
 use super::{Client, ClientError, Result};
 use crate::wire::{
-    ExpiresIn, LinkInfo, LinkRequest, QuotaInfo, TenantInfo, TokenInfo, TokenList, TokenRequest,
+    BackupInfo, ExpiresIn, LinkInfo, LinkRequest, QuotaInfo, TenantInfo, TokenInfo, TokenList, TokenRequest,
 };
 
 /// Creates a token: `POST /api/admin/tokens` with `req` (`{tenant, scopes,
@@ -25,6 +25,20 @@ use crate::wire::{
 /// server's message says which), network errors.
 pub async fn create_token(c: &Client, req: &TokenRequest) -> Result<TokenInfo> {
     c.json(c.http.post(c.url("/api/admin/tokens")).json(req)).await
+}
+
+/// Makes a backup on the server: `POST /api/admin/backups` (201), a data
+/// dir under the server's `<data_dir>/backups/` that opens as the store
+/// at that instant (README, "Backing up one node").
+///
+/// Not retried: a retry after a lost answer would make a second backup.
+///
+/// # Errors
+/// [`ClientError::Api`] with 409 on a store of PostgreSQL or S3, 503 when
+/// a write held a pack for 30 s; 401, 403 as [`create_token`]; network
+/// errors.
+pub async fn create_backup(c: &Client) -> Result<BackupInfo> {
+    c.json(c.http.post(c.url("/api/admin/backups"))).await
 }
 
 /// Every token, newest first, revoked ones included (with `revoked_at`):

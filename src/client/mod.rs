@@ -24,7 +24,9 @@ use std::time::Duration;
 use reqwest::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 
-pub use self::admin::{create_link, create_token, expires_in, list_tokens, revoke_token, set_quota, tenant};
+pub use self::admin::{
+    create_backup, create_link, create_token, expires_in, list_tokens, revoke_token, set_quota, tenant,
+};
 pub use self::get::{GetOptions, GetReport, get};
 pub use self::progress::{human, progress_line};
 pub use self::put::{PutOptions, PutReport, Source, put};

@@ -1,4 +1,4 @@
-//! The admin API: tokens and tenant quotas. Every route needs the `admin` scope (the scope
+//! The admin API: tokens, tenant quotas and backups. Every route needs the `admin` scope (the scope
 //! table in [`crate::http::auth`]). The token's secret appears once, in the
 //! answer that created it.
 
@@ -11,9 +11,10 @@ use axum::http::StatusCode;
 use crate::config::Dur;
 use crate::http::{ApiError, AppState, InPath, JsonBody, PathParam, Routes};
 use crate::protocol::answers::JsonShape;
-use crate::store::{Quota, Scopes, Store, Tenant, TokenId, TokenRecord};
+use crate::store::{BackupReport, Quota, Scopes, Store, Tenant, TokenId, TokenRecord};
 use crate::wire::{
-    ErrorBody, ExpiresIn, QuotaInfo, TenantInfo, TokenInfo, TokenList, TokenRequest, UsageInfo, rfc3339,
+    BackupInfo, ErrorBody, ExpiresIn, QuotaInfo, TenantInfo, TokenInfo, TokenList, TokenRequest, UsageInfo,
+    rfc3339,
 };
 
 /// A token's record as the API shows it (`token`: the whole secret, only
@@ -201,12 +202,42 @@ pub async fn delete_quota(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A backup as the API shows it.
+pub fn backup_info(r: BackupReport) -> BackupInfo {
+    BackupInfo {
+        name: r.name,
+        path: r.path.display().to_string(),
+        objects: r.objects,
+        object_bytes: r.object_bytes,
+        uploads: r.uploads,
+        seconds: r.seconds,
+    }
+}
+
+/// Back up this store: a data dir in `<data_dir>/backups/<name>` that opens
+/// as the store at this instant, recovered as after a crash there, with
+/// its objects hard-linked (README, "Backing up one node"). Uploads and
+/// downloads go on meanwhile; GC waits. Copy it elsewhere, then delete it:
+/// until then it keeps every object it links.
+#[utoipa::path(post, path = "/api/admin/backups", tag = "admin",
+    responses(
+        (status = 201, description = "Made; `path` is where, on the server", body = BackupInfo),
+        (status = 409, description = "The store is on PostgreSQL or S3, which their own tools back up", body = ErrorBody),
+        (status = 503, description = "A write held a pack file for 30 s: try again", body = ErrorBody),
+    ))]
+pub async fn create_backup(State(st): State<AppState>) -> Result<(StatusCode, Json<BackupInfo>), ApiError> {
+    let report = st.store.blocking(|s| s.backup()).await?;
+    tracing::info!(name = %report.name, objects = report.objects, seconds = report.seconds, "backup made");
+    Ok((StatusCode::CREATED, Json(backup_info(report))))
+}
+
 /// This module's routes.
 pub fn routes() -> Routes {
     use axum::routing::{delete, get};
     let api = axum::Router::new()
         .route("/api/admin/tokens", get(list_tokens).post(create_token))
         .route("/api/admin/tokens/{id}", delete(revoke_token))
+        .route("/api/admin/backups", axum::routing::post(create_backup))
         .route("/api/admin/tenants/{tenant}", get(get_tenant))
         .route("/api/admin/tenants/{tenant}/quota", axum::routing::put(set_quota).delete(delete_quota));
     Routes { api, ..Default::default() }
@@ -214,5 +245,13 @@ pub fn routes() -> Routes {
 
 /// This module's part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(create_token, list_tokens, revoke_token, get_tenant, set_quota, delete_quota))]
+#[openapi(paths(
+    create_token,
+    list_tokens,
+    revoke_token,
+    get_tenant,
+    set_quota,
+    delete_quota,
+    create_backup
+))]
 pub struct Doc;

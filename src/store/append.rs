@@ -402,6 +402,11 @@ impl Appender {
         }
         self.store.objects().barrier()?;
         let mut held = self.store.session_lock(&id)?;
+        // From the record's change to the removal of the tail file it no
+        // longer names: not across a backup's checkpoint and copy of
+        // `uploads/` (the new tail file, written above, needs no hold: a
+        // record is read only as far as it says).
+        let _tails = self.store.hold_tails();
         // The record as stored (another request may have set its length
         // meanwhile), moved on by this request's progress only.
         let mut rec = self.store.held_by(&id, st.epoch)?;
@@ -475,6 +480,8 @@ impl Appender {
         }
         self.store.objects().barrier()?;
         let mut held = self.store.session_lock(&id)?;
+        // From the record's end to its tail file's removal (see `persist`).
+        let _tails = self.store.hold_tails();
         self.store.held_by(&id, st.epoch)?;
         let outcome = if st.concat == Concat::Partial {
             let mut b = Batch::default();

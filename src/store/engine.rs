@@ -233,6 +233,9 @@ pub(super) struct Inner {
     pub(super) orphan_sweep_due: std::sync::atomic::AtomicBool,
     /// When this process opened the store (the store clock).
     pub(super) opened_ms: u64,
+    /// What a backup and the deletions and tail writes it must not overlap
+    /// take (see [`super::holds`]).
+    pub(super) holds: super::holds::Holds,
 }
 
 /// The object store `opts.objects` names, as [`Store::open`] opens it:
@@ -415,6 +418,7 @@ impl Store {
             unclean,
             orphan_sweep_due: std::sync::atomic::AtomicBool::new(unclean),
             opened_ms,
+            holds: Default::default(),
         }));
         let version = store.0.meta.get(Cf::Meta, META_SCHEMA)?.unwrap_or_default();
         let version = String::from_utf8_lossy(&version).into_owned();

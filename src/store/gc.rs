@@ -86,6 +86,8 @@ impl Store {
     /// # Errors
     /// Metadata backend and I/O errors; work done before the error stays done.
     pub fn gc(&self, orphans: bool) -> Result<GcReport> {
+        // Not while a backup links what the rows of its checkpoint name.
+        let _deletes = self.hold_deletes();
         let mut report = GcReport {
             finished_deletes: self.resume_pending()? as u64,
             expired_uploads: self.reap_uploads()?,

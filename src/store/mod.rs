@@ -38,6 +38,8 @@ mod append;
 #[cfg(feature = "server")]
 mod backlog;
 #[cfg(feature = "server")]
+mod backup;
+#[cfg(feature = "server")]
 mod cache;
 #[cfg(feature = "server")]
 mod chunk_read;
@@ -57,6 +59,8 @@ mod frame;
 mod gc;
 #[cfg(feature = "server")]
 mod generations;
+#[cfg(feature = "server")]
+mod holds;
 #[cfg(feature = "server")]
 mod ingest;
 #[cfg(feature = "server")]
@@ -106,6 +110,7 @@ pub(crate) use self::engine::lock;
 pub use self::{
     append::{AppendOutcome, Appender, NewStream},
     backlog::GcBacklog,
+    backup::BackupReport,
     chunk_read::ChunkBody,
     chunks::Put,
     compact::{CompactReport, PackReport},

@@ -312,6 +312,8 @@ impl Store {
     /// Metadata backend errors.
     pub(super) fn drop_session(&self, held: &mut Locked<'_>, id: &UploadId) -> Result<()> {
         let m = self.meta();
+        // The record and its directory go together for a backup.
+        let _tails = self.hold_tails();
         let mut b = Batch::default();
         for prefix in [piece_prefix(id), chunk_prefix(id), segment_prefix(id)] {
             for kv in m.scan(Cf::Uploads, &prefix, None) {

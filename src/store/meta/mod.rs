@@ -269,6 +269,21 @@ pub trait MetaStore: Send + Sync + 'static {
     fn clock_ms(&self) -> Result<Option<u64>> {
         Ok(None)
     }
+
+    /// Writes a consistent copy of everything committed so far into the
+    /// new directory `dest` (RocksDB's checkpoint: its files hard-linked
+    /// where `dest` is on the same filesystem, copied where not), which
+    /// opens as this backend's data. For [`crate::store::Store::backup`].
+    ///
+    /// # Errors
+    /// [`crate::store::Error::Conflict`] for a backend that has no such copy (memory,
+    /// PostgreSQL: its own tools back it up); backend and I/O failures.
+    fn checkpoint(&self, dest: &std::path::Path) -> Result<()> {
+        let _ = dest;
+        Err(super::error::Error::Conflict(
+            "this metadata engine is backed up with its own tools, not by depot".into(),
+        ))
+    }
 }
 
 impl dyn MetaStore {

@@ -239,6 +239,11 @@ impl MetaStore for RocksMeta {
         Ok(())
     }
 
+    fn checkpoint(&self, dest: &Path) -> Result<()> {
+        let c = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(backend)?;
+        c.create_checkpoint(dest).map_err(backend)
+    }
+
     fn local_locks(&self) -> &LocalLocks {
         &self.locks
     }

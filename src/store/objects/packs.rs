@@ -14,7 +14,8 @@
 //! (`objects/ab/cd/<64 hex>`).
 //!
 //! Each [`Writer`] appends to a pack of its own, so appends take no lock;
-//! a pack is closed once it reaches the pack size. A process never appends
+//! a pack is closed once it reaches the pack size, or when a backup seals
+//! it ([`Packs::seal`]) before linking it. A process never appends
 //! to a pack an earlier process wrote: after a crash, a torn tail holds
 //! only bytes no row names (rows are written after the barrier), which
 //! compaction reclaims. Durability follows the [`FsyncPolicy`]: `batch`
@@ -98,6 +99,9 @@ pub struct Packs {
     /// Whether appends are written with `O_DIRECT`.
     direct: AtomicBool,
     next: AtomicU32,
+    /// Packs numbered below this are sealed ([`Packs::seal`]): a writer
+    /// that holds one closes it when done instead of leaving it idle.
+    sealed_below: AtomicU32,
     /// Open packs no writer holds now, for the next writer.
     idle: Mutex<Vec<OpenPack>>,
     /// Pins per pack (see the module docs).
@@ -133,6 +137,7 @@ impl Packs {
             appending,
             direct: AtomicBool::new(false),
             next: AtomicU32::new(last + 1),
+            sealed_below: AtomicU32::new(0),
             idle: Mutex::new(Vec::new()),
             pins: Mutex::new(HashMap::new()),
             dirty: Mutex::new(HashMap::new()),
@@ -174,10 +179,26 @@ impl Packs {
 
     /// Makes a new, empty pack (its name durable unless policy `never`).
     fn create(&self) -> io::Result<OpenPack> {
-        let number = self.next.fetch_add(1, Ordering::Relaxed);
-        if number == u32::MAX {
-            return Err(io::Error::other("pack numbers exhausted"));
+        // Numbered and pinned in one step, so that a seal that finds this
+        // number below its own finds it pinned too ([`Packs::seal`]).
+        let number = {
+            let mut pins = lock(&self.pins);
+            let number = self.next.fetch_add(1, Ordering::Relaxed);
+            if number == u32::MAX {
+                return Err(io::Error::other("pack numbers exhausted"));
+            }
+            *pins.entry(number).or_default() += 1;
+            number
+        };
+        let made = self.make(number);
+        if made.is_err() {
+            self.unpin(number);
         }
+        made
+    }
+
+    /// Creates pack `number`, pinned by the caller.
+    fn make(&self, number: u32) -> io::Result<OpenPack> {
         let direct = self.writes_direct();
         let mut options = OpenOptions::new();
         options.read(true).write(true).create_new(true);
@@ -189,7 +210,6 @@ impl Packs {
         if self.policy != FsyncPolicy::Never {
             File::open(&self.dir)?.sync_all()?;
         }
-        *lock(&self.pins).entry(number).or_default() += 1;
         Ok(OpenPack { number, file: Arc::new(file), len: 0, direct })
     }
 
@@ -382,6 +402,29 @@ impl Packs {
         closing.len()
     }
 
+    /// Seals every pack made so far: no writer takes one of them again
+    /// (the idle ones are closed now, those a writer holds when it lets
+    /// them go), so once [`Packs::pinned_below`] is false, none of them
+    /// changes again but by its deletion. Returns the first number not
+    /// sealed. A backup links packs after this.
+    pub fn seal(&self) -> u32 {
+        let below = self.next.load(Ordering::Relaxed);
+        // Under the idle list's lock, as a writer letting its pack go
+        // reads it: that pack is closed either here or by the writer.
+        {
+            let _idle = lock(&self.idle);
+            self.sealed_below.fetch_max(below, Ordering::Relaxed);
+        }
+        self.close_idle(|n, _| n < below);
+        below
+    }
+
+    /// Whether a writer or a put not yet finished holds a pack numbered
+    /// below `below`.
+    pub fn pinned_below(&self, below: u32) -> bool {
+        lock(&self.pins).keys().any(|&n| n < below)
+    }
+
     /// Every pack, in number order.
     ///
     /// # Errors
@@ -543,7 +586,13 @@ impl Writer<'_> {
 impl Drop for Writer<'_> {
     fn drop(&mut self) {
         if let Some(o) = self.open.take() {
-            lock(&self.packs.idle).push(o);
+            let mut idle = lock(&self.packs.idle);
+            if o.number < self.packs.sealed_below.load(Ordering::Relaxed) {
+                drop(idle);
+                self.packs.unpin(o.number);
+            } else {
+                idle.push(o);
+            }
         }
         for n in self.touched.drain(..) {
             self.packs.unpin(n);
@@ -587,7 +636,7 @@ fn record_len(h: &Header) -> u64 {
 }
 
 /// A pack's number from its file name (16 lower-case hex digits, not 0).
-fn parse_name(name: &str) -> Option<u32> {
+pub(crate) fn parse_name(name: &str) -> Option<u32> {
     if name.len() != 16 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
