@@ -4,6 +4,7 @@
 
 use crate::{Failure, StoreArgs, emit, open_store, print_json, runtime};
 use depot::client::{self, Client, exit};
+use depot::config::ByteSize;
 use depot::protocol::admin::backup_info;
 
 /// `depot backup`: on a data dir when one (or a configuration) is named,
@@ -27,9 +28,13 @@ pub fn run(
     }
     emit(&info.path)?;
     eprintln!(
-        "backup {}: {} objects linked ({} bytes shared with the store), {} unfinished uploads, {:.1} s. \
+        "backup {}: {} objects linked ({} shared with the store), {} unfinished uploads, {:.1} s. \
          Copy it elsewhere, then delete it: until then it keeps what it links.",
-        info.name, info.objects, info.object_bytes, info.uploads, info.seconds
+        info.name,
+        info.objects,
+        ByteSize(info.object_bytes),
+        info.uploads,
+        info.seconds
     );
     Ok(())
 }
