@@ -77,7 +77,8 @@ impl Store {
     /// [`Error::Conflict`] on PostgreSQL, S3 or a shared store (each
     /// backed up with its own tools, docs/DEPLOY.md);
     /// [`Error::Unavailable`] when a put held a pack for 30 s; I/O and
-    /// backend failures (the partial directory is removed).
+    /// backend failures (the partial directory is removed; one a crash
+    /// left is removed by the next backup).
     pub fn backup(&self) -> Result<BackupReport> {
         let opts = self.options();
         if opts.shared || opts.objects != ObjectsKind::Fs || opts.meta != MetaBackend::RocksDb {
@@ -87,8 +88,12 @@ impl Store {
             ));
         }
         let started = Instant::now();
+        // One backup at a time: whatever partial directory is there now
+        // was left by a process that stopped midway.
+        let _deletes = self.0.holds.exclude_deletes();
         let backups = self.data_dir().join("backups");
         fs::create_dir_all(&backups)?;
+        remove_partials(&backups)?;
         let stamp = crate::wire::rfc3339(self.now_ms()).replace(':', "");
         let mut name = stamp.clone();
         let partial = loop {
@@ -128,8 +133,8 @@ impl Store {
 
     /// The backup's steps, into the new directory `dest`: (objects linked,
     /// their bytes, uploads copied).
+    /// Called with deletions held off (`exclude_deletes`).
     fn backup_into(&self, dest: &Path) -> Result<(u64, u64, u64)> {
-        let _deletes = self.0.holds.exclude_deletes();
         let uploads = {
             let _tails = self.0.holds.exclude_tails();
             self.meta().checkpoint(&dest.join("meta"))?;
@@ -161,6 +166,17 @@ impl Store {
         rustix::fs::syncfs(fs::File::open(dest)?).map_err(io::Error::from)?;
         Ok((linked.0, linked.1, uploads))
     }
+}
+
+/// Removes the `.partial-*` directories under `backups`.
+fn remove_partials(backups: &Path) -> io::Result<()> {
+    for e in fs::read_dir(backups)? {
+        let e = e?;
+        if e.file_name().to_str().is_some_and(|n| n.starts_with(".partial-")) {
+            fs::remove_dir_all(e.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Copies the upload directories under `from` (absent: none) into `to`,
