@@ -258,6 +258,8 @@ impl Store {
         // No engine call (nor fault hook) for nothing on every put. None
         // while a backup runs (a row of its checkpoint may name them): the
         // orphan sweep takes them then, as objects of another generation.
+        // Not a wait: this put still holds its stripe locks and its pack
+        // writer's pin, which a backup holding deletions off waits for.
         if !unnamed.is_empty()
             && let Some(_deletes) = self.try_hold_deletes()
             && let Err(e) = self.0.objects.delete_many(&unnamed)
