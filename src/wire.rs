@@ -86,10 +86,16 @@ pub struct BackupInfo {
     pub name: String,
     /// Its path on the server.
     pub path: String,
-    /// Chunk objects and pack files hard-linked into it.
+    /// Chunk objects and pack files hard-linked into it (copied where
+    /// `backups/` is on another file system).
     pub objects: u64,
-    /// Their bytes, shared with the store until it deletes them.
+    /// Their bytes; those linked are shared with the store until it
+    /// deletes them.
     pub object_bytes: u64,
+    /// Of `object_bytes`, those copied, not linked (`backups/` on another
+    /// file system than `objects/`): the backup's own. 0 when all were
+    /// linked.
+    pub copied_bytes: u64,
     /// Unfinished uploads copied into it (they resume from the backup).
     pub uploads: u64,
     /// How long it took, in seconds.

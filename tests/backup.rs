@@ -134,6 +134,19 @@ struct Made {
 
 const UPLOAD_LEN: usize = 150_000;
 
+/// A new upload of `len` bytes named `name`.
+fn new_upload(store: &Store, len: usize, name: &str) -> UploadId {
+    let new = NewStream {
+        tenant: Tenant::default(),
+        length: Some(len as u64),
+        name: name.parse().unwrap(),
+        declared_type: None,
+        metadata: String::new(),
+        partial: false,
+    };
+    store.create_stream(new).unwrap().record.id
+}
+
 fn upload_bytes(seed: u64) -> Vec<u8> {
     pseudo_random(UPLOAD_LEN, seed)
 }
@@ -184,15 +197,7 @@ fn backups_taken_while_files_and_uploads_come_and_go_each_open_whole() {
                 seed += 1;
                 let data = upload_bytes(seed);
                 let _one = epoch.lock().unwrap();
-                let new = NewStream {
-                    tenant: Tenant::default(),
-                    length: Some(data.len() as u64),
-                    name: format!("u{seed}.bin").parse().unwrap(),
-                    declared_type: None,
-                    metadata: String::new(),
-                    partial: false,
-                };
-                let id = store.create_stream(new).unwrap().record.id;
+                let id = new_upload(&store, data.len(), &format!("u{seed}.bin"));
                 made.lock().unwrap().uploads.push((id, seed));
                 // Every third is cancelled halfway (its directory removed).
                 let pieces: Vec<&[u8]> = data.chunks(7_001).collect();
@@ -331,6 +336,71 @@ fn backups_in_one_instant_are_named_apart() {
 /// A store whose metadata is not RocksDB, or that nodes share, is not
 /// backed up by depot (PostgreSQL and S3 have their own tools): refused,
 /// with nothing left behind.
+/// A directory on another file system than `near`'s, for `backups/`.
+fn elsewhere(near: &Path) -> tempfile::TempDir {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(near).unwrap().dev();
+    ["/dev/shm", "/run", "/tmp", "/var/tmp"]
+        .into_iter()
+        .filter(|c| std::fs::metadata(c).is_ok_and(|m| m.dev() != dev))
+        .find_map(|c| tempfile::tempdir_in(c).ok())
+        .expect("a writable directory on a second file system (a tmpfs at /dev/shm) for this test")
+}
+
+#[test]
+fn a_backup_onto_another_file_system_copies_what_it_cannot_link() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let disk = elsewhere(dir.path());
+    // An operator's backup disk mounted at backups/ (here, a link to it).
+    std::os::unix::fs::symlink(disk.path(), dir.path().join("backups")).unwrap();
+    let (store, _) = open_store(dir.path(), test_options());
+    let (a, b) = (pseudo_random(700_000, 21), pseudo_random(300_000, 22));
+    let (fa, fb) = (ingest(&store, "a.bin", &a), ingest(&store, "b.bin", &b));
+    let up_data = pseudo_random(400_000, 23);
+    let up = new_upload(&store, up_data.len(), "u.bin");
+    let mut app = store.begin_append(&up, 0).unwrap();
+    app.push(&up_data[..150_001]).unwrap();
+    app.finish(true).unwrap();
+    let report = store.backup().unwrap();
+    assert!(report.objects > 0 && report.object_bytes >= 1_000_000, "{report:?}");
+    assert_eq!(report.copied_bytes, report.object_bytes, "every object copied, none linked: {report:?}");
+    assert_eq!(report.uploads, 1, "{report:?}");
+    assert!(report.path.starts_with(std::fs::canonicalize(disk.path()).unwrap()), "{report:?}");
+    let objects = dir.path().join("objects");
+    for e in walk(&objects) {
+        assert_eq!(std::fs::metadata(&e).unwrap().nlink(), 1, "{} was linked", e.display());
+    }
+    store.close().unwrap();
+    drop(store);
+
+    let (s, _) = open_store(&report.path, test_options());
+    let v = s.verify(false).unwrap();
+    assert!(v.missing_objects.is_empty() && v.corrupt_objects.is_empty(), "{v:?}");
+    assert!(read_all(&s, &fa.id) == a && read_all(&s, &fb.id) == b);
+    let at = s.stream_upload(&up).unwrap().stream.unwrap().offset;
+    assert_eq!(at, 150_001);
+    let mut app = s.begin_append(&up, at).unwrap();
+    app.push(&up_data[150_001..]).unwrap();
+    let file = app.finish(true).unwrap().file.expect("the resumed upload completed");
+    assert!(read_all(&s, &file.id) == up_data, "the resumed upload holds other bytes");
+    s.close().unwrap();
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
 #[test]
 fn a_store_on_other_engines_is_not_backed_up_by_depot() {
     for shared in [false, true] {

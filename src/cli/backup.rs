@@ -27,14 +27,22 @@ pub fn run(
         return Ok(print_json(&info)?);
     }
     emit(&info.path)?;
+    let objects = if info.copied_bytes == 0 {
+        format!("{} objects linked ({} shared with the store)", info.objects, ByteSize(info.object_bytes))
+    } else {
+        // backups/ is on another file system: what could not be linked was copied.
+        format!(
+            "{} objects ({}, {} of it copied to another file system)",
+            info.objects,
+            ByteSize(info.object_bytes),
+            ByteSize(info.copied_bytes)
+        )
+    };
+    let keeps =
+        if info.copied_bytes < info.object_bytes { ": until then it keeps what it links" } else { "" };
     eprintln!(
-        "backup {}: {} objects linked ({} shared with the store), {} unfinished uploads, {:.1} s. \
-         Copy it elsewhere, then delete it: until then it keeps what it links.",
-        info.name,
-        info.objects,
-        ByteSize(info.object_bytes),
-        info.uploads,
-        info.seconds
+        "backup {}: {objects}, {} unfinished uploads, {:.1} s. Copy it elsewhere, then delete it{keeps}.",
+        info.name, info.uploads, info.seconds
     );
     Ok(())
 }

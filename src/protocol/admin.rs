@@ -209,6 +209,7 @@ pub fn backup_info(r: BackupReport) -> BackupInfo {
         path: r.path.display().to_string(),
         objects: r.objects,
         object_bytes: r.object_bytes,
+        copied_bytes: r.copied_bytes,
         uploads: r.uploads,
         seconds: r.seconds,
     }
@@ -216,9 +217,10 @@ pub fn backup_info(r: BackupReport) -> BackupInfo {
 
 /// Back up this store: a data dir in `<data_dir>/backups/<name>` that opens
 /// as the store at this instant, recovered as after a crash there, with
-/// its objects hard-linked (README, "Backing up one node"). Uploads and
-/// downloads go on meanwhile; GC waits. Copy it elsewhere, then delete it:
-/// until then it keeps every object it links.
+/// its objects hard-linked, or copied where `backups/` is on another file
+/// system (README, "Backing up one node"). Uploads and downloads go on
+/// meanwhile; GC waits. Copy it elsewhere, then delete it: until then it
+/// keeps every object it links.
 #[utoipa::path(post, path = "/api/admin/backups", tag = "admin",
     responses(
         (status = 201, description = "Made; `path` is where, on the server", body = BackupInfo),

@@ -9,11 +9,13 @@
 //! taken after the checkpoint holds it, as long as nothing deletes
 //! meanwhile: GC (and a put's deletion of a loose object it moved into a
 //! pack) waits while a backup runs (the `deletes` hold, `store/holds.rs`).
-//! Objects and packs never change once written (a pack takes appends, and a backup seals the
-//! packs it links first), so they are hard-linked: a backup costs no space
-//! until the store deletes what it holds. A tus upload's tail file is
-//! rewritten in place, so the upload directories are copied, under the
-//! `tails` hold, in the same instant as the checkpoint.
+//! Objects and packs never change once written (a pack takes appends, and a
+//! backup seals the packs it links first), so they are hard-linked: a
+//! backup costs no space until the store deletes what it holds. Where
+//! `backups/` is on another file system (a disk mounted there), they are
+//! copied instead. A tus upload's tail file is rewritten in place, so the
+//! upload directories are copied, under the `tails` hold, in the same
+//! instant as the checkpoint.
 
 use std::fs;
 use std::io;
@@ -36,10 +38,14 @@ pub struct BackupReport {
     pub name: String,
     /// Its path (absolute where the data dir's can be found).
     pub path: PathBuf,
-    /// Chunk objects and pack files hard-linked into it.
+    /// Chunk objects and pack files hard-linked (or copied) into it.
     pub objects: u64,
-    /// Their bytes (shared with the store until it deletes them).
+    /// Their bytes (shared with the store until it deletes them, those
+    /// linked).
     pub object_bytes: u64,
+    /// Of `object_bytes`, those copied, not linked: `backups/` is on
+    /// another file system than `objects/`. The backup's own bytes.
+    pub copied_bytes: u64,
     /// Unfinished uploads whose tail files were copied.
     pub uploads: u64,
     /// Wall time of the backup, in seconds.
@@ -110,7 +116,7 @@ impl Store {
             name = format!("{stamp}-{}", n + 1);
         };
         match self.backup_into(&partial) {
-            Ok((objects, object_bytes, uploads)) => {
+            Ok((linked, uploads)) => {
                 let path = backups.join(&name);
                 fs::rename(&partial, &path)?;
                 fs::File::open(&backups)?.sync_all()?;
@@ -118,8 +124,9 @@ impl Store {
                 Ok(BackupReport {
                     name,
                     path,
-                    objects,
-                    object_bytes,
+                    objects: linked.files,
+                    object_bytes: linked.bytes,
+                    copied_bytes: linked.copied_bytes,
                     uploads,
                     seconds: started.elapsed().as_secs_f64(),
                 })
@@ -131,10 +138,10 @@ impl Store {
         }
     }
 
-    /// The backup's steps, into the new directory `dest`: (objects linked,
-    /// their bytes, uploads copied).
+    /// The backup's steps, into the new directory `dest`: (objects linked
+    /// or copied, uploads copied).
     /// Called with deletions held off (`exclude_deletes`).
-    fn backup_into(&self, dest: &Path) -> Result<(u64, u64, u64)> {
+    fn backup_into(&self, dest: &Path) -> Result<(Linked, u64)> {
         let uploads = {
             let _tails = self.0.holds.exclude_tails();
             self.meta().checkpoint(&dest.join("meta"))?;
@@ -157,15 +164,26 @@ impl Store {
             }
         }
         let below = sealed.map_or(u32::MAX, |(_, b)| b);
-        let mut linked = (0, 0);
+        let mut linked = Linked::default();
         link_objects(&objects, &dest.join("objects"), below, &mut linked)?;
         let token = self.data_dir().join("admin.token");
         if token.is_file() {
             fs::copy(&token, dest.join("admin.token"))?;
         }
         rustix::fs::syncfs(fs::File::open(dest)?).map_err(io::Error::from)?;
-        Ok((linked.0, linked.1, uploads))
+        Ok((linked, uploads))
     }
+}
+
+/// What [`link_objects`] put into a backup.
+#[derive(Debug, Default)]
+struct Linked {
+    /// Files linked or copied.
+    files: u64,
+    /// Their bytes.
+    bytes: u64,
+    /// Of `bytes`, those copied (another file system).
+    copied_bytes: u64,
 }
 
 /// Removes the `.partial-*` directories under `backups`.
@@ -213,7 +231,7 @@ fn copy_uploads(from: &Path, to: &Path) -> io::Result<u64> {
 /// the packs numbered below `sealed`; not `tmp/` (writes not yet named)
 /// or `quarantine/` (damaged objects moved aside). Adds to `linked` the
 /// files and their bytes.
-fn link_objects(from: &Path, to: &Path, sealed: u32, linked: &mut (u64, u64)) -> io::Result<()> {
+fn link_objects(from: &Path, to: &Path, sealed: u32, linked: &mut Linked) -> io::Result<()> {
     fs::create_dir_all(to)?;
     for e in fs::read_dir(from)? {
         let e = e?;
@@ -233,7 +251,7 @@ fn link_objects(from: &Path, to: &Path, sealed: u32, linked: &mut (u64, u64)) ->
     Ok(())
 }
 
-fn link_packs(from: &Path, to: &Path, sealed: u32, linked: &mut (u64, u64)) -> io::Result<()> {
+fn link_packs(from: &Path, to: &Path, sealed: u32, linked: &mut Linked) -> io::Result<()> {
     fs::create_dir_all(to)?;
     for e in fs::read_dir(from)? {
         let e = e?;
@@ -245,17 +263,31 @@ fn link_packs(from: &Path, to: &Path, sealed: u32, linked: &mut (u64, u64)) -> i
     Ok(())
 }
 
-/// Links one file. One gone since its directory was read is skipped: no
-/// file a row of the checkpoint names is deleted while a backup runs (the
-/// `deletes` hold, `store/holds.rs`).
-fn link(from: &Path, to: &Path, linked: &mut (u64, u64)) -> io::Result<()> {
-    match fs::hard_link(from, to) {
-        Ok(()) => {
-            linked.0 += 1;
-            linked.1 += fs::metadata(to)?.len();
-            Ok(())
+/// Links one file, or copies it where `to` is on another file system
+/// (`EXDEV`; `fs::copy` lets the kernel copy, `copy_file_range`). One gone
+/// since its directory was read is skipped: no file a row of the
+/// checkpoint names is deleted while a backup runs (the `deletes` hold,
+/// `store/holds.rs`). A copy is made durable by the backup's `syncfs` of
+/// its own file system.
+fn link(from: &Path, to: &Path, linked: &mut Linked) -> io::Result<()> {
+    let copied = match fs::hard_link(from, to) {
+        Ok(()) => None,
+        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => match fs::copy(from, to) {
+            Ok(n) => Some(n),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let bytes = match copied {
+        Some(n) => {
+            linked.copied_bytes += n;
+            n
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
+        None => fs::metadata(to)?.len(),
+    };
+    linked.files += 1;
+    linked.bytes += bytes;
+    Ok(())
 }
