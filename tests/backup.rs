@@ -333,9 +333,6 @@ fn backups_in_one_instant_are_named_apart() {
     assert_eq!(left.len(), 2, "a partial directory was left, or a crash's was not removed: {left:?}");
 }
 
-/// A store whose metadata is not RocksDB, or that nodes share, is not
-/// backed up by depot (PostgreSQL and S3 have their own tools): refused,
-/// with nothing left behind.
 /// A directory on another file system than `near`'s, for `backups/`.
 fn elsewhere(near: &Path) -> tempfile::TempDir {
     use std::os::unix::fs::MetadataExt;
@@ -347,6 +344,9 @@ fn elsewhere(near: &Path) -> tempfile::TempDir {
         .expect("a writable directory on a second file system (a tmpfs at /dev/shm) for this test")
 }
 
+/// With a disk of its own mounted at `backups/`, a backup copies the
+/// objects it cannot hard-link, and opens whole from there: files read,
+/// the unfinished upload resumes.
 #[test]
 fn a_backup_onto_another_file_system_copies_what_it_cannot_link() {
     use std::os::unix::fs::MetadataExt;
@@ -401,6 +401,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A store whose metadata is not RocksDB, or that nodes share, is not
+/// backed up by depot (PostgreSQL and S3 have their own tools): refused,
+/// with nothing left behind.
 #[test]
 fn a_store_on_other_engines_is_not_backed_up_by_depot() {
     for shared in [false, true] {
