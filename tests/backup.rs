@@ -21,17 +21,22 @@ use reqwest::StatusCode;
 
 /// Bytes of the regular files under `dir`.
 fn tree_bytes(dir: &Path) -> u64 {
-    let mut n = 0;
+    walk(dir).iter().map(|f| std::fs::metadata(f).unwrap().len()).sum()
+}
+
+/// The regular files under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
         let ty = e.file_type().unwrap();
         if ty.is_dir() {
-            n += tree_bytes(&e.path());
+            out.extend(walk(&e.path()));
         } else if ty.is_file() {
-            n += e.metadata().unwrap().len();
+            out.push(e.path());
         }
     }
-    n
+    out
 }
 
 /// A tus PATCH that must be acknowledged: the answer.
@@ -385,20 +390,6 @@ fn a_backup_onto_another_file_system_copies_what_it_cannot_link() {
     let file = app.finish(true).unwrap().file.expect("the resumed upload completed");
     assert!(read_all(&s, &file.id) == up_data, "the resumed upload holds other bytes");
     s.close().unwrap();
-}
-
-/// Every file under `dir`.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }
 
 /// A store whose metadata is not RocksDB, or that nodes share, is not

@@ -217,7 +217,9 @@ fn copy_uploads(from: &Path, to: &Path) -> io::Result<u64> {
         for f in fs::read_dir(e.path())? {
             let f = f?;
             if f.file_type()?.is_file() {
-                fs::create_dir_all(&into)?;
+                if files == 0 {
+                    fs::create_dir(&into)?;
+                }
                 fs::copy(f.path(), into.join(f.file_name()))?;
                 files += 1;
             }
