@@ -3,8 +3,9 @@
 //! routes say, finding files by name, limits checked before an upload
 //! sends anything, refused uploads that leave only leased chunks, `get`
 //! that never overwrites silently, distinct exit codes, Ctrl-C, retries
-//! that say so, GC and stats that explain themselves, and set-up mistakes
-//! named plainly.
+//! that say so, GC and stats that explain themselves, set-up mistakes
+//! named plainly, and a file posted where a commit goes pointed to the
+//! upload route.
 
 mod common;
 
@@ -489,5 +490,46 @@ async fn raw_upload_of_unknown_bytes_is_octet_stream() {
     assert_eq!(r.status(), 201);
     let f: FileInfo = r.json().await.unwrap();
     assert_eq!(f.content_type, "application/octet-stream");
+    s.stop().await;
+}
+
+/// A file posted to `POST /api/files` (which commits chunks already sent)
+/// instead of `POST /api/files/upload` is refused 415 with a pointer to
+/// the upload route, whatever its size: a body over the JSON limit is not
+/// "too large for JSON". A body without a type is named as such. Nothing
+/// is stored; a JSON body with parameters on its type still commits.
+#[tokio::test]
+async fn a_file_posted_where_a_commit_goes_is_pointed_to_the_upload_route() {
+    let (_dir, s) = TestServer::start_temp_with(|c| c.limits.max_json_body = ByteSize(64 << 10)).await;
+    let form = |len: usize| {
+        let part = reqwest::multipart::Part::bytes(pseudo_random(len, 7)).file_name("photo.jpg");
+        reqwest::multipart::Form::new().part("file", part)
+    };
+    for len in [10, 200 << 10] {
+        let r = common::client().post(s.url("/api/files")).multipart(form(len)).send().await.unwrap();
+        assert_eq!(r.status(), 415, "a {len}-byte form");
+        let e: serde_json::Value = r.json().await.unwrap();
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains("this one has `multipart/form-data; boundary="), "{msg}");
+        assert!(msg.contains("POST them to /api/files/upload"), "{msg}");
+    }
+    let r = common::client().post(s.url("/api/commits")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 415);
+    let e: serde_json::Value = r.json().await.unwrap();
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.starts_with("POST /api/commits takes a JSON body"), "{msg}");
+    assert!(msg.contains("this one has no `Content-Type`") && !msg.contains("/api/files/upload"), "{msg}");
+
+    let list: FileList =
+        common::client().get(s.url("/api/files")).send().await.unwrap().json().await.unwrap();
+    assert!(list.files.is_empty(), "a refused body stored a file");
+    let r = common::client()
+        .post(s.url("/api/files"))
+        .header("content-type", "Application/JSON; charset=utf-8")
+        .body(r#"{"name":"empty","size":0,"chunks":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     s.stop().await;
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::{ObjectBuilder, RefOr, Required, Type};
 
@@ -104,8 +105,9 @@ impl<T: PathParam> utoipa::IntoResponses for InPath<T> {
 }
 
 /// A JSON request body as `T`: a body that is not `application/json` is
-/// answered 415, one too large 413, and one that does not parse or does
-/// not have `T`'s shape 400 (see `From<JsonRejection>` for [`ApiError`]).
+/// answered 415 ([`not_json`]), one too large 413, and one that does not
+/// parse or does not have `T`'s shape 400 (see `From<JsonRejection>` for
+/// [`ApiError`]).
 #[derive(Debug, Clone)]
 pub struct JsonBody<T>(pub T);
 
@@ -113,9 +115,44 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(not_json(req.method(), req.uri().path(), req.headers()));
+        }
         let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
         Ok(JsonBody(value))
     }
+}
+
+/// Whether `headers` declare a JSON body: `Content-Type` `application/json`
+/// or `application/*+json` (RFC 6839), parameters allowed, as axum's `Json`
+/// accepts.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    let Some(t) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = t.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence.strip_prefix("application/").is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
+}
+
+/// The 415 for a body that is not JSON on a route that reads JSON: it
+/// names the type sent. `POST /api/files` (a commit of chunks already
+/// sent) also points to `POST /api/files/upload`, where a file's bytes go:
+/// `curl -F file=@x …/api/files` is the likely mistake.
+pub fn not_json(method: &Method, path: &str, headers: &HeaderMap) -> ApiError {
+    let sent = match headers.get(header::CONTENT_TYPE) {
+        Some(t) => format!("`{}`", String::from_utf8_lossy(t.as_bytes())),
+        None => "no `Content-Type`".into(),
+    };
+    let mut msg =
+        format!("{method} {path} takes a JSON body (`Content-Type: application/json`); this one has {sent}");
+    if method == Method::POST && path == "/api/files" {
+        msg.push_str(
+            ". It makes a file of chunks already sent (the dedup protocol); to upload a file's bytes, \
+             POST them to /api/files/upload (multipart/form-data with a `file` field, or the raw bytes \
+             with ?filename=NAME)",
+        );
+    }
+    ApiError::UnsupportedMediaType(msg)
 }
 
 /// The request's principal and the server's state: what a handler that

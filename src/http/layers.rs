@@ -57,7 +57,8 @@ fn rate_limited(e: GovernorError) -> Response {
 /// memory budget like every other body. Its size (`Content-Length`, else
 /// `limits.max_json_body`) is reserved before a byte is read, the body is
 /// read here within the JSON limit (413 at once for a larger
-/// `Content-Length`, as soon as a chunked body passes it), and the share is
+/// `Content-Length`, or 415 when it is not JSON either; 413 as soon as a
+/// chunked body passes it), and the share is
 /// held until the handler has answered. A body in `Content-Encoding: zstd`
 /// is decoded here, within the same limit and with its own share
 /// ([`super::encoding`]): handlers see plain JSON. Bodies of methods whose
@@ -75,6 +76,11 @@ pub async fn json_bodies(
         Ok(c) => c,
         Err(refused) => return refused.into_response(),
     };
+    // A body no JSON route would read is refused for what it is before its
+    // size: a file posted to `/api/files` is not "too large for JSON".
+    if size > limit && !super::extract::is_json(req.headers()) {
+        return super::extract::not_json(req.method(), req.uri().path(), req.headers()).into_response();
+    }
     if size > limit {
         return ApiError::PayloadTooLarge(format!(
             "a JSON body may be at most {limit} bytes, this one declares {size}"
