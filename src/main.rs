@@ -150,6 +150,7 @@ enum Command {
     /// Download a file, verifying every chunk; resumes an interrupted download.
     /// Refuses to overwrite an existing file unless --force.
     Get {
+        /// The file's id, or its name when one file has it.
         id: String,
         /// Output path (default: the stored name; `-` for standard output).
         #[arg(long, short = 'o')]
@@ -178,9 +179,13 @@ enum Command {
         json: bool,
     },
     /// Delete a file.
-    Rm { id: String },
+    Rm {
+        /// The file's id, or its name when one file has it.
+        id: String,
+    },
     /// Show one file's record.
     Stat {
+        /// The file's id, or its name when one file has it.
         id: String,
         #[arg(long)]
         json: bool,
@@ -392,28 +397,6 @@ fn print_json(v: &impl serde::Serialize) -> Result<(), String> {
     emit(&serde_json::to_string(v).map_err(|e| e.to_string())?)
 }
 
-fn print_stats(st: &depot::wire::StatsInfo) -> Result<(), String> {
-    let ratio = |r: Option<f64>| match r {
-        Some(r) => format!("{r:.3}"),
-        None => "n/a (no file content yet)".into(),
-    };
-    emit(&format!(
-        "files          {}\nlogical bytes  {} ({})\nunique chunks  {}\nunique bytes   {} ({})\n\
-         stored bytes   {} ({})\ndedup ratio    {}   (logical / unique bytes)\n\
-         space ratio    {}   (logical / stored bytes)",
-        st.files,
-        st.logical_bytes,
-        human(st.logical_bytes),
-        st.unique_chunks,
-        st.unique_bytes,
-        human(st.unique_bytes),
-        st.stored_bytes,
-        human(st.stored_bytes),
-        ratio(st.dedup_ratio),
-        ratio(st.space_ratio)
-    ))
-}
-
 /// `depot gc`'s account of what it left: chunks no file uses that the
 /// grace period (or an upload's lease) still holds, and when they go.
 fn explain_gc(
@@ -536,7 +519,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 streaming_runtime()?,
                 &format!("run the same command again to resume from {part}"),
                 async {
-                    let report = client::get(&c, &id, &opts).await?;
+                    let report = client::get(&c, &c.resolve(&id).await?, &opts).await?;
                     if json {
                         print_json(&report)?;
                     } else if report.path != "-" {
@@ -598,34 +581,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Rm { id } => {
             let c = client()?;
-            interruptible(runtime()?, "run the same command again", async { Ok(c.delete(&id).await?) })
+            interruptible(runtime()?, "run the same command again", async {
+                Ok(c.delete(&c.resolve(&id).await?).await?)
+            })
         }
         Command::Stat { id, json } => {
             let c = client()?;
-            let f = runtime()?.block_on(c.info(&id))?;
+            let f = runtime()?.block_on(async { c.info(&c.resolve(&id).await?).await })?;
             if json {
                 return Ok(print_json(&f)?);
             }
-            let mut text = format!(
-                "id            {}\nname          {}\nsize          {} ({})\ncontent type  {}\n\
-                 created       {}\nchunks        {}\netag          {}",
-                f.id,
-                f.name,
-                f.size,
-                human(f.size),
-                f.content_type,
-                f.created,
-                f.chunks,
-                f.etag
-            );
-            if let Some(d) = f.deduplicated_bytes {
-                // What deduplication saved this file when it was stored.
-                text.push_str(&format!("\ndedup saving  {d} ({})", human(d)));
-            }
-            if let Some(h) = &f.content_hash {
-                text.push_str(&format!("\nblake3        {h}"));
-            }
-            Ok(emit(&text)?)
+            Ok(emit(&cli::show::file(&f))?)
         }
         Command::Stats { store, json } => {
             let st = if store.data_dir.is_some() {
@@ -637,7 +603,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let c = client()?;
                 runtime()?.block_on(c.stats())?
             };
-            Ok(if json { print_json(&st) } else { print_stats(&st) }?)
+            Ok(if json { print_json(&st) } else { emit(&cli::show::stats(&st)) }?)
         }
         Command::Gc { store, no_orphans } => {
             let s = open_store(&store)?;

@@ -1,8 +1,8 @@
 //! What a new user meets first, against the real server and the real
 //! `depot` binary: the OpenAPI document's parameters travel where the
 //! routes say, finding files by name, limits checked before an upload
-//! sends anything, refused uploads that leave only leased chunks, `get`
-//! that never overwrites silently, distinct exit codes, Ctrl-C, retries
+//! sends anything, refused uploads that leave only leased chunks, `get`,
+//! `stat` and `rm` by a file's name, `get` that never overwrites silently, distinct exit codes, Ctrl-C, retries
 //! that say so, GC and stats that explain themselves, set-up mistakes
 //! named plainly, and a file posted where a commit goes pointed to the
 //! upload route.
@@ -309,6 +309,46 @@ async fn get_refuses_to_overwrite_unless_forced() {
         run_json(&s.base, &["get", "--json", &f.id, "-o", other.to_str().unwrap()]).await;
     assert!(report["resumed_from"].as_u64().unwrap() > 0, "{report}");
     assert!(std::fs::read(&other).unwrap() == data);
+    s.stop().await;
+}
+
+/// `get`, `stat` and `rm` take a file's name where one file has it, as a
+/// new user types it after `depot ls`; a name several files share is
+/// refused (usage, 2) with their ids, and one no file has is 404 (5).
+#[tokio::test(flavor = "multi_thread")]
+async fn get_stat_and_rm_take_a_name_that_one_file_has() {
+    let (dir, s) = TestServer::start_in_workdir(|_| {}).await;
+    let data = pseudo_random(3 << 20, 9);
+    let only = s.upload_raw("only.bin", &data).await;
+    let older = s.upload_raw("twice.bin", b"first").await;
+    let newer = s.upload_raw("twice.bin", b"second").await;
+
+    let out = dir.path().join("out.bin");
+    ok(&run(&s.base, &["get", "only.bin", "-o", out.to_str().unwrap()]).await);
+    assert!(std::fs::read(&out).unwrap() == data);
+    let f: FileInfo = run_json(&s.base, &["stat", "only.bin", "--json"]).await;
+    assert_eq!(f.id, only.id);
+
+    for args in [&["get", "twice.bin", "-o", "x"][..], &["stat", "twice.bin"], &["rm", "twice.bin"]] {
+        let o = depot(&s.base).current_dir(dir.path()).args(args).output().await.unwrap();
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("more than one file is named `twice.bin`"), "{err}");
+        let (at_newer, at_older) = (err.find(&newer.id).unwrap(), err.find(&older.id).unwrap());
+        assert!(at_newer < at_older, "newest first: {err}");
+    }
+    assert!(!dir.path().join("x").exists() && !dir.path().join("x.part").exists());
+    let o = run(&s.base, &["rm", "nothing.bin"]).await;
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(stderr(&o).contains("no file has the id or the name `nothing.bin`"), "{}", stderr(&o));
+
+    ok(&run(&s.base, &["rm", "only.bin"]).await);
+    let list: FileList =
+        common::client().get(s.url("/api/files")).send().await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = list.files.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(ids, [newer.id.as_str(), older.id.as_str()]);
+    // An id is an id, also in lower case.
+    ok(&run(&s.base, &["rm", &older.id.to_lowercase()]).await);
     s.stop().await;
 }
 

@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod man;
 pub mod serve;
+pub mod show;
 pub mod tenant;
 pub mod token;
 

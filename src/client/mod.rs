@@ -505,6 +505,45 @@ impl Client {
         .await
     }
 
+    /// The id of the file a command names: `arg` itself when it is a file
+    /// id (26 Crockford base32 characters, as `depot ls` prints them), else
+    /// the id of the one file named exactly `arg`.
+    ///
+    /// # Errors
+    /// [`ClientError::Api`] 404 when no file has that name;
+    /// [`ClientError::Usage`] when several do (the message lists up to
+    /// five of their ids, newest first); network and API errors.
+    pub async fn resolve(&self, arg: &str) -> Result<String> {
+        if arg.parse::<crate::store::FileId>().is_ok() {
+            return Ok(arg.to_string());
+        }
+        const SHOWN: usize = 5;
+        let page = self.list(None, SHOWN + 1, Some(&Search::Exact(arg.into()))).await?;
+        match page.files.as_slice() {
+            [] => Err(ClientError::Api {
+                status: 404,
+                error: "not_found".into(),
+                message: format!(
+                    "no file has the id or the name `{arg}` (`depot ls -q TEXT` finds names containing TEXT)"
+                ),
+                missing: Vec::new(),
+            }),
+            [one] => Ok(one.id.clone()),
+            many => {
+                let more = if many.len() > SHOWN || page.next_cursor.is_some() { "\n  …" } else { "" };
+                let lines: String = many
+                    .iter()
+                    .take(SHOWN)
+                    .map(|f| format!("\n  {}  {}  {}", f.id, f.created, human(f.size)))
+                    .collect();
+                Err(ClientError::Usage(format!(
+                    "more than one file is named `{arg}`; give the id of the one you mean \
+                     (`depot ls '{arg}'` lists them all), newest first:{lines}{more}"
+                )))
+            }
+        }
+    }
+
     /// # Errors
     /// Network and API errors.
     pub async fn delete(&self, id: &str) -> Result<()> {
