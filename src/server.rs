@@ -257,7 +257,8 @@ pub fn router(state: AppState) -> Router {
 /// ([`tus::version_on_errors`]).
 async fn error_answers(req: Request, next: axum::middleware::Next) -> Response {
     let tus = tus::speaks_tus(&req);
-    let resp = json_errors(next.run(req).await).await;
+    let method = req.method().clone();
+    let resp = json_errors(&method, next.run(req).await).await;
     tus::version_on_errors(tus, resp)
 }
 

@@ -581,6 +581,13 @@ async fn errors_outside_the_handlers_are_json() {
     ];
     t.cases(true, cases).await;
     t.report();
+    // A router's 405 names the method and points to `Allow`, which names
+    // the methods the path takes.
+    let r = t.put("/api/files/upload").body("x").send().await.unwrap();
+    assert_eq!(r.headers()["allow"], "POST");
+    let e: serde_json::Value = r.json().await.unwrap();
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.starts_with("PUT is not allowed on this path; the answer's `Allow` header"), "{msg}");
     let r = t.get("/api/files").header("X-Padding", "p".repeat(1 << 20)).send().await;
     assert!(r.is_err() || r.unwrap().status() == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     let req = (0..200).fold(t.get("/api/files"), |req, i| req.header(format!("x-h{i}"), "v"));

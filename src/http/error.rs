@@ -302,11 +302,12 @@ impl From<axum::extract::multipart::MultipartRejection> for ApiError {
 
 /// Any error answer that is not JSON yet (axum's extractor rejections, 405
 /// from the router, …) rewritten as the JSON error body, keeping its status
-/// and headers; other answers as they are. (Requests hyper itself refuses
-/// before they reach the router, such as a 431 for oversized headers, keep
-/// hyper's empty answer.) The server's `error_answers` middleware applies
-/// it to every answer.
-pub async fn json_errors(resp: Response) -> Response {
+/// and headers; other answers as they are. A router's 405 names the
+/// request's `method` and points to the `Allow` header.
+/// (Requests hyper itself refuses before they reach the router, such as a
+/// 431 for oversized headers, keep hyper's empty answer.) The server's
+/// `error_answers` middleware applies it to every answer.
+pub async fn json_errors(method: &axum::http::Method, resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
@@ -322,7 +323,12 @@ pub async fn json_errors(resp: Response) -> Response {
     let (mut parts, body) = resp.into_parts();
     let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text).trim().to_string();
-    let message = if text.is_empty() || status.is_server_error() {
+    let message = if status == StatusCode::METHOD_NOT_ALLOWED && text.is_empty() {
+        // The router adds `Allow` outside every layer, after this has run.
+        format!(
+            "{method} is not allowed on this path; the answer's `Allow` header lists the methods it takes"
+        )
+    } else if text.is_empty() || status.is_server_error() {
         status.canonical_reason().unwrap_or("error").to_string()
     } else {
         text
