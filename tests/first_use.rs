@@ -495,6 +495,7 @@ async fn setup_mistakes_are_named_plainly() {
     let o = serve(&fresh, &busy.local_addr().unwrap().to_string()).output().await.unwrap();
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("cannot listen on"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("another port with --listen"), "{}", stderr(&o));
     assert!(!dir.path().join("fresh").exists(), "a failed start left a data dir behind");
 
     // An invalid DEPOT_LISTEN does not stop a server given a valid --listen.

@@ -85,7 +85,15 @@ pub fn serve(args: &StoreArgs, flags: &ServeFlags) -> Result<(), Failure> {
         // Listen first: a busy port then costs no data dir.
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {}", cfg.listen, io_cause(&e)))?;
+            .map_err(|e| {
+                let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                    " (another server, perhaps a depot, listens there: stop it, or give this one \
+                     another port with --listen, e.g. --listen 127.0.0.1:8081)"
+                } else {
+                    ""
+                };
+                format!("cannot listen on {}: {}{hint}", cfg.listen, io_cause(&e))
+            })?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         match cfg.auth.mode {
             AuthMode::Local if !addr.ip().is_loopback() => {
