@@ -242,16 +242,21 @@ class Client:
     def info(self, file_id: str) -> Dict[str, Any]:
         return self.json("GET", f"/api/files/{_id(file_id)}/info")
 
-    def list_page(self, limit: int = 100, cursor: Optional[str] = None) -> Dict[str, Any]:
+    def list_page(self, limit: int = 100, cursor: Optional[str] = None,
+                  name: Optional[str] = None) -> Dict[str, Any]:
+        """One page of the listing, newest first; ``name``: only files with
+        exactly that name (``?name=``; a server without it lists all)."""
         params: Dict[str, Any] = {"limit": limit}
         if cursor:
             params["cursor"] = cursor
+        if name is not None:
+            params["name"] = name
         return self.json("GET", "/api/files", params=params)
 
-    def iter_files(self, limit: int = 100) -> Iterator[Dict[str, Any]]:
+    def iter_files(self, limit: int = 100, name: Optional[str] = None) -> Iterator[Dict[str, Any]]:
         cursor = None
         while True:
-            page = self.list_page(limit, cursor)
+            page = self.list_page(limit, cursor, name)
             yield from page.get("files", [])
             cursor = page.get("next_cursor")
             if not cursor:

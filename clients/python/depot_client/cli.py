@@ -1,5 +1,5 @@
 """``python -m depot_client [--server URL] upload FILE | download ID [OUT] |
-list | delete ID``."""
+list | delete ID`` (ID: a file's id, or its name when one file has it)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
 
     down = sub.add_parser("download", parents=[common],
                           help="download a file (resumes OUT.part; refuses to overwrite OUT without --force)")
-    down.add_argument("id")
+    down.add_argument("id", help="the file's id, or its name when one file has it")
     down.add_argument("out", nargs="?", help="output path (default: the file's name, here)")
     down.add_argument("--no-resume", action="store_true", help="start over even if OUT.part exists")
     down.add_argument("-f", "--force", action="store_true",
@@ -74,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
 
     rm = sub.add_parser("delete", parents=[common], help="delete a file")
-    rm.add_argument("id")
+    rm.add_argument("id", help="the file's id, or its name when one file has it")
     return p
 
 
@@ -89,7 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "upload":
             return _upload(client, args, progress)
         if args.command == "download":
-            r = download(client, args.id, args.out, resume=not args.no_resume, progress=progress,
+            r = download(client, _resolve(client, args.id), args.out, resume=not args.no_resume, progress=progress,
                          force=args.force, seeds=args.seed)
             what = f"resumed at {r.resumed_from}, " if r.resumed_from else ""
             what += f"{r.reused_bytes} from seeds, " if r.reused_bytes else ""
@@ -100,13 +100,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "list":
             return _list(client, args.limit)
         if args.command == "delete":
+            file_id = _resolve(client, args.id)
             try:
-                client.delete(args.id)
+                client.delete(file_id)
             except Rejected as e:
                 if e.status == 404:
-                    raise Rejected(f"no file with id {args.id}", 404) from None
+                    raise Rejected(f"no file with id {file_id}", 404) from None
                 raise
-            print(f"deleted {args.id}")
+            print(f"deleted {file_id}")
             return 0
         raise UsageError(f"unknown command {args.command}")
     except DepotError as e:
@@ -117,6 +118,37 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 1
+
+
+def _resolve(client: Client, arg: str, shown: int = 5) -> str:
+    """The id of the file ``arg`` names, as ``depot get NAME`` finds it:
+    ``arg`` when a file has that id, else the one file named exactly
+    ``arg``. Several such files are a usage error listing their ids, newest
+    first; none is 404."""
+    try:
+        client.info(arg)
+        return arg
+    except UsageError:
+        pass  # not shaped like an id: a name
+    except Rejected as e:
+        if e.status != 404:
+            raise
+    named: List[dict] = []
+    # The server filters by name; the names are compared here too, for a
+    # server that lists every file instead.
+    for f in client.iter_files(limit=shown + 1, name=arg):
+        if f.get("name") == arg:
+            named.append(f)
+            if len(named) > shown:
+                break
+    if not named:
+        raise Rejected(f"no file has the id or the name {arg!r}", 404)
+    if len(named) == 1:
+        return named[0]["id"]
+    lines = "".join(f"\n  {f['id']}  {f['created']}  {_human(f['size'])}" for f in named[:shown])
+    more = "\n  ..." if len(named) > shown else ""
+    raise UsageError(f"more than one file is named {arg!r}; give the id of the one you mean, newest first:"
+                     f"{lines}{more}")
 
 
 def _upload(client: Client, args, progress) -> int:

@@ -170,6 +170,27 @@ def test_cli_auto_uses_native(native_server, make_file, tmp_path):
     assert out.read_bytes() == src.read_bytes() and "chunk hashes" in d.stderr
 
 
+def test_cli_downloads_and_deletes_by_a_name_one_file_has(native_server, make_file, tmp_path):
+    src = make_file(1 * MIB, seed=208)
+    only = run_cli("upload", str(src), "--name", "only.bin", server=native_server, check=True)
+    only_id = only.stdout.strip().splitlines()[-1]
+    twice = [run_cli("upload", str(src), "--name", "twice.bin", server=native_server, check=True)
+             .stdout.strip().splitlines()[-1] for _ in range(2)]
+    out = tmp_path / "by-name.bin"
+    run_cli("download", "only.bin", str(out), server=native_server, check=True)
+    assert out.read_bytes() == src.read_bytes()
+    r = run_cli("download", "twice.bin", str(tmp_path / "x"), server=native_server)
+    assert r.returncode == 2, r.stderr
+    assert "more than one file is named 'twice.bin'" in r.stderr
+    assert r.stderr.index(twice[1]) < r.stderr.index(twice[0]), r.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.part").exists()
+    r = run_cli("delete", "nothing.bin", server=native_server)
+    assert r.returncode == 5 and "no file has the id or the name 'nothing.bin'" in r.stderr, r.stderr
+    r = run_cli("delete", "only.bin", server=native_server, check=True)
+    assert r.stdout.strip() == f"deleted {only_id}"
+    assert native_server.client().info(twice[0])["name"] == "twice.bin"
+
+
 def test_download_with_a_seed_fetches_only_the_changes(native_server, make_file, tmp_path):
     src = make_file(16 * MIB, seed=301)
     old = src.read_bytes()
