@@ -83,7 +83,7 @@ missing=()
 have_libclang || missing+=(libclang-dev)
 if [[ "$mode" != build ]]; then
   have_command curl || missing+=(curl)
-  # The unit tests count a file's pages in the page cache with fincore.
+  # Tests count a file's pages in the page cache with fincore.
   have_command fincore || missing+=(util-linux-extra)
   have_postgres || missing+=(postgresql)
 fi
