@@ -340,13 +340,13 @@ async fn a_new_upload_is_read_from_the_disk_first_unless_direct_writes_are_off()
         let chunks = m.chunks.len() as u64;
         assert!(chunks >= 3 && m.chunks.iter().all(|c| c.len >= 64 << 10), "default-sized chunks");
         for c in &m.chunks[1..] {
-            let hex = c.hash.to_string();
-            let path = dir.path().join("objects").join(&hex[..2]).join(&hex[2..4]).join(&hex);
+            let path = common::stored::place(dir.path(), &c.hash).path;
             let (len, resident) = (std::fs::metadata(&path).unwrap().len(), resident_bytes(&path));
+            let hash = c.hash;
             if direct {
-                assert!(resident <= 4096, "direct writes: {resident} of {len} bytes of {hex} cached");
+                assert!(resident <= 4096, "direct writes: {resident} of {len} bytes of {hash} cached");
             } else {
-                assert!(resident >= len, "buffered writes: {resident} of {len} bytes of {hex} cached");
+                assert!(resident >= len, "buffered writes: {resident} of {len} bytes of {hash} cached");
             }
         }
         let before = reads(&s).await;

@@ -237,7 +237,7 @@ def test_list_and_delete(server, make_file):
     assert r.file_id not in run_cli("list", server=server, check=True).stdout
     again = run_cli("delete", r.file_id, server=server)
     assert again.returncode == EXIT_REJECTED
-    assert again.stderr.strip() == f"error: no file has the id or the name '{r.file_id}'"
+    assert again.stderr.strip() == f"error: no file with id {r.file_id}"
     missing = run_cli("download", r.file_id, server=server)
     assert missing.returncode == EXIT_REJECTED and missing.stderr.startswith("error: ")
     with pytest.raises(Rejected):
