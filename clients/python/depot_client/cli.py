@@ -4,6 +4,7 @@ list | delete ID`` (ID: a file's id, or its name when one file has it)."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import List, Optional
 
@@ -120,16 +121,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
 
 
+# A depot file id: a ULID, 26 Crockford base32 characters (the Rust
+# client's `FileId`).
+_DEPOT_ID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-zILOilo]{25}$")
+
+
 def _resolve(client: Client, arg: str, shown: int = 5) -> str:
     """The id of the file ``arg`` names, as ``depot get NAME`` finds it:
-    ``arg`` when a file has that id, else the one file named exactly
+    ``arg`` when it is shaped like a depot file id or a file has that id
+    (another server's ids are asked for), else the one file named exactly
     ``arg``. Several such files are a usage error listing their ids, newest
     first; none is 404."""
+    if _DEPOT_ID.match(arg):
+        return arg
     try:
         client.info(arg)
         return arg
     except UsageError:
-        pass  # not shaped like an id: a name
+        pass  # not shaped like any id: a name
     except Rejected as e:
         if e.status != 404:
             raise

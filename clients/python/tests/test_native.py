@@ -189,6 +189,9 @@ def test_cli_downloads_and_deletes_by_a_name_one_file_has(native_server, make_fi
     r = run_cli("delete", "only.bin", server=native_server, check=True)
     assert r.stdout.strip() == f"deleted {only_id}"
     assert native_server.client().info(twice[0])["name"] == "twice.bin"
+    # A depot id is taken as one without asking the server (none listens here).
+    from depot_client.cli import _resolve
+    assert _resolve(Client("http://127.0.0.1:9"), only_id) == only_id
 
 
 def test_download_with_a_seed_fetches_only_the_changes(native_server, make_file, tmp_path):
